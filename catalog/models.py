@@ -1,0 +1,207 @@
+"""The catalog schema as typed SQLAlchemy 2.0 models (DESIGN §6).
+
+Integer keys come from explicit sequences because DuckDB has no SERIAL. `edge` is the big table:
+it has no database-level primary key or foreign keys so bulk loads stay fast (the mapper-level key
+lets the ORM address rows when it must); `catalog.bulk` is the only writer and checks neuron ids.
+Timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    REAL,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Sequence,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("running", "complete", "failed")
+INTERVENTION_KINDS = ("circuit", "edge")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _id(seq: str) -> Mapped[int]:
+    return mapped_column(Integer, Sequence(seq), primary_key=True)
+
+
+class Model(Base):
+    """A network plus the identity of its weights."""
+
+    __tablename__ = "model"
+    __table_args__ = (UniqueConstraint("name", "weights_sha256"),)
+
+    id: Mapped[int] = _id("model_id_seq")
+    name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(200))
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    layer_order: Mapped[list[str]] = mapped_column(JSON)  # all known cut layers, forward order
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Layer(Base):
+    """A named module whose output is a cut of the network."""
+
+    __tablename__ = "layer"
+    __table_args__ = (UniqueConstraint("model_id", "name"), UniqueConstraint("model_id", "position"))
+
+    id: Mapped[int] = _id("layer_id_seq")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"))
+    name: Mapped[str] = mapped_column(String(300))  # dotted module path, the hook site
+    position: Mapped[int] = mapped_column(Integer)  # index in the model's layer_order
+    width: Mapped[int] = mapped_column(Integer)  # number of channels (neurons)
+
+
+class Neuron(Base):
+    """One channel of a layer's output."""
+
+    __tablename__ = "neuron"
+    __table_args__ = (UniqueConstraint("layer_id", "channel"),)
+
+    id: Mapped[int] = _id("neuron_id_seq")
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layer.id"))
+    channel: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class Concept(Base):
+    """A named set of example images."""
+
+    __tablename__ = "concept"
+
+    id: Mapped[int] = _id("concept_id_seq")
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ExampleImage(Base):
+    """One example image of a concept, within one image set (identified by its sha256)."""
+
+    __tablename__ = "example_image"
+    __table_args__ = (UniqueConstraint("concept_id", "image_set_sha256", "position"),)
+
+    id: Mapped[int] = _id("example_image_id_seq")
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concept.id"))
+    image_set_sha256: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    source_path: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    """One CLA computation with its provenance. Visible to readers only when status is complete."""
+
+    __tablename__ = "run"
+    __table_args__ = (Index(None, "provenance_key"), Index(None, "model_id", "concept_id"))
+
+    id: Mapped[int] = _id("run_id_seq")
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"))
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concept.id"))
+    layer_names: Mapped[list[str]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    image_set_sha256: Mapped[str] = mapped_column(String(64))
+    n_images: Mapped[int] = mapped_column(Integer)
+    provenance_key: Mapped[str] = mapped_column(String(64))  # sha256 of weights+layers+images+params
+    library_versions: Mapped[dict[str, str]] = mapped_column(JSON)
+    device: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))  # one of RUN_STATUSES
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Edge(Base):
+    """CLA score of a neuron pair in adjacent layers, within a run. Written only in bulk."""
+
+    __tablename__ = "edge"
+
+    run_id: Mapped[int] = mapped_column(Integer)
+    src_neuron_id: Mapped[int] = mapped_column(Integer)
+    dst_neuron_id: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(REAL)
+
+    __mapper_args__ = {"primary_key": [run_id, src_neuron_id, dst_neuron_id]}
+
+
+class Circuit(Base):
+    """k neurons per layer chosen from a run's scores (DESIGN §4)."""
+
+    __tablename__ = "circuit"
+    __table_args__ = (Index(None, "run_id"),)
+
+    id: Mapped[int] = _id("circuit_id_seq")
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+    k: Mapped[list[int]] = mapped_column(JSON)  # one k per layer of the run
+    fixed: Mapped[dict[str, list[int]] | None] = mapped_column(JSON, nullable=True)
+    sweeps: Mapped[int] = mapped_column(Integer)
+    converged: Mapped[bool] = mapped_column(Boolean)
+    objective: Mapped[float] = mapped_column(Float)  # final value
+    objective_history: Mapped[list[float]] = mapped_column(JSON)  # initial, then after each sweep
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CircuitNeuron(Base):
+    __tablename__ = "circuit_neuron"
+
+    circuit_id: Mapped[int] = mapped_column(ForeignKey("circuit.id"), primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
+
+
+class Intervention(Base):
+    """Edge or circuit pruning of a circuit (DESIGN §5)."""
+
+    __tablename__ = "intervention"
+    __table_args__ = (Index(None, "circuit_id"),)
+
+    id: Mapped[int] = _id("intervention_id_seq")
+    circuit_id: Mapped[int] = mapped_column(ForeignKey("circuit.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # one of INTERVENTION_KINDS
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # edge layer index, baseline seed, ...
+    edge_fraction: Mapped[float] = mapped_column(Float)  # fraction of adjacent-layer edges cut
+    baseline_edge_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Evaluation(Base):
+    """One metric of an intervention on one image set, beside its random-baseline value."""
+
+    __tablename__ = "evaluation"
+    __table_args__ = (Index(None, "intervention_id"),)
+
+    id: Mapped[int] = _id("evaluation_id_seq")
+    intervention_id: Mapped[int] = mapped_column(ForeignKey("intervention.id"))
+    image_set: Mapped[str] = mapped_column(String(300))  # e.g. "catfish:star_wave" or a folder
+    image_set_sha256: Mapped[str] = mapped_column(String(64))
+    n_images: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(50))  # accuracy|true_prob|kl|attack_success
+    clean_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value: Mapped[float] = mapped_column(Float)
+    baseline_value: Mapped[float | None] = mapped_column(Float, nullable=True)
