@@ -3,7 +3,10 @@
 Integer keys come from explicit sequences because DuckDB has no SERIAL. `edge` is the big table:
 it has no database-level primary key or foreign keys so bulk loads stay fast (the mapper-level key
 lets the ORM address rows when it must); `catalog.bulk` is the only writer and checks neuron ids.
-Timestamps are naive UTC.
+Foreign keys that point at rows a run deletion removes (run, circuit, intervention) exist on
+PostgreSQL only (see `_pg_only_fk`). The tables are created by migration 0001
+(`catalog/migrations`); tests compare it with `metadata.create_all`. Timestamps are naive UTC.
+Real numbers are DOUBLE (DuckDB's FLOAT is 4 bytes) except `edge.score`, REAL like the scores.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from sqlalchemy import (
     JSON,
     REAL,
     Boolean,
+    CheckConstraint,
     DateTime,
-    Float,
+    Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -41,10 +46,23 @@ INTERVENTION_KINDS = ("circuit", "edge")
 
 
 def utcnow() -> dt.datetime:
+    """The current time as naive UTC (how every timestamp in the catalog is stored)."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def _pg_only_fk(column: str, target: str) -> ForeignKeyConstraint:
+    """A foreign key created on PostgreSQL only, for references whose parent rows get deleted.
+
+    DuckDB (2.0) refuses to delete a referenced row in the same transaction that deletes the rows
+    referencing it, so a run could not be deleted together with its circuits in one transaction.
+    On DuckDB `catalog.store` checks these references itself (it is their only writer).
+    """
+    return ForeignKeyConstraint([column], [target]).ddl_if(dialect="postgresql")
+
+
 class Base(DeclarativeBase):
+    """Declarative base whose metadata names every constraint predictably (for migrations)."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
@@ -62,7 +80,9 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(200))
     architecture: Mapped[str] = mapped_column(String(200))
     weights_sha256: Mapped[str] = mapped_column(String(64))
-    layer_order: Mapped[list[str]] = mapped_column(JSON)  # all known cut layers, forward order
+    # every catalogued layer by position: forward order when the model's layers were catalogued
+    # together; a layer first seen later is appended (see catalog.store.ensure_model)
+    layer_order: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -119,7 +139,11 @@ class Run(Base):
     """One CLA computation with its provenance. Visible to readers only when status is complete."""
 
     __tablename__ = "run"
-    __table_args__ = (Index(None, "provenance_key"), Index(None, "model_id", "concept_id"))
+    __table_args__ = (
+        Index(None, "provenance_key"),
+        Index(None, "model_id", "concept_id"),
+        CheckConstraint("status IN ('running', 'complete', 'failed')", name="status"),
+    )
 
     id: Mapped[int] = _id("run_id_seq")
     model_id: Mapped[int] = mapped_column(ForeignKey("model.id"))
@@ -135,13 +159,16 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Edge(Base):
     """CLA score of a neuron pair in adjacent layers, within a run. Written only in bulk."""
 
     __tablename__ = "edge"
+    # PostgreSQL needs the index to find one run's rows; DuckDB finds them through its per-row-group
+    # min/max statistics (runs are written contiguously) and an ART index would slow bulk loads.
+    __table_args__ = (Index(None, "run_id").ddl_if(dialect="postgresql"),)
 
     run_id: Mapped[int] = mapped_column(Integer)
     src_neuron_id: Mapped[int] = mapped_column(Integer)
@@ -155,23 +182,26 @@ class Circuit(Base):
     """k neurons per layer chosen from a run's scores (DESIGN §4)."""
 
     __tablename__ = "circuit"
-    __table_args__ = (Index(None, "run_id"),)
+    __table_args__ = (Index(None, "run_id"), _pg_only_fk("run_id", "run.id"))
 
     id: Mapped[int] = _id("circuit_id_seq")
-    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"))
+    run_id: Mapped[int] = mapped_column(Integer)
     k: Mapped[list[int]] = mapped_column(JSON)  # one k per layer of the run
     fixed: Mapped[dict[str, list[int]] | None] = mapped_column(JSON, nullable=True)
     sweeps: Mapped[int] = mapped_column(Integer)
     converged: Mapped[bool] = mapped_column(Boolean)
-    objective: Mapped[float] = mapped_column(Float)  # final value
+    objective: Mapped[float] = mapped_column(Double)  # final value
     objective_history: Mapped[list[float]] = mapped_column(JSON)  # initial, then after each sweep
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class CircuitNeuron(Base):
-    __tablename__ = "circuit_neuron"
+    """Membership of one neuron in one circuit."""
 
-    circuit_id: Mapped[int] = mapped_column(ForeignKey("circuit.id"), primary_key=True)
+    __tablename__ = "circuit_neuron"
+    __table_args__ = (_pg_only_fk("circuit_id", "circuit.id"),)
+
+    circuit_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
 
 
@@ -179,14 +209,18 @@ class Intervention(Base):
     """Edge or circuit pruning of a circuit (DESIGN §5)."""
 
     __tablename__ = "intervention"
-    __table_args__ = (Index(None, "circuit_id"),)
+    __table_args__ = (
+        Index(None, "circuit_id"),
+        CheckConstraint("kind IN ('circuit', 'edge')", name="kind"),
+        _pg_only_fk("circuit_id", "circuit.id"),
+    )
 
     id: Mapped[int] = _id("intervention_id_seq")
-    circuit_id: Mapped[int] = mapped_column(ForeignKey("circuit.id"))
+    circuit_id: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(20))  # one of INTERVENTION_KINDS
     params: Mapped[dict[str, Any]] = mapped_column(JSON)  # edge layer index, baseline seed, ...
-    edge_fraction: Mapped[float] = mapped_column(Float)  # fraction of adjacent-layer edges cut
-    baseline_edge_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    edge_fraction: Mapped[float] = mapped_column(Double)  # fraction of adjacent-layer edges cut
+    baseline_edge_fraction: Mapped[float | None] = mapped_column(Double, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -194,14 +228,14 @@ class Evaluation(Base):
     """One metric of an intervention on one image set, beside its random-baseline value."""
 
     __tablename__ = "evaluation"
-    __table_args__ = (Index(None, "intervention_id"),)
+    __table_args__ = (Index(None, "intervention_id"), _pg_only_fk("intervention_id", "intervention.id"))
 
     id: Mapped[int] = _id("evaluation_id_seq")
-    intervention_id: Mapped[int] = mapped_column(ForeignKey("intervention.id"))
+    intervention_id: Mapped[int] = mapped_column(Integer)
     image_set: Mapped[str] = mapped_column(String(300))  # e.g. "catfish:star_wave" or a folder
     image_set_sha256: Mapped[str] = mapped_column(String(64))
     n_images: Mapped[int] = mapped_column(Integer)
     metric: Mapped[str] = mapped_column(String(50))  # accuracy|true_prob|kl|attack_success
-    clean_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    value: Mapped[float] = mapped_column(Float)
-    baseline_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    clean_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    value: Mapped[float] = mapped_column(Double)
+    baseline_value: Mapped[float | None] = mapped_column(Double, nullable=True)

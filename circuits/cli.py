@@ -7,6 +7,9 @@ keeps its traceback because it is a bug.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from typer.core import TyperGroup
 
@@ -43,6 +46,28 @@ def _mount() -> None:
 
 
 _mount()
+
+
+@app.command()
+def demo(
+    db: Annotated[str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the report (Markdown) and the overlap heat-map (PNG).")] = Path("demo-out"),
+) -> None:
+    """Find a circuit for every CatFish-synth primitive and class with the bundled catfish-mini model,
+    prune every primitive circuit on every class, and report the paper's three CatFish claims."""
+    from circuits.demo import run_demo
+    from ingest.cli_pipeline import progress_bar
+
+    with progress_bar() as update:
+        result = run_demo(db, out, progress=update)
+    typer.echo("")
+    for claim in result.claims:
+        typer.echo(f"{claim.name:<12} {'holds' if claim.holds else 'DOES NOT HOLD'}: {claim.summary}")
+    typer.echo("")
+    typer.echo(f"catalog:  {result.db}")
+    typer.echo(f"report:   {result.report_path}")
+    typer.echo(f"heat-map: {result.heatmap_path}")
+    typer.echo(f"finished in {result.seconds:.0f} s; try: circuits sql \"select * from circuit_overlap_v order by jaccard desc limit 5\"")
 
 
 def main() -> None:

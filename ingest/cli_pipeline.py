@@ -1,3 +1,139 @@
-"""Commands registered on the package app (placeholder until written)."""
+"""`circuits ingest`, `circuits refine` and `circuits ablate`: thin wrappers over the pipeline."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from ingest.cli import app
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")]
+ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of PNG/JPEG example images.")]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="A bundled image set, e.g. catfish:disc or catfish:disc_star.")
+]
+NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the images rendered for --dataset.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+
+
+def _parse_k(text: str) -> int | tuple[int, ...]:
+    parts = [p for p in text.split(",") if p.strip()]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
+    return values[0] if len(values) == 1 else values
+
+
+@contextmanager
+def progress_bar():
+    """A rich progress bar fed by the pipeline's (stage, done, total) callbacks."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def ingest(
+    model: Annotated[str, typer.Argument(help="A zoo name (see `circuits models`) or path/to/file.py:factory.")],
+    concept: Annotated[str, typer.Option("--concept", help="Name of the concept the images show.")],
+    images: ImagesOpt = None,
+    dataset: DatasetOpt = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Comma-separated dotted module names, forward order.")] = None,
+    k: Annotated[str, typer.Option("--k", help="Circuit neurons per layer: one integer or one per layer.")] = "5",
+    weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
+    n: NOpt = 32,
+    seed: SeedOpt = 0,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run exists.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit."""
+    from catalog.engine import open_catalog
+    from ingest.pipeline import IngestConfig, ingest as run_ingest, resolve_images
+
+    image_set = resolve_images(images, dataset, n=n, seed=seed)
+    for path, reason in image_set.skipped:
+        typer.echo(f"skipped unreadable image {path}: {reason}", err=True)
+    if image_set.skipped:
+        typer.echo(f"skipped {len(image_set.skipped)} unreadable file(s); using {len(image_set)} images", err=True)
+    config = IngestConfig(
+        model=model,
+        concept=concept,
+        layers=None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip()),
+        k=_parse_k(k),
+        weights=weights,
+        device=device,
+        batch_size=batch_size,
+        force=force,
+    )
+    cat = open_catalog(db, create=True)
+    with progress_bar() as update:
+        result = run_ingest(cat, config, image_set, progress=update)
+    verb = "reused run" if result.reused else "stored run"
+    typer.echo(
+        f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
+        f"and circuit {result.circuit_id} in {cat.url}"
+    )
+
+
+@app.command()
+def refine(
+    run: Annotated[int, typer.Argument(help="Run id (see `circuits list runs`).")],
+    k: Annotated[str, typer.Option("--k", help="Neurons per layer: one integer or one per layer.")],
+    db: DbOpt = None,
+) -> None:
+    """Make a circuit of another size from a run's stored edges alone (no model, no GPU)."""
+    from catalog.engine import open_catalog
+    from ingest.pipeline import refine as run_refine
+
+    cat = open_catalog(db)
+    circuit_id, circuit = run_refine(cat, run, _parse_k(k))
+    state = "converged" if circuit.converged else "did not converge"
+    typer.echo(f"stored circuit {circuit_id} of run {run}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective[-1]:.4g}")
+
+
+@app.command()
+def ablate(
+    circuit: Annotated[int, typer.Argument(help="Circuit id (see `circuits list circuits`).")],
+    kind: Annotated[str, typer.Option("--kind", help="circuit (zero every circuit neuron) or edge (cut the first circuit layer pair).")] = "circuit",
+    images: ImagesOpt = None,
+    dataset: DatasetOpt = None,
+    label: Annotated[str | None, typer.Option("--label", help="True class of the --images folder.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
+    pair: Annotated[int, typer.Option("--pair", help="Edge pruning: index of the circuit layer pair to cut.")] = 0,
+    baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
+    n: NOpt = 64,
+    seed: SeedOpt = 1,
+    device: DeviceOpt = "auto",
+    db: DbOpt = None,
+) -> None:
+    """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result."""
+    from catalog.engine import open_catalog
+    from ingest.ablation import ablate as run_ablate
+    from ingest.pipeline import resolve_images
+
+    image_set = resolve_images(images, dataset, n=n, seed=seed)
+    cat = open_catalog(db)
+    r = run_ablate(cat, circuit, image_set, kind=kind, label=label, weights=weights, pair=pair,
+                   baseline_seed=baseline_seed, device=device)
+    typer.echo(f"intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
+               f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
+    typer.echo(f"{'metric':<10} {'clean':>8} {'pruned':>8} {'random':>8}")
+    for m in r.clean:
+        typer.echo(f"{m:<10} {r.clean[m]:>8.3f} {r.intervened[m]:>8.3f} {r.baseline[m]:>8.3f}")

@@ -1,3 +1,46 @@
-"""Commands registered on the package app (placeholder until written)."""
+"""`circuits export`: write a catalogued circuit as a portable pruning mask (a thin wrapper)."""
 
 from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from queries.cli import app
+
+
+class MaskKind(str, Enum):
+    circuit = "circuit"
+    edge = "edge"
+
+
+@app.command("export")
+def export(
+    circuit: Annotated[int, typer.Argument(help="Circuit id (see `circuits list circuits`).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Mask file to write: *.json or *.safetensors.")],
+    kind: Annotated[
+        MaskKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one layer pair.")
+    ] = MaskKind.circuit,
+    pair: Annotated[
+        int, typer.Option("--pair", help="Edge masks: cut circuit layer I → I+1 (default the first two).")
+    ] = 0,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")
+    ] = None,
+) -> None:
+    """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
+    from catalog.engine import open_catalog
+    from queries.export import export_mask
+
+    result = export_mask(open_catalog(db, read_only=True), circuit, out, kind=kind.value, pair=pair)
+    mask = result.mask
+    typer.echo(f"wrote {result.path} ({result.format}): {mask.describe()}")
+    typer.echo(f"  from circuit {circuit} (run {mask.source.run_id}, concept {mask.source.concept}) in {mask.source.catalog}")
+    for path, mm in mask.modules.items():
+        typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
+    if kind is MaskKind.circuit:
+        typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
+    else:
+        typer.echo("apply it with hooks: ingest.masks.apply_mask(model, catalog.masks.read_mask(FILE))")

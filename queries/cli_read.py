@@ -1,3 +1,245 @@
-"""Commands registered on the package app (placeholder until written)."""
+"""Read-side commands: `circuits overlap|shared|compose|show|list|prune-plan`.
+
+Thin wrappers: each opens the catalog read-only, calls one library function of `queries`, and
+renders the result (`--format table|csv|json`). Nothing here loads a model.
+"""
 
 from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from queries.cli import app
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")
+]
+ModelOpt = Annotated[
+    str, typer.Option("--model", help="Model name (NAME@SHA256PREFIX when several weights share the name).")
+]
+CHOICE_HELP = "A concept stands for its newest circuit of its newest complete run."
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Metric(str, Enum):
+    jaccard = "jaccard"
+    shared = "shared"
+    weighted = "weighted"
+
+
+class Listable(str, Enum):
+    runs = "runs"
+    circuits = "circuits"
+    concepts = "concepts"
+    models = "models"
+
+
+class Status(str, Enum):
+    running = "running"
+    complete = "complete"
+    failed = "failed"
+
+
+class Kind(str, Enum):
+    circuit = "circuit"
+    edge = "edge"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output: an aligned table, CSV or JSON.")]
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    return names or None
+
+
+def _session(db: str | None) -> Session:
+    from catalog.engine import open_catalog
+
+    return open_catalog(db, read_only=True).session()
+
+
+def _emit(rows: list[dict], fmt: Format, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None) -> None:
+    """Print rows; notes go after a table, or to stderr for CSV/JSON so stdout stays parseable."""
+    from queries.output import render
+
+    typer.echo(render(rows, fmt.value, columns))
+    for note in notes:
+        typer.echo(f"note: {note}", err=fmt is not Format.table)
+
+
+@app.command("overlap")
+def overlap(
+    model: ModelOpt,
+    concepts: Annotated[
+        str | None, typer.Option("--concepts", help="Comma-separated concepts (default: every concept with a circuit).")
+    ] = None,
+    metric: Annotated[
+        Metric,
+        typer.Option(
+            "--metric",
+            help="jaccard: shared/union of neurons; shared: neurons in both; weighted: weighted Jaccard of "
+            "the circuits' internal edges, each circuit's CLA scores normalised to sum 1.",
+        ),
+    ] = Metric.jaccard,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write the matrix as a heat-map (PNG).")] = None,
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """Pairwise overlap matrix of a model's concept circuits (a concept stands for its newest circuit
+    of its newest complete run)."""
+    from queries.overlap import overlap_matrix
+
+    with _session(db) as s:
+        matrix = overlap_matrix(s, model, _names(concepts), metric.value)
+    _emit(matrix.rows(), fmt, matrix.notes)
+    if plot is not None:
+        from queries.plots import overlap_heatmap
+
+        typer.echo(f"heat-map: {overlap_heatmap(matrix, plot)}", err=fmt is not Format.table)
+
+
+@app.command("shared")
+def shared(
+    model: ModelOpt,
+    concepts: Annotated[str, typer.Option("--concepts", help="Two or more comma-separated concepts.")],
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """Neurons (layer, channel) in every one of the given concepts' circuits, with each neuron's total
+    within-circuit attribution (sum of its internal edge scores) in each. A concept stands for its newest
+    circuit of its newest complete run."""
+    from queries.overlap import shared_neurons
+
+    with _session(db) as s:
+        result = shared_neurons(s, model, _names(concepts) or [])
+    sizes = ", ".join(f"{c} #{i}: {n}" for c, i, n in zip(result.concepts, result.circuit_ids, result.sizes))
+    notes = [*result.notes, f"{len(result.neurons)} shared neurons; circuit sizes {sizes}"]
+    _emit(result.rows(), fmt, notes, ["layer", "channel", *result.concepts])
+
+
+@app.command("compose")
+def compose(
+    circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
+    sources: Annotated[str, typer.Option("--from", help="Comma-separated concepts whose circuits compose it.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """Per layer, how many of a circuit's neurons the union of the given concepts' circuits covers
+    (counts, fraction, and per concept), with a total. A concept stands for its newest circuit of its newest
+    complete run on the circuit's model."""
+    from queries.compose import compose_circuit
+    from queries.listing import resolve_circuit
+
+    with _session(db) as s:
+        target = resolve_circuit(s, circuit, model)
+        result = compose_circuit(s, target.circuit_id, _names(sources) or [])
+    notes = [n for n in (target.note, *result.notes) if n]
+    notes.append(
+        f"circuit {result.circuit_id} ({result.concept}, {result.model}): {result.total.covered} of "
+        f"{result.total.neurons} neurons covered ({100 * result.total.fraction:.1f}%)"
+    )
+    _emit(result.rows(), fmt, notes)
+
+
+@app.command("show")
+def show(
+    circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")] = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """Everything about one circuit: run, model, concept, k, sweeps, convergence, objective, neurons per
+    layer, and its interventions with their evaluations."""
+    from queries.listing import circuit_details, resolve_circuit
+    from queries.output import render_csv, to_json
+
+    with _session(db) as s:
+        details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
+    if fmt is Format.json:
+        typer.echo(to_json(details.to_dict()))
+    elif fmt is Format.csv:
+        typer.echo(render_csv(details.neuron_rows()))
+    else:
+        typer.echo(details.text())
+
+
+@app.command("list")
+def list_(
+    what: Annotated[Listable, typer.Argument(help="runs, circuits, concepts or models.")],
+    model: Annotated[str | None, typer.Option("--model", help="Only this model (runs, circuits, concepts).")] = None,
+    concept: Annotated[str | None, typer.Option("--concept", help="Only this concept (runs, circuits).")] = None,
+    status: Annotated[
+        Status | None,
+        typer.Option("--status", help="Only runs with this status (runs; circuits default to complete runs)."),
+    ] = None,
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """List the catalog's runs, circuits, concepts or models, with filters."""
+    from dataclasses import asdict
+
+    from queries import listing
+
+    state = None if status is None else status.value
+    with _session(db) as s:
+        if what is Listable.runs:
+            rows = listing.list_runs(s, model, concept, state)
+        elif what is Listable.circuits:
+            rows = listing.list_circuits(s, model, concept, state or "complete")
+        elif what is Listable.concepts:
+            rows = listing.list_concepts(s, model)
+        else:
+            rows = listing.list_models(s)
+    _emit([asdict(r) for r in rows], fmt)
+
+
+@app.command("prune-plan")
+def prune_plan(
+    model: ModelOpt,
+    against: Annotated[str, typer.Option("--against", help="Concept (or evaluated image set) whose behaviour to suppress.")],
+    keep: Annotated[
+        str | None, typer.Option("--keep", help="Comma-separated concepts whose behaviour to keep.")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Show this many candidates.")] = 10,
+    kind: Annotated[Kind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")] = Kind.circuit,
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """Rank stored circuits by how much pruning them hurts the --against behaviour versus the --keep
+    behaviours: by stored evaluations (accuracy / attack success before→after, fraction of edges cut) where
+    they exist, else by a structural proxy (overlap with --against's circuit minus overlap with --keep's),
+    labelled as such, with the `circuits ablate` commands that would add the missing evidence. Circuits of the
+    --keep concepts are not candidates."""
+    from queries.prune_plan import plan_pruning
+
+    with _session(db) as s:
+        plan = plan_pruning(s, model, against, _names(keep) or [], kind=kind.value)
+    shown = plan.candidates[:top]
+    rows = plan.rows()[:top]
+    notes = list(plan.notes)
+    db_arg = f" --db {db}" if db else ""
+    for c in shown:
+        for cmd in c.commands:
+            notes.append(f"to add evidence for circuit {c.circuit_id} ({c.concept}): {cmd}{db_arg}")
+    if len(plan.candidates) > top:
+        notes.append(f"{len(plan.candidates) - top} more candidates: raise --top")
+    _emit(rows, fmt, notes)

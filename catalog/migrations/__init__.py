@@ -1,0 +1,132 @@
+"""Alembic migrations of the catalog schema, shipped as package data, driven from code.
+
+There is no `alembic.ini`: `alembic_config` builds the configuration in code and hands Alembic an
+open connection, so the same functions serve `circuits db init|upgrade`, `open_catalog(create=True)`
+and the tests. Revision ids are zero-padded numbers (`0001`, `0002`, …) in files named
+`NNNN_slug.py`, one linear history, so revisions order as integers and `open_catalog` can check a
+database against `SCHEMA_HEAD` without importing Alembic.
+
+Writing a new revision: copy the newest file, bump the number, set `down_revision`, write the
+operations by hand (STYLE §9: DuckDB cannot add foreign keys or NOT NULL columns to existing
+tables; keys and indexes go inside `create_table`), bump `SCHEMA_HEAD`, and run the migration tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, inspect, text
+
+if TYPE_CHECKING:  # alembic is imported lazily: `circuits --help` must stay fast
+    from alembic.config import Config
+
+SCHEMA_HEAD = "0001"
+"""The revision this version of the code expects; a test checks it is the scripts' only head."""
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent
+VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(
+    connection: Connection | None = None, *, version_locations: Sequence[str | Path] = ()
+) -> Config:
+    """Build the Alembic configuration for the catalog's migrations.
+
+    Args:
+        connection: the connection Alembic runs on (env.py uses it and its transaction).
+        version_locations: extra folders of revisions besides the shipped ones (tests).
+
+    Returns:
+        An `alembic.config.Config` pointing at this package.
+    """
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    locations = [str(MIGRATIONS_DIR / "versions"), *(str(p) for p in version_locations)]
+    cfg.set_main_option("path_separator", "os")  # how Alembic splits version_locations
+    cfg.set_main_option("version_locations", os.pathsep.join(locations))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def script_heads(*, version_locations: Sequence[str | Path] = ()) -> tuple[str, ...]:
+    """The head revisions of the migration scripts (one, if the history is linear).
+
+    Args:
+        version_locations: extra folders of revisions (tests).
+
+    Returns:
+        The head revision ids.
+    """
+    from alembic.script import ScriptDirectory
+
+    return tuple(ScriptDirectory.from_config(alembic_config(version_locations=version_locations)).get_heads())
+
+
+def upgrade(
+    connection: Connection, revision: str = "head", *, version_locations: Sequence[str | Path] = ()
+) -> None:
+    """Upgrade the database on `connection` to `revision`, inside the caller's transaction.
+
+    Args:
+        connection: a read-write connection; the caller commits (e.g. `with engine.begin()`).
+        revision: target revision id, or "head".
+        version_locations: extra folders of revisions (tests).
+    """
+    from alembic import command
+
+    command.upgrade(alembic_config(connection, version_locations=version_locations), revision)
+
+
+def downgrade(
+    connection: Connection, revision: str = "base", *, version_locations: Sequence[str | Path] = ()
+) -> None:
+    """Downgrade the database on `connection` to `revision` ("base" removes everything).
+
+    Args:
+        connection: a read-write connection; the caller commits.
+        revision: target revision id, or "base".
+        version_locations: extra folders of revisions (tests).
+    """
+    from alembic import command
+
+    command.downgrade(alembic_config(connection, version_locations=version_locations), revision)
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision recorded in the database, read with plain SQL (no Alembic import).
+
+    Args:
+        connection: any connection, read-only is fine.
+
+    Returns:
+        The revision id, or None when the database has no (or an empty) version table.
+    """
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(rows) > 1:  # branches are never created here; report the newest
+        return max(rows)
+    return rows[0] if rows else None
+
+
+def user_tables(connection: Connection) -> list[str]:
+    """Tables in the database other than Alembic's version table.
+
+    Args:
+        connection: any connection.
+
+    Returns:
+        Sorted table names.
+    """
+    return sorted(t for t in inspect(connection).get_table_names() if t != VERSION_TABLE)
+
+
+def revision_number(revision: str) -> int | None:
+    """The integer order of a revision id like "0003" (None for ids not in that form)."""
+    return int(revision) if revision.isdigit() else None

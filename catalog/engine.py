@@ -1,0 +1,396 @@
+"""Open the catalog: one engine per database per process, schema checks, read-only mode.
+
+`open_catalog` turns a path or SQLAlchemy URL into a cached `Catalog` (an Engine plus a
+sessionmaker). Callers open sessions and own the transaction (STYLE §5):
+
+    cat = open_catalog("circuits.duckdb")
+    with cat.session() as s, s.begin():
+        ...
+
+Read-only catalogs are read-only in the database, not by convention: DuckDB files are opened with
+`read_only=True`, PostgreSQL sessions with `default_transaction_read_only`. Every DuckDB connection
+also has external access disabled (no COPY … TO a file, ATTACH of files, reads of arbitrary files,
+extension loading): the catalog never needs it and `circuits sql` must not write anywhere.
+
+DuckDB allows one configuration per file per process, so when a file is already open read-write
+in this process, a read-only catalog of it shares the read-write database and makes each of its
+transactions `BEGIN TRANSACTION READ ONLY` instead (`Catalog.connection_read_only` is then False).
+Opening a file read-write after it was opened read-only re-points the read-only catalog that way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog import migrations
+from catalog.errors import CatalogError, CatalogLocked, NotFound, SchemaOutdated
+
+ENV_VAR = "CIRCUITS_DB"
+DEFAULT_PATH = "circuits.duckdb"
+
+DUCKDB_CONFIG = {"enable_external_access": False}
+"""Config of every DuckDB connection; one-way (a connection cannot re-enable external access)."""
+
+_LOCK = threading.RLock()
+_REGISTRY: dict[tuple[str, bool], Catalog] = {}
+
+
+class Catalog:
+    """One catalog database: an Engine and a sessionmaker. Get it from `open_catalog`.
+
+    Attributes:
+        url: the SQLAlchemy URL (DuckDB paths are absolute).
+        read_only: whether this catalog refuses writes.
+    """
+
+    def __init__(self, url: URL, engine: Engine, *, read_only: bool, connection_read_only: bool):
+        self.url = url
+        self.read_only = read_only
+        self._engine = engine
+        self._connection_read_only = connection_read_only
+        self._sessionmaker = sessionmaker(bind=engine)
+        self.closed = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for Core statements and migrations)."""
+        self._check_open()
+        return self._engine
+
+    @property
+    def backend(self) -> str:
+        """"duckdb" or "postgresql"."""
+        return self.url.get_backend_name()
+
+    @property
+    def path(self) -> Path | None:
+        """The DuckDB file, or None (PostgreSQL, in-memory DuckDB)."""
+        return _duckdb_path(self.url)
+
+    @property
+    def display(self) -> str:
+        """How to name this catalog in messages: the file path, or the URL without password."""
+        return _display(self.url)
+
+    @property
+    def connection_read_only(self) -> bool:
+        """True when the database connection itself is read-only (not only its transactions)."""
+        return self._connection_read_only
+
+    def session(self) -> Session:
+        """A new Session; the caller begins and ends its transaction.
+
+        Raises:
+            CatalogError: the catalog was closed.
+        """
+        self._check_open()
+        return self._sessionmaker()
+
+    def close(self) -> None:
+        """Dispose of the engine (closing idle connections) and forget this catalog."""
+        with _LOCK:
+            if self.closed:
+                return
+            self._engine.dispose()
+            self.closed = True
+            for key, cat in list(_REGISTRY.items()):
+                if cat is self:
+                    del _REGISTRY[key]
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"Catalog({self.display!r}, {mode}{', closed' if self.closed else ''})"
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise CatalogError(f"catalog {self.display} was closed: open it again with open_catalog")
+
+    def _rebind(self, engine: Engine, *, connection_read_only: bool) -> None:
+        self._engine.dispose()
+        self._engine = engine
+        self._connection_read_only = connection_read_only
+        self._sessionmaker.configure(bind=engine)
+
+
+def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
+    """Turn a path or URL into a SQLAlchemy URL.
+
+    Args:
+        url_or_path: a DuckDB file path, or a URL (`duckdb:///path`, `duckdb:///:memory:`,
+            `postgresql+psycopg://user@host/db`); None means `$CIRCUITS_DB`, else
+            `./circuits.duckdb`.
+
+    Returns:
+        The URL; DuckDB paths are made absolute, `postgresql://` gets the psycopg driver.
+
+    Raises:
+        CatalogError: not a URL of a supported database.
+    """
+    if url_or_path is None:
+        url_or_path = os.environ.get(ENV_VAR) or DEFAULT_PATH
+    text = os.fspath(url_or_path)
+    if "://" not in text:
+        return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
+    try:
+        url = make_url(text)
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(
+            f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path"
+        ) from exc
+    backend = url.get_backend_name()
+    if backend == "duckdb":
+        if url.database and url.database != ":memory:":
+            url = url.set(database=str(Path(url.database).expanduser().resolve()))
+        return url
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+    raise CatalogError(
+        f"unsupported database {backend!r} in {url.render_as_string()}: use DuckDB or PostgreSQL"
+    )
+
+
+def open_catalog(
+    url_or_path: str | os.PathLike[str] | None = None, *, read_only: bool = False, create: bool = False
+) -> Catalog:
+    """Open (or return the already open) catalog, checking its schema revision.
+
+    Args:
+        url_or_path: see `resolve_url`.
+        read_only: refuse every write, in the database itself.
+        create: create a missing DuckDB file, and migrate an empty database to the head revision.
+
+    Returns:
+        The process-wide `Catalog` for this database and mode.
+
+    Raises:
+        NotFound: the file does not exist (or the database is empty) and create is False.
+        CatalogLocked: another process holds the DuckDB file.
+        SchemaOutdated: the database is at another revision, or has tables but no revision.
+        CatalogError: bad URL, read-only with create, or the server cannot be reached.
+    """
+    url = resolve_url(url_or_path)
+    key = _key(url)
+    if read_only and create:
+        raise CatalogError("a catalog cannot be created read-only: open it with create=True only")
+    with _LOCK:
+        cached = _REGISTRY.get((key, read_only))
+        if cached is not None and not cached.closed:
+            return cached
+        path = _duckdb_path(url)
+        if path is not None and not path.exists():
+            if not create:
+                raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        cat = _new_catalog(url, key, read_only)
+        try:
+            with _connect_errors(cat.url):
+                _check_or_create(cat, create=create)
+        except BaseException:
+            cat.close()
+            raise
+        _REGISTRY[(key, read_only)] = cat
+        return cat
+
+
+def close_all() -> None:
+    """Close every catalog opened in this process (tests; before replacing a file)."""
+    with _LOCK:
+        for cat in list(_REGISTRY.values()):
+            cat.close()
+
+
+def close_catalogs_of(url_or_path: str | os.PathLike[str] | None) -> None:
+    """Close this process's catalogs of one database (read-only and read-write).
+
+    Raises:
+        CatalogLocked: one of them has a session in use.
+    """
+    key = _key(resolve_url(url_or_path))
+    with _LOCK:
+        for ro in (True, False):
+            cat = _REGISTRY.get((key, ro))
+            if cat is None:
+                continue
+            if cat._engine.pool.checkedout():
+                raise CatalogLocked(
+                    f"catalog {cat.display} has a session in use in this process: close it first"
+                )
+            cat.close()
+
+
+def driver_connection(session: Session) -> Any:
+    """The DBAPI driver's own connection under the session's transaction, for bulk I/O.
+
+    For DuckDB a `duckdb.DuckDBPyConnection` (use `register`/`sql`/`execute`); for PostgreSQL a
+    `psycopg.Connection` (use `cursor().copy`). Statements on it run in the session's transaction.
+
+    Args:
+        session: a session; its transaction is begun if it has not been.
+
+    Returns:
+        The driver connection.
+    """
+    raw = session.connection().connection.driver_connection
+    # duckdb-engine wraps the DuckDB connection; the wrapper forwards attributes, but the real
+    # object has the complete API (relations, Arrow export without extra copies).
+    return getattr(raw, "_ConnectionWrapper__c", raw)
+
+
+def build_engine(
+    url: URL, *, read_only: bool, read_only_transactions: bool = False, **engine_kwargs: Any
+) -> Engine:
+    """Create (without connecting) the engine for a catalog URL.
+
+    Args:
+        url: a resolved URL (`resolve_url`).
+        read_only: open connections read-only (DuckDB `read_only`, PostgreSQL
+            `default_transaction_read_only`).
+        read_only_transactions: DuckDB only: read-write connections whose every transaction is
+            `BEGIN TRANSACTION READ ONLY` (to share a file this process has open read-write).
+        **engine_kwargs: passed to `sqlalchemy.create_engine` (e.g. `poolclass`).
+
+    Returns:
+        The engine.
+    """
+    if url.get_backend_name() == "duckdb":
+        connect_args: dict[str, Any] = {"config": dict(DUCKDB_CONFIG)}
+        if read_only:
+            connect_args["read_only"] = True
+        engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
+        if read_only_transactions:
+            # Per-engine: every engine has its own dialect instance. DuckDB has no
+            # SET TRANSACTION READ ONLY; the mode is only given at BEGIN.
+            engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
+        return engine
+    connect_args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+
+
+def _begin_read_only(dbapi_connection: Any) -> None:
+    dbapi_connection.execute("BEGIN TRANSACTION READ ONLY")
+
+
+def _new_catalog(url: URL, key: str, read_only: bool) -> Catalog:
+    if url.get_backend_name() != "duckdb":
+        engine = build_engine(url, read_only=read_only)
+        return Catalog(url, engine, read_only=read_only, connection_read_only=read_only)
+    if url.database in (None, "", ":memory:") and read_only:
+        raise CatalogError("an in-memory catalog cannot be opened read-only")
+    if read_only:
+        rw = _REGISTRY.get((key, False))
+        if rw is not None and not rw.closed:
+            engine = build_engine(url, read_only=False, read_only_transactions=True)
+            return Catalog(url, engine, read_only=True, connection_read_only=False)
+        return Catalog(url, build_engine(url, read_only=True), read_only=True, connection_read_only=True)
+    ro = _REGISTRY.get((key, True))
+    if ro is not None and not ro.closed and ro.connection_read_only:
+        if ro._engine.pool.checkedout():
+            raise CatalogLocked(
+                f"catalog {ro.display} is open read-only in this process with a session in use: "
+                "close that session before opening it for writing"
+            )
+        shared = build_engine(url, read_only=False, read_only_transactions=True)
+        ro._rebind(shared, connection_read_only=False)
+    return Catalog(url, build_engine(url, read_only=False), read_only=False, connection_read_only=False)
+
+
+def _check_or_create(cat: Catalog, *, create: bool) -> None:
+    with cat.engine.connect() as conn:
+        revision = migrations.current_revision(conn)
+        tables = migrations.user_tables(conn)
+    if revision is None and not tables and create:
+        with cat.engine.begin() as conn:
+            migrations.upgrade(conn)
+        return
+    check_revision(revision, bool(tables), cat.url)
+
+
+def check_revision(revision: str | None, has_tables: bool, url: URL) -> None:
+    """Raise unless a database at `revision` is usable by this version of the code.
+
+    Args:
+        revision: the database's revision (None: no version table or an empty one).
+        has_tables: whether it has tables other than the version table.
+        url: the database (for the message).
+
+    Raises:
+        NotFound: an empty database.
+        SchemaOutdated: another revision, or tables without a revision.
+    """
+    head = migrations.SCHEMA_HEAD
+    if revision == head:
+        return
+    where = arg = _display(url)
+    if revision is None and not has_tables:
+        raise NotFound(f"{where} has no catalog in it: create one with `circuits db init --db {arg}`")
+    if revision is None:
+        raise SchemaOutdated(
+            f"{where} has tables but no catalog schema revision: back it up, then run "
+            f"`circuits db upgrade --db {arg}`"
+        )
+    number, head_number = migrations.revision_number(revision), migrations.revision_number(head)
+    if number is not None and head_number is not None and number < head_number:
+        raise SchemaOutdated(
+            f"catalog {where} is at schema {revision}, this version expects {head}: run "
+            f"`circuits db upgrade --db {arg}` (it backs the file up first)"
+        )
+    raise SchemaOutdated(
+        f"catalog {where} is at schema {revision}, which this version (schema {head}) does not "
+        "know: upgrade visual-circuit-catalog"
+    )
+
+
+@contextmanager
+def _connect_errors(url: URL) -> Iterator[None]:
+    """Turn a DuckDB lock conflict or an unreachable server into a one-line CatalogError."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        where = _display(url)
+        if url.get_backend_name() == "duckdb" and "lock" in detail.lower():
+            pid = re.search(r"PID \d+", detail)
+            holder = f" ({pid.group(0)})" if pid else ""
+            raise CatalogLocked(
+                f"catalog {where} is in use by another process{holder}: wait for it to finish "
+                "(DuckDB allows one writer, or several readers when nobody writes)"
+            ) from exc
+        if url.get_backend_name() == "duckdb" and "different configuration" in detail:
+            raise CatalogLocked(
+                f"catalog {where} is open in this process in another mode with a session in use: "
+                "close it first"
+            ) from exc
+        if url.get_backend_name() == "postgresql" and isinstance(exc, sa.exc.OperationalError):
+            raise CatalogError(f"cannot connect to {where}: {detail}") from exc
+        raise
+
+
+def _duckdb_path(url: URL) -> Path | None:
+    if url.get_backend_name() != "duckdb" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def _key(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def _display(url: URL) -> str:
+    path = _duckdb_path(url)
+    return str(path) if path is not None else url.render_as_string(hide_password=True)

@@ -1,0 +1,223 @@
+"""Create, upgrade and inspect a catalog's schema by path or URL (`circuits db init|upgrade|status`).
+
+These work on databases that `open_catalog` refuses (outdated, foreign), so they open their own
+short-lived engines (no pooling) and never go through the process-wide catalog cache; any catalog
+of the same database open in this process is closed first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, inspect
+from sqlalchemy.engine import URL
+
+from catalog import migrations
+from catalog.engine import (
+    build_engine,
+    check_revision,
+    close_catalogs_of,
+    open_catalog,
+    resolve_url,
+)
+from catalog.engine import _connect_errors, _display, _duckdb_path  # shared within the package
+from catalog.errors import CatalogError, NotFound
+from catalog.models import Base
+from catalog.views import VIEWS, create_views
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands.
+
+    Attributes:
+        display: the file path, or the URL without its password.
+        current: the database's revision (None: none recorded).
+        head: the revision this version of the code expects.
+        state: "up to date", "outdated", "newer", "empty" or "foreign" (tables, no revision).
+    """
+
+    display: str
+    current: str | None
+    head: str
+    state: str
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What `upgrade_catalog` did.
+
+    Attributes:
+        display: the file path, or the URL without its password.
+        before: the revision before (None: none recorded).
+        after: the revision now.
+        backup: the copy made of the DuckDB file first, if any.
+        stamped: True when a foreign database already had exactly this schema and was only marked.
+    """
+
+    display: str
+    before: str | None
+    after: str
+    backup: Path | None
+    stamped: bool = False
+
+
+def catalog_status(url_or_path: str | os.PathLike[str] | None = None) -> SchemaStatus:
+    """Read a database's schema revision without changing anything.
+
+    Args:
+        url_or_path: see `catalog.engine.resolve_url`.
+
+    Returns:
+        The status.
+
+    Raises:
+        NotFound: the DuckDB file does not exist.
+        CatalogLocked: another process holds it.
+    """
+    url = resolve_url(url_or_path)
+    close_catalogs_of(url_or_path)
+    with _probe(url, read_only=True) as conn:
+        current = migrations.current_revision(conn)
+        tables = migrations.user_tables(conn)
+    head = migrations.SCHEMA_HEAD
+    return SchemaStatus(_display(url), current, head, _state(current, tables, head))
+
+
+def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaStatus:
+    """Create a catalog (a new DuckDB file, or an empty database) at the head revision.
+
+    Args:
+        url_or_path: see `catalog.engine.resolve_url`.
+
+    Returns:
+        The status before: state "empty" when it was created, "up to date" when it existed.
+
+    Raises:
+        SchemaOutdated: the database holds an outdated or foreign schema (use upgrade).
+        CatalogLocked: another process holds it.
+    """
+    url = resolve_url(url_or_path)
+    path = _duckdb_path(url)
+    if path is not None and not path.exists():
+        before = SchemaStatus(str(path), None, migrations.SCHEMA_HEAD, "empty")
+    else:
+        before = catalog_status(url_or_path)
+    if before.state not in ("empty", "up to date"):
+        check_revision(before.current, True, url)  # raises: outdated, newer or foreign
+    open_catalog(url.render_as_string(hide_password=False), create=True).close()
+    return before
+
+
+def upgrade_catalog(
+    url_or_path: str | os.PathLike[str] | None = None, *, backup: bool = True
+) -> UpgradeResult:
+    """Upgrade a catalog to the head revision, backing a DuckDB file up first.
+
+    A foreign database (tables but no revision) is accepted only if its tables and columns are
+    exactly this version's (e.g. made by `catalog.views.create_all`): it is then marked as head.
+
+    Args:
+        url_or_path: see `catalog.engine.resolve_url`.
+        backup: copy a DuckDB file to `<file>.bak-<revision>-<time>` before changing it.
+
+    Returns:
+        What was done.
+
+    Raises:
+        NotFound: no file (use `circuits db init`).
+        SchemaOutdated: the database is newer than this version.
+        CatalogError: a foreign database whose tables are not the catalog's.
+        CatalogLocked: another process holds it.
+    """
+    url = resolve_url(url_or_path)
+    status = catalog_status(url_or_path)
+    display = status.display
+    if status.state == "up to date":
+        return UpgradeResult(display, status.current, status.head, None)
+    if status.state == "newer":
+        check_revision(status.current, True, url)  # raises "newer than this version knows"
+    saved = _backup(url, status.current) if backup and status.state != "empty" else None
+    with _probe(url, read_only=False) as conn, conn.begin():
+        if status.state == "foreign":
+            _require_catalog_tables(conn, display)
+            views = set(inspect(conn).get_view_names())
+            create_views(conn, {n: sql for n, sql in VIEWS.items() if n not in views})
+            _stamp(conn)
+        else:
+            migrations.upgrade(conn)
+    stamped = status.state == "foreign"
+    return UpgradeResult(display, status.current, migrations.SCHEMA_HEAD, saved, stamped)
+
+
+def _state(current: str | None, tables: list[str], head: str) -> str:
+    if current == head:
+        return "up to date"
+    if current is None:
+        return "foreign" if tables else "empty"
+    number, head_number = migrations.revision_number(current), migrations.revision_number(head)
+    if number is not None and head_number is not None and number < head_number:
+        return "outdated"
+    return "newer"
+
+
+@contextmanager
+def _probe(url: URL, *, read_only: bool) -> Iterator[Connection]:
+    """A connection on a short-lived engine without a pool, disposed on exit."""
+    path = _duckdb_path(url)
+    if path is not None and not path.exists():
+        raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
+    engine = build_engine(url, read_only=read_only, poolclass=sa.pool.NullPool)
+    try:
+        with _connect_errors(url), engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _backup(url: URL, revision: str | None) -> Path | None:
+    """Copy a DuckDB file (no connection is open on it now) next to itself."""
+    path = _duckdb_path(url)
+    if path is None:
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.bak-{revision or 'norev'}-{stamp}")
+    shutil.copy2(path, target)
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        shutil.copy2(wal, target.with_name(target.name + ".wal"))
+    return target
+
+
+def _require_catalog_tables(conn: Connection, display: str) -> None:
+    """Raise unless every table of the models exists with exactly the models' columns."""
+    insp = inspect(conn)
+    have = set(migrations.user_tables(conn))
+    want = set(Base.metadata.tables)
+    if have != want:
+        extra, missing = sorted(have - want), sorted(want - have)
+        raise CatalogError(
+            f"{display} is not a circuits catalog (tables without a schema revision; "
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}): use another file, or "
+            "`circuits db init` a new one"
+        )
+    for name, table in Base.metadata.tables.items():
+        columns = {c["name"] for c in insp.get_columns(name)}
+        if columns != set(table.columns.keys()):
+            raise CatalogError(
+                f"{display} is not a circuits catalog: table {name} has columns {sorted(columns)}; "
+                "use another file, or `circuits db init` a new one"
+            )
+
+
+def _stamp(conn: Connection) -> None:
+    from alembic import command
+
+    command.stamp(migrations.alembic_config(conn), "head")

@@ -1,0 +1,69 @@
+"""Data functions of the catalog: models, concepts, runs, circuits, interventions.
+
+Every function takes a Session and never commits; the caller owns the transaction (STYLE §5):
+
+    with cat.session() as s, s.begin():
+        model = ensure_model(s, name=..., architecture=..., weights_sha256=..., layers=[...])
+        concept_id = ensure_concept(s, "cat")
+        run_id = write_run(s, model=model, concept_id=concept_id, ..., matrices=scores)
+
+Results are the plain frozen dataclasses of `catalog.refs`, re-exported here. Neurons, edges and
+circuit members go through `catalog.bulk`; only the few descriptive rows use the ORM. Missing ids
+raise `NotFound`, invalid input `CatalogError`. The functions live in `store_models`,
+`store_runs` and `store_circuits`; import them from here.
+"""
+
+from __future__ import annotations
+
+from catalog.refs import CircuitRef, EvaluationRow, InterventionRef, LayerRef, ModelRef, RunRef
+from catalog.store_circuits import (
+    list_circuits,
+    list_interventions,
+    read_circuit,
+    write_circuit,
+    write_intervention,
+)
+from catalog.store_models import (
+    ensure_concept,
+    ensure_model,
+    find_model,
+    read_model,
+    write_example_images,
+)
+from catalog.store_runs import (
+    delete_run,
+    find_complete_run,
+    list_runs,
+    read_run,
+    read_run_edges_arrow,
+    read_run_matrices,
+    record_failed_run,
+    write_run,
+)
+
+__all__ = [
+    "CircuitRef",
+    "EvaluationRow",
+    "InterventionRef",
+    "LayerRef",
+    "ModelRef",
+    "RunRef",
+    "delete_run",
+    "ensure_concept",
+    "ensure_model",
+    "find_complete_run",
+    "find_model",
+    "list_circuits",
+    "list_interventions",
+    "list_runs",
+    "read_circuit",
+    "read_model",
+    "read_run",
+    "read_run_edges_arrow",
+    "read_run_matrices",
+    "record_failed_run",
+    "write_circuit",
+    "write_example_images",
+    "write_intervention",
+    "write_run",
+]

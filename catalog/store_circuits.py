@@ -1,0 +1,258 @@
+"""Data functions for circuits and interventions (with their evaluations).
+
+Part of `catalog.store` (import from there); functions take a Session and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog import bulk
+from catalog.errors import CatalogError, NotFound
+from catalog.models import (
+    INTERVENTION_KINDS,
+    Circuit,
+    CircuitNeuron,
+    Concept,
+    Evaluation,
+    Intervention,
+    Layer,
+    Model,
+    Neuron,
+    Run,
+)
+from catalog.refs import CircuitRef, EvaluationRow, InterventionRef
+from catalog.store_runs import complete_run_neurons, read_run
+
+_LIST_CIRCUITS = 'list them with `circuits sql "select * from circuit"`'
+
+
+def write_circuit(
+    session: Session,
+    *,
+    run_id: int,
+    channels: Sequence[Sequence[int]],
+    k: Sequence[int],
+    fixed: dict[str, list[int]] | None,
+    sweeps: int,
+    converged: bool,
+    objective_history: Sequence[float],
+) -> int:
+    """Store a circuit of a complete run: `channels[i]` are its k[i] channels in the run's layer i.
+
+    Args:
+        session: the caller's session.
+        run_id: the run it was searched on.
+        channels: per run layer, the selected channels.
+        k: per run layer, how many were selected.
+        fixed: anchored layers (layer name → channels), or None.
+        sweeps: refinement sweeps done.
+        converged: whether the last sweep changed nothing.
+        objective_history: objective after the initial selection, then after each sweep.
+
+    Returns:
+        The circuit id.
+
+    Raises:
+        NotFound: no such run.
+        CatalogError: run not complete, wrong number of layers, channels out of range, repeated,
+            or not k[i] of them; empty objective history.
+    """
+    run, neuron_ids = complete_run_neurons(session, run_id)
+    n_layers = len(run.layer_names)
+    if len(channels) != n_layers or len(k) != n_layers:
+        raise CatalogError(f"run {run_id} has {n_layers} layers: give channels and k for each")
+    if not objective_history:
+        raise CatalogError("objective_history must hold at least the initial objective")
+    members = []
+    for name, width, ids, chosen, ki in zip(run.layer_names, run.widths, neuron_ids, channels, k):
+        chosen = np.asarray(chosen, dtype=np.int64)
+        valid = len(chosen) == ki and len(np.unique(chosen)) == ki
+        if not valid or ((chosen < 0) | (chosen >= width)).any():
+            raise CatalogError(
+                f"layer {name}: need {ki} distinct channels in [0, {width}), got {chosen.tolist()}"
+            )
+        members.append(ids[chosen])
+    circuit = Circuit(
+        run_id=run_id,
+        k=[int(x) for x in k],
+        fixed=fixed,
+        sweeps=int(sweeps),
+        converged=bool(converged),
+        objective=float(objective_history[-1]),
+        objective_history=[float(x) for x in objective_history],
+    )
+    session.add(circuit)
+    session.flush()
+    neurons = np.concatenate(members)
+    bulk.insert_columns(
+        session,
+        "circuit_neuron",
+        {"circuit_id": np.full(len(neurons), circuit.id), "neuron_id": neurons},
+    )
+    return circuit.id
+
+
+def read_circuit(session: Session, circuit_id: int) -> CircuitRef:
+    """One circuit with its channels per run layer.
+
+    Raises:
+        NotFound: no such circuit.
+    """
+    circuits = _circuits(session, select(Circuit).where(Circuit.id == circuit_id))
+    if not circuits:
+        raise NotFound(f"no circuit {circuit_id} in the catalog: {_LIST_CIRCUITS}")
+    return circuits[0]
+
+
+def list_circuits(
+    session: Session,
+    model: str | None = None,
+    concept: str | None = None,
+    *,
+    run_id: int | None = None,
+) -> list[CircuitRef]:
+    """Circuits of complete runs, oldest first, optionally of one model, concept or run."""
+    query = (
+        select(Circuit)
+        .join(Run, Run.id == Circuit.run_id)
+        .join(Model, Model.id == Run.model_id)
+        .join(Concept, Concept.id == Run.concept_id)
+        .where(Run.status == "complete")
+    )
+    if model is not None:
+        query = query.where(Model.name == model)
+    if concept is not None:
+        query = query.where(Concept.name == concept)
+    if run_id is not None:
+        query = query.where(Circuit.run_id == run_id)
+    return _circuits(session, query.order_by(Circuit.id))
+
+
+def _circuits(session: Session, query: Any) -> list[CircuitRef]:
+    out = []
+    for c in session.scalars(query).all():
+        run = read_run(session, c.run_id)
+        members = session.execute(
+            select(Layer.name, Neuron.channel)
+            .join(Neuron, Neuron.layer_id == Layer.id)
+            .join(CircuitNeuron, CircuitNeuron.neuron_id == Neuron.id)
+            .where(CircuitNeuron.circuit_id == c.id)
+        ).all()
+        per_layer: dict[str, list[int]] = {name: [] for name in run.layer_names}
+        for layer_name, channel in members:
+            per_layer[layer_name].append(channel)
+        out.append(
+            CircuitRef(
+                id=c.id,
+                run_id=c.run_id,
+                model=run.model,
+                weights_sha256=run.weights_sha256,
+                concept=run.concept,
+                layer_names=run.layer_names,
+                widths=run.widths,
+                channels=tuple(tuple(sorted(per_layer[n])) for n in run.layer_names),
+                k=tuple(c.k),
+                fixed=c.fixed,
+                sweeps=c.sweeps,
+                converged=c.converged,
+                objective=c.objective,
+                objective_history=tuple(c.objective_history),
+                created_at=c.created_at,
+            )
+        )
+    return out
+
+
+def write_intervention(
+    session: Session,
+    *,
+    circuit_id: int,
+    kind: str,
+    params: dict[str, Any],
+    edge_fraction: float,
+    baseline_edge_fraction: float | None,
+    evaluations: Sequence[EvaluationRow],
+) -> int:
+    """Store an intervention on a circuit with its evaluations.
+
+    Args:
+        session: the caller's session.
+        circuit_id: the circuit.
+        kind: "circuit" or "edge" pruning.
+        params: e.g. edge layer index, baseline seed (JSON-serialisable).
+        edge_fraction: fraction of the model's adjacent-layer edges it cuts.
+        baseline_edge_fraction: the same for the random baseline.
+        evaluations: one row per image set and metric.
+
+    Returns:
+        The intervention id.
+
+    Raises:
+        NotFound: no such circuit.
+        CatalogError: unknown kind.
+    """
+    if kind not in INTERVENTION_KINDS:
+        raise CatalogError(f"intervention kind must be one of {INTERVENTION_KINDS}, got {kind!r}")
+    if session.get(Circuit, circuit_id) is None:
+        raise NotFound(f"no circuit {circuit_id} in the catalog: {_LIST_CIRCUITS}")
+    row = Intervention(
+        circuit_id=circuit_id,
+        kind=kind,
+        params=params,
+        edge_fraction=float(edge_fraction),
+        baseline_edge_fraction=baseline_edge_fraction,
+    )
+    session.add(row)
+    session.flush()
+    session.add_all(
+        Evaluation(
+            intervention_id=row.id,
+            image_set=e.image_set,
+            image_set_sha256=e.image_set_sha256,
+            n_images=e.n_images,
+            metric=e.metric,
+            clean_value=e.clean_value,
+            value=e.value,
+            baseline_value=e.baseline_value,
+        )
+        for e in evaluations
+    )
+    session.flush()
+    return row.id
+
+
+def list_interventions(session: Session, circuit_id: int | None = None) -> list[InterventionRef]:
+    """Interventions (of one circuit, if given), oldest first, with their evaluations."""
+    query = select(Intervention).order_by(Intervention.id)
+    if circuit_id is not None:
+        query = query.where(Intervention.circuit_id == circuit_id)
+    out = []
+    for iv in session.scalars(query).all():
+        evaluations = session.scalars(
+            select(Evaluation).where(Evaluation.intervention_id == iv.id).order_by(Evaluation.id)
+        )
+        out.append(
+            InterventionRef(
+                id=iv.id,
+                circuit_id=iv.circuit_id,
+                kind=iv.kind,
+                params=dict(iv.params),
+                edge_fraction=iv.edge_fraction,
+                baseline_edge_fraction=iv.baseline_edge_fraction,
+                created_at=iv.created_at,
+                evaluations=tuple(
+                    EvaluationRow(
+                        e.image_set, e.image_set_sha256, e.n_images, e.metric,
+                        e.clean_value, e.value, e.baseline_value,
+                    )  # fmt: skip
+                    for e in evaluations
+                ),
+            )
+        )
+    return out

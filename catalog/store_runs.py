@@ -1,0 +1,302 @@
+"""Data functions for runs: write one with all its edges, record a failure, read, list, delete.
+
+Part of `catalog.store` (import from there); functions take a Session and never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from catalog import bulk
+from catalog.errors import CatalogError, NotFound
+from catalog.models import (
+    Circuit,
+    CircuitNeuron,
+    Concept,
+    Evaluation,
+    Intervention,
+    Layer,
+    Model,
+    Run,
+    utcnow,
+)
+from catalog.refs import LayerRef, ModelRef, RunRef
+from catalog.store_models import read_model
+
+_LIST_RUNS = 'list them with `circuits sql "select * from run"`'
+
+
+def write_run(
+    session: Session,
+    *,
+    model: ModelRef,
+    concept_id: int,
+    layer_names: Sequence[str],
+    params: dict[str, Any],
+    image_set_sha256: str,
+    n_images: int,
+    provenance_key: str,
+    library_versions: dict[str, str],
+    device: str,
+    started_at: dt.datetime,
+    seconds: float,
+    matrices: Sequence[np.ndarray],
+) -> int:
+    """Write a complete run and all its edges (in bulk) in the caller's transaction.
+
+    Nothing is visible until the caller commits, so a crash before that leaves no trace.
+
+    Args:
+        session: the caller's session.
+        model: from `ensure_model`.
+        concept_id: from `ensure_concept`.
+        layer_names: the run's layers in forward order (S_i pairs layer i with layer i + 1).
+        params: CLA parameters (JSON-serialisable).
+        image_set_sha256: sha256 of the concept image set used.
+        n_images: number of images.
+        provenance_key: sha256 of weights + layers + images + params (`find_complete_run`).
+        library_versions: e.g. {"torch": "2.14.1"}.
+        device: e.g. "cpu", "cuda:0".
+        started_at: when the computation started (naive UTC, or aware).
+        seconds: how long it took.
+        matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores.
+
+    Returns:
+        The run id.
+
+    Raises:
+        CatalogError: bad layers, matrix shapes, non-finite scores or non-JSON params.
+        NotFound: unknown concept or layer.
+    """
+    neuron_ids = [layer.neuron_ids for layer in _run_layers(model, layer_names)]
+    bulk.check_matrix_shapes(neuron_ids, matrices)
+    run = _add_run(
+        session, model=model, concept_id=concept_id, layer_names=layer_names, params=params,
+        image_set_sha256=image_set_sha256, n_images=n_images, provenance_key=provenance_key,
+        library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
+        status="complete", error=None,
+    )  # fmt: skip
+    bulk.write_edge_matrices(session, run.id, neuron_ids, matrices)
+    return run.id
+
+
+def record_failed_run(
+    session: Session,
+    *,
+    model: ModelRef,
+    concept_id: int,
+    layer_names: Sequence[str],
+    params: dict[str, Any],
+    image_set_sha256: str,
+    n_images: int,
+    provenance_key: str,
+    library_versions: dict[str, str],
+    device: str,
+    started_at: dt.datetime,
+    seconds: float | None,
+    error: str,
+) -> int:
+    """Record a run that failed (no edges), with its error message. Arguments as `write_run`.
+
+    Returns:
+        The run id.
+    """
+    _run_layers(model, layer_names)
+    run = _add_run(
+        session, model=model, concept_id=concept_id, layer_names=layer_names, params=params,
+        image_set_sha256=image_set_sha256, n_images=n_images, provenance_key=provenance_key,
+        library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
+        status="failed", error=error,
+    )  # fmt: skip
+    return run.id
+
+
+def _run_layers(model: ModelRef, layer_names: Sequence[str]) -> list[LayerRef]:
+    if len(layer_names) < 2 or len(set(layer_names)) != len(layer_names):
+        raise CatalogError(f"a run needs two or more distinct layers, got {list(layer_names)}")
+    return [model.layer(n) for n in layer_names]
+
+
+def _add_run(
+    session: Session,
+    *,
+    model: ModelRef,
+    concept_id: int,
+    layer_names: Sequence[str],
+    params: dict[str, Any],
+    library_versions: dict[str, str],
+    started_at: dt.datetime,
+    seconds: float | None,
+    **fields: Any,
+) -> Run:
+    if session.get(Concept, concept_id) is None:
+        raise NotFound(f"no concept {concept_id} in the catalog")
+    for what, value in (("params", params), ("library_versions", library_versions)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise CatalogError(f"run {what} must be JSON-serialisable: {exc}") from exc
+    if started_at.tzinfo is not None:
+        started_at = started_at.astimezone(dt.UTC).replace(tzinfo=None)
+    run = Run(
+        model_id=model.id,
+        concept_id=concept_id,
+        layer_names=list(layer_names),
+        params=params,
+        library_versions=library_versions,
+        started_at=started_at,
+        finished_at=utcnow(),
+        seconds=None if seconds is None else float(seconds),
+        **fields,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def find_complete_run(session: Session, provenance_key: str) -> RunRef | None:
+    """The newest complete run with this provenance key, or None (re-run detection)."""
+    run_id = session.scalars(
+        select(Run.id)
+        .where(Run.provenance_key == provenance_key, Run.status == "complete")
+        .order_by(Run.id.desc())
+    ).first()
+    return None if run_id is None else read_run(session, run_id)
+
+
+def read_run(session: Session, run_id: int) -> RunRef:
+    """One run, whatever its status.
+
+    Raises:
+        NotFound: no such run.
+    """
+    runs = _runs(session, select(Run).where(Run.id == run_id))
+    if not runs:
+        raise NotFound(f"no run {run_id} in the catalog: {_LIST_RUNS}")
+    return runs[0]
+
+
+def list_runs(
+    session: Session,
+    model: str | None = None,
+    concept: str | None = None,
+    *,
+    include_failed: bool = False,
+) -> list[RunRef]:
+    """Runs, oldest first, optionally of one model name and/or concept name.
+
+    Args:
+        session: the caller's session.
+        model: model name filter.
+        concept: concept name filter.
+        include_failed: also list failed (and running) runs.
+    """
+    query = (
+        select(Run)
+        .join(Model, Model.id == Run.model_id)
+        .join(Concept, Concept.id == Run.concept_id)
+    )
+    if model is not None:
+        query = query.where(Model.name == model)
+    if concept is not None:
+        query = query.where(Concept.name == concept)
+    if not include_failed:
+        query = query.where(Run.status == "complete")
+    return _runs(session, query.order_by(Run.id))
+
+
+def _runs(session: Session, query: Any) -> list[RunRef]:
+    out = []
+    for run in session.scalars(query).all():
+        model = session.get(Model, run.model_id)
+        concept = session.get(Concept, run.concept_id)
+        widths = dict(
+            session.execute(select(Layer.name, Layer.width).where(Layer.model_id == run.model_id)).all()
+        )
+        out.append(
+            RunRef(
+                id=run.id,
+                model_id=run.model_id,
+                model=model.name,
+                architecture=model.architecture,
+                weights_sha256=model.weights_sha256,
+                concept_id=run.concept_id,
+                concept=concept.name,
+                layer_names=tuple(run.layer_names),
+                widths=tuple(widths[n] for n in run.layer_names),
+                params=dict(run.params),
+                image_set_sha256=run.image_set_sha256,
+                n_images=run.n_images,
+                provenance_key=run.provenance_key,
+                library_versions=dict(run.library_versions),
+                device=run.device,
+                status=run.status,
+                error=run.error,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                seconds=run.seconds,
+            )
+        )
+    return out
+
+
+def complete_run_neurons(session: Session, run_id: int) -> tuple[RunRef, list[np.ndarray]]:
+    """A complete run and, per run layer, its (C_i,) neuron ids indexed by channel.
+
+    Raises:
+        NotFound: no such run.
+        CatalogError: the run is not complete.
+    """
+    run = read_run(session, run_id)
+    if run.status != "complete":
+        raise CatalogError(f"run {run_id} is {run.status}: it has no scores")
+    model = read_model(session, run.model_id)
+    return run, [model.layer(n).neuron_ids for n in run.layer_names]
+
+
+def read_run_matrices(session: Session, run_id: int) -> list[np.ndarray]:
+    """A complete run's scores as dense matrices: S_i (C_i, C_{i+1}) float32 per adjacent pair.
+
+    Raises:
+        NotFound: no such run.
+        CatalogError: the run is not complete.
+    """
+    _, neuron_ids = complete_run_neurons(session, run_id)
+    return bulk.read_edge_matrices(session, run_id, neuron_ids)
+
+
+def read_run_edges_arrow(session: Session, run_id: int) -> pa.Table:
+    """A complete run's edges as Arrow (see `catalog.bulk.read_edges_arrow` for the columns).
+
+    Raises:
+        NotFound: no such run.
+        CatalogError: the run is not complete.
+    """
+    run, neuron_ids = complete_run_neurons(session, run_id)
+    return bulk.read_edges_arrow(session, run_id, run.layer_names, neuron_ids)
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    """Delete a run with its edges, circuits, interventions and evaluations.
+
+    Raises:
+        NotFound: no such run.
+    """
+    if session.get(Run, run_id) is None:
+        raise NotFound(f"no run {run_id} in the catalog")
+    circuits = select(Circuit.id).where(Circuit.run_id == run_id)
+    interventions = select(Intervention.id).where(Intervention.circuit_id.in_(circuits))
+    session.execute(delete(Evaluation).where(Evaluation.intervention_id.in_(interventions)))
+    session.execute(delete(Intervention).where(Intervention.circuit_id.in_(circuits)))
+    session.execute(delete(CircuitNeuron).where(CircuitNeuron.circuit_id.in_(circuits)))
+    session.execute(delete(Circuit).where(Circuit.run_id == run_id))
+    bulk.delete_edges(session, run_id)
+    session.execute(delete(Run).where(Run.id == run_id))

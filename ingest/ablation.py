@@ -1,0 +1,133 @@
+"""Run an intervention on a stored circuit and store its evaluation beside a random baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog import store
+from catalog.engine import Catalog
+from ingest.images import ImageSet
+from ingest.pipeline import IngestError
+
+METRICS = ("accuracy", "true_prob", "kl")
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    intervention_id: int
+    circuit_id: int
+    kind: str
+    image_set: str
+    n_images: int
+    edge_fraction: float
+    baseline_edge_fraction: float
+    clean: dict[str, float]
+    intervened: dict[str, float]
+    baseline: dict[str, float]
+
+
+def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray:
+    """The true class of every image: from a rendered class set, or `--label NAME` for a folder."""
+    if label is not None:
+        if not class_names:
+            raise IngestError("this model has no class names: --label cannot be resolved")
+        if label not in class_names:
+            close = ", ".join(n for n in class_names if label.lower() in n.lower())[:200]
+            raise IngestError(f"unknown class {label!r} for --label" + (f" (did you mean: {close})" if close else ""))
+        return np.full(len(image_set), list(class_names).index(label), dtype=np.int64)
+    if image_set.labels is None:
+        raise IngestError(
+            f"the images of {image_set.name} have no class label: pass --label CLASS, "
+            "or use a class set such as --dataset catfish:CLASS"
+        )
+    return np.asarray(image_set.labels, dtype=np.int64)
+
+
+def ablate(
+    cat: Catalog,
+    circuit_id: int,
+    image_set: ImageSet,
+    *,
+    kind: str = "circuit",
+    label: str | None = None,
+    weights: str | None = None,
+    pair: int = 0,
+    baseline_seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    model_cache: dict | None = None,
+) -> AblationResult:
+    """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
+
+    Raises:
+        IngestError: the model's weights differ from those the circuit was found with, or the
+            images have no labels.
+    """
+    from ingest import zoo
+    from ingest.interventions import evaluate
+
+    if kind not in ("circuit", "edge"):
+        raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
+    with cat.session() as s:
+        circ = store.read_circuit(s, circuit_id)
+    key = (circ.model, weights, tuple(circ.layer_names))
+    loaded = None if model_cache is None else model_cache.get(key)
+    if loaded is None:
+        loaded = zoo.load_model(circ.model, weights=weights, layers=circ.layer_names)
+        if model_cache is not None:
+            model_cache[key] = loaded
+    if loaded.weights_sha256 != circ.weights_sha256:
+        raise IngestError(
+            f"circuit {circuit_id} was found on {circ.model} weights {circ.weights_sha256[:12]}…, "
+            f"but the loaded weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): "
+            "pass the same file with --weights"
+        )
+    labels = labels_for(image_set, label, loaded.spec.labels)
+    x = zoo.preprocess(loaded.spec, list(image_set.images))
+    import torch
+
+    result = evaluate(
+        loaded.module,
+        [list(c) for c in circ.channels],
+        x,
+        torch.as_tensor(labels),
+        layers=list(circ.layer_names),
+        kind=kind,
+        pair=pair,
+        baseline_seed=baseline_seed,
+        batch_size=batch_size,
+        device=device,
+    )
+    clean = {m: float(getattr(result.clean, m)) for m in METRICS}
+    inter = {m: float(getattr(result.intervened, m)) for m in METRICS}
+    base = {m: float(getattr(result.baseline, m)) for m in METRICS}
+    rows = [
+        store.EvaluationRow(
+            image_set=image_set.name,
+            image_set_sha256=image_set.sha256,
+            n_images=len(image_set),
+            metric=m,
+            clean_value=clean[m],
+            value=inter[m],
+            baseline_value=base[m],
+        )
+        for m in METRICS
+    ]
+    params = {"pair": pair, "baseline_seed": baseline_seed, "weights_source": loaded.weights_source}
+    with cat.session() as s, s.begin():
+        intervention_id = store.write_intervention(
+            s,
+            circuit_id=circuit_id,
+            kind=kind,
+            params=params,
+            edge_fraction=float(result.edge_fraction),
+            baseline_edge_fraction=float(result.baseline_edge_fraction),
+            evaluations=rows,
+        )
+    return AblationResult(
+        intervention_id, circuit_id, kind, image_set.name, len(image_set),
+        float(result.edge_fraction), float(result.baseline_edge_fraction), clean, inter, base,
+    )

@@ -1,0 +1,267 @@
+"""Cross-Layer Attribution (DESIGN §3): the score matrices S_i of adjacent layer pairs.
+
+    S_i[m, n] = (1/|X|) · Σ_{x∈X} Σ_p |A_{i,m}(x)[p]| · |∂‖A_{i+1,n}(x)‖₂ / ∂A_{i,m}(x)[p]|
+
+with `A_i` captured as a leaf (`ingest.capture`), so the derivative only follows paths from `L_i`.
+
+`attribute` is the engine: one forward pass per image batch captures every layer; each layer
+pair then takes the fastest exact path that applies —
+
+- a *fast plan* (`ingest.cla_plan`, `ingest.cla_fast`) when the modules between the cuts are
+  conv/BN/ReLU/max-pool chains, optionally fanned out into concatenated branches (InceptionV1
+  blocks, torchvision GoogLeNet, catfish-mini, plain conv stacks): the last conv is handled for
+  all downstream neurons at once and the rest runs as large matmuls, no autograd;
+- the *generic path* (`ingest.cla_generic`) for anything else: autograd, one call per neuron on a
+  CPU, batched VJPs (`is_grads_batched`) on a GPU.
+
+`attribute_reference` is the plain loop of the definition, one autograd call per downstream
+neuron; tests check that both agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from catalog.errors import CircuitsError
+from ingest.capture import CaptureError, capture, check_layer_chain, resolve_layers
+from ingest.cla_fast import pair_scores
+from ingest.cla_generic import generic_pair_scores, reference_pair_scores
+from ingest.cla_plan import matches, run_plan
+from ingest.cla_probe import Probe, prepared, probe
+from ingest.search import Circuit, find_circuit
+
+__all__ = [
+    "DEFAULT_MAX_MEMORY",
+    "CLAError",
+    "CLAMemoryError",
+    "Circuit",
+    "attribute",
+    "attribute_reference",
+    "describe_paths",
+    "find_circuit",
+    "resolve_device",
+]
+
+DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes: fits a laptop or a shared CI runner; GoogLeNet, batch 32, runs in it
+_HEADROOM = 0.8  # plan for this share of max_memory: allocator slack and BLAS workspaces take the rest
+
+Progress = Callable[[int, int], None]
+
+
+class CLAError(CircuitsError):
+    """The inputs of an attribution are unusable (images, device, memory budget)."""
+
+
+class CLAMemoryError(CLAError):
+    """max_memory is too small for even one image."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" → CUDA when available, else CPU; anything else as given.
+
+    Raises:
+        CLAError: CUDA requested but not available.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLAError(f"device {device!r} requested but CUDA is not available: use --device cpu or auto")
+    return dev
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise CLAError(f"images must be a torch.Tensor [N, C, H, W], got {type(images).__name__}")
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise CLAError(f"images has shape {tuple(images.shape)}: expected a non-empty batch [N, C, H, W]")
+    if not images.is_floating_point():
+        raise CLAError(f"images has dtype {images.dtype}: pass preprocessed float images (the model's preprocessing)")
+
+
+def attribute(
+    model: nn.Module,
+    layers: Sequence[str],
+    images: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    device: str | torch.device = "auto",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: Progress | None = None,
+    fast: bool = True,
+    batched_vjp: bool | None = None,
+) -> list[np.ndarray]:
+    """CLA score matrices of every adjacent layer pair (DESIGN §3).
+
+    Args:
+        model: the network; its mode, device, dtype and requires_grad flags are restored after.
+        layers: dotted module paths of the layers, in forward order (at least two).
+        images: preprocessed float images, (N, C, H, W), on any device.
+        batch_size: images per forward pass (lowered automatically to fit `max_memory`).
+        device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", …
+        max_memory: bytes the attribution may use beyond the model's weights: captured layers,
+            recorded forwards and per-chunk buffers are sized to stay under it (default 2 GiB).
+        progress: called as progress(done, total) after each layer pair of each batch.
+        fast: use structural fast paths where they apply (False: generic autograd everywhere).
+        batched_vjp: generic path with batched VJPs (default: on CUDA only; slower on CPUs).
+
+    Returns:
+        S_i per adjacent pair, float32 numpy arrays of shape (C_i, C_{i+1}), in layer order.
+
+    Raises:
+        UnknownLayer, LayerOrderError, CaptureError: the layers are not usable cuts.
+        CLAError: bad images or device; CLAMemoryError: max_memory below one image's needs.
+    """
+    _check_images(images)
+    if len(layers) < 2:
+        raise CLAError("CLA needs at least two layers: pass the layers in forward order")
+    resolve_layers(model, layers)
+    dev = resolve_device(device)
+    batched = dev.type == "cuda" if batched_vjp is None else batched_vjp
+    n_images = images.shape[0]
+    with prepared(model, dev):
+        info = probe(model, layers, images[:1].to(dev, torch.float32), fast=fast)
+        bsz, chunk_budget = _memory_plan(info, batch_size, n_images, max_memory)
+        plans = list(info.plans)
+        n_pairs = len(plans)
+        sums = [torch.zeros(a, b, dtype=torch.float64, device=dev) for a, b in zip(info.widths, info.widths[1:])]
+        total, done = math.ceil(n_images / bsz) * n_pairs, 0
+        for b0 in range(0, n_images, bsz):
+            x = images[b0 : b0 + bsz].to(dev, torch.float32)
+            grad = any(p is None for p in plans)
+            leaves, outs = _forward(model, layers, x, grad)
+            redo = []
+            for i, plan in enumerate(plans):
+                if plan is None:
+                    continue
+                with torch.no_grad():
+                    run = run_plan(plan, leaves[i].detach())
+                    if not matches(run, leaves[i + 1]):  # data-dependent forward: use autograd
+                        plans[i] = None
+                        redo.append(i)
+                        continue
+                    sums[i] += pair_scores(plan, run, leaves[i].detach(), chunk_budget)
+                del run
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            if redo and not grad:
+                leaves, outs = _forward(model, layers, x, True)
+            for i, plan in enumerate(plans):
+                if plan is None and (i in redo or grad):
+                    sums[i] += generic_pair_scores(outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            del leaves, outs
+    return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
+
+
+def _forward(
+    model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One forward pass: leaves and graph-attached outputs of every layer."""
+    with capture(model, layers) as cap, torch.set_grad_enabled(grad):
+        model(x)
+        return cap.leaf_list(), cap.output_list()
+
+
+def _memory_plan(info: Probe, batch_size: int, n_images: int, max_memory: int) -> tuple[int, int]:
+    """(images per forward, bytes for per-chunk buffers) within max_memory."""
+    if batch_size < 1:
+        raise CLAError(f"batch_size must be at least 1, got {batch_size}")
+    budget = int(max_memory * _HEADROOM)
+    generic = any(p is None for p in info.plans)
+    per_image = info.leaf_bytes + info.forward_bytes + info.plan_bytes
+    if generic:
+        per_image += info.graph_bytes + info.generic_bytes
+    if per_image > budget // 2:
+        need = math.ceil(2 * per_image / _HEADROOM / 2**20)
+        raise CLAMemoryError(
+            f"max_memory of {max_memory / 2**20:.0f} MiB is too small: one image needs about {need} MiB; "
+            "raise max_memory or attribute fewer layers"
+        )
+    bsz = max(1, min(batch_size, n_images, (budget // 2) // per_image))
+    return bsz, budget - bsz * per_image
+
+
+def describe_paths(
+    model: nn.Module, layers: Sequence[str], images: torch.Tensor, *, device: str | torch.device = "cpu"
+) -> list[str]:
+    """Which path `attribute` takes for each layer pair, and why ("fast: …" or "generic: …").
+
+    Args:
+        model: the network.
+        layers: dotted module paths, in forward order.
+        images: at least one preprocessed image, (N, C, H, W); the first one is used.
+        device: where to run the probe.
+
+    Returns:
+        One line per adjacent pair.
+    """
+    _check_images(images)
+    dev = resolve_device(device)
+    with prepared(model, dev):
+        return probe(model, layers, images[:1].to(dev, torch.float32)).notes
+
+
+def attribute_reference(
+    model: nn.Module,
+    layers: Sequence[str],
+    images: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    neurons: Sequence[Sequence[int] | None] | None = None,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """The plain loop of DESIGN §3: per batch and pair, one autograd call per downstream neuron.
+
+    Slow, obviously correct; the tests compare `attribute` against it.
+
+    Args:
+        model: the network (restored afterwards, as in `attribute`).
+        layers: dotted module paths, in forward order.
+        images: preprocessed float images, (N, C, H, W).
+        batch_size: images per forward pass.
+        device: where to compute.
+        neurons: per pair, the downstream channels to compute (None: all); the other columns of
+            that matrix are NaN. For timing the reference on a subset.
+        progress: called as progress(done, total) after each pair of each batch.
+
+    Returns:
+        S_i per adjacent pair, float32 arrays (C_i, C_{i+1}).
+    """
+    _check_images(images)
+    if len(layers) < 2:
+        raise CLAError("CLA needs at least two layers: pass the layers in forward order")
+    dev = resolve_device(device)
+    n_images = images.shape[0]
+    sums: list[torch.Tensor] | None = None
+    with prepared(model, dev):
+        n_batches = math.ceil(n_images / batch_size)
+        for b0 in range(0, n_images, batch_size):
+            x = images[b0 : b0 + batch_size].to(dev, torch.float32)
+            with capture(model, layers) as cap, torch.enable_grad():
+                model(x)
+                check_layer_chain(cap)
+                leaves, outs = cap.leaf_list(), cap.output_list()
+            for i in range(len(layers) - 1):
+                width = outs[i + 1].shape[1] if outs[i + 1].ndim != 3 else outs[i + 1].shape[2]
+                sel = list(range(width)) if neurons is None or neurons[i] is None else list(neurons[i])
+                with torch.enable_grad():
+                    s = reference_pair_scores(outs[i + 1], leaves[i], sel).double()
+                if sums is None:
+                    sums = [torch.zeros(0)] * (len(layers) - 1)
+                sums[i] = s if b0 == 0 else sums[i] + s
+                if progress is not None:
+                    progress((b0 // batch_size) * (len(layers) - 1) + i + 1, n_batches * (len(layers) - 1))
+            del leaves, outs
+    if sums is None:
+        raise CaptureError("no images were processed")
+    return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]

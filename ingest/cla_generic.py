@@ -1,0 +1,108 @@
+"""Generic exact CLA for any module graph between two cuts, by autograd.
+
+Used for layer pairs without a structural fast plan (ResNet stages, attention blocks, anything),
+and by the reference implementation. The forward pass must have run with grad enabled, with the
+upstream layer's output replaced by a leaf (`ingest.capture`).
+
+Two ways to run the per-neuron vector-Jacobian products, same numbers:
+
+- `loop`: one `torch.autograd.grad` call per downstream neuron. On a CPU this is the fastest
+  generic form: a batched VJP does the same dense work and measured slower here (issue 3).
+- `batched`: chunks of neurons through `is_grads_batched` (vmap over cotangents), for GPUs, where
+  one large launch beats many small ones; chunk size bounded by a memory budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ingest.capture import channels_first
+
+__all__ = ["generic_pair_scores", "reference_pair_scores"]
+
+_FLOAT = 4
+
+
+def _unit_cotangents(out: torch.Tensor) -> torch.Tensor:
+    """y / ‖y‖ per image and channel (0 for an all-zero map), as (B, C, P)."""
+    y = channels_first(out.detach())  # (B, C, P)
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)  # (B, C, 1)
+    return torch.where(norm > 0, y / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(y))
+
+
+def generic_pair_scores(
+    out: torch.Tensor,
+    leaf: torch.Tensor,
+    *,
+    batched: bool,
+    budget_bytes: int,
+    neurons: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Σ over the batch of S[m, n] for one pair, by autograd (not yet divided by |X|).
+
+    Args:
+        out: layer i+1's output, attached to the graph that starts at `leaf`.
+        leaf: layer i's leaf (requires grad).
+        batched: use `is_grads_batched` chunks instead of one call per neuron.
+        budget_bytes: memory for one chunk of batched cotangents and gradients.
+        neurons: downstream channels to compute (default all); other columns stay 0.
+
+    Returns:
+        float32 tensor (C_i, C_{i+1}) on `leaf`'s device.
+    """
+    g = _unit_cotangents(out)  # (B, C_next, P_next)
+    absa = channels_first(leaf.detach()).abs()  # (B, C_i, P_i)
+    c_next = g.shape[1]
+    cols = list(range(c_next)) if neurons is None else list(neurons)
+    scores = torch.zeros(absa.shape[1], c_next, device=leaf.device, dtype=torch.float32)
+    if not cols:
+        return scores
+    if not batched:
+        cot = torch.zeros_like(out)
+        view = channels_first(cot)  # writes go through to `cot`
+        for n in cols:
+            view[:, n] = g[:, n]
+            (grad,) = torch.autograd.grad(out, leaf, cot, retain_graph=True, allow_unused=True)
+            view[:, n] = 0
+            if grad is not None:
+                scores[:, n] = (absa * channels_first(grad).abs()).sum(dim=(0, 2))
+        return scores
+    per_neuron = (out.numel() + 3 * leaf.numel()) * _FLOAT  # cotangent, gradient, |.|, product
+    chunk = max(1, min(len(cols), budget_bytes // per_neuron))
+    for k in range(0, len(cols), chunk):
+        idx = cols[k : k + chunk]
+        cot = out.new_zeros((len(idx), *out.shape))
+        view = channels_first(cot.flatten(0, 1)).unflatten(0, (len(idx), out.shape[0]))  # (n, B, C, P)
+        for j, n in enumerate(idx):
+            view[j, :, n] = g[:, n]
+        (grad,) = torch.autograd.grad(out, leaf, cot, retain_graph=True, is_grads_batched=True, allow_unused=True)
+        if grad is None:
+            continue
+        ga = channels_first(grad.flatten(0, 1)).unflatten(0, (len(idx), leaf.shape[0])).abs()  # (n, B, C_i, P)
+        scores[:, idx] = (ga * absa).sum(dim=(1, 3)).T
+    return scores
+
+
+def reference_pair_scores(out: torch.Tensor, leaf: torch.Tensor, neurons: Sequence[int]) -> torch.Tensor:
+    """The plain loop of DESIGN §3: autograd of Σ_x ‖A_{i+1,n}(x)‖₂ once per neuron n.
+
+    Args:
+        out: layer i+1's output, attached to the graph that starts at `leaf`.
+        leaf: layer i's leaf.
+        neurons: the downstream channels to compute; other columns are NaN.
+
+    Returns:
+        float32 tensor (C_i, C_{i+1}), summed over the batch.
+    """
+    norms = torch.linalg.vector_norm(channels_first(out), dim=-1)  # (B, C_next)
+    absa = channels_first(leaf.detach()).abs()  # (B, C_i, P)
+    scores = torch.full((absa.shape[1], norms.shape[1]), float("nan"), device=leaf.device)
+    for n in neurons:
+        (grad,) = torch.autograd.grad(norms[:, n].sum(), leaf, retain_graph=True, allow_unused=True)
+        if grad is None:
+            scores[:, n] = 0.0
+        else:
+            scores[:, n] = (absa * channels_first(grad).abs()).sum(dim=(0, 2))
+    return scores

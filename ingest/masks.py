@@ -1,0 +1,275 @@
+"""Apply a pruning mask (catalog.masks.Mask) to a model: with scoped hooks, or baked into weights.
+
+* `check(model, mask)` refuses a mask made for other weights, naming modules the model lacks, or
+  (given an example input) recording other channel counts than the model's.
+* `apply_mask(model, mask)` is a context manager: inside it, forward passes are pruned as the mask
+  says (circuit pruning or DESIGN §5 edge pruning, through `ingest.interventions`); the hooks are
+  removed on exit. Works for any model.
+* `bake_mask(model, mask)` returns an edited copy of the state dict with which a plain model (no
+  hooks) computes exactly what the hooked model computes, for circuit masks whose channels are
+  made by, or read only by, conv/BN/linear layers (`ingest.mask_bake` says how and refuses the
+  rest). The model itself is not changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from catalog.masks import Mask, MaskError, read_mask
+from ingest.interventions import prune_circuit, prune_edges
+from ingest.mask_bake import BakePlan, NotBakeable, apply_edits, plan_bake
+
+__all__ = [
+    "BakedFile",
+    "MaskError",
+    "NotBakeable",
+    "apply_mask",
+    "bake_mask",
+    "bake_to_file",
+    "check",
+    "plan_bake",
+    "verify_bake",
+]
+
+EXACT_TOLERANCE = 1e-5  # baking only zeroes entries, so baked and hooked outputs agree to rounding
+
+
+def _short(sha: str) -> str:
+    return f"{sha[:12]}…"
+
+
+def check(
+    model: nn.Module,
+    mask: Mask,
+    *,
+    model_name: str | None = None,
+    weights_sha256: str | None = None,
+    example: torch.Tensor | None = None,
+) -> None:
+    """Refuse a mask that does not fit the model.
+
+    Args:
+        model: the network the mask is to be applied to.
+        mask: the mask.
+        model_name: the model's registry name, if known (checked against the mask's).
+        weights_sha256: the sha256 of the model's weights if already known (else computed with
+            `ingest.zoo.weights_sha256`).
+        example: an input batch; when given, one forward pass checks every module's channel count.
+
+    Raises:
+        MaskError: another model name, other weights, unknown module paths, or channel counts that
+            differ from the mask's widths; the message names the mismatch and the next step.
+    """
+    if model_name is not None and model_name != mask.model.name:
+        raise MaskError(f"mask was made for model {mask.model.name!r}, not {model_name!r}")
+    if weights_sha256 is None:
+        from ingest.zoo import weights_sha256 as sha_of
+
+        weights_sha256 = sha_of(model)
+    if weights_sha256 != mask.model.weights_sha256:
+        raise MaskError(
+            f"mask was made for weights {_short(mask.model.weights_sha256)} but the model's weights are "
+            f"{_short(weights_sha256)}; pass --weights with the file the circuit was found on"
+        )
+    names = {n for n, _ in model.named_modules() if n}
+    missing = [p for p in mask.modules if p not in names]
+    if missing:
+        close = difflib.get_close_matches(missing[0], sorted(names), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise MaskError(
+            f"mask names modules the model does not have: {', '.join(missing)}{hint}; "
+            f"was it made for another architecture than {mask.model.name}?"
+        )
+    if example is not None:
+        with _width_check(model, mask), torch.no_grad():
+            model(example)
+
+
+def _channel_dim(out: torch.Tensor) -> int:
+    """Where the neurons are, as ingest.interventions counts them: dim 1, or the last of (B, N, D)."""
+    return 2 if out.dim() == 3 else 1
+
+
+@contextmanager
+def _width_check(model: nn.Module, mask: Mask) -> Iterator[None]:
+    """Hooks that raise MaskError when a module's output has another channel count than recorded."""
+    handles = []
+
+    def make(path: str, width: int):
+        def hook(_m, _inp, out):
+            if isinstance(out, torch.Tensor) and out.dim() >= 2:
+                actual = out.shape[_channel_dim(out)]
+                if actual != width:
+                    raise MaskError(f"{path} has {actual} channels but the mask was made for a width of {width}")
+
+        return hook
+
+    try:
+        for path, mm in mask.modules.items():
+            handles.append(model.get_submodule(path).register_forward_hook(make(path, mm.width)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator[nn.Module]:
+    """Prune the model as the mask says while the context is open (scoped hooks).
+
+    Circuit masks zero each module's listed output channels. Edge masks cut the mask's src → dst
+    edges (DESIGN §5): each forward runs a second pass with src's channels zeroed, and dst's listed
+    channels are taken from it.
+
+    Args:
+        model: any network whose mask modules return tensors.
+        mask: the mask.
+        verify: check the weights hash and module names first (see `check`); channel counts are
+            checked on every forward pass either way.
+
+    Yields:
+        The model (unchanged outside the context).
+
+    Raises:
+        MaskError: the mask does not fit the model.
+    """
+    if verify:
+        check(model, mask)
+    with ExitStack() as stack:
+        stack.enter_context(_width_check(model, mask))
+        if mask.kind == "circuit":
+            stack.enter_context(prune_circuit(model, list(mask.modules), [m.channels for m in mask.modules.values()]))
+        else:
+            e = mask.edge
+            stack.enter_context(prune_edges(model, [e.src, e.dst], [e.src_channels, e.dst_channels], pair=0))
+        yield model
+
+
+def bake_mask(model: nn.Module, mask: Mask, *, verify: bool = True, plan: BakePlan | None = None) -> dict[str, torch.Tensor]:
+    """A copy of the model's state dict, edited so the plain model behaves as `apply_mask` does.
+
+    Args:
+        model: the network (not modified).
+        mask: a circuit mask.
+        verify: check the weights hash and module names first (see `check`).
+        plan: a plan from `plan_bake(model, mask)`, if already made.
+
+    Returns:
+        The edited state dict (new tensors), loadable with `load_state_dict` into a model built
+        the same way.
+
+    Raises:
+        NotBakeable: an edge mask, or a module whose channels cannot be zeroed exactly by editing
+            weights (the message names the module and why; use `apply_mask` instead).
+        MaskError: the mask does not fit the model.
+    """
+    if verify:
+        check(model, mask)
+    plan = plan if plan is not None else plan_bake(model, mask)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    apply_edits(state, plan.edits)
+    return state
+
+
+def verify_bake(model: nn.Module, mask: Mask, state: dict[str, torch.Tensor], example: torch.Tensor) -> float:
+    """Largest absolute difference between the baked and the hook-pruned model on `example`.
+
+    Args:
+        model: the unpruned model (not modified; a copy receives `state`).
+        mask: the mask that was baked.
+        state: the state dict from `bake_mask`.
+        example: an input batch.
+
+    Returns:
+        max |baked(example) − hooked(example)| (0.0 when the bake is exact).
+    """
+    plain = copy.deepcopy(model)
+    plain.load_state_dict(state)
+    was_training = model.training
+    model.eval()
+    plain.eval()
+    try:
+        with torch.no_grad():
+            baked = plain(example)
+            with apply_mask(model, mask, verify=False):
+                hooked = model(example)
+    finally:
+        model.train(was_training)
+    return float((baked - hooked).abs().max())
+
+
+@dataclass(frozen=True)
+class BakedFile:
+    """What `bake_to_file` wrote and how it was checked."""
+
+    path: Path
+    model: str
+    weights_source: str  # as ingest.zoo reports it: file:…, bundled:…, cache:… or random-init
+    mask: Mask
+    plan: BakePlan
+    max_abs_diff: float  # baked vs hook-pruned model on a random batch
+
+
+def bake_to_file(
+    model_name: str,
+    mask_path: str | Path,
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    check_batch: int = 2,
+) -> BakedFile:
+    """Load a zoo model, bake a mask file into its weights, check the result, save the state dict.
+
+    The state dict is saved with `torch.save` (or as safetensors for a `.safetensors` name) and
+    loads with `load_state_dict` into a plain model from the zoo's builder. Before saving, the baked
+    model and the hook-pruned model are run on a random batch and must agree.
+
+    Args:
+        model_name: a zoo name or user factory string (see `ingest.zoo.load_model`).
+        mask_path: a mask file (JSON or safetensors) made for this model's weights.
+        out: where to write the state dict.
+        weights: the weights file the mask was made for (default: the zoo's bundled/cached ones).
+        check_batch: random images in the check.
+
+    Returns:
+        The file, the mask, the plan and the measured difference.
+
+    Raises:
+        MaskError: unreadable mask, or one made for another model, weights or layout.
+        NotBakeable: an edge mask or a module that cannot be baked exactly.
+        ZooError: the model or weights cannot be loaded.
+    """
+    from ingest import zoo
+
+    mask = read_mask(mask_path)
+    if mask.model.name != model_name:
+        raise MaskError(f"mask {mask_path} was made for model {mask.model.name!r}, not {model_name!r}")
+    try:
+        loaded = zoo.load_model(model_name, weights=weights, layers=list(mask.modules))
+    except zoo.UnknownLayer as exc:
+        raise MaskError(f"mask {mask_path} does not fit {model_name}: {exc}") from None
+    model = loaded.module.cpu().eval()
+    size = loaded.spec.input_size
+    example = torch.randn(check_batch, 3, size, size, generator=torch.Generator().manual_seed(0))  # (B, 3, S, S)
+    check(model, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
+    plan = plan_bake(model, mask)
+    state = bake_mask(model, mask, verify=False, plan=plan)
+    diff = verify_bake(model, mask, state, example)
+    if not diff <= EXACT_TOLERANCE:
+        raise AssertionError(f"baked and hook-pruned {model_name} differ by {diff:g}: a bug in ingest.mask_bake")
+    out = Path(out)
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    else:
+        torch.save(state, out)
+    return BakedFile(out, loaded.spec.name, loaded.weights_source, mask, plan, diff)

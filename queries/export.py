@@ -1,0 +1,101 @@
+"""Turn a catalogued circuit into a portable pruning mask (catalog.masks) — no model, no torch.
+
+Circuit masks list every circuit layer with its circuit channels (circuit pruning, DESIGN §5).
+Edge masks name one cut between two adjacent circuit layers, `layer_names[pair]` →
+`layer_names[pair + 1]` (default the first two), with the circuit's channels at both ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from catalog import store
+from catalog.engine import Catalog
+from catalog.masks import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask, write_mask
+from catalog.refs import CircuitRef
+
+__all__ = ["ExportResult", "export_mask", "mask_from_circuit"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_mask` wrote."""
+
+    path: Path
+    format: str  # "json" | "safetensors"
+    mask: Mask
+
+
+def mask_from_circuit(
+    circuit: CircuitRef,
+    *,
+    kind: str = "circuit",
+    pair: int = 0,
+    architecture: str | None = None,
+    catalog: str | None = None,
+) -> Mask:
+    """The mask of a circuit.
+
+    Args:
+        circuit: from `catalog.store.read_circuit`.
+        kind: "circuit" (zero every circuit neuron) or "edge" (cut one adjacent layer pair).
+        pair: for edge masks, the index i of the cut `layer_names[i]` → `layer_names[i + 1]`.
+        architecture: the model's architecture, recorded for readers of the file.
+        catalog: where the circuit came from (catalog path, or URL without password).
+
+    Returns:
+        The Mask, tied to the circuit's model name and weights sha256.
+
+    Raises:
+        MaskError: an unknown kind, or a pair outside the circuit's layers.
+    """
+    if kind not in KINDS:
+        raise MaskError(f"unknown mask kind {kind!r}: use {' or '.join(KINDS)}")
+    layers = list(zip(circuit.layer_names, circuit.channels, circuit.widths))
+    source = CatalogSource(circuit.id, circuit.run_id, circuit.concept, catalog)
+    model = ModelIdentity(circuit.model, circuit.weights_sha256, architecture)
+    if kind == "circuit":
+        modules = {name: ModuleMask(tuple(chans), width) for name, chans, width in layers}
+        return Mask("circuit", model, modules, source=source)
+    if not 0 <= pair < len(layers) - 1:
+        raise MaskError(
+            f"edge pair {pair} is out of range for circuit {circuit.id}, which has {len(layers)} layers: "
+            f"use --pair 0…{len(layers) - 2}"
+        )
+    (src, src_ch, src_w), (dst, dst_ch, dst_w) = layers[pair], layers[pair + 1]
+    return Mask(
+        "edge",
+        model,
+        {src: ModuleMask(tuple(src_ch), src_w), dst: ModuleMask(tuple(dst_ch), dst_w)},
+        edge=EdgeCut(src, dst, tuple(src_ch), tuple(dst_ch)),
+        source=source,
+    )
+
+
+def export_mask(cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = "circuit", pair: int = 0) -> ExportResult:
+    """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
+
+    Args:
+        cat: an open catalog (read-only is enough).
+        circuit_id: the circuit.
+        path: `*.json` or `*.safetensors`.
+        kind: "circuit" or "edge".
+        pair: for edge masks, which adjacent layer pair to cut.
+
+    Returns:
+        The file written, its format and the mask.
+
+    Raises:
+        NotFound: no such circuit.
+        MaskError: a bad kind, pair or file suffix.
+    """
+    path = Path(path)
+    if path.suffix not in (".json", ".safetensors"):
+        raise MaskError(f"cannot tell the mask format from {path.name!r}: name the file *.json or *.safetensors")
+    with cat.session() as s:
+        circuit = store.read_circuit(s, circuit_id)
+        architecture = store.read_run(s, circuit.run_id).architecture
+    mask = mask_from_circuit(circuit, kind=kind, pair=pair, architecture=architecture, catalog=cat.display)
+    written = write_mask(mask, path)
+    return ExportResult(written, written.suffix.lstrip("."), mask)

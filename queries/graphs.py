@@ -1,0 +1,321 @@
+"""Circuits and a run's strongest edges as NetworkX graphs, loaded from the catalog in bulk.
+
+Nodes are neurons keyed ``"layer:channel"`` (e.g. ``"inception3a:17"``) with attributes
+``model``, ``layer``, ``position`` (index in the model's layer order), ``channel``, ``label`` and
+``neuron_id``; edges point downstream (layer i → layer i+1) and carry the CLA ``score``.
+
+Every load is one SQL query whose result comes back as an Arrow table (DuckDB's native export;
+PostgreSQL through Core), then NumPy, then one ``add_edges_from``: rows never go through the ORM.
+`query_arrow` is the shared helper the other query modules use for the same purpose.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import networkx as nx
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from catalog.engine import driver_connection
+from catalog.errors import CircuitsError, NotFound
+
+__all__ = [
+    "EdgeSelection",
+    "query_arrow",
+    "column",
+    "node_key",
+    "circuit_graph",
+    "run_top_edges",
+    "top_edge_graph",
+]
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def query_arrow(session: Session, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Run one read query and return its result as an Arrow table.
+
+    On DuckDB the driver exports the result to Arrow directly (no Python objects per row); on
+    PostgreSQL the rows come through SQLAlchemy Core (the query modules only fetch small results
+    or a run's top edges that way).
+
+    Args:
+        session: the caller's session (its transaction is used).
+        sql: a SELECT with SQLAlchemy-style ``:name`` parameters; lists are passed whole and used
+            as ``= ANY(:name)``. Write casts as ``CAST(x AS T)``, not ``x::T``.
+        params: the parameter values; every one must be used in `sql`.
+
+    Returns:
+        The result, one column per selected expression.
+    """
+    params = dict(params or {})
+    if session.get_bind().dialect.name == "duckdb":
+        raw = driver_connection(session)
+        return raw.sql(_PARAM.sub(r"$\1", sql), params=params).to_arrow_table()
+    result = session.execute(text(sql), params)
+    names = list(result.keys())
+    rows = result.all()
+    return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
+
+
+def column(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
+    """One column of an Arrow table as a NumPy array of `dtype` (an empty column included)."""
+    values = table.column(name).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=dtype) if len(values) else np.zeros(0, dtype=dtype)
+
+
+def node_key(layer: str, channel: int) -> str:
+    """The graph key of a neuron: ``"layer:channel"``."""
+    return f"{layer}:{int(channel)}"
+
+
+@dataclass(frozen=True)
+class EdgeSelection:
+    """Which of a run's edges to load; exactly one of the three criteria is set.
+
+    Attributes:
+        per_neuron: keep each neuron's `per_neuron` strongest edges in `direction`.
+        direction: "out" (a source neuron's strongest downstream edges) or "in" (a destination
+            neuron's strongest upstream edges); used with `per_neuron` only.
+        top_fraction: keep this fraction (0 < f ≤ 1) of the run's edges, strongest first.
+        threshold: keep edges whose score is at least this.
+    """
+
+    per_neuron: int | None = None
+    direction: Literal["out", "in"] = "out"
+    top_fraction: float | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [x is not None for x in (self.per_neuron, self.top_fraction, self.threshold)]
+        if sum(given) != 1:
+            raise CircuitsError("choose the edges with exactly one of per-neuron k, top fraction or threshold")
+        if self.per_neuron is not None and self.per_neuron < 1:
+            raise CircuitsError(f"per-neuron k must be at least 1, got {self.per_neuron}")
+        if self.top_fraction is not None and not 0.0 < self.top_fraction <= 1.0:
+            raise CircuitsError(f"top fraction must be in (0, 1], got {self.top_fraction}")
+        if self.direction not in ("out", "in"):
+            raise CircuitsError(f"direction must be 'out' or 'in', got {self.direction!r}")
+
+
+@dataclass(frozen=True)
+class _RunInfo:
+    run_id: int
+    model_id: int
+    model: str
+    concept: str
+    layer_names: tuple[str, ...]
+
+
+def _run_info(session: Session, run_id: int) -> _RunInfo:
+    table = query_arrow(
+        session,
+        "SELECT r.id AS run_id, r.model_id AS model_id, m.name AS model, co.name AS concept, "
+        "r.layer_names AS layer_names, r.status AS status "
+        "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id "
+        "WHERE r.id = :run_id",
+        {"run_id": int(run_id)},
+    )
+    if table.num_rows == 0:
+        raise NotFound(f"no run {run_id} in the catalog: see `circuits list runs`")
+    row = table.to_pylist()[0]
+    if row["status"] != "complete":
+        raise NotFound(f"run {run_id} is {row['status']}, not complete: its edges are not readable")
+    names = row["layer_names"]
+    if isinstance(names, str):  # JSON comes back as text on DuckDB
+        import json
+
+        names = json.loads(names)
+    return _RunInfo(row["run_id"], row["model_id"], row["model"], row["concept"], tuple(names))
+
+
+class _NeuronTable:
+    """id → (layer name, position, channel, label) for a set of neurons, as dense NumPy lookups."""
+
+    def __init__(self, table: pa.Table, model: str):
+        self.model = model
+        self.ids = column(table, "neuron_id", np.int64)
+        self.base = int(self.ids.min()) if len(self.ids) else 0
+        span = int(self.ids.max()) - self.base + 1 if len(self.ids) else 0
+        self.row = np.full(span, -1, dtype=np.int64)
+        self.row[self.ids - self.base] = np.arange(len(self.ids))
+        self.layer = table.column("layer").to_pylist()
+        self.position = column(table, "position", np.int64)
+        self.channel = column(table, "channel", np.int64)
+        self.label = table.column("label").to_pylist()
+        self.keys = [node_key(layer, ch) for layer, ch in zip(self.layer, self.channel.tolist())]
+
+    def rows(self, neuron_ids: np.ndarray) -> np.ndarray:
+        """Row of each neuron id in this table."""
+        index = np.asarray(neuron_ids, dtype=np.int64) - self.base
+        if len(index) and (index.min() < 0 or index.max() >= len(self.row) or (self.row[index] < 0).any()):
+            raise CircuitsError("the catalog has edges or circuit neurons outside their run's layers")
+        return self.row[index]
+
+    def add_nodes(self, graph: nx.DiGraph, rows: np.ndarray) -> None:
+        """Add the neurons at `rows` as nodes with their attributes."""
+        graph.add_nodes_from(
+            (
+                self.keys[r],
+                {
+                    "model": self.model,
+                    "layer": self.layer[r],
+                    "position": int(self.position[r]),
+                    "channel": int(self.channel[r]),
+                    "label": self.label[r],
+                    "neuron_id": int(self.ids[r]),
+                },
+            )
+            for r in rows.tolist()
+        )
+
+
+def _neurons_of_layers(session: Session, model_id: int, layer_names: Sequence[str], model: str) -> _NeuronTable:
+    table = query_arrow(
+        session,
+        "SELECT n.id AS neuron_id, l.name AS layer, l.position AS position, n.channel AS channel, "
+        "n.label AS label FROM neuron n JOIN layer l ON l.id = n.layer_id "
+        "WHERE l.model_id = :model_id AND l.name = ANY(:layers) ORDER BY n.id",
+        {"model_id": int(model_id), "layers": list(layer_names)},
+    )
+    return _NeuronTable(table, model)
+
+
+def _build(
+    info: _RunInfo, neurons: _NeuronTable, node_rows: np.ndarray, src: np.ndarray, dst: np.ndarray, score: np.ndarray
+) -> nx.DiGraph:
+    graph = nx.DiGraph(model=info.model, run_id=info.run_id, concept=info.concept, layers=list(info.layer_names))
+    src_rows, dst_rows = neurons.rows(src), neurons.rows(dst)
+    neurons.add_nodes(graph, np.unique(np.concatenate([node_rows, src_rows, dst_rows])))
+    keys = neurons.keys
+    graph.add_edges_from(
+        (keys[a], keys[b], {"score": s})
+        for a, b, s in zip(src_rows.tolist(), dst_rows.tolist(), score.astype(float).tolist())
+    )
+    return graph
+
+
+def circuit_graph(session: Session, circuit_id: int) -> nx.DiGraph:
+    """A circuit as a DiGraph: its neurons, and the CLA edges between them from its run.
+
+    Args:
+        session: the caller's session.
+        circuit_id: the circuit.
+
+    Returns:
+        Every circuit neuron as a node (isolated ones too), every stored edge of the circuit's
+        run between two circuit neurons as an edge with its ``score``. Graph attributes:
+        ``model``, ``run_id``, ``concept``, ``layers``, ``circuit_id``.
+
+    Raises:
+        NotFound: no such circuit, or its run is not complete.
+    """
+    table = query_arrow(session, "SELECT run_id FROM circuit WHERE id = :c", {"c": int(circuit_id)})
+    if table.num_rows == 0:
+        raise NotFound(f"no circuit {circuit_id} in the catalog: see `circuits list circuits`")
+    info = _run_info(session, int(table.column("run_id")[0].as_py()))
+    neurons = _neurons_of_layers(session, info.model_id, info.layer_names, info.model)
+    members = column(
+        query_arrow(session, "SELECT neuron_id FROM circuit_neuron WHERE circuit_id = :c", {"c": int(circuit_id)}),
+        "neuron_id",
+        np.int64,
+    )
+    edges = query_arrow(
+        session,
+        "SELECT e.src_neuron_id AS src, e.dst_neuron_id AS dst, e.score AS score FROM edge e "
+        "JOIN circuit_neuron s ON s.circuit_id = :c AND s.neuron_id = e.src_neuron_id "
+        "JOIN circuit_neuron d ON d.circuit_id = :c AND d.neuron_id = e.dst_neuron_id "
+        "WHERE e.run_id = :r",
+        {"c": int(circuit_id), "r": info.run_id},
+    )
+    graph = _build(
+        info,
+        neurons,
+        neurons.rows(members),
+        column(edges, "src", np.int64),
+        column(edges, "dst", np.int64),
+        column(edges, "score", np.float32),
+    )
+    graph.graph["circuit_id"] = int(circuit_id)
+    return graph
+
+
+def run_top_edges(session: Session, run_id: int, selection: EdgeSelection) -> pa.Table:
+    """The selected strongest edges of a run, as one Arrow table.
+
+    Args:
+        session: the caller's session.
+        run_id: a complete run.
+        selection: which edges (see `EdgeSelection`). Ties are broken by lower neuron ids.
+
+    Returns:
+        Columns ``src_neuron_id``, ``dst_neuron_id`` (int32) and ``score`` (float32), strongest
+        first.
+
+    Raises:
+        NotFound: no such run, or it is not complete.
+    """
+    _run_info(session, run_id)  # existence and status
+    params: dict[str, Any] = {"r": int(run_id)}
+    base = "SELECT src_neuron_id, dst_neuron_id, score FROM edge WHERE run_id = :r"
+    order = "ORDER BY score DESC, src_neuron_id, dst_neuron_id"
+    if selection.threshold is not None:
+        sql = f"{base} AND score >= :t {order}"
+        params["t"] = float(selection.threshold)
+    elif selection.top_fraction is not None:
+        total = query_arrow(session, "SELECT count(*) AS n FROM edge WHERE run_id = :r", params)
+        n = math.ceil(selection.top_fraction * int(total.column("n")[0].as_py()))
+        sql = f"{base} {order} LIMIT {int(n)}"
+    else:
+        group = "src_neuron_id" if selection.direction == "out" else "dst_neuron_id"
+        other = "dst_neuron_id" if selection.direction == "out" else "src_neuron_id"
+        sql = (
+            "SELECT src_neuron_id, dst_neuron_id, score FROM ("
+            f"SELECT src_neuron_id, dst_neuron_id, score, row_number() OVER "
+            f"(PARTITION BY {group} ORDER BY score DESC, {other}) AS rank "
+            "FROM edge WHERE run_id = :r) ranked WHERE rank <= :k "
+            f"{order}"
+        )
+        params["k"] = int(selection.per_neuron)  # type: ignore[arg-type]
+    table = query_arrow(session, sql, params)
+    return pa.table(
+        {
+            "src_neuron_id": column(table, "src_neuron_id", np.int32),
+            "dst_neuron_id": column(table, "dst_neuron_id", np.int32),
+            "score": column(table, "score", np.float32),
+        }
+    )
+
+
+def top_edge_graph(session: Session, run_id: int, selection: EdgeSelection) -> nx.DiGraph:
+    """A run's strongest edges as a DiGraph (only neurons on a selected edge become nodes).
+
+    Args:
+        session: the caller's session.
+        run_id: a complete run.
+        selection: which edges (see `EdgeSelection`).
+
+    Returns:
+        The graph; graph attributes ``model``, ``run_id``, ``concept``, ``layers``.
+
+    Raises:
+        NotFound: no such run, or it is not complete.
+    """
+    info = _run_info(session, run_id)
+    edges = run_top_edges(session, run_id, selection)
+    neurons = _neurons_of_layers(session, info.model_id, info.layer_names, info.model)
+    return _build(
+        info,
+        neurons,
+        np.zeros(0, dtype=np.int64),
+        column(edges, "src_neuron_id", np.int64),
+        column(edges, "dst_neuron_id", np.int64),
+        column(edges, "score", np.float32),
+    )

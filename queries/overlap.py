@@ -1,0 +1,339 @@
+"""Circuit overlap: pairwise matrices over circuits, and the neurons several circuits share.
+
+Three metrics (`METRICS`):
+
+* ``jaccard`` — |A ∩ B| / |A ∪ B| over the circuits' neurons (a neuron is a (layer, channel) of
+  the model, so circuits of different concepts of one model compare directly);
+* ``shared`` — |A ∩ B|, the number of neurons in both;
+* ``weighted`` — weighted Jaccard Σ_e min(w_A(e), w_B(e)) / Σ_e max(w_A(e), w_B(e)) over neuron
+  pairs e, where w_X(e) is the CLA score of edge e in X's run when both ends are in X (X's
+  *internal* edges) and 0 otherwise, divided by the sum of X's internal scores. Raw scores differ
+  in scale from concept to concept; after the division each circuit's weights sum to 1, so the
+  metric compares where each circuit's attribution sits rather than how strong its run was.
+  A circuit whose run kept no internal edges has no weights: its row is NaN (1 on the diagonal).
+
+Each query is a handful of SQL statements returning Arrow; the arithmetic is NumPy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy.orm import Session
+
+from catalog.errors import CircuitsError
+from queries.graphs import column, query_arrow
+from queries.listing import CircuitChoice, concept_circuits, resolve_model
+
+__all__ = [
+    "METRICS",
+    "OverlapMatrix",
+    "SharedNeuron",
+    "SharedNeurons",
+    "circuit_members",
+    "internal_edges",
+    "jaccard_matrix",
+    "weighted_jaccard_matrix",
+    "overlap_of_circuits",
+    "overlap_matrix",
+    "shared_neurons",
+]
+
+METRICS = ("jaccard", "shared", "weighted")
+
+
+@dataclass(frozen=True)
+class OverlapMatrix:
+    """A symmetric matrix over circuits.
+
+    Attributes:
+        metric: one of `METRICS`.
+        model: the model name.
+        labels: one label per circuit (its concept name).
+        circuit_ids: the circuits, in matrix order.
+        values: (N, N) float64; NaN where undefined (see the module docstring).
+        notes: lines to show the user (e.g. which circuit was chosen for a concept).
+    """
+
+    metric: str
+    model: str
+    labels: tuple[str, ...]
+    circuit_ids: tuple[int, ...]
+    values: np.ndarray
+    notes: tuple[str, ...] = ()
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per circuit: ``concept``, ``circuit``, then one column per concept."""
+        out = []
+        for i, (label, cid) in enumerate(zip(self.labels, self.circuit_ids)):
+            row: dict[str, object] = {"concept": label, "circuit": cid}
+            for j, other in enumerate(self.labels):
+                v = float(self.values[i, j])
+                row[other] = None if np.isnan(v) else (int(v) if self.metric == "shared" else round(v, 4))
+            out.append(row)
+        return out
+
+
+def circuit_members(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
+    """Neurons of the given circuits, one query.
+
+    Returns:
+        Columns ``circuit_id``, ``neuron_id``, ``layer``, ``position``, ``channel``.
+    """
+    return query_arrow(
+        session,
+        "SELECT cn.circuit_id AS circuit_id, cn.neuron_id AS neuron_id, l.name AS layer, "
+        "l.position AS position, n.channel AS channel FROM circuit_neuron cn "
+        "JOIN neuron n ON n.id = cn.neuron_id JOIN layer l ON l.id = n.layer_id "
+        "WHERE cn.circuit_id = ANY(:ids) ORDER BY cn.circuit_id, l.position, n.channel",
+        {"ids": [int(c) for c in circuit_ids]},
+    )
+
+
+def internal_edges(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
+    """Every circuit's internal edges (both ends in the circuit) with their scores, one query.
+
+    Returns:
+        Columns ``circuit_id``, ``src_neuron_id``, ``dst_neuron_id``, ``score``.
+    """
+    return query_arrow(
+        session,
+        "WITH members AS (SELECT cn.circuit_id, c.run_id, cn.neuron_id FROM circuit_neuron cn "
+        "JOIN circuit c ON c.id = cn.circuit_id WHERE cn.circuit_id = ANY(:ids)) "
+        "SELECT s.circuit_id AS circuit_id, e.src_neuron_id AS src_neuron_id, "
+        "e.dst_neuron_id AS dst_neuron_id, e.score AS score FROM edge e "
+        "JOIN members s ON s.run_id = e.run_id AND s.neuron_id = e.src_neuron_id "
+        "JOIN members d ON d.circuit_id = s.circuit_id AND d.neuron_id = e.dst_neuron_id "
+        "WHERE e.run_id IN (SELECT DISTINCT run_id FROM members)",
+        {"ids": [int(c) for c in circuit_ids]},
+    )
+
+
+def jaccard_matrix(index: np.ndarray, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shared counts and Jaccard between sets given as (set index, item) pairs.
+
+    Args:
+        index: (M,) set index in [0, n) of each pair.
+        items: (M,) item id of each pair (pairs are distinct).
+        n: number of sets.
+
+    Returns:
+        (shared, jaccard): (n, n) float64 each; jaccard of two empty sets is NaN.
+    """
+    _, item = np.unique(items, return_inverse=True)
+    incidence = np.zeros((n, int(item.max()) + 1 if len(item) else 0), dtype=np.float32)  # (sets, items)
+    incidence[index, item] = 1.0
+    shared = (incidence @ incidence.T).astype(np.float64)  # (n, n) exact: counts < 2^24
+    size = np.diag(shared)
+    union = size[:, None] + size[None, :] - shared
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jaccard = np.where(union > 0, shared / np.where(union > 0, union, 1), np.nan)
+    return shared, jaccard
+
+
+def weighted_jaccard_matrix(index: np.ndarray, keys: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Weighted Jaccard between sets of weighted items, each set's weights normalised to sum 1.
+
+    Args:
+        index: (M,) set index in [0, n) of each entry.
+        keys: (M,) int64 item key (e.g. an edge's src·2^32 + dst); distinct within a set.
+        scores: (M,) non-negative weights.
+        n: number of sets.
+
+    Returns:
+        (n, n) float64: Σ min / Σ max over items; diagonal 1; NaN for a set with no weight.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    totals = np.bincount(index, weights=scores, minlength=n)  # (n,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = scores / totals[index]
+    order = np.lexsort((index, keys))  # by key, then set
+    k, s, w = keys[order], index[order], w[order]
+    min_sum = np.zeros(n * n, dtype=np.float64)
+    # Entries sharing a key are contiguous; compare each with the ones d places later.
+    for d in range(1, len(k)):
+        same = k[d:] == k[:-d]
+        if not same.any():
+            break
+        a, b = s[:-d][same], s[d:][same]
+        m = np.minimum(w[:-d][same], w[d:][same])
+        min_sum += np.bincount(a * n + b, weights=m, minlength=n * n) + np.bincount(b * n + a, weights=m, minlength=n * n)
+    min_sum = min_sum.reshape(n, n)
+    has = totals > 0
+    # Σ max = Σ w_a + Σ w_b − Σ min = 2 − Σ min for two non-empty sets.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(has[:, None] & has[None, :], min_sum / (2.0 - min_sum), np.nan)
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def overlap_of_circuits(
+    session: Session, circuit_ids: Sequence[int], metric: str = "jaccard"
+) -> np.ndarray:
+    """The (N, N) overlap matrix of the given circuits.
+
+    Args:
+        session: the caller's session.
+        circuit_ids: the circuits (any models; neuron ids are per model, so circuits of
+            different models share nothing).
+        metric: one of `METRICS`.
+
+    Returns:
+        (N, N) float64 in the order of `circuit_ids`.
+
+    Raises:
+        CircuitsError: unknown metric.
+    """
+    if metric not in METRICS:
+        raise CircuitsError(f"unknown overlap metric {metric!r}: use one of {', '.join(METRICS)}")
+    ids = [int(c) for c in circuit_ids]
+    position = {cid: i for i, cid in enumerate(ids)}
+    if metric == "weighted":
+        edges = internal_edges(session, ids)
+        index = np.array([position[c] for c in column(edges, "circuit_id", np.int64).tolist()], dtype=np.int64)
+        keys = (column(edges, "src_neuron_id", np.int64) << 32) | column(edges, "dst_neuron_id", np.int64)
+        return weighted_jaccard_matrix(index, keys, column(edges, "score", np.float64), len(ids))
+    members = query_arrow(
+        session,
+        "SELECT circuit_id, neuron_id FROM circuit_neuron WHERE circuit_id = ANY(:ids)",
+        {"ids": ids},
+    )
+    lookup = np.full(max(ids) + 1 if ids else 0, -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    shared, jaccard = jaccard_matrix(
+        lookup[column(members, "circuit_id", np.int64)], column(members, "neuron_id", np.int64), len(ids)
+    )
+    return shared if metric == "shared" else jaccard
+
+
+def overlap_matrix(
+    session: Session, model: str, concepts: Sequence[str] | None = None, metric: str = "jaccard"
+) -> OverlapMatrix:
+    """The pairwise overlap of a model's concept circuits.
+
+    Args:
+        session: the caller's session.
+        model: model name (``NAME@SHA256PREFIX`` when several weights share it).
+        concepts: the concepts, in matrix order; None means every concept with a circuit on the
+            model. Each concept is represented by its newest circuit of its newest complete run.
+        metric: one of `METRICS`.
+
+    Returns:
+        The matrix, with a note for every concept that had several circuits.
+
+    Raises:
+        NotFound: unknown model or a concept without a circuit on it.
+        CircuitsError: unknown metric or fewer than one concept.
+    """
+    if metric not in METRICS:
+        raise CircuitsError(f"unknown overlap metric {metric!r}: use one of {', '.join(METRICS)}")
+    chosen = concept_circuits(session, resolve_model(session, model), concepts)
+    if not chosen:
+        raise CircuitsError(f"model {model} has no circuits yet: ingest some with `circuits ingest {model} …`")
+    values = overlap_of_circuits(session, [c.circuit_id for c in chosen], metric)
+    return OverlapMatrix(
+        metric,
+        model,
+        tuple(c.concept for c in chosen),
+        tuple(c.circuit_id for c in chosen),
+        values,
+        tuple(n for n in (c.note for c in chosen) if n),
+    )
+
+
+@dataclass(frozen=True)
+class SharedNeuron:
+    """A neuron in every one of several circuits.
+
+    Attributes:
+        layer, position, channel, neuron_id: the neuron.
+        scores: per circuit (in `SharedNeurons.concepts` order), the neuron's total
+            within-circuit attribution: the sum of its internal edges' scores in that circuit's
+            run, incoming plus outgoing (its term in the circuit-search objective).
+    """
+
+    layer: str
+    position: int
+    channel: int
+    neuron_id: int
+    scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SharedNeurons:
+    """The answer of `shared_neurons`."""
+
+    model: str
+    concepts: tuple[str, ...]
+    circuit_ids: tuple[int, ...]
+    sizes: tuple[int, ...]  # neurons per circuit
+    neurons: tuple[SharedNeuron, ...]
+    notes: tuple[str, ...] = ()
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per shared neuron: layer, channel, then one score column per concept."""
+        return [
+            {"layer": n.layer, "channel": n.channel, **{c: round(s, 6) for c, s in zip(self.concepts, n.scores)}}
+            for n in self.neurons
+        ]
+
+
+def shared_neurons(session: Session, model: str, concepts: Sequence[str]) -> SharedNeurons:
+    """The neurons in all of the given concepts' circuits, with their score in each.
+
+    Args:
+        session: the caller's session.
+        model: model name (``NAME@SHA256PREFIX`` when several weights share it).
+        concepts: two or more concept names (each represented as in `overlap_matrix`).
+
+    Returns:
+        The shared neurons in forward layer order, then channel.
+
+    Raises:
+        NotFound: unknown model or a concept without a circuit on it.
+        CircuitsError: fewer than two concepts.
+    """
+    if len(concepts) < 2 or len(set(concepts)) != len(concepts):
+        raise CircuitsError("give two or more different concepts, e.g. --concepts star,wave")
+    chosen: list[CircuitChoice] = concept_circuits(session, resolve_model(session, model), concepts)
+    ids = [c.circuit_id for c in chosen]
+    members = circuit_members(session, ids)
+    cid = column(members, "circuit_id", np.int64)
+    nid = column(members, "neuron_id", np.int64)
+    common = nid[cid == ids[0]]
+    for c in ids[1:]:
+        common = np.intersect1d(common, nid[cid == c])
+    sizes = tuple(int((cid == c).sum()) for c in ids)
+    scores = np.zeros((len(ids), len(common)), dtype=np.float64)  # (circuits, shared neurons)
+    if len(common):
+        edges = internal_edges(session, ids)
+        e_c = column(edges, "circuit_id", np.int64)
+        row = {c: i for i, c in enumerate(ids)}
+        e_row = np.array([row[c] for c in e_c.tolist()], dtype=np.int64)
+        score = column(edges, "score", np.float64)
+        for end in ("src_neuron_id", "dst_neuron_id"):
+            neuron = column(edges, end, np.int64)
+            at = np.searchsorted(common, neuron)
+            hit = (at < len(common)) & (common[np.minimum(at, len(common) - 1)] == neuron)
+            np.add.at(scores, (e_row[hit], at[hit]), score[hit])
+    first = np.nonzero(cid == ids[0])[0]
+    layers = members.column("layer").to_pylist()
+    positions = column(members, "position", np.int64)
+    channels = column(members, "channel", np.int64)
+    info = {int(nid[r]): (layers[r], int(positions[r]), int(channels[r])) for r in first.tolist()}
+    neurons = [
+        SharedNeuron(info[n][0], info[n][1], info[n][2], n, tuple(float(x) for x in scores[:, j]))
+        for j, n in enumerate(common.tolist())
+    ]
+    neurons.sort(key=lambda x: (x.position, x.channel))
+    return SharedNeurons(
+        model,
+        tuple(c.concept for c in chosen),
+        tuple(ids),
+        sizes,
+        tuple(neurons),
+        tuple(n for n in (c.note for c in chosen) if n),
+    )

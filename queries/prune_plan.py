@@ -1,0 +1,390 @@
+"""Prune plans: which stored circuit to prune to suppress one behaviour and keep others.
+
+`plan_pruning(session, model, against, keep)` looks at every circuit of the model (the concept's
+circuit for every concept, plus every circuit with stored interventions) except the circuits of
+the `keep` concepts, and ranks them:
+
+* **evidence** — the circuit has an intervention evaluated on the `against` images. An
+  evaluation row belongs to a concept when its image-set sha256 is one of the concept's example
+  image sets, or its name is the concept's (``catfish:NAME#seed=…``, ``dir:/…/NAME`` or ``NAME``).
+  Per image set the metric is the first available of `AGAINST_METRICS` (against) or
+  `KEEP_METRICS` (keep); its *drop* is clean − pruned. Score = drop on `against` − mean drop on
+  the `keep` sets that have one; ties go to the intervention that cuts fewer edges. Interventions
+  of one circuit, kind (and edge pair) are pooled, since `circuits ablate` stores one per image
+  set; the newest row per image set and metric counts.
+* **proxy** (no evidence yet) — structural: Jaccard(candidate, against's circuit) − mean
+  Jaccard(candidate, keep circuits), clearly labelled, ranked after every evidence candidate.
+
+For each missing evaluation the plan says which `circuits ablate` command would make it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from catalog.errors import CircuitsError
+from queries.graphs import query_arrow
+from queries.listing import ModelChoice, concept_circuits, resolve_model
+from queries.overlap import overlap_of_circuits
+
+__all__ = [
+    "AGAINST_METRICS",
+    "KEEP_METRICS",
+    "Effect",
+    "Candidate",
+    "PrunePlan",
+    "image_set_concept",
+    "plan_pruning",
+]
+
+AGAINST_METRICS = ("attack_success", "accuracy", "true_prob")
+"""Metrics of the behaviour to suppress, in order of preference (an attack's success first)."""
+KEEP_METRICS = ("accuracy", "true_prob")
+"""Metrics of the behaviours to keep, in order of preference."""
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A pruned circuit's effect on one image set.
+
+    Attributes:
+        concept: the concept the image set stands for.
+        image_set: the evaluated image set's name.
+        metric: e.g. "accuracy" or "attack_success".
+        before: the clean model's value (None when not stored).
+        after: the pruned model's value.
+        baseline: the value with a random circuit of the same shape pruned (None if not stored).
+    """
+
+    concept: str
+    image_set: str
+    metric: str
+    before: float | None
+    after: float
+    baseline: float | None
+
+    @property
+    def drop(self) -> float:
+        """before − after (0 when the clean value is unknown)."""
+        return 0.0 if self.before is None else self.before - self.after
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One circuit to prune, with its rank score and what it rests on.
+
+    Attributes:
+        circuit_id, concept, run_id: the circuit.
+        kind: intervention kind the evidence comes from ("circuit" or "edge"); for proxies the
+            kind the suggested commands use.
+        basis: "evidence" or "proxy".
+        score: evidence: drop(against) − mean drop(keep); proxy: Jaccard difference; None when
+            a proxy cannot be computed (the against concept has no circuit).
+        edge_fraction: fraction of the model's edges the intervention cuts (evidence only).
+        against: the effect on the against images (evidence only).
+        keep: the effects on the keep concepts' images that are stored.
+        overlap_against: Jaccard with the against concept's circuit (None without one).
+        overlap_keep: mean Jaccard with the keep concepts' circuits (None without keep).
+        missing: concepts whose images this candidate has not been evaluated on.
+        commands: `circuits ablate` commands that would add the missing evaluations.
+    """
+
+    circuit_id: int
+    concept: str
+    run_id: int
+    kind: str
+    basis: str
+    score: float | None
+    edge_fraction: float | None
+    against: Effect | None
+    keep: tuple[Effect, ...]
+    overlap_against: float | None
+    overlap_keep: float | None
+    missing: tuple[str, ...]
+    commands: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """The answer of `plan_pruning`: candidates best first (evidence, then proxies)."""
+
+    model: str
+    against: str
+    keep: tuple[str, ...]
+    candidates: tuple[Candidate, ...]
+    notes: tuple[str, ...] = ()
+
+    def rows(self) -> list[dict[str, object]]:
+        """One flat dict per candidate, for tables, CSV and JSON."""
+        out = []
+        for rank, c in enumerate(self.candidates, 1):
+            row: dict[str, object] = {
+                "rank": rank,
+                "circuit": c.circuit_id,
+                "concept": c.concept,
+                "kind": c.kind,
+                "basis": c.basis,
+                "score": None if c.score is None else round(c.score, 4),
+                "edges_cut": None if c.edge_fraction is None else round(c.edge_fraction, 6),
+                "against": _effect_text(c.against),
+                "keep": "; ".join(_effect_text(e) for e in c.keep) or None,
+                "overlap_against": _round(c.overlap_against),
+                "overlap_keep": _round(c.overlap_keep),
+                "missing": ", ".join(c.missing) or None,
+            }
+            out.append(row)
+        return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _effect_text(e: Effect | None) -> str | None:
+    if e is None:
+        return None
+    before = "?" if e.before is None else f"{e.before:.3f}"
+    base = "" if e.baseline is None else f" (random {e.baseline:.3f})"
+    return f"{e.concept} {e.metric} {before}→{e.after:.3f}{base}"
+
+
+def image_set_concept(image_set: str) -> str:
+    """The concept name an evaluated image set's name stands for.
+
+    ``catfish:NAME#seed=1`` → NAME, ``dir:/data/NAME`` → NAME, anything else unchanged.
+    """
+    kind, sep, rest = image_set.partition(":")
+    if not sep:
+        return image_set
+    if kind == "dir":
+        return os.path.basename(rest.rstrip("/\\")) or rest
+    return rest.split("#", 1)[0]
+
+
+@dataclass(frozen=True)
+class _EvalRow:
+    circuit_id: int
+    group: tuple[int, str, int | None]  # (circuit, kind, edge pair)
+    edge_fraction: float
+    image_set: str
+    sha: str
+    metric: str
+    clean: float | None
+    value: float
+    baseline: float | None
+
+
+def plan_pruning(
+    session: Session, model: str, against: str, keep: Sequence[str] = (), *, kind: str = "circuit"
+) -> PrunePlan:
+    """Rank a model's stored circuits as pruning candidates against one behaviour.
+
+    Args:
+        session: the caller's session.
+        model: model name (``NAME@SHA256PREFIX`` when several weights share it).
+        against: the concept (or evaluated image set name) whose behaviour pruning should hurt.
+        keep: concepts whose behaviour pruning should spare.
+        kind: intervention kind that the suggested `circuits ablate` commands use.
+
+    Returns:
+        The plan: evidence candidates by score (best first), then proxy candidates.
+
+    Raises:
+        NotFound: unknown model.
+        CircuitsError: `against` is also in `keep`, or the model has no circuits.
+    """
+    keep = tuple(dict.fromkeys(k for k in keep if k))
+    if against in keep:
+        raise CircuitsError(f"{against} is both --against and --keep: a circuit cannot hurt and spare it")
+    chosen_model = resolve_model(session, model)
+    per_concept = {c.concept: c for c in concept_circuits(session, chosen_model)}
+    if not per_concept:
+        raise CircuitsError(f"model {model} has no circuits yet: ingest some with `circuits ingest {model} …`")
+    notes: list[str] = []
+    evals, circuit_info = _evaluations(session, chosen_model)
+    sets = _concept_image_sets(session, [against, *keep])
+
+    def concept_of(row: _EvalRow) -> str | None:
+        for name in (against, *keep):
+            if row.sha in sets.get(name, {}).get("shas", ()) or image_set_concept(row.image_set) == name \
+                    or row.image_set == name:  # fmt: skip
+                return name
+        return None
+
+    # Newest row per (group, concept, metric): rows come oldest first.
+    by_group: dict[tuple[int, str, int | None], dict[tuple[str, str], _EvalRow]] = {}
+    fractions: dict[tuple[int, str, int | None], float] = {}
+    for row in evals:
+        name = concept_of(row)
+        fractions[row.group] = row.edge_fraction
+        if name is not None:
+            by_group.setdefault(row.group, {})[(name, row.metric)] = row
+    for g in fractions:
+        by_group.setdefault(g, {})
+
+    # Candidate circuits: each concept's circuit, plus every circuit with interventions.
+    candidates_ids = {c.circuit_id for c in per_concept.values()} | {g[0] for g in by_group}
+    candidates_ids -= {per_concept[k].circuit_id for k in keep if k in per_concept}
+    candidates_ids = {c for c in candidates_ids if circuit_info[c][0] not in keep}
+    overlaps = _proxy_overlaps(session, sorted(candidates_ids), per_concept, against, keep, notes)
+
+    out: list[Candidate] = []
+    with_evidence: set[int] = set()
+    for group, rows in by_group.items():
+        cid, group_kind, _ = group
+        if cid not in candidates_ids:
+            continue
+        against_effect = _effect(rows, against, AGAINST_METRICS)
+        if against_effect is None:
+            continue
+        keep_effects = tuple(e for e in (_effect(rows, k, KEEP_METRICS) for k in keep) if e is not None)
+        missing = tuple(k for k in keep if all(e.concept != k for e in keep_effects))
+        score = against_effect.drop - (float(np.mean([e.drop for e in keep_effects])) if keep_effects else 0.0)
+        concept, run_id = circuit_info[cid]
+        with_evidence.add(cid)
+        out.append(Candidate(
+            cid, concept, run_id, group_kind, "evidence", score, fractions[group], against_effect, keep_effects,
+            *overlaps.get(cid, (None, None)), missing,
+            tuple(_ablate_command(cid, group_kind, m, sets.get(m, {}), evals) for m in missing),
+        ))  # fmt: skip
+    out.sort(key=lambda c: (-(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
+
+    proxies = []
+    for cid in sorted(candidates_ids - with_evidence):
+        concept, run_id = circuit_info[cid]
+        o_against, o_keep = overlaps.get(cid, (None, None))
+        score = None if o_against is None else o_against - (o_keep or 0.0)
+        # Evidence on the keep sets alone (no against evaluation yet) is still shown.
+        merged: dict[tuple[str, str], _EvalRow] = {}
+        for g, rows in by_group.items():
+            if g[0] == cid:
+                merged.update(rows)
+        keep_effects = tuple(e for e in (_effect(merged, k, KEEP_METRICS) for k in keep) if e is not None)
+        missing = (against, *(k for k in keep if all(e.concept != k for e in keep_effects)))
+        proxies.append(Candidate(
+            cid, concept, run_id, kind, "proxy", score, None, None, keep_effects, o_against, o_keep, missing,
+            tuple(_ablate_command(cid, kind, m, sets.get(m, {}), evals) for m in missing),
+        ))  # fmt: skip
+    proxies.sort(key=lambda c: (c.score is None, -(c.score or 0.0), c.circuit_id))
+    if proxies and not out:
+        notes.append(
+            f"no circuit of {chosen_model.name} has been evaluated on {against} images yet: every candidate "
+            "is ranked by the structural proxy (overlap with the against circuit minus overlap with the keep circuits)"
+        )
+    return PrunePlan(chosen_model.name, against, keep, tuple(out + proxies), tuple(notes))
+
+
+def _effect(rows: dict[tuple[str, str], _EvalRow], concept: str, metrics: Sequence[str]) -> Effect | None:
+    for metric in metrics:
+        row = rows.get((concept, metric))
+        if row is not None:
+            return Effect(concept, row.image_set, metric, row.clean, row.value, row.baseline)
+    return None
+
+
+def _evaluations(session: Session, model: ModelChoice) -> tuple[list[_EvalRow], dict[int, tuple[str, int]]]:
+    """Every evaluation of the model's circuits (oldest first) and circuit id → (concept, run)."""
+    table = query_arrow(
+        session,
+        "SELECT c.id AS circuit_id, co.name AS concept, c.run_id AS run_id, i.kind AS kind, i.params AS params, "
+        "i.edge_fraction AS edge_fraction, ev.image_set AS image_set, ev.image_set_sha256 AS sha, "
+        "ev.metric AS metric, ev.clean_value AS clean, ev.value AS value, ev.baseline_value AS baseline "
+        "FROM circuit c JOIN run r ON r.id = c.run_id AND r.status = 'complete' "
+        "JOIN concept co ON co.id = r.concept_id "
+        "LEFT JOIN intervention i ON i.circuit_id = c.id LEFT JOIN evaluation ev ON ev.intervention_id = i.id "
+        "WHERE r.model_id = :m ORDER BY c.id, i.id, ev.id",
+        {"m": model.id},
+    )
+    rows, info = [], {}
+    for r in table.to_pylist():
+        info[int(r["circuit_id"])] = (r["concept"], int(r["run_id"]))
+        if r["metric"] is None:
+            continue
+        params = r["params"]
+        if isinstance(params, str):  # JSON comes back as text from DuckDB
+            params = json.loads(params)
+        pair = int(params.get("pair", 0)) if r["kind"] == "edge" and isinstance(params, dict) else None
+        rows.append(_EvalRow(
+            int(r["circuit_id"]), (int(r["circuit_id"]), r["kind"], pair), float(r["edge_fraction"]),
+            r["image_set"], r["sha"], r["metric"], r["clean"], float(r["value"]), r["baseline"],
+        ))  # fmt: skip
+    return rows, info
+
+
+def _concept_image_sets(session: Session, concepts: Sequence[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per concept, its example image-set hashes (and runs' image sets) and image sources."""
+    table = query_arrow(
+        session,
+        "SELECT co.name AS concept, e.image_set_sha256 AS sha, e.source_path AS source FROM concept co "
+        "JOIN example_image e ON e.concept_id = co.id WHERE co.name = ANY(:names) "
+        "UNION ALL SELECT co.name, r.image_set_sha256, NULL FROM concept co JOIN run r ON r.concept_id = co.id "
+        "WHERE co.name = ANY(:names)",
+        {"names": list(concepts)},
+    )
+    out: dict[str, dict[str, set[str]]] = {}
+    for r in table.to_pylist():
+        entry = out.setdefault(r["concept"], {"shas": set(), "sources": set()})
+        entry["shas"].add(r["sha"])
+        if r["source"]:
+            entry["sources"].add(r["source"])
+    return {k: {"shas": tuple(sorted(v["shas"])), "sources": tuple(sorted(v["sources"]))} for k, v in out.items()}
+
+
+def _ablate_command(
+    circuit_id: int, kind: str, concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[_EvalRow]
+) -> str:
+    """The `circuits ablate` command that evaluates a circuit on a concept's images."""
+    return f"circuits ablate {circuit_id} --kind {kind} {_images_option(concept, sets, evals)}"
+
+
+def _images_option(concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[_EvalRow]) -> str:
+    """How to name a concept's images on the command line, from what the catalog knows of them."""
+    names = [e.image_set for e in evals if image_set_concept(e.image_set) == concept or e.image_set == concept]
+    names += list(sets.get("sources", ()))
+    for name in names:
+        if name.startswith("catfish:"):
+            return f"--dataset catfish:{image_set_concept(name)}"
+        if name.startswith("dir:"):
+            return f"--images {name[4:]}"
+    files = [s for s in sets.get("sources", ()) if os.sep in s or "/" in s]
+    if files:
+        return f"--images {os.path.commonpath([os.path.dirname(f) for f in files])}"
+    return f"--dataset catfish:{concept}  (or --images DIR with {concept} images and --label)"
+
+
+def _proxy_overlaps(
+    session: Session,
+    candidate_ids: Sequence[int],
+    per_concept: dict,
+    against: str,
+    keep: Sequence[str],
+    notes: list[str],
+) -> dict[int, tuple[float | None, float | None]]:
+    """circuit id → (Jaccard with the against circuit, mean Jaccard with the keep circuits)."""
+    against_id = per_concept[against].circuit_id if against in per_concept else None
+    keep_ids = [per_concept[k].circuit_id for k in keep if k in per_concept]
+    absent = [k for k in keep if k not in per_concept]
+    if against_id is None:
+        notes.append(
+            f"{against} has no circuit on this model, so candidates without evidence cannot be ranked by "
+            f"structure: ingest one with `circuits ingest MODEL --concept {against} …`"
+        )
+    if absent:
+        notes.append(f"no circuit for keep concept(s) {', '.join(absent)}: the proxy ignores them")
+    ids = list(dict.fromkeys([*candidate_ids, *([against_id] if against_id is not None else []), *keep_ids]))
+    if not ids:
+        return {}
+    jac = overlap_of_circuits(session, ids, "jaccard")
+    at = {c: i for i, c in enumerate(ids)}
+    out = {}
+    for cid in candidate_ids:
+        o_against = None if against_id is None else float(jac[at[cid], at[against_id]])
+        o_keep = float(np.mean([jac[at[cid], at[k]] for k in keep_ids])) if keep_ids else None
+        out[cid] = (o_against, o_keep)
+    return out

@@ -1,0 +1,168 @@
+"""The ingest pipeline end to end through the CLI, on a tiny user model and real DuckDB files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from circuits.cli import app
+
+TINY_MODEL = '''
+import torch.nn as nn
+
+def build():
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 5, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
+    )
+'''
+LAYERS = "1,3,5"  # the three ReLU outputs: widths 6, 8, 5
+runner = CliRunner()
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    return {"model": f"{model}:build", "images": str(images), "db": str(tmp_path / "c.duckdb"), "tmp": tmp_path}
+
+
+def _ingest(setup, *extra):
+    return runner.invoke(app, ["ingest", setup["model"], "--concept", "noise", "--images", setup["images"],
+                               "--layers", LAYERS, "--k", "2", "--db", setup["db"], *extra])
+
+
+def _sql(db, query):
+    r = runner.invoke(app, ["sql", query, "--db", db, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_ingest_stores_run_edges_and_circuit(setup):
+    r = _ingest(setup)
+    assert r.exit_code == 0, r.output
+    assert "stored run" in r.output
+    runs = _sql(setup["db"], "select id, status, n_images from run")
+    assert runs == [{"id": runs[0]["id"], "status": "complete", "n_images": 4}]
+    edges = _sql(setup["db"], "select count(*) as n from edge")
+    assert edges[0]["n"] == 6 * 8 + 8 * 5
+    neurons = _sql(setup["db"], "select count(*) as n from circuit_neurons_v")
+    assert neurons[0]["n"] == 6
+
+
+def test_same_inputs_are_reused_unless_forced(setup):
+    assert _ingest(setup).exit_code == 0
+    r = _ingest(setup)
+    assert r.exit_code == 0 and "reused run" in r.output, r.output
+    assert _sql(setup["db"], "select count(*) as n from run")[0]["n"] == 1
+    r = _ingest(setup, "--force")
+    assert r.exit_code == 0 and "stored run" in r.output
+    assert _sql(setup["db"], "select count(*) as n from run")[0]["n"] == 2
+
+
+def test_refine_makes_a_circuit_from_stored_edges(setup):
+    assert _ingest(setup).exit_code == 0
+    run_id = _sql(setup["db"], "select id from run")[0]["id"]
+    r = runner.invoke(app, ["refine", str(run_id), "--k", "3", "--db", setup["db"]])
+    assert r.exit_code == 0, r.output
+    sizes = _sql(setup["db"], "select circuit_id, count(*) as n from circuit_neurons_v group by 1 order by 1")
+    assert [s["n"] for s in sizes] == [6, 9]
+
+
+def test_corrupt_png_is_skipped_by_name(setup):
+    Path(setup["images"], "zz_broken.png").write_bytes(b"\x89PNG broken")
+    r = _ingest(setup)
+    assert r.exit_code == 0, r.output
+    assert "zz_broken.png" in r.output and "skipped 1" in r.output
+
+
+@pytest.mark.parametrize(
+    "case, args, expect",
+    [
+        ("missing folder", ["--images", "/nonexistent/folder"], "does not exist"),
+        ("unknown layer", ["--layers", "1,nope"], "nope"),
+        ("k too large", ["--k", "7"], "larger than layer"),
+        ("unknown model", ["--model", "no-such-model"], "no-such-model"),
+    ],
+)
+def test_bad_inputs_give_one_line_errors(setup, case, args, expect):
+    base = {"--images": setup["images"], "--layers": LAYERS, "--k": "2", "--model": setup["model"]}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    model = base.pop("--model")
+    argv = ["ingest", model, "--concept", "c", "--db", setup["db"]]
+    for flag, value in base.items():
+        argv += [flag, value]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 1, (case, r.output)
+    assert expect in r.output, (case, r.output)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    err_lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1, r.output
+
+
+def test_empty_folder_is_an_error(setup):
+    empty = setup["tmp"] / "empty"
+    empty.mkdir()
+    r = runner.invoke(app, ["ingest", setup["model"], "--concept", "c", "--images", str(empty),
+                            "--layers", LAYERS, "--db", setup["db"]])
+    assert r.exit_code == 1 and "no PNG/JPEG" in r.output
+
+
+def test_crash_during_write_leaves_nothing(setup, monkeypatch):
+    """A failure after the edges are written but before commit rolls the whole run back."""
+    from catalog import store
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash while writing the circuit")
+
+    monkeypatch.setattr(store, "write_circuit", boom)
+    r = _ingest(setup)
+    assert r.exit_code != 0
+    monkeypatch.undo()
+    assert _sql(setup["db"], "select count(*) as n from edge")[0]["n"] == 0
+    assert _sql(setup["db"], "select count(*) as n from run where status = 'complete'")[0]["n"] == 0
+    assert _ingest(setup).exit_code == 0  # the next command works
+
+
+def _consistent(db):
+    runs = _sql(db, "select id, status from run")
+    complete = [r["id"] for r in runs if r["status"] == "complete"]
+    for r in runs:
+        n = _sql(db, f"select count(*) as n from edge where run_id = {r['id']}")[0]["n"]
+        assert n == (6 * 8 + 8 * 5 if r["status"] == "complete" else 0), (r, n)
+    return complete
+
+
+@pytest.mark.parametrize("sig, delay", [(signal.SIGKILL, 2.5), (signal.SIGKILL, 4.0), (signal.SIGINT, 3.0)])
+def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
+    """A real `circuits ingest` process killed midway: whole run or nothing; the next command works."""
+    exe = Path(sys.executable).parent / "circuits"
+    argv = [str(exe), "ingest", setup["model"], "--concept", "noise", "--images", setup["images"],
+            "--layers", LAYERS, "--k", "2", "--db", setup["db"]]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    time.sleep(delay)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    if os.path.exists(setup["db"]):
+        _consistent(setup["db"])
+    r = _ingest(setup)
+    assert r.exit_code == 0, r.output
+    assert len(_consistent(setup["db"])) >= 1
