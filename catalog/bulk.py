@@ -2,8 +2,7 @@
 
 DuckDB: the arrays become an Arrow table registered on the session's own DuckDB connection and
 one `INSERT … SELECT` copies it, inside the caller's transaction; reads come back as Arrow.
-PostgreSQL: binary `COPY … FROM STDIN` / `COPY (…) TO STDOUT` through psycopg, encoded and decoded
-with NumPy structured arrays.
+PostgreSQL: binary `COPY … FROM STDIN` / `COPY (…) TO STDOUT` through psycopg (`catalog.pg_copy`).
 
 Edge layout: a run over layers L_0 … L_T has one score matrix per adjacent pair,
 `S_i[m, n]` with m the channel in L_i (source) and n the channel in L_{i+1} (destination).
@@ -13,7 +12,7 @@ Layers are given as `neuron_ids`: per layer, the neuron ids indexed by channel.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -21,14 +20,11 @@ from sqlalchemy import REAL, BigInteger, Float, Integer, text
 from sqlalchemy.orm import Session
 
 from catalog.engine import driver_connection
+from catalog import pg_copy
 from catalog.errors import CatalogError
 from catalog.models import Base
 
 EDGE_COLUMNS = ("run_id", "src_neuron_id", "dst_neuron_id", "score")
-_PG_CHUNK_ROWS = 1 << 20  # rows per COPY write: bounds the encoded buffer (~34 MB for edges)
-_PG_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_PG_HEADER = _PG_SIGNATURE + np.array([0, 0], dtype=">i4").tobytes()  # flags, extension length
-_PG_TRAILER = np.array([-1], dtype=">i2").tobytes()
 _temp_names = itertools.count()
 
 
@@ -76,16 +72,26 @@ def insert_columns(session: Session, table: str, columns: Mapping[str, np.ndarra
     n = lengths.pop() if lengths else 0
     if n == 0:
         return 0
-    arrays = {name: np.asarray(v, dtype=_column_dtype(sa_table.c[name].type)) for name, v in columns.items()}
+    arrays = {}
+    for name, values in columns.items():
+        dtype = _column_dtype(sa_table.c[name].type)
+        values = np.asarray(values)
+        if dtype == np.int32 and len(values) and np.abs(values).max() >= 2**31:
+            raise CatalogError(f"{table}.{name} holds values beyond the 32-bit INTEGER column")
+        arrays[name] = values.astype(dtype, copy=False)
     if _backend(session) == "duckdb":
         _duckdb_insert(session, table, arrays)
     else:
-        _pg_copy_in(session, table, arrays)
+        pg_copy.copy_in(session, table, arrays)
     return n
 
 
 def write_edges(
-    session: Session, run_id: int, src_neuron_ids: np.ndarray, dst_neuron_ids: np.ndarray, scores: np.ndarray
+    session: Session,
+    run_id: int,
+    src_neuron_ids: np.ndarray,
+    dst_neuron_ids: np.ndarray,
+    scores: np.ndarray,
 ) -> int:
     """Write edges given as parallel arrays (any subset of a run's neuron pairs).
 
@@ -102,21 +108,20 @@ def write_edges(
     Raises:
         CatalogError: lengths differ or a score is not finite.
     """
-    scores = np.asarray(scores, dtype=np.float32)
-    if not np.isfinite(scores).all():
-        raise CatalogError(f"run {run_id}: edge scores must be finite (found NaN or inf)")
-    run = np.full(len(scores), run_id, dtype=np.int32)
-    return insert_columns(
-        session,
-        "edge",
-        {"run_id": run, "src_neuron_id": src_neuron_ids, "dst_neuron_id": dst_neuron_ids, "score": scores},
+    chunk = (
+        np.asarray(src_neuron_ids, dtype=np.int32),
+        np.asarray(dst_neuron_ids, dtype=np.int32),
+        np.asarray(scores, dtype=np.float32),
     )
+    if not len(chunk[0]) == len(chunk[1]) == len(chunk[2]):
+        raise CatalogError(f"run {run_id}: edge arrays have different lengths {[len(a) for a in chunk]}")
+    return _insert_edges(session, run_id, [chunk])
 
 
 def write_edge_matrices(
     session: Session, run_id: int, neuron_ids: Sequence[np.ndarray], matrices: Sequence[np.ndarray]
 ) -> int:
-    """Write every entry of a run's dense score matrices as edges.
+    """Write every entry of a run's dense score matrices as edges, in one bulk statement.
 
     Args:
         session: the caller's session.
@@ -131,17 +136,40 @@ def write_edge_matrices(
         CatalogError: wrong number or shape of matrices, or non-finite scores.
     """
     check_matrix_shapes(neuron_ids, matrices)
-    total = 0
+    chunks = []
     for i, scores in enumerate(matrices):
-        src, dst = np.asarray(neuron_ids[i]), np.asarray(neuron_ids[i + 1])
+        src = np.asarray(neuron_ids[i], dtype=np.int32)
+        dst = np.asarray(neuron_ids[i + 1], dtype=np.int32)
         m, n = len(src), len(dst)
-        total += write_edges(
-            session,
-            run_id,
-            np.repeat(src, n),  # (m·n,) row-major: source channel varies slowest
+        chunks.append((
+            np.repeat(src, n),  # (m·n,) row-major: the source channel varies slowest
             np.tile(dst, m),
-            np.asarray(scores, dtype=np.float32).reshape(m * n),
-        )
+            np.ascontiguousarray(scores, dtype=np.float32).reshape(m * n),
+        ))  # fmt: skip
+    return _insert_edges(session, run_id, chunks)
+
+
+def _insert_edges(
+    session: Session, run_id: int, chunks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> int:
+    """Insert (src int32, dst int32, score float32) chunks of one run after checking the scores."""
+    if not all(np.isfinite(score).all() for _, _, score in chunks):
+        raise CatalogError(f"run {run_id}: edge scores must be finite (found NaN or inf)")
+    total = sum(len(score) for _, _, score in chunks)
+    if total == 0:
+        return 0
+    if _backend(session) == "duckdb":
+        # One Arrow table (a chunk per layer pair, no copies) and one INSERT; the run id is a
+        # constant of the SELECT rather than a materialised column.
+        table = pa.table({
+            name: pa.chunked_array([pa.array(chunk[j]) for chunk in chunks])
+            for j, name in enumerate(EDGE_COLUMNS[1:])
+        })  # fmt: skip
+        _duckdb_insert_table(session, "edge", table, constants={"run_id": int(run_id)})
+    else:
+        for src, dst, score in chunks:
+            run = np.full(len(score), run_id, dtype=np.int32)
+            pg_copy.copy_in(session, "edge", dict(zip(EDGE_COLUMNS, (run, src, dst, score))))
     return total
 
 
@@ -168,7 +196,7 @@ def read_edge_arrays(session: Session, run_id: int) -> tuple[np.ndarray, np.ndar
         table = driver_connection(session).sql(query).to_arrow_table()
         src, dst, score = (table.column(i).to_numpy() for i in range(3))
     else:
-        src, dst, score = _pg_copy_out(session, query, (">i4", ">i4", ">f4"))
+        src, dst, score = pg_copy.copy_out(session, query, (">i4", ">i4", ">f4"))
     return (
         src.astype(np.int32, copy=False),
         dst.astype(np.int32, copy=False),
@@ -191,10 +219,17 @@ def read_edge_matrices(session: Session, run_id: int, neuron_ids: Sequence[np.nd
         CatalogError: an edge joins neurons that are not adjacent layers of the run.
     """
     src, dst, score = read_edge_arrays(session, run_id)
-    layer_of, channel_of, base = _neuron_lookup(neuron_ids)
     widths = np.array([len(ids) for ids in neuron_ids], dtype=np.int64)
     sizes = widths[:-1] * widths[1:]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
+    if _in_matrix_order(src, dst, neuron_ids, offsets):
+        # Fast path, verified above: the rows came back exactly as `write_edge_matrices` wrote
+        # them, so the scores are the matrices back to back (copied: Arrow memory is read-only).
+        flat = score.copy()
+        return [
+            flat[offsets[i] : offsets[i + 1]].reshape(widths[i], widths[i + 1]) for i in range(len(sizes))
+        ]
+    layer_of, channel_of, base = _neuron_lookup(neuron_ids)
     src_layer = _lookup(layer_of, src, base, run_id)
     dst_layer = _lookup(layer_of, dst, base, run_id)
     if not np.array_equal(dst_layer, src_layer + 1):
@@ -244,6 +279,23 @@ def delete_edges(session: Session, run_id: int) -> None:
     session.execute(text("DELETE FROM edge WHERE run_id = :r"), {"r": run_id})
 
 
+def _in_matrix_order(
+    src: np.ndarray, dst: np.ndarray, neuron_ids: Sequence[np.ndarray], offsets: np.ndarray
+) -> bool:
+    """Whether every (src, dst) row is where the row-major dense layout puts it."""
+    if len(src) != offsets[-1]:
+        return False
+    for i in range(len(neuron_ids) - 1):
+        rows, cols = np.asarray(neuron_ids[i]), np.asarray(neuron_ids[i + 1])
+        block = slice(int(offsets[i]), int(offsets[i + 1]))
+        shape = (len(rows), len(cols))
+        if not (src[block].reshape(shape) == rows[:, None]).all():
+            return False
+        if not (dst[block].reshape(shape) == cols[None, :]).all():
+            return False
+    return True
+
+
 def _neuron_lookup(neuron_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
     """Dense id → (run layer index, channel) tables over the ids' range; -1 marks other ids."""
     all_ids = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in neuron_ids])
@@ -282,84 +334,20 @@ def _column_dtype(sa_type: object) -> np.dtype:
 
 
 def _duckdb_insert(session: Session, table: str, arrays: Mapping[str, np.ndarray]) -> None:
+    _duckdb_insert_table(session, table, pa.table({k: pa.array(v) for k, v in arrays.items()}))
+
+
+def _duckdb_insert_table(
+    session: Session, table: str, data: pa.Table, constants: Mapping[str, int] | None = None
+) -> None:
+    """INSERT … SELECT from an Arrow table registered on the session's DuckDB connection."""
     raw = driver_connection(session)
     name = f"_bulk_{table}_{next(_temp_names)}"
-    raw.register(name, pa.table({k: pa.array(v) for k, v in arrays.items()}))
+    constants = dict(constants or {})
+    raw.register(name, data)
     try:
-        cols = ", ".join(arrays)
-        raw.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+        cols = ", ".join([*constants, *data.column_names])
+        values = ", ".join([*(str(int(v)) for v in constants.values()), *data.column_names])
+        raw.execute(f"INSERT INTO {table} ({cols}) SELECT {values} FROM {name}")
     finally:
         raw.unregister(name)
-
-
-def pg_binary_chunks(arrays: Sequence[np.ndarray], chunk_rows: int = _PG_CHUNK_ROWS) -> Iterator[bytes]:
-    """Encode fixed-width columns in PostgreSQL's binary COPY format.
-
-    Args:
-        arrays: equally long (N,) arrays of int32/int64/float32/float64, in table column order.
-        chunk_rows: rows per yielded chunk after the header.
-
-    Yields:
-        The header, then the rows chunk by chunk, then the trailer.
-    """
-    dtype = _pg_row_dtype([a.dtype.newbyteorder(">").str for a in arrays])
-    yield _PG_HEADER
-    n = len(arrays[0]) if arrays else 0
-    for start in range(0, n, chunk_rows):
-        stop = min(n, start + chunk_rows)
-        rows = np.empty(stop - start, dtype=dtype)
-        rows["n"] = len(arrays)
-        for i, a in enumerate(arrays):
-            rows[f"len{i}"] = a.dtype.itemsize
-            rows[f"v{i}"] = a[start:stop]
-        yield rows.tobytes()
-    yield _PG_TRAILER
-
-
-def pg_binary_decode(data: bytes, dtypes: Sequence[str]) -> list[np.ndarray]:
-    """Decode PostgreSQL binary COPY output of fixed-width, non-null columns.
-
-    Args:
-        data: the whole COPY … TO STDOUT (FORMAT BINARY) stream.
-        dtypes: the big-endian NumPy dtype of each column, e.g. (">i4", ">f4").
-
-    Returns:
-        One native-endian (N,) array per column.
-
-    Raises:
-        CatalogError: the stream is not in that format (or holds NULLs).
-    """
-    if not data.startswith(_PG_SIGNATURE) or not data.endswith(_PG_TRAILER):
-        raise CatalogError("not a PostgreSQL binary COPY stream")
-    ext = int(np.frombuffer(data, dtype=">i4", count=1, offset=15)[0])
-    start, stop = 19 + ext, len(data) - len(_PG_TRAILER)
-    dtype = _pg_row_dtype(dtypes)
-    if (stop - start) % dtype.itemsize:
-        raise CatalogError("PostgreSQL COPY rows are not the expected fixed-width columns")
-    rows = np.frombuffer(data, dtype=dtype, offset=start, count=(stop - start) // dtype.itemsize)
-    widths = [np.dtype(d).itemsize for d in dtypes]
-    if (rows["n"] != len(dtypes)).any() or any((rows[f"len{i}"] != w).any() for i, w in enumerate(widths)):
-        raise CatalogError("PostgreSQL COPY rows are not the expected fixed-width, non-null columns")
-    return [rows[f"v{i}"].astype(np.dtype(d).newbyteorder("=")) for i, d in enumerate(dtypes)]
-
-
-def _pg_row_dtype(dtypes: Sequence[str]) -> np.dtype:
-    fields: list[tuple[str, str]] = [("n", ">i2")]
-    for i, d in enumerate(dtypes):
-        fields += [(f"len{i}", ">i4"), (f"v{i}", d)]
-    return np.dtype(fields)
-
-
-def _pg_copy_in(session: Session, table: str, arrays: Mapping[str, np.ndarray]) -> None:
-    raw = driver_connection(session)
-    cols = ", ".join(arrays)
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-        for chunk in pg_binary_chunks(list(arrays.values())):
-            copy.write(chunk)
-
-
-def _pg_copy_out(session: Session, query: str, dtypes: Sequence[str]) -> list[np.ndarray]:
-    raw = driver_connection(session)
-    with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy:
-        data = b"".join(bytes(chunk) for chunk in copy)
-    return pg_binary_decode(data, dtypes)

@@ -108,7 +108,9 @@ def sql(
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
 
 
-def print_rows(columns: tuple[str, ...] | list[str], rows: list[tuple[Any, ...]], fmt: OutputFormat) -> None:
+def print_rows(
+    columns: tuple[str, ...] | list[str], rows: list[tuple[Any, ...]], fmt: OutputFormat
+) -> None:
     """Print rows to stdout as a rich table, CSV, or a JSON list of objects.
 
     Args:
@@ -131,10 +133,17 @@ def print_rows(columns: tuple[str, ...] | list[str], rows: list[tuple[Any, ...]]
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(*columns, show_lines=False)
-        for row in rows:
-            table.add_row(*(_text(v, null="NULL") for v in row))
-        Console(soft_wrap=True).print(table)
+        cells = [[_text(v, null="NULL") for v in row] for row in rows]
+        table = Table(show_lines=False)
+        for name in columns:
+            table.add_column(name, min_width=len(name), overflow="fold")  # headers never elided
+        for row in cells:
+            table.add_row(*row)
+        console = Console()
+        if not console.is_terminal:  # piped: as wide as the table needs, never wrapped
+            widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+            console = Console(width=max(console.width, sum(widths) + 3 * len(widths) + 1))
+        console.print(table)
 
 
 def _jsonable(value: Any) -> Any:

@@ -227,11 +227,27 @@ def close_catalogs_of(url_or_path: str | os.PathLike[str] | None) -> None:
             cat = _REGISTRY.get((key, ro))
             if cat is None:
                 continue
-            if cat._engine.pool.checkedout():
+            if _in_use(cat._engine):
                 raise CatalogLocked(
                     f"catalog {cat.display} has a session in use in this process: close it first"
                 )
             cat.close()
+
+
+def cached_catalog(url_or_path: str | os.PathLike[str] | None) -> Catalog | None:
+    """The catalog of this database already open in this process (read-write first), or None."""
+    key = _key(resolve_url(url_or_path))
+    with _LOCK:
+        for ro in (False, True):
+            cat = _REGISTRY.get((key, ro))
+            if cat is not None and not cat.closed:
+                return cat
+    return None
+
+
+def _in_use(engine: Engine) -> bool:
+    checkedout = getattr(engine.pool, "checkedout", None)  # pools without it hold no files
+    return bool(checkedout and checkedout())
 
 
 def driver_connection(session: Session) -> Any:
@@ -300,7 +316,7 @@ def _new_catalog(url: URL, key: str, read_only: bool) -> Catalog:
         return Catalog(url, build_engine(url, read_only=True), read_only=True, connection_read_only=True)
     ro = _REGISTRY.get((key, True))
     if ro is not None and not ro.closed and ro.connection_read_only:
-        if ro._engine.pool.checkedout():
+        if _in_use(ro._engine):
             raise CatalogLocked(
                 f"catalog {ro.display} is open read-only in this process with a session in use: "
                 "close that session before opening it for writing"

@@ -34,7 +34,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -191,7 +190,7 @@ class Mask:
                 raise MaskError(f"mask module path must be a non-empty string, got {path!r}")
             if not isinstance(mm, ModuleMask):
                 raise MaskError(f"mask module {path!r} is not a ModuleMask")
-        object.__setattr__(self, "modules", MappingProxyType(dict(self.modules)))
+        object.__setattr__(self, "modules", dict(self.modules))  # a copy: the caller's dict may change
         if self.kind == "circuit":
             if self.edge is not None:
                 raise MaskError("a circuit mask has no edge entry (use kind 'edge')")
@@ -208,11 +207,6 @@ class Mask:
             path = getattr(e, end)
             if self.modules[path].channels != chans:
                 raise MaskError(f"mask edge.{end}_channels differ from modules[{path!r}].channels")
-
-    @property
-    def layer_names(self) -> list[str]:
-        """The module paths, in file order."""
-        return list(self.modules)
 
     def describe(self) -> str:
         """One line for humans: kind, model, modules and channel counts."""
@@ -316,8 +310,21 @@ def mask_from_dict(doc: Any, *, where: str = "mask") -> Mask:
 def write_json(mask: Mask, path: str | Path) -> Path:
     """Write a mask as JSON. Returns the path written."""
     path = Path(path)
-    path.write_text(json.dumps(mask_to_dict(mask), indent=2) + "\n", encoding="utf-8")
+    path.write_text(_dumps(mask_to_dict(mask)), encoding="utf-8")
     return path
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    """JSON with one line per top-level field and per module, so channel lists stay on one line."""
+    fields = []
+    for key, value in doc.items():
+        if key == "modules":
+            rows = ",\n".join(f"    {json.dumps(p)}: {json.dumps(m)}" for p, m in value.items())
+            text = "{\n" + rows + "\n  }"
+        else:
+            text = json.dumps(value)
+        fields.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def read_json(path: str | Path) -> Mask:

@@ -51,7 +51,9 @@ def run_query(cat: Catalog, query: str, *, max_rows: int | None = DEFAULT_MAX_RO
         CatalogError: the catalog was not opened read-only.
     """
     if not cat.read_only:
-        raise CatalogError("run_query needs a catalog opened read-only: open_catalog(..., read_only=True)")
+        raise CatalogError(
+            "run_query needs a catalog opened read-only: open_catalog(..., read_only=True)"
+        )
     with cat.session() as session:
         raw = driver_connection(session)
         if cat.backend == "duckdb":
@@ -80,8 +82,7 @@ def _duckdb_query(raw: Any, query: str, max_rows: int | None) -> QueryResult:
         rows: list[tuple[Any, ...]] = []
         truncated = False
         for batch in reader:
-            values = list(zip(*(col.to_pylist() for col in batch.columns))) if batch.num_columns else []
-            rows.extend(values)
+            rows.extend(zip(*(col.to_pylist() for col in batch.columns)))
             if max_rows is not None and len(rows) > max_rows:
                 rows, truncated = rows[:max_rows], True
                 break
@@ -112,7 +113,8 @@ def _postgres_query(raw: Any, query: str, max_rows: int | None) -> QueryResult:
             columns = tuple(d.name for d in cur.description)
             rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
         except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
-            raise ReadOnlyViolation(f"refused, the catalog is read-only here: {_first_paragraph(str(exc))}") from exc
+            message = _first_paragraph(str(exc))
+            raise ReadOnlyViolation(f"refused, the catalog is read-only here: {message}") from exc
         except psycopg.Error as exc:
             raise QueryError(_first_paragraph(str(exc))) from exc
     truncated = max_rows is not None and len(rows) > max_rows

@@ -53,8 +53,13 @@ def demo(
     db: Annotated[str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the report (Markdown) and the overlap heat-map (PNG).")] = Path("demo-out"),
 ) -> None:
-    """Find a circuit for every CatFish-synth primitive and class with the bundled catfish-mini model,
-    prune every primitive circuit on every class, and report the paper's three CatFish claims."""
+    """Run the main job: catfish-mini circuits for every CatFish-synth concept, ablations, claims.
+
+    Finds a circuit for every primitive and every class with the bundled catfish-mini weights,
+    prunes every primitive circuit on every class beside a random circuit of the same shape, and
+    reports the paper's three CatFish claims (composition, reuse, causality) with an overlap
+    heat-map. Idempotent: a second run reuses what is stored.
+    """
     from circuits.demo import run_demo
     from ingest.cli_pipeline import progress_bar
 

@@ -165,8 +165,8 @@ def run_demo(
     _plot_overlap(concepts, neurons, heatmap)
     report = out / "report.md"
     seconds = time.perf_counter() - t0
-    report.write_text(_markdown(cat.url, claims, parts, drops, seconds, config))
-    return DemoResult(str(cat.url), report, heatmap, claims, seconds, circuits)
+    report.write_text(_markdown(cat.display, claims, parts, drops, seconds, config))
+    return DemoResult(cat.display, report, heatmap, claims, seconds, circuits)
 
 
 def _plot_overlap(concepts: list[str], neurons: dict[str, set], path: Path) -> None:

@@ -181,13 +181,20 @@ def _memory_plan(info: Probe, batch_size: int, n_images: int, max_memory: int) -
     if generic:
         per_image += info.graph_bytes + info.generic_bytes
     if per_image > budget // 2:
-        need = math.ceil(2 * per_image / _HEADROOM / 2**20)
         raise CLAMemoryError(
-            f"max_memory of {max_memory / 2**20:.0f} MiB is too small: one image needs about {need} MiB; "
-            "raise max_memory or attribute fewer layers"
+            f"max_memory of {_fmt_bytes(max_memory)} is too small: one image needs about "
+            f"{_fmt_bytes(2 * per_image / _HEADROOM)}; raise max_memory or attribute fewer layers"
         )
     bsz = max(1, min(batch_size, n_images, (budget // 2) // per_image))
     return bsz, budget - bsz * per_image
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def describe_paths(

@@ -88,7 +88,7 @@ def ingest(
     verb = "reused run" if result.reused else "stored run"
     typer.echo(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
-        f"and circuit {result.circuit_id} in {cat.url}"
+        f"and circuit {result.circuit_id} in {cat.display}"
     )
 
 
@@ -137,3 +137,24 @@ def ablate(
     typer.echo(f"{'metric':<10} {'clean':>8} {'pruned':>8} {'random':>8}")
     for m in r.clean:
         typer.echo(f"{m:<10} {r.clean[m]:>8.3f} {r.intervened[m]:>8.3f} {r.baseline[m]:>8.3f}")
+
+
+@app.command()
+def models(
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """List the model zoo: names, default CLA layers, input size and where weights would come from."""
+    from ingest import zoo
+    from queries.output import render
+
+    rows = []
+    for name in zoo.available_models():
+        spec = zoo.get_spec(name)
+        rows.append({
+            "name": name,
+            "architecture": spec.architecture,
+            "layers": ",".join(spec.layers),
+            "input_size": spec.input_size,
+            "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
+        })
+    typer.echo(render(rows, fmt))

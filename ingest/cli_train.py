@@ -36,12 +36,14 @@ def train_catfish_command(
     from rich.progress import TimeRemainingColumn
 
     from ingest.models.catfish_mini import WEIGHTS_PATH
-    from ingest.train import TrainConfig, train_catfish
+    from ingest.train import TrainConfig, resolve_device, train_catfish
 
     config = TrainConfig(
         epochs=epochs, seed=seed, train_per_class=train_per_class, eval_per_class=eval_per_class,
         batch_size=batch_size, device=device, threads=threads,
     )
+    config.validate()  # bad settings fail before the progress bar starts
+    resolve_device(device)
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())

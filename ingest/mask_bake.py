@@ -33,24 +33,22 @@ from torch import nn
 
 from catalog.masks import Mask, MaskError
 
+# Neurons are channels of (B, C, H, W) maps (dim 1) or features of (B, C) / (B, N, D) outputs (the
+# last dim), as ingest.interventions counts them. So the layers that may make or read a masked
+# channel are Conv2d/BatchNorm2d (dim 1 of a 4-D map) and Linear (the last dim); 1-D and 3-D convs
+# would put channels where the hooks do not look.
 ZERO_KEEPING_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-)  # f(0) = 0 channel by channel
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d,
+)  # f(0) = 0, channel by channel
 ZERO_KEEPING_FUNCTIONS = {
     F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh,
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout, F.dropout2d,
 }
 ZERO_KEEPING_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not ConvTranspose: its weight is laid out [in, out]
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+CONVS = (nn.Conv2d,)  # not ConvTranspose2d: its weight is laid out [in, out]
+BATCHNORMS = (nn.BatchNorm2d,)
 
 
 class NotBakeable(MaskError):
@@ -85,26 +83,56 @@ class BakePlan:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps the given modules as single call nodes (the masked modules are the hook sites)."""
+    """Names call nodes by their dotted path in the whole model, and keeps `leaves` (masked
+    modules, the hook sites) as single call nodes."""
 
-    def __init__(self, leaves: Iterable[str] = ()) -> None:
+    def __init__(self, model: nn.Module, leaves: Iterable[str]) -> None:
         super().__init__()
         self.leaves = set(leaves)
+        self.paths = {m: name for name, m in model.named_modules()}
+
+    def path_of_module(self, mod: nn.Module) -> str:
+        # a traced submodule may call modules it does not own (e.g. convs kept in a tuple and
+        # registered on the parent), so paths come from the whole model
+        if mod not in self.paths:
+            raise NotExact(f"it calls a {type(mod).__name__} that is not a submodule of the model")
+        return self.paths[mod]
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return qualname in self.leaves or super().is_leaf_module(m, qualname)
 
 
-def _trace(root: nn.Module, name: str, leaves: Iterable[str]) -> fx.Graph:
+# What symbolic tracing raises on a forward that depends on tensor values (control flow, round()
+# of a shape, ...): such a forward has no fixed graph to reason about.
+TRACE_FAILURES = (fx.proxy.TraceError, TypeError, NotExact)
+
+
+def _trace(model: nn.Module, path: str, leaves: Iterable[str]) -> fx.Graph:
+    """The graph of `model.get_submodule(path)` (the whole model for path ""), call nodes named by
+    their path in the whole model."""
     try:
-        return _Tracer(leaves).trace(root)
-    except fx.proxy.TraceError as exc:
-        raise NotExact(f"the forward of {name} cannot be traced as a graph ({exc})") from None
+        return _Tracer(model, leaves).trace(model.get_submodule(path))
+    except TRACE_FAILURES as exc:
+        raise NotExact(f"the forward of {path or 'the model'} cannot be traced as a graph ({exc})") from None
 
 
-def _describe(node: fx.Node, prefix: str) -> str:
+def _opaque_children(model: nn.Module, path: str) -> list[str]:
+    """Top-level modules (other than `path`'s ancestors) whose forward cannot be traced; the whole
+    model's graph keeps them as single nodes, so they only matter if they read `path`."""
+    opaque = []
+    for name, child in model.named_children():
+        if path == name or path.startswith(f"{name}."):
+            continue
+        try:
+            _Tracer(model, ()).trace(child)
+        except TRACE_FAILURES:
+            opaque.append(name)
+    return opaque
+
+
+def _describe(node: fx.Node) -> str:
     if node.op == "call_module":
-        return f"{prefix}{node.target}"
+        return str(node.target)
     if node.op == "placeholder":
         return "the module's input"
     if node.op == "output":
@@ -115,8 +143,8 @@ def _describe(node: fx.Node, prefix: str) -> str:
 class _Scope:
     """One traced graph and how its module targets map to the model's dotted paths."""
 
-    def __init__(self, graph: fx.Graph, root: nn.Module, prefix: str, aliases: dict[int, int]) -> None:
-        self.graph, self.root, self.prefix, self.aliases = graph, root, prefix, aliases
+    def __init__(self, graph: fx.Graph, root: nn.Module, aliases: dict[int, int]) -> None:
+        self.graph, self.root, self.aliases = graph, root, aliases
         self.calls: dict[str, int] = {}
         for n in graph.nodes:
             if n.op == "call_module":
@@ -134,7 +162,7 @@ class _Scope:
 
     def owned(self, node: fx.Node) -> str:
         """The dotted path of a parameterised module that may be edited (used once, not shared)."""
-        path = f"{self.prefix}{node.target}"
+        path = str(node.target)
         if self.calls[node.target] != 1:
             raise NotExact(f"{path} is called {self.calls[node.target]} times in one forward pass")
         if self.aliases.get(id(self.module(node)), 1) != 1:
@@ -174,7 +202,7 @@ def _is_add(node: fx.Node) -> bool:
 
 def _producer(scope: _Scope, node: fx.Node, c: int) -> list[Edit]:
     """Edits that make channel c of `node` exactly zero, touching nothing else."""
-    where = _describe(node, scope.prefix)
+    where = _describe(node)
     if node.op == "call_module":
         m = scope.module(node)
         if isinstance(m, CONVS + (nn.Linear,)) or (isinstance(m, BATCHNORMS) and m.affine):
@@ -194,7 +222,7 @@ def _producer(scope: _Scope, node: fx.Node, c: int) -> list[Edit]:
         for part in node.args[0]:
             w = scope.width(part)
             if w is None:
-                raise NotExact(f"cannot tell the channel count of {_describe(part, scope.prefix)} in a concatenation")
+                raise NotExact(f"cannot tell the channel count of {_describe(part)} in a concatenation")
             if c < offset + w:
                 return _producer_arg(scope, node, part, c - offset)
             offset += w
@@ -206,13 +234,13 @@ def _producer(scope: _Scope, node: fx.Node, c: int) -> list[Edit]:
 
 def _producer_arg(scope: _Scope, user: fx.Node, arg: object, c: int) -> list[Edit]:
     if not isinstance(arg, fx.Node):
-        raise NotExact(f"{_describe(user, scope.prefix)} has a constant operand")
+        raise NotExact(f"{_describe(user)} has a constant operand")
     others = [u for u in arg.users if u is not user]
     if others:
         if arg.op == "placeholder":
             raise NotExact(f"channel {c} comes straight from the module's input (an identity/skip path)")
         raise NotExact(
-            f"{_describe(arg, scope.prefix)} also feeds {_describe(others[0], scope.prefix)}, so zeroing it "
+            f"{_describe(arg)} also feeds {_describe(others[0])}, so zeroing it "
             "would change more than this module's output"
         )
     return _producer(scope, arg, c)
@@ -226,7 +254,7 @@ def _consumers(scope: _Scope, node: fx.Node, c: int, state: str = "map") -> list
     """
     edits: list[Edit] = []
     for user in node.users:
-        where = _describe(user, scope.prefix)
+        where = _describe(user)
         if _is_add(user):
             raise NotExact(f"its output is summed with another value in {where} (a skip path)")
         if user.args[:1] != (node,):
@@ -279,6 +307,15 @@ def _pools_to_one(scope: _Scope, node: fx.Node) -> bool:
     return size == 1 or (isinstance(size, (tuple, list)) and all(s == 1 for s in size))
 
 
+def require_circuit_kind(mask: Mask) -> None:
+    """Raise NotBakeable for an edge mask: edge pruning needs two forward passes, not weights."""
+    if mask.kind != "circuit":
+        raise NotBakeable(
+            f"an {mask.kind} mask cannot be baked into weights: edge pruning recomputes {mask.edge.dst} "
+            "from a second forward pass; apply it with hooks (ingest.masks.apply_mask) instead"
+        )
+
+
 def plan_bake(model: nn.Module, mask: Mask) -> BakePlan:
     """Work out the exact weight edits for a circuit mask.
 
@@ -294,11 +331,7 @@ def plan_bake(model: nn.Module, mask: Mask) -> BakePlan:
             and why each route fails).
         MaskError: a module's channel count differs from the mask's width.
     """
-    if mask.kind != "circuit":
-        raise NotBakeable(
-            f"an {mask.kind} mask cannot be baked into weights: edge pruning recomputes {mask.edge.dst} "
-            "from a second forward pass; apply it with hooks (ingest.masks.apply_mask) instead"
-        )
+    require_circuit_kind(mask)
     aliases: dict[int, int] = {}
     for _, m in model.named_modules(remove_duplicate=False):
         aliases[id(m)] = aliases.get(id(m), 0) + 1
@@ -327,7 +360,7 @@ def plan_bake(model: nn.Module, mask: Mask) -> BakePlan:
 
 def _model_scope(model: nn.Module, path: str, aliases: dict[int, int]) -> tuple[_Scope, list[fx.Node]]:
     """The whole model's graph with `path` kept as one node, and that module's call nodes."""
-    scope = _Scope(_trace(model, "the model", [path]), model, "", aliases)
+    scope = _Scope(_trace(model, "", [path, *_opaque_children(model, path)]), model, aliases)
     calls = [n for n in scope.graph.nodes if n.op == "call_module" and n.target == path]
     if not calls:
         raise NotExact(f"{path} is not called as one step of the model's forward pass")
@@ -340,7 +373,7 @@ def _plan_producer(model: nn.Module, path: str, channels, width: int, aliases: d
         # a leaf such as `features.2` (a ReLU): its producer lives in the parent's graph
         scope, outputs = _model_scope(model, path, aliases)
     else:
-        scope = _Scope(_trace(module, path, ()), module, f"{path}.", aliases)
+        scope = _Scope(_trace(model, path, ()), model, aliases)
         outputs = [n.args[0] for n in scope.graph.nodes if n.op == "output"]
         if len(outputs) != 1 or not isinstance(outputs[0], fx.Node):
             raise NotExact("its forward does not return one tensor")

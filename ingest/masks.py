@@ -25,7 +25,7 @@ from torch import nn
 
 from catalog.masks import Mask, MaskError, read_mask
 from ingest.interventions import prune_circuit, prune_edges
-from ingest.mask_bake import BakePlan, NotBakeable, apply_edits, plan_bake
+from ingest.mask_bake import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
 
 __all__ = [
     "BakedFile",
@@ -156,6 +156,10 @@ def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator
 def bake_mask(model: nn.Module, mask: Mask, *, verify: bool = True, plan: BakePlan | None = None) -> dict[str, torch.Tensor]:
     """A copy of the model's state dict, edited so the plain model behaves as `apply_mask` does.
 
+    Only entries are zeroed (see `ingest.mask_bake` for which and why that is exact); the plan is
+    read from the model's graph, so `verify_bake` on a sample batch is a cheap second opinion
+    (`bake_to_file` always runs it).
+
     Args:
         model: the network (not modified).
         mask: a circuit mask.
@@ -252,6 +256,7 @@ def bake_to_file(
     mask = read_mask(mask_path)
     if mask.model.name != model_name:
         raise MaskError(f"mask {mask_path} was made for model {mask.model.name!r}, not {model_name!r}")
+    require_circuit_kind(mask)  # before loading a model for nothing
     try:
         loaded = zoo.load_model(model_name, weights=weights, layers=list(mask.modules))
     except zoo.UnknownLayer as exc:

@@ -152,7 +152,11 @@ def ingest(
     if len(layers) < 2:
         raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
     x = zoo.preprocess(loaded.spec, list(image_set.images))  # (N, 3, H, W)
-    widths = layer_widths(loaded.module, layers, tuple(x.shape[1:]))
+    # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
+    # in the catalog are forward order whatever the first run's choice was.
+    catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
+    all_widths = dict(zip(catalogued, layer_widths(loaded.module, catalogued, tuple(x.shape[1:]))))
+    widths = [all_widths[name] for name in layers]
     ks = _k_per_layer(config.k, layers, widths)
     params = {"method": CLA_METHOD, "input_size": int(x.shape[-1])}
     key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
@@ -169,15 +173,6 @@ def ingest(
     device = config.device
     resolved_device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
-    started = utcnow()
-    matrices = attribute(
-        loaded.module, layers, x, batch_size=config.batch_size, device=resolved_device, progress=on_batch
-    )
-    circuit = find_circuit(matrices, ks, max_sweeps=config.max_sweeps)
-    seconds = time.perf_counter() - t0
-
-    if progress is not None:
-        progress("writing", 0, 1)
     run_fields = dict(
         layer_names=layers,
         params=params,
@@ -186,36 +181,65 @@ def ingest(
         provenance_key=key,
         library_versions=library_versions(),
         device=resolved_device,
-        started_at=started,
-        seconds=seconds,
+        started_at=utcnow(),
     )
-    with cat.session() as s, s.begin():
-        model = store.ensure_model(
-            s,
-            name=loaded.spec.name,
-            architecture=loaded.spec.architecture,
-            weights_sha256=loaded.weights_sha256,
-            layers=list(zip(layers, widths)),
+    model_fields = dict(
+        name=loaded.spec.name,
+        architecture=loaded.spec.architecture,
+        weights_sha256=loaded.weights_sha256,
+        layers=list(all_widths.items()),
+    )
+    try:
+        matrices = attribute(
+            loaded.module, layers, x, batch_size=config.batch_size, device=resolved_device, progress=on_batch
         )
-        concept_id = store.ensure_concept(s, config.concept)
-        store.write_example_images(s, concept_id, image_set.sha256, list(zip(image_set.sha256s, image_set.sources)))
-        run_id = store.write_run(s, model=model, concept_id=concept_id, matrices=matrices, **run_fields)
-        circuit_id = store.write_circuit(
-            s,
-            run_id=run_id,
-            channels=circuit.channels,
-            k=ks,
-            fixed=None,
-            sweeps=circuit.sweeps,
-            converged=circuit.converged,
-            objective_history=circuit.objective,
-        )
+        circuit = find_circuit(matrices, ks, max_sweeps=config.max_sweeps)
+        seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress("writing", 0, 1)
+        with cat.session() as s, s.begin():  # one transaction: the whole run or nothing
+            model = store.ensure_model(s, **model_fields)
+            concept_id = store.ensure_concept(s, config.concept)
+            store.write_example_images(
+                s, concept_id, image_set.sha256, list(zip(image_set.sha256s, image_set.sources))
+            )
+            run_id = store.write_run(
+                s, model=model, concept_id=concept_id, matrices=matrices, seconds=seconds, **run_fields
+            )
+            circuit_id = store.write_circuit(
+                s,
+                run_id=run_id,
+                channels=circuit.channels,
+                k=ks,
+                fixed=None,
+                sweeps=circuit.sweeps,
+                converged=circuit.converged,
+                objective_history=circuit.objective,
+            )
+    except (Exception, KeyboardInterrupt) as exc:
+        _record_failure(cat, model_fields, config.concept, run_fields, time.perf_counter() - t0, exc)
+        raise
     if progress is not None:
         progress("writing", 1, 1)
     return IngestResult(
         run_id, circuit_id, False, len(image_set), image_set.skipped, seconds,
         tuple(tuple(c) for c in circuit.channels),
     )
+
+
+def _record_failure(cat: Catalog, model_fields: dict, concept: str, run_fields: dict, seconds: float,
+                    exc: BaseException) -> None:
+    """Leave a `failed` run row saying what happened; never masks the original error."""
+    error = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    try:
+        with cat.session() as s, s.begin():
+            model = store.ensure_model(s, **model_fields)
+            concept_id = store.ensure_concept(s, concept)
+            store.record_failed_run(
+                s, model=model, concept_id=concept_id, seconds=seconds, error=error[:2000], **run_fields
+            )
+    except Exception:  # the catalog itself may be what failed; the original error is what matters
+        pass
 
 
 def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *, fixed: dict[int, list[int]] | None = None,

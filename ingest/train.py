@@ -74,6 +74,19 @@ class TrainConfig:
     device: str = "auto"  # cuda when available, else cpu
     threads: int = 2  # torch CPU threads; the same count keeps a rerun bit-identical
 
+    def validate(self) -> None:
+        """Check the settings before any work starts.
+
+        Raises:
+            TrainingError: a count below 1 or a negative seed.
+        """
+        for name in ("epochs", "train_per_class", "eval_per_class", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                flag = name.replace("_", "-")
+                raise TrainingError(f"--{flag} must be 1 or more, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise TrainingError(f"--seed must be 0 or more, got {self.seed}")
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -192,15 +205,8 @@ def _machine(device: torch.device, threads: int) -> dict:
     return info
 
 
-def _check(config: TrainConfig) -> None:
-    for name in ("epochs", "train_per_class", "eval_per_class", "batch_size", "threads"):
-        if getattr(config, name) < 1:
-            raise TrainingError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(config, name)}")
-    if config.seed < 0:
-        raise TrainingError(f"seed must be 0 or more, got {config.seed}")
-
-
 ProgressHook = Callable[[str, int, int], None]  # (stage description, steps done, steps total)
+EpochHook = Callable[[dict], None]  # receives one `TrainResult.history` record per epoch
 
 
 def train_catfish(
@@ -208,13 +214,15 @@ def train_catfish(
     out: Path | str = WEIGHTS_PATH,
     *,
     progress: ProgressHook | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train catfish-mini on CatFish-synth and write its weights and JSON sidecar.
 
     Args:
         config: the run's settings (defaults reproduce the shipped weights).
         out: where to write the state dict; the sidecar is the same path with `.json`.
-        progress: called as `progress(stage, done, total)` after every batch and rendered chunk.
+        progress: called as `progress(stage, done, total)` after every batch.
+        on_epoch: called after every epoch with its record (loss, train and held-out accuracy).
 
     Returns:
         A `TrainResult` with the held-out accuracy, sha256s and paths.
@@ -222,18 +230,20 @@ def train_catfish(
     Raises:
         TrainingError: invalid settings or device, or the output cannot be written.
     """
-    _check(config)
+    config.validate()
     out = Path(out)
     device = resolve_device(config.device)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train(config, out, device, progress or (lambda *_: None))
+        return _train(config, out, device, progress or (lambda *_: None), on_epoch or (lambda _: None))
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(config: TrainConfig, out: Path, device: torch.device, progress: ProgressHook) -> TrainResult:
+def _train(
+    config: TrainConfig, out: Path, device: torch.device, progress: ProgressHook, on_epoch: EpochHook
+) -> TrainResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     model = build_catfish_mini().to(device).to(memory_format=torch.channels_last)
@@ -263,15 +273,16 @@ def _train(config: TrainConfig, out: Path, device: torch.device, progress: Progr
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             done += 1
             progress(f"epoch {epoch + 1}/{config.epochs}", done, total)
         acc = evaluate(model, eval_x, eval_y)
-        history.append(
-            {"epoch": epoch + 1, "loss": loss_sum / n_train, "train_accuracy": correct / n_train,
-             "heldout_accuracy": acc}
-        )
+        record = {"epoch": epoch + 1, "loss": round(loss_sum / n_train, 5),
+                  "train_accuracy": round(correct / n_train, 5), "heldout_accuracy": acc,
+                  "seconds": round(time.perf_counter() - start, 1)}
+        history.append(record)
+        on_epoch(record)
     seconds = time.perf_counter() - start
 
     model = model.to(memory_format=torch.contiguous_format)

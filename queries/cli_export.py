@@ -43,4 +43,4 @@ def export(
     if kind is MaskKind.circuit:
         typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
     else:
-        typer.echo("apply it with hooks: ingest.masks.apply_mask(model, catalog.masks.read_mask(FILE))")
+        typer.echo(f"edge masks run with hooks: ingest.masks.apply_mask(model, catalog.masks.read_mask({str(result.path)!r}))")

@@ -6,6 +6,8 @@ renders the result (`--format table|csv|json`). Nothing here loads a model.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -59,6 +61,13 @@ class Kind(str, Enum):
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output: an aligned table, CSV or JSON.")]
 
 
+def _flowing(func: Callable[..., None]) -> Callable[..., None]:
+    """Join the docstring's hard-wrapped lines so the help text re-flows to the terminal's width."""
+    paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
+    func.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+    return func
+
+
 def _names(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -82,6 +91,7 @@ def _emit(rows: list[dict], fmt: Format, notes: tuple[str, ...] | list[str] = ()
 
 
 @app.command("overlap")
+@_flowing
 def overlap(
     model: ModelOpt,
     concepts: Annotated[
@@ -99,8 +109,11 @@ def overlap(
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """Pairwise overlap matrix of a model's concept circuits (a concept stands for its newest circuit
-    of its newest complete run)."""
+    """Pairwise overlap matrix of a model's concept circuits (table, CSV, JSON, heat-map).
+
+    A concept stands for its newest circuit of its newest complete run; a note says so when a
+    concept has several circuits.
+    """
     from queries.overlap import overlap_matrix
 
     with _session(db) as s:
@@ -113,15 +126,19 @@ def overlap(
 
 
 @app.command("shared")
+@_flowing
 def shared(
     model: ModelOpt,
     concepts: Annotated[str, typer.Option("--concepts", help="Two or more comma-separated concepts.")],
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """Neurons (layer, channel) in every one of the given concepts' circuits, with each neuron's total
-    within-circuit attribution (sum of its internal edge scores) in each. A concept stands for its newest
-    circuit of its newest complete run."""
+    """Neurons (layer, channel) in all of the given concepts' circuits, with their score in each.
+
+    A neuron's score in a circuit is its total within-circuit attribution: the sum of the CLA
+    scores of its edges to other neurons of that circuit, in that circuit's run. A concept stands
+    for its newest circuit of its newest complete run.
+    """
     from queries.overlap import shared_neurons
 
     with _session(db) as s:
@@ -132,6 +149,7 @@ def shared(
 
 
 @app.command("compose")
+@_flowing
 def compose(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     sources: Annotated[str, typer.Option("--from", help="Comma-separated concepts whose circuits compose it.")],
@@ -141,9 +159,12 @@ def compose(
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """Per layer, how many of a circuit's neurons the union of the given concepts' circuits covers
-    (counts, fraction, and per concept), with a total. A concept stands for its newest circuit of its newest
-    complete run on the circuit's model."""
+    """How much of a (class) circuit the union of the given concept circuits covers, per layer.
+
+    Prints, per layer and in total, the circuit's neurons, how many are in at least one concept
+    circuit, the fraction, and how many each concept covers alone. A concept stands for its newest
+    circuit of its newest complete run on the circuit's model.
+    """
     from queries.compose import compose_circuit
     from queries.listing import resolve_circuit
 
@@ -159,6 +180,7 @@ def compose(
 
 
 @app.command("show")
+@_flowing
 def show(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     model: Annotated[
@@ -167,8 +189,7 @@ def show(
     fmt: Annotated[Format, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")] = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """Everything about one circuit: run, model, concept, k, sweeps, convergence, objective, neurons per
-    layer, and its interventions with their evaluations."""
+    """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from queries.listing import circuit_details, resolve_circuit
     from queries.output import render_csv, to_json
 
@@ -183,6 +204,7 @@ def show(
 
 
 @app.command("list")
+@_flowing
 def list_(
     what: Annotated[Listable, typer.Argument(help="runs, circuits, concepts or models.")],
     model: Annotated[str | None, typer.Option("--model", help="Only this model (runs, circuits, concepts).")] = None,
@@ -213,6 +235,7 @@ def list_(
 
 
 @app.command("prune-plan")
+@_flowing
 def prune_plan(
     model: ModelOpt,
     against: Annotated[str, typer.Option("--against", help="Concept (or evaluated image set) whose behaviour to suppress.")],
@@ -224,11 +247,14 @@ def prune_plan(
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
 ) -> None:
-    """Rank stored circuits by how much pruning them hurts the --against behaviour versus the --keep
-    behaviours: by stored evaluations (accuracy / attack success before→after, fraction of edges cut) where
-    they exist, else by a structural proxy (overlap with --against's circuit minus overlap with --keep's),
-    labelled as such, with the `circuits ablate` commands that would add the missing evidence. Circuits of the
-    --keep concepts are not candidates."""
+    """Which stored circuit to prune to suppress the --against behaviour and spare the --keep ones.
+
+    Ranks by stored evaluations where they exist (drop in attack success or accuracy on the
+    --against images minus the mean drop on the --keep images; fewer edges cut wins ties), else
+    by a structural proxy, labelled as such: Jaccard with --against's circuit minus mean Jaccard
+    with the --keep circuits. Prints the `circuits ablate` commands that would add missing
+    evidence. Circuits of the --keep concepts are not candidates.
+    """
     from queries.prune_plan import plan_pruning
 
     with _session(db) as s:

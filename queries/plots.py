@@ -25,7 +25,7 @@ def overlap_heatmap(matrix: OverlapMatrix, path: str | Path, *, dpi: int = 150) 
     """Write an overlap matrix as a labelled heat-map image (PNG, or any format by suffix).
 
     Cells show their values when there are at most `MAX_ANNOTATED` circuits; NaN cells are
-    grey. The figure grows with the number of circuits so labels stay legible.
+    grey; colours span 0 … the largest off-diagonal value. The figure grows with the number of circuits so labels stay legible.
 
     Args:
         matrix: from `queries.overlap.overlap_matrix`.
@@ -46,15 +46,19 @@ def overlap_heatmap(matrix: OverlapMatrix, path: str | Path, *, dpi: int = 150) 
     side = min(30.0, max(5.0, 0.45 * n + 3.0))
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     try:
-        vmax = 1.0 if matrix.metric != "shared" else max(1.0, float(np.nanmax(values)) if values.size else 1.0)
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("#cccccc")
+        # Scale colours to the off-diagonal values (the diagonal is trivially 1, or a circuit's
+        # size); the diagonal cells saturate but still print their value.
+        off = values[~np.eye(n, dtype=bool)] if n > 1 else values.ravel()
+        off = off[~np.isnan(off)]
+        vmax = float(off.max()) if off.size and off.max() > 0 else float(np.nanmax(values)) if values.size else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        cmap = plt.get_cmap("viridis").with_extremes(bad="#cccccc")
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=vmax)
         ax.set_xticks(range(n), labels=labels, rotation=60, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(n), labels=labels)
         ax.tick_params(labelsize=max(6, 11 - n // 8))
         bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        bar.set_label(matrix.metric)
+        bar.set_label(f"{matrix.metric} (colour scale fitted to off-diagonal cells)")
         if n <= MAX_ANNOTATED:
             for i in range(n):
                 for j in range(n):

@@ -12,6 +12,7 @@ from torch import nn
 from catalog.masks import EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
 from ingest import zoo
 from ingest.interventions import prune_edges
+from ingest.mask_bake import Edit
 from ingest.masks import NotBakeable, apply_mask, bake_mask, check, plan_bake, verify_bake
 from ingest.models.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
 
@@ -281,3 +282,73 @@ def test_mismatches_are_refused_with_what_differs(catfish):
     with pytest.raises(MaskError, match="mixed3a has 64 channels"):
         outputs(model, x, wrong_width)
     assert not model.mixed3a._forward_hooks  # removed even when the forward raised
+
+
+def test_inceptionv1_blocks_whose_convs_live_on_the_parent():
+    """Lucid's layout keeps a block's convs in a tuple, registered on the model, not the block."""
+    spec = zoo.get_spec("inceptionv1")
+    torch.manual_seed(0)
+    model = spec.build().eval()
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(6))
+    mask = circuit_mask(model, "inceptionv1", {"mixed3b": [0, 130, 300, 470], "mixed4c": [447]}, x)
+    plan = plan_bake(model, mask)
+    assert plan.routes == {"mixed3b": "producer", "mixed4c": "producer"}
+    # mixed4c = 1x1 128 | 3x3 256 | 5x5 64 | pool 64: channel 447 is the 5x5 branch's channel 63
+    assert Edit("mixed4c_5x5_pre_relu_conv.weight", 0, 63) in plan.edits
+    assert Edit("mixed4c_5x5_pre_relu_conv.bias", 0, 63) in plan.edits
+    hooked = outputs(model, x, mask)
+    assert (baked_outputs(model, mask, x) - hooked).abs().max() <= TOL
+    assert (hooked - outputs(model, x)).abs().max() > 0
+
+
+class Skip(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn, self.relu = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)) + x)  # the block input is added back in
+
+
+class Opaque(nn.Module):
+    """A head fx cannot trace (it rounds a shape)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(c, 3)
+
+    def forward(self, x):
+        scale = round(x.shape[-1] ** 0.5)
+        return self.fc(x.mean((2, 3)) * scale)
+
+
+class TinyRes(nn.Module):
+    def __init__(self, reader: str) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block1 = Skip(8)
+        self.block2 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = Opaque(8)
+        self.reader = reader
+
+    def forward(self, x):
+        h = self.block1(self.stem(x))
+        return self.head(self.block2(h) if self.reader == "block2" else h)
+
+
+def test_untraceable_parts_only_matter_where_they_read_the_masked_module():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(7))
+    model = randomise_bn(TinyRes(reader="block2"))
+    mask = circuit_mask(model, "tiny-res", {"block1": [2, 5], "block2": [1]}, x)
+    assert plan_bake(model, mask).routes == {"block1": "consumer", "block2": "producer"}
+    hooked = outputs(model, x, mask)
+    assert (baked_outputs(model, mask, x) - hooked).abs().max() <= TOL
+    assert (hooked - outputs(model, x)).abs().max() > 1e-4
+
+    model = randomise_bn(TinyRes(reader="head"))
+    mask = circuit_mask(model, "tiny-res", {"block1": [2]}, x)
+    with pytest.raises(NotBakeable) as err:
+        plan_bake(model, mask)
+    msg = str(err.value)
+    assert "cannot bake block1 exactly" in msg and "identity/skip path" in msg and "read by head" in msg

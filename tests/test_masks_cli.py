@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from catalog import store
-from catalog.engine import open_catalog
+from catalog.engine import close_catalogs_of, open_catalog
 from catalog.masks import read_mask
 from catalog.models import utcnow
 from circuits.cli import app
@@ -66,7 +66,8 @@ def catalog(tmp_path_factory):
             converged=True, objective_history=[1.0, 2.0],
         )  # fmt: skip
     cat.close()
-    return {"db": str(db), "tmp": tmp, "circuit": circuit_id, "run": run_id, "loaded": loaded}
+    yield {"db": str(db), "tmp": tmp, "circuit": circuit_id, "run": run_id, "loaded": loaded}
+    close_catalogs_of(db)  # the commands opened it (read-only) in this process
 
 
 def invoke(*args):

@@ -8,7 +8,9 @@ database against `SCHEMA_HEAD` without importing Alembic.
 
 Writing a new revision: copy the newest file, bump the number, set `down_revision`, write the
 operations by hand (STYLE §9: DuckDB cannot add foreign keys or NOT NULL columns to existing
-tables; keys and indexes go inside `create_table`), bump `SCHEMA_HEAD`, and run the migration tests.
+tables, nor drop a column from a table with an index or referenced rows; keys and indexes go
+inside `create_table`; name CHECK constraints with `op.f(...)` or the naming convention is applied
+twice), bump `SCHEMA_HEAD`, and run the migration tests.
 """
 
 from __future__ import annotations

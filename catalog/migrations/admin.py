@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from catalog import migrations
 from catalog.engine import (
     build_engine,
+    cached_catalog,
     check_revision,
     close_catalogs_of,
     open_catalog,
@@ -83,7 +84,6 @@ def catalog_status(url_or_path: str | os.PathLike[str] | None = None) -> SchemaS
         CatalogLocked: another process holds it.
     """
     url = resolve_url(url_or_path)
-    close_catalogs_of(url_or_path)
     with _probe(url, read_only=True) as conn:
         current = migrations.current_revision(conn)
         tables = migrations.user_tables(conn)
@@ -112,7 +112,11 @@ def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaSta
         before = catalog_status(url_or_path)
     if before.state not in ("empty", "up to date"):
         check_revision(before.current, True, url)  # raises: outdated, newer or foreign
-    open_catalog(url.render_as_string(hide_password=False), create=True).close()
+    target = url.render_as_string(hide_password=False)
+    already_open = cached_catalog(target)
+    cat = open_catalog(target, create=True)
+    if cat is not already_open:  # leave a catalog this process was using open
+        cat.close()
     return before
 
 
@@ -138,6 +142,7 @@ def upgrade_catalog(
         CatalogLocked: another process holds it.
     """
     url = resolve_url(url_or_path)
+    close_catalogs_of(url_or_path)  # the file may be copied and changed below
     status = catalog_status(url_or_path)
     display = status.display
     if status.state == "up to date":
@@ -170,10 +175,19 @@ def _state(current: str | None, tables: list[str], head: str) -> str:
 
 @contextmanager
 def _probe(url: URL, *, read_only: bool) -> Iterator[Connection]:
-    """A connection on a short-lived engine without a pool, disposed on exit."""
+    """A connection on a short-lived engine without a pool, disposed on exit.
+
+    A read-only probe of a database this process already has open goes through that catalog's
+    engine instead (DuckDB allows one configuration per file per process).
+    """
     path = _duckdb_path(url)
     if path is not None and not path.exists():
         raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
+    cat = cached_catalog(url.render_as_string(hide_password=False)) if read_only else None
+    if cat is not None:
+        with cat.engine.connect() as conn:
+            yield conn
+        return
     engine = build_engine(url, read_only=read_only, poolclass=sa.pool.NullPool)
     try:
         with _connect_errors(url), engine.connect() as conn:

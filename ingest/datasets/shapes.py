@@ -52,8 +52,7 @@ def _star_sd(rho: np.ndarray, phi: np.ndarray, r_out: float) -> np.ndarray:
     """
     r_in = 0.45 * r_out
     half = math.pi / 5
-    folded = np.abs(np.mod(phi, 2 * half) - half)  # 0 at an outer vertex, pi/5 at an inner one
-    folded = half - folded  # 0 at an inner vertex, pi/5 at an outer one
+    folded = np.abs(np.mod(phi, 2 * half) - half)  # pi/5 at an outer vertex (phi = 0), 0 inner
     px, py = r_in, 0.0
     qx, qy = r_out * math.cos(half), r_out * math.sin(half)
     nx, ny = qy - py, -(qx - px)  # normal to the edge, pointing away from the centre
