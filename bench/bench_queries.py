@@ -78,6 +78,10 @@ def build(path: Path, n_runs: int, n_circuits: int, seed: int = 0) -> None:
     cat.close()
 
 
+def _off_diagonal_mean(m: np.ndarray) -> float:
+    return float(np.nanmean(m[~np.eye(len(m), dtype=bool)]))
+
+
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
     """(first, median) wall-clock seconds of `repeat` calls, and the last result."""
     times, result = [], None
@@ -134,7 +138,7 @@ def main() -> None:
     bench("overlap, jaccard, all circuits", 0.5, lambda s: overlap_of_circuits(s, ids, "jaccard"),
           lambda m: f"{m.shape[0]}×{m.shape[1]} matrix")  # fmt: skip
     bench("overlap, weighted, all circuits", None, lambda s: overlap_of_circuits(s, ids, "weighted"),
-          lambda m: f"{m.shape[0]}×{m.shape[1]} matrix, mean off-diag {np.nanmean(m[~np.eye(len(m), dtype=bool)]):.3f}")  # fmt: skip
+          lambda m: f"{m.shape[0]}×{m.shape[1]} matrix, mean off-diagonal {_off_diagonal_mean(m):.3f}")  # fmt: skip
     bench("overlap_matrix (per concept)", None, lambda s: overlap_matrix(s, "inception-synth"),
           lambda m: f"{len(m.labels)} concepts")  # fmt: skip
     bench("shared, 2 concepts", 0.2, lambda s: shared_neurons(s, "inception-synth", ["concept000", "concept001"]),

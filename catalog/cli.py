@@ -1,7 +1,7 @@
 """Commands of the `catalog` package (`circuits db …`, `circuits sql`), mounted by the root app.
 
 Also the shared pieces other packages' commands use for the same look: `DbOption` (the `--db`
-option), `FormatOption`/`OutputFormat` (`--format table|csv|json`) and `print_rows`.
+option) and `FormatOption`/`OutputFormat` (`--format table|csv|json`); rendering is `catalog.output`.
 """
 
 from __future__ import annotations
@@ -103,76 +103,9 @@ def sql(
 
     cat = open_catalog(db, read_only=True)
     result = run_query(cat, query, max_rows=limit or None)
-    print_rows(result.columns, result.rows, fmt)
+    from catalog.output import render
+
+    rows = [dict(zip(result.columns, row)) for row in result.rows]
+    typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
-
-
-def print_rows(
-    columns: tuple[str, ...] | list[str], rows: list[tuple[Any, ...]], fmt: OutputFormat
-) -> None:
-    """Print rows to stdout as a rich table, CSV, or a JSON list of objects.
-
-    Args:
-        columns: column names.
-        rows: tuples of Python values (dates, decimals, lists and dicts are converted).
-        fmt: the output format.
-    """
-    import csv
-    import json
-    import sys
-
-    if fmt == OutputFormat.json:
-        objects = [{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows]
-        typer.echo(json.dumps(objects, indent=2, allow_nan=False))
-    elif fmt == OutputFormat.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([_text(v, null="") for v in row] for row in rows)
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        cells = [[_text(v, null="NULL") for v in row] for row in rows]
-        table = Table(show_lines=False)
-        for name in columns:
-            table.add_column(name, min_width=len(name), overflow="fold")  # headers never elided
-        for row in cells:
-            table.add_row(*row)
-        console = Console()
-        if not console.is_terminal:  # piped: as wide as the table needs, never wrapped
-            widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-            console = Console(width=max(console.width, sum(widths) + 3 * len(widths) + 1))
-        console.print(table)
-
-
-def _jsonable(value: Any) -> Any:
-    import datetime as dt
-    import decimal
-    import math
-
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _text(value: Any, *, null: str) -> str:
-    import json
-
-    if value is None:
-        return null
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(_jsonable(value))
-    return str(_jsonable(value))

@@ -20,6 +20,9 @@ Opening a file read-write after it was opened read-only re-points the read-only 
 
 from __future__ import annotations
 
+import atexit
+import sys
+
 import os
 import re
 import threading
@@ -206,6 +209,25 @@ def open_catalog(
             raise
         _REGISTRY[(key, read_only)] = cat
         return cat
+
+
+def _release_duckdb_at_exit() -> None:
+    """Close catalogs and drop DuckDB's module-level type constants before interpreter teardown.
+
+    With torch loaded too, DuckDB's nanobind bindings otherwise print ~100 lines of benign
+    "nanobind: leaked instance … DuckDBPyType" warnings at every exit (the constants in
+    `duckdb.sqltypes` outlive the module teardown). Runs via atexit, before that teardown.
+    """
+    close_all()
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("duckdb", "_duckdb")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if type(value).__name__ == "DuckDBPyType":
+                delattr(module, attr)
+
+
+atexit.register(_release_duckdb_at_exit)
 
 
 def close_all() -> None:

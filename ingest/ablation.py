@@ -27,6 +27,7 @@ class AblationResult:
     clean: dict[str, float]
     intervened: dict[str, float]
     baseline: dict[str, float]
+    reused: bool = False  # True when the same evaluation was already stored
 
 
 def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray:
@@ -59,6 +60,7 @@ def ablate(
     batch_size: int = 64,
     device: str = "auto",
     model_cache: dict | None = None,
+    force: bool = False,
 ) -> AblationResult:
     """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
 
@@ -86,6 +88,12 @@ def ablate(
             "pass the same file with --weights"
         )
     labels = labels_for(image_set, label, loaded.spec.labels)
+    params = {"pair": pair, "baseline_seed": baseline_seed, "weights_sha256": loaded.weights_sha256}
+    if not force:
+        with cat.session() as s:
+            stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256)
+        if stored is not None:
+            return stored
     x = zoo.preprocess(loaded.spec, list(image_set.images))
     import torch
 
@@ -116,7 +124,6 @@ def ablate(
         )
         for m in METRICS
     ]
-    params = {"pair": pair, "baseline_seed": baseline_seed, "weights_source": loaded.weights_source}
     with cat.session() as s, s.begin():
         intervention_id = store.write_intervention(
             s,
@@ -129,5 +136,23 @@ def ablate(
         )
     return AblationResult(
         intervention_id, circuit_id, kind, image_set.name, len(image_set),
-        float(result.edge_fraction), float(result.baseline_edge_fraction), clean, inter, base,
+        float(result.edge_fraction), float(result.baseline_edge_fraction), clean, inter, base, reused=False,
     )
+
+
+def _stored(interventions, kind: str, params: dict, image_set_sha256: str) -> AblationResult | None:
+    """The stored evaluation of the same intervention on the same images, if any."""
+    for iv in interventions:
+        rows = [e for e in iv.evaluations if e.image_set_sha256 == image_set_sha256]
+        if iv.kind != kind or iv.params != params or {e.metric for e in rows} < set(METRICS):
+            continue
+        by = {e.metric: e for e in rows}
+        return AblationResult(
+            iv.id, iv.circuit_id, kind, rows[0].image_set, rows[0].n_images, iv.edge_fraction,
+            float(iv.baseline_edge_fraction or 0.0),
+            {m: float(by[m].clean_value) for m in METRICS},
+            {m: float(by[m].value) for m in METRICS},
+            {m: float(by[m].baseline_value) for m in METRICS},
+            reused=True,
+        )
+    return None

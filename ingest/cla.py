@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.capture import CaptureError, capture, check_layer_chain, resolve_layers
-from ingest.cla_fast import pair_scores
+from ingest.capture import capture, channels_first, check_layer_chain, resolve_layers
+from ingest.cla_fast import CPU_TILE_BYTES, pair_scores
 from ingest.cla_generic import generic_pair_scores, reference_pair_scores
-from ingest.cla_plan import matches, run_plan
+from ingest.cla_plan import matches, record_conv_outputs, run_plan
 from ingest.cla_probe import Probe, prepared, probe
 from ingest.search import Circuit, find_circuit
 
@@ -128,24 +128,26 @@ def attribute(
         info = probe(model, layers, images[:1].to(dev, torch.float32), fast=fast)
         bsz, chunk_budget = _memory_plan(info, batch_size, n_images, max_memory)
         plans = list(info.plans)
+        tile = CPU_TILE_BYTES if dev.type == "cpu" else None  # GPUs prefer the largest chunks
         n_pairs = len(plans)
         sums = [torch.zeros(a, b, dtype=torch.float64, device=dev) for a, b in zip(info.widths, info.widths[1:])]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
         for b0 in range(0, n_images, bsz):
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
             grad = any(p is None for p in plans)
-            leaves, outs = _forward(model, layers, x, grad)
+            with record_conv_outputs(plans) as convs:
+                leaves, outs = _forward(model, layers, x, grad)
             redo = []
             for i, plan in enumerate(plans):
                 if plan is None:
                     continue
                 with torch.no_grad():
-                    run = run_plan(plan, leaves[i].detach())
+                    run = run_plan(plan, leaves[i].detach(), convs)
                     if not matches(run, leaves[i + 1]):  # data-dependent forward: use autograd
                         plans[i] = None
                         redo.append(i)
                         continue
-                    sums[i] += pair_scores(plan, run, leaves[i].detach(), chunk_budget)
+                    sums[i] += pair_scores(plan, run, leaves[i].detach(), chunk_budget, tile)
                 del run
                 done += 1
                 if progress is not None:
@@ -158,7 +160,7 @@ def attribute(
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            del leaves, outs
+            del leaves, outs, convs
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
 
 
@@ -247,28 +249,27 @@ def attribute_reference(
     _check_images(images)
     if len(layers) < 2:
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
+    resolve_layers(model, layers)
     dev = resolve_device(device)
-    n_images = images.shape[0]
-    sums: list[torch.Tensor] | None = None
+    n_images, n_pairs = images.shape[0], len(layers) - 1
+    total = math.ceil(n_images / batch_size) * n_pairs
+    sums: list[torch.Tensor] = []
     with prepared(model, dev):
-        n_batches = math.ceil(n_images / batch_size)
-        for b0 in range(0, n_images, batch_size):
+        for step, b0 in enumerate(range(0, n_images, batch_size)):
             x = images[b0 : b0 + batch_size].to(dev, torch.float32)
             with capture(model, layers) as cap, torch.enable_grad():
                 model(x)
                 check_layer_chain(cap)
                 leaves, outs = cap.leaf_list(), cap.output_list()
-            for i in range(len(layers) - 1):
-                width = outs[i + 1].shape[1] if outs[i + 1].ndim != 3 else outs[i + 1].shape[2]
-                sel = list(range(width)) if neurons is None or neurons[i] is None else list(neurons[i])
-                with torch.enable_grad():
-                    s = reference_pair_scores(outs[i + 1], leaves[i], sel).double()
-                if sums is None:
-                    sums = [torch.zeros(0)] * (len(layers) - 1)
-                sums[i] = s if b0 == 0 else sums[i] + s
-                if progress is not None:
-                    progress((b0 // batch_size) * (len(layers) - 1) + i + 1, n_batches * (len(layers) - 1))
+                for i in range(n_pairs):
+                    width = channels_first(outs[i + 1]).shape[1]
+                    sel = range(width) if neurons is None or neurons[i] is None else neurons[i]
+                    s = reference_pair_scores(outs[i + 1], leaves[i], list(sel)).double()
+                    if step == 0:
+                        sums.append(s)
+                    else:
+                        sums[i] += s
+                    if progress is not None:
+                        progress(step * n_pairs + i + 1, total)
             del leaves, outs
-    if sums is None:
-        raise CaptureError("no images were processed")
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]

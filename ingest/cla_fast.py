@@ -33,6 +33,9 @@ from ingest.cla_plan import OpRecord, PairPlan, PlanRun, Pool, Unit
 __all__ = ["pair_scores", "plan_supported"]
 
 _FLOAT = 4  # bytes per float32 element
+# CPU chunks this small stay mostly in cache: measured ~25% faster on googlenet than chunks of
+# 100+ MB (2-core EPYC, 32 MiB L3). GPUs take chunks as large as the memory budget allows.
+CPU_TILE_BYTES = 32 * 2**20
 
 
 def plan_supported(plan: PairPlan) -> bool:
@@ -60,7 +63,9 @@ class _Step:
     first: bool  # adjacent to A_i (its input is A_i)
 
 
-def pair_scores(plan: PairPlan, run: PlanRun, a: torch.Tensor, budget_bytes: int) -> torch.Tensor:
+def pair_scores(
+    plan: PairPlan, run: PlanRun, a: torch.Tensor, budget_bytes: int, tile_bytes: int | None = None
+) -> torch.Tensor:
     """Σ over the batch of the CLA scores of one layer pair (not yet divided by |X|).
 
     Args:
@@ -68,6 +73,7 @@ def pair_scores(plan: PairPlan, run: PlanRun, a: torch.Tensor, budget_bytes: int
         run: `run_plan(plan, a)` for this batch.
         a: A_i, (B, C_i, H, W).
         budget_bytes: memory for the per-chunk buffers; chunks over neurons and images fit in it.
+        tile_bytes: a smaller, cache-friendly chunk size to aim for (CPUs), or None.
 
     Returns:
         float32 tensor (C_i, C_{i+1}) on `a`'s device.
@@ -78,7 +84,7 @@ def pair_scores(plan: PairPlan, run: PlanRun, a: torch.Tensor, budget_bytes: int
         if _closed_form(steps):
             cols.append(_closed_form_scores(steps))
         else:
-            cols.append(_dense_scores(steps, a, budget_bytes))
+            cols.append(_dense_scores(steps, a, min(budget_bytes, tile_bytes or budget_bytes)))
     return torch.cat(cols, dim=1)  # (C_i, C_{i+1})
 
 
@@ -111,6 +117,9 @@ def _closed_form_scores(steps: list[_Step]) -> torch.Tensor:
 
 
 def _dense_scores(steps: list[_Step], a: torch.Tensor, budget_bytes: int) -> torch.Tensor:
+    # Layout of a chunk's gradients: neuron-major, channel, image, position: (n, C, b, P). 1x1
+    # convs are then one matmul per neuron, and the final reduction runs over the contiguous
+    # last dimension (measured ~2x faster here than reducing the middle dims of (n, b, P, C)).
     last_step = steps[-1]
     last = last_step.op
     assert isinstance(last, Unit)
@@ -120,9 +129,8 @@ def _dense_scores(steps: list[_Step], a: torch.Tensor, budget_bytes: int) -> tor
     masks = [_unit_mask(s) if isinstance(s.op, Unit) else None for s in steps[:-1]]
     pools = [_pool_index(s) if isinstance(s.op, Pool) else None for s in steps[:-1]]
     first_pool = isinstance(steps[0].op, Pool) and len(steps) > 1
-    # |A_i| in channels-last at the resolution of the final reduction
-    final = steps[0].rec.y if first_pool else a
-    absa = final.abs().permute(0, 2, 3, 1)  # (B, H, W, C_i)
+    # |A_i| at the resolution of the final reduction (a compact pool: the pool's output)
+    absa = _channel_major((steps[0].rec.y if first_pool else a).abs())  # (C_i, B, P)
 
     per_unit = _elements_per_neuron_image(steps)
     nc, bc = _chunks(n_total, b_total, per_unit * _FLOAT, budget_bytes)
@@ -133,45 +141,51 @@ def _dense_scores(steps: list[_Step], a: torch.Tensor, budget_bytes: int) -> tor
         acc = torch.zeros(n1 - n0, ci, device=a.device, dtype=torch.float32)
         for b0 in range(0, b_total, bc):
             b1 = min(b_total, b0 + bc)
-            g = _last_conv_input_grad(c[b0:b1, n0:n1].transpose(0, 1), w_last[n0:n1], last, steps[-1].rec.x)
+            cn = c[b0:b1, n0:n1].transpose(0, 1)  # (n, b, Hq, Wq)
+            g = _last_conv_input_grad(cn, w_last[n0:n1], last, last_step.rec.x)  # (n, C, b, P)
             for k in range(len(steps) - 2, -1, -1):
                 st = steps[k]
                 if isinstance(st.op, Unit):
-                    g.mul_(masks[k][b0:b1])
-                    g = _conv_input_grad(g, st.op, st.rec.x)
+                    g.mul_(masks[k][:, b0:b1])
+                    g = _conv_input_grad(g, st.op, st.rec)
                 else:
                     g = _pool_input_grad(g, pools[k], st.rec.x, b0, b1, compact=(k == 0))
-            # g: (n, b, H, W, C_i); |A| ⊙ g summed over images and positions, as an L1 norm
-            acc += torch.linalg.vector_norm(g.mul_(absa[b0:b1]), ord=1, dim=(1, 2, 3))  # (n, C_i)
+            # Σ_{b,p} |A| |grad| over the contiguous last dims (mul, abs, sum in place: ~2.5x
+            # faster here than vector_norm(ord=1) of the product)
+            acc += g.mul_(absa[:, b0:b1]).abs_().flatten(2).sum(-1)  # (n, C_i)
         out[:, n0:n1] = acc.T
     return out
 
 
+def _channel_major(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → contiguous (C, B, H·W)."""
+    return t.flatten(2).transpose(0, 1).contiguous()
+
+
 def _unit_mask(step: _Step) -> torch.Tensor:
-    """d(unit output)/d(conv output), channels-last (B, H, W, C): BN scale × ReLU mask."""
+    """d(unit output)/d(conv output) as (C, B, P): BN scale × ReLU mask."""
     unit, y = step.op, step.rec.y
-    s = unit.scale()
-    if unit.relu:
-        return (y > 0).permute(0, 2, 3, 1) * s  # (B, H, W, C)
-    return s.expand(y.shape[0], y.shape[2], y.shape[3], -1)
+    s = unit.scale()[None, :, None, None]
+    d = (y > 0) * s if unit.relu else s.expand_as(y)  # (B, C, H, W)
+    return _channel_major(d)
 
 
 def _pool_index(step: _Step) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Channels-last argmax indices (B, P_out, C), and for the pool adjacent to A_i the compact
-    slot of each pooled position (the first pooled position with the same argmax)."""
-    idx = step.rec.indices.flatten(2).transpose(1, 2)  # (B, P_out, C), flat into H_in*W_in
+    """Argmax indices as (C, B, P_out), flat into H_in·W_in; for the pool adjacent to A_i also
+    the compact slot of each pooled position (the first pooled position with the same argmax)."""
+    idx = _channel_major(step.rec.indices)  # (C, B, P_out)
     if not step.first:
-        return idx.contiguous(), None
-    b, p_out, ch = idx.shape
+        return idx, None
+    ch, b, p_out = idx.shape
     p_in = step.rec.x.shape[2] * step.rec.x.shape[3]
-    order = torch.arange(p_out, device=idx.device).view(1, p_out, 1).expand(b, p_out, ch)
-    first = torch.full((b, p_in, ch), p_out, device=idx.device, dtype=torch.long)
-    first.scatter_reduce_(1, idx, order, reduce="amin")  # per input position: first pooled position
-    return idx.contiguous(), first.gather(1, idx).contiguous()  # (B, P_out, C) in [0, P_out)
+    order = torch.arange(p_out, device=idx.device).expand(ch, b, p_out)
+    first = torch.full((ch, b, p_in), p_out, device=idx.device, dtype=torch.long)
+    first.scatter_reduce_(2, idx, order, reduce="amin")  # per input position: first pooled position
+    return idx, first.gather(2, idx)  # (C, B, P_out), slots in [0, P_out)
 
 
 def _last_conv_input_grad(cn: torch.Tensor, w_flip: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tensor:
-    """Per neuron: the last conv's input gradient from channel n only, channels-last.
+    """Per neuron: the last conv's input gradient from channel n only.
 
     Args:
         cn: cotangents, (n, b, Hq, Wq).
@@ -180,7 +194,7 @@ def _last_conv_input_grad(cn: torch.Tensor, w_flip: torch.Tensor, unit: Unit, x:
         x: the conv's input, (B, C_prev, H, W), for its shape.
 
     Returns:
-        (n, b, H, W, C_prev).
+        (n, C_prev, b, H·W).
     """
     n, b, hq, wq = cn.shape
     conv = unit.conv
@@ -192,47 +206,44 @@ def _last_conv_input_grad(cn: torch.Tensor, w_flip: torch.Tensor, unit: Unit, x:
     ch, cw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
     cpad = F.pad(cn, (cw, cw, ch, ch))  # (n, b, Hq + 2ch, Wq + 2cw)
     assert cpad.shape[2] - dh * (kh - 1) == h and cpad.shape[3] - dw * (kw - 1) == w, "stride-1 conv sizes"
-    # shifted copies (an unfold, built from strided slices: im2col is slow for one channel)
+    # shifted copies (an unfold from strided slices: im2col is slow for one channel)
     cols = torch.stack(
-        [cpad[:, :, i * dh : i * dh + h, j * dw : j * dw + w] for i in range(kh) for j in range(kw)], dim=-1
-    )  # (n, b, H, W, K)
-    wk = w_flip.reshape(n, w_flip.shape[1], kh * kw).transpose(1, 2)  # (n, K, C_prev)
-    g = torch.bmm(cols.view(n, b * h * w, kh * kw), wk)  # (n, b*H*W, C_prev)
-    return g.view(n, b, h, w, -1)
+        [cpad[:, :, i * dh : i * dh + h, j * dw : j * dw + w] for i in range(kh) for j in range(kw)], dim=1
+    )  # (n, K, b, H, W)
+    wk = w_flip.reshape(n, w_flip.shape[1], kh * kw)  # (n, C_prev, K)
+    g = torch.bmm(wk, cols.view(n, kh * kw, b * h * w))  # (n, C_prev, b*H*W)
+    return g.view(n, -1, b, h * w)
 
 
-def _conv_input_grad(g: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tensor:
-    """Dense input gradient of a unit's conv for a chunk, channels-last (n, b, H, W, C)."""
-    conv = unit.conv
-    n, b, ho, wo, co = g.shape
+def _conv_input_grad(g: torch.Tensor, unit: Unit, rec: OpRecord) -> torch.Tensor:
+    """Dense input gradient of a unit's conv for a chunk (n, C_out, b, P) → (n, C_in, b, P_in)."""
+    conv, x = unit.conv, rec.x
+    n, co, b, p = g.shape
     w = conv.weight  # (C_out, C_in, kh, kw)
     if tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0):
-        return torch.matmul(g, w.reshape(co, -1))  # (n, b, H, W, C_in): one large GEMM
-    gi = g.reshape(n * b, ho, wo, co).permute(0, 3, 1, 2)  # (n*b, C_out, Ho, Wo), channels-last strides
+        return torch.matmul(w.reshape(co, -1).T, g.view(n, co, b * p)).view(n, -1, b, p)  # one GEMM per neuron
+    ho, wo = rec.y.shape[2], rec.y.shape[3]
+    gi = g.view(n, co, b, ho, wo).transpose(1, 2).reshape(n * b, co, ho, wo)  # (n*b, C_out, Ho, Wo)
     size = (n * b, x.shape[1], x.shape[2], x.shape[3])
     xi = torch.nn.grad.conv2d_input(size, w, gi, conv.stride, unit.padding(), conv.dilation, 1)
-    return xi.permute(0, 2, 3, 1).contiguous().view(n, b, x.shape[2], x.shape[3], x.shape[1])
+    return xi.view(n, b, x.shape[1], -1).transpose(1, 2).contiguous()  # (n, C_in, b, P_in)
 
 
 def _pool_input_grad(
     g: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor | None], x: torch.Tensor, b0: int, b1: int, compact: bool
 ) -> torch.Tensor:
-    """Route a chunk's gradient (n, b, Ho, Wo, C) back through a max-pool.
+    """Route a chunk's gradient (n, C, b, P_out) back through a max-pool.
 
     With `compact` (the pool is adjacent to A_i) the result stays at the pooled resolution, one
     slot per distinct argmax; the final reduction then pairs it with the pool's output.
     """
     idx, slot = index
-    n, b, ho, wo, ch = g.shape
-    src = g.view(n, b, ho * wo, ch)
+    n = g.shape[0]
     if compact:
-        dst = torch.zeros_like(src)
-        dst.scatter_add_(2, slot[b0:b1].unsqueeze(0).expand(n, -1, -1, -1), src)
-        return dst.view(n, b, ho, wo, ch)
-    h, w = x.shape[2], x.shape[3]
-    dst = src.new_zeros(n, b, h * w, ch)
-    dst.scatter_add_(2, idx[b0:b1].unsqueeze(0).expand(n, -1, -1, -1), src)
-    return dst.view(n, b, h, w, ch)
+        dst = torch.zeros_like(g)
+        return dst.scatter_add_(3, slot[:, b0:b1].expand(n, -1, -1, -1), g)
+    dst = g.new_zeros(*g.shape[:3], x.shape[2] * x.shape[3])
+    return dst.scatter_add_(3, idx[:, b0:b1].expand(n, -1, -1, -1), g)  # (n, C, b, P_in)
 
 
 def _elements_per_neuron_image(steps: list[_Step]) -> int:

@@ -28,7 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PairPlan", "Pool", "Unit", "OpRecord", "build_plans", "run_plan", "trace_leaf_calls"]
+__all__ = [
+    "OpRecord",
+    "PairPlan",
+    "PlanRun",
+    "Pool",
+    "Unit",
+    "build_plans",
+    "matches",
+    "record_conv_outputs",
+    "run_ops",
+    "run_plan",
+    "trace_leaf_calls",
+]
 
 
 @dataclass(frozen=True)
@@ -259,12 +271,17 @@ def _candidates(plan: PairPlan) -> list[PairPlan]:
     return out
 
 
-def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRecord]]:
+ConvCache = dict[nn.Conv2d, torch.Tensor]
+
+
+def run_ops(ops: Sequence[Op], x: torch.Tensor, cache: ConvCache | None = None) -> tuple[torch.Tensor, list[OpRecord]]:
     """Apply a chain of ops, recording each op's input, output (and pool indices).
 
     Args:
         ops: the chain.
         x: its input, (B, C, H, W).
+        cache: conv outputs recorded in the model's own forward of this batch (see
+            `record_conv_outputs`), reused instead of convolving again.
 
     Returns:
         The output and one record per op.
@@ -273,7 +290,9 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
     for op in ops:
         if isinstance(op, Unit):
             c = op.conv
-            z = F.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+            z = cache.get(c) if cache is not None else None
+            if z is None or z.shape[0] != x.shape[0]:
+                z = F.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
             if op.bn is not None:
                 bn = op.bn
                 z = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
@@ -289,6 +308,34 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
     return x, records
 
 
+@contextmanager
+def record_conv_outputs(plans: Sequence[PairPlan | None]) -> Iterator[ConvCache]:
+    """Record the output of every conv in `plans` during forward passes (hooks removed on exit).
+
+    A conv that runs more than once in a pass is left out (its output would be ambiguous). Only
+    reuse the cache with plans verified by recomputing everything (`probe`): a recorded conv
+    output reproduces the layer whatever the plan believes lies before the conv.
+    """
+    cache: ConvCache = {}
+    calls: dict[nn.Conv2d, int] = {}
+    convs = {op.conv for plan in plans if plan is not None for ops in (plan.prefix, *plan.branches)
+             for op in ops if isinstance(op, Unit)}  # fmt: skip
+
+    def hook(module, args, output):
+        calls[module] = calls.get(module, 0) + 1
+        if calls[module] == 1:
+            cache[module] = output.detach()
+        else:
+            cache.pop(module, None)
+
+    handles = [c.register_forward_hook(hook) for c in convs]
+    try:
+        yield cache
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @dataclass(frozen=True)
 class PlanRun:
     """The plan's forward on one batch: records of the prefix and of each branch, and the output."""
@@ -298,20 +345,21 @@ class PlanRun:
     output: torch.Tensor  # (B, C_{i+1}, H, W)
 
 
-def run_plan(plan: PairPlan, a: torch.Tensor) -> PlanRun:
+def run_plan(plan: PairPlan, a: torch.Tensor, cache: ConvCache | None = None) -> PlanRun:
     """Recompute A_{i+1} from A_i with the plan, recording what the backward needs.
 
     Args:
         plan: the pair's plan.
         a: layer i's activations, (B, C_i, H, W).
+        cache: conv outputs of this batch's forward to reuse (see `run_ops`).
 
     Returns:
         The records and the concatenated output (B, C_{i+1}, H', W').
     """
-    u, prefix = run_ops(plan.prefix, a)
+    u, prefix = run_ops(plan.prefix, a, cache)
     outs, branches = [], []
     for ops in plan.branches:
-        y, recs = run_ops(ops, u)
+        y, recs = run_ops(ops, u, cache)
         outs.append(y)
         branches.append(recs)
     if len({o.shape[2:] for o in outs}) != 1:

@@ -30,7 +30,7 @@ _FLOAT = 4
 
 @contextmanager
 def prepared(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """Eval mode, float32 on `device`, parameters frozen; everything restored on exit.
+    """Eval mode, float32 (no TF32) on `device`, parameters frozen; everything restored on exit.
 
     Args:
         model: the network.
@@ -50,7 +50,10 @@ def prepared(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     move = any(
         dev != device or (dt.is_floating_point and dt != torch.float32) for _, _, _, dev, dt in placement
     )
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
+        # full float32 on GPUs too: TF32 convolutions (cuDNN's default) would cost ~1e-3 accuracy
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         model.eval()
         for p, _ in flags:
             p.requires_grad_(False)
@@ -58,6 +61,7 @@ def prepared(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
             model.to(device=device, dtype=torch.float32)
         yield model
     finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         if move:
             for m, kind, key, dev, dt in placement:
                 t = getattr(m, kind)[key]
@@ -81,7 +85,8 @@ class Probe:
         widths: channels per layer.
         leaf_bytes: per image, the captured outputs of all layers.
         graph_bytes: per image, tensors autograd saves downstream of the first layer.
-        plan_bytes: per image, the largest fast pair's recorded forward (0 without fast pairs).
+        plan_bytes: per image, the largest fast pair's recorded forward plus the conv outputs
+            kept for all fast pairs (0 without fast pairs).
         generic_bytes: per image, the largest generic pair's VJP scratch (0 without generic pairs).
         forward_bytes: per image, transient forward memory (twice the largest module output).
     """
@@ -140,7 +145,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     widths = [int(channels_first(t).shape[1]) for t in leaves]
     plans: list[PairPlan | None] = []
     notes: list[str] = []
-    plan_bytes = generic_bytes = 0
+    plan_bytes = generic_bytes = cache_bytes = 0  # cache: conv outputs of all plans, kept per batch
     for i, cands in enumerate(candidates):
         chosen, note = None, "generic: no chain of conv/BN/ReLU/max-pool modules between the layers"
         if not fast:
@@ -154,6 +159,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
             if matches(run, leaves[i + 1]):
                 chosen, note = cand, _describe(cand)
                 plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
+                cache_bytes += sum(r.y.numel() for recs in run.branches for r in recs if r.indices is None) * _FLOAT
                 break
             note = "generic: the module structure does not reproduce the layer's output"
         if chosen is None:
@@ -166,7 +172,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         widths=widths,
         leaf_bytes=sum(t.numel() for t in leaves) * _FLOAT,
         graph_bytes=sum(saved.values()),
-        plan_bytes=plan_bytes,
+        plan_bytes=plan_bytes + cache_bytes,
         generic_bytes=generic_bytes,
         forward_bytes=2 * largest * _FLOAT,
     )

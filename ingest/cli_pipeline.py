@@ -121,6 +121,7 @@ def ablate(
     n: NOpt = 64,
     seed: SeedOpt = 1,
     device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")] = False,
     db: DbOpt = None,
 ) -> None:
     """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result."""
@@ -131,8 +132,8 @@ def ablate(
     image_set = resolve_images(images, dataset, n=n, seed=seed)
     cat = open_catalog(db)
     r = run_ablate(cat, circuit, image_set, kind=kind, label=label, weights=weights, pair=pair,
-                   baseline_seed=baseline_seed, device=device)
-    typer.echo(f"intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
+                   baseline_seed=baseline_seed, device=device, force=force)
+    typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
                f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
     typer.echo(f"{'metric':<10} {'clean':>8} {'pruned':>8} {'random':>8}")
     for m in r.clean:
@@ -145,7 +146,7 @@ def models(
 ) -> None:
     """List the model zoo: names, default CLA layers, input size and where weights would come from."""
     from ingest import zoo
-    from queries.output import render
+    from catalog.output import render
 
     rows = []
     for name in zoo.available_models():

@@ -164,10 +164,16 @@ def ingest(
     with cat.session() as s:
         existing = None if config.force else store.find_complete_run(s, key)
     if existing is not None:
-        circuit_id, circuit = refine(cat, existing.id, ks, max_sweeps=config.max_sweeps)
+        with cat.session() as s:
+            same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == ks and not c.fixed]
+        if same:
+            channels = tuple(tuple(c) for c in same[0].channels)
+            circuit_id = same[0].id
+        else:
+            circuit_id, circuit = refine(cat, existing.id, ks, max_sweeps=config.max_sweeps)
+            channels = tuple(tuple(c) for c in circuit.channels)
         return IngestResult(
-            existing.id, circuit_id, True, len(image_set), image_set.skipped,
-            time.perf_counter() - t0, tuple(tuple(c) for c in circuit.channels),
+            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels
         )
 
     device = config.device

@@ -81,9 +81,11 @@ def _session(db: str | None) -> Session:
     return open_catalog(db, read_only=True).session()
 
 
-def _emit(rows: list[dict], fmt: Format, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None) -> None:
+def _emit(
+    rows: list[dict], fmt: Format, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None
+) -> None:
     """Print rows; notes go after a table, or to stderr for CSV/JSON so stdout stays parseable."""
-    from queries.output import render
+    from catalog.output import render
 
     typer.echo(render(rows, fmt.value, columns))
     for note in notes:
@@ -186,21 +188,24 @@ def show(
     model: Annotated[
         str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")] = Format.table,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")
+    ] = Format.table,
     db: DbOpt = None,
 ) -> None:
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from queries.listing import circuit_details, resolve_circuit
-    from queries.output import render_csv, to_json
+    from catalog.output import render_csv, to_json
+    from queries.output import details_dict, details_neuron_rows, details_text
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
     if fmt is Format.json:
-        typer.echo(to_json(details.to_dict()))
+        typer.echo(to_json(details_dict(details)))
     elif fmt is Format.csv:
-        typer.echo(render_csv(details.neuron_rows()))
+        typer.echo(render_csv(details_neuron_rows(details)))
     else:
-        typer.echo(details.text())
+        typer.echo(details_text(details))
 
 
 @app.command("list")
@@ -243,7 +248,9 @@ def prune_plan(
         str | None, typer.Option("--keep", help="Comma-separated concepts whose behaviour to keep.")
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Show this many candidates.")] = 10,
-    kind: Annotated[Kind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")] = Kind.circuit,
+    kind: Annotated[
+        Kind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")
+    ] = Kind.circuit,
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
 ) -> None:

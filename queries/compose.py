@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError, NotFound
 from queries.graphs import column, query_arrow
-from queries.listing import ModelChoice, concept_circuits
+from queries.listing import ModelChoice, choice_notes, concept_circuits
 from queries.overlap import circuit_members
 
 __all__ = ["LayerCoverage", "Composition", "compose_circuit"]
@@ -139,7 +139,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
         tuple(c.circuit_id for c in chosen),
         tuple(layers),
         total,
-        tuple(n for n in (c.note for c in chosen) if n),
+        choice_notes(chosen),
     )
 
 

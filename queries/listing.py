@@ -9,8 +9,9 @@ Every function takes a Session and returns plain frozen dataclasses.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ __all__ = [
     "CircuitRow",
     "CircuitDetails",
     "resolve_model",
+    "choice_notes",
     "concept_circuits",
     "resolve_circuit",
     "list_models",
@@ -73,6 +75,18 @@ class CircuitChoice:
             f"concept {self.concept} has {self.n_circuits} circuits: using circuit {self.circuit_id} "
             f"(newest of its newest complete run, {self.run_id})"
         )
+
+
+def choice_notes(choices: Sequence[CircuitChoice], limit: int = 3) -> tuple[str, ...]:
+    """Lines saying which circuit stands for each concept that has several (one line past `limit`)."""
+    several = [c for c in choices if c.n_circuits > 1]
+    if len(several) <= limit:
+        return tuple(c.note for c in several if c.note)
+    listed = ", ".join(f"{c.concept} #{c.circuit_id}" for c in several)
+    return (
+        f"{len(several)} concepts have several circuits; each stands for the newest circuit of its "
+        f"newest complete run: {listed}",
+    )
 
 
 def resolve_model(session: Session, name: str) -> ModelChoice:
@@ -379,8 +393,6 @@ def list_circuits(
 
 def _json_list(value: object) -> list:
     if isinstance(value, str):  # JSON columns come back as text from DuckDB's Arrow export
-        import json
-
         return list(json.loads(value))
     return list(value)  # type: ignore[arg-type]
 
@@ -390,7 +402,7 @@ def _json_list(value: object) -> list:
 
 @dataclass(frozen=True)
 class CircuitDetails:
-    """Everything the catalog knows about one circuit (`circuits show`).
+    """Everything the catalog knows about one circuit (`circuits show`; `queries.output` renders it).
 
     Attributes:
         circuit: the circuit with its channels per layer.
@@ -401,92 +413,6 @@ class CircuitDetails:
     circuit: store.CircuitRef
     run: store.RunRef
     interventions: tuple[store.InterventionRef, ...]
-
-    def neuron_rows(self) -> list[dict[str, object]]:
-        """One dict per circuit neuron: layer, channel."""
-        c = self.circuit
-        return [{"layer": name, "channel": ch} for name, chans in zip(c.layer_names, c.channels) for ch in chans]
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready description (channels per layer, interventions with evaluations)."""
-        c, r = self.circuit, self.run
-        return {
-            "circuit": c.id,
-            "run": r.id,
-            "model": r.model,
-            "weights_sha256": r.weights_sha256,
-            "concept": r.concept,
-            "status": r.status,
-            "n_images": r.n_images,
-            "device": r.device,
-            "k": list(c.k),
-            "sweeps": c.sweeps,
-            "converged": c.converged,
-            "objective": c.objective,
-            "objective_history": list(c.objective_history),
-            "fixed": c.fixed,
-            "created_at": c.created_at,
-            "layers": [
-                {"layer": n, "width": w, "k": len(ch), "channels": list(ch)}
-                for n, w, ch in zip(c.layer_names, c.widths, c.channels)
-            ],
-            "interventions": [
-                {
-                    "id": iv.id,
-                    "kind": iv.kind,
-                    "params": iv.params,
-                    "edge_fraction": iv.edge_fraction,
-                    "baseline_edge_fraction": iv.baseline_edge_fraction,
-                    "evaluations": [asdict(e) for e in iv.evaluations],
-                }
-                for iv in self.interventions
-            ],
-        }
-
-    def text(self) -> str:
-        """A readable multi-line description for the terminal."""
-        from queries.output import format_value, render_table
-
-        c, r = self.circuit, self.run
-        lines = [
-            f"circuit {c.id}: concept {r.concept} on {r.model} (weights {r.weights_sha256[:12]})",
-            f"run {r.id}: {r.status}, {r.n_images} images, {len(r.layer_names)} layers, device {r.device}, "
-            f"{format_value(r.seconds)} s",
-            f"search: k={','.join(str(x) for x in c.k)}, {c.sweeps} sweeps, "
-            f"{'converged' if c.converged else 'NOT converged'}, objective {format_value(c.objective)} "
-            f"(initial {format_value(c.objective_history[0]) if c.objective_history else '?'})",
-        ]
-        if c.fixed:
-            lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
-        lines += ["", "neurons per layer:"]
-        rows = [
-            {"layer": n, "width": w, "k": len(ch), "channels": " ".join(str(x) for x in ch)}
-            for n, w, ch in zip(c.layer_names, c.widths, c.channels)
-        ]
-        lines.append(render_table(rows))
-        if not self.interventions:
-            lines += ["", f"no interventions yet: circuits ablate {c.id} --kind circuit --dataset catfish:NAME"]
-            return "\n".join(lines)
-        lines += ["", "interventions and evaluations:"]
-        rows = [
-            {
-                "intervention": iv.id,
-                "kind": iv.kind,
-                "edges_cut": iv.edge_fraction,
-                "image_set": e.image_set,
-                "metric": e.metric,
-                "clean": e.clean_value,
-                "pruned": e.value,
-                "random": e.baseline_value,
-            }
-            for iv in self.interventions
-            for e in iv.evaluations
-        ]
-        bare = [iv.id for iv in self.interventions if not iv.evaluations]
-        lines.append(render_table(rows))
-        if bare:
-            lines.append(f"(interventions without evaluations: {', '.join(map(str, bare))})")
-        return "\n".join(lines)
 
 
 def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:

@@ -1,133 +1,106 @@
-"""Rendering query results as an aligned text table, CSV or JSON (`--format table|csv|json`).
-
-Rows are mappings (column → value); every row has the same columns. Tables are plain text with
-no wrapping, so wide matrices stay aligned however narrow the terminal; CSV and JSON are for
-programs (dates as ISO text, missing values empty / null).
+"""A circuit's details (`circuits show`) as text or plain data; generic row rendering lives in
+`catalog.output`.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
-import json
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
-from catalog.errors import CircuitsError
+from catalog.output import plain, format_value, render_table
 
-__all__ = ["FORMATS", "check_format", "format_value", "render", "render_table", "render_csv", "render_json", "to_json"]
+if TYPE_CHECKING:
+    from queries.listing import CircuitDetails
 
-FORMATS = ("table", "csv", "json")
-
-
-def check_format(fmt: str) -> str:
-    """Return `fmt` if it is one of `FORMATS`.
-
-    Raises:
-        CircuitsError: any other value.
-    """
-    if fmt not in FORMATS:
-        raise CircuitsError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return fmt
+__all__ = ["details_dict", "details_neuron_rows", "details_text"]
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-ready version of a value (NaN → None, dates → ISO text, tuples → lists)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, dt.datetime) else value.isoformat()
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
-        return _plain(value.item())
-    return value
+# ---------------------------------------------------------------- `circuits show`
 
 
-def format_value(value: Any) -> str:
-    """How a value reads in a text table: floats to 4 significant decimals, None as empty."""
-    value = _plain(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-            return f"{value:.3e}"
-        return f"{value:.4f}"
-    if isinstance(value, list):
-        return ",".join(format_value(v) for v in value)
-    return str(value)
+def details_neuron_rows(details: CircuitDetails) -> list[dict[str, object]]:
+    """One dict per neuron of a `circuits show` circuit: layer, channel."""
+    c = details.circuit
+    return [{"layer": name, "channel": ch} for name, chans in zip(c.layer_names, c.channels) for ch in chans]
 
 
-def _is_number(value: Any) -> bool:
-    value = _plain(value)
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+def details_dict(details: CircuitDetails) -> dict[str, object]:
+    """A circuit's details as plain data (channels per layer, interventions with evaluations)."""
+    c, r = details.circuit, details.run
+    return {
+        "circuit": c.id,
+        "run": r.id,
+        "model": r.model,
+        "weights_sha256": r.weights_sha256,
+        "concept": r.concept,
+        "status": r.status,
+        "n_images": r.n_images,
+        "device": r.device,
+        "k": list(c.k),
+        "sweeps": c.sweeps,
+        "converged": c.converged,
+        "objective": c.objective,
+        "objective_history": list(c.objective_history),
+        "fixed": c.fixed,
+        "created_at": c.created_at,
+        "layers": [
+            {"layer": n, "width": w, "k": len(ch), "channels": list(ch)}
+            for n, w, ch in zip(c.layer_names, c.widths, c.channels)
+        ],
+        "interventions": [
+            {
+                "id": iv.id,
+                "kind": iv.kind,
+                "params": iv.params,
+                "edge_fraction": iv.edge_fraction,
+                "baseline_edge_fraction": iv.baseline_edge_fraction,
+                "evaluations": [asdict(e) for e in iv.evaluations],
+            }
+            for iv in details.interventions
+        ],
+    }
 
 
-def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -> list[str]:
-    if columns is not None:
-        return list(columns)
-    return list(rows[0].keys()) if rows else []
-
-
-def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An aligned text table (numbers right-aligned), or "(no rows)".
-
-    Args:
-        rows: the rows.
-        columns: column order (default: the first row's keys).
-
-    Returns:
-        The table, lines joined by newlines, no trailing newline.
-    """
-    cols = _columns(rows, columns)
-    if not rows:
-        return "(no rows)"
-    cells = [[format_value(r.get(c)) for c in cols] for r in rows]
-    numeric = [all(_is_number(r.get(c)) for r in rows) for c in cols]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    out = [line(cols), "  ".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
-    return "\n".join(out)
-
-
-def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV with a header row (missing values empty), no trailing newline."""
-    cols = _columns(rows, columns)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
-    for r in rows:
-        writer.writerow(["" if (v := _plain(r.get(c))) is None else v for c in cols])
-    return buf.getvalue().rstrip("\n")
-
-
-def render_json(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A JSON array of objects (NaN as null, dates as ISO text)."""
-    cols = _columns(rows, columns)
-    return json.dumps([{c: _plain(r.get(c)) for c in cols} for r in rows], indent=2)
-
-
-def to_json(value: Any) -> str:
-    """Any nest of dicts, lists and plain values as indented JSON (NaN as null, dates as text)."""
-    return json.dumps(_plain(value), indent=2)
-
-
-def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None) -> str:
-    """Render rows in one of `FORMATS`.
-
-    Raises:
-        CircuitsError: unknown format.
-    """
-    renderer = {"table": render_table, "csv": render_csv, "json": render_json}[check_format(fmt)]
-    return renderer(rows, columns)
+def details_text(details: CircuitDetails) -> str:
+    """A circuit's details as readable multi-line text for the terminal."""
+    c, r = details.circuit, details.run
+    lines = [
+        f"circuit {c.id}: concept {r.concept} on {r.model} (weights {r.weights_sha256[:12]})",
+        f"run {r.id}: {r.status}, {r.n_images} images, {len(r.layer_names)} layers, device {r.device}, "
+        f"{format_value(r.seconds)} s",
+        f"search: k={','.join(str(x) for x in c.k)}, {c.sweeps} sweeps, "
+        f"{'converged' if c.converged else 'NOT converged'}, objective {format_value(c.objective)} "
+        f"(initial {format_value(c.objective_history[0]) if c.objective_history else '?'})",
+    ]
+    if c.fixed:
+        lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
+    lines += ["", "neurons per layer:"]
+    rows = [
+        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(str(x) for x in ch)}
+        for n, w, ch in zip(c.layer_names, c.widths, c.channels)
+    ]
+    lines.append(render_table(rows))
+    if not details.interventions:
+        lines += ["", f"no interventions yet: circuits ablate {c.id} --kind circuit --dataset catfish:NAME"]
+        return "\n".join(lines)
+    lines += ["", "interventions and evaluations:"]
+    rows = [
+        {
+            "intervention": iv.id,
+            "kind": iv.kind,
+            "edges_cut": iv.edge_fraction,
+            "image_set": e.image_set,
+            "metric": e.metric,
+            "clean": e.clean_value,
+            "pruned": e.value,
+            "random": e.baseline_value,
+        }
+        for iv in details.interventions
+        for e in iv.evaluations
+    ]
+    bare = [iv.id for iv in details.interventions if not iv.evaluations]
+    lines.append(render_table(rows))
+    if bare:
+        lines.append(f"(interventions without evaluations: {', '.join(map(str, bare))})")
+    return "\n".join(lines)

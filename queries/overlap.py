@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError
 from queries.graphs import column, query_arrow
-from queries.listing import CircuitChoice, concept_circuits, resolve_model
+from queries.listing import CircuitChoice, choice_notes, concept_circuits, resolve_model
 
 __all__ = [
     "METRICS",
@@ -94,21 +94,48 @@ def circuit_members(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
 
 
 def internal_edges(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
-    """Every circuit's internal edges (both ends in the circuit) with their scores, one query.
+    """Every circuit's internal edges (both ends in the circuit) with their scores.
+
+    One query per run involved: a constant run id lets DuckDB skip every other run's row groups
+    by their min/max statistics, and the IN (SELECT …) filters let it skip most of the rest
+    (the edge table has no index on DuckDB, see `catalog.models.Edge`).
 
     Returns:
-        Columns ``circuit_id``, ``src_neuron_id``, ``dst_neuron_id``, ``score``.
+        Columns ``circuit_id``, ``src_neuron_id``, ``dst_neuron_id`` (int64), ``score`` (float32).
     """
-    return query_arrow(
-        session,
-        "WITH members AS (SELECT cn.circuit_id, c.run_id, cn.neuron_id FROM circuit_neuron cn "
-        "JOIN circuit c ON c.id = cn.circuit_id WHERE cn.circuit_id = ANY(:ids)) "
-        "SELECT s.circuit_id AS circuit_id, e.src_neuron_id AS src_neuron_id, "
-        "e.dst_neuron_id AS dst_neuron_id, e.score AS score FROM edge e "
-        "JOIN members s ON s.run_id = e.run_id AND s.neuron_id = e.src_neuron_id "
-        "JOIN members d ON d.circuit_id = s.circuit_id AND d.neuron_id = e.dst_neuron_id "
-        "WHERE e.run_id IN (SELECT DISTINCT run_id FROM members)",
-        {"ids": [int(c) for c in circuit_ids]},
+    ids = [int(c) for c in circuit_ids]
+    runs = query_arrow(session, "SELECT id, run_id FROM circuit WHERE id = ANY(:ids)", {"ids": ids})
+    by_run: dict[int, list[int]] = {}
+    for cid, run in zip(runs.column("id").to_pylist(), runs.column("run_id").to_pylist()):
+        by_run.setdefault(int(run), []).append(int(cid))
+    parts = []
+    for run, members in sorted(by_run.items()):
+        table = query_arrow(
+            session,
+            "WITH members AS (SELECT circuit_id, neuron_id FROM circuit_neuron WHERE circuit_id = ANY(:ids)) "
+            "SELECT s.circuit_id AS circuit_id, e.src_neuron_id AS src_neuron_id, "
+            "e.dst_neuron_id AS dst_neuron_id, e.score AS score FROM edge e "
+            "JOIN members s ON s.neuron_id = e.src_neuron_id "
+            "JOIN members d ON d.circuit_id = s.circuit_id AND d.neuron_id = e.dst_neuron_id "
+            "WHERE e.run_id = :run AND e.src_neuron_id IN (SELECT neuron_id FROM members) "
+            "AND e.dst_neuron_id IN (SELECT neuron_id FROM members)",
+            {"ids": members, "run": run},
+        )
+        parts.append(
+            {
+                "circuit_id": column(table, "circuit_id", np.int64),
+                "src_neuron_id": column(table, "src_neuron_id", np.int64),
+                "dst_neuron_id": column(table, "dst_neuron_id", np.int64),
+                "score": column(table, "score", np.float32),
+            }
+        )
+    names = ("circuit_id", "src_neuron_id", "dst_neuron_id", "score")
+    dtypes = (np.int64, np.int64, np.int64, np.float32)
+    return pa.table(
+        {
+            name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=dtype)
+            for name, dtype in zip(names, dtypes)
+        }
     )
 
 
@@ -185,24 +212,27 @@ def overlap_of_circuits(
         (N, N) float64 in the order of `circuit_ids`.
 
     Raises:
-        CircuitsError: unknown metric.
+        CircuitsError: unknown metric, or a circuit given twice.
     """
     if metric not in METRICS:
         raise CircuitsError(f"unknown overlap metric {metric!r}: use one of {', '.join(METRICS)}")
     ids = [int(c) for c in circuit_ids]
-    position = {cid: i for i, cid in enumerate(ids)}
+    if len(set(ids)) != len(ids):
+        raise CircuitsError("each circuit may appear once in an overlap matrix")
+    if not ids:
+        return np.zeros((0, 0), dtype=np.float64)
+    lookup = np.full(max(ids) + 1, -1, dtype=np.int64)  # circuit id → matrix row
+    lookup[ids] = np.arange(len(ids))
     if metric == "weighted":
         edges = internal_edges(session, ids)
-        index = np.array([position[c] for c in column(edges, "circuit_id", np.int64).tolist()], dtype=np.int64)
         keys = (column(edges, "src_neuron_id", np.int64) << 32) | column(edges, "dst_neuron_id", np.int64)
+        index = lookup[column(edges, "circuit_id", np.int64)]
         return weighted_jaccard_matrix(index, keys, column(edges, "score", np.float64), len(ids))
     members = query_arrow(
         session,
         "SELECT circuit_id, neuron_id FROM circuit_neuron WHERE circuit_id = ANY(:ids)",
         {"ids": ids},
     )
-    lookup = np.full(max(ids) + 1 if ids else 0, -1, dtype=np.int64)
-    lookup[ids] = np.arange(len(ids))
     shared, jaccard = jaccard_matrix(
         lookup[column(members, "circuit_id", np.int64)], column(members, "neuron_id", np.int64), len(ids)
     )
@@ -230,7 +260,8 @@ def overlap_matrix(
     """
     if metric not in METRICS:
         raise CircuitsError(f"unknown overlap metric {metric!r}: use one of {', '.join(METRICS)}")
-    chosen = concept_circuits(session, resolve_model(session, model), concepts)
+    names = None if concepts is None else list(dict.fromkeys(concepts))
+    chosen = concept_circuits(session, resolve_model(session, model), names)
     if not chosen:
         raise CircuitsError(f"model {model} has no circuits yet: ingest some with `circuits ingest {model} …`")
     values = overlap_of_circuits(session, [c.circuit_id for c in chosen], metric)
@@ -240,7 +271,7 @@ def overlap_matrix(
         tuple(c.concept for c in chosen),
         tuple(c.circuit_id for c in chosen),
         values,
-        tuple(n for n in (c.note for c in chosen) if n),
+        choice_notes(chosen),
     )
 
 
@@ -335,5 +366,5 @@ def shared_neurons(session: Session, model: str, concepts: Sequence[str]) -> Sha
         tuple(ids),
         sizes,
         tuple(neurons),
-        tuple(n for n in (c.note for c in chosen) if n),
+        choice_notes(chosen),
     )

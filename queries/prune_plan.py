@@ -4,7 +4,8 @@
 circuit for every concept, plus every circuit with stored interventions) except the circuits of
 the `keep` concepts, and ranks them:
 
-* **evidence** — the circuit has an intervention evaluated on the `against` images. An
+* **evidence** — the circuit has an intervention evaluated on the `against` images (and on
+  every `keep` concept's; **partial** when some are missing: ranked after complete evidence). An
   evaluation row belongs to a concept when its image-set sha256 is one of the concept's example
   image sets, or its name is the concept's (``catfish:NAME#seed=…``, ``dir:/…/NAME`` or ``NAME``).
   Per image set the metric is the first available of `AGAINST_METRICS` (against) or
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from catalog.errors import CircuitsError
+from catalog.errors import CircuitsError, NotFound
 from queries.graphs import query_arrow
 from queries.listing import ModelChoice, concept_circuits, resolve_model
 from queries.overlap import overlap_of_circuits
@@ -83,7 +84,8 @@ class Candidate:
         circuit_id, concept, run_id: the circuit.
         kind: intervention kind the evidence comes from ("circuit" or "edge"); for proxies the
             kind the suggested commands use.
-        basis: "evidence" or "proxy".
+        basis: "evidence" (against and every keep concept evaluated), "partial" (some keep
+            concept not evaluated) or "proxy" (no evaluation on the against images).
         score: evidence: drop(against) − mean drop(keep); proxy: Jaccard difference; None when
             a proxy cannot be computed (the against concept has no circuit).
         edge_fraction: fraction of the model's edges the intervention cuts (evidence only).
@@ -112,7 +114,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """The answer of `plan_pruning`: candidates best first (evidence, then proxies)."""
+    """The answer of `plan_pruning`: candidates best first (evidence, partial evidence, proxies)."""
 
     model: str
     against: str
@@ -193,10 +195,12 @@ def plan_pruning(
         kind: intervention kind that the suggested `circuits ablate` commands use.
 
     Returns:
-        The plan: evidence candidates by score (best first), then proxy candidates.
+        The plan: candidates with complete evidence by score (best first), then those with
+        partial evidence, then proxy candidates.
 
     Raises:
-        NotFound: unknown model.
+        NotFound: unknown model, or `against` / a `keep` name is neither a concept nor the name
+            of an evaluated image set.
         CircuitsError: `against` is also in `keep`, or the model has no circuits.
     """
     keep = tuple(dict.fromkeys(k for k in keep if k))
@@ -209,6 +213,14 @@ def plan_pruning(
     notes: list[str] = []
     evals, circuit_info = _evaluations(session, chosen_model)
     sets = _concept_image_sets(session, [against, *keep])
+    known = set(query_arrow(session, "SELECT name FROM concept").column("name").to_pylist())
+    known |= {image_set_concept(e.image_set) for e in evals} | {e.image_set for e in evals}
+    unknown = [name for name in (against, *keep) if name not in known]
+    if unknown:
+        raise NotFound(
+            f"{', '.join(unknown)} is neither a concept in the catalog nor an evaluated image set of "
+            f"{chosen_model.name}: `circuits list concepts` lists the concepts"
+        )
 
     def concept_of(row: _EvalRow) -> str | None:
         for name in (against, *keep):
@@ -248,12 +260,14 @@ def plan_pruning(
         score = against_effect.drop - (float(np.mean([e.drop for e in keep_effects])) if keep_effects else 0.0)
         concept, run_id = circuit_info[cid]
         with_evidence.add(cid)
+        basis = "partial" if missing else "evidence"
         out.append(Candidate(
-            cid, concept, run_id, group_kind, "evidence", score, fractions[group], against_effect, keep_effects,
+            cid, concept, run_id, group_kind, basis, score, fractions[group], against_effect, keep_effects,
             *overlaps.get(cid, (None, None)), missing,
             tuple(_ablate_command(cid, group_kind, m, sets.get(m, {}), evals) for m in missing),
         ))  # fmt: skip
-    out.sort(key=lambda c: (-(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
+    # Complete evidence first: a partial score leaves out the keep behaviours it may hurt.
+    out.sort(key=lambda c: (c.basis != "evidence", -(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
 
     proxies = []
     for cid in sorted(candidates_ids - with_evidence):

@@ -6,6 +6,7 @@ ReLUs), residual bottlenecks; every BatchNorm has non-trivial eval statistics.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,16 +88,22 @@ INCEPTION_LAYERS = ["stem", "a", "b", "c"]
 
 
 def conv_stack() -> nn.Sequential:
-    """Plain conv stack; cuts are the ReLU modules 1, 4, 8, 11 (11 after a stride-2 conv)."""
+    """Plain conv stack; cuts are the ReLU modules 1, 4, 8, 11, 15.
+
+    11 follows a stride-2 conv (generic path); 11 → 15 is a chain of two units, a stride-2 3×3
+    conv then a dilated 3×3 conv.
+    """
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),  # 0, 1
         nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),  # 2, 3, 4
         nn.MaxPool2d(2), nn.Conv2d(12, 10, 5, padding=2), nn.BatchNorm2d(10), nn.ReLU(),  # 5..8
         nn.Conv2d(10, 9, 3, stride=2, padding=1), nn.BatchNorm2d(9), nn.ReLU(),  # 9, 10, 11
+        nn.Conv2d(9, 8, 3, stride=2, padding=1), nn.ReLU(),  # 12, 13
+        nn.Conv2d(8, 6, 3, padding=2, dilation=2), nn.ReLU(),  # 14, 15
     )
 
 
-STACK_LAYERS = ["1", "4", "8", "11"]
+STACK_LAYERS = ["1", "4", "8", "11", "15"]
 
 
 class TinyResNet(nn.Module):
@@ -142,6 +149,23 @@ def test_conv_stack_takes_chain_paths_and_falls_back_on_a_strided_last_conv():
     assert notes[0].startswith("fast: conv chain") and notes[1].startswith("fast: conv chain")
     assert "maxpool" in notes[1]
     assert notes[2].startswith("generic"), notes[2]
+    assert notes[3] == "fast: conv chain: conv3x3+relu > conv3x3+relu", notes[3]
+
+
+def test_catfish_mini_blocks_take_the_fast_path_and_match_the_reference():
+    from ingest.cla import attribute, attribute_reference, describe_paths
+    from ingest.models.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
+
+    model = seeded(build_catfish_mini, 3)
+    layers, x = list(CATFISH_MINI_LAYERS), _images(2, size=32)
+    notes = describe_paths(model, layers, x)
+    assert all(n.startswith("fast: inception-style block") for n in notes), notes
+    assert "prefix maxpool" in notes[2]
+    fast = attribute(model, layers, x)
+    cols = [list(range(0, s.shape[1], 3)) for s in fast]
+    ref = attribute_reference(model, layers, x, neurons=cols)
+    for f, r, c in zip(fast, ref, cols):
+        assert np.abs(f[:, c] - r[:, c]).max() <= 1e-4 * np.abs(r[:, c]).max()
 
 
 def test_residual_stages_take_the_generic_path():

@@ -72,6 +72,10 @@ def test_same_inputs_are_reused_unless_forced(setup):
     r = _ingest(setup)
     assert r.exit_code == 0 and "reused run" in r.output, r.output
     assert _sql(setup["db"], "select count(*) as n from run")[0]["n"] == 1
+    assert _sql(setup["db"], "select count(*) as n from circuit")[0]["n"] == 1  # same k: same circuit
+    r = _ingest(setup, "--k", "3")
+    assert r.exit_code == 0 and "reused run" in r.output
+    assert _sql(setup["db"], "select count(*) as n from circuit")[0]["n"] == 2  # new k: new circuit, no CLA
     r = _ingest(setup, "--force")
     assert r.exit_code == 0 and "stored run" in r.output
     assert _sql(setup["db"], "select count(*) as n from run")[0]["n"] == 2
@@ -170,3 +174,25 @@ def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
     r = _ingest(setup)
     assert r.exit_code == 0, r.output
     assert len(_consistent(setup["db"])) >= 1
+
+
+def test_ablate_on_catfish_stores_evaluations_once(tmp_path):
+    """Circuit pruning on the bundled model: stored with its baseline; the same call is reused."""
+    db = str(tmp_path / "c.duckdb")
+    r = runner.invoke(app, ["ingest", "catfish-mini", "--concept", "stripes", "--dataset", "catfish:stripes",
+                            "--n", "8", "--k", "3", "--db", db])
+    assert r.exit_code == 0, r.output
+    circuit = _sql(db, "select id from circuit")[0]["id"]
+    argv = ["ablate", str(circuit), "--dataset", "catfish:stripes_star", "--n", "16", "--db", db]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    rows = _sql(db, "select metric, clean_value, value, baseline_value, n_images from evaluation order by metric")
+    assert [x["metric"] for x in rows] == ["accuracy", "kl", "true_prob"]
+    assert all(x["n_images"] == 16 for x in rows)
+    kl = rows[1]
+    assert kl["clean_value"] == 0 and kl["value"] > 0 and kl["baseline_value"] >= 0
+    again = runner.invoke(app, argv)
+    assert again.exit_code == 0 and "reused stored intervention" in again.output
+    assert _sql(db, "select count(*) as n from intervention")[0]["n"] == 1
+    bad = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--db", db])
+    assert bad.exit_code == 1 and "no class label" in bad.output

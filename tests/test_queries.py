@@ -22,6 +22,7 @@ from queries.listing import (
     resolve_circuit,
     resolve_model,
 )
+from queries.output import details_dict, details_text
 from queries.overlap import jaccard_matrix, overlap_matrix, shared_neurons, weighted_jaccard_matrix
 from queries.prune_plan import image_set_concept, plan_pruning
 
@@ -188,7 +189,8 @@ def test_top_edges_by_fraction_threshold_and_per_neuron_match_reference(toy, s):
         assert set(g.edges) == want, direction
 
     table = run_top_edges(s, run, EdgeSelection(top_fraction=1.0))
-    assert table.num_rows == 35 and table.column("score").to_pylist() == sorted(table.column("score").to_pylist(), reverse=True)
+    scores = table.column("score").to_pylist()
+    assert table.num_rows == 35 and scores == sorted(scores, reverse=True)
     with pytest.raises(CircuitsError, match="exactly one"):
         EdgeSelection(per_neuron=2, threshold=1.0)
     with pytest.raises(NotFound):
@@ -235,10 +237,10 @@ def test_circuit_details(toy, s):
     d = circuit_details(s, toy.circuit["star"])
     assert d.circuit.channels == tuple(tuple(c) for c in channels_of("star"))
     assert len(d.interventions) == 2
-    text = d.text()
+    text = details_text(d)
     assert "concept star on toy" in text and "catfish:fish#seed=1" in text and "0.8500" in text
-    assert d.to_dict()["layers"][1]["channels"] == [0, 1]
-    assert "no interventions yet" in circuit_details(s, toy.circuit["fish"]).text()
+    assert details_dict(d)["layers"][1]["channels"] == [0, 1]
+    assert "no interventions yet" in details_text(circuit_details(s, toy.circuit["fish"]))
 
 
 # ---------------------------------------------------------------- prune plans
@@ -247,8 +249,10 @@ def test_circuit_details(toy, s):
 def test_prune_plan_ranks_by_evidence_then_proxy(toy, s):
     plan = plan_pruning(s, "toy", "cat", ["fish"])
     ids = [c.circuit_id for c in plan.candidates]
-    assert ids[:3] == [toy.circuit["star"], toy.circuit["text"], toy.circuit["wave"]]
-    star, text, wave = plan.candidates[:3]
+    # Complete evidence first (by score), then partial evidence (text lacks fish), then proxies.
+    assert ids[:3] == [toy.circuit["star"], toy.circuit["wave"], toy.circuit["text"]]
+    star, wave, text = plan.candidates[:3]
+    assert [c.basis for c in plan.candidates[:3]] == ["evidence", "evidence", "partial"]
     assert star.basis == "evidence" and star.score == pytest.approx((0.9 - 0.3) - (0.9 - 0.85))
     assert wave.score == pytest.approx((0.9 - 0.6) - (0.9 - 0.4))
     assert star.against.before == 0.9 and star.against.after == 0.3 and star.edge_fraction == 0.05
@@ -272,9 +276,22 @@ def test_prune_plan_against_an_attack_uses_attack_success(toy, s):
     assert any("attack has no circuit" in n for n in plan.notes)
     with pytest.raises(CircuitsError, match="both"):
         plan_pruning(s, "toy", "cat", ["cat"])
+    with pytest.raises(NotFound, match="dog"):
+        plan_pruning(s, "toy", "dog", ["cat"])
 
 
 def test_image_set_concept_names():
     assert image_set_concept("catfish:disc_star#seed=3") == "disc_star"
     assert image_set_concept("dir:/data/cats/") == "cats"
     assert image_set_concept("cats") == "cats"
+
+
+def test_queries_never_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, queries.cli_read, queries.graphs, queries.overlap, queries.compose, queries.listing, "
+        "queries.prune_plan, queries.plots, queries.output; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

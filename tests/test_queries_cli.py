@@ -91,6 +91,7 @@ def test_user_errors_exit_1_with_one_line(toy):
         ("shared", "--model", "toy", "--concepts", "star,unknown"),
         ("compose", "star", "--from", "wave"),  # star has circuits on two models
         ("show", "9999"),
+        ("overlap", "--model", "toy", "--plot", "/nonexistent/dir/o.png"),
     ):
         r = run(toy, *args)
         assert r.exit_code == 1, (args, r.output)

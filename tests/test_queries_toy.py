@@ -56,7 +56,8 @@ def _matrices(seed: int) -> list[np.ndarray]:
 def _run(s, model, concept_id: int, matrices: list[np.ndarray], key: str) -> int:
     return store.write_run(
         s, model=model, concept_id=concept_id, layer_names=[n for n, _ in LAYERS], params={"method": "test"},
-        image_set_sha256=hashlib.sha256(key.encode()).hexdigest(), n_images=4, provenance_key=key, library_versions={"numpy": "x"},
+        image_set_sha256=hashlib.sha256(key.encode()).hexdigest(), n_images=4, provenance_key=key,
+        library_versions={"numpy": "x"},
         device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0, matrices=matrices,
     )  # fmt: skip
 
@@ -110,7 +111,8 @@ def build_toy(path: str) -> Toy:
             )  # fmt: skip
             store.write_intervention(
                 s, circuit_id=circuit[name], kind="circuit", params={"pair": 0}, edge_fraction=frac,
-                baseline_edge_fraction=frac, evaluations=[_evaluation("catfish:fish#seed=1", "accuracy", 0.9, fish_after, 0.9)],
+                baseline_edge_fraction=frac,
+                evaluations=[_evaluation("catfish:fish#seed=1", "accuracy", 0.9, fish_after, 0.9)],
             )  # fmt: skip
         # text: evaluated on an attack set (attack success falls) and on cat images found by sha256.
         store.write_intervention(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -28,9 +29,9 @@ from ingest.train import (
     TrainingError,
     evaluate,
     resolve_device,
-    state_dict_sha256,
     train_catfish,
 )
+from ingest.zoo import weights_sha256
 
 SIDECAR = WEIGHTS_PATH.with_suffix(".json")
 
@@ -111,16 +112,11 @@ def test_preprocess_layout_and_normalisation():
     assert x.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.float32
     ref = (torch.tensor(imgs[1, 5, 7, 2] / 255.0) - 0.5) / 0.25  # pixel (5, 7), blue channel
     assert torch.isclose(x[1, 2, 5, 7], ref.float())
+    from ingest.zoo import get_spec
+    from ingest.zoo import preprocess as zoo_preprocess
 
-
-def test_state_dict_sha256_is_content_based():
-    a = {"w": torch.arange(6.0).view(2, 3), "b": torch.zeros(3)}
-    b = {"b": torch.zeros(3), "w": torch.arange(6.0).view(2, 3).clone()}
-    assert state_dict_sha256(a) == state_dict_sha256(b)  # key order and storage do not matter
-    c = {"b": torch.zeros(3), "w": torch.arange(6.0).view(3, 2)}
-    assert state_dict_sha256(a) != state_dict_sha256(c)  # the shape does
-    d = {"b": torch.zeros(3), "w": torch.arange(6.0).view(2, 3).double()}
-    assert state_dict_sha256(a) != state_dict_sha256(d)  # and the dtype
+    # training saw exactly what the zoo feeds the model at ingest time
+    assert torch.allclose(x, zoo_preprocess(get_spec("catfish-mini"), imgs), atol=1e-6)
 
 
 def test_shipped_weights_load_and_classify_fresh_images():
@@ -135,10 +131,8 @@ def test_shipped_weights_load_and_classify_fresh_images():
     assert accuracy >= 0.9, f"held-out accuracy {accuracy:.3f}"
 
     meta = json.loads(SIDECAR.read_text())
-    import hashlib
-
     assert meta["file_sha256"] == hashlib.sha256(WEIGHTS_PATH.read_bytes()).hexdigest()
-    assert meta["state_dict_sha256"] == state_dict_sha256(state)
+    assert meta["state_dict_sha256"] == weights_sha256(model)  # the identity the catalog stores
     assert meta["class_names"] == list(CLASS_NAMES)
     assert meta["layers"] == list(CATFISH_MINI_LAYERS)
     assert meta["heldout_accuracy"] >= 0.95
@@ -164,12 +158,13 @@ def test_train_command_runs_a_tiny_epoch(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "held-out accuracy" in result.output
     state = torch.load(out, map_location="cpu", weights_only=True)
-    build_catfish_mini().load_state_dict(state)
+    model = build_catfish_mini()
+    model.load_state_dict(state)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["epochs"] == 1 and meta["seed"] == 3 and meta["heldout_images"] == len(CLASS_NAMES)
     assert "--train-per-class 2" in meta["command"] and "--batch-size 8" in meta["command"]
     assert len(meta["history"]) == 1 and 0.0 <= meta["heldout_accuracy"] <= 1.0
-    assert meta["state_dict_sha256"] == state_dict_sha256(state)
+    assert meta["state_dict_sha256"] == weights_sha256(model)
 
 
 def test_training_is_reproducible_with_the_same_seed(tmp_path: Path):

@@ -158,9 +158,10 @@ def scene_layout(name: str, index: int, *, seed: int) -> tuple[Placement, ...]:
 
     Raises:
         UnknownConcept: `name` is not a CatFish-synth concept.
-        DatasetError: `seed` is negative.
+        DatasetError: `index` or `seed` is negative.
     """
     parts = concept_parts(name)
+    _check_count(index, "the image index")
     _check_seed(seed)
     return _layout(parts, _image_rng(name, index, seed))
 

@@ -14,6 +14,9 @@ Every conv is `BasicConv2d` (Conv2d without bias, BatchNorm2d, ReLU) as in torch
 and an inception block is torchvision's `Inception` layout: `branch1`, `branch2[0..1]`,
 `branch3[0..1]`, `branch4[0..1]` (maxpool, 1x1), concatenated along channels in that order, with
 no path around a block, so each named layer is computed from the previous one alone.
+
+Trained weights ship as `WEIGHTS_PATH` (made by `circuits train catfish`; see the .json beside it);
+load them with `ingest.zoo.load_model("catfish-mini")`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ __all__ = [
     "STD",
     "WEIGHTS_PATH",
     "build_catfish_mini",
-    "load_catfish_mini",
     "preprocess",
 ]
 
@@ -132,25 +134,6 @@ def build_catfish_mini(num_classes: int = len(CLASS_NAMES)) -> CatFishMini:
         The model, in training mode, on CPU.
     """
     return CatFishMini(num_classes)
-
-
-def load_catfish_mini(path: Path | str = WEIGHTS_PATH, device: str = "cpu") -> CatFishMini:
-    """catfish-mini with trained weights, in eval mode.
-
-    Args:
-        path: a state dict saved by `circuits train catfish` (default: the shipped weights).
-        device: where to put the model.
-
-    Returns:
-        The model in eval mode on `device`.
-
-    Raises:
-        FileNotFoundError: `path` does not exist.
-    """
-    model = build_catfish_mini()
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def preprocess(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
