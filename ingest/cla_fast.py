@@ -211,7 +211,7 @@ def _last_conv_input_grad(cn: torch.Tensor, w_flip: torch.Tensor, unit: Unit, x:
         [cpad[:, :, i * dh : i * dh + h, j * dw : j * dw + w] for i in range(kh) for j in range(kw)], dim=1
     )  # (n, K, b, H, W)
     wk = w_flip.reshape(n, w_flip.shape[1], kh * kw)  # (n, C_prev, K)
-    g = torch.bmm(wk, cols.view(n, kh * kw, b * h * w))  # (n, C_prev, b*H*W)
+    g = torch.bmm(wk, cols.reshape(n, kh * kw, b * h * w))  # (n, C_prev, b*H*W)
     return g.view(n, -1, b, h * w)
 
 
@@ -226,7 +226,7 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, rec: OpRecord) -> torch.Tensor
     gi = g.view(n, co, b, ho, wo).transpose(1, 2).reshape(n * b, co, ho, wo)  # (n*b, C_out, Ho, Wo)
     size = (n * b, x.shape[1], x.shape[2], x.shape[3])
     xi = torch.nn.grad.conv2d_input(size, w, gi, conv.stride, unit.padding(), conv.dilation, 1)
-    return xi.view(n, b, x.shape[1], -1).transpose(1, 2).contiguous()  # (n, C_in, b, P_in)
+    return xi.reshape(n, b, x.shape[1], -1).transpose(1, 2).contiguous()  # (n, C_in, b, P_in)
 
 
 def _pool_input_grad(

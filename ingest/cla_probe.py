@@ -85,8 +85,7 @@ class Probe:
         widths: channels per layer.
         leaf_bytes: per image, the captured outputs of all layers.
         graph_bytes: per image, tensors autograd saves downstream of the first layer.
-        plan_bytes: per image, the largest fast pair's recorded forward plus the conv outputs
-            kept for all fast pairs (0 without fast pairs).
+        plan_bytes: per image, the largest fast pair's recorded forward (0 without fast pairs).
         generic_bytes: per image, the largest generic pair's VJP scratch (0 without generic pairs).
         forward_bytes: per image, transient forward memory (twice the largest module output).
     """
@@ -145,7 +144,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     widths = [int(channels_first(t).shape[1]) for t in leaves]
     plans: list[PairPlan | None] = []
     notes: list[str] = []
-    plan_bytes = generic_bytes = cache_bytes = 0  # cache: conv outputs of all plans, kept per batch
+    plan_bytes = generic_bytes = 0
     for i, cands in enumerate(candidates):
         chosen, note = None, "generic: no chain of conv/BN/ReLU/max-pool modules between the layers"
         if not fast:
@@ -159,7 +158,6 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
             if matches(run, leaves[i + 1]):
                 chosen, note = cand, _describe(cand)
                 plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
-                cache_bytes += sum(r.y.numel() for recs in run.branches for r in recs if r.indices is None) * _FLOAT
                 break
             note = "generic: the module structure does not reproduce the layer's output"
         if chosen is None:
@@ -172,7 +170,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         widths=widths,
         leaf_bytes=sum(t.numel() for t in leaves) * _FLOAT,
         graph_bytes=sum(saved.values()),
-        plan_bytes=plan_bytes + cache_bytes,
+        plan_bytes=plan_bytes,
         generic_bytes=generic_bytes,
         forward_bytes=2 * largest * _FLOAT,
     )

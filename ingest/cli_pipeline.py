@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
+from catalog.cli import DbOption, FormatOption, OutputFormat
 from ingest.cli import app
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")]
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of PNG/JPEG example images.")]
 DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="A bundled image set, e.g. catfish:disc or catfish:disc_star.")
+    str | None, typer.Option("--dataset", help="A bundled image set, e.g. catfish:stripes (a primitive) or catfish:stripes_star (a class).")
 ]
 NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the images rendered for --dataset.")]
@@ -61,7 +61,7 @@ def ingest(
     n: NOpt = 32,
     seed: SeedOpt = 0,
     force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run exists.")] = False,
-    db: DbOpt = None,
+    db: DbOption = None,
 ) -> None:
     """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit."""
     from catalog.engine import open_catalog
@@ -96,7 +96,7 @@ def ingest(
 def refine(
     run: Annotated[int, typer.Argument(help="Run id (see `circuits list runs`).")],
     k: Annotated[str, typer.Option("--k", help="Neurons per layer: one integer or one per layer.")],
-    db: DbOpt = None,
+    db: DbOption = None,
 ) -> None:
     """Make a circuit of another size from a run's stored edges alone (no model, no GPU)."""
     from catalog.engine import open_catalog
@@ -122,7 +122,7 @@ def ablate(
     seed: SeedOpt = 1,
     device: DeviceOpt = "auto",
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")] = False,
-    db: DbOpt = None,
+    db: DbOption = None,
 ) -> None:
     """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result."""
     from catalog.engine import open_catalog
@@ -142,7 +142,7 @@ def ablate(
 
 @app.command()
 def models(
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the model zoo: names, default CLA layers, input size and where weights would come from."""
     from ingest import zoo
@@ -158,4 +158,4 @@ def models(
             "input_size": spec.input_size,
             "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
         })
-    typer.echo(render(rows, fmt))
+    typer.echo(render(rows, fmt.value))
