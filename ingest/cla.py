@@ -62,14 +62,17 @@ class CLAMemoryError(CLAError):
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else as given.
+    """The compute device: "auto" is CUDA when available, else CPU; anything else as given.
 
     Raises:
-        CLAError: CUDA requested but not available.
+        CLAError: not a device name, or CUDA requested but not available.
     """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise CLAError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CLAError(f"device {device!r} requested but CUDA is not available: use --device cpu or auto")
     return dev
@@ -134,8 +137,6 @@ def attribute(
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
         for b0 in range(0, n_images, bsz):
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
-            if x.ndim == 4:  # channels-last: CPU max-pools ~10x faster, convs no slower; same numbers
-                x = x.contiguous(memory_format=torch.channels_last)
             grad = any(p is None for p in plans)
             leaves, outs = _forward(model, layers, x, grad)
             redo = []

@@ -17,13 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 import difflib
-import glob
 import hashlib
 import importlib
 import importlib.util
 import os
 from pathlib import Path
-import pickle
 import sys
 from typing import Any
 import warnings
@@ -35,6 +33,7 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest.capture import UnknownLayer, resolve_layers
+from ingest.weights_io import WeightsError, find_cached, load_into, read_state_dict, weights_sha256
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -71,10 +70,6 @@ class UnknownModel(ZooError):
 
 class ModelLoadError(ZooError):
     """A user model factory cannot be imported or does not build a module."""
-
-
-class WeightsError(ZooError):
-    """A weights file cannot be read or does not fit the model."""
 
 
 class RandomInitWarning(UserWarning):
@@ -323,92 +318,6 @@ def get_spec(name: str) -> ModelSpec:
 # --- weights ----------------------------------------------------------------------------------
 
 
-def weights_sha256(module: nn.Module) -> str:
-    """sha256 over the state dict: sorted keys, each with dtype, shape and tensor bytes.
-
-    Deterministic across processes and devices (tensors are read on CPU).
-    """
-    h = hashlib.sha256()
-    sd = module.state_dict()
-    for key in sorted(sd):
-        t = sd[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist: check the path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
-            try:
-                obj: Any = load_file(str(path), device="cpu")
-            except SafetensorError as exc:
-                raise WeightsError(f"cannot read weights file {path}: {exc}") from None
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(
-            f"cannot read weights file {path} ({msg}): it must be a state dict saved with torch.save "
-            "(loaded with weights_only=True) or a .safetensors file"
-        ) from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
-    sd = dict(obj)
-    if all(k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def _load_into(module: nn.Module, spec: ModelSpec, sd: dict[str, torch.Tensor], path: Path) -> None:
-    if spec.convert_state_dict is not None:
-        sd = spec.convert_state_dict(sd)
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape (file vs model: {'; '.join(shapes[:2])})")
-        raise WeightsError(
-            f"weights file {path} does not fit {spec.name}: " + ", ".join(parts)
-            + ": pass weights saved from this architecture"
-        )
-    module.load_state_dict(sd, strict=False)
-
-
-def _hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
-
-
-def _find_cached(spec: ModelSpec) -> Path | None:
-    for name in spec.cache_names:
-        if name.startswith("hf:"):
-            hits = sorted(glob.glob(str(_hf_hub_cache() / name[len("hf:"):])))
-            if hits:
-                return Path(hits[-1])
-        else:
-            path = Path(torch.hub.get_dir()) / "checkpoints" / name
-            if path.is_file():
-                return path
-    return None
-
-
 def load_model(
     name: str,
     *,
@@ -445,13 +354,14 @@ def load_model(
 
     if weights is not None:
         path = Path(weights).expanduser()
-        _load_into(module, spec, _read_state_dict(path), path)
+        load_into(module, read_state_dict(path), path, name=spec.name, convert=spec.convert_state_dict)
         source = f"file:{path.resolve()}"
     elif spec.default_weights is not None and spec.default_weights.is_file():
-        _load_into(module, spec, _read_state_dict(spec.default_weights), spec.default_weights)
+        default = spec.default_weights
+        load_into(module, read_state_dict(default), default, name=spec.name, convert=spec.convert_state_dict)
         source = f"bundled:{spec.default_weights.name}"
-    elif (cached := _find_cached(spec)) is not None:
-        _load_into(module, spec, _read_state_dict(cached), cached)
+    elif (cached := find_cached(spec.cache_names)) is not None:
+        load_into(module, read_state_dict(cached), cached, name=spec.name, convert=spec.convert_state_dict)
         source = f"cache:{cached}"
     else:
         missing = f" (its bundled file {spec.default_weights} is missing)" if spec.default_weights else ""

@@ -22,6 +22,16 @@ from test_cla_models import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a loaded shared CPU OpenMP threads that spin
+    waiting for each other made these tests ~10x slower (65 s instead of 6 s here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def images(n: int = 3, size: int = 16, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 

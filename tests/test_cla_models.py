@@ -7,10 +7,21 @@ ReLUs), residual bottlenecks; every BatchNorm has non-trivial eval statistics.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a loaded shared CPU OpenMP threads that spin
+    waiting for each other made these tests ~10x slower (65 s instead of 6 s here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
