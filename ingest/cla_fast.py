@@ -7,11 +7,13 @@ branch at once:
 1. the cotangent at that unit's conv output is `c_n = s_n · A_{i+1,n} / ‖A_{i+1,n}‖` (s_n the BN
    scale; the ReLU mask is implied because A is zero where the mask is), one map per neuron;
 2. the last conv's input gradient for neuron n uses only its own filter `W[n]`: shifted copies of
-   `c_n` (unfold) times `W[n]` as one batched matmul over n — instead of C_n full backward passes;
-3. the rest of the branch and the prefix run densely for a chunk of neurons at a time: BN/ReLU
-   masks are elementwise, 1×1 convs are one large matmul in channels-last layout, other convs are
-   `conv2d_input` with neurons folded into the batch, max-pools scatter their gradient;
-4. `S[m, n] += Σ_{b,p} |A[b,m,p]| · |grad[n,b,m,p]|`.
+   `c_n` times `W[n]`, one batched matmul over n, instead of C_n full backward passes (a grouped
+   `conv_transpose2d` with C_n groups does the same and was measured far slower on CPUs);
+3. the rest of the branch and the prefix run densely for a chunk of neurons at a time, in layout
+   (n, C, b, P): BN/ReLU masks are elementwise, 1×1 convs are large matmuls (the bulk of the
+   time, near the CPU's peak), other convs are `conv2d_input` with neurons folded into the batch,
+   max-pools scatter their gradient;
+4. `S[m, n] += Σ_{b,p} |A[b,m,p]| · |grad[n,m,b,p]|`.
 
 Closed form: when the branch is a single 1×1 unit reached from `A_i` through max-pools only, the
 gradient is `W[n,m] · c_n` routed by the pools, and because `c_n` has one sign (ReLU output)

@@ -84,8 +84,11 @@ def read_image_dir(path: str | Path) -> ImageSet:
         hashes.append(hashlib.sha256(data).hexdigest())
         sources.append(str(file.resolve()))
     if not images:
-        names = ", ".join(Path(p).name for p, _ in skipped[:5])
-        raise ImageSetError(f"none of the {len(files)} image files in {folder} could be read ({names}…)")
+        names = ", ".join(Path(p).name for p, _ in skipped[:5]) + (", …" if len(skipped) > 5 else "")
+        raise ImageSetError(
+            f"none of the {len(files)} image files in {folder} can be read ({names}): "
+            "replace them with valid PNG/JPEG files"
+        )
     return ImageSet(f"dir:{folder.resolve()}", tuple(images), tuple(hashes), tuple(sources), tuple(skipped))
 
 

@@ -196,3 +196,16 @@ def test_ablate_on_catfish_stores_evaluations_once(tmp_path):
     assert _sql(db, "select count(*) as n from intervention")[0]["n"] == 1
     bad = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--db", db])
     assert bad.exit_code == 1 and "no class label" in bad.output
+
+
+def test_folder_with_only_a_corrupt_png_is_a_one_line_error(setup):
+    bad = setup["tmp"] / "bad"
+    bad.mkdir()
+    (bad / "only.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    r = runner.invoke(app, ["ingest", setup["model"], "--concept", "c", "--images", str(bad),
+                            "--layers", LAYERS, "--db", setup["db"]])
+    assert r.exit_code == 1
+    assert [line for line in r.output.splitlines() if line.startswith("error:")] == [
+        line for line in r.output.splitlines() if line.strip()
+    ]
+    assert "can be read" in r.output and "only.png" in r.output
