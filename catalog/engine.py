@@ -225,6 +225,12 @@ def _release_duckdb_at_exit() -> None:
         for attr, value in list(vars(module).items()):
             if type(value).__name__ == "DuckDBPyType":
                 delattr(module, attr)
+    import gc
+    import typing
+
+    for clear in getattr(typing, "_cleanups", ()):  # typing's caches hold some too (nanobind's advice)
+        clear()
+    gc.collect()  # free cycles that still hold DuckDB objects while the bindings are alive
 
 
 atexit.register(_release_duckdb_at_exit)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from catalog.cli import DbOption
 from queries.cli import app
 
 
@@ -18,7 +19,7 @@ class MaskKind(str, Enum):
 
 @app.command("export")
 def export(
-    circuit: Annotated[int, typer.Argument(help="Circuit id (see `circuits list circuits`).")],
+    circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Mask file to write: *.json or *.safetensors.")],
     kind: Annotated[
         MaskKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one layer pair.")
@@ -26,18 +27,23 @@ def export(
     pair: Annotated[
         int, typer.Option("--pair", help="Edge masks: cut circuit layer I → I+1 (default the first two).")
     ] = 0,
-    db: Annotated[
-        str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
     ] = None,
+    db: DbOption = None,
 ) -> None:
     """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
     from catalog.engine import open_catalog
     from queries.export import export_mask
+    from queries.listing import resolve_circuit
 
-    result = export_mask(open_catalog(db, read_only=True), circuit, out, kind=kind.value, pair=pair)
+    cat = open_catalog(db, read_only=True)
+    with cat.session() as s:
+        circuit_id = resolve_circuit(s, circuit, model).circuit_id
+    result = export_mask(cat, circuit_id, out, kind=kind.value, pair=pair)
     mask = result.mask
     typer.echo(f"wrote {result.path} ({result.format}): {mask.describe()}")
-    typer.echo(f"  from circuit {circuit} (run {mask.source.run_id}, concept {mask.source.concept}) in {mask.source.catalog}")
+    typer.echo(f"  from circuit {circuit_id} (run {mask.source.run_id}, concept {mask.source.concept}) in {mask.source.catalog}")
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
     if kind is MaskKind.circuit:

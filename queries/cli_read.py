@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from catalog.cli import DbOption
 from queries.cli import app
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-DbOpt = Annotated[
-    str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")
-]
+DbOpt = DbOption  # one --db option for every command
 ModelOpt = Annotated[
     str, typer.Option("--model", help="Model name (NAME@SHA256PREFIX when several weights share the name).")
 ]
