@@ -30,21 +30,27 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
 
 @contextmanager
 def progress_bar():
-    """A rich progress bar fed by the pipeline's (stage, done, total) callbacks."""
+    """A rich progress bar fed by the pipeline's (stage, done, total) callbacks.
+
+    Shown from the first update on, so a command that fails early prints only its error.
+    """
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-        transient=False,
-    ) as bar:
-        tasks: dict[str, int] = {}
+    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 @app.command()

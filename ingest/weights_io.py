@@ -53,7 +53,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 raise WeightsError(f"cannot read weights file {path}: {exc}") from None
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run arbitrary code: never.
+        raise WeightsError(
+            f"cannot read weights file {path}: it is not a state dict of tensors (only files that load "
+            "with weights_only=True are accepted); save one with torch.save(model.state_dict(), PATH)"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(
             f"cannot read weights file {path} ({msg}): it must be a state dict saved with torch.save "
