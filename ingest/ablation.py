@@ -13,6 +13,9 @@ from ingest.images import ImageSet
 from ingest.pipeline import IngestError
 
 METRICS = ("accuracy", "true_prob", "kl")
+# Images without class labels (a primitive alone, a folder without --label) are measured against
+# the clean model's own top-1: how often pruning keeps it, and that class's probability.
+UNLABELLED_NAMES = {"accuracy": "agreement", "true_prob": "clean_top1_prob", "kl": "kl"}
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,9 @@ class AblationResult:
     reused: bool = False  # True when the same evaluation was already stored
 
 
-def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray:
-    """The true class of every image: from a rendered class set, or `--label NAME` for a folder."""
+def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray | None:
+    """The true class of every image: from a rendered class set, `--label NAME` for a folder, or
+    None when the images have no class (they are then measured against the clean top-1)."""
     if label is not None:
         if not class_names:
             raise IngestError("this model has no class names: --label cannot be resolved")
@@ -40,10 +44,7 @@ def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str
             raise IngestError(f"unknown class {label!r} for --label" + (f" (did you mean: {close})" if close else ""))
         return np.full(len(image_set), list(class_names).index(label), dtype=np.int64)
     if image_set.labels is None:
-        raise IngestError(
-            f"the images of {image_set.name} have no class label: pass --label CLASS, "
-            "or use a class set such as --dataset catfish:CLASS"
-        )
+        return None
     return np.asarray(image_set.labels, dtype=np.int64)
 
 
@@ -88,14 +89,18 @@ def ablate(
             "pass the same file with --weights"
         )
     labels = labels_for(image_set, label, loaded.spec.labels)
+    names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
     params = {"pair": pair, "baseline_seed": baseline_seed, "weights_sha256": loaded.weights_sha256}
     if not force:
         with cat.session() as s:
-            stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256)
+            stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
             return stored
     x = zoo.preprocess(loaded.spec, list(image_set.images))
     import torch
+
+    if labels is None:
+        labels = _clean_top1(loaded.module, x, batch_size, device)
 
     result = evaluate(
         loaded.module,
@@ -109,9 +114,9 @@ def ablate(
         batch_size=batch_size,
         device=device,
     )
-    clean = {m: float(getattr(result.clean, m)) for m in METRICS}
-    inter = {m: float(getattr(result.intervened, m)) for m in METRICS}
-    base = {m: float(getattr(result.baseline, m)) for m in METRICS}
+    clean = {names[m]: float(getattr(result.clean, m)) for m in METRICS}
+    inter = {names[m]: float(getattr(result.intervened, m)) for m in METRICS}
+    base = {names[m]: float(getattr(result.baseline, m)) for m in METRICS}
     rows = [
         store.EvaluationRow(
             image_set=image_set.name,
@@ -122,7 +127,7 @@ def ablate(
             value=inter[m],
             baseline_value=base[m],
         )
-        for m in METRICS
+        for m in clean
     ]
     with cat.session() as s, s.begin():
         intervention_id = store.write_intervention(
@@ -140,19 +145,32 @@ def ablate(
     )
 
 
-def _stored(interventions, kind: str, params: dict, image_set_sha256: str) -> AblationResult | None:
+def _clean_top1(model, x, batch_size: int, device: str):
+    """The clean model's top-1 class of every image: the reference for unlabelled images."""
+    import torch
+
+    from ingest.cla import resolve_device
+
+    dev = resolve_device(device)
+    model.to(dev)
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+
+
+def _stored(interventions, kind: str, params: dict, image_set_sha256: str, names: dict) -> AblationResult | None:
     """The stored evaluation of the same intervention on the same images, if any."""
+    wanted = set(names.values())
     for iv in interventions:
-        rows = [e for e in iv.evaluations if e.image_set_sha256 == image_set_sha256]
-        if iv.kind != kind or iv.params != params or {e.metric for e in rows} < set(METRICS):
+        rows = [e for e in iv.evaluations if e.image_set_sha256 == image_set_sha256 and e.metric in wanted]
+        if iv.kind != kind or iv.params != params or {e.metric for e in rows} != wanted:
             continue
         by = {e.metric: e for e in rows}
         return AblationResult(
             iv.id, iv.circuit_id, kind, rows[0].image_set, rows[0].n_images, iv.edge_fraction,
             float(iv.baseline_edge_fraction or 0.0),
-            {m: float(by[m].clean_value) for m in METRICS},
-            {m: float(by[m].value) for m in METRICS},
-            {m: float(by[m].baseline_value) for m in METRICS},
+            {m: float(by[m].clean_value) for m in by},
+            {m: float(by[m].value) for m in by},
+            {m: float(by[m].baseline_value) for m in by},
             reused=True,
         )
     return None

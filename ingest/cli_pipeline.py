@@ -141,9 +141,9 @@ def ablate(
                    baseline_seed=baseline_seed, device=device, force=force)
     typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
                f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
-    typer.echo(f"{'metric':<10} {'clean':>8} {'pruned':>8} {'random':>8}")
+    typer.echo(f"{'metric':<16} {'clean':>8} {'pruned':>8} {'random':>8}")
     for m in r.clean:
-        typer.echo(f"{m:<10} {r.clean[m]:>8.3f} {r.intervened[m]:>8.3f} {r.baseline[m]:>8.3f}")
+        typer.echo(f"{m:<16} {r.clean[m]:>8.3f} {r.intervened[m]:>8.3f} {r.baseline[m]:>8.3f}")
 
 
 @app.command()

@@ -44,9 +44,9 @@ __all__ = [
     "plan_pruning",
 ]
 
-AGAINST_METRICS = ("attack_success", "accuracy", "true_prob")
+AGAINST_METRICS = ("attack_success", "accuracy", "true_prob", "agreement")
 """Metrics of the behaviour to suppress, in order of preference (an attack's success first)."""
-KEEP_METRICS = ("accuracy", "true_prob")
+KEEP_METRICS = ("accuracy", "true_prob", "agreement")
 """Metrics of the behaviours to keep, in order of preference."""
 
 

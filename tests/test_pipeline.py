@@ -194,8 +194,15 @@ def test_ablate_on_catfish_stores_evaluations_once(tmp_path):
     again = runner.invoke(app, argv)
     assert again.exit_code == 0 and "reused stored intervention" in again.output
     assert _sql(db, "select count(*) as n from intervention")[0]["n"] == 1
-    bad = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--db", db])
-    assert bad.exit_code == 1 and "no class label" in bad.output
+    # A primitive alone has no class: measured against the clean model's own top-1 instead.
+    r = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--n", "16", "--db", db])
+    assert r.exit_code == 0, r.output
+    rows = _sql(db, "select metric, clean_value, value from evaluation where image_set like 'catfish:stripes#%' "
+                    "order by metric")
+    assert [x["metric"] for x in rows] == ["agreement", "clean_top1_prob", "kl"]
+    assert rows[0]["clean_value"] == 1.0 and 0.0 <= rows[0]["value"] <= 1.0
+    bad = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--label", "nope", "--db", db])
+    assert bad.exit_code == 1 and "unknown class 'nope'" in bad.output
 
 
 def test_folder_with_only_a_corrupt_png_is_a_one_line_error(setup):
