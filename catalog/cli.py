@@ -35,6 +35,13 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
+class InterventionKind(str, enum.Enum):
+    """How a circuit is pruned (DESIGN §5); the values of `catalog.models.INTERVENTION_KINDS`."""
+
+    circuit = "circuit"  # zero every circuit neuron
+    edge = "edge"  # cut the paths between one pair of circuit layers
+
+
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="Output format: table, csv or json.")
 ]

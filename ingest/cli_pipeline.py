@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from catalog.cli import DbOption, FormatOption, OutputFormat
+from catalog.cli import DbOption, FormatOption, InterventionKind, OutputFormat
 from ingest.cli import app
 
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of PNG/JPEG example images.")]
@@ -117,7 +117,7 @@ def refine(
 @app.command()
 def ablate(
     circuit: Annotated[int, typer.Argument(help="Circuit id (see `circuits list circuits`).")],
-    kind: Annotated[str, typer.Option("--kind", help="circuit (zero every circuit neuron) or edge (cut the first circuit layer pair).")] = "circuit",
+    kind: Annotated[InterventionKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one circuit layer pair (--pair).")] = InterventionKind.circuit,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
     label: Annotated[str | None, typer.Option("--label", help="True class of the --images folder.")] = None,
@@ -137,7 +137,7 @@ def ablate(
 
     image_set = resolve_images(images, dataset, n=n, seed=seed)
     cat = open_catalog(db)
-    r = run_ablate(cat, circuit, image_set, kind=kind, label=label, weights=weights, pair=pair,
+    r = run_ablate(cat, circuit, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
                    baseline_seed=baseline_seed, device=device, force=force)
     typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
                f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from catalog.cli import DbOption
+from catalog.cli import DbOption, InterventionKind
 from queries.cli import app
-
-
-class MaskKind(str, Enum):
-    circuit = "circuit"
-    edge = "edge"
 
 
 @app.command("export")
@@ -22,8 +16,8 @@ def export(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Mask file to write: *.json or *.safetensors.")],
     kind: Annotated[
-        MaskKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one layer pair.")
-    ] = MaskKind.circuit,
+        InterventionKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one layer pair.")
+    ] = InterventionKind.circuit,
     pair: Annotated[
         int, typer.Option("--pair", help="Edge masks: cut circuit layer I → I+1 (default the first two).")
     ] = 0,
@@ -46,7 +40,7 @@ def export(
     typer.echo(f"  from circuit {circuit_id} (run {mask.source.run_id}, concept {mask.source.concept}) in {mask.source.catalog}")
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
-    if kind is MaskKind.circuit:
+    if kind is InterventionKind.circuit:
         typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
     else:
         typer.echo(f"edge masks run with hooks: ingest.masks.apply_mask(model, catalog.masks.read_mask({str(result.path)!r}))")

@@ -14,23 +14,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from catalog.cli import DbOption
+from catalog.cli import DbOption, FormatOption, InterventionKind, OutputFormat
 from queries.cli import app
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-DbOpt = DbOption  # one --db option for every command
 ModelOpt = Annotated[
     str, typer.Option("--model", help="Model name (NAME@SHA256PREFIX when several weights share the name).")
 ]
 CHOICE_HELP = "A concept stands for its newest circuit of its newest complete run."
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 class Metric(str, Enum):
@@ -52,12 +45,6 @@ class Status(str, Enum):
     failed = "failed"
 
 
-class Kind(str, Enum):
-    circuit = "circuit"
-    edge = "edge"
-
-
-FormatOpt = Annotated[Format, typer.Option("--format", help="Output: an aligned table, CSV or JSON.")]
 
 
 def _flowing(func: Callable[..., None]) -> Callable[..., None]:
@@ -81,14 +68,14 @@ def _session(db: str | None) -> Session:
 
 
 def _emit(
-    rows: list[dict], fmt: Format, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None
+    rows: list[dict], fmt: OutputFormat, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None
 ) -> None:
     """Print rows; notes go after a table, or to stderr for CSV/JSON so stdout stays parseable."""
     from catalog.output import render
 
     typer.echo(render(rows, fmt.value, columns))
     for note in notes:
-        typer.echo(f"note: {note}", err=fmt is not Format.table)
+        typer.echo(f"note: {note}", err=fmt is not OutputFormat.table)
 
 
 @app.command("overlap")
@@ -107,8 +94,8 @@ def overlap(
         ),
     ] = Metric.jaccard,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write the matrix as a heat-map (PNG).")] = None,
-    fmt: FormatOpt = Format.table,
-    db: DbOpt = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
 ) -> None:
     """Pairwise overlap matrix of a model's concept circuits (table, CSV, JSON, heat-map).
 
@@ -123,7 +110,7 @@ def overlap(
     if plot is not None:
         from queries.plots import overlap_heatmap
 
-        typer.echo(f"heat-map: {overlap_heatmap(matrix, plot)}", err=fmt is not Format.table)
+        typer.echo(f"heat-map: {overlap_heatmap(matrix, plot)}", err=fmt is not OutputFormat.table)
 
 
 @app.command("shared")
@@ -131,8 +118,8 @@ def overlap(
 def shared(
     model: ModelOpt,
     concepts: Annotated[str, typer.Option("--concepts", help="Two or more comma-separated concepts.")],
-    fmt: FormatOpt = Format.table,
-    db: DbOpt = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
 ) -> None:
     """Neurons (layer, channel) in all of the given concepts' circuits, with their score in each.
 
@@ -157,8 +144,8 @@ def compose(
     model: Annotated[
         str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
     ] = None,
-    fmt: FormatOpt = Format.table,
-    db: DbOpt = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
 ) -> None:
     """How much of a (class) circuit the union of the given concept circuits covers, per layer.
 
@@ -188,9 +175,9 @@ def show(
         str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
     ] = None,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")
-    ] = Format.table,
-    db: DbOpt = None,
+        OutputFormat, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")
+    ] = OutputFormat.table,
+    db: DbOption = None,
 ) -> None:
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from queries.listing import circuit_details, resolve_circuit
@@ -199,9 +186,9 @@ def show(
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
-    if fmt is Format.json:
+    if fmt is OutputFormat.json:
         typer.echo(to_json(details_dict(details)))
-    elif fmt is Format.csv:
+    elif fmt is OutputFormat.csv:
         typer.echo(render_csv(details_neuron_rows(details)))
     else:
         typer.echo(details_text(details))
@@ -217,8 +204,8 @@ def list_(
         Status | None,
         typer.Option("--status", help="Only runs with this status (runs; circuits default to complete runs)."),
     ] = None,
-    fmt: FormatOpt = Format.table,
-    db: DbOpt = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
 ) -> None:
     """List the catalog's runs, circuits, concepts or models, with filters."""
     from dataclasses import asdict
@@ -248,10 +235,10 @@ def prune_plan(
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Show this many candidates.")] = 10,
     kind: Annotated[
-        Kind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")
-    ] = Kind.circuit,
-    fmt: FormatOpt = Format.table,
-    db: DbOpt = None,
+        InterventionKind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")
+    ] = InterventionKind.circuit,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
 ) -> None:
     """Which stored circuit to prune to suppress the --against behaviour and spare the --keep ones.
 
