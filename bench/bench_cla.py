@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ingest.cla import attribute, attribute_reference, describe_paths, resolve_device
+from ingest.cla.attribute import attribute, attribute_reference, describe_paths, resolve_device
 
 GOOGLENET_LAYERS = [
     "inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
@@ -151,7 +151,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     rows = []
     if args.case in ("small", "all"):
-        from ingest.models.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
+        from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
 
         torch.manual_seed(0)
         model = build_catfish_mini().eval()

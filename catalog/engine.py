@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import migrations
+from catalog import migrate
 from catalog.errors import CatalogError, CatalogLocked, NotFound, SchemaOutdated
 
 ENV_VAR = "CIRCUITS_DB"
@@ -356,11 +356,11 @@ def _new_catalog(url: URL, key: str, read_only: bool) -> Catalog:
 
 def _check_or_create(cat: Catalog, *, create: bool) -> None:
     with cat.engine.connect() as conn:
-        revision = migrations.current_revision(conn)
-        tables = migrations.user_tables(conn)
+        revision = migrate.current_revision(conn)
+        tables = migrate.user_tables(conn)
     if revision is None and not tables and create:
         with cat.engine.begin() as conn:
-            migrations.upgrade(conn)
+            migrate.upgrade(conn)
         return
     check_revision(revision, bool(tables), cat.url)
 
@@ -377,7 +377,7 @@ def check_revision(revision: str | None, has_tables: bool, url: URL) -> None:
         NotFound: an empty database.
         SchemaOutdated: another revision, or tables without a revision.
     """
-    head = migrations.SCHEMA_HEAD
+    head = migrate.SCHEMA_HEAD
     if revision == head:
         return
     where = arg = _display(url)
@@ -388,7 +388,7 @@ def check_revision(revision: str | None, has_tables: bool, url: URL) -> None:
             f"{where} has tables but no catalog schema revision: back it up, then run "
             f"`circuits db upgrade --db {arg}`"
         )
-    number, head_number = migrations.revision_number(revision), migrations.revision_number(head)
+    number, head_number = migrate.revision_number(revision), migrate.revision_number(head)
     if number is not None and head_number is not None and number < head_number:
         raise SchemaOutdated(
             f"catalog {where} is at schema {revision}, this version expects {head}: run "

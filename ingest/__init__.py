@@ -29,16 +29,16 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Circuit": "ingest.search",
-    "find_circuit": "ingest.search",
-    "attribute": "ingest.cla",
-    "attribute_reference": "ingest.cla",
-    "capture_layers": "ingest.capture",
-    "evaluate": "ingest.interventions",
-    "load_model": "ingest.zoo",
-    "preprocess": "ingest.zoo",
-    "apply_mask": "ingest.masks",
-    "bake_mask": "ingest.masks",
+    "Circuit": "ingest.cla.search",
+    "find_circuit": "ingest.cla.search",
+    "attribute": "ingest.cla.attribute",
+    "attribute_reference": "ingest.cla.attribute",
+    "capture_layers": "ingest.cla.capture",
+    "evaluate": "ingest.edit.interventions",
+    "load_model": "ingest.zoo.registry",
+    "preprocess": "ingest.zoo.registry",
+    "apply_mask": "ingest.edit.mask_apply",
+    "bake_mask": "ingest.edit.mask_apply",
 }
 
 

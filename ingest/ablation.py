@@ -70,7 +70,7 @@ def ablate(
             images have no labels.
     """
     from ingest import zoo
-    from ingest.interventions import evaluate
+    from ingest.edit.interventions import evaluate
 
     if kind not in ("circuit", "edge"):
         raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
@@ -149,7 +149,7 @@ def _clean_top1(model, x, batch_size: int, device: str):
     """The clean model's top-1 class of every image: the reference for unlabelled images."""
     import torch
 
-    from ingest.cla import resolve_device
+    from ingest.cla.attribute import resolve_device
 
     dev = resolve_device(device)
     model.to(dev)

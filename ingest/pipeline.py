@@ -143,8 +143,8 @@ def ingest(
     import torch
 
     from ingest import zoo
-    from ingest.capture import layer_widths
-    from ingest.cla import attribute, find_circuit
+    from ingest.cla.capture import layer_widths
+    from ingest.cla.attribute import attribute, find_circuit
 
     t0 = time.perf_counter()
     loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
@@ -255,7 +255,7 @@ def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *, fixed: dict[int
     Returns:
         (circuit_id, Circuit).
     """
-    from ingest.search import find_circuit
+    from ingest.cla.search import find_circuit
 
     with cat.session() as s:
         run = store.read_run(s, run_id)

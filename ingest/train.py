@@ -30,7 +30,7 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest.datasets.catfish import CLASS_NAMES, make_split
-from ingest.models.catfish_mini import (
+from ingest.zoo.catfish_mini import (
     CATFISH_MINI_LAYERS,
     CATFISH_MINI_LOGITS,
     INPUT_SIZE,
@@ -40,7 +40,7 @@ from ingest.models.catfish_mini import (
     build_catfish_mini,
     preprocess,
 )
-from ingest.zoo import weights_sha256
+from ingest.zoo.registry import weights_sha256
 
 __all__ = [
     "TrainConfig",
@@ -52,7 +52,7 @@ __all__ = [
     "train_catfish",
 ]
 
-STATE_DICT_SHA256_METHOD = "ingest.zoo.weights_sha256"  # the model identity the catalog stores
+STATE_DICT_SHA256_METHOD = "ingest.zoo.registry.weights_sha256"  # the model identity the catalog stores
 
 
 class TrainingError(CircuitsError):

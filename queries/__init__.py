@@ -42,9 +42,9 @@ _EXPORTS = {
     "PrunePlan": "queries.prune_plan",
     "plan_pruning": "queries.prune_plan",
     "overlap_heatmap": "queries.plots",
-    "ExportResult": "queries.export",
-    "export_mask": "queries.export",
-    "mask_from_circuit": "queries.export",
+    "ExportResult": "queries.mask_export",
+    "export_mask": "queries.mask_export",
+    "mask_from_circuit": "queries.mask_export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -402,7 +402,7 @@ def _json_list(value: object) -> list:
 
 @dataclass(frozen=True)
 class CircuitDetails:
-    """Everything the catalog knows about one circuit (`circuits show`; `queries.output` renders it).
+    """Everything the catalog knows about one circuit (`circuits show`; `circuits.cli.render_details` renders it).
 
     Attributes:
         circuit: the circuit with its channels per layer.

@@ -23,7 +23,7 @@ from catalog.engine import Catalog, close_all, close_catalogs_of, open_catalog
 
 @pytest.fixture(scope="session")
 def _catalog_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from catalog.migrations.admin import init_catalog
+    from catalog.admin import init_catalog
 
     path = tmp_path_factory.mktemp("catalog-template") / "template.duckdb"
     init_catalog(path)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.capture import (
+from ingest.cla.capture import (
     CaptureError,
     LayerOrderError,
     UnknownLayer,
@@ -16,7 +16,7 @@ from ingest.capture import (
     layer_widths,
     resolve_layers,
 )
-from ingest.cla import attribute
+from ingest.cla.attribute import attribute
 from test_cla_models import INCEPTION_LAYERS, InceptionNet, seeded
 
 

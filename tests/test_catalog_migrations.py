@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from catalog import migrations
+from catalog import migrate
 from catalog.engine import build_engine, open_catalog, resolve_url
 from catalog.errors import CatalogError, SchemaOutdated
-from catalog.migrations.admin import catalog_status, upgrade_catalog
+from catalog.admin import catalog_status, upgrade_catalog
 from catalog.models import Base
 from catalog.views import VIEWS, create_all
 
@@ -40,15 +40,15 @@ def _describe(engine: sa.Engine) -> dict[str, list[tuple]]:
 
 
 def test_one_head_equal_to_schema_head():
-    assert migrations.script_heads() == (migrations.SCHEMA_HEAD,)
-    files = sorted(p.name for p in (migrations.MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
+    assert migrate.script_heads() == (migrate.SCHEMA_HEAD,)
+    files = sorted(p.name for p in (migrate.MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
     assert files and all(name[:4].isdigit() and name[4] == "_" for name in files)
 
 
 def test_upgrade_equals_create_all_and_downgrade_removes_everything(tmp_path):
     migrated, created = _engine(tmp_path / "m.duckdb"), _engine(tmp_path / "c.duckdb")
     with migrated.begin() as conn:
-        migrations.upgrade(conn)
+        migrate.upgrade(conn)
     create_all(created)
     a, b = _describe(migrated), _describe(created)
     assert a == b
@@ -56,16 +56,16 @@ def test_upgrade_equals_create_all_and_downgrade_removes_everything(tmp_path):
     assert {t for (t,) in a["tables"]} == set(Base.metadata.tables)
     assert len(a["sequences"]) == 9 and len(a["indexes"]) == 5
     with migrated.connect() as conn:
-        assert migrations.current_revision(conn) == migrations.SCHEMA_HEAD
+        assert migrate.current_revision(conn) == migrate.SCHEMA_HEAD
 
     with migrated.begin() as conn:
-        migrations.downgrade(conn, "base")
+        migrate.downgrade(conn, "base")
     after = _describe(migrated)
     assert after["tables"] == after["views"] == after["sequences"] == after["indexes"] == []
     with migrated.connect() as conn:
-        assert migrations.current_revision(conn) is None
+        assert migrate.current_revision(conn) is None
     with migrated.begin() as conn:  # and back up again
-        migrations.upgrade(conn)
+        migrate.upgrade(conn)
     assert _describe(migrated) == a
 
 
@@ -73,7 +73,7 @@ def test_postgresql_migration_matches_models_offline():
     """The migration rendered for PostgreSQL (no server) has the models' keys and indexes."""
     from alembic import command
 
-    cfg = migrations.alembic_config()
+    cfg = migrate.alembic_config()
     cfg.set_main_option("sqlalchemy.url", "postgresql+psycopg://user@localhost/circuits")
     cfg.output_buffer = io.StringIO()
     command.upgrade(cfg, "head", sql=True)
@@ -91,7 +91,7 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrations, "SCHEMA_HEAD", "0002")
+    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0002")
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
@@ -101,7 +101,7 @@ def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
 
 
 def test_newer_database_names_package_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrations, "SCHEMA_HEAD", "0000")
+    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0000")
     with pytest.raises(SchemaOutdated, match="upgrade visual-circuit-catalog"):
         open_catalog(catalog_path)
     with pytest.raises(SchemaOutdated):
@@ -118,7 +118,7 @@ def test_foreign_database_is_refused_then_stamped_by_upgrade(tmp_path):
     with pytest.raises(SchemaOutdated, match=f"circuits db upgrade --db {path}"):
         open_catalog(path)
     result = upgrade_catalog(path)
-    assert result.stamped and result.after == migrations.SCHEMA_HEAD and result.before is None
+    assert result.stamped and result.after == migrate.SCHEMA_HEAD and result.before is None
     assert result.backup is not None and result.backup.exists()
     cat = open_catalog(path, read_only=True)
     with cat.session() as s:
@@ -157,16 +157,16 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         def downgrade():
             op.drop_column("edge", "note")
     '''))
-    assert migrations.script_heads(version_locations=[extra]) == ("0002",)
+    assert migrate.script_heads(version_locations=[extra]) == ("0002",)
     engine = _engine(catalog_path)
     with engine.begin() as conn:
-        migrations.upgrade(conn, version_locations=[extra])
+        migrate.upgrade(conn, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrations.current_revision(conn) == "0002"
+        assert migrate.current_revision(conn) == "0002"
         assert "note" in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     with engine.begin() as conn:
-        migrations.downgrade(conn, "0001", version_locations=[extra])
+        migrate.downgrade(conn, "0001", version_locations=[extra])
     with engine.connect() as conn:
-        assert migrations.current_revision(conn) == "0001"
+        assert migrate.current_revision(conn) == "0001"
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()

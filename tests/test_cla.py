@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import ingest.cla_fast as cla_fast
-from ingest.capture import capture
-from ingest.cla import CLAError, CLAMemoryError, attribute, attribute_reference, describe_paths
+import ingest.cla.fast as cla_fast
+from ingest.cla.capture import capture
+from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, attribute_reference, describe_paths
 from test_cla_models import (
     INCEPTION_LAYERS,
     RESNET_LAYERS,
@@ -137,8 +137,8 @@ def test_chunking_under_a_tiny_budget_gives_the_same_numbers(inception, monkeypa
 
 
 def test_chunks_over_neurons_and_images_sum_to_the_same_scores(inception, monkeypatch):
-    from ingest.cla_plan import run_plan
-    from ingest.cla_probe import prepared, probe
+    from ingest.cla.plan import run_plan
+    from ingest.cla.probe import prepared, probe
 
     model, x, _ = inception
     chunks = []

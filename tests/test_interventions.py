@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.capture import UnknownLayer
-from ingest.interventions import (
+from ingest.cla.capture import UnknownLayer
+from ingest.edit.interventions import (
     InterventionError,
     edge_fraction,
     evaluate,
@@ -18,7 +18,7 @@ from ingest.interventions import (
     prune_edges,
     random_circuit,
 )
-from ingest.search import Circuit
+from ingest.cla.search import Circuit
 
 LAYERS = ["l0", "l1", "l2"]
 CIRCUIT = [[1, 3], [0, 2, 4], [5]]

@@ -1,4 +1,4 @@
-"""Applying masks to models (ingest.masks): hooks, exact baking into weights, refusals."""
+"""Applying masks to models (ingest.edit.mask_apply): hooks, exact baking into weights, refusals."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import torch
 import torchvision
 from torch import nn
 
-from catalog.masks import EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
+from catalog.mask_file import EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
 from ingest import zoo
-from ingest.interventions import prune_edges
-from ingest.mask_bake import Edit
-from ingest.masks import NotBakeable, apply_mask, bake_mask, check, plan_bake, verify_bake
-from ingest.models.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
+from ingest.edit.interventions import prune_edges
+from ingest.edit.bake_plan import Edit
+from ingest.edit.mask_apply import NotBakeable, apply_mask, bake_mask, check, plan_bake, verify_bake
+from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
 
 TOL = 1e-5
 

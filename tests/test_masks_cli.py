@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from catalog import store
 from catalog.engine import close_catalogs_of, open_catalog
-from catalog.masks import read_mask
+from catalog.mask_file import read_mask
 from catalog.models import utcnow
-from circuits.cli import app
+from circuits.cli.main import app
 from ingest import zoo
 from ingest.datasets.catfish import CLASS_NAMES, render_concept
-from ingest.masks import apply_mask
+from ingest.edit.mask_apply import apply_mask
 
 runner = CliRunner()
 CHANNELS = [[3, 40, 60], [1, 20, 50, 63], [0, 30, 75, 95], [5, 40, 100], [2, 64, 127]]  # per catfish-mini layer

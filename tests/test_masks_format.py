@@ -1,4 +1,4 @@
-"""The portable mask format (catalog.masks): JSON and safetensors round trips, malformed files."""
+"""The portable mask format (catalog.mask_file): JSON and safetensors round trips, malformed files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from catalog.errors import CircuitsError
-from catalog.masks import (
+from catalog.mask_file import (
     FORMAT,
     VERSION,
     CatalogSource,
@@ -200,6 +200,6 @@ def test_a_pickle_is_never_unpickled(tmp_path):
 
 
 def test_catalog_side_never_imports_torch():
-    code = "import sys, catalog.masks, queries.export; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, catalog.mask_file, queries.mask_export; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -19,12 +19,12 @@ def test_wheel_install_can_init_and_upgrade_a_catalog(tmp_path):
     target = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), *map(str, wheels.glob("*.whl"))],
                    check=True, capture_output=True)
-    assert (target / "catalog/migrations/versions/0001_initial.py").exists()
+    assert (target / "migrations/versions/0001_initial.py").exists()
     assert (target / "ingest/weights/catfish_mini.pt").exists()
     # Run from outside the source tree: only the installed copy (plus the venv's dependencies) is importable.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), sysconfig.get_paths()["purelib"]])}
     db = tmp_path / "c.duckdb"
-    cli = [sys.executable, "-c", "from circuits.cli import main; main()"]
+    cli = [sys.executable, "-c", "from circuits.cli.main import main; main()"]
     for args in (["db", "init", "--db", str(db)], ["db", "upgrade", "--db", str(db)], ["db", "status", "--db", str(db)]):
         r = subprocess.run([*cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert r.returncode == 0, (args, r.stdout, r.stderr)

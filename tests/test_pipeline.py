@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 
 TINY_MODEL = '''
 import torch.nn as nn

@@ -10,7 +10,7 @@ import pytest
 from test_queries_toy import build_toy
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 runner = CliRunner()

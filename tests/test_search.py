@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from catalog.errors import CircuitsError
-from ingest.search import (
+from ingest.cla.search import (
     Circuit,
     CircuitSearchError,
     CircuitSizeError,

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from circuits.cli import app
+from circuits.cli.main import app
 from ingest.datasets.catfish import CLASS_NAMES, IMAGE_SIZE, make_split
-from ingest.models.catfish_mini import (
+from ingest.zoo.catfish_mini import (
     CATFISH_MINI_LAYERS,
     CATFISH_MINI_LOGITS,
     INPUT_SIZE,
@@ -31,7 +31,7 @@ from ingest.train import (
     resolve_device,
     train_catfish,
 )
-from ingest.zoo import weights_sha256
+from ingest.zoo.registry import weights_sha256
 
 SIDECAR = WEIGHTS_PATH.with_suffix(".json")
 
@@ -112,8 +112,8 @@ def test_preprocess_layout_and_normalisation():
     assert x.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.float32
     ref = (torch.tensor(imgs[1, 5, 7, 2] / 255.0) - 0.5) / 0.25  # pixel (5, 7), blue channel
     assert torch.isclose(x[1, 2, 5, 7], ref.float())
-    from ingest.zoo import get_spec
-    from ingest.zoo import preprocess as zoo_preprocess
+    from ingest.zoo.registry import get_spec
+    from ingest.zoo.registry import preprocess as zoo_preprocess
 
     # training saw exactly what the zoo feeds the model at ingest time
     assert torch.allclose(x, zoo_preprocess(get_spec("catfish-mini"), imgs), atol=1e-6)
@@ -141,7 +141,7 @@ def test_shipped_weights_load_and_classify_fresh_images():
 
 
 def test_cli_defaults_match_the_train_config():
-    from ingest.cli_train import train_catfish_command
+    from circuits.cli.train import train_catfish_command
 
     params = inspect.signature(train_catfish_command).parameters
     defaults = TrainConfig()

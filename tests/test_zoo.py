@@ -13,9 +13,9 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest import zoo
-from ingest.capture import UnknownLayer, capture, capture_layers
-from ingest.models.inceptionv1 import LAYERS as IV1_LAYERS
-from ingest.zoo import (
+from ingest.cla.capture import UnknownLayer, capture, capture_layers
+from ingest.zoo.inceptionv1 import LAYERS as IV1_LAYERS
+from ingest.zoo.registry import (
     ModelLoadError,
     RandomInitWarning,
     UnknownModel,
@@ -72,7 +72,7 @@ def test_adapter_builds_runs_and_captures_its_layers(name):
 
 
 def test_catfish_mini_adapter():
-    from ingest.models import catfish_mini as cm
+    from ingest.zoo import catfish_mini as cm
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -105,7 +105,7 @@ def test_catfish_mini_adapter():
     ],
 )
 def test_one_attribution_pair(name):
-    from ingest.cla import attribute
+    from ingest.cla.attribute import attribute
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)
@@ -160,7 +160,7 @@ def test_inceptionv1_equals_a_lucent_style_reference(size):
 
 
 def test_inceptionv1_matches_lucids_layout():
-    from ingest.models.inceptionv1 import WIDTHS as IV1_WIDTHS
+    from ingest.zoo.inceptionv1 import WIDTHS as IV1_WIDTHS
 
     loaded = load_random("inceptionv1")
     net = loaded.module
@@ -270,8 +270,8 @@ def test_user_factory_from_a_file_and_weight_round_trip(factory, tmp_path):
 
 
 def test_module_factory_syntax():
-    loaded = load_random("ingest.models.inceptionv1:build_inceptionv1", layers=["mixed3a", "mixed3b"])
-    assert loaded.spec.architecture == "user:ingest.models.inceptionv1:build_inceptionv1"
+    loaded = load_random("ingest.zoo.inceptionv1:build_inceptionv1", layers=["mixed3a", "mixed3b"])
+    assert loaded.spec.architecture == "user:ingest.zoo.inceptionv1:build_inceptionv1"
 
 
 def test_weights_errors_name_the_file(factory, tmp_path):

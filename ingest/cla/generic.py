@@ -2,7 +2,7 @@
 
 Used for layer pairs without a structural fast plan (ResNet stages, attention blocks, anything),
 and by the reference implementation. The forward pass must have run with grad enabled, with the
-upstream layer's output replaced by a leaf (`ingest.capture`).
+upstream layer's output replaced by a leaf (`ingest.cla.capture`).
 
 Two ways to run the per-neuron vector-Jacobian products, same numbers:
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ingest.capture import channels_first
+from ingest.cla.capture import channels_first
 
 __all__ = ["generic_pair_scores", "reference_pair_scores"]
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ingest.capture import CaptureError, capture, channels_first, check_layer_chain
-from ingest.cla_fast import plan_supported
-from ingest.cla_plan import PairPlan, build_plans, matches, run_plan, trace_leaf_calls
+from ingest.cla.capture import CaptureError, capture, channels_first, check_layer_chain
+from ingest.cla.fast import plan_supported
+from ingest.cla.plan import PairPlan, build_plans, matches, run_plan, trace_leaf_calls
 
 __all__ = ["Probe", "prepared", "probe"]
 

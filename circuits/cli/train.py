@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ingest.cli import app
+app = typer.Typer()
 
 train_app = typer.Typer(help="Train the bundled models on the project's synthetic benchmarks.")
 app.add_typer(train_app, name="train")
@@ -43,7 +43,7 @@ def train_catfish_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.progress import TimeRemainingColumn
 
-    from ingest.models.catfish_mini import WEIGHTS_PATH
+    from ingest.zoo.catfish_mini import WEIGHTS_PATH
     from ingest.train import TrainConfig, resolve_device, train_catfish
 
     config = TrainConfig(

@@ -1,5 +1,5 @@
 """A circuit's details (`circuits show`) as text or plain data; generic row rendering lives in
-`catalog.output`.
+`circuits.cli.render`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from catalog.output import plain, format_value, render_table
+from circuits.cli.render import plain, format_value, render_table
 
 if TYPE_CHECKING:
     from queries.listing import CircuitDetails

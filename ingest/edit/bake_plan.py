@@ -31,10 +31,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from catalog.masks import Mask, MaskError
+from catalog.mask_file import Mask, MaskError
 
 # Neurons are channels of (B, C, H, W) maps (dim 1) or features of (B, C) / (B, N, D) outputs (the
-# last dim), as ingest.interventions counts them. So the layers that may make or read a masked
+# last dim), as ingest.edit.interventions counts them. So the layers that may make or read a masked
 # channel are Conv2d/BatchNorm2d (dim 1 of a 4-D map) and Linear (the last dim); 1-D and 3-D convs
 # would put channels where the hooks do not look.
 ZERO_KEEPING_MODULES = (
@@ -312,7 +312,7 @@ def require_circuit_kind(mask: Mask) -> None:
     if mask.kind != "circuit":
         raise NotBakeable(
             f"an {mask.kind} mask cannot be baked into weights: edge pruning recomputes {mask.edge.dst} "
-            "from a second forward pass; apply it with hooks (ingest.masks.apply_mask) instead"
+            "from a second forward pass; apply it with hooks (ingest.edit.mask_apply.apply_mask) instead"
         )
 
 

@@ -1,7 +1,7 @@
 """Commands of the `catalog` package (`circuits db …`, `circuits sql`), mounted by the root app.
 
 Also the shared pieces other packages' commands use for the same look: `DbOption` (the `--db`
-option) and `FormatOption`/`OutputFormat` (`--format table|csv|json`); rendering is `catalog.output`.
+option) and `FormatOption`/`OutputFormat` (`--format table|csv|json`); rendering is `circuits.cli.render`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ FormatOption = Annotated[
 @db_app.command("init")
 def db_init(db: DbOption = None) -> None:
     """Create a catalog (a new DuckDB file or an empty database) at the current schema."""
-    from catalog.migrations.admin import init_catalog
+    from catalog.admin import init_catalog
 
     before = init_catalog(db)
     if before.state == "empty":
@@ -67,7 +67,7 @@ def db_upgrade(
     ] = True,
 ) -> None:
     """Upgrade a catalog's schema to the version this program expects (backing the file up)."""
-    from catalog.migrations.admin import upgrade_catalog
+    from catalog.admin import upgrade_catalog
 
     result = upgrade_catalog(db, backup=backup)
     if result.before == result.after:
@@ -82,7 +82,7 @@ def db_upgrade(
 @db_app.command("status")
 def db_status(db: DbOption = None) -> None:
     """Print the catalog's schema revision and the one this program expects."""
-    from catalog.migrations.admin import catalog_status
+    from catalog.admin import catalog_status
 
     status = catalog_status(db)
     typer.echo(f"catalog:  {status.display}")
@@ -110,7 +110,7 @@ def sql(
 
     cat = open_catalog(db, read_only=True)
     result = run_query(cat, query, max_rows=limit or None)
-    from catalog.output import render
+    from circuits.cli.render import render
 
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.capture import UnknownLayer, resolve_layers
-from ingest.weights_io import WeightsError, find_cached, load_into, read_state_dict, weights_sha256
+from ingest.cla.capture import UnknownLayer, resolve_layers
+from ingest.zoo.weights import WeightsError, find_cached, load_into, read_state_dict, weights_sha256
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -171,7 +171,7 @@ def _resnet50() -> ModelSpec:
 
 
 def _inceptionv1() -> ModelSpec:
-    from ingest.models.inceptionv1 import LAYERS, build_inceptionv1
+    from ingest.zoo.inceptionv1 import LAYERS, build_inceptionv1
 
     return ModelSpec(
         name="inceptionv1",
@@ -187,7 +187,7 @@ def _inceptionv1() -> ModelSpec:
 
 
 def _clip_rn50() -> ModelSpec:
-    from ingest.models.clip_rn50 import LAYERS, build_clip_rn50, strip_visual_prefix
+    from ingest.zoo.clip_rn50 import LAYERS, build_clip_rn50, strip_visual_prefix
 
     hf = "hf:models--timm--resnet50_clip.openai/snapshots/*/"
     return ModelSpec(
@@ -206,9 +206,9 @@ def _clip_rn50() -> ModelSpec:
 
 def _catfish_mini() -> ModelSpec:
     try:
-        from ingest.models import catfish_mini as cm
+        from ingest.zoo import catfish_mini as cm
     except ModuleNotFoundError as exc:
-        if exc.name != "ingest.models.catfish_mini":
+        if exc.name != "ingest.zoo.catfish_mini":
             raise
         raise UnknownModel("catfish-mini is not installed in this checkout (ingest/models/catfish_mini.py)") from None
     return ModelSpec(
@@ -220,7 +220,7 @@ def _catfish_mini() -> ModelSpec:
         mean=tuple(cm.MEAN),
         std=tuple(cm.STD),
         labels=tuple(cm.CLASS_NAMES),
-        default_weights=Path(__file__).resolve().parent / "weights" / "catfish_mini.pt",
+        default_weights=Path(__file__).resolve().parent.parent / "weights" / "catfish_mini.pt",
     )
 
 
@@ -342,7 +342,7 @@ def load_model(
     Raises:
         UnknownModel, ModelLoadError: the model cannot be found or built.
         WeightsError: the weights file is missing, unreadable, or does not fit the model.
-        UnknownLayer: a layer is not a module of the model (from `ingest.capture`).
+        UnknownLayer: a layer is not a module of the model (from `ingest.cla.capture`).
         ZooError: no layers were given for a model without default layers.
     """
     spec = get_spec(name)

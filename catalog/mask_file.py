@@ -24,7 +24,7 @@ Two encodings of the same content, format version 1:
   file's metadata under `circuit_mask`.
 
 Masks are only ever read as JSON or safetensors, never unpickled. This module uses NumPy only
-(no torch): the catalog side writes masks, `ingest.masks` applies them to models.
+(no torch): the catalog side writes masks, `ingest.edit.mask_apply` applies them to models.
 """
 
 from __future__ import annotations

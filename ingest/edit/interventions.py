@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.capture import resolve_layers
-from ingest.search import Circuit
+from ingest.cla.capture import resolve_layers
+from ingest.cla.search import Circuit
 
 __all__ = [
     "EvaluationResult",
@@ -142,7 +142,7 @@ def prune_circuit(model: nn.Module, layers: Sequence[str], channels: Sequence[Se
         channels: per layer, the channels to zero.
 
     Raises:
-        UnknownLayer: a layer is not a module of `model` (from `ingest.capture`).
+        UnknownLayer: a layer is not a module of `model` (from `ingest.cla.capture`).
         InterventionError: mismatched lengths, or (at forward time) a channel outside its layer.
     """
     chans = _check_circuit(layers, channels)
@@ -177,7 +177,7 @@ def prune_edges(
         pair: index i of the cut L_i → L_{i+1} (default: the first two circuit layers).
 
     Raises:
-        UnknownLayer: a layer is not a module of `model` (from `ingest.capture`).
+        UnknownLayer: a layer is not a module of `model` (from `ingest.cla.capture`).
         InterventionError: a pair out of range, a channel outside its layer, or (at forward time)
             L_{i+1} that does not run after L_i.
     """
@@ -361,7 +361,7 @@ def evaluate(
         Clean, intervened and baseline metrics, the edge fractions and the baseline circuit.
 
     Raises:
-        UnknownLayer: a layer is not a module of `model` (from `ingest.capture`).
+        UnknownLayer: a layer is not a module of `model` (from `ingest.cla.capture`).
         InterventionError: an unknown kind, channels outside a layer, labels that do not match the
             images, or a model that does not return logits.
     """
@@ -372,7 +372,7 @@ def evaluate(
     if kind == "edge" and not 0 <= pair < len(layers) - 1:
         raise InterventionError(f"edge pair {pair} is out of range for {len(layers)} layers: use 0…{len(layers) - 2}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise InterventionError("images must be a preprocessed float tensor (N, 3, H, W): see ingest.zoo.preprocess")
+        raise InterventionError("images must be a preprocessed float tensor (N, 3, H, W): see ingest.zoo.registry.preprocess")
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().reshape(-1)
     n = images.shape[0]
     if labels_t.shape[0] != n or n == 0:

@@ -1,6 +1,6 @@
-"""Alembic environment for the catalog (run by `catalog.migrations.upgrade`, not by an .ini file).
+"""Alembic environment for the catalog (run by `catalog.migrate.upgrade`, not by an .ini file).
 
-`catalog.migrations.alembic_config` passes an open connection in `config.attributes`; the
+`catalog.migrate.alembic_config` passes an open connection in `config.attributes`; the
 migration runs in that connection's transaction. DuckDB needs an Alembic implementation class,
 which duckdb-engine does not ship: `DuckDBImpl` below registers one (STYLE §9).
 """
@@ -36,14 +36,14 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    """Run on the connection handed over by `catalog.migrations`, or on `sqlalchemy.url`."""
+    """Run on the connection handed over by `catalog.migrate`, or on `sqlalchemy.url`."""
     connection = context.config.attributes.get("connection")
     if connection is not None:
         _run(connection)
         return
     url = context.config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("run migrations with catalog.migrations.upgrade() or `circuits db upgrade`")
+        raise RuntimeError("run migrations with catalog.migrate.upgrade() or `circuits db upgrade`")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as conn:
         _run(conn)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ingest.cli import app
+app = typer.Typer()
 
 
 @app.command("apply")
@@ -20,7 +20,7 @@ def apply(
     ] = None,
 ) -> None:
     """Bake a circuit mask into a copy of the model's weights: a plain model loading them behaves as pruned."""
-    from ingest.masks import bake_to_file
+    from ingest.edit.mask_apply import bake_to_file
 
     done = bake_to_file(model, mask, out, weights=weights)
     m = done.mask

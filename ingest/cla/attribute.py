@@ -2,16 +2,16 @@
 
     S_i[m, n] = (1/|X|) · Σ_{x∈X} Σ_p |A_{i,m}(x)[p]| · |∂‖A_{i+1,n}(x)‖₂ / ∂A_{i,m}(x)[p]|
 
-with `A_i` captured as a leaf (`ingest.capture`), so the derivative only follows paths from `L_i`.
+with `A_i` captured as a leaf (`ingest.cla.capture`), so the derivative only follows paths from `L_i`.
 
 `attribute` is the engine: one forward pass per image batch captures every layer; each layer
 pair then takes the fastest exact path that applies —
 
-- a *fast plan* (`ingest.cla_plan`, `ingest.cla_fast`) when the modules between the cuts are
+- a *fast plan* (`ingest.cla.plan`, `ingest.cla.fast`) when the modules between the cuts are
   conv/BN/ReLU/max-pool chains, optionally fanned out into concatenated branches (InceptionV1
   blocks, torchvision GoogLeNet, catfish-mini, plain conv stacks): the last conv is handled for
   all downstream neurons at once and the rest runs as large matmuls, no autograd;
-- the *generic path* (`ingest.cla_generic`) for anything else: autograd, one call per neuron on a
+- the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron on a
   CPU, batched VJPs (`is_grads_batched`) on a GPU.
 
 `attribute_reference` is the plain loop of the definition, one autograd call per downstream
@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.capture import capture, channels_first, check_layer_chain, resolve_layers
-from ingest.cla_fast import CPU_TILE_BYTES, pair_scores
-from ingest.cla_generic import generic_pair_scores, reference_pair_scores
-from ingest.cla_plan import matches, run_plan
-from ingest.cla_probe import Probe, prepared, probe
-from ingest.search import Circuit, find_circuit
+from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
+from ingest.cla.fast import CPU_TILE_BYTES, pair_scores
+from ingest.cla.generic import generic_pair_scores, reference_pair_scores
+from ingest.cla.plan import matches, run_plan
+from ingest.cla.probe import Probe, prepared, probe
+from ingest.cla.search import Circuit, find_circuit
 
 __all__ = [
     "DEFAULT_MAX_MEMORY",

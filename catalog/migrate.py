@@ -15,6 +15,7 @@ twice), bump `SCHEMA_HEAD`, and run the migration tests.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,8 @@ if TYPE_CHECKING:  # alembic is imported lazily: `circuits --help` must stay fas
 SCHEMA_HEAD = "0001"
 """The revision this version of the code expects; a test checks it is the scripts' only head."""
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent
+MIGRATIONS_DIR = Path(importlib.util.find_spec("migrations").origin).resolve().parent
+"""The top-level `migrations` package (Alembic env and versions), shipped in the distribution."""
 VERSION_TABLE = "alembic_version"
 
 

@@ -1,4 +1,4 @@
-"""Fast exact CLA for one layer pair with a structural plan (see `ingest.cla_plan`).
+"""Fast exact CLA for one layer pair with a structural plan (see `ingest.cla.plan`).
 
 For downstream neuron n the cotangent `∂‖A_{i+1,n}‖₂/∂A_{i+1}` is non-zero in channel n only, and
 channel n is produced by the last unit (conv → BN → ReLU) of one branch. So, for every n of a
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ingest.cla_plan import OpRecord, PairPlan, PlanRun, Pool, Unit
+from ingest.cla.plan import OpRecord, PairPlan, PlanRun, Pool, Unit
 
 __all__ = ["pair_scores", "plan_supported"]
 

@@ -1,13 +1,13 @@
-"""Apply a pruning mask (catalog.masks.Mask) to a model: with scoped hooks, or baked into weights.
+"""Apply a pruning mask (catalog.mask_file.Mask) to a model: with scoped hooks, or baked into weights.
 
 * `check(model, mask)` refuses a mask made for other weights, naming modules the model lacks, or
   (given an example input) recording other channel counts than the model's.
 * `apply_mask(model, mask)` is a context manager: inside it, forward passes are pruned as the mask
-  says (circuit pruning or DESIGN §5 edge pruning, through `ingest.interventions`); the hooks are
+  says (circuit pruning or DESIGN §5 edge pruning, through `ingest.edit.interventions`); the hooks are
   removed on exit. Works for any model.
 * `bake_mask(model, mask)` returns an edited copy of the state dict with which a plain model (no
   hooks) computes exactly what the hooked model computes, for circuit masks whose channels are
-  made by, or read only by, conv/BN/linear layers (`ingest.mask_bake` says how and refuses the
+  made by, or read only by, conv/BN/linear layers (`ingest.edit.bake_plan` says how and refuses the
   rest). The model itself is not changed.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catalog.masks import Mask, MaskError, read_mask
-from ingest.interventions import prune_circuit, prune_edges
-from ingest.mask_bake import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
+from catalog.mask_file import Mask, MaskError, read_mask
+from ingest.edit.interventions import prune_circuit, prune_edges
+from ingest.edit.bake_plan import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
 
 __all__ = [
     "BakedFile",
@@ -61,7 +61,7 @@ def check(
         mask: the mask.
         model_name: the model's registry name, if known (checked against the mask's).
         weights_sha256: the sha256 of the model's weights if already known (else computed with
-            `ingest.zoo.weights_sha256`).
+            `ingest.zoo.registry.weights_sha256`).
         example: an input batch; when given, one forward pass checks every module's channel count.
 
     Raises:
@@ -71,7 +71,7 @@ def check(
     if model_name is not None and model_name != mask.model.name:
         raise MaskError(f"mask was made for model {mask.model.name!r}, not {model_name!r}")
     if weights_sha256 is None:
-        from ingest.zoo import weights_sha256 as sha_of
+        from ingest.zoo.registry import weights_sha256 as sha_of
 
         weights_sha256 = sha_of(model)
     if weights_sha256 != mask.model.weights_sha256:
@@ -94,7 +94,7 @@ def check(
 
 
 def _channel_dim(out: torch.Tensor) -> int:
-    """Where the neurons are, as ingest.interventions counts them: dim 1, or the last of (B, N, D)."""
+    """Where the neurons are, as ingest.edit.interventions counts them: dim 1, or the last of (B, N, D)."""
     return 2 if out.dim() == 3 else 1
 
 
@@ -156,7 +156,7 @@ def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator
 def bake_mask(model: nn.Module, mask: Mask, *, verify: bool = True, plan: BakePlan | None = None) -> dict[str, torch.Tensor]:
     """A copy of the model's state dict, edited so the plain model behaves as `apply_mask` does.
 
-    Only entries are zeroed (see `ingest.mask_bake` for which and why that is exact); the plan is
+    Only entries are zeroed (see `ingest.edit.bake_plan` for which and why that is exact); the plan is
     read from the model's graph, so `verify_bake` on a sample batch is a cheap second opinion
     (`bake_to_file` always runs it).
 
@@ -216,7 +216,7 @@ class BakedFile:
 
     path: Path
     model: str
-    weights_source: str  # as ingest.zoo reports it: file:…, bundled:…, cache:… or random-init
+    weights_source: str  # as ingest.zoo.registry reports it: file:…, bundled:…, cache:… or random-init
     mask: Mask
     plan: BakePlan
     max_abs_diff: float  # baked vs hook-pruned model on a random batch
@@ -237,7 +237,7 @@ def bake_to_file(
     model and the hook-pruned model are run on a random batch and must agree.
 
     Args:
-        model_name: a zoo name or user factory string (see `ingest.zoo.load_model`).
+        model_name: a zoo name or user factory string (see `ingest.zoo.registry.load_model`).
         mask_path: a mask file (JSON or safetensors) made for this model's weights.
         out: where to write the state dict.
         weights: the weights file the mask was made for (default: the zoo's bundled/cached ones).
@@ -269,7 +269,7 @@ def bake_to_file(
     state = bake_mask(model, mask, verify=False, plan=plan)
     diff = verify_bake(model, mask, state, example)
     if not diff <= EXACT_TOLERANCE:
-        raise AssertionError(f"baked and hook-pruned {model_name} differ by {diff:g}: a bug in ingest.mask_bake")
+        raise AssertionError(f"baked and hook-pruned {model_name} differ by {diff:g}: a bug in ingest.edit.bake_plan")
     out = Path(out)
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file

@@ -1,6 +1,6 @@
 """Structural plans for fast CLA: what lies between two layer cuts, when the fast path applies.
 
-The fast path (`ingest.cla_fast`) needs to know the modules between layer `L_i` and `L_{i+1}`
+The fast path (`ingest.cla.fast`) needs to know the modules between layer `L_i` and `L_{i+1}`
 as a small program it can differentiate by hand:
 
     A_i -> prefix ops -> fan out into branches -> each branch a chain of ops -> concat = A_{i+1}
@@ -124,7 +124,7 @@ class _Mark:
 def trace_leaf_calls(model: nn.Module, layers: Sequence[str]) -> Iterator[list[_Call | _Mark]]:
     """Record, in call order, every leaf-module call and the start/end of each named layer.
 
-    Register this *after* `ingest.capture.capture` so a layer's end mark sees its leaf. Hooks are
+    Register this *after* `ingest.cla.capture.capture` so a layer's end mark sees its leaf. Hooks are
     removed on exit; the yielded list holds references to the traced tensors.
     """
     events: list[_Call | _Mark] = []

@@ -16,7 +16,7 @@ and an inception block is torchvision's `Inception` layout: `branch1`, `branch2[
 no path around a block, so each named layer is computed from the previous one alone.
 
 Trained weights ship as `WEIGHTS_PATH` (made by `circuits train catfish`; see the .json beside it);
-load them with `ingest.zoo.load_model("catfish-mini")`.
+load them with `ingest.zoo.registry.load_model("catfish-mini")`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Turn a catalogued circuit into a portable pruning mask (catalog.masks) — no model, no torch.
+"""Turn a catalogued circuit into a portable pruning mask (catalog.mask_file) — no model, no torch.
 
 Circuit masks list every circuit layer with its circuit channels (circuit pruning, DESIGN §5).
 Edge masks name one cut between two adjacent circuit layers, `layer_names[pair]` →
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from catalog import store
 from catalog.engine import Catalog
-from catalog.masks import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask, write_mask
+from catalog.mask_file import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask, write_mask
 from catalog.refs import CircuitRef
 
 __all__ = ["ExportResult", "export_mask", "mask_from_circuit"]

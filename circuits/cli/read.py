@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from catalog.cli import DbOption, FormatOption, InterventionKind, OutputFormat
-from queries.cli import app
+from circuits.cli.db import DbOption, FormatOption, InterventionKind, OutputFormat
+app = typer.Typer()
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -71,7 +71,7 @@ def _emit(
     rows: list[dict], fmt: OutputFormat, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None
 ) -> None:
     """Print rows; notes go after a table, or to stderr for CSV/JSON so stdout stays parseable."""
-    from catalog.output import render
+    from circuits.cli.render import render
 
     typer.echo(render(rows, fmt.value, columns))
     for note in notes:
@@ -181,8 +181,8 @@ def show(
 ) -> None:
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from queries.listing import circuit_details, resolve_circuit
-    from catalog.output import render_csv, to_json
-    from queries.output import details_dict, details_neuron_rows, details_text
+    from circuits.cli.render import render_csv, to_json
+    from circuits.cli.render_details import details_dict, details_neuron_rows, details_text
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)

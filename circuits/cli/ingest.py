@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from catalog.cli import DbOption, FormatOption, InterventionKind, OutputFormat
-from ingest.cli import app
+from circuits.cli.db import DbOption, FormatOption, InterventionKind, OutputFormat
+app = typer.Typer()
 
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of PNG/JPEG example images.")]
 DatasetOpt = Annotated[
@@ -152,7 +152,7 @@ def models(
 ) -> None:
     """List the model zoo: names, default CLA layers, input size and where weights would come from."""
     from ingest import zoo
-    from catalog.output import render
+    from circuits.cli.render import render
 
     rows = []
     for name in zoo.available_models():

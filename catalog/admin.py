@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import URL
 
-from catalog import migrations
+from catalog import migrate
 from catalog.engine import (
     build_engine,
     cached_catalog,
@@ -85,9 +85,9 @@ def catalog_status(url_or_path: str | os.PathLike[str] | None = None) -> SchemaS
     """
     url = resolve_url(url_or_path)
     with _probe(url, read_only=True) as conn:
-        current = migrations.current_revision(conn)
-        tables = migrations.user_tables(conn)
-    head = migrations.SCHEMA_HEAD
+        current = migrate.current_revision(conn)
+        tables = migrate.user_tables(conn)
+    head = migrate.SCHEMA_HEAD
     return SchemaStatus(_display(url), current, head, _state(current, tables, head))
 
 
@@ -107,7 +107,7 @@ def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaSta
     url = resolve_url(url_or_path)
     path = _duckdb_path(url)
     if path is not None and not path.exists():
-        before = SchemaStatus(str(path), None, migrations.SCHEMA_HEAD, "empty")
+        before = SchemaStatus(str(path), None, migrate.SCHEMA_HEAD, "empty")
     else:
         before = catalog_status(url_or_path)
     if before.state not in ("empty", "up to date"):
@@ -157,9 +157,9 @@ def upgrade_catalog(
             create_views(conn, {n: sql for n, sql in VIEWS.items() if n not in views})
             _stamp(conn)
         else:
-            migrations.upgrade(conn)
+            migrate.upgrade(conn)
     stamped = status.state == "foreign"
-    return UpgradeResult(display, status.current, migrations.SCHEMA_HEAD, saved, stamped)
+    return UpgradeResult(display, status.current, migrate.SCHEMA_HEAD, saved, stamped)
 
 
 def _state(current: str | None, tables: list[str], head: str) -> str:
@@ -167,7 +167,7 @@ def _state(current: str | None, tables: list[str], head: str) -> str:
         return "up to date"
     if current is None:
         return "foreign" if tables else "empty"
-    number, head_number = migrations.revision_number(current), migrations.revision_number(head)
+    number, head_number = migrate.revision_number(current), migrate.revision_number(head)
     if number is not None and head_number is not None and number < head_number:
         return "outdated"
     return "newer"
@@ -213,7 +213,7 @@ def _backup(url: URL, revision: str | None) -> Path | None:
 def _require_catalog_tables(conn: Connection, display: str) -> None:
     """Raise unless every table of the models exists with exactly the models' columns."""
     insp = inspect(conn)
-    have = set(migrations.user_tables(conn))
+    have = set(migrate.user_tables(conn))
     want = set(Base.metadata.tables)
     if have != want:
         extra, missing = sorted(have - want), sorted(want - have)
@@ -234,4 +234,4 @@ def _require_catalog_tables(conn: Connection, display: str) -> None:
 def _stamp(conn: Connection) -> None:
     from alembic import command
 
-    command.stamp(migrations.alembic_config(conn), "head")
+    command.stamp(migrate.alembic_config(conn), "head")

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from catalog.cli import DbOption, InterventionKind
-from queries.cli import app
+from circuits.cli.db import DbOption, InterventionKind
+app = typer.Typer()
 
 
 @app.command("export")
@@ -28,7 +28,7 @@ def export(
 ) -> None:
     """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
     from catalog.engine import open_catalog
-    from queries.export import export_mask
+    from queries.mask_export import export_mask
     from queries.listing import resolve_circuit
 
     cat = open_catalog(db, read_only=True)
@@ -43,4 +43,4 @@ def export(
     if kind is InterventionKind.circuit:
         typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
     else:
-        typer.echo(f"edge masks run with hooks: ingest.masks.apply_mask(model, catalog.masks.read_mask({str(result.path)!r}))")
+        typer.echo(f"edge masks run with hooks: ingest.edit.mask_apply.apply_mask(model, catalog.mask_file.read_mask({str(result.path)!r}))")

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the catalog schema (driven from `catalog.migrate`)."""
