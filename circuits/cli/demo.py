@@ -23,7 +23,7 @@ def demo(
     heat-map. Idempotent: a second run reuses what is stored.
     """
     from circuits.demo import run_demo
-    from circuits.cli.ingest import progress_bar
+    from circuits.cli.render import progress_bar
 
     with progress_bar() as update:
         result = run_demo(db, out, progress=update)

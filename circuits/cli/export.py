@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from circuits.cli.db import DbOption, InterventionKind
+from circuits.cli.options import DbOption, InterventionKind
 app = typer.Typer()
 
 
