@@ -59,9 +59,6 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "write_mask": _MASK_IO,
         "QueryResult": ("catalog.sql",),
         "run_query": ("catalog.sql",),
-        "bulk": ("catalog.bulk",),
-        "errors": ("catalog.errors",),
-        "store": ("catalog.store",),
-        "vocab": ("catalog.vocab",),
     },
+    modules=("bulk", "errors", "store", "vocab"),
 )

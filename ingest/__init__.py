@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # Sub-package first: a definition moving between the modules of a sub-package keeps its export.
 _CLA = ("ingest.cla",)
 _ZOO = ("ingest.zoo",)
-_EDIT = ("ingest.edit", "ingest.edit.interventions")
+_EDIT = ("ingest.edit", "ingest.edit.prune", "ingest.edit.interventions")
 _MASK = ("ingest.edit", "ingest.edit.mask_apply")
 _PIPELINE = ("ingest.pipeline",)
 
@@ -71,9 +71,6 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "ablate": ("ingest.ablation",),
         "TrainConfig": ("ingest.train",),
         "train_catfish": ("ingest.train",),
-        "cla": ("ingest.cla",),
-        "datasets": ("ingest.datasets",),
-        "edit": ("ingest.edit",),
-        "zoo": ("ingest.zoo",),
     },
+    modules=("cla", "datasets", "edit", "zoo"),
 )

@@ -57,3 +57,20 @@ def test_importing_the_packages_loads_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_refine_path_does_not_import_torch():
+    """`circuits refine` needs the search (NumPy) only: ingest.cla loads torch on demand."""
+    code = "import sys; from ingest.pipeline import refine; from ingest.cla.search import find_circuit; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_an_exported_function_wins_over_its_same_named_submodule():
+    """`ingest.cla.attribute` is the function even after the module `ingest/cla/attribute.py` loads."""
+    code = (
+        "import ingest.cla.attribute, ingest.cla, ingest; from ingest.cla import attribute; "
+        "print(callable(attribute), type(ingest.cla.attribute).__name__, type(ingest.attribute).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "function", "function"]
