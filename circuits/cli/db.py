@@ -75,13 +75,10 @@ def sql(
     ] = 10_000,
 ) -> None:
     """Run read-only SQL on the catalog (tables and the *_v views); writes are refused."""
-    from catalog.engine import open_catalog
-    from catalog.sql import run_query
-
-    cat = open_catalog(db, read_only=True)
-    result = run_query(cat, query, max_rows=limit or None)
+    from catalog.sql import run_sql
     from circuits.cli.render import render
 
+    result = run_sql(db, query, max_rows=limit or None)
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
