@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_catalog.py
 	$(BIN)/python bench/bench_cla.py
 	$(BIN)/python bench/bench_queries.py
+	$(BIN)/python bench/bench_cli.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -124,3 +124,37 @@ def test_the_checker_sees_a_circle(tmp_path):
     (tmp_path / "m.py").write_text("import os\nif TYPE_CHECKING:\n    import torch\ndef f():\n    from . import x\n")
     assert _imports(tmp_path / "m.py", "pkg.m", False) == {"os", "pkg"}
     assert _imports(tmp_path / "m.py", "pkg.m", False, frozenset({"pkg.x"})) == {"os", "pkg.x"}
+
+
+HEAVY = ("torch", "sqlalchemy", "pyarrow", "alembic", "numpy", "networkx", "duckdb", "matplotlib")
+
+
+def _modules_loaded_by(args: list[str], tmp_path: Path) -> tuple[int, list[str]]:
+    """Run the `circuits` command in a fresh interpreter; (exit code, heavy modules it imported)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        "from circuits.cli.main import main\n"
+        f"sys.argv = ['circuits', *{args!r}]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    line = next(x for x in r.stdout.splitlines() if x.startswith("LOADED"))
+    return r.returncode, ast.literal_eval(line.removeprefix("LOADED "))
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    """The mounted command modules import no library at import time (lazy imports in bodies)."""
+    assert _modules_loaded_by(["--help"], tmp_path) == (0, [])
+
+
+def test_sql_on_a_duckdb_file_imports_only_duckdb(catalog_path, tmp_path):
+    """`circuits sql` on a DuckDB file goes through plain duckdb: no SQLAlchemy, pyarrow or Alembic."""
+    code, loaded = _modules_loaded_by(["sql", "select 1", "--db", str(catalog_path)], tmp_path)
+    assert code == 0
+    assert not {"sqlalchemy", "pyarrow", "alembic", "torch"} & set(loaded), loaded
