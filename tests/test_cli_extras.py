@@ -1,8 +1,9 @@
 """Without an optional extra, read commands still work and model commands say which extra to install.
 
-Each case runs the real `circuits` entry point in a subprocess in which the extra's modules are
-blocked (`sys.modules[name] = None` makes `import name` raise ModuleNotFoundError, exactly as in a
-base install). The clean-venv version of this check is `test_packaging.py` (slow).
+The commands run in one fresh interpreter in which every extra's modules are blocked
+(`sys.modules[name] = None` makes `import name` raise ModuleNotFoundError, exactly as in a base
+install), through Typer's CliRunner. The clean-venv version of this check is in
+`test_packaging.py` (slow).
 """
 
 from __future__ import annotations
@@ -19,20 +20,31 @@ from circuits.cli.extras import missing_extra_message
 from test_queries_toy import build_toy
 
 ROOT = Path(__file__).parent.parent
-BLOCK = {"ingest": ("torch", "torchvision", "PIL"), "plots": ("matplotlib",), "postgres": ("psycopg",)}
+BLOCKED = ("torch", "torchvision", "PIL", "matplotlib", "psycopg")
 
 
-def circuits(*args: str, block: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    code = (
-        "import sys\n"
-        f"for name in {list(block)!r}: sys.modules[name] = None\n"
-        "from circuits.cli.main import main\n"
-        f"sys.argv = ['circuits', *{list(args)!r}]\n"
-        "main()\n"
-        f"assert not any(sys.modules.get(n) for n in {list(block)!r})\n"
-    )
+def run_blocked(commands: list[list[str]], block: tuple[str, ...] = BLOCKED) -> list[dict]:
+    """Run `circuits` commands in one interpreter with `block` unimportable; exit code and output of each."""
+    code = f"""
+import json, sys
+for name in {list(block)!r}:
+    sys.modules[name] = None
+from typer.testing import CliRunner
+from circuits.cli.main import app
+results = []
+for args in {commands!r}:
+    r = CliRunner().invoke(app, args)
+    results.append({{"code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
+                     "exception": None if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception)}})
+results.append({{"loaded": [n for n in {list(block)!r} if sys.modules.get(n) is not None]}})
+print(json.dumps(results))
+"""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    *results, loaded = json.loads(r.stdout.splitlines()[-1])
+    assert loaded == {"loaded": []}
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -50,49 +62,39 @@ def test_message_names_the_extra_and_the_pip_command():
     assert missing_extra_message("x", ModuleNotFoundError("no", name="numpy")) is None
 
 
-def test_read_commands_and_export_need_no_extra(toy, tmp_path):
-    """The base install's commands, with torch, matplotlib and psycopg all missing."""
-    block = tuple(m for mods in BLOCK.values() for m in mods)
-    r = circuits("sql", "select count(*) as n from circuit", "--db", toy.path, "--format", "json", block=block)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)[0]["n"] > 0
-    r = circuits("list", "circuits", "--db", toy.path, block=block)
-    assert r.returncode == 0 and "star" in r.stdout, r.stderr
-    r = circuits("show", "star", "--model", "toy", "--db", toy.path, block=block)
-    assert r.returncode == 0 and "concept star on toy" in r.stdout, r.stderr
-    r = circuits("overlap", "--model", "toy", "--db", toy.path, block=block)
-    assert r.returncode == 0, r.stderr
-    for suffix in ("json", "safetensors"):
-        out = tmp_path / f"star.{suffix}"
-        r = circuits("export", "star", "--model", "toy", "-o", str(out), "--db", toy.path, block=block)
-        assert r.returncode == 0, r.stderr
-        assert out.stat().st_size > 0
-    r = circuits("db", "init", "--db", str(tmp_path / "new.duckdb"), block=block)
-    assert r.returncode == 0, r.stderr
-
-
-@pytest.mark.parametrize(
-    ("extra", "args"),
-    [
-        ("ingest", ("ingest", "catfish-mini", "--concept", "stripes", "--dataset", "catfish:stripes")),
-        ("ingest", ("ablate", "1", "--dataset", "catfish:stripes")),
-        ("plots", ("overlap", "--model", "toy", "--plot", "PLOT")),
-        ("postgres", ("sql", "select 1", "--db", "postgresql://nobody@127.0.0.1:1/none")),
-    ],
-)
-def test_a_missing_extra_is_one_line_naming_it(toy, tmp_path, extra, args):
-    args = tuple(str(tmp_path / "o.png") if a == "PLOT" else a for a in args)
-    if "--db" not in args:
-        args = (*args, "--db", toy.path)
-    r = circuits(*args, block=BLOCK[extra])
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    command = args[0]
-    assert r.stderr.strip() == (
-        f"error: circuits {command} needs the [{extra}] extra: pip install 'visual-circuit-catalog[{extra}]'"
-    ), r.stderr
+def test_base_commands_work_and_the_others_name_their_extra(toy, tmp_path):
+    """With torch, pillow, matplotlib and psycopg all missing: the read side and export work;
+    ingest/ablate, --plot and a PostgreSQL catalog each say which extra to install, in one line."""
+    db = ["--db", toy.path]
+    works = [
+        ["sql", "select count(*) as n from circuit", *db, "--format", "json"],
+        ["list", "circuits", *db],
+        ["show", "star", "--model", "toy", *db],
+        ["overlap", "--model", "toy", *db],
+        ["export", "star", "--model", "toy", "-o", str(tmp_path / "star.json"), *db],
+        ["export", "star", "--model", "toy", "-o", str(tmp_path / "star.safetensors"), *db],
+        ["db", "init", "--db", str(tmp_path / "new.duckdb")],
+    ]
+    needs = [
+        ("ingest", ["ingest", "catfish-mini", "--concept", "stripes", "--dataset", "catfish:stripes", *db]),
+        ("ingest", ["ablate", "1", "--dataset", "catfish:stripes", *db]),
+        ("plots", ["overlap", "--model", "toy", "--plot", str(tmp_path / "o.png"), *db]),
+        ("postgres", ["sql", "select 1", "--db", "postgresql://nobody@127.0.0.1:1/none"]),
+    ]
+    results = run_blocked(works + [args for _, args in needs])
+    for args, r in zip(works, results):
+        assert r["code"] == 0 and r["exception"] is None, (args, r)
+    assert json.loads(results[0]["stdout"])[0]["n"] > 0
+    assert "star" in results[1]["stdout"] and "concept star on toy" in results[2]["stdout"]
+    assert (tmp_path / "star.json").stat().st_size > 0 and (tmp_path / "star.safetensors").stat().st_size > 0
+    for (extra, args), r in zip(needs, results[len(works):]):
+        assert r["code"] == 1, (args, r)
+        assert r["stderr"].strip() == (
+            f"error: circuits {args[0]} needs the [{extra}] extra: pip install 'visual-circuit-catalog[{extra}]'"
+        ), (args, r)
 
 
 def test_an_unrelated_missing_module_keeps_its_traceback(toy):
-    r = circuits("list", "circuits", "--db", toy.path, block=("sqlalchemy",))
-    assert r.returncode == 1
-    assert "Traceback" in r.stderr and "sqlalchemy" in r.stderr
+    """Only the extras' modules are turned into the message: a broken install stays a traceback."""
+    [r] = run_blocked([["list", "circuits", "--db", toy.path]], block=("sqlalchemy",))
+    assert r["code"] == 1 and "ModuleNotFoundError" in (r["exception"] or "") and "sqlalchemy" in r["exception"]

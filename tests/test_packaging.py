@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow  # builds a wheel (~15 s); the clean-venv test below checks the same and more
 def test_wheel_install_can_init_and_upgrade_a_catalog(tmp_path):
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -74,8 +75,15 @@ def test_clean_venv_base_install_reads_exports_and_names_the_ingest_extra(tmp_pa
     def circuits(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
 
-    r = circuits("db", "init", "--db", str(tmp_path / "new.duckdb"))
-    assert r.returncode == 0 and "created catalog" in r.stdout, r.stderr
+    site = subprocess.run([python, "-c", "import catalog, pathlib; print(pathlib.Path(catalog.__file__).parent.parent)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert site.startswith(str(venv)), site
+    assert (Path(site) / "migrations/versions/0001_initial.py").exists()
+    assert (Path(site) / "ingest/weights/catfish_mini.pt").exists()
+    for args in (["db", "init"], ["db", "upgrade"], ["db", "status"]):
+        r = circuits(*args, "--db", str(tmp_path / "new.duckdb"))
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    assert "state:    up to date" in r.stdout, r.stdout
     r = circuits("sql", "select count(*) as n from circuit", "--db", toy.path, "--format", "csv")
     assert r.returncode == 0 and r.stdout.splitlines()[0] == "n" and int(r.stdout.splitlines()[1]) > 0, r.stderr
     r = circuits("list", "circuits", "--db", toy.path)
