@@ -28,7 +28,8 @@ if TYPE_CHECKING:
         ReadOnlyViolation,
         SchemaOutdated,
     )
-    from catalog.mask_file import Mask, MaskError, read_mask, write_mask
+    from catalog.mask_file import Mask, MaskError
+    from catalog.mask_io import read_mask, write_mask  # catalog.mask_file before the mask_io split
     from catalog.sql import QueryResult, run_query
     from catalog.vocab import InterventionKind, MaskKind, Metric, RunStatus
 
