@@ -32,7 +32,7 @@ _LAZY = {
     "Circuit": "ingest.cla.search",
     "find_circuit": "ingest.cla.search",
     "attribute": "ingest.cla.attribute",
-    "attribute_reference": "ingest.cla.attribute",
+    "attribute_reference": "ingest.cla.reference",
     "capture_layers": "ingest.cla.capture",
     "evaluate": "ingest.edit.interventions",
     "load_model": "ingest.zoo.registry",
