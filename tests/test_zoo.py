@@ -15,7 +15,7 @@ from catalog.errors import CircuitsError
 from ingest import zoo
 from ingest.cla.capture import UnknownLayer, capture, capture_layers
 from ingest.zoo.inceptionv1 import LAYERS as IV1_LAYERS
-from ingest.zoo.registry import (
+from ingest.zoo import (
     ModelLoadError,
     RandomInitWarning,
     UnknownModel,

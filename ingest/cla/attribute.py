@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
+from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES, pair_scores
 from ingest.cla.generic import generic_pair_scores
 from ingest.cla.plan import matches, run_plan
