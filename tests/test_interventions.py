@@ -281,7 +281,7 @@ def test_metrics_match_hand_computation():
 
 def test_evaluate_edge_kind_matches_reference_and_accepts_a_circuit(net, x):
     labels = torch.tensor([0, 1, 2, 1])
-    circ = Circuit(channels=CIRCUIT, objective=[0.0], sweeps=0, converged=False)
+    circ = Circuit(channels=CIRCUIT, objective_history=[0.0], sweeps=0, converged=False)
     res = evaluate(net, circ, x, labels, layers=LAYERS, kind="edge", pair=0, baseline_seed=3, batch_size=3, device="cpu")
     with torch.no_grad():
         a0 = net.l0(x)
