@@ -75,21 +75,25 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 @contextmanager
 def evaluating_on(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """The model in eval mode on `device` while the context is open; on exit every parameter and
-    buffer goes back to its own device and every sub-module to its own train/eval mode.
+    """The model in eval mode on `device` while the context is open; on exit (even on error) every
+    parameter and buffer holds its original tensor again (same device, same values, same Parameter
+    object) and every sub-module is back in its own train/eval mode.
+
+    The original tensors stay referenced while the context is open (no copy back on exit).
 
     Yields:
         The same model object.
     """
     modes = [(m, m.training) for m in model.modules()]
     placement = [
-        (m, kind, key, t.device)
+        (m, kind, key, t)
         for m in model.modules()
         for kind in ("_parameters", "_buffers")
         for key, t in getattr(m, kind).items()
         if t is not None
     ]
-    move = any(dev != device for _, _, _, dev in placement)
+    originals = [(m, kind, key, t, t.data) for m, kind, key, t in placement]
+    move = any(t.device != device for _, _, _, t in placement)
     try:
         if move:
             model.to(device)
@@ -97,12 +101,12 @@ def evaluating_on(model: nn.Module, device: torch.device) -> Iterator[nn.Module]
         yield model
     finally:
         if move:
-            for m, kind, key, dev in placement:
-                t = getattr(m, kind)[key]
+            for m, kind, key, t, data in originals:
                 if kind == "_parameters":
-                    t.data = t.data.to(dev)  # keeps the Parameter object (optimisers hold it)
+                    m._parameters[key] = t  # the caller's Parameter object (optimisers hold it)
+                    t.data = data
                 else:
-                    getattr(m, kind)[key] = t.to(dev)
+                    m._buffers[key] = t
         for m, mode in modes:
             m.training = mode
 
