@@ -94,7 +94,7 @@ def _clip_rn50() -> ModelSpec:
 
 def _catfish_mini() -> ModelSpec:
     try:
-        from ingest.zoo import catfish_mini as cm
+        import ingest.zoo.catfish_mini as cm
     except ModuleNotFoundError as exc:
         if exc.name != "ingest.zoo.catfish_mini":
             raise
