@@ -370,3 +370,12 @@ def test_evaluate_leaves_the_callers_model_where_and_as_it_was(net, x):
         orig, value = params[n]
         assert p is orig and p.device.type == "cpu" and torch.equal(p, value), n
     assert no_hooks(net)
+
+
+def test_metrics_are_named_from_the_shared_vocabulary():
+    from catalog.vocab import Metric
+    from ingest.edit.interventions import Metrics
+
+    m = Metrics(accuracy=0.5, true_prob=0.25, kl=0.125)
+    assert m.named() == {Metric.accuracy: 0.5, Metric.true_prob: 0.25, Metric.kl: 0.125}
+    assert m.named(labelled=False) == {"agreement": 0.5, "clean_top1_prob": 0.25, "kl": 0.125}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from catalog.vocab import InterventionKind
+from catalog.vocab import InterventionKind, Metric
 from ingest.cla.capture import resolve_layers
 from ingest.cla.search import Circuit
 from ingest.edit.prune import (
@@ -44,6 +44,7 @@ __all__ = [
 # InterventionError, check_kind, intervention, prune_circuit and prune_edges are defined in
 # ingest.edit.prune and re-exported here.
 
+
 @dataclass(frozen=True)
 class Metrics:
     """Output metrics over an image set.
@@ -57,6 +58,17 @@ class Metrics:
     accuracy: float
     true_prob: float
     kl: float
+
+    def named(self, *, labelled: bool = True) -> dict[Metric, float]:
+        """The metrics under their stored names (`catalog.vocab.Metric`).
+
+        Args:
+            labelled: False when the "labels" were the clean model's own top-1 (an unlabelled
+                image set): accuracy is then stored as `agreement` and true_prob as `clean_top1_prob`.
+        """
+        if labelled:
+            return {Metric.accuracy: self.accuracy, Metric.true_prob: self.true_prob, Metric.kl: self.kl}
+        return {Metric.agreement: self.accuracy, Metric.clean_top1_prob: self.true_prob, Metric.kl: self.kl}
 
 
 @dataclass(frozen=True)
