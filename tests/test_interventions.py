@@ -379,3 +379,14 @@ def test_metrics_are_named_from_the_shared_vocabulary():
     m = Metrics(accuracy=0.5, true_prob=0.25, kl=0.125)
     assert m.named() == {Metric.accuracy: 0.5, Metric.true_prob: 0.25, Metric.kl: 0.125}
     assert m.named(labelled=False) == {"agreement": 0.5, "clean_top1_prob": 0.25, "kl": 0.125}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluate_on_cuda_leaves_a_cpu_model_on_the_cpu(net, x):
+    params = {n: p for n, p in net.named_parameters()}
+    res = evaluate(net, CIRCUIT, x, torch.tensor([0, 1, 2, 1]), layers=LAYERS, device="cuda")
+    on_cpu = evaluate(net, CIRCUIT, x, torch.tensor([0, 1, 2, 1]), layers=LAYERS, device="cpu")
+    assert res.intervened.accuracy == on_cpu.intervened.accuracy
+    assert res.intervened.kl == pytest.approx(on_cpu.intervened.kl, abs=1e-5)
+    assert all(p is params[n] and p.device.type == "cpu" for n, p in net.named_parameters())
