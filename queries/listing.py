@@ -9,7 +9,6 @@ Every function takes a Session and returns plain frozen dataclasses.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 from catalog import store
 from catalog.errors import CircuitsError, NotFound
 from catalog.models import RUN_STATUSES
-from queries.graphs import query_arrow
+from catalog.sql import decode_json, query_arrow
 
 __all__ = [
     "ModelChoice",
@@ -358,7 +357,7 @@ def list_runs(
     )
     out = []
     for r in table.to_pylist():
-        layers = _json_list(r.pop("layer_names"))
+        layers = decode_json(r.pop("layer_names"))
         out.append(RunRow(layers=len(layers), **r))
     return out
 
@@ -386,15 +385,9 @@ def list_circuits(
     )
     out = []
     for r in table.to_pylist():
-        layers = _json_list(r.pop("layer_names"))
+        layers = decode_json(r.pop("layer_names"))
         out.append(CircuitRow(layers=len(layers), **r))
     return out
-
-
-def _json_list(value: object) -> list:
-    if isinstance(value, str):  # JSON columns come back as text from DuckDB's Arrow export
-        return list(json.loads(value))
-    return list(value)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- one circuit

@@ -25,7 +25,8 @@ import pyarrow as pa
 from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError
-from queries.graphs import column, query_arrow
+from catalog.sql import query_arrow
+from queries.graphs import column
 from queries.listing import CircuitChoice, choice_notes, concept_circuits, resolve_model
 
 __all__ = [

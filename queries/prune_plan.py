@@ -21,7 +21,6 @@ For each missing evaluation the plan says which `circuits ablate` command would 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError, NotFound
-from queries.graphs import query_arrow
+from catalog.sql import decode_json, query_arrow
 from queries.listing import ModelChoice, concept_circuits, resolve_model
 from queries.overlap import overlap_of_circuits
 
@@ -320,9 +319,7 @@ def _evaluations(session: Session, model: ModelChoice) -> tuple[list[_EvalRow], 
         info[int(r["circuit_id"])] = (r["concept"], int(r["run_id"]))
         if r["metric"] is None:
             continue
-        params = r["params"]
-        if isinstance(params, str):  # JSON comes back as text from DuckDB
-            params = json.loads(params)
+        params = decode_json(r["params"])
         pair = int(params.get("pair", 0)) if r["kind"] == "edge" and isinstance(params, dict) else None
         rows.append(_EvalRow(
             int(r["circuit_id"]), (int(r["circuit_id"]), r["kind"], pair), float(r["edge_fraction"]),
