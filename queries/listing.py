@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from catalog import store
 from catalog.errors import CircuitsError, NotFound
-from catalog.models import RUN_STATUSES
+from catalog.vocab import RunStatus
 from catalog.sql import decode_json, query_arrow
 
 __all__ = [
@@ -37,6 +37,10 @@ __all__ = [
     "list_circuits",
     "circuit_details",
 ]
+
+
+_COMPLETE = f"r.status = '{RunStatus.complete.value}'"
+"""SQL: the run aliased `r` is complete (only complete runs count in listings)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ def concept_circuits(
     table = query_arrow(
         session,
         "SELECT c.id AS circuit_id, c.run_id AS run_id, co.name AS concept FROM circuit c "
-        "JOIN run r ON r.id = c.run_id AND r.status = 'complete' JOIN concept co ON co.id = r.concept_id "
+        f"JOIN run r ON r.id = c.run_id AND {_COMPLETE} JOIN concept co ON co.id = r.concept_id "
         "WHERE r.model_id = :m ORDER BY co.name, c.run_id, c.id",
         {"m": model.id},
     )
@@ -189,7 +193,7 @@ def resolve_circuit(session: Session, ref: str | int, model: str | None = None) 
             "WHERE c.id = :c",
             {"c": int(text_ref)},
         )
-        if table.num_rows == 0 or table.column("status")[0].as_py() != "complete":
+        if table.num_rows == 0 or table.column("status")[0].as_py() != RunStatus.complete:
             raise NotFound(f"no circuit {text_ref} in the catalog: `circuits list circuits` lists them")
         row = table.to_pylist()[0]
         return CircuitChoice(int(row["circuit_id"]), int(row["run_id"]), row["concept"], 1)
@@ -198,7 +202,7 @@ def resolve_circuit(session: Session, ref: str | int, model: str | None = None) 
     table = query_arrow(
         session,
         "SELECT DISTINCT m.name AS model, m.weights_sha256 AS sha FROM circuit c "
-        "JOIN run r ON r.id = c.run_id AND r.status = 'complete' JOIN concept co ON co.id = r.concept_id "
+        f"JOIN run r ON r.id = c.run_id AND {_COMPLETE} JOIN concept co ON co.id = r.concept_id "
         "JOIN model m ON m.id = r.model_id WHERE co.name = :name ORDER BY m.name",
         {"name": text_ref},
     )
@@ -281,8 +285,8 @@ class CircuitRow:
 
 
 def _check_status(status: str | None) -> None:
-    if status is not None and status not in RUN_STATUSES:
-        raise CircuitsError(f"unknown run status {status!r}: use one of {', '.join(RUN_STATUSES)}")
+    if status is not None and status not in set(RunStatus):
+        raise CircuitsError(f"unknown run status {status!r}: use one of {', '.join(RunStatus)}")
 
 
 def _filters(model: str | None, concept: str | None, status: str | None) -> tuple[str, dict[str, object]]:
@@ -303,11 +307,13 @@ def list_models(session: Session) -> list[ModelRow]:
     """Every catalogued model with its counts of layers, complete runs and circuits."""
     table = query_arrow(
         session,
-        "SELECT m.id, m.name, m.architecture, m.weights_sha256, "
-        "(SELECT count(*) FROM layer l WHERE l.model_id = m.id) AS layers, "
-        "(SELECT count(*) FROM run r WHERE r.model_id = m.id AND r.status = 'complete') AS runs, "
-        "(SELECT count(*) FROM circuit c JOIN run r ON r.id = c.run_id AND r.status = 'complete' "
-        " WHERE r.model_id = m.id) AS circuits FROM model m ORDER BY m.name, m.id",
+        "SELECT m.id, m.name, m.architecture, m.weights_sha256, coalesce(l.n, 0) AS layers, "
+        "coalesce(r.n, 0) AS runs, coalesce(c.n, 0) AS circuits FROM model m "
+        "LEFT JOIN (SELECT model_id, count(*) AS n FROM layer GROUP BY model_id) l ON l.model_id = m.id "
+        f"LEFT JOIN (SELECT r.model_id, count(*) AS n FROM run r WHERE {_COMPLETE} GROUP BY r.model_id) r "
+        "ON r.model_id = m.id "
+        "LEFT JOIN (SELECT r.model_id, count(*) AS n FROM circuit c JOIN run r ON r.id = c.run_id "
+        f"WHERE {_COMPLETE} GROUP BY r.model_id) c ON c.model_id = m.id ORDER BY m.name, m.id",
     )
     return [
         ModelRow(r["id"], r["name"], r["architecture"], r["weights_sha256"][:12], r["layers"], r["runs"], r["circuits"])
@@ -323,13 +329,15 @@ def list_concepts(session: Session, model: str | None = None) -> list[ConceptRow
     where, params = ("", {}) if model is None else (" AND m.name = :model", {"model": model.partition("@")[0]})
     table = query_arrow(
         session,
-        "SELECT co.id, co.name, co.description, "
-        "(SELECT count(DISTINCT e.image_set_sha256) FROM example_image e WHERE e.concept_id = co.id) AS image_sets, "
-        f"(SELECT count(*) FROM run r JOIN model m ON m.id = r.model_id WHERE r.concept_id = co.id "
-        f" AND r.status = 'complete'{where}) AS runs, "
-        f"(SELECT count(*) FROM circuit c JOIN run r ON r.id = c.run_id JOIN model m ON m.id = r.model_id "
-        f" WHERE r.concept_id = co.id AND r.status = 'complete'{where}) AS circuits "
-        "FROM concept co ORDER BY co.name",
+        "SELECT co.id, co.name, co.description, coalesce(e.n, 0) AS image_sets, coalesce(r.n, 0) AS runs, "
+        "coalesce(c.n, 0) AS circuits FROM concept co "
+        "LEFT JOIN (SELECT concept_id, count(DISTINCT image_set_sha256) AS n FROM example_image "
+        "GROUP BY concept_id) e ON e.concept_id = co.id "
+        "LEFT JOIN (SELECT r.concept_id, count(*) AS n FROM run r JOIN model m ON m.id = r.model_id "
+        f"WHERE {_COMPLETE}{where} GROUP BY r.concept_id) r ON r.concept_id = co.id "
+        "LEFT JOIN (SELECT r.concept_id, count(*) AS n FROM circuit c JOIN run r ON r.id = c.run_id "
+        f"JOIN model m ON m.id = r.model_id WHERE {_COMPLETE}{where} GROUP BY r.concept_id) c "
+        "ON c.concept_id = co.id ORDER BY co.name",
         params,
     )
     rows = [ConceptRow(**r) for r in table.to_pylist()]
@@ -349,9 +357,9 @@ def list_runs(
     table = query_arrow(
         session,
         "SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, r.n_images AS images, "
-        "r.device, r.started_at AS started, r.seconds, "
-        "(SELECT count(*) FROM circuit c WHERE c.run_id = r.id) AS circuits "
-        "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id"
+        "r.device, r.started_at AS started, r.seconds, coalesce(c.n, 0) AS circuits "
+        "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id "
+        "LEFT JOIN (SELECT run_id, count(*) AS n FROM circuit GROUP BY run_id) c ON c.run_id = r.id"
         f"{where} ORDER BY r.id",
         params,
     )
@@ -363,7 +371,7 @@ def list_runs(
 
 
 def list_circuits(
-    session: Session, model: str | None = None, concept: str | None = None, status: str | None = "complete"
+    session: Session, model: str | None = None, concept: str | None = None, status: str | None = RunStatus.complete
 ) -> list[CircuitRow]:
     """Circuits, oldest first, filtered by model, concept and their run's status.
 
@@ -374,13 +382,15 @@ def list_circuits(
     where, params = _filters(model, concept, status)
     table = query_arrow(
         session,
-        "SELECT c.id, c.run_id AS run, m.name AS model, co.name AS concept, "
-        "(SELECT count(*) FROM circuit_neuron cn WHERE cn.circuit_id = c.id) AS neurons, "
-        "r.layer_names, c.sweeps, c.converged, c.objective, "
-        "(SELECT count(*) FROM intervention i WHERE i.circuit_id = c.id) AS interventions, "
+        "SELECT c.id, c.run_id AS run, m.name AS model, co.name AS concept, coalesce(cn.n, 0) AS neurons, "
+        "r.layer_names, c.sweeps, c.converged, c.objective, coalesce(i.n, 0) AS interventions, "
         "c.created_at AS created "
         "FROM circuit c JOIN run r ON r.id = c.run_id JOIN model m ON m.id = r.model_id "
-        f"JOIN concept co ON co.id = r.concept_id{where} ORDER BY c.id",
+        "JOIN concept co ON co.id = r.concept_id "
+        "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM circuit_neuron GROUP BY circuit_id) cn "
+        "ON cn.circuit_id = c.id "
+        "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM intervention GROUP BY circuit_id) i "
+        f"ON i.circuit_id = c.id{where} ORDER BY c.id",
         params,
     )
     out = []
