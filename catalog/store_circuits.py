@@ -136,6 +136,13 @@ def read_circuit(session: Session, circuit_id: int) -> CircuitRef:
     return circuits[0]
 
 
+def read_circuits(session: Session, circuit_ids: Sequence[int]) -> list[CircuitRef]:
+    """Several circuits by id, in id order (ids not in the catalog are left out); three queries."""
+    if not circuit_ids:
+        return []
+    return _circuits(session, select(Circuit).where(Circuit.id.in_([int(c) for c in circuit_ids])).order_by(Circuit.id))
+
+
 def list_circuits(
     session: Session,
     model: str | None = None,
