@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from catalog.errors import CircuitsError, NotFound
 from catalog.sql import decode_json, query_arrow
 from queries.graphs import column
-from queries.listing import ModelChoice, choice_notes, concept_circuits
+from queries.resolve import COMPLETE_RUN, ModelChoice, choice_notes, concept_circuits
 from queries.overlap import circuit_members
 
 __all__ = ["LayerCoverage", "Composition", "compose_circuit"]
@@ -94,7 +94,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
     head = query_arrow(
         session,
         "SELECT c.id, r.layer_names, co.name AS concept, m.id AS model_id, m.name AS model, "
-        "m.weights_sha256 AS sha FROM circuit c JOIN run r ON r.id = c.run_id AND r.status = 'complete' "
+        f"m.weights_sha256 AS sha FROM circuit c JOIN run r ON r.id = c.run_id AND {COMPLETE_RUN} "
         "JOIN concept co ON co.id = r.concept_id JOIN model m ON m.id = r.model_id WHERE c.id = :c",
         {"c": int(circuit_id)},
     )

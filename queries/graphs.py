@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError, NotFound
 from catalog.sql import decode_json, query_arrow
+from catalog.vocab import RunStatus
 
 __all__ = [
     "EdgeSelection",
@@ -95,7 +96,7 @@ def _run_info(session: Session, run_id: int) -> _RunInfo:
     if table.num_rows == 0:
         raise NotFound(f"no run {run_id} in the catalog: see `circuits list runs`")
     row = table.to_pylist()[0]
-    if row["status"] != "complete":
+    if row["status"] != RunStatus.complete:
         raise NotFound(f"run {run_id} is {row['status']}, not complete: its edges are not readable")
     names = decode_json(row["layer_names"])
     return _RunInfo(row["run_id"], row["model_id"], row["model"], row["concept"], tuple(names))

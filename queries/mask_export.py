@@ -32,7 +32,7 @@ class ExportResult:
 def mask_from_circuit(
     circuit: CircuitRef,
     *,
-    kind: str = "circuit",
+    kind: str = MaskKind.circuit,
     pair: int = 0,
     architecture: str | None = None,
     catalog: str | None = None,
@@ -75,7 +75,7 @@ def mask_from_circuit(
     )
 
 
-def export_mask(cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = "circuit", pair: int = 0) -> ExportResult:
+def export_mask(cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = MaskKind.circuit, pair: int = 0) -> ExportResult:
     """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
 
     Args:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from catalog.errors import CircuitsError
 from catalog.sql import query_arrow
 from queries.graphs import column
-from queries.listing import CircuitChoice, choice_notes, concept_circuits, resolve_model
+from queries.resolve import CircuitChoice, choice_notes, concept_circuits, resolve_model
 
 __all__ = [
     "METRICS",

@@ -156,3 +156,15 @@ def test_check_constraints_come_from_the_vocabulary_unchanged():
     assert checks == {status, kind}
     migration = (ROOT / "migrations" / "versions" / "0001_initial.py").read_text()
     assert f'CheckConstraint("{status}"' in migration and f'CheckConstraint("{kind}"' in migration
+
+
+def test_prune_plan_metrics_and_statuses_come_from_the_vocabulary():
+    from catalog.mask_file import KINDS
+    from catalog.models import INTERVENTION_KINDS, RUN_STATUSES
+    from catalog.vocab import InterventionKind, MaskKind, Metric, RunStatus
+    from queries.prune_plan import AGAINST_METRICS, KEEP_METRICS
+
+    assert AGAINST_METRICS[0] is Metric.attack_success  # an attack's success ranks first
+    assert set(AGAINST_METRICS) | set(KEEP_METRICS) <= set(Metric)
+    assert RUN_STATUSES == tuple(RunStatus) == ("running", "complete", "failed")
+    assert INTERVENTION_KINDS == tuple(InterventionKind) == KINDS == tuple(MaskKind) == ("circuit", "edge")
