@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from catalog import migrate
+from catalog import migrate, revision
 from catalog.engine import build_engine, open_catalog, resolve_url
 from catalog.errors import CatalogError, SchemaOutdated
 from catalog.admin import catalog_status, upgrade_catalog
@@ -40,7 +40,7 @@ def _describe(engine: sa.Engine) -> dict[str, list[tuple]]:
 
 
 def test_one_head_equal_to_schema_head():
-    assert migrate.script_heads() == (migrate.SCHEMA_HEAD,)
+    assert migrate.script_heads() == (revision.SCHEMA_HEAD,)
     files = sorted(p.name for p in (migrate.MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
     assert files and all(name[:4].isdigit() and name[4] == "_" for name in files)
 
@@ -56,7 +56,7 @@ def test_upgrade_equals_create_all_and_downgrade_removes_everything(tmp_path):
     assert {t for (t,) in a["tables"]} == set(Base.metadata.tables)
     assert len(a["sequences"]) == 9 and len(a["indexes"]) == 5
     with migrated.connect() as conn:
-        assert migrate.current_revision(conn) == migrate.SCHEMA_HEAD
+        assert migrate.current_revision(conn) == revision.SCHEMA_HEAD
 
     with migrated.begin() as conn:
         migrate.downgrade(conn, "base")
@@ -91,7 +91,7 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0002")
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", "0002")
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
@@ -101,7 +101,7 @@ def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
 
 
 def test_newer_database_names_package_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0000")
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", "0000")
     with pytest.raises(SchemaOutdated, match="upgrade visual-circuit-catalog"):
         open_catalog(catalog_path)
     with pytest.raises(SchemaOutdated):
@@ -118,7 +118,7 @@ def test_foreign_database_is_refused_then_stamped_by_upgrade(tmp_path):
     with pytest.raises(SchemaOutdated, match=f"circuits db upgrade --db {path}"):
         open_catalog(path)
     result = upgrade_catalog(path)
-    assert result.stamped and result.after == migrate.SCHEMA_HEAD and result.before is None
+    assert result.stamped and result.after == revision.SCHEMA_HEAD and result.before is None
     assert result.backup is not None and result.backup.exists()
     cat = open_catalog(path, read_only=True)
     with cat.session() as s:

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catalog.mask_file import Mask, MaskError, read_mask
+from catalog.mask_file import Mask, MaskError
+from catalog.mask_io import read_mask
 from catalog.vocab import MaskKind
 from ingest.edit.bake_plan import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
 from ingest.edit.prune import prune_circuit, prune_edges
