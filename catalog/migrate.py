@@ -26,7 +26,7 @@ from sqlalchemy import Connection, inspect, text
 if TYPE_CHECKING:  # alembic is imported lazily: `circuits --help` must stay fast
     from alembic.config import Config
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 """The revision this version of the code expects; a test checks it is the scripts' only head."""
 
 MIGRATIONS_DIR = Path(importlib.util.find_spec("migrations").origin).resolve().parent

@@ -91,11 +91,11 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0002")
+    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0003")
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
-    assert "0001" in message and "0002" in message
+    assert "0002" in message and "0003" in message
     assert f"circuits db upgrade --db {catalog_path}" in message
     assert catalog_status(catalog_path).state == "outdated"
 
@@ -142,12 +142,12 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
     """A second, additive revision (as future ones will be) runs on DuckDB through env.py."""
     extra = tmp_path / "versions"
     extra.mkdir()
-    (extra / "0002_note.py").write_text(textwrap.dedent('''
+    (extra / "0003_note.py").write_text(textwrap.dedent('''
         import sqlalchemy as sa
         from alembic import op
 
-        revision = "0002"
-        down_revision = "0001"
+        revision = "0003"
+        down_revision = "0002"
         branch_labels = None
         depends_on = None
 
@@ -157,16 +157,16 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         def downgrade():
             op.drop_column("edge", "note")
     '''))
-    assert migrate.script_heads(version_locations=[extra]) == ("0002",)
+    assert migrate.script_heads(version_locations=[extra]) == ("0003",)
     engine = _engine(catalog_path)
     with engine.begin() as conn:
         migrate.upgrade(conn, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0002"
+        assert migrate.current_revision(conn) == "0003"
         assert "note" in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     with engine.begin() as conn:
-        migrate.downgrade(conn, "0001", version_locations=[extra])
+        migrate.downgrade(conn, "0002", version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0001"
+        assert migrate.current_revision(conn) == "0002"
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()
