@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from catalog.errors import CatalogError, NotFound
-from catalog.models import Base, ExampleImage, Run, _pg_only_fk
+from catalog.models import Base, ExampleImage, Layer, Neuron, Run, _pg_only_fk
 
 __all__ = [
     "ImageThumbnail",
@@ -42,8 +42,10 @@ __all__ = [
     "MAX_PNG_BYTES",
     "delete_run_patches",
     "example_image_ids",
+    "image_set_sources",
     "image_set_thumbnails",
     "image_thumbnail_png",
+    "neuron_id_map",
     "patch_png",
     "read_patches",
     "write_image_thumbnails",
@@ -195,6 +197,32 @@ def example_image_ids(session: Session, concept_id: int, image_set_sha256: str) 
     if not ids:
         raise NotFound(f"concept {concept_id} has no image set {image_set_sha256[:12]} in the catalog")
     return [int(i) for i in ids]
+
+
+def image_set_sources(session: Session, concept_id: int, image_set_sha256: str) -> list[tuple[str, str]]:
+    """(source path, sha256) of an image set's example images, in set order.
+
+    Raises:
+        NotFound: the concept has no such image set.
+    """
+    rows = session.execute(
+        select(ExampleImage.source_path, ExampleImage.sha256)
+        .where(ExampleImage.concept_id == int(concept_id), ExampleImage.image_set_sha256 == image_set_sha256)
+        .order_by(ExampleImage.position)
+    ).all()
+    if not rows:
+        raise NotFound(f"concept {concept_id} has no image set {image_set_sha256[:12]} in the catalog")
+    return [(r[0], r[1]) for r in rows]
+
+
+def neuron_id_map(session: Session, model_id: int, layer_names: Sequence[str]) -> dict[tuple[str, int], int]:
+    """{(layer name, channel): neuron id} for the given layers of a model."""
+    q = (
+        select(Layer.name, Neuron.channel, Neuron.id)
+        .join(Neuron, Neuron.layer_id == Layer.id)
+        .where(Layer.model_id == int(model_id), Layer.name.in_(list(layer_names)))
+    )
+    return {(r[0], int(r[1])): int(r[2]) for r in session.execute(q)}
 
 
 def read_patches(
