@@ -205,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             result = run_query(self.server.cat, query, max_rows=SQL_MAX_ROWS)
         except (ReadOnlyViolation, QueryError) as exc:
-            self._html(pages.sql(query, error=f"refused: {exc}" if isinstance(exc, ReadOnlyViolation) else str(exc)))
+            self._html(pages.sql(query, error=str(exc)))
             return
         self._html(pages.sql(query, result=result))
 
