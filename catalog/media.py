@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import (
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     LargeBinary,
     String,
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from catalog.errors import CatalogError, NotFound
-from catalog.models import Base, ExampleImage, Layer, Neuron, Run, _pg_only_fk
+from catalog.models import Base, ExampleImage, Layer, Neuron, Run
 
 __all__ = [
     "ImageThumbnail",
@@ -60,7 +61,10 @@ class NeuronPatch(Base):
     """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
 
     __tablename__ = "neuron_patch"
-    __table_args__ = (_pg_only_fk("run_id", "run.id"),)
+    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
+    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
+    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)

@@ -200,7 +200,8 @@ class Browser:
     def __init__(self, *, offline: bool = False):
         self.profile = tempfile.mkdtemp(prefix="h6-chromium-")
         args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-extensions", "--disable-background-networking", "--remote-debugging-port=0",
+                "--disable-extensions", "--disable-background-networking", "--disable-dev-shm-usage",
+                "--remote-debugging-port=0",
                 f"--user-data-dir={self.profile}", "--window-size=1300,1100"]
         if offline:  # every non-file request would go to a dead proxy (and the page is set offline)
             args += ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]

@@ -202,3 +202,23 @@ def test_patches_match_a_plain_reference():
             assert max(im.size) == 32 and png.startswith(b"\x89PNG")
     rf1 = got[0].patches[0][2]
     assert (rf1[2] - rf1[0], rf1[3] - rf1[1]) == (4, 4)  # one 3x3 conv: 3 px, padded to the 4 px minimum
+
+
+def test_pages_of_a_user_model_whose_name_has_slashes(stored_run):
+    """A user model's name is a path (`/…/tiny.py:build`): its neuron links must still resolve."""
+    import urllib.parse
+    import urllib.request
+
+    from test_serve_support import ServerThread
+
+    server = ServerThread(stored_run["db"])
+    try:
+        with urllib.request.urlopen(server.url + "/circuit/1", timeout=30) as r:
+            page = r.read().decode()
+        first = page.split('class="id" href="', 1)[1].split('"', 1)[0]
+        assert first.startswith("/neuron/" + urllib.parse.quote(stored_run["model"], safe="") + "/")
+        with urllib.request.urlopen(server.url + first, timeout=30) as r:
+            neuron = r.read().decode()
+        assert r.status == 200 and "Circuits it belongs to" in neuron and "/patch/1/" in neuron
+    finally:
+        server.close()

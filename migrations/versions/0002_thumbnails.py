@@ -5,7 +5,8 @@ Revises: 0001
 Create Date: 2026-11-29
 
 Written by hand (STYLE §9): two new tables, keys inside CREATE TABLE, no index and no sequence
-(composite primary keys). The foreign key to run exists on PostgreSQL only, as in 0001.
+(composite primary keys). The foreign key to run exists on PostgreSQL only, as in 0001, and cascades
+(deleting a run deletes its patches).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ depends_on = None
 def _pg_only_fk(column: str, target: str, name: str) -> list[sa.ForeignKeyConstraint]:
     if op.get_context().dialect.name != "postgresql":
         return []
-    return [sa.ForeignKeyConstraint([column], [target], name=name)]
+    return [sa.ForeignKeyConstraint([column], [target], name=name, ondelete="CASCADE")]
 
 
 def upgrade() -> None:
