@@ -222,3 +222,15 @@ def test_pages_of_a_user_model_whose_name_has_slashes(stored_run):
         assert r.status == 200 and "Circuits it belongs to" in neuron and "/patch/1/" in neuron
     finally:
         server.close()
+
+
+def test_png_thumbnails_are_bounded():
+    from ingest.thumbnails import png_thumbnail
+
+    noise = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)  # incompressible
+    data = png_thumbnail(noise, 128)
+    im = Image.open(io.BytesIO(data))
+    assert len(data) <= media.MAX_PNG_BYTES and max(im.size) < 128  # shrunk until it fits
+    assert im.size[0] < im.size[1]  # aspect ratio kept (portrait)
+    small = png_thumbnail(noise[:10, :10], 64)
+    assert Image.open(io.BytesIO(small)).size == (64, 64)  # small crops are enlarged (nearest)
