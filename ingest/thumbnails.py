@@ -82,7 +82,7 @@ def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
         im = Image.fromarray(pixels).resize((max(1, round(w * scale)), max(1, round(h * scale))),
                                            Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST)
         buf = io.BytesIO()
-        im.save(buf, format="PNG", optimize=True)
+        im.save(buf, format="PNG")
         data = buf.getvalue()
         if len(data) <= media.MAX_PNG_BYTES or side <= 8:
             return data
@@ -119,28 +119,26 @@ def _outputs(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[s
 def receptive_fields(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[str, tuple[int, int] | None]:
     """Measured receptive-field size (height, width) in input pixels of each 4-D layer.
 
-    The support of d(sum over channels of A[:, :, h/2, w/2]) / d input, on the first image.
-    None for layers without a spatial grid.
+    The support of d(sum over channels of A[:, :, h/2, w/2]) / d input, on the first image (one
+    forward pass, one backward per layer). None for layers without a spatial grid.
     """
     result: dict[str, tuple[int, int] | None] = {}
-    for name in layers:
-        inp = x[:1].detach().clone().requires_grad_(True)  # (1, 3, H, W)
-        with torch.enable_grad():
-            act = _outputs(model, [name], inp)[name]
-            if act.ndim != 4:
+    inp = x[:1].detach().clone().requires_grad_(True)  # (1, 3, H, W)
+    with torch.enable_grad():
+        acts = _outputs(model, layers, inp)
+        for i, name in enumerate(layers):
+            act = acts[name]
+            if act.ndim != 4 or not act.requires_grad:
                 result[name] = None
                 continue
             hc, wc = act.shape[2] // 2, act.shape[3] // 2
-            (grad,) = torch.autograd.grad(act[:, :, hc, wc].sum(), inp, allow_unused=True)
-        if grad is None:
-            result[name] = None
-            continue
-        support = grad.abs().sum(dim=(0, 1)) > 0  # (H, W)
-        rows, cols = support.any(dim=1).nonzero(), support.any(dim=0).nonzero()
-        if len(rows) == 0:  # dead at the centre: fall back to the whole image
-            result[name] = (int(x.shape[2]), int(x.shape[3]))
-            continue
-        result[name] = (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+            (grad,) = torch.autograd.grad(act[:, :, hc, wc].sum(), inp, retain_graph=i < len(layers) - 1)
+            support = grad.abs().sum(dim=(0, 1)) > 0  # (H, W)
+            rows, cols = support.any(dim=1).nonzero(), support.any(dim=0).nonzero()
+            if len(rows) == 0:  # dead at the centre: fall back to the whole image
+                result[name] = (int(x.shape[2]), int(x.shape[3]))
+                continue
+            result[name] = (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
     return result
 
 
@@ -212,6 +210,7 @@ def neuron_patches(
     pixels = _display_pixels(x, mean, std)  # (N, H, W, 3)
     image_hw = (int(x.shape[2]), int(x.shape[3]))
     result = []
+    encoded: dict[tuple[int, tuple[int, int, int, int]], bytes] = {}  # neurons often share a crop
     for _, name, ch in wanted:
         values = torch.cat(maxima[name]).numpy()  # (N, k)
         where = torch.cat(argmax[name]).numpy()
@@ -224,8 +223,10 @@ def neuron_patches(
                     box = (0, 0, image_hw[1], image_hw[0])
                 else:
                     box = _box(int(where[img, j]), grid, image_hw, rf)
-                crop = pixels[img, box[1]:box[3], box[0]:box[2]]
-                patches.append((img, float(values[img, j]), box, png_thumbnail(np.ascontiguousarray(crop), config.size)))
+                if (img, box) not in encoded:
+                    crop = pixels[img, box[1]:box[3], box[0]:box[2]]
+                    encoded[(img, box)] = png_thumbnail(np.ascontiguousarray(crop), config.size)
+                patches.append((img, float(values[img, j]), box, encoded[(img, box)]))
             result.append(NeuronPatches(name, int(channel), tuple(patches)))
     return result
 
