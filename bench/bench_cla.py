@@ -27,7 +27,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ingest.cla.attribute import attribute, attribute_reference, describe_paths, resolve_device
+from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.reference import attribute_reference
+from ingest.hooks import resolve_device
 
 GOOGLENET_LAYERS = [
     "inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",

@@ -122,7 +122,7 @@ def main() -> None:
         return call
 
     with cat.session() as s:
-        from queries.graphs import query_arrow
+        from catalog.sql import query_arrow
 
         ids = query_arrow(s, "SELECT id FROM circuit ORDER BY id").column("id").to_pylist()
         n_edges = query_arrow(s, "SELECT count(*) AS n FROM edge").column("n")[0].as_py()

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import URL
 
-from catalog import migrate
+from catalog import migrate, revision
 from catalog.engine import (
     build_engine,
     cached_catalog,
@@ -28,7 +28,7 @@ from catalog.engine import (
     open_catalog,
     resolve_url,
 )
-from catalog.engine import _connect_errors, _display, _duckdb_path  # shared within the package
+from catalog.connect import connect_errors as _connect_errors, display as _display, duckdb_path as _duckdb_path
 from catalog.errors import CatalogError, NotFound
 from catalog.models import Base
 from catalog.views import VIEWS, create_views
@@ -87,7 +87,7 @@ def catalog_status(url_or_path: str | os.PathLike[str] | None = None) -> SchemaS
     with _probe(url, read_only=True) as conn:
         current = migrate.current_revision(conn)
         tables = migrate.user_tables(conn)
-    head = migrate.SCHEMA_HEAD
+    head = revision.SCHEMA_HEAD
     return SchemaStatus(_display(url), current, head, _state(current, tables, head))
 
 
@@ -107,7 +107,7 @@ def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaSta
     url = resolve_url(url_or_path)
     path = _duckdb_path(url)
     if path is not None and not path.exists():
-        before = SchemaStatus(str(path), None, migrate.SCHEMA_HEAD, "empty")
+        before = SchemaStatus(str(path), None, revision.SCHEMA_HEAD, "empty")
     else:
         before = catalog_status(url_or_path)
     if before.state not in ("empty", "up to date"):
@@ -159,7 +159,7 @@ def upgrade_catalog(
         else:
             migrate.upgrade(conn)
     stamped = status.state == "foreign"
-    return UpgradeResult(display, status.current, migrate.SCHEMA_HEAD, saved, stamped)
+    return UpgradeResult(display, status.current, revision.SCHEMA_HEAD, saved, stamped)
 
 
 def _state(current: str | None, tables: list[str], head: str) -> str:
@@ -167,7 +167,7 @@ def _state(current: str | None, tables: list[str], head: str) -> str:
         return "up to date"
     if current is None:
         return "foreign" if tables else "empty"
-    number, head_number = migrate.revision_number(current), migrate.revision_number(head)
+    number, head_number = revision.revision_number(current), revision.revision_number(head)
     if number is not None and head_number is not None and number < head_number:
         return "outdated"
     return "newer"

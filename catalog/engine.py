@@ -21,28 +21,29 @@ Opening a file read-write after it was opened read-only re-points the read-only 
 from __future__ import annotations
 
 import atexit
-import sys
-
 import os
-import re
+import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import migrate
-from catalog.errors import CatalogError, CatalogLocked, NotFound, SchemaOutdated
-
-ENV_VAR = "CIRCUITS_DB"
-DEFAULT_PATH = "circuits.duckdb"
-
-DUCKDB_CONFIG = {"enable_external_access": False}
-"""Config of every DuckDB connection; one-way (a connection cannot re-enable external access)."""
+from catalog.connect import (  # noqa: F401 (re-exported: callers import them from here)
+    DEFAULT_PATH,
+    DUCKDB_CONFIG,
+    ENV_VAR,
+    build_engine,
+    connect_errors,
+    display,
+    duckdb_path,
+    resolve_url,
+    url_key,
+)
+from catalog.errors import CatalogError, CatalogLocked, NotFound
+from catalog.revision import check_revision as revision_check
 
 _LOCK = threading.RLock()
 _REGISTRY: dict[tuple[str, bool], Catalog] = {}
@@ -78,12 +79,12 @@ class Catalog:
     @property
     def path(self) -> Path | None:
         """The DuckDB file, or None (PostgreSQL, in-memory DuckDB)."""
-        return _duckdb_path(self.url)
+        return duckdb_path(self.url)
 
     @property
     def display(self) -> str:
         """How to name this catalog in messages: the file path, or the URL without password."""
-        return _display(self.url)
+        return display(self.url)
 
     @property
     def connection_read_only(self) -> bool:
@@ -131,43 +132,6 @@ class Catalog:
         self._sessionmaker.configure(bind=engine)
 
 
-def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
-    """Turn a path or URL into a SQLAlchemy URL.
-
-    Args:
-        url_or_path: a DuckDB file path, or a URL (`duckdb:///path`, `duckdb:///:memory:`,
-            `postgresql+psycopg://user@host/db`); None means `$CIRCUITS_DB`, else
-            `./circuits.duckdb`.
-
-    Returns:
-        The URL; DuckDB paths are made absolute, `postgresql://` gets the psycopg driver.
-
-    Raises:
-        CatalogError: not a URL of a supported database.
-    """
-    if url_or_path is None:
-        url_or_path = os.environ.get(ENV_VAR) or DEFAULT_PATH
-    text = os.fspath(url_or_path)
-    if "://" not in text:
-        return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
-    try:
-        url = make_url(text)
-    except sa.exc.ArgumentError as exc:
-        raise CatalogError(
-            f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path"
-        ) from exc
-    backend = url.get_backend_name()
-    if backend == "duckdb":
-        if url.database and url.database != ":memory:":
-            url = url.set(database=str(Path(url.database).expanduser().resolve()))
-        return url
-    if backend == "postgresql":
-        return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
-    raise CatalogError(
-        f"unsupported database {backend!r} in {url.render_as_string()}: use DuckDB or PostgreSQL"
-    )
-
-
 def open_catalog(
     url_or_path: str | os.PathLike[str] | None = None, *, read_only: bool = False, create: bool = False
 ) -> Catalog:
@@ -188,21 +152,21 @@ def open_catalog(
         CatalogError: bad URL, read-only with create, or the server cannot be reached.
     """
     url = resolve_url(url_or_path)
-    key = _key(url)
+    key = url_key(url)
     if read_only and create:
         raise CatalogError("a catalog cannot be created read-only: open it with create=True only")
     with _LOCK:
         cached = _REGISTRY.get((key, read_only))
         if cached is not None and not cached.closed:
             return cached
-        path = _duckdb_path(url)
+        path = duckdb_path(url)
         if path is not None and not path.exists():
             if not create:
                 raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
             path.parent.mkdir(parents=True, exist_ok=True)
         cat = _new_catalog(url, key, read_only)
         try:
-            with _connect_errors(cat.url):
+            with connect_errors(cat.url):
                 _check_or_create(cat, create=create)
         except BaseException:
             cat.close()
@@ -249,7 +213,7 @@ def close_catalogs_of(url_or_path: str | os.PathLike[str] | None) -> None:
     Raises:
         CatalogLocked: one of them has a session in use.
     """
-    key = _key(resolve_url(url_or_path))
+    key = url_key(resolve_url(url_or_path))
     with _LOCK:
         for ro in (True, False):
             cat = _REGISTRY.get((key, ro))
@@ -264,7 +228,7 @@ def close_catalogs_of(url_or_path: str | os.PathLike[str] | None) -> None:
 
 def cached_catalog(url_or_path: str | os.PathLike[str] | None) -> Catalog | None:
     """The catalog of this database already open in this process (read-write first), or None."""
-    key = _key(resolve_url(url_or_path))
+    key = url_key(resolve_url(url_or_path))
     with _LOCK:
         for ro in (False, True):
             cat = _REGISTRY.get((key, ro))
@@ -294,40 +258,6 @@ def driver_connection(session: Session) -> Any:
     # duckdb-engine wraps the DuckDB connection; the wrapper forwards attributes, but the real
     # object has the complete API (relations, Arrow export without extra copies).
     return getattr(raw, "_ConnectionWrapper__c", raw)
-
-
-def build_engine(
-    url: URL, *, read_only: bool, read_only_transactions: bool = False, **engine_kwargs: Any
-) -> Engine:
-    """Create (without connecting) the engine for a catalog URL.
-
-    Args:
-        url: a resolved URL (`resolve_url`).
-        read_only: open connections read-only (DuckDB `read_only`, PostgreSQL
-            `default_transaction_read_only`).
-        read_only_transactions: DuckDB only: read-write connections whose every transaction is
-            `BEGIN TRANSACTION READ ONLY` (to share a file this process has open read-write).
-        **engine_kwargs: passed to `sqlalchemy.create_engine` (e.g. `poolclass`).
-
-    Returns:
-        The engine.
-    """
-    if url.get_backend_name() == "duckdb":
-        connect_args: dict[str, Any] = {"config": dict(DUCKDB_CONFIG)}
-        if read_only:
-            connect_args["read_only"] = True
-        engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
-        if read_only_transactions:
-            # Per-engine: every engine has its own dialect instance. DuckDB has no
-            # SET TRANSACTION READ ONLY; the mode is only given at BEGIN.
-            engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
-        return engine
-    connect_args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
-    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
-
-
-def _begin_read_only(dbapi_connection: Any) -> None:
-    dbapi_connection.execute("BEGIN TRANSACTION READ ONLY")
 
 
 def _new_catalog(url: URL, key: str, read_only: bool) -> Catalog:
@@ -366,75 +296,12 @@ def _check_or_create(cat: Catalog, *, create: bool) -> None:
 
 
 def check_revision(revision: str | None, has_tables: bool, url: URL) -> None:
-    """Raise unless a database at `revision` is usable by this version of the code.
-
-    Args:
-        revision: the database's revision (None: no version table or an empty one).
-        has_tables: whether it has tables other than the version table.
-        url: the database (for the message).
+    """Raise unless a database at `revision` is usable (`catalog.revision.check_revision`).
 
     Raises:
         NotFound: an empty database.
         SchemaOutdated: another revision, or tables without a revision.
     """
-    head = migrate.SCHEMA_HEAD
-    if revision == head:
-        return
-    where = arg = _display(url)
-    if revision is None and not has_tables:
-        raise NotFound(f"{where} has no catalog in it: create one with `circuits db init --db {arg}`")
-    if revision is None:
-        raise SchemaOutdated(
-            f"{where} has tables but no catalog schema revision: back it up, then run "
-            f"`circuits db upgrade --db {arg}`"
-        )
-    number, head_number = migrate.revision_number(revision), migrate.revision_number(head)
-    if number is not None and head_number is not None and number < head_number:
-        raise SchemaOutdated(
-            f"catalog {where} is at schema {revision}, this version expects {head}: run "
-            f"`circuits db upgrade --db {arg}` (it backs the file up first)"
-        )
-    raise SchemaOutdated(
-        f"catalog {where} is at schema {revision}, which this version (schema {head}) does not "
-        "know: upgrade visual-circuit-catalog"
-    )
+    revision_check(revision, has_tables, display(url))
 
 
-@contextmanager
-def _connect_errors(url: URL) -> Iterator[None]:
-    """Turn a DuckDB lock conflict or an unreachable server into a one-line CatalogError."""
-    try:
-        yield
-    except sa.exc.DBAPIError as exc:
-        detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
-        where = _display(url)
-        if url.get_backend_name() == "duckdb" and "lock" in detail.lower():
-            pid = re.search(r"PID \d+", detail)
-            holder = f" ({pid.group(0)})" if pid else ""
-            raise CatalogLocked(
-                f"catalog {where} is in use by another process{holder}: wait for it to finish "
-                "(DuckDB allows one writer, or several readers when nobody writes)"
-            ) from exc
-        if url.get_backend_name() == "duckdb" and "different configuration" in detail:
-            raise CatalogLocked(
-                f"catalog {where} is open in this process in another mode with a session in use: "
-                "close it first"
-            ) from exc
-        if url.get_backend_name() == "postgresql" and isinstance(exc, sa.exc.OperationalError):
-            raise CatalogError(f"cannot connect to {where}: {detail}") from exc
-        raise
-
-
-def _duckdb_path(url: URL) -> Path | None:
-    if url.get_backend_name() != "duckdb" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
-
-
-def _key(url: URL) -> str:
-    return url.render_as_string(hide_password=False)
-
-
-def _display(url: URL) -> str:
-    path = _duckdb_path(url)
-    return str(path) if path is not None else url.render_as_string(hide_password=True)

@@ -23,22 +23,23 @@ Two encodings of the same content, format version 1:
   `edge/src_channels`, `edge/dst_channels`) and the JSON document without its channel lists in the
   file's metadata under `circuit_mask`.
 
-Masks are only ever read as JSON or safetensors, never unpickled. This module uses NumPy only
-(no torch): the catalog side writes masks, `ingest.edit.mask_apply` applies them to models.
+This module holds the content (dataclasses, validation, dict conversion); `catalog.mask_io` reads
+and writes the two encodings. Masks are only ever read as JSON or safetensors, never unpickled.
+Both use NumPy only (no torch): `queries.mask_export` makes masks from the catalog,
+`ingest.edit.mask_apply` applies them to models.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from catalog.errors import CircuitsError
+from catalog.vocab import MaskKind
 
 __all__ = [
     "FORMAT",
@@ -52,19 +53,14 @@ __all__ = [
     "Mask",
     "mask_to_dict",
     "mask_from_dict",
-    "write_json",
-    "read_json",
-    "write_safetensors",
-    "read_safetensors",
-    "write_mask",
-    "read_mask",
+    "parse_channels",
 ]
 
 FORMAT = "circuit-mask"
 VERSION = 1
-KINDS = ("circuit", "edge")
+KINDS: tuple[str, ...] = tuple(MaskKind)
+"""Every mask kind (`catalog.vocab.MaskKind`)."""
 SUFFIXES = (".json", ".safetensors")
-_METADATA_KEY = "circuit_mask"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -111,7 +107,7 @@ class CatalogSource:
                 raise MaskError(f"mask catalog.{name} must be a string or null, got {value!r}")
 
 
-def _channels(value: Any, where: str, width: int | None = None) -> tuple[int, ...]:
+def parse_channels(value: Any, where: str, width: int | None = None) -> tuple[int, ...]:
     """Validate a channel list: integers, no duplicates, within [0, width); returned ascending."""
     if isinstance(value, np.ndarray):
         if value.ndim != 1 or value.dtype.kind not in "iu":
@@ -143,7 +139,7 @@ class ModuleMask:
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
             raise MaskError(f"width must be a positive integer, got {self.width!r}")
-        object.__setattr__(self, "channels", _channels(self.channels, "channels", self.width))
+        object.__setattr__(self, "channels", parse_channels(self.channels, "channels", self.width))
 
 
 @dataclass(frozen=True)
@@ -161,8 +157,8 @@ class EdgeCut:
                 raise MaskError(f"mask edge.{name} must be a module path")
         if self.src == self.dst:
             raise MaskError(f"mask edge: src and dst are the same module {self.src!r}")
-        object.__setattr__(self, "src_channels", _channels(self.src_channels, "mask edge.src_channels"))
-        object.__setattr__(self, "dst_channels", _channels(self.dst_channels, "mask edge.dst_channels"))
+        object.__setattr__(self, "src_channels", parse_channels(self.src_channels, "mask edge.src_channels"))
+        object.__setattr__(self, "dst_channels", parse_channels(self.dst_channels, "mask edge.dst_channels"))
 
 
 @dataclass(frozen=True)
@@ -191,7 +187,7 @@ class Mask:
             if not isinstance(mm, ModuleMask):
                 raise MaskError(f"mask module {path!r} is not a ModuleMask")
         object.__setattr__(self, "modules", dict(self.modules))  # a copy: the caller's dict may change
-        if self.kind == "circuit":
+        if self.kind == MaskKind.circuit:
             if self.edge is not None:
                 raise MaskError("a circuit mask has no edge entry (use kind 'edge')")
             return
@@ -305,145 +301,3 @@ def mask_from_dict(doc: Any, *, where: str = "mask") -> Mask:
     except MaskError as exc:
         msg = str(exc)
         raise MaskError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-
-
-def write_json(mask: Mask, path: str | Path) -> Path:
-    """Write a mask as JSON. Returns the path written."""
-    path = Path(path)
-    path.write_text(_dumps(mask_to_dict(mask)), encoding="utf-8")
-    return path
-
-
-def _dumps(doc: dict[str, Any]) -> str:
-    """JSON with one line per top-level field and per module, so channel lists stay on one line."""
-    fields = []
-    for key, value in doc.items():
-        if key == "modules":
-            rows = ",\n".join(f"    {json.dumps(p)}: {json.dumps(m)}" for p, m in value.items())
-            text = "{\n" + rows + "\n  }"
-        else:
-            text = json.dumps(value)
-        fields.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(fields) + "\n}\n"
-
-
-def read_json(path: str | Path) -> Mask:
-    """Read a JSON mask.
-
-    Raises:
-        MaskError: missing file, invalid JSON or not a valid mask document.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MaskError(f"mask file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise MaskError(f"{path}: not a JSON mask (the file is not UTF-8 text)") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MaskError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return mask_from_dict(doc, where=str(path))
-
-
-# --------------------------------------------------------------------------- safetensors
-
-
-def _tensor_name(path: str) -> str:
-    return f"modules/{path}"
-
-
-def write_safetensors(mask: Mask, path: str | Path) -> Path:
-    """Write a mask as safetensors: int64 channel tensors, the JSON header in the metadata."""
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    tensors = {_tensor_name(p): np.asarray(m.channels, dtype=np.int64) for p, m in mask.modules.items()}
-    if mask.edge is not None:
-        tensors["edge/src_channels"] = np.asarray(mask.edge.src_channels, dtype=np.int64)
-        tensors["edge/dst_channels"] = np.asarray(mask.edge.dst_channels, dtype=np.int64)
-    header = json.dumps(mask_to_dict(mask, with_channels=False))
-    save_file(tensors, str(path), metadata={_METADATA_KEY: header, "format": FORMAT, "version": str(VERSION)})
-    return path
-
-
-def read_safetensors(path: str | Path) -> Mask:
-    """Read a safetensors mask (NumPy only; nothing is unpickled).
-
-    Raises:
-        MaskError: missing file, not a safetensors file, no mask header, or tensors that do not
-            match the header.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise MaskError(f"mask file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except SafetensorError as exc:
-        raise MaskError(f"{path}: not a safetensors file ({exc})") from None
-    if _METADATA_KEY not in meta:
-        raise MaskError(f"{path}: a safetensors file without a '{_METADATA_KEY}' header is not a mask")
-    try:
-        doc = json.loads(meta[_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise MaskError(f"{path}: the '{_METADATA_KEY}' header is not valid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("modules"), dict):
-        raise MaskError(f"{path}: the '{_METADATA_KEY}' header has no 'modules' object")
-    expected = {_tensor_name(p) for p in doc["modules"]}
-    if isinstance(doc.get("edge"), dict):
-        expected |= {"edge/src_channels", "edge/dst_channels"}
-    if set(tensors) != expected:
-        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-        raise MaskError(f"{path}: tensors do not match the header (missing {missing}, unexpected {extra})")
-    for p, entry in doc["modules"].items():
-        if not isinstance(entry, dict):
-            raise MaskError(f"{path}: modules[{p!r}] must be an object")
-        entry["channels"] = _channels(tensors[_tensor_name(p)], f"{path}: tensor {_tensor_name(p)}")
-    if isinstance(doc.get("edge"), dict):
-        for end in ("src_channels", "dst_channels"):
-            doc["edge"][end] = _channels(tensors[f"edge/{end}"], f"{path}: tensor edge/{end}")
-    return mask_from_dict(doc, where=str(path))
-
-
-# --------------------------------------------------------------------------- by suffix
-
-
-def write_mask(mask: Mask, path: str | Path) -> Path:
-    """Write a mask as JSON or safetensors, chosen by the file's suffix.
-
-    Raises:
-        MaskError: the suffix is neither .json nor .safetensors.
-    """
-    path = Path(path)
-    if path.suffix == ".json":
-        return write_json(mask, path)
-    if path.suffix == ".safetensors":
-        return write_safetensors(mask, path)
-    raise MaskError(f"cannot tell the mask format from {path.name!r}: name the file *.json or *.safetensors")
-
-
-def read_mask(path: str | Path) -> Mask:
-    """Read a mask written by `write_mask`; the format is recognised from the file's content.
-
-    Raises:
-        MaskError: missing, unreadable or malformed file.
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        raise MaskError(f"mask file {path} does not exist") from None
-    except IsADirectoryError:
-        raise MaskError(f"{path} is a folder, not a mask file") from None
-    if head.lstrip()[:1] == b"{":
-        return read_json(path)
-    # safetensors begins with a little-endian u64 header length, then the JSON header itself
-    if len(head) >= 9 and head[8:9] == b"{":
-        return read_safetensors(path)
-    raise MaskError(f"{path}: not a mask (neither a JSON document nor a safetensors file)")

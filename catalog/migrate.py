@@ -10,7 +10,7 @@ Writing a new revision: copy the newest file, bump the number, set `down_revisio
 operations by hand (STYLE §9: DuckDB cannot add foreign keys or NOT NULL columns to existing
 tables, nor drop a column from a table with an index or referenced rows; keys and indexes go
 inside `create_table`; name CHECK constraints with `op.f(...)` or the naming convention is applied
-twice), bump `SCHEMA_HEAD`, and run the migration tests.
+twice), bump `SCHEMA_HEAD` (in `catalog.revision`), and run the migration tests.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from sqlalchemy import Connection, inspect, text
 if TYPE_CHECKING:  # alembic is imported lazily: `circuits --help` must stay fast
     from alembic.config import Config
 
-SCHEMA_HEAD = "0001"
-"""The revision this version of the code expects; a test checks it is the scripts' only head."""
+from catalog.revision import VERSION_TABLE
 
 MIGRATIONS_DIR = Path(importlib.util.find_spec("migrations").origin).resolve().parent
 """The top-level `migrations` package (Alembic env and versions), shipped in the distribution."""
-VERSION_TABLE = "alembic_version"
 
 
 def alembic_config(
@@ -129,8 +127,3 @@ def user_tables(connection: Connection) -> list[str]:
         Sorted table names.
     """
     return sorted(t for t in inspect(connection).get_table_names() if t != VERSION_TABLE)
-
-
-def revision_number(revision: str) -> int | None:
-    """The integer order of a revision id like "0003" (None for ids not in that form)."""
-    return int(revision) if revision.isdigit() else None

@@ -5,7 +5,7 @@ it has no database-level primary key or foreign keys so bulk loads stay fast (th
 lets the ORM address rows when it must); `catalog.bulk` is the only writer and checks neuron ids.
 Foreign keys that point at rows a run deletion removes (run, circuit, intervention) exist on
 PostgreSQL only (see `_pg_only_fk`). The tables are created by migration 0001
-(`catalog/migrations`); tests compare it with `metadata.create_all`. Timestamps are naive UTC.
+(`migrations/`); tests compare it with `metadata.create_all`. Timestamps are naive UTC.
 Real numbers are DOUBLE (DuckDB's FLOAT is 4 bytes) except `edge.score`, REAL like the scores.
 """
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Sequence,
     String,
@@ -32,6 +33,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from catalog.vocab import InterventionKind, RunStatus, check_in
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -41,8 +44,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("running", "complete", "failed")
-INTERVENTION_KINDS = ("circuit", "edge")
+RUN_STATUSES: tuple[str, ...] = tuple(RunStatus)
+"""Every `run.status` value (from `catalog.vocab.RunStatus`)."""
+INTERVENTION_KINDS: tuple[str, ...] = tuple(InterventionKind)
+"""Every `intervention.kind` value (from `catalog.vocab.InterventionKind`)."""
 
 
 def utcnow() -> dt.datetime:
@@ -142,7 +147,7 @@ class Run(Base):
     __table_args__ = (
         Index(None, "provenance_key"),
         Index(None, "model_id", "concept_id"),
-        CheckConstraint("status IN ('running', 'complete', 'failed')", name="status"),
+        CheckConstraint(check_in("status", RunStatus), name="status"),
     )
 
     id: Mapped[int] = _id("run_id_seq")
@@ -155,7 +160,7 @@ class Run(Base):
     provenance_key: Mapped[str] = mapped_column(String(64))  # sha256 of weights+layers+images+params
     library_versions: Mapped[dict[str, str]] = mapped_column(JSON)
     device: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(20))  # one of RUN_STATUSES
+    status: Mapped[str] = mapped_column(String(20))  # a RunStatus
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
@@ -211,13 +216,13 @@ class Intervention(Base):
     __tablename__ = "intervention"
     __table_args__ = (
         Index(None, "circuit_id"),
-        CheckConstraint("kind IN ('circuit', 'edge')", name="kind"),
+        CheckConstraint(check_in("kind", InterventionKind), name="kind"),
         _pg_only_fk("circuit_id", "circuit.id"),
     )
 
     id: Mapped[int] = _id("intervention_id_seq")
     circuit_id: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(20))  # one of INTERVENTION_KINDS
+    kind: Mapped[str] = mapped_column(String(20))  # an InterventionKind
     params: Mapped[dict[str, Any]] = mapped_column(JSON)  # edge layer index, baseline seed, ...
     edge_fraction: Mapped[float] = mapped_column(Double)  # fraction of adjacent-layer edges cut
     baseline_edge_fraction: Mapped[float | None] = mapped_column(Double, nullable=True)
@@ -235,7 +240,46 @@ class Evaluation(Base):
     image_set: Mapped[str] = mapped_column(String(300))  # e.g. "catfish:star_wave" or a folder
     image_set_sha256: Mapped[str] = mapped_column(String(64))
     n_images: Mapped[int] = mapped_column(Integer)
-    metric: Mapped[str] = mapped_column(String(50))  # accuracy|true_prob|kl|attack_success
+    metric: Mapped[str] = mapped_column(String(50))  # a catalog.vocab.Metric
     clean_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     value: Mapped[float] = mapped_column(Double)
     baseline_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+# ---------------------------------------------------------------- thumbnails (catalog.media reads
+# and writes them; migration 0002 creates them)
+
+
+class NeuronPatch(Base):
+    """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
+
+    __tablename__ = "neuron_patch"
+    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
+    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
+    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))
+    activation: Mapped[float] = mapped_column(Double)  # the neuron's max over positions, this image
+    # crop box in the model-input pixels of the image: x0, y0, x1, y1 (x1/y1 exclusive)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImageThumbnail(Base):
+    """A small PNG of one concept example image."""
+
+    __tablename__ = "image_thumbnail"
+
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)  # the original image's size
+    height: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)

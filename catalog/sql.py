@@ -1,4 +1,9 @@
-"""Read-only SQL over the catalog (`circuits sql`).
+"""Read-side SQL helpers: read-only SQL (`circuits sql`), Arrow results, JSON column decoding.
+
+`run_sql` is the fast path of `circuits sql`: on a DuckDB file it opens the file with the plain
+`duckdb` module (no SQLAlchemy, pyarrow or Alembic import), with the same safety as
+`open_catalog(..., read_only=True)`. `run_query` does the same on an open `Catalog`. `query_arrow`
+and `decode_json` are what the query modules use to read small results.
 
 Safety comes from the connection, not from inspecting the query's words: the catalog must be
 opened read-only (`open_catalog(..., read_only=True)`), so DuckDB itself refuses INSERT, UPDATE,
@@ -10,13 +15,25 @@ this process's read-write database would let later statements write.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from catalog.engine import Catalog, driver_connection
-from catalog.errors import CatalogError, QueryError, ReadOnlyViolation
+from catalog.errors import CatalogError, CatalogLocked, NotFound, QueryError, ReadOnlyViolation
+
+if TYPE_CHECKING:  # imported lazily: the fast `circuits sql` path must not load them
+    import pyarrow as pa
+    from sqlalchemy.orm import Session
+
+    from catalog.engine import Catalog
+
+__all__ = ["DEFAULT_MAX_ROWS", "QueryResult", "decode_json", "query_arrow", "run_query", "run_sql"]
 
 DEFAULT_MAX_ROWS = 10_000
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,8 @@ def run_query(cat: Catalog, query: str, *, max_rows: int | None = DEFAULT_MAX_RO
         raise CatalogError(
             "run_query needs a catalog opened read-only: open_catalog(..., read_only=True)"
         )
+    from catalog.engine import driver_connection
+
     with cat.session() as session:
         raw = driver_connection(session)
         if cat.backend == "duckdb":
@@ -75,18 +94,15 @@ def _duckdb_query(raw: Any, query: str, max_rows: int | None) -> QueryResult:
             )
         for st in statements[:-1]:
             raw.execute(st)
+            raw.complete()  # run to its end: the connection takes no new work while a result is open
         relation = raw.sql(statements[-1].query)
         if relation is None:
             return QueryResult((), [])
-        reader = relation.to_arrow_reader(1024)
-        rows: list[tuple[Any, ...]] = []
-        truncated = False
-        for batch in reader:
-            rows.extend(zip(*(col.to_pylist() for col in batch.columns)))
-            if max_rows is not None and len(rows) > max_rows:
-                rows, truncated = rows[:max_rows], True
-                break
-        return QueryResult(tuple(reader.schema.names), rows, truncated)
+        columns = tuple(relation.columns)
+        # fetched in DuckDB's own Python conversion (no pyarrow: the fast path must not load it)
+        rows = (relation if max_rows is None else relation.limit(max_rows + 1)).fetchall()
+        truncated = max_rows is not None and len(rows) > max_rows
+        return QueryResult(columns, [tuple(r) for r in rows[:max_rows]], truncated)
     except duckdb.Error as exc:
         raise _duckdb_error(exc) from exc
 
@@ -95,7 +111,7 @@ def _duckdb_error(exc: Exception) -> CatalogError:
     import duckdb
 
     text = _first_paragraph(str(exc))
-    if isinstance(exc, duckdb.PermissionException) or "read-only" in text or "read only" in text:
+    if isinstance(exc, duckdb.PermissionException) or any(w in text for w in ("read-only", "read only", "configuration has been locked")):
         return ReadOnlyViolation(f"refused, the catalog is read-only here: {text}")
     return QueryError(text)
 
@@ -129,3 +145,144 @@ def _first_paragraph(message: str) -> str:
             break
         lines.append(line.strip())
     return " ".join(lines)
+
+
+def run_sql(db: str | os.PathLike[str] | None, query: str, *, max_rows: int | None = DEFAULT_MAX_ROWS) -> QueryResult:
+    """Run read-only SQL on a catalog given by path or URL, as fast as the backend allows.
+
+    A DuckDB file is opened with the plain `duckdb` module, read-only, external access disabled and
+    the configuration locked (a statement cannot re-enable anything), after checking its schema
+    revision in `alembic_version`; SQLAlchemy, pyarrow and Alembic are not imported. A PostgreSQL
+    URL, or a file this process already has open as a `Catalog`, goes through
+    `open_catalog(..., read_only=True)` and `run_query`.
+
+    Args:
+        db: a DuckDB file path or URL; None means `$CIRCUITS_DB`, else `./circuits.duckdb`.
+        query: the SQL text (one or more statements; the last one's rows are returned).
+        max_rows: keep at most this many rows (None: all).
+
+    Returns:
+        The last statement's columns and rows.
+
+    Raises:
+        NotFound: no such file, or an empty database.
+        SchemaOutdated: the catalog is at another schema revision.
+        CatalogLocked: another process writes the file.
+        ReadOnlyViolation: a statement would change the catalog or touch files.
+        QueryError: the database rejected the SQL.
+    """
+    path = _duckdb_file(db)
+    if path is None or _open_in_process(path):
+        from catalog.engine import open_catalog
+
+        return run_query(open_catalog(db, read_only=True), query, max_rows=max_rows)
+    import duckdb
+
+    if not os.path.exists(path):
+        raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
+    config = {"enable_external_access": False, "lock_configuration": True}
+    try:
+        raw = duckdb.connect(path, read_only=True, config=config)
+    except duckdb.Error as exc:
+        detail = str(exc).splitlines()[0]
+        if "lock" in detail.lower():
+            pid = re.search(r"PID \d+", detail)
+            holder = f" ({pid.group(0)})" if pid else ""
+            raise CatalogLocked(
+                f"catalog {path} is in use by another process{holder}: wait for it to finish "
+                "(DuckDB allows one writer, or several readers when nobody writes)"
+            ) from exc
+        raise CatalogError(f"cannot open catalog {path}: {detail}") from exc
+    try:
+        _check_duckdb_revision(raw, path)
+        return _duckdb_query(raw, query, max_rows)
+    finally:
+        raw.close()
+
+
+def _duckdb_file(db: str | os.PathLike[str] | None) -> str | None:
+    """The absolute path of a DuckDB catalog file, or None for PostgreSQL / in-memory URLs."""
+    if db is None:
+        from catalog.connect import DEFAULT_PATH, ENV_VAR
+
+        db = os.environ.get(ENV_VAR) or DEFAULT_PATH
+    text = os.fspath(db)
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        if scheme != "duckdb" or not rest.startswith("/") or "?" in rest:
+            return None  # PostgreSQL, or a URL with options: the general path handles it
+        text = rest[1:]
+        if text in ("", ":memory:"):
+            return None
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _open_in_process(path: str) -> bool:
+    """Whether this process has the file open as a Catalog (DuckDB allows one config per file)."""
+    import sys
+
+    if "catalog.engine" not in sys.modules:
+        return False
+    from catalog.engine import cached_catalog
+
+    return cached_catalog(path) is not None
+
+
+def _check_duckdb_revision(raw: Any, path: str) -> None:
+    """`catalog.revision.check_revision` on a plain DuckDB connection."""
+    from catalog.revision import VERSION_TABLE, check_revision
+
+    tables = {
+        name
+        for (name,) in raw.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main'"
+        ).fetchall()
+    }
+    revision = None
+    if VERSION_TABLE in tables:
+        versions = [v for (v,) in raw.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()]
+        revision = max(versions) if versions else None
+    check_revision(revision, bool(tables - {VERSION_TABLE}), path)
+
+
+def query_arrow(session: Session, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Run one read query and return its result as an Arrow table.
+
+    On DuckDB the driver exports the result to Arrow directly (no Python objects per row); on
+    PostgreSQL the rows come through SQLAlchemy Core (the query modules only fetch small results
+    or a run's top edges that way). JSON columns come back as text on DuckDB: `decode_json` them.
+
+    Args:
+        session: the caller's session (its transaction is used).
+        sql: a SELECT with SQLAlchemy-style ``:name`` parameters; lists are passed whole and used
+            as ``= ANY(:name)``. Write casts as ``CAST(x AS T)``, not ``x::T``.
+        params: the parameter values; every one must be used in `sql`.
+
+    Returns:
+        The result, one column per selected expression.
+    """
+    import pyarrow as pa
+
+    params = dict(params or {})
+    if session.get_bind().dialect.name == "duckdb":
+        from catalog.engine import driver_connection
+
+        raw = driver_connection(session)
+        return raw.sql(_PARAM.sub(r"$\1", sql), params=params).to_arrow_table()
+    from sqlalchemy import text
+
+    result = session.execute(text(sql), params)
+    names = list(result.keys())
+    rows = result.all()
+    return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
+
+
+def decode_json(value: Any) -> Any:
+    """A JSON column's value as Python objects, on either backend.
+
+    DuckDB returns JSON columns as text (through its driver and its Arrow export); PostgreSQL
+    returns them decoded. Meant for the catalog's JSON columns, which hold lists and objects (a
+    JSON string value would be indistinguishable from its text).
+    """
+    return json.loads(value) if isinstance(value, str) else value

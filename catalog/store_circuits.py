@@ -27,7 +27,8 @@ from catalog.models import (
     Run,
 )
 from catalog.refs import CircuitRef, EvaluationRow, InterventionRef
-from catalog.store_runs import complete_run_neurons, read_run
+from catalog.store_runs import complete_run_neurons, read_runs
+from catalog.vocab import RunStatus
 
 _LIST_CIRCUITS = 'list them with `circuits sql "select * from circuit"`'
 
@@ -50,7 +51,8 @@ def write_circuit(
         run_id: the run it was searched on.
         channels: per run layer, the selected channels.
         k: per run layer, how many were selected.
-        fixed: anchored layers (layer name → channels), or None.
+        fixed: anchored layers, layer name → channels (a subset of the run's layers, each with
+            exactly the circuit's channels there), or None. Stored with sorted channels.
         sweeps: refinement sweeps done.
         converged: whether the last sweep changed nothing.
         objective_history: objective after the initial selection, then after each sweep.
@@ -61,7 +63,8 @@ def write_circuit(
     Raises:
         NotFound: no such run.
         CatalogError: run not complete, wrong number of layers, channels out of range, repeated,
-            or not k[i] of them; empty objective history.
+            or not k[i] of them; `fixed` naming another layer or other channels; empty objective
+            history.
     """
     run, neuron_ids = complete_run_neurons(session, run_id)
     n_layers = len(run.layer_names)
@@ -81,7 +84,7 @@ def write_circuit(
     circuit = Circuit(
         run_id=run_id,
         k=[int(x) for x in k],
-        fixed=fixed,
+        fixed=_check_fixed(fixed, run.layer_names, channels),
         sweeps=int(sweeps),
         converged=bool(converged),
         objective=float(objective_history[-1]),
@@ -98,6 +101,29 @@ def write_circuit(
     return circuit.id
 
 
+def _check_fixed(
+    fixed: dict[str, Sequence[int]] | None, layer_names: Sequence[str], channels: Sequence[Sequence[int]]
+) -> dict[str, list[int]] | None:
+    """`fixed` as stored: layer name → sorted channels, each the circuit's channels in that layer."""
+    if fixed is None:
+        return None
+    chosen = {name: sorted(int(c) for c in chans) for name, chans in zip(layer_names, channels)}
+    out = {}
+    for name, chans in fixed.items():
+        if name not in chosen:
+            raise CatalogError(
+                f"fixed names layer {name!r}, which is not a layer of the run "
+                f"({', '.join(layer_names)}): key anchored layers by layer name"
+            )
+        anchored = sorted(int(c) for c in chans)
+        if anchored != chosen[name]:
+            raise CatalogError(
+                f"fixed layer {name} holds channels {anchored}, but the circuit has {chosen[name]} there"
+            )
+        out[str(name)] = anchored
+    return out
+
+
 def read_circuit(session: Session, circuit_id: int) -> CircuitRef:
     """One circuit with its channels per run layer.
 
@@ -108,6 +134,13 @@ def read_circuit(session: Session, circuit_id: int) -> CircuitRef:
     if not circuits:
         raise NotFound(f"no circuit {circuit_id} in the catalog: {_LIST_CIRCUITS}")
     return circuits[0]
+
+
+def read_circuits(session: Session, circuit_ids: Sequence[int]) -> list[CircuitRef]:
+    """Several circuits by id, in id order (ids not in the catalog are left out); three queries."""
+    if not circuit_ids:
+        return []
+    return _circuits(session, select(Circuit).where(Circuit.id.in_([int(c) for c in circuit_ids])).order_by(Circuit.id))
 
 
 def list_circuits(
@@ -123,7 +156,7 @@ def list_circuits(
         .join(Run, Run.id == Circuit.run_id)
         .join(Model, Model.id == Run.model_id)
         .join(Concept, Concept.id == Run.concept_id)
-        .where(Run.status == "complete")
+        .where(Run.status == RunStatus.complete)
     )
     if model is not None:
         query = query.where(Model.name == model)
@@ -135,18 +168,26 @@ def list_circuits(
 
 
 def _circuits(session: Session, query: Any) -> list[CircuitRef]:
+    """The circuits a `select(Circuit)` finds, as refs, in three queries whatever their number."""
+    rows = session.scalars(query).all()
+    if not rows:
+        return []
+    ids = [c.id for c in rows]
+    runs = {r.id: r for r in read_runs(session, sorted({c.run_id for c in rows}))}
+    members = session.execute(
+        select(CircuitNeuron.circuit_id, Layer.name, Neuron.channel)
+        .join(Neuron, Neuron.id == CircuitNeuron.neuron_id)
+        .join(Layer, Layer.id == Neuron.layer_id)
+        .where(CircuitNeuron.circuit_id.in_(ids))
+    ).all()
+    per_circuit: dict[int, dict[str, list[int]]] = {
+        c.id: {name: [] for name in runs[c.run_id].layer_names} for c in rows
+    }
+    for circuit_id, layer_name, channel in members:
+        per_circuit[circuit_id][layer_name].append(channel)
     out = []
-    for c in session.scalars(query).all():
-        run = read_run(session, c.run_id)
-        members = session.execute(
-            select(Layer.name, Neuron.channel)
-            .join(Neuron, Neuron.layer_id == Layer.id)
-            .join(CircuitNeuron, CircuitNeuron.neuron_id == Neuron.id)
-            .where(CircuitNeuron.circuit_id == c.id)
-        ).all()
-        per_layer: dict[str, list[int]] = {name: [] for name in run.layer_names}
-        for layer_name, channel in members:
-            per_layer[layer_name].append(channel)
+    for c in rows:
+        run, per_layer = runs[c.run_id], per_circuit[c.id]
         out.append(
             CircuitRef(
                 id=c.id,
@@ -158,11 +199,11 @@ def _circuits(session: Session, query: Any) -> list[CircuitRef]:
                 widths=run.widths,
                 channels=tuple(tuple(sorted(per_layer[n])) for n in run.layer_names),
                 k=tuple(c.k),
-                fixed=c.fixed,
+                fixed=None if c.fixed is None else {str(n): list(ch) for n, ch in c.fixed.items()},
                 sweeps=c.sweeps,
                 converged=c.converged,
-                objective=c.objective,
-                objective_history=tuple(c.objective_history),
+                objective=float(c.objective),
+                objective_history=tuple(float(x) for x in c.objective_history),
                 created_at=c.created_at,
             )
         )
@@ -228,31 +269,34 @@ def write_intervention(
 
 
 def list_interventions(session: Session, circuit_id: int | None = None) -> list[InterventionRef]:
-    """Interventions (of one circuit, if given), oldest first, with their evaluations."""
+    """Interventions (of one circuit, if given), oldest first, with their evaluations (two queries)."""
     query = select(Intervention).order_by(Intervention.id)
     if circuit_id is not None:
         query = query.where(Intervention.circuit_id == circuit_id)
-    out = []
-    for iv in session.scalars(query).all():
-        evaluations = session.scalars(
-            select(Evaluation).where(Evaluation.intervention_id == iv.id).order_by(Evaluation.id)
-        )
-        out.append(
-            InterventionRef(
-                id=iv.id,
-                circuit_id=iv.circuit_id,
-                kind=iv.kind,
-                params=dict(iv.params),
-                edge_fraction=iv.edge_fraction,
-                baseline_edge_fraction=iv.baseline_edge_fraction,
-                created_at=iv.created_at,
-                evaluations=tuple(
+    interventions = session.scalars(query).all()
+    evaluations: dict[int, list[EvaluationRow]] = {iv.id: [] for iv in interventions}
+    if interventions:
+        wanted = select(Evaluation).order_by(Evaluation.id)
+        if circuit_id is not None:
+            wanted = wanted.where(Evaluation.intervention_id.in_([iv.id for iv in interventions]))
+        for e in session.scalars(wanted):
+            if e.intervention_id in evaluations:
+                evaluations[e.intervention_id].append(
                     EvaluationRow(
                         e.image_set, e.image_set_sha256, e.n_images, e.metric,
                         e.clean_value, e.value, e.baseline_value,
                     )  # fmt: skip
-                    for e in evaluations
-                ),
-            )
+                )
+    return [
+        InterventionRef(
+            id=iv.id,
+            circuit_id=iv.circuit_id,
+            kind=iv.kind,
+            params=dict(iv.params),
+            edge_fraction=iv.edge_fraction,
+            baseline_edge_fraction=iv.baseline_edge_fraction,
+            created_at=iv.created_at,
+            evaluations=tuple(evaluations[iv.id]),
         )
-    return out
+        for iv in interventions
+    ]

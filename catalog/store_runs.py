@@ -29,6 +29,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.refs import LayerRef, ModelRef, RunRef
+from catalog.vocab import RunStatus
 from catalog.store_models import read_model
 
 _LIST_RUNS = 'list them with `circuits sql "select * from run"`'
@@ -82,7 +83,7 @@ def write_run(
         session, model=model, concept_id=concept_id, layer_names=layer_names, params=params,
         image_set_sha256=image_set_sha256, n_images=n_images, provenance_key=provenance_key,
         library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
-        status="complete", error=None,
+        status=RunStatus.complete, error=None,
     )  # fmt: skip
     bulk.write_edge_matrices(session, run.id, neuron_ids, matrices)
     return run.id
@@ -114,7 +115,7 @@ def record_failed_run(
         session, model=model, concept_id=concept_id, layer_names=layer_names, params=params,
         image_set_sha256=image_set_sha256, n_images=n_images, provenance_key=provenance_key,
         library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
-        status="failed", error=error,
+        status=RunStatus.failed, error=error,
     )  # fmt: skip
     return run.id
 
@@ -166,7 +167,7 @@ def find_complete_run(session: Session, provenance_key: str) -> RunRef | None:
     """The newest complete run with this provenance key, or None (re-run detection)."""
     run_id = session.scalars(
         select(Run.id)
-        .where(Run.provenance_key == provenance_key, Run.status == "complete")
+        .where(Run.provenance_key == provenance_key, Run.status == RunStatus.complete)
         .order_by(Run.id.desc())
     ).first()
     return None if run_id is None else read_run(session, run_id)
@@ -178,7 +179,7 @@ def read_run(session: Session, run_id: int) -> RunRef:
     Raises:
         NotFound: no such run.
     """
-    runs = _runs(session, select(Run).where(Run.id == run_id))
+    runs = read_runs(session, [run_id])
     if not runs:
         raise NotFound(f"no run {run_id} in the catalog: {_LIST_RUNS}")
     return runs[0]
@@ -209,18 +210,34 @@ def list_runs(
     if concept is not None:
         query = query.where(Concept.name == concept)
     if not include_failed:
-        query = query.where(Run.status == "complete")
+        query = query.where(Run.status == RunStatus.complete)
     return _runs(session, query.order_by(Run.id))
 
 
+def read_runs(session: Session, run_ids: Sequence[int]) -> list[RunRef]:
+    """Several runs by id, in id order (missing ids are left out), in four queries."""
+    if not run_ids:
+        return []
+    return _runs(session, select(Run).where(Run.id.in_([int(r) for r in run_ids])).order_by(Run.id))
+
+
 def _runs(session: Session, query: Any) -> list[RunRef]:
+    """The runs a `select(Run)` finds, as refs, in four queries whatever their number."""
+    runs = session.scalars(query).all()
+    if not runs:
+        return []
+    model_ids = sorted({r.model_id for r in runs})
+    concept_ids = sorted({r.concept_id for r in runs})
+    models = {m.id: m for m in session.scalars(select(Model).where(Model.id.in_(model_ids)))}
+    concepts = {c.id: c for c in session.scalars(select(Concept).where(Concept.id.in_(concept_ids)))}
+    widths: dict[int, dict[str, int]] = {m: {} for m in model_ids}
+    for model_id, name, width in session.execute(
+        select(Layer.model_id, Layer.name, Layer.width).where(Layer.model_id.in_(model_ids))
+    ):
+        widths[model_id][name] = width
     out = []
-    for run in session.scalars(query).all():
-        model = session.get(Model, run.model_id)
-        concept = session.get(Concept, run.concept_id)
-        widths = dict(
-            session.execute(select(Layer.name, Layer.width).where(Layer.model_id == run.model_id)).all()
-        )
+    for run in runs:
+        model, concept = models[run.model_id], concepts[run.concept_id]
         out.append(
             RunRef(
                 id=run.id,
@@ -231,7 +248,7 @@ def _runs(session: Session, query: Any) -> list[RunRef]:
                 concept_id=run.concept_id,
                 concept=concept.name,
                 layer_names=tuple(run.layer_names),
-                widths=tuple(widths[n] for n in run.layer_names),
+                widths=tuple(widths[run.model_id][n] for n in run.layer_names),
                 params=dict(run.params),
                 image_set_sha256=run.image_set_sha256,
                 n_images=run.n_images,
@@ -256,7 +273,7 @@ def complete_run_neurons(session: Session, run_id: int) -> tuple[RunRef, list[np
         CatalogError: the run is not complete.
     """
     run = read_run(session, run_id)
-    if run.status != "complete":
+    if run.status != RunStatus.complete:
         raise CatalogError(f"run {run_id} is {run.status}: it has no scores")
     model = read_model(session, run.model_id)
     return run, [model.layer(n).neuron_ids for n in run.layer_names]

@@ -15,7 +15,7 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 
-__all__ = ["DeviceError", "channel_dim", "resolve_device", "scoped_hooks"]
+__all__ = ["DeviceError", "channel_dim", "evaluating_on", "resolve_device", "scoped_hooks"]
 
 Hook = Callable[..., Any]
 
@@ -73,15 +73,58 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def channel_dim(t: torch.Tensor, layer: str = "") -> int:
+@contextmanager
+def evaluating_on(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The model in eval mode on `device` while the context is open; on exit (even on error) every
+    parameter and buffer holds its original tensor again (same device, same values, same Parameter
+    object) and every sub-module is back in its own train/eval mode.
+
+    The original tensors stay referenced while the context is open (no copy back on exit).
+
+    Yields:
+        The same model object.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    placement = [
+        (m, kind, key, t)
+        for m in model.modules()
+        for kind in ("_parameters", "_buffers")
+        for key, t in getattr(m, kind).items()
+        if t is not None
+    ]
+    originals = [(m, kind, key, t, t.data) for m, kind, key, t in placement]
+    move = any(t.device != device for _, _, _, t in placement)
+    try:
+        if move:
+            model.to(device)
+        model.eval()
+        yield model
+    finally:
+        if move:
+            for m, kind, key, t, data in originals:
+                if kind == "_parameters":
+                    m._parameters[key] = t  # the caller's Parameter object (optimisers hold it)
+                    t.data = data
+                else:
+                    m._buffers[key] = t
+        for m, mode in modes:
+            m.training = mode
+
+
+def channel_dim(t: torch.Tensor, layer: str = "", *, error: type[Exception] = ValueError) -> int:
     """Where a layer output's neurons are: dim 1 of (B, C) or (B, C, H, W); dim 2 of (B, N, D).
 
+    Args:
+        t: the layer's output.
+        layer: its name, for the message.
+        error: the exception class to raise (callers pass their own `CircuitsError`).
+
     Raises:
-        ValueError: any other rank.
+        ValueError (or `error`): any other rank.
     """
     if t.dim() in (2, 4):
         return 1
     if t.dim() == 3:
         return 2  # (B, N, D) token models: a neuron is a feature dimension
     where = f"layer {layer!r} " if layer else ""
-    raise ValueError(f"{where}outputs shape {tuple(t.shape)}: expected (B, C[, H, W]) or (B, N, D)")
+    raise error(f"{where}outputs shape {tuple(t.shape)}: expected (B, C[, H, W]) or (B, N, D)")

@@ -13,7 +13,7 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,11 +140,11 @@ def ingest(
     Raises:
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
     """
-    import torch
-
     from ingest import zoo
+    from ingest.cla.attribute import attribute
     from ingest.cla.capture import layer_widths
-    from ingest.cla.attribute import attribute, find_circuit
+    from ingest.cla.search import find_circuit
+    from ingest.hooks import resolve_device
 
     t0 = time.perf_counter()
     loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
@@ -176,8 +176,7 @@ def ingest(
             existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels
         )
 
-    device = config.device
-    resolved_device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    resolved_device = str(resolve_device(config.device))  # the device the run row records
     on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
     run_fields = dict(
         layer_names=layers,
@@ -201,6 +200,11 @@ def ingest(
         )
         circuit = find_circuit(matrices, ks, max_sweeps=config.max_sweeps)
         seconds = time.perf_counter() - t0
+        from ingest import thumbnails  # the circuit neurons' example patches (catalog.media)
+
+        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
+                                            mean=loaded.spec.mean, std=loaded.spec.std, progress=progress)
+        thumbs = thumbnails.example_thumbnails(image_set.images)
         if progress is not None:
             progress("writing", 0, 1)
         with cat.session() as s, s.begin():  # one transaction: the whole run or nothing
@@ -220,8 +224,10 @@ def ingest(
                 fixed=None,
                 sweeps=circuit.sweeps,
                 converged=circuit.converged,
-                objective_history=circuit.objective,
+                objective_history=circuit.objective_history,
             )
+            thumbnails.store_thumbnails(s, run_id=run_id, model_id=model.id, concept_id=concept_id,
+                                        image_set_sha256=image_set.sha256, patches=patches, thumbnails=thumbs)
     except (Exception, KeyboardInterrupt) as exc:
         _record_failure(cat, model_fields, config.concept, run_fields, time.perf_counter() - t0, exc)
         raise
@@ -248,12 +254,23 @@ def _record_failure(cat: Catalog, model_fields: dict, concept: str, run_fields: 
         pass
 
 
-def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *, fixed: dict[int, list[int]] | None = None,
-           max_sweeps: int = 50):
+def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *,
+           fixed: Mapping[str | int, Sequence[int]] | None = None, max_sweeps: int = 50):
     """Make a new circuit of another k from a run's stored edges alone (no model, no GPU).
+
+    Args:
+        cat: an open, writable catalog.
+        run_id: a complete run.
+        k: neurons per layer: one int, or one per layer of the run.
+        fixed: anchored layers, layer name -> channels held fixed there (a layer index, negative
+            from the end, is accepted too). Stored in the circuit's `fixed` keyed by layer name.
+        max_sweeps: the most refinement sweeps.
 
     Returns:
         (circuit_id, Circuit).
+
+    Raises:
+        IngestError: a bad k, or a fixed layer that is not one of the run's layers.
     """
     from ingest.cla.search import find_circuit
 
@@ -261,16 +278,35 @@ def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *, fixed: dict[int
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
     ks = _k_per_layer(k, run.layer_names, run.widths)
-    circuit = find_circuit(matrices, ks, fixed=fixed, max_sweeps=max_sweeps)
+    by_index = None if fixed is None else _fixed_by_index(fixed, list(run.layer_names))
+    circuit = find_circuit(matrices, ks, fixed=by_index, max_sweeps=max_sweeps)
     with cat.session() as s, s.begin():
         circuit_id = store.write_circuit(
             s,
             run_id=run_id,
             channels=circuit.channels,
-            k=ks,
-            fixed=None if fixed is None else {str(i): list(c) for i, c in fixed.items()},
+            k=circuit.k,  # a fixed layer's k is its anchor count
+            fixed=None if by_index is None else {run.layer_names[i]: list(c) for i, c in by_index.items()},
             sweeps=circuit.sweeps,
             converged=circuit.converged,
-            objective_history=circuit.objective,
+            objective_history=circuit.objective_history,
         )
     return circuit_id, circuit
+
+
+def _fixed_by_index(fixed: Mapping[str | int, Sequence[int]], layer_names: list[str]) -> dict[int, list[int]]:
+    """Anchors keyed by layer name (or index) -> keyed by the layer's index, as the search takes them."""
+    out: dict[int, list[int]] = {}
+    for key, chans in fixed.items():
+        if isinstance(key, str):
+            if key not in layer_names:
+                raise IngestError(f"fixed layer {key!r} is not a layer of this run: use one of {', '.join(layer_names)}")
+            i = layer_names.index(key)
+        else:
+            i = int(key) + (len(layer_names) if int(key) < 0 else 0)
+            if not 0 <= i < len(layer_names):
+                raise IngestError(f"fixed layer index {key} is out of range for {len(layer_names)} layers")
+        if i in out:
+            raise IngestError(f"layer {layer_names[i]!r} is fixed twice")
+        out[i] = [int(c) for c in chans]
+    return out

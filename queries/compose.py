@@ -8,7 +8,6 @@ concept's newest complete run on the circuit's model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,8 +15,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError, NotFound
-from queries.graphs import column, query_arrow
-from queries.listing import ModelChoice, choice_notes, concept_circuits
+from catalog.sql import decode_json, query_arrow
+from queries.graphs import column
+from queries.resolve import COMPLETE_RUN, ModelChoice, choice_notes, concept_circuits
 from queries.overlap import circuit_members
 
 __all__ = ["LayerCoverage", "Composition", "compose_circuit"]
@@ -94,7 +94,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
     head = query_arrow(
         session,
         "SELECT c.id, r.layer_names, co.name AS concept, m.id AS model_id, m.name AS model, "
-        "m.weights_sha256 AS sha FROM circuit c JOIN run r ON r.id = c.run_id AND r.status = 'complete' "
+        f"m.weights_sha256 AS sha FROM circuit c JOIN run r ON r.id = c.run_id AND {COMPLETE_RUN} "
         "JOIN concept co ON co.id = r.concept_id JOIN model m ON m.id = r.model_id WHERE c.id = :c",
         {"c": int(circuit_id)},
     )
@@ -112,9 +112,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
     covered = in_concept.any(axis=0)  # (K,)
     layer_of = np.asarray(members.column("layer").to_pylist(), dtype=object)[mine]
     position_of = column(members, "position", np.int64)[mine]
-    layer_names = info["layer_names"]
-    if isinstance(layer_names, str):  # JSON comes back as text from DuckDB
-        layer_names = json.loads(layer_names)
+    layer_names = decode_json(info["layer_names"])
     layers = []
     for name in layer_names:
         here = layer_of == name

@@ -5,65 +5,34 @@ Nodes are neurons keyed ``"layer:channel"`` (e.g. ``"inception3a:17"``) with att
 ``neuron_id``; edges point downstream (layer i → layer i+1) and carry the CLA ``score``.
 
 Every load is one SQL query whose result comes back as an Arrow table (DuckDB's native export;
-PostgreSQL through Core), then NumPy, then one ``add_edges_from``: rows never go through the ORM.
-`query_arrow` is the shared helper the other query modules use for the same purpose.
+PostgreSQL through Core; see `catalog.sql.query_arrow`), then NumPy, then one ``add_edges_from``:
+rows never go through the ORM.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from catalog.engine import driver_connection
 from catalog.errors import CircuitsError, NotFound
+from catalog.sql import decode_json, query_arrow
+from catalog.vocab import RunStatus
 
 __all__ = [
     "EdgeSelection",
-    "query_arrow",
     "column",
     "node_key",
     "circuit_graph",
     "run_top_edges",
     "top_edge_graph",
 ]
-
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-def query_arrow(session: Session, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-    """Run one read query and return its result as an Arrow table.
-
-    On DuckDB the driver exports the result to Arrow directly (no Python objects per row); on
-    PostgreSQL the rows come through SQLAlchemy Core (the query modules only fetch small results
-    or a run's top edges that way).
-
-    Args:
-        session: the caller's session (its transaction is used).
-        sql: a SELECT with SQLAlchemy-style ``:name`` parameters; lists are passed whole and used
-            as ``= ANY(:name)``. Write casts as ``CAST(x AS T)``, not ``x::T``.
-        params: the parameter values; every one must be used in `sql`.
-
-    Returns:
-        The result, one column per selected expression.
-    """
-    params = dict(params or {})
-    if session.get_bind().dialect.name == "duckdb":
-        raw = driver_connection(session)
-        return raw.sql(_PARAM.sub(r"$\1", sql), params=params).to_arrow_table()
-    result = session.execute(text(sql), params)
-    names = list(result.keys())
-    rows = result.all()
-    return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
 
 def column(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
@@ -127,11 +96,9 @@ def _run_info(session: Session, run_id: int) -> _RunInfo:
     if table.num_rows == 0:
         raise NotFound(f"no run {run_id} in the catalog: see `circuits list runs`")
     row = table.to_pylist()[0]
-    if row["status"] != "complete":
+    if row["status"] != RunStatus.complete:
         raise NotFound(f"run {run_id} is {row['status']}, not complete: its edges are not readable")
-    names = row["layer_names"]
-    if isinstance(names, str):  # JSON comes back as text on DuckDB
-        names = json.loads(names)
+    names = decode_json(row["layer_names"])
     return _RunInfo(row["run_id"], row["model_id"], row["model"], row["concept"], tuple(names))
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from catalog import store
 from catalog.engine import Catalog
-from catalog.mask_file import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask, write_mask
+from catalog.mask_file import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
+from catalog.mask_io import write_mask
+from catalog.vocab import MaskKind
 from catalog.refs import CircuitRef
 
 __all__ = ["ExportResult", "export_mask", "mask_from_circuit"]
@@ -30,7 +32,7 @@ class ExportResult:
 def mask_from_circuit(
     circuit: CircuitRef,
     *,
-    kind: str = "circuit",
+    kind: str = MaskKind.circuit,
     pair: int = 0,
     architecture: str | None = None,
     catalog: str | None = None,
@@ -55,9 +57,9 @@ def mask_from_circuit(
     layers = list(zip(circuit.layer_names, circuit.channels, circuit.widths))
     source = CatalogSource(circuit.id, circuit.run_id, circuit.concept, catalog)
     model = ModelIdentity(circuit.model, circuit.weights_sha256, architecture)
-    if kind == "circuit":
+    if kind == MaskKind.circuit:
         modules = {name: ModuleMask(tuple(chans), width) for name, chans, width in layers}
-        return Mask("circuit", model, modules, source=source)
+        return Mask(MaskKind.circuit, model, modules, source=source)
     if not 0 <= pair < len(layers) - 1:
         raise MaskError(
             f"edge pair {pair} is out of range for circuit {circuit.id}, which has {len(layers)} layers: "
@@ -65,7 +67,7 @@ def mask_from_circuit(
         )
     (src, src_ch, src_w), (dst, dst_ch, dst_w) = layers[pair], layers[pair + 1]
     return Mask(
-        "edge",
+        MaskKind.edge,
         model,
         {src: ModuleMask(tuple(src_ch), src_w), dst: ModuleMask(tuple(dst_ch), dst_w)},
         edge=EdgeCut(src, dst, tuple(src_ch), tuple(dst_ch)),
@@ -73,7 +75,7 @@ def mask_from_circuit(
     )
 
 
-def export_mask(cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = "circuit", pair: int = 0) -> ExportResult:
+def export_mask(cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = MaskKind.circuit, pair: int = 0) -> ExportResult:
     """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
 
     Args:

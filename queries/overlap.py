@@ -25,8 +25,9 @@ import pyarrow as pa
 from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError
-from queries.graphs import column, query_arrow
-from queries.listing import CircuitChoice, choice_notes, concept_circuits, resolve_model
+from catalog.sql import query_arrow
+from queries.graphs import column
+from queries.resolve import CircuitChoice, choice_notes, concept_circuits, resolve_model
 
 __all__ = [
     "METRICS",

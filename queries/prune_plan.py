@@ -21,8 +21,6 @@ For each missing evaluation the plan says which `circuits ablate` command would 
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,8 +28,10 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError, NotFound
-from queries.graphs import query_arrow
-from queries.listing import ModelChoice, concept_circuits, resolve_model
+from catalog.sql import query_arrow
+from catalog.vocab import InterventionKind, Metric
+from queries.resolve import concept_circuits, resolve_model
+from queries.prune_evidence import EvalRow, ablate_command, concept_image_sets, evaluations, image_set_concept
 from queries.overlap import overlap_of_circuits
 
 __all__ = [
@@ -44,9 +44,9 @@ __all__ = [
     "plan_pruning",
 ]
 
-AGAINST_METRICS = ("attack_success", "accuracy", "true_prob", "agreement")
+AGAINST_METRICS: tuple[Metric, ...] = (Metric.attack_success, Metric.accuracy, Metric.true_prob, Metric.agreement)
 """Metrics of the behaviour to suppress, in order of preference (an attack's success first)."""
-KEEP_METRICS = ("accuracy", "true_prob", "agreement")
+KEEP_METRICS: tuple[Metric, ...] = (Metric.accuracy, Metric.true_prob, Metric.agreement)
 """Metrics of the behaviours to keep, in order of preference."""
 
 
@@ -156,34 +156,8 @@ def _effect_text(e: Effect | None) -> str | None:
     return f"{e.concept} {e.metric} {before}→{e.after:.3f}{base}"
 
 
-def image_set_concept(image_set: str) -> str:
-    """The concept name an evaluated image set's name stands for.
-
-    ``catfish:NAME#seed=1`` → NAME, ``dir:/data/NAME`` → NAME, anything else unchanged.
-    """
-    kind, sep, rest = image_set.partition(":")
-    if not sep:
-        return image_set
-    if kind == "dir":
-        return os.path.basename(rest.rstrip("/\\")) or rest
-    return rest.split("#", 1)[0]
-
-
-@dataclass(frozen=True)
-class _EvalRow:
-    circuit_id: int
-    group: tuple[int, str, int | None]  # (circuit, kind, edge pair)
-    edge_fraction: float
-    image_set: str
-    sha: str
-    metric: str
-    clean: float | None
-    value: float
-    baseline: float | None
-
-
 def plan_pruning(
-    session: Session, model: str, against: str, keep: Sequence[str] = (), *, kind: str = "circuit"
+    session: Session, model: str, against: str, keep: Sequence[str] = (), *, kind: str = InterventionKind.circuit
 ) -> PrunePlan:
     """Rank a model's stored circuits as pruning candidates against one behaviour.
 
@@ -211,8 +185,8 @@ def plan_pruning(
     if not per_concept:
         raise CircuitsError(f"model {model} has no circuits yet: ingest some with `circuits ingest {model} …`")
     notes: list[str] = []
-    evals, circuit_info = _evaluations(session, chosen_model)
-    sets = _concept_image_sets(session, [against, *keep])
+    evals, circuit_info = evaluations(session, chosen_model)
+    sets = concept_image_sets(session, [against, *keep])
     known = set(query_arrow(session, "SELECT name FROM concept").column("name").to_pylist())
     known |= {image_set_concept(e.image_set) for e in evals} | {e.image_set for e in evals}
     unknown = [name for name in (against, *keep) if name not in known]
@@ -222,7 +196,7 @@ def plan_pruning(
             f"{chosen_model.name}: `circuits list concepts` lists the concepts"
         )
 
-    def concept_of(row: _EvalRow) -> str | None:
+    def concept_of(row: EvalRow) -> str | None:
         for name in (against, *keep):
             if row.sha in sets.get(name, {}).get("shas", ()) or image_set_concept(row.image_set) == name \
                     or row.image_set == name:  # fmt: skip
@@ -230,7 +204,7 @@ def plan_pruning(
         return None
 
     # Newest row per (group, concept, metric): rows come oldest first.
-    by_group: dict[tuple[int, str, int | None], dict[tuple[str, str], _EvalRow]] = {}
+    by_group: dict[tuple[int, str, int | None], dict[tuple[str, str], EvalRow]] = {}
     fractions: dict[tuple[int, str, int | None], float] = {}
     for row in evals:
         name = concept_of(row)
@@ -264,7 +238,7 @@ def plan_pruning(
         out.append(Candidate(
             cid, concept, run_id, group_kind, basis, score, fractions[group], against_effect, keep_effects,
             *overlaps.get(cid, (None, None)), missing,
-            tuple(_ablate_command(cid, group_kind, m, sets.get(m, {}), evals) for m in missing),
+            tuple(ablate_command(cid, group_kind, m, sets.get(m, {}), evals) for m in missing),
         ))  # fmt: skip
     # Complete evidence first: a partial score leaves out the keep behaviours it may hurt.
     out.sort(key=lambda c: (c.basis != "evidence", -(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
@@ -275,7 +249,7 @@ def plan_pruning(
         o_against, o_keep = overlaps.get(cid, (None, None))
         score = None if o_against is None else o_against - (o_keep or 0.0)
         # Evidence on the keep sets alone (no against evaluation yet) is still shown.
-        merged: dict[tuple[str, str], _EvalRow] = {}
+        merged: dict[tuple[str, str], EvalRow] = {}
         for g, rows in by_group.items():
             if g[0] == cid:
                 merged.update(rows)
@@ -283,7 +257,7 @@ def plan_pruning(
         missing = (against, *(k for k in keep if all(e.concept != k for e in keep_effects)))
         proxies.append(Candidate(
             cid, concept, run_id, kind, "proxy", score, None, None, keep_effects, o_against, o_keep, missing,
-            tuple(_ablate_command(cid, kind, m, sets.get(m, {}), evals) for m in missing),
+            tuple(ablate_command(cid, kind, m, sets.get(m, {}), evals) for m in missing),
         ))  # fmt: skip
     proxies.sort(key=lambda c: (c.score is None, -(c.score or 0.0), c.circuit_id))
     if proxies and not out:
@@ -294,82 +268,12 @@ def plan_pruning(
     return PrunePlan(chosen_model.name, against, keep, tuple(out + proxies), tuple(notes))
 
 
-def _effect(rows: dict[tuple[str, str], _EvalRow], concept: str, metrics: Sequence[str]) -> Effect | None:
+def _effect(rows: dict[tuple[str, str], EvalRow], concept: str, metrics: Sequence[str]) -> Effect | None:
     for metric in metrics:
         row = rows.get((concept, metric))
         if row is not None:
             return Effect(concept, row.image_set, metric, row.clean, row.value, row.baseline)
     return None
-
-
-def _evaluations(session: Session, model: ModelChoice) -> tuple[list[_EvalRow], dict[int, tuple[str, int]]]:
-    """Every evaluation of the model's circuits (oldest first) and circuit id → (concept, run)."""
-    table = query_arrow(
-        session,
-        "SELECT c.id AS circuit_id, co.name AS concept, c.run_id AS run_id, i.kind AS kind, i.params AS params, "
-        "i.edge_fraction AS edge_fraction, ev.image_set AS image_set, ev.image_set_sha256 AS sha, "
-        "ev.metric AS metric, ev.clean_value AS clean, ev.value AS value, ev.baseline_value AS baseline "
-        "FROM circuit c JOIN run r ON r.id = c.run_id AND r.status = 'complete' "
-        "JOIN concept co ON co.id = r.concept_id "
-        "LEFT JOIN intervention i ON i.circuit_id = c.id LEFT JOIN evaluation ev ON ev.intervention_id = i.id "
-        "WHERE r.model_id = :m ORDER BY c.id, i.id, ev.id",
-        {"m": model.id},
-    )
-    rows, info = [], {}
-    for r in table.to_pylist():
-        info[int(r["circuit_id"])] = (r["concept"], int(r["run_id"]))
-        if r["metric"] is None:
-            continue
-        params = r["params"]
-        if isinstance(params, str):  # JSON comes back as text from DuckDB
-            params = json.loads(params)
-        pair = int(params.get("pair", 0)) if r["kind"] == "edge" and isinstance(params, dict) else None
-        rows.append(_EvalRow(
-            int(r["circuit_id"]), (int(r["circuit_id"]), r["kind"], pair), float(r["edge_fraction"]),
-            r["image_set"], r["sha"], r["metric"], r["clean"], float(r["value"]), r["baseline"],
-        ))  # fmt: skip
-    return rows, info
-
-
-def _concept_image_sets(session: Session, concepts: Sequence[str]) -> dict[str, dict[str, tuple[str, ...]]]:
-    """Per concept, its example image-set hashes (and runs' image sets) and image sources."""
-    table = query_arrow(
-        session,
-        "SELECT co.name AS concept, e.image_set_sha256 AS sha, e.source_path AS source FROM concept co "
-        "JOIN example_image e ON e.concept_id = co.id WHERE co.name = ANY(:names) "
-        "UNION ALL SELECT co.name, r.image_set_sha256, NULL FROM concept co JOIN run r ON r.concept_id = co.id "
-        "WHERE co.name = ANY(:names)",
-        {"names": list(concepts)},
-    )
-    out: dict[str, dict[str, set[str]]] = {}
-    for r in table.to_pylist():
-        entry = out.setdefault(r["concept"], {"shas": set(), "sources": set()})
-        entry["shas"].add(r["sha"])
-        if r["source"]:
-            entry["sources"].add(r["source"])
-    return {k: {"shas": tuple(sorted(v["shas"])), "sources": tuple(sorted(v["sources"]))} for k, v in out.items()}
-
-
-def _ablate_command(
-    circuit_id: int, kind: str, concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[_EvalRow]
-) -> str:
-    """The `circuits ablate` command that evaluates a circuit on a concept's images."""
-    return f"circuits ablate {circuit_id} --kind {kind} {_images_option(concept, sets, evals)}"
-
-
-def _images_option(concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[_EvalRow]) -> str:
-    """How to name a concept's images on the command line, from what the catalog knows of them."""
-    names = [e.image_set for e in evals if image_set_concept(e.image_set) == concept or e.image_set == concept]
-    names += list(sets.get("sources", ()))
-    for name in names:
-        if name.startswith("catfish:"):
-            return f"--dataset catfish:{image_set_concept(name)}"
-        if name.startswith("dir:"):
-            return f"--images {name[4:]}"
-    files = [s for s in sets.get("sources", ()) if os.sep in s or "/" in s]
-    if files:
-        return f"--images {os.path.commonpath([os.path.dirname(f) for f in files])}"
-    return f"--dataset catfish:{concept}  (or --images DIR with {concept} images and --label)"
 
 
 def _proxy_overlaps(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from catalog import migrate, store
+from catalog import migrate, revision, store
 from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolve_url
 from catalog.views import VIEWS, create_all
 from circuits.cli.main import app
@@ -64,7 +64,7 @@ def test_db_init_status_upgrade(tmp_path):
     path = tmp_path / "c.duckdb"
     result = _invoke("db", "init", "--db", str(path))
     assert result.exit_code == 0, result.output
-    assert f"created catalog {path} (schema {migrate.SCHEMA_HEAD})" in result.output
+    assert f"created catalog {path} (schema {revision.SCHEMA_HEAD})" in result.output
     close_catalogs_of(path)
     with duckdb.connect(str(path), read_only=True) as con:
         names = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -73,14 +73,14 @@ def test_db_init_status_upgrade(tmp_path):
     assert views == set(VIEWS)
     assert "already exists at schema" in _invoke("db", "init", "--db", str(path)).output
     status = _invoke("db", "status", "--db", str(path))
-    assert status.exit_code == 0 and f"current:  {migrate.SCHEMA_HEAD}" in status.output
+    assert status.exit_code == 0 and f"current:  {revision.SCHEMA_HEAD}" in status.output
     assert "state:    up to date" in status.output
     upgrade = _invoke("db", "upgrade", "--db", str(path))
     assert upgrade.exit_code == 0 and "up to date" in upgrade.output
 
 
 def test_outdated_catalog_status_and_refusal(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0002")
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")
     status = _invoke("db", "status", "--db", str(catalog_path))
     assert "state:    outdated" in status.output
     assert f"next:     circuits db upgrade --db {catalog_path}" in status.output
@@ -96,7 +96,7 @@ def test_db_upgrade_of_a_catalog_made_without_migrations(tmp_path):
     assert _invoke("sql", "select 1", "--db", str(path)).exit_code == 1
     result = _invoke("db", "upgrade", "--db", str(path))
     assert result.exit_code == 0, result.output
-    assert "backed up to" in result.output and f"marked as schema {migrate.SCHEMA_HEAD}" in result.output
+    assert "backed up to" in result.output and f"marked as schema {revision.SCHEMA_HEAD}" in result.output
     assert len(list(tmp_path.glob("plain.duckdb.bak-norev-*"))) == 1
     assert _invoke("sql", "select count(*) from run", "--db", str(path)).exit_code == 0
 

@@ -11,12 +11,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from catalog import migrate
+from catalog import migrate, revision
 from catalog.engine import build_engine, open_catalog, resolve_url
 from catalog.errors import CatalogError, SchemaOutdated
 from catalog.admin import catalog_status, upgrade_catalog
 from catalog.models import Base
 from catalog.views import VIEWS, create_all
+
+HEAD = revision.SCHEMA_HEAD  # captured before any test patches it
 
 
 def _engine(path: Path) -> sa.Engine:
@@ -40,7 +42,7 @@ def _describe(engine: sa.Engine) -> dict[str, list[tuple]]:
 
 
 def test_one_head_equal_to_schema_head():
-    assert migrate.script_heads() == (migrate.SCHEMA_HEAD,)
+    assert migrate.script_heads() == (revision.SCHEMA_HEAD,)
     files = sorted(p.name for p in (migrate.MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
     assert files and all(name[:4].isdigit() and name[4] == "_" for name in files)
 
@@ -56,7 +58,7 @@ def test_upgrade_equals_create_all_and_downgrade_removes_everything(tmp_path):
     assert {t for (t,) in a["tables"]} == set(Base.metadata.tables)
     assert len(a["sequences"]) == 9 and len(a["indexes"]) == 5
     with migrated.connect() as conn:
-        assert migrate.current_revision(conn) == migrate.SCHEMA_HEAD
+        assert migrate.current_revision(conn) == revision.SCHEMA_HEAD
 
     with migrated.begin() as conn:
         migrate.downgrade(conn, "base")
@@ -91,17 +93,17 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0002")
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
-    assert "0001" in message and "0002" in message
+    assert HEAD in message and revision.SCHEMA_HEAD in message
     assert f"circuits db upgrade --db {catalog_path}" in message
     assert catalog_status(catalog_path).state == "outdated"
 
 
 def test_newer_database_names_package_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(migrate, "SCHEMA_HEAD", "0000")
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", "0000")
     with pytest.raises(SchemaOutdated, match="upgrade visual-circuit-catalog"):
         open_catalog(catalog_path)
     with pytest.raises(SchemaOutdated):
@@ -118,7 +120,7 @@ def test_foreign_database_is_refused_then_stamped_by_upgrade(tmp_path):
     with pytest.raises(SchemaOutdated, match=f"circuits db upgrade --db {path}"):
         open_catalog(path)
     result = upgrade_catalog(path)
-    assert result.stamped and result.after == migrate.SCHEMA_HEAD and result.before is None
+    assert result.stamped and result.after == revision.SCHEMA_HEAD and result.before is None
     assert result.backup is not None and result.backup.exists()
     cat = open_catalog(path, read_only=True)
     with cat.session() as s:
@@ -142,12 +144,13 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
     """A second, additive revision (as future ones will be) runs on DuckDB through env.py."""
     extra = tmp_path / "versions"
     extra.mkdir()
-    (extra / "0002_note.py").write_text(textwrap.dedent('''
+    later = f"{int(HEAD) + 1:04d}"
+    (extra / f"{later}_note.py").write_text(textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
-        revision = "0002"
-        down_revision = "0001"
+        revision = "{later}"
+        down_revision = "{HEAD}"
         branch_labels = None
         depends_on = None
 
@@ -157,16 +160,16 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         def downgrade():
             op.drop_column("edge", "note")
     '''))
-    assert migrate.script_heads(version_locations=[extra]) == ("0002",)
+    assert migrate.script_heads(version_locations=[extra]) == (later,)
     engine = _engine(catalog_path)
     with engine.begin() as conn:
         migrate.upgrade(conn, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0002"
+        assert migrate.current_revision(conn) == later
         assert "note" in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     with engine.begin() as conn:
-        migrate.downgrade(conn, "0001", version_locations=[extra])
+        migrate.downgrade(conn, HEAD, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0001"
+        assert migrate.current_revision(conn) == HEAD
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()

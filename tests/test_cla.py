@@ -9,7 +9,8 @@ from torch import nn
 
 import ingest.cla.fast as cla_fast
 from ingest.cla.capture import capture
-from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, attribute_reference, describe_paths
+from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, describe_paths
+from ingest.cla.reference import attribute_reference
 from test_cla_models import (
     INCEPTION_LAYERS,
     RESNET_LAYERS,

@@ -164,7 +164,8 @@ def test_conv_stack_takes_chain_paths_and_falls_back_on_a_strided_last_conv():
 
 
 def test_catfish_mini_blocks_take_the_fast_path_and_match_the_reference():
-    from ingest.cla.attribute import attribute, attribute_reference, describe_paths
+    from ingest.cla.attribute import attribute, describe_paths
+    from ingest.cla.reference import attribute_reference
     from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
 
     model = seeded(build_catfish_mini, 3)

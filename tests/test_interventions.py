@@ -281,7 +281,7 @@ def test_metrics_match_hand_computation():
 
 def test_evaluate_edge_kind_matches_reference_and_accepts_a_circuit(net, x):
     labels = torch.tensor([0, 1, 2, 1])
-    circ = Circuit(channels=CIRCUIT, objective=[0.0], sweeps=0, converged=False)
+    circ = Circuit(channels=CIRCUIT, objective_history=[0.0], sweeps=0, converged=False)
     res = evaluate(net, circ, x, labels, layers=LAYERS, kind="edge", pair=0, baseline_seed=3, batch_size=3, device="cpu")
     with torch.no_grad():
         a0 = net.l0(x)
@@ -321,3 +321,72 @@ def test_evaluate_errors(net, x, kwargs, pattern):
     with pytest.raises(InterventionError, match=pattern):
         evaluate(net, args["channels"], x, args["labels"], layers=LAYERS, kind=args["kind"], pair=args["pair"], device="cpu")
     assert no_hooks(net)
+
+
+class Guarded(SkipNet):
+    """A user model that wraps its forward in `except Exception` and re-raises its own error."""
+
+    def forward(self, x):
+        try:
+            return super().forward(x)
+        except Exception as exc:
+            raise RuntimeError("the guarded model failed") from exc
+
+
+def test_edge_pruning_is_not_swallowed_by_a_models_except_exception(net, x):
+    from ingest.edit.prune import _StopForward
+
+    assert issubclass(_StopForward, BaseException) and not issubclass(_StopForward, Exception)
+    guarded = Guarded().eval()
+    guarded.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        with prune_edges(net, LAYERS, CIRCUIT, pair=0):
+            want = net(x)
+        with prune_edges(guarded, LAYERS, CIRCUIT, pair=0):
+            got = guarded(x)  # an Exception subclass would turn into "the guarded model failed"
+    assert torch.equal(got, want) and not torch.equal(got, net(x))
+    assert no_hooks(guarded)
+
+
+def test_evaluate_leaves_the_callers_model_where_and_as_it_was(net, x):
+    """Device, parameter objects, values and per-module train/eval modes are restored, also on error."""
+    net.train()
+    net.l1.eval()  # a mixed-mode model: a plain model.train(was_training) would lose this
+    params = {n: (p, p.detach().clone()) for n, p in net.named_parameters()}
+    labels = torch.tensor([0, 1, 2, 1])
+    seen = []
+    handle = net.l0.register_forward_hook(lambda m, i, o: seen.append((o.device.type, m.training)))
+    try:
+        evaluate(net, CIRCUIT, x, labels, layers=LAYERS, device="cpu")
+        assert seen and all(s == ("cpu", False) for s in seen)  # it ran in eval mode
+        seen.clear()
+        with pytest.raises(Exception):  # "meta" tensors have no values: the run fails midway
+            evaluate(net, CIRCUIT, x, labels, layers=LAYERS, device="meta")
+        assert seen and seen[0] == ("meta", False)  # the model really was moved
+    finally:
+        handle.remove()
+    assert net.training and net.l0.training and not net.l1.training and not net.l1[0].training
+    for n, p in net.named_parameters():
+        orig, value = params[n]
+        assert p is orig and p.device.type == "cpu" and torch.equal(p, value), n
+    assert no_hooks(net)
+
+
+def test_metrics_are_named_from_the_shared_vocabulary():
+    from catalog.vocab import Metric
+    from ingest.edit.interventions import Metrics
+
+    m = Metrics(accuracy=0.5, true_prob=0.25, kl=0.125)
+    assert m.named() == {Metric.accuracy: 0.5, Metric.true_prob: 0.25, Metric.kl: 0.125}
+    assert m.named(labelled=False) == {"agreement": 0.5, "clean_top1_prob": 0.25, "kl": 0.125}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluate_on_cuda_leaves_a_cpu_model_on_the_cpu(net, x):
+    params = {n: p for n, p in net.named_parameters()}
+    res = evaluate(net, CIRCUIT, x, torch.tensor([0, 1, 2, 1]), layers=LAYERS, device="cuda")
+    on_cpu = evaluate(net, CIRCUIT, x, torch.tensor([0, 1, 2, 1]), layers=LAYERS, device="cpu")
+    assert res.intervened.accuracy == on_cpu.intervened.accuracy
+    assert res.intervened.kl == pytest.approx(on_cpu.intervened.kl, abs=1e-5)
+    assert all(p is params[n] and p.device.type == "cpu" for n, p in net.named_parameters())

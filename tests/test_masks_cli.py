@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from catalog import store
 from catalog.engine import close_catalogs_of, open_catalog
-from catalog.mask_file import read_mask
+from catalog.mask_io import read_mask
 from catalog.models import utcnow
 from circuits.cli.main import app
 from ingest import zoo

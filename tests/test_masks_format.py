@@ -22,6 +22,8 @@ from catalog.mask_file import (
     ModelIdentity,
     ModuleMask,
     mask_to_dict,
+)
+from catalog.mask_io import (
     read_json,
     read_mask,
     read_safetensors,

@@ -216,3 +216,22 @@ def test_folder_with_only_a_corrupt_png_is_a_one_line_error(setup):
         line for line in r.output.splitlines() if line.strip()
     ]
     assert "can be read" in r.output and "only.png" in r.output
+
+
+def test_refine_stores_fixed_keyed_by_layer_name(setup):
+    """`fixed` is layer name -> channels in the catalog, whether the caller names or indexes it."""
+    from catalog import store
+    from catalog.engine import open_catalog
+    from ingest.pipeline import IngestError, refine
+
+    assert _ingest(setup).exit_code == 0
+    run_id = _sql(setup["db"], "select id from run")[0]["id"]
+    cat = open_catalog(setup["db"])
+    _, by_name = refine(cat, run_id, 2, fixed={"3": [7, 1]})
+    _, by_index = refine(cat, run_id, 2, fixed={-1: [4]})
+    assert by_name.channels[1] == [1, 7] and by_index.channels[2] == [4]
+    with cat.session() as s:
+        stored = [c.fixed for c in store.list_circuits(s, run_id=run_id) if c.fixed]
+    assert stored == [{"3": [1, 7]}, {"5": [4]}]  # layer names "1,3,5", never str(index); channels sorted by the store
+    with pytest.raises(IngestError, match="not a layer of this run"):
+        refine(cat, run_id, 2, fixed={"9": [0]})

@@ -15,7 +15,7 @@ from catalog.errors import CircuitsError
 from ingest import zoo
 from ingest.cla.capture import UnknownLayer, capture, capture_layers
 from ingest.zoo.inceptionv1 import LAYERS as IV1_LAYERS
-from ingest.zoo.registry import (
+from ingest.zoo import (
     ModelLoadError,
     RandomInitWarning,
     UnknownModel,
@@ -377,3 +377,23 @@ def test_preprocess_reference_and_inputs():
         preprocess(spec, np.zeros((1, 16, 16, 3), np.float32))
     with pytest.raises(ZooError, match="no images"):
         preprocess(spec, [])
+
+
+def test_register_is_a_one_liner_and_load_model_uses_it(monkeypatch):
+    from ingest.zoo import ModelSpec, available_models, register
+    from ingest.zoo import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # leave the zoo as it was
+    builtin = available_models()
+    assert builtin == ["catfish-mini", "googlenet", "resnet50", "inceptionv1", "clip-rn50"]
+    register("tiny-test", lambda: ModelSpec(
+        name="tiny-test", architecture="two convs", layers=("0", "2"), input_size=8,
+        mean=(0.5,) * 3, std=(0.5,) * 3,
+        build=lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1)),
+    ))
+    assert available_models() == builtin + ["tiny-test"]
+    with pytest.warns(RandomInitWarning):
+        loaded = load_model("tiny-test")
+    assert loaded.layers == ("0", "2") and loaded.weights_source == "random-init"
+    x = preprocess(loaded.spec, [np.zeros((8, 8, 3), np.uint8)])
+    assert loaded.module(x).shape == (1, 2, 8, 8)

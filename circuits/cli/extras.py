@@ -1,7 +1,7 @@
 """Which optional extra a missing third-party module belongs to, and the one-line message saying so.
 
 The base install (catalog, queries, the read commands) needs no torch; model work needs the
-`[ingest]` extra, PostgreSQL catalogs `[postgres]`, heat-maps `[plots]`. The root command turns a
+`[ingest]` extra, PostgreSQL catalogs `[postgres]`, heat-maps `[plots]`, the web view `[serve]`. The root command turns a
 `ModuleNotFoundError` for one of these modules into `error: circuits CMD needs the [X] extra: …`;
 any other missing module keeps its traceback (a broken install, not a missing extra).
 """
@@ -17,6 +17,7 @@ EXTRA_OF_MODULE = {
     "psycopg": "postgres",
     "psycopg_binary": "postgres",
     "matplotlib": "plots",
+    "jinja2": "serve",
 }
 """Top-level import name → the `pyproject.toml` extra that installs it."""
 

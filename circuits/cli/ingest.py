@@ -87,7 +87,7 @@ def refine(
     cat = open_catalog(db)
     circuit_id, circuit = run_refine(cat, run, _parse_k(k))
     state = "converged" if circuit.converged else "did not converge"
-    typer.echo(f"stored circuit {circuit_id} of run {run}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective[-1]:.4g}")
+    typer.echo(f"stored circuit {circuit_id} of run {run}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}")
 
 
 @app.command()

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from catalog.errors import CircuitsError
-from circuits.cli import db, demo, export, ingest, masks, read, train
+from circuits.cli import db, demo, export, ingest, masks, read, serve, train
 from circuits.cli.extras import missing_extra_message
 
 
@@ -60,7 +60,7 @@ app = typer.Typer(
 )
 
 
-for _sub in (db.app, ingest.app, masks.app, train.app, read.app, export.app, demo.app):
+for _sub in (db.app, ingest.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
     app.add_typer(_sub)
 
 

@@ -250,14 +250,24 @@ def details_text(details: CircuitDetails) -> str:
 
 
 @contextmanager
-def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable[[str, int, int], None] | None]:
     """A rich progress bar fed by the pipeline's (stage, done, total) callbacks.
 
     Shown from the first update on, so a command that fails early prints only its error.
-    """
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    Args:
+        quiet: yield None instead (the library functions take `progress=None`).
+        eta: add an estimated-time-remaining column (long jobs: thumbnails, reports).
+    """
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import TimeRemainingColumn
+
+    columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn()]
+    columns += [TextColumn("ETA"), TimeRemainingColumn()] if eta else [TimeElapsedColumn()]
+    bar = Progress(*columns)
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:

@@ -14,8 +14,8 @@ pair then takes the fastest exact path that applies —
 - the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron on a
   CPU, batched VJPs (`is_grads_batched`) on a GPU.
 
-`attribute_reference` is the plain loop of the definition, one autograd call per downstream
-neuron; tests check that both agree.
+`ingest.cla.reference.attribute_reference` is the plain loop of the definition, one autograd call
+per downstream neuron; tests check that both agree.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
+from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES, pair_scores
-from ingest.cla.generic import generic_pair_scores, reference_pair_scores
+from ingest.cla.generic import generic_pair_scores
 from ingest.cla.plan import matches, run_plan
 from ingest.cla.probe import Probe, prepared, probe
 from ingest.cla.search import Circuit, find_circuit
+from ingest.hooks import resolve_device
 
 __all__ = [
     "DEFAULT_MAX_MEMORY",
@@ -41,10 +42,8 @@ __all__ = [
     "CLAMemoryError",
     "Circuit",
     "attribute",
-    "attribute_reference",
     "describe_paths",
     "find_circuit",
-    "resolve_device",
 ]
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes: fits a laptop or a shared CI runner; GoogLeNet, batch 32, runs in it
@@ -59,23 +58,6 @@ class CLAError(CircuitsError):
 
 class CLAMemoryError(CLAError):
     """max_memory is too small for even one image."""
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The compute device: "auto" is CUDA when available, else CPU; anything else as given.
-
-    Raises:
-        CLAError: not a device name, or CUDA requested but not available.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise CLAError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLAError(f"device {device!r} requested but CUDA is not available: use --device cpu or auto")
-    return dev
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -118,7 +100,8 @@ def attribute(
 
     Raises:
         UnknownLayer, LayerOrderError, CaptureError: the layers are not usable cuts.
-        CLAError: bad images or device; CLAMemoryError: max_memory below one image's needs.
+        CLAError: bad images; DeviceError: a bad device (`ingest.hooks`);
+        CLAMemoryError: max_memory below one image's needs.
     """
     _check_images(images)
     if len(layers) < 2:
@@ -219,59 +202,3 @@ def describe_paths(
     dev = resolve_device(device)
     with prepared(model, dev):
         return probe(model, layers, images[:1].to(dev, torch.float32)).notes
-
-
-def attribute_reference(
-    model: nn.Module,
-    layers: Sequence[str],
-    images: torch.Tensor,
-    *,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    neurons: Sequence[Sequence[int] | None] | None = None,
-    progress: Progress | None = None,
-) -> list[np.ndarray]:
-    """The plain loop of DESIGN §3: per batch and pair, one autograd call per downstream neuron.
-
-    Slow, obviously correct; the tests compare `attribute` against it.
-
-    Args:
-        model: the network (restored afterwards, as in `attribute`).
-        layers: dotted module paths, in forward order.
-        images: preprocessed float images, (N, C, H, W).
-        batch_size: images per forward pass.
-        device: where to compute.
-        neurons: per pair, the downstream channels to compute (None: all); the other columns of
-            that matrix are NaN. For timing the reference on a subset.
-        progress: called as progress(done, total) after each pair of each batch.
-
-    Returns:
-        S_i per adjacent pair, float32 arrays (C_i, C_{i+1}).
-    """
-    _check_images(images)
-    if len(layers) < 2:
-        raise CLAError("CLA needs at least two layers: pass the layers in forward order")
-    resolve_layers(model, layers)
-    dev = resolve_device(device)
-    n_images, n_pairs = images.shape[0], len(layers) - 1
-    total = math.ceil(n_images / batch_size) * n_pairs
-    sums: list[torch.Tensor] = []
-    with prepared(model, dev):
-        for step, b0 in enumerate(range(0, n_images, batch_size)):
-            x = images[b0 : b0 + batch_size].to(dev, torch.float32)
-            with capture(model, layers) as cap, torch.enable_grad():
-                model(x)
-                check_layer_chain(cap)
-                leaves, outs = cap.leaf_list(), cap.output_list()
-                for i in range(n_pairs):
-                    width = channels_first(outs[i + 1]).shape[1]
-                    sel = range(width) if neurons is None or neurons[i] is None else neurons[i]
-                    s = reference_pair_scores(outs[i + 1], leaves[i], list(sel)).double()
-                    if step == 0:
-                        sums.append(s)
-                    else:
-                        sums[i] += s
-                    if progress is not None:
-                        progress(step * n_pairs + i + 1, total)
-            del leaves, outs
-    return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]

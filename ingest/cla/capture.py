@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
+from ingest.hooks import scoped_hooks
 
 __all__ = [
     "CaptureError",
@@ -173,16 +174,10 @@ def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[LayerCapture]:
         UnknownLayer: a name is not a module of `model`.
         CaptureError: a layer runs twice per pass or does not return a tensor (raised by forward).
     """
-    modules = resolve_layers(model, layers)
+    resolve_layers(model, layers)  # UnknownLayer, with close names, before any hook
     cap = LayerCapture(list(layers))
-    handles = []
-    try:
-        for name, module in zip(layers, modules):
-            handles.append(module.register_forward_hook(_bind(cap, name)))
+    with scoped_hooks(model, {name: _bind(cap, name) for name in layers}):
         yield cap
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _bind(cap: LayerCapture, name: str):

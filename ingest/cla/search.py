@@ -40,15 +40,20 @@ class Circuit:
 
     Attributes:
         channels: per layer (in layer order), the chosen channel indices, ascending.
-        objective: the objective after the initial selection, then after every sweep.
+        objective_history: the objective after the initial selection, then after every sweep.
         sweeps: how many refinement sweeps ran (the last one changed nothing when converged).
         converged: True when a whole sweep changed nothing before `max_sweeps` ran out.
     """
 
     channels: list[list[int]]
-    objective: list[float]
+    objective_history: list[float]
     sweeps: int
     converged: bool
+
+    @property
+    def objective(self) -> float:
+        """The final objective `Σ_i Σ_{m∈C_i, n∈C_{i+1}} S_i[m,n]` (the catalog's `objective`)."""
+        return self.objective_history[-1]
 
     @property
     def k(self) -> list[int]:
@@ -222,7 +227,7 @@ def find_circuit(
 
     return Circuit(
         channels=[[int(c) for c in layer] for layer in chosen],
-        objective=objective,
+        objective_history=objective,
         sweeps=sweeps,
         converged=converged,
     )

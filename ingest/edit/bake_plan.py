@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catalog.mask_file import Mask, MaskError
+from catalog.vocab import MaskKind
 
 # Neurons are channels of (B, C, H, W) maps (dim 1) or features of (B, C) / (B, N, D) outputs (the
 # last dim), as ingest.edit.interventions counts them. So the layers that may make or read a masked
@@ -309,7 +310,7 @@ def _pools_to_one(scope: _Scope, node: fx.Node) -> bool:
 
 def require_circuit_kind(mask: Mask) -> None:
     """Raise NotBakeable for an edge mask: edge pruning needs two forward passes, not weights."""
-    if mask.kind != "circuit":
+    if mask.kind != MaskKind.circuit:
         raise NotBakeable(
             f"an {mask.kind} mask cannot be baked into weights: edge pruning recomputes {mask.edge.dst} "
             "from a second forward pass; apply it with hooks (ingest.edit.mask_apply.apply_mask) instead"

@@ -1,40 +1,39 @@
-"""Interventions on a circuit and their evaluation (DESIGN §5).
+"""Evaluating an intervention on a circuit against a random baseline (DESIGN §5).
 
-- **Circuit pruning** zeroes every circuit neuron in every circuit layer.
-- **Edge pruning** of the layer pair (L_i, L_{i+1}) computes `A_{i+1}` twice — clean, and with the
-  circuit's neurons of `L_i` zeroed — and continues the forward pass with the circuit's neurons of
-  `L_{i+1}` taken from the second and every other channel from the first. Only the paths from the
-  circuit's `L_i` neurons into its `L_{i+1}` neurons are cut; skip paths and the other channels
-  see the clean `L_i`. It works for any model: the hook on `L_{i+1}` re-runs the model's forward
-  (with `L_i` zeroed, stopped at `L_{i+1}`) to get the corrupted activations, so each forward
-  costs up to two.
-- **Baselines**: a random circuit of the same shape, seeded.
-
-Every intervention is a context manager: its hooks are removed in `finally`, so a model never
-keeps a stray hook, even when the forward pass raises. Layers are dotted module paths, as stored
-in the catalog. A neuron is a channel: dim 1 of `(B, C, H, W)` and `(B, C)` outputs, the last dim
-of token outputs `(B, N, D)`.
+The interventions themselves (circuit pruning, edge pruning) are scoped hooks in
+`ingest.edit.prune`, re-exported here. `evaluate` runs the clean model, the pruned model and the
+model with a random circuit of the same shape pruned the same way (seeded), and reports
+accuracy, true-class probability and KL from the clean outputs, plus the share of edges cut.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from catalog.errors import CircuitsError
+from catalog.vocab import InterventionKind, Metric
 from ingest.cla.capture import resolve_layers
 from ingest.cla.search import Circuit
+from ingest.edit.prune import (
+    InterventionError,
+    _as_tensor_output,
+    check_circuit,
+    check_kind,
+    intervention,
+    prune_circuit,
+    prune_edges,
+)
+from ingest.hooks import channel_dim, evaluating_on, resolve_device, scoped_hooks
 
 __all__ = [
     "EvaluationResult",
     "InterventionError",
     "Metrics",
+    "check_kind",
     "edge_fraction",
     "evaluate",
     "intervention",
@@ -42,12 +41,8 @@ __all__ = [
     "prune_edges",
     "random_circuit",
 ]
-
-KINDS = ("circuit", "edge")
-
-
-class InterventionError(CircuitsError):
-    """An intervention cannot be applied as asked (layer names, channels, pair, inputs)."""
+# InterventionError, check_kind, intervention, prune_circuit and prune_edges are defined in
+# ingest.edit.prune and re-exported here.
 
 
 @dataclass(frozen=True)
@@ -64,13 +59,24 @@ class Metrics:
     true_prob: float
     kl: float
 
+    def named(self, *, labelled: bool = True) -> dict[Metric, float]:
+        """The metrics under their stored names (`catalog.vocab.Metric`).
+
+        Args:
+            labelled: False when the "labels" were the clean model's own top-1 (an unlabelled
+                image set): accuracy is then stored as `agreement` and true_prob as `clean_top1_prob`.
+        """
+        if labelled:
+            return {Metric.accuracy: self.accuracy, Metric.true_prob: self.true_prob, Metric.kl: self.kl}
+        return {Metric.agreement: self.accuracy, Metric.clean_top1_prob: self.true_prob, Metric.kl: self.kl}
+
 
 @dataclass(frozen=True)
 class EvaluationResult:
     """An intervention and its random baseline, evaluated on one image set.
 
     Attributes:
-        kind: "circuit" or "edge".
+        kind: how the circuit was pruned.
         pair: for edge pruning, the index i of the cut L_i → L_{i+1} (0 for circuit pruning).
         clean: the unmodified model.
         intervened: the model with the circuit pruned.
@@ -81,7 +87,7 @@ class EvaluationResult:
         baseline_channels: the random circuit that was pruned for the baseline.
     """
 
-    kind: str
+    kind: InterventionKind
     pair: int
     clean: Metrics
     intervened: Metrics
@@ -90,165 +96,6 @@ class EvaluationResult:
     baseline_edge_fraction: float
     n_images: int
     baseline_channels: list[list[int]]
-
-
-class _StopForward(Exception):
-    """Raised inside the nested corrupted forward pass once it has reached L_{i+1}."""
-
-
-def _channel_dim(t: torch.Tensor, layer: str) -> int:
-    if t.dim() in (2, 4):
-        return 1
-    if t.dim() == 3:
-        return 2  # (B, N, D): a neuron is a feature dimension
-    raise InterventionError(f"layer {layer!r} outputs shape {tuple(t.shape)}: expected (B, C[, H, W]) or (B, N, D)")
-
-
-def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor):
-        raise InterventionError(f"layer {layer!r} outputs a {type(out).__name__}, not a tensor: choose another layer")
-    return out
-
-
-def _index(channels: Sequence[int], out: torch.Tensor, dim: int, layer: str) -> torch.Tensor:
-    width = out.shape[dim]
-    idx = [int(c) for c in channels]
-    if idx and (min(idx) < 0 or max(idx) >= width):
-        raise InterventionError(f"channels {idx} do not fit layer {layer!r}, which has {width} channels")
-    return torch.as_tensor(idx, dtype=torch.long, device=out.device)
-
-
-def _zeroed(out: torch.Tensor, channels: Sequence[int], layer: str) -> torch.Tensor:
-    """A copy of `out` with the given channels set to zero (out of place: autograd-safe)."""
-    dim = _channel_dim(out, layer)
-    return out.index_fill(dim, _index(channels, out, dim, layer), 0.0)
-
-
-def _check_circuit(layers: Sequence[str], channels: Sequence[Sequence[int]]) -> list[list[int]]:
-    if len(layers) != len(channels):
-        raise InterventionError(f"{len(layers)} layers but {len(channels)} channel lists: give one list per layer")
-    if len(set(layers)) != len(layers):
-        raise InterventionError(f"a layer is named twice in {list(layers)}")
-    return [[int(c) for c in chans] for chans in channels]
-
-
-@contextmanager
-def prune_circuit(model: nn.Module, layers: Sequence[str], channels: Sequence[Sequence[int]]) -> Iterator[None]:
-    """Zero every circuit neuron in every circuit layer while the context is open.
-
-    Args:
-        model: the network; its forward passes inside the context are pruned.
-        layers: dotted module paths of the circuit layers.
-        channels: per layer, the channels to zero.
-
-    Raises:
-        UnknownLayer: a layer is not a module of `model` (from `ingest.cla.capture`).
-        InterventionError: mismatched lengths, or (at forward time) a channel outside its layer.
-    """
-    chans = _check_circuit(layers, channels)
-    modules = resolve_layers(model, layers)
-    handles = []
-    try:
-        for name, module, ch in zip(layers, modules, chans):
-            def hook(_m, _inp, out, name=name, ch=ch):
-                return _zeroed(_as_tensor_output(out, name), ch, name)
-
-            handles.append(module.register_forward_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def prune_edges(
-    model: nn.Module, layers: Sequence[str], channels: Sequence[Sequence[int]], pair: int = 0
-) -> Iterator[None]:
-    """Cut the circuit's edges from L_pair into L_pair+1 while the context is open.
-
-    Each forward pass of `model` inside the context runs a second, nested forward (stopped at
-    L_{i+1}) with the circuit's L_i neurons zeroed; the circuit's L_{i+1} neurons are taken from
-    it and all other channels from the clean pass.
-
-    Args:
-        model: the network; it must be called as `model(*args, **kwargs)` on its inputs.
-        layers: dotted module paths of the circuit layers.
-        channels: per layer, the circuit's channels.
-        pair: index i of the cut L_i → L_{i+1} (default: the first two circuit layers).
-
-    Raises:
-        UnknownLayer: a layer is not a module of `model` (from `ingest.cla.capture`).
-        InterventionError: a pair out of range, a channel outside its layer, or (at forward time)
-            L_{i+1} that does not run after L_i.
-    """
-    chans = _check_circuit(layers, channels)
-    if not 0 <= pair < len(layers) - 1:
-        raise InterventionError(f"edge pair {pair} is out of range for {len(layers)} layers: use 0…{len(layers) - 2}")
-    src_name, dst_name = layers[pair], layers[pair + 1]
-    src_ch, dst_ch = chans[pair], chans[pair + 1]
-    src, dst = resolve_layers(model, [src_name, dst_name])
-    state: dict[str, Any] = {"corrupt": False, "inputs": None, "src_ran": False, "corrupted": None}
-
-    def root_pre(_m, args, kwargs):
-        if not state["corrupt"]:
-            state["inputs"] = (args, kwargs)
-
-    def src_hook(_m, _inp, out):
-        if state["corrupt"]:
-            state["src_ran"] = True
-            return _zeroed(_as_tensor_output(out, src_name), src_ch, src_name)
-        return None
-
-    def dst_hook(_m, _inp, out):
-        out = _as_tensor_output(out, dst_name)
-        if state["corrupt"]:
-            state["corrupted"] = out
-            raise _StopForward
-        args, kwargs = state["inputs"]
-        state.update(corrupt=True, src_ran=False, corrupted=None)
-        try:
-            model(*args, **kwargs)
-        except _StopForward:
-            pass
-        finally:
-            state["corrupt"] = False
-        corrupted, src_ran = state["corrupted"], state["src_ran"]
-        state["corrupted"] = None
-        if corrupted is None or not src_ran:
-            raise InterventionError(
-                f"layer {dst_name!r} is not computed from layer {src_name!r}: "
-                "edge pruning needs the pair in forward order"
-            )
-        assert corrupted.shape == out.shape, "the nested pass changed the shape of L_{i+1}"
-        dim = _channel_dim(out, dst_name)
-        idx = _index(dst_ch, out, dim, dst_name)
-        return out.index_copy(dim, idx, corrupted.index_select(dim, idx))
-
-    handles = []
-    try:
-        handles.append(model.register_forward_pre_hook(root_pre, with_kwargs=True))
-        handles.append(src.register_forward_hook(src_hook))
-        handles.append(dst.register_forward_hook(dst_hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        state.update(inputs=None, corrupted=None)  # drop references to the last batch
-
-
-def intervention(
-    model: nn.Module, layers: Sequence[str], channels: Sequence[Sequence[int]], kind: str, pair: int = 0
-):
-    """The context manager for `kind` ("circuit" or "edge"), see `prune_circuit` and `prune_edges`.
-
-    Raises:
-        InterventionError: an unknown kind.
-    """
-    if kind == "circuit":
-        return prune_circuit(model, layers, channels)
-    if kind == "edge":
-        return prune_edges(model, layers, channels, pair)
-    raise InterventionError(f"unknown intervention kind {kind!r}: use circuit or edge")
 
 
 def random_circuit(widths: Sequence[int], k_per_layer: int | Sequence[int], seed: int) -> list[list[int]]:
@@ -277,7 +124,7 @@ def random_circuit(widths: Sequence[int], k_per_layer: int | Sequence[int], seed
     return out
 
 
-def edge_fraction(widths: Sequence[int], channels: Sequence[Sequence[int]], kind: str, pair: int = 0) -> float:
+def edge_fraction(widths: Sequence[int], channels: Sequence[Sequence[int]], kind: InterventionKind | str, pair: int = 0) -> float:
     """Fraction of adjacent-layer neuron pairs (over the circuit's layers) an intervention cuts.
 
     Circuit pruning cuts every pair that touches a circuit neuron; edge pruning cuts the
@@ -293,24 +140,17 @@ def edge_fraction(widths: Sequence[int], channels: Sequence[Sequence[int]], kind
         raise InterventionError("edge fractions need at least two layers")
     ks = [len(set(c)) for c in channels]
     total = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:]))
-    if kind == "circuit":
+    kind = check_kind(kind)
+    if kind is InterventionKind.circuit:
         cut = sum(
             int(widths[i]) * int(widths[i + 1]) - (int(widths[i]) - ks[i]) * (int(widths[i + 1]) - ks[i + 1])
             for i in range(len(widths) - 1)
         )
-    elif kind == "edge":
+    else:
         if not 0 <= pair < len(widths) - 1:
             raise InterventionError(f"edge pair {pair} is out of range for {len(widths)} layers")
         cut = ks[pair] * ks[pair + 1]
-    else:
-        raise InterventionError(f"unknown intervention kind {kind!r}: use circuit or edge")
     return cut / total
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -336,7 +176,7 @@ def evaluate(
     labels: torch.Tensor | Sequence[int] | np.ndarray,
     *,
     layers: Sequence[str],
-    kind: str = "circuit",
+    kind: InterventionKind | str = InterventionKind.circuit,
     pair: int = 0,
     baseline_seed: int = 0,
     batch_size: int = 64,
@@ -345,13 +185,13 @@ def evaluate(
     """Evaluate an intervention on a circuit and on a random circuit of the same shape.
 
     Args:
-        model: a classifier returning logits `(N, classes)`; it is moved to `device`, run in eval
-            mode, and its train/eval mode is restored afterwards.
+        model: a classifier returning logits `(N, classes)`; it runs in eval mode on `device`, and
+            afterwards every parameter, buffer and sub-module mode is back as it was.
         channels_or_circuit: a `Circuit` or one channel list per layer.
         images: preprocessed images `(N, 3, H, W)`.
         labels: true class per image `(N,)`.
         layers: the circuit's layers (dotted module paths), in forward order.
-        kind: "circuit" (prune every circuit neuron) or "edge" (cut L_pair → L_pair+1).
+        kind: `circuit` (prune every circuit neuron) or `edge` (cut L_pair → L_pair+1).
         pair: for edge pruning, the index of the cut's upstream layer.
         baseline_seed: seed of the random baseline circuit.
         batch_size: images per forward pass.
@@ -366,13 +206,12 @@ def evaluate(
             images, or a model that does not return logits.
     """
     channels = channels_or_circuit.channels if isinstance(channels_or_circuit, Circuit) else channels_or_circuit
-    channels = _check_circuit(layers, channels)
-    if kind not in KINDS:
-        raise InterventionError(f"unknown intervention kind {kind!r}: use circuit or edge")
-    if kind == "edge" and not 0 <= pair < len(layers) - 1:
+    channels = check_circuit(layers, channels)
+    kind = check_kind(kind)
+    if kind is InterventionKind.edge and not 0 <= pair < len(layers) - 1:
         raise InterventionError(f"edge pair {pair} is out of range for {len(layers)} layers: use 0…{len(layers) - 2}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise InterventionError("images must be a preprocessed float tensor (N, 3, H, W): see ingest.zoo.registry.preprocess")
+        raise InterventionError("images must be a preprocessed float tensor (N, 3, H, W): see ingest.zoo.preprocess")
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().reshape(-1)
     n = images.shape[0]
     if labels_t.shape[0] != n or n == 0:
@@ -380,51 +219,44 @@ def evaluate(
     if batch_size < 1:
         raise InterventionError(f"batch_size must be ≥ 1, got {batch_size}")
 
-    dev = _resolve_device(device)
-    modules = resolve_layers(model, layers)
-    was_training = model.training
-    model.to(dev).eval()
+    dev = resolve_device(device)
+    resolve_layers(model, layers)  # UnknownLayer, with close names, before any compute
     widths: list[int] = [0] * len(layers)
-    try:
-        with torch.no_grad():
-            # Clean pass; it also records each layer's width.
-            handles = []
-            try:
-                for j, (name, module) in enumerate(zip(layers, modules)):
-                    def record(_m, _inp, out, j=j, name=name):
-                        out = _as_tensor_output(out, name)
-                        widths[j] = int(out.shape[_channel_dim(out, name)])
 
-                    handles.append(module.register_forward_hook(record))
-                clean = torch.cat([_logits(model, images[s:s + batch_size].to(dev)) for s in range(0, n, batch_size)])
-            finally:
-                for h in handles:
-                    h.remove()
-            if labels_t.min() < 0 or labels_t.max() >= clean.shape[1]:
-                raise InterventionError(f"labels must lie in 0…{clean.shape[1] - 1} (the model's classes)")
-            for name, width, ch in zip(layers, widths, channels):
-                if ch and (min(ch) < 0 or max(ch) >= width):
-                    raise InterventionError(f"channels {ch} do not fit layer {name!r}, which has {width} channels")
-            baseline_channels = random_circuit(widths, [len(set(c)) for c in channels], baseline_seed)
+    def record(j: int, name: str):
+        def hook(_m, _inp, out):
+            out = _as_tensor_output(out, name)
+            widths[j] = int(out.shape[channel_dim(out, name, error=InterventionError)])
 
-            def run(chans: list[list[int]]) -> torch.Tensor:
-                outs = []
-                for s in range(0, n, batch_size):
-                    with intervention(model, layers, chans, kind, pair):
-                        outs.append(_logits(model, images[s:s + batch_size].to(dev)))
-                return torch.cat(outs)
+        return hook
 
-            intervened = run(channels)
-            baseline = run(baseline_channels)
-    finally:
-        model.train(was_training)
+    with evaluating_on(model, dev), torch.no_grad():
+        # Clean pass; it also records each layer's width.
+        with scoped_hooks(model, {name: record(j, name) for j, name in enumerate(layers)}):
+            clean = torch.cat([_logits(model, images[s:s + batch_size].to(dev)) for s in range(0, n, batch_size)])
+        if labels_t.min() < 0 or labels_t.max() >= clean.shape[1]:
+            raise InterventionError(f"labels must lie in 0…{clean.shape[1] - 1} (the model's classes)")
+        for name, width, ch in zip(layers, widths, channels):
+            if ch and (min(ch) < 0 or max(ch) >= width):
+                raise InterventionError(f"channels {ch} do not fit layer {name!r}, which has {width} channels")
+        baseline_channels = random_circuit(widths, [len(set(c)) for c in channels], baseline_seed)
+
+        def run(chans: list[list[int]]) -> torch.Tensor:
+            outs = []
+            for s in range(0, n, batch_size):
+                with intervention(model, layers, chans, kind, pair):
+                    outs.append(_logits(model, images[s:s + batch_size].to(dev)))
+            return torch.cat(outs)
+
+        intervened = run(channels)
+        baseline = run(baseline_channels)
 
     labels_dev = labels_t.to(clean.device)
     log_clean = torch.log_softmax(clean, dim=1)
     clean_m = _metrics(log_clean, log_clean, labels_dev)
     return EvaluationResult(
         kind=kind,
-        pair=pair if kind == "edge" else 0,
+        pair=pair if kind is InterventionKind.edge else 0,
         clean=Metrics(clean_m.accuracy, clean_m.true_prob, 0.0),
         intervened=_metrics(torch.log_softmax(intervened, dim=1), log_clean, labels_dev),
         baseline=_metrics(torch.log_softmax(baseline, dim=1), log_clean, labels_dev),

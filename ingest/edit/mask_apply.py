@@ -3,7 +3,7 @@
 * `check(model, mask)` refuses a mask made for other weights, naming modules the model lacks, or
   (given an example input) recording other channel counts than the model's.
 * `apply_mask(model, mask)` is a context manager: inside it, forward passes are pruned as the mask
-  says (circuit pruning or DESIGN §5 edge pruning, through `ingest.edit.interventions`); the hooks are
+  says (circuit pruning or DESIGN §5 edge pruning, through `ingest.edit.prune`); the hooks are
   removed on exit. Works for any model.
 * `bake_mask(model, mask)` returns an edited copy of the state dict with which a plain model (no
   hooks) computes exactly what the hooked model computes, for circuit masks whose channels are
@@ -23,9 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catalog.mask_file import Mask, MaskError, read_mask
-from ingest.edit.interventions import prune_circuit, prune_edges
+from catalog.mask_file import Mask, MaskError
+from catalog.mask_io import read_mask
+from catalog.vocab import MaskKind
 from ingest.edit.bake_plan import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
+from ingest.edit.prune import prune_circuit, prune_edges
+from ingest.hooks import channel_dim, scoped_hooks
 
 __all__ = [
     "BakedFile",
@@ -61,7 +64,7 @@ def check(
         mask: the mask.
         model_name: the model's registry name, if known (checked against the mask's).
         weights_sha256: the sha256 of the model's weights if already known (else computed with
-            `ingest.zoo.registry.weights_sha256`).
+            `ingest.zoo.weights.weights_sha256`).
         example: an input batch; when given, one forward pass checks every module's channel count.
 
     Raises:
@@ -71,7 +74,7 @@ def check(
     if model_name is not None and model_name != mask.model.name:
         raise MaskError(f"mask was made for model {mask.model.name!r}, not {model_name!r}")
     if weights_sha256 is None:
-        from ingest.zoo.registry import weights_sha256 as sha_of
+        from ingest.zoo.weights import weights_sha256 as sha_of
 
         weights_sha256 = sha_of(model)
     if weights_sha256 != mask.model.weights_sha256:
@@ -93,32 +96,19 @@ def check(
             model(example)
 
 
-def _channel_dim(out: torch.Tensor) -> int:
-    """Where the neurons are, as ingest.edit.interventions counts them: dim 1, or the last of (B, N, D)."""
-    return 2 if out.dim() == 3 else 1
-
-
-@contextmanager
-def _width_check(model: nn.Module, mask: Mask) -> Iterator[None]:
-    """Hooks that raise MaskError when a module's output has another channel count than recorded."""
-    handles = []
+def _width_check(model: nn.Module, mask: Mask):
+    """Scoped hooks that raise MaskError when a module's output has another channel count than recorded."""
 
     def make(path: str, width: int):
         def hook(_m, _inp, out):
-            if isinstance(out, torch.Tensor) and out.dim() >= 2:
-                actual = out.shape[_channel_dim(out)]
+            if isinstance(out, torch.Tensor) and out.dim() in (2, 3, 4):
+                actual = out.shape[channel_dim(out, path)]
                 if actual != width:
                     raise MaskError(f"{path} has {actual} channels but the mask was made for a width of {width}")
 
         return hook
 
-    try:
-        for path, mm in mask.modules.items():
-            handles.append(model.get_submodule(path).register_forward_hook(make(path, mm.width)))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    return scoped_hooks(model, {path: make(path, mm.width) for path, mm in mask.modules.items()})
 
 
 @contextmanager
@@ -145,7 +135,7 @@ def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator
         check(model, mask)
     with ExitStack() as stack:
         stack.enter_context(_width_check(model, mask))
-        if mask.kind == "circuit":
+        if mask.kind == MaskKind.circuit:
             stack.enter_context(prune_circuit(model, list(mask.modules), [m.channels for m in mask.modules.values()]))
         else:
             e = mask.edge
@@ -237,7 +227,7 @@ def bake_to_file(
     model and the hook-pruned model are run on a random batch and must agree.
 
     Args:
-        model_name: a zoo name or user factory string (see `ingest.zoo.registry.load_model`).
+        model_name: a zoo name or user factory string (see `ingest.zoo.load_model`).
         mask_path: a mask file (JSON or safetensors) made for this model's weights.
         out: where to write the state dict.
         weights: the weights file the mask was made for (default: the zoo's bundled/cached ones).

@@ -1,0 +1,149 @@
+"""How a catalog path or URL becomes connections: URL resolution, engine configuration, errors.
+
+Every DuckDB connection has external access disabled (no COPY … TO a file, ATTACH of files, reads
+of arbitrary files, extension loading); read-only catalogs are read-only in the database (DuckDB
+`read_only=True`, PostgreSQL `default_transaction_read_only`). `catalog.engine` builds on this
+(one cached `Catalog` per database and mode); its names are re-exported there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from catalog.errors import CatalogError, CatalogLocked
+
+__all__ = [
+    "DEFAULT_PATH",
+    "DUCKDB_CONFIG",
+    "ENV_VAR",
+    "build_engine",
+    "connect_errors",
+    "display",
+    "duckdb_path",
+    "resolve_url",
+    "url_key",
+]
+
+ENV_VAR = "CIRCUITS_DB"
+DEFAULT_PATH = "circuits.duckdb"
+
+DUCKDB_CONFIG = {"enable_external_access": False}
+"""Config of every DuckDB connection; one-way (a connection cannot re-enable external access)."""
+
+def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
+    """Turn a path or URL into a SQLAlchemy URL.
+
+    Args:
+        url_or_path: a DuckDB file path, or a URL (`duckdb:///path`, `duckdb:///:memory:`,
+            `postgresql+psycopg://user@host/db`); None means `$CIRCUITS_DB`, else
+            `./circuits.duckdb`.
+
+    Returns:
+        The URL; DuckDB paths are made absolute, `postgresql://` gets the psycopg driver.
+
+    Raises:
+        CatalogError: not a URL of a supported database.
+    """
+    if url_or_path is None:
+        url_or_path = os.environ.get(ENV_VAR) or DEFAULT_PATH
+    text = os.fspath(url_or_path)
+    if "://" not in text:
+        return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
+    try:
+        url = make_url(text)
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(
+            f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path"
+        ) from exc
+    backend = url.get_backend_name()
+    if backend == "duckdb":
+        if url.database and url.database != ":memory:":
+            url = url.set(database=str(Path(url.database).expanduser().resolve()))
+        return url
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+    raise CatalogError(
+        f"unsupported database {backend!r} in {url.render_as_string()}: use DuckDB or PostgreSQL"
+    )
+
+
+def build_engine(
+    url: URL, *, read_only: bool, read_only_transactions: bool = False, **engine_kwargs: Any
+) -> Engine:
+    """Create (without connecting) the engine for a catalog URL.
+
+    Args:
+        url: a resolved URL (`resolve_url`).
+        read_only: open connections read-only (DuckDB `read_only`, PostgreSQL
+            `default_transaction_read_only`).
+        read_only_transactions: DuckDB only: read-write connections whose every transaction is
+            `BEGIN TRANSACTION READ ONLY` (to share a file this process has open read-write).
+        **engine_kwargs: passed to `sqlalchemy.create_engine` (e.g. `poolclass`).
+
+    Returns:
+        The engine.
+    """
+    if url.get_backend_name() == "duckdb":
+        connect_args: dict[str, Any] = {"config": dict(DUCKDB_CONFIG)}
+        if read_only:
+            connect_args["read_only"] = True
+        engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
+        if read_only_transactions:
+            # Per-engine: every engine has its own dialect instance. DuckDB has no
+            # SET TRANSACTION READ ONLY; the mode is only given at BEGIN.
+            engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
+        return engine
+    connect_args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+
+
+def _begin_read_only(dbapi_connection: Any) -> None:
+    dbapi_connection.execute("BEGIN TRANSACTION READ ONLY")
+
+
+@contextmanager
+def connect_errors(url: URL) -> Iterator[None]:
+    """Turn a DuckDB lock conflict or an unreachable server into a one-line CatalogError."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        where = display(url)
+        if url.get_backend_name() == "duckdb" and "lock" in detail.lower():
+            pid = re.search(r"PID \d+", detail)
+            holder = f" ({pid.group(0)})" if pid else ""
+            raise CatalogLocked(
+                f"catalog {where} is in use by another process{holder}: wait for it to finish "
+                "(DuckDB allows one writer, or several readers when nobody writes)"
+            ) from exc
+        if url.get_backend_name() == "duckdb" and "different configuration" in detail:
+            raise CatalogLocked(
+                f"catalog {where} is open in this process in another mode with a session in use: "
+                "close it first"
+            ) from exc
+        if url.get_backend_name() == "postgresql" and isinstance(exc, sa.exc.OperationalError):
+            raise CatalogError(f"cannot connect to {where}: {detail}") from exc
+        raise
+
+
+def duckdb_path(url: URL) -> Path | None:
+    if url.get_backend_name() != "duckdb" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def url_key(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def display(url: URL) -> str:
+    path = duckdb_path(url)
+    return str(path) if path is not None else url.render_as_string(hide_password=True)

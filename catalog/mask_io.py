@@ -1,0 +1,162 @@
+"""Reading and writing mask files: JSON and safetensors, chosen by suffix or recognised by content.
+
+The content and its validation live in `catalog.mask_file` (see its docstring for both
+encodings); this module only turns files into `Mask` objects and back. NumPy and safetensors only
+(no torch); nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog.mask_file import FORMAT, VERSION, Mask, MaskError, parse_channels, mask_from_dict, mask_to_dict
+
+__all__ = ["write_json", "read_json", "write_safetensors", "read_safetensors", "write_mask", "read_mask"]
+
+_METADATA_KEY = "circuit_mask"
+
+
+def write_json(mask: Mask, path: str | Path) -> Path:
+    """Write a mask as JSON. Returns the path written."""
+    path = Path(path)
+    path.write_text(_dumps(mask_to_dict(mask)), encoding="utf-8")
+    return path
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    """JSON with one line per top-level field and per module, so channel lists stay on one line."""
+    fields = []
+    for key, value in doc.items():
+        if key == "modules":
+            rows = ",\n".join(f"    {json.dumps(p)}: {json.dumps(m)}" for p, m in value.items())
+            text = "{\n" + rows + "\n  }"
+        else:
+            text = json.dumps(value)
+        fields.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
+
+
+def read_json(path: str | Path) -> Mask:
+    """Read a JSON mask.
+
+    Raises:
+        MaskError: missing file, invalid JSON or not a valid mask document.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MaskError(f"mask file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise MaskError(f"{path}: not a JSON mask (the file is not UTF-8 text)") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MaskError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return mask_from_dict(doc, where=str(path))
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+def _tensor_name(path: str) -> str:
+    return f"modules/{path}"
+
+
+def write_safetensors(mask: Mask, path: str | Path) -> Path:
+    """Write a mask as safetensors: int64 channel tensors, the JSON header in the metadata."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    tensors = {_tensor_name(p): np.asarray(m.channels, dtype=np.int64) for p, m in mask.modules.items()}
+    if mask.edge is not None:
+        tensors["edge/src_channels"] = np.asarray(mask.edge.src_channels, dtype=np.int64)
+        tensors["edge/dst_channels"] = np.asarray(mask.edge.dst_channels, dtype=np.int64)
+    header = json.dumps(mask_to_dict(mask, with_channels=False))
+    save_file(tensors, str(path), metadata={_METADATA_KEY: header, "format": FORMAT, "version": str(VERSION)})
+    return path
+
+
+def read_safetensors(path: str | Path) -> Mask:
+    """Read a safetensors mask (NumPy only; nothing is unpickled).
+
+    Raises:
+        MaskError: missing file, not a safetensors file, no mask header, or tensors that do not
+            match the header.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MaskError(f"mask file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as exc:
+        raise MaskError(f"{path}: not a safetensors file ({exc})") from None
+    if _METADATA_KEY not in meta:
+        raise MaskError(f"{path}: a safetensors file without a '{_METADATA_KEY}' header is not a mask")
+    try:
+        doc = json.loads(meta[_METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise MaskError(f"{path}: the '{_METADATA_KEY}' header is not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("modules"), dict):
+        raise MaskError(f"{path}: the '{_METADATA_KEY}' header has no 'modules' object")
+    expected = {_tensor_name(p) for p in doc["modules"]}
+    if isinstance(doc.get("edge"), dict):
+        expected |= {"edge/src_channels", "edge/dst_channels"}
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise MaskError(f"{path}: tensors do not match the header (missing {missing}, unexpected {extra})")
+    for p, entry in doc["modules"].items():
+        if not isinstance(entry, dict):
+            raise MaskError(f"{path}: modules[{p!r}] must be an object")
+        entry["channels"] = parse_channels(tensors[_tensor_name(p)], f"{path}: tensor {_tensor_name(p)}")
+    if isinstance(doc.get("edge"), dict):
+        for end in ("src_channels", "dst_channels"):
+            doc["edge"][end] = parse_channels(tensors[f"edge/{end}"], f"{path}: tensor edge/{end}")
+    return mask_from_dict(doc, where=str(path))
+
+
+# --------------------------------------------------------------------------- by suffix
+
+
+def write_mask(mask: Mask, path: str | Path) -> Path:
+    """Write a mask as JSON or safetensors, chosen by the file's suffix.
+
+    Raises:
+        MaskError: the suffix is neither .json nor .safetensors.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        return write_json(mask, path)
+    if path.suffix == ".safetensors":
+        return write_safetensors(mask, path)
+    raise MaskError(f"cannot tell the mask format from {path.name!r}: name the file *.json or *.safetensors")
+
+
+def read_mask(path: str | Path) -> Mask:
+    """Read a mask written by `write_mask`; the format is recognised from the file's content.
+
+    Raises:
+        MaskError: missing, unreadable or malformed file.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise MaskError(f"mask file {path} does not exist") from None
+    except IsADirectoryError:
+        raise MaskError(f"{path} is a folder, not a mask file") from None
+    if head.lstrip()[:1] == b"{":
+        return read_json(path)
+    # safetensors begins with a little-endian u64 header length, then the JSON header itself
+    if len(head) >= 9 and head[8:9] == b"{":
+        return read_safetensors(path)
+    raise MaskError(f"{path}: not a mask (neither a JSON document nor a safetensors file)")

@@ -1,0 +1,144 @@
+"""Listings and reads of many circuits issue a fixed number of SQL statements (joins, not N+1),
+and `fixed` / `objective` / `objective_history` read back with their documented types."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from sqlalchemy import event
+
+import queries.listing as listing
+from catalog import store
+from catalog.errors import CatalogError
+from catalog.store import EvaluationRow
+
+LAYERS = [("l0", 4), ("l1", 6), ("l2", 5)]
+NAMES = [n for n, _ in LAYERS]
+CONCEPTS = ["star", "wave", "dot"]
+
+
+def _fill(cat, n_circuits: int) -> None:
+    """One model, three concepts with a run each, `n_circuits` circuits round-robin over the runs,
+    each with one intervention of two evaluations."""
+    rng = np.random.default_rng(0)
+    with cat.session() as s, s.begin():
+        model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
+        runs = []
+        for i, concept in enumerate(CONCEPTS):
+            runs.append(store.write_run(
+                s, model=model, concept_id=store.ensure_concept(s, concept), layer_names=NAMES, params={},
+                image_set_sha256=f"{i}" * 64, n_images=2, provenance_key=f"{i}" * 64, library_versions={},
+                device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
+                matrices=[rng.random((4, 6), dtype=np.float32), rng.random((6, 5), dtype=np.float32)],
+            ))  # fmt: skip
+        for j in range(n_circuits):
+            channels = [[j % 4], [j % 6, (j + 1) % 6], [j % 5]]
+            cid = store.write_circuit(
+                s, run_id=runs[j % len(runs)], channels=channels, k=[1, 2, 1],
+                fixed={"l0": [j % 4]} if j % 2 else None, sweeps=1, converged=True,
+                objective_history=[1.0, 2.0 + j],
+            )  # fmt: skip
+            store.write_intervention(
+                s, circuit_id=cid, kind="circuit", params={"seed": j}, edge_fraction=0.1,
+                baseline_edge_fraction=0.1,
+                evaluations=[EvaluationRow("set", "e" * 64, 2, m, 1.0, 0.5, 0.9) for m in ("accuracy", "kl")],
+            )  # fmt: skip
+
+
+CALLS = {
+    "list_models": lambda s: listing.list_models(s),
+    "list_concepts": lambda s: listing.list_concepts(s, "toy"),
+    "list_runs": lambda s: listing.list_runs(s),
+    "list_circuits": lambda s: listing.list_circuits(s),
+    "circuit_details": lambda s: listing.circuit_details(s, 1),
+    "store.list_circuits": lambda s: store.list_circuits(s),
+    "store.list_runs": lambda s: store.list_runs(s),
+    "store.list_interventions": lambda s: store.list_interventions(s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_statement_count_does_not_grow_with_the_catalog(catalog_path, monkeypatch, name):
+    """Statements are counted through SQLAlchemy (event) and through `query_arrow`'s driver path."""
+    from catalog.admin import init_catalog
+    from catalog.engine import close_catalogs_of, open_catalog
+
+    counter = [0]
+
+    def count(*_args, **_kwargs):
+        counter[0] += 1
+
+    original = listing.query_arrow
+
+    def counted(*args, **kwargs):
+        count()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(listing, "query_arrow", counted)
+    counts, sizes = [], []
+    for n in (3, 30):
+        close_catalogs_of(catalog_path)
+        catalog_path.unlink()
+        init_catalog(catalog_path)
+        close_catalogs_of(catalog_path)
+        cat = open_catalog(catalog_path)
+        _fill(cat, n)
+        event.listen(cat.engine, "before_cursor_execute", count)
+        counter[0] = 0
+        with cat.session() as s:
+            result = CALLS[name](s)
+        counts.append(counter[0])
+        event.remove(cat.engine, "before_cursor_execute", count)
+        sizes.append(len(result) if isinstance(result, list) else len(result.interventions))
+        cat.close()
+    assert counts[0] == counts[1] and counts[0] > 0, f"{name}: {counts} statements for {sizes}"
+    if name in ("list_circuits", "store.list_circuits", "store.list_interventions"):
+        assert sizes == [3, 30]
+
+
+def test_listed_counts_match_the_rows(cat):
+    _fill(cat, 7)
+    with cat.session() as s:
+        circuits = listing.list_circuits(s)
+        runs = listing.list_runs(s)
+        models = listing.list_models(s)
+        concepts = listing.list_concepts(s)
+    assert [c.neurons for c in circuits] == [4] * 7 and [c.interventions for c in circuits] == [1] * 7
+    assert [c.layers for c in circuits] == [3] * 7
+    assert [r.circuits for r in runs] == [3, 2, 2] and all(r.layers == 3 for r in runs)
+    assert [(m.layers, m.runs, m.circuits) for m in models] == [(3, 3, 7)]
+    assert {c.name: (c.runs, c.circuits) for c in concepts} == {"star": (1, 3), "wave": (1, 2), "dot": (1, 2)}
+
+
+def test_fixed_objective_and_history_read_back_typed(cat):
+    _fill(cat, 4)
+    with cat.session() as s:
+        refs = store.list_circuits(s)
+        details = listing.circuit_details(s, refs[1].id)
+        rows = listing.list_circuits(s)
+    anchored = refs[1]
+    assert anchored.fixed == {"l0": [1]} and refs[0].fixed is None
+    assert details.circuit.fixed == {"l0": [1]}
+    assert dict(zip(anchored.layer_names, anchored.channels))["l0"] == (1,)
+    assert isinstance(anchored.objective, float) and anchored.objective == 3.0
+    assert anchored.objective_history == (1.0, 3.0)
+    assert all(isinstance(r.objective, float) for r in rows) and rows[1].objective == 3.0
+    evaluations = details.interventions[0].evaluations
+    assert [e.metric for e in evaluations] == ["accuracy", "kl"]
+
+
+@pytest.mark.parametrize(
+    ("fixed", "message"),
+    [({"0": [1]}, "not a layer of the run"), ({"l0": [2]}, "the circuit has"), ({"l1": [1]}, "the circuit has")],
+)
+def test_fixed_must_name_run_layers_and_the_circuit_channels(cat, fixed, message):
+    _fill(cat, 1)
+    with cat.session() as s, s.begin():
+        run_id = store.list_runs(s)[0].id
+        with pytest.raises(CatalogError, match=message):
+            store.write_circuit(
+                s, run_id=run_id, channels=[[1], [1, 2], [0]], k=[1, 2, 1], fixed=fixed, sweeps=0,
+                converged=True, objective_history=[1.0],
+            )  # fmt: skip
