@@ -20,7 +20,7 @@ from circuits.cli.extras import missing_extra_message
 from test_queries_toy import build_toy
 
 ROOT = Path(__file__).parent.parent
-BLOCKED = ("torch", "torchvision", "PIL", "matplotlib", "psycopg")
+BLOCKED = ("torch", "torchvision", "PIL", "matplotlib", "psycopg", "jinja2")
 
 
 def run_blocked(commands: list[list[str]], block: tuple[str, ...] = BLOCKED) -> list[dict]:
@@ -63,8 +63,9 @@ def test_message_names_the_extra_and_the_pip_command():
 
 
 def test_base_commands_work_and_the_others_name_their_extra(toy, tmp_path):
-    """With torch, pillow, matplotlib and psycopg all missing: the read side and export work;
-    ingest/ablate, --plot and a PostgreSQL catalog each say which extra to install, in one line."""
+    """With torch, pillow, matplotlib, psycopg and jinja2 all missing: the read side and export
+    work; ingest/ablate, --plot, a PostgreSQL catalog and the web report each say which extra to
+    install, in one line."""
     db = ["--db", toy.path]
     works = [
         ["sql", "select count(*) as n from circuit", *db, "--format", "json"],
@@ -80,6 +81,7 @@ def test_base_commands_work_and_the_others_name_their_extra(toy, tmp_path):
         ("ingest", ["ablate", "1", "--dataset", "catfish:stripes", *db]),
         ("plots", ["overlap", "--model", "toy", "--plot", str(tmp_path / "o.png"), *db]),
         ("postgres", ["sql", "select 1", "--db", "postgresql://nobody@127.0.0.1:1/none"]),
+        ("serve", ["report", "star", "--model", "toy", "-o", str(tmp_path / "star.html"), *db]),
     ]
     results = run_blocked(works + [args for _, args in needs])
     for args, r in zip(works, results):
