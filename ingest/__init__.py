@@ -7,13 +7,18 @@ masks, the CatFish-synth dataset, training, and the ingest pipeline that writes 
     circuit = find_circuit(S, k=3)
 
 Attributes are imported on first use, so importing a submodule (or `circuits --help`) does not
-pay for torch.
+pay for torch. Importing the package sets `OMP_WAIT_POLICY=PASSIVE` (unless set) before torch
+can start OpenMP: see `ingest.threads`.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from ingest.threads import set_wait_policy
+
+set_wait_policy()  # before any torch import: OpenMP reads it only once, when torch loads
 
 __all__ = [
     "Circuit",
