@@ -194,9 +194,9 @@ def _read_one(file: Path, background: Sequence[int]) -> tuple[np.ndarray, list[s
         notes.append(f"{file.name}: first of {frames} frames used")
     h, w = rgb.shape[:2]
     if min(h, w) < TINY_SIDE:
-        notes.append(f"{file.name}: tiny ({w}×{h} px), it will be upscaled a lot")
+        notes.append(f"{file.name}: tiny ({w}×{h} px): resizing it to a model's input size enlarges it a lot")
     elif max(h, w) > HUGE_SIDE:
-        notes.append(f"{file.name}: huge ({w}×{h} px), it will be downscaled a lot")
+        notes.append(f"{file.name}: huge ({w}×{h} px): resizing it to a model's input size shrinks it a lot")
     return rgb, notes
 
 
