@@ -74,6 +74,7 @@ class IngestResult:
     skipped: tuple[tuple[str, str], ...] = field(default=())
     seconds: float = 0.0
     channels: tuple[tuple[int, ...], ...] = ()
+    preprocessing: str = ""  # `Preprocessing.describe()` of the inputs the run used
 
 
 def resolve_images(
@@ -196,7 +197,8 @@ def ingest(
             circuit_id, circuit = refine(cat, existing.id, ks, max_sweeps=config.max_sweeps)
             channels = tuple(tuple(c) for c in circuit.channels)
         return IngestResult(
-            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels
+            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels,
+            pp.describe(),
         )
 
     resolved_device = str(resolve_device(config.device))  # the device the run row records
@@ -251,7 +253,7 @@ def ingest(
         progress("writing", 1, 1)
     return IngestResult(
         run_id, circuit_id, False, len(image_set), image_set.skipped, seconds,
-        tuple(tuple(c) for c in circuit.channels),
+        tuple(tuple(c) for c in circuit.channels), pp.describe(),
     )
 
 

@@ -126,6 +126,7 @@ def test_user_model_ingests_and_ablates_at_its_own_preprocessing(trained, tmp_pa
     r = runner.invoke(app, ["ingest", model, "--concept", "square", "--images", str(trained / "square"),
                             "--layers", "c1,c2,c3", "--k", "3", "--weights", weights, "--db", db])
     assert r.exit_code == 0, r.output
+    assert "inputs: own size, no normalisation, RGB [0, 1]" in r.output
     (run,) = _sql(db, "select id, params from run")
     params = json.loads(run["params"]) if isinstance(run["params"], str) else run["params"]
     assert params["input_size"] == SIZE  # the images' own size: nothing was resized

@@ -128,6 +128,7 @@ def ingest(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
         f"and circuit {result.circuit_id} in {cat.display}"
     )
+    typer.echo(f"inputs: {result.preprocessing}")
 
 
 @app.command()
