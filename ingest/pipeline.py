@@ -56,7 +56,7 @@ class IngestConfig:
     resize: str | None = None  # "crop" (shorter side, centre) or "stretch"
     normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None  # "none", "imagenet", "M,M,M:S,S,S"
     channels: int | None = None  # 1 (luminance) or 3 (RGB)
-    threads: int | None = None  # torch CPU threads; None: ingest.threads.default_threads()
+    threads: int | None = None  # torch CPU threads, set for the process; None: ingest.threads.default_threads()
 
     def preprocessing_for(self, spec_preprocessing: Preprocessing) -> Preprocessing:
         """The model's preprocessing with this config's overrides applied."""

@@ -5,7 +5,6 @@ the inputs it was trained on. Also: declared preprocessing and class names, over
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
