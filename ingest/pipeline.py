@@ -15,7 +15,7 @@ import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from catalog.engine import Catalog
 from catalog.errors import CircuitsError
 from catalog.models import utcnow
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
+
+if TYPE_CHECKING:  # torch stays unimported until a run needs it
+    from ingest.zoo.preprocessing import Preprocessing
 
 CLA_METHOD = "cla-v1"  # bump when the score's arithmetic changes: old runs stop matching
 
@@ -47,6 +50,19 @@ class IngestConfig:
     batch_size: int = 16  # images per forward pass; memory, not results, depends on it
     max_sweeps: int = 50
     force: bool = False  # recompute even when an identical run exists
+    # Preprocessing overrides; None keeps the model's own (a zoo model's published one, a user
+    # factory's declared one, or none at all: [0, 1] RGB at the images' own size).
+    input_size: int | str | None = None  # pixels, or "keep" for each image's own size
+    resize: str | None = None  # "crop" (shorter side, centre) or "stretch"
+    normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None  # "none", "imagenet", "M,M,M:S,S,S"
+    channels: int | None = None  # 1 (luminance) or 3 (RGB)
+    threads: int | None = None  # torch CPU threads, set for the process; None: ingest.threads.default_threads()
+
+    def preprocessing_for(self, spec_preprocessing: Preprocessing) -> Preprocessing:
+        """The model's preprocessing with this config's overrides applied."""
+        return spec_preprocessing.with_overrides(
+            input_size=self.input_size, resize=self.resize, normalize=self.normalize, channels=self.channels
+        )
 
 
 @dataclass(frozen=True)
@@ -58,10 +74,13 @@ class IngestResult:
     skipped: tuple[tuple[str, str], ...] = field(default=())
     seconds: float = 0.0
     channels: tuple[tuple[int, ...], ...] = ()
+    preprocessing: str = ""  # `Preprocessing.describe()` of the inputs the run used
 
 
-def resolve_images(images: str | None, dataset: str | None, *, n: int = 32, seed: int = 0) -> ImageSet:
-    """Turn `--images DIR` or `--dataset catfish:NAME` into an ImageSet.
+def resolve_images(
+    images: str | None, dataset: str | None, *, n: int = 32, seed: int = 0, recursive: bool = False
+) -> ImageSet:
+    """Turn `--images DIR` (sub-folders too with `recursive`) or `--dataset catfish:NAME` into an ImageSet.
 
     Raises:
         IngestError: neither or both given, or an unknown dataset.
@@ -69,7 +88,7 @@ def resolve_images(images: str | None, dataset: str | None, *, n: int = 32, seed
     if (images is None) == (dataset is None):
         raise IngestError("give exactly one of --images DIR or --dataset catfish:NAME")
     if images is not None:
-        return read_image_dir(images)
+        return read_image_dir(images, recursive=recursive)
     assert dataset is not None
     kind, _, name = dataset.partition(":")
     if kind != "catfish" or not name:
@@ -146,19 +165,24 @@ def ingest(
     from ingest.cla.search import find_circuit
     from ingest.hooks import resolve_device
 
+    from ingest.threads import configure
+
+    configure(config.threads)
     t0 = time.perf_counter()
     loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
     layers = list(loaded.layers)
     if len(layers) < 2:
         raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
-    x = zoo.preprocess(loaded.spec, list(image_set.images))  # (N, 3, H, W)
+    pp = config.preprocessing_for(loaded.spec.preprocessing)
+    x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
     # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
     # in the catalog are forward order whatever the first run's choice was.
     catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
     all_widths = dict(zip(catalogued, layer_widths(loaded.module, catalogued, tuple(x.shape[1:]))))
     widths = [all_widths[name] for name in layers]
     ks = _k_per_layer(config.k, layers, widths)
-    params = {"method": CLA_METHOD, "input_size": int(x.shape[-1])}
+    # The preprocessing is part of the provenance (and so of the key): other inputs, other scores.
+    params = {"method": CLA_METHOD, "input_size": int(x.shape[-1]), "preprocessing": pp.to_params()}
     key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
 
     with cat.session() as s:
@@ -173,7 +197,8 @@ def ingest(
             circuit_id, circuit = refine(cat, existing.id, ks, max_sweeps=config.max_sweeps)
             channels = tuple(tuple(c) for c in circuit.channels)
         return IngestResult(
-            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels
+            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels,
+            pp.describe(),
         )
 
     resolved_device = str(resolve_device(config.device))  # the device the run row records
@@ -235,7 +260,7 @@ def ingest(
         progress("writing", 1, 1)
     return IngestResult(
         run_id, circuit_id, False, len(image_set), image_set.skipped, seconds,
-        tuple(tuple(c) for c in circuit.channels),
+        tuple(tuple(c) for c in circuit.channels), pp.describe(),
     )
 
 
@@ -310,3 +335,26 @@ def _fixed_by_index(fixed: Mapping[str | int, Sequence[int]], layer_names: list[
             raise IngestError(f"layer {layer_names[i]!r} is fixed twice")
         out[i] = [int(c) for c in chans]
     return out
+
+
+def run_preprocessing(
+    cat: Catalog,
+    circuit_id: int,
+    *,
+    input_size: int | str | None = None,
+    resize: str | None = None,
+    normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    channels: int | None = None,
+) -> Preprocessing | None:
+    """The preprocessing a circuit's run stored, with the given overrides; None when nothing is
+    overridden (the caller then uses the run's own, e.g. `ablate(preprocessing=None)`)."""
+    if (input_size, resize, normalize, channels) == (None, None, None, None):
+        return None
+    from ingest import zoo
+    from ingest.zoo.preprocessing import Preprocessing
+
+    with cat.session() as s:
+        circ = store.read_circuit(s, circuit_id)
+        stored = store.read_run(s, circ.run_id).params.get("preprocessing")
+    base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).preprocessing
+    return base.with_overrides(input_size=input_size, resize=resize, normalize=normalize, channels=channels)
