@@ -228,7 +228,7 @@ def ingest(
         from ingest import thumbnails  # the circuit neurons' example patches (catalog.media)
 
         patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
-                                            mean=loaded.spec.mean, std=loaded.spec.std, progress=progress)
+                                            mean=pp.mean, std=pp.std, progress=progress)
         thumbs = thumbnails.example_thumbnails(image_set.images)
         if progress is not None:
             progress("writing", 0, 1)
