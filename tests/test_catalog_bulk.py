@@ -12,6 +12,13 @@ import sqlalchemy as sa
 from catalog import bulk, pg_copy, store
 from catalog.errors import CatalogError
 
+
+@pytest.fixture
+def cat(any_cat):
+    """Every test here runs on DuckDB and on PostgreSQL (see conftest `any_cat`)."""
+    return any_cat
+
+
 WIDTHS = [("a", 3), ("b.c", 5), ("d", 4), ("e", 2)]
 
 
