@@ -91,11 +91,12 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(revision, "SCHEMA_HEAD", "0002")
+    head, later = revision.SCHEMA_HEAD, f"{int(revision.SCHEMA_HEAD) + 1:04d}"
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", later)
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
-    assert "0001" in message and "0002" in message
+    assert head in message and later in message
     assert f"circuits db upgrade --db {catalog_path}" in message
     assert catalog_status(catalog_path).state == "outdated"
 
@@ -142,12 +143,13 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
     """A second, additive revision (as future ones will be) runs on DuckDB through env.py."""
     extra = tmp_path / "versions"
     extra.mkdir()
-    (extra / "0002_note.py").write_text(textwrap.dedent('''
+    head, later = revision.SCHEMA_HEAD, f"{int(revision.SCHEMA_HEAD) + 1:04d}"
+    (extra / f"{later}_note.py").write_text(textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
-        revision = "0002"
-        down_revision = "0001"
+        revision = "{later}"
+        down_revision = "{head}"
         branch_labels = None
         depends_on = None
 
@@ -157,16 +159,41 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         def downgrade():
             op.drop_column("edge", "note")
     '''))
-    assert migrate.script_heads(version_locations=[extra]) == ("0002",)
+    assert migrate.script_heads(version_locations=[extra]) == (later,)
     engine = _engine(catalog_path)
     with engine.begin() as conn:
         migrate.upgrade(conn, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0002"
+        assert migrate.current_revision(conn) == later
         assert "note" in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     with engine.begin() as conn:
-        migrate.downgrade(conn, "0001", version_locations=[extra])
+        migrate.downgrade(conn, head, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0001"
+        assert migrate.current_revision(conn) == head
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()
+
+
+def test_0003_keeps_the_newest_complete_run_per_provenance_key(db_url):
+    """Upgrading a catalog at 0001 that holds duplicate complete runs keys each by its newest."""
+    engine = build_engine(resolve_url(db_url), read_only=False, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        migrate.downgrade(conn, "0001")
+        conn.execute(sa.text(
+            "INSERT INTO model (id, name, architecture, weights_sha256, layer_order, created_at) "
+            "VALUES (1, 'm', 'cnn', 'w', '[]', TIMESTAMP '2025-01-01 00:00:00')"
+        ))  # fmt: skip
+        conn.execute(sa.text("INSERT INTO concept (id, name) VALUES (1, 'c')"))
+        for run_id, key, status in ((1, "k1", "complete"), (2, "k1", "complete"), (3, "k1", "failed"),
+                                    (4, "k2", "complete"), (5, "k3", "failed")):  # fmt: skip
+            conn.execute(sa.text(
+                "INSERT INTO run (id, model_id, concept_id, layer_names, params, image_set_sha256, n_images, "
+                "provenance_key, library_versions, device, status, started_at) "
+                "VALUES (:id, 1, 1, '[]', '{}', 'i', 1, :key, '{}', 'cpu', :status, TIMESTAMP '2025-01-01 00:00:00')"
+            ), {"id": run_id, "key": key, "status": status})  # fmt: skip
+        migrate.upgrade(conn)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT provenance_key, run_id FROM run_key ORDER BY 1")).all()
+        assert migrate.current_revision(conn) == revision.SCHEMA_HEAD
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("k1", 2), ("k2", 4)]
