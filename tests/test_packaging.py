@@ -23,6 +23,7 @@ def test_wheel_install_can_init_and_upgrade_a_catalog(tmp_path):
                    check=True, capture_output=True)
     assert (target / "migrations/versions/0001_initial.py").exists()
     assert (target / "ingest/weights/catfish_mini.pt").exists()
+    assert (target / "circuits/web/templates/circuit.html").exists() and (target / "circuits/web/static/style.css").exists()
     # Run from outside the source tree: only the installed copy (plus the venv's dependencies) is importable.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), sysconfig.get_paths()["purelib"]])}
     db = tmp_path / "c.duckdb"

@@ -1,7 +1,7 @@
 """One complete run per provenance key: the `run_key` table, filled from existing runs.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-29
 
 Two processes ingesting the same model, layers, images and parameters used to store two complete
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
