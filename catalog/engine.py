@@ -194,7 +194,7 @@ def open_catalog(
     *,
     read_only: bool = False,
     create: bool = False,
-    wait: float = 0,
+    wait: float | None = 0,
 ) -> Catalog:
     """Open (or return the already open) catalog, checking its schema revision.
 
@@ -203,7 +203,8 @@ def open_catalog(
         read_only: refuse every write, in the database itself.
         create: create a missing DuckDB file, and migrate an empty database to the head revision
             (on PostgreSQL under an advisory lock, so simultaneous first opens create it once).
-        wait: seconds to wait for a DuckDB file another process holds (0: fail at once).
+        wait: seconds to wait for a DuckDB file another process holds (0: fail at once; None:
+            `$CIRCUITS_LOCK_WAIT`, default 60).
 
     Returns:
         The process-wide `Catalog` for this database and mode.
