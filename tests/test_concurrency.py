@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::ingest.zoo.specs.RandomInitWarning")
 from typer.testing import CliRunner
 
 from catalog import store
@@ -209,3 +211,84 @@ def test_concurrent_writers_store_one_run_model_and_concept(pg_url):
                                "(select count(*) from run) as r, (select count(*) from edge) as e, "
                                "(select count(*) from neuron) as n")  # fmt: skip
     assert counts == [{"m": 1, "c": 1, "r": 1, "e": 12, "n": 7}]
+
+
+# ---------------------------------------------------------------- N processes, one PostgreSQL catalog
+
+BROKEN_MODEL = '''
+import torch
+import torch.nn as nn
+
+
+class Broken(nn.Module):
+    """Fine for the layer-width probe (no grad); fails in attribution (an injected failure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            raise RuntimeError("injected failure")
+        return self.net(x)
+
+
+def broken():
+    return Broken()
+'''
+# five catfish-mini jobs: three runs (stripes twice with two k, star, dots) → 5 circuits
+JOBS = [
+    {"model": "catfish-mini", "concept": "stripes", "dataset": "catfish:stripes", "k": 2},
+    {"model": "catfish-mini", "concept": "stripes", "dataset": "catfish:stripes", "k": 3},
+    {"model": "catfish-mini", "concept": "star", "dataset": "catfish:star", "k": 2},
+    {"model": "catfish-mini", "concept": "dots", "dataset": "catfish:dots", "k": 2},
+    {"model": "catfish-mini", "concept": "dots", "dataset": "catfish:dots", "k": [1, 2, 2, 2, 1]},
+]
+BROKEN_JOB = {"model": "broken.py:broken", "concept": "broken", "dataset": "catfish:star", "layers": "net.0,net.2", "k": 2}
+N_PROCESSES = 4
+
+
+@pytest.mark.pg
+def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, empty_pg_url):
+    """Four `ingest-many` processes, overlapping job lists, one uninitialised PostgreSQL database:
+    every job present exactly once, exact edge counts, failed rows only for the injected failure."""
+    import yaml
+
+    (tmp_path / "broken.py").write_text(BROKEN_MODEL)
+    files = []
+    for p in range(N_PROCESSES):
+        jobs = [{**JOBS[(p + i) % len(JOBS)], "n": 3} for i in range(4)]  # each job in 3 or 4 lists
+        if p % 2:
+            jobs.insert(1, {**BROKEN_JOB, "n": 3})  # injected in two of the lists
+        files.append(tmp_path / f"jobs{p}.yaml")
+        files[-1].write_text(yaml.safe_dump(jobs))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cli = "from circuits.cli.main import main; main()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", cli, "ingest-many", str(f), "--workers", "0", "--retries", "0",
+                          "--db", empty_pg_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for f in files
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(range(N_PROCESSES), outs):
+        assert procs[p].returncode == (1 if p % 2 else 0), (out, err)
+        if p % 2:
+            assert "RuntimeError: injected failure" in err and err.count("\nerror:") + err.startswith("error:") == 1
+    q = lambda sql: _sql_json(empty_pg_url, sql)  # noqa: E731
+    circuits = q("select co.name as concept, c.k::text as k, count(*) as n from circuit c join run r on r.id = c.run_id "
+                 "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2")  # fmt: skip
+    assert len(circuits) == len(JOBS) and all(row["n"] == 1 for row in circuits), circuits
+    runs = q("select co.name as concept, r.status as status, count(*) as n from run r "
+             "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2")  # fmt: skip
+    assert runs == [
+        {"concept": "broken", "status": "failed", "n": 2},
+        {"concept": "dots", "status": "complete", "n": 1},
+        {"concept": "star", "status": "complete", "n": 1},
+        {"concept": "stripes", "status": "complete", "n": 1},
+    ]
+    assert q("select count(*) as n from model") == [{"n": 2}] and q("select count(*) as n from run_key") == [{"n": 3}]
+    widths = {row["name"]: row["width"] for row in q("select name, width from layer")}
+    for row in q("select r.id as id, r.layer_names as layers, (select count(*) from edge e where e.run_id = r.id) "
+                 "as n from run r where r.status = 'complete'"):  # fmt: skip
+        layers = row["layers"] if isinstance(row["layers"], list) else json.loads(row["layers"])
+        assert row["n"] == sum(widths[a] * widths[b] for a, b in zip(layers, layers[1:])), row

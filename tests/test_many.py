@@ -16,6 +16,7 @@ from ingest.jobs import Job, JobFileError, load_jobs
 from ingest.many import ingest_many
 
 runner = CliRunner()
+pytestmark = pytest.mark.filterwarnings("ignore::ingest.zoo.specs.RandomInitWarning")
 
 TINY = '''
 import torch
