@@ -13,10 +13,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import shutil
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from catalog.engine import Catalog, close_all, close_catalogs_of, open_catalog
 
@@ -143,23 +146,23 @@ def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     backends.drop_database(server, url.database)
 
 
-# duckdb 2.0's nanobind bindings print ~100 lines of benign "leaked instance DuckDBPyType"
-# warnings at interpreter teardown when torch is loaded in the same process (the CLI avoids them
-# with an atexit hook in catalog.engine; a whole test session keeps more references alive).
-# Those lines would bury pytest's summary, so the test process ends right after pytest has
-# reported everything, with pytest's own exit status.
-_EXIT_STATUS: list[int] = []
+# duckdb 2.0's nanobind bindings print ~100 lines of "leaked instance DuckDBPyType" at interpreter
+# teardown when a DuckDBPyType outlives the module (torch loaded in the same process makes it
+# show). What keeps them alive in a test session is SQLAlchemy's per-dialect result-processor
+# memo (`dialect._type_memos[type]["result"]`), keyed by the DuckDB cursor's type codes; the
+# module-level constants are dropped by catalog.engine's atexit hook. Clearing the memos of every
+# dialect that connected lets the interpreter exit normally (atexit and plugin teardown run) with
+# pytest's summary as the last output.
+_DIALECTS: weakref.WeakSet = weakref.WeakSet()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _EXIT_STATUS.append(int(exitstatus))
+@event.listens_for(Engine, "engine_connect")
+def _remember_dialect(connection) -> None:
+    _DIALECTS.add(connection.dialect)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _EXIT_STATUS and not os.environ.get("CIRCUITS_TEST_NORMAL_EXIT"):
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+    close_all()
+    for dialect in list(_DIALECTS):
+        dialect._type_memos.clear()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from circuits.cli.db import DbOption, FormatOption, InterventionKind, OutputFormat
+from circuits.cli.options import DbOption, FormatOption, InterventionKind, OutputFormat
+from circuits.cli.render import progress_bar
+
 app = typer.Typer()
 
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of PNG/JPEG example images.")]
@@ -26,31 +27,6 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
     except ValueError:
         raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
     return values[0] if len(values) == 1 else values
-
-
-@contextmanager
-def progress_bar():
-    """A rich progress bar fed by the pipeline's (stage, done, total) callbacks.
-
-    Shown from the first update on, so a command that fails early prints only its error.
-    """
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not tasks:
-            bar.start()
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            bar.stop()
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """The `circuits` command: a thin root that mounts each package's Typer sub-app.
 
 Heavy imports (torch, alembic, duckdb) happen inside command bodies, so `circuits --help` is
-instant. User errors (`CircuitsError`) become one line on stderr and exit code 1; anything else
-keeps its traceback because it is a bug.
+instant. User errors (`CircuitsError`) and a missing optional extra (torch, psycopg, matplotlib:
+`circuits.cli.extras`) become one line on stderr and exit code 1; anything else keeps its
+traceback because it is a bug.
 """
 
 from __future__ import annotations
@@ -16,17 +17,38 @@ from typer.core import TyperGroup
 
 from catalog.errors import CircuitsError
 from circuits.cli import db, demo, export, ingest, many, masks, read, serve, train
+from circuits.cli.extras import missing_extra_message
 
 
 class _RootGroup(TyperGroup):
     """Converts user errors raised by any sub-command into a one-line message and exit code 1."""
 
     def invoke(self, ctx: typer.Context):
+        name = self._command_name(ctx)
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
             typer.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except ModuleNotFoundError as exc:
+            message = missing_extra_message(name, exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+
+    def _command_name(self, ctx: typer.Context) -> str:
+        """The command as typed after `circuits` ("ingest", "db init"), for messages."""
+        words = [*ctx._protected_args, *ctx.args]
+        names: list[str] = []
+        group = self
+        for word in words:
+            cmd = group.get_command(ctx, word) if hasattr(group, "get_command") else None
+            if cmd is None:
+                break
+            names.append(word)
+            group = cmd
+        return " ".join(names) or "this command"
 
 
 app = typer.Typer(
