@@ -157,3 +157,25 @@ def test_ray_local_cluster_fans_out_and_stores_each_run_once(tmp_path, db_url, b
     assert again.exit_code == 0 and "4 skipped" in again.stdout, again.output
     rows = json.loads(runner.invoke(app, ["sql", "select count(*) as n from run_key", "--db", db_url, "-f", "json"]).stdout)
     assert rows == [{"n": 2}]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_ray_gives_each_worker_a_gpu_and_runs_record_it(tmp_path):
+    pytest.importorskip("ray")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from ingest.fanout import RayExecutor
+
+    jobs = load_jobs(_job_file(tmp_path, _jobs()[:1]))
+    db = str(tmp_path / "c.duckdb")
+    executor = RayExecutor(1)
+    try:
+        assert executor.gpus_per_task == 1 and executor.description.endswith("a GPU each")
+        report = ingest_many(db, jobs, executor)
+    finally:
+        executor.shutdown()
+    assert [o.status for o in report.outcomes] == ["stored"]
+    rows = json.loads(runner.invoke(app, ["sql", "select device from run", "--db", db, "-f", "json"]).stdout)
+    assert rows[0]["device"].startswith("cuda")
