@@ -139,6 +139,38 @@ def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch,
         assert store.ensure_concept(s, "x") > 0
 
 
+_WRITE_CONCEPT = (
+    "import sys; from catalog import store; from catalog.engine import open_catalog; "
+    "cat = open_catalog(sys.argv[1]); s = cat.session(); s.begin(); store.ensure_concept(s, 'from-writer'); "
+    "s.commit(); print('written', flush=True)"
+)
+
+
+def test_serve_leaves_the_file_free_for_writers_between_requests(catalog_path):
+    import urllib.request
+
+    pytest.importorskip("jinja2")
+    from circuits.web.server import make_server
+
+    server = make_server(str(catalog_path), port=0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert urllib.request.urlopen(base + "/").status == 200
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        writer = subprocess.run([sys.executable, "-c", _WRITE_CONCEPT, str(catalog_path)], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert writer.returncode == 0 and "written" in writer.stdout, writer.stderr
+        page = urllib.request.urlopen(base + "/sql?q=select+name+from+concept").read().decode()
+        assert "from-writer" in page
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.cat.close()
+        thread.join()
+
+
 # ---------------------------------------------------------------- one complete run per key
 
 LAYERS = [("l0", 3), ("l1", 4)]
