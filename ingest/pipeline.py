@@ -1,10 +1,13 @@
 """The ingest pipeline: model × concept images → CLA matrices → circuit → catalog rows.
 
-Computation happens before the catalog is opened for writing; then the model, concept, images,
-run, all edges and the circuit are written in one transaction. A crash or Ctrl-C at any moment
-leaves either the whole run or none of it (plus, where possible, a `failed` run row saying what
-happened). The same model weights, layers, image set and CLA parameters are recognised by their
-provenance key and not recomputed unless `force` is set.
+Four steps, usable one by one (`ingest.many` runs them in worker processes): `prepare` loads the
+model and works out the run's provenance key; `stored_circuit` asks the catalog whether that run
+is stored (the same weights, layers, image set and CLA parameters are not recomputed unless
+`force` is set); `compute` runs CLA and the circuit search without the catalog; and
+`ingest.writer.store_computed` writes model, concept, images, run, edges and circuit in one short
+transaction. The catalog is held only to read and to write, never during the computation, so a
+DuckDB file stays readable by other processes meanwhile. A crash or Ctrl-C at any moment leaves
+either the whole run or none of it (plus, where possible, a `failed` run row saying what happened).
 """
 
 from __future__ import annotations
@@ -138,37 +141,47 @@ def _k_per_layer(k: int | Sequence[int], layers: Sequence[str], widths: Sequence
     return ks
 
 
-def ingest(
-    cat: Catalog,
-    config: IngestConfig,
-    image_set: ImageSet,
-    *,
-    progress: Progress | None = None,
-) -> IngestResult:
-    """Run CLA for one model × concept and store the run and its circuit.
+@dataclass(frozen=True)
+class Prepared:
+    """An ingest request resolved against its model, before any computation (see `prepare`).
 
-    Args:
-        cat: an open, writable catalog.
-        config: what to run.
-        image_set: the concept's example images.
-        progress: optional callback (stage, done, total) for progress bars.
+    Attributes:
+        config: the request.
+        image_set: the concept's images.
+        loaded: the loaded model (`ingest.zoo.LoadedModel`).
+        x: the preprocessed images (N, C, H, W).
+        preprocessing: the preprocessing that made `x` (stored in the run's params).
+        layers: the run's layers in forward order.
+        ks: circuit neurons per layer.
+        provenance_key: the run's identity (`provenance_key`).
+        model_fields: `catalog.store.ensure_model` keyword arguments.
+        run_fields: `catalog.store.write_run` provenance keyword arguments (no timing yet).
+    """
 
-    Returns:
-        The stored (or reused) run and its new circuit.
+    config: IngestConfig
+    image_set: ImageSet
+    loaded: Any
+    x: Any
+    preprocessing: Any  # ingest.zoo.preprocessing.Preprocessing: what made `x`
+    layers: list[str]
+    ks: list[int]
+    provenance_key: str
+    model_fields: dict[str, Any]
+    run_fields: dict[str, Any]
+
+
+def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
+    """Load the model, preprocess the images and work out the run's provenance key (no catalog).
 
     Raises:
-        IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
+        IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input.
     """
     from ingest import zoo
-    from ingest.cla.attribute import attribute
     from ingest.cla.capture import layer_widths
-    from ingest.cla.search import find_circuit
     from ingest.hooks import resolve_device
-
     from ingest.threads import configure
 
     configure(config.threads)
-    t0 = time.perf_counter()
     loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
     layers = list(loaded.layers)
     if len(layers) < 2:
@@ -184,25 +197,6 @@ def ingest(
     # The preprocessing is part of the provenance (and so of the key): other inputs, other scores.
     params = {"method": CLA_METHOD, "input_size": int(x.shape[-1]), "preprocessing": pp.to_params()}
     key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
-
-    with cat.session() as s:
-        existing = None if config.force else store.find_complete_run(s, key)
-    if existing is not None:
-        with cat.session() as s:
-            same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == ks and not c.fixed]
-        if same:
-            channels = tuple(tuple(c) for c in same[0].channels)
-            circuit_id = same[0].id
-        else:
-            circuit_id, circuit = refine(cat, existing.id, ks, max_sweeps=config.max_sweeps)
-            channels = tuple(tuple(c) for c in circuit.channels)
-        return IngestResult(
-            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels,
-            pp.describe(),
-        )
-
-    resolved_device = str(resolve_device(config.device))  # the device the run row records
-    on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
     run_fields = dict(
         layer_names=layers,
         params=params,
@@ -210,8 +204,7 @@ def ingest(
         n_images=len(image_set),
         provenance_key=key,
         library_versions=library_versions(),
-        device=resolved_device,
-        started_at=utcnow(),
+        device=str(resolve_device(config.device)),  # the device the run row records
     )
     model_fields = dict(
         name=loaded.spec.name,
@@ -219,64 +212,146 @@ def ingest(
         weights_sha256=loaded.weights_sha256,
         layers=list(all_widths.items()),
     )
-    try:
-        matrices = attribute(
-            loaded.module, layers, x, batch_size=config.batch_size, device=resolved_device, progress=on_batch
-        )
-        circuit = find_circuit(matrices, ks, max_sweeps=config.max_sweeps)
-        seconds = time.perf_counter() - t0
-        from ingest import thumbnails  # the circuit neurons' example patches (catalog.media)
+    return Prepared(config, image_set, loaded, x, pp, layers, ks, key, model_fields, run_fields)
 
-        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
-                                            mean=pp.mean, std=pp.std, progress=progress)
-        thumbs = thumbnails.example_thumbnails(image_set.images)
-        if progress is not None:
-            progress("writing", 0, 1)
-        with cat.session() as s, s.begin():  # one transaction: the whole run or nothing
-            model = store.ensure_model(s, **model_fields)
-            concept_id = store.ensure_concept(s, config.concept)
-            store.write_example_images(
-                s, concept_id, image_set.sha256, list(zip(image_set.sha256s, image_set.sources))
-            )
-            run_id = store.write_run(
-                s, model=model, concept_id=concept_id, matrices=matrices, seconds=seconds, **run_fields
-            )
-            circuit_id = store.write_circuit(
-                s,
-                run_id=run_id,
-                channels=circuit.channels,
-                k=ks,
-                fixed=None,
-                sweeps=circuit.sweeps,
-                converged=circuit.converged,
-                objective_history=circuit.objective_history,
-            )
-            thumbnails.store_thumbnails(s, run_id=run_id, model_id=model.id, concept_id=concept_id,
-                                        image_set_sha256=image_set.sha256, patches=patches, thumbnails=thumbs)
-    except (Exception, KeyboardInterrupt) as exc:
-        _record_failure(cat, model_fields, config.concept, run_fields, time.perf_counter() - t0, exc)
-        raise
-    if progress is not None:
-        progress("writing", 1, 1)
+
+def stored_circuit(cat: Catalog, prepared: Prepared) -> tuple[int, int | None] | None:
+    """Whether this request's run is stored: (run id, id of its circuit of this k or None), or
+    None when it must be computed (or `force` is set). Reads only."""
+    if prepared.config.force:
+        return None
+    with cat.session() as s:
+        existing = store.find_complete_run(s, prepared.provenance_key)
+        if existing is None:
+            return None
+        same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == prepared.ks and not c.fixed]
+    return existing.id, (same[0].id if same else None)
+
+
+def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None, t0: float) -> IngestResult:
+    """The result of a request whose run is stored: its circuit of this k, made from the stored
+    edges alone (no model) when it has none yet."""
+    from ingest.cla.search import find_circuit
+    from ingest.writer import add_circuit_once
+
+    if circuit_id is None:
+        with cat.session() as s:
+            matrices = store.read_run_matrices(s, run_id)
+        cat.release()
+        circuit = find_circuit(matrices, prepared.ks, max_sweeps=prepared.config.max_sweeps)
+        with cat.writing() as s:  # another process may have added this k meanwhile: then reuse it
+            circuit_id, _ = add_circuit_once(s, run_id, prepared.ks, circuit)
+    with cat.session() as s:
+        channels = tuple(tuple(c) for c in store.read_circuit(s, circuit_id).channels)
+    cat.release()
+    image_set = prepared.image_set
     return IngestResult(
-        run_id, circuit_id, False, len(image_set), image_set.skipped, seconds,
-        tuple(tuple(c) for c in circuit.channels), pp.describe(),
+        run_id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels,
+        prepared.preprocessing.describe(),
     )
 
 
-def _record_failure(cat: Catalog, model_fields: dict, concept: str, run_fields: dict, seconds: float,
-                    exc: BaseException) -> None:
-    """Leave a `failed` run row saying what happened; never masks the original error."""
-    error = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None):
+    """Run CLA, find the circuit and its neurons' thumbnails, without the catalog.
+
+    Args:
+        prepared: from `prepare`.
+        progress: optional callback (stage, done, total).
+        t0: when the request started (`time.perf_counter()`), for the run's duration.
+
+    Returns:
+        An `ingest.writer.ComputedRun` to give to `ingest.writer.store_computed`.
+
+    Raises:
+        ComputeFailed: the computation failed (it carries the failed run row to record).
+    """
+    from ingest import thumbnails
+    from ingest.cla.attribute import attribute
+    from ingest.cla.search import find_circuit
+    from ingest.writer import ComputedRun, RunFailure, describe
+
+    t0 = time.perf_counter() if t0 is None else t0
+    run_fields = {**prepared.run_fields, "started_at": utcnow()}
+    config, loaded, layers, x = prepared.config, prepared.loaded, prepared.layers, prepared.x
+    on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
     try:
-        with cat.session() as s, s.begin():
-            model = store.ensure_model(s, **model_fields)
-            concept_id = store.ensure_concept(s, concept)
-            store.record_failed_run(
-                s, model=model, concept_id=concept_id, seconds=seconds, error=error[:2000], **run_fields
-            )
-    except Exception:  # the catalog itself may be what failed; the original error is what matters
-        pass
+        matrices = attribute(
+            loaded.module, layers, x, batch_size=config.batch_size, device=run_fields["device"], progress=on_batch
+        )
+        circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
+        seconds = time.perf_counter() - t0
+        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
+                                            mean=prepared.preprocessing.mean, std=prepared.preprocessing.std, progress=progress)
+        thumbs = thumbnails.example_thumbnails(prepared.image_set.images)
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = RunFailure(prepared.model_fields, config.concept, run_fields, time.perf_counter() - t0, describe(exc))
+        raise ComputeFailed(failure) from exc
+    image_set = prepared.image_set
+    return ComputedRun(
+        model_fields=prepared.model_fields, concept=config.concept, run_fields=run_fields,
+        images=tuple(zip(image_set.sha256s, image_set.sources)), ks=tuple(prepared.ks),
+        matrices=tuple(matrices), circuit=circuit, seconds=seconds, force=config.force,
+        patches=tuple(patches), thumbnails=tuple(thumbs), skipped=tuple(image_set.skipped),
+    )  # fmt: skip
+
+
+class ComputeFailed(Exception):
+    """Internal: a computation failed; `failure` is the row to record, `__cause__` the error."""
+
+    def __init__(self, failure: Any):
+        super().__init__(failure.error)
+        self.failure = failure
+
+
+def ingest(
+    cat: Catalog,
+    config: IngestConfig,
+    image_set: ImageSet,
+    *,
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Run CLA for one model × concept and store the run and its circuit.
+
+    The catalog is read once (is this run stored?), let go during the computation (a DuckDB file
+    stays readable by other processes), and written in one short transaction at the end
+    (`ingest.writer.store_computed`). When another process stores the same run meanwhile, its run
+    is reused.
+
+    Args:
+        cat: an open, writable catalog.
+        config: what to run.
+        image_set: the concept's example images.
+        progress: optional callback (stage, done, total) for progress bars.
+
+    Returns:
+        The stored (or reused) run and its circuit.
+
+    Raises:
+        IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
+        CatalogLocked: a DuckDB file stayed held by another process at write time.
+    """
+    from ingest.writer import record_failure, store_computed
+
+    t0 = time.perf_counter()
+    prepared = prepare(config, image_set)
+    found = stored_circuit(cat, prepared)
+    cat.release()  # hold nothing while computing
+    if found is not None:
+        return reuse(cat, prepared, found[0], found[1], t0)
+    try:
+        computed = compute(prepared, progress=progress, t0=t0)
+    except ComputeFailed as failed:
+        record_failure(cat, failed.failure)
+        raise failed.__cause__ from None
+    if progress is not None:
+        progress("writing", 0, 1)
+    run_id, circuit_id, reused, channels = store_computed(cat, computed)
+    if progress is not None:
+        progress("writing", 1, 1)
+    return IngestResult(
+        run_id, circuit_id, reused, len(image_set), image_set.skipped, computed.seconds, channels,
+        prepared.preprocessing.describe(),
+    )
 
 
 def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *,
@@ -302,10 +377,11 @@ def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *,
     with cat.session() as s:
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
+    cat.release()
     ks = _k_per_layer(k, run.layer_names, run.widths)
     by_index = None if fixed is None else _fixed_by_index(fixed, list(run.layer_names))
     circuit = find_circuit(matrices, ks, fixed=by_index, max_sweeps=max_sweeps)
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:
         circuit_id = store.write_circuit(
             s,
             run_id=run_id,

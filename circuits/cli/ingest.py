@@ -96,7 +96,7 @@ def ingest(
         channels=channels,
         threads=threads,
     )
-    cat = open_catalog(db, create=True)
+    cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
     with progress_bar() as update:
         result = run_ingest(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
