@@ -230,6 +230,7 @@ _REGISTRY: dict[str, Callable[[], ModelSpec]] = {
     "resnet50": _resnet50,
     "inceptionv1": _inceptionv1,
     "clip-rn50": _clip_rn50,
+    "typo-mini": lambda: importlib.import_module("ingest.zoo.typo_mini").spec(),
 }
 
 
