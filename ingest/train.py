@@ -116,6 +116,7 @@ class TrainResult:
     file_sha256: str
     state_dict_sha256: str
     history: tuple[dict, ...] = field(default_factory=tuple)  # per epoch: loss, train/held-out acc
+    attack_success: float | None = None  # typo runs: held-out attack images read as the written class
 
 
 def resolve_device(device: str) -> torch.device:
@@ -361,7 +362,7 @@ def _train(
     }
     _atomic_write_bytes(sidecar, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return TrainResult(out, sidecar, heldout, int(len(eval_y)), config.epochs, seconds, file_sha,
-                       sd_sha, tuple(history))
+                       sd_sha, tuple(history), history[-1].get("attack_success"))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
