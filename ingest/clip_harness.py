@@ -162,7 +162,7 @@ def _class_folders(images: Path, classes: Sequence[str], label: str | None) -> d
 def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weights: str | None = None,
                 layers: Sequence[str] | None = None, label: str | None = None,
                 embeddings: str | Path | None = None, random_embeddings: bool = False, n_text: int = 64,
-                seed: int = 1, device: str = "cpu"):
+                seed: int = 1, device: str = "cpu", attack_images: str | Path | None = None):
     """The defence target of a zero-shot classifier over `classes` on the user's images.
 
     Args:
@@ -172,27 +172,32 @@ def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weigh
             one class's images with `label`.
         embeddings, random_embeddings, weights: where the class embeddings come from (see the module docstring).
         n_text: text-concept images for CLA; seed: which class is written where.
+        attack_images: attack images made elsewhere (with `written.csv`), used instead of
+            writing attacks on `images`; they are of class `label` when given.
 
     Returns:
         An `ingest.defend.DefenceTarget` whose `model_cache` holds the zero-shot classifier.
 
     Raises:
+        AttackLabelsMissing: `attack_images` without a `written.csv`.
         UnknownClass: bad `classes` or `label`, or no class subfolder.
         NoZeroShotHead: the model has no embedding output, or no class embeddings are available.
         ImageSetError: a folder without readable images.
     """
     from ingest import zoo
     from ingest.datasets.typo import DISTRACTOR_WORDS
-    from ingest.datasets.typo_sets import AttackImageSet, attack_from_dir, check_classes, text_image_set
+    from ingest.datasets.typo_sets import AttackImageSet, attack_from_dir, check_classes, read_attack_dir
+    from ingest.datasets.typo_sets import text_image_set
     from ingest.defend import DefenceTarget
     from ingest.images import read_image_dir
 
     classes = check_classes(classes)
-    folders = _class_folders(Path(images).expanduser(), classes, label)
-    loaded = zoo.load_model(model, weights=weights, layers=layers, device=device)
-    if loaded.spec.labels is not None:
+    if zoo.get_spec(model).labels is not None:
         raise NoZeroShotHead(f"{model} is a classifier with its own classes, not an image tower: run "
                              f"`circuits defend {model}` without --classes")
+    folders = _class_folders(Path(images).expanduser(), classes, label)
+    given_attack = None if attack_images is None else read_attack_dir(attack_images, classes, label=label)
+    loaded = zoo.load_model(model, weights=weights, layers=layers, device=device)
     dim = _embedding_dim(loaded.module, loaded.spec.input_size)
     emb = class_embeddings(classes, dim, path=embeddings, weights=weights, random_embeddings=random_embeddings)
     classifier = ZeroShotClassifier(loaded.module, emb).eval()
@@ -204,7 +209,7 @@ def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weigh
         plain = read_image_dir(folder)
         clean_sets[c] = dataclasses.replace(plain, labels=(classes.index(c),) * len(plain))
         attacks.append(attack_from_dir(folder, classes, seed=seed, label=c))
-    attack = AttackImageSet(
+    attack = given_attack or AttackImageSet(
         f"attack:{Path(images).expanduser().resolve()}#seed={seed}",
         tuple(im for a in attacks for im in a.images), tuple(h for a in attacks for h in a.sha256s),
         tuple(s for a in attacks for s in a.sources), (), tuple(lab for a in attacks for lab in a.labels),

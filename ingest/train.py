@@ -100,7 +100,7 @@ class TrainConfig:
 
 
 DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
-TYPO_DEFAULTS = dict(dataset="typo", text_share=0.5, text_only_share=0.1)  # see `train_typo`
+TYPO_DEFAULTS = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
 
 
 @dataclass(frozen=True)

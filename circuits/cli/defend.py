@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,7 @@ def defend(
     keep: Annotated[str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")] = None,
     classes: Annotated[str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")] = None,
     images: Annotated[str | None, typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label).")] = None,
+    attack_images: Annotated[str | None, typer.Option("--attack-images", help="Zero-shot: attack images made elsewhere, with written.csv (file,written).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Zero-shot: the class of a flat --images folder.")] = None,
     class_embeddings: Annotated[str | None, typer.Option("--class-embeddings", help="Zero-shot: (C, D) text embeddings file (.pt/.npy), one row per class.")] = None,
     random_embeddings: Annotated[bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")] = False,
@@ -79,7 +81,7 @@ def defend(
             raise typer.BadParameter("--classes needs --images DIR (images to attack)")
         target = clip_target(model, _names(classes) or [], images, weights=weights, layers=config.layers,
                              label=label, embeddings=class_embeddings, random_embeddings=random_embeddings,
-                             n_text=n_text, seed=seed)
+                             n_text=n_text, seed=seed, attack_images=attack_images)
     else:
         from ingest.defend import check_typo_model
 
@@ -87,7 +89,8 @@ def defend(
         target = typo_target(n_text=n_text, n_attack=n_attack, n_clean_per_class=n_clean, seed=seed,
                              classes=_names(keep))
     cat = open_catalog(db)
-    with progress_bar() as update:
+    # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
+    with (progress_bar() if fmt is OutputFormat.table else nullcontext(None)) as update:
         report = run_defend(cat, config, target, progress=update)
     rows = [r.as_dict() for r in report.rows]
     typer.echo(render(rows, fmt.value))

@@ -41,7 +41,7 @@ def train_catfish_command(
 
 @train_app.command("typo")
 def train_typo_command(
-    epochs: Annotated[int, typer.Option(help="Passes, each over fresh images.")] = 8,
+    epochs: Annotated[int, typer.Option(help="Passes, each over fresh images.")] = 12,
     seed: Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")] = 0,
     out: Annotated[
         Path | None,
