@@ -172,10 +172,12 @@ def _ratio(before: float, after: float) -> float:
 
 
 def typo_target(*, n_text: int = 96, n_attack: int = 240, n_clean_per_class: int = 20, seed: int = 1,
-                classes: Sequence[str] | None = None) -> DefenceTarget:
+                classes: Sequence[str] | None = None, text: str = "typo:text") -> DefenceTarget:
     """The Typographic-synth target for typo-mini: `typo:text`, `typo:attack`, `typo:clean:CLASS`.
 
     Args:
+        text: the text concept's set: `typo:text` (class names and other words) or
+            `typo:text:names` (the class names only).
         classes: the clean classes to keep (default all twelve).
         seed: the image seed (the training run draws its images from other, derived seeds).
 
@@ -186,8 +188,10 @@ def typo_target(*, n_text: int = 96, n_attack: int = 240, n_clean_per_class: int
     from ingest.datasets.typo_sets import check_classes, typo_image_set
 
     keep = tuple(CLASS_NAMES) if classes is None else check_classes(classes, CLASS_NAMES)
+    if not text.startswith("typo:text"):
+        raise DefendError(f"the text concept's images are typo:text or typo:text:names, not {text!r}")
     return DefenceTarget(
-        text_set=typo_image_set("typo:text", n_text, seed=seed),
+        text_set=typo_image_set(text, n_text, seed=seed),
         attack_set=typo_image_set("typo:attack", n_attack, seed=seed),
         clean_sets={c: typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=seed) for c in keep},
     )

@@ -123,7 +123,9 @@ def test_image_sets_record_written_labels_and_resolve_through_the_pipeline():
         resolve_images(None, "typo:bogus", n=2, seed=0)
     with pytest.raises(UnknownConcept, match="stripes_checker"):
         typo_image_set("typo:attack:nope", 2, seed=0)
-    assert len(typo_set_names()) == 3 + 2 * len(CLASS_NAMES)
+    assert len(typo_set_names()) == 4 + 2 * len(CLASS_NAMES)
+    names = render_typo("typo:text:names", 12, seed=0).images
+    assert np.array_equal(names, render_text(12, seed=0, words=CLASS_NAMES).images)
 
 
 def test_attack_from_a_folder_and_read_back(tmp_path):

@@ -46,6 +46,7 @@ def defend(
     random_embeddings: Annotated[bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")] = False,
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (default: bundled).")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="CLA layers A,B,… (default: the model's).")] = None,
+    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: typo:text (class names and other words) or typo:text:names.")] = "typo:text",
     n_text: Annotated[int, typer.Option("--n-text", help="Text-concept images for CLA.")] = 96,
     n_attack: Annotated[int, typer.Option("--n-attack", help="typo-mini: attack images.")] = 240,
     n_clean: Annotated[int, typer.Option("--n-clean", help="typo-mini: clean images per class.")] = 20,
@@ -87,7 +88,7 @@ def defend(
 
         check_typo_model(model)
         target = typo_target(n_text=n_text, n_attack=n_attack, n_clean_per_class=n_clean, seed=seed,
-                             classes=_names(keep))
+                             classes=_names(keep), text=text_set)
     cat = open_catalog(db)
     # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
     with (progress_bar() if fmt is OutputFormat.table else nullcontext(None)) as update:

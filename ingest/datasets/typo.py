@@ -14,6 +14,7 @@ Image sets (names as `--dataset` takes them):
     typo:clean, typo:attack   the same, all classes in turn (image i is of class i mod 12)
     typo:text            the text concept: words (class names and other strings) on plain and
                          cluttered backgrounds, no primitives (no labels)
+    typo:text:names      the same with the class names only (the words an attack writes)
 
 Training images (`make_typo_split`) carry the *true* class name on a share of the images and, on
 another share, show the name alone on a background (still labelled with that class), as web
@@ -213,14 +214,14 @@ def _mixed(kind: str, n: int, seed: int) -> TypoImages:
 def typo_set_names() -> list[str]:
     """Every Typographic-synth image-set name `render_typo` accepts."""
     per_class = [f"typo:{kind}:{c}" for kind in ("clean", "attack") for c in CLASS_NAMES]
-    return ["typo:clean", "typo:attack", "typo:text", *per_class]
+    return ["typo:clean", "typo:attack", "typo:text", "typo:text:names", *per_class]
 
 
 def render_typo(name: str, n: int, *, seed: int) -> TypoImages:
     """Render a Typographic-synth image set by name (see the module docstring).
 
     Args:
-        name: `typo:clean[:CLASS]`, `typo:attack[:CLASS]` or `typo:text`.
+        name: `typo:clean[:CLASS]`, `typo:attack[:CLASS]`, `typo:text` or `typo:text:names`.
         n: number of images.
         seed: non-negative seed.
 
@@ -231,8 +232,8 @@ def render_typo(name: str, n: int, *, seed: int) -> TypoImages:
     prefix, kind, cls = (name.split(":", 2) + ["", ""])[:3]
     _check_count(n, "the number of images")
     _check_seed(seed)
-    if prefix == "typo" and kind == "text" and not cls:
-        return render_text(n, seed=seed)
+    if prefix == "typo" and kind == "text" and cls in ("", "names"):
+        return render_text(n, seed=seed, words=CLASS_NAMES if cls else TEXT_WORDS)
     if prefix == "typo" and kind in ("clean", "attack"):
         if not cls:
             return _mixed(kind, n, seed)
@@ -241,7 +242,8 @@ def render_typo(name: str, n: int, *, seed: int) -> TypoImages:
         idx = _class_index(cls)
         return TypoImages(render_concept(cls, n, seed=seed), np.full(n, idx, np.int64), None)
     raise UnknownConcept(
-        f"unknown Typographic-synth set {name!r}: use typo:clean[:CLASS], typo:attack[:CLASS] or typo:text"
+        f"unknown Typographic-synth set {name!r}: use typo:clean[:CLASS], typo:attack[:CLASS], "
+        "typo:text or typo:text:names"
     )
 
 
