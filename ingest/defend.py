@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 TEXT_CONCEPT = "text"
+SEARCH_SEED_OFFSET = 1000  # the k search measures on images of seed + this, never on the reported ones
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -67,6 +68,8 @@ class DefendConfig:
     baseline_seed: int = 0  # seed of the random circuit of the same shape
     budget: float = 0.02  # clean accuracy the defence may cost (0.02 = 2 points)
     target_cut: float = 5.0  # attack success must fall by this factor
+    search: bool = False  # also grow a per-layer k greedily on the search images (ingest.defend_search)
+    max_edges: float = 0.06  # the search's edge budget (fraction of edges circuit pruning cuts)
     batch_size: int = 64
     device: str = "auto"
 
@@ -80,6 +83,8 @@ class DefendConfig:
             raise DefendError(f"unknown pruning kind {bad[0] if bad else ''!r}: use circuit and/or edge")
         if not 0 <= self.budget <= 1:
             raise DefendError(f"--budget is a share of accuracy in [0, 1] (0.02 = 2 points), got {self.budget}")
+        if not 0 < self.max_edges <= 1:
+            raise DefendError(f"--max-edges is a fraction of edges in (0, 1], got {self.max_edges}")
         if self.target_cut < 1:
             raise DefendError(f"--target-cut must be at least 1, got {self.target_cut}")
 
@@ -96,6 +101,8 @@ class DefenceTarget:
             classifier), keyed `(model name, weights, layers)`.
         force: evaluate again even when the same evaluation is stored (a zero-shot classifier's
             class embeddings are not part of the stored weights identity).
+        search_attack, search_clean: the images the per-layer k search measures on (other images
+            than the reported ones); None: the reported ones.
     """
 
     text_set: ImageSet
@@ -103,6 +110,8 @@ class DefenceTarget:
     clean_sets: dict[str, ImageSet]
     model_cache: dict = field(default_factory=dict)
     force: bool = False
+    search_attack: ImageSet | None = None
+    search_clean: ImageSet | None = None
 
 
 @dataclass(frozen=True)
@@ -165,19 +174,20 @@ class DefenceReport:
     budget: float
     target_cut: float
     reason: str
+    search: tuple = ()  # the per-layer k search's accepted steps (`ingest.defend_search.SearchStep`)
 
 
 def _ratio(before: float, after: float) -> float:
     return float("inf") if after <= 0 else before / after
 
 
-def typo_target(*, n_text: int = 96, n_attack: int = 240, n_clean_per_class: int = 20, seed: int = 1,
-                classes: Sequence[str] | None = None, text: str = "typo:text") -> DefenceTarget:
+def typo_target(*, n_text: int = 192, n_attack: int = 240, n_clean_per_class: int = 20, seed: int = 1,
+                classes: Sequence[str] | None = None, text: str = "typo:text:names") -> DefenceTarget:
     """The Typographic-synth target for typo-mini: `typo:text`, `typo:attack`, `typo:clean:CLASS`.
 
     Args:
-        text: the text concept's set: `typo:text` (class names and other words) or
-            `typo:text:names` (the class names only).
+        text: the text concept's set: `typo:text:names` (the class names an attack writes; its
+            CLA circuit defends typo-mini better, measured) or `typo:text` (also other words).
         classes: the clean classes to keep (default all twelve).
         seed: the image seed (the training run draws its images from other, derived seeds).
 
@@ -190,10 +200,13 @@ def typo_target(*, n_text: int = 96, n_attack: int = 240, n_clean_per_class: int
     keep = tuple(CLASS_NAMES) if classes is None else check_classes(classes, CLASS_NAMES)
     if not text.startswith("typo:text"):
         raise DefendError(f"the text concept's images are typo:text or typo:text:names, not {text!r}")
+    search_seed = seed + SEARCH_SEED_OFFSET
     return DefenceTarget(
         text_set=typo_image_set(text, n_text, seed=seed),
         attack_set=typo_image_set("typo:attack", n_attack, seed=seed),
         clean_sets={c: typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=seed) for c in keep},
+        search_attack=typo_image_set("typo:attack", n_attack, seed=search_seed),
+        search_clean=typo_image_set("typo:clean", n_clean_per_class * len(keep), seed=search_seed),
     )
 
 
@@ -277,13 +290,20 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
     _check_target(target)
     report = progress or (lambda *_: None)
     circuits: list[tuple[int, tuple[int, ...], int]] = []  # (circuit id, k per layer, n layers)
-    run_id = -1
-    for i, k in enumerate(config.ks):
-        report(f"text circuit k={k}", i, len(config.ks))
-        res = ingest(cat, IngestConfig(model=config.model, concept=TEXT_CONCEPT, layers=config.layers, k=k,
+    ks = list(dict.fromkeys(config.ks))
+    steps: tuple = ()
+    run_id, i = -1, 0
+    while i < len(ks):
+        report(f"text circuit k={ks[i]}", i, len(ks))
+        res = ingest(cat, IngestConfig(model=config.model, concept=TEXT_CONCEPT, layers=config.layers, k=ks[i],
                                        weights=config.weights, device=config.device), target.text_set)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
+        if i == 0 and config.search:
+            steps = _search(cat, config, target, run_id, report)
+            if steps and steps[-1].k not in {tuple(c[1]) for c in circuits} and steps[-1].k not in ks:
+                ks.append(steps[-1].k)
+        i += 1
     _register_sets(cat, target)
 
     jobs = [(cid, ks, kind, pair) for cid, ks, n_layers in circuits for kind in config.kinds
@@ -314,4 +334,32 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
         ))
     report("done", len(jobs), len(jobs))
     best, meets, reason = recommend(rows, config.budget, config.target_cut)
-    return DefenceReport(config.model, run_id, tuple(rows), best, meets, config.budget, config.target_cut, reason)
+    return DefenceReport(config.model, run_id, tuple(rows), best, meets, config.budget, config.target_cut, reason,
+                         tuple(steps))
+
+
+def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: int, report: Progress) -> tuple:
+    """The per-layer k search on the run's stored edges (see `ingest.defend_search`)."""
+    from ingest import zoo
+    from ingest.datasets.typo_sets import require_written
+    from ingest.defend_search import search_k
+
+    with cat.session() as s:
+        run = store.read_run(s, run_id)
+        matrices = store.read_run_matrices(s, run_id)
+    key = (config.model, config.weights, tuple(run.layer_names))
+    loaded = target.model_cache.get(key)
+    if loaded is None:
+        loaded = target.model_cache[key] = zoo.load_model(config.model, weights=config.weights, layers=run.layer_names)
+    attack = target.search_attack or target.attack_set
+    if target.search_clean is not None:
+        clean_images, labels = list(target.search_clean.images), np.asarray(target.search_clean.labels)
+    else:
+        clean_images = [im for cs in target.clean_sets.values() for im in cs.images]
+        labels = np.concatenate([np.asarray(cs.labels) for cs in target.clean_sets.values()])
+    return tuple(search_k(
+        loaded.module, list(run.layer_names), matrices, zoo.preprocess(loaded.spec, list(attack.images)),
+        require_written(attack), zoo.preprocess(loaded.spec, clean_images), labels,
+        max_edges=config.max_edges, budget=config.budget, batch_size=max(config.batch_size, 64),
+        device=config.device, progress=report,
+    ))

@@ -203,3 +203,36 @@ def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.output
     assert _counts(swept["cat"]) == before
+
+
+def test_greedy_k_search_stays_within_its_budgets(swept):
+    from ingest.defend_search import search_k
+    from ingest.edit.interventions import edge_fraction
+
+    report, target = swept["report"], swept["target"]
+    loaded = zoo.load_model("typo-mini")
+    with swept["cat"].session() as s:
+        matrices = store.read_run_matrices(s, report.run_id)
+    xa = zoo.preprocess(loaded.spec, list(target.search_attack.images))
+    xc = zoo.preprocess(loaded.spec, list(target.search_clean.images))
+    steps = search_k(loaded.module, list(loaded.layers), matrices, xa, np.asarray(target.search_attack.written),
+                     xc, np.asarray(target.search_clean.labels), max_edges=0.03, budget=0.05)
+    assert steps and steps[0].k == (1,) * len(loaded.layers)
+    for a, b in zip(steps, steps[1:]):
+        assert sum(b.k) == sum(a.k) + 1  # one neuron per step
+    assert all(s.edge_fraction <= 0.03 for s in steps)
+    widths = [m.shape[0] for m in matrices] + [matrices[-1].shape[1]]
+    assert edge_fraction(widths, [list(range(k)) for k in steps[-1].k], "circuit") == pytest.approx(steps[-1].edge_fraction)
+    assert target.search_attack.sha256 != target.attack_set.sha256  # searched on other images
+    assert search_k(loaded.module, list(loaded.layers), matrices, xa, np.asarray(target.search_attack.written),
+                    xc, np.asarray(target.search_clean.labels), max_edges=0.001) == []
+
+
+def test_defend_with_search_measures_the_searched_k(swept):
+    cat, target = swept["cat"], swept["target"]
+    cfg = DefendConfig(model="typo-mini", ks=(1,), kinds=("circuit",), search=True, max_edges=0.03, budget=0.05,
+                       device="cpu")
+    report = defend(cat, cfg, target)
+    assert report.search and report.search[-1].edge_fraction <= 0.03
+    ks = [r.k for r in report.rows]
+    assert ks[0] == (1,) * 5 and (report.search[-1].k in ks or report.search[-1].k == ks[0])

@@ -37,6 +37,8 @@ def defend(
     kinds: Annotated[str, typer.Option("--kinds", help="Pruning kinds to sweep: circuit, edge or circuit,edge.")] = "circuit,edge",
     budget: Annotated[float, typer.Option("--budget", help="Clean accuracy the defence may cost (0.02 = 2 points).")] = 0.02,
     target_cut: Annotated[float, typer.Option("--target-cut", help="Attack success should fall this many times.")] = 5.0,
+    search: Annotated[bool, typer.Option("--search", help="Also grow a per-layer k greedily (on images of another seed) within --max-edges and --budget.")] = False,
+    max_edges: Annotated[float, typer.Option("--max-edges", help="The search's edge budget (0.06 = 6% of edges).")] = 0.06,
     keep: Annotated[str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")] = None,
     classes: Annotated[str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")] = None,
     images: Annotated[str | None, typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label).")] = None,
@@ -46,8 +48,8 @@ def defend(
     random_embeddings: Annotated[bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")] = False,
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (default: bundled).")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="CLA layers A,B,… (default: the model's).")] = None,
-    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: typo:text (class names and other words) or typo:text:names.")] = "typo:text",
-    n_text: Annotated[int, typer.Option("--n-text", help="Text-concept images for CLA.")] = 96,
+    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: the text concept's images, typo:text:names (the class names an attack writes) or typo:text (also other words).")] = "typo:text:names",
+    n_text: Annotated[int, typer.Option("--n-text", help="Text-concept images for CLA.")] = 192,
     n_attack: Annotated[int, typer.Option("--n-attack", help="typo-mini: attack images.")] = 240,
     n_clean: Annotated[int, typer.Option("--n-clean", help="typo-mini: clean images per class.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every rendered image and written word.")] = 1,
@@ -72,7 +74,7 @@ def defend(
         model=model, weights=weights, layers=tuple(_names(layers)) if layers else None,
         ks=_parse_ks(k) if k else DefendConfig.__dataclass_fields__["ks"].default,
         kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()), baseline_seed=baseline_seed,
-        budget=budget, target_cut=target_cut, device=device,
+        budget=budget, target_cut=target_cut, device=device, search=search, max_edges=max_edges,
     )
     config.validate()
     if classes is not None:
@@ -104,6 +106,10 @@ def defend(
         typer.echo(f"plot: {path}", err=fmt is not OutputFormat.table)
     if fmt is not OutputFormat.table:
         return
+    for step in report.search:
+        typer.echo(f"search: k={','.join(map(str, step.k))}  attack success {100 * step.attack_success:.1f}%  "
+                   f"clean accuracy {100 * step.clean_accuracy:.1f}%  edges {100 * step.edge_fraction:.2f}% "
+                   "(search images)")
     if best is None:
         typer.echo(f"no recommendation: {report.reason}")
         return
