@@ -68,8 +68,9 @@ class DefendConfig:
     baseline_seed: int = 0  # seed of the random circuit of the same shape
     budget: float = 0.02  # clean accuracy the defence may cost (0.02 = 2 points)
     target_cut: float = 5.0  # attack success must fall by this factor
-    search: bool = False  # also grow a per-layer k greedily on the search images (ingest.defend_search)
+    search: bool = False  # also beam-search a per-layer k on the search images (ingest.defend_search)
     max_edges: float = 0.06  # the search's edge budget (fraction of edges circuit pruning cuts)
+    beam: int = 4  # circuits the search keeps per size; 1 (pure greedy) got stuck on typo-mini
     batch_size: int = 64
     device: str = "auto"
 
@@ -301,8 +302,9 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
             steps = _search(cat, config, target, run_id, report)
-            if steps and steps[-1].k not in {tuple(c[1]) for c in circuits} and steps[-1].k not in ks:
-                ks.append(steps[-1].k)
+            best = min(steps, key=lambda st: (st.attack_success, st.edge_fraction)) if steps else None
+            if best is not None and best.k not in {tuple(c[1]) for c in circuits} and best.k not in ks:
+                ks.append(best.k)
         i += 1
     _register_sets(cat, target)
 
@@ -360,6 +362,6 @@ def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: i
     return tuple(search_k(
         loaded.module, list(run.layer_names), matrices, zoo.preprocess(loaded.spec, list(attack.images)),
         require_written(attack), zoo.preprocess(loaded.spec, clean_images), labels,
-        max_edges=config.max_edges, budget=config.budget, batch_size=max(config.batch_size, 64),
+        max_edges=config.max_edges, budget=config.budget, beam=config.beam, batch_size=max(config.batch_size, 64),
         device=config.device, progress=report,
     ))

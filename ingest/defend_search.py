@@ -2,9 +2,11 @@
 
 A uniform k spends the edge budget evenly, but a network need not read text evenly across its
 layers. `search_k` grows the circuit one neuron at a time, starting from one per layer: each step
-tries adding a neuron to every layer (the circuit is re-found from the stored CLA edges with
-`find_circuit`, no new attribution), keeps the step that gives the lowest attack success among
-those within the edge and clean-accuracy budgets, and stops when no step fits.
+tries adding a neuron to every layer of each of the `beam` best circuits so far (the circuit is
+re-found from the stored CLA edges with `find_circuit`, no new attribution), keeps the `beam`
+circuits with the lowest attack success among those within the edge and clean-accuracy budgets,
+and stops when none fits. Because `find_circuit` re-selects every layer when one k changes, attack
+success is not monotone in k: a single greedy path (beam 1) gets stuck, measured.
 
 The search measures on its own images (a *search* attack set and clean set, e.g. another seed), so
 the sweep that reports the result measures it on images the choice never saw.
@@ -47,6 +49,7 @@ def search_k(
     *,
     max_edges: float = 0.06,
     budget: float = 0.02,
+    beam: int = 4,
     batch_size: int = 256,
     device: str = "cpu",
     progress: Callable[[str, int, int], None] | None = None,
@@ -61,10 +64,12 @@ def search_k(
         x_clean, labels: preprocessed search clean images and their classes.
         max_edges: the largest fraction of edges (circuit pruning) a step may reach.
         budget: the most clean accuracy a step may cost.
+        beam: circuits kept at each size.
 
     Returns:
-        The accepted steps, first (one neuron per layer, when it fits) to last; empty when even
-        one neuron per layer is over a budget.
+        Per circuit size (one neuron per layer first), the best circuit of that size within the
+        budgets; the best overall is `min(steps, key=attack_success)`. Empty when even one neuron
+        per layer is over a budget.
     """
     widths = [m.shape[0] for m in matrices] + [matrices[-1].shape[1]]
     base_clean = float((predict(model, x_clean, batch_size=batch_size, device=device).argmax(1).numpy() == labels).mean())
@@ -80,25 +85,26 @@ def search_k(
     def fits(step: SearchStep) -> bool:
         return step.edge_fraction <= max_edges + 1e-12 and base_clean - step.clean_accuracy <= budget + 1e-12
 
-    current = measure([1] * len(widths))
-    if not fits(current):
+    start = measure([1] * len(widths))
+    if not fits(start):
         return []
-    steps = [current]
-    limit = sum(widths)
-    for n in range(limit):
+    steps, frontier, seen = [start], [start], {start.k}
+    for n in range(sum(widths)):
         if progress is not None:
             progress("searching per-layer k", n, n + 1)
         tried = []
-        for i in range(len(widths)):
-            if current.k[i] >= widths[i]:
-                continue
-            ks = list(current.k)
-            ks[i] += 1
-            step = measure(ks)
-            if fits(step):
-                tried.append(step)
+        for node in frontier:
+            for i in range(len(widths)):
+                ks = list(node.k)
+                ks[i] += 1
+                if ks[i] > widths[i] or tuple(ks) in seen:
+                    continue
+                seen.add(tuple(ks))
+                step = measure(ks)
+                if fits(step):
+                    tried.append(step)
         if not tried:
             break
-        current = min(tried, key=lambda s: (s.attack_success, s.edge_fraction, -s.clean_accuracy))
-        steps.append(current)
+        frontier = sorted(tried, key=lambda s: (s.attack_success, s.edge_fraction, -s.clean_accuracy))[:max(beam, 1)]
+        steps.append(frontier[0])
     return steps

@@ -37,7 +37,7 @@ def defend(
     kinds: Annotated[str, typer.Option("--kinds", help="Pruning kinds to sweep: circuit, edge or circuit,edge.")] = "circuit,edge",
     budget: Annotated[float, typer.Option("--budget", help="Clean accuracy the defence may cost (0.02 = 2 points).")] = 0.02,
     target_cut: Annotated[float, typer.Option("--target-cut", help="Attack success should fall this many times.")] = 5.0,
-    search: Annotated[bool, typer.Option("--search", help="Also grow a per-layer k greedily (on images of another seed) within --max-edges and --budget.")] = False,
+    search: Annotated[bool, typer.Option("--search", help="Also beam-search a per-layer k (on images of another seed) within --max-edges and --budget.")] = False,
     max_edges: Annotated[float, typer.Option("--max-edges", help="The search's edge budget (0.06 = 6% of edges).")] = 0.06,
     keep: Annotated[str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")] = None,
     classes: Annotated[str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")] = None,
