@@ -70,7 +70,7 @@ class DefendConfig:
     target_cut: float = 5.0  # attack success must fall by this factor
     search: bool = False  # also beam-search a per-layer k on the search images (ingest.defend_search)
     max_edges: float = 0.06  # the search's edge budget (fraction of edges circuit pruning cuts)
-    beam: int = 4  # circuits the search keeps per size; 1 (pure greedy) got stuck on typo-mini
+    beam: int = 8  # circuits the search keeps per size; 1 (pure greedy) and 4 got stuck on typo-mini
     batch_size: int = 64
     device: str = "auto"
 

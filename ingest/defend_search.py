@@ -4,8 +4,9 @@ A uniform k spends the edge budget evenly, but a network need not read text even
 layers. `search_k` grows the circuit one neuron at a time, starting from one per layer: each step
 tries adding a neuron to every layer of each of the `beam` best circuits so far (the circuit is
 re-found from the stored CLA edges with `find_circuit`, no new attribution), keeps the `beam`
-circuits with the lowest attack success among those within the edge and clean-accuracy budgets,
-and stops when none fits. Because `find_circuit` re-selects every layer when one k changes, attack
+circuits with the lowest mean probability of the written class (smoother than attack success on a
+few hundred images) among those within the edge and clean-accuracy budgets, and stops when none
+fits. Because `find_circuit` re-selects every layer when one k changes, attack
 success is not monotone in k: a single greedy path (beam 1) gets stuck, measured.
 
 The search measures on its own images (a *search* attack set and clean set, e.g. another seed), so
@@ -36,6 +37,7 @@ class SearchStep:
     attack_success: float
     clean_accuracy: float
     edge_fraction: float
+    written_prob: float = 0.0  # mean softmax probability of the written class: the (smoother) ranking key
 
 
 def search_k(
@@ -49,7 +51,7 @@ def search_k(
     *,
     max_edges: float = 0.06,
     budget: float = 0.02,
-    beam: int = 4,
+    beam: int = 8,
     batch_size: int = 256,
     device: str = "cpu",
     progress: Callable[[str, int, int], None] | None = None,
@@ -77,10 +79,12 @@ def search_k(
     def measure(ks: list[int]) -> SearchStep:
         chans = find_circuit(matrices, ks).channels
         with intervention(model, layers, chans, "circuit"):
-            att = predict(model, x_attack, batch_size=batch_size, device=device).argmax(1).numpy()
+            logits = predict(model, x_attack, batch_size=batch_size, device=device)  # (N, classes)
             cln = predict(model, x_clean, batch_size=batch_size, device=device).argmax(1).numpy()
+        att = logits.argmax(1).numpy()
+        prob = torch.softmax(logits, 1)[torch.arange(len(written)), torch.as_tensor(written)].mean().item()
         return SearchStep(tuple(ks), float((att == written).mean()), float((cln == labels).mean()),
-                          edge_fraction(widths, chans, "circuit"))
+                          edge_fraction(widths, chans, "circuit"), float(prob))
 
     def fits(step: SearchStep) -> bool:
         return step.edge_fraction <= max_edges + 1e-12 and base_clean - step.clean_accuracy <= budget + 1e-12
@@ -105,6 +109,6 @@ def search_k(
                     tried.append(step)
         if not tried:
             break
-        frontier = sorted(tried, key=lambda s: (s.attack_success, s.edge_fraction, -s.clean_accuracy))[:max(beam, 1)]
+        frontier = sorted(tried, key=lambda s: (s.written_prob, s.attack_success, s.edge_fraction))[:max(beam, 1)]
         steps.append(frontier[0])
     return steps
