@@ -1,4 +1,10 @@
-"""Run an intervention on a stored circuit and store its evaluation beside a random baseline."""
+"""Run an intervention on a stored circuit and store its evaluation beside a random baseline.
+
+Labelled image sets store `accuracy`, `true_prob` and `kl`; unlabelled ones are measured against
+the clean model's top-1. Typographic-attack sets (`typo:attack…`, `AttackImageSet`s) store
+`attack_success` (share classified as the *written* class), `attack_accuracy` (share still
+classified as the true class, when the true class is known) and `kl`.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ if TYPE_CHECKING:
     from ingest.zoo.preprocessing import Preprocessing
 
 METRICS = ("accuracy", "true_prob", "kl")
+ATTACK_METRICS = ("attack_success", "attack_accuracy", "kl")
 # Images without class labels (a primitive alone, a folder without --label) are measured against
 # the clean model's own top-1: how often pruning keeps it, and that class's probability.
 UNLABELLED_NAMES = {"accuracy": "agreement", "true_prob": "clean_top1_prob", "kl": "kl"}
@@ -79,17 +86,24 @@ def ablate(
     provenance) unless `preprocessing` is given. Class names for `label` come from
     `class_names`, else the model's spec (zoo models, user factories that declare them).
 
+    Args:
+        model_cache: `(model name, weights, layers) -> LoadedModel`, reused across calls; a caller
+            may put a model there that the zoo cannot build (e.g. a zero-shot CLIP classifier).
+
     Raises:
         IngestError: the model's weights differ from those the circuit was found with, or the
             images have no labels.
+        AttackLabelsMissing: an attack set that does not record the written class per image.
     """
     from ingest import zoo
+    from ingest.datasets.typo_sets import is_attack_set, require_written
     from ingest.edit.interventions import evaluate
     from ingest.threads import configure
 
     configure(threads)
     if kind not in ("circuit", "edge"):
         raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
+    written = require_written(image_set) if is_attack_set(image_set) else None
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
@@ -108,6 +122,9 @@ def ablate(
     pp = preprocessing or _run_preprocessing(run_params, loaded.spec.preprocessing)
     labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
+    if written is not None:
+        _check_attack_classes(image_set, class_names or loaded.spec.labels)
+        names = {m: m for m in ATTACK_METRICS if labels is not None or m != "attack_accuracy"}
     params = {"pair": pair, "baseline_seed": baseline_seed, "weights_sha256": loaded.weights_sha256,
               "preprocessing": pp.to_params()}
     if not force:
@@ -118,6 +135,15 @@ def ablate(
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
+    if written is not None:
+        from ingest.attack_eval import evaluate_attack
+
+        result = evaluate_attack(
+            loaded.module, [list(c) for c in circ.channels], x, written, labels, layers=list(circ.layer_names),
+            kind=kind, pair=pair, baseline_seed=baseline_seed, batch_size=batch_size, device=device,
+        )
+        return _write(cat, circuit_id, kind, params, image_set, result.clean, result.intervened, result.baseline,
+                      result.edge_fraction, result.baseline_edge_fraction)
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)
 
@@ -136,6 +162,23 @@ def ablate(
     clean = {names[m]: float(getattr(result.clean, m)) for m in METRICS}
     inter = {names[m]: float(getattr(result.intervened, m)) for m in METRICS}
     base = {names[m]: float(getattr(result.baseline, m)) for m in METRICS}
+    return _write(cat, circuit_id, kind, params, image_set, clean, inter, base,
+                  float(result.edge_fraction), float(result.baseline_edge_fraction))
+
+
+def _check_attack_classes(image_set: ImageSet, model_labels: Sequence[str] | None) -> None:
+    """The written classes index the model's outputs: the class lists must be the same."""
+    names = tuple(getattr(image_set, "class_names", ()) or ())
+    if model_labels is not None and names and tuple(model_labels) != names:
+        raise IngestError(
+            f"attack set {image_set.name} writes classes {', '.join(names[:4])}… but the model's classes are "
+            f"{', '.join(list(model_labels)[:4])}…: make the attacks with the model's class names"
+        )
+
+
+def _write(cat: Catalog, circuit_id: int, kind: str, params: dict, image_set: ImageSet, clean: dict,
+           inter: dict, base: dict, edge_fraction: float, baseline_edge_fraction: float) -> AblationResult:
+    """Store one intervention and its evaluation rows (one transaction); return it."""
     rows = [
         store.EvaluationRow(
             image_set=image_set.name,
@@ -154,13 +197,13 @@ def ablate(
             circuit_id=circuit_id,
             kind=kind,
             params=params,
-            edge_fraction=float(result.edge_fraction),
-            baseline_edge_fraction=float(result.baseline_edge_fraction),
+            edge_fraction=float(edge_fraction),
+            baseline_edge_fraction=float(baseline_edge_fraction),
             evaluations=rows,
         )
     return AblationResult(
         intervention_id, circuit_id, kind, image_set.name, len(image_set),
-        float(result.edge_fraction), float(result.baseline_edge_fraction), clean, inter, base, reused=False,
+        float(edge_fraction), float(baseline_edge_fraction), clean, inter, base, reused=False,
     )
 
 

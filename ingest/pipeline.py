@@ -94,8 +94,12 @@ def resolve_images(
         return read_image_dir(images, recursive=recursive)
     assert dataset is not None
     kind, _, name = dataset.partition(":")
+    if kind == "typo":  # Typographic-synth: typo:clean[:C], typo:attack[:C], typo:text
+        from ingest.datasets.typo_sets import typo_image_set
+
+        return typo_image_set(dataset, n, seed=seed)
     if kind != "catfish" or not name:
-        raise IngestError(f"unknown dataset {dataset!r}: use catfish:NAME (see `circuits ingest --help`)")
+        raise IngestError(f"unknown dataset {dataset!r}: use catfish:NAME or typo:SET (see `circuits ingest --help`)")
     from ingest.datasets import catfish
 
     pixels = catfish.render_concept(name, n, seed=seed)

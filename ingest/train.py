@@ -1,8 +1,10 @@
-"""Training of catfish-mini on CatFish-synth (`circuits train catfish`).
+"""Training of catfish-mini on CatFish-synth (`circuits train catfish`) and of typo-mini on
+Typographic-synth (`circuits train typo`): the same network, the same loop, different images.
 
 Every epoch draws fresh class images from CatFish-synth (a new seed per epoch, derived from the run
 seed), so the network never sees an image twice and needs no augmentation; held-out accuracy is
-measured on images of a seed no epoch uses. With the same seed, thread count and library versions
+measured on plain CatFish-synth images of a seed no epoch uses. A typo run also measures attack
+success on held-out typographic attacks (the share classified as the written class). With the same seed, thread count and library versions
 the run is reproducible bit for bit on the same machine (torch is seeded, the data is a function of
 the seed, batches are shuffled by a seeded generator).
 
@@ -30,6 +32,7 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest.datasets.catfish import CLASS_NAMES, make_split
+from ingest.datasets.typo import make_typo_split, render_typo
 from ingest.zoo.catfish_mini import (
     CATFISH_MINI_LAYERS,
     CATFISH_MINI_LOGITS,
@@ -50,6 +53,7 @@ __all__ = [
     "reproduce_command",
     "resolve_device",
     "train_catfish",
+    "train_typo",
 ]
 
 STATE_DICT_SHA256_METHOD = "ingest.zoo.registry.weights_sha256"  # the model identity the catalog stores
@@ -72,6 +76,9 @@ class TrainConfig:
     weight_decay: float = 5e-4  # light regularisation; fresh data does most of the work
     device: str = "auto"  # cuda when available, else cpu
     threads: int = 2  # torch CPU threads; the same count keeps a rerun bit-identical
+    dataset: str = "catfish"  # catfish: CatFish-synth; typo: Typographic-synth (class names written)
+    text_share: float = 0.0  # typo: share of training images with the true class name written on them
+    text_only_share: float = 0.0  # typo: share showing the class name alone on a background
 
     def validate(self) -> None:
         """Check the settings before any work starts.
@@ -85,6 +92,15 @@ class TrainConfig:
                 raise TrainingError(f"--{flag} must be 1 or more, got {getattr(self, name)}")
         if self.seed < 0:
             raise TrainingError(f"--seed must be 0 or more, got {self.seed}")
+        if self.dataset not in DATASETS:
+            raise TrainingError(f"unknown training dataset {self.dataset!r}: use {' or '.join(DATASETS)}")
+        shares = (self.text_share, self.text_only_share)
+        if min(shares) < 0 or sum(shares) > 1:
+            raise TrainingError(f"--text-share + --text-only-share must lie in [0, 1], got {shares}")
+
+
+DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
+TYPO_DEFAULTS = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,7 @@ class TrainResult:
     file_sha256: str
     state_dict_sha256: str
     history: tuple[dict, ...] = field(default_factory=tuple)  # per epoch: loss, train/held-out acc
+    attack_success: float | None = None  # typo runs: held-out attack images read as the written class
 
 
 def resolve_device(device: str) -> torch.device:
@@ -156,7 +173,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, batch_
 
 
 def reproduce_command(config: TrainConfig, out: Path, device: torch.device) -> str:
-    """The `circuits train catfish` command line that runs `config` on `device` and writes `out`.
+    """The `circuits train catfish|typo` command line that runs `config` on `device` and writes `out`.
 
     The device is the resolved one (never `auto`): CPU and GPU kernels give different bits.
     """
@@ -164,9 +181,9 @@ def reproduce_command(config: TrainConfig, out: Path, device: torch.device) -> s
         shown = out.resolve().relative_to(Path.cwd())
     except ValueError:
         shown = out
-    defaults = TrainConfig()
-    args = ["circuits", "train", "catfish", "--epochs", str(config.epochs), "--seed", str(config.seed)]
-    for name in ("train_per_class", "eval_per_class", "batch_size", "threads"):
+    defaults = TrainConfig(**TYPO_DEFAULTS) if config.dataset == "typo" else TrainConfig()
+    args = ["circuits", "train", config.dataset, "--epochs", str(config.epochs), "--seed", str(config.seed)]
+    for name in ("train_per_class", "eval_per_class", "batch_size", "threads", "text_share", "text_only_share"):
         if getattr(config, name) != getattr(defaults, name):
             args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
     args += ["--out", str(shown), "--device", str(device)]
@@ -200,7 +217,8 @@ def train_catfish(
     progress: ProgressHook | None = None,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Train catfish-mini on CatFish-synth and write its weights and JSON sidecar.
+    """Train catfish-mini on CatFish-synth (or, with `config.dataset="typo"`, typo-mini on
+    Typographic-synth) and write its weights and JSON sidecar.
 
     Args:
         config: the run's settings (defaults reproduce the shipped weights).
@@ -225,6 +243,35 @@ def train_catfish(
         torch.set_num_threads(old_threads)
 
 
+def train_typo(
+    config: TrainConfig = TrainConfig(**TYPO_DEFAULTS),
+    out: Path | str | None = None,
+    *,
+    progress: ProgressHook | None = None,
+    on_epoch: EpochHook | None = None,
+) -> TrainResult:
+    """Train typo-mini (catfish-mini's network) on Typographic-synth; write weights and sidecar.
+
+    A `text_share` of the training images carries the true class name and a `text_only_share`
+    shows it alone, so the network learns to read; the sidecar adds held-out attack success.
+    Defaults reproduce the shipped `ingest/weights/typo_mini.pt`.
+
+    Raises:
+        TrainingError: invalid settings or device, or the output cannot be written.
+    """
+    from ingest.zoo.typo_mini import WEIGHTS_PATH as TYPO_WEIGHTS
+
+    if config.dataset != "typo":
+        raise TrainingError(f"train_typo needs dataset='typo', got {config.dataset!r}")
+    return train_catfish(config, TYPO_WEIGHTS if out is None else out, progress=progress, on_epoch=on_epoch)
+
+
+@torch.no_grad()
+def attack_success(model: nn.Module, images: np.ndarray, written: np.ndarray, *, batch_size: int = 256) -> float:
+    """The share of typographic-attack images the model classifies as the written class."""
+    return evaluate(model, images, written, batch_size=batch_size)
+
+
 def _train(
     config: TrainConfig, out: Path, device: torch.device, progress: ProgressHook, on_epoch: EpochHook
 ) -> TrainResult:
@@ -239,12 +286,20 @@ def _train(
     shuffle = torch.Generator().manual_seed(config.seed)
     eval_seed = _derived_seed(config.seed, 2)
     eval_x, eval_y = make_split(config.eval_per_class, seed=eval_seed)
+    typo = config.dataset == "typo"
+    attack = render_typo("typo:attack", config.eval_per_class * len(CLASS_NAMES), seed=eval_seed) if typo else None
+
+    def split(epoch_seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if typo:
+            return make_typo_split(config.train_per_class, seed=epoch_seed, text_share=config.text_share,
+                                   text_only_share=config.text_only_share)
+        return make_split(config.train_per_class, seed=epoch_seed)
 
     history = []
     done = 0
     for epoch in range(config.epochs):
         progress(f"epoch {epoch + 1}/{config.epochs}: rendering images", done, total)
-        train_x, train_y = make_split(config.train_per_class, seed=_derived_seed(config.seed, 1, epoch))
+        train_x, train_y = split(_derived_seed(config.seed, 1, epoch))
         model.train()
         order = torch.randperm(n_train, generator=shuffle).numpy()
         loss_sum, correct = 0.0, 0
@@ -266,6 +321,9 @@ def _train(
         record = {"epoch": epoch + 1, "loss": round(loss_sum / n_train, 5),
                   "train_accuracy": round(correct / n_train, 5), "heldout_accuracy": acc,
                   "seconds": round(time.perf_counter() - start, 1)}
+        if attack is not None:
+            record["attack_success"] = attack_success(model, attack.images, attack.written)
+            record["attack_accuracy"] = evaluate(model, attack.images, attack.labels)
         history.append(record)
         on_epoch(record)
     seconds = time.perf_counter() - start
@@ -277,7 +335,7 @@ def _train(
     file_sha, sd_sha = _write(state, out)
     sidecar = out.with_suffix(".json")
     meta = {
-        "model": "catfish-mini",
+        "model": DATASETS[config.dataset],
         "weights_file": out.name,
         "file_sha256": file_sha,
         "state_dict_sha256": sd_sha,
@@ -291,6 +349,8 @@ def _train(
         "heldout_accuracy": heldout,
         "heldout_images": int(len(eval_y)),
         "heldout_seed": eval_seed,
+        **({"attack_success": history[-1]["attack_success"], "attack_accuracy": history[-1]["attack_accuracy"],
+            "attack_images": int(len(attack.written))} if attack is not None else {}),
         "epochs": config.epochs,
         "seed": config.seed,
         "config": asdict(config),
@@ -302,7 +362,7 @@ def _train(
     }
     _atomic_write_bytes(sidecar, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return TrainResult(out, sidecar, heldout, int(len(eval_y)), config.epochs, seconds, file_sha,
-                       sd_sha, tuple(history))
+                       sd_sha, tuple(history), history[-1].get("attack_success"))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

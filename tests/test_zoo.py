@@ -50,7 +50,7 @@ def load_random(name, **kwargs):
 
 
 def test_available_models():
-    assert zoo.available_models() == ["catfish-mini", "googlenet", "resnet50", "inceptionv1", "clip-rn50", "efficientnet-lite0"]
+    assert zoo.available_models() == ["catfish-mini", "googlenet", "resnet50", "inceptionv1", "clip-rn50", "efficientnet-lite0", "typo-mini"]
 
 
 @pytest.mark.parametrize("name", ["googlenet", "resnet50", "inceptionv1", "clip-rn50"])

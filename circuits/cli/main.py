@@ -19,7 +19,7 @@ import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from catalog.errors import CircuitsError  # noqa: E402
-from circuits.cli import db, demo, export, ingest, many, masks, read, serve, train  # noqa: E402
+from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402
 from circuits.cli.extras import missing_extra_message  # noqa: E402
 
 
@@ -63,7 +63,7 @@ app = typer.Typer(
 )
 
 
-for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
+for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app, defend.app):
     app.add_typer(_sub)
 
 

@@ -17,6 +17,7 @@ processes.
 from __future__ import annotations
 
 import difflib
+import importlib
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,6 +76,7 @@ __all__ = [
 RANDOM_INIT_SEED = 0  # fixed so a random-init model is the same network in every process
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = dict(BUILTIN)
+_REGISTRY["typo-mini"] = lambda: importlib.import_module("ingest.zoo.typo_mini").spec()  # catfish-mini trained to read
 
 
 def register(name: str, make_spec: Callable[[], ModelSpec]) -> None:

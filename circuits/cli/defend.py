@@ -1,0 +1,128 @@
+"""`circuits defend`: the typographic-attack defence loop (a thin wrapper over `ingest.defend`)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from circuits.cli.db import DbOption, FormatOption, OutputFormat
+
+app = typer.Typer()
+
+
+def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
+    out: list[int | tuple[int, ...]] = []
+    for text in values:
+        try:
+            parts = tuple(int(p) for p in text.split(",") if p.strip())
+        except ValueError:
+            raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})")
+        if not parts:
+            raise typer.BadParameter("--k needs a value")
+        out.append(parts[0] if len(parts) == 1 else parts)
+    return tuple(out)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",")]
+
+
+@app.command()
+def defend(
+    model: Annotated[str, typer.Argument(help="typo-mini, or an image tower (clip-rn50) with --classes.")],
+    k: Annotated[list[str] | None, typer.Option("--k", help="Text-circuit size: neurons per layer, one value or one per layer; repeat to sweep.")] = None,
+    kinds: Annotated[str, typer.Option("--kinds", help="Pruning kinds to sweep: circuit, edge or circuit,edge.")] = "circuit,edge",
+    budget: Annotated[float, typer.Option("--budget", help="Clean accuracy the defence may cost (0.02 = 2 points).")] = 0.02,
+    target_cut: Annotated[float, typer.Option("--target-cut", help="Attack success should fall this many times.")] = 5.0,
+    search: Annotated[bool, typer.Option("--search", help="Also beam-search a per-layer k (on images of another seed) within --max-edges and --budget.")] = False,
+    max_edges: Annotated[float, typer.Option("--max-edges", help="The search's edge budget (0.06 = 6% of edges).")] = 0.06,
+    keep: Annotated[str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")] = None,
+    classes: Annotated[str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")] = None,
+    images: Annotated[str | None, typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label).")] = None,
+    attack_images: Annotated[str | None, typer.Option("--attack-images", help="Zero-shot: attack images made elsewhere, with written.csv (file,written).")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Zero-shot: the class of a flat --images folder.")] = None,
+    class_embeddings: Annotated[str | None, typer.Option("--class-embeddings", help="Zero-shot: (C, D) text embeddings file (.pt/.npy), one row per class.")] = None,
+    random_embeddings: Annotated[bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")] = False,
+    weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (default: bundled).")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="CLA layers A,B,… (default: the model's).")] = None,
+    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: the text concept's images, typo:text:names (the class names an attack writes) or typo:text (also other words).")] = "typo:text:names",
+    n_text: Annotated[int, typer.Option("--n-text", help="Text-concept images for CLA.")] = 192,
+    n_attack: Annotated[int, typer.Option("--n-attack", help="typo-mini: attack images.")] = 240,
+    n_clean: Annotated[int, typer.Option("--n-clean", help="typo-mini: clean images per class.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every rendered image and written word.")] = 1,
+    baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random circuits.")] = 0,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """Find the text circuit, prune it at several sizes and ways, measure the typographic attack
+    beside random circuits of the same shape, store everything, and recommend a defence.
+
+    Without --classes the model must be typo-mini (Typographic-synth images are rendered). With
+    --classes the model is an image tower used as a zero-shot classifier, attacked on --images.
+    """
+    from catalog.engine import open_catalog
+    from circuits.cli.ingest import progress_bar
+    from circuits.cli.render import render
+    from ingest.defend import DefendConfig, defend as run_defend, typo_target
+
+    config = DefendConfig(
+        model=model, weights=weights, layers=tuple(_names(layers)) if layers else None,
+        ks=_parse_ks(k) if k else DefendConfig.__dataclass_fields__["ks"].default,
+        kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()), baseline_seed=baseline_seed,
+        budget=budget, target_cut=target_cut, device=device, search=search, max_edges=max_edges,
+    )
+    config.validate()
+    if classes is not None:
+        from ingest.clip_harness import clip_target
+
+        if images is None:
+            raise typer.BadParameter("--classes needs --images DIR (images to attack)")
+        target = clip_target(model, _names(classes) or [], images, weights=weights, layers=config.layers,
+                             label=label, embeddings=class_embeddings, random_embeddings=random_embeddings,
+                             n_text=n_text, seed=seed, attack_images=attack_images)
+    else:
+        from ingest.defend import check_typo_model
+
+        check_typo_model(model)
+        target = typo_target(n_text=n_text, n_attack=n_attack, n_clean_per_class=n_clean, seed=seed,
+                             classes=_names(keep), text=text_set)
+    cat = open_catalog(db)
+    # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
+    with (progress_bar() if fmt is OutputFormat.table else nullcontext(None)) as update:
+        report = run_defend(cat, config, target, progress=update)
+    rows = [r.as_dict() for r in report.rows]
+    typer.echo(render(rows, fmt.value))
+    best = report.recommended
+    if plot is not None:
+        from queries.defence import plot_tradeoff
+
+        idx = None if best is None else report.rows.index(best)
+        path = plot_tradeoff(rows, plot, recommended=idx, budget=report.budget, title=f"{model}: typographic-attack defence")
+        typer.echo(f"plot: {path}", err=fmt is not OutputFormat.table)
+    if fmt is not OutputFormat.table:
+        return
+    for step in report.search:
+        typer.echo(f"search: k={','.join(map(str, step.k))}  attack success {100 * step.attack_success:.1f}%  "
+                   f"clean accuracy {100 * step.clean_accuracy:.1f}%  edges {100 * step.edge_fraction:.2f}% "
+                   "(search images)")
+    if best is None:
+        typer.echo(f"no recommendation: {report.reason}")
+        return
+    typer.echo(
+        f"recommended: circuit {best.circuit_id}, {best.kind} pruning"
+        + ("" if best.pair is None else f" of pair {best.pair}")
+        + f": attack success {100 * best.attack_success_clean:.1f}% → {100 * best.attack_success:.1f}% "
+        f"(random circuit: {100 * best.attack_success_random:.1f}%), clean accuracy "
+        f"{100 * best.clean_accuracy_clean:.1f}% → {100 * best.clean_accuracy:.1f}%, "
+        f"{100 * best.edge_fraction:.2f}% of edges cut"
+        + ("" if report.meets_target else " (target not met)")
+    )
+    typer.echo(f"  why: {report.reason}")
+    if best.kind == "circuit":
+        typer.echo(f"  bake it: circuits export {best.circuit_id} -o text.json && "
+                   f"circuits apply {model} --mask text.json -o defended.pt")

@@ -1,0 +1,367 @@
+"""The typographic-attack defence: find the text circuit, prune it, measure, recommend (DESIGN §5, §8).
+
+`defend(cat, config, target)` runs the whole loop and stores everything it measures:
+
+1. **discover**: CLA on the text concept's images (`target.text_set`, concept `text`) gives one
+   text circuit per k in `config.ks` (one CLA run; other k are refined from its stored edges);
+2. **sweep**: every circuit is pruned every way in `config.kinds` (circuit pruning; edge pruning of
+   each circuit layer pair) and evaluated, beside a seeded random circuit of the same shape, on the
+   attack images (`attack_success`, `attack_accuracy`) and on each clean class set (`accuracy`),
+   through `ingest.ablation.ablate`, which stores each evaluation with the fraction of edges cut;
+3. **recommend**: of the rows that lose at most `config.budget` clean accuracy, the one cutting the
+   fewest edges among those that divide attack success by `config.target_cut` or more; when none
+   does, the one with the lowest attack success (fewest edges on ties), marked as missing the target.
+
+So that `circuits prune-plan --against text --keep CLASSES` finds the evidence, the attack set is
+recorded as an example image set of the concept `text` (its images are images with text on them)
+and each clean class set as one of its class's concept.
+
+`typo_target(...)` builds the Typographic-synth target for typo-mini; `ingest.clip_harness` builds
+one for a zero-shot CLIP classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from catalog import store
+from catalog.engine import Catalog
+from catalog.errors import CircuitsError
+from ingest.images import ImageSet
+
+__all__ = [
+    "DefenceReport",
+    "DefenceRow",
+    "DefenceTarget",
+    "DefendConfig",
+    "DefendError",
+    "TEXT_CONCEPT",
+    "check_typo_model",
+    "defend",
+    "recommend",
+    "typo_target",
+]
+
+TEXT_CONCEPT = "text"
+SEARCH_SEED_OFFSET = 1000  # the k search measures on images of seed + this, never on the reported ones
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class DefendError(CircuitsError):
+    """A defence run cannot be carried out as asked."""
+
+
+@dataclass(frozen=True)
+class DefendConfig:
+    """What `defend` sweeps; the defaults are the ones `circuits defend` uses."""
+
+    model: str
+    weights: str | None = None  # local weights file; None: bundled/cache/random-init
+    layers: tuple[str, ...] | None = None  # None: the model's default CLA layers
+    # Text-circuit sizes to sweep: neurons per layer, one k or one per layer; ≤ 6% of edges needs small k.
+    ks: tuple[int | tuple[int, ...], ...] = (1, 2, 3)
+    kinds: tuple[str, ...] = ("circuit", "edge")  # edge: every circuit layer pair in turn
+    baseline_seed: int = 0  # seed of the random circuit of the same shape
+    budget: float = 0.02  # clean accuracy the defence may cost (0.02 = 2 points)
+    target_cut: float = 5.0  # attack success must fall by this factor
+    search: bool = False  # also beam-search a per-layer k on the search images (ingest.defend_search)
+    max_edges: float = 0.06  # the search's edge budget (fraction of edges circuit pruning cuts)
+    beam: int = 8  # circuits the search keeps per size; 1 (pure greedy) and 4 got stuck on typo-mini
+    batch_size: int = 64
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Raises DefendError on an empty or non-positive k list, unknown kinds or a bad budget."""
+        flat = [x for k in self.ks for x in ((k,) if isinstance(k, int) else k)]
+        if not self.ks or not flat or min(flat) < 1:
+            raise DefendError(f"--k must list positive integers, got {list(self.ks)}")
+        bad = [k for k in self.kinds if k not in ("circuit", "edge")]
+        if not self.kinds or bad:
+            raise DefendError(f"unknown pruning kind {bad[0] if bad else ''!r}: use circuit and/or edge")
+        if not 0 <= self.budget <= 1:
+            raise DefendError(f"--budget is a share of accuracy in [0, 1] (0.02 = 2 points), got {self.budget}")
+        if not 0 < self.max_edges <= 1:
+            raise DefendError(f"--max-edges is a fraction of edges in (0, 1], got {self.max_edges}")
+        if self.target_cut < 1:
+            raise DefendError(f"--target-cut must be at least 1, got {self.target_cut}")
+
+
+@dataclass(frozen=True)
+class DefenceTarget:
+    """The images (and, for zero-shot models, the classifier) a defence run uses.
+
+    Attributes:
+        text_set: the text concept's images, for CLA.
+        attack_set: attack images recording the written class per image (`AttackImageSet`).
+        clean_sets: class name -> clean images of that class (labelled).
+        model_cache: models `ablate` should use instead of loading from the zoo (a zero-shot
+            classifier), keyed `(model name, weights, layers)`.
+        force: evaluate again even when the same evaluation is stored (a zero-shot classifier's
+            class embeddings are not part of the stored weights identity).
+        search_attack, search_clean: the images the per-layer k search measures on (other images
+            than the reported ones); None: the reported ones.
+    """
+
+    text_set: ImageSet
+    attack_set: ImageSet
+    clean_sets: dict[str, ImageSet]
+    model_cache: dict = field(default_factory=dict)
+    force: bool = False
+    search_attack: ImageSet | None = None
+    search_clean: ImageSet | None = None
+
+
+@dataclass(frozen=True)
+class DefenceRow:
+    """One pruned text circuit, measured, beside its random baseline (values are shares, 0–1)."""
+
+    circuit_id: int
+    k: tuple[int, ...]
+    kind: str
+    pair: int | None  # edge pruning: the cut circuit layer pair; None for circuit pruning
+    edge_fraction: float
+    baseline_edge_fraction: float
+    attack_success_clean: float
+    attack_success: float
+    attack_success_random: float
+    clean_accuracy_clean: float
+    clean_accuracy: float
+    clean_accuracy_random: float
+    attack_accuracy: float | None = None
+    intervention_ids: tuple[int, ...] = ()
+
+    @property
+    def cut(self) -> float:
+        """How many times lower attack success is with the circuit pruned (inf when it reaches 0)."""
+        return _ratio(self.attack_success_clean, self.attack_success)
+
+    @property
+    def clean_loss(self) -> float:
+        """Clean accuracy lost by pruning (positive = worse)."""
+        return self.clean_accuracy_clean - self.clean_accuracy
+
+    def as_dict(self) -> dict[str, object]:
+        """A flat row for tables, CSV and JSON."""
+        return {
+            "circuit": self.circuit_id,
+            "k": ",".join(map(str, self.k)) if len(set(self.k)) > 1 else str(self.k[0]),
+            "kind": self.kind,
+            "pair": self.pair,
+            "edges_cut": round(self.edge_fraction, 5),
+            "attack_success": round(self.attack_success, 4),
+            "attack_success_random": round(self.attack_success_random, 4),
+            "attack_success_clean": round(self.attack_success_clean, 4),
+            "cut": None if not np.isfinite(self.cut) else round(self.cut, 2),
+            "clean_accuracy": round(self.clean_accuracy, 4),
+            "clean_accuracy_random": round(self.clean_accuracy_random, 4),
+            "clean_accuracy_clean": round(self.clean_accuracy_clean, 4),
+            "attack_accuracy": None if self.attack_accuracy is None else round(self.attack_accuracy, 4),
+        }
+
+
+@dataclass(frozen=True)
+class DefenceReport:
+    """What `defend` measured and what it recommends."""
+
+    model: str
+    run_id: int
+    rows: tuple[DefenceRow, ...]
+    recommended: DefenceRow | None
+    meets_target: bool
+    budget: float
+    target_cut: float
+    reason: str
+    search: tuple = ()  # the per-layer k search's accepted steps (`ingest.defend_search.SearchStep`)
+
+
+def _ratio(before: float, after: float) -> float:
+    return float("inf") if after <= 0 else before / after
+
+
+def typo_target(*, n_text: int = 192, n_attack: int = 240, n_clean_per_class: int = 20, seed: int = 1,
+                classes: Sequence[str] | None = None, text: str = "typo:text:names") -> DefenceTarget:
+    """The Typographic-synth target for typo-mini: `typo:text`, `typo:attack`, `typo:clean:CLASS`.
+
+    Args:
+        text: the text concept's set: `typo:text:names` (the class names an attack writes; its
+            CLA circuit defends typo-mini better, measured) or `typo:text` (also other words).
+        classes: the clean classes to keep (default all twelve).
+        seed: the image seed (the training run draws its images from other, derived seeds).
+
+    Raises:
+        UnknownClass: a class that is not a Typographic-synth class.
+    """
+    from ingest.datasets.catfish import CLASS_NAMES
+    from ingest.datasets.typo_sets import check_classes, typo_image_set
+
+    keep = tuple(CLASS_NAMES) if classes is None else check_classes(classes, CLASS_NAMES)
+    if not text.startswith("typo:text"):
+        raise DefendError(f"the text concept's images are typo:text or typo:text:names, not {text!r}")
+    search_seed = seed + SEARCH_SEED_OFFSET
+    return DefenceTarget(
+        text_set=typo_image_set(text, n_text, seed=seed),
+        attack_set=typo_image_set("typo:attack", n_attack, seed=seed),
+        clean_sets={c: typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=seed) for c in keep},
+        search_attack=typo_image_set("typo:attack", n_attack, seed=search_seed),
+        search_clean=typo_image_set("typo:clean", n_clean_per_class * len(keep), seed=search_seed),
+    )
+
+
+def recommend(rows: Sequence[DefenceRow], budget: float, target_cut: float) -> tuple[DefenceRow | None, bool, str]:
+    """The smallest defence within the clean-accuracy budget (see the module docstring).
+
+    Returns:
+        (row or None, whether it meets `target_cut`, a one-line reason).
+    """
+    within = [r for r in rows if r.clean_loss <= budget + 1e-12]
+    if not within:
+        return None, False, f"no pruned circuit keeps clean accuracy within {100 * budget:.1f} points"
+    meeting = [r for r in within if r.cut >= target_cut]
+    if meeting:
+        best = min(meeting, key=lambda r: (r.edge_fraction, r.attack_success, r.circuit_id))
+        return best, True, (f"fewest edges cut ({100 * best.edge_fraction:.2f}%) among the circuits that cut attack "
+                            f"success ≥ {target_cut:g}× within {100 * budget:.1f} points of clean accuracy")
+    best = min(within, key=lambda r: (r.attack_success, r.edge_fraction, r.circuit_id))
+    return best, False, (f"no circuit cuts attack success {target_cut:g}× within {100 * budget:.1f} points of clean "
+                         f"accuracy; the lowest attack success within the budget is {best.cut:.2f}×")
+
+
+def check_typo_model(model: str) -> None:
+    """Refuse a model that is not a Typographic-synth classifier (its classes must be CLASS_NAMES).
+
+    Raises:
+        DefendError: the model has other classes, or none (an image tower needs --classes).
+    """
+    from ingest import zoo
+    from ingest.datasets.catfish import CLASS_NAMES
+
+    spec = zoo.get_spec(model)
+    if spec.labels is None:
+        raise DefendError(f"{model} has no classifier head: use it zero-shot with --classes a,b,c and --images DIR")
+    if tuple(spec.labels) != tuple(CLASS_NAMES):
+        raise DefendError(f"{model} does not classify Typographic-synth classes: use typo-mini, or --classes "
+                          "and --images for a zero-shot image tower")
+
+
+def _check_target(target: DefenceTarget) -> None:
+    from ingest.datasets.typo_sets import require_written
+
+    require_written(target.attack_set)  # AttackLabelsMissing before anything is computed or stored
+    if not target.clean_sets:
+        raise DefendError("no clean class images to measure clean accuracy on: give at least one class")
+    for name, s in target.clean_sets.items():
+        if s.labels is None:
+            raise DefendError(f"the clean images of {name} have no class labels: clean accuracy needs them")
+
+
+def _register_sets(cat: Catalog, target: DefenceTarget) -> None:
+    """Record the attack set under `text` and each clean set under its class (for prune-plan)."""
+    with cat.session() as s, s.begin():
+        pairs = [(TEXT_CONCEPT, target.attack_set), *target.clean_sets.items()]
+        for concept, image_set in pairs:
+            cid = store.ensure_concept(s, concept)
+            store.write_example_images(s, cid, image_set.sha256, list(zip(image_set.sha256s, image_set.sources)))
+
+
+def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
+           progress: Progress | None = None) -> DefenceReport:
+    """Discover the text circuit, sweep k and pruning kinds, measure, store, recommend.
+
+    Args:
+        cat: an open, writable catalog.
+        config: what to sweep.
+        target: the images (and, for zero-shot models, the classifier).
+        progress: optional callback (stage, done, total).
+
+    Returns:
+        A `DefenceReport`: one row per pruned circuit, the recommendation and why.
+
+    Raises:
+        DefendError, AttackLabelsMissing: bad settings or images, before anything is stored.
+        IngestError, UnknownModel, WeightsError: from the pipeline (see `ingest.pipeline.ingest`).
+    """
+    from ingest.ablation import ablate
+    from ingest.pipeline import IngestConfig, ingest
+
+    config.validate()
+    _check_target(target)
+    report = progress or (lambda *_: None)
+    circuits: list[tuple[int, tuple[int, ...], int]] = []  # (circuit id, k per layer, n layers)
+    ks = list(dict.fromkeys(config.ks))
+    steps: tuple = ()
+    run_id, i = -1, 0
+    while i < len(ks):
+        report(f"text circuit k={ks[i]}", i, len(ks))
+        res = ingest(cat, IngestConfig(model=config.model, concept=TEXT_CONCEPT, layers=config.layers, k=ks[i],
+                                       weights=config.weights, device=config.device), target.text_set)
+        run_id = res.run_id
+        circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
+        if i == 0 and config.search:
+            steps = _search(cat, config, target, run_id, report)
+            best = min(steps, key=lambda st: (st.attack_success, st.edge_fraction)) if steps else None
+            if best is not None and best.k not in {tuple(c[1]) for c in circuits} and best.k not in ks:
+                ks.append(best.k)
+        i += 1
+    _register_sets(cat, target)
+
+    jobs = [(cid, ks, kind, pair) for cid, ks, n_layers in circuits for kind in config.kinds
+            for pair in ([None] if kind == "circuit" else range(n_layers - 1))]
+    rows = []
+    cache = target.model_cache
+    for j, (cid, ks, kind, pair) in enumerate(jobs):
+        report(f"pruning circuit {cid} ({kind}{'' if pair is None else f' pair {pair}'})", j, len(jobs))
+        common = dict(kind=kind, weights=config.weights, pair=pair or 0, baseline_seed=config.baseline_seed,
+                      batch_size=config.batch_size, device=config.device, model_cache=cache,
+                      force=target.force)
+        att = ablate(cat, cid, target.attack_set, **common)
+        cleans = [ablate(cat, cid, s, **common) for s in target.clean_sets.values()]
+        n = np.array([c.n_images for c in cleans], dtype=float)
+
+        def mean(which: str) -> float:
+            return float(np.dot(n, [getattr(c, which)["accuracy"] for c in cleans]) / n.sum())
+
+        rows.append(DefenceRow(
+            circuit_id=cid, k=ks, kind=kind, pair=pair, edge_fraction=att.edge_fraction,
+            baseline_edge_fraction=att.baseline_edge_fraction,
+            attack_success_clean=att.clean["attack_success"], attack_success=att.intervened["attack_success"],
+            attack_success_random=att.baseline["attack_success"],
+            clean_accuracy_clean=mean("clean"), clean_accuracy=mean("intervened"),
+            clean_accuracy_random=mean("baseline"),
+            attack_accuracy=att.intervened.get("attack_accuracy"),
+            intervention_ids=(att.intervention_id, *(c.intervention_id for c in cleans)),
+        ))
+    report("done", len(jobs), len(jobs))
+    best, meets, reason = recommend(rows, config.budget, config.target_cut)
+    return DefenceReport(config.model, run_id, tuple(rows), best, meets, config.budget, config.target_cut, reason,
+                         tuple(steps))
+
+
+def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: int, report: Progress) -> tuple:
+    """The per-layer k search on the run's stored edges (see `ingest.defend_search`)."""
+    from ingest import zoo
+    from ingest.datasets.typo_sets import require_written
+    from ingest.defend_search import search_k
+
+    with cat.session() as s:
+        run = store.read_run(s, run_id)
+        matrices = store.read_run_matrices(s, run_id)
+    key = (config.model, config.weights, tuple(run.layer_names))
+    loaded = target.model_cache.get(key)
+    if loaded is None:
+        loaded = target.model_cache[key] = zoo.load_model(config.model, weights=config.weights, layers=run.layer_names)
+    attack = target.search_attack or target.attack_set
+    if target.search_clean is not None:
+        clean_images, labels = list(target.search_clean.images), np.asarray(target.search_clean.labels)
+    else:
+        clean_images = [im for cs in target.clean_sets.values() for im in cs.images]
+        labels = np.concatenate([np.asarray(cs.labels) for cs in target.clean_sets.values()])
+    return tuple(search_k(
+        loaded.module, list(run.layer_names), matrices, zoo.preprocess(loaded.spec, list(attack.images)),
+        require_written(attack), zoo.preprocess(loaded.spec, clean_images), labels,
+        max_edges=config.max_edges, budget=config.budget, beam=config.beam, batch_size=max(config.batch_size, 64),
+        device=config.device, progress=report,
+    ))
