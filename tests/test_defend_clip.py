@@ -36,7 +36,8 @@ def _tiny_tower() -> ModifiedResNet:
 def tiny_clip():
     """A small CLIP-RN image tower in the zoo, spec as clip-rn50's but 64-pixel input."""
     clip = registry.get_spec("clip-rn50")
-    registry.register(TINY, lambda: dataclasses.replace(clip, name=TINY, build=_tiny_tower, input_size=64))
+    small = dataclasses.replace(clip.preprocessing, size=64)
+    registry.register(TINY, lambda: dataclasses.replace(clip, name=TINY, build=_tiny_tower, preprocessing=small))
     yield
     registry._REGISTRY.pop(TINY, None)
 
