@@ -11,6 +11,7 @@ from catalog import store
 from catalog.engine import Catalog
 from ingest.images import ImageSet
 from ingest.pipeline import IngestError
+from ingest.stored_model import model_to_rebuild
 
 METRICS = ("accuracy", "true_prob", "kl")
 # Images without class labels (a primitive alone, a folder without --label) are measured against
@@ -62,12 +63,15 @@ def ablate(
     device: str = "auto",
     model_cache: dict | None = None,
     force: bool = False,
+    model: str | None = None,
 ) -> AblationResult:
     """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
 
     Raises:
         IngestError: the model's weights differ from those the circuit was found with, or the
             images have no labels.
+        UntrustedModel: the circuit's model is a user model and `model` does not name it
+            (`ingest.stored_model`: a catalog's model code is never imported).
     """
     from ingest import zoo
     from ingest.edit.interventions import evaluate
@@ -76,10 +80,11 @@ def ablate(
         raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
-    key = (circ.model, weights, tuple(circ.layer_names))
+    name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
+    key = (name, weights, tuple(circ.layer_names))
     loaded = None if model_cache is None else model_cache.get(key)
     if loaded is None:
-        loaded = zoo.load_model(circ.model, weights=weights, layers=circ.layer_names)
+        loaded = zoo.load_model(name, weights=weights, layers=circ.layer_names)
         if model_cache is not None:
             model_cache[key] = loaded
     if loaded.weights_sha256 != circ.weights_sha256:

@@ -23,7 +23,9 @@ from catalog import store
 from catalog.engine import Catalog
 from catalog.errors import CircuitsError
 from catalog.models import utcnow
+from catalog.names import check_concept_name
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
+from ingest.preflight import check_ingest_inputs
 
 CLA_METHOD = "cla-v1"  # bump when the score's arithmetic changes: old runs stop matching
 
@@ -147,11 +149,13 @@ def ingest(
     from ingest.hooks import resolve_device
 
     t0 = time.perf_counter()
+    check_concept_name(config.concept)  # before anything: a refused name writes nothing
     loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
     layers = list(loaded.layers)
     if len(layers) < 2:
         raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
     x = zoo.preprocess(loaded.spec, list(image_set.images))  # (N, 3, H, W)
+    check_ingest_inputs(loaded.module, layers, x, batch_size=config.batch_size, device=config.device)
     # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
     # in the catalog are forward order whatever the first run's choice was.
     catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers

@@ -32,6 +32,9 @@ def export(
     from queries.mask_export import export_mask
     from queries.listing import resolve_circuit
 
+    from circuits.cli.validate import check_output_path
+
+    check_output_path(out, suffixes=(".json", ".safetensors"), what="-o")  # before anything else
     cat = open_catalog(db, read_only=True)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id

@@ -47,8 +47,14 @@ def ingest(
 ) -> None:
     """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit."""
     from catalog.engine import open_catalog
+    from catalog.names import check_concept_name
+    from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
     from ingest.pipeline import IngestConfig, ingest as run_ingest, resolve_images
 
+    check_concept_name(concept)  # everything that can be checked, before any side effect
+    check_batch_size(batch_size)
+    check_device(device)
+    k_value = _parse_k(k)
     image_set = resolve_images(images, dataset, n=n, seed=seed)
     for path, reason in image_set.skipped:
         typer.echo(f"skipped unreadable image {path}: {reason}", err=True)
@@ -58,15 +64,16 @@ def ingest(
         model=model,
         concept=concept,
         layers=None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip()),
-        k=_parse_k(k),
+        k=k_value,
         weights=weights,
         device=device,
         batch_size=batch_size,
         force=force,
     )
-    cat = open_catalog(db, create=True)
-    with progress_bar() as update:
-        result = run_ingest(cat, config, image_set, progress=update)
+    with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
+        cat = open_catalog(db, create=True)
+        with progress_bar() as update:
+            result = run_ingest(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
     typer.echo(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
@@ -92,12 +99,16 @@ def refine(
 
 @app.command()
 def ablate(
-    circuit: Annotated[int, typer.Argument(help="Circuit id (see `circuits list circuits`).")],
+    circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit; see `circuits list circuits`).")],
     kind: Annotated[InterventionKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one circuit layer pair (--pair).")] = InterventionKind.circuit,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
     label: Annotated[str | None, typer.Option("--label", help="True class of the --images folder.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A user model's code, path/to/file.py:factory (a catalog's stored model code is never run); zoo models need none."),
+    ] = None,
     pair: Annotated[int, typer.Option("--pair", help="Edge pruning: index of the circuit layer pair to cut.")] = 0,
     baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
     n: NOpt = 64,
@@ -111,10 +122,16 @@ def ablate(
     from ingest.ablation import ablate as run_ablate
     from ingest.pipeline import resolve_images
 
-    image_set = resolve_images(images, dataset, n=n, seed=seed)
+    from circuits.cli.validate import check_device
+    from queries.resolve import resolve_circuit
+
+    check_device(device)
     cat = open_catalog(db)
-    r = run_ablate(cat, circuit, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
-                   baseline_seed=baseline_seed, device=device, force=force)
+    with cat.session() as s:
+        circuit_id = resolve_circuit(s, circuit, model, model_optional=True).circuit_id
+    image_set = resolve_images(images, dataset, n=n, seed=seed)
+    r = run_ablate(cat, circuit_id, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
+                   baseline_seed=baseline_seed, device=device, force=force, model=model)
     typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
                f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
     typer.echo(f"{'metric':<16} {'clean':>8} {'pruned':>8} {'random':>8}")

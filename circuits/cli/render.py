@@ -66,6 +66,10 @@ def plain(value: Any) -> Any:
         return {str(k): plain(v) for k, v in value.items()}
     if hasattr(value, "item") and callable(value.item):  # NumPy scalars
         return plain(value.item())
+    if isinstance(value, bytes | bytearray | memoryview):  # BLOBs (`circuits sql`): hex, as SQL writes them
+        return "\\x" + bytes(value).hex()
+    if value is not None and not isinstance(value, str | int | float | bool):
+        return str(value)  # Decimal, UUID, time, timedelta, …: their text form
     return value
 
 
