@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from catalog.errors import CircuitsError
+from ingest.pixel_budget import open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -74,7 +75,7 @@ def read_image_dir(path: str | Path) -> ImageSet:
     for file in files:
         data = file.read_bytes()
         try:
-            with Image.open(file) as im:
+            with open_image(file) as im:  # pixel budget checked on the header (ingest.pixel_budget)
                 im.load()
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

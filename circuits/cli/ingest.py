@@ -25,7 +25,13 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
-        raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})") from None
+    if not values:
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
     return values[0] if len(values) == 1 else values
 
 
@@ -83,18 +89,35 @@ def ingest(
 
 @app.command()
 def refine(
-    run: Annotated[int, typer.Argument(help="Run id (see `circuits list runs`).")],
+    run: Annotated[str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")],
     k: Annotated[str, typer.Option("--k", help="Neurons per layer: one integer or one per layer.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model, when RUN is a concept with runs on several models.")
+    ] = None,
     db: DbOption = None,
 ) -> None:
-    """Make a circuit of another size from a run's stored edges alone (no model, no GPU)."""
-    from catalog.engine import open_catalog
-    from ingest.pipeline import refine as run_refine
+    """Make a circuit of another size from a run's stored edges alone (no model, no GPU).
 
+    The same run and k again gives back the stored circuit instead of a second identical one.
+    """
+    from catalog import store
+    from catalog.engine import open_catalog
+    from ingest.pipeline import _k_per_layer, refine as run_refine
+    from queries.resolve import resolve_run
+
+    k_value = _parse_k(k)
     cat = open_catalog(db)
-    circuit_id, circuit = run_refine(cat, run, _parse_k(k))
+    with cat.session() as s:
+        run_id = resolve_run(s, run, model)
+        info = store.read_run(s, run_id)
+        ks = _k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
+        same = [c for c in store.list_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
+    if same:
+        typer.echo(f"circuit {same[0].id} of run {run_id} already has k={','.join(map(str, ks))}: nothing new stored")
+        return
+    circuit_id, circuit = run_refine(cat, run_id, k_value)
     state = "converged" if circuit.converged else "did not converge"
-    typer.echo(f"stored circuit {circuit_id} of run {run}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}")
+    typer.echo(f"stored circuit {circuit_id} of run {run_id}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}")
 
 
 @app.command()
