@@ -168,6 +168,9 @@ def ingest(
     with cat.session() as s:
         existing = None if config.force else store.find_complete_run(s, key)
     if existing is not None:
+        from ingest.reuse import run_for_concept
+
+        existing = run_for_concept(cat, existing, config.concept, image_set)  # records a new concept name
         with cat.session() as s:
             same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == ks and not c.fixed]
         if same:
