@@ -136,6 +136,11 @@ def _duckdb_error(exc: Exception) -> CatalogError:
     text = _first_paragraph(str(exc))
     if isinstance(exc, duckdb.PermissionException) or any(w in text for w in ("read-only", "read only", "configuration has been locked")):
         return ReadOnlyViolation(f"refused, the catalog is read-only here: {text}")
+    if isinstance(exc, duckdb.OutOfMemoryException) or text.startswith("Out of Memory"):
+        return QueryError(
+            f"out of memory: the query needs more than the memory cap and spilling to disk is off "
+            f"({text.split(' Database is launched')[0]}): narrow it, or raise --memory-limit"
+        )
     return QueryError(text)
 
 
