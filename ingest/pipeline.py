@@ -191,7 +191,7 @@ def ingest(
         image_set_sha256=image_set.sha256,
         n_images=len(image_set),
         provenance_key=key,
-        library_versions=library_versions(),
+        library_versions={**library_versions(), "weights_source": loaded.weights_source},  # queries.suggest
         device=resolved_device,
         started_at=utcnow(),
     )

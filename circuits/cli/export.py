@@ -45,6 +45,10 @@ def export(
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
     if kind is InterventionKind.circuit:
-        typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
+        from queries.suggest import apply_command
+
+        with cat.session() as s:
+            command = apply_command(s, mask.source.run_id, str(result.path))
+        typer.echo(f"bake it into weights: {command}")
     else:
         typer.echo(f"edge masks run with hooks: ingest.apply_mask(model, catalog.read_mask({str(result.path)!r}))")
