@@ -32,6 +32,10 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
         from circuits.cli.validate import InputError
 
         raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
+    if min(values) < 1:  # checked here, before any model is loaded (sizes are checked against layers later)
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"k must be at least 1 (got --k {text})")
     return values[0] if len(values) == 1 else values
 
 
