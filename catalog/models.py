@@ -167,6 +167,21 @@ class Run(Base):
     seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
+class RunKey(Base):
+    """The complete run that stands for a provenance key: one per key, enforced by the primary key.
+
+    Writers claim the key in the transaction that writes the run (`catalog.store.write_run`), so
+    of two processes computing the same run only one stores it; the other reuses it. Created by
+    migration 0003, which fills it from existing complete runs (the newest per key).
+    """
+
+    __tablename__ = "run_key"
+    __table_args__ = (_pg_only_fk("run_id", "run.id"),)
+
+    provenance_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+
+
 class Edge(Base):
     """CLA score of a neuron pair in adjacent layers, within a run. Written only in bulk."""
 

@@ -88,7 +88,7 @@ CASES: list[Case] = [
     # --- images
     Case("img-missing", "images", "`--images` folder does not exist", _with(_ingest(), "--images", "nope"), "does not exist"),
     Case("img-empty", "images", "`--images` folder without images", _with(_ingest(), "--images", "noimgs"),
-         "no PNG/JPEG", "make_empty_images"),
+         "no image files", "make_empty_images"),
     Case("img-file", "images", "`--images` is a file", _with(_ingest(), "--images", "notes.txt"), "not a folder", "make_text"),
     Case("img-corrupt", "images", "only a corrupt PNG", _with(_ingest(), "--images", "bad"), "can be read", "make_corrupt_png"),
     Case("img-bomb", "images", "only a 20000×20000 PNG (decompression bomb)", _with(_ingest(), "--images", "bomb"),

@@ -12,6 +12,13 @@ import sqlalchemy as sa
 from catalog import bulk, pg_copy, store
 from catalog.errors import CatalogError
 
+
+@pytest.fixture
+def cat(any_cat):
+    """Every test here runs on DuckDB and on PostgreSQL (see conftest `any_cat`)."""
+    return any_cat
+
+
 WIDTHS = [("a", 3), ("b.c", 5), ("d", 4), ("e", 2)]
 
 
@@ -19,10 +26,10 @@ def _model(s):
     return store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=WIDTHS)
 
 
-def _run(s, model, matrices, layers=("a", "b.c", "d", "e")):
+def _run(s, model, matrices, layers=("a", "b.c", "d", "e"), key="2" * 64):
     return store.write_run(
         s, model=model, concept_id=store.ensure_concept(s, "star"), layer_names=list(layers),
-        params={"method": "test"}, image_set_sha256="1" * 64, n_images=4, provenance_key="2" * 64,
+        params={"method": "test"}, image_set_sha256="1" * 64, n_images=4, provenance_key=key,
         library_versions={"numpy": np.__version__}, device="cpu", started_at=dt.datetime(2025, 1, 1),
         seconds=0.5, matrices=matrices,
     )  # fmt: skip
@@ -81,7 +88,7 @@ def test_subset_of_layers_and_sparse_edges(cat):
         assert store.read_run(s, run_id).widths == (3, 4)
     with cat.session() as s, s.begin():
         a, d = model.layer("a").neuron_ids, model.layer("d").neuron_ids
-        other = _run(s, model, [np.zeros((3, 4), np.float32)], layers=("a", "d"))
+        other = _run(s, model, [np.zeros((3, 4), np.float32)], layers=("a", "d"), key="3" * 64)
         bulk.delete_edges(s, other)
         bulk.write_edges(s, other, np.array([a[2], a[0]]), np.array([d[1], d[3]]), np.array([5.0, -1.0]))
     with cat.session() as s:
@@ -97,7 +104,7 @@ def test_shuffled_rows_take_the_general_path_and_agree(cat):
     with cat.session() as s, s.begin():
         model = _model(s)
         in_order = _run(s, model, matrices)
-        shuffled = _run(s, model, [np.zeros_like(m) for m in matrices])
+        shuffled = _run(s, model, [np.zeros_like(m) for m in matrices], key="3" * 64)
         bulk.delete_edges(s, shuffled)
         ids = [la.neuron_ids for la in model.layers]
         src = np.concatenate([np.repeat(a, len(b)) for a, b in zip(ids, ids[1:])])

@@ -30,8 +30,9 @@ NAMES = ["cat", "fish", "star", "text", "wave"]
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return build_toy(str(tmp_path_factory.mktemp("queries") / "toy.duckdb"))
+def toy(module_db_url):
+    """The toy catalog, once on DuckDB and once on PostgreSQL (`module_db_url`)."""
+    return build_toy(module_db_url)
 
 
 @pytest.fixture()

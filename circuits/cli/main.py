@@ -8,16 +8,19 @@ traceback because it is a bug.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
-import typer
-from typer.core import TyperGroup
+from ingest.threads import set_wait_policy
 
-from catalog.errors import CircuitsError
-from circuits.cli import db, demo, export, ingest, masks, read, serve, train
-from circuits.cli.extras import missing_extra_message
+set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from catalog.errors import CircuitsError  # noqa: E402
+from circuits.cli import db, demo, export, ingest, many, masks, read, serve, train  # noqa: E402
+from circuits.cli.extras import missing_extra_message  # noqa: E402
 
 
 class _RootGroup(TyperGroup):
@@ -93,12 +96,13 @@ app = typer.Typer(
 )
 
 
-for _sub in (db.app, ingest.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
+for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
     app.add_typer(_sub)
 
 
 def main() -> None:
     # Idle OpenMP threads spin by default; on a small shared CPU that halves torch's throughput
-    # (measured: 12 vs 73 training images/s on 2 cores). Must be set before torch is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # (measured: 12 vs 73 training images/s on 2 cores). Set at import above, and again here for
+    # callers that import this module after torch (a no-op for OpenMP then, but children inherit it).
+    set_wait_policy()
     app()
