@@ -15,7 +15,9 @@ from pathlib import Path
 __all__ = ["MAX_ASPECT", "MAX_PIXELS", "ImageTooLarge", "check_pixel_budget", "open_image"]
 
 MAX_PIXELS = 50_000_000  # ~7070 × 7070: 150 MB as RGB uint8; larger than any photo a concept needs
-MAX_ASPECT = 10.0  # long side / short side; panoramas beyond this are not object crops
+# Long side / short side. A resize sized by the short side makes S × (S · aspect) pixels: at 256:1
+# and a 224 input that is 12.8 M pixels (150 MB as float32 RGB); a 1 × 40000 strip would be 2 G.
+MAX_ASPECT = 256.0
 
 
 class ImageTooLarge(ValueError):

@@ -41,5 +41,10 @@ def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, de
     if len(x) == 0:
         raise PreflightError("no images to attribute: give a folder or dataset with at least one image")
     resolve_device(device)
-    captured = capture_layers(module, list(layers), x[:1])  # checks each layer feeds the next
+    try:
+        captured = capture_layers(module, list(layers), x[:1])  # checks each layer feeds the next
+    except CircuitsError:
+        raise
+    except Exception:  # the model's own code fails: the computation records that as a failed run
+        return
     del captured
