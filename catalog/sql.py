@@ -29,6 +29,7 @@ from catalog.sql_limits import (
     check_query_text,
     duckdb_sandbox_config,
     interrupt_after,
+    superuser_allowed,
     timeout_error,
 )
 
@@ -60,7 +61,12 @@ class QueryResult:
 
 
 def run_query(
-    cat: Catalog, query: str, *, max_rows: int | None = DEFAULT_MAX_ROWS, timeout_s: float | None = DEFAULT_TIMEOUT_S
+    cat: Catalog,
+    query: str,
+    *,
+    max_rows: int | None = DEFAULT_MAX_ROWS,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    allow_superuser: bool | None = None,
 ) -> QueryResult:
     """Run SQL (one or more statements) on a read-only catalog and return the last result.
 
@@ -69,6 +75,8 @@ def run_query(
         query: the SQL text.
         max_rows: keep at most this many rows (None: all).
         timeout_s: stop the query after this many seconds (None: no limit).
+        allow_superuser: PostgreSQL: run even as a role that could run programs or read server
+            files (None: only when $CIRCUITS_SQL_ALLOW_SUPERUSER is 1).
 
     Returns:
         The last statement's columns and rows.
@@ -90,7 +98,7 @@ def run_query(
         raw = driver_connection(session)
         if cat.backend == "duckdb":
             return _duckdb_query(raw, query, max_rows, timeout_s)
-        return _postgres_query(raw, query, max_rows, timeout_s)
+        return _postgres_query(raw, query, max_rows, timeout_s, superuser_allowed(allow_superuser))
 
 
 def _duckdb_query(raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None) -> QueryResult:
@@ -144,11 +152,13 @@ def _duckdb_error(exc: Exception) -> CatalogError:
     return QueryError(text)
 
 
-def _postgres_query(raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None) -> QueryResult:
+def _postgres_query(
+    raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None, allow_superuser: bool = False
+) -> QueryResult:
     import psycopg
 
     with raw.cursor() as cur:
-        check_postgres_role(cur)
+        check_postgres_role(cur, allow=allow_superuser)
         if timeout_s is not None and timeout_s > 0:  # this transaction only
             cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
         try:
@@ -187,6 +197,7 @@ def run_sql(
     max_rows: int | None = DEFAULT_MAX_ROWS,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     memory_limit: str | None = None,
+    allow_superuser: bool | None = None,
 ) -> QueryResult:
     """Run read-only SQL on a catalog given by path or URL, as fast as the backend allows.
 
@@ -203,6 +214,7 @@ def run_sql(
         max_rows: keep at most this many rows (None: all).
         timeout_s: stop the query after this many seconds (None: no limit).
         memory_limit: DuckDB memory cap, e.g. "2GB" (default: half the memory, at most 4 GiB).
+        allow_superuser: see `run_query`.
 
     Returns:
         The last statement's columns and rows.
@@ -221,7 +233,8 @@ def run_sql(
     if path is None or _open_in_process(path):
         from catalog.engine import open_catalog
 
-        return run_query(open_catalog(db, read_only=True), query, max_rows=max_rows, timeout_s=timeout_s)
+        return run_query(open_catalog(db, read_only=True), query, max_rows=max_rows, timeout_s=timeout_s,
+                         allow_superuser=allow_superuser)
     import duckdb
 
     from catalog.db_path import check_duckdb_target, open_error

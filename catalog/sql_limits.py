@@ -20,6 +20,7 @@ from typing import Any
 from catalog.errors import CatalogError, QueryError
 
 __all__ = [
+    "ALLOW_SUPERUSER_ENV",
     "DEFAULT_TIMEOUT_S",
     "SqlTimeout",
     "UnsafeRole",
@@ -28,8 +29,11 @@ __all__ = [
     "default_memory_limit",
     "duckdb_sandbox_config",
     "interrupt_after",
+    "superuser_allowed",
 ]
 
+ALLOW_SUPERUSER_ENV = "CIRCUITS_SQL_ALLOW_SUPERUSER"
+"""Set to 1 to let `circuits sql` run as a superuser anyway (you trust every query you run)."""
 DEFAULT_TIMEOUT_S = 60.0  # an interactive query; raise it with --timeout for a long report
 _DANGEROUS_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
 
@@ -107,8 +111,20 @@ def timeout_error(timeout_s: float | None) -> SqlTimeout:
     )
 
 
-def check_postgres_role(cursor: Any) -> None:
+def superuser_allowed(explicit: bool | None) -> bool:
+    """`explicit` when given, else whether ${ALLOW_SUPERUSER_ENV} is 1."""
+    return explicit if explicit is not None else os.environ.get(ALLOW_SUPERUSER_ENV) == "1"
+
+
+def check_postgres_role(cursor: Any, *, allow: bool = False) -> None:
     """Refuse to run user SQL as a PostgreSQL role that can run programs or read server files.
+
+    A superuser cannot be sandboxed by `SET ROLE` (a query can switch back with `set_config`), so
+    such a connection is refused rather than demoted.
+
+    Args:
+        cursor: a cursor of the connection the query will run on.
+        allow: run anyway (the caller trusts every query it runs).
 
     Raises:
         UnsafeRole: the current role is a superuser or a member of a server-file/program role.
@@ -119,7 +135,7 @@ def check_postgres_role(cursor: Any) -> None:
         + " FROM pg_roles r WHERE r.rolname = current_user"
     )
     row = cursor.fetchone()
-    if row is None:
+    if row is None or allow:
         return
     user, superuser, *members = row
     reasons = (["is a superuser"] if superuser else []) + [
@@ -131,5 +147,6 @@ def check_postgres_role(cursor: Any) -> None:
             "query could run programs or read server files (COPY … PROGRAM, pg_read_file). Connect as a "
             "read-only role instead, e.g. as an administrator: CREATE ROLE circuits_reader LOGIN PASSWORD '…'; "
             "GRANT USAGE ON SCHEMA public TO circuits_reader; GRANT SELECT ON ALL TABLES IN SCHEMA public "
-            "TO circuits_reader; then --db postgresql://circuits_reader@HOST/DB"
+            "TO circuits_reader; then --db postgresql://circuits_reader@HOST/DB (or, trusting every query you run, "
+            f"--allow-superuser / {ALLOW_SUPERUSER_ENV}=1)"
         )

@@ -50,7 +50,8 @@ def pg(tmp_path_factory):
         conn.execute(f"DROP ROLE {reader}")
 
 
-def test_superuser_is_refused_before_any_statement(pg, tmp_path):
+def test_superuser_is_refused_before_any_statement(pg, tmp_path, monkeypatch):
+    monkeypatch.delenv("CIRCUITS_SQL_ALLOW_SUPERUSER", raising=False)
     marker = tmp_path / "ran"
     r = runner.invoke(app, ["sql", f"copy (select 1) to program 'touch {marker}'", "--db", pg["admin"]])
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "superuser" in r.stderr, r.output
@@ -58,6 +59,8 @@ def test_superuser_is_refused_before_any_statement(pg, tmp_path):
     assert not marker.exists()
     r = runner.invoke(app, ["sql", "select pg_read_file('/etc/hostname')", "--db", pg["admin"]])
     assert r.exit_code == 1 and "superuser" in r.stderr
+    r = runner.invoke(app, ["sql", "select 1 as one", "--db", pg["admin"], "--allow-superuser", "-f", "json"])
+    assert r.exit_code == 0 and '"one": 1' in r.stdout, r.output  # the documented, explicit way out
 
 
 def test_a_read_only_role_reads_and_is_bounded(pg, tmp_path):

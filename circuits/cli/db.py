@@ -76,6 +76,10 @@ def sql(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Stop the query after this many seconds (0: no limit).", min=0)
     ] = 60.0,
+    allow_superuser: Annotated[
+        bool,
+        typer.Option("--allow-superuser", help="PostgreSQL: run even as a superuser (only if you trust the query; see README, Bad input)."),
+    ] = False,
     memory_limit: Annotated[
         str | None, typer.Option("--memory-limit", help="DuckDB memory cap, e.g. 2GB (default: half the memory, at most 4 GB).")
     ] = None,
@@ -89,7 +93,8 @@ def sql(
     from catalog.sql import run_sql
     from circuits.cli.render import render
 
-    result = run_sql(db, query, max_rows=limit or None, timeout_s=timeout or None, memory_limit=memory_limit)
+    result = run_sql(db, query, max_rows=limit or None, timeout_s=timeout or None, memory_limit=memory_limit,
+                     allow_superuser=True if allow_superuser else None)
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
