@@ -119,8 +119,9 @@ def superuser_allowed(explicit: bool | None) -> bool:
 def check_postgres_role(cursor: Any, *, allow: bool = False) -> None:
     """Refuse to run user SQL as a PostgreSQL role that can run programs or read server files.
 
-    A superuser cannot be sandboxed by `SET ROLE` (a query can switch back with `set_config`), so
-    such a connection is refused rather than demoted.
+    A superuser cannot be sandboxed by `SET ROLE`: a `DO` block switches back with
+    `set_config('role', …)` and reads server files (checked on PostgreSQL 15), so such a connection
+    is refused rather than demoted.
 
     Args:
         cursor: a cursor of the connection the query will run on.
