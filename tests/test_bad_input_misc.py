@@ -98,3 +98,28 @@ def test_a_read_only_folder_is_one_line(tmp_path):
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
+
+
+def test_an_os_error_on_an_output_path_is_one_line(catalog_path, tmp_path, monkeypatch):
+    import queries.mask_export
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "m.json"))
+
+    monkeypatch.setattr(queries.mask_export, "export_mask", denied)
+    monkeypatch.setattr("queries.resolve.resolve_circuit", lambda *a, **k: type("C", (), {"circuit_id": 1})())
+    monkeypatch.setattr("queries.listing.resolve_circuit", lambda *a, **k: type("C", (), {"circuit_id": 1})())
+    r = runner.invoke(app, ["export", "1", "-o", str(tmp_path / "m.json"), "--db", str(catalog_path)])
+    assert r.exit_code == 1, r.output
+    assert r.stderr == f"error: {tmp_path / 'ro' / 'm.json'}: Permission denied (check the path and its permissions)\n"
+
+
+def test_a_library_oserror_subclass_keeps_its_traceback():
+    from circuits.cli.main import os_error_message
+
+    class DriverError(OSError):
+        pass
+
+    assert os_error_message(DriverError("socket")) is None
+    assert os_error_message(FileNotFoundError(2, "No such file or directory", "x.pt")) == \
+        "x.pt: No such file or directory (check the path and its permissions)"

@@ -95,12 +95,17 @@ def ingest(
     check_batch_size(batch_size)
     check_device(device)
     k_value = _parse_k(k)
+    layer_list = None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip())
+    if layer_list is not None and isinstance(k_value, tuple) and len(k_value) != len(layer_list):
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer")
     image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
     config = IngestConfig(
         model=model,
         concept=concept,
-        layers=None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip()),
+        layers=layer_list,
         k=k_value,
         weights=weights,
         device=device,
