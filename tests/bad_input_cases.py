@@ -122,6 +122,8 @@ CASES: list[Case] = [
     Case("k-text", "options", "`--k abc`", _with(_ingest(), "--k", "abc"), "--k takes"),
     # --- models and weights
     Case("model-unknown", "models", "unknown model name", _swap(_ingest(), "{model}", "resnet9000"), "unknown model"),
+    Case("model-unknown-new-db", "models", "unknown model, into a catalog file that does not exist yet",
+         _with(_swap(_ingest(), "{model}", "resnet9000"), "--db", "new.duckdb"), "unknown model"),
     Case("model-no-file", "models", "factory file does not exist", _swap(_ingest(), "{model}", "nope.py:build"), "does not exist"),
     Case("model-no-factory", "models", "factory name not in the file", _swap(_ingest(), "{model}", "tiny.py:nothere"), "no callable"),
     Case("model-raises", "models", "the factory raises", _swap(_ingest(), "{model}", "boom.py:build"),
