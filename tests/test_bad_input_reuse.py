@@ -52,6 +52,8 @@ def test_same_images_under_a_new_name_record_the_new_concept(tiny):
     assert same[0]["n"] == 0
     shown = runner.invoke(app, ["show", "static", "--db", "c.duckdb"])
     assert shown.exit_code == 0 and "static" in shown.stdout, shown.output
+    patches = _sql("select run_id, count(*) as n from neuron_patch group by 1 order by 1")
+    assert len(patches) == 2 and patches[0]["n"] == patches[1]["n"] > 0  # the web view has patches for both
     views = _sql("select distinct concept from circuit_neurons_v order by 1")
     assert [v["concept"] for v in views] == ["noise", "static"]
     again = _ingest("static")  # third time: the concept's own run, no second copy
