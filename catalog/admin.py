@@ -29,6 +29,7 @@ from catalog.engine import (
     resolve_url,
 )
 from catalog.connect import connect_errors as _connect_errors, display as _display, duckdb_path as _duckdb_path
+from catalog.db_path import check_duckdb_target
 from catalog.errors import CatalogError, NotFound
 from catalog.models import Base
 from catalog.views import VIEWS, create_views
@@ -183,6 +184,8 @@ def _probe(url: URL, *, read_only: bool) -> Iterator[Connection]:
     engine instead (DuckDB allows one configuration per file per process).
     """
     path = _duckdb_path(url)
+    if path is not None:
+        check_duckdb_target(path, create=False, read_only=read_only)  # a folder, not DuckDB, unwritable
     if path is not None and not path.exists():
         raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
     cat = cached_catalog(url.render_as_string(hide_password=False)) if read_only else None

@@ -9,7 +9,6 @@ of arbitrary files, extension loading); read-only catalogs are read-only in the 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+from catalog.db_path import open_error
 from catalog.errors import CatalogError, CatalogLocked
 
 __all__ = [
@@ -169,13 +169,8 @@ def connect_errors(url: URL) -> Iterator[None]:
     except sa.exc.DBAPIError as exc:
         detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
         where = display(url)
-        if url.get_backend_name() == "duckdb" and "lock" in detail.lower():
-            pid = re.search(r"PID \d+", detail)
-            holder = f" ({pid.group(0)})" if pid else ""
-            raise CatalogLocked(
-                f"catalog {where} is in use by another process{holder}: wait for it to finish "
-                "(DuckDB allows one writer, or several readers when nobody writes)"
-            ) from exc
+        if url.get_backend_name() == "duckdb" and (known := open_error(detail, where)) is not None:
+            raise known from exc  # lock, corruption or permissions (catalog.db_path)
         if url.get_backend_name() == "duckdb" and "different configuration" in detail:
             raise CatalogLocked(
                 f"catalog {where} is open in this process in another mode with a session in use: "

@@ -50,6 +50,7 @@ from catalog.connect import (  # noqa: F401 (re-exported: callers import them fr
     retry_while_locked,
     url_key,
 )
+from catalog.db_path import check_duckdb_target
 from catalog.errors import CatalogError, CatalogLocked, NotFound
 from catalog.revision import check_revision as revision_check
 
@@ -224,10 +225,10 @@ def open_catalog(
         if cached is not None and not cached.closed:
             return cached
         path = duckdb_path(url)
-        if path is not None and not path.exists():
-            if not create:
-                raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if path is not None:
+            check_duckdb_target(path, create=create, read_only=read_only)  # before anything is created
+        if path is not None and not path.exists() and not create:
+            raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
 
         def attempt() -> Catalog:
             cat = _new_catalog(url, key, read_only)

@@ -13,17 +13,20 @@ from typing import Any
 
 import numpy as np
 
+from catalog.atomic import atomic_path, write_text_atomic
 from catalog.mask_file import FORMAT, VERSION, Mask, MaskError, parse_channels, mask_from_dict, mask_to_dict
 
 __all__ = ["write_json", "read_json", "write_safetensors", "read_safetensors", "write_mask", "read_mask"]
 
 _METADATA_KEY = "circuit_mask"
+MAX_MASK_BYTES = 64 << 20  # a mask lists channels: every channel of a ResNet-152 is well under 1 MiB
+MAX_MASK_DEPTH = 32  # a mask document nests 4 levels; deeper input is refused before json parses it
 
 
 def write_json(mask: Mask, path: str | Path) -> Path:
     """Write a mask as JSON. Returns the path written."""
     path = Path(path)
-    path.write_text(_dumps(mask_to_dict(mask)), encoding="utf-8")
+    write_text_atomic(path, _dumps(mask_to_dict(mask)))  # whole or not at all
     return path
 
 
@@ -47,17 +50,61 @@ def read_json(path: str | Path) -> Mask:
         MaskError: missing file, invalid JSON or not a valid mask document.
     """
     path = Path(path)
+    _check_size(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark is tolerated
     except FileNotFoundError:
         raise MaskError(f"mask file {path} does not exist") from None
     except UnicodeDecodeError:
         raise MaskError(f"{path}: not a JSON mask (the file is not UTF-8 text)") from None
+    return mask_from_dict(_loads(text, str(path)), where=str(path))
+
+
+def _loads(text: str, where: str) -> Any:
+    """JSON text → objects, refusing documents nested deeper than a mask ever is before parsing."""
+    if _nesting_depth(text) > MAX_MASK_DEPTH:
+        raise MaskError(f"{where}: JSON nested more than {MAX_MASK_DEPTH} levels deep is not a mask")
     try:
-        doc = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MaskError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return mask_from_dict(doc, where=str(path))
+        raise MaskError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:  # belt and braces: the depth scan bounds it already
+        raise MaskError(f"{where}: JSON nested too deeply to be a mask") from None
+
+
+def _nesting_depth(text: str, chunk: int = 1 << 22) -> int:
+    """An upper bound of the JSON nesting depth (brackets inside strings count too: it only caps).
+
+    Vectorised with NumPy over 4 MiB chunks: the running depth is the prefix sum of +1 per opening
+    and -1 per closing bracket, so a 64 MiB file is scanned in well under a second.
+    """
+    steps = np.zeros(256, dtype=np.int8)
+    steps[[ord("["), ord("{")]] = 1
+    steps[[ord("]"), ord("}")]] = -1
+    data = text.encode("utf-8", "surrogatepass")
+    depth, deepest = 0, 0
+    for start in range(0, len(data), chunk):
+        moves = steps[np.frombuffer(data, dtype=np.uint8, count=min(chunk, len(data) - start), offset=start)]
+        moves = moves[moves != 0].astype(np.int32)
+        if moves.size:
+            running = np.cumsum(moves) + depth
+            deepest = max(deepest, int(running.max()))
+            depth = int(running[-1])
+    return deepest
+
+
+def _check_size(path: Path) -> None:
+    """Refuse a file too large to be a mask before reading it (a mask of every channel of a large
+    model is a few MB)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise MaskError(f"mask file {path} does not exist") from None
+    if size > MAX_MASK_BYTES:
+        raise MaskError(
+            f"{path} is {size / 2**20:.0f} MiB: larger than any mask ({MAX_MASK_BYTES >> 20} MiB at most); "
+            "check the file"
+        )
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -77,7 +124,8 @@ def write_safetensors(mask: Mask, path: str | Path) -> Path:
         tensors["edge/src_channels"] = np.asarray(mask.edge.src_channels, dtype=np.int64)
         tensors["edge/dst_channels"] = np.asarray(mask.edge.dst_channels, dtype=np.int64)
     header = json.dumps(mask_to_dict(mask, with_channels=False))
-    save_file(tensors, str(path), metadata={_METADATA_KEY: header, "format": FORMAT, "version": str(VERSION)})
+    with atomic_path(path) as tmp:  # whole or not at all
+        save_file(tensors, str(tmp), metadata={_METADATA_KEY: header, "format": FORMAT, "version": str(VERSION)})
     return path
 
 
@@ -93,6 +141,7 @@ def read_safetensors(path: str | Path) -> Mask:
     path = Path(path)
     if not path.is_file():
         raise MaskError(f"mask file {path} does not exist")
+    _check_size(path)
     try:
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
@@ -101,10 +150,7 @@ def read_safetensors(path: str | Path) -> Mask:
         raise MaskError(f"{path}: not a safetensors file ({exc})") from None
     if _METADATA_KEY not in meta:
         raise MaskError(f"{path}: a safetensors file without a '{_METADATA_KEY}' header is not a mask")
-    try:
-        doc = json.loads(meta[_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise MaskError(f"{path}: the '{_METADATA_KEY}' header is not valid JSON ({exc.msg})") from None
+    doc = _loads(meta[_METADATA_KEY], f"{path}: the '{_METADATA_KEY}' header")
     if not isinstance(doc, dict) or not isinstance(doc.get("modules"), dict):
         raise MaskError(f"{path}: the '{_METADATA_KEY}' header has no 'modules' object")
     expected = {_tensor_name(p) for p in doc["modules"]}
@@ -149,12 +195,13 @@ def read_mask(path: str | Path) -> Mask:
     path = Path(path)
     try:
         with path.open("rb") as f:
-            head = f.read(16)
+            head = f.read(64)
     except FileNotFoundError:
         raise MaskError(f"mask file {path} does not exist") from None
     except IsADirectoryError:
         raise MaskError(f"{path} is a folder, not a mask file") from None
-    if head.lstrip()[:1] == b"{":
+    _check_size(path)
+    if head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{":  # BOM and leading whitespace tolerated
         return read_json(path)
     # safetensors begins with a little-endian u64 header length, then the JSON header itself
     if len(head) >= 9 and head[8:9] == b"{":

@@ -22,7 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from catalog.errors import CatalogError, CatalogLocked, NotFound, QueryError, ReadOnlyViolation
+from catalog.errors import CatalogError, NotFound, QueryError, ReadOnlyViolation
+from catalog.sql_limits import (
+    DEFAULT_TIMEOUT_S,
+    check_postgres_role,
+    check_query_text,
+    duckdb_sandbox_config,
+    interrupt_after,
+    superuser_allowed,
+    timeout_error,
+)
 
 if TYPE_CHECKING:  # imported lazily: the fast `circuits sql` path must not load them
     import pyarrow as pa
@@ -51,20 +60,31 @@ class QueryResult:
     truncated: bool = False
 
 
-def run_query(cat: Catalog, query: str, *, max_rows: int | None = DEFAULT_MAX_ROWS) -> QueryResult:
+def run_query(
+    cat: Catalog,
+    query: str,
+    *,
+    max_rows: int | None = DEFAULT_MAX_ROWS,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    allow_superuser: bool | None = None,
+) -> QueryResult:
     """Run SQL (one or more statements) on a read-only catalog and return the last result.
 
     Args:
         cat: a catalog opened with `read_only=True`.
         query: the SQL text.
         max_rows: keep at most this many rows (None: all).
+        timeout_s: stop the query after this many seconds (None: no limit).
+        allow_superuser: PostgreSQL: run even as a role that could run programs or read server
+            files (None: only when $CIRCUITS_SQL_ALLOW_SUPERUSER is 1).
 
     Returns:
         The last statement's columns and rows.
 
     Raises:
         ReadOnlyViolation: a statement would change the catalog or touch files.
-        QueryError: the database rejected the SQL (its message, one line).
+        QueryError: the database rejected the SQL (its message, one line); SqlTimeout: too slow.
+        UnsafeRole: PostgreSQL, connected as a role that could run programs or read server files.
         CatalogError: the catalog was not opened read-only.
     """
     if not cat.read_only:
@@ -73,14 +93,25 @@ def run_query(cat: Catalog, query: str, *, max_rows: int | None = DEFAULT_MAX_RO
         )
     from catalog.engine import driver_connection
 
+    check_query_text(query)
     with cat.session() as session:
         raw = driver_connection(session)
         if cat.backend == "duckdb":
-            return _duckdb_query(raw, query, max_rows)
-        return _postgres_query(raw, query, max_rows)
+            return _duckdb_query(raw, query, max_rows, timeout_s)
+        return _postgres_query(raw, query, max_rows, timeout_s, superuser_allowed(allow_superuser))
 
 
-def _duckdb_query(raw: Any, query: str, max_rows: int | None) -> QueryResult:
+def _duckdb_query(raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None) -> QueryResult:
+    with interrupt_after(timeout_s, raw.interrupt) as timed_out:
+        try:
+            return _duckdb_statements(raw, query, max_rows)
+        except QueryError:
+            if timed_out():
+                raise timeout_error(timeout_s) from None
+            raise
+
+
+def _duckdb_statements(raw: Any, query: str, max_rows: int | None) -> QueryResult:
     import duckdb
 
     try:
@@ -113,13 +144,23 @@ def _duckdb_error(exc: Exception) -> CatalogError:
     text = _first_paragraph(str(exc))
     if isinstance(exc, duckdb.PermissionException) or any(w in text for w in ("read-only", "read only", "configuration has been locked")):
         return ReadOnlyViolation(f"refused, the catalog is read-only here: {text}")
+    if isinstance(exc, duckdb.OutOfMemoryException) or text.startswith("Out of Memory"):
+        return QueryError(
+            f"out of memory: the query needs more than the memory cap and spilling to disk is off "
+            f"({text.split(' Database is launched')[0]}): narrow it, or raise --memory-limit"
+        )
     return QueryError(text)
 
 
-def _postgres_query(raw: Any, query: str, max_rows: int | None) -> QueryResult:
+def _postgres_query(
+    raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None, allow_superuser: bool = False
+) -> QueryResult:
     import psycopg
 
     with raw.cursor() as cur:
+        check_postgres_role(cur, allow=allow_superuser)
+        if timeout_s is not None and timeout_s > 0:  # this transaction only
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
         try:
             # prepare=True uses the extended protocol, which accepts one statement only: a
             # `SET … ; COMMIT; …` sequence cannot leave the read-only transaction.
@@ -131,6 +172,8 @@ def _postgres_query(raw: Any, query: str, max_rows: int | None) -> QueryResult:
         except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
             message = _first_paragraph(str(exc))
             raise ReadOnlyViolation(f"refused, the catalog is read-only here: {message}") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise timeout_error(timeout_s) from exc
         except psycopg.Error as exc:
             raise QueryError(_first_paragraph(str(exc))) from exc
     truncated = max_rows is not None and len(rows) > max_rows
@@ -147,11 +190,20 @@ def _first_paragraph(message: str) -> str:
     return " ".join(lines)
 
 
-def run_sql(db: str | os.PathLike[str] | None, query: str, *, max_rows: int | None = DEFAULT_MAX_ROWS) -> QueryResult:
+def run_sql(
+    db: str | os.PathLike[str] | None,
+    query: str,
+    *,
+    max_rows: int | None = DEFAULT_MAX_ROWS,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    memory_limit: str | None = None,
+    allow_superuser: bool | None = None,
+) -> QueryResult:
     """Run read-only SQL on a catalog given by path or URL, as fast as the backend allows.
 
     A DuckDB file is opened with the plain `duckdb` module, read-only, external access disabled and
-    the configuration locked (a statement cannot re-enable anything), after checking its schema
+    the configuration locked (a statement cannot re-enable anything), a memory cap and no spill
+    files (`catalog.sql_limits`), after checking its schema
     revision in `alembic_version`; SQLAlchemy, pyarrow and Alembic are not imported. A PostgreSQL
     URL, or a file this process already has open as a `Catalog`, goes through
     `open_catalog(..., read_only=True)` and `run_query`.
@@ -160,42 +212,45 @@ def run_sql(db: str | os.PathLike[str] | None, query: str, *, max_rows: int | No
         db: a DuckDB file path or URL; None means `$CIRCUITS_DB`, else `./circuits.duckdb`.
         query: the SQL text (one or more statements; the last one's rows are returned).
         max_rows: keep at most this many rows (None: all).
+        timeout_s: stop the query after this many seconds (None: no limit).
+        memory_limit: DuckDB memory cap, e.g. "2GB" (default: half the memory, at most 4 GiB).
+        allow_superuser: see `run_query`.
 
     Returns:
         The last statement's columns and rows.
 
     Raises:
         NotFound: no such file, or an empty database.
+        CatalogCorrupt: the file is not a DuckDB database or is damaged.
+        SqlTimeout: the query ran past `timeout_s`. UnsafeRole: see `run_query`.
         SchemaOutdated: the catalog is at another schema revision.
         CatalogLocked: another process writes the file.
         ReadOnlyViolation: a statement would change the catalog or touch files.
         QueryError: the database rejected the SQL.
     """
+    check_query_text(query)
     path = _duckdb_file(db)
     if path is None or _open_in_process(path):
         from catalog.engine import open_catalog
 
-        return run_query(open_catalog(db, read_only=True), query, max_rows=max_rows)
+        return run_query(open_catalog(db, read_only=True), query, max_rows=max_rows, timeout_s=timeout_s,
+                         allow_superuser=allow_superuser)
     import duckdb
 
+    from catalog.db_path import check_duckdb_target, open_error
+
+    check_duckdb_target(path, create=False, read_only=True)
     if not os.path.exists(path):
         raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
-    config = {"enable_external_access": False, "lock_configuration": True}
     try:
-        raw = duckdb.connect(path, read_only=True, config=config)
+        raw = duckdb.connect(path, read_only=True, config=duckdb_sandbox_config(memory_limit))
     except duckdb.Error as exc:
         detail = str(exc).splitlines()[0]
-        if "lock" in detail.lower():
-            pid = re.search(r"PID \d+", detail)
-            holder = f" ({pid.group(0)})" if pid else ""
-            raise CatalogLocked(
-                f"catalog {path} is in use by another process{holder}: wait for it to finish "
-                "(DuckDB allows one writer, or several readers when nobody writes)"
-            ) from exc
-        raise CatalogError(f"cannot open catalog {path}: {detail}") from exc
+        known = open_error(detail, path)
+        raise (known or CatalogError(f"cannot open catalog {path}: {detail}")) from exc
     try:
         _check_duckdb_revision(raw, path)
-        return _duckdb_query(raw, query, max_rows)
+        return _duckdb_query(raw, query, max_rows, timeout_s)
     finally:
         raw.close()
 

@@ -18,6 +18,7 @@ from catalog import store
 from catalog.engine import Catalog
 from ingest.images import ImageSet
 from ingest.pipeline import IngestError
+from ingest.stored_model import model_to_rebuild
 
 if TYPE_CHECKING:
     from ingest.zoo.preprocessing import Preprocessing
@@ -76,6 +77,7 @@ def ablate(
     device: str = "auto",
     model_cache: dict | None = None,
     force: bool = False,
+    model: str | None = None,
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
     threads: int | None = None,
@@ -94,6 +96,8 @@ def ablate(
         IngestError: the model's weights differ from those the circuit was found with, or the
             images have no labels.
         AttackLabelsMissing: an attack set that does not record the written class per image.
+        UntrustedModel: the circuit's model is a user model and `model` does not name it
+            (`ingest.stored_model`: a catalog's model code is never imported).
     """
     from ingest import zoo
     from ingest.datasets.typo_sets import is_attack_set, require_written
@@ -107,10 +111,11 @@ def ablate(
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
-    key = (circ.model, weights, tuple(circ.layer_names))
+    name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
+    key = (name, weights, tuple(circ.layer_names))
     loaded = None if model_cache is None else model_cache.get(key)
     if loaded is None:
-        loaded = zoo.load_model(circ.model, weights=weights, layers=circ.layer_names)
+        loaded = zoo.load_model(name, weights=weights, layers=circ.layer_names)
         if model_cache is not None:
             model_cache[key] = loaded
     if loaded.weights_sha256 != circ.weights_sha256:

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catalog.errors import CircuitsError
+from ingest.pixel_budget import open_image
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSet", "ImageSetError", "UnusedFile", "read_image_dir", "rendered_image_set", "to_rgb"]
 
@@ -183,7 +184,7 @@ def _read_one(file: Path, background: Sequence[int]) -> tuple[np.ndarray, list[s
     notes: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(file) as im:
+        with open_image(file) as im:  # pixel budget and aspect ratio checked on the header (ingest.pixel_budget)
             frames = getattr(im, "n_frames", 1)
             im.load()
             upright = ImageOps.exif_transpose(im)

@@ -26,7 +26,10 @@ from catalog import store
 from catalog.engine import Catalog
 from catalog.errors import CircuitsError
 from catalog.models import utcnow
+from catalog.names import check_concept_name
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
+from ingest.preflight import check_ingest_inputs
+from ingest.stored_model import UntrustedModel, is_zoo_model
 
 if TYPE_CHECKING:  # torch stays unimported until a run needs it
     from ingest.zoo.preprocessing import Preprocessing
@@ -185,6 +188,7 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
     from ingest.hooks import resolve_device
     from ingest.threads import configure
 
+    check_concept_name(config.concept)  # before anything: a refused name writes nothing
     configure(config.threads)
     loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
     layers = list(loaded.layers)
@@ -192,6 +196,7 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
     pp = config.preprocessing_for(loaded.spec.preprocessing)
     x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
+    check_ingest_inputs(loaded.module, layers, x, batch_size=config.batch_size, device=config.device)
     # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
     # in the catalog are forward order whatever the first run's choice was.
     catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
@@ -207,7 +212,7 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         image_set_sha256=image_set.sha256,
         n_images=len(image_set),
         provenance_key=key,
-        library_versions=library_versions(),
+        library_versions={**library_versions(), "weights_source": loaded.weights_source},  # queries.suggest
         device=str(resolve_device(config.device)),  # the device the run row records
     )
     model_fields = dict(
@@ -334,6 +339,7 @@ def ingest(
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
         CatalogLocked: a DuckDB file stayed held by another process at write time.
     """
+    from ingest.reuse import run_of_concept
     from ingest.writer import record_failure, store_computed
 
     t0 = time.perf_counter()
@@ -341,6 +347,7 @@ def ingest(
     found = stored_circuit(cat, prepared)
     cat.release()  # hold nothing while computing
     if found is not None:
+        found = run_of_concept(cat, prepared, *found)  # a new concept name is recorded (ingest.reuse)
         return reuse(cat, prepared, found[0], found[1], t0)
     try:
         computed = compute(prepared, progress=progress, t0=t0)
@@ -436,5 +443,10 @@ def run_preprocessing(
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         stored = store.read_run(s, circ.run_id).params.get("preprocessing")
+    if stored is None and not is_zoo_model(circ.model):  # never import a catalog's model code
+        raise UntrustedModel(
+            f"circuit {circuit_id}'s run stored no preprocessing and its model {circ.model!r} is user code, "
+            "which is never imported from a catalog: ablate it without preprocessing overrides"
+        )
     base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).preprocessing
     return base.with_overrides(input_size=input_size, resize=resize, normalize=normalize, channels=channels)

@@ -95,7 +95,10 @@ def heatmap(
                     ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=size)
         ax.set_title(title, fontsize=11)
         fig.tight_layout()
-        fig.savefig(out, dpi=dpi)
+        from catalog.atomic import atomic_path
+
+        with atomic_path(out) as tmp:  # whole or not at all
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
     return out

@@ -94,10 +94,19 @@ def concept_image_sets(session: Session, concepts: Sequence[str]) -> dict[str, d
 
 
 def ablate_command(
-    circuit_id: int, kind: str, concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[EvalRow]
+    circuit_id: int, kind: str, concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[EvalRow],
+    model_flags: str = "",
 ) -> str:
-    """The `circuits ablate` command that evaluates a circuit on a concept's images."""
-    return f"circuits ablate {circuit_id} --kind {kind} {images_option(concept, sets, evals)}"
+    """The `circuits ablate` command that evaluates a circuit on a concept's images.
+
+    `model_flags` (`queries.suggest.ablate_model_flags`) adds --model/--weights when the circuit's
+    model needs them, so the command runs as printed.
+    """
+    images = images_option(concept, sets, evals)
+    if "  (" in images:  # the options go before the trailing explanation
+        images, _, note = images.partition("  (")
+        return f"circuits ablate {circuit_id} --kind {kind} {images}{model_flags}  ({note}"
+    return f"circuits ablate {circuit_id} --kind {kind} {images}{model_flags}"
 
 
 def images_option(concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[EvalRow]) -> str:

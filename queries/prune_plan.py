@@ -31,6 +31,7 @@ from catalog.errors import CircuitsError, NotFound
 from catalog.sql import query_arrow
 from catalog.vocab import InterventionKind, Metric
 from queries.resolve import concept_circuits, resolve_model
+from queries.suggest import ablate_model_flags
 from queries.prune_evidence import EvalRow, ablate_command, concept_image_sets, evaluations, image_set_concept
 from queries.overlap import overlap_of_circuits
 
@@ -220,6 +221,13 @@ def plan_pruning(
     candidates_ids = {c for c in candidates_ids if circuit_info[c][0] not in keep}
     overlaps = _proxy_overlaps(session, sorted(candidates_ids), per_concept, against, keep, notes)
 
+    flag_cache: dict[int, str] = {}
+
+    def flags(run_id: int) -> str:  # --model/--weights the suggested ablate commands need
+        if run_id not in flag_cache:
+            flag_cache[run_id] = ablate_model_flags(session, run_id)
+        return flag_cache[run_id]
+
     out: list[Candidate] = []
     with_evidence: set[int] = set()
     for group, rows in by_group.items():
@@ -238,7 +246,7 @@ def plan_pruning(
         out.append(Candidate(
             cid, concept, run_id, group_kind, basis, score, fractions[group], against_effect, keep_effects,
             *overlaps.get(cid, (None, None)), missing,
-            tuple(ablate_command(cid, group_kind, m, sets.get(m, {}), evals) for m in missing),
+            tuple(ablate_command(cid, group_kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
         ))  # fmt: skip
     # Complete evidence first: a partial score leaves out the keep behaviours it may hurt.
     out.sort(key=lambda c: (c.basis != "evidence", -(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
@@ -257,7 +265,7 @@ def plan_pruning(
         missing = (against, *(k for k in keep if all(e.concept != k for e in keep_effects)))
         proxies.append(Candidate(
             cid, concept, run_id, kind, "proxy", score, None, None, keep_effects, o_against, o_keep, missing,
-            tuple(ablate_command(cid, kind, m, sets.get(m, {}), evals) for m in missing),
+            tuple(ablate_command(cid, kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
         ))  # fmt: skip
     proxies.sort(key=lambda c: (c.score is None, -(c.score or 0.0), c.circuit_id))
     if proxies and not out:

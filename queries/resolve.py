@@ -25,6 +25,7 @@ __all__ = [
     "concept_circuits",
     "resolve_circuit",
     "resolve_model",
+    "resolve_run",
 ]
 
 COMPLETE_RUN = f"r.status = '{RunStatus.complete.value}'"
@@ -157,13 +158,20 @@ def concept_circuits(
     return [CircuitChoice(best[c].circuit_id, best[c].run_id, c, counts[c]) for c in names]
 
 
-def resolve_circuit(session: Session, ref: str | int, model: str | None = None) -> CircuitChoice:
+def resolve_circuit(
+    session: Session, ref: str | int, model: str | None = None, *, model_optional: bool = False
+) -> CircuitChoice:
     """A circuit given as its id or as a concept name (the concept's newest circuit).
+
+    All digits is an id (concept names cannot be all digits, `catalog.names`); a catalog made
+    before that rule with a concept named like an id is told apart in the message.
 
     Args:
         session: the caller's session.
         ref: a circuit id, or a concept name.
         model: the model, needed when the concept has circuits on several models.
+        model_optional: `model` may be a name the catalog does not have (e.g. `ablate --model
+            file.py:factory`, which names code): it is then ignored for resolving.
 
     Returns:
         The circuit.
@@ -182,9 +190,16 @@ def resolve_circuit(session: Session, ref: str | int, model: str | None = None) 
             {"c": int(text_ref)},
         )
         if table.num_rows == 0 or table.column("status")[0].as_py() != RunStatus.complete:
-            raise NotFound(f"no circuit {text_ref} in the catalog: `circuits list circuits` lists them")
+            legacy = _has_concept(session, text_ref)
+            raise NotFound(
+                f"no circuit {text_ref} in the catalog: `circuits list circuits` lists them"
+                + (f" (a concept is named {text_ref!r}, but all digits means an id: rename the concept)"
+                   if legacy else "")
+            )
         row = table.to_pylist()[0]
         return CircuitChoice(int(row["circuit_id"]), int(row["run_id"]), row["concept"], 1)
+    if model is not None and model_optional and not _has_model(session, model):
+        model = None
     if model is not None:
         return concept_circuits(session, resolve_model(session, model), [text_ref])[0]
     table = query_arrow(
@@ -204,6 +219,61 @@ def resolve_circuit(session: Session, ref: str | int, model: str | None = None) 
         options = ", ".join(f"{r['model']}@{r['sha'][:12]}" for r in rows)
         raise CircuitsError(f"concept {text_ref} has circuits on several models ({options}): add --model")
     return concept_circuits(session, ModelChoice(*_model_id(session, rows[0]["model"], rows[0]["sha"])), [text_ref])[0]
+
+
+def resolve_run(session: Session, ref: str | int, model: str | None = None) -> int:
+    """A complete run given as its id or as a concept name (the concept's newest complete run).
+
+    Args:
+        session: the caller's session.
+        ref: a run id, or a concept name.
+        model: the model, needed when the concept has runs on several models.
+
+    Returns:
+        The run id.
+
+    Raises:
+        NotFound: no such run or concept. CircuitsError: the concept is on several models.
+    """
+    text_ref = str(ref).strip()
+    if text_ref.isdigit():
+        table = query_arrow(session, "SELECT status FROM run WHERE id = :r", {"r": int(text_ref)})
+        if table.num_rows == 0:
+            raise NotFound(f"no run {text_ref} in the catalog: `circuits list runs` lists them")
+        status = table.column("status")[0].as_py()
+        if status != RunStatus.complete:
+            raise NotFound(f"run {text_ref} is {status}, not complete: ingest it again")
+        return int(text_ref)
+    if model is not None:
+        choice = resolve_model(session, model)
+        where, params = "AND r.model_id = :m", {"m": choice.id}
+    else:
+        where, params = "", {}
+    table = query_arrow(
+        session,
+        "SELECT r.id AS run_id, m.name AS model, m.weights_sha256 AS sha FROM run r "
+        "JOIN concept co ON co.id = r.concept_id JOIN model m ON m.id = r.model_id "
+        f"WHERE {COMPLETE_RUN} AND co.name = :name {where} ORDER BY r.id",
+        {"name": text_ref, **params},
+    )
+    rows = table.to_pylist()
+    if not rows:
+        raise NotFound(
+            f"{text_ref!r} is neither a run id nor a concept with a complete run: `circuits list runs` lists them"
+        )
+    models = sorted({f"{r['model']}@{r['sha'][:12]}" for r in rows})
+    if len(models) > 1:
+        raise CircuitsError(f"concept {text_ref} has runs on several models ({', '.join(models)}): add --model")
+    return int(rows[-1]["run_id"])
+
+
+def _has_concept(session: Session, name: str) -> bool:
+    return query_arrow(session, "SELECT id FROM concept WHERE name = :n", {"n": name}).num_rows > 0
+
+
+def _has_model(session: Session, name: str) -> bool:
+    base = name.partition("@")[0]
+    return query_arrow(session, "SELECT id FROM model WHERE name = :n", {"n": base}).num_rows > 0
 
 
 def _model_id(session: Session, name: str, sha: str) -> tuple[int, str, str]:

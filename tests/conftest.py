@@ -11,6 +11,9 @@ import os
 # Idle OpenMP threads spin by default; on a 2-core machine that makes torch tests several times
 # slower (measured 65 s vs 6 s for the CLA tests). Must be set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The throw-away PostgreSQL test server is reached as its superuser, which `circuits sql` refuses
+# unless told (catalog.sql_limits); tests of that refusal unset this.
+os.environ.setdefault("CIRCUITS_SQL_ALLOW_SUPERUSER", "1")
 
 import shutil
 import weakref

@@ -133,7 +133,7 @@ def test_user_model_ingests_and_ablates_at_its_own_preprocessing(trained, tmp_pa
     (circuit,) = _sql(db, "select id from circuit")
 
     r = runner.invoke(app, ["ablate", str(circuit["id"]), "--images", str(trained / "square"), "--label", "square",
-                            "--classes", str(trained / "classes.txt"), "--weights", weights, "--db", db])
+                            "--classes", str(trained / "classes.txt"), "--weights", weights, "--model", model, "--db", db])
     assert r.exit_code == 0, r.output
     rows = _ablate_rows(r.output)
     clean_acc = rows["accuracy"][0]
@@ -174,7 +174,7 @@ def test_declared_preprocessing_and_class_names(trained, tmp_path):
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
     r = runner.invoke(app, ["ablate", str(circuit["id"]), "--images", str(folder), "--label", "stripes",
-                            "--weights", str(trained / "net.pt"), "--db", db])
+                            "--weights", str(trained / "net.pt"), "--model", model, "--db", db])
     assert r.exit_code == 0, r.output
     assert _ablate_rows(r.output)["accuracy"][0] >= 0.9, r.output
 
@@ -213,5 +213,5 @@ def test_ablate_label_without_class_names_names_the_option(trained, tmp_path):
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
     r = runner.invoke(app, ["ablate", str(circuit["id"]), "--images", str(trained / "square"), "--label", "square",
-                            "--weights", weights, "--db", db])
+                            "--weights", weights, "--model", f"{trained / 'net.py'}:build", "--db", db])
     assert r.exit_code == 1 and "--classes FILE" in r.output, r.output

@@ -73,12 +73,28 @@ def sql(
     limit: Annotated[
         int, typer.Option("--limit", help="Print at most this many rows (0: all).", min=0)
     ] = 10_000,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Stop the query after this many seconds (0: no limit).", min=0)
+    ] = 60.0,
+    allow_superuser: Annotated[
+        bool,
+        typer.Option("--allow-superuser", help="PostgreSQL: run even as a superuser (only if you trust the query; see README, Bad input)."),
+    ] = False,
+    memory_limit: Annotated[
+        str | None, typer.Option("--memory-limit", help="DuckDB memory cap, e.g. 2GB (default: half the memory, at most 4 GB).")
+    ] = None,
 ) -> None:
-    """Run read-only SQL on the catalog (tables and the *_v views); writes are refused."""
+    """Run read-only SQL on the catalog (tables and the *_v views); writes are refused.
+
+    Several statements separated by `;` run in order; the last one's rows are printed. The query
+    runs in a sandbox: read-only, no file access, a time limit and a memory cap, no spill files;
+    on PostgreSQL only as a role that cannot run programs or read server files.
+    """
     from catalog.sql import run_sql
     from circuits.cli.render import render
 
-    result = run_sql(db, query, max_rows=limit or None)
+    result = run_sql(db, query, max_rows=limit or None, timeout_s=timeout or None, memory_limit=memory_limit,
+                     allow_superuser=True if allow_superuser else None)
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:

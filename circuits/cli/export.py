@@ -32,6 +32,9 @@ def export(
     from queries.mask_export import export_mask
     from queries.listing import resolve_circuit
 
+    from circuits.cli.validate import check_output_path
+
+    check_output_path(out, suffixes=(".json", ".safetensors"), what="-o")  # before anything else
     cat = open_catalog(db, read_only=True)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id
@@ -42,6 +45,10 @@ def export(
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
     if kind is InterventionKind.circuit:
-        typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
+        from queries.suggest import apply_command
+
+        with cat.session() as s:
+            command = apply_command(s, mask.source.run_id, str(result.path))
+        typer.echo(f"bake it into weights: {command}")
     else:
         typer.echo(f"edge masks run with hooks: ingest.apply_mask(model, catalog.read_mask({str(result.path)!r}))")

@@ -44,7 +44,17 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
-        raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})") from None
+    if not values:
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
+    if min(values) < 1:  # checked here, before any model is loaded (sizes are checked against layers later)
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"k must be at least 1 (got --k {text})")
     return values[0] if len(values) == 1 else values
 
 
@@ -77,15 +87,26 @@ def ingest(
     --normalize and --channels override it, and the run records what was used.
     """
     from catalog.engine import open_catalog
+    from catalog.names import check_concept_name
+    from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
     from ingest.pipeline import IngestConfig, ingest as run_ingest, resolve_images
 
+    check_concept_name(concept)  # everything that can be checked, before any side effect
+    check_batch_size(batch_size)
+    check_device(device)
+    k_value = _parse_k(k)
+    layer_list = None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip())
+    if layer_list is not None and isinstance(k_value, tuple) and len(k_value) != len(layer_list):
+        from circuits.cli.validate import InputError
+
+        raise InputError(f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer")
     image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
     config = IngestConfig(
         model=model,
         concept=concept,
-        layers=None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip()),
-        k=_parse_k(k),
+        layers=layer_list,
+        k=k_value,
         weights=weights,
         device=device,
         batch_size=batch_size,
@@ -96,9 +117,10 @@ def ingest(
         channels=channels,
         threads=threads,
     )
-    cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
-    with progress_bar() as update:
-        result = run_ingest(cat, config, image_set, progress=update)
+    with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
+        cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
+        with progress_bar() as update:
+            result = run_ingest(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
     typer.echo(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
@@ -109,28 +131,49 @@ def ingest(
 
 @app.command()
 def refine(
-    run: Annotated[int, typer.Argument(help="Run id (see `circuits list runs`).")],
+    run: Annotated[str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")],
     k: Annotated[str, typer.Option("--k", help="Neurons per layer: one integer or one per layer.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model, when RUN is a concept with runs on several models.")
+    ] = None,
     db: DbOption = None,
 ) -> None:
-    """Make a circuit of another size from a run's stored edges alone (no model, no GPU)."""
-    from catalog.engine import open_catalog
-    from ingest.pipeline import refine as run_refine
+    """Make a circuit of another size from a run's stored edges alone (no model, no GPU).
 
+    The same run and k again gives back the stored circuit instead of a second identical one.
+    """
+    from catalog import store
+    from catalog.engine import open_catalog
+    from ingest.pipeline import _k_per_layer, refine as run_refine
+    from queries.resolve import resolve_run
+
+    k_value = _parse_k(k)
     cat = open_catalog(db)
-    circuit_id, circuit = run_refine(cat, run, _parse_k(k))
+    with cat.session() as s:
+        run_id = resolve_run(s, run, model)
+        info = store.read_run(s, run_id)
+        ks = _k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
+        same = [c for c in store.list_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
+    if same:
+        typer.echo(f"circuit {same[0].id} of run {run_id} already has k={','.join(map(str, ks))}: nothing new stored")
+        return
+    circuit_id, circuit = run_refine(cat, run_id, k_value)
     state = "converged" if circuit.converged else "did not converge"
-    typer.echo(f"stored circuit {circuit_id} of run {run}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}")
+    typer.echo(f"stored circuit {circuit_id} of run {run_id}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}")
 
 
 @app.command()
 def ablate(
-    circuit: Annotated[int, typer.Argument(help="Circuit id (see `circuits list circuits`).")],
+    circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit; see `circuits list circuits`).")],
     kind: Annotated[InterventionKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one circuit layer pair (--pair).")] = InterventionKind.circuit,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
     label: Annotated[str | None, typer.Option("--label", help="True class of the --images folder.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A user model's code, path/to/file.py:factory (a catalog's stored model code is never run); zoo models need none."),
+    ] = None,
     pair: Annotated[int, typer.Option("--pair", help="Edge pruning: index of the circuit layer pair to cut.")] = 0,
     baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
     n: NOpt = 64,
@@ -157,13 +200,20 @@ def ablate(
     from ingest.pipeline import resolve_images, run_preprocessing
     from ingest.zoo.user import read_class_names
 
+    from circuits.cli.validate import check_device
+    from queries.resolve import resolve_circuit
+
+    check_device(device)
+    class_names = None if classes is None else read_class_names(classes)
     image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
     cat = open_catalog(db)
-    pp = run_preprocessing(cat, circuit, input_size=input_size, resize=resize, normalize=normalize, channels=channels)
-    r = run_ablate(cat, circuit, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
+    with cat.session() as s:
+        circuit_id = resolve_circuit(s, circuit, model, model_optional=True).circuit_id
+    pp = run_preprocessing(cat, circuit_id, input_size=input_size, resize=resize, normalize=normalize, channels=channels)
+    r = run_ablate(cat, circuit_id, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
                    baseline_seed=baseline_seed, device=device, force=force, preprocessing=pp,
-                   class_names=None if classes is None else read_class_names(classes), threads=threads)
+                   class_names=class_names, threads=threads, model=model)
     typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
                f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
     typer.echo(f"{'metric':<16} {'clean':>8} {'pruned':>8} {'random':>8}")

@@ -39,6 +39,15 @@ class _RootGroup(TyperGroup):
                 raise
             typer.echo(f"error: {message}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:
+            typer.echo(f"\ninterrupted: {name} stopped; {_KEPT.get(name.split(' ')[0], _KEPT_DEFAULT)}", err=True)
+            ctx.exit(130)
+        except OSError as exc:
+            message = os_error_message(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            ctx.exit(1)
 
     def _command_name(self, ctx: typer.Context) -> str:
         """The command as typed after `circuits` ("ingest", "db init"), for messages."""
@@ -52,6 +61,30 @@ class _RootGroup(TyperGroup):
             names.append(word)
             group = cmd
         return " ".join(names) or "this command"
+
+
+# What a command interrupted by Ctrl-C leaves: every write is one transaction, files are atomic.
+_KEPT_DEFAULT = "the catalog keeps everything stored before; nothing half-written was kept"
+_KEPT = {
+    "ingest": "runs stored before are kept; the run in progress was not stored (at most a `failed` run row records it)",
+    "ablate": "evaluations stored before are kept; this one was not stored",
+    "train": "the weights file is written only when training finishes; nothing was written",
+    "export": "no mask file was written (files are written whole or not at all)",
+    "apply": "no weights file was written (files are written whole or not at all)",
+    "sql": "the query was read-only; nothing changed",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """A one-line message for an operating-system error on a path the user gave (or None)."""
+    if not isinstance(exc, OSError) or type(exc).__module__ not in ("builtins",):
+        return None  # a library's OSError subclass (e.g. a network error) is not a path problem
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason} (check the path and its permissions)"
+    if exc.errno is not None:
+        return f"{reason} (errno {exc.errno})"
+    return None
 
 
 app = typer.Typer(

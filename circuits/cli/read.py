@@ -101,6 +101,10 @@ def overlap(
     """
     from queries.overlap import overlap_matrix
 
+    if plot is not None:  # before any work: an unsupported suffix or a missing folder is one line
+        from circuits.cli.validate import check_output_path
+
+        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), what="--plot")
     with _session(db) as s:
         matrix = overlap_matrix(s, model, _names(concepts), metric.value)
     _emit(matrix.rows(), fmt, matrix.notes)
@@ -180,14 +184,18 @@ def show(
     from queries.listing import circuit_details, resolve_circuit
     from circuits.cli.render import details_dict, details_neuron_rows, details_text, render_csv, to_json
 
+    from queries.suggest import ablate_model_flags, images_for_run
+
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
+        next_step = (f"circuits ablate {details.circuit.id} --kind circuit {images_for_run(s, details.run.id)}"
+                     f"{ablate_model_flags(s, details.run.id)}" + (f" --db {db}" if db else ""))
     if fmt is OutputFormat.json:
         typer.echo(to_json(details_dict(details)))
     elif fmt is OutputFormat.csv:
         typer.echo(render_csv(details_neuron_rows(details)))
     else:
-        typer.echo(details_text(details))
+        typer.echo(details_text(details, next_step=next_step))
 
 
 @app.command("list")

@@ -66,6 +66,10 @@ def plain(value: Any) -> Any:
         return {str(k): plain(v) for k, v in value.items()}
     if hasattr(value, "item") and callable(value.item):  # NumPy scalars
         return plain(value.item())
+    if isinstance(value, bytes | bytearray | memoryview):  # BLOBs (`circuits sql`): hex, as SQL writes them
+        return "\\x" + bytes(value).hex()
+    if value is not None and not isinstance(value, str | int | float | bool):
+        return str(value)  # Decimal, UUID, time, timedelta, …: their text form
     return value
 
 
@@ -202,8 +206,12 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
     }
 
 
-def details_text(details: CircuitDetails) -> str:
-    """A circuit's details as readable multi-line text for the terminal."""
+def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
+    """A circuit's details as readable multi-line text for the terminal.
+
+    `next_step` is the complete `circuits ablate` command shown when there are no interventions
+    yet (`queries.suggest`); without it a generic one is shown.
+    """
     c, r = details.circuit, details.run
     lines = [
         f"circuit {c.id}: concept {r.concept} on {r.model} (weights {r.weights_sha256[:12]})",
@@ -222,7 +230,7 @@ def details_text(details: CircuitDetails) -> str:
     ]
     lines.append(render_table(rows))
     if not details.interventions:
-        lines += ["", f"no interventions yet: circuits ablate {c.id} --kind circuit --dataset catfish:NAME"]
+        lines += ["", f"no interventions yet: {next_step or f'circuits ablate {c.id} --kind circuit --images DIR'}"]
         return "\n".join(lines)
     lines += ["", "interventions and evaluations:"]
     rows = [

@@ -52,13 +52,17 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a circuit's page as one self-contained HTML file (inline SVG and images, no network)."""
+    from catalog.atomic import write_text_atomic
     from catalog.engine import open_catalog
+    from circuits.cli.validate import InputError
     from circuits.web.pages import report_html
 
+    if out.suffix.lower() not in (".html", ".htm") or out.is_dir():  # before any work
+        raise InputError(f"-o {out}: name the file *.html")
     cat = open_catalog(db, read_only=True)
     circuit_id, html = report_html(cat, circuit, model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    write_text_atomic(out, html)  # whole or not at all
     if not quiet:
         typer.echo(f"wrote {out} ({len(html.encode()) // 1024} KiB): circuit {circuit_id}, open it in any browser")
     else:
@@ -67,7 +71,7 @@ def report(
 
 @app.command()
 def thumbnails(
-    run: Annotated[int, typer.Argument(help="Run id (see `circuits list runs`).")],
+    run: Annotated[str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")],
     model: Annotated[str, typer.Argument(help="The run's model: a zoo name or path/to/file.py:factory.")],
     weights: Annotated[str | None, typer.Option("--weights", help="Weights the run was computed with.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
@@ -81,10 +85,14 @@ def thumbnails(
     from ingest.hooks import resolve_device
     from ingest.thumbnails import ThumbnailConfig, recompute_run_thumbnails
 
+    from queries.resolve import resolve_run
+
     cat = open_catalog(db)
+    with cat.session() as s:
+        run_id = resolve_run(s, run)
     with progress_bar(quiet, eta=True) as update:
         patches, thumbs = recompute_run_thumbnails(
-            cat, run, model, weights=weights, device=str(resolve_device(device)),
+            cat, run_id, model, weights=weights, device=str(resolve_device(device)),
             config=ThumbnailConfig(top=top, size=size), progress=update,
         )
-    typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run} in {cat.display}")
+    typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run_id} in {cat.display}")

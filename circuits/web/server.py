@@ -200,14 +200,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _sql(self, query: str) -> None:
         from catalog.sql import run_query
+        from catalog.sql_limits import UnsafeRole
 
         pages = self.server.pages
         if not query.strip():
             self._html(pages.sql(""))
             return
         try:
-            result = run_query(self.server.cat, query, max_rows=SQL_MAX_ROWS)
-        except (ReadOnlyViolation, QueryError) as exc:
+            # a page anyone who reaches the server can use: never as a superuser (catalog.sql_limits)
+            result = run_query(self.server.cat, query, max_rows=SQL_MAX_ROWS, allow_superuser=False)
+        except (ReadOnlyViolation, QueryError, UnsafeRole) as exc:
             self._html(pages.sql(query, error=str(exc)))
             return
         self._html(pages.sql(query, result=result))

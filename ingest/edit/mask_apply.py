@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from catalog.atomic import atomic_path
 from catalog.mask_file import Mask, MaskError
 from catalog.mask_io import read_mask
 from catalog.vocab import MaskKind
@@ -243,6 +245,14 @@ def bake_to_file(
     """
     from ingest import zoo
 
+    out = Path(out)
+    for src, what in ((weights, "--weights"), (mask_path, "--mask")):
+        if src is not None and _same_path(out, Path(src)):
+            raise MaskError(f"-o {out} is the {what} file of this command: write the pruned weights to another file")
+    if out.suffix.lower() not in (".pt", ".pth", ".bin", ".safetensors"):
+        raise MaskError(f"-o {out}: name the weights file *.pt, *.pth, *.bin or *.safetensors")
+    if not out.parent.is_dir():
+        raise MaskError(f"-o {out}: folder {out.parent} does not exist (create it first)")
     mask = read_mask(mask_path)
     if mask.model.name != model_name:
         raise MaskError(f"mask {mask_path} was made for model {mask.model.name!r}, not {model_name!r}")
@@ -259,11 +269,21 @@ def bake_to_file(
     diff = verify_bake(model, mask, state, example)
     if not diff <= EXACT_TOLERANCE:
         raise AssertionError(f"baked and hook-pruned {model_name} differ by {diff:g}: a bug in ingest.edit.bake_plan")
-    out = Path(out)
-    if out.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(out) as tmp:  # whole or not at all; the target is replaced only at the end
+        if out.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in state.items()}, str(out))
-    else:
-        torch.save(state, out)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        else:
+            torch.save(state, tmp)
     return BakedFile(out, loaded.spec.name, loaded.weights_source, mask, plan, diff)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (a link or another spelling counts)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.expanduser().resolve() == b.expanduser().resolve()

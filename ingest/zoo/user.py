@@ -95,7 +95,11 @@ def _import_target(target: str) -> Any:
             raise ModelLoadError(f"cannot import {path} as Python: give a .py file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file failed to import: one line, its own message
+            sys.modules.pop(mod_name, None)
+            raise ModelLoadError(f"importing {path} raised {type(exc).__name__}: {exc} (the error is in that file)") from exc
         return module
     try:
         return importlib.import_module(target)
@@ -124,7 +128,10 @@ def user_spec(name: str) -> ModelSpec:
         )
 
     def build() -> nn.Module:
-        module_out = factory()
+        try:
+            module_out = factory()
+        except Exception as exc:  # the user's own code failed: say so in one line, with its message
+            raise ModelLoadError(f"{name} raised {type(exc).__name__}: {exc} (the error is in the factory's own code)") from exc
         if not isinstance(module_out, nn.Module):
             raise ModelLoadError(f"{name} returned a {type(module_out).__name__}, not a torch.nn.Module")
         return module_out

@@ -71,7 +71,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"cannot read weights file {path}: it is not a state dict of tensors (only files that load "
             "with weights_only=True are accepted); save one with torch.save(model.state_dict(), PATH)"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as exc:  # garbage input
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(
             f"cannot read weights file {path} ({msg}): it must be a state dict saved with torch.save "

@@ -1,0 +1,75 @@
+"""`circuits sql` on a real PostgreSQL server: refused as a superuser (which could run programs
+with COPY … PROGRAM and read files with pg_read_file), allowed and bounded as a read-only role.
+
+Needs a server: `eval $(bash .ci/postgres.sh)` sets CIRCUITS_TEST_PG_URL (a superuser URL).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from circuits.cli.main import app
+
+pytestmark = pytest.mark.pg
+runner = CliRunner()
+URL = os.environ.get("CIRCUITS_TEST_PG_URL")
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory):
+    if not URL:
+        pytest.skip("no PostgreSQL server: eval $(bash .ci/postgres.sh) sets CIRCUITS_TEST_PG_URL")
+    import psycopg
+
+    admin = make_url(URL)
+    name = f"h10_{uuid.uuid4().hex[:8]}"
+    plain = admin.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    db_url = admin.set(database=name).render_as_string(hide_password=False)
+    r = runner.invoke(app, ["db", "init", "--db", db_url])
+    assert r.exit_code == 0, r.output
+    reader = f"reader_{name}"
+    with psycopg.connect(admin.set(drivername="postgresql", database=name).render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {reader} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {reader}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}")
+    yield {"admin": db_url, "reader": admin.set(database=name, username=reader).render_as_string(hide_password=False)}
+    from catalog.engine import close_all
+
+    close_all()
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        conn.execute(f"DROP ROLE {reader}")
+
+
+def test_superuser_is_refused_before_any_statement(pg, tmp_path, monkeypatch):
+    monkeypatch.delenv("CIRCUITS_SQL_ALLOW_SUPERUSER", raising=False)
+    marker = tmp_path / "ran"
+    r = runner.invoke(app, ["sql", f"copy (select 1) to program 'touch {marker}'", "--db", pg["admin"]])
+    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "superuser" in r.stderr, r.output
+    assert "CREATE ROLE" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+    r = runner.invoke(app, ["sql", "select pg_read_file('/etc/hostname')", "--db", pg["admin"]])
+    assert r.exit_code == 1 and "superuser" in r.stderr
+    r = runner.invoke(app, ["sql", "select 1 as one", "--db", pg["admin"], "--allow-superuser", "-f", "json"])
+    assert r.exit_code == 0 and '"one": 1' in r.stdout, r.output  # the documented, explicit way out
+
+
+def test_a_read_only_role_reads_and_is_bounded(pg, tmp_path):
+    r = runner.invoke(app, ["sql", "select count(*) as n from run", "--db", pg["reader"], "-f", "json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["sql", "select pg_read_file('/etc/hostname')", "--db", pg["reader"]])
+    assert r.exit_code == 1 and r.stderr.startswith("error: "), r.output
+    r = runner.invoke(app, ["sql", "select pg_sleep(5)", "--timeout", "0.5", "--db", pg["reader"]])
+    assert r.exit_code == 1 and "ran longer than 0.5 s" in r.stderr, r.output
+    marker = Path(tmp_path / "ran")
+    r = runner.invoke(app, ["sql", f"copy (select 1) to program 'touch {marker}'", "--db", pg["reader"]])
+    assert r.exit_code == 1 and not marker.exists()
