@@ -46,6 +46,9 @@ def write_circuit(
 ) -> int:
     """Store a circuit of a complete run: `channels[i]` are its k[i] channels in the run's layer i.
 
+    Its neurons go to `circuit_neuron` and its internal edges, with their scores from the run's
+    matrices, to `circuit_edge`.
+
     Args:
         session: the caller's session.
         run_id: the run it was searched on.
@@ -98,6 +101,9 @@ def write_circuit(
         "circuit_neuron",
         {"circuit_id": np.full(len(neurons), circuit.id), "neuron_id": neurons},
     )
+    # The internal edges go with the circuit, so its graph and weighted overlap need no matrix.
+    matrices = bulk.read_edge_matrices(session, run_id, neuron_ids)
+    bulk.write_circuit_edges(session, circuit.id, run_id, neuron_ids, matrices, channels)
     return circuit.id
 
 

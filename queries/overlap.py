@@ -10,9 +10,10 @@ Three metrics (`METRICS`):
   *internal* edges) and 0 otherwise, divided by the sum of X's internal scores. Raw scores differ
   in scale from concept to concept; after the division each circuit's weights sum to 1, so the
   metric compares where each circuit's attribution sits rather than how strong its run was.
-  A circuit whose run kept no internal edges has no weights: its row is NaN (1 on the diagonal).
+  A circuit whose internal edges all score 0 has no weights: its row is NaN (1 on the diagonal).
 
-Each query is a handful of SQL statements returning Arrow; the arithmetic is NumPy.
+Each query is a handful of SQL statements returning Arrow (internal edges come from
+`circuit_edge`, stored with each circuit); the arithmetic is NumPy.
 """
 
 from __future__ import annotations
@@ -97,45 +98,22 @@ def circuit_members(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
 def internal_edges(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
     """Every circuit's internal edges (both ends in the circuit) with their scores.
 
-    One query per run involved: a constant run id lets DuckDB skip every other run's row groups
-    by their min/max statistics, and the IN (SELECT …) filters let it skip most of the rest
-    (the edge table has no index on DuckDB, see `catalog.models.Edge`).
+    One query on `circuit_edge`, where each circuit's internal edges are stored with it.
 
     Returns:
         Columns ``circuit_id``, ``src_neuron_id``, ``dst_neuron_id`` (int64), ``score`` (float32).
     """
-    ids = [int(c) for c in circuit_ids]
-    runs = query_arrow(session, "SELECT id, run_id FROM circuit WHERE id = ANY(:ids)", {"ids": ids})
-    by_run: dict[int, list[int]] = {}
-    for cid, run in zip(runs.column("id").to_pylist(), runs.column("run_id").to_pylist()):
-        by_run.setdefault(int(run), []).append(int(cid))
-    parts = []
-    for run, members in sorted(by_run.items()):
-        table = query_arrow(
-            session,
-            "WITH members AS (SELECT circuit_id, neuron_id FROM circuit_neuron WHERE circuit_id = ANY(:ids)) "
-            "SELECT s.circuit_id AS circuit_id, e.src_neuron_id AS src_neuron_id, "
-            "e.dst_neuron_id AS dst_neuron_id, e.score AS score FROM edge e "
-            "JOIN members s ON s.neuron_id = e.src_neuron_id "
-            "JOIN members d ON d.circuit_id = s.circuit_id AND d.neuron_id = e.dst_neuron_id "
-            "WHERE e.run_id = :run AND e.src_neuron_id IN (SELECT neuron_id FROM members) "
-            "AND e.dst_neuron_id IN (SELECT neuron_id FROM members)",
-            {"ids": members, "run": run},
-        )
-        parts.append(
-            {
-                "circuit_id": column(table, "circuit_id", np.int64),
-                "src_neuron_id": column(table, "src_neuron_id", np.int64),
-                "dst_neuron_id": column(table, "dst_neuron_id", np.int64),
-                "score": column(table, "score", np.float32),
-            }
-        )
-    names = ("circuit_id", "src_neuron_id", "dst_neuron_id", "score")
-    dtypes = (np.int64, np.int64, np.int64, np.float32)
+    table = query_arrow(
+        session,
+        "SELECT circuit_id, src_neuron_id, dst_neuron_id, score FROM circuit_edge WHERE circuit_id = ANY(:ids)",
+        {"ids": [int(c) for c in circuit_ids]},
+    )
     return pa.table(
         {
-            name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=dtype)
-            for name, dtype in zip(names, dtypes)
+            "circuit_id": column(table, "circuit_id", np.int64),
+            "src_neuron_id": column(table, "src_neuron_id", np.int64),
+            "dst_neuron_id": column(table, "dst_neuron_id", np.int64),
+            "score": column(table, "score", np.float32),
         }
     )
 

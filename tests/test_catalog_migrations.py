@@ -91,11 +91,12 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    monkeypatch.setattr(revision, "SCHEMA_HEAD", "0002")
+    current, newer = revision.SCHEMA_HEAD, f"{int(revision.SCHEMA_HEAD) + 1:04d}"
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", newer)
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
-    assert "0001" in message and "0002" in message
+    assert current in message and newer in message
     assert f"circuits db upgrade --db {catalog_path}" in message
     assert catalog_status(catalog_path).state == "outdated"
 
@@ -140,14 +141,15 @@ def test_foreign_database_with_other_tables_is_not_stamped(tmp_path):
 
 def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path, monkeypatch):
     """A second, additive revision (as future ones will be) runs on DuckDB through env.py."""
+    head, later = revision.SCHEMA_HEAD, f"{int(revision.SCHEMA_HEAD) + 1:04d}"
     extra = tmp_path / "versions"
     extra.mkdir()
-    (extra / "0002_note.py").write_text(textwrap.dedent('''
+    (extra / f"{later}_note.py").write_text(textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
-        revision = "0002"
-        down_revision = "0001"
+        revision = "{later}"
+        down_revision = "{head}"
         branch_labels = None
         depends_on = None
 
@@ -157,16 +159,16 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         def downgrade():
             op.drop_column("edge", "note")
     '''))
-    assert migrate.script_heads(version_locations=[extra]) == ("0002",)
+    assert migrate.script_heads(version_locations=[extra]) == (later,)
     engine = _engine(catalog_path)
     with engine.begin() as conn:
         migrate.upgrade(conn, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0002"
+        assert migrate.current_revision(conn) == later
         assert "note" in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     with engine.begin() as conn:
-        migrate.downgrade(conn, "0001", version_locations=[extra])
+        migrate.downgrade(conn, head, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == "0001"
+        assert migrate.current_revision(conn) == head
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()

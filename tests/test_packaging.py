@@ -8,6 +8,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from catalog.revision import SCHEMA_HEAD
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -28,7 +30,7 @@ def test_wheel_install_can_init_and_upgrade_a_catalog(tmp_path):
     for args in (["db", "init", "--db", str(db)], ["db", "upgrade", "--db", str(db)], ["db", "status", "--db", str(db)]):
         r = subprocess.run([*cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert r.returncode == 0, (args, r.stdout, r.stderr)
-    assert "0001" in r.stdout
+    assert SCHEMA_HEAD in r.stdout
     where = subprocess.run([sys.executable, "-c", "import catalog; print(catalog.__file__)"], cwd=tmp_path,
                            env=env, capture_output=True, text=True, check=True)
     assert where.stdout.startswith(str(target))
