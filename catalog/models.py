@@ -297,3 +297,8 @@ class Evaluation(Base):
     clean_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     value: Mapped[float] = mapped_column(Double)
     baseline_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+# The thumbnail tables live in their own module; importing it here puts them on Base.metadata
+# wherever the schema is used (create_all, Alembic's env, the migration tests).
+from catalog import media as _media  # noqa: E402,F401

@@ -200,6 +200,11 @@ def ingest(
         )
         circuit = find_circuit(matrices, ks, max_sweeps=config.max_sweeps)
         seconds = time.perf_counter() - t0
+        from ingest import thumbnails  # the circuit neurons' example patches (catalog.media)
+
+        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
+                                            mean=loaded.spec.mean, std=loaded.spec.std, progress=progress)
+        thumbs = thumbnails.example_thumbnails(image_set.images)
         if progress is not None:
             progress("writing", 0, 1)
         with cat.session() as s, s.begin():  # one transaction: the whole run or nothing
@@ -221,6 +226,8 @@ def ingest(
                 converged=circuit.converged,
                 objective_history=circuit.objective_history,
             )
+            thumbnails.store_thumbnails(s, run_id=run_id, model_id=model.id, concept_id=concept_id,
+                                        image_set_sha256=image_set.sha256, patches=patches, thumbnails=thumbs)
     except (Exception, KeyboardInterrupt) as exc:
         _record_failure(cat, model_fields, config.concept, run_fields, time.perf_counter() - t0, exc)
         raise

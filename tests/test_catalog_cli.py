@@ -80,7 +80,7 @@ def test_db_init_status_upgrade(tmp_path):
 
 
 def test_outdated_catalog_status_and_refusal(catalog_path, monkeypatch):
-    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")  # a newer code version
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")
     status = _invoke("db", "status", "--db", str(catalog_path))
     assert "state:    outdated" in status.output
     assert f"next:     circuits db upgrade --db {catalog_path}" in status.output

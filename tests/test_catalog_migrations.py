@@ -18,6 +18,8 @@ from catalog.admin import catalog_status, upgrade_catalog
 from catalog.models import Base
 from catalog.views import VIEWS, create_all
 
+HEAD = revision.SCHEMA_HEAD  # captured before any test patches it
+
 
 def _engine(path: Path) -> sa.Engine:
     return build_engine(resolve_url(path), read_only=False, poolclass=sa.pool.NullPool)
@@ -91,12 +93,11 @@ def test_postgresql_migration_matches_models_offline():
 
 
 def test_outdated_database_names_upgrade(catalog_path, monkeypatch):
-    current, newer = revision.SCHEMA_HEAD, f"{int(revision.SCHEMA_HEAD) + 1:04d}"
-    monkeypatch.setattr(revision, "SCHEMA_HEAD", newer)
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")
     with pytest.raises(SchemaOutdated) as err:
         open_catalog(catalog_path, read_only=True)
     message = str(err.value)
-    assert current in message and newer in message
+    assert HEAD in message and revision.SCHEMA_HEAD in message
     assert f"circuits db upgrade --db {catalog_path}" in message
     assert catalog_status(catalog_path).state == "outdated"
 
@@ -141,15 +142,15 @@ def test_foreign_database_with_other_tables_is_not_stamped(tmp_path):
 
 def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path, monkeypatch):
     """A second, additive revision (as future ones will be) runs on DuckDB through env.py."""
-    head, later = revision.SCHEMA_HEAD, f"{int(revision.SCHEMA_HEAD) + 1:04d}"
     extra = tmp_path / "versions"
     extra.mkdir()
+    later = f"{int(HEAD) + 1:04d}"
     (extra / f"{later}_note.py").write_text(textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
         revision = "{later}"
-        down_revision = "{head}"
+        down_revision = "{HEAD}"
         branch_labels = None
         depends_on = None
 
@@ -167,8 +168,8 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         assert migrate.current_revision(conn) == later
         assert "note" in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     with engine.begin() as conn:
-        migrate.downgrade(conn, head, version_locations=[extra])
+        migrate.downgrade(conn, HEAD, version_locations=[extra])
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == head
+        assert migrate.current_revision(conn) == HEAD
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()

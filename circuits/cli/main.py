@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from catalog.errors import CircuitsError
-from circuits.cli import db, demo, export, ingest, masks, read, train
+from circuits.cli import db, demo, export, ingest, masks, read, serve, train
 
 
 class _RootGroup(TyperGroup):
@@ -38,7 +38,7 @@ app = typer.Typer(
 )
 
 
-for _sub in (db.app, ingest.app, masks.app, train.app, read.app, export.app, demo.app):
+for _sub in (db.app, ingest.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
     app.add_typer(_sub)
 
 

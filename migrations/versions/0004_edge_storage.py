@@ -1,7 +1,7 @@
 """Edge storage that scales: full matrices as compressed blobs, top edges and circuit edges as rows.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-29
 
 Before: `edge` held every neuron pair of every run (~19 MB of DuckDB file per googlenet run).
@@ -39,7 +39,7 @@ from catalog.edge_select import circuit_pairs, top_edge_mask
 from catalog.matrix_codec import CODEC, decode_matrix, encode_matrix
 
 revision = "0004"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,308 @@
+"""Thumbnails kept in the catalog, so a shared catalog file is self-contained for viewing.
+
+Two tables, created by migration 0002:
+
+- `neuron_patch`: for a run and one of its circuit neurons, the top-activating example images of
+  the run's concept set, cropped to the neuron's receptive field around its strongest position,
+  as small PNGs (rank 0 = strongest). Written by `ingest.thumbnails` in the run's transaction,
+  or later by `circuits thumbnails RUN`.
+- `image_thumbnail`: one small PNG per example image of a concept.
+
+Both are bounded: `MAX_PNG_BYTES` per PNG (the writer shrinks until it fits), and the ingest side
+keeps a handful of patches per neuron. Data functions take the caller's Session and never commit
+(STYLE §5); they return plain dataclasses (STYLE §6). The rows are small (kilobytes), so they go
+through Core `executemany`, not the ORM and not the bulk edge path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Double,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    String,
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from catalog.errors import CatalogError, NotFound
+from catalog.models import Base, ExampleImage, Layer, Neuron, Run
+
+__all__ = [
+    "ImageThumbnail",
+    "NeuronPatch",
+    "PatchRow",
+    "ThumbRow",
+    "MAX_PNG_BYTES",
+    "delete_run_patches",
+    "example_image_ids",
+    "image_set_sources",
+    "image_set_thumbnails",
+    "image_thumbnail_png",
+    "neuron_id_map",
+    "patch_png",
+    "read_patches",
+    "write_image_thumbnails",
+    "write_patches",
+]
+
+MAX_PNG_BYTES = 24_000
+"""Largest PNG the catalog accepts (a 64 px RGB thumbnail is 3–12 kB)."""
+
+
+class NeuronPatch(Base):
+    """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
+
+    __tablename__ = "neuron_patch"
+    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
+    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
+    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))
+    activation: Mapped[float] = mapped_column(Double)  # the neuron's max over positions, this image
+    # crop box in the model-input pixels of the image: x0, y0, x1, y1 (x1/y1 exclusive)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImageThumbnail(Base):
+    """A small PNG of one concept example image."""
+
+    __tablename__ = "image_thumbnail"
+
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)  # the original image's size
+    height: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+@dataclass(frozen=True)
+class PatchRow:
+    """One stored patch (without or with its PNG bytes)."""
+
+    run_id: int
+    neuron_id: int
+    rank: int
+    example_image_id: int
+    activation: float
+    box: tuple[int, int, int, int]
+    png: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ThumbRow:
+    """One example image of a set with its thumbnail's presence."""
+
+    example_image_id: int
+    position: int
+    sha256: str
+    source_path: str
+    has_thumbnail: bool
+
+
+def _check_png(data: bytes, what: str) -> None:
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise CatalogError(f"{what} is not a PNG")
+    if len(data) > MAX_PNG_BYTES:
+        raise CatalogError(f"{what} is {len(data)} bytes, over the {MAX_PNG_BYTES}-byte limit: shrink it")
+
+
+def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *, replace: bool = True) -> int:
+    """Store a run's neuron patches (replacing the run's old ones when `replace`).
+
+    Args:
+        session: the caller's session (its transaction; e.g. the run's own).
+        run_id: the run (it may still be uncommitted in this transaction).
+        patches: rows with `png` set; their `run_id` is ignored.
+        replace: delete the run's previous patches first (recomputation).
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        CatalogError: a patch is not a PNG or is too large.
+    """
+    rows = []
+    for p in patches:
+        assert p.png is not None, "write_patches needs the PNG bytes"
+        _check_png(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
+        x0, y0, x1, y1 = (int(v) for v in p.box)
+        rows.append(dict(run_id=int(run_id), neuron_id=int(p.neuron_id), rank=int(p.rank),
+                         example_image_id=int(p.example_image_id), activation=float(p.activation),
+                         x0=x0, y0=y0, x1=x1, y1=y1, mime="image/png", data=p.png))
+    if replace:
+        delete_run_patches(session, run_id)
+    if rows:
+        session.execute(insert(NeuronPatch), rows)
+    return len(rows)
+
+
+def delete_run_patches(session: Session, run_id: int) -> None:
+    """Delete every patch of a run (call beside `catalog.store.delete_run`)."""
+    session.execute(delete(NeuronPatch).where(NeuronPatch.run_id == int(run_id)))
+
+
+def write_image_thumbnails(session: Session, thumbs: Iterable[tuple[int, int, int, bytes]]) -> int:
+    """Store example-image thumbnails (example_image_id, width, height, png); existing ones are kept.
+
+    Returns:
+        The number of thumbnails written now.
+
+    Raises:
+        CatalogError: a thumbnail is not a PNG or is too large.
+    """
+    items = list(thumbs)
+    if not items:
+        return 0
+    have = set(session.scalars(
+        select(ImageThumbnail.example_image_id).where(
+            ImageThumbnail.example_image_id.in_([int(i) for i, *_ in items]))
+    ).all())
+    rows = []
+    for image_id, width, height, png in items:
+        if int(image_id) in have:
+            continue
+        _check_png(png, f"thumbnail of example image {image_id}")
+        have.add(int(image_id))
+        rows.append(dict(example_image_id=int(image_id), width=int(width), height=int(height),
+                         mime="image/png", data=png))
+    if rows:
+        session.execute(insert(ImageThumbnail), rows)
+    return len(rows)
+
+
+def example_image_ids(session: Session, concept_id: int, image_set_sha256: str) -> list[int]:
+    """The ids of an image set's example images, in set order.
+
+    Raises:
+        NotFound: the concept has no such image set.
+    """
+    ids = session.scalars(
+        select(ExampleImage.id)
+        .where(ExampleImage.concept_id == int(concept_id), ExampleImage.image_set_sha256 == image_set_sha256)
+        .order_by(ExampleImage.position)
+    ).all()
+    if not ids:
+        raise NotFound(f"concept {concept_id} has no image set {image_set_sha256[:12]} in the catalog")
+    return [int(i) for i in ids]
+
+
+def image_set_sources(session: Session, concept_id: int, image_set_sha256: str) -> list[tuple[str, str]]:
+    """(source path, sha256) of an image set's example images, in set order.
+
+    Raises:
+        NotFound: the concept has no such image set.
+    """
+    rows = session.execute(
+        select(ExampleImage.source_path, ExampleImage.sha256)
+        .where(ExampleImage.concept_id == int(concept_id), ExampleImage.image_set_sha256 == image_set_sha256)
+        .order_by(ExampleImage.position)
+    ).all()
+    if not rows:
+        raise NotFound(f"concept {concept_id} has no image set {image_set_sha256[:12]} in the catalog")
+    return [(r[0], r[1]) for r in rows]
+
+
+def neuron_id_map(session: Session, model_id: int, layer_names: Sequence[str]) -> dict[tuple[str, int], int]:
+    """{(layer name, channel): neuron id} for the given layers of a model."""
+    q = (
+        select(Layer.name, Neuron.channel, Neuron.id)
+        .join(Neuron, Neuron.layer_id == Layer.id)
+        .where(Layer.model_id == int(model_id), Layer.name.in_(list(layer_names)))
+    )
+    return {(r[0], int(r[1])): int(r[2]) for r in session.execute(q)}
+
+
+def read_patches(
+    session: Session, run_id: int | None = None, neuron_ids: Sequence[int] | None = None,
+    *, with_png: bool = False,
+) -> dict[tuple[int, int], list[PatchRow]]:
+    """Stored patches of complete runs, grouped by (run_id, neuron_id), strongest first.
+
+    Args:
+        session: the caller's session.
+        run_id: only this run (None: every complete run).
+        neuron_ids: only these neurons (None: all).
+        with_png: include the PNG bytes.
+
+    Returns:
+        {(run_id, neuron_id): [PatchRow, …]} ordered by rank.
+    """
+    cols = [NeuronPatch.run_id, NeuronPatch.neuron_id, NeuronPatch.rank, NeuronPatch.example_image_id,
+            NeuronPatch.activation, NeuronPatch.x0, NeuronPatch.y0, NeuronPatch.x1, NeuronPatch.y1]
+    if with_png:
+        cols.append(NeuronPatch.data)
+    q = select(*cols).join(Run, Run.id == NeuronPatch.run_id).where(Run.status == "complete")
+    if run_id is not None:
+        q = q.where(NeuronPatch.run_id == int(run_id))
+    if neuron_ids is not None:
+        q = q.where(NeuronPatch.neuron_id.in_([int(n) for n in neuron_ids]))
+    out: dict[tuple[int, int], list[PatchRow]] = {}
+    for row in session.execute(q.order_by(NeuronPatch.run_id, NeuronPatch.neuron_id, NeuronPatch.rank)):
+        png = bytes(row[9]) if with_png else None
+        out.setdefault((row[0], row[1]), []).append(
+            PatchRow(row[0], row[1], row[2], row[3], float(row[4]), (row[5], row[6], row[7], row[8]), png)
+        )
+    return out
+
+
+def patch_png(session: Session, run_id: int, neuron_id: int, rank: int) -> bytes:
+    """One patch's PNG bytes.
+
+    Raises:
+        NotFound: no such patch.
+    """
+    data = session.scalar(select(NeuronPatch.data).where(
+        NeuronPatch.run_id == int(run_id), NeuronPatch.neuron_id == int(neuron_id), NeuronPatch.rank == int(rank)))
+    if data is None:
+        raise NotFound(f"no patch {rank} of neuron {neuron_id} in run {run_id}: "
+                       f"compute them with `circuits thumbnails {run_id}`")
+    return bytes(data)
+
+
+def image_thumbnail_png(session: Session, example_image_id: int) -> bytes:
+    """One example image's thumbnail PNG bytes.
+
+    Raises:
+        NotFound: no thumbnail for that image.
+    """
+    data = session.scalar(select(ImageThumbnail.data).where(ImageThumbnail.example_image_id == int(example_image_id)))
+    if data is None:
+        raise NotFound(f"no thumbnail of example image {example_image_id} in the catalog")
+    return bytes(data)
+
+
+def image_set_thumbnails(session: Session, image_set_sha256: str) -> list[ThumbRow]:
+    """An image set's example images (first concept that has it) with whether each has a thumbnail.
+
+    Raises:
+        NotFound: no such image set.
+    """
+    concept = session.scalar(select(ExampleImage.concept_id).where(
+        ExampleImage.image_set_sha256 == image_set_sha256).order_by(ExampleImage.concept_id).limit(1))
+    if concept is None:
+        raise NotFound(f"no image set {image_set_sha256[:12]} in the catalog")
+    q = (
+        select(ExampleImage.id, ExampleImage.position, ExampleImage.sha256, ExampleImage.source_path,
+               ImageThumbnail.example_image_id)
+        .outerjoin(ImageThumbnail, ImageThumbnail.example_image_id == ExampleImage.id)
+        .where(ExampleImage.image_set_sha256 == image_set_sha256, ExampleImage.concept_id == concept)
+        .order_by(ExampleImage.position)
+    )
+    return [ThumbRow(int(r[0]), int(r[1]), r[2], r[3], r[4] is not None) for r in session.execute(q)]

@@ -1,0 +1,144 @@
+"""HTML pages of the catalog browser (Jinja2 templates, autoescaped) and the one-file report.
+
+`Pages` renders each page from the plain views of `circuits.web.data`; links and image sources
+come from two small strategies: in the server they are URLs (`/neuron/...`, `/patch/...png`), in
+a report they are anchors within the page and `data:` URIs, so the report needs no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from importlib import resources
+
+import jinja2
+
+from catalog import media
+from circuits.web import data
+from circuits.web.examples import EXAMPLES
+from circuits.web.graph import circuit_svg, heatmap_svg
+
+__all__ = ["Pages", "report_html", "stylesheet"]
+
+
+def stylesheet() -> str:
+    """The browser's CSS (served at /static/style.css, inlined into reports)."""
+    return resources.files("circuits.web").joinpath("static/style.css").read_text(encoding="utf-8")
+
+
+def _environment() -> jinja2.Environment:
+    folder = resources.files("circuits.web").joinpath("templates")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+    )
+    return env
+
+
+def _anchor(n: data.Node) -> str:
+    return f"n-{n.layer}-{n.channel}".replace(" ", "_")
+
+
+class Pages:
+    """Renders the browser's pages for one catalog.
+
+    Args:
+        catalog_name: how the catalog is named in the header (its path or URL).
+        report: render for a self-contained report (anchors and data: URIs, inline CSS).
+    """
+
+    def __init__(self, catalog_name: str, *, report: bool = False):
+        self.catalog_name = catalog_name
+        self.report = report
+        self.env = _environment()
+
+    def _render(self, template: str, **context) -> str:
+        base = dict(catalog_name=self.catalog_name, report=self.report,
+                    inline_css=stylesheet() if self.report else None)
+        return self.env.get_template(template).render(**base, **context)
+
+    def _circuit_context(self, view: data.CircuitView) -> dict:
+        if self.report:
+            def href(n: data.Node) -> str:
+                return f"#{_anchor(n)}" if n.in_circuit else "#graph"
+
+            def patch_src(p: media.PatchRow) -> str:
+                assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
+                return "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")
+        else:
+            def href(n: data.Node) -> str:
+                return data.neuron_href(view.model, n.layer, n.channel)
+
+            def patch_src(p: media.PatchRow) -> str:
+                return f"/patch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
+        return dict(view=view, svg=circuit_svg(view, href), href=href, anchor=_anchor, patch_src=patch_src)
+
+    def home(self, view: data.HomeView) -> str:
+        """The catalog's home page."""
+        return self._render("home.html", title="catalog", view=view)
+
+    def circuit(self, view: data.CircuitView) -> str:
+        """A circuit's page."""
+        title = f"circuit {view.details.circuit.id} ({view.details.run.concept})"
+        return self._render("circuit.html", title=title, **self._circuit_context(view))
+
+    def neuron(self, view: data.NeuronView) -> str:
+        """A neuron's page."""
+        def link(layer: str, channel: int) -> str:
+            return data.neuron_href(view.model, layer, channel)
+
+        return self._render(
+            "neuron.html", title=data.neuron_id_text(view.model, view.layer, view.channel), view=view,
+            link=link, anchor_id=f"n-{view.layer}-{view.channel}",
+        )
+
+    def compare(self, view: data.CompareView) -> str:
+        """Circuits side by side with the overlap heat-map."""
+        graphs = [
+            (c, circuit_svg(c, lambda n, c=c: data.neuron_href(c.model, n.layer, n.channel), shared=view.shared))
+            for c in view.circuits
+        ]
+        heat = heatmap_svg(list(view.labels), view.jaccard, view.shared_counts)
+        return self._render("compare.html", title="compare", view=view, graphs=graphs, heatmap=heat)
+
+    def sql(self, query: str, result=None, error: str | None = None) -> str:
+        """The SQL box, with a result table or an error."""
+        return self._render("sql.html", title="SQL", query=query, result=result, error=error, examples=EXAMPLES)
+
+    def images(self, sha: str, rows: list[media.ThumbRow]) -> str:
+        """An image set's thumbnails."""
+        return self._render("images.html", title=f"image set {sha[:12]}", sha=sha, rows=rows)
+
+    def error(self, title: str, message: str) -> str:
+        """An error page."""
+        return self._render("error.html", title=title, message=message)
+
+    def report_page(self, view: data.CircuitView) -> str:
+        """The circuit page as one self-contained document."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        title = f"circuit {view.details.circuit.id} ({view.details.run.concept}) · report {stamp}"
+        return self._render("circuit.html", title=title, **self._circuit_context(view))
+
+
+def report_html(cat, circuit: str | int, model: str | None = None) -> tuple[int, str]:
+    """A circuit's page as one self-contained HTML document (inline SVG and CSS, data: images).
+
+    Args:
+        cat: an open catalog (read-only is enough).
+        circuit: circuit id, or a concept name (its newest circuit).
+        model: the model, when the concept has circuits on several models.
+
+    Returns:
+        (circuit id, the HTML text).
+
+    Raises:
+        NotFound, CircuitsError: see `queries.listing.resolve_circuit`.
+    """
+    from queries.listing import resolve_circuit
+
+    with cat.session() as s:
+        circuit_id = resolve_circuit(s, circuit, model).circuit_id
+        view = data.circuit_view(s, circuit_id, with_png=True)
+    return circuit_id, Pages(cat.display, report=True).report_page(view)
