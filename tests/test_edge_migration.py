@@ -16,6 +16,7 @@ from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolv
 from catalog.models import Circuit, Run
 from ingest.cla.search import find_circuit
 from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix
+from tests.pg_scratch import scratch_database
 
 LAYERS = [("a", 6), ("b", 9), ("c", 7), ("d", 5)]
 NAMES = [n for n, _ in LAYERS]
@@ -81,11 +82,18 @@ def _old_circuit(s, model, run_id, channels):
     return circuit.id
 
 
-@pytest.fixture
-def old_catalog(tmp_path):
-    """A DuckDB catalog at schema 0001 with two complete runs (one sparse and shuffled), a failed
-    run and four circuits; returns (path, engine, model, {run: matrices}, circuit ids)."""
-    path = tmp_path / "old.duckdb"
+@pytest.fixture(params=["duckdb", "postgresql"])
+def old_catalog(request, tmp_path):
+    """A catalog at schema 0001 with two complete runs (one sparse and shuffled), a failed run and
+    four circuits, on each backend; returns (path or URL, engine, model, {run: matrices}, circuit ids)."""
+    if request.param == "duckdb":
+        yield from _old_catalog(tmp_path / "old.duckdb")
+    else:
+        with scratch_database() as url:
+            yield from _old_catalog(url)
+
+
+def _old_catalog(path):
     engine = build_engine(resolve_url(path), read_only=False, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         migrate.upgrade(conn, "0001")
@@ -114,7 +122,8 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
     lookup = {c: i for i, c in enumerate(circuits)}
     index = np.array([lookup[r[0]] for r in old])
     keys = np.array([(r[1] << 32) | r[2] for r in old], dtype=np.int64)
-    before_weighted = weighted_jaccard_matrix(index, keys, np.array([r[3] for r in old]), len(circuits))
+    scores = np.array([r[3] for r in old], dtype=np.float32)  # psycopg gives REAL as its shortest decimal
+    before_weighted = weighted_jaccard_matrix(index, keys, scores, len(circuits))
 
     with engine.begin() as conn:
         migrate.upgrade(conn)

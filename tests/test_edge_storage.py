@@ -10,13 +10,31 @@ import pytest
 import sqlalchemy as sa
 
 from catalog import store
+from catalog.engine import open_catalog
+from catalog.admin import init_catalog
 from catalog.edge_select import circuit_pairs, top_edge_mask
 from catalog.errors import CatalogError
 from catalog.matrix_codec import CODEC, decode_matrix, encode_matrix
 from queries.graphs import EdgeSelection, circuit_graph, run_top_edges
-from queries.overlap import internal_edges
+from queries.overlap import internal_edges, overlap_of_circuits
+from tests.pg_scratch import scratch_database
 
 LAYERS = [("a", 7), ("b", 9), ("c", 6)]
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def any_cat(request, catalog_path):
+    """A fresh catalog on each backend (PostgreSQL: a scratch database, skipped without a server)."""
+    if request.param == "duckdb":
+        cat = open_catalog(catalog_path)
+        yield cat
+        cat.close()
+        return
+    with scratch_database() as url:
+        init_catalog(url)
+        cat = open_catalog(url)
+        yield cat
+        cat.close()
 
 
 def _cla_like(rng, shape, zeros=0.33):
@@ -115,7 +133,8 @@ def _write(s, matrices, channel_sets):
     return model, run_id, circuits
 
 
-def test_circuit_edges_are_stored_with_the_circuit_and_go_with_its_run(cat):
+def test_circuit_edges_are_stored_with_the_circuit_and_go_with_its_run(any_cat):
+    cat = any_cat
     rng = np.random.default_rng(3)
     widths = [w for _, w in LAYERS]
     matrices = [_cla_like(rng, (a, b)) for a, b in zip(widths, widths[1:])]
@@ -127,12 +146,14 @@ def test_circuit_edges_are_stored_with_the_circuit_and_go_with_its_run(cat):
         table = internal_edges(s, circuits)
         graph = circuit_graph(s, circuits[0])
         view = s.execute(sa.text("SELECT count(*), sum(score) FROM circuit_edges_v")).one()
+        weighted = overlap_of_circuits(s, circuits, "weighted")
     got = {(c, a, b): x for c, a, b, x in zip(*(table.column(i).to_pylist() for i in range(4)))}
     expected = {}
     for cid, ch in zip(circuits, channel_sets):
         src, dst, score = circuit_pairs(ids, matrices, ch)
         expected |= {(cid, a, b): x for a, b, x in zip(src.tolist(), dst.tolist(), score.tolist())}
     assert got == expected and view[0] == len(expected)
+    assert weighted.shape == (2, 2) and weighted[0, 0] == 1 and 0 <= weighted[0, 1] < 1
     assert graph.number_of_edges() == 2 * 3 + 3 * 1
     assert graph.edges["a:0", "b:8"]["score"] == pytest.approx(float(matrices[0][0, 8]))
     with cat.session() as s, s.begin():
@@ -163,7 +184,8 @@ def _reference_top_edges(ids, matrices, selection):
     return sorted(kept, key=lambda r: (-r[0], r[1], r[2]))
 
 
-def test_run_top_edges_match_a_sort_everything_reference(cat):
+def test_run_top_edges_match_a_sort_everything_reference(any_cat):
+    cat = any_cat
     rng = np.random.default_rng(4)
     widths = [w for _, w in LAYERS]
     matrices = [np.round(_cla_like(rng, (a, b)) * 300) / 300 for a, b in zip(widths, widths[1:])]  # ties
@@ -180,3 +202,22 @@ def test_run_top_edges_match_a_sort_everything_reference(cat):
             got = list(zip(*(table.column(c).to_pylist() for c in ("score", "src_neuron_id", "dst_neuron_id"))))
             want = _reference_top_edges(ids, [m.astype(np.float32) for m in matrices], sel)
             assert [(pytest.approx(a), b, c) for a, b, c in want] == got, sel
+
+
+def test_matrices_and_top_edges_round_trip_on_each_backend(any_cat):
+    rng = np.random.default_rng(5)
+    widths = [w for _, w in LAYERS]
+    matrices = [_cla_like(rng, (a, b)) for a, b in zip(widths, widths[1:])]
+    matrices[0][0, 0] = -0.0
+    with any_cat.session() as s, s.begin():
+        model, run_id, _ = _write(s, matrices, [])
+    with any_cat.session() as s:
+        back = store.read_run_matrices(s, run_id)
+        rows = s.execute(sa.text("SELECT src_layer, src_channel, dst_channel, score FROM edges_v")).all()
+        arrow = store.read_run_edges_arrow(s, run_id)
+    for m, b in zip(matrices, back):
+        np.testing.assert_array_equal(b.view(np.uint32), m.view(np.uint32))
+    names = [n for n, _ in LAYERS]
+    assert len(rows) == sum(int(top_edge_mask(m, 4).sum()) for m in matrices)
+    assert all(matrices[names.index(layer)][a, b] == x for layer, a, b, x in rows)
+    assert arrow.num_rows == sum(m.size for m in matrices)
