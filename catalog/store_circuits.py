@@ -102,9 +102,21 @@ def write_circuit(
         {"circuit_id": np.full(len(neurons), circuit.id), "neuron_id": neurons},
     )
     # The internal edges go with the circuit, so its graph and weighted overlap need no matrix.
-    matrices = bulk.read_edge_matrices(session, run_id, neuron_ids)
-    bulk.write_circuit_edges(session, circuit.id, run_id, neuron_ids, matrices, channels)
+    bulk.write_circuit_edges(session, circuit.id, run_id, neuron_ids, _matrices(session, run_id, neuron_ids), channels)
     return circuit.id
+
+
+def _matrices(session: Session, run_id: int, neuron_ids: list[np.ndarray]) -> list[np.ndarray]:
+    """A run's matrices, decoded once per session for the circuits written in it.
+
+    A run's scores never change once written, so the last run's decoded matrices are kept in
+    `session.info` (searching several k on one run writes several circuits in one session).
+    """
+    cache = session.info.setdefault("catalog.run_matrices", {})
+    if run_id not in cache:
+        cache.clear()  # one run at a time: bounded memory
+        cache[run_id] = bulk.read_edge_matrices(session, run_id, neuron_ids)
+    return cache[run_id]
 
 
 def _check_fixed(
