@@ -5,13 +5,14 @@ channel in L_i (source) and n the channel in L_{i+1} (destination). Layers are g
 `neuron_ids`: per layer, the neuron ids indexed by channel. A run is stored as:
 
 - `run_matrix`: each S_i whole, as one losslessly compressed blob (`catalog.matrix_codec`) —
-  what circuit search, `refine` and every exact query read (a few large rows per run);
+  what circuit search, `refine` and every exact query read (where the bytes sit on each backend:
+  `catalog.matrix_store`);
 - `edge`: each pair's top edges (`catalog.edge_select.top_edge_mask`), the rows `edges_v` shows;
 - `circuit_edge`: each circuit's internal edges, written with the circuit.
 
 Row tables: DuckDB gets an Arrow table registered on the session's own connection and one
 `INSERT … SELECT`, inside the caller's transaction; PostgreSQL gets binary `COPY … FROM STDIN`
-(`catalog.pg_copy`). Blobs go through one Core `executemany` on both.
+(`catalog.pg_copy`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import REAL, BigInteger, Float, Integer, insert, select, text
+from sqlalchemy import REAL, BigInteger, Float, Integer, select, text
 from sqlalchemy.orm import Session
 
-from catalog import pg_copy
+from catalog import matrix_store, pg_copy
 from catalog.edge_select import DEFAULT_TOP_K, circuit_pairs, top_edge_mask
 from catalog.engine import driver_connection
 from catalog.errors import CatalogError, NotFound
 from catalog.matrix_codec import CODEC, decode_matrix, encode_matrix
-from catalog.models import Base, Neuron, RunMatrix
+from catalog.models import Base, Neuron
 from catalog.vocab import RunStatus
 
 EDGE_COLUMNS = ("run_id", "src_neuron_id", "dst_neuron_id", "score")
@@ -137,8 +138,7 @@ def write_edge_matrices(
         }  # fmt: skip
         for i, m in enumerate(scores)
     ]
-    if rows:
-        session.execute(insert(RunMatrix.__table__), rows)
+    matrix_store.write_rows(session, rows)
     chunks = []
     for i, m in enumerate(scores):
         src, dst = np.nonzero(top_edge_mask(m, top_k))  # row-major
@@ -239,7 +239,7 @@ def read_edge_matrices(session: Session, run_id: int, neuron_ids: Sequence[np.nd
     Raises:
         CatalogError: the run has no stored matrices, or they do not fit its layers.
     """
-    stored = [r[1:6] for r in _matrix_rows(session, run_id) if r[1] is not None]
+    stored = [r[1:6] for r in matrix_store.read_rows(session, run_id) if r[1] is not None]
     return _decode_rows(run_id, stored, [(len(a), len(b)) for a, b in zip(neuron_ids, neuron_ids[1:])])
 
 
@@ -257,7 +257,7 @@ def read_run_matrices(session: Session, run_id: int) -> list[np.ndarray]:
         NotFound: no such run.
         CatalogError: the run is not complete, or its matrices do not fit its layers.
     """
-    rows = _matrix_rows(session, run_id)
+    rows = matrix_store.read_rows(session, run_id)
     if not rows:
         raise NotFound(f'no run {run_id} in the catalog: list them with `circuits sql "select * from run"`')
     status, names = rows[0][0], rows[0][8]
@@ -266,23 +266,6 @@ def read_run_matrices(session: Session, run_id: int) -> list[np.ndarray]:
     n_layers = len(json.loads(names) if isinstance(names, str) else names)
     stored = [r for r in rows if r[1] is not None]
     return _decode_rows(run_id, [r[1:6] for r in stored], [(r[6], r[7]) for r in stored], n_layers - 1)
-
-
-# A run's status, its matrices with the widths of the layers each joins, and its layer names.
-_RUN_MATRICES = (
-    "SELECT r.status, rm.pair, rm.n_src, rm.n_dst, rm.codec, rm.scores, ls.width, ld.width, r.layer_names "
-    "FROM run r LEFT JOIN run_matrix rm ON rm.run_id = r.id "
-    "LEFT JOIN layer ls ON ls.id = rm.src_layer_id LEFT JOIN layer ld ON ld.id = rm.dst_layer_id "
-    "WHERE r.id = ? ORDER BY rm.pair"
-)
-
-
-def _matrix_rows(session: Session, run_id: int) -> list[tuple]:
-    raw = driver_connection(session)
-    if _backend(session) == "duckdb":  # the driver's own cursor: no per-row SQLAlchemy processing
-        return raw.execute(_RUN_MATRICES, [int(run_id)]).fetchall()
-    with raw.cursor(binary=True) as cur:  # bytea comes in binary, not as hex text
-        return cur.execute(_RUN_MATRICES.replace("?", "%s"), [int(run_id)]).fetchall()
 
 
 def _decode_rows(
@@ -354,8 +337,9 @@ def read_edges_arrow(
 
 def delete_edges(session: Session, run_id: int) -> None:
     """Delete one run's matrices, top edges and circuit edges (in the caller's transaction)."""
-    for table in ("edge", "circuit_edge", "run_matrix"):
+    for table in ("edge", "circuit_edge"):
         session.execute(text(f"DELETE FROM {table} WHERE run_id = :r"), {"r": int(run_id)})
+    matrix_store.delete_rows(session, run_id)
 
 def _backend(session: Session) -> str:
     return session.get_bind().dialect.name

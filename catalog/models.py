@@ -20,6 +20,7 @@ from sqlalchemy import (
     DDL,
     JSON,
     REAL,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -175,7 +176,8 @@ class RunMatrix(Base):
     """One adjacent layer pair's full score matrix S_i of a run, losslessly compressed.
 
     Every score of the run is here (what circuit search and `refine` read); `edge` holds a subset.
-    Written and decoded only by `catalog.bulk` (codec: `catalog.matrix_codec`).
+    Written and decoded only by `catalog.bulk` (codec: `catalog.matrix_codec`). The blob is in
+    `scores` on PostgreSQL and in `run_matrix_word` on DuckDB (`catalog.matrix_store` says why).
     """
 
     __tablename__ = "run_matrix"
@@ -188,7 +190,8 @@ class RunMatrix(Base):
     n_dst: Mapped[int] = mapped_column(Integer)  # columns: destination channels
     codec: Mapped[str] = mapped_column(String(40))  # catalog.matrix_codec.CODEC
     top_k: Mapped[int] = mapped_column(Integer)  # per-neuron K of this pair's rows in `edge`
-    scores: Mapped[bytes] = mapped_column(LargeBinary)
+    n_bytes: Mapped[int] = mapped_column(Integer)  # length of the blob
+    scores: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # the blob (PostgreSQL)
 
 
 # The blobs are zstd-compressed already: PostgreSQL's TOAST would spend time failing to compress
@@ -198,6 +201,19 @@ event.listen(
     "after_create",
     DDL("ALTER TABLE run_matrix ALTER COLUMN scores SET STORAGE EXTERNAL").execute_if(dialect="postgresql"),
 )
+
+
+class RunMatrixWord(Base):
+    """On DuckDB, a `run_matrix` blob as rows of little-endian 8-byte words (`catalog.matrix_store`)."""
+
+    __tablename__ = "run_matrix_word"
+
+    run_id: Mapped[int] = mapped_column(Integer)
+    pair: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)  # word index within the pair's blob
+    word: Mapped[int] = mapped_column(BigInteger)
+
+    __mapper_args__ = {"primary_key": [run_id, pair, seq]}
 
 
 class Edge(Base):

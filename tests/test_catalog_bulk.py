@@ -203,3 +203,22 @@ def test_postgres_binary_copy_encoding_matches_struct_reference():
         pg_copy.decode(data, (">i4", ">i8"))
     empty = b"".join(pg_copy.encode_chunks([ints[:0], floats[:0]]))
     assert [len(a) for a in pg_copy.decode(empty, (">i4", ">f4"))] == [0, 0]
+
+
+def test_duckdb_words_read_back_in_any_row_order_and_gaps_are_reported(cat):
+    """On DuckDB the blobs are 8-byte word rows (catalog.matrix_store): order is restored by seq."""
+    widths = [w for _, w in WIDTHS]
+    matrices = _random_matrices(9, widths)
+    with cat.session() as s, s.begin():
+        run_id = _run(s, _model(s), matrices)
+        s.execute(sa.text("CREATE TEMP TABLE w AS SELECT * FROM run_matrix_word WHERE run_id = :r"), {"r": run_id})
+        s.execute(sa.text("DELETE FROM run_matrix_word WHERE run_id = :r"), {"r": run_id})
+        s.execute(sa.text("INSERT INTO run_matrix_word SELECT * FROM w ORDER BY pair DESC, seq DESC"))
+        assert s.execute(sa.text("SELECT count(*) FROM run_matrix WHERE scores IS NOT NULL")).scalar() == 0
+    with cat.session() as s:
+        for m, b in zip(matrices, store.read_run_matrices(s, run_id)):
+            np.testing.assert_array_equal(b, m)
+    with cat.session() as s, s.begin():
+        s.execute(sa.text("DELETE FROM run_matrix_word WHERE run_id = :r AND pair = 1 AND seq = 0"), {"r": run_id})
+    with cat.session() as s, pytest.raises(CatalogError, match="words of pair 1 are incomplete"):
+        store.read_run_matrices(s, run_id)

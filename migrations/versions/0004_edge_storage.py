@@ -7,7 +7,8 @@ Create Date: 2026-11-29
 Before: `edge` held every neuron pair of every run (~19 MB of DuckDB file per googlenet run).
 After:
 - `run_matrix`: per run and adjacent layer pair, the whole score matrix as one lossless blob
-  (codec `f32-nz-shuffle-zstd`, `catalog.matrix_codec`);
+  (codec `f32-nz-shuffle-zstd`, `catalog.matrix_codec`), in `scores` on PostgreSQL and as
+  8-byte words in `run_matrix_word` on DuckDB (see `catalog.matrix_store`);
 - `edge`: only each pair's top edges (every source's and destination's 4 strongest,
   `catalog.edge_select`), so `edges_v` keeps its name and columns but shows the top edges;
 - `circuit_edge`: every circuit's internal edges with their scores; new view `circuit_edges_v`.
@@ -111,13 +112,21 @@ def upgrade() -> None:
         sa.Column("n_dst", sa.Integer, nullable=False),
         sa.Column("codec", sa.String(40), nullable=False),
         sa.Column("top_k", sa.Integer, nullable=False),
-        sa.Column("scores", sa.LargeBinary, nullable=False),
+        sa.Column("n_bytes", sa.Integer, nullable=False),
+        sa.Column("scores", sa.LargeBinary, nullable=True),
         sa.PrimaryKeyConstraint("run_id", "pair", name="pk_run_matrix"),
         sa.ForeignKeyConstraint(["src_layer_id"], ["layer.id"], name="fk_run_matrix_src_layer_id_layer"),
         sa.ForeignKeyConstraint(["dst_layer_id"], ["layer.id"], name="fk_run_matrix_dst_layer_id_layer"),
     )
     if _postgres():  # the blobs are compressed already: keep TOAST from trying again
         op.execute("ALTER TABLE run_matrix ALTER COLUMN scores SET STORAGE EXTERNAL")
+    op.create_table(  # DuckDB keeps the blobs here (catalog.matrix_store says why)
+        "run_matrix_word",
+        sa.Column("run_id", sa.Integer, nullable=False),
+        sa.Column("pair", sa.Integer, nullable=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("word", sa.BigInteger, nullable=False),
+    )
     op.create_table(
         "circuit_edge",
         sa.Column("circuit_id", sa.Integer, nullable=False),
@@ -149,6 +158,7 @@ def downgrade() -> None:
             _insert(bind, "edge", {"run_id": run_id}, rows)
     op.drop_table("edge_0004")
     op.drop_table("circuit_edge")
+    op.drop_table("run_matrix_word")
     op.drop_table("run_matrix")
     op.execute(f"CREATE VIEW edges_v AS {EDGES_V}")
 
@@ -157,20 +167,28 @@ def _convert_rows(bind: sa.Connection) -> None:
     """Per complete run: old rows → matrices → blobs, top edges, circuit edges."""
     matrix_rows = sa.table(
         "run_matrix",
-        *(sa.column(c) for c in ("run_id", "pair", "src_layer_id", "dst_layer_id", "n_src", "n_dst", "codec", "top_k", "scores")),
+        *(sa.column(c) for c in ("run_id", "pair", "src_layer_id", "dst_layer_id", "n_src", "n_dst", "codec", "top_k",
+                                 "n_bytes", "scores")),  # fmt: skip
     )
     for run_id, neuron_ids in _runs(bind):
         matrices = _old_matrices(bind, run_id, neuron_ids)
         layer_ids = _layer_ids(bind, neuron_ids)
+        blobs = [encode_matrix(m) for m in matrices]
         bind.execute(
             sa.insert(matrix_rows),
             [
                 {"run_id": run_id, "pair": i, "src_layer_id": layer_ids[i], "dst_layer_id": layer_ids[i + 1],
-                 "n_src": m.shape[0], "n_dst": m.shape[1], "codec": CODEC, "top_k": TOP_K,
-                 "scores": encode_matrix(m)}  # fmt: skip
-                for i, m in enumerate(matrices)
+                 "n_src": m.shape[0], "n_dst": m.shape[1], "codec": CODEC, "top_k": TOP_K, "n_bytes": len(blob),
+                 "scores": blob if _postgres() else None}  # fmt: skip
+                for i, (m, blob) in enumerate(zip(matrices, blobs))
             ],
         )
+        if not _postgres():  # DuckDB: the blob as little-endian 8-byte words
+            for i, blob in enumerate(blobs):
+                words = np.frombuffer(blob + b"\0" * (-len(blob) % 8), dtype="<i8").astype(np.int64)
+                seq = np.arange(len(words), dtype=np.int32)
+                _bulk(bind, "run_matrix_word", {"run_id": np.full(len(words), run_id, np.int32),
+                                                "pair": np.full(len(words), i, np.int32), "seq": seq, "word": words})  # fmt: skip
         top = [_rows(neuron_ids, i, m, top_edge_mask(m, TOP_K)) for i, m in enumerate(matrices)]
         _insert(bind, "edge", {"run_id": run_id}, top)
         for circuit_id, channels in _circuits(bind, run_id, neuron_ids):
@@ -265,9 +283,18 @@ def _circuits(bind: sa.Connection, run_id: int, neuron_ids: list[np.ndarray]) ->
 
 def _read_matrices(bind: sa.Connection, run_id: int) -> list[np.ndarray]:
     rows = bind.execute(
-        sa.text("SELECT codec, scores FROM run_matrix WHERE run_id = :r ORDER BY pair"), {"r": run_id}
+        sa.text("SELECT pair, codec, n_bytes, scores FROM run_matrix WHERE run_id = :r ORDER BY pair"), {"r": run_id}
     ).all()
-    return [decode_matrix(bytes(blob), codec) for codec, blob in rows]
+    out = []
+    for pair, codec, n_bytes, blob in rows:
+        if blob is None:  # DuckDB: reassemble the words
+            words = bind.execute(
+                sa.text("SELECT word FROM run_matrix_word WHERE run_id = :r AND pair = :p ORDER BY seq"),
+                {"r": run_id, "p": pair},
+            ).scalars().all()
+            blob = np.asarray(words, dtype="<i8").tobytes()[:n_bytes]
+        out.append(decode_matrix(bytes(blob), codec))
+    return out
 
 
 def _rows(neuron_ids: list[np.ndarray], i: int, matrix: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -277,13 +304,17 @@ def _rows(neuron_ids: list[np.ndarray], i: int, matrix: np.ndarray, keep: np.nda
 
 
 def _insert(bind: sa.Connection, table: str, constants: Mapping[str, int], chunks: list[tuple[np.ndarray, ...]]) -> None:
-    """Bulk insert (src, dst, score) chunks plus constant id columns: Arrow on DuckDB, COPY on PostgreSQL."""
+    """Bulk insert (src, dst, score) chunks plus constant id columns."""
     total = sum(len(c[0]) for c in chunks)
     if total == 0:
         return
     columns = {name: np.concatenate([c[j] for c in chunks]) for j, name in enumerate(EDGE_ROW)}
     ids = {name: np.full(total, value, dtype=np.int32) for name, value in constants.items()}
-    arrays = {**ids, **columns}
+    _bulk(bind, table, {**ids, **columns})
+
+
+def _bulk(bind: sa.Connection, table: str, arrays: dict[str, np.ndarray]) -> None:
+    """Equally long NumPy columns into a table: Arrow on DuckDB, binary COPY on PostgreSQL."""
     raw = bind.connection.driver_connection
     if _postgres():
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(arrays)}) FROM STDIN (FORMAT BINARY)") as copy:
