@@ -287,7 +287,7 @@ def new_layout(url: str, runs, channels) -> dict[str, float]:
     cat = open_catalog(url, read_only=True)
     out = measure(cat.session, run_ids, circuit_ids, old=False) | {"write": run_s, "circuit": circ_s}
     with cat.session() as s:
-        out["blob MB"] = s.execute(sa.text("SELECT sum(octet_length(scores)) FROM run_matrix")).scalar() / len(runs) / 1e6
+        out["blob MB"] = s.execute(sa.text("SELECT sum(n_bytes) FROM run_matrix")).scalar() / len(runs) / 1e6
         out["top rows"] = s.execute(sa.text("SELECT count(*) FROM edge")).scalar() / len(runs)
         if cat.backend == "postgresql":
             out["MB/run"] = s.execute(sa.text("SELECT pg_database_size(current_database())")).scalar() / len(runs) / 1e6

@@ -81,8 +81,9 @@ def read_rows(session: Session, run_id: int) -> list[tuple]:
         return [r[:-1] for r in rows]
     table = raw.sql(f"SELECT pair, seq, word FROM run_matrix_word WHERE run_id = {int(run_id)}").to_arrow_table()
     pair, seq, word = (table.column(i).to_numpy() for i in range(3))
-    order = np.lexsort((seq, pair))
-    if not (np.diff(order) == 1).all():  # inserted in order, so normally already sorted
+    step_pair, step_seq = np.diff(pair), np.diff(seq)
+    if not ((step_pair > 0) | ((step_pair == 0) & (step_seq == 1))).all():  # written in order: rarely
+        order = np.lexsort((seq, pair))
         pair, seq, word = pair[order], seq[order], word[order]
     starts = np.searchsorted(pair, [r[1] for r in rows] + [np.iinfo(np.int32).max])
     out = []

@@ -16,7 +16,7 @@ from catalog.edge_select import circuit_pairs, top_edge_mask
 from catalog.errors import CatalogError
 from catalog.matrix_codec import CODEC, decode_matrix, encode_matrix
 from queries.graphs import EdgeSelection, circuit_graph, run_top_edges
-from queries.overlap import internal_edges, overlap_of_circuits
+from queries.overlap import internal_edges, overlap_of_circuits, weighted_jaccard_matrix
 from tests.pg_scratch import scratch_database
 
 LAYERS = [("a", 7), ("b", 9), ("c", 6)]
@@ -221,3 +221,30 @@ def test_matrices_and_top_edges_round_trip_on_each_backend(any_cat):
     assert len(rows) == sum(int(top_edge_mask(m, 4).sum()) for m in matrices)
     assert all(matrices[names.index(layer)][a, b] == x for layer, a, b, x in rows)
     assert arrow.num_rows == sum(m.size for m in matrices)
+
+
+def test_weighted_jaccard_matches_brute_force_with_many_sets_per_key():
+    rng = np.random.default_rng(7)
+    n, universe = 12, 30
+    index, keys = [], []
+    for i in range(n):
+        chosen = rng.choice(universe, size=int(rng.integers(0, 20)), replace=False)  # some sets empty
+        index += [i] * len(chosen)
+        keys += chosen.tolist()
+    index, keys = np.array(index, dtype=np.int64), np.array(keys, dtype=np.int64) << 32
+    scores = rng.random(len(keys)) * (rng.random(len(keys)) < 0.9)  # some zero weights
+    got = weighted_jaccard_matrix(index, keys, scores, n)
+    weights = np.zeros((n, universe))
+    weights[index, keys >> 32] = scores
+    totals = weights.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normal = weights / totals
+    for a in range(n):
+        for b in range(n):
+            if a == b:
+                assert got[a, b] == 1
+            elif totals[a] == 0 or totals[b] == 0:
+                assert np.isnan(got[a, b])
+            else:
+                expected = np.minimum(normal[a], normal[b]).sum() / np.maximum(normal[a], normal[b]).sum()
+                assert got[a, b] == pytest.approx(expected, rel=1e-12)
