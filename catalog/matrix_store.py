@@ -60,7 +60,7 @@ def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         }))  # fmt: skip
     raw = driver_connection(session)
     name = f"_bulk_words_{next(_temp_names)}"
-    raw.register(name, pa.concat_tables(parts))
+    raw.register(name, pa.concat_tables(parts).combine_chunks())  # one chunk: see catalog.bulk
     try:
         raw.execute(f"INSERT INTO run_matrix_word (run_id, pair, seq, word) SELECT run_id, pair, seq, word FROM {name}")
     finally:

@@ -322,7 +322,7 @@ def _bulk(bind: sa.Connection, table: str, arrays: dict[str, np.ndarray]) -> Non
                 copy.write(chunk)
         return
     duck = getattr(raw, "_ConnectionWrapper__c", raw)
-    duck.register("_migration_rows", pa.table(arrays))
+    duck.register("_migration_rows", pa.table(arrays).combine_chunks())
     try:
         duck.execute(f"INSERT INTO {table} ({', '.join(arrays)}) SELECT * FROM _migration_rows")
     finally:
