@@ -50,6 +50,7 @@ def write_run(
     started_at: dt.datetime,
     seconds: float,
     matrices: Sequence[np.ndarray],
+    edge_top_k: int = bulk.DEFAULT_TOP_K,
 ) -> int:
     """Write a complete run and all its edges (in bulk) in the caller's transaction.
 
@@ -68,7 +69,8 @@ def write_run(
         device: e.g. "cpu", "cuda:0".
         started_at: when the computation started (naive UTC, or aware).
         seconds: how long it took.
-        matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores.
+        matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores (all kept).
+        edge_top_k: top edges per neuron and pair also written as `edge` rows (`edges_v`).
 
     Returns:
         The run id.
@@ -85,7 +87,7 @@ def write_run(
         library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
         status=RunStatus.complete, error=None,
     )  # fmt: skip
-    bulk.write_edge_matrices(session, run.id, neuron_ids, matrices)
+    bulk.write_edge_matrices(session, run.id, neuron_ids, matrices, top_k=edge_top_k)
     return run.id
 
 

@@ -248,3 +248,24 @@ def test_weighted_jaccard_matches_brute_force_with_many_sets_per_key():
             else:
                 expected = np.minimum(normal[a], normal[b]).sum() / np.maximum(normal[a], normal[b]).sum()
                 assert got[a, b] == pytest.approx(expected, rel=1e-12)
+
+
+def test_write_run_takes_the_top_k_of_its_edge_rows(cat):
+    rng = np.random.default_rng(8)
+    widths = [w for _, w in LAYERS]
+    matrices = [_cla_like(rng, (a, b)) for a, b in zip(widths, widths[1:])]
+    with cat.session() as s, s.begin():
+        model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=LAYERS)
+        runs = {
+            k: store.write_run(
+                s, model=model, concept_id=store.ensure_concept(s, "star"), layer_names=[n for n, _ in LAYERS],
+                params={}, image_set_sha256="1" * 64, n_images=2, provenance_key=f"{k}" * 64, library_versions={},
+                device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=0.1, matrices=matrices, edge_top_k=k,
+            )  # fmt: skip
+            for k in (0, 2)
+        }
+    with cat.session() as s:
+        for k, run_id in runs.items():
+            n = s.execute(sa.text("SELECT count(*) FROM edge WHERE run_id = :r"), {"r": run_id}).scalar()
+            assert n == sum(int(top_edge_mask(m, k).sum()) for m in matrices)
+            assert all(np.array_equal(a, b) for a, b in zip(store.read_run_matrices(s, run_id), matrices))
