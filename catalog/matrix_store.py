@@ -4,9 +4,10 @@ PostgreSQL stores each pair's blob in `run_matrix.scores` (TOAST keeps large val
 DuckDB does not: measured with duckdb 2.0, appending multi-megabyte BLOBs run after run made every
 checkpoint slower (0.6 s → 1.5 s over 12 googlenet runs, growing with the table) and left as many
 free blocks behind as data written (the file twice the data). So on DuckDB the blob's bytes are
-rows of `run_matrix_word` (run_id, pair, seq, word BIGINT: little-endian 8-byte words, the last
-zero-padded): plain numeric appends that fill row groups and are never rewritten, at ~8 bytes a
-word (the id columns compress to almost nothing). `run_matrix.n_bytes` gives the blob's length.
+rows of `run_matrix_word` (run_id, seq, word BIGINT): the run's blobs in pair order, each as
+little-endian 8-byte words with the last one zero-padded, `seq` numbering the run's words from 0.
+Plain numeric appends fill row groups that are never rewritten, at ~8 bytes a word (the id columns
+compress to almost nothing); `run_matrix.n_bytes` gives each blob's length, hence its words.
 
 Both paths are internal to `catalog.bulk`; callers see blobs.
 """
@@ -41,7 +42,7 @@ _RUN_MATRICES = (
 
 
 def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `run_matrix` rows whose `scores` are blobs (words instead on DuckDB)."""
+    """Insert one run's `run_matrix` rows, in pair order, whose `scores` are blobs (words on DuckDB)."""
     if not rows:
         return
     rows = [{**r, "n_bytes": len(r["scores"])} for r in rows]
@@ -49,20 +50,17 @@ def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(RunMatrix.__table__), rows)
         return
     session.execute(insert(RunMatrix.__table__), [{**r, "scores": None} for r in rows])
-    parts = []
-    for r in rows:
-        words = blob_words(r["scores"])
-        parts.append(pa.table({
-            "run_id": np.full(len(words), r["run_id"], np.int32),
-            "pair": np.full(len(words), r["pair"], np.int32),
-            "seq": np.arange(len(words), dtype=np.int32),
-            "word": words,
-        }))  # fmt: skip
+    words = np.concatenate([blob_words(r["scores"]) for r in rows])  # (W,) the run's blobs in pair order
+    table = pa.table({
+        "run_id": np.full(len(words), rows[0]["run_id"], np.int32),
+        "seq": np.arange(len(words), dtype=np.int32),
+        "word": words,
+    })  # fmt: skip
     raw = driver_connection(session)
     name = f"_bulk_words_{next(_temp_names)}"
-    raw.register(name, pa.concat_tables(parts).combine_chunks())  # one chunk: see catalog.bulk
+    raw.register(name, table)  # one Arrow chunk (see catalog.bulk._duckdb_insert_table)
     try:
-        raw.execute(f"INSERT INTO run_matrix_word (run_id, pair, seq, word) SELECT run_id, pair, seq, word FROM {name}")
+        raw.execute(f"INSERT INTO run_matrix_word (run_id, seq, word) SELECT run_id, seq, word FROM {name}")
     finally:
         raw.unregister(name)
 
@@ -79,19 +77,19 @@ def read_rows(session: Session, run_id: int) -> list[tuple]:
     rows = raw.execute(_RUN_MATRICES, [int(run_id)]).fetchall()
     if not rows or rows[0][1] is None:
         return [r[:-1] for r in rows]
-    table = raw.sql(f"SELECT pair, seq, word FROM run_matrix_word WHERE run_id = {int(run_id)}").to_arrow_table()
-    pair, seq, word = (table.column(i).to_numpy() for i in range(3))
-    step_pair, step_seq = np.diff(pair), np.diff(seq)
-    if not ((step_pair > 0) | ((step_pair == 0) & (step_seq == 1))).all():  # written in order: rarely
-        order = np.lexsort((seq, pair))
-        pair, seq, word = pair[order], seq[order], word[order]
-    starts = np.searchsorted(pair, [r[1] for r in rows] + [np.iinfo(np.int32).max])
-    out = []
-    for r, a, b in zip(rows, starts[:-1], starts[1:]):
-        if not np.array_equal(seq[a:b], np.arange(b - a)):
-            raise CatalogError(f"run {run_id}: the stored words of pair {r[1]} are incomplete")
-        blob = word[a:b].astype("<i8", copy=False).tobytes()[: r[-1]]
-        out.append((*r[:5], blob, *r[6:-1]))
+    table = raw.sql(f"SELECT seq, word FROM run_matrix_word WHERE run_id = {int(run_id)}").to_arrow_table()
+    seq, word = (table.column(i).to_numpy() for i in range(2))
+    if not np.array_equal(seq, np.arange(len(seq), dtype=seq.dtype)):  # written in order: rarely
+        order = np.argsort(seq, kind="stable")
+        seq, word = seq[order], word[order]
+    counts = [(r[-1] + 7) // 8 for r in rows]  # words per pair
+    if not np.array_equal(seq, np.arange(sum(counts), dtype=seq.dtype)):
+        raise CatalogError(f"run {run_id}: its stored matrix words are incomplete")
+    data = word.astype("<i8", copy=False).tobytes()  # (8·W,) the blobs back to back, padded
+    out, at = [], 0
+    for r, count in zip(rows, counts):
+        out.append((*r[:5], data[at : at + r[-1]], *r[6:-1]))
+        at += 8 * count
     return out
 
 

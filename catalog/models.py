@@ -209,11 +209,10 @@ class RunMatrixWord(Base):
     __tablename__ = "run_matrix_word"
 
     run_id: Mapped[int] = mapped_column(Integer)
-    pair: Mapped[int] = mapped_column(Integer)
-    seq: Mapped[int] = mapped_column(Integer)  # word index within the pair's blob
+    seq: Mapped[int] = mapped_column(Integer)  # word index within the run's blobs, in pair order
     word: Mapped[int] = mapped_column(BigInteger)
 
-    __mapper_args__ = {"primary_key": [run_id, pair, seq]}
+    __mapper_args__ = {"primary_key": [run_id, seq]}
 
 
 class Edge(Base):

@@ -213,12 +213,12 @@ def test_duckdb_words_read_back_in_any_row_order_and_gaps_are_reported(cat):
         run_id = _run(s, _model(s), matrices)
         s.execute(sa.text("CREATE TEMP TABLE w AS SELECT * FROM run_matrix_word WHERE run_id = :r"), {"r": run_id})
         s.execute(sa.text("DELETE FROM run_matrix_word WHERE run_id = :r"), {"r": run_id})
-        s.execute(sa.text("INSERT INTO run_matrix_word SELECT * FROM w ORDER BY pair DESC, seq DESC"))
+        s.execute(sa.text("INSERT INTO run_matrix_word SELECT * FROM w ORDER BY seq DESC"))
         assert s.execute(sa.text("SELECT count(*) FROM run_matrix WHERE scores IS NOT NULL")).scalar() == 0
     with cat.session() as s:
         for m, b in zip(matrices, store.read_run_matrices(s, run_id)):
             np.testing.assert_array_equal(b, m)
     with cat.session() as s, s.begin():
-        s.execute(sa.text("DELETE FROM run_matrix_word WHERE run_id = :r AND pair = 1 AND seq = 0"), {"r": run_id})
-    with cat.session() as s, pytest.raises(CatalogError, match="words of pair 1 are incomplete"):
+        s.execute(sa.text("DELETE FROM run_matrix_word WHERE run_id = :r AND seq = 3"), {"r": run_id})
+    with cat.session() as s, pytest.raises(CatalogError, match="matrix words are incomplete"):
         store.read_run_matrices(s, run_id)

@@ -123,7 +123,6 @@ def upgrade() -> None:
     op.create_table(  # DuckDB keeps the blobs here (catalog.matrix_store says why)
         "run_matrix_word",
         sa.Column("run_id", sa.Integer, nullable=False),
-        sa.Column("pair", sa.Integer, nullable=False),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("word", sa.BigInteger, nullable=False),
     )
@@ -183,12 +182,10 @@ def _convert_rows(bind: sa.Connection) -> None:
                 for i, (m, blob) in enumerate(zip(matrices, blobs))
             ],
         )
-        if not _postgres():  # DuckDB: the blob as little-endian 8-byte words
-            for i, blob in enumerate(blobs):
-                words = np.frombuffer(blob + b"\0" * (-len(blob) % 8), dtype="<i8").astype(np.int64)
-                seq = np.arange(len(words), dtype=np.int32)
-                _bulk(bind, "run_matrix_word", {"run_id": np.full(len(words), run_id, np.int32),
-                                                "pair": np.full(len(words), i, np.int32), "seq": seq, "word": words})  # fmt: skip
+        if not _postgres():  # DuckDB: the run's blobs as little-endian 8-byte words, in pair order
+            words = np.concatenate([np.frombuffer(b + b"\0" * (-len(b) % 8), dtype="<i8") for b in blobs])
+            _bulk(bind, "run_matrix_word", {"run_id": np.full(len(words), run_id, np.int32),
+                                            "seq": np.arange(len(words), dtype=np.int32), "word": words.astype(np.int64)})  # fmt: skip
         top = [_rows(neuron_ids, i, m, top_edge_mask(m, TOP_K)) for i, m in enumerate(matrices)]
         _insert(bind, "edge", {"run_id": run_id}, top)
         for circuit_id, channels in _circuits(bind, run_id, neuron_ids):
@@ -283,18 +280,19 @@ def _circuits(bind: sa.Connection, run_id: int, neuron_ids: list[np.ndarray]) ->
 
 def _read_matrices(bind: sa.Connection, run_id: int) -> list[np.ndarray]:
     rows = bind.execute(
-        sa.text("SELECT pair, codec, n_bytes, scores FROM run_matrix WHERE run_id = :r ORDER BY pair"), {"r": run_id}
+        sa.text("SELECT codec, n_bytes, scores FROM run_matrix WHERE run_id = :r ORDER BY pair"), {"r": run_id}
     ).all()
-    out = []
-    for pair, codec, n_bytes, blob in rows:
-        if blob is None:  # DuckDB: reassemble the words
-            words = bind.execute(
-                sa.text("SELECT word FROM run_matrix_word WHERE run_id = :r AND pair = :p ORDER BY seq"),
-                {"r": run_id, "p": pair},
-            ).scalars().all()
-            blob = np.asarray(words, dtype="<i8").tobytes()[:n_bytes]
-        out.append(decode_matrix(bytes(blob), codec))
-    return out
+    if rows and rows[0][2] is None:  # DuckDB: reassemble the run's words
+        words = bind.execute(
+            sa.text("SELECT word FROM run_matrix_word WHERE run_id = :r ORDER BY seq"), {"r": run_id}
+        ).scalars().all()
+        data, at, blobs = np.asarray(words, dtype="<i8").tobytes(), 0, []
+        for _, n_bytes, _ in rows:
+            blobs.append(data[at : at + n_bytes])
+            at += 8 * ((n_bytes + 7) // 8)
+    else:
+        blobs = [bytes(blob) for _, _, blob in rows]
+    return [decode_matrix(blob, codec) for (codec, _, _), blob in zip(rows, blobs)]
 
 
 def _rows(neuron_ids: list[np.ndarray], i: int, matrix: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, ...]:
