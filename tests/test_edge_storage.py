@@ -147,6 +147,7 @@ def test_circuit_edges_are_stored_with_the_circuit_and_go_with_its_run(any_cat):
         graph = circuit_graph(s, circuits[0])
         view = s.execute(sa.text("SELECT count(*), sum(score) FROM circuit_edges_v")).one()
         weighted = overlap_of_circuits(s, circuits, "weighted")
+        assert internal_edges(s, []).num_rows == 0
     got = {(c, a, b): x for c, a, b, x in zip(*(table.column(i).to_pylist() for i in range(4)))}
     expected = {}
     for cid, ch in zip(circuits, channel_sets):
