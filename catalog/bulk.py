@@ -281,7 +281,7 @@ def _decode_rows(
         )
     if sum(r[1] * r[2] for r in rows) < _PARALLEL_SCORES:
         return [decode_matrix(r[4], r[3]) for r in rows]
-    # zstd and NumPy release the GIL: pairs decode in parallel (a googlenet run ~2x faster on 2 cores)
+    # zstd and NumPy release the GIL, so the pairs decode in parallel
     return list(_decoder().map(lambda r: decode_matrix(r[4], r[3]), rows))
 
 
