@@ -1,5 +1,6 @@
 # One entry point for set-up and running. Every target creates .venv when missing and installs
-# the pinned dependencies (constraints.txt), so a fresh clone needs nothing else.
+# the pinned dependencies (constraints.txt) with every extra (ingest, postgres, plots, serve, dev), so a
+# fresh clone needs nothing else.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[ingest,postgres,plots,serve,pretrained,ray,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_catalog.py
 	$(BIN)/python bench/bench_cla.py
 	$(BIN)/python bench/bench_queries.py
+	$(BIN)/python bench/bench_cli.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

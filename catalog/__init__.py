@@ -1,45 +1,65 @@
-"""The circuit catalog: schema, engines and sessions, migrations, bulk I/O and data functions.
+"""The circuit catalog: schema, engines and sessions, migrations, bulk I/O, read-only SQL, the
+torch-free mask file format and the domain vocabulary.
 
-    from catalog import open_catalog, store
+    from catalog import open_catalog, run_query
     cat = open_catalog("circuits.duckdb", read_only=True)
-    with cat.session() as s:
-        runs = store.list_runs(s)
+    print(run_query(cat, "select concept, k from circuit_v").rows)
 
-Attributes are imported on first use, so `import catalog` (done by every CLI module for the error
-classes) stays cheap and `circuits --help` fast.
+Names are imported on first use (`catalog._lazy`), so `import catalog` (done by every command
+for the error classes) stays cheap and `circuits --help` fast; `dir(catalog)`, tab completion and
+type checkers still see all of them.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "Catalog",
-    "CatalogError",
-    "CircuitsError",
-    "NotFound",
-    "bulk",
-    "open_catalog",
-    "run_query",
-    "store",
-]
+from catalog._lazy import lazy_exports
 
-_LAZY = {
-    "Catalog": ("catalog.engine", "Catalog"),
-    "open_catalog": ("catalog.engine", "open_catalog"),
-    "CatalogError": ("catalog.errors", "CatalogError"),
-    "CircuitsError": ("catalog.errors", "CircuitsError"),
-    "NotFound": ("catalog.errors", "NotFound"),
-    "run_query": ("catalog.sql", "run_query"),
-    "bulk": ("catalog.bulk", None),
-    "store": ("catalog.store", None),
-}
+if TYPE_CHECKING:
+    from catalog import bulk, errors, store, vocab
+    from catalog.engine import Catalog, open_catalog
+    from catalog.errors import (
+        CatalogError,
+        CatalogLocked,
+        CircuitsError,
+        NotFound,
+        QueryError,
+        ReadOnlyViolation,
+        SchemaOutdated,
+    )
+    from catalog.mask_file import Mask, MaskError
+    from catalog.mask_io import read_mask, write_mask  # catalog.mask_file before the mask_io split
+    from catalog.sql import QueryResult, run_query
+    from catalog.vocab import InterventionKind, MaskKind, Metric, RunStatus
 
+_ERRORS = ("catalog.errors",)
+_VOCAB = ("catalog.vocab",)
+_MASKS = ("catalog.mask_file",)
+_MASK_IO = ("catalog.mask_io", "catalog.mask_file")  # file I/O may live beside the format
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'catalog' has no attribute {name!r}")
-    module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
-    return module if attr is None else getattr(module, attr)
+__all__, __getattr__, __dir__ = lazy_exports(
+    "catalog",
+    {
+        "Catalog": ("catalog.engine",),
+        "open_catalog": ("catalog.engine",),
+        "CatalogError": _ERRORS,
+        "CatalogLocked": _ERRORS,
+        "CircuitsError": _ERRORS,
+        "NotFound": _ERRORS,
+        "QueryError": _ERRORS,
+        "ReadOnlyViolation": _ERRORS,
+        "SchemaOutdated": _ERRORS,
+        "InterventionKind": _VOCAB,
+        "MaskKind": _VOCAB,
+        "Metric": _VOCAB,
+        "RunStatus": _VOCAB,
+        "Mask": _MASKS,
+        "MaskError": _MASKS,
+        "read_mask": _MASK_IO,
+        "write_mask": _MASK_IO,
+        "QueryResult": ("catalog.sql",),
+        "run_query": ("catalog.sql",),
+    },
+    modules=("bulk", "errors", "store", "vocab"),
+)

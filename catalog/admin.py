@@ -157,7 +157,9 @@ def upgrade_catalog(
             create_views(conn, {n: sql for n, sql in VIEWS.items() if n not in views})
             _stamp(conn)
         else:
-            migrate.upgrade(conn)
+            migrate.lock_schema(conn)  # another process may be upgrading it right now
+            if migrate.current_revision(conn) != revision.SCHEMA_HEAD:
+                migrate.upgrade(conn)
     stamped = status.state == "foreign"
     return UpgradeResult(display, status.current, revision.SCHEMA_HEAD, saved, stamped)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,19 @@ from sqlalchemy.engine import URL, Engine, make_url
 from catalog.errors import CatalogError, CatalogLocked
 
 __all__ = [
+    "CONNECT_TIMEOUT_ENV",
     "DEFAULT_PATH",
     "DUCKDB_CONFIG",
     "ENV_VAR",
+    "LOCK_WAIT_ENV",
+    "STATEMENT_TIMEOUT_ENV",
     "build_engine",
     "connect_errors",
     "display",
     "duckdb_path",
+    "lock_wait_seconds",
     "resolve_url",
+    "retry_while_locked",
     "url_key",
 ]
 
@@ -37,6 +44,35 @@ DEFAULT_PATH = "circuits.duckdb"
 
 DUCKDB_CONFIG = {"enable_external_access": False}
 """Config of every DuckDB connection; one-way (a connection cannot re-enable external access)."""
+
+CONNECT_TIMEOUT_ENV = "CIRCUITS_PG_CONNECT_TIMEOUT"
+"""Seconds a PostgreSQL connection attempt may take (default 10; libpq's minimum is 2). A
+`connect_timeout` in the URL's query wins."""
+STATEMENT_TIMEOUT_ENV = "CIRCUITS_PG_STATEMENT_TIMEOUT"
+"""Seconds one PostgreSQL statement may run before the server cancels it (default 600, enough
+for the COPY of a large run; 0: no limit). A `statement_timeout` in the URL's `options` wins."""
+LOCK_WAIT_ENV = "CIRCUITS_LOCK_WAIT"
+"""Seconds a writer waits for a DuckDB file another process holds (default 60)."""
+_DEFAULTS = {CONNECT_TIMEOUT_ENV: 10.0, STATEMENT_TIMEOUT_ENV: 600.0, LOCK_WAIT_ENV: 60.0}
+
+
+def _seconds(env: str) -> float:
+    text = os.environ.get(env)
+    if text is None or not text.strip():
+        return _DEFAULTS[env]
+    try:
+        value = float(text)
+    except ValueError:
+        raise CatalogError(f"{env}={text!r} is not a number of seconds: set it to e.g. 30") from None
+    if value < 0:
+        raise CatalogError(f"{env}={text!r} is negative: set it to 0 or more seconds")
+    return value
+
+
+def lock_wait_seconds() -> float:
+    """How long writers wait for a DuckDB file held by another process (`$CIRCUITS_LOCK_WAIT`)."""
+    return _seconds(LOCK_WAIT_ENV)
+
 
 def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
     """Turn a path or URL into a SQLAlchemy URL.
@@ -101,8 +137,24 @@ def build_engine(
             # SET TRANSACTION READ ONLY; the mode is only given at BEGIN.
             engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
         return engine
-    connect_args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
-    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_kwargs)
+    return sa.create_engine(
+        url, connect_args=_pg_connect_args(url, read_only), pool_pre_ping=True, **engine_kwargs
+    )
+
+
+def _pg_connect_args(url: URL, read_only: bool) -> dict[str, Any]:
+    """Timeouts on every PostgreSQL connection (an unresponsive server fails in bounded time),
+    and read-only transactions for read-only catalogs. Settings in the URL win."""
+    args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        args["connect_timeout"] = max(2, round(_seconds(CONNECT_TIMEOUT_ENV)))
+    options = [str(url.query["options"])] if "options" in url.query else []
+    if "statement_timeout" not in " ".join(options):
+        options.append(f"-c statement_timeout={round(_seconds(STATEMENT_TIMEOUT_ENV) * 1000)}")
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
+    args["options"] = " ".join(options)
+    return args
 
 
 def _begin_read_only(dbapi_connection: Any) -> None:
@@ -132,6 +184,46 @@ def connect_errors(url: URL) -> Iterator[None]:
         if url.get_backend_name() == "postgresql" and isinstance(exc, sa.exc.OperationalError):
             raise CatalogError(f"cannot connect to {where}: {detail}") from exc
         raise
+
+
+def retry_while_locked(attempt: Callable[[], Any], url: URL, wait: float | None = None) -> Any:
+    """Call `attempt` until it stops raising CatalogLocked (DuckDB's one-writer rule) or `wait`
+    seconds have passed, saying once on stderr that it waits.
+
+    Args:
+        attempt: opens what it needs and returns it; raises CatalogLocked when the file is held.
+        url: the catalog (for messages).
+        wait: seconds to keep trying (None: `lock_wait_seconds()`; 0: try once).
+
+    Returns:
+        What `attempt` returned.
+
+    Raises:
+        CatalogLocked: still held after `wait` seconds.
+    """
+    wait = lock_wait_seconds() if wait is None else wait
+    deadline = time.monotonic() + wait
+    delay, told = 0.05, False
+    while True:
+        try:
+            return attempt()
+        except CatalogLocked as exc:
+            if time.monotonic() + delay > deadline:
+                if not told:
+                    raise
+                raise CatalogLocked(
+                    f"catalog {display(url)} was still locked by another process after {wait:.0f} s: "
+                    f"try again when it is done, or wait longer with {LOCK_WAIT_ENV}=SECONDS"
+                ) from exc
+            if not told:
+                print(
+                    f"catalog {display(url)} is locked by another process; waiting… (up to {wait:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def duckdb_path(url: URL) -> Path | None:

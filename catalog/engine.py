@@ -12,6 +12,11 @@ Read-only catalogs are read-only in the database, not by convention: DuckDB file
 also has external access disabled (no COPY … TO a file, ATTACH of files, reads of arbitrary files,
 extension loading): the catalog never needs it and `circuits sql` must not write anywhere.
 
+A DuckDB file admits one writing process, or several reading ones. Writers hold it only to write:
+`Catalog.writing()` opens a short transaction (waiting, with a message on stderr, while another
+process holds the file) and lets the file go afterwards, and `Catalog.release()` lets it go before
+a long computation, so readers in other processes are not locked out meanwhile.
+
 DuckDB allows one configuration per file per process, so when a file is already open read-write
 in this process, a read-only catalog of it shares the read-write database and makes each of its
 transactions `BEGIN TRANSACTION READ ONLY` instead (`Catalog.connection_read_only` is then False).
@@ -24,6 +29,8 @@ import atexit
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,7 @@ from catalog.connect import (  # noqa: F401 (re-exported: callers import them fr
     display,
     duckdb_path,
     resolve_url,
+    retry_while_locked,
     url_key,
 )
 from catalog.errors import CatalogError, CatalogLocked, NotFound
@@ -100,6 +108,55 @@ class Catalog:
         self._check_open()
         return self._sessionmaker()
 
+    @contextmanager
+    def writing(self, *, wait: float | None = None) -> Iterator[Session]:
+        """A session in one transaction, committed on success and rolled back on error.
+
+        A DuckDB file held by another process is waited for (a line on stderr says so) for up to
+        `wait` seconds, and let go again afterwards (see `release`), so the file is held only while
+        writing. Use it for writes that follow a long computation:
+
+            with cat.writing() as s:
+                store.write_run(s, ...)
+
+        Args:
+            wait: seconds to wait for the file (None: `$CIRCUITS_LOCK_WAIT`, default 60).
+
+        Raises:
+            CatalogLocked: the file was still held after `wait` seconds.
+            CatalogError: the catalog is read-only or closed.
+        """
+        if self.read_only:
+            raise CatalogError(f"catalog {self.display} is open read-only: open it without read_only to write")
+
+        def attempt() -> Session:
+            session = self.session()
+            try:
+                with connect_errors(self.url):
+                    session.connection()  # connects (the lock is taken here) and begins
+            except BaseException:
+                session.close()
+                raise
+            return session
+
+        session = retry_while_locked(attempt, self.url, wait)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+            self.release()
+
+    def release(self) -> None:
+        """Let go of a DuckDB file this catalog holds but is not using (idle pooled connections),
+        so other processes can open it; the next session reconnects. Nothing for PostgreSQL or an
+        in-memory database (whose data lives in its connection)."""
+        if self.path is not None and not self.closed:
+            self._engine.dispose()
+
     def close(self) -> None:
         """Dispose of the engine (closing idle connections) and forget this catalog."""
         with _LOCK:
@@ -133,21 +190,28 @@ class Catalog:
 
 
 def open_catalog(
-    url_or_path: str | os.PathLike[str] | None = None, *, read_only: bool = False, create: bool = False
+    url_or_path: str | os.PathLike[str] | None = None,
+    *,
+    read_only: bool = False,
+    create: bool = False,
+    wait: float | None = 0,
 ) -> Catalog:
     """Open (or return the already open) catalog, checking its schema revision.
 
     Args:
         url_or_path: see `resolve_url`.
         read_only: refuse every write, in the database itself.
-        create: create a missing DuckDB file, and migrate an empty database to the head revision.
+        create: create a missing DuckDB file, and migrate an empty database to the head revision
+            (on PostgreSQL under an advisory lock, so simultaneous first opens create it once).
+        wait: seconds to wait for a DuckDB file another process holds (0: fail at once; None:
+            `$CIRCUITS_LOCK_WAIT`, default 60).
 
     Returns:
         The process-wide `Catalog` for this database and mode.
 
     Raises:
         NotFound: the file does not exist (or the database is empty) and create is False.
-        CatalogLocked: another process holds the DuckDB file.
+        CatalogLocked: another process holds the DuckDB file (for longer than `wait`).
         SchemaOutdated: the database is at another revision, or has tables but no revision.
         CatalogError: bad URL, read-only with create, or the server cannot be reached.
     """
@@ -164,13 +228,18 @@ def open_catalog(
             if not create:
                 raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
             path.parent.mkdir(parents=True, exist_ok=True)
-        cat = _new_catalog(url, key, read_only)
-        try:
-            with connect_errors(cat.url):
-                _check_or_create(cat, create=create)
-        except BaseException:
-            cat.close()
-            raise
+
+        def attempt() -> Catalog:
+            cat = _new_catalog(url, key, read_only)
+            try:
+                with connect_errors(cat.url):
+                    _check_or_create(cat, create=create)
+            except BaseException:
+                cat.close()
+                raise
+            return cat
+
+        cat = retry_while_locked(attempt, url, wait)
         _REGISTRY[(key, read_only)] = cat
         return cat
 
@@ -290,8 +359,11 @@ def _check_or_create(cat: Catalog, *, create: bool) -> None:
         tables = migrate.user_tables(conn)
     if revision is None and not tables and create:
         with cat.engine.begin() as conn:
-            migrate.upgrade(conn)
-        return
+            migrate.lock_schema(conn)  # another process may be creating it right now
+            revision, tables = migrate.current_revision(conn), migrate.user_tables(conn)
+            if revision is None and not tables:
+                migrate.upgrade(conn)
+                return
     check_revision(revision, bool(tables), cat.url)
 
 

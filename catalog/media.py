@@ -19,21 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import (
-    Double,
-    ForeignKey,
-    ForeignKeyConstraint,
-    Integer,
-    LargeBinary,
-    String,
-    delete,
-    insert,
-    select,
-)
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
 from catalog.errors import CatalogError, NotFound
-from catalog.models import Base, ExampleImage, Layer, Neuron, Run
+# The two tables are declared in catalog.models with the rest of the schema (so Base.metadata has
+# them wherever the schema is used, without models importing this module back).
+from catalog.models import Base, ExampleImage, ImageThumbnail, Layer, Neuron, NeuronPatch, Run  # noqa: F401 (Base: callers' metadata)
 
 __all__ = [
     "ImageThumbnail",
@@ -55,41 +47,6 @@ __all__ = [
 
 MAX_PNG_BYTES = 24_000
 """Largest PNG the catalog accepts (a 64 px RGB thumbnail is 3–12 kB)."""
-
-
-class NeuronPatch(Base):
-    """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
-
-    __tablename__ = "neuron_patch"
-    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
-    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
-    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
-    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
-
-    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))
-    activation: Mapped[float] = mapped_column(Double)  # the neuron's max over positions, this image
-    # crop box in the model-input pixels of the image: x0, y0, x1, y1 (x1/y1 exclusive)
-    x0: Mapped[int] = mapped_column(Integer)
-    y0: Mapped[int] = mapped_column(Integer)
-    x1: Mapped[int] = mapped_column(Integer)
-    y1: Mapped[int] = mapped_column(Integer)
-    mime: Mapped[str] = mapped_column(String(40))
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class ImageThumbnail(Base):
-    """A small PNG of one concept example image."""
-
-    __tablename__ = "image_thumbnail"
-
-    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"), primary_key=True)
-    width: Mapped[int] = mapped_column(Integer)  # the original image's size
-    height: Mapped[int] = mapped_column(Integer)
-    mime: Mapped[str] = mapped_column(String(40))
-    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 @dataclass(frozen=True)

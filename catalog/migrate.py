@@ -100,6 +100,23 @@ def downgrade(
     command.downgrade(alembic_config(connection, version_locations=version_locations), revision)
 
 
+SCHEMA_LOCK_KEY = 0x63697263  # "circ": the PostgreSQL advisory lock taken around schema changes
+
+
+def lock_schema(connection: Connection) -> None:
+    """Serialise schema changes between processes, until the connection's transaction ends.
+
+    On PostgreSQL an advisory transaction lock: a process that creates or upgrades the schema
+    while another is doing the same waits, then sees the other's result (re-read the revision
+    after calling this). DuckDB needs none: a file has one writing process.
+
+    Args:
+        connection: a read-write connection inside the transaction that changes the schema.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+
+
 def current_revision(connection: Connection) -> str | None:
     """The revision recorded in the database, read with plain SQL (no Alembic import).
 

@@ -172,6 +172,21 @@ class Run(Base):
     seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
+class RunKey(Base):
+    """The complete run that stands for a provenance key: one per key, enforced by the primary key.
+
+    Writers claim the key in the transaction that writes the run (`catalog.store.write_run`), so
+    of two processes computing the same run only one stores it; the other reuses it. Created by
+    migration 0003, which fills it from existing complete runs (the newest per key).
+    """
+
+    __tablename__ = "run_key"
+    __table_args__ = (_pg_only_fk("run_id", "run.id"),)
+
+    provenance_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+
+
 class RunMatrix(Base):
     """One adjacent layer pair's full score matrix S_i of a run, losslessly compressed.
 
@@ -314,6 +329,40 @@ class Evaluation(Base):
     baseline_value: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
-# The thumbnail tables live in their own module; importing it here puts them on Base.metadata
-# wherever the schema is used (create_all, Alembic's env, the migration tests).
-from catalog import media as _media  # noqa: E402,F401
+# ---------------------------------------------------------------- thumbnails (catalog.media reads
+# and writes them; migration 0002 creates them)
+
+
+class NeuronPatch(Base):
+    """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
+
+    __tablename__ = "neuron_patch"
+    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
+    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
+    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))
+    activation: Mapped[float] = mapped_column(Double)  # the neuron's max over positions, this image
+    # crop box in the model-input pixels of the image: x0, y0, x1, y1 (x1/y1 exclusive)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImageThumbnail(Base):
+    """A small PNG of one concept example image."""
+
+    __tablename__ = "image_thumbnail"
+
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)  # the original image's size
+    height: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)

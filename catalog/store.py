@@ -32,6 +32,7 @@ from catalog.store_models import (
     write_example_images,
 )
 from catalog.store_runs import (
+    RunExists,
     delete_run,
     find_complete_run,
     list_runs,
@@ -49,6 +50,7 @@ __all__ = [
     "InterventionRef",
     "LayerRef",
     "ModelRef",
+    "RunExists",
     "RunRef",
     "delete_run",
     "ensure_concept",

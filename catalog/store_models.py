@@ -1,6 +1,9 @@
 """Data functions for models (with their layers and neurons), concepts and example images.
 
 Part of `catalog.store` (import from there); functions take a Session and never commit.
+The upserts are safe when several processes write the same rows at once (PostgreSQL):
+`INSERT … ON CONFLICT DO NOTHING` then a select, and a short lock (`catalog.locks`) around the
+check-then-write steps that add rows under an existing model or concept.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
 from catalog import bulk
 from catalog.errors import CatalogError, NotFound
-from catalog.models import Concept, ExampleImage, Layer, Model, Neuron
+from catalog.locks import Lock, lock
+from catalog.models import Concept, ExampleImage, Layer, Model, Neuron, utcnow
 from catalog.refs import LayerRef, ModelRef
 
 _LIST_MODELS = 'list them with `circuits sql "select id, name, weights_sha256 from model"`'
@@ -52,17 +57,25 @@ def ensure_model(
         raise CatalogError(
             f"model {name}: layers must be distinct names with positive widths, got {list(layers)}"
         )
-    query = select(Model).where(Model.name == name, Model.weights_sha256 == weights_sha256)
-    row = session.scalars(query).one_or_none()
-    if row is None:
-        row = Model(
-            name=name, architecture=architecture, weights_sha256=weights_sha256, layer_order=names
-        )
-        session.add(row)
-        session.flush()
-        _add_layers(session, row.id, [(n, int(w)) for n, w in layers], first_position=0)
-        return read_model(session, row.id)
-    stored = read_model(session, row.id)
+    new_id = session.execute(
+        upsert(Model.__table__)
+        .values(name=name, architecture=architecture, weights_sha256=weights_sha256,
+                layer_order=names, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["name", "weights_sha256"])
+        .returning(Model.__table__.c.id)
+    ).scalar()  # fmt: skip
+    if new_id is not None:  # this transaction created it: nobody else sees it until commit
+        _add_layers(session, new_id, [(n, int(w)) for n, w in layers], first_position=0)
+        return read_model(session, new_id)
+    query = select(Model.id).where(Model.name == name, Model.weights_sha256 == weights_sha256)
+    model_id = session.scalars(query).one()
+    stored = read_model(session, model_id)
+    if any(n not in stored.layer_order for n in names):
+        lock(session, Lock.model_layers, model_id)  # then read again: another writer may have added them
+        cached = session.get(Model, model_id)
+        if cached is not None:
+            session.expire(cached)
+        stored = read_model(session, model_id)
     widths = {layer.name: layer.width for layer in stored.layers}
     for layer_name, width in layers:
         if layer_name in widths and widths[layer_name] != int(width):
@@ -74,10 +87,11 @@ def ensure_model(
     new = [(n, int(w)) for n, w in layers if n not in widths]
     if not new:
         return stored
-    _add_layers(session, row.id, new, first_position=len(stored.layers))
+    _add_layers(session, model_id, new, first_position=len(stored.layers))
+    row = session.get(Model, model_id)
     row.layer_order = [*stored.layer_order, *(n for n, _ in new)]
     session.flush()
-    return read_model(session, row.id)
+    return read_model(session, model_id)
 
 
 def _add_layers(
@@ -167,13 +181,15 @@ def ensure_concept(session: Session, name: str, description: str | None = None) 
     Returns:
         The concept id.
     """
-    concept_id = session.scalars(select(Concept.id).where(Concept.name == name)).one_or_none()
-    if concept_id is not None:
-        return concept_id
-    row = Concept(name=name, description=description)
-    session.add(row)
-    session.flush()
-    return row.id
+    new_id = session.execute(
+        upsert(Concept.__table__)
+        .values(name=name, description=description)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(Concept.__table__.c.id)
+    ).scalar()
+    if new_id is not None:
+        return new_id
+    return session.scalars(select(Concept.id).where(Concept.name == name)).one()
 
 
 def write_example_images(
@@ -196,6 +212,7 @@ def write_example_images(
     """
     if session.get(Concept, concept_id) is None:
         raise NotFound(f"no concept {concept_id} in the catalog")
+    lock(session, Lock.example_images, concept_id)  # another writer may record the same set now
     stored = session.scalars(
         select(ExampleImage.sha256)
         .where(ExampleImage.concept_id == concept_id)

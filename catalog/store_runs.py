@@ -1,6 +1,10 @@
 """Data functions for runs: write one with all its edges, record a failure, read, list, delete.
 
 Part of `catalog.store` (import from there); functions take a Session and never commit.
+
+A complete run claims its provenance key in `run_key` (one run per key), in the transaction that
+writes it: of two processes writing the same run at once, the second waits for the first to commit
+(PostgreSQL) and gets `RunExists` naming the winner's run, with nothing of its own written.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
+from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
 from catalog import bulk
@@ -26,6 +31,7 @@ from catalog.models import (
     Layer,
     Model,
     Run,
+    RunKey,
     utcnow,
 )
 from catalog.refs import LayerRef, ModelRef, RunRef
@@ -33,6 +39,18 @@ from catalog.vocab import RunStatus
 from catalog.store_models import read_model
 
 _LIST_RUNS = 'list them with `circuits sql "select * from run"`'
+
+
+class RunExists(CatalogError):
+    """A complete run with the same provenance key is already stored (reuse it: `run_id`)."""
+
+    def __init__(self, run_id: int, provenance_key: str):
+        super().__init__(
+            f"run {run_id} already has provenance key {provenance_key[:12]}…: reuse it, or pass "
+            "replace=True (`--force`) to store another"
+        )
+        self.run_id = run_id
+        self.provenance_key = provenance_key
 
 
 def write_run(
@@ -50,11 +68,14 @@ def write_run(
     started_at: dt.datetime,
     seconds: float,
     matrices: Sequence[np.ndarray],
+    replace: bool = False,
     edge_top_k: int = bulk.DEFAULT_TOP_K,
 ) -> int:
     """Write a complete run and all its edges (in bulk) in the caller's transaction.
 
-    Nothing is visible until the caller commits, so a crash before that leaves no trace.
+    Nothing is visible until the caller commits, so a crash before that leaves no trace. The run
+    claims its provenance key before its edges are written; when another complete run holds the
+    key, nothing is written and `RunExists` says which run (the caller's transaction stays usable).
 
     Args:
         session: the caller's session.
@@ -70,12 +91,15 @@ def write_run(
         started_at: when the computation started (naive UTC, or aware).
         seconds: how long it took.
         matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores (all kept).
+        replace: make this run the one its key stands for even if another holds it (a forced
+            recompute); the other stays stored.
         edge_top_k: top edges per neuron and pair also written as `edge` rows (`edges_v`).
 
     Returns:
         The run id.
 
     Raises:
+        RunExists: another complete run has this provenance key (and replace is False).
         CatalogError: bad layers, matrix shapes, non-finite scores or non-JSON params.
         NotFound: unknown concept or layer.
     """
@@ -87,8 +111,29 @@ def write_run(
         library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
         status=RunStatus.complete, error=None,
     )  # fmt: skip
+    holder = _claim_key(session, provenance_key, run.id, replace=replace)
+    if holder != run.id:
+        session.execute(delete(Run).where(Run.id == run.id))
+        session.expunge(run)
+        raise RunExists(holder, provenance_key)
     bulk.write_edge_matrices(session, run.id, neuron_ids, matrices, top_k=edge_top_k)
     return run.id
+
+
+def _claim_key(session: Session, provenance_key: str, run_id: int, *, replace: bool) -> int:
+    """Make `run_id` the run of `provenance_key` unless another holds it; returns the holder.
+
+    On PostgreSQL a concurrent claim of the same key waits here until the other transaction ends.
+    """
+    table = RunKey.__table__
+    stmt = upsert(table).values(provenance_key=provenance_key, run_id=run_id)
+    if replace:
+        stmt = stmt.on_conflict_do_update(index_elements=["provenance_key"], set_={"run_id": run_id})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["provenance_key"])
+    if session.execute(stmt.returning(table.c.run_id)).scalar() is not None:
+        return run_id
+    return session.scalars(select(RunKey.run_id).where(RunKey.provenance_key == provenance_key)).one()
 
 
 def record_failed_run(
@@ -166,12 +211,8 @@ def _add_run(
 
 
 def find_complete_run(session: Session, provenance_key: str) -> RunRef | None:
-    """The newest complete run with this provenance key, or None (re-run detection)."""
-    run_id = session.scalars(
-        select(Run.id)
-        .where(Run.provenance_key == provenance_key, Run.status == RunStatus.complete)
-        .order_by(Run.id.desc())
-    ).first()
+    """The complete run this provenance key stands for, or None (re-run detection)."""
+    run_id = session.scalars(select(RunKey.run_id).where(RunKey.provenance_key == provenance_key)).first()
     return None if run_id is None else read_run(session, run_id)
 
 
@@ -308,8 +349,10 @@ def delete_run(session: Session, run_id: int) -> None:
     Raises:
         NotFound: no such run.
     """
-    if session.get(Run, run_id) is None:
+    run = session.get(Run, run_id)
+    if run is None:
         raise NotFound(f"no run {run_id} in the catalog")
+    key = run.provenance_key
     circuits = select(Circuit.id).where(Circuit.run_id == run_id)
     interventions = select(Intervention.id).where(Intervention.circuit_id.in_(circuits))
     session.execute(delete(Evaluation).where(Evaluation.intervention_id.in_(interventions)))
@@ -317,4 +360,15 @@ def delete_run(session: Session, run_id: int) -> None:
     session.execute(delete(CircuitNeuron).where(CircuitNeuron.circuit_id.in_(circuits)))
     session.execute(delete(Circuit).where(Circuit.run_id == run_id))
     bulk.delete_edges(session, run_id)
+    session.execute(delete(RunKey).where(RunKey.run_id == run_id))
     session.execute(delete(Run).where(Run.id == run_id))
+    session.expunge(run)
+    # The key now stands for the newest other complete run with it, if any (a forced recompute).
+    session.execute(
+        text(
+            "INSERT INTO run_key (provenance_key, run_id) SELECT provenance_key, max(id) FROM run "
+            "WHERE provenance_key = :k AND status = :complete GROUP BY provenance_key "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"k": key, "complete": str(RunStatus.complete)},
+    )

@@ -1,48 +1,82 @@
-"""Everything that runs a model: the zoo, layer capture, CLA, circuit search, interventions,
-masks, the CatFish-synth dataset, training, and the ingest pipeline that writes to the catalog.
+"""Everything that runs a model: the zoo, Cross-Layer Attribution, circuit search, interventions,
+mask apply/bake, the CatFish-synth dataset, training, and the pipeline that writes to the catalog.
 
     from ingest import attribute, find_circuit, load_model, preprocess
     m = load_model("catfish-mini")
     S = attribute(m.module, m.layers, preprocess(m.spec, images))   # list of (C_i, C_{i+1}) float32
     circuit = find_circuit(S, k=3)
 
-Attributes are imported on first use, so importing a submodule (or `circuits --help`) does not
-pay for torch.
+    from catalog import open_catalog
+    from ingest import IngestConfig, ingest, read_image_dir
+    result = ingest(open_catalog("circuits.duckdb", create=True),
+                    IngestConfig(model="catfish-mini", concept="stripes"), read_image_dir("imgs/"))
+
+Names are imported on first use (torch only then), so importing a submodule or `circuits --help`
+does not pay for torch; `dir(ingest)`, tab completion and type checkers still see all of them.
+Importing the package sets `OMP_WAIT_POLICY=PASSIVE` (unless set) before torch can start OpenMP:
+see `ingest.threads`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "Circuit",
-    "apply_mask",
-    "attribute",
-    "attribute_reference",
-    "bake_mask",
-    "capture_layers",
-    "evaluate",
-    "find_circuit",
-    "load_model",
-    "preprocess",
-]
+from catalog._lazy import lazy_exports
 
-_LAZY = {
-    "Circuit": "ingest.cla.search",
-    "find_circuit": "ingest.cla.search",
-    "attribute": "ingest.cla.attribute",
-    "attribute_reference": "ingest.cla.reference",
-    "capture_layers": "ingest.cla.capture",
-    "evaluate": "ingest.edit.interventions",
-    "load_model": "ingest.zoo.registry",
-    "preprocess": "ingest.zoo.registry",
-    "apply_mask": "ingest.edit.mask_apply",
-    "bake_mask": "ingest.edit.mask_apply",
-}
+from ingest.threads import set_wait_policy
 
+set_wait_policy()  # before any torch import: OpenMP reads it only once, when torch loads
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'ingest' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+if TYPE_CHECKING:
+    from ingest import cla, datasets, edit, zoo
+    from ingest.ablation import AblationResult, ablate
+    from ingest.cla import CLAError, Circuit, attribute, attribute_reference, capture_layers, find_circuit
+    from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
+    from ingest.edit.mask_apply import apply_mask, bake_mask
+    from ingest.images import ImageSet, read_image_dir
+    from ingest.pipeline import IngestConfig, IngestResult, ingest, refine, resolve_images
+    from ingest.train import TrainConfig, train_catfish
+    from ingest.zoo import LoadedModel, ModelSpec, available_models, load_model, preprocess, register
+
+# Sub-package first: a definition moving between the modules of a sub-package keeps its export.
+_CLA = ("ingest.cla",)
+_ZOO = ("ingest.zoo",)
+_EDIT = ("ingest.edit", "ingest.edit.prune", "ingest.edit.interventions")
+_MASK = ("ingest.edit", "ingest.edit.mask_apply")
+_PIPELINE = ("ingest.pipeline",)
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    "ingest",
+    {
+        "CLAError": _CLA,
+        "Circuit": _CLA,
+        "attribute": _CLA,
+        "attribute_reference": _CLA,
+        "capture_layers": _CLA,
+        "find_circuit": _CLA,
+        "LoadedModel": _ZOO,
+        "ModelSpec": _ZOO,
+        "available_models": _ZOO,
+        "load_model": _ZOO,
+        "preprocess": _ZOO,
+        "register": _ZOO,
+        "EvaluationResult": _EDIT,
+        "evaluate": _EDIT,
+        "prune_circuit": _EDIT,
+        "prune_edges": _EDIT,
+        "apply_mask": _MASK,
+        "bake_mask": _MASK,
+        "ImageSet": ("ingest.images",),
+        "read_image_dir": ("ingest.images",),
+        "IngestConfig": _PIPELINE,
+        "IngestResult": _PIPELINE,
+        "ingest": _PIPELINE,
+        "refine": _PIPELINE,
+        "resolve_images": _PIPELINE,
+        "AblationResult": ("ingest.ablation",),
+        "ablate": ("ingest.ablation",),
+        "TrainConfig": ("ingest.train",),
+        "train_catfish": ("ingest.train",),
+    },
+    modules=("cla", "datasets", "edit", "zoo"),
+)

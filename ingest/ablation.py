@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from catalog import store
 from catalog.engine import Catalog
 from ingest.images import ImageSet
 from ingest.pipeline import IngestError
+
+if TYPE_CHECKING:
+    from ingest.zoo.preprocessing import Preprocessing
 
 METRICS = ("accuracy", "true_prob", "kl")
 # Images without class labels (a primitive alone, a folder without --label) are measured against
@@ -38,7 +42,10 @@ def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str
     None when the images have no class (they are then measured against the clean top-1)."""
     if label is not None:
         if not class_names:
-            raise IngestError("this model has no class names: --label cannot be resolved")
+            raise IngestError(
+                "this model has no class names, so --label cannot be resolved: give --classes FILE "
+                "(one name per line, by logit index) or declare class_names on the model's factory"
+            )
         if label not in class_names:
             close = ", ".join(n for n in class_names if label.lower() in n.lower())[:200]
             raise IngestError(f"unknown class {label!r} for --label" + (f" (did you mean: {close})" if close else ""))
@@ -62,8 +69,15 @@ def ablate(
     device: str = "auto",
     model_cache: dict | None = None,
     force: bool = False,
+    preprocessing: Preprocessing | None = None,
+    class_names: Sequence[str] | None = None,
+    threads: int | None = None,
 ) -> AblationResult:
     """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
+
+    The images are fed as the circuit's run fed its images (the preprocessing stored in the run's
+    provenance) unless `preprocessing` is given. Class names for `label` come from
+    `class_names`, else the model's spec (zoo models, user factories that declare them).
 
     Raises:
         IngestError: the model's weights differ from those the circuit was found with, or the
@@ -71,11 +85,14 @@ def ablate(
     """
     from ingest import zoo
     from ingest.edit.interventions import evaluate
+    from ingest.threads import configure
 
+    configure(threads)
     if kind not in ("circuit", "edge"):
         raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
+        run_params = store.read_run(s, circ.run_id).params
     key = (circ.model, weights, tuple(circ.layer_names))
     loaded = None if model_cache is None else model_cache.get(key)
     if loaded is None:
@@ -88,15 +105,17 @@ def ablate(
             f"but the loaded weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): "
             "pass the same file with --weights"
         )
-    labels = labels_for(image_set, label, loaded.spec.labels)
+    pp = preprocessing or _run_preprocessing(run_params, loaded.spec.preprocessing)
+    labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
-    params = {"pair": pair, "baseline_seed": baseline_seed, "weights_sha256": loaded.weights_sha256}
+    params = {"pair": pair, "baseline_seed": baseline_seed, "weights_sha256": loaded.weights_sha256,
+              "preprocessing": pp.to_params()}
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
             return stored
-    x = zoo.preprocess(loaded.spec, list(image_set.images))
+    x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
     if labels is None:
@@ -143,6 +162,14 @@ def ablate(
         intervention_id, circuit_id, kind, image_set.name, len(image_set),
         float(result.edge_fraction), float(result.baseline_edge_fraction), clean, inter, base, reused=False,
     )
+
+
+def _run_preprocessing(run_params: dict, fallback: Preprocessing) -> Preprocessing:
+    """The preprocessing a run stored in its provenance (runs before it was stored: the spec's)."""
+    from ingest.zoo.preprocessing import Preprocessing
+
+    stored = run_params.get("preprocessing")
+    return fallback if stored is None else Preprocessing.from_params(stored)
 
 
 def _clean_top1(model, x, batch_size: int, device: str):

@@ -1,10 +1,13 @@
 """The ingest pipeline: model × concept images → CLA matrices → circuit → catalog rows.
 
-Computation happens before the catalog is opened for writing; then the model, concept, images,
-run, all edges and the circuit are written in one transaction. A crash or Ctrl-C at any moment
-leaves either the whole run or none of it (plus, where possible, a `failed` run row saying what
-happened). The same model weights, layers, image set and CLA parameters are recognised by their
-provenance key and not recomputed unless `force` is set.
+Four steps, usable one by one (`ingest.many` runs them in worker processes): `prepare` loads the
+model and works out the run's provenance key; `stored_circuit` asks the catalog whether that run
+is stored (the same weights, layers, image set and CLA parameters are not recomputed unless
+`force` is set); `compute` runs CLA and the circuit search without the catalog; and
+`ingest.writer.store_computed` writes model, concept, images, run, edges and circuit in one short
+transaction. The catalog is held only to read and to write, never during the computation, so a
+DuckDB file stays readable by other processes meanwhile. A crash or Ctrl-C at any moment leaves
+either the whole run or none of it (plus, where possible, a `failed` run row saying what happened).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from catalog.engine import Catalog
 from catalog.errors import CircuitsError
 from catalog.models import utcnow
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
+
+if TYPE_CHECKING:  # torch stays unimported until a run needs it
+    from ingest.zoo.preprocessing import Preprocessing
 
 CLA_METHOD = "cla-v1"  # bump when the score's arithmetic changes: old runs stop matching
 
@@ -47,6 +53,19 @@ class IngestConfig:
     batch_size: int = 16  # images per forward pass; memory, not results, depends on it
     max_sweeps: int = 50
     force: bool = False  # recompute even when an identical run exists
+    # Preprocessing overrides; None keeps the model's own (a zoo model's published one, a user
+    # factory's declared one, or none at all: [0, 1] RGB at the images' own size).
+    input_size: int | str | None = None  # pixels, or "keep" for each image's own size
+    resize: str | None = None  # "crop" (shorter side, centre) or "stretch"
+    normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None  # "none", "imagenet", "M,M,M:S,S,S"
+    channels: int | None = None  # 1 (luminance) or 3 (RGB)
+    threads: int | None = None  # torch CPU threads, set for the process; None: ingest.threads.default_threads()
+
+    def preprocessing_for(self, spec_preprocessing: Preprocessing) -> Preprocessing:
+        """The model's preprocessing with this config's overrides applied."""
+        return spec_preprocessing.with_overrides(
+            input_size=self.input_size, resize=self.resize, normalize=self.normalize, channels=self.channels
+        )
 
 
 @dataclass(frozen=True)
@@ -58,10 +77,13 @@ class IngestResult:
     skipped: tuple[tuple[str, str], ...] = field(default=())
     seconds: float = 0.0
     channels: tuple[tuple[int, ...], ...] = ()
+    preprocessing: str = ""  # `Preprocessing.describe()` of the inputs the run used
 
 
-def resolve_images(images: str | None, dataset: str | None, *, n: int = 32, seed: int = 0) -> ImageSet:
-    """Turn `--images DIR` or `--dataset catfish:NAME` into an ImageSet.
+def resolve_images(
+    images: str | None, dataset: str | None, *, n: int = 32, seed: int = 0, recursive: bool = False
+) -> ImageSet:
+    """Turn `--images DIR` (sub-folders too with `recursive`) or `--dataset catfish:NAME` into an ImageSet.
 
     Raises:
         IngestError: neither or both given, or an unknown dataset.
@@ -69,7 +91,7 @@ def resolve_images(images: str | None, dataset: str | None, *, n: int = 32, seed
     if (images is None) == (dataset is None):
         raise IngestError("give exactly one of --images DIR or --dataset catfish:NAME")
     if images is not None:
-        return read_image_dir(images)
+        return read_image_dir(images, recursive=recursive)
     assert dataset is not None
     kind, _, name = dataset.partition(":")
     if kind != "catfish" or not name:
@@ -119,6 +141,168 @@ def _k_per_layer(k: int | Sequence[int], layers: Sequence[str], widths: Sequence
     return ks
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An ingest request resolved against its model, before any computation (see `prepare`).
+
+    Attributes:
+        config: the request.
+        image_set: the concept's images.
+        loaded: the loaded model (`ingest.zoo.LoadedModel`).
+        x: the preprocessed images (N, C, H, W).
+        preprocessing: the preprocessing that made `x` (stored in the run's params).
+        layers: the run's layers in forward order.
+        ks: circuit neurons per layer.
+        provenance_key: the run's identity (`provenance_key`).
+        model_fields: `catalog.store.ensure_model` keyword arguments.
+        run_fields: `catalog.store.write_run` provenance keyword arguments (no timing yet).
+    """
+
+    config: IngestConfig
+    image_set: ImageSet
+    loaded: Any
+    x: Any
+    preprocessing: Any  # ingest.zoo.preprocessing.Preprocessing: what made `x`
+    layers: list[str]
+    ks: list[int]
+    provenance_key: str
+    model_fields: dict[str, Any]
+    run_fields: dict[str, Any]
+
+
+def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
+    """Load the model, preprocess the images and work out the run's provenance key (no catalog).
+
+    Raises:
+        IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input.
+    """
+    from ingest import zoo
+    from ingest.cla.capture import layer_widths
+    from ingest.hooks import resolve_device
+    from ingest.threads import configure
+
+    configure(config.threads)
+    loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
+    layers = list(loaded.layers)
+    if len(layers) < 2:
+        raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
+    pp = config.preprocessing_for(loaded.spec.preprocessing)
+    x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
+    # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
+    # in the catalog are forward order whatever the first run's choice was.
+    catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
+    all_widths = dict(zip(catalogued, layer_widths(loaded.module, catalogued, tuple(x.shape[1:]))))
+    widths = [all_widths[name] for name in layers]
+    ks = _k_per_layer(config.k, layers, widths)
+    # The preprocessing is part of the provenance (and so of the key): other inputs, other scores.
+    params = {"method": CLA_METHOD, "input_size": int(x.shape[-1]), "preprocessing": pp.to_params()}
+    key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
+    run_fields = dict(
+        layer_names=layers,
+        params=params,
+        image_set_sha256=image_set.sha256,
+        n_images=len(image_set),
+        provenance_key=key,
+        library_versions=library_versions(),
+        device=str(resolve_device(config.device)),  # the device the run row records
+    )
+    model_fields = dict(
+        name=loaded.spec.name,
+        architecture=loaded.spec.architecture,
+        weights_sha256=loaded.weights_sha256,
+        layers=list(all_widths.items()),
+    )
+    return Prepared(config, image_set, loaded, x, pp, layers, ks, key, model_fields, run_fields)
+
+
+def stored_circuit(cat: Catalog, prepared: Prepared) -> tuple[int, int | None] | None:
+    """Whether this request's run is stored: (run id, id of its circuit of this k or None), or
+    None when it must be computed (or `force` is set). Reads only."""
+    if prepared.config.force:
+        return None
+    with cat.session() as s:
+        existing = store.find_complete_run(s, prepared.provenance_key)
+        if existing is None:
+            return None
+        same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == prepared.ks and not c.fixed]
+    return existing.id, (same[0].id if same else None)
+
+
+def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None, t0: float) -> IngestResult:
+    """The result of a request whose run is stored: its circuit of this k, made from the stored
+    edges alone (no model) when it has none yet."""
+    from ingest.cla.search import find_circuit
+    from ingest.writer import add_circuit_once
+
+    if circuit_id is None:
+        with cat.session() as s:
+            matrices = store.read_run_matrices(s, run_id)
+        cat.release()
+        circuit = find_circuit(matrices, prepared.ks, max_sweeps=prepared.config.max_sweeps)
+        with cat.writing() as s:  # another process may have added this k meanwhile: then reuse it
+            circuit_id, _ = add_circuit_once(s, run_id, prepared.ks, circuit)
+    with cat.session() as s:
+        channels = tuple(tuple(c) for c in store.read_circuit(s, circuit_id).channels)
+    cat.release()
+    image_set = prepared.image_set
+    return IngestResult(
+        run_id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels,
+        prepared.preprocessing.describe(),
+    )
+
+
+def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None):
+    """Run CLA, find the circuit and its neurons' thumbnails, without the catalog.
+
+    Args:
+        prepared: from `prepare`.
+        progress: optional callback (stage, done, total).
+        t0: when the request started (`time.perf_counter()`), for the run's duration.
+
+    Returns:
+        An `ingest.writer.ComputedRun` to give to `ingest.writer.store_computed`.
+
+    Raises:
+        ComputeFailed: the computation failed (it carries the failed run row to record).
+    """
+    from ingest import thumbnails
+    from ingest.cla.attribute import attribute
+    from ingest.cla.search import find_circuit
+    from ingest.writer import ComputedRun, RunFailure, describe
+
+    t0 = time.perf_counter() if t0 is None else t0
+    run_fields = {**prepared.run_fields, "started_at": utcnow()}
+    config, loaded, layers, x = prepared.config, prepared.loaded, prepared.layers, prepared.x
+    on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
+    try:
+        matrices = attribute(
+            loaded.module, layers, x, batch_size=config.batch_size, device=run_fields["device"], progress=on_batch
+        )
+        circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
+        seconds = time.perf_counter() - t0
+        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
+                                            mean=prepared.preprocessing.mean, std=prepared.preprocessing.std, progress=progress)
+        thumbs = thumbnails.example_thumbnails(prepared.image_set.images)
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = RunFailure(prepared.model_fields, config.concept, run_fields, time.perf_counter() - t0, describe(exc))
+        raise ComputeFailed(failure) from exc
+    image_set = prepared.image_set
+    return ComputedRun(
+        model_fields=prepared.model_fields, concept=config.concept, run_fields=run_fields,
+        images=tuple(zip(image_set.sha256s, image_set.sources)), ks=tuple(prepared.ks),
+        matrices=tuple(matrices), circuit=circuit, seconds=seconds, force=config.force,
+        patches=tuple(patches), thumbnails=tuple(thumbs), skipped=tuple(image_set.skipped),
+    )  # fmt: skip
+
+
+class ComputeFailed(Exception):
+    """Internal: a computation failed; `failure` is the row to record, `__cause__` the error."""
+
+    def __init__(self, failure: Any):
+        super().__init__(failure.error)
+        self.failure = failure
+
+
 def ingest(
     cat: Catalog,
     config: IngestConfig,
@@ -128,6 +312,11 @@ def ingest(
 ) -> IngestResult:
     """Run CLA for one model × concept and store the run and its circuit.
 
+    The catalog is read once (is this run stored?), let go during the computation (a DuckDB file
+    stays readable by other processes), and written in one short transaction at the end
+    (`ingest.writer.store_computed`). When another process stores the same run meanwhile, its run
+    is reused.
+
     Args:
         cat: an open, writable catalog.
         config: what to run.
@@ -135,123 +324,34 @@ def ingest(
         progress: optional callback (stage, done, total) for progress bars.
 
     Returns:
-        The stored (or reused) run and its new circuit.
+        The stored (or reused) run and its circuit.
 
     Raises:
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
+        CatalogLocked: a DuckDB file stayed held by another process at write time.
     """
-    from ingest import zoo
-    from ingest.cla.attribute import attribute
-    from ingest.cla.capture import layer_widths
-    from ingest.cla.search import find_circuit
-    from ingest.hooks import resolve_device
+    from ingest.writer import record_failure, store_computed
 
     t0 = time.perf_counter()
-    loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
-    layers = list(loaded.layers)
-    if len(layers) < 2:
-        raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
-    x = zoo.preprocess(loaded.spec, list(image_set.images))  # (N, 3, H, W)
-    # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
-    # in the catalog are forward order whatever the first run's choice was.
-    catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
-    all_widths = dict(zip(catalogued, layer_widths(loaded.module, catalogued, tuple(x.shape[1:]))))
-    widths = [all_widths[name] for name in layers]
-    ks = _k_per_layer(config.k, layers, widths)
-    params = {"method": CLA_METHOD, "input_size": int(x.shape[-1])}
-    key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
-
-    with cat.session() as s:
-        existing = None if config.force else store.find_complete_run(s, key)
-    if existing is not None:
-        with cat.session() as s:
-            same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == ks and not c.fixed]
-        if same:
-            channels = tuple(tuple(c) for c in same[0].channels)
-            circuit_id = same[0].id
-        else:
-            circuit_id, circuit = refine(cat, existing.id, ks, max_sweeps=config.max_sweeps)
-            channels = tuple(tuple(c) for c in circuit.channels)
-        return IngestResult(
-            existing.id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels
-        )
-
-    resolved_device = str(resolve_device(config.device))  # the device the run row records
-    on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
-    run_fields = dict(
-        layer_names=layers,
-        params=params,
-        image_set_sha256=image_set.sha256,
-        n_images=len(image_set),
-        provenance_key=key,
-        library_versions=library_versions(),
-        device=resolved_device,
-        started_at=utcnow(),
-    )
-    model_fields = dict(
-        name=loaded.spec.name,
-        architecture=loaded.spec.architecture,
-        weights_sha256=loaded.weights_sha256,
-        layers=list(all_widths.items()),
-    )
+    prepared = prepare(config, image_set)
+    found = stored_circuit(cat, prepared)
+    cat.release()  # hold nothing while computing
+    if found is not None:
+        return reuse(cat, prepared, found[0], found[1], t0)
     try:
-        matrices = attribute(
-            loaded.module, layers, x, batch_size=config.batch_size, device=resolved_device, progress=on_batch
-        )
-        circuit = find_circuit(matrices, ks, max_sweeps=config.max_sweeps)
-        seconds = time.perf_counter() - t0
-        from ingest import thumbnails  # the circuit neurons' example patches (catalog.media)
-
-        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
-                                            mean=loaded.spec.mean, std=loaded.spec.std, progress=progress)
-        thumbs = thumbnails.example_thumbnails(image_set.images)
-        if progress is not None:
-            progress("writing", 0, 1)
-        with cat.session() as s, s.begin():  # one transaction: the whole run or nothing
-            model = store.ensure_model(s, **model_fields)
-            concept_id = store.ensure_concept(s, config.concept)
-            store.write_example_images(
-                s, concept_id, image_set.sha256, list(zip(image_set.sha256s, image_set.sources))
-            )
-            run_id = store.write_run(
-                s, model=model, concept_id=concept_id, matrices=matrices, seconds=seconds, **run_fields
-            )
-            circuit_id = store.write_circuit(
-                s,
-                run_id=run_id,
-                channels=circuit.channels,
-                k=ks,
-                fixed=None,
-                sweeps=circuit.sweeps,
-                converged=circuit.converged,
-                objective_history=circuit.objective_history,
-            )
-            thumbnails.store_thumbnails(s, run_id=run_id, model_id=model.id, concept_id=concept_id,
-                                        image_set_sha256=image_set.sha256, patches=patches, thumbnails=thumbs)
-    except (Exception, KeyboardInterrupt) as exc:
-        _record_failure(cat, model_fields, config.concept, run_fields, time.perf_counter() - t0, exc)
-        raise
+        computed = compute(prepared, progress=progress, t0=t0)
+    except ComputeFailed as failed:
+        record_failure(cat, failed.failure)
+        raise failed.__cause__ from None
+    if progress is not None:
+        progress("writing", 0, 1)
+    run_id, circuit_id, reused, channels = store_computed(cat, computed)
     if progress is not None:
         progress("writing", 1, 1)
     return IngestResult(
-        run_id, circuit_id, False, len(image_set), image_set.skipped, seconds,
-        tuple(tuple(c) for c in circuit.channels),
+        run_id, circuit_id, reused, len(image_set), image_set.skipped, computed.seconds, channels,
+        prepared.preprocessing.describe(),
     )
-
-
-def _record_failure(cat: Catalog, model_fields: dict, concept: str, run_fields: dict, seconds: float,
-                    exc: BaseException) -> None:
-    """Leave a `failed` run row saying what happened; never masks the original error."""
-    error = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-    try:
-        with cat.session() as s, s.begin():
-            model = store.ensure_model(s, **model_fields)
-            concept_id = store.ensure_concept(s, concept)
-            store.record_failed_run(
-                s, model=model, concept_id=concept_id, seconds=seconds, error=error[:2000], **run_fields
-            )
-    except Exception:  # the catalog itself may be what failed; the original error is what matters
-        pass
 
 
 def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *,
@@ -277,10 +377,11 @@ def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *,
     with cat.session() as s:
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
+    cat.release()
     ks = _k_per_layer(k, run.layer_names, run.widths)
     by_index = None if fixed is None else _fixed_by_index(fixed, list(run.layer_names))
     circuit = find_circuit(matrices, ks, fixed=by_index, max_sweeps=max_sweeps)
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:
         circuit_id = store.write_circuit(
             s,
             run_id=run_id,
@@ -310,3 +411,26 @@ def _fixed_by_index(fixed: Mapping[str | int, Sequence[int]], layer_names: list[
             raise IngestError(f"layer {layer_names[i]!r} is fixed twice")
         out[i] = [int(c) for c in chans]
     return out
+
+
+def run_preprocessing(
+    cat: Catalog,
+    circuit_id: int,
+    *,
+    input_size: int | str | None = None,
+    resize: str | None = None,
+    normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    channels: int | None = None,
+) -> Preprocessing | None:
+    """The preprocessing a circuit's run stored, with the given overrides; None when nothing is
+    overridden (the caller then uses the run's own, e.g. `ablate(preprocessing=None)`)."""
+    if (input_size, resize, normalize, channels) == (None, None, None, None):
+        return None
+    from ingest import zoo
+    from ingest.zoo.preprocessing import Preprocessing
+
+    with cat.session() as s:
+        circ = store.read_circuit(s, circuit_id)
+        stored = store.read_run(s, circ.run_id).params.get("preprocessing")
+    base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).preprocessing
+    return base.with_overrides(input_size=input_size, resize=resize, normalize=normalize, channels=channels)

@@ -89,11 +89,15 @@ def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
         side = side * 3 // 4
 
 
-def _display_pixels(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Model inputs (N, 3, H, W) back to uint8 RGB (N, H, W, 3) by undoing the normalisation."""
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    rgb = (x.detach().cpu() * s + m).clamp(0, 1)
+def _display_pixels(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """Model inputs (N, C, H, W), C = 1 or 3, back to uint8 RGB (N, H, W, 3) by undoing the
+    normalisation (None: the inputs were not normalised)."""
+    x = x.detach().cpu()
+    if mean is not None and std is not None:
+        m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+        x = x * s + m
+    rgb = x.clamp(0, 1).expand(-1, 3, -1, -1) if x.shape[1] == 1 else x.clamp(0, 1)
     return (rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 
@@ -160,8 +164,8 @@ def neuron_patches(
     x: torch.Tensor,
     channels: Sequence[Sequence[int]],
     *,
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
     config: ThumbnailConfig = ThumbnailConfig(),
     progress: Progress | None = None,
 ) -> list[NeuronPatches]:
@@ -332,6 +336,7 @@ def recompute_run_thumbnails(
     """
     from catalog import store
     from ingest import zoo
+    from ingest.zoo.preprocessing import Preprocessing
 
     with cat.session() as s:
         run = store.read_run(s, run_id)
@@ -346,11 +351,13 @@ def recompute_run_thumbnails(
             f"{loaded.weights_sha256[:12]}: pass the run's weights with --weights"
         )
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
-    x = zoo.preprocess(loaded.spec, images)
+    stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
+    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.preprocessing
+    x = zoo.preprocess(pp, images)  # the inputs the run itself used
     loaded.module.to(device)
     channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]
     patches = neuron_patches(loaded.module, list(run.layer_names), x, channels,
-                             mean=loaded.spec.mean, std=loaded.spec.std, config=config, progress=progress)
+                             mean=pp.mean, std=pp.std, config=config, progress=progress)
     thumbs = example_thumbnails(images, config.image_size)
     with cat.session() as s, s.begin():
         return store_thumbnails(s, run_id=run_id, model_id=run.model_id, concept_id=run.concept_id,

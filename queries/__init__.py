@@ -3,55 +3,75 @@
 Everything answers from the catalog alone (no model, no torch). Functions take a SQLAlchemy
 Session and return plain objects::
 
-    from catalog.engine import open_catalog
+    from catalog import open_catalog
     from queries import overlap_matrix
 
     with open_catalog("circuits.duckdb", read_only=True).session() as s:
         m = overlap_matrix(s, "catfish-mini", metric="weighted")
 
-The names below are imported lazily (on first use), so `import queries` — which the `circuits`
-command does at start-up — stays cheap.
+Names are imported on first use, so `import queries` stays cheap; `dir(queries)`, tab completion
+and type checkers still see all of them.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "EdgeSelection": "queries.graphs",
-    "circuit_graph": "queries.graphs",
-    "run_top_edges": "queries.graphs",
-    "top_edge_graph": "queries.graphs",
-    "OverlapMatrix": "queries.overlap",
-    "SharedNeurons": "queries.overlap",
-    "overlap_matrix": "queries.overlap",
-    "overlap_of_circuits": "queries.overlap",
-    "shared_neurons": "queries.overlap",
-    "Composition": "queries.compose",
-    "compose_circuit": "queries.compose",
-    "CircuitDetails": "queries.listing",
-    "circuit_details": "queries.listing",
-    "concept_circuits": "queries.listing",
-    "list_circuits": "queries.listing",
-    "list_concepts": "queries.listing",
-    "list_models": "queries.listing",
-    "list_runs": "queries.listing",
-    "resolve_circuit": "queries.listing",
-    "resolve_model": "queries.listing",
-    "PrunePlan": "queries.prune_plan",
-    "plan_pruning": "queries.prune_plan",
-    "overlap_heatmap": "queries.plots",
-    "ExportResult": "queries.mask_export",
-    "export_mask": "queries.mask_export",
-    "mask_from_circuit": "queries.mask_export",
-}
+from catalog._lazy import lazy_exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:
+    from queries.compose import Composition, compose_circuit
+    from queries.graphs import EdgeSelection, circuit_graph, run_top_edges, top_edge_graph
+    from queries.listing import (
+        CircuitDetails,
+        circuit_details,
+        concept_circuits,
+        list_circuits,
+        list_concepts,
+        list_models,
+        list_runs,
+        resolve_circuit,
+        resolve_model,
+    )
+    from queries.mask_export import ExportResult, export_mask, mask_from_circuit
+    from queries.overlap import (
+        OverlapMatrix,
+        SharedNeurons,
+        overlap_matrix,
+        overlap_of_circuits,
+        shared_neurons,
+    )
+    from queries.plots import overlap_heatmap
+    from queries.prune_plan import PrunePlan, plan_pruning
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'queries' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__all__, __getattr__, __dir__ = lazy_exports(
+    "queries",
+    {
+        "EdgeSelection": ("queries.graphs",),
+        "circuit_graph": ("queries.graphs",),
+        "run_top_edges": ("queries.graphs",),
+        "top_edge_graph": ("queries.graphs",),
+        "OverlapMatrix": ("queries.overlap",),
+        "SharedNeurons": ("queries.overlap",),
+        "overlap_matrix": ("queries.overlap",),
+        "overlap_of_circuits": ("queries.overlap",),
+        "shared_neurons": ("queries.overlap",),
+        "Composition": ("queries.compose",),
+        "compose_circuit": ("queries.compose",),
+        "CircuitDetails": ("queries.listing",),
+        "circuit_details": ("queries.listing",),
+        "concept_circuits": ("queries.listing",),
+        "list_circuits": ("queries.listing",),
+        "list_concepts": ("queries.listing",),
+        "list_models": ("queries.listing",),
+        "list_runs": ("queries.listing",),
+        "resolve_circuit": ("queries.listing",),
+        "resolve_model": ("queries.listing",),
+        "PrunePlan": ("queries.prune_plan",),
+        "plan_pruning": ("queries.prune_plan",),
+        "overlap_heatmap": ("queries.plots",),
+        "ExportResult": ("queries.mask_export",),
+        "export_mask": ("queries.mask_export",),
+        "mask_from_circuit": ("queries.mask_export",),
+    },
+)

@@ -13,12 +13,17 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import shutil
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from catalog.engine import Catalog, close_all, close_catalogs_of, open_catalog
+
+import backends
 
 
 @pytest.fixture(scope="session")
@@ -49,23 +54,115 @@ def cat(catalog_path: Path) -> Iterator[Catalog]:
     catalog.close()
 
 
-# duckdb 2.0's nanobind bindings print ~100 lines of benign "leaked instance DuckDBPyType"
-# warnings at interpreter teardown when torch is loaded in the same process (the CLI avoids them
-# with an atexit hook in catalog.engine; a whole test session keeps more references alive).
-# Those lines would bury pytest's summary, so the test process ends right after pytest has
-# reported everything, with pytest's own exit status.
-_EXIT_STATUS: list[int] = []
+# ---------------------------------------------------------------- both backends (DuckDB, PostgreSQL)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _EXIT_STATUS.append(int(exitstatus))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `pg` tests, with the reason, when no PostgreSQL server is given."""
+    if backends.pg_server_url() is not None:
+        return
+    skip = pytest.mark.skip(reason=backends.PG_SKIP_REASON)
+    for item in items:
+        if "pg" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The PostgreSQL test server's URL (skips the test when `CIRCUITS_TEST_PG_URL` is unset)."""
+    url = backends.pg_server_url()
+    if url is None:
+        pytest.skip(backends.PG_SKIP_REASON)
+    return url
+
+
+@pytest.fixture(scope="session")
+def _pg_template(pg_server) -> Iterator[str]:
+    """A database on the server migrated to the head schema, copied by each test's database."""
+    from catalog.admin import init_catalog
+
+    url = backends.create_database(pg_server, prefix="tmpl_")
+    init_catalog(backends.url_text(url))
+    close_all()
+    yield url.database
+    backends.drop_database(pg_server, url.database)
+
+
+@pytest.fixture
+def pg_url(pg_server, _pg_template) -> Iterator[str]:
+    """A fresh PostgreSQL database at the head schema (its URL), dropped after the test."""
+    url = backends.create_database(pg_server, template=_pg_template)
+    text = backends.url_text(url)
+    yield text
+    close_catalogs_of(text)
+    backends.drop_database(pg_server, url.database)
+
+
+@pytest.fixture
+def empty_pg_url(pg_server) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (no schema), dropped after the test."""
+    url = backends.create_database(pg_server)
+    text = backends.url_text(url)
+    yield text
+    close_catalogs_of(text)
+    backends.drop_database(pg_server, url.database)
+
+
+@pytest.fixture(params=backends.BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """"duckdb" or "postgresql": tests using it (or `db_url`, `any_cat`) run on both."""
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """A fresh catalog at the head schema on the test's backend: a DuckDB file path or a PG URL."""
+    if backend == "duckdb":
+        return str(request.getfixturevalue("catalog_path"))
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def any_cat(db_url: str) -> Iterator[Catalog]:
+    """The fresh catalog of `db_url`, open read-write (a module sets `cat = any_cat` to run on both)."""
+    catalog = open_catalog(db_url)
+    yield catalog
+    catalog.close()
+
+
+@pytest.fixture(scope="module", params=backends.BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Where a module builds the catalog its tests share, once per backend: a DuckDB file path that
+    does not exist yet, or an empty PostgreSQL database (`open_catalog(..., create=True)` migrates
+    either)."""
+    if request.param == "duckdb":
+        yield str(tmp_path_factory.mktemp("module-catalog") / "catalog.duckdb")
+        return
+    server = request.getfixturevalue("pg_server")
+    url = backends.create_database(server)
+    text = backends.url_text(url)
+    yield text
+    close_catalogs_of(text)
+    backends.drop_database(server, url.database)
+
+
+# duckdb 2.0's nanobind bindings print ~100 lines of "leaked instance DuckDBPyType" at interpreter
+# teardown when a DuckDBPyType outlives the module (torch loaded in the same process makes it
+# show). What keeps them alive in a test session is SQLAlchemy's per-dialect result-processor
+# memo (`dialect._type_memos[type]["result"]`), keyed by the DuckDB cursor's type codes; the
+# module-level constants are dropped by catalog.engine's atexit hook. Clearing the memos of every
+# dialect that connected lets the interpreter exit normally (atexit and plugin teardown run) with
+# pytest's summary as the last output.
+_DIALECTS: weakref.WeakSet = weakref.WeakSet()
+
+
+@event.listens_for(Engine, "engine_connect")
+def _remember_dialect(connection) -> None:
+    _DIALECTS.add(connection.dialect)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _EXIT_STATUS and not os.environ.get("CIRCUITS_TEST_NORMAL_EXIT"):
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+    close_all()
+    for dialect in list(_DIALECTS):
+        dialect._type_memos.clear()

@@ -12,7 +12,15 @@ import sqlalchemy as sa
 
 from catalog import bulk, pg_copy, store
 from catalog.edge_select import DEFAULT_TOP_K, top_edge_mask
+from catalog.engine import open_catalog
 from catalog.errors import CatalogError
+
+
+@pytest.fixture
+def cat(any_cat):
+    """Every test here runs on DuckDB and on PostgreSQL (see conftest `any_cat`)."""
+    return any_cat
+
 
 WIDTHS = [("a", 3), ("b.c", 5), ("d", 4), ("e", 2)]
 
@@ -21,10 +29,10 @@ def _model(s):
     return store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=WIDTHS)
 
 
-def _run(s, model, matrices, layers=("a", "b.c", "d", "e")):
+def _run(s, model, matrices, layers=("a", "b.c", "d", "e"), key="2" * 64):
     return store.write_run(
         s, model=model, concept_id=store.ensure_concept(s, "star"), layer_names=list(layers),
-        params={"method": "test"}, image_set_sha256="1" * 64, n_images=4, provenance_key="2" * 64,
+        params={"method": "test"}, image_set_sha256="1" * 64, n_images=4, provenance_key=key,
         library_versions={"numpy": np.__version__}, device="cpu", started_at=dt.datetime(2025, 1, 1),
         seconds=0.5, matrices=matrices,
     )  # fmt: skip
@@ -205,8 +213,9 @@ def test_postgres_binary_copy_encoding_matches_struct_reference():
     assert [len(a) for a in pg_copy.decode(empty, (">i4", ">f4"))] == [0, 0]
 
 
-def test_duckdb_words_read_back_in_any_row_order_and_gaps_are_reported(cat):
+def test_duckdb_words_read_back_in_any_row_order_and_gaps_are_reported(catalog_path):
     """On DuckDB the blobs are 8-byte word rows (catalog.matrix_store): order is restored by seq."""
+    cat = open_catalog(catalog_path)
     widths = [w for _, w in WIDTHS]
     matrices = _random_matrices(9, widths)
     with cat.session() as s, s.begin():
@@ -222,3 +231,4 @@ def test_duckdb_words_read_back_in_any_row_order_and_gaps_are_reported(cat):
         s.execute(sa.text("DELETE FROM run_matrix_word WHERE run_id = :r AND seq = 3"), {"r": run_id})
     with cat.session() as s, pytest.raises(CatalogError, match="matrix words are incomplete"):
         store.read_run_matrices(s, run_id)
+    cat.close()

@@ -107,8 +107,16 @@ def test_missing_catalog_names_init(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_sql_formats(filled):
-    catalog_path = filled
+@pytest.fixture
+def filled_db(db_url):
+    """A fresh catalog with the one run of `filled`, on DuckDB and on PostgreSQL."""
+    _write_one_run(db_url)
+    close_catalogs_of(db_url)
+    return db_url
+
+
+def test_sql_formats(filled_db):
+    catalog_path = filled_db
     as_json = _invoke("sql", "select count(*) as n from run", "--db", str(catalog_path), "--format", "json")
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout) == [{"n": 1}]

@@ -53,8 +53,9 @@ def test_postgresql_url_reaches_the_same_models_without_a_server():
         with pytest.raises(_NoServer):
             engine.connect()
         assert seen["host"] == "db.example" and seen["dbname"] == "circuits"
-        expected = "-c default_transaction_read_only=on" if read_only else None
+        expected = "-c statement_timeout=600000" + (" -c default_transaction_read_only=on" if read_only else "")
         assert seen.get("options") == expected
+        assert seen["connect_timeout"] == 10  # an unresponsive server fails in bounded time
 
 
 class _NoServer(Exception):

@@ -173,3 +173,28 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
         assert migrate.current_revision(conn) == HEAD
         assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("edge")}
     engine.dispose()
+
+
+def test_0003_keeps_the_newest_complete_run_per_provenance_key(db_url):
+    """Upgrading a catalog from before 0003 that holds duplicate complete runs keys each by its newest."""
+    engine = build_engine(resolve_url(db_url), read_only=False, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        migrate.downgrade(conn, "0001")
+        conn.execute(sa.text(
+            "INSERT INTO model (id, name, architecture, weights_sha256, layer_order, created_at) "
+            "VALUES (1, 'm', 'cnn', 'w', '[]', TIMESTAMP '2025-01-01 00:00:00')"
+        ))  # fmt: skip
+        conn.execute(sa.text("INSERT INTO concept (id, name) VALUES (1, 'c')"))
+        for run_id, key, status in ((1, "k1", "complete"), (2, "k1", "complete"), (3, "k1", "failed"),
+                                    (4, "k2", "complete"), (5, "k3", "failed")):  # fmt: skip
+            conn.execute(sa.text(
+                "INSERT INTO run (id, model_id, concept_id, layer_names, params, image_set_sha256, n_images, "
+                "provenance_key, library_versions, device, status, started_at) "
+                "VALUES (:id, 1, 1, '[]', '{}', 'i', 1, :key, '{}', 'cpu', :status, TIMESTAMP '2025-01-01 00:00:00')"
+            ), {"id": run_id, "key": key, "status": status})  # fmt: skip
+        migrate.upgrade(conn)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT provenance_key, run_id FROM run_key ORDER BY 1")).all()
+        assert migrate.current_revision(conn) == revision.SCHEMA_HEAD
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("k1", 2), ("k2", 4)]

@@ -98,7 +98,7 @@ def test_run_sql_errors(filled, tmp_path, monkeypatch):
         run_sql(str(filled), "  ")
     with pytest.raises(NotFound, match="circuits db init"):
         run_sql(str(tmp_path / "none.duckdb"), "select 1")
-    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")  # a newer code version
+    monkeypatch.setattr(revision, "SCHEMA_HEAD", f"{int(revision.SCHEMA_HEAD) + 1:04d}")  # a newer program
     with pytest.raises(SchemaOutdated) as fast:
         run_sql(f"duckdb:///{filled}", "select 1")
     with pytest.raises(SchemaOutdated) as general:

@@ -18,6 +18,12 @@ LAYERS = [("l0", 4), ("l1", 6), ("l2", 5)]
 NAMES = [n for n, _ in LAYERS]
 
 
+@pytest.fixture
+def cat(any_cat):
+    """Every test here runs on DuckDB and on PostgreSQL (see conftest `any_cat`)."""
+    return any_cat
+
+
 def _run_fields(**over):
     fields = dict(
         layer_names=NAMES, params={"method": "test"}, image_set_sha256="1" * 64, n_images=3,

@@ -16,7 +16,6 @@ from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolv
 from catalog.models import Circuit, Run
 from ingest.cla.search import find_circuit
 from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix
-from tests.pg_scratch import scratch_database
 
 LAYERS = [("a", 6), ("b", 9), ("c", 7), ("d", 5)]
 NAMES = [n for n, _ in LAYERS]
@@ -82,15 +81,12 @@ def _old_circuit(s, model, run_id, channels):
     return circuit.id
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def old_catalog(request, tmp_path):
+@pytest.fixture
+def old_catalog(backend, request, tmp_path):
     """A catalog at schema 0001 with two complete runs (one sparse and shuffled), a failed run and
     four circuits, on each backend; returns (path or URL, engine, model, {run: matrices}, circuit ids)."""
-    if request.param == "duckdb":
-        yield from _old_catalog(tmp_path / "old.duckdb")
-    else:
-        with scratch_database() as url:
-            yield from _old_catalog(url)
+    where = tmp_path / "old.duckdb" if backend == "duckdb" else request.getfixturevalue("empty_pg_url")
+    yield from _old_catalog(where)
 
 
 def _old_catalog(path):
@@ -159,7 +155,7 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
     close_catalogs_of(path)
 
     with engine.begin() as conn:
-        migrate.downgrade(conn, "0002")
+        migrate.downgrade(conn, "0003")
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT run_id, src_neuron_id, dst_neuron_id, score FROM edge ORDER BY 1, 2, 3")).all()
         tables = set(sa.inspect(conn).get_table_names())

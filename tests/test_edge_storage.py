@@ -10,31 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from catalog import store
-from catalog.engine import open_catalog
-from catalog.admin import init_catalog
 from catalog.edge_select import circuit_pairs, top_edge_mask
 from catalog.errors import CatalogError
 from catalog.matrix_codec import CODEC, decode_matrix, encode_matrix
 from queries.graphs import EdgeSelection, circuit_graph, run_top_edges
 from queries.overlap import internal_edges, overlap_of_circuits, weighted_jaccard_matrix
-from tests.pg_scratch import scratch_database
 
 LAYERS = [("a", 7), ("b", 9), ("c", 6)]
-
-
-@pytest.fixture(params=["duckdb", "postgresql"])
-def any_cat(request, catalog_path):
-    """A fresh catalog on each backend (PostgreSQL: a scratch database, skipped without a server)."""
-    if request.param == "duckdb":
-        cat = open_catalog(catalog_path)
-        yield cat
-        cat.close()
-        return
-    with scratch_database() as url:
-        init_catalog(url)
-        cat = open_catalog(url)
-        yield cat
-        cat.close()
 
 
 def _cla_like(rng, shape, zeros=0.33):

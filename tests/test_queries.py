@@ -22,7 +22,7 @@ from queries.listing import (
     resolve_circuit,
     resolve_model,
 )
-from circuits.cli.render_details import details_dict, details_text
+from circuits.cli.render import details_dict, details_text
 from queries.overlap import jaccard_matrix, overlap_matrix, shared_neurons, weighted_jaccard_matrix
 from queries.prune_plan import image_set_concept, plan_pruning
 
@@ -30,8 +30,9 @@ NAMES = ["cat", "fish", "star", "text", "wave"]
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return build_toy(str(tmp_path_factory.mktemp("queries") / "toy.duckdb"))
+def toy(module_db_url):
+    """The toy catalog, once on DuckDB and once on PostgreSQL (`module_db_url`)."""
+    return build_toy(module_db_url)
 
 
 @pytest.fixture()
@@ -292,6 +293,6 @@ def test_queries_never_import_torch():
 
     code = (
         "import sys, circuits.cli.read, queries.graphs, queries.overlap, queries.compose, queries.listing, "
-        "queries.prune_plan, queries.plots, circuits.cli.render_details; assert 'torch' not in sys.modules, 'torch imported'"
+        "queries.prune_plan, queries.plots, circuits.cli.render; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

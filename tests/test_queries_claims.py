@@ -19,6 +19,13 @@ from queries.claims import (
     reuse_claim,
 )
 
+
+@pytest.fixture
+def cat(any_cat):
+    """Every test here runs on DuckDB and on PostgreSQL (see conftest `any_cat`)."""
+    return any_cat
+
+
 LAYERS = [("l0", 8), ("l1", 8)]
 PARTS = {"c_ab": ("a", "b"), "c_bc": ("b", "c"), "c_ca": ("c", "a"), "c_ad": ("a", "d")}
 # concept → channels per layer: a class circuit is made of its primitives' channels

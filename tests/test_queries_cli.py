@@ -16,8 +16,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return build_toy(str(tmp_path_factory.mktemp("queries_cli") / "toy.duckdb"))
+def toy(module_db_url):
+    """The toy catalog, once on DuckDB and once on PostgreSQL (`module_db_url`)."""
+    return build_toy(module_db_url)
 
 
 def run(toy, *args: str):

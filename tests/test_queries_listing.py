@@ -14,6 +14,13 @@ from catalog import store
 from catalog.errors import CatalogError
 from catalog.store import EvaluationRow
 
+
+@pytest.fixture
+def cat(any_cat):
+    """Every test here runs on DuckDB and on PostgreSQL (see conftest `any_cat`)."""
+    return any_cat
+
+
 LAYERS = [("l0", 4), ("l1", 6), ("l2", 5)]
 NAMES = [n for n, _ in LAYERS]
 CONCEPTS = ["star", "wave", "dot"]

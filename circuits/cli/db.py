@@ -1,50 +1,20 @@
-"""Commands of the `catalog` package (`circuits db …`, `circuits sql`), mounted by the root app.
-
-Also the shared pieces other packages' commands use for the same look: `DbOption` (the `--db`
-option) and `FormatOption`/`OutputFormat` (`--format table|csv|json`); rendering is `circuits.cli.render`.
+"""`circuits db init|upgrade|status` and `circuits sql`: thin wrappers over `catalog.admin` and
+`catalog.sql`. Shared options live in `circuits.cli.options`, rendering in `circuits.cli.render`.
 """
 
 from __future__ import annotations
 
-import enum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+
+from circuits.cli.options import DbOption, FormatOption, OutputFormat
 
 app = typer.Typer()
 db_app = typer.Typer(
     help="Create, upgrade and inspect the catalog database.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Catalog: a DuckDB file or a database URL (default: $CIRCUITS_DB, else ./circuits.duckdb).",
-        show_default=False,
-    ),
-]
-
-
-class OutputFormat(str, enum.Enum):
-    """How tabular results are printed."""
-
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-class InterventionKind(str, enum.Enum):
-    """How a circuit is pruned (DESIGN §5); the values of `catalog.models.INTERVENTION_KINDS`."""
-
-    circuit = "circuit"  # zero every circuit neuron
-    edge = "edge"  # cut the paths between one pair of circuit layers
-
-
-FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format: table, csv or json.")
-]
 
 
 @db_app.command("init")
@@ -105,13 +75,10 @@ def sql(
     ] = 10_000,
 ) -> None:
     """Run read-only SQL on the catalog (tables and the *_v views); writes are refused."""
-    from catalog.engine import open_catalog
-    from catalog.sql import run_query
-
-    cat = open_catalog(db, read_only=True)
-    result = run_query(cat, query, max_rows=limit or None)
+    from catalog.sql import run_sql
     from circuits.cli.render import render
 
+    result = run_sql(db, query, max_rows=limit or None)
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from circuits.cli.options import DbOption
+
 app = typer.Typer()
 
 
 @app.command("demo")
 def demo(
-    db: Annotated[str | None, typer.Option("--db", help="Catalog path or URL (default: $CIRCUITS_DB or ./circuits.duckdb).")] = None,
+    db: DbOption = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the report (Markdown) and the overlap heat-map (PNG).")] = Path("demo-out"),
 ) -> None:
     """Run the main job: catfish-mini circuits for every CatFish-synth concept, ablations, claims.
@@ -23,7 +25,7 @@ def demo(
     heat-map. Idempotent: a second run reuses what is stored.
     """
     from circuits.demo import run_demo
-    from circuits.cli.ingest import progress_bar
+    from circuits.cli.render import progress_bar
 
     with progress_bar() as update:
         result = run_demo(db, out, progress=update)

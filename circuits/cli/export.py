@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from circuits.cli.db import DbOption, InterventionKind
+from circuits.cli.options import DbOption, InterventionKind
+
 app = typer.Typer()
 
 
@@ -43,4 +44,4 @@ def export(
     if kind is InterventionKind.circuit:
         typer.echo(f"bake it into weights: circuits apply {mask.model.name} --mask {result.path} -o pruned.pt")
     else:
-        typer.echo(f"edge masks run with hooks: ingest.edit.mask_apply.apply_mask(model, catalog.mask_io.read_mask({str(result.path)!r}))")
+        typer.echo(f"edge masks run with hooks: ingest.apply_mask(model, catalog.read_mask({str(result.path)!r}))")

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from circuits.cli.db import DbOption, FormatOption, InterventionKind, OutputFormat
+from circuits.cli.options import DbOption, FormatOption, InterventionKind, OutputFormat
+from circuits.cli.render import progress_bar
+
 app = typer.Typer()
 
-ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of PNG/JPEG example images.")]
 DatasetOpt = Annotated[
     str | None, typer.Option("--dataset", help="A bundled image set, e.g. catfish:stripes (a primitive) or catfish:stripes_star (a class).")
 ]
 NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the images rendered for --dataset.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of images (PNG, JPEG, WebP, BMP, GIF, TIFF).")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", help="Read the --images folder's sub-folders too.")]
+InputSizeOpt = Annotated[str | None, typer.Option(
+    "--input-size", help="Model input side in pixels, or keep (each image's own size). Default: the model's.")]
+ResizeOpt = Annotated[str | None, typer.Option(
+    "--resize", help="crop (shorter side to --input-size, then the centre) or stretch. Default: the model's.")]
+NormalizeOpt = Annotated[str | None, typer.Option(
+    "--normalize", help="none, imagenet, or MEAN:STD as comma lists (0.5,0.5,0.5:0.25,0.25,0.25). Default: the model's.")]
+ChannelsOpt = Annotated[int | None, typer.Option("--channels", help="1 (grey) or 3 (RGB). Default: the model's.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1.")]
+
+
+def _echo_image_report(image_set) -> None:
+    """One summary line for the files not used, and one line per note (stderr)."""
+    for note in image_set.notes:
+        typer.echo(f"note: {note}", err=True)
+    summary = image_set.summary()
+    if summary:
+        typer.echo(summary, err=True)
 
 
 def _parse_k(text: str) -> int | tuple[int, ...]:
@@ -26,31 +46,6 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
     except ValueError:
         raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
     return values[0] if len(values) == 1 else values
-
-
-@contextmanager
-def progress_bar():
-    """A rich progress bar fed by the pipeline's (stage, done, total) callbacks.
-
-    Shown from the first update on, so a command that fails early prints only its error.
-    """
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not tasks:
-            bar.start()
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            bar.stop()
 
 
 @app.command()
@@ -67,17 +62,25 @@ def ingest(
     n: NOpt = 32,
     seed: SeedOpt = 0,
     force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run exists.")] = False,
+    recursive: RecursiveOpt = False,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    normalize: NormalizeOpt = None,
+    channels: ChannelsOpt = None,
+    threads: ThreadsOpt = None,
     db: DbOption = None,
 ) -> None:
-    """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit."""
+    """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit.
+
+    Images are fed as the model's spec says (zoo models: their published preprocessing; a user
+    model that declares none: [0, 1] RGB at the images' own size); --input-size, --resize,
+    --normalize and --channels override it, and the run records what was used.
+    """
     from catalog.engine import open_catalog
     from ingest.pipeline import IngestConfig, ingest as run_ingest, resolve_images
 
-    image_set = resolve_images(images, dataset, n=n, seed=seed)
-    for path, reason in image_set.skipped:
-        typer.echo(f"skipped unreadable image {path}: {reason}", err=True)
-    if image_set.skipped:
-        typer.echo(f"skipped {len(image_set.skipped)} unreadable file(s); using {len(image_set)} images", err=True)
+    image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
+    _echo_image_report(image_set)
     config = IngestConfig(
         model=model,
         concept=concept,
@@ -87,8 +90,13 @@ def ingest(
         device=device,
         batch_size=batch_size,
         force=force,
+        input_size=input_size,
+        resize=resize,
+        normalize=normalize,
+        channels=channels,
+        threads=threads,
     )
-    cat = open_catalog(db, create=True)
+    cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
     with progress_bar() as update:
         result = run_ingest(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
@@ -96,6 +104,7 @@ def ingest(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
         f"and circuit {result.circuit_id} in {cat.display}"
     )
+    typer.echo(f"inputs: {result.preprocessing}")
 
 
 @app.command()
@@ -128,17 +137,33 @@ def ablate(
     seed: SeedOpt = 1,
     device: DeviceOpt = "auto",
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")] = False,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="File of class names by logit index (one per line, or a JSON list) for --label.")] = None,
+    recursive: RecursiveOpt = False,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    normalize: NormalizeOpt = None,
+    channels: ChannelsOpt = None,
+    threads: ThreadsOpt = None,
     db: DbOption = None,
 ) -> None:
-    """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result."""
+    """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result.
+
+    Images are fed with the preprocessing the circuit's run used (stored in its provenance);
+    --input-size, --resize, --normalize and --channels override it.
+    """
     from catalog.engine import open_catalog
     from ingest.ablation import ablate as run_ablate
-    from ingest.pipeline import resolve_images
+    from ingest.pipeline import resolve_images, run_preprocessing
+    from ingest.zoo.user import read_class_names
 
-    image_set = resolve_images(images, dataset, n=n, seed=seed)
+    image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
+    _echo_image_report(image_set)
     cat = open_catalog(db)
+    pp = run_preprocessing(cat, circuit, input_size=input_size, resize=resize, normalize=normalize, channels=channels)
     r = run_ablate(cat, circuit, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
-                   baseline_seed=baseline_seed, device=device, force=force)
+                   baseline_seed=baseline_seed, device=device, force=force, preprocessing=pp,
+                   class_names=None if classes is None else read_class_names(classes), threads=threads)
     typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
                f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
     typer.echo(f"{'metric':<16} {'clean':>8} {'pruned':>8} {'random':>8}")
@@ -161,7 +186,8 @@ def models(
             "name": name,
             "architecture": spec.architecture,
             "layers": ",".join(spec.layers),
-            "input_size": spec.input_size,
+            "input_size": spec.input_size or "keep",
+            "preprocessing": spec.preprocessing.describe(),
             "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
         })
     typer.echo(render(rows, fmt.value))

@@ -1,32 +1,57 @@
 """The `circuits` command: a thin root that mounts each package's Typer sub-app.
 
 Heavy imports (torch, alembic, duckdb) happen inside command bodies, so `circuits --help` is
-instant. User errors (`CircuitsError`) become one line on stderr and exit code 1; anything else
-keeps its traceback because it is a bug.
+instant. User errors (`CircuitsError`) and a missing optional extra (torch, psycopg, matplotlib:
+`circuits.cli.extras`) become one line on stderr and exit code 1; anything else keeps its
+traceback because it is a bug.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
-import typer
-from typer.core import TyperGroup
+from ingest.threads import set_wait_policy
 
-from catalog.errors import CircuitsError
-from circuits.cli import db, demo, export, ingest, masks, read, serve, train
+set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from catalog.errors import CircuitsError  # noqa: E402
+from circuits.cli import db, demo, export, ingest, many, masks, read, serve, train  # noqa: E402
+from circuits.cli.extras import missing_extra_message  # noqa: E402
 
 
 class _RootGroup(TyperGroup):
     """Converts user errors raised by any sub-command into a one-line message and exit code 1."""
 
     def invoke(self, ctx: typer.Context):
+        name = self._command_name(ctx)
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
             typer.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except ModuleNotFoundError as exc:
+            message = missing_extra_message(name, exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+
+    def _command_name(self, ctx: typer.Context) -> str:
+        """The command as typed after `circuits` ("ingest", "db init"), for messages."""
+        words = [*ctx._protected_args, *ctx.args]
+        names: list[str] = []
+        group = self
+        for word in words:
+            cmd = group.get_command(ctx, word) if hasattr(group, "get_command") else None
+            if cmd is None:
+                break
+            names.append(word)
+            group = cmd
+        return " ".join(names) or "this command"
 
 
 app = typer.Typer(
@@ -38,12 +63,13 @@ app = typer.Typer(
 )
 
 
-for _sub in (db.app, ingest.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
+for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app):
     app.add_typer(_sub)
 
 
 def main() -> None:
     # Idle OpenMP threads spin by default; on a small shared CPU that halves torch's throughput
-    # (measured: 12 vs 73 training images/s on 2 cores). Must be set before torch is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # (measured: 12 vs 73 training images/s on 2 cores). Set at import above, and again here for
+    # callers that import this module after torch (a no-op for OpenMP then, but children inherit it).
+    set_wait_policy()
     app()

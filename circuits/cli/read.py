@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from circuits.cli.db import DbOption, FormatOption, InterventionKind, OutputFormat
+from circuits.cli.options import DbOption, FormatOption, InterventionKind, OutputFormat, RunStatus
+
 app = typer.Typer()
 
 if TYPE_CHECKING:
@@ -26,25 +27,21 @@ ModelOpt = Annotated[
 CHOICE_HELP = "A concept stands for its newest circuit of its newest complete run."
 
 
-class Metric(str, Enum):
+class OverlapMetric(str, Enum):
+    """How `circuits overlap` compares two circuits."""
+
     jaccard = "jaccard"
     shared = "shared"
     weighted = "weighted"
 
 
 class Listable(str, Enum):
+    """What `circuits list` lists."""
+
     runs = "runs"
     circuits = "circuits"
     concepts = "concepts"
     models = "models"
-
-
-class Status(str, Enum):
-    running = "running"
-    complete = "complete"
-    failed = "failed"
-
-
 
 
 def _flowing(func: Callable[..., None]) -> Callable[..., None]:
@@ -86,13 +83,13 @@ def overlap(
         str | None, typer.Option("--concepts", help="Comma-separated concepts (default: every concept with a circuit).")
     ] = None,
     metric: Annotated[
-        Metric,
+        OverlapMetric,
         typer.Option(
             "--metric",
             help="jaccard: shared/union of neurons; shared: neurons in both; weighted: weighted Jaccard of "
             "the circuits' internal edges, each circuit's CLA scores normalised to sum 1.",
         ),
-    ] = Metric.jaccard,
+    ] = OverlapMetric.jaccard,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write the matrix as a heat-map (PNG).")] = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
@@ -181,8 +178,7 @@ def show(
 ) -> None:
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from queries.listing import circuit_details, resolve_circuit
-    from circuits.cli.render import render_csv, to_json
-    from circuits.cli.render_details import details_dict, details_neuron_rows, details_text
+    from circuits.cli.render import details_dict, details_neuron_rows, details_text, render_csv, to_json
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
@@ -201,7 +197,7 @@ def list_(
     model: Annotated[str | None, typer.Option("--model", help="Only this model (runs, circuits, concepts).")] = None,
     concept: Annotated[str | None, typer.Option("--concept", help="Only this concept (runs, circuits).")] = None,
     status: Annotated[
-        Status | None,
+        RunStatus | None,
         typer.Option("--status", help="Only runs with this status (runs; circuits default to complete runs)."),
     ] = None,
     fmt: FormatOption = OutputFormat.table,

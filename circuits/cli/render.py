@@ -1,4 +1,5 @@
-"""Rendering tabular results as an aligned text table, CSV or JSON (`--format table|csv|json`).
+"""Everything the commands print: rows as an aligned text table, CSV or JSON (`--format
+table|csv|json`), a circuit's details (`circuits show`), and the progress bar of long commands.
 
 Shared by every command that prints rows. Rows are mappings (column → value); every row has the
 same columns. Tables are plain text with no wrapping, so wide matrices stay aligned however
@@ -13,12 +14,31 @@ import datetime as dt
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from catalog.errors import CircuitsError
 
-__all__ = ["FORMATS", "check_format", "format_value", "render", "render_table", "render_csv", "render_json", "to_json", "plain"]
+if TYPE_CHECKING:
+    from queries.listing import CircuitDetails
+
+__all__ = [
+    "FORMATS",
+    "check_format",
+    "details_dict",
+    "details_neuron_rows",
+    "details_text",
+    "format_value",
+    "plain",
+    "progress_bar",
+    "render",
+    "render_csv",
+    "render_json",
+    "render_table",
+    "to_json",
+]
 
 FORMATS = ("table", "csv", "json")
 
@@ -134,3 +154,131 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Seque
     """
     renderer = {"table": render_table, "csv": render_csv, "json": render_json}[check_format(fmt)]
     return renderer(rows, columns)
+
+
+# ---------------------------------------------------------------- `circuits show`
+
+
+def details_neuron_rows(details: CircuitDetails) -> list[dict[str, object]]:
+    """One dict per neuron of a `circuits show` circuit: layer, channel."""
+    c = details.circuit
+    return [{"layer": name, "channel": ch} for name, chans in zip(c.layer_names, c.channels) for ch in chans]
+
+
+def details_dict(details: CircuitDetails) -> dict[str, object]:
+    """A circuit's details as plain data (channels per layer, interventions with evaluations)."""
+    c, r = details.circuit, details.run
+    return {
+        "circuit": c.id,
+        "run": r.id,
+        "model": r.model,
+        "weights_sha256": r.weights_sha256,
+        "concept": r.concept,
+        "status": r.status,
+        "n_images": r.n_images,
+        "device": r.device,
+        "k": list(c.k),
+        "sweeps": c.sweeps,
+        "converged": c.converged,
+        "objective": c.objective,
+        "objective_history": list(c.objective_history),
+        "fixed": c.fixed,
+        "created_at": c.created_at,
+        "layers": [
+            {"layer": n, "width": w, "k": len(ch), "channels": list(ch)}
+            for n, w, ch in zip(c.layer_names, c.widths, c.channels)
+        ],
+        "interventions": [
+            {
+                "id": iv.id,
+                "kind": iv.kind,
+                "params": iv.params,
+                "edge_fraction": iv.edge_fraction,
+                "baseline_edge_fraction": iv.baseline_edge_fraction,
+                "evaluations": [asdict(e) for e in iv.evaluations],
+            }
+            for iv in details.interventions
+        ],
+    }
+
+
+def details_text(details: CircuitDetails) -> str:
+    """A circuit's details as readable multi-line text for the terminal."""
+    c, r = details.circuit, details.run
+    lines = [
+        f"circuit {c.id}: concept {r.concept} on {r.model} (weights {r.weights_sha256[:12]})",
+        f"run {r.id}: {r.status}, {r.n_images} images, {len(r.layer_names)} layers, device {r.device}, "
+        f"{format_value(r.seconds)} s",
+        f"search: k={','.join(str(x) for x in c.k)}, {c.sweeps} sweeps, "
+        f"{'converged' if c.converged else 'NOT converged'}, objective {format_value(c.objective)} "
+        f"(initial {format_value(c.objective_history[0]) if c.objective_history else '?'})",
+    ]
+    if c.fixed:
+        lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
+    lines += ["", "neurons per layer:"]
+    rows = [
+        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(str(x) for x in ch)}
+        for n, w, ch in zip(c.layer_names, c.widths, c.channels)
+    ]
+    lines.append(render_table(rows))
+    if not details.interventions:
+        lines += ["", f"no interventions yet: circuits ablate {c.id} --kind circuit --dataset catfish:NAME"]
+        return "\n".join(lines)
+    lines += ["", "interventions and evaluations:"]
+    rows = [
+        {
+            "intervention": iv.id,
+            "kind": iv.kind,
+            "edges_cut": iv.edge_fraction,
+            "image_set": e.image_set,
+            "metric": e.metric,
+            "clean": e.clean_value,
+            "pruned": e.value,
+            "random": e.baseline_value,
+        }
+        for iv in details.interventions
+        for e in iv.evaluations
+    ]
+    bare = [iv.id for iv in details.interventions if not iv.evaluations]
+    lines.append(render_table(rows))
+    if bare:
+        lines.append(f"(interventions without evaluations: {', '.join(map(str, bare))})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- progress
+
+
+@contextmanager
+def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar fed by the pipeline's (stage, done, total) callbacks.
+
+    Shown from the first update on, so a command that fails early prints only its error.
+
+    Args:
+        quiet: yield None instead (the library functions take `progress=None`).
+        eta: add an estimated-time-remaining column (long jobs: thumbnails, reports).
+    """
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import TimeRemainingColumn
+
+    columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn()]
+    columns += [TextColumn("ETA"), TimeRemainingColumn()] if eta else [TimeElapsedColumn()]
+    bar = Progress(*columns)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bar.stop()

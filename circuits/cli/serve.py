@@ -3,43 +3,17 @@ and `ingest.thumbnails`."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from circuits.cli.db import DbOption
+from circuits.cli.options import DbOption
+from circuits.cli.render import progress_bar
 
 app = typer.Typer()
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result (no progress, no request log).")]
-
-
-@contextmanager
-def progress_bar(quiet: bool = False):
-    """A rich progress bar with an ETA, fed by (stage, done, total) callbacks; nothing when quiet."""
-    if quiet:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not tasks:
-            bar.start()
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            bar.stop()
 
 
 @app.command()
@@ -108,7 +82,7 @@ def thumbnails(
     from ingest.thumbnails import ThumbnailConfig, recompute_run_thumbnails
 
     cat = open_catalog(db)
-    with progress_bar(quiet) as update:
+    with progress_bar(quiet, eta=True) as update:
         patches, thumbs = recompute_run_thumbnails(
             cat, run, model, weights=weights, device=str(resolve_device(device)),
             config=ThumbnailConfig(top=top, size=size), progress=update,

@@ -149,7 +149,10 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p]
         try:
             with self.server.db_lock:
-                self._route(parts, params)
+                try:
+                    self._route(parts, params)
+                finally:  # between requests a DuckDB file is free for writers (catalog.engine)
+                    self.server.cat.release()
         except NotFound as exc:
             self._error(HTTPStatus.NOT_FOUND, str(exc))
         except CircuitsError as exc:

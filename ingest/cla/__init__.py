@@ -1,11 +1,34 @@
-"""Cross-Layer Attribution: layer capture, the fast and exact paths, the reference loop, search."""
+"""Cross-Layer Attribution: layer capture, the fast and exact paths, the reference loop, search.
 
-from ingest.cla.attribute import CLAError, CLAMemoryError, DEFAULT_MAX_MEMORY, attribute, describe_paths
-from ingest.cla.capture import capture_layers
-from ingest.cla.reference import attribute_reference
-from ingest.cla.search import Circuit, find_circuit
+Names load on first use: `circuits refine` needs only the search (NumPy) and must not pay for
+torch, which importing `ingest.cla.search` would otherwise cost through this package.
+"""
 
-__all__ = [
-    "DEFAULT_MAX_MEMORY", "CLAError", "CLAMemoryError", "Circuit", "attribute", "attribute_reference",
-    "capture_layers", "describe_paths", "find_circuit",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from catalog._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ingest.cla.attribute import CLAError, CLAMemoryError, DEFAULT_MAX_MEMORY, attribute, describe_paths
+    from ingest.cla.capture import capture_layers
+    from ingest.cla.reference import attribute_reference
+    from ingest.cla.search import Circuit, find_circuit
+
+_ATTRIBUTE = ("ingest.cla.attribute",)
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    "ingest.cla",
+    {
+        "CLAError": _ATTRIBUTE,
+        "CLAMemoryError": _ATTRIBUTE,
+        "DEFAULT_MAX_MEMORY": _ATTRIBUTE,
+        "attribute": _ATTRIBUTE,
+        "describe_paths": _ATTRIBUTE,
+        "attribute_reference": ("ingest.cla.reference", "ingest.cla.attribute"),
+        "capture_layers": ("ingest.cla.capture",),
+        "Circuit": ("ingest.cla.search",),
+        "find_circuit": ("ingest.cla.search",),
+    },
+)

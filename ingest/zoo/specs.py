@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catalog.errors import CircuitsError
+from ingest.zoo.errors import ModelLoadError, PreprocessingError, UnknownModel, ZooError  # re-exported
+from ingest.zoo.preprocessing import Preprocessing
 
 __all__ = [
     "FACTORY_SYNTAX",
@@ -20,6 +21,8 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "ModelSpec",
+    "Preprocessing",
+    "PreprocessingError",
     "RandomInitWarning",
     "UnknownModel",
     "ZooError",
@@ -28,18 +31,6 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACTORY_SYNTAX = "path/to/file.py:factory or package.module:factory"
-
-
-class ZooError(CircuitsError):
-    """A model cannot be built or loaded as asked."""
-
-
-class UnknownModel(ZooError):
-    """The model name is neither in the zoo nor a user factory."""
-
-
-class ModelLoadError(ZooError):
-    """A user model factory cannot be imported or does not build a module."""
 
 
 class RandomInitWarning(UserWarning):
@@ -54,28 +45,50 @@ class ModelSpec:
         name: zoo name (or the user factory string).
         architecture: what the network is, for the catalog's `model` row.
         build: returns a randomly initialised module.
-        layers: default CLA layers, dotted module paths in forward order (empty for user models).
-        input_size: square input side in pixels.
-        mean: per-channel normalisation mean (RGB, images scaled to [0, 1]).
-        std: per-channel normalisation std.
+        layers: default CLA layers, dotted module paths in forward order (empty for user models
+            that declare none).
+        preprocessing: how images become the model's input (size, resize, mean/std, channels).
+            Give it, or the older `input_size`/`mean`/`std` (a crop to `input_size`); with
+            neither the model gets none: [0, 1] RGB at the images' own size.
+        input_size, mean, std: mirrors of `preprocessing` (None where it has none), kept so
+            existing callers read them as before.
         labels: output class names by logit index, where known.
-        default_weights: a bundled weights file, used when present and none is given.
+        default_weights: a bundled (or installed-package) weights file, used when present and none
+            is given.
         cache_names: files looked for in library caches (never downloaded): bare names in torch
             hub's `checkpoints/`, `hf:`-prefixed glob patterns in the Hugging Face hub cache.
         convert_state_dict: adapts a foreign state dict's keys (e.g. strip `visual.`) before loading.
+        weights_hint: what to do when no weights are found (said in the random-init warning).
+        weights_file_sha256: sha256 of `default_weights`' bytes, checked before it is loaded.
+        imagenet_weights: the torchvision weights enum member `--weights imagenet` means
+            (e.g. "ResNet50_Weights.IMAGENET1K_V1"), for torchvision models.
     """
 
     name: str
     architecture: str
     build: Callable[[], nn.Module]
     layers: tuple[str, ...]
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     labels: tuple[str, ...] | None = None
     default_weights: Path | None = None
     cache_names: tuple[str, ...] = ()
     convert_state_dict: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = field(default=None)
+    preprocessing: Preprocessing | None = None
+    weights_hint: str = ""
+    weights_file_sha256: str | None = None
+    imagenet_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        # `preprocessing` wins when given (so dataclasses.replace(spec, preprocessing=...) works).
+        pp = self.preprocessing
+        if pp is None:
+            pp = Preprocessing(size=self.input_size, mean=self.mean, std=self.std)
+        object.__setattr__(self, "preprocessing", pp)
+        object.__setattr__(self, "input_size", pp.size)
+        object.__setattr__(self, "mean", pp.mean)
+        object.__setattr__(self, "std", pp.std)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,18 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 
+__all__ = [
+    "IMAGENET",
+    "WeightsError",
+    "check_file_sha256",
+    "file_sha256",
+    "find_cached",
+    "imagenet_weights_file",
+    "load_into",
+    "read_state_dict",
+    "weights_sha256",
+]
+
 
 class WeightsError(CircuitsError):
     """A weights file is missing, unreadable, or does not fit the model."""
@@ -129,3 +141,59 @@ def find_cached(cache_names: Sequence[str]) -> Path | None:
     return None
 
 
+
+
+IMAGENET = "imagenet"  # `--weights imagenet`: the model's published ImageNet weights
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_file_sha256(path: Path, expected: str, *, hint: str = "") -> None:
+    """Raise `WeightsError` unless `path`'s bytes hash to `expected`."""
+    got = file_sha256(path)
+    if got != expected:
+        raise WeightsError(
+            f"weights file {path} has sha256 {got[:12]}…, expected {expected[:12]}… (a different or damaged file)"
+            + (f": {hint}" if hint else "")
+        )
+
+
+def imagenet_weights_file(enum_ref: str) -> Path:
+    """The file of torchvision weights `enum_ref` (e.g. "ResNet50_Weights.IMAGENET1K_V1") in
+    torchvision's cache, `torch.hub.get_dir()/checkpoints/<file>`, downloaded there by torch hub
+    when it is missing and the machine is online.
+
+    Raises:
+        WeightsError: the file is not cached and cannot be downloaded (one line naming the file
+            and where to put it).
+    """
+    import urllib.error
+    from urllib.parse import urlparse
+
+    from torchvision import models
+
+    cls_name, _, member = enum_ref.partition(".")
+    entry = getattr(getattr(models, cls_name), member)
+    filename = os.path.basename(urlparse(entry.url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if path.is_file():
+        return path
+    try:
+        # torchvision's own download (as `entry.get_state_dict()`), into the same cache file.
+        torch.hub.load_state_dict_from_url(entry.url, progress=False, check_hash=False, weights_only=True)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = (str(getattr(exc, "reason", exc)).splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(
+            f"{enum_ref} is not in torchvision's cache and cannot be downloaded ({reason}): "
+            f"put {filename} (from {entry.url}) at {path}, or pass --weights FILE"
+        ) from None
+    if not path.is_file():
+        raise WeightsError(f"torch hub did not leave {filename} at {path}: put it there by hand, or pass --weights FILE")
+    return path

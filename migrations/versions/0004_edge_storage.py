@@ -1,7 +1,7 @@
 """Edge storage that scales: full matrices as compressed blobs, top edges and circuit edges as rows.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-29
 
 Before: `edge` held every neuron pair of every run (~19 MB of DuckDB file per googlenet run).
@@ -40,7 +40,7 @@ from catalog.edge_select import circuit_pairs, top_edge_mask
 from catalog.matrix_codec import CODEC, decode_matrix, encode_matrix
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -170,6 +170,8 @@ def _convert_rows(bind: sa.Connection) -> None:
                                  "n_bytes", "scores")),  # fmt: skip
     )
     for run_id, neuron_ids in _runs(bind):
+        if len(neuron_ids) < 2:  # no layer pair, no scores (not a run the store would write)
+            continue
         matrices = _old_matrices(bind, run_id, neuron_ids)
         layer_ids = _layer_ids(bind, neuron_ids)
         blobs = [encode_matrix(m) for m in matrices]
@@ -204,6 +206,9 @@ def _runs(bind: sa.Connection) -> Iterator[tuple[int, list[np.ndarray]]]:
         if model_id not in by_model:
             by_model[model_id] = _model_neurons(bind, model_id)
         names = json.loads(layer_names) if isinstance(layer_names, str) else layer_names
+        missing = [n for n in names if n not in by_model[model_id]]
+        if missing:
+            raise RuntimeError(f"run {run_id} names layers {missing} that its model does not have: repair or delete it first")
         yield int(run_id), [by_model[model_id][n] for n in names]
 
 

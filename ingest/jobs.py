@@ -1,0 +1,134 @@
+"""Job files of `circuits ingest-many`: a YAML list of model × concept × k ingests.
+
+    - model: catfish-mini
+      concept: stripes
+      dataset: catfish:stripes   # or images: path/to/folder
+      k: 3                       # one k, or one per layer: [3, 4, 3]
+      layers: [features.1, features.4]   # optional: the model's default CLA layers
+      weights: path/to/weights.pt        # optional
+      n: 32                      # images rendered for a dataset (default 32)
+      seed: 0                    # their seed (default 0)
+
+Relative `images`, `weights` and `path/file.py:factory` models are relative to the job file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from catalog.errors import CircuitsError
+
+__all__ = ["Job", "JobFileError", "load_jobs"]
+
+
+class JobFileError(CircuitsError):
+    """A job file that cannot be read as a list of ingest jobs."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ingest: what `circuits ingest` takes, as data (picklable, shipped to workers)."""
+
+    model: str
+    concept: str
+    k: int | tuple[int, ...] = 5
+    images: str | None = None
+    dataset: str | None = None
+    layers: tuple[str, ...] | None = None
+    weights: str | None = None
+    n: int = 32
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 16
+
+    @property
+    def label(self) -> str:
+        """A short name for progress and reports, e.g. "catfish-mini × stripes × k=3"."""
+        k = self.k if isinstance(self.k, int) else ",".join(map(str, self.k))
+        return f"{Path(self.model).name if ':' in self.model else self.model} × {self.concept} × k={k}"
+
+
+_KEYS = {f.name for f in fields(Job)}
+_REQUIRED = ("model", "concept")
+
+
+def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
+    """Read a job file.
+
+    Args:
+        path: a YAML file holding a list of jobs (or a mapping with a `jobs` list).
+
+    Returns:
+        The jobs in file order.
+
+    Raises:
+        JobFileError: unreadable YAML, or a job with a missing, unknown or ill-typed field.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise JobFileError(f"no job file {path}: write a YAML list of {{model, concept, dataset|images, k}}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise JobFileError(f"{path} is not valid YAML{line}: fix it (a list of jobs)") from None
+    if isinstance(data, dict) and "jobs" in data:
+        data = data["jobs"]
+    if not isinstance(data, list) or not data:
+        raise JobFileError(f"{path} holds no jobs: write a YAML list of {{model, concept, dataset|images, k}}")
+    return [_job(entry, i + 1, path) for i, entry in enumerate(data)]
+
+
+def _job(entry: Any, number: int, path: Path) -> Job:
+    where = f"{path}: job {number}"
+    if not isinstance(entry, dict):
+        raise JobFileError(f"{where} is not a mapping: give model, concept, dataset|images and k")
+    unknown = sorted(set(entry) - _KEYS)
+    if unknown:
+        raise JobFileError(f"{where} has unknown field(s) {', '.join(unknown)}: use {', '.join(sorted(_KEYS))}")
+    missing = [key for key in _REQUIRED if not entry.get(key)]
+    if missing:
+        raise JobFileError(f"{where} lacks {', '.join(missing)}")
+    if (entry.get("images") is None) == (entry.get("dataset") is None):
+        raise JobFileError(f"{where} needs exactly one of images: DIR or dataset: catfish:NAME")
+    values = dict(entry)
+    values["model"], values["concept"] = str(values["model"]), str(values["concept"])
+    try:
+        values["k"] = _k(values.get("k", 5))
+        if values.get("layers") is not None:
+            layers = values["layers"]
+            layers = layers.split(",") if isinstance(layers, str) else list(layers)
+            values["layers"] = tuple(str(x).strip() for x in layers if str(x).strip())
+        for key in ("n", "seed", "batch_size"):
+            if key in values:
+                values[key] = int(values[key])
+    except (TypeError, ValueError) as exc:
+        raise JobFileError(f"{where}: {exc}") from None
+    base = path.resolve().parent
+    if values.get("images") is not None:
+        values["images"] = str(base / Path(str(values["images"])).expanduser())
+    if values.get("weights") is not None:
+        values["weights"] = str(base / Path(str(values["weights"])).expanduser())
+    file, sep, factory = values["model"].rpartition(":")
+    if sep and file.endswith(".py"):
+        values["model"] = f"{base / Path(file).expanduser()}:{factory}"
+    return Job(**values)
+
+
+def _k(value: Any) -> int | tuple[int, ...]:
+    if isinstance(value, bool):
+        raise ValueError(f"k must be an integer or a list of them, not {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = value.split(",")
+    ks = tuple(int(v) for v in value)
+    if not ks:
+        raise ValueError("k is empty: give an integer or one per layer")
+    return ks[0] if len(ks) == 1 else ks

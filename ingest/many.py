@@ -1,0 +1,220 @@
+"""Many ingests at once (`circuits ingest-many`): model × concept × k jobs fanned out to workers.
+
+Each job runs `ingest.pipeline`'s steps in a worker (`run_job`). Who writes depends on the catalog:
+
+- PostgreSQL: every worker writes its own run straight to the shared catalog. Runs claim their
+  provenance key (`catalog.store.write_run`), so overlapping jobs, reruns and other processes
+  ingesting at the same time store each run once.
+- DuckDB: a file has one writing process, so workers only read (is it stored?) and compute; they
+  send the computed run back and this process writes it (`ingest.writer.store_computed`).
+
+Jobs whose run and circuit are stored are skipped, so rerunning a job file does only what is
+missing. A failed job is retried (`retries` more times) unless its input is wrong, and reported.
+
+    from ingest.fanout import InlineExecutor
+    report = ingest_many("circuits.duckdb", load_jobs("jobs.yaml"), InlineExecutor())
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from catalog.engine import open_catalog
+from catalog.errors import CatalogLocked, CircuitsError
+from ingest.jobs import Job
+
+__all__ = ["JobOutcome", "ManyReport", "WorkResult", "ingest_many", "run_job"]
+
+WRITE_HERE, WRITE_IN_WORKERS = "driver", "workers"
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What a worker sends back for one job (picklable).
+
+    Attributes:
+        status: "stored", "reused" or "skipped" (done); "computed" (a run for the driver to
+            write); "refine" (a stored run lacks this k: the driver makes the circuit); "failed".
+        run_id, circuit_id: the stored run and circuit, when done.
+        computed: the `ingest.writer.ComputedRun` (status "computed").
+        failure: the failed run row to record (`ingest.writer.RunFailure`), when the worker did not.
+        error: one line, when failed.
+        retryable: whether running the job again may succeed (not for bad input).
+        ks, max_sweeps: the circuit to make (status "refine").
+    """
+
+    status: str
+    run_id: int | None = None
+    circuit_id: int | None = None
+    computed: Any = None
+    failure: Any = None
+    error: str | None = None
+    retryable: bool = True
+    ks: tuple[int, ...] = ()
+    max_sweeps: int = 50
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one job ended: status "stored", "reused", "skipped" or "failed"."""
+
+    job: Job
+    status: str
+    run_id: int | None
+    circuit_id: int | None
+    attempts: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ManyReport:
+    """Every job's outcome, in job-file order, and who wrote the runs ("workers" or "driver")."""
+
+    outcomes: list[JobOutcome]
+    writer: str
+    executor: str
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[JobOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def run_job(job: Job, db: str, writer: str) -> WorkResult:
+    """Run one job in a worker (module-level, so Ray can ship it); never raises.
+
+    Args:
+        job: what to ingest.
+        db: the catalog (path or URL) as the driver opened it.
+        writer: WRITE_IN_WORKERS (write the run here) or WRITE_HERE (read only; send it back).
+    """
+    from ingest.pipeline import ComputeFailed, IngestConfig, compute, prepare, resolve_images, reuse, stored_circuit
+    from ingest.writer import record_failure, store_computed
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        image_set = resolve_images(job.images, job.dataset, n=job.n, seed=job.seed)
+        config = IngestConfig(model=job.model, concept=job.concept, layers=job.layers, k=job.k,
+                              weights=job.weights, device=job.device, batch_size=job.batch_size)  # fmt: skip
+        t0 = time.perf_counter()
+        prepared = prepare(config, image_set)
+        if writer == WRITE_IN_WORKERS:
+            cat = open_catalog(db)
+            found = stored_circuit(cat, prepared)
+        else:  # read, then let go of the file at once: the driver writes to it
+            reader = open_catalog(db, read_only=True, wait=None)
+            try:
+                found = stored_circuit(reader, prepared)
+            finally:
+                reader.close()
+        if found is not None and found[1] is not None:
+            return WorkResult("skipped", found[0], found[1])
+        if found is not None:
+            if writer == WRITE_HERE:
+                return WorkResult("refine", found[0], ks=tuple(prepared.ks), max_sweeps=config.max_sweeps)
+            done = reuse(cat, prepared, found[0], None, t0)
+            return WorkResult("reused", done.run_id, done.circuit_id)
+        try:
+            computed = compute(prepared, t0=t0)
+        except ComputeFailed as failed:
+            if writer == WRITE_IN_WORKERS:
+                record_failure(cat, failed.failure)
+                return WorkResult("failed", error=failed.failure.error)
+            return WorkResult("failed", failure=failed.failure, error=failed.failure.error)
+        if writer == WRITE_HERE:
+            return WorkResult("computed", computed=computed)
+        run_id, circuit_id, reused, _ = store_computed(cat, computed)
+        return WorkResult("reused" if reused else "stored", run_id, circuit_id)
+    except CircuitsError as exc:  # bad input: running it again will not help (a lock might)
+        return WorkResult("failed", error=f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, CatalogLocked))
+    except Exception as exc:
+        return WorkResult("failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def ingest_many(
+    db: str,
+    jobs: Sequence[Job],
+    executor: Any,
+    *,
+    retries: int = 2,
+    progress: Callable[[int, int, JobOutcome | None], None] | None = None,
+) -> ManyReport:
+    """Run every job on `executor`, at most `executor.workers` at a time, and store the results.
+
+    Args:
+        db: the catalog (path or URL); created when missing.
+        jobs: from `ingest.jobs.load_jobs`.
+        executor: `ingest.fanout.InlineExecutor` or `RayExecutor`.
+        retries: how many more times a failed job is tried (bad input is not retried).
+        progress: called with (jobs done, jobs total, the outcome just finished or None at start).
+
+    Returns:
+        The report; failed jobs are in it, not raised.
+    """
+    from ingest.writer import record_failure
+
+    t0 = time.perf_counter()
+    cat = open_catalog(db, create=True, wait=None)
+    writer = WRITE_IN_WORKERS if cat.backend == "postgresql" else WRITE_HERE
+    cat.release()
+    url = cat.url.render_as_string(hide_password=False)
+    outcomes: dict[int, JobOutcome] = {}
+    pending = deque((i, 1) for i in range(len(jobs)))
+    running: dict[Any, tuple[int, int]] = {}
+    if progress is not None:
+        progress(0, len(jobs), None)
+    while pending or running:
+        while pending and len(running) < max(1, executor.workers):
+            i, attempt = pending.popleft()
+            running[executor.submit(run_job, jobs[i], url, writer)] = (i, attempt)
+        handle, result = executor.wait_one(list(running))
+        i, attempt = running.pop(handle)
+        if not isinstance(result, WorkResult):  # the worker itself died
+            result = WorkResult("failed", error=f"worker lost: {str(result).splitlines()[0]}")
+        result = _finish_here(cat, result) if writer == WRITE_HERE else result
+        if result.status == "failed":
+            if result.failure is not None:
+                record_failure(cat, result.failure)
+            if result.retryable and attempt <= retries:
+                pending.append((i, attempt + 1))
+                continue
+        outcomes[i] = JobOutcome(jobs[i], result.status, result.run_id, result.circuit_id, attempt, result.error)
+        if progress is not None:
+            progress(len(outcomes), len(jobs), outcomes[i])
+    ordered = [outcomes[i] for i in range(len(jobs))]
+    counts: dict[str, int] = {}
+    for o in ordered:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    return ManyReport(ordered, writer, executor.description, time.perf_counter() - t0, counts)
+
+
+def _finish_here(cat: Any, result: WorkResult) -> WorkResult:
+    """The driver's part with a DuckDB catalog: write a computed run, or make a missing circuit."""
+    from ingest.cla.search import find_circuit
+    from ingest.writer import add_circuit_once, store_computed
+
+    try:
+        if result.status == "computed":
+            run_id, circuit_id, reused, _ = store_computed(cat, result.computed)
+            return WorkResult("reused" if reused else "stored", run_id, circuit_id)
+        if result.status == "refine":
+            from catalog import store
+
+            with cat.session() as s:
+                matrices = store.read_run_matrices(s, result.run_id)
+            cat.release()
+            circuit = find_circuit(matrices, list(result.ks), max_sweeps=result.max_sweeps)
+            with cat.writing() as s:
+                circuit_id, _ = add_circuit_once(s, result.run_id, result.ks, circuit)
+            return WorkResult("reused", result.run_id, circuit_id)
+    except CircuitsError as exc:
+        return WorkResult("failed", error=f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, CatalogLocked))
+    except Exception as exc:
+        return WorkResult("failed", error=f"{type(exc).__name__}: {exc}")
+    return result
