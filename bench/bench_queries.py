@@ -1,8 +1,8 @@
 """Benchmark of the query layer on a synthetic InceptionV1-sized catalog (issue 5, performance).
 
 Builds (or reuses, with --db) a DuckDB catalog holding one model with InceptionV1's nine block
-widths, `--runs` runs with every edge stored (Σ C_i·C_{i+1} ≈ 3.1 M edges each, written through
-`catalog.store` / `catalog.bulk`), and `--circuits` circuits of k = 10 per layer spread over the
+widths, `--runs` runs (Σ C_i·C_{i+1} ≈ 3.1 M scores each, written through `catalog.store` /
+`catalog.bulk`: compressed matrices plus top edges, schema 0004), and `--circuits` circuits of k = 10 per layer spread over the
 runs. Then it times, on a read-only catalog:
 
 * the Jaccard overlap matrix over all circuits (`overlap_of_circuits`; target < 0.5 s), and the
@@ -109,7 +109,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_queries_")
         path = Path(tmp.name) / "bench.duckdb"
     if not path.exists():
-        print(f"building {path}: {args.runs} runs with all edges, {args.circuits} circuits (k={K} × {len(LAYERS)} layers)")
+        print(f"building {path}: {args.runs} runs, {args.circuits} circuits (k={K} × {len(LAYERS)} layers)")
         t = time.perf_counter()
         build(path, args.runs, args.circuits)
         print(f"built in {time.perf_counter() - t:.1f} s")
@@ -125,9 +125,9 @@ def main() -> None:
         from catalog.sql import query_arrow
 
         ids = query_arrow(s, "SELECT id FROM circuit ORDER BY id").column("id").to_pylist()
-        n_edges = query_arrow(s, "SELECT count(*) AS n FROM edge").column("n")[0].as_py()
+        n_edges = query_arrow(s, "SELECT sum(n_src * n_dst) AS n FROM run_matrix").column("n")[0].as_py()
         first_run = query_arrow(s, "SELECT min(id) AS r FROM run").column("r")[0].as_py()
-    print(f"catalog: {len(ids)} circuits, {n_edges / 1e6:.1f} M edge rows")
+    print(f"catalog: {len(ids)} circuits, {n_edges / 1e6:.1f} M scores")
 
     rows = []
 

@@ -1,12 +1,14 @@
 """The catalog schema as typed SQLAlchemy 2.0 models (DESIGN §6).
 
-Integer keys come from explicit sequences because DuckDB has no SERIAL. `edge` is the big table:
-it has no database-level primary key or foreign keys so bulk loads stay fast (the mapper-level key
-lets the ORM address rows when it must); `catalog.bulk` is the only writer and checks neuron ids.
+Integer keys come from explicit sequences because DuckDB has no SERIAL. A run's scores are kept
+whole in `run_matrix` (one losslessly compressed blob per adjacent layer pair, migration 0004);
+`edge` holds only each pair's top edges and `circuit_edge` each circuit's internal edges, for SQL.
+Those two row tables have no database-level primary key or foreign keys so bulk loads stay fast
+(a mapper-level key lets the ORM address rows when it must); `catalog.bulk` is their only writer.
 Foreign keys that point at rows a run deletion removes (run, circuit, intervention) exist on
-PostgreSQL only (see `_pg_only_fk`). The tables are created by migration 0001
+PostgreSQL only (see `_pg_only_fk`). The tables are created by migrations 0001 and 0004
 (`migrations/`); tests compare it with `metadata.create_all`. Timestamps are naive UTC.
-Real numbers are DOUBLE (DuckDB's FLOAT is 4 bytes) except `edge.score`, REAL like the scores.
+Real numbers are DOUBLE (DuckDB's FLOAT is 4 bytes) except edge scores, REAL like the CLA scores.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     REAL,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -31,6 +35,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -182,8 +187,51 @@ class RunKey(Base):
     run_id: Mapped[int] = mapped_column(Integer)
 
 
+class RunMatrix(Base):
+    """One adjacent layer pair's full score matrix S_i of a run, losslessly compressed.
+
+    Every score of the run is here (what circuit search and `refine` read); `edge` holds a subset.
+    Written and decoded only by `catalog.bulk` (codec: `catalog.matrix_codec`). The blob is in
+    `scores` on PostgreSQL and in `run_matrix_word` on DuckDB (`catalog.matrix_store` says why).
+    """
+
+    __tablename__ = "run_matrix"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pair: Mapped[int] = mapped_column(Integer, primary_key=True)  # i: run layer i → run layer i + 1
+    src_layer_id: Mapped[int] = mapped_column(ForeignKey("layer.id"))
+    dst_layer_id: Mapped[int] = mapped_column(ForeignKey("layer.id"))
+    n_src: Mapped[int] = mapped_column(Integer)  # rows: source channels
+    n_dst: Mapped[int] = mapped_column(Integer)  # columns: destination channels
+    codec: Mapped[str] = mapped_column(String(40))  # catalog.matrix_codec.CODEC
+    top_k: Mapped[int] = mapped_column(Integer)  # per-neuron K of this pair's rows in `edge`
+    n_bytes: Mapped[int] = mapped_column(Integer)  # length of the blob
+    scores: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # the blob (PostgreSQL)
+
+
+# The blobs are zstd-compressed already: PostgreSQL's TOAST would spend time failing to compress
+# them again (EXTERNAL = out of line, uncompressed).
+event.listen(
+    RunMatrix.__table__,
+    "after_create",
+    DDL("ALTER TABLE run_matrix ALTER COLUMN scores SET STORAGE EXTERNAL").execute_if(dialect="postgresql"),
+)
+
+
+class RunMatrixWord(Base):
+    """On DuckDB, a `run_matrix` blob as rows of little-endian 8-byte words (`catalog.matrix_store`)."""
+
+    __tablename__ = "run_matrix_word"
+
+    run_id: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)  # word index within the run's blobs, in pair order
+    word: Mapped[int] = mapped_column(BigInteger)
+
+    __mapper_args__ = {"primary_key": [run_id, seq]}
+
+
 class Edge(Base):
-    """CLA score of a neuron pair in adjacent layers, within a run. Written only in bulk."""
+    """One of a run's top edges (`catalog.edge_select`): the rows `edges_v` shows. Bulk-written only."""
 
     __tablename__ = "edge"
     # PostgreSQL needs the index to find one run's rows; DuckDB finds them through its per-row-group
@@ -196,6 +244,26 @@ class Edge(Base):
     score: Mapped[float] = mapped_column(REAL)
 
     __mapper_args__ = {"primary_key": [run_id, src_neuron_id, dst_neuron_id]}
+
+
+class CircuitEdge(Base):
+    """An internal edge of a circuit (both ends in it) with its run's score. Bulk-written only.
+
+    Every internal pair is stored, zero scores included, so a circuit's graph and the weighted
+    overlap need no run matrix. `run_id` lets a run's deletion find the rows after its circuits
+    are gone (`catalog.bulk.delete_edges`).
+    """
+
+    __tablename__ = "circuit_edge"
+    __table_args__ = (Index(None, "circuit_id").ddl_if(dialect="postgresql"),)
+
+    circuit_id: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int] = mapped_column(Integer)
+    src_neuron_id: Mapped[int] = mapped_column(Integer)
+    dst_neuron_id: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(REAL)
+
+    __mapper_args__ = {"primary_key": [circuit_id, src_neuron_id, dst_neuron_id]}
 
 
 class Circuit(Base):

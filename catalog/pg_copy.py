@@ -3,6 +3,8 @@
 Rows become one structured array (field count, then length + value per column, big-endian), so
 millions of rows are written or read without a Python loop. Only non-null int32/int64/float32/
 float64 columns are handled: the catalog's bulk tables (neuron ids, edges) are all of that kind.
+Large reads use `select_columns` (rows packed into one value server-side) rather than `copy_out`,
+whose rows psycopg delivers one message at a time.
 """
 
 from __future__ import annotations
@@ -95,3 +97,35 @@ def copy_out(session: Session, query: str, dtypes: Sequence[str]) -> list[np.nda
     with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy:
         data = b"".join(bytes(chunk) for chunk in copy)
     return decode(data, dtypes)
+
+
+_SEND = {">i4": "int4send", ">i8": "int8send", ">f4": "float4send", ">f8": "float8send"}
+
+
+def select_columns(session: Session, query: str, columns: Sequence[tuple[str, str]]) -> list[np.ndarray]:
+    """Fetch NOT NULL fixed-width columns of a SELECT as one bytea, decoded with NumPy.
+
+    `COPY … TO STDOUT` sends one message per row, which psycopg hands over one at a time (~4 µs a
+    row: 3 s for 800,000 rows); packing the rows server-side with `string_agg(int4send(…) || …)`
+    into a single value takes ~0.4 s for the same rows. Row order is unspecified.
+
+    Args:
+        session: the caller's session (PostgreSQL).
+        query: a SELECT yielding the columns (used as a subquery).
+        columns: (column name, big-endian dtype: ">i4", ">i8", ">f4" or ">f8") in the order wanted.
+
+    Returns:
+        One native-endian (N,) array per column.
+
+    Raises:
+        CatalogError: an unsupported dtype.
+    """
+    unknown = [d for _, d in columns if d not in _SEND]
+    if unknown:
+        raise CatalogError(f"select_columns handles {sorted(_SEND)} columns, not {unknown}")
+    packed = " || ".join(f"{_SEND[d]}(q.{name})" for name, d in columns)
+    raw = driver_connection(session)
+    with raw.cursor(binary=True) as cur:
+        data = cur.execute(f"SELECT string_agg({packed}, ''::bytea) FROM ({query}) q").fetchone()[0]
+    rows = np.frombuffer(data or b"", dtype=np.dtype([(f"v{i}", d) for i, (_, d) in enumerate(columns)]))
+    return [rows[f"v{i}"].astype(np.dtype(d).newbyteorder("=")) for i, (_, d) in enumerate(columns)]

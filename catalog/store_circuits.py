@@ -46,6 +46,9 @@ def write_circuit(
 ) -> int:
     """Store a circuit of a complete run: `channels[i]` are its k[i] channels in the run's layer i.
 
+    Its neurons go to `circuit_neuron` and its internal edges, with their scores from the run's
+    matrices, to `circuit_edge`.
+
     Args:
         session: the caller's session.
         run_id: the run it was searched on.
@@ -98,7 +101,22 @@ def write_circuit(
         "circuit_neuron",
         {"circuit_id": np.full(len(neurons), circuit.id), "neuron_id": neurons},
     )
+    # The internal edges go with the circuit, so its graph and weighted overlap need no matrix.
+    bulk.write_circuit_edges(session, circuit.id, run_id, neuron_ids, _matrices(session, run_id, neuron_ids), channels)
     return circuit.id
+
+
+def _matrices(session: Session, run_id: int, neuron_ids: list[np.ndarray]) -> list[np.ndarray]:
+    """A run's matrices, decoded once per session for the circuits written in it.
+
+    A run's scores never change once written, so the last run's decoded matrices are kept in
+    `session.info` (searching several k on one run writes several circuits in one session).
+    """
+    cache = session.info.setdefault("catalog.run_matrices", {})
+    if run_id not in cache:
+        cache.clear()  # one run at a time: bounded memory
+        cache[run_id] = bulk.read_edge_matrices(session, run_id, neuron_ids)
+    return cache[run_id]
 
 
 def _check_fixed(

@@ -69,6 +69,7 @@ def write_run(
     seconds: float,
     matrices: Sequence[np.ndarray],
     replace: bool = False,
+    edge_top_k: int = bulk.DEFAULT_TOP_K,
 ) -> int:
     """Write a complete run and all its edges (in bulk) in the caller's transaction.
 
@@ -89,9 +90,10 @@ def write_run(
         device: e.g. "cpu", "cuda:0".
         started_at: when the computation started (naive UTC, or aware).
         seconds: how long it took.
-        matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores.
+        matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores (all kept).
         replace: make this run the one its key stands for even if another holds it (a forced
             recompute); the other stays stored.
+        edge_top_k: top edges per neuron and pair also written as `edge` rows (`edges_v`).
 
     Returns:
         The run id.
@@ -114,7 +116,7 @@ def write_run(
         session.execute(delete(Run).where(Run.id == run.id))
         session.expunge(run)
         raise RunExists(holder, provenance_key)
-    bulk.write_edge_matrices(session, run.id, neuron_ids, matrices)
+    bulk.write_edge_matrices(session, run.id, neuron_ids, matrices, top_k=edge_top_k)
     return run.id
 
 
@@ -327,8 +329,7 @@ def read_run_matrices(session: Session, run_id: int) -> list[np.ndarray]:
         NotFound: no such run.
         CatalogError: the run is not complete.
     """
-    _, neuron_ids = complete_run_neurons(session, run_id)
-    return bulk.read_edge_matrices(session, run_id, neuron_ids)
+    return bulk.read_run_matrices(session, run_id)  # one query: refine's read stays fast
 
 
 def read_run_edges_arrow(session: Session, run_id: int) -> pa.Table:

@@ -1,8 +1,11 @@
 """SQL views that make the catalog pleasant to query (DESIGN §6).
 
 Names and channels instead of ids; only complete runs are visible through them, so a run that
-failed (or is being written) never shows up. Migration 0001 creates these views with a frozen copy
-of this SQL; `create_all` builds tables and views straight from the models, for tests, and a test
+failed (or is being written) never shows up. `edges_v` shows each run's *top edges* (every
+neuron's strongest few per adjacent layer pair, `catalog.edge_select`), not every neuron pair:
+the full score matrices are blobs in `run_matrix`, read with `catalog.store.read_run_matrices`.
+`circuit_edges_v` shows every internal edge of every circuit. Migrations 0001 and 0004 create these
+views with a frozen copy of this SQL; `create_all` builds tables and views straight from the models, for tests, and a test
 checks both give the same result. The SQL runs unchanged on DuckDB and PostgreSQL.
 """
 
@@ -24,6 +27,7 @@ JOIN neuron n ON n.id = cn.neuron_id
 JOIN layer l ON l.id = n.layer_id
 """
 
+# Each run's top edges (all of them in catalogs made before schema 0004 was converted).
 EDGES_V = """
 SELECT e.run_id AS run_id,
        ls.name AS src_layer, ls.position AS src_position, ns.channel AS src_channel,
@@ -33,6 +37,21 @@ JOIN run r ON r.id = e.run_id AND r.status = 'complete'
 JOIN neuron ns ON ns.id = e.src_neuron_id
 JOIN layer ls ON ls.id = ns.layer_id
 JOIN neuron nd ON nd.id = e.dst_neuron_id
+JOIN layer ld ON ld.id = nd.layer_id
+"""
+
+# Every internal edge (both ends in the circuit) of every circuit, with its run's score.
+CIRCUIT_EDGES_V = """
+SELECT ce.circuit_id AS circuit_id, ce.run_id AS run_id, m.name AS model, co.name AS concept,
+       ls.name AS src_layer, ls.position AS src_position, ns.channel AS src_channel,
+       ld.name AS dst_layer, nd.channel AS dst_channel, ce.score AS score
+FROM circuit_edge ce
+JOIN run r ON r.id = ce.run_id AND r.status = 'complete'
+JOIN model m ON m.id = r.model_id
+JOIN concept co ON co.id = r.concept_id
+JOIN neuron ns ON ns.id = ce.src_neuron_id
+JOIN layer ls ON ls.id = ns.layer_id
+JOIN neuron nd ON nd.id = ce.dst_neuron_id
 JOIN layer ld ON ld.id = nd.layer_id
 """
 
@@ -67,6 +86,7 @@ VIEWS: dict[str, str] = {
     "circuit_neurons_v": CIRCUIT_NEURONS_V,
     "edges_v": EDGES_V,
     "circuit_overlap_v": CIRCUIT_OVERLAP_V,
+    "circuit_edges_v": CIRCUIT_EDGES_V,
 }
 """View name → its SELECT, in creation order."""
 

@@ -6,7 +6,9 @@ Nodes are neurons keyed ``"layer:channel"`` (e.g. ``"inception3a:17"``) with att
 
 Every load is one SQL query whose result comes back as an Arrow table (DuckDB's native export;
 PostgreSQL through Core; see `catalog.sql.query_arrow`), then NumPy, then one ``add_edges_from``:
-rows never go through the ORM.
+rows never go through the ORM. A circuit's edges come from `circuit_edge` (stored with it); a
+run's strongest edges are chosen exactly, in NumPy, from its full score matrices (`run_matrix`),
+so any selection works, not only the top edges the `edge` table keeps.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError, NotFound
 from catalog.sql import decode_json, query_arrow
+from catalog.store_runs import complete_run_neurons, read_run_matrices
 from catalog.vocab import RunStatus
 
 __all__ = [
@@ -195,13 +198,8 @@ def circuit_graph(session: Session, circuit_id: int) -> nx.DiGraph:
     )
     edges = query_arrow(
         session,
-        "SELECT e.src_neuron_id AS src, e.dst_neuron_id AS dst, e.score AS score FROM edge e "
-        "JOIN circuit_neuron s ON s.circuit_id = :c AND s.neuron_id = e.src_neuron_id "
-        "JOIN circuit_neuron d ON d.circuit_id = :c AND d.neuron_id = e.dst_neuron_id "
-        # The IN filters let DuckDB skip row groups by min/max (the edge table has no index).
-        "WHERE e.run_id = :r AND e.src_neuron_id IN (SELECT neuron_id FROM circuit_neuron WHERE circuit_id = :c) "
-        "AND e.dst_neuron_id IN (SELECT neuron_id FROM circuit_neuron WHERE circuit_id = :c)",
-        {"c": int(circuit_id), "r": info.run_id},
+        "SELECT src_neuron_id AS src, dst_neuron_id AS dst, score FROM circuit_edge WHERE circuit_id = :c",
+        {"c": int(circuit_id)},
     )
     graph = _build(
         info,
@@ -231,35 +229,62 @@ def run_top_edges(session: Session, run_id: int, selection: EdgeSelection) -> pa
         NotFound: no such run, or it is not complete.
     """
     _run_info(session, run_id)  # existence and status
-    params: dict[str, Any] = {"r": int(run_id)}
-    base = "SELECT src_neuron_id, dst_neuron_id, score FROM edge WHERE run_id = :r"
-    order = "ORDER BY score DESC, src_neuron_id, dst_neuron_id"
-    if selection.threshold is not None:
-        sql = f"{base} AND score >= :t {order}"
-        params["t"] = float(selection.threshold)
-    elif selection.top_fraction is not None:
-        total = query_arrow(session, "SELECT count(*) AS n FROM edge WHERE run_id = :r", params)
-        n = math.ceil(selection.top_fraction * int(total.column("n")[0].as_py()))
-        sql = f"{base} {order} LIMIT {int(n)}"
-    else:
-        group = "src_neuron_id" if selection.direction == "out" else "dst_neuron_id"
-        other = "dst_neuron_id" if selection.direction == "out" else "src_neuron_id"
-        sql = (
-            "SELECT src_neuron_id, dst_neuron_id, score FROM ("
-            f"SELECT src_neuron_id, dst_neuron_id, score, row_number() OVER "
-            f"(PARTITION BY {group} ORDER BY score DESC, {other}) AS rank "
-            "FROM edge WHERE run_id = :r) ranked WHERE rank <= :k "
-            f"{order}"
-        )
-        params["k"] = int(selection.per_neuron)  # type: ignore[arg-type]
-    table = query_arrow(session, sql, params)
+    _, neuron_ids = complete_run_neurons(session, run_id)
+    matrices = read_run_matrices(session, run_id)
+    src, dst, score = _candidates(neuron_ids, matrices, selection)
+    if selection.per_neuron is not None:  # exact rank within each neuron, among the candidates
+        group, other = (src, dst) if selection.direction == "out" else (dst, src)
+        ranked = np.lexsort((other, -score, group))  # by neuron, then score desc, then the other end
+        g = group[ranked]
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+        kept = ranked[rank < selection.per_neuron]
+        src, dst, score = src[kept], dst[kept], score[kept]
+    order = np.lexsort((dst, src, -score))  # strongest first, ties by lower neuron ids
+    if selection.top_fraction is not None:
+        order = order[: math.ceil(selection.top_fraction * sum(m.size for m in matrices))]
     return pa.table(
         {
-            "src_neuron_id": column(table, "src_neuron_id", np.int32),
-            "dst_neuron_id": column(table, "dst_neuron_id", np.int32),
-            "score": column(table, "score", np.float32),
+            "src_neuron_id": src[order].astype(np.int32),
+            "dst_neuron_id": dst[order].astype(np.int32),
+            "score": score[order].astype(np.float32),
         }
     )
+
+
+def _candidates(
+    neuron_ids: Sequence[np.ndarray], matrices: Sequence[np.ndarray], selection: EdgeSelection
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A superset of the selected edges, found without sorting the whole run.
+
+    Everything at or above the cut-off value (the threshold, the run's n-th highest score for a
+    fraction, each neuron's k-th highest for per-neuron k) is a candidate; ties at the cut-off are
+    settled exactly by the caller. Returns (src ids, dst ids, scores as float64).
+    """
+    cut: float | None = None
+    if selection.threshold is not None:
+        cut = float(selection.threshold)
+    elif selection.top_fraction is not None:
+        flat = np.concatenate([m.reshape(-1) for m in matrices])
+        n = math.ceil(selection.top_fraction * len(flat))
+        cut = float(np.partition(flat, len(flat) - n)[len(flat) - n])
+    parts = []
+    for i, m in enumerate(matrices):
+        if cut is not None:
+            keep = m >= np.float64(cut)  # compared as doubles, as SQL compared REAL with a parameter
+        else:
+            k = int(selection.per_neuron)  # type: ignore[arg-type]
+            lines = m if selection.direction == "out" else m.T  # one line per grouping neuron
+            if k >= lines.shape[1]:
+                keep = np.ones(m.shape, dtype=bool)
+            else:
+                kth = np.partition(lines, lines.shape[1] - k, axis=1)[:, lines.shape[1] - k]
+                keep = lines >= kth[:, None]
+                keep = keep if selection.direction == "out" else keep.T
+        rows, cols = np.nonzero(keep)
+        parts.append((np.asarray(neuron_ids[i], np.int64)[rows], np.asarray(neuron_ids[i + 1], np.int64)[cols], m[rows, cols]))
+    src, dst, score = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    return src, dst, score.astype(np.float64)
 
 
 def top_edge_graph(session: Session, run_id: int, selection: EdgeSelection) -> nx.DiGraph:

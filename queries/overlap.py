@@ -10,9 +10,10 @@ Three metrics (`METRICS`):
   *internal* edges) and 0 otherwise, divided by the sum of X's internal scores. Raw scores differ
   in scale from concept to concept; after the division each circuit's weights sum to 1, so the
   metric compares where each circuit's attribution sits rather than how strong its run was.
-  A circuit whose run kept no internal edges has no weights: its row is NaN (1 on the diagonal).
+  A circuit whose internal edges all score 0 has no weights: its row is NaN (1 on the diagonal).
 
-Each query is a handful of SQL statements returning Arrow; the arithmetic is NumPy.
+Each query is a handful of SQL statements returning Arrow (internal edges come from
+`circuit_edge`, stored with each circuit); the arithmetic is NumPy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
+from catalog import pg_copy
 from catalog.errors import CircuitsError
 from catalog.sql import query_arrow
 from queries.graphs import column
@@ -97,47 +99,23 @@ def circuit_members(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
 def internal_edges(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
     """Every circuit's internal edges (both ends in the circuit) with their scores.
 
-    One query per run involved: a constant run id lets DuckDB skip every other run's row groups
-    by their min/max statistics, and the IN (SELECT …) filters let it skip most of the rest
-    (the edge table has no index on DuckDB, see `catalog.models.Edge`).
+    One query on `circuit_edge`, where each circuit's internal edges are stored with it (Arrow on
+    DuckDB; on PostgreSQL the rows packed into one value, `catalog.pg_copy.select_columns`).
 
     Returns:
         Columns ``circuit_id``, ``src_neuron_id``, ``dst_neuron_id`` (int64), ``score`` (float32).
     """
     ids = [int(c) for c in circuit_ids]
-    runs = query_arrow(session, "SELECT id, run_id FROM circuit WHERE id = ANY(:ids)", {"ids": ids})
-    by_run: dict[int, list[int]] = {}
-    for cid, run in zip(runs.column("id").to_pylist(), runs.column("run_id").to_pylist()):
-        by_run.setdefault(int(run), []).append(int(cid))
-    parts = []
-    for run, members in sorted(by_run.items()):
-        table = query_arrow(
-            session,
-            "WITH members AS (SELECT circuit_id, neuron_id FROM circuit_neuron WHERE circuit_id = ANY(:ids)) "
-            "SELECT s.circuit_id AS circuit_id, e.src_neuron_id AS src_neuron_id, "
-            "e.dst_neuron_id AS dst_neuron_id, e.score AS score FROM edge e "
-            "JOIN members s ON s.neuron_id = e.src_neuron_id "
-            "JOIN members d ON d.circuit_id = s.circuit_id AND d.neuron_id = e.dst_neuron_id "
-            "WHERE e.run_id = :run AND e.src_neuron_id IN (SELECT neuron_id FROM members) "
-            "AND e.dst_neuron_id IN (SELECT neuron_id FROM members)",
-            {"ids": members, "run": run},
-        )
-        parts.append(
-            {
-                "circuit_id": column(table, "circuit_id", np.int64),
-                "src_neuron_id": column(table, "src_neuron_id", np.int64),
-                "dst_neuron_id": column(table, "dst_neuron_id", np.int64),
-                "score": column(table, "score", np.float32),
-            }
-        )
     names = ("circuit_id", "src_neuron_id", "dst_neuron_id", "score")
+    if session.get_bind().dialect.name == "postgresql":  # packed server-side: ~10x faster than rows
+        id_list = ",".join(map(str, ids))
+        query = f"SELECT {', '.join(names)} FROM circuit_edge WHERE circuit_id = ANY(ARRAY[{id_list}]::integer[])"
+        columns = pg_copy.select_columns(session, query, list(zip(names, (">i4", ">i4", ">i4", ">f4"))))
+    else:
+        table = query_arrow(session, f"SELECT {', '.join(names)} FROM circuit_edge WHERE circuit_id = ANY(:ids)", {"ids": ids})
+        columns = [table.column(name).to_numpy(zero_copy_only=False) for name in names]
     dtypes = (np.int64, np.int64, np.int64, np.float32)
-    return pa.table(
-        {
-            name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=dtype)
-            for name, dtype in zip(names, dtypes)
-        }
-    )
+    return pa.table({name: np.asarray(c, dtype=t) for name, c, t in zip(names, columns, dtypes)})
 
 
 def jaccard_matrix(index: np.ndarray, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,18 +156,27 @@ def weighted_jaccard_matrix(index: np.ndarray, keys: np.ndarray, scores: np.ndar
     totals = np.bincount(index, weights=scores, minlength=n)  # (n,)
     with np.errstate(invalid="ignore", divide="ignore"):
         w = scores / totals[index]
-    order = np.lexsort((index, keys))  # by key, then set
+    order = np.argsort(keys)  # entries sharing a key become contiguous (their order does not matter)
     k, s, w = keys[order], index[order], w[order]
+    # Entries sharing a key are contiguous. Pair each with the one d places later, d = 1, 2, …,
+    # among the entries whose key run still has one there (those with the most left come first).
+    run_start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.zeros(0, np.int64)
+    run_end = np.r_[run_start[1:], len(k)]
+    left = np.repeat(run_end, run_end - run_start) - np.arange(len(k)) - 1  # entries after each in its run
+    by_left = np.argsort(-left, kind="stable")
+    n_active = np.searchsorted(-left[by_left], -np.arange(1, int(left.max(initial=0)) + 1), side="right")
     min_sum = np.zeros(n * n, dtype=np.float64)
-    # Entries sharing a key are contiguous; compare each with the ones d places later.
-    for d in range(1, len(k)):
-        same = k[d:] == k[:-d]
-        if not same.any():
-            break
-        a, b = s[:-d][same], s[d:][same]
-        m = np.minimum(w[:-d][same], w[d:][same])
-        min_sum += np.bincount(a * n + b, weights=m, minlength=n * n) + np.bincount(b * n + a, weights=m, minlength=n * n)
+    cells: list[np.ndarray] = []
+    mins: list[np.ndarray] = []
+    for d, count in enumerate(n_active, start=1):
+        at = by_left[:count]
+        cells.append(s[at] * n + s[at + d])
+        mins.append(np.minimum(w[at], w[at + d]))
+        if sum(len(c) for c in cells) > 1 << 22 or d == len(n_active):  # bounded memory
+            min_sum += np.bincount(np.concatenate(cells), weights=np.concatenate(mins), minlength=n * n)
+            cells, mins = [], []
     min_sum = min_sum.reshape(n, n)
+    min_sum = min_sum + min_sum.T  # each pair was counted once, in either orientation
     has = totals > 0
     # Σ max = Σ w_a + Σ w_b − Σ min = 2 − Σ min for two non-empty sets.
     with np.errstate(invalid="ignore", divide="ignore"):

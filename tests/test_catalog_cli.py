@@ -36,7 +36,7 @@ def _filled_template(tmp_path_factory, _catalog_template):
 
 @pytest.fixture
 def filled(_filled_template, catalog_path):
-    """The fresh catalog with one model, concept and run (2×3 scores 0…5)."""
+    """The fresh catalog with one model, concept and run (2×3 scores 1…6)."""
     shutil.copyfile(_filled_template, catalog_path)
     return catalog_path
 
@@ -51,7 +51,7 @@ def _write_one_run(path) -> None:
             s, model=model, concept_id=concept, layer_names=["l0", "l1"], params={},
             image_set_sha256="1" * 64, n_images=1, provenance_key="p" * 64, library_versions={},
             device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
-            matrices=[np.arange(6, dtype=np.float32).reshape(2, 3)],
+            matrices=[np.arange(1, 7, dtype=np.float32).reshape(2, 3)],  # all non-zero: all top edges
         )  # fmt: skip
     cat.close()
 
@@ -124,7 +124,7 @@ def test_sql_formats(filled_db):
     as_csv = _invoke("sql", query, "--db", str(catalog_path), "--format", "csv")
     rows = list(csv.reader(io.StringIO(as_csv.stdout)))
     assert rows[0] == ["src_channel", "dst_channel", "score"] and len(rows) == 7
-    assert [float(r[2]) for r in rows[1:]] == list(range(6))
+    assert [float(r[2]) for r in rows[1:]] == list(range(1, 7))
     table = _invoke("sql", "select name, layer_order from model", "--db", str(catalog_path))
     assert table.exit_code == 0 and '["l0", "l1"]' in table.stdout and "toy" in table.stdout
     wide = _invoke("sql", "select * from circuit_overlap_v, edges_v", "--db", str(catalog_path))

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from catalog import store
+from catalog.edge_select import DEFAULT_TOP_K, top_edge_mask
 from catalog.errors import CatalogError, NotFound
 from catalog.store import EvaluationRow
 
@@ -49,6 +50,11 @@ def _setup(s, name="toy", sha="a" * 64, concept="star", key="p" * 64):
         s, model=model, concept_id=concept_id, matrices=_matrices(), **_run_fields(provenance_key=key)
     )
     return model, concept_id, run_id
+
+
+def _n_top_edges():
+    """Rows a run of `_matrices()` keeps in `edge` (its top edges)."""
+    return sum(int(top_edge_mask(m, DEFAULT_TOP_K).sum()) for m in _matrices())
 
 
 def _circuit(s, run_id, channels, k=2):
@@ -201,11 +207,11 @@ def test_views_show_complete_runs_only_and_overlap_stays_within_a_model(cat):
     count = "SELECT (SELECT count(*) FROM edges_v), (SELECT count(*) FROM circuit_neurons_v), " \
             "(SELECT count(*) FROM circuit_overlap_v)"  # fmt: skip
     with cat.session() as s:
-        assert tuple(s.execute(sa.text(count)).one()) == (2 * 54, 12, 0)
+        assert tuple(s.execute(sa.text(count)).one()) == (2 * _n_top_edges(), 12, 0)
     with cat.session() as s, s.begin():
         s.execute(sa.text("UPDATE run SET status = 'running' WHERE id = :r"), {"r": run_b})
     with cat.session() as s:
-        assert tuple(s.execute(sa.text(count)).one()) == (54, 6, 0)
+        assert tuple(s.execute(sa.text(count)).one()) == (_n_top_edges(), 6, 0)
         assert {r for (r,) in s.execute(sa.text("SELECT DISTINCT run_id FROM edges_v"))} == {run_a}
 
 
@@ -228,7 +234,8 @@ def test_delete_run_removes_its_rows_only(cat):
     with cat.session() as s, s.begin():
         with pytest.raises(NotFound):
             store.delete_run(s, gone)
-    counts = {"run": 1, "circuit": 1, "intervention": 1, "evaluation": 1, "edge": 54, "circuit_neuron": 6}
+    counts = {"run": 1, "circuit": 1, "intervention": 1, "evaluation": 1, "edge": _n_top_edges(),
+              "circuit_neuron": 6, "circuit_edge": 8, "run_matrix": 2}
     with cat.session() as s:
         for table, n in counts.items():
             assert s.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == n, table

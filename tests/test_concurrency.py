@@ -115,7 +115,7 @@ def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
     out._thread.join(timeout=5)
     assert any("stored run" in line for line in out.lines), out.lines
     assert _sql_json(db, "select status, count(*) as n from run group by status") == [{"status": "complete", "n": 1}]
-    assert _sql_json(db, "select count(*) as n from edge") == [{"n": 4 * 5}]
+    assert _sql_json(db, "select sum(n_src * n_dst) as n from run_matrix") == [{"n": 4 * 5}]  # every score
 
 
 def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch, capsys):
@@ -240,7 +240,7 @@ def test_concurrent_writers_store_one_run_model_and_concept(pg_url):
     assert len(results) == 4 and len(winners) == 1
     assert all(r == ("reused", winners[0]) for r in results if not isinstance(r, int))
     counts = _sql_json(pg_url, "select (select count(*) from model) as m, (select count(*) from concept) as c, "
-                               "(select count(*) from run) as r, (select count(*) from edge) as e, "
+                               "(select count(*) from run) as r, (select sum(n_src * n_dst) from run_matrix) as e, "
                                "(select count(*) from neuron) as n")  # fmt: skip
     assert counts == [{"m": 1, "c": 1, "r": 1, "e": 12, "n": 7}]
 
@@ -320,7 +320,8 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
     ]
     assert q("select count(*) as n from model") == [{"n": 2}] and q("select count(*) as n from run_key") == [{"n": 3}]
     widths = {row["name"]: row["width"] for row in q("select name, width from layer")}
-    for row in q("select r.id as id, r.layer_names as layers, (select count(*) from edge e where e.run_id = r.id) "
+    for row in q("select r.id as id, r.layer_names as layers, "
+                 "(select sum(m.n_src * m.n_dst) from run_matrix m where m.run_id = r.id) "
                  "as n from run r where r.status = 'complete'"):  # fmt: skip
         layers = row["layers"] if isinstance(row["layers"], list) else json.loads(row["layers"])
         assert row["n"] == sum(widths[a] * widths[b] for a, b in zip(layers, layers[1:])), row

@@ -61,7 +61,7 @@ def test_ingest_stores_run_edges_and_circuit(setup):
     assert "stored run" in r.output
     runs = _sql(setup["db"], "select id, status, n_images from run")
     assert runs == [{"id": runs[0]["id"], "status": "complete", "n_images": 4}]
-    edges = _sql(setup["db"], "select count(*) as n from edge")
+    edges = _sql(setup["db"], "select coalesce(sum(n_src * n_dst), 0) as n from run_matrix")  # every score stored
     assert edges[0]["n"] == 6 * 8 + 8 * 5
     neurons = _sql(setup["db"], "select count(*) as n from circuit_neurons_v")
     assert neurons[0]["n"] == 6
@@ -141,7 +141,7 @@ def test_crash_during_write_leaves_nothing(setup, monkeypatch):
     r = _ingest(setup)
     assert r.exit_code != 0
     monkeypatch.undo()
-    assert _sql(setup["db"], "select count(*) as n from edge")[0]["n"] == 0
+    assert _sql(setup["db"], "select coalesce(sum(n_src * n_dst), 0) as n from run_matrix")[0]["n"] == 0
     assert _sql(setup["db"], "select count(*) as n from run where status = 'complete'")[0]["n"] == 0
     assert _ingest(setup).exit_code == 0  # the next command works
 
@@ -154,7 +154,7 @@ def _consistent(db):
     runs = json.loads(r.stdout)
     complete = [r["id"] for r in runs if r["status"] == "complete"]
     for r in runs:
-        n = _sql(db, f"select count(*) as n from edge where run_id = {r['id']}")[0]["n"]
+        n = _sql(db, f"select coalesce(sum(n_src * n_dst), 0) as n from run_matrix where run_id = {r['id']}")[0]["n"]
         assert n == (6 * 8 + 8 * 5 if r["status"] == "complete" else 0), (r, n)
     return complete
 

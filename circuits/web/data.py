@@ -78,18 +78,18 @@ class CircuitView:
 
 
 def _totals(session: Session, run_id: int) -> dict[int, float]:
-    """Total attribution of every neuron of a run: the sum of its in and out edge scores."""
-    table = query_arrow(
-        session,
-        "SELECT neuron_id, sum(score) AS total FROM ("
-        " SELECT src_neuron_id AS neuron_id, score FROM edge WHERE run_id = :r"
-        " UNION ALL SELECT dst_neuron_id AS neuron_id, score FROM edge WHERE run_id = :r"
-        ") t GROUP BY neuron_id",
-        {"r": int(run_id)},
-    )
-    ids = table.column("neuron_id").to_pylist()
-    totals = table.column("total").to_pylist()
-    return {int(i): float(t or 0.0) for i, t in zip(ids, totals)}
+    """Total attribution of every neuron of a run: the sum of its in and out edge scores.
+
+    From the run's full score matrices (the `edge` table holds only the top edges).
+    """
+    from catalog.store_runs import complete_run_neurons
+
+    _, neuron_ids = complete_run_neurons(session, run_id)
+    totals = [np.zeros(len(ids)) for ids in neuron_ids]
+    for i, m in enumerate(store.read_run_matrices(session, run_id)):
+        totals[i] += m.sum(axis=1, dtype=np.float64)  # out of layer i
+        totals[i + 1] += m.sum(axis=0, dtype=np.float64)  # into layer i + 1
+    return {int(n): float(t) for ids, tot in zip(neuron_ids, totals) for n, t in zip(ids.tolist(), tot.tolist())}
 
 
 def circuit_view(session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER,
