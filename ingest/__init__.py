@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
     from ingest.edit.mask_apply import apply_mask, bake_mask
     from ingest.images import ImageSet, read_image_dir
-    from ingest.pipeline import IngestConfig, IngestResult, ingest, refine, resolve_images
+    from ingest.pipeline import IngestConfig, IngestResult, ingest, resolve_images
+    from ingest.refinement import refine
     from ingest.train import TrainConfig, train_catfish
     from ingest.zoo import LoadedModel, ModelSpec, available_models, load_model, preprocess, register
 
@@ -71,7 +72,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "IngestConfig": _PIPELINE,
         "IngestResult": _PIPELINE,
         "ingest": _PIPELINE,
-        "refine": _PIPELINE,
+        "refine": ("ingest.refinement",),
         "resolve_images": _PIPELINE,
         "AblationResult": ("ingest.ablation",),
         "ablate": ("ingest.ablation",),

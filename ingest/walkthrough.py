@@ -8,7 +8,7 @@ For each photograph (a cat, an espresso, a rocket, a motorcycle):
 2. its concept is a set of views: square crops (60–100 % of the shorter side, random position),
    half of them mirrored, 224 px; CLA runs on them (`ingest.pipeline.ingest`) over the last two
    blocks and the logits (`_blocks.14`, `_blocks.15`, `_fc`), and the circuit is refined from the
-   stored run with the class logit as its anchor (`ingest.pipeline.refine(fixed=...)`, DESIGN §4),
+   stored run with the class logit as its anchor (`ingest.refinement.refine(fixed=...)`, DESIGN §4),
    so it ends at the photo's class;
 3. the causal check (`ingest.edit.interventions.evaluate`): the circuit's block neurons are
    pruned (not the anchor: zeroing the class logit itself would be trivial) on held-out views of
@@ -187,7 +187,8 @@ def run_walkthrough(
     from ingest import zoo
     from ingest.edit.interventions import evaluate
     from ingest.images import rendered_image_set
-    from ingest.pipeline import IngestConfig, ingest, refine
+    from ingest.pipeline import IngestConfig, ingest
+    from ingest.refinement import refine
     from ingest.threads import configure
 
     say = progress or (lambda _msg: None)

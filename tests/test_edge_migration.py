@@ -144,7 +144,7 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
         assert runs[run_id][NAMES.index(src_layer)][src_channel, dst_channel] == score
 
     first = next(iter(runs))
-    from ingest.pipeline import refine
+    from ingest.refinement import refine
 
     circuit_id, refined = refine(cat, first, 2)
     assert refined.channels == find_circuit(runs[first], [2] * len(NAMES)).channels

@@ -222,7 +222,8 @@ def test_refine_stores_fixed_keyed_by_layer_name(setup):
     """`fixed` is layer name -> channels in the catalog, whether the caller names or indexes it."""
     from catalog import store
     from catalog.engine import open_catalog
-    from ingest.pipeline import IngestError, refine
+    from ingest.pipeline import IngestError
+    from ingest.refinement import refine
 
     assert _ingest(setup).exit_code == 0
     run_id = _sql(setup["db"], "select id from run")[0]["id"]

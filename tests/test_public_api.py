@@ -61,7 +61,7 @@ def test_importing_the_packages_loads_nothing_heavy():
 
 def test_refine_path_does_not_import_torch():
     """`circuits refine` needs the search (NumPy) only: ingest.cla loads torch on demand."""
-    code = "import sys; from ingest.pipeline import refine; from ingest.cla.search import find_circuit; print('torch' in sys.modules)"
+    code = "import sys; from ingest.refinement import refine; from ingest.cla.search import find_circuit; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -144,7 +144,8 @@ def refine(
     """
     from catalog import store
     from catalog.engine import open_catalog
-    from ingest.pipeline import _k_per_layer, refine as run_refine
+    from ingest.pipeline import _k_per_layer
+    from ingest.refinement import refine as run_refine
     from queries.resolve import resolve_run
 
     k_value = _parse_k(k)
@@ -197,7 +198,8 @@ def ablate(
     """
     from catalog.engine import open_catalog
     from ingest.ablation import ablate as run_ablate
-    from ingest.pipeline import resolve_images, run_preprocessing
+    from ingest.pipeline import resolve_images
+    from ingest.refinement import run_preprocessing
     from ingest.zoo.user import read_class_names
 
     from circuits.cli.validate import check_device
