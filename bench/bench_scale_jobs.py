@@ -37,9 +37,9 @@ CONCEPTS = ["stripes", "checker", "dots", "rings", "star", "hatch", "stripes_sta
 
 def bench_jobs(workers: int, n_jobs: int, images: int, folder: Path) -> tuple[float, int]:
     """Run `n_jobs` catfish-mini jobs on `workers` Ray workers; returns (seconds, jobs stored)."""
-    from ingest.fanout import RayExecutor
-    from ingest.jobs import Job
-    from ingest.many import ingest_many
+    from ingest.fanout.executors import RayExecutor
+    from ingest.fanout.jobs import Job
+    from ingest.fanout.many import ingest_many
 
     jobs = [Job(model="catfish-mini", concept=c, dataset=f"catfish:{c}", n=images, k=3, device="cpu")
             for c in CONCEPTS[:n_jobs]]  # fmt: skip

@@ -141,7 +141,7 @@ def ablate(
     import torch
 
     if written is not None:
-        from ingest.attack_eval import evaluate_attack
+        from ingest.defence.attack_eval import evaluate_attack
 
         result = evaluate_attack(
             loaded.module, [list(c) for c in circ.channels], x, written, labels, layers=list(circ.layer_names),

@@ -1,6 +1,6 @@
 """The ingest pipeline: model × concept images → CLA matrices → circuit → catalog rows.
 
-Four steps, usable one by one (`ingest.many` runs them in worker processes): `prepare` loads the
+Four steps, usable one by one (`ingest.fanout.many` runs them in worker processes): `prepare` loads the
 model and works out the run's provenance key; `stored_circuit` asks the catalog whether that run
 is stored (the same weights, layers, image set and CLA parameters are not recomputed unless
 `force` is set); `compute` runs CLA and the circuit search without the catalog; and

@@ -3,7 +3,7 @@
 `plot_tradeoff(rows, path)` draws attack success against clean accuracy for every pruned text
 circuit (one marker per pruning kind) beside the random circuits of the same shapes and the
 unpruned model, and rings the recommended row. Rows are plain mappings with the columns of
-`ingest.defend.DefenceRow.as_dict()`, so the plot needs nothing but the numbers.
+`ingest.defence.defend.DefenceRow.as_dict()`, so the plot needs nothing but the numbers.
 
 matplotlib is used through a `Figure` with the Agg canvas: no global backend is set, so importing
 or calling this never changes a notebook's matplotlib state.

@@ -17,10 +17,10 @@ from catalog.engine import close_catalogs_of, open_catalog
 from circuits.cli.main import app
 from ingest import zoo
 from ingest.ablation import ablate
-from ingest.attack_eval import attack_metrics, evaluate_attack, predict
+from ingest.defence.attack_eval import attack_metrics, evaluate_attack, predict
 from ingest.datasets.catfish import CLASS_NAMES
 from ingest.datasets.typo_sets import AttackLabelsMissing, typo_image_set
-from ingest.defend import DefenceRow, DefendConfig, DefendError, defend, recommend, typo_target
+from ingest.defence.defend import DefenceRow, DefendConfig, DefendError, defend, recommend, typo_target
 from ingest.edit.interventions import intervention
 from ingest.images import rendered_image_set
 from queries.graphs import query_arrow
@@ -206,7 +206,7 @@ def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):
 
 
 def test_greedy_k_search_stays_within_its_budgets(swept):
-    from ingest.defend_search import search_k
+    from ingest.defence.search import search_k
     from ingest.edit.interventions import edge_fraction
 
     report, target = swept["report"], swept["target"]

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from catalog import store
 from catalog.engine import close_catalogs_of, open_catalog
 from circuits.cli.main import app
-from ingest.clip_harness import NoZeroShotHead, ZeroShotClassifier, class_embeddings, clip_target
-from ingest.defend import DefendConfig, defend
+from ingest.defence.clip import NoZeroShotHead, ZeroShotClassifier, class_embeddings, clip_target
+from ingest.defence.defend import DefendConfig, defend
 from ingest.edit.interventions import prune_circuit
 from ingest.zoo import registry
 from ingest.zoo.clip_rn50 import ModifiedResNet

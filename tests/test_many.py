@@ -1,4 +1,4 @@
-"""`circuits ingest-many` and `ingest.many`: job files, the job runner on an in-process executor
+"""`circuits ingest-many` and `ingest.fanout.many`: job files, the job runner on an in-process executor
 (both backends), skipping what is stored, retries and reports; a local Ray cluster (slow)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from catalog.engine import close_catalogs_of, open_catalog
 from catalog.sql import run_query
 from circuits.cli.main import app
-from ingest.fanout import InlineExecutor
-from ingest.jobs import Job, JobFileError, load_jobs
-from ingest.many import ingest_many
+from ingest.fanout.executors import InlineExecutor
+from ingest.fanout.jobs import Job, JobFileError, load_jobs
+from ingest.fanout.many import ingest_many
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore::ingest.zoo.specs.RandomInitWarning")
@@ -166,7 +166,7 @@ def test_ray_gives_each_worker_a_gpu_and_runs_record_it(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from ingest.fanout import RayExecutor
+    from ingest.fanout.executors import RayExecutor
 
     jobs = load_jobs(_job_file(tmp_path, _jobs()[:1]))
     db = str(tmp_path / "c.duckdb")

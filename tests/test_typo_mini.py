@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from circuits.cli.main import app
 from ingest import zoo
-from ingest.attack_eval import predict
+from ingest.defence.attack_eval import predict
 from ingest.datasets.catfish import CLASS_NAMES
 from ingest.datasets.typo import render_typo
 from ingest.train import TYPO_DEFAULTS, TrainConfig, TrainingError, reproduce_command

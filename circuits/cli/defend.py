@@ -1,4 +1,4 @@
-"""`circuits defend`: the typographic-attack defence loop (a thin wrapper over `ingest.defend`)."""
+"""`circuits defend`: the typographic-attack defence loop (a thin wrapper over `ingest.defence.defend`)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def defend(
     from catalog.engine import open_catalog
     from circuits.cli.ingest import progress_bar
     from circuits.cli.render import render
-    from ingest.defend import DefendConfig, defend as run_defend, typo_target
+    from ingest.defence.defend import DefendConfig, defend as run_defend, typo_target
 
     config = DefendConfig(
         model=model, weights=weights, layers=tuple(_names(layers)) if layers else None,
@@ -78,7 +78,7 @@ def defend(
     )
     config.validate()
     if classes is not None:
-        from ingest.clip_harness import clip_target
+        from ingest.defence.clip import clip_target
 
         if images is None:
             raise typer.BadParameter("--classes needs --images DIR (images to attack)")
@@ -86,7 +86,7 @@ def defend(
                              label=label, embeddings=class_embeddings, random_embeddings=random_embeddings,
                              n_text=n_text, seed=seed, attack_images=attack_images)
     else:
-        from ingest.defend import check_typo_model
+        from ingest.defence.defend import check_typo_model
 
         check_typo_model(model)
         target = typo_target(n_text=n_text, n_attack=n_attack, n_clean_per_class=n_clean, seed=seed,

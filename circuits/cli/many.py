@@ -1,4 +1,4 @@
-"""`circuits ingest-many`: a thin wrapper over `ingest.many` (jobs from a YAML file, fanned out)."""
+"""`circuits ingest-many`: a thin wrapper over `ingest.fanout.many` (jobs from a YAML file, fanned out)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def ingest_many(
     """Ingest many model × concept × k jobs in parallel; skip what is stored, retry and report failures."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ingest.fanout import InlineExecutor, RayExecutor
-    from ingest.jobs import load_jobs
-    from ingest.many import WRITE_HERE, ingest_many as run_many
+    from ingest.fanout.executors import InlineExecutor, RayExecutor
+    from ingest.fanout.jobs import load_jobs
+    from ingest.fanout.many import WRITE_HERE, ingest_many as run_many
 
     jobs = load_jobs(jobs_file)
     executor = InlineExecutor() if workers == 0 and address is None else RayExecutor(max(1, workers), address)

@@ -11,7 +11,7 @@ Each job runs `ingest.pipeline`'s steps in a worker (`run_job`). Who writes depe
 Jobs whose run and circuit are stored are skipped, so rerunning a job file does only what is
 missing. A failed job is retried (`retries` more times) unless its input is wrong, and reported.
 
-    from ingest.fanout import InlineExecutor
+    from ingest.fanout.executors import InlineExecutor
     report = ingest_many("circuits.duckdb", load_jobs("jobs.yaml"), InlineExecutor())
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from catalog.engine import open_catalog
 from catalog.errors import CatalogLocked, CircuitsError
-from ingest.jobs import Job
+from ingest.fanout.jobs import Job
 
 __all__ = ["JobOutcome", "ManyReport", "WorkResult", "ingest_many", "run_job"]
 
@@ -149,8 +149,8 @@ def ingest_many(
 
     Args:
         db: the catalog (path or URL); created when missing.
-        jobs: from `ingest.jobs.load_jobs`.
-        executor: `ingest.fanout.InlineExecutor` or `RayExecutor`.
+        jobs: from `ingest.fanout.jobs.load_jobs`.
+        executor: `ingest.fanout.executors.InlineExecutor` or `RayExecutor`.
         retries: how many more times a failed job is tried (bad input is not retried).
         progress: called with (jobs done, jobs total, the outcome just finished or None at start).
 

@@ -1,4 +1,4 @@
-"""Where `ingest.many` runs its jobs: in this process (`InlineExecutor`) or on a Ray cluster
+"""Where `ingest.fanout.many` runs its jobs: in this process (`InlineExecutor`) or on a Ray cluster
 (`RayExecutor`, the `[ray]` extra). Both have the same two calls: `submit(fn, *args)` returns a
 handle, `wait_one(handles)` blocks until one of them is done and returns it with its result.
 The job function catches its own errors (a job's failure is a result), so executors only move

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ingest.attack_eval import predict
+from ingest.defence.attack_eval import predict
 from ingest.cla.search import find_circuit
 from ingest.edit.interventions import edge_fraction, intervention
 

@@ -16,7 +16,7 @@ So that `circuits prune-plan --against text --keep CLASSES` finds the evidence, 
 recorded as an example image set of the concept `text` (its images are images with text on them)
 and each clean class set as one of its class's concept.
 
-`typo_target(...)` builds the Typographic-synth target for typo-mini; `ingest.clip_harness` builds
+`typo_target(...)` builds the Typographic-synth target for typo-mini; `ingest.defence.clip` builds
 one for a zero-shot CLIP classifier.
 """
 
@@ -68,7 +68,7 @@ class DefendConfig:
     baseline_seed: int = 0  # seed of the random circuit of the same shape
     budget: float = 0.02  # clean accuracy the defence may cost (0.02 = 2 points)
     target_cut: float = 5.0  # attack success must fall by this factor
-    search: bool = False  # also beam-search a per-layer k on the search images (ingest.defend_search)
+    search: bool = False  # also beam-search a per-layer k on the search images (ingest.defence.search)
     max_edges: float = 0.06  # the search's edge budget (fraction of edges circuit pruning cuts)
     beam: int = 8  # circuits the search keeps per size; 1 (pure greedy) and 4 got stuck on typo-mini
     batch_size: int = 64
@@ -175,7 +175,7 @@ class DefenceReport:
     budget: float
     target_cut: float
     reason: str
-    search: tuple = ()  # the per-layer k search's accepted steps (`ingest.defend_search.SearchStep`)
+    search: tuple = ()  # the per-layer k search's accepted steps (`ingest.defence.search.SearchStep`)
 
 
 def _ratio(before: float, after: float) -> float:
@@ -341,10 +341,10 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
 
 
 def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: int, report: Progress) -> tuple:
-    """The per-layer k search on the run's stored edges (see `ingest.defend_search`)."""
+    """The per-layer k search on the run's stored edges (see `ingest.defence.search`)."""
     from ingest import zoo
     from ingest.datasets.typo_sets import require_written
-    from ingest.defend_search import search_k
+    from ingest.defence.search import search_k
 
     with cat.session() as s:
         run = store.read_run(s, run_id)

@@ -11,7 +11,7 @@ array `(C, D)` or a `{class: vector}` dict), or open_clip's text tower when `ope
 installed (`pip install 'visual-circuit-catalog[clip]'`; the same weights file holds both towers),
 or — for plumbing tests only — seeded random vectors (`random_embeddings=True`).
 
-`clip_target(...)` builds the `ingest.defend.DefenceTarget`: the text concept rendered at the
+`clip_target(...)` builds the `ingest.defence.defend.DefenceTarget`: the text concept rendered at the
 model's input size (the class names and other words), typographic attacks written on the user's
 images (a different class's name per image, recorded), and the clean images per class.
 """
@@ -176,7 +176,7 @@ def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weigh
             writing attacks on `images`; they are of class `label` when given.
 
     Returns:
-        An `ingest.defend.DefenceTarget` whose `model_cache` holds the zero-shot classifier.
+        An `ingest.defence.defend.DefenceTarget` whose `model_cache` holds the zero-shot classifier.
 
     Raises:
         AttackLabelsMissing: `attack_images` without a `written.csv`.
@@ -188,7 +188,7 @@ def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weigh
     from ingest.datasets.typo import DISTRACTOR_WORDS
     from ingest.datasets.typo_sets import AttackImageSet, attack_from_dir, check_classes, read_attack_dir
     from ingest.datasets.typo_sets import text_image_set
-    from ingest.defend import DefenceTarget
+    from ingest.defence.defend import DefenceTarget
     from ingest.images import read_image_dir
 
     classes = check_classes(classes)
