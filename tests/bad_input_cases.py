@@ -19,17 +19,7 @@ from pathlib import Path
 README_START = "<!-- bad-input-table:start (generated from tests/bad_input_cases.py) -->"
 README_END = "<!-- bad-input-table:end -->"
 
-TINY_MODEL = '''
-import torch.nn as nn
-
-def build():
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 5, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
-    )
-'''
+from tiny_model import TINY_MODEL  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,7 @@ from typer.testing import CliRunner
 
 from circuits.cli.main import app
 
-TINY_MODEL = '''
-import torch.nn as nn
-
-def build():
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 5, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
-    )
-'''
+from tiny_model import TINY_MODEL  # noqa: E402
 LAYERS = "1,3,5"  # the three ReLU outputs: widths 6, 8, 5
 runner = CliRunner()
 

@@ -22,17 +22,7 @@ from circuits.cli.main import app
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:.*random init:UserWarning")
 
-TINY_MODEL = '''
-import torch.nn as nn
-
-def build():
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 5, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
-    )
-'''
+from tiny_model import TINY_MODEL  # noqa: E402
 
 
 def _png(side: int = 8, seed: int = 0) -> bytes:
