@@ -29,10 +29,10 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
-from ingest.cla.fast import CPU_TILE_BYTES, pair_scores
+from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores, reference_pair_scores
-from ingest.cla.plan import matches, run_plan
-from ingest.cla.probe import Probe, prepared, probe
+from ingest.cla.plan import matches
+from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 
 __all__ = [
@@ -144,12 +144,12 @@ def attribute(
                 if plan is None:
                     continue
                 with torch.no_grad():
-                    run = run_plan(plan, leaves[i].detach())
+                    run = run_fast(plan, leaves[i].detach())
                     if not matches(run, leaves[i + 1]):  # data-dependent forward: use autograd
                         plans[i] = None
                         redo.append(i)
                         continue
-                    sums[i] += pair_scores(plan, run, leaves[i].detach(), chunk_budget, tile)
+                    sums[i] += fast_scores(plan, run, leaves[i].detach(), chunk_budget, tile)
                 del run
                 done += 1
                 if progress is not None:

@@ -29,12 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AvgPool",
     "OpRecord",
     "PairPlan",
     "PlanRun",
     "Pool",
     "Unit",
     "build_plans",
+    "build_trees",
+    "concat_candidates",
     "matches",
     "run_ops",
     "run_plan",
@@ -80,7 +83,14 @@ class Pool:
     pool: nn.MaxPool2d
 
 
-Op = Unit | Pool
+@dataclass(frozen=True)
+class AvgPool:
+    """An AvgPool2d module (CLIP's anti-aliased strided bottlenecks)."""
+
+    pool: nn.AvgPool2d
+
+
+Op = Unit | Pool | AvgPool
 
 
 @dataclass(frozen=True)
@@ -172,20 +182,30 @@ def build_plans(
         layers: layer names in forward order.
         leaves: the captured leaf of each layer in that pass.
     """
+    return [concat_candidates(t) if t is not None else [] for t in build_trees(events, layers, leaves)]
+
+
+def build_trees(
+    events: Sequence[_Call | _Mark], layers: Sequence[str], leaves: Sequence[torch.Tensor]
+) -> list[PairPlan | None]:
+    """Per adjacent layer pair, the traced data-flow tree as an unresolved plan (None: no tree).
+
+    Units whose ReLU was not seen have `relu=None`. Other planners (`ingest.cla.residual`) read
+    the same tree differently (branches summed instead of concatenated).
+    """
     pos: dict[tuple[str, str], int] = {}
     for k, ev in enumerate(events):
         if isinstance(ev, _Mark):
             pos.setdefault((ev.kind, ev.layer), k)
-    out = []
+    out: list[PairPlan | None] = []
     for i in range(len(layers) - 1):
         a_end = pos.get(("end", layers[i]))
         b_start, b_end = pos.get(("start", layers[i + 1])), pos.get(("end", layers[i + 1]))
         if a_end is None or b_start is None or b_end is None or not a_end < b_start:
-            out.append([])
+            out.append(None)
             continue
         calls = [(k, ev) for k, ev in enumerate(events[a_end + 1 : b_end], a_end + 1) if isinstance(ev, _Call)]
-        plan = _plan_from_calls(calls, leaves[i], b_start)
-        out.append(_candidates(plan) if plan is not None else [])
+        out.append(_plan_from_calls(calls, leaves[i], b_start))
     return out
 
 
@@ -249,6 +269,8 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
             if m.return_indices:
                 return None
             ops.append(Pool(m))
+        elif isinstance(m, nn.AvgPool2d):
+            ops.append(AvgPool(m))
         elif isinstance(m, nn.Identity) or (isinstance(m, nn.Dropout) and not m.training):
             continue
         else:
@@ -256,7 +278,7 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
     return ops
 
 
-def _candidates(plan: PairPlan) -> list[PairPlan]:
+def concat_candidates(plan: PairPlan) -> list[PairPlan]:
     """Resolve units whose ReLU is unknown (a functional ReLU is invisible): with, then without."""
 
     def fix(ops: tuple[Op, ...], relu: bool) -> tuple[Op, ...]:
@@ -289,6 +311,10 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
                 bn = op.bn
                 z = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
             y = F.relu(z) if op.relu else z
+            records.append(OpRecord(x, y))
+        elif isinstance(op, AvgPool):
+            p = op.pool
+            y = F.avg_pool2d(x, p.kernel_size, p.stride, p.padding, p.ceil_mode, p.count_include_pad, p.divisor_override)
             records.append(OpRecord(x, y))
         else:
             p = op.pool

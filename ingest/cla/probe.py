@@ -12,6 +12,7 @@ memory one image costs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +21,38 @@ import torch
 from torch import nn
 
 from ingest.cla.capture import CaptureError, capture, channels_first, check_layer_chain
-from ingest.cla.fast import plan_supported
-from ingest.cla.plan import PairPlan, build_plans, matches, run_plan, trace_leaf_calls
+from ingest.cla.fast import CPU_TILE_BYTES, pair_scores, plan_supported
+from ingest.cla.guard import check_plan
+from ingest.cla.plan import (
+    AvgPool,
+    PairPlan,
+    PlanRun,
+    Pool,
+    build_trees,
+    concat_candidates,
+    matches,
+    run_plan,
+    trace_leaf_calls,
+)
+from ingest.cla.residual import (
+    ResidualPlan,
+    ResidualRun,
+    residual_candidates,
+    residual_scores,
+    residual_unsupported,
+    run_residual,
+)
 
-__all__ = ["Probe", "prepared", "probe"]
+__all__ = ["FastPlan", "Probe", "fast_scores", "prepared", "probe", "run_fast"]
 
 _FLOAT = 4
+_log = logging.getLogger(__name__)
+# The loop replaces a verified fast plan only when clearly faster on the probe: timings of one
+# image on a shared CPU are noisy, and the probe charges the plan's per-batch setup to few neurons.
+_LOOP_MARGIN = 2.0
+_LOOP_SLACK_S = 0.01
+
+FastPlan = PairPlan | ResidualPlan
 
 
 @contextmanager
@@ -80,7 +107,8 @@ class Probe:
     """What one probe image taught about the model and layers.
 
     Attributes:
-        plans: per layer pair, the verified fast plan, or None for the generic path.
+        plans: per layer pair, the verified fast plan (concatenated branches or a residual block),
+            or None for the generic path.
         notes: per layer pair, which path and why, for reports.
         widths: channels per layer.
         leaf_bytes: per image, the captured outputs of all layers.
@@ -90,7 +118,7 @@ class Probe:
         forward_bytes: per image, transient forward memory (twice the largest module output).
     """
 
-    plans: list[PairPlan | None]
+    plans: list[FastPlan | None]
     notes: list[str]
     widths: list[int]
     leaf_bytes: int
@@ -138,30 +166,20 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
                 "name the module after the in-place op (the ReLU) as the layer"
             ) from err
         check_layer_chain(cap)
-        leaves = cap.leaf_list()
-        candidates = build_plans(events, layers, leaves) if fast else [[] for _ in leaves[1:]]
+        leaves, outs = cap.leaf_list(), cap.output_list()
+        trees = build_trees(events, layers, leaves) if fast else [None for _ in leaves[1:]]
         largest = max((ev.out.numel() for ev in events if getattr(ev, "out", None) is not None), default=0)
+        del events
     widths = [int(channels_first(t).shape[1]) for t in leaves]
-    plans: list[PairPlan | None] = []
+    plans: list[FastPlan | None] = []
     notes: list[str] = []
     plan_bytes = generic_bytes = 0
-    for i, cands in enumerate(candidates):
-        chosen, note = None, "generic: no chain of conv/BN/ReLU/max-pool modules between the layers"
-        if not fast:
-            note = "generic: fast paths disabled"
-        for cand in cands:
-            if not plan_supported(cand):
-                note = "generic: a branch does not end in a stride-1 convolution unit"
-                continue
-            with torch.no_grad():
-                run = run_plan(cand, leaves[i].detach())
-            if matches(run, leaves[i + 1]):
-                chosen, note = cand, _describe(cand)
-                plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
-                break
-            note = "generic: the module structure does not reproduce the layer's output"
+    for i, tree in enumerate(trees):
+        chosen, note, run = _choose(tree, leaves[i], leaves[i + 1], outs[i + 1], layers[i : i + 2], fast)
         if chosen is None:
             generic_bytes = max(generic_bytes, 4 * (leaves[i].numel() + leaves[i + 1].numel()) * _FLOAT)
+        else:
+            plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
         plans.append(chosen)
         notes.append(note)
     return Probe(
@@ -176,10 +194,74 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     )
 
 
-def _run_bytes(run, a: torch.Tensor) -> int:
+def _choose(tree, leaf, nxt, out, names, fast: bool):
+    """(plan or None, note, the plan's run on the probe image) for one layer pair."""
+    if not fast:
+        return None, "generic: fast paths disabled", None
+    if tree is None:
+        return None, "generic: no chain of conv/BN/ReLU/pool modules between the layers", None
+    note = "generic: the module structure does not reproduce the layer's output"
+    unsupported = []
+    for cand in [*concat_candidates(tree), *residual_candidates(tree)]:
+        why = residual_unsupported(cand) if isinstance(cand, ResidualPlan) else _pair_unsupported(cand)
+        if why is not None:
+            unsupported.append(why)
+            continue
+        with torch.no_grad():
+            run = run_fast(cand, leaf.detach())
+        if not matches(run, nxt):
+            continue
+        a = leaf.detach()
+        guard = check_plan(lambda cols: fast_scores(cand, run, a, 1 << 28, CPU_TILE_BYTES, cols), out, leaf)
+        pair = f"{names[0]} -> {names[1]}"
+        if not guard.ok:
+            why = (
+                "no downstream neuron is active on the probe image"
+                if not guard.columns
+                else f"rel. error {guard.error:.2g} on neurons {guard.columns}: a custom backward "
+                "(autograd.Function, straight-through estimator, gradient hook)?"
+            )
+            _log.warning("CLA %s: fast plan rejected, gradients differ from autograd (%s); using autograd", pair, why)
+            return None, f"generic: fast plan rejected by the gradient check ({why})", None
+        timing = f"probe: fast {guard.fast_seconds * 1e3:.1f} ms vs loop {guard.loop_seconds * 1e3:.1f} ms"
+        if guard.fast_seconds > _LOOP_MARGIN * guard.loop_seconds + _LOOP_SLACK_S:
+            _log.info("CLA %s: the per-neuron loop is faster than the fast plan (%s)", pair, timing)
+            return None, f"generic: the per-neuron loop beat the fast plan on the probe ({timing})", None
+        checked = f"gradients checked on {len(guard.columns)} neurons (rel. error {guard.error:.1g}); {timing}"
+        return cand, f"{_describe(cand)}; {checked}", run
+    if unsupported and note.endswith("output"):
+        note = f"generic: {unsupported[0]}"
+    return None, note, None
+
+
+def _pair_unsupported(plan: PairPlan) -> str | None:
+    return None if plan_supported(plan) else "a branch does not end in a stride-1 convolution unit"
+
+
+def run_fast(plan: FastPlan, a: torch.Tensor) -> PlanRun | ResidualRun:
+    """The plan's forward on a batch (A_i: (B, C_i, H, W)); its `output` is the plan's A_{i+1}."""
+    return run_residual(plan, a) if isinstance(plan, ResidualPlan) else run_plan(plan, a)
+
+
+def fast_scores(
+    plan: FastPlan,
+    run: PlanRun | ResidualRun,
+    a: torch.Tensor,
+    budget_bytes: int,
+    tile_bytes: int | None = None,
+    neurons: list[int] | None = None,
+) -> torch.Tensor:
+    """Σ over the batch of S for one pair by its fast plan, (C_i, C_{i+1}) or (C_i, len(neurons))."""
+    if isinstance(plan, ResidualPlan):
+        return residual_scores(plan, run, a, budget_bytes, tile_bytes, neurons)
+    return pair_scores(plan, run, a, budget_bytes, tile_bytes, neurons)
+
+
+def _run_bytes(run: PlanRun | ResidualRun, a: torch.Tensor) -> int:
     """Per-image bytes of a plan's recorded forward plus the masks and |A| copies built from it."""
-    total = 2 * a.numel() * _FLOAT + run.output.numel() * _FLOAT
-    for recs in [run.prefix, *run.branches]:
+    total = 2 * a.numel() * _FLOAT + 2 * run.output.numel() * _FLOAT  # |A|, A_{i+1} and its cotangent
+    groups = [run.main, run.skip] if isinstance(run, ResidualRun) else [run.prefix, *run.branches]
+    for recs in groups:
         for r in recs:
             total += 2 * r.y.numel() * _FLOAT  # output and its mask
             if r.indices is not None:
@@ -187,14 +269,21 @@ def _run_bytes(run, a: torch.Tensor) -> int:
     return total
 
 
-def _describe(plan: PairPlan) -> str:
-    def op_name(op) -> str:
-        if hasattr(op, "pool"):
-            return "maxpool"
-        k = "x".join(str(v) for v in op.conv.kernel_size)
-        return f"conv{k}" + ("+bn" if op.bn is not None else "") + ("+relu" if op.relu else "")
+def _op_name(op) -> str:
+    if isinstance(op, Pool):
+        return "maxpool"
+    if isinstance(op, AvgPool):
+        return "avgpool"
+    k = "x".join(str(v) for v in op.conv.kernel_size)
+    return f"conv{k}" + ("+bn" if op.bn is not None else "") + ("+relu" if op.relu else "")
 
-    prefix = " > ".join(op_name(o) for o in plan.prefix)
-    branches = " | ".join(" > ".join(op_name(o) for o in b) for b in plan.branches)
+
+def _describe(plan: FastPlan) -> str:
+    if isinstance(plan, ResidualPlan):
+        main = " > ".join(_op_name(o) for o in plan.main)
+        skip = " > ".join(_op_name(o) for o in plan.skip) if plan.skip else "identity"
+        return f"fast: residual block, {'relu' if plan.act else 'no activation'} after ({main}) + ({skip})"
+    prefix = " > ".join(_op_name(o) for o in plan.prefix)
+    branches = " | ".join(" > ".join(_op_name(o) for o in b) for b in plan.branches)
     kind = "inception-style block" if len(plan.branches) > 1 else "conv chain"
     return f"fast: {kind}" + (f", prefix {prefix}" if prefix else "") + f": {branches}"

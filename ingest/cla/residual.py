@@ -1,0 +1,239 @@
+"""Fast exact CLA for residual blocks: A_{i+1} = act(main(A_i) + skip(A_i)).
+
+Covers a pair whose downstream layer is one residual block fed by the upstream layer: torchvision
+ResNet `BasicBlock`/`Bottleneck` (identity skip or a strided 1×1 conv+BN downsample), CLIP's
+modified ResNet bottleneck (average pool inside the main branch and before the downsample conv),
+and inverted-residual blocks without an activation after the add. `main` is a chain of
+conv(+BN)(+ReLU) units, max- and average-pools ending in a conv+BN unit; `skip` is empty (the
+identity) or such a chain ending in a conv+BN unit; `act` is a ReLU after the add (or none).
+
+Why it is fast — the channel-separable argument of `ingest.cla.fast` carries through the add:
+the cotangent of ‖A_{i+1,n}‖ is `c_n = A_{i+1,n} / ‖A_{i+1,n}‖` in channel n only (the ReLU mask
+is implied: A is zero where it is closed), and the add passes it unchanged to channel n of both
+summands. So, for a chunk of neurons at once:
+
+1. main branch: its last conv's input gradient for neuron n uses only the filter `W[n]` scaled by
+   the BN scale s_n — one batched matmul over the neurons (`last_conv_input_grad`); the rest of
+   the branch runs densely per chunk (masks, `conv2d_input`/GEMMs, pool scatters), as in
+   `ingest.cla.fast`;
+2. skip: the identity adds `c_n` to channel n of the gradient (a diagonal), a downsample conv+BN
+   is handled like a last conv (a strided 1×1 conv scatters `s_n · W[n, m] · c_n` onto its
+   stride grid), then any pool before it;
+3. `S[m, n] += Σ_{b,p} |A[b,m,p]| · |grad_main + grad_skip|[n,m,b,p]` — the two paths are summed
+   before the absolute value, as autograd's gradient would be.
+
+Compared with one autograd call per neuron this skips the main branch's last conv (a quarter of a
+bottleneck's FLOPs), all elementwise passes over the full-width block output, and autograd
+overheads. Like every fast plan, a residual plan is a candidate until `ingest.cla.probe` has seen
+it reproduce the layer's output and, on sampled columns, autograd's gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from ingest.cla.fast import (
+    Step,
+    _chunks,
+    channel_major,
+    elements_per_neuron_image,
+    last_conv_input_grad,
+    walk_aux,
+    walk_back,
+)
+from ingest.cla.plan import Op, OpRecord, PairPlan, Unit, run_ops
+
+__all__ = ["ResidualPlan", "ResidualRun", "residual_candidates", "residual_scores", "residual_unsupported", "run_residual"]
+
+_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class ResidualPlan:
+    """A_{i+1} = act(main(A_i) + skip(A_i)); an empty `skip` is the identity; `act`: a ReLU."""
+
+    main: tuple[Op, ...]
+    skip: tuple[Op, ...]
+    act: bool
+
+
+@dataclass(frozen=True)
+class ResidualRun:
+    """The plan's forward on one batch: records of both branches and the block output."""
+
+    main: list[OpRecord]
+    skip: list[OpRecord]
+    output: torch.Tensor  # (B, C_{i+1}, H, W)
+
+
+def residual_candidates(tree: PairPlan | None) -> list[ResidualPlan]:
+    """Readings of a traced tree as a residual block, most likely first (empty: not one).
+
+    The add is a functional op the trace cannot see: the tree's branches from A_i are read as the
+    summands (one branch: the skip is the identity). A ReLU seen after the main branch's last BN
+    is the block's final activation (torchvision adds in place, so its ReLU reads the BN output);
+    an unseen one (CLIP adds out of place) is tried both ways.
+    """
+    if tree is None or tree.prefix or not 1 <= len(tree.branches) <= 2:
+        return []
+    b = tree.branches
+    pairs = [(b[0], ())] if len(b) == 1 else [(b[0], b[1]), (b[1], b[0])]
+    out: list[ResidualPlan] = []
+    for main, skip in pairs:
+        last = main[-1]
+        if not isinstance(last, Unit) or last.bn is None:
+            continue
+        if skip and (not isinstance(skip[-1], Unit) or skip[-1].relu):
+            continue
+        acts = (True,) if last.relu else (True, False)
+        for act in acts:
+            for inner in (True, False):  # units whose functional ReLU the trace did not see
+                m = _fix(main[:-1], inner) + (replace(last, relu=False),)
+                s = _fix(skip[:-1], inner) + ((replace(skip[-1], relu=False),) if skip else ())
+                cand = ResidualPlan(m, s, act)
+                if cand not in out:
+                    out.append(cand)
+    return out
+
+
+def _fix(ops: tuple[Op, ...], relu: bool) -> tuple[Op, ...]:
+    return tuple(replace(o, relu=relu) if isinstance(o, Unit) and o.relu is None else o for o in ops)
+
+
+def residual_unsupported(plan: ResidualPlan) -> str | None:
+    """Why the fast path cannot run this plan (None: it can)."""
+    last = plan.main[-1]
+    assert isinstance(last, Unit)
+    if not _stride1_invertible(last):
+        return "the residual branch does not end in a stride-1 convolution"
+    if plan.skip:
+        s = plan.skip[-1]
+        assert isinstance(s, Unit)
+        if not (_strided_1x1(s) or _stride1_invertible(s)):
+            return "the skip's convolution is neither 1×1 nor stride 1"
+    if any(isinstance(o, Unit) and o.padding() is None for o in plan.main + plan.skip):
+        return "a convolution's padding cannot be inverted"
+    return None
+
+
+def _stride1_invertible(u: Unit) -> bool:
+    c, pad = u.conv, u.padding()
+    if pad is None or any(s != 1 for s in c.stride):
+        return False
+    return all(p <= d * (k - 1) for p, d, k in zip(pad, c.dilation, c.kernel_size))
+
+
+def _strided_1x1(u: Unit) -> bool:
+    return tuple(u.conv.kernel_size) == (1, 1) and u.padding() == (0, 0)
+
+
+def run_residual(plan: ResidualPlan, a: torch.Tensor) -> ResidualRun:
+    """Recompute A_{i+1} from A_i with the plan, recording what the backward needs.
+
+    Args:
+        plan: the pair's plan.
+        a: layer i's activations, (B, C_i, H, W).
+
+    Returns:
+        The records and the block output (empty when the summands' shapes differ).
+    """
+    y_main, main = run_ops(plan.main, a)
+    y_skip, skip = run_ops(plan.skip, a) if plan.skip else (a, [])
+    if y_main.shape != y_skip.shape:
+        return ResidualRun(main, skip, torch.empty(0, device=a.device))
+    z = y_main + y_skip
+    return ResidualRun(main, skip, F.relu(z) if plan.act else z)
+
+
+def residual_scores(
+    plan: ResidualPlan,
+    run: ResidualRun,
+    a: torch.Tensor,
+    budget_bytes: int,
+    tile_bytes: int | None = None,
+    neurons: list[int] | None = None,
+) -> torch.Tensor:
+    """Σ over the batch of the CLA scores of one residual pair (not yet divided by |X|).
+
+    Args:
+        plan: the pair's verified plan.
+        run: `run_residual(plan, a)` for this batch.
+        a: A_i, (B, C_i, H, W).
+        budget_bytes: memory for the per-chunk buffers.
+        tile_bytes: a smaller, cache-friendly chunk size to aim for (CPUs), or None.
+        neurons: only these downstream channels, ascending (the gradient guard's sample).
+
+    Returns:
+        float32 tensor (C_i, C_{i+1}), or (C_i, len(neurons)), on `a`'s device.
+    """
+    y = run.output  # (B, N, H, W)
+    norm = torch.linalg.vector_norm(y.flatten(2), dim=-1)  # (B, N)
+    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(norm))
+    c = y * inv[:, :, None, None]  # cotangent at the add: the ReLU mask is implied (y = 0 there)
+    cols = list(range(y.shape[1])) if neurons is None else list(neurons)
+    main = [Step(o, r, k == 0) for k, (o, r) in enumerate(zip(plan.main, run.main))]
+    skip = [Step(o, r, k == 0) for k, (o, r) in enumerate(zip(plan.skip, run.skip))]
+    last = main[-1].op
+    assert isinstance(last, Unit)
+    sel = torch.tensor(cols, device=y.device, dtype=torch.long)
+    c = c[:, sel]  # (B, n_sel, H, W)
+    c_main = c * last.scale()[sel][None, :, None, None]
+    w_main = last.conv.weight.flip(-2, -1)[sel]  # (n_sel, C_prev, kh, kw)
+    aux_main = walk_aux(main[:-1], compact=False)
+    if skip:
+        s_last = skip[-1].op
+        assert isinstance(s_last, Unit)
+        c_skip = c * s_last.scale()[sel][None, :, None, None]
+        w_skip = s_last.conv.weight[sel]  # (n_sel, C_prev, kh, kw)
+        aux_skip = walk_aux(skip[:-1], compact=False)
+    absa = channel_major(a.abs())  # (C_i, B, P)
+    ci, b_total, n_total = a.shape[1], a.shape[0], len(cols)
+
+    per_unit = elements_per_neuron_image(main, compact=False) + ci * absa.shape[2]
+    if skip:
+        per_unit += elements_per_neuron_image(skip, compact=False)
+    budget = min(budget_bytes, tile_bytes or budget_bytes)
+    nc, bc = _chunks(n_total, b_total, per_unit * _FLOAT, budget)
+    out = torch.zeros(ci, n_total, device=a.device, dtype=torch.float32)
+    for n0 in range(0, n_total, nc):
+        n1 = min(n_total, n0 + nc)
+        acc = torch.zeros(n1 - n0, ci, device=a.device, dtype=torch.float32)
+        for b0 in range(0, b_total, bc):
+            b1 = min(b_total, b0 + bc)
+            cn = c_main[b0:b1, n0:n1].transpose(0, 1)  # (n, b, H, W)
+            g = last_conv_input_grad(cn, w_main[n0:n1], last, main[-1].rec.x)  # (n, C, b, P)
+            g = walk_back(g, main[:-1], aux_main, b0, b1, compact=False)  # (n, C_i, b, P_i)
+            if skip:
+                cs = c_skip[b0:b1, n0:n1].transpose(0, 1)  # (n, b, H, W)
+                gs = _skip_last_grad(cs, w_skip[n0:n1], s_last, skip[-1].rec.x)
+                g += walk_back(gs, skip[:-1], aux_skip, b0, b1, compact=False)
+            else:  # identity: neuron n's cotangent lands on channel n of A_i
+                ar = torch.arange(n1 - n0, device=a.device)
+                g[ar, sel[n0:n1]] += c[b0:b1, n0:n1].transpose(0, 1).flatten(2)  # (n, b, P)
+            acc += g.mul_(absa[:, b0:b1]).abs_().flatten(2).sum(-1)  # (n, C_i)
+        out[:, n0:n1] = acc.T
+    return out
+
+
+def _skip_last_grad(cn: torch.Tensor, w: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tensor:
+    """Per neuron, the skip conv's input gradient from channel n only, (n, C_prev, b, H·W).
+
+    Args:
+        cn: cotangents at the conv output (BN scale applied), (n, b, Hq, Wq).
+        w: the neurons' filters, (n, C_prev, kh, kw), not flipped.
+        unit: the skip's conv unit.
+        x: the conv's input, (B, C_prev, H, W), for its shape.
+    """
+    if _stride1_invertible(unit):
+        return last_conv_input_grad(cn, w.flip(-2, -1), unit, x)
+    n, b, hq, wq = cn.shape
+    sh, sw = unit.conv.stride
+    h, wd = x.shape[2], x.shape[3]
+    g = cn.new_zeros(n, w.shape[1], b, h, wd)
+    grid = g[..., ::sh, ::sw]  # the positions a strided 1×1 conv reads
+    assert grid.shape[-2:] == (hq, wq), "strided 1x1 conv sizes"
+    grid.copy_(w.reshape(n, -1)[:, :, None, None, None] * cn[:, None])  # (n, C_prev, b, Hq, Wq)
+    return g.view(n, -1, b, h * wd)
