@@ -44,7 +44,7 @@ def plan_supported(plan: PairPlan) -> bool:
     """Whether every branch ends in a stride-1 unit whose padding the fast path can invert."""
     for ops in plan.branches:
         last = ops[-1]
-        if not isinstance(last, Unit):
+        if not isinstance(last, Unit) or last.conv.groups != 1:
             return False
         pad = last.padding()
         c = last.conv
@@ -108,7 +108,8 @@ def _cotangent(unit: Unit, y: torch.Tensor) -> torch.Tensor:
     """c_n = s_n · y_n / ‖y_n‖ per image (0 for an all-zero map), (B, N, Hq, Wq)."""
     norm = torch.linalg.vector_norm(y.flatten(2), dim=-1)  # (B, N)
     inv = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(norm))
-    return y * (inv * unit.scale()[None, :])[:, :, None, None]
+    c = y * (inv * unit.scale()[None, :])[:, :, None, None]
+    return c * (y < unit.cap) if unit.relu and unit.cap is not None else c  # a saturated ReLU6 is closed
 
 
 def _closed_form(steps: list[Step]) -> bool:
@@ -204,11 +205,16 @@ def channel_major(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).transpose(0, 1).contiguous()
 
 
+def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:
+    """Where the unit's ReLU passes gradient, from its output: 0 < y (< cap for a ReLU6)."""
+    return (y > 0) & (y < unit.cap) if unit.cap is not None else y > 0
+
+
 def _unit_mask(step: Step) -> torch.Tensor:
     """d(unit output)/d(conv output) as (C, B, P): BN scale × ReLU mask."""
     unit, y = step.op, step.rec.y
     s = unit.scale()[None, :, None, None]
-    d = (y > 0) * s if unit.relu else s.expand_as(y)  # (B, C, H, W)
+    d = _open(unit, y) * s if unit.relu else s.expand_as(y)  # (B, C, H, W)
     return channel_major(d)
 
 
@@ -262,12 +268,12 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, rec: OpRecord) -> torch.Tensor
     conv, x = unit.conv, rec.x
     n, co, b, p = g.shape
     w = conv.weight  # (C_out, C_in, kh, kw)
-    if tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0):
+    if conv.groups == 1 and tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0):
         return torch.matmul(w.reshape(co, -1).T, g.view(n, co, b * p)).view(n, -1, b, p)  # one GEMM per neuron
     ho, wo = rec.y.shape[2], rec.y.shape[3]
     gi = g.view(n, co, b, ho, wo).transpose(1, 2).reshape(n * b, co, ho, wo)  # (n*b, C_out, Ho, Wo)
     size = (n * b, x.shape[1], x.shape[2], x.shape[3])
-    xi = torch.nn.grad.conv2d_input(size, w, gi, conv.stride, unit.padding(), conv.dilation, 1)
+    xi = torch.nn.grad.conv2d_input(size, w, gi, conv.stride, unit.padding(), conv.dilation, conv.groups)
     return xi.reshape(n, b, x.shape[1], -1).transpose(1, 2).contiguous()  # (n, C_in, b, P_in)
 
 

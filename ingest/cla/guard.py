@@ -70,6 +70,7 @@ def check_plan(
     *,
     k: int = GUARD_COLUMNS,
     tolerance: float = GUARD_TOLERANCE,
+    repeats: int = 2,
 ) -> GuardResult:
     """Compare a fast plan with autograd on sampled downstream columns of the probe image.
 
@@ -79,6 +80,7 @@ def check_plan(
         leaf: layer i's leaf (requires grad).
         k: columns to sample.
         tolerance: largest accepted relative error.
+        repeats: runs of each method; the timings are the fastest run.
 
     Returns:
         The outcome; a plan with no active column on the probe image cannot be checked and is
@@ -87,14 +89,17 @@ def check_plan(
     cols = sample_columns(out, k)
     if not cols:
         return GuardResult(False, float("nan"), [], 0.0, 0.0)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        fast = fast_columns(cols).double()  # (C_i, K)
-    t1 = time.perf_counter()
-    with torch.enable_grad():
-        ref = reference_pair_scores(out, leaf, cols)[:, cols].double()  # (C_i, K)
-    t2 = time.perf_counter()
+    t_fast = t_loop = float("inf")
+    for _ in range(repeats):  # the best of a few: one image on a shared CPU times noisily
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fast = fast_columns(cols).double()  # (C_i, K)
+        t1 = time.perf_counter()
+        with torch.enable_grad():
+            ref = reference_pair_scores(out, leaf, cols)[:, cols].double()  # (C_i, K)
+        t2 = time.perf_counter()
+        t_fast, t_loop = min(t_fast, t1 - t0), min(t_loop, t2 - t1)
     scale = float(ref.abs().max())
     diff = float((fast - ref).abs().max())
     error = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-    return GuardResult(bool(error <= tolerance), error, cols, t1 - t0, t2 - t1)
+    return GuardResult(bool(error <= tolerance), error, cols, t_fast, t_loop)

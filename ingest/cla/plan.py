@@ -47,11 +47,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Unit:
-    """Conv2d → optional BatchNorm2d (eval) → optional ReLU. `relu` None: not yet known."""
+    """Conv2d → optional BatchNorm2d (eval) → optional ReLU. `relu` None: not yet known.
+
+    `cap`: the ReLU clamps from above too (ReLU6: 6.0), as in MobileNetV2 blocks.
+    """
 
     conv: nn.Conv2d
     bn: nn.BatchNorm2d | None
     relu: bool | None
+    cap: float | None = None
 
     def scale(self) -> torch.Tensor:
         """d(unit pre-activation)/d(conv output) per output channel: the BN scale (1 without BN)."""
@@ -252,7 +256,7 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
     for m in modules:
         last = ops[-1] if ops else None
         if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.padding_mode != "zeros":
+            if m.padding_mode != "zeros":
                 return None
             ops.append(Unit(m, None, None))
         elif isinstance(m, nn.BatchNorm2d):
@@ -265,6 +269,10 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
             if not isinstance(last, Unit) or last.relu is not None:
                 return None
             ops[-1] = replace(last, relu=True)
+        elif isinstance(m, nn.Hardtanh) and m.min_val == 0 and m.max_val > 0:  # ReLU6
+            if not isinstance(last, Unit) or last.relu is not None:
+                return None
+            ops[-1] = replace(last, relu=True, cap=float(m.max_val))
         elif isinstance(m, nn.MaxPool2d):
             if m.return_indices:
                 return None
@@ -310,7 +318,7 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
             if op.bn is not None:
                 bn = op.bn
                 z = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-            y = F.relu(z) if op.relu else z
+            y = (F.hardtanh(z, 0.0, op.cap) if op.cap is not None else F.relu(z)) if op.relu else z
             records.append(OpRecord(x, y))
         elif isinstance(op, AvgPool):
             p = op.pool

@@ -50,7 +50,7 @@ _log = logging.getLogger(__name__)
 # The loop replaces a verified fast plan only when clearly faster on the probe: timings of one
 # image on a shared CPU are noisy, and the probe charges the plan's per-batch setup to few neurons.
 _LOOP_MARGIN = 2.0
-_LOOP_SLACK_S = 0.01
+_LOOP_SLACK_S = 0.02
 
 FastPlan = PairPlan | ResidualPlan
 
@@ -275,7 +275,9 @@ def _op_name(op) -> str:
     if isinstance(op, AvgPool):
         return "avgpool"
     k = "x".join(str(v) for v in op.conv.kernel_size)
-    return f"conv{k}" + ("+bn" if op.bn is not None else "") + ("+relu" if op.relu else "")
+    kind = f"conv{k}" + (f"/g{op.conv.groups}" if op.conv.groups != 1 else "")
+    act = ("+relu6" if op.cap == 6 else f"+relu(max {op.cap:g})") if op.relu and op.cap is not None else "+relu"
+    return kind + ("+bn" if op.bn is not None else "") + (act if op.relu else "")
 
 
 def _describe(plan: FastPlan) -> str:

@@ -107,13 +107,13 @@ def residual_unsupported(plan: ResidualPlan) -> str | None:
     """Why the fast path cannot run this plan (None: it can)."""
     last = plan.main[-1]
     assert isinstance(last, Unit)
-    if not _stride1_invertible(last):
-        return "the residual branch does not end in a stride-1 convolution"
+    if not _stride1_invertible(last) or last.conv.groups != 1:
+        return "the residual branch does not end in a stride-1, ungrouped convolution"
     if plan.skip:
         s = plan.skip[-1]
         assert isinstance(s, Unit)
-        if not (_strided_1x1(s) or _stride1_invertible(s)):
-            return "the skip's convolution is neither 1×1 nor stride 1"
+        if s.conv.groups != 1 or not (_strided_1x1(s) or _stride1_invertible(s)):
+            return "the skip's convolution is grouped, or neither 1×1 nor stride 1"
     if any(isinstance(o, Unit) and o.padding() is None for o in plan.main + plan.skip):
         return "a convolution's padding cannot be inverted"
     return None
