@@ -35,20 +35,14 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ingest.cla.fast import (
-    Step,
-    _chunks,
-    channel_major,
-    elements_per_neuron_image,
-    last_conv_input_grad,
-    walk_aux,
-    walk_back,
-)
-from ingest.cla.plan import Op, OpRecord, PairPlan, Unit, run_ops
+from ingest.cla.fast import Step, _chunks, elements_per_neuron_image, last_conv_input_grad
+from ingest.cla.plan import Op, OpRecord, PairPlan, Pool, Unit, run_ops
 
 __all__ = ["ResidualPlan", "ResidualRun", "residual_candidates", "residual_scores", "residual_unsupported", "run_residual"]
 
 _FLOAT = 4
+_MIN_FOLD = 16
+_SMALL_MAP = 32 * 32  # positions
 
 
 @dataclass(frozen=True)
@@ -169,33 +163,30 @@ def residual_scores(
     Returns:
         float32 tensor (C_i, C_{i+1}), or (C_i, len(neurons)), on `a`'s device.
     """
+    # Layout of a chunk's gradients: (n, b, C, H, W), neurons and images folded into the batch of
+    # every convolution's backward (oneDNN's conv2d_input: ~2x the GFLOP/s of per-neuron GEMMs
+    # here); masks broadcast over n; the final reduction runs over contiguous positions.
     y = run.output  # (B, N, H, W)
     norm = torch.linalg.vector_norm(y.flatten(2), dim=-1)  # (B, N)
     inv = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(norm))
-    c = y * inv[:, :, None, None]  # cotangent at the add: the ReLU mask is implied (y = 0 there)
     cols = list(range(y.shape[1])) if neurons is None else list(neurons)
-    main = [Step(o, r, k == 0) for k, (o, r) in enumerate(zip(plan.main, run.main))]
-    skip = [Step(o, r, k == 0) for k, (o, r) in enumerate(zip(plan.skip, run.skip))]
-    last = main[-1].op
-    assert isinstance(last, Unit)
     sel = torch.tensor(cols, device=y.device, dtype=torch.long)
-    c = c[:, sel]  # (B, n_sel, H, W)
-    c_main = c * last.scale()[sel][None, :, None, None]
-    w_main = last.conv.weight.flip(-2, -1)[sel]  # (n_sel, C_prev, kh, kw)
-    aux_main = walk_aux(main[:-1], compact=False)
-    if skip:
-        s_last = skip[-1].op
-        assert isinstance(s_last, Unit)
-        c_skip = c * s_last.scale()[sel][None, :, None, None]
-        w_skip = s_last.conv.weight[sel]  # (n_sel, C_prev, kh, kw)
-        aux_skip = walk_aux(skip[:-1], compact=False)
-    absa = channel_major(a.abs())  # (C_i, B, P)
+    c = (y * inv[:, :, None, None])[:, sel]  # (B, n_sel, H, W): the ReLU mask is implied (y = 0 there)
+    main = _Branch(plan.main, run.main, sel)
+    skip = _Branch(plan.skip, run.skip, sel) if plan.skip else None
+    absa = a.abs().flatten(2)  # (B, C_i, P)
     ci, b_total, n_total = a.shape[1], a.shape[0], len(cols)
 
-    per_unit = elements_per_neuron_image(main, compact=False) + ci * absa.shape[2]
-    if skip:
-        per_unit += elements_per_neuron_image(skip, compact=False)
-    budget = min(budget_bytes, tile_bytes or budget_bytes)
+    steps = [Step(o, r, False) for o, r in zip(plan.main, run.main)]
+    per_unit = elements_per_neuron_image(steps, compact=False) + ci * absa.shape[2]
+    if skip is not None:
+        per_unit += ci * absa.shape[2]
+    # On small maps, at least _MIN_FOLD (neuron, image) pairs per chunk where the budget allows:
+    # single-threaded oneDNN takes 1×1 convolutions only from a batch of 16, else a per-image GEMM
+    # fallback that is slow on small maps (measured ~1.4x on resnet50 layer2/3 here); on large
+    # maps cache-sized tiles win (~2x on layer1).
+    fold = _MIN_FOLD if absa.shape[2] <= _SMALL_MAP else 1
+    budget = min(budget_bytes, max(tile_bytes or budget_bytes, fold * per_unit * _FLOAT))
     nc, bc = _chunks(n_total, b_total, per_unit * _FLOAT, budget)
     out = torch.zeros(ci, n_total, device=a.device, dtype=torch.float32)
     for n0 in range(0, n_total, nc):
@@ -203,37 +194,89 @@ def residual_scores(
         acc = torch.zeros(n1 - n0, ci, device=a.device, dtype=torch.float32)
         for b0 in range(0, b_total, bc):
             b1 = min(b_total, b0 + bc)
-            cn = c_main[b0:b1, n0:n1].transpose(0, 1)  # (n, b, H, W)
-            g = last_conv_input_grad(cn, w_main[n0:n1], last, main[-1].rec.x)  # (n, C, b, P)
-            g = walk_back(g, main[:-1], aux_main, b0, b1, compact=False)  # (n, C_i, b, P_i)
-            if skip:
-                cs = c_skip[b0:b1, n0:n1].transpose(0, 1)  # (n, b, H, W)
-                gs = _skip_last_grad(cs, w_skip[n0:n1], s_last, skip[-1].rec.x)
-                g += walk_back(gs, skip[:-1], aux_skip, b0, b1, compact=False)
+            cn = c[b0:b1, n0:n1].transpose(0, 1)  # (n, b, H, W)
+            g = main.back(cn, n0, n1, b0, b1)  # (n, b, C_i, H_i, W_i)
+            if skip is not None:
+                g += skip.back(cn, n0, n1, b0, b1)
             else:  # identity: neuron n's cotangent lands on channel n of A_i
-                ar = torch.arange(n1 - n0, device=a.device)
-                g[ar, sel[n0:n1]] += c[b0:b1, n0:n1].transpose(0, 1).flatten(2)  # (n, b, P)
-            acc += g.mul_(absa[:, b0:b1]).abs_().flatten(2).sum(-1)  # (n, C_i)
+                g[torch.arange(n1 - n0, device=a.device), :, sel[n0:n1]] += cn
+            g = g.flatten(3).mul_(absa[b0:b1]).abs_()  # (n, b, C_i, P)
+            acc += g.sum(-1).sum(1)  # (n, C_i)
         out[:, n0:n1] = acc.T
     return out
 
 
-def _skip_last_grad(cn: torch.Tensor, w: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tensor:
-    """Per neuron, the skip conv's input gradient from channel n only, (n, C_prev, b, H·W).
+class _Branch:
+    """A branch's backward for chunks of neurons and images, in layout (n, b, C, H, W)."""
 
-    Args:
-        cn: cotangents at the conv output (BN scale applied), (n, b, Hq, Wq).
-        w: the neurons' filters, (n, C_prev, kh, kw), not flipped.
-        unit: the skip's conv unit.
-        x: the conv's input, (B, C_prev, H, W), for its shape.
-    """
-    if _stride1_invertible(unit):
-        return last_conv_input_grad(cn, w.flip(-2, -1), unit, x)
-    n, b, hq, wq = cn.shape
-    sh, sw = unit.conv.stride
-    h, wd = x.shape[2], x.shape[3]
-    g = cn.new_zeros(n, w.shape[1], b, h, wd)
-    grid = g[..., ::sh, ::sw]  # the positions a strided 1×1 conv reads
-    assert grid.shape[-2:] == (hq, wq), "strided 1x1 conv sizes"
-    grid.copy_(w.reshape(n, -1)[:, :, None, None, None] * cn[:, None])  # (n, C_prev, b, Hq, Wq)
-    return g.view(n, -1, b, h * wd)
+    def __init__(self, ops: tuple[Op, ...], recs: list[OpRecord], sel: torch.Tensor) -> None:
+        self.ops, self.recs = ops, recs
+        last = ops[-1]
+        assert isinstance(last, Unit)
+        self.last = last
+        w = last.conv.weight * last.scale()[:, None, None, None]  # BN scale folded into the filters
+        self.w = w[sel]  # (n_sel, C_prev, kh, kw)
+        self.aux = []
+        for op, rec in zip(ops[:-1], recs[:-1]):
+            if isinstance(op, Unit):  # d(unit out)/d(conv out): BN scale × ReLU mask, (B, C, H, W)
+                s = op.scale()[None, :, None, None]
+                self.aux.append(_open(op, rec.y) * s if op.relu else s.expand_as(rec.y).contiguous())
+            elif isinstance(op, Pool):
+                self.aux.append(rec.indices.flatten(2))  # (B, C, P_out), flat into H_in·W_in
+            else:
+                self.aux.append(None)
+
+    def back(self, cn: torch.Tensor, n0: int, n1: int, b0: int, b1: int) -> torch.Tensor:
+        """Gradient at A_i of neurons n0:n1 for images b0:b1, from their cotangents cn (n, b, H, W)."""
+        g = self._last(cn, self.w[n0:n1], self.recs[-1].x)  # (n, b, C, H, W)
+        n, b = g.shape[:2]
+        for k in range(len(self.ops) - 2, -1, -1):
+            op, rec = self.ops[k], self.recs[k]
+            x = rec.x
+            if isinstance(op, Unit):
+                g.mul_(self.aux[k][b0:b1])  # broadcast over the neurons
+                conv = op.conv
+                gi = g.reshape(n * b, *g.shape[2:])
+                xi = torch.nn.grad.conv2d_input(
+                    (n * b, *x.shape[1:]), conv.weight, gi, conv.stride, op.padding(), conv.dilation, conv.groups
+                )  # fmt: skip
+                g = xi.view(n, b, *x.shape[1:])
+            elif isinstance(op, Pool):
+                dst = g.new_zeros(n, b, x.shape[1], x.shape[2] * x.shape[3])
+                idx = self.aux[k][b0:b1].expand(n, -1, -1, -1)
+                g = dst.scatter_add_(3, idx, g.reshape(n, b, g.shape[2], -1)).view(n, b, *x.shape[1:])
+            else:
+                p = op.pool
+                gi = g.reshape(n * b * g.shape[2], 1, *g.shape[3:])  # every map on its own
+                xi = torch.ops.aten.avg_pool2d_backward(
+                    gi, g.new_empty(gi.shape[0], 1, x.shape[2], x.shape[3]), _pair(p.kernel_size),
+                    _pair(p.stride if p.stride is not None else p.kernel_size), _pair(p.padding), p.ceil_mode,
+                    p.count_include_pad, p.divisor_override,
+                )  # fmt: skip
+                g = xi.view(n, b, *x.shape[1:])
+        return g
+
+    def _last(self, cn: torch.Tensor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The last conv's input gradient, neuron n through its own filter only, (n, b, C_prev, H, W)."""
+        unit = self.last
+        n, b = cn.shape[:2]
+        if tuple(unit.conv.kernel_size) == (1, 1) and unit.padding() == (0, 0):
+            sh, sw = unit.conv.stride
+            outer = w.reshape(n, 1, -1, 1, 1) * cn[:, :, None]  # (n, b, C_prev, Hq, Wq)
+            if (sh, sw) == (1, 1):
+                return outer
+            g = cn.new_zeros(n, b, w.shape[1], x.shape[2], x.shape[3])
+            grid = g[..., ::sh, ::sw]  # the positions a strided 1×1 conv reads
+            assert grid.shape == outer.shape, "strided 1x1 conv sizes"
+            grid.copy_(outer)
+            return g
+        g = last_conv_input_grad(cn, w.flip(-2, -1), unit, x)  # (n, C_prev, b, P), stride 1
+        return g.transpose(1, 2).reshape(n, b, w.shape[1], x.shape[2], x.shape[3])
+
+
+def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:
+    return ((y > 0) & (y < unit.cap) if unit.cap is not None else y > 0).to(y.dtype)
+
+
+def _pair(v) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(t) for t in v]
