@@ -186,3 +186,16 @@ def test_a_fast_plan_slower_than_the_loop_on_the_probe_is_not_used(monkeypatch):
     notes = describe_paths(model, LAYERS, x)
     assert all(n.startswith("generic: the per-neuron loop beat the fast plan") for n in notes), notes
     assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
+
+
+def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
+    import ingest.cla.probe as cla_probe
+    from test_cla_models import RESNET_LAYERS, TinyResNet
+
+    model, x = seeded(TinyResNet), images(2, size=16)
+    notes = describe_paths(model, RESNET_LAYERS, x)
+    assert all(n.startswith("generic") and "probe: per-neuron loop" in n for n in notes), notes
+    monkeypatch.setattr(cla_probe, "time_generic", lambda *a, **k: (1.0, 0.1))  # batched "faster"
+    notes = describe_paths(model, RESNET_LAYERS, x)
+    assert all("; batched VJPs (probe" in n for n in notes), notes
+    assert rel_err(attribute(model, RESNET_LAYERS, x), attribute_reference(model, RESNET_LAYERS, x)) <= 1e-4

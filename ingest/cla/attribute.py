@@ -7,12 +7,15 @@ with `A_i` captured as a leaf (`ingest.cla.capture`), so the derivative only fol
 `attribute` is the engine: one forward pass per image batch captures every layer; each layer
 pair then takes the fastest exact path that applies —
 
-- a *fast plan* (`ingest.cla.plan`, `ingest.cla.fast`) when the modules between the cuts are
-  conv/BN/ReLU/max-pool chains, optionally fanned out into concatenated branches (InceptionV1
-  blocks, torchvision GoogLeNet, catfish-mini, plain conv stacks): the last conv is handled for
-  all downstream neurons at once and the rest runs as large matmuls, no autograd;
-- the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron on a
-  CPU, batched VJPs (`is_grads_batched`) on a GPU.
+- a *fast plan* (`ingest.cla.plan`, `ingest.cla.fast`, `ingest.cla.residual`) when the modules
+  between the cuts are conv/BN/ReLU/pool chains, optionally fanned out into concatenated branches
+  (InceptionV1 blocks, GoogLeNet, catfish-mini, conv stacks) or summed with a skip (ResNet, CLIP
+  and MobileNetV2 residual blocks): the last conv is handled for all downstream neurons at once
+  and the rest runs as large matmuls, no autograd. A plan is used only after the probe image
+  confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
+  and only when it was not clearly slower there than the per-neuron loop;
+- the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron or
+  batched VJPs (`is_grads_batched`), whichever was faster on the probe image.
 
 `attribute_reference` is the plain loop of the definition, one autograd call per downstream
 neuron; tests check that both agree.
@@ -111,7 +114,8 @@ def attribute(
             recorded forwards and per-chunk buffers are sized to stay under it (default 2 GiB).
         progress: called as progress(done, total) after each layer pair of each batch.
         fast: use structural fast paths where they apply (False: generic autograd everywhere).
-        batched_vjp: generic path with batched VJPs (default: on CUDA only; slower on CPUs).
+        batched_vjp: generic path with batched VJPs (default: per pair, whichever of batched VJPs
+            and one call per neuron was faster on the probe image; see `describe_paths`).
 
     Returns:
         S_i per adjacent pair, float32 numpy arrays of shape (C_i, C_{i+1}), in layer order.
@@ -125,7 +129,6 @@ def attribute(
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
     resolve_layers(model, layers)
     dev = resolve_device(device)
-    batched = dev.type == "cuda" if batched_vjp is None else batched_vjp
     n_images = images.shape[0]
     with prepared(model, dev):
         info = probe(model, layers, images[:1].to(dev, torch.float32), fast=fast)
@@ -158,6 +161,7 @@ def attribute(
                 leaves, outs = _forward(model, layers, x, True)
             for i, plan in enumerate(plans):
                 if plan is None and (i in redo or grad):
+                    batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
                     sums[i] += generic_pair_scores(outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget)
                     done += 1
                     if progress is not None:

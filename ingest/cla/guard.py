@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ingest.cla.capture import channels_first
-from ingest.cla.generic import reference_pair_scores
+from ingest.cla.generic import generic_pair_scores, reference_pair_scores
 
-__all__ = ["GUARD_COLUMNS", "GUARD_TOLERANCE", "GuardResult", "check_plan", "sample_columns"]
+__all__ = ["GUARD_COLUMNS", "GUARD_TOLERANCE", "GuardResult", "check_plan", "sample_columns", "time_generic"]
 
 GUARD_COLUMNS = 6  # a handful of autograd calls on one image: cheap next to any batch
 # float32 fast paths agree with autograd to ~1e-6 here; a wrong backward is off by O(1)
@@ -103,3 +103,31 @@ def check_plan(
     diff = float((fast - ref).abs().max())
     error = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
     return GuardResult(bool(error <= tolerance), error, cols, t_fast, t_loop)
+
+
+def time_generic(out: torch.Tensor, leaf: torch.Tensor, budget_bytes: int, *, repeats: int = 2) -> tuple[float, float]:
+    """Seconds of the two generic autograd forms on sampled columns of the probe image.
+
+    Args:
+        out: layer i+1's output, attached to the graph that starts at `leaf`.
+        leaf: layer i's leaf (requires grad).
+        budget_bytes: chunk memory for the batched form.
+        repeats: runs of each; the fastest counts.
+
+    Returns:
+        (one call per neuron, batched VJPs), each the best of `repeats` runs; (0, 0) when no
+        downstream neuron is active on the probe image.
+    """
+    cols = sample_columns(out)
+    if not cols:
+        return 0.0, 0.0
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for k, batched in enumerate((False, True)):
+            t0 = time.perf_counter()
+            with torch.enable_grad():
+                generic_pair_scores(out, leaf, batched=batched, budget_bytes=budget_bytes, neurons=cols)
+            if leaf.device.type == "cuda":
+                torch.cuda.synchronize(leaf.device)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best[0], best[1]

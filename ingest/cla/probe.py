@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ingest.cla.capture import CaptureError, capture, channels_first, check_layer_chain
 from ingest.cla.fast import CPU_TILE_BYTES, pair_scores, plan_supported
-from ingest.cla.guard import check_plan
+from ingest.cla.guard import check_plan, time_generic
 from ingest.cla.plan import (
     AvgPool,
     PairPlan,
@@ -51,6 +51,8 @@ _log = logging.getLogger(__name__)
 # image on a shared CPU are noisy, and the probe charges the plan's per-batch setup to few neurons.
 _LOOP_MARGIN = 2.0
 _LOOP_SLACK_S = 0.02
+# batched VJPs replace the plain loop (the reference's own method) only when clearly faster
+_BATCHED_MARGIN = 0.8
 
 FastPlan = PairPlan | ResidualPlan
 
@@ -116,6 +118,8 @@ class Probe:
         plan_bytes: per image, the largest fast pair's recorded forward (0 without fast pairs).
         generic_bytes: per image, the largest generic pair's VJP scratch (0 without generic pairs).
         forward_bytes: per image, transient forward memory (twice the largest module output).
+        vjp_batched: per layer pair taking the generic path, whether batched VJPs
+            (`is_grads_batched`) beat one autograd call per neuron on the probe; False for fast pairs.
     """
 
     plans: list[FastPlan | None]
@@ -126,6 +130,7 @@ class Probe:
     plan_bytes: int
     generic_bytes: int
     forward_bytes: int
+    vjp_batched: list[bool] = field(default_factory=list)
 
 
 def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast: bool = True) -> Probe:
@@ -173,15 +178,22 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     widths = [int(channels_first(t).shape[1]) for t in leaves]
     plans: list[FastPlan | None] = []
     notes: list[str] = []
+    vjp_batched: list[bool] = []
     plan_bytes = generic_bytes = 0
     for i, tree in enumerate(trees):
         chosen, note, run = _choose(tree, leaves[i], leaves[i + 1], outs[i + 1], layers[i : i + 2], fast)
+        batched = False
         if chosen is None:
             generic_bytes = max(generic_bytes, 4 * (leaves[i].numel() + leaves[i + 1].numel()) * _FLOAT)
+            t_loop, t_batched = time_generic(outs[i + 1], leaves[i], 1 << 28)
+            batched = t_batched < _BATCHED_MARGIN * t_loop
+            form = "batched VJPs" if batched else "one autograd call per neuron"
+            note += f"; {form} (probe: per-neuron loop {t_loop * 1e3:.1f} ms vs batched {t_batched * 1e3:.1f} ms)"
         else:
             plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
         plans.append(chosen)
         notes.append(note)
+        vjp_batched.append(batched)
     return Probe(
         plans=plans,
         notes=notes,
@@ -191,6 +203,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         plan_bytes=plan_bytes,
         generic_bytes=generic_bytes,
         forward_bytes=2 * largest * _FLOAT,
+        vjp_batched=vjp_batched,
     )
 
 
