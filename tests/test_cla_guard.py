@@ -199,3 +199,21 @@ def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
     notes = describe_paths(model, RESNET_LAYERS, x)
     assert all("; batched VJPs (probe" in n for n in notes), notes
     assert rel_err(attribute(model, RESNET_LAYERS, x), attribute_reference(model, RESNET_LAYERS, x)) <= 1e-4
+
+
+def test_where_batched_vjps_fail_the_probe_keeps_the_loop(monkeypatch):
+    import ingest.cla.guard as cla_guard
+
+    real = cla_guard.generic_pair_scores
+
+    def no_vmap(*args, batched, **kw):  # as for an op vmap cannot batch
+        if batched:
+            raise RuntimeError("vmap: no batching rule")
+        return real(*args, batched=batched, **kw)
+
+    monkeypatch.setattr(cla_guard, "generic_pair_scores", no_vmap)
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).eval(), torch.randn(3, 4)
+    notes = describe_paths(model, ["0", "2"], x)
+    assert "one autograd call per neuron" in notes[0] and "batched inf ms" in notes[0], notes
+    assert rel_err(attribute(model, ["0", "2"], x), attribute_reference(model, ["0", "2"], x)) <= 1e-4

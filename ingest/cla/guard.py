@@ -94,9 +94,11 @@ def check_plan(
         t0 = time.perf_counter()
         with torch.no_grad():
             fast = fast_columns(cols).double()  # (C_i, K)
+        _sync(leaf)
         t1 = time.perf_counter()
         with torch.enable_grad():
             ref = reference_pair_scores(out, leaf, cols)[:, cols].double()  # (C_i, K)
+        _sync(leaf)
         t2 = time.perf_counter()
         t_fast, t_loop = min(t_fast, t1 - t0), min(t_loop, t2 - t1)
     scale = float(ref.abs().max())
@@ -116,7 +118,7 @@ def time_generic(out: torch.Tensor, leaf: torch.Tensor, budget_bytes: int, *, re
 
     Returns:
         (one call per neuron, batched VJPs), each the best of `repeats` runs; (0, 0) when no
-        downstream neuron is active on the probe image.
+        downstream neuron is active on the probe image; batched is infinite where vmap fails.
     """
     cols = sample_columns(out)
     if not cols:
@@ -125,9 +127,19 @@ def time_generic(out: torch.Tensor, leaf: torch.Tensor, budget_bytes: int, *, re
     for _ in range(repeats):
         for k, batched in enumerate((False, True)):
             t0 = time.perf_counter()
-            with torch.enable_grad():
-                generic_pair_scores(out, leaf, batched=batched, budget_bytes=budget_bytes, neurons=cols)
-            if leaf.device.type == "cuda":
-                torch.cuda.synchronize(leaf.device)
+            try:
+                with torch.enable_grad():
+                    generic_pair_scores(out, leaf, batched=batched, budget_bytes=budget_bytes, neurons=cols)
+            except RuntimeError:  # vmap cannot batch some ops (e.g. a custom autograd.Function)
+                if not batched:
+                    raise
+                return best[0], float("inf")
+            _sync(leaf)
             best[k] = min(best[k], time.perf_counter() - t0)
     return best[0], best[1]
+
+
+def _sync(t: torch.Tensor) -> None:
+    """Wait for queued GPU work, so wall-clock timings are the work's own."""
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)
