@@ -162,7 +162,9 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
         extrapolated = t_fwd + float((per_step * scale).sum())
     err = max_rel_err(fast, ref, cols)
     t_ref_full = extrapolated if extrapolated is not None else t_ref
-    print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{'*' if cols else ''}: {t_ref_full / t_fast:.2f}x, err {err:.1e}", flush=True)
+    star = "*" if cols else ""
+    speed = f"{t_ref_full / t_fast:.2f}x"
+    print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{star}: {speed}, err {err:.1e}", flush=True)
     return dict(
         name=name, t_fast=t_fast, t_ref=t_ref, t_ref_full=t_ref_full, extrapolated=cols is not None,
         ref_neurons=ref_neurons, widths=widths, err=err, m_fast=m_fast, m_ref=m_ref, max_memory=max_memory,

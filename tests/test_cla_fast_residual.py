@@ -101,16 +101,16 @@ def test_mobilenet_inverted_residuals_match_autograd():
     assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
 
 
-def test_a_tiny_budget_splits_neurons_and_images_with_the_same_scores(monkeypatch):
+def test_a_tiny_budget_runs_one_pair_per_chunk_with_the_same_scores(monkeypatch):
     model, x = seeded(lambda: ResNetish(Bottleneck), 6), images(3, seed=6)
     ref = attribute_reference(model, BLOCK_LAYERS, x)
     seen = []
-    real = cla_residual._chunks
-    monkeypatch.setattr(cla_residual, "_chunks", lambda *a: seen.append(real(*a)) or seen[-1])
+    real = cla_residual._pairs_per_chunk
+    monkeypatch.setattr(cla_residual, "_pairs_per_chunk", lambda *a: seen.append(real(*a)) or seen[-1])
     monkeypatch.setattr(sys.modules["ingest.cla.attribute"], "CPU_TILE_BYTES", 4096)  # tiny CPU tiles
     monkeypatch.setattr(cla_residual, "_MIN_FOLD", 1)  # no minimum batch for small maps
     assert rel_err(attribute(model, BLOCK_LAYERS, x), ref) <= 1e-4
-    assert (1, 1) in seen, seen
+    assert 1 in seen, "a tiny budget runs one (neuron, image) pair per chunk"
 
 
 def test_stage_cuts_with_several_blocks_take_the_generic_path():
@@ -125,3 +125,13 @@ def test_zero_initialised_last_bn_is_the_skip_alone():
     layers = CLIP_LAYERS[:-1]
     assert all(n.startswith("fast: residual block") for n in describe_paths(model, layers, x))
     assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
+
+
+def test_dead_block_outputs_are_skipped_and_score_zero():
+    model, x = seeded(lambda: ResNetish(Bottleneck), 8), images(3, seed=8)
+    with torch.no_grad():  # channels 0..5 of layer1.1's output: dead on every image
+        model.layer1[1].bn3.bias[:6] = -1e4
+    fast = attribute(model, BLOCK_LAYERS, x)
+    assert np.all(fast[1][:, :6] == 0) and np.all(fast[2][:6] >= 0)
+    assert describe_paths(model, BLOCK_LAYERS, x)[1].startswith("fast: residual block")
+    assert rel_err(fast, attribute_reference(model, BLOCK_LAYERS, x)) <= 1e-4

@@ -140,7 +140,8 @@ def test_the_unguarded_fast_path_would_have_been_wrong():
         leaves, outs = cap.leaf_list(), cap.output_list()
         plan = concat_candidates(build_trees(ev, LAYERS, leaves)[0])[0]
         run = run_fast(plan, leaves[0].detach())
-        result = check_plan(lambda cols: fast_scores(plan, run, leaves[0].detach(), 1 << 26, None, cols), outs[1], leaves[0])
+        a = leaves[0].detach()
+        result = check_plan(lambda cols: fast_scores(plan, run, a, 1 << 26, None, cols), outs[1], leaves[0])
     assert not result.ok and abs(result.error - 0.9) < 1e-3, result
     assert result.columns == sample_columns(outs[1])
 

@@ -268,7 +268,8 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, rec: OpRecord) -> torch.Tensor
     conv, x = unit.conv, rec.x
     n, co, b, p = g.shape
     w = conv.weight  # (C_out, C_in, kh, kw)
-    if conv.groups == 1 and tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0):
+    pointwise = tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0)
+    if pointwise and conv.groups == 1:
         return torch.matmul(w.reshape(co, -1).T, g.view(n, co, b * p)).view(n, -1, b, p)  # one GEMM per neuron
     ho, wo = rec.y.shape[2], rec.y.shape[3]
     gi = g.view(n, co, b, ho, wo).transpose(1, 2).reshape(n * b, co, ho, wo)  # (n*b, C_out, Ho, Wo)

@@ -322,7 +322,9 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
             records.append(OpRecord(x, y))
         elif isinstance(op, AvgPool):
             p = op.pool
-            y = F.avg_pool2d(x, p.kernel_size, p.stride, p.padding, p.ceil_mode, p.count_include_pad, p.divisor_override)
+            y = F.avg_pool2d(
+                x, p.kernel_size, p.stride, p.padding, p.ceil_mode, p.count_include_pad, p.divisor_override
+            )  # fmt: skip
             records.append(OpRecord(x, y))
         else:
             p = op.pool

@@ -35,10 +35,17 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ingest.cla.fast import Step, _chunks, elements_per_neuron_image, last_conv_input_grad
+from ingest.cla.fast import Step, elements_per_neuron_image, last_conv_input_grad
 from ingest.cla.plan import Op, OpRecord, PairPlan, Pool, Unit, run_ops
 
-__all__ = ["ResidualPlan", "ResidualRun", "residual_candidates", "residual_scores", "residual_unsupported", "run_residual"]
+__all__ = [
+    "ResidualPlan",
+    "ResidualRun",
+    "residual_candidates",
+    "residual_scores",
+    "residual_unsupported",
+    "run_residual",
+]
 
 _FLOAT = 4
 _MIN_FOLD = 16
@@ -163,51 +170,54 @@ def residual_scores(
     Returns:
         float32 tensor (C_i, C_{i+1}), or (C_i, len(neurons)), on `a`'s device.
     """
-    # Layout of a chunk's gradients: (n, b, C, H, W), neurons and images folded into the batch of
-    # every convolution's backward (oneDNN's conv2d_input: ~2x the GFLOP/s of per-neuron GEMMs
-    # here); masks broadcast over n; the final reduction runs over contiguous positions.
+    # A chunk is a list of live (neuron, image) pairs, folded into the batch of every convolution's
+    # backward (oneDNN's conv2d_input: ~2x the GFLOP/s of per-neuron GEMMs here): gradients are
+    # (u, C, H, W). A pair whose block output map is all zero has a zero cotangent and is skipped
+    # (exact; 2–20% of pairs in random-init resnet50, 30–45% in CLIP RN50's deeper blocks).
     y = run.output  # (B, N, H, W)
-    norm = torch.linalg.vector_norm(y.flatten(2), dim=-1)  # (B, N)
-    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(norm))
     cols = list(range(y.shape[1])) if neurons is None else list(neurons)
     sel = torch.tensor(cols, device=y.device, dtype=torch.long)
-    c = (y * inv[:, :, None, None])[:, sel]  # (B, n_sel, H, W): the ReLU mask is implied (y = 0 there)
+    y = y[:, sel]  # (B, n_sel, H, W)
+    norm = torch.linalg.vector_norm(y.flatten(2), dim=-1)  # (B, n_sel)
+    c = y / norm.clamp_min(torch.finfo(y.dtype).tiny)[:, :, None, None]  # ReLU mask implied: y = 0 there
+    n_live, b_live = torch.nonzero(norm.T > 0, as_tuple=True)  # live pairs, neuron-major
     main = _Branch(plan.main, run.main, sel)
     skip = _Branch(plan.skip, run.skip, sel) if plan.skip else None
     absa = a.abs().flatten(2)  # (B, C_i, P)
-    ci, b_total, n_total = a.shape[1], a.shape[0], len(cols)
+    ci, n_total = a.shape[1], len(cols)
 
     steps = [Step(o, r, False) for o, r in zip(plan.main, run.main)]
-    per_unit = elements_per_neuron_image(steps, compact=False) + ci * absa.shape[2]
+    per_unit = elements_per_neuron_image(steps, compact=False) + 2 * ci * absa.shape[2]  # + |A| gathered
     if skip is not None:
         per_unit += ci * absa.shape[2]
-    # On small maps, at least _MIN_FOLD (neuron, image) pairs per chunk where the budget allows:
-    # single-threaded oneDNN takes 1×1 convolutions only from a batch of 16, else a per-image GEMM
-    # fallback that is slow on small maps (measured ~1.4x on resnet50 layer2/3 here); on large
-    # maps cache-sized tiles win (~2x on layer1).
+    # On small maps, at least _MIN_FOLD pairs per chunk where the budget allows: single-threaded
+    # oneDNN takes 1×1 convolutions only from a batch of 16, else a per-image GEMM fallback that is
+    # slow on small maps (measured ~1.4x on resnet50 layer2/3 here); on large maps cache-sized
+    # tiles win (~2x on layer1).
     fold = _MIN_FOLD if absa.shape[2] <= _SMALL_MAP else 1
     budget = min(budget_bytes, max(tile_bytes or budget_bytes, fold * per_unit * _FLOAT))
-    nc, bc = _chunks(n_total, b_total, per_unit * _FLOAT, budget)
-    out = torch.zeros(ci, n_total, device=a.device, dtype=torch.float32)
-    for n0 in range(0, n_total, nc):
-        n1 = min(n_total, n0 + nc)
-        acc = torch.zeros(n1 - n0, ci, device=a.device, dtype=torch.float32)
-        for b0 in range(0, b_total, bc):
-            b1 = min(b_total, b0 + bc)
-            cn = c[b0:b1, n0:n1].transpose(0, 1)  # (n, b, H, W)
-            g = main.back(cn, n0, n1, b0, b1)  # (n, b, C_i, H_i, W_i)
-            if skip is not None:
-                g += skip.back(cn, n0, n1, b0, b1)
-            else:  # identity: neuron n's cotangent lands on channel n of A_i
-                g[torch.arange(n1 - n0, device=a.device), :, sel[n0:n1]] += cn
-            g = g.flatten(3).mul_(absa[b0:b1]).abs_()  # (n, b, C_i, P)
-            acc += g.sum(-1).sum(1)  # (n, C_i)
-        out[:, n0:n1] = acc.T
-    return out
+    step = _pairs_per_chunk(len(n_live), per_unit * _FLOAT, budget)
+    acc = torch.zeros(n_total, ci, device=a.device, dtype=torch.float32)
+    for k0 in range(0, len(n_live), step):
+        ns, bs = n_live[k0 : k0 + step], b_live[k0 : k0 + step]  # (u,), (u,)
+        cu = c[bs, ns]  # (u, H, W)
+        g = main.back(cu, ns, bs)  # (u, C_i, H_i, W_i)
+        if skip is not None:
+            g += skip.back(cu, ns, bs)
+        else:  # identity: neuron n's cotangent lands on channel n of A_i
+            g[torch.arange(len(ns), device=a.device), sel[ns]] += cu
+        g = g.flatten(2).mul_(absa[bs]).abs_()  # (u, C_i, P)
+        acc.index_add_(0, ns, g.sum(-1))  # (n_sel, C_i)
+    return acc.T.contiguous()  # (C_i, n_sel)
+
+
+def _pairs_per_chunk(pairs: int, bytes_per_pair: int, budget: int) -> int:
+    """How many (neuron, image) pairs a chunk takes so that it stays within `budget` bytes."""
+    return max(1, min(pairs, budget // max(1, bytes_per_pair)))
 
 
 class _Branch:
-    """A branch's backward for chunks of neurons and images, in layout (n, b, C, H, W)."""
+    """A branch's backward for chunks of (neuron, image) pairs, in layout (u, C, H, W)."""
 
     def __init__(self, ops: tuple[Op, ...], recs: list[OpRecord], sel: torch.Tensor) -> None:
         self.ops, self.recs = ops, recs
@@ -226,52 +236,48 @@ class _Branch:
             else:
                 self.aux.append(None)
 
-    def back(self, cn: torch.Tensor, n0: int, n1: int, b0: int, b1: int) -> torch.Tensor:
-        """Gradient at A_i of neurons n0:n1 for images b0:b1, from their cotangents cn (n, b, H, W)."""
-        g = self._last(cn, self.w[n0:n1], self.recs[-1].x)  # (n, b, C, H, W)
-        n, b = g.shape[:2]
+    def back(self, cu: torch.Tensor, ns: torch.Tensor, bs: torch.Tensor) -> torch.Tensor:
+        """Gradient at A_i of the pairs (ns[k], bs[k]) from their cotangents cu (u, H, W): (u, C_i, H_i, W_i)."""
+        g = self._last(cu, self.w[ns], self.recs[-1].x)  # (u, C, H, W)
+        u = g.shape[0]
         for k in range(len(self.ops) - 2, -1, -1):
-            op, rec = self.ops[k], self.recs[k]
-            x = rec.x
+            op, x = self.ops[k], self.recs[k].x
             if isinstance(op, Unit):
-                g.mul_(self.aux[k][b0:b1])  # broadcast over the neurons
+                g.mul_(self.aux[k][bs])  # each pair's image's mask
                 conv = op.conv
-                gi = g.reshape(n * b, *g.shape[2:])
-                xi = torch.nn.grad.conv2d_input(
-                    (n * b, *x.shape[1:]), conv.weight, gi, conv.stride, op.padding(), conv.dilation, conv.groups
+                g = torch.nn.grad.conv2d_input(
+                    (u, *x.shape[1:]), conv.weight, g, conv.stride, op.padding(), conv.dilation, conv.groups
                 )  # fmt: skip
-                g = xi.view(n, b, *x.shape[1:])
             elif isinstance(op, Pool):
-                dst = g.new_zeros(n, b, x.shape[1], x.shape[2] * x.shape[3])
-                idx = self.aux[k][b0:b1].expand(n, -1, -1, -1)
-                g = dst.scatter_add_(3, idx, g.reshape(n, b, g.shape[2], -1)).view(n, b, *x.shape[1:])
+                dst = g.new_zeros(u, x.shape[1], x.shape[2] * x.shape[3])
+                g = dst.scatter_add_(2, self.aux[k][bs], g.flatten(2)).view(u, *x.shape[1:])
             else:
                 p = op.pool
-                gi = g.reshape(n * b * g.shape[2], 1, *g.shape[3:])  # every map on its own
+                gi = g.reshape(u * g.shape[1], 1, *g.shape[2:])  # every map on its own
                 xi = torch.ops.aten.avg_pool2d_backward(
                     gi, g.new_empty(gi.shape[0], 1, x.shape[2], x.shape[3]), _pair(p.kernel_size),
                     _pair(p.stride if p.stride is not None else p.kernel_size), _pair(p.padding), p.ceil_mode,
                     p.count_include_pad, p.divisor_override,
                 )  # fmt: skip
-                g = xi.view(n, b, *x.shape[1:])
+                g = xi.view(u, *x.shape[1:])
         return g
 
-    def _last(self, cn: torch.Tensor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The last conv's input gradient, neuron n through its own filter only, (n, b, C_prev, H, W)."""
+    def _last(self, cu: torch.Tensor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The last conv's input gradient, each pair through its neuron's filter only, (u, C_prev, H, W)."""
         unit = self.last
-        n, b = cn.shape[:2]
+        u = cu.shape[0]
         if tuple(unit.conv.kernel_size) == (1, 1) and unit.padding() == (0, 0):
             sh, sw = unit.conv.stride
-            outer = w.reshape(n, 1, -1, 1, 1) * cn[:, :, None]  # (n, b, C_prev, Hq, Wq)
+            outer = w.reshape(u, -1, 1, 1) * cu[:, None]  # (u, C_prev, Hq, Wq)
             if (sh, sw) == (1, 1):
                 return outer
-            g = cn.new_zeros(n, b, w.shape[1], x.shape[2], x.shape[3])
+            g = cu.new_zeros(u, w.shape[1], x.shape[2], x.shape[3])
             grid = g[..., ::sh, ::sw]  # the positions a strided 1×1 conv reads
             assert grid.shape == outer.shape, "strided 1x1 conv sizes"
             grid.copy_(outer)
             return g
-        g = last_conv_input_grad(cn, w.flip(-2, -1), unit, x)  # (n, C_prev, b, P), stride 1
-        return g.transpose(1, 2).reshape(n, b, w.shape[1], x.shape[2], x.shape[3])
+        g = last_conv_input_grad(cu[:, None], w.flip(-2, -1), unit, x)  # (u, C_prev, 1, P), stride 1
+        return g.view(u, w.shape[1], x.shape[2], x.shape[3])
 
 
 def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:
