@@ -50,6 +50,7 @@ __all__ = [
 _FLOAT = 4
 _MIN_FOLD = 16
 _SMALL_MAP = 32 * 32  # positions
+_ONEDNN_1X1_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -244,10 +245,7 @@ class _Branch:
             op, x = self.ops[k], self.recs[k].x
             if isinstance(op, Unit):
                 g.mul_(self.aux[k][bs])  # each pair's image's mask
-                conv = op.conv
-                g = torch.nn.grad.conv2d_input(
-                    (u, *x.shape[1:]), conv.weight, g, conv.stride, op.padding(), conv.dilation, conv.groups
-                )  # fmt: skip
+                g = _conv_input_grad(g, op, x)
             elif isinstance(op, Pool):
                 dst = g.new_zeros(u, x.shape[1], x.shape[2] * x.shape[3])
                 g = dst.scatter_add_(2, self.aux[k][bs], g.flatten(2)).view(u, *x.shape[1:])
@@ -278,6 +276,21 @@ class _Branch:
             return g
         g = last_conv_input_grad(cu[:, None], w.flip(-2, -1), unit, x)  # (u, C_prev, 1, P), stride 1
         return g.view(u, w.shape[1], x.shape[2], x.shape[3])
+
+
+def _conv_input_grad(g: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tensor:
+    """A unit's conv input gradient for a chunk, (u, C_out, Ho, Wo) → (u, C_in, H, W)."""
+    conv = unit.conv
+    u = g.shape[0]
+    pointwise = tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0)
+    if pointwise and conv.groups == 1 and u < _ONEDNN_1X1_BATCH and torch.get_num_threads() == 1:
+        # single-threaded oneDNN skips 1×1 convs below a batch of 16; PyTorch's fallback ran at
+        # ~14 GFLOP/s here, a plain GEMM per pair at several times that
+        w = conv.weight.reshape(conv.out_channels, conv.in_channels)  # (C_out, C_in)
+        return torch.matmul(w.T, g.flatten(2)).view(u, conv.in_channels, *g.shape[2:])
+    return torch.nn.grad.conv2d_input(
+        (u, *x.shape[1:]), conv.weight, g, conv.stride, unit.padding(), conv.dilation, conv.groups
+    )  # fmt: skip
 
 
 def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:
