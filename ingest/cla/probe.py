@@ -5,9 +5,10 @@ requiring grad (so autograd records only what flows from the layer leaves), and 
 one of those on exit.
 
 `probe` runs one image with grad enabled and the layer hooks on, and learns what the batched
-passes need: that each layer is computed from the previous one, a verified fast plan for each
-layer pair where one applies (else the generic path, with the reason), the layer widths, and the
-memory one image costs.
+passes need: that each layer is computed from the previous one, a fast plan for each layer pair
+where one applies — verified on the forward values, and on sampled neurons against autograd's
+gradients (`ingest.cla.guard`) — else the generic path and its faster autograd form, with the
+reason for each; the layer widths; and the memory one image costs.
 """
 
 from __future__ import annotations
@@ -207,8 +208,20 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     )
 
 
-def _choose(tree, leaf, nxt, out, names, fast: bool):
-    """(plan or None, note, the plan's run on the probe image) for one layer pair."""
+def _choose(
+    tree: PairPlan | None,
+    leaf: torch.Tensor,
+    nxt: torch.Tensor,
+    out: torch.Tensor,
+    names: Sequence[str],
+    fast: bool,
+) -> tuple[FastPlan | None, str, PlanRun | ResidualRun | None]:
+    """(plan or None, note, the plan's run on the probe image) for one layer pair.
+
+    Candidates are tried in order (concatenated branches, then residual readings); the first that
+    reproduces A_{i+1} is checked against autograd on sampled neurons (`check_plan`) and timed
+    against the per-neuron loop. A failed check rejects the pair's fast path altogether.
+    """
     if not fast:
         return None, "generic: fast paths disabled", None
     if tree is None:
@@ -234,7 +247,7 @@ def _choose(tree, leaf, nxt, out, names, fast: bool):
                 else f"rel. error {guard.error:.2g} on neurons {guard.columns}: a custom backward "
                 "(autograd.Function, straight-through estimator, gradient hook)?"
             )
-            _log.warning("CLA %s: fast plan rejected, gradients differ from autograd (%s); using autograd", pair, why)
+            _log.warning("CLA %s: fast plan rejected by the gradient check (%s); using autograd", pair, why)
             return None, f"generic: fast plan rejected by the gradient check ({why})", None
         timing = f"probe: fast {guard.fast_seconds * 1e3:.1f} ms vs loop {guard.loop_seconds * 1e3:.1f} ms"
         if guard.fast_seconds > _LOOP_MARGIN * guard.loop_seconds + _LOOP_SLACK_S:

@@ -10,21 +10,23 @@ identity) or such a chain ending in a conv+BN unit; `act` is a ReLU after the ad
 Why it is fast — the channel-separable argument of `ingest.cla.fast` carries through the add:
 the cotangent of ‖A_{i+1,n}‖ is `c_n = A_{i+1,n} / ‖A_{i+1,n}‖` in channel n only (the ReLU mask
 is implied: A is zero where it is closed), and the add passes it unchanged to channel n of both
-summands. So, for a chunk of neurons at once:
+summands. So, for a chunk of (neuron, image) pairs at once, folded into one batch:
 
 1. main branch: its last conv's input gradient for neuron n uses only the filter `W[n]` scaled by
-   the BN scale s_n — one batched matmul over the neurons (`last_conv_input_grad`); the rest of
-   the branch runs densely per chunk (masks, `conv2d_input`/GEMMs, pool scatters), as in
-   `ingest.cla.fast`;
+   the BN scale s_n (an outer product for a 1×1 conv, shifted copies times `W[n]` otherwise);
+   the rest of the branch runs densely per chunk: masks, oneDNN `conv2d_input` (GEMMs for 1×1
+   convs where single-threaded oneDNN would fall back), pool scatters;
 2. skip: the identity adds `c_n` to channel n of the gradient (a diagonal), a downsample conv+BN
-   is handled like a last conv (a strided 1×1 conv scatters `s_n · W[n, m] · c_n` onto its
-   stride grid), then any pool before it;
-3. `S[m, n] += Σ_{b,p} |A[b,m,p]| · |grad_main + grad_skip|[n,m,b,p]` — the two paths are summed
-   before the absolute value, as autograd's gradient would be.
+   is handled like a last conv (a strided 1×1 conv puts `s_n · W[n, m] · c_n` onto its stride
+   grid), then any pool before it;
+3. `S[m, n] += Σ_p |A[b,m,p]| · |grad_main + grad_skip|[m,p]` per pair (n, b) — the two paths are
+   summed before the absolute value, as autograd's gradient would be. Pairs whose block output
+   map is all zero have a zero gradient and are skipped.
 
-Compared with one autograd call per neuron this skips the main branch's last conv (a quarter of a
-bottleneck's FLOPs), all elementwise passes over the full-width block output, and autograd
-overheads. Like every fast plan, a residual plan is a candidate until `ingest.cla.probe` has seen
+Compared with one autograd call per neuron this skips the main branch's last conv (4/17 of a
+bottleneck's FLOPs, half of a basic block's), the elementwise passes over the full-width block
+output, dead maps and autograd overheads; the middle 3×3 conv still costs one dense backward per
+neuron, which bounds the gain on bottlenecks (measured ~2–3.5× per pair on resnet50 here). Like every fast plan, a residual plan is a candidate until `ingest.cla.probe` has seen
 it reproduce the layer's output and, on sampled columns, autograd's gradients.
 """
 
