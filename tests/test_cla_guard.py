@@ -218,3 +218,17 @@ def test_where_batched_vjps_fail_the_probe_keeps_the_loop(monkeypatch):
     notes = describe_paths(model, ["0", "2"], x)
     assert "one autograd call per neuron" in notes[0] and "batched inf ms" in notes[0], notes
     assert rel_err(attribute(model, ["0", "2"], x), attribute_reference(model, ["0", "2"], x)) <= 1e-4
+
+
+def test_loop_only_runs_give_the_images_the_whole_budget():
+    """The per-neuron loop needs no chunk memory: it gets batches as large as the reference's."""
+    from ingest.cla.attribute import _memory_plan
+    from ingest.cla.probe import Probe
+
+    mib = 2**20  # resnet50 stage cuts at 224 px: ~172 MiB per image, mostly the autograd graph
+    info = Probe(
+        plans=[None], notes=[""], widths=[4, 4], leaf_bytes=10 * mib, graph_bytes=150 * mib, plan_bytes=0,
+        generic_bytes=10 * mib, forward_bytes=2 * mib, vjp_batched=[False],
+    )  # fmt: skip
+    assert _memory_plan(info, 8, 8, 2 * 1024**3)[0] == 8
+    assert _memory_plan(info, 8, 8, 2 * 1024**3, batched_vjp=True)[0] == 4  # batched VJPs need chunks

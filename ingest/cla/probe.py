@@ -226,7 +226,11 @@ def _choose(
         return None, "generic: fast paths disabled", None
     if tree is None:
         return None, "generic: no chain of conv/BN/ReLU/pool modules between the layers", None
-    note = "generic: the module structure does not reproduce the layer's output"
+    note = (
+        "generic: the modules between the layers are not one conv chain, inception-style block or "
+        "residual block that reproduces the layer's output (several residual blocks between two "
+        "cuts, e.g. ResNet stage outputs, need autograd: cut at block outputs)"
+    )
     unsupported = []
     for cand in [*concat_candidates(tree), *residual_candidates(tree)]:
         why = residual_unsupported(cand) if isinstance(cand, ResidualPlan) else _pair_unsupported(cand)
@@ -255,8 +259,8 @@ def _choose(
             return None, f"generic: the per-neuron loop beat the fast plan on the probe ({timing})", None
         checked = f"gradients checked on {len(guard.columns)} neurons (rel. error {guard.error:.1g}); {timing}"
         return cand, f"{_describe(cand)}; {checked}", run
-    if unsupported and note.endswith("output"):
-        note = f"generic: {unsupported[0]}"
+    if unsupported:
+        note += f"; as read from the modules: {unsupported[0]}"
     return None, note, None
 
 
