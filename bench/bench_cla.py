@@ -1,8 +1,8 @@
 """Benchmark of CLA (issues 3, 9): `attribute` against `attribute_reference`, same inputs, one process.
 
-    python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|all] [--ref-neurons 24]
-                              [--images N] [--max-memory-mib 2048] [--device auto] [--gpu-images 64]
-                              [--threads 0]
+    python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|resnet50-stages|all]
+                              [--ref-neurons 24] [--images N] [--max-memory-mib 2048] [--device auto]
+                              [--gpu-images 64] [--threads 0]
 
 Cases (random init, nothing downloaded), one row each; `CASES` below holds them, one line per model:
 - small: catfish-mini (the bundled InceptionV1-style network) at 64×64, 32 images, its 4 pairs;
@@ -10,7 +10,9 @@ Cases (random init, nothing downloaded), one row each; `CASES` below holds them,
 - googlenet: torchvision googlenet at 224×224, 8 images, the 8 pairs of inception3a … inception5b;
 - resnet50: torchvision resnet50 at 224×224, 8 images, cut at every bottleneck block's output
   (layer1.0 … layer4.2, 15 pairs: residual fast path);
-- clip-rn50: CLIP's RN50 image tower at 224×224, 8 images, cut at every block output likewise.
+- clip-rn50: CLIP's RN50 image tower at 224×224, 8 images, cut at every block output likewise;
+- resnet50-stages: resnet50 at 112×112, 4 images, cut at the stage outputs layer1 … layer4 (3
+  pairs, several blocks between cuts: the generic path, which must not be slower than the loop).
 
 Every case but `small` times the reference on `--ref-neurons K` evenly spaced downstream neurons
 of each pair and extrapolates the full time per pair: (time of the pair's K calls) × C_{i+1} / K,
@@ -90,6 +92,8 @@ CASES: dict[str, Case] = {
     "googlenet": Case(_googlenet, lambda: GOOGLENET_LAYERS, 224),
     "resnet50": Case(_resnet50, lambda: RESNET50_BLOCKS, 224),
     "clip-rn50": Case(_clip_rn50, lambda: RESNET50_BLOCKS, 224),
+    # stage cuts: no fast plan, the generic path must still not be slower than the loop
+    "resnet50-stages": Case(_resnet50, lambda: ["layer1", "layer2", "layer3", "layer4"], 112, images=4),
 }
 
 
