@@ -16,8 +16,9 @@ Cases (random init, nothing downloaded), one row each; `CASES` below holds them,
 
 Every case but `small` times the reference on `--ref-neurons K` evenly spaced downstream neurons
 of each pair and extrapolates the full time per pair: (time of the pair's K calls) × C_{i+1} / K,
-plus the forward passes measured once. The error is computed on those K columns. `--ref-neurons 0`
-runs it all (hours on a CPU for resnet50).
+plus the forward passes measured once; it does so before and after `attribute` and reports the
+mean (load on a shared machine drifts during the long call). The error is computed on those K
+columns. `--ref-neurons 0` runs it all (hours on a CPU for resnet50).
 
 Peak memory is the growth of the process's peak resident set (VmHWM, reset through
 /proc/self/clear_refs) over its size before the call: what the call added, weights excluded.
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from ingest.cla.attribute import attribute, attribute_reference, describe_paths, resolve_device
+from ingest.cla.capture import layer_widths
 
 GOOGLENET_LAYERS = [
     "inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
@@ -137,13 +139,33 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
     print(f"\n== {name}: images {tuple(x.shape)}, batch {batch}, {len(layers) - 1} pairs, device {device}")
     for layer_pair, note in zip(zip(layers, layers[1:]), describe_paths(model, layers, x, device=device)):
         print(f"   {layer_pair[0]} -> {layer_pair[1]}: {note}")
-    fast, t_fast, m_fast = measured(
-        lambda: attribute(model, layers, x, batch_size=batch, device=device, max_memory=max_memory)
-    )
-    widths = [s.shape[0] for s in fast] + [fast[-1].shape[1]]
+    with torch.no_grad():
+        widths = layer_widths(model, layers, tuple(x.shape[1:]))
     cols = None
     if ref_neurons:
         cols = [np.linspace(0, w - 1, min(w, ref_neurons)).round().astype(int).tolist() for w in widths[1:]]
+    # a sampled reference is short next to `attribute`: time it before and after, and average,
+    # so that a change of load on a shared machine during the long call biases neither side
+    before = _reference(model, layers, x, batch, device, cols) if cols is not None else None
+    fast, t_fast, m_fast = measured(
+        lambda: attribute(model, layers, x, batch_size=batch, device=device, max_memory=max_memory)
+    )
+    ref, t_ref, m_ref, t_full = _reference(model, layers, x, batch, device, cols)
+    full_times = [t_full] if before is None else [before[3], t_full]
+    t_ref_full = float(np.mean(full_times))
+    err = max_rel_err(fast, ref, cols)
+    star = "*" if cols else ""
+    speed = f"{t_ref_full / t_fast:.2f}x"
+    print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{star}: {speed}, err {err:.1e}", flush=True)
+    return dict(
+        name=name, t_fast=t_fast, t_ref=t_ref, t_ref_full=t_ref_full, extrapolated=cols is not None,
+        ref_neurons=ref_neurons, widths=widths, err=err, m_fast=m_fast, m_ref=m_ref, max_memory=max_memory,
+        ref_runs=full_times,
+    )
+
+
+def _reference(model, layers, x, batch, device, cols) -> tuple[list[np.ndarray], float, float | None, float]:
+    """(scores, seconds, peak MiB, full-run seconds: measured, or extrapolated from `cols`)."""
     stamps: list[float] = []  # start, then one stamp per (batch, pair) from the progress calls
 
     def reference():
@@ -154,25 +176,17 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
         )  # fmt: skip
 
     ref, t_ref, m_ref = measured(reference)
-    extrapolated = None
-    if cols is not None:
-        n_batches = -(-x.shape[0] // batch)
-        _, t_fwd, _ = measured(
-            lambda: attribute_reference(model, layers, x, batch_size=batch, device=device, neurons=[[]] * len(cols))
-        )  # the forward passes alone: no neuron computed
-        per_step = np.diff(stamps).reshape(n_batches, len(cols))
-        per_step[:, 0] -= t_fwd / n_batches  # each batch's first pair also ran its forward pass
-        scale = np.array([widths[i + 1] / len(cols[i]) for i in range(len(cols))])
-        extrapolated = t_fwd + float((per_step * scale).sum())
-    err = max_rel_err(fast, ref, cols)
-    t_ref_full = extrapolated if extrapolated is not None else t_ref
-    star = "*" if cols else ""
-    speed = f"{t_ref_full / t_fast:.2f}x"
-    print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{star}: {speed}, err {err:.1e}", flush=True)
-    return dict(
-        name=name, t_fast=t_fast, t_ref=t_ref, t_ref_full=t_ref_full, extrapolated=cols is not None,
-        ref_neurons=ref_neurons, widths=widths, err=err, m_fast=m_fast, m_ref=m_ref, max_memory=max_memory,
-    )
+    if cols is None:
+        return ref, t_ref, m_ref, t_ref
+    widths = [s.shape[0] for s in ref] + [ref[-1].shape[1]]
+    n_batches = -(-x.shape[0] // batch)
+    _, t_fwd, _ = measured(
+        lambda: attribute_reference(model, layers, x, batch_size=batch, device=device, neurons=[[]] * len(cols))
+    )  # the forward passes alone: no neuron computed
+    per_step = np.diff(stamps).reshape(n_batches, len(cols))
+    per_step[:, 0] -= t_fwd / n_batches  # each batch's first pair also ran its forward pass
+    scale = np.array([widths[i + 1] / len(cols[i]) for i in range(len(cols))])
+    return ref, t_ref, m_ref, t_fwd + float((per_step * scale).sum())
 
 
 def _mib(v: float | None) -> str:
@@ -195,7 +209,8 @@ def report(rows: list[dict]) -> None:
             print(
                 f"* {r['name']}: reference EXTRAPOLATED, not measured in full: timed on {r['ref_neurons']} evenly "
                 f"spaced downstream neurons per pair ({r['t_ref']:.1f} s), each pair's loop time scaled by "
-                f"C_next / {r['ref_neurons']}, plus its forward passes measured on their own; the max rel err is over "
+                f"C_next / {r['ref_neurons']}, plus its forward passes measured on their own; the mean of runs before "
+                f"and after `attribute` ({', '.join(f'{t:.1f} s' for t in r['ref_runs'])}); the max rel err is over "
                 "those neurons' columns only"
             )
 

@@ -135,3 +135,21 @@ def test_dead_block_outputs_are_skipped_and_score_zero():
     assert np.all(fast[1][:, :6] == 0) and np.all(fast[2][:6] >= 0)
     assert describe_paths(model, BLOCK_LAYERS, x)[1].startswith("fast: residual block")
     assert rel_err(fast, attribute_reference(model, BLOCK_LAYERS, x)) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "clip-rn50"])
+def test_full_size_block_cuts_take_the_residual_path_and_match_sampled_reference_columns(name):
+    from torchvision.models import resnet50
+
+    from ingest.zoo.clip_rn50 import build_clip_rn50
+
+    torch.manual_seed(0)
+    model = (resnet50(weights=None) if name == "resnet50" else build_clip_rn50()).eval()
+    layers = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n)]
+    x = images(2, size=96, seed=9)
+    assert all(n.startswith("fast: residual block") for n in describe_paths(model, layers, x))
+    fast = attribute(model, layers, x)
+    cols = [list(range(0, s.shape[1], 97)) for s in fast]
+    ref = attribute_reference(model, layers, x, neurons=cols)
+    assert rel_err([f[:, c] for f, c in zip(fast, cols)], [r[:, c] for r, c in zip(ref, cols)]) <= 1e-4
