@@ -162,7 +162,10 @@ def attribute(
             for i, plan in enumerate(plans):
                 if plan is None and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
-                    sums[i] += generic_pair_scores(outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget)
+                    sums[i] += generic_pair_scores(
+                        outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget,
+                        graph_bytes=info.graph_bytes * x.shape[0],
+                    )  # fmt: skip
                     done += 1
                     if progress is not None:
                         progress(done, total)

@@ -107,13 +107,16 @@ def check_plan(
     return GuardResult(bool(error <= tolerance), error, cols, t_fast, t_loop)
 
 
-def time_generic(out: torch.Tensor, leaf: torch.Tensor, budget_bytes: int, *, repeats: int = 2) -> tuple[float, float]:
+def time_generic(
+    out: torch.Tensor, leaf: torch.Tensor, budget_bytes: int, *, graph_bytes: int = 0, repeats: int = 2
+) -> tuple[float, float]:
     """Seconds of the two generic autograd forms on sampled columns of the probe image.
 
     Args:
         out: layer i+1's output, attached to the graph that starts at `leaf`.
         leaf: layer i's leaf (requires grad).
         budget_bytes: chunk memory for the batched form.
+        graph_bytes: the probe's saved activations (see `generic_pair_scores`).
         repeats: runs of each; the fastest counts.
 
     Returns:
@@ -129,7 +132,9 @@ def time_generic(out: torch.Tensor, leaf: torch.Tensor, budget_bytes: int, *, re
             t0 = time.perf_counter()
             try:
                 with torch.enable_grad():
-                    generic_pair_scores(out, leaf, batched=batched, budget_bytes=budget_bytes, neurons=cols)
+                    generic_pair_scores(
+                        out, leaf, batched=batched, budget_bytes=budget_bytes, neurons=cols, graph_bytes=graph_bytes
+                    )  # fmt: skip
             except RuntimeError:  # vmap cannot batch some ops (e.g. a custom autograd.Function)
                 if not batched:
                     raise

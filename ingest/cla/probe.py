@@ -186,7 +186,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         batched = False
         if chosen is None:
             generic_bytes = max(generic_bytes, 4 * (leaves[i].numel() + leaves[i + 1].numel()) * _FLOAT)
-            t_loop, t_batched = time_generic(outs[i + 1], leaves[i], 1 << 28)
+            t_loop, t_batched = time_generic(outs[i + 1], leaves[i], 1 << 28, graph_bytes=sum(saved.values()))
             batched = t_batched < _BATCHED_MARGIN * t_loop
             form = "batched VJPs" if batched else "one autograd call per neuron"
             note += f"; {form} (probe: per-neuron loop {t_loop * 1e3:.1f} ms vs batched {t_batched * 1e3:.1f} ms)"
