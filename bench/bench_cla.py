@@ -110,8 +110,19 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc), so that RSS growth counts what a call touches."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measured(fn: Callable[[], object]) -> tuple[object, float, float | None]:
     """(result, seconds, peak memory added in MiB or None where /proc cannot tell)."""
+    _trim_heap()  # memory freed by an earlier call would otherwise be reused unseen
     base = None
     try:
         with open("/proc/self/clear_refs", "w") as f:
