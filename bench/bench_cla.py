@@ -1,21 +1,29 @@
-"""Benchmark of CLA (issue 3): `attribute` against `attribute_reference`, same inputs, one process.
+"""Benchmark of CLA (issues 3, 9): `attribute` against `attribute_reference`, same inputs, one process.
 
-    python bench/bench_cla.py [--case small|googlenet|all] [--ref-neurons 24] [--max-memory-mib 2048]
-                              [--device auto] [--gpu-images 64] [--threads 0]
+    python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|resnet50-stages|all]
+                              [--ref-neurons 24] [--images N] [--max-memory-mib 2048] [--device auto]
+                              [--gpu-images 64] [--threads 0]
 
-Cases (random init, nothing downloaded):
-- small: catfish-mini (the bundled InceptionV1-style network) at 64×64, batch 32, its 4 pairs;
-- googlenet: torchvision googlenet (weights=None, init_weights=True, aux_logits=False) at 224×224,
-  batch 8, all 8 adjacent pairs of inception3a … inception5b.
+Cases (random init, nothing downloaded), one row each; `CASES` below holds them, one line per model:
+- small: catfish-mini (the bundled InceptionV1-style network) at 64×64, 32 images, its 4 pairs;
+  the reference runs in full;
+- googlenet: torchvision googlenet at 224×224, 8 images, the 8 pairs of inception3a … inception5b;
+- resnet50: torchvision resnet50 at 224×224, 8 images, cut at every bottleneck block's output
+  (layer1.0 … layer4.2, 15 pairs: residual fast path);
+- clip-rn50: CLIP's RN50 image tower at 224×224, 8 images, cut at every block output likewise;
+- resnet50-stages: resnet50 at 112×112, 4 images, cut at the stage outputs layer1 … layer4 (3
+  pairs, several blocks between cuts: the generic path, which must not be slower than the loop).
 
-The reference on googlenet makes ~5,200 autograd calls per batch. With `--ref-neurons K` (the
-default for googlenet) it is timed on K evenly spaced downstream neurons of each pair, and the
-full time is extrapolated per pair: (time of the pair's K calls) × C_{i+1} / K, plus the forward
-pass measured once. The error is computed on those K columns. `--ref-neurons 0` runs it all.
+Every case but `small` times the reference on `--ref-neurons K` evenly spaced downstream neurons
+of each pair and extrapolates the full time per pair: (time of the pair's K calls) × C_{i+1} / K,
+plus the forward passes measured once; it does so before and after `attribute` and reports the
+mean (load on a shared machine drifts during the long call). The error is computed on those K
+columns. `--ref-neurons 0` runs it all (hours on a CPU for resnet50).
 
 Peak memory is the growth of the process's peak resident set (VmHWM, reset through
 /proc/self/clear_refs) over its size before the call: what the call added, weights excluded.
-Targets on a 2-core CPU: googlenet ≥ 5× over the reference, error ≤ 1e-4, peak under max_memory.
+Targets on a 2-core CPU: every speed-up ≥ 1, googlenet and resnet50 ≥ 5×, error ≤ 1e-4, peak
+under max_memory.
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.capture import layer_widths
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device
 
@@ -35,6 +45,60 @@ GOOGLENET_LAYERS = [
     "inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
     "inception4e", "inception5a", "inception5b",
 ]  # fmt: skip
+# every bottleneck's output: stage outputs (layer1 … layer4) would put 3–6 blocks between two cuts,
+# a dense Jacobian that only autograd handles; block cuts take the residual fast path
+RESNET50_BLOCKS = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n)]
+
+
+def _catfish_mini():
+    from ingest.zoo.catfish_mini import build_catfish_mini
+
+    return build_catfish_mini()
+
+
+def _googlenet():
+    from torchvision.models import googlenet
+
+    return googlenet(weights=None, init_weights=True, aux_logits=False)
+
+
+def _resnet50():
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None)
+
+
+def _clip_rn50():
+    from ingest.zoo.clip_rn50 import build_clip_rn50
+
+    return build_clip_rn50()
+
+
+def _catfish_layers() -> list[str]:
+    from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS
+
+    return list(CATFISH_MINI_LAYERS)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark row: a random-init model, its layers, the input side and image count (CPU)."""
+
+    build: Callable[[], torch.nn.Module]
+    layers: Callable[[], list[str]]
+    size: int
+    images: int = 8
+    full_reference: bool = False  # time the reference on every neuron (small models only)
+
+
+CASES: dict[str, Case] = {
+    "small": Case(_catfish_mini, _catfish_layers, 64, images=32, full_reference=True),
+    "googlenet": Case(_googlenet, lambda: GOOGLENET_LAYERS, 224),
+    "resnet50": Case(_resnet50, lambda: RESNET50_BLOCKS, 224),
+    "clip-rn50": Case(_clip_rn50, lambda: RESNET50_BLOCKS, 224),
+    # stage cuts: no fast plan, the generic path must still not be slower than the loop
+    "resnet50-stages": Case(_resnet50, lambda: ["layer1", "layer2", "layer3", "layer4"], 112, images=4),
+}
 
 
 def _rss_kib(field: str) -> int | None:
@@ -48,8 +112,19 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc), so that RSS growth counts what a call touches."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measured(fn: Callable[[], object]) -> tuple[object, float, float | None]:
     """(result, seconds, peak memory added in MiB or None where /proc cannot tell)."""
+    _trim_heap()  # memory freed by an earlier call would otherwise be reused unseen
     base = None
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -77,13 +152,33 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
     print(f"\n== {name}: images {tuple(x.shape)}, batch {batch}, {len(layers) - 1} pairs, device {device}")
     for layer_pair, note in zip(zip(layers, layers[1:]), describe_paths(model, layers, x, device=device)):
         print(f"   {layer_pair[0]} -> {layer_pair[1]}: {note}")
-    fast, t_fast, m_fast = measured(
-        lambda: attribute(model, layers, x, batch_size=batch, device=device, max_memory=max_memory)
-    )
-    widths = [s.shape[0] for s in fast] + [fast[-1].shape[1]]
+    with torch.no_grad():
+        widths = layer_widths(model, layers, tuple(x.shape[1:]))
     cols = None
     if ref_neurons:
         cols = [np.linspace(0, w - 1, min(w, ref_neurons)).round().astype(int).tolist() for w in widths[1:]]
+    # a sampled reference is short next to `attribute`: time it before and after, and average,
+    # so that a change of load on a shared machine during the long call biases neither side
+    before = _reference(model, layers, x, batch, device, cols) if cols is not None else None
+    fast, t_fast, m_fast = measured(
+        lambda: attribute(model, layers, x, batch_size=batch, device=device, max_memory=max_memory)
+    )
+    ref, t_ref, m_ref, t_full = _reference(model, layers, x, batch, device, cols)
+    full_times = [t_full] if before is None else [before[3], t_full]
+    t_ref_full = float(np.mean(full_times))
+    err = max_rel_err(fast, ref, cols)
+    star = "*" if cols else ""
+    speed = f"{t_ref_full / t_fast:.2f}x"
+    print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{star}: {speed}, err {err:.1e}", flush=True)
+    return dict(
+        name=name, t_fast=t_fast, t_ref=t_ref, t_ref_full=t_ref_full, extrapolated=cols is not None,
+        ref_neurons=ref_neurons, widths=widths, err=err, m_fast=m_fast, m_ref=m_ref, max_memory=max_memory,
+        ref_runs=full_times,
+    )
+
+
+def _reference(model, layers, x, batch, device, cols) -> tuple[list[np.ndarray], float, float | None, float]:
+    """(scores, seconds, peak MiB, full-run seconds: measured, or extrapolated from `cols`)."""
     stamps: list[float] = []  # start, then one stamp per (batch, pair) from the progress calls
 
     def reference():
@@ -94,22 +189,17 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
         )  # fmt: skip
 
     ref, t_ref, m_ref = measured(reference)
-    extrapolated = None
-    if cols is not None:
-        n_batches = -(-x.shape[0] // batch)
-        _, t_fwd, _ = measured(
-            lambda: attribute_reference(model, layers, x, batch_size=batch, device=device, neurons=[[]] * len(cols))
-        )  # the forward passes alone: no neuron computed
-        per_step = np.diff(stamps).reshape(n_batches, len(cols))
-        per_step[:, 0] -= t_fwd / n_batches  # each batch's first pair also ran its forward pass
-        scale = np.array([widths[i + 1] / len(cols[i]) for i in range(len(cols))])
-        extrapolated = t_fwd + float((per_step * scale).sum())
-    err = max_rel_err(fast, ref, cols)
-    t_ref_full = extrapolated if extrapolated is not None else t_ref
-    return dict(
-        name=name, t_fast=t_fast, t_ref=t_ref, t_ref_full=t_ref_full, extrapolated=cols is not None,
-        ref_neurons=ref_neurons, widths=widths, err=err, m_fast=m_fast, m_ref=m_ref, max_memory=max_memory,
-    )
+    if cols is None:
+        return ref, t_ref, m_ref, t_ref
+    widths = [s.shape[0] for s in ref] + [ref[-1].shape[1]]
+    n_batches = -(-x.shape[0] // batch)
+    _, t_fwd, _ = measured(
+        lambda: attribute_reference(model, layers, x, batch_size=batch, device=device, neurons=[[]] * len(cols))
+    )  # the forward passes alone: no neuron computed
+    per_step = np.diff(stamps).reshape(n_batches, len(cols))
+    per_step[:, 0] -= t_fwd / n_batches  # each batch's first pair also ran its forward pass
+    scale = np.array([widths[i + 1] / len(cols[i]) for i in range(len(cols))])
+    return ref, t_ref, m_ref, t_fwd + float((per_step * scale).sum())
 
 
 def _mib(v: float | None) -> str:
@@ -132,18 +222,20 @@ def report(rows: list[dict]) -> None:
             print(
                 f"* {r['name']}: reference EXTRAPOLATED, not measured in full: timed on {r['ref_neurons']} evenly "
                 f"spaced downstream neurons per pair ({r['t_ref']:.1f} s), each pair's loop time scaled by "
-                f"C_next / {r['ref_neurons']}, plus its forward passes measured on their own; the max rel err is over "
+                f"C_next / {r['ref_neurons']}, plus its forward passes measured on their own; the mean of runs before "
+                f"and after `attribute` ({', '.join(f'{t:.1f} s' for t in r['ref_runs'])}); the max rel err is over "
                 "those neurons' columns only"
             )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--case", choices=["small", "googlenet", "all"], default="all")
-    ap.add_argument("--ref-neurons", type=int, default=24, help="googlenet reference subset per pair (0 = all)")
+    ap.add_argument("--case", choices=[*CASES, "all"], default="all", nargs="+")
+    ap.add_argument("--ref-neurons", type=int, default=24, help="reference subset per pair (0 = all neurons)")
+    ap.add_argument("--images", type=int, default=0, help="images per case on a CPU (0: the case's own)")
     ap.add_argument("--max-memory-mib", type=int, default=2048)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--gpu-images", type=int, default=64, help="googlenet images when the device is CUDA")
+    ap.add_argument("--gpu-images", type=int, default=64, help="images per 224-px case when the device is CUDA")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -151,28 +243,21 @@ def main() -> None:
     device = resolve_device(args.device)
     max_memory = args.max_memory_mib * 2**20
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    names = list(CASES) if "all" in args.case else args.case
     rows = []
-    if args.case in ("small", "all"):
-        from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
-
+    for name in names:
+        case = CASES[name]
         torch.manual_seed(0)
-        model = build_catfish_mini().eval()
-        x = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        model = case.build().eval()
+        n = args.images or case.images
+        if device.type == "cuda" and case.size >= 224:
+            n = args.gpu_images
+        x = torch.randn(n, 3, case.size, case.size, generator=torch.Generator().manual_seed(1))
         rows.append(run_case(
-            "small", model, list(CATFISH_MINI_LAYERS), x, batch=32, ref_neurons=0,
+            name, model, case.layers(), x, batch=n, ref_neurons=0 if case.full_reference else args.ref_neurons,
             max_memory=max_memory, device=device,
         ))  # fmt: skip
-    if args.case in ("googlenet", "all"):
-        from torchvision.models import googlenet
-
-        torch.manual_seed(0)
-        model = googlenet(weights=None, init_weights=True, aux_logits=False).eval()
-        n = args.gpu_images if device.type == "cuda" else 8
-        x = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-        rows.append(run_case(
-            "googlenet", model, GOOGLENET_LAYERS, x, batch=n if device.type == "cuda" else 8,
-            ref_neurons=args.ref_neurons, max_memory=max_memory, device=device,
-        ))  # fmt: skip
+        del model
     report(rows)
 
 

@@ -20,7 +20,7 @@ from ingest.defence.clip import NoZeroShotHead, ZeroShotClassifier, class_embedd
 from ingest.defence.defend import DefendConfig, defend
 from ingest.edit.interventions import prune_circuit
 from ingest.zoo import registry
-from ingest.zoo.clip_rn50 import ModifiedResNet
+from ingest.zoo.clip_rn50 import STAGE_LAYERS, ModifiedResNet
 from queries.graphs import query_arrow
 
 runner = CliRunner()
@@ -37,7 +37,8 @@ def tiny_clip():
     """A small CLIP-RN image tower in the zoo, spec as clip-rn50's but 64-pixel input."""
     clip = registry.get_spec("clip-rn50")
     small = dataclasses.replace(clip.preprocessing, size=64)
-    registry.register(TINY, lambda: dataclasses.replace(clip, name=TINY, build=_tiny_tower, preprocessing=small))
+    registry.register(TINY, lambda: dataclasses.replace(clip, name=TINY, build=_tiny_tower, preprocessing=small,
+                                                        layers=STAGE_LAYERS))
     yield
     registry._REGISTRY.pop(TINY, None)
 

@@ -7,12 +7,15 @@ with `A_i` captured as a leaf (`ingest.cla.capture`), so the derivative only fol
 `attribute` is the engine: one forward pass per image batch captures every layer; each layer
 pair then takes the fastest exact path that applies —
 
-- a *fast plan* (`ingest.cla.plan`, `ingest.cla.fast`) when the modules between the cuts are
-  conv/BN/ReLU/max-pool chains, optionally fanned out into concatenated branches (InceptionV1
-  blocks, torchvision GoogLeNet, catfish-mini, plain conv stacks): the last conv is handled for
-  all downstream neurons at once and the rest runs as large matmuls, no autograd;
-- the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron on a
-  CPU, batched VJPs (`is_grads_batched`) on a GPU.
+- a *fast plan* (`ingest.cla.plan`, `ingest.cla.fast`, `ingest.cla.residual`) when the modules
+  between the cuts are conv/BN/ReLU/pool chains, optionally fanned out into concatenated branches
+  (InceptionV1 blocks, GoogLeNet, catfish-mini, conv stacks) or summed with a skip (ResNet, CLIP
+  and MobileNetV2 residual blocks): the last conv is handled for all downstream neurons at once
+  and the rest runs as large matmuls, no autograd. A plan is used only after the probe image
+  confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
+  and only when it was not clearly slower there than the per-neuron loop;
+- the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron or
+  batched VJPs (`is_grads_batched`), whichever was faster on the probe image.
 
 `ingest.cla.reference.attribute_reference` is the plain loop of the definition, one autograd call
 per downstream neuron; tests check that both agree.
@@ -29,10 +32,10 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest.cla.capture import capture, resolve_layers
-from ingest.cla.fast import CPU_TILE_BYTES, pair_scores
+from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
-from ingest.cla.plan import matches, run_plan
-from ingest.cla.probe import Probe, prepared, probe
+from ingest.cla.plan import matches
+from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 from ingest.hooks import resolve_device
 
@@ -93,7 +96,8 @@ def attribute(
             recorded forwards and per-chunk buffers are sized to stay under it (default 2 GiB).
         progress: called as progress(done, total) after each layer pair of each batch.
         fast: use structural fast paths where they apply (False: generic autograd everywhere).
-        batched_vjp: generic path with batched VJPs (default: on CUDA only; slower on CPUs).
+        batched_vjp: generic path with batched VJPs (default: per pair, whichever of batched VJPs
+            and one call per neuron was faster on the probe image; see `describe_paths`).
 
     Returns:
         S_i per adjacent pair, float32 numpy arrays of shape (C_i, C_{i+1}), in layer order.
@@ -108,11 +112,10 @@ def attribute(
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
     resolve_layers(model, layers)
     dev = resolve_device(device)
-    batched = dev.type == "cuda" if batched_vjp is None else batched_vjp
     n_images = images.shape[0]
     with prepared(model, dev):
         info = probe(model, layers, images[:1].to(dev, torch.float32), fast=fast)
-        bsz, chunk_budget = _memory_plan(info, batch_size, n_images, max_memory)
+        bsz, chunk_budget = _memory_plan(info, batch_size, n_images, max_memory, batched_vjp)
         plans = list(info.plans)
         tile = CPU_TILE_BYTES if dev.type == "cpu" else None  # GPUs prefer the largest chunks
         n_pairs = len(plans)
@@ -127,12 +130,12 @@ def attribute(
                 if plan is None:
                     continue
                 with torch.no_grad():
-                    run = run_plan(plan, leaves[i].detach())
+                    run = run_fast(plan, leaves[i].detach())
                     if not matches(run, leaves[i + 1]):  # data-dependent forward: use autograd
                         plans[i] = None
                         redo.append(i)
                         continue
-                    sums[i] += pair_scores(plan, run, leaves[i].detach(), chunk_budget, tile)
+                    sums[i] += fast_scores(plan, run, leaves[i].detach(), chunk_budget, tile)
                 del run
                 done += 1
                 if progress is not None:
@@ -141,7 +144,11 @@ def attribute(
                 leaves, outs = _forward(model, layers, x, True)
             for i, plan in enumerate(plans):
                 if plan is None and (i in redo or grad):
-                    sums[i] += generic_pair_scores(outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget)
+                    batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
+                    sums[i] += generic_pair_scores(
+                        outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget,
+                        graph_bytes=info.graph_bytes * x.shape[0],
+                    )  # fmt: skip
                     done += 1
                     if progress is not None:
                         progress(done, total)
@@ -158,21 +165,34 @@ def _forward(
         return cap.leaf_list(), cap.output_list()
 
 
-def _memory_plan(info: Probe, batch_size: int, n_images: int, max_memory: int) -> tuple[int, int]:
-    """(images per forward, bytes for per-chunk buffers) within max_memory."""
+def _memory_plan(
+    info: Probe, batch_size: int, n_images: int, max_memory: int, batched_vjp: bool | None = None
+) -> tuple[int, int]:
+    """(images per forward, bytes for per-chunk buffers) within max_memory.
+
+    Fast plans and batched VJPs work in chunks and get half the budget for them; when every pair
+    runs the per-neuron autograd loop (which needs no chunks) the images get all of it, so the
+    loop runs on batches as large as the reference's (resnet50 stage cuts at 224 px under the
+    default 2 GiB: 8 images per batch instead of 4, half the autograd calls).
+    """
     if batch_size < 1:
         raise CLAError(f"batch_size must be at least 1, got {batch_size}")
     budget = int(max_memory * _HEADROOM)
     generic = any(p is None for p in info.plans)
+    batched = [b if batched_vjp is None else batched_vjp for b in info.vjp_batched]
+    chunked = any(p is not None for p in info.plans) or any(
+        b for b, p in zip(batched, info.plans) if p is None
+    )
+    share = 2 if chunked else 1
     per_image = info.leaf_bytes + info.forward_bytes + info.plan_bytes
     if generic:
         per_image += info.graph_bytes + info.generic_bytes
-    if per_image > budget // 2:
+    if per_image > budget // share:
         raise CLAMemoryError(
             f"max_memory of {_fmt_bytes(max_memory)} is too small: one image needs about "
-            f"{_fmt_bytes(2 * per_image / _HEADROOM)}; raise max_memory or attribute fewer layers"
+            f"{_fmt_bytes(share * per_image / _HEADROOM)}; raise max_memory or attribute fewer layers"
         )
-    bsz = max(1, min(batch_size, n_images, (budget // 2) // per_image))
+    bsz = max(1, min(batch_size, n_images, (budget // share) // per_image))
     return bsz, budget - bsz * per_image
 
 

@@ -39,6 +39,7 @@ def generic_pair_scores(
     batched: bool,
     budget_bytes: int,
     neurons: Sequence[int] | None = None,
+    graph_bytes: int = 0,
 ) -> torch.Tensor:
     """Σ over the batch of S[m, n] for one pair, by autograd (not yet divided by |X|).
 
@@ -48,6 +49,8 @@ def generic_pair_scores(
         batched: use `is_grads_batched` chunks instead of one call per neuron.
         budget_bytes: memory for one chunk of batched cotangents and gradients.
         neurons: downstream channels to compute (default all); other columns stay 0.
+        graph_bytes: the batch's saved activations between the two layers; a batched VJP holds
+            gradients of up to that size per cotangent, so chunks are sized with it.
 
     Returns:
         float32 tensor (C_i, C_{i+1}) on `leaf`'s device.
@@ -69,7 +72,7 @@ def generic_pair_scores(
             if grad is not None:
                 scores[:, n] = (absa * channels_first(grad).abs()).sum(dim=(0, 2))
         return scores
-    per_neuron = (out.numel() + 3 * leaf.numel()) * _FLOAT  # cotangent, gradient, |.|, product
+    per_neuron = (out.numel() + 3 * leaf.numel()) * _FLOAT + graph_bytes  # cotangent, grads, |.|, product
     chunk = max(1, min(len(cols), budget_bytes // per_neuron))
     for k in range(0, len(cols), chunk):
         idx = cols[k : k + chunk]

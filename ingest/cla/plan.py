@@ -29,12 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AvgPool",
     "OpRecord",
     "PairPlan",
     "PlanRun",
     "Pool",
     "Unit",
     "build_plans",
+    "build_trees",
+    "concat_candidates",
     "matches",
     "run_ops",
     "run_plan",
@@ -44,11 +47,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Unit:
-    """Conv2d → optional BatchNorm2d (eval) → optional ReLU. `relu` None: not yet known."""
+    """Conv2d → optional BatchNorm2d (eval) → optional ReLU. `relu` None: not yet known.
+
+    `cap`: the ReLU clamps from above too (ReLU6: 6.0), as in MobileNetV2 blocks.
+    """
 
     conv: nn.Conv2d
     bn: nn.BatchNorm2d | None
     relu: bool | None
+    cap: float | None = None
 
     def scale(self) -> torch.Tensor:
         """d(unit pre-activation)/d(conv output) per output channel: the BN scale (1 without BN)."""
@@ -80,7 +87,14 @@ class Pool:
     pool: nn.MaxPool2d
 
 
-Op = Unit | Pool
+@dataclass(frozen=True)
+class AvgPool:
+    """An AvgPool2d module (CLIP's anti-aliased strided bottlenecks)."""
+
+    pool: nn.AvgPool2d
+
+
+Op = Unit | Pool | AvgPool
 
 
 @dataclass(frozen=True)
@@ -172,20 +186,30 @@ def build_plans(
         layers: layer names in forward order.
         leaves: the captured leaf of each layer in that pass.
     """
+    return [concat_candidates(t) if t is not None else [] for t in build_trees(events, layers, leaves)]
+
+
+def build_trees(
+    events: Sequence[_Call | _Mark], layers: Sequence[str], leaves: Sequence[torch.Tensor]
+) -> list[PairPlan | None]:
+    """Per adjacent layer pair, the traced data-flow tree as an unresolved plan (None: no tree).
+
+    Units whose ReLU was not seen have `relu=None`. Other planners (`ingest.cla.residual`) read
+    the same tree differently (branches summed instead of concatenated).
+    """
     pos: dict[tuple[str, str], int] = {}
     for k, ev in enumerate(events):
         if isinstance(ev, _Mark):
             pos.setdefault((ev.kind, ev.layer), k)
-    out = []
+    out: list[PairPlan | None] = []
     for i in range(len(layers) - 1):
         a_end = pos.get(("end", layers[i]))
         b_start, b_end = pos.get(("start", layers[i + 1])), pos.get(("end", layers[i + 1]))
         if a_end is None or b_start is None or b_end is None or not a_end < b_start:
-            out.append([])
+            out.append(None)
             continue
         calls = [(k, ev) for k, ev in enumerate(events[a_end + 1 : b_end], a_end + 1) if isinstance(ev, _Call)]
-        plan = _plan_from_calls(calls, leaves[i], b_start)
-        out.append(_candidates(plan) if plan is not None else [])
+        out.append(_plan_from_calls(calls, leaves[i], b_start))
     return out
 
 
@@ -232,7 +256,7 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
     for m in modules:
         last = ops[-1] if ops else None
         if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.padding_mode != "zeros":
+            if m.padding_mode != "zeros":
                 return None
             ops.append(Unit(m, None, None))
         elif isinstance(m, nn.BatchNorm2d):
@@ -245,10 +269,16 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
             if not isinstance(last, Unit) or last.relu is not None:
                 return None
             ops[-1] = replace(last, relu=True)
+        elif isinstance(m, nn.Hardtanh) and m.min_val == 0 and m.max_val > 0:  # ReLU6
+            if not isinstance(last, Unit) or last.relu is not None:
+                return None
+            ops[-1] = replace(last, relu=True, cap=float(m.max_val))
         elif isinstance(m, nn.MaxPool2d):
             if m.return_indices:
                 return None
             ops.append(Pool(m))
+        elif isinstance(m, nn.AvgPool2d):
+            ops.append(AvgPool(m))
         elif isinstance(m, nn.Identity) or (isinstance(m, nn.Dropout) and not m.training):
             continue
         else:
@@ -256,7 +286,7 @@ def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
     return ops
 
 
-def _candidates(plan: PairPlan) -> list[PairPlan]:
+def concat_candidates(plan: PairPlan) -> list[PairPlan]:
     """Resolve units whose ReLU is unknown (a functional ReLU is invisible): with, then without."""
 
     def fix(ops: tuple[Op, ...], relu: bool) -> tuple[Op, ...]:
@@ -288,7 +318,13 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
             if op.bn is not None:
                 bn = op.bn
                 z = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-            y = F.relu(z) if op.relu else z
+            y = (F.hardtanh(z, 0.0, op.cap) if op.cap is not None else F.relu(z)) if op.relu else z
+            records.append(OpRecord(x, y))
+        elif isinstance(op, AvgPool):
+            p = op.pool
+            y = F.avg_pool2d(
+                x, p.kernel_size, p.stride, p.padding, p.ceil_mode, p.count_include_pad, p.divisor_override
+            )  # fmt: skip
             records.append(OpRecord(x, y))
         else:
             p = op.pool

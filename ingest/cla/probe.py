@@ -5,27 +5,59 @@ requiring grad (so autograd records only what flows from the layer leaves), and 
 one of those on exit.
 
 `probe` runs one image with grad enabled and the layer hooks on, and learns what the batched
-passes need: that each layer is computed from the previous one, a verified fast plan for each
-layer pair where one applies (else the generic path, with the reason), the layer widths, and the
-memory one image costs.
+passes need: that each layer is computed from the previous one, a fast plan for each layer pair
+where one applies — verified on the forward values, and on sampled neurons against autograd's
+gradients (`ingest.cla.guard`) — else the generic path and its faster autograd form, with the
+reason for each; the layer widths; and the memory one image costs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ingest.cla.capture import CaptureError, capture, channels_first, check_layer_chain
-from ingest.cla.fast import plan_supported
-from ingest.cla.plan import PairPlan, build_plans, matches, run_plan, trace_leaf_calls
+from ingest.cla.fast import CPU_TILE_BYTES, pair_scores, plan_supported
+from ingest.cla.guard import check_plan, time_generic
+from ingest.cla.plan import (
+    AvgPool,
+    PairPlan,
+    PlanRun,
+    Pool,
+    build_trees,
+    concat_candidates,
+    matches,
+    run_plan,
+    trace_leaf_calls,
+)
+from ingest.cla.residual import (
+    ResidualPlan,
+    ResidualRun,
+    residual_candidates,
+    residual_scores,
+    residual_unsupported,
+    run_residual,
+)
 
-__all__ = ["Probe", "prepared", "probe"]
+__all__ = ["FastPlan", "Probe", "fast_scores", "prepared", "probe", "run_fast"]
 
 _FLOAT = 4
+_log = logging.getLogger(__name__)
+# The loop replaces a verified fast plan only when clearly faster on the probe: timings of one
+# image on a shared CPU are noisy, and the probe charges the plan's per-batch setup to few neurons.
+_LOOP_MARGIN = 2.0
+_LOOP_SLACK_S = 0.02
+# batched VJPs replace the plain loop (the reference's own method) only when twice as fast on the
+# probe: one image flatters them (resnet50 stage cuts: 0.8x the loop's time on the probe, while
+# `attribute` took 173 s when the probe could pick them and 142 s with the loop; shared CPU)
+_BATCHED_MARGIN = 0.5
+
+FastPlan = PairPlan | ResidualPlan
 
 
 @contextmanager
@@ -80,7 +112,8 @@ class Probe:
     """What one probe image taught about the model and layers.
 
     Attributes:
-        plans: per layer pair, the verified fast plan, or None for the generic path.
+        plans: per layer pair, the verified fast plan (concatenated branches or a residual block),
+            or None for the generic path.
         notes: per layer pair, which path and why, for reports.
         widths: channels per layer.
         leaf_bytes: per image, the captured outputs of all layers.
@@ -88,9 +121,11 @@ class Probe:
         plan_bytes: per image, the largest fast pair's recorded forward (0 without fast pairs).
         generic_bytes: per image, the largest generic pair's VJP scratch (0 without generic pairs).
         forward_bytes: per image, transient forward memory (twice the largest module output).
+        vjp_batched: per layer pair taking the generic path, whether batched VJPs
+            (`is_grads_batched`) beat one autograd call per neuron on the probe; False for fast pairs.
     """
 
-    plans: list[PairPlan | None]
+    plans: list[FastPlan | None]
     notes: list[str]
     widths: list[int]
     leaf_bytes: int
@@ -98,6 +133,7 @@ class Probe:
     plan_bytes: int
     generic_bytes: int
     forward_bytes: int
+    vjp_batched: list[bool] = field(default_factory=list)
 
 
 def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast: bool = True) -> Probe:
@@ -138,32 +174,29 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
                 "name the module after the in-place op (the ReLU) as the layer"
             ) from err
         check_layer_chain(cap)
-        leaves = cap.leaf_list()
-        candidates = build_plans(events, layers, leaves) if fast else [[] for _ in leaves[1:]]
+        leaves, outs = cap.leaf_list(), cap.output_list()
+        trees = build_trees(events, layers, leaves) if fast else [None for _ in leaves[1:]]
         largest = max((ev.out.numel() for ev in events if getattr(ev, "out", None) is not None), default=0)
+        del events
     widths = [int(channels_first(t).shape[1]) for t in leaves]
-    plans: list[PairPlan | None] = []
+    plans: list[FastPlan | None] = []
     notes: list[str] = []
+    vjp_batched: list[bool] = []
     plan_bytes = generic_bytes = 0
-    for i, cands in enumerate(candidates):
-        chosen, note = None, "generic: no chain of conv/BN/ReLU/max-pool modules between the layers"
-        if not fast:
-            note = "generic: fast paths disabled"
-        for cand in cands:
-            if not plan_supported(cand):
-                note = "generic: a branch does not end in a stride-1 convolution unit"
-                continue
-            with torch.no_grad():
-                run = run_plan(cand, leaves[i].detach())
-            if matches(run, leaves[i + 1]):
-                chosen, note = cand, _describe(cand)
-                plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
-                break
-            note = "generic: the module structure does not reproduce the layer's output"
+    for i, tree in enumerate(trees):
+        chosen, note, run = _choose(tree, leaves[i], leaves[i + 1], outs[i + 1], layers[i : i + 2], fast)
+        batched = False
         if chosen is None:
             generic_bytes = max(generic_bytes, 4 * (leaves[i].numel() + leaves[i + 1].numel()) * _FLOAT)
+            t_loop, t_batched = time_generic(outs[i + 1], leaves[i], 1 << 28, graph_bytes=sum(saved.values()))
+            batched = t_batched < _BATCHED_MARGIN * t_loop
+            form = "batched VJPs" if batched else "one autograd call per neuron"
+            note += f"; {form} (probe: per-neuron loop {t_loop * 1e3:.1f} ms vs batched {t_batched * 1e3:.1f} ms)"
+        else:
+            plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
         plans.append(chosen)
         notes.append(note)
+        vjp_batched.append(batched)
     return Probe(
         plans=plans,
         notes=notes,
@@ -173,13 +206,94 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         plan_bytes=plan_bytes,
         generic_bytes=generic_bytes,
         forward_bytes=2 * largest * _FLOAT,
+        vjp_batched=vjp_batched,
     )
 
 
-def _run_bytes(run, a: torch.Tensor) -> int:
+def _choose(
+    tree: PairPlan | None,
+    leaf: torch.Tensor,
+    nxt: torch.Tensor,
+    out: torch.Tensor,
+    names: Sequence[str],
+    fast: bool,
+) -> tuple[FastPlan | None, str, PlanRun | ResidualRun | None]:
+    """(plan or None, note, the plan's run on the probe image) for one layer pair.
+
+    Candidates are tried in order (concatenated branches, then residual readings); the first that
+    reproduces A_{i+1} is checked against autograd on sampled neurons (`check_plan`) and timed
+    against the per-neuron loop. A failed check rejects the pair's fast path altogether.
+    """
+    if not fast:
+        return None, "generic: fast paths disabled", None
+    if tree is None:
+        return None, "generic: no chain of conv/BN/ReLU/pool modules between the layers", None
+    note = (
+        "generic: the modules between the layers are not one conv chain, inception-style block or "
+        "residual block that reproduces the layer's output (several residual blocks between two "
+        "cuts, e.g. ResNet stage outputs, need autograd: cut at block outputs)"
+    )
+    unsupported = []
+    for cand in [*concat_candidates(tree), *residual_candidates(tree)]:
+        why = residual_unsupported(cand) if isinstance(cand, ResidualPlan) else _pair_unsupported(cand)
+        if why is not None:
+            unsupported.append(why)
+            continue
+        with torch.no_grad():
+            run = run_fast(cand, leaf.detach())
+        if not matches(run, nxt):
+            continue
+        a = leaf.detach()
+        guard = check_plan(lambda cols: fast_scores(cand, run, a, 1 << 28, CPU_TILE_BYTES, cols), out, leaf)
+        pair = f"{names[0]} -> {names[1]}"
+        if not guard.ok:
+            why = (
+                "no downstream neuron is active on the probe image"
+                if not guard.columns
+                else f"rel. error {guard.error:.2g} on neurons {guard.columns}: a custom backward "
+                "(autograd.Function, straight-through estimator, gradient hook)?"
+            )
+            _log.warning("CLA %s: fast plan rejected by the gradient check (%s); using autograd", pair, why)
+            return None, f"generic: fast plan rejected by the gradient check ({why})", None
+        timing = f"probe: fast {guard.fast_seconds * 1e3:.1f} ms vs loop {guard.loop_seconds * 1e3:.1f} ms"
+        if guard.fast_seconds > _LOOP_MARGIN * guard.loop_seconds + _LOOP_SLACK_S:
+            _log.info("CLA %s: the per-neuron loop is faster than the fast plan (%s)", pair, timing)
+            return None, f"generic: the per-neuron loop beat the fast plan on the probe ({timing})", None
+        checked = f"gradients checked on {len(guard.columns)} neurons (rel. error {guard.error:.1g}); {timing}"
+        return cand, f"{_describe(cand)}; {checked}", run
+    if unsupported:
+        note += f"; as read from the modules: {unsupported[0]}"
+    return None, note, None
+
+
+def _pair_unsupported(plan: PairPlan) -> str | None:
+    return None if plan_supported(plan) else "a branch does not end in a stride-1 convolution unit"
+
+
+def run_fast(plan: FastPlan, a: torch.Tensor) -> PlanRun | ResidualRun:
+    """The plan's forward on a batch (A_i: (B, C_i, H, W)); its `output` is the plan's A_{i+1}."""
+    return run_residual(plan, a) if isinstance(plan, ResidualPlan) else run_plan(plan, a)
+
+
+def fast_scores(
+    plan: FastPlan,
+    run: PlanRun | ResidualRun,
+    a: torch.Tensor,
+    budget_bytes: int,
+    tile_bytes: int | None = None,
+    neurons: list[int] | None = None,
+) -> torch.Tensor:
+    """Σ over the batch of S for one pair by its fast plan, (C_i, C_{i+1}) or (C_i, len(neurons))."""
+    if isinstance(plan, ResidualPlan):
+        return residual_scores(plan, run, a, budget_bytes, tile_bytes, neurons)
+    return pair_scores(plan, run, a, budget_bytes, tile_bytes, neurons)
+
+
+def _run_bytes(run: PlanRun | ResidualRun, a: torch.Tensor) -> int:
     """Per-image bytes of a plan's recorded forward plus the masks and |A| copies built from it."""
-    total = 2 * a.numel() * _FLOAT + run.output.numel() * _FLOAT
-    for recs in [run.prefix, *run.branches]:
+    total = 2 * a.numel() * _FLOAT + 2 * run.output.numel() * _FLOAT  # |A|, A_{i+1} and its cotangent
+    groups = [run.main, run.skip] if isinstance(run, ResidualRun) else [run.prefix, *run.branches]
+    for recs in groups:
         for r in recs:
             total += 2 * r.y.numel() * _FLOAT  # output and its mask
             if r.indices is not None:
@@ -187,14 +301,23 @@ def _run_bytes(run, a: torch.Tensor) -> int:
     return total
 
 
-def _describe(plan: PairPlan) -> str:
-    def op_name(op) -> str:
-        if hasattr(op, "pool"):
-            return "maxpool"
-        k = "x".join(str(v) for v in op.conv.kernel_size)
-        return f"conv{k}" + ("+bn" if op.bn is not None else "") + ("+relu" if op.relu else "")
+def _op_name(op) -> str:
+    if isinstance(op, Pool):
+        return "maxpool"
+    if isinstance(op, AvgPool):
+        return "avgpool"
+    k = "x".join(str(v) for v in op.conv.kernel_size)
+    kind = f"conv{k}" + (f"/g{op.conv.groups}" if op.conv.groups != 1 else "")
+    act = ("+relu6" if op.cap == 6 else f"+relu(max {op.cap:g})") if op.relu and op.cap is not None else "+relu"
+    return kind + ("+bn" if op.bn is not None else "") + (act if op.relu else "")
 
-    prefix = " > ".join(op_name(o) for o in plan.prefix)
-    branches = " | ".join(" > ".join(op_name(o) for o in b) for b in plan.branches)
+
+def _describe(plan: FastPlan) -> str:
+    if isinstance(plan, ResidualPlan):
+        main = " > ".join(_op_name(o) for o in plan.main)
+        skip = " > ".join(_op_name(o) for o in plan.skip) if plan.skip else "identity"
+        return f"fast: residual block, {'relu' if plan.act else 'no activation'} after ({main}) + ({skip})"
+    prefix = " > ".join(_op_name(o) for o in plan.prefix)
+    branches = " | ".join(" > ".join(_op_name(o) for o in b) for b in plan.branches)
     kind = "inception-style block" if len(plan.branches) > 1 else "conv chain"
     return f"fast: {kind}" + (f", prefix {prefix}" if prefix else "") + f": {branches}"

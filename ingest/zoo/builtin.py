@@ -53,7 +53,8 @@ def _resnet50() -> ModelSpec:
         name="resnet50",
         architecture="torchvision.models.resnet50",
         build=lambda: resnet50(weights=None),
-        layers=("layer1", "layer2", "layer3", "layer4"),
+        # Every bottleneck block output (see ingest.zoo.clip_rn50.LAYERS for why not stage outputs).
+        layers=tuple(f"layer{s + 1}.{b}" for s, n in enumerate((3, 4, 6, 3)) for b in range(n)),
         input_size=224,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,

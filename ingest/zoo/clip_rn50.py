@@ -24,7 +24,13 @@ from torch import nn
 
 __all__ = ["AttentionPool2d", "Bottleneck", "LAYERS", "ModifiedResNet", "build_clip_rn50", "strip_visual_prefix"]
 
-LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
+BLOCKS = (3, 4, 6, 3)  # bottleneck blocks per stage (RN50)
+LAYERS: tuple[str, ...] = tuple(f"layer{s + 1}.{b}" for s, n in enumerate(BLOCKS) for b in range(n))
+"""Default CLA cuts: every residual block's output (16 cuts). With stage outputs as cuts, several
+blocks sit between two cuts and one downstream channel's gradient spreads over every channel in
+between (only autograd can follow it); with block outputs, one block sits between cuts and CLA
+takes the residual fast path (`ingest.cla.residual`)."""
+STAGE_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 
 
 class Bottleneck(nn.Module):

@@ -1,0 +1,234 @@
+"""The gradient guard: a fast plan whose backward is not what its forward implies is rejected.
+
+Each model here reproduces its forward exactly with a plan of conv/BN/ReLU units, so the forward
+check alone accepts the plan; the backward differs (a custom autograd.Function or a hook), and
+the fast path would compute the wrong scores. The guard must catch it, fall back to autograd,
+say so in `describe_paths` and in the log, and `attribute` must then equal the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import Bottleneck
+
+from ingest.cla.attribute import attribute, attribute_reference, describe_paths
+from ingest.cla.guard import check_plan, sample_columns
+from test_cla_models import randomize_bn
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; spinning OpenMP threads slow a loaded shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class LoudReLU(torch.autograd.Function):
+    """ReLU forward; backward multiplies the gradient by 10 (a gradient-scaling op)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 10.0 * g * (x > 0)
+
+
+class STEReLU(torch.autograd.Function):
+    """ReLU forward; straight-through backward (the gradient passes unmasked)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def relu_module(fn) -> type[nn.ReLU]:
+    """An nn.ReLU subclass whose forward is `fn`: the module trace reads it as a plain ReLU."""
+
+    class Act(nn.ReLU):
+        def forward(self, x):
+            return fn(x)
+
+    return Act
+
+
+class FnUnit(nn.Module):
+    """conv → BN → activation module (a ReLU to the trace)."""
+
+    def __init__(self, cin: int, cout: int, fn, **kw) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, bias=False, **kw)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = relu_module(fn)()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+def stack(inner, last) -> nn.Sequential:
+    """Cuts 0, 2, 4: each pair is two units (inner activation, then the last one's)."""
+    return nn.Sequential(
+        FnUnit(3, 8, F.relu, kernel_size=3, padding=1),  # 0
+        FnUnit(8, 10, inner, kernel_size=3, padding=1), FnUnit(10, 12, last, kernel_size=3, padding=1),  # 1, 2
+        FnUnit(12, 9, inner, kernel_size=1), FnUnit(9, 8, last, kernel_size=3, padding=1),  # 3, 4
+    )  # fmt: skip
+
+
+LAYERS = ["0", "2", "4"]
+
+
+def seeded(build, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_bn(build(), seed)
+
+
+def images(n: int = 2, size: int = 12, seed: int = 3) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def rel_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.abs(x - y).max() / np.abs(y).max()) for x, y in zip(a, b, strict=True))
+
+
+def test_without_a_custom_backward_the_same_structure_takes_the_fast_path():
+    model, x = seeded(lambda: stack(F.relu, F.relu)), images()
+    notes = describe_paths(model, LAYERS, x)
+    assert all(n.startswith("fast: conv chain") and "gradients checked on" in n for n in notes), notes
+    assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "inner, last",
+    [(LoudReLU.apply, F.relu), (F.relu, LoudReLU.apply), (STEReLU.apply, F.relu)],
+    ids=["scaled-inner", "scaled-last", "straight-through"],
+)
+def test_custom_backward_takes_the_exact_path_and_matches_the_reference(inner, last, caplog):
+    model, x = seeded(lambda: stack(inner, last)), images()
+    with caplog.at_level(logging.WARNING, logger="ingest.cla.probe"):
+        notes = describe_paths(model, LAYERS, x)
+    assert all(n.startswith("generic: fast plan rejected by the gradient check") for n in notes), notes
+    assert "custom backward" in notes[0]
+    assert sum("rejected by the gradient check" in r.getMessage() for r in caplog.records) == len(notes)
+    assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
+
+
+def test_the_unguarded_fast_path_would_have_been_wrong():
+    """The guard matters: forcing the fast plan on the scaled-ReLU model gives a tenth of autograd."""
+    from ingest.cla.capture import capture
+    from ingest.cla.plan import build_trees, concat_candidates, trace_leaf_calls
+    from ingest.cla.probe import fast_scores, prepared, run_fast
+
+    model, x = seeded(lambda: stack(LoudReLU.apply, F.relu)), images(1)
+    with prepared(model, torch.device("cpu")), capture(model, LAYERS) as cap, trace_leaf_calls(model, LAYERS) as ev:
+        with torch.enable_grad():
+            model(x)
+        leaves, outs = cap.leaf_list(), cap.output_list()
+        plan = concat_candidates(build_trees(ev, LAYERS, leaves)[0])[0]
+        run = run_fast(plan, leaves[0].detach())
+        a = leaves[0].detach()
+        result = check_plan(lambda cols: fast_scores(plan, run, a, 1 << 26, None, cols), outs[1], leaves[0])
+    assert not result.ok and abs(result.error - 0.9) < 1e-3, result
+    assert result.columns == sample_columns(outs[1])
+
+
+def _halve_gradient(module, args, out):
+    """A tensor hook on the module's output that halves its gradient (forward unchanged)."""
+    if out.requires_grad:
+        out.register_hook(lambda g: 0.5 * g)
+
+
+def test_a_gradient_hook_inside_a_residual_block_is_caught():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+            self.block = Bottleneck(16, 4)
+            self.block.bn2.register_forward_hook(_halve_gradient)
+
+        def forward(self, x):
+            return self.block(self.stem(x))
+
+    model, x, layers = seeded(Net), images(), ["stem", "block"]
+    clean = seeded(Net)
+    clean.block.bn2._forward_hooks.clear()
+    assert describe_paths(clean, layers, x)[0].startswith("fast: residual block")
+    notes = describe_paths(model, layers, x)
+    assert notes[0].startswith("generic: fast plan rejected by the gradient check"), notes
+    assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
+
+
+def test_a_fast_plan_slower_than_the_loop_on_the_probe_is_not_used(monkeypatch):
+    import ingest.cla.probe as cla_probe
+    from ingest.cla.guard import GuardResult
+
+    real = cla_probe.check_plan
+
+    def slow_fast_path(*args, **kw):
+        r = real(*args, **kw)
+        return GuardResult(r.ok, r.error, r.columns, fast_seconds=1.0, loop_seconds=0.1)
+
+    monkeypatch.setattr(cla_probe, "check_plan", slow_fast_path)
+    model, x = seeded(lambda: stack(F.relu, F.relu)), images()
+    notes = describe_paths(model, LAYERS, x)
+    assert all(n.startswith("generic: the per-neuron loop beat the fast plan") for n in notes), notes
+    assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
+
+
+def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
+    import ingest.cla.probe as cla_probe
+    from test_cla_models import RESNET_LAYERS, TinyResNet
+
+    model, x = seeded(TinyResNet), images(2, size=16)
+    notes = describe_paths(model, RESNET_LAYERS, x)
+    assert all(n.startswith("generic") and "probe: per-neuron loop" in n for n in notes), notes
+    monkeypatch.setattr(cla_probe, "time_generic", lambda *a, **k: (1.0, 0.1))  # batched "faster"
+    notes = describe_paths(model, RESNET_LAYERS, x)
+    assert all("; batched VJPs (probe" in n for n in notes), notes
+    assert rel_err(attribute(model, RESNET_LAYERS, x), attribute_reference(model, RESNET_LAYERS, x)) <= 1e-4
+
+
+def test_where_batched_vjps_fail_the_probe_keeps_the_loop(monkeypatch):
+    import ingest.cla.guard as cla_guard
+
+    real = cla_guard.generic_pair_scores
+
+    def no_vmap(*args, batched, **kw):  # as for an op vmap cannot batch
+        if batched:
+            raise RuntimeError("vmap: no batching rule")
+        return real(*args, batched=batched, **kw)
+
+    monkeypatch.setattr(cla_guard, "generic_pair_scores", no_vmap)
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).eval(), torch.randn(3, 4)
+    notes = describe_paths(model, ["0", "2"], x)
+    assert "one autograd call per neuron" in notes[0] and "batched inf ms" in notes[0], notes
+    assert rel_err(attribute(model, ["0", "2"], x), attribute_reference(model, ["0", "2"], x)) <= 1e-4
+
+
+def test_loop_only_runs_give_the_images_the_whole_budget():
+    """The per-neuron loop needs no chunk memory: it gets batches as large as the reference's."""
+    from ingest.cla.attribute import _memory_plan
+    from ingest.cla.probe import Probe
+
+    mib = 2**20  # resnet50 stage cuts at 224 px: ~172 MiB per image, mostly the autograd graph
+    info = Probe(
+        plans=[None], notes=[""], widths=[4, 4], leaf_bytes=10 * mib, graph_bytes=150 * mib, plan_bytes=0,
+        generic_bytes=10 * mib, forward_bytes=2 * mib, vjp_batched=[False],
+    )  # fmt: skip
+    assert _memory_plan(info, 8, 8, 2 * 1024**3)[0] == 8
+    assert _memory_plan(info, 8, 8, 2 * 1024**3, batched_vjp=True)[0] == 4  # batched VJPs need chunks
