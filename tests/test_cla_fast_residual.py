@@ -17,7 +17,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 import ingest.cla.residual as cla_residual
-from ingest.cla.attribute import attribute, attribute_reference, describe_paths
+from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.reference import attribute_reference
 from ingest.zoo.clip_rn50 import ModifiedResNet
 from test_cla_models import RESNET_LAYERS, TinyResNet, randomize_bn
 

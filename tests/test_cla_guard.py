@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from ingest.cla.attribute import attribute, attribute_reference, describe_paths
+from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.reference import attribute_reference
 from ingest.cla.guard import check_plan, sample_columns
 from test_cla_models import randomize_bn
 

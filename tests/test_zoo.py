@@ -29,9 +29,9 @@ from ingest.zoo import (
 
 WIDTHS = {
     "googlenet": [256, 480, 512, 512, 512, 528, 832, 832, 1024],
-    "resnet50": [256, 512, 1024, 2048],
+    "resnet50": [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3,  # every bottleneck block's output
     "inceptionv1": [256, 480, 508, 512, 512, 528, 832, 832, 1024],  # Lucid's, so mixed4c:447 matches
-    "clip-rn50": [256, 512, 1024, 2048],
+    "clip-rn50": [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3,
 }
 OUTPUTS = {"googlenet": 1000, "resnet50": 1000, "inceptionv1": 1008, "clip-rn50": 1024}
 
