@@ -2,7 +2,7 @@
 
     python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|resnet50-stages|all]
                               [--ref-neurons 24] [--images N] [--max-memory-mib 2048] [--device auto]
-                              [--gpu-images 64] [--threads 0]
+                              [--gpu-images 64] [--threads 1,auto]
 
 Cases (random init, nothing downloaded), one row each; `CASES` below holds them, one line per model:
 - small: catfish-mini (the bundled InceptionV1-style network) at 64×64, 32 images, its 4 pairs;
@@ -12,7 +12,10 @@ Cases (random init, nothing downloaded), one row each; `CASES` below holds them,
   (layer1.0 … layer4.2, 15 pairs: residual fast path);
 - clip-rn50: CLIP's RN50 image tower at 224×224, 8 images, cut at every block output likewise;
 - resnet50-stages: resnet50 at 112×112, 4 images, cut at the stage outputs layer1 … layer4 (3
-  pairs, several blocks between cuts: the generic path, which must not be slower than the loop).
+  pairs, several blocks between cuts: the generic path, which must not be slower than the loop);
+- efficientnet-lite0: EfficientNet-Lite0 at 224×224, 8 images, the zoo's layers (several MBConv
+  blocks between cuts).
+Each case runs once per `--threads` count (default 1 and the machine's default), rows side by side.
 
 Every case but `small` times the reference on `--ref-neurons K` evenly spaced downstream neurons
 of each pair and extrapolates the full time per pair: (time of the pair's K calls) × C_{i+1} / K,
@@ -33,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
 import numpy as np
 import torch
 
@@ -74,6 +78,18 @@ def _clip_rn50():
     return build_clip_rn50()
 
 
+def _efficientnet_lite0():
+    from ingest.zoo.efficientnet_lite import build_efficientnet_lite0
+
+    return build_efficientnet_lite0()
+
+
+def _efficientnet_layers() -> list[str]:
+    from ingest.zoo.efficientnet_lite import DEFAULT_LAYERS
+
+    return list(DEFAULT_LAYERS)
+
+
 def _catfish_layers() -> list[str]:
     from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS
 
@@ -96,6 +112,8 @@ CASES: dict[str, Case] = {
     "googlenet": Case(_googlenet, lambda: GOOGLENET_LAYERS, 224),
     "resnet50": Case(_resnet50, lambda: RESNET50_BLOCKS, 224),
     "clip-rn50": Case(_clip_rn50, lambda: RESNET50_BLOCKS, 224),
+    # the zoo's layers: one per resolution/width step, several MBConv blocks between cuts
+    "efficientnet-lite0": Case(_efficientnet_lite0, _efficientnet_layers, 224),
     # stage cuts: no fast plan, the generic path must still not be slower than the loop
     "resnet50-stages": Case(_resnet50, lambda: ["layer1", "layer2", "layer3", "layer4"], 112, images=4),
 }
@@ -236,16 +254,19 @@ def main() -> None:
     ap.add_argument("--max-memory-mib", type=int, default=2048)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gpu-images", type=int, default=64, help="images per 224-px case when the device is CUDA")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--threads", default="1,auto",
+                    help="comma-separated torch CPU thread counts, each a row per case (auto: ingest.threads' default)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ingest.threads import configure, default_threads
+
+    counts = list(dict.fromkeys(default_threads() if t == "auto" else int(t) for t in args.threads.split(",")))
     device = resolve_device(args.device)
     max_memory = args.max_memory_mib * 2**20
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print(f"torch {torch.__version__}, thread counts {counts}, device {device}")
     names = list(CASES) if "all" in args.case else args.case
     rows = []
-    for name in names:
+    for name, threads in ((n, t) for n in names for t in counts):
+        configure(threads)
         case = CASES[name]
         torch.manual_seed(0)
         model = case.build().eval()
@@ -254,7 +275,7 @@ def main() -> None:
             n = args.gpu_images
         x = torch.randn(n, 3, case.size, case.size, generator=torch.Generator().manual_seed(1))
         rows.append(run_case(
-            name, model, case.layers(), x, batch=n, ref_neurons=0 if case.full_reference else args.ref_neurons,
+            f"{name} {threads}t", model, case.layers(), x, batch=n, ref_neurons=0 if case.full_reference else args.ref_neurons,
             max_memory=max_memory, device=device,
         ))  # fmt: skip
         del model
