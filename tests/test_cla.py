@@ -11,6 +11,8 @@ import ingest.cla.fast as cla_fast
 from ingest.cla.capture import capture
 from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, describe_paths
 from ingest.cla.reference import attribute_reference
+from cla_helpers import images as _images
+from cla_helpers import rel_err
 from test_cla_models import (
     INCEPTION_LAYERS,
     RESNET_LAYERS,
@@ -34,19 +36,7 @@ def _one_thread():
 
 
 def images(n: int = 3, size: int = 16, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def rel_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Max |a - b| relative to max |b|, over all matrices (each taken on its own scale)."""
-    errs = []
-    for x, y in zip(a, b, strict=True):
-        assert x.shape == y.shape and x.dtype == np.float32
-        assert np.all(np.isfinite(x)), "scores must never be NaN or infinite"
-        scale = float(np.abs(y).max())
-        assert scale > 0
-        errs.append(float(np.abs(x - y).max()) / scale)
-    return max(errs)
+    return _images(n, size, seed)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,9 @@ import ingest.cla.residual as cla_residual
 from ingest.cla.attribute import attribute, describe_paths
 from ingest.cla.reference import attribute_reference
 from ingest.zoo.clip_rn50 import ModifiedResNet
-from test_cla_models import RESNET_LAYERS, TinyResNet, randomize_bn
+from cla_helpers import rel_err, seeded
+from cla_helpers import images as _images
+from test_cla_models import RESNET_LAYERS, TinyResNet
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,22 +53,8 @@ BLOCK_LAYERS = ["stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1"]
 CLIP_LAYERS = ["layer1.0", "layer2.0", "layer2.1", "layer3.0", "layer4.0", "attnpool"]
 
 
-def seeded(build, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return randomize_bn(build(), seed)
-
-
 def images(n: int = 2, size: int = 16, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def rel_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Max |a - b| relative to max |b|, each matrix on its own scale."""
-    errs = []
-    for x, y in zip(a, b, strict=True):
-        assert x.shape == y.shape and np.all(np.isfinite(x))
-        errs.append(float(np.abs(x - y).max()) / float(np.abs(y).max()))
-    return max(errs)
+    return _images(n, size, seed)
 
 
 def tiny_clip() -> ModifiedResNet:

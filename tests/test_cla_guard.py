@@ -20,7 +20,8 @@ from torchvision.models.resnet import Bottleneck
 from ingest.cla.attribute import attribute, describe_paths
 from ingest.cla.reference import attribute_reference
 from ingest.cla.guard import check_plan, sample_columns
-from test_cla_models import randomize_bn
+from cla_helpers import rel_err, seeded
+from cla_helpers import images as _images
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,6 +59,10 @@ class STEReLU(torch.autograd.Function):
         return g
 
 
+def images(n: int = 2, size: int = 12, seed: int = 3) -> torch.Tensor:
+    return _images(n, size, seed)
+
+
 def relu_module(fn) -> type[nn.ReLU]:
     """An nn.ReLU subclass whose forward is `fn`: the module trace reads it as a plain ReLU."""
 
@@ -91,19 +96,6 @@ def stack(inner, last) -> nn.Sequential:
 
 
 LAYERS = ["0", "2", "4"]
-
-
-def seeded(build, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return randomize_bn(build(), seed)
-
-
-def images(n: int = 2, size: int = 12, seed: int = 3) -> torch.Tensor:
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def rel_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    return max(float(np.abs(x - y).max() / np.abs(y).max()) for x, y in zip(a, b, strict=True))
 
 
 def test_without_a_custom_backward_the_same_structure_takes_the_fast_path():

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from cla_helpers import randomize_bn, seeded
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
@@ -22,20 +24,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial eval statistics and affine terms (some negative scales) for every BatchNorm."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) * 2 - 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) * 0.6 - 0.2)
-    return model.eval()
 
 
 class Unit(nn.Module):
@@ -132,11 +120,6 @@ class TinyResNet(nn.Module):
 
 
 RESNET_LAYERS = ["stem", "layer1", "layer2"]
-
-
-def seeded(build, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return randomize_bn(build(), seed)
 
 
 def _images(n: int = 2, size: int = 16) -> torch.Tensor:
