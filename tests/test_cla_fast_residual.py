@@ -90,6 +90,31 @@ def test_mobilenet_inverted_residuals_match_autograd():
     assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
 
 
+def test_efficientnet_lite_blocks_take_fast_paths_and_match_autograd():
+    """Stride-1 SAME convolutions read as plain padded convs; a skip-less block is a conv chain."""
+    from ingest.zoo.efficientnet_lite import build_efficientnet_lite0
+
+    model, x = seeded(build_efficientnet_lite0, 9), images(2, size=64, seed=9)
+    layers = ["_blocks.6", "_blocks.7", "_blocks.8", "_blocks.9"]
+    notes = describe_paths(model, layers, x)
+    assert notes[0].startswith("fast: residual block, no activation after") and "relu6" in notes[0], notes
+    assert notes[1].startswith("fast: conv chain") and "conv5x5/g480" in notes[1], notes
+    assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
+
+
+def test_a_reading_that_fails_the_gradient_check_gives_way_to_the_next():
+    """Random-init EfficientNet-Lite0: the last block's output is non-negative on the probe, so the
+    conv chain read with a final ReLU reproduces it too; only the gradient check tells them apart."""
+    from ingest.zoo.efficientnet_lite import build_efficientnet_lite0
+
+    torch.manual_seed(0)
+    model, x = build_efficientnet_lite0().eval(), images(2, size=64, seed=10)
+    layers = ["_blocks.14", "_blocks.15"]
+    note = describe_paths(model, layers, x)[0]
+    assert note.startswith("fast: conv chain") and note.split(";")[0].endswith("conv1x1+bn"), note
+    assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
+
+
 def test_a_tiny_budget_runs_one_pair_per_chunk_with_the_same_scores(monkeypatch):
     model, x = seeded(lambda: ResNetish(Bottleneck), 6), images(3, seed=6)
     ref = attribute_reference(model, BLOCK_LAYERS, x)

@@ -35,7 +35,8 @@ def test_architecture_shapes_and_layers():
     assert tuple(sd["_blocks.15._project_conv.weight"].shape) == (320, 1152, 1, 1)
     assert tuple(sd["_fc.weight"].shape) == (1000, 1280)
     assert len(el.LAYERS) == 16 and el.DEFAULT_LAYERS[-1] == "_blocks.15"
-    widths = [net.get_submodule(n)._bn2.num_features for n in el.DEFAULT_LAYERS]
+    assert el.DEFAULT_LAYERS == el.LAYERS  # every block output: one block per pair (fast paths)
+    widths = [net.get_submodule(n)._bn2.num_features for n in el.STAGE_LAYERS]
     assert widths == [16, 24, 40, 80, 112, 192, 320]
     with torch.no_grad():
         assert net(torch.randn(1, 3, 96, 80)).shape == (1, 1000)  # any input size (dynamic SAME padding)
@@ -49,6 +50,14 @@ def test_same_padding_matches_tensorflow_static_padding_at_224():
     conv5 = el.SameConv2d(4, 4, 5, stride=2, groups=4, bias=False)
     y = torch.randn(1, 4, 56, 56)
     assert torch.equal(conv5(y), F.conv2d(F.pad(y, (1, 2, 1, 2)), conv5.weight, stride=2, groups=4))
+
+
+def test_stride_1_same_convs_are_plain_symmetric_padded_convs():
+    conv = el.SameConv2d(4, 4, 5, groups=4, bias=False)
+    assert conv.padding == (2, 2)  # what the CLA fast path reads
+    for size in (14, 15):
+        y = torch.randn(1, 4, size, size)
+        assert torch.equal(conv(y), F.conv2d(F.pad(y, (2, 2, 2, 2)), conv.weight, groups=4))
 
 
 @needs_wheel

@@ -220,9 +220,11 @@ def _choose(
 ) -> tuple[FastPlan | None, str, PlanRun | ResidualRun | None]:
     """(plan or None, note, the plan's run on the probe image) for one layer pair.
 
-    Candidates are tried in order (concatenated branches, then residual readings); the first that
+    Candidates are tried in order (concatenated branches, then residual readings); one that
     reproduces A_{i+1} is checked against autograd on sampled neurons (`check_plan`) and timed
-    against the per-neuron loop. A failed check rejects the pair's fast path altogether.
+    against the per-neuron loop. A failed check moves on to the next reading that reproduces the
+    output (two readings can agree on values, e.g. with or without a ReLU on a layer that happens
+    to be non-negative); when none passes, the pair takes the generic path.
     """
     if not fast:
         return None, "generic: fast paths disabled", None
@@ -233,7 +235,8 @@ def _choose(
         "residual block that reproduces the layer's output (several residual blocks between two "
         "cuts, e.g. ResNet stage outputs, need autograd: cut at block outputs)"
     )
-    unsupported = []
+    unsupported: list[str] = []
+    rejected: str | None = None
     for cand in [*concat_candidates(tree), *residual_candidates(tree)]:
         why = residual_unsupported(cand) if isinstance(cand, ResidualPlan) else _pair_unsupported(cand)
         if why is not None:
@@ -253,14 +256,18 @@ def _choose(
                 else f"rel. error {guard.error:.2g} on neurons {guard.columns}: a custom backward "
                 "(autograd.Function, straight-through estimator, gradient hook)?"
             )
-            _log.warning("CLA %s: fast plan rejected by the gradient check (%s); using autograd", pair, why)
-            return None, f"generic: fast plan rejected by the gradient check ({why})", None
+            _log.info("CLA %s: a fast reading failed the gradient check (%s)", pair, why)
+            rejected = rejected or why
+            continue
         timing = f"probe: fast {guard.fast_seconds * 1e3:.1f} ms vs loop {guard.loop_seconds * 1e3:.1f} ms"
         if guard.fast_seconds > _LOOP_MARGIN * guard.loop_seconds + _LOOP_SLACK_S:
             _log.info("CLA %s: the per-neuron loop is faster than the fast plan (%s)", pair, timing)
             return None, f"generic: the per-neuron loop beat the fast plan on the probe ({timing})", None
         checked = f"gradients checked on {len(guard.columns)} neurons (rel. error {guard.error:.1g}); {timing}"
         return cand, f"{_describe(cand)}; {checked}", run
+    if rejected is not None:
+        _log.warning("CLA %s -> %s: fast plan rejected by the gradient check (%s); using autograd", *names, rejected)
+        return None, f"generic: fast plan rejected by the gradient check ({rejected})", None
     if unsupported:
         note += f"; as read from the modules: {unsupported[0]}"
     return None, note, None

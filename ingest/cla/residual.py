@@ -111,12 +111,12 @@ def residual_unsupported(plan: ResidualPlan) -> str | None:
     """Why the fast path cannot run this plan (None: it can)."""
     last = plan.main[-1]
     assert isinstance(last, Unit)
-    if not _stride1_invertible(last) or last.conv.groups != 1:
+    if not _stride1_invertible(last) or last.conv.groups != 1 or last.pads_input():
         return "the residual branch does not end in a stride-1, ungrouped convolution"
     if plan.skip:
         s = plan.skip[-1]
         assert isinstance(s, Unit)
-        if s.conv.groups != 1 or not (_strided_1x1(s) or _stride1_invertible(s)):
+        if s.conv.groups != 1 or s.pads_input() or not (_strided_1x1(s) or _stride1_invertible(s)):
             return "the skip's convolution is grouped, or neither 1×1 nor stride 1"
     if any(isinstance(o, Unit) and o.padding() is None for o in plan.main + plan.skip):
         return "a convolution's padding cannot be inverted"
@@ -284,6 +284,13 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tens
     """A unit's conv input gradient for a chunk, (u, C_out, Ho, Wo) → (u, C_in, H, W)."""
     conv = unit.conv
     u = g.shape[0]
+    pre = unit.input_padding(x)
+    if pre is not None:  # the conv pads its input itself: the gradient of the padded input, cropped
+        left, right, top, bottom = pre
+        h, w = x.shape[2], x.shape[3]
+        size = (u, x.shape[1], h + top + bottom, w + left + right)
+        gp = torch.nn.grad.conv2d_input(size, conv.weight, g, conv.stride, unit.padding(), conv.dilation, conv.groups)
+        return gp[:, :, top : top + h, left : left + w]
     pointwise = tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0)
     if pointwise and conv.groups == 1 and u < _ONEDNN_1X1_BATCH and torch.get_num_threads() == 1:
         # single-threaded oneDNN skips 1×1 convs below a batch of 16; PyTorch's fallback ran at

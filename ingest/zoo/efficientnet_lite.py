@@ -7,9 +7,12 @@ Lite0 differs from B0: no squeeze-and-excitation, ReLU6 instead of swish, stem (
 sizes); the padding is computed from the input at run time, so any input size works.
 
 Every MBConv block output (`_blocks.0` … `_blocks.15`, `LAYERS`) is a cut; a residual block's
-output is `bn(project(·)) + input`. The zoo's default CLA layers are the seven stage outputs
-(`DEFAULT_LAYERS`, widths 16, 24, 40, 80, 112, 192, 320): one layer per resolution/width step,
-as the paper draws the network.
+output is `bn(project(·)) + input`. The zoo's default CLA layers are all sixteen block outputs
+(`DEFAULT_LAYERS`): one block between two cuts keeps each pair on a fast path (the residual path
+for inverted residuals, the conv-chain path for the blocks without a skip), whereas the seven
+stage outputs put up to four blocks between two cuts, whose dense Jacobian only autograd handles
+(as slow as the per-neuron loop). `STAGE_LAYERS` keeps the stage outputs (widths 16, 24, 40,
+80, 112, 192, 320).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DEFAULT_LAYERS", "LAYERS", "MEAN", "STD", "WEIGHTS_FILE", "WEIGHTS_SHA256", "EfficientNetLite0", "build_efficientnet_lite0", "wheel_weights_path"]
+__all__ = ["DEFAULT_LAYERS", "LAYERS", "MEAN", "STAGE_LAYERS", "STD", "WEIGHTS_FILE", "WEIGHTS_SHA256", "EfficientNetLite0", "build_efficientnet_lite0", "wheel_weights_path"]
 
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # the file's bytes
@@ -36,20 +39,42 @@ BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the converted statistics
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 LAYERS = tuple(f"_blocks.{i}" for i in range(sum(s[0] for s in STAGES)))
-DEFAULT_LAYERS = tuple(f"_blocks.{sum(s[0] for s in STAGES[: j + 1]) - 1}" for j in range(len(STAGES)))
+STAGE_LAYERS = tuple(f"_blocks.{sum(s[0] for s in STAGES[: j + 1]) - 1}" for j in range(len(STAGES)))
+DEFAULT_LAYERS = LAYERS
 
 
 class SameConv2d(nn.Conv2d):
-    """A convolution padded like TensorFlow's "SAME": output size ceil(input / stride)."""
+    """A convolution padded like TensorFlow's "SAME": output size ceil(input / stride).
+
+    At stride 1 with an odd kernel "SAME" is the symmetric padding (k − 1) / 2, held as the module's
+    own `padding` so that the convolution is a plain `nn.Conv2d` to anyone reading the module (the
+    CLA fast path reads it); strided convolutions pad at run time, asymmetrically on even sizes.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._static = all(s == 1 for s in self.stride) and all(k % 2 for k in self.kernel_size)
+        if self._static:
+            self.padding = tuple(d * (k - 1) // 2 for d, k in zip(self.dilation, self.kernel_size))
+
+    def input_padding(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """The zero padding (left, right, top, bottom) this conv applies to an (h, w) input itself.
+
+        Zero where the module's own `padding` is "SAME" (stride 1); the CLA fast path reads it.
+        """
+        if self._static:
+            return (0, 0, 0, 0)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        ph = max((math.ceil(h / sh) - 1) * sh + dh * (kh - 1) + 1 - h, 0)
+        pw = max((math.ceil(w / sw) - 1) * sw + dw * (kw - 1) + 1 - w, 0)
+        return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        if self._static:
+            return super().forward(x)
+        pad = self.input_padding(x.shape[-2], x.shape[-1])
+        if any(pad):
+            x = F.pad(x, list(pad))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
