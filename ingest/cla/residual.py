@@ -173,24 +173,25 @@ def residual_scores(
     Returns:
         float32 tensor (C_i, C_{i+1}), or (C_i, len(neurons)), on `a`'s device.
     """
-    # A chunk is a list of live (neuron, image) pairs, folded into the batch of every convolution's
+    # A chunk is a list of live neurons of one image, folded into the batch of every convolution's
     # backward (oneDNN's conv2d_input: ~2x the GFLOP/s of per-neuron GEMMs here): gradients are
-    # (u, C, H, W). A pair whose block output map is all zero has a zero cotangent and is skipped
-    # (exact; 2–20% of pairs in random-init resnet50, 30–45% in CLIP RN50's deeper blocks).
+    # (u, C, H, W); the image's masks and |A_i| broadcast over the chunk (no gathered copies). A
+    # pair whose block output map is all zero has a zero cotangent and is skipped (exact; 2–20% of
+    # pairs in random-init resnet50, 30–45% in CLIP RN50's deeper blocks).
     y = run.output  # (B, N, H, W)
     cols = list(range(y.shape[1])) if neurons is None else list(neurons)
     sel = torch.tensor(cols, device=y.device, dtype=torch.long)
     y = y[:, sel]  # (B, n_sel, H, W)
     norm = torch.linalg.vector_norm(y.flatten(2), dim=-1)  # (B, n_sel)
     c = y / norm.clamp_min(torch.finfo(y.dtype).tiny)[:, :, None, None]  # ReLU mask implied: y = 0 there
-    n_live, b_live = torch.nonzero(norm.T > 0, as_tuple=True)  # live pairs, neuron-major
+    live = norm > 0  # (B, n_sel)
     main = _Branch(plan.main, run.main, sel)
     skip = _Branch(plan.skip, run.skip, sel) if plan.skip else None
     absa = a.abs().flatten(2)  # (B, C_i, P)
     ci, n_total = a.shape[1], len(cols)
 
     steps = [Step(o, r, False) for o, r in zip(plan.main, run.main)]
-    per_unit = elements_per_neuron_image(steps, compact=False) + 2 * ci * absa.shape[2]  # + |A| gathered
+    per_unit = elements_per_neuron_image(steps, compact=False) + ci * absa.shape[2]
     if skip is not None:
         per_unit += ci * absa.shape[2]
     # On small maps, at least _MIN_FOLD pairs per chunk where the budget allows: single-threaded
@@ -199,18 +200,20 @@ def residual_scores(
     # tiles win (~2x on layer1).
     fold = _MIN_FOLD if absa.shape[2] <= _SMALL_MAP else 1
     budget = min(budget_bytes, max(tile_bytes or budget_bytes, fold * per_unit * _FLOAT))
-    step = _pairs_per_chunk(len(n_live), per_unit * _FLOAT, budget)
     acc = torch.zeros(n_total, ci, device=a.device, dtype=torch.float32)
-    for k0 in range(0, len(n_live), step):
-        ns, bs = n_live[k0 : k0 + step], b_live[k0 : k0 + step]  # (u,), (u,)
-        cu = c[bs, ns]  # (u, H, W)
-        g = main.back(cu, ns, bs)  # (u, C_i, H_i, W_i)
-        if skip is not None:
-            g += skip.back(cu, ns, bs)
-        else:  # identity: neuron n's cotangent lands on channel n of A_i
-            g[torch.arange(len(ns), device=a.device), sel[ns]] += cu
-        g = g.flatten(2).mul_(absa[bs]).abs_()  # (u, C_i, P)
-        acc.index_add_(0, ns, g.sum(-1))  # (n_sel, C_i)
+    for b in range(y.shape[0]):
+        ns_b = torch.nonzero(live[b]).flatten()  # this image's live neurons, ascending
+        step = _pairs_per_chunk(len(ns_b), per_unit * _FLOAT, budget)
+        for k0 in range(0, len(ns_b), step):
+            ns = ns_b[k0 : k0 + step]  # (u,)
+            cu = c[b, ns]  # (u, H, W)
+            g = main.back(cu, ns, b)  # (u, C_i, H_i, W_i)
+            if skip is not None:
+                g += skip.back(cu, ns, b)
+            else:  # identity: neuron n's cotangent lands on channel n of A_i
+                g[torch.arange(len(ns), device=a.device), sel[ns]] += cu
+            g = g.flatten(2).mul_(absa[b]).abs_()  # (u, C_i, P)
+            acc.index_add_(0, ns, g.sum(-1))  # (n_sel, C_i)
     return acc.T.contiguous()  # (C_i, n_sel)
 
 
@@ -239,18 +242,19 @@ class _Branch:
             else:
                 self.aux.append(None)
 
-    def back(self, cu: torch.Tensor, ns: torch.Tensor, bs: torch.Tensor) -> torch.Tensor:
-        """Gradient at A_i of the pairs (ns[k], bs[k]) from their cotangents cu (u, H, W): (u, C_i, H_i, W_i)."""
+    def back(self, cu: torch.Tensor, ns: torch.Tensor, b: int) -> torch.Tensor:
+        """Gradient at A_i of neurons ns of image b from their cotangents cu (u, H, W): (u, C_i, H_i, W_i)."""
         g = self._last(cu, self.w[ns], self.recs[-1].x)  # (u, C, H, W)
         u = g.shape[0]
         for k in range(len(self.ops) - 2, -1, -1):
             op, x = self.ops[k], self.recs[k].x
             if isinstance(op, Unit):
-                g.mul_(self.aux[k][bs])  # each pair's image's mask
+                g.mul_(self.aux[k][b])  # the image's mask, broadcast over the chunk
                 g = _conv_input_grad(g, op, x)
             elif isinstance(op, Pool):
                 dst = g.new_zeros(u, x.shape[1], x.shape[2] * x.shape[3])
-                g = dst.scatter_add_(2, self.aux[k][bs], g.flatten(2)).view(u, *x.shape[1:])
+                idx = self.aux[k][b].expand(u, -1, -1)
+                g = dst.scatter_add_(2, idx, g.flatten(2)).view(u, *x.shape[1:])
             else:
                 p = op.pool
                 gi = g.reshape(u * g.shape[1], 1, *g.shape[2:])  # every map on its own
