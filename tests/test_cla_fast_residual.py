@@ -95,10 +95,11 @@ def test_efficientnet_lite_blocks_take_fast_paths_and_match_autograd():
     from ingest.zoo.efficientnet_lite import build_efficientnet_lite0
 
     model, x = seeded(build_efficientnet_lite0, 9), images(2, size=64, seed=9)
-    layers = ["_blocks.6", "_blocks.7", "_blocks.8", "_blocks.9"]
+    layers = ["_blocks.4", "_blocks.5", "_blocks.6", "_blocks.7", "_blocks.8"]
     notes = describe_paths(model, layers, x)
-    assert notes[0].startswith("fast: residual block, no activation after") and "relu6" in notes[0], notes
-    assert notes[1].startswith("fast: conv chain") and "conv5x5/g480" in notes[1], notes
+    assert notes[0].startswith("fast: conv chain") and "conv3x3/g240" in notes[0], notes  # stride 2, asymmetric SAME
+    assert notes[1].startswith("fast: residual block, no activation after") and "relu6" in notes[1], notes
+    assert notes[3].startswith("fast: conv chain") and "conv5x5/g480" in notes[3], notes
     assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
 
 

@@ -50,6 +50,7 @@ def test_same_padding_matches_tensorflow_static_padding_at_224():
     conv5 = el.SameConv2d(4, 4, 5, stride=2, groups=4, bias=False)
     y = torch.randn(1, 4, 56, 56)
     assert torch.equal(conv5(y), F.conv2d(F.pad(y, (1, 2, 1, 2)), conv5.weight, stride=2, groups=4))
+    assert conv.input_padding(224, 224) == (0, 1, 0, 1) and conv5.input_padding(56, 55) == (2, 2, 1, 2)
 
 
 def test_stride_1_same_convs_are_plain_symmetric_padded_convs():
