@@ -13,8 +13,8 @@ Cases (random init, nothing downloaded), one row each; `CASES` below holds them,
 - clip-rn50: CLIP's RN50 image tower at 224×224, 8 images, cut at every block output likewise;
 - resnet50-stages: resnet50 at 112×112, 4 images, cut at the stage outputs layer1 … layer4 (3
   pairs, several blocks between cuts: the generic path, which must not be slower than the loop);
-- efficientnet-lite0: EfficientNet-Lite0 at 224×224, 8 images, the zoo's layers (several MBConv
-  blocks between cuts).
+- efficientnet-lite0: EfficientNet-Lite0 at 224×224, 8 images, the zoo's layers (all 16 MBConv
+  block outputs, 15 pairs: residual path for inverted residuals, conv-chain path for the rest).
 Each case runs once per `--threads` count (default 1 and the machine's default), rows side by side.
 
 Every case but `small` times the reference on `--ref-neurons K` evenly spaced downstream neurons
