@@ -196,6 +196,9 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     (["clip-rn50"], "no classifier head"),
     (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
     (["typo-mini", "--k", "0"], "--k must list positive"),
+    (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
+    (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
+    (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),
     (["catfish-mini-nope"], "unknown model"),
 ])
 def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):

@@ -27,7 +27,7 @@ def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:
-    from ingest.defence.defend import HOLDOUT_SEEDS
+    from ingest.defence.defend import HOLDOUT_SEEDS, DefendError
 
     if text is None:
         return HOLDOUT_SEEDS
@@ -36,7 +36,7 @@ def _seeds(text: str | None) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise typer.BadParameter(f"--holdout-seeds takes seeds a,b,c or none (got {text!r})")
+        raise DefendError(f"--holdout-seeds takes seeds a,b,c or none, e.g. 21,31,41 (got {text!r})") from None
 
 
 def _names(text: str | None) -> list[str] | None:

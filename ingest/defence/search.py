@@ -41,7 +41,7 @@ class SearchStep:
     attack_success: float
     clean_accuracy: float
     edge_fraction: float
-    written_prob: float = 0.0  # mean softmax probability of the written class: the (smoother) ranking key
+    written_prob: float = 0.0  # mean softmax probability of the written class: the tie-break after attack success
 
 
 def search_k(
