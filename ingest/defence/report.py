@@ -13,7 +13,8 @@ __all__ = ["DefenceReport", "DefenceRow", "recommend"]
 
 @dataclass(frozen=True)
 class DefenceRow:
-    """One pruned text circuit, measured, beside its random baseline (values are shares, 0–1)."""
+    """One pruned text circuit, measured, beside random circuits of the same shape (values are
+    shares, 0–1; `attack_success_random` is their mean, `attack_success_random_sd` its spread)."""
 
     circuit_id: int
     k: tuple[int, ...]
