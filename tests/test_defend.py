@@ -41,8 +41,9 @@ def swept(_catalog_template, tmp_path_factory):
     path = tmp_path_factory.mktemp("defend") / "c.duckdb"
     shutil.copyfile(_catalog_template, path)
     cat = open_catalog(path)
-    target = typo_target(n_text=16, n_attack=36, n_clean_per_class=4, seed=1, classes=KEEP)
-    report = defend(cat, DefendConfig(model="typo-mini", ks=(2,), kinds=("circuit", "edge"), device="cpu"), target)
+    target = typo_target(n_text=16, n_attack=36, n_clean_per_class=4, seed=1, classes=KEEP, holdout_seeds=(21,))
+    report = defend(cat, DefendConfig(model="typo-mini", ks=(2,), kinds=("circuit", "edge"), n_baselines=3,
+                                      device="cpu"), target)
     yield {"path": path, "cat": cat, "report": report, "target": target}
     close_catalogs_of(path)
 
@@ -60,13 +61,16 @@ def test_sweep_stores_rows_beside_random_circuits(swept):
     with swept["cat"].session() as s:
         ivs = store.list_interventions(s, circuit.circuit_id)
         by_id = {iv.id: iv for iv in ivs}
-        att = by_id[circuit.intervention_ids[0]]
-        rows = {e.metric: e for e in att.evaluations}
-        assert set(rows) == {"attack_success", "attack_accuracy", "kl"}
-        assert rows["attack_success"].value == pytest.approx(circuit.attack_success)
-        assert rows["attack_success"].baseline_value == pytest.approx(circuit.attack_success_random)
-        assert rows["attack_success"].image_set == target.attack_set.name
-        clean = [by_id[i] for i in circuit.intervention_ids[1:]]
+        att = [by_id[i] for i in circuit.intervention_ids[:3]]  # one per random circuit (seeds 0, 1, 2)
+        assert [iv.params["baseline_seed"] for iv in att] == [0, 1, 2]
+        rows = [{e.metric: e for e in iv.evaluations} for iv in att]
+        assert set(rows[0]) == {"attack_success", "attack_accuracy", "kl"}
+        assert all(r["attack_success"].value == pytest.approx(circuit.attack_success) for r in rows)
+        randoms = [r["attack_success"].baseline_value for r in rows]
+        assert circuit.attack_success_random == pytest.approx(np.mean(randoms))
+        assert circuit.attack_success_random_sd == pytest.approx(np.std(randoms))
+        assert rows[0]["attack_success"].image_set == target.attack_set.name
+        clean = [by_id[i] for i in circuit.intervention_ids[3:]]
         assert len(clean) == len(KEEP) and all({e.metric for e in iv.evaluations} >= {"accuracy"} for iv in clean)
         mean = np.mean([next(e.value for e in iv.evaluations if e.metric == "accuracy") for iv in clean])
         assert mean == pytest.approx(circuit.clean_accuracy)
@@ -192,6 +196,9 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     (["clip-rn50"], "no classifier head"),
     (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
     (["typo-mini", "--k", "0"], "--k must list positive"),
+    (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
+    (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
+    (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),
     (["catfish-mini-nope"], "unknown model"),
 ])
 def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):
@@ -237,3 +244,63 @@ def test_defend_with_search_measures_the_searched_k(swept):
     best = min(report.search, key=lambda st: (st.attack_success, st.edge_fraction))
     ks = [r.k for r in report.rows]
     assert ks[0] == (1,) * 5 and best.k in ks
+
+
+def test_text_circuit_is_a_contrast_run_matching_a_plain_reference(swept):
+    """The default text concept: max(S(text images) − S(the same images without text), 0), stored
+    with its own provenance (the plain set named in its params) and reused on a second request."""
+    from ingest.cla.attribute import attribute
+    from ingest.defence.contrast import ContrastError, contrast_ingest, contrast_matrices
+    from ingest.pipeline import IngestConfig
+
+    target, cat = swept["target"], swept["cat"]
+    assert target.plain_set is not None and len(target.plain_set) == len(target.text_set)
+    assert target.text_set.sha256 not in {target.attack_set.sha256, target.search_attack.sha256}
+    with cat.session() as s:
+        run = store.read_run(s, swept["report"].run_id)
+        stored = store.read_run_matrices(s, run.id)
+    assert run.params["contrast"]["plain_sha256"] == target.plain_set.sha256
+    loaded = zoo.load_model("typo-mini")
+    x_text = zoo.preprocess(loaded.spec, list(target.text_set.images))
+    x_plain = zoo.preprocess(loaded.spec, list(target.plain_set.images))
+    text = attribute(loaded.module, list(loaded.layers), x_text, device="cpu")
+    plain = attribute(loaded.module, list(loaded.layers), x_plain, device="cpu")
+    for got, a, b in zip(stored, text, plain):
+        want = np.maximum(a.astype(np.float64) - b, 0)
+        assert got.min() >= 0 and (want == 0).any()  # the words also weaken some edges
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(np.abs(a).max()))
+    before = _counts(cat)
+    again = contrast_ingest(cat, IngestConfig(model="typo-mini", concept="text", k=2, device="cpu"),
+                            target.text_set, target.plain_set)
+    assert again.reused and again.run_id == run.id and _counts(cat) == before
+    with pytest.raises(ContrastError):
+        contrast_ingest(cat, IngestConfig(model="typo-mini", concept="text", k=2, device="cpu"),
+                        target.text_set, target.clean_sets[KEEP[0]])
+    with pytest.raises(ContrastError):
+        contrast_matrices([np.ones((2, 3))], [np.ones((3, 2))])
+
+
+def test_recommended_circuit_is_measured_on_held_out_images(swept):
+    """Held-out rows: the recommended circuit on seed-21 images, against a plain reference."""
+    report, target = swept["report"], swept["target"]
+    best = report.recommended
+    assert best is not None and [h.seed for h in report.holdout] == [21]
+    h = report.holdout[0]
+    seed, attack, cleans = target.holdout[0]
+    assert seed == 21 and attack.sha256 != target.attack_set.sha256 and len(cleans) == len(KEEP)
+    loaded = zoo.load_model("typo-mini")
+    with swept["cat"].session() as s:
+        circ = store.read_circuit(s, best.circuit_id)
+    x = zoo.preprocess(loaded.spec, list(attack.images))
+    xc = torch.cat([zoo.preprocess(loaded.spec, list(c.images)) for c in cleans])
+    yc = np.concatenate([c.labels for c in cleans])
+    written = np.asarray(attack.written)
+    assert h.attack_success_clean == pytest.approx((predict(loaded.module, x, device="cpu").argmax(1).numpy() == written).mean())
+    with intervention(loaded.module, list(circ.layer_names), [list(c) for c in circ.channels], best.kind, best.pair or 0):
+        assert h.attack_success == pytest.approx((predict(loaded.module, x, device="cpu").argmax(1).numpy() == written).mean())
+        assert h.clean_accuracy == pytest.approx((predict(loaded.module, xc, device="cpu").argmax(1).numpy() == yc).mean())
+    assert h.as_dict()["seed"] == 21 and report.holdout_cut == pytest.approx(h.cut)
+    with pytest.raises(DefendError, match="held-out seed 1"):
+        typo_target(n_text=4, n_attack=4, n_clean_per_class=1, seed=1, classes=KEEP, holdout_seeds=(1,))
+    with pytest.raises(DefendError, match="text concept"):
+        typo_target(n_text=4, n_attack=4, n_clean_per_class=1, classes=KEEP, text="typo:clean")

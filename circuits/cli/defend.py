@@ -26,6 +26,19 @@ def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
     return tuple(out)
 
 
+def _seeds(text: str | None) -> tuple[int, ...]:
+    from ingest.defence.defend import HOLDOUT_SEEDS, DefendError
+
+    if text is None:
+        return HOLDOUT_SEEDS
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise DefendError(f"--holdout-seeds takes seeds a,b,c or none, e.g. 21,31,41 (got {text!r})") from None
+
+
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",")]
 
@@ -48,12 +61,15 @@ def defend(
     random_embeddings: Annotated[bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")] = False,
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (default: bundled).")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="CLA layers A,B,… (default: the model's).")] = None,
-    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: the text concept's images, typo:text:names (the class names an attack writes) or typo:text (also other words).")] = "typo:text:names",
+    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: the text concept: contrast (class names written on images, against the same images without them), typo:text:names (the names alone) or typo:text (also other words).")] = "contrast",
     n_text: Annotated[int, typer.Option("--n-text", help="Text-concept images for CLA.")] = 192,
     n_attack: Annotated[int, typer.Option("--n-attack", help="typo-mini: attack images.")] = 240,
     n_clean: Annotated[int, typer.Option("--n-clean", help="typo-mini: clean images per class.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every rendered image and written word.")] = 1,
-    baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random circuits.")] = 0,
+    baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the first random circuit.")] = 0,
+    baselines: Annotated[int, typer.Option("--baselines", help="Random circuits of the same shape per row (their mean and spread are reported).")] = 5,
+    holdout_seeds: Annotated[str | None, typer.Option("--holdout-seeds", help="typo-mini: seeds of held-out attack and clean images to measure the recommended circuit on, a,b,c (default 21,31,41; 'none' for none).")] = None,
+    search_scale: Annotated[int, typer.Option("--search-scale", help="typo-mini: the k search measures on this many times --n-attack attack images (of another seed).")] = 3,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     fmt: FormatOption = OutputFormat.table,
@@ -73,7 +89,7 @@ def defend(
     config = DefendConfig(
         model=model, weights=weights, layers=tuple(_names(layers)) if layers else None,
         ks=_parse_ks(k) if k else DefendConfig.__dataclass_fields__["ks"].default,
-        kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()), baseline_seed=baseline_seed,
+        kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()), baseline_seed=baseline_seed, n_baselines=baselines,
         budget=budget, target_cut=target_cut, device=device, search=search, max_edges=max_edges,
     )
     config.validate()
@@ -90,7 +106,8 @@ def defend(
 
         check_typo_model(model)
         target = typo_target(n_text=n_text, n_attack=n_attack, n_clean_per_class=n_clean, seed=seed,
-                             classes=_names(keep), text=text_set)
+                             classes=_names(keep), text=text_set, search_scale=search_scale,
+                             holdout_seeds=_seeds(holdout_seeds))
     cat = open_catalog(db)
     # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
     with (progress_bar() if fmt is OutputFormat.table else nullcontext(None)) as update:
@@ -117,12 +134,20 @@ def defend(
         f"recommended: circuit {best.circuit_id}, {best.kind} pruning"
         + ("" if best.pair is None else f" of pair {best.pair}")
         + f": attack success {100 * best.attack_success_clean:.1f}% → {100 * best.attack_success:.1f}% "
-        f"(random circuit: {100 * best.attack_success_random:.1f}%), clean accuracy "
+        f"(random circuits: {100 * best.attack_success_random:.1f} ± {100 * best.attack_success_random_sd:.1f}%), clean accuracy "
         f"{100 * best.clean_accuracy_clean:.1f}% → {100 * best.clean_accuracy:.1f}%, "
         f"{100 * best.edge_fraction:.2f}% of edges cut"
         + ("" if report.meets_target else " (target not met)")
     )
     typer.echo(f"  why: {report.reason}")
+    for h in report.holdout:
+        typer.echo(f"  held-out seed {h.seed}: attack success {100 * h.attack_success_clean:.1f}% → "
+                   f"{100 * h.attack_success:.1f}% ({h.cut:.2f}× lower; random circuits "
+                   f"{100 * h.attack_success_random:.1f} ± {100 * h.attack_success_random_sd:.1f}%), clean accuracy "
+                   f"{100 * h.clean_accuracy_clean:.1f}% → {100 * h.clean_accuracy:.1f}%")
+    if report.holdout:
+        typer.echo(f"  held-out mean: {report.holdout_cut:.2f}× lower attack success"
+                   + ("" if report.holdout_cut >= report.target_cut else " (target not met on held-out images)"))
     if best.kind == "circuit":
         typer.echo(f"  bake it: circuits export {best.circuit_id} -o text.json && "
                    f"circuits apply {model} --mask text.json -o defended.pt")

@@ -3,14 +3,21 @@
 `defend(cat, config, target)` runs the whole loop and stores everything it measures:
 
 1. **discover**: CLA on the text concept's images (`target.text_set`, concept `text`) gives one
-   text circuit per k in `config.ks` (one CLA run; other k are refined from its stored edges);
-2. **sweep**: every circuit is pruned every way in `config.kinds` (circuit pruning; edge pruning of
-   each circuit layer pair) and evaluated, beside a seeded random circuit of the same shape, on the
-   attack images (`attack_success`, `attack_accuracy`) and on each clean class set (`accuracy`),
-   through `ingest.ablation.ablate`, which stores each evaluation with the fraction of edges cut;
-3. **recommend**: of the rows that lose at most `config.budget` clean accuracy, the one cutting the
+   text circuit per k in `config.ks` (one CLA run; other k are refined from its stored edges).
+   With `target.plain_set` the run is a contrast run (`ingest.defence.contrast`): the edges that
+   the written words add to the same images without them;
+2. **search** (optional): a beam search over per-layer k on the target's *search* images
+   (`ingest.defence.search`), never on the images the sweep reports;
+3. **sweep**: every circuit is pruned every way in `config.kinds` (circuit pruning; edge pruning of
+   each circuit layer pair) and evaluated, beside `config.n_baselines` seeded random circuits of
+   the same shape (mean and spread), on the attack images (`attack_success`, `attack_accuracy`)
+   and on each clean class set (`accuracy`), through `ingest.ablation.ablate`, which stores each
+   evaluation with the fraction of edges cut;
+4. **recommend**: of the rows that lose at most `config.budget` clean accuracy, the one cutting the
    fewest edges among those that divide attack success by `config.target_cut` or more; when none
-   does, the one with the lowest attack success (fewest edges on ties), marked as missing the target.
+   does, the one with the lowest attack success (fewest edges on ties), marked as missing the target;
+5. **hold out**: the recommended circuit is measured again on the attack and clean images of each
+   held-out seed (`target.holdout`), which neither the choice of k nor the recommendation saw.
 
 So that `circuits prune-plan --against text --keep CLASSES` finds the evidence, the attack set is
 recorded as an example image set of the concept `text` (its images are images with text on them)
@@ -30,6 +37,7 @@ import numpy as np
 from catalog import store
 from catalog.engine import Catalog
 from catalog.errors import CircuitsError
+from ingest.defence.report import DefenceReport, DefenceRow, recommend
 from ingest.images import ImageSet
 
 __all__ = [
@@ -47,6 +55,9 @@ __all__ = [
 
 TEXT_CONCEPT = "text"
 SEARCH_SEED_OFFSET = 1000  # the k search measures on images of seed + this, never on the reported ones
+CONCEPT_SEED_OFFSET = 500  # the contrast concept's images: seed + this (neither reported nor searched)
+HOLDOUT_SEEDS = (21, 31, 41)  # typo-mini's default held-out attack images (README table)
+TEXT_SETS = ("contrast", "typo:text:names", "typo:text")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -65,12 +76,13 @@ class DefendConfig:
     # Text-circuit sizes to sweep: neurons per layer, one k or one per layer; ≤ 6% of edges needs small k.
     ks: tuple[int | tuple[int, ...], ...] = (1, 2, 3)
     kinds: tuple[str, ...] = ("circuit", "edge")  # edge: every circuit layer pair in turn
-    baseline_seed: int = 0  # seed of the random circuit of the same shape
+    baseline_seed: int = 0  # seed of the first random circuit of the same shape
+    n_baselines: int = 5  # random circuits per row (seeds baseline_seed, baseline_seed + 1, …)
     budget: float = 0.02  # clean accuracy the defence may cost (0.02 = 2 points)
     target_cut: float = 5.0  # attack success must fall by this factor
     search: bool = False  # also beam-search a per-layer k on the search images (ingest.defence.search)
     max_edges: float = 0.06  # the search's edge budget (fraction of edges circuit pruning cuts)
-    beam: int = 8  # circuits the search keeps per size; 1 (pure greedy) and 4 got stuck on typo-mini
+    beam: int = 4  # circuits the search keeps per size
     batch_size: int = 64
     device: str = "auto"
 
@@ -88,6 +100,12 @@ class DefendConfig:
             raise DefendError(f"--max-edges is a fraction of edges in (0, 1], got {self.max_edges}")
         if self.target_cut < 1:
             raise DefendError(f"--target-cut must be at least 1, got {self.target_cut}")
+        if self.n_baselines < 1:
+            raise DefendError(f"--baselines must be at least 1, got {self.n_baselines}")
+
+    @property
+    def baseline_seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.baseline_seed, self.baseline_seed + self.n_baselines))
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,10 @@ class DefenceTarget:
             class embeddings are not part of the stored weights identity).
         search_attack, search_clean: the images the per-layer k search measures on (other images
             than the reported ones); None: the reported ones.
+        plain_set: the text images without their text, in the same order: the text circuit is
+            then a contrast run (`ingest.defence.contrast`); None: plain CLA on `text_set`.
+        holdout: (seed, attack set, clean sets) per held-out seed, to measure the recommended
+            circuit on images nothing was chosen on.
     """
 
     text_set: ImageSet
@@ -113,121 +135,64 @@ class DefenceTarget:
     force: bool = False
     search_attack: ImageSet | None = None
     search_clean: ImageSet | None = None
-
-
-@dataclass(frozen=True)
-class DefenceRow:
-    """One pruned text circuit, measured, beside its random baseline (values are shares, 0–1)."""
-
-    circuit_id: int
-    k: tuple[int, ...]
-    kind: str
-    pair: int | None  # edge pruning: the cut circuit layer pair; None for circuit pruning
-    edge_fraction: float
-    baseline_edge_fraction: float
-    attack_success_clean: float
-    attack_success: float
-    attack_success_random: float
-    clean_accuracy_clean: float
-    clean_accuracy: float
-    clean_accuracy_random: float
-    attack_accuracy: float | None = None
-    intervention_ids: tuple[int, ...] = ()
-
-    @property
-    def cut(self) -> float:
-        """How many times lower attack success is with the circuit pruned (inf when it reaches 0)."""
-        return _ratio(self.attack_success_clean, self.attack_success)
-
-    @property
-    def clean_loss(self) -> float:
-        """Clean accuracy lost by pruning (positive = worse)."""
-        return self.clean_accuracy_clean - self.clean_accuracy
-
-    def as_dict(self) -> dict[str, object]:
-        """A flat row for tables, CSV and JSON."""
-        return {
-            "circuit": self.circuit_id,
-            "k": ",".join(map(str, self.k)) if len(set(self.k)) > 1 else str(self.k[0]),
-            "kind": self.kind,
-            "pair": self.pair,
-            "edges_cut": round(self.edge_fraction, 5),
-            "attack_success": round(self.attack_success, 4),
-            "attack_success_random": round(self.attack_success_random, 4),
-            "attack_success_clean": round(self.attack_success_clean, 4),
-            "cut": None if not np.isfinite(self.cut) else round(self.cut, 2),
-            "clean_accuracy": round(self.clean_accuracy, 4),
-            "clean_accuracy_random": round(self.clean_accuracy_random, 4),
-            "clean_accuracy_clean": round(self.clean_accuracy_clean, 4),
-            "attack_accuracy": None if self.attack_accuracy is None else round(self.attack_accuracy, 4),
-        }
-
-
-@dataclass(frozen=True)
-class DefenceReport:
-    """What `defend` measured and what it recommends."""
-
-    model: str
-    run_id: int
-    rows: tuple[DefenceRow, ...]
-    recommended: DefenceRow | None
-    meets_target: bool
-    budget: float
-    target_cut: float
-    reason: str
-    search: tuple = ()  # the per-layer k search's accepted steps (`ingest.defence.search.SearchStep`)
-
-
-def _ratio(before: float, after: float) -> float:
-    return float("inf") if after <= 0 else before / after
+    plain_set: ImageSet | None = None
+    holdout: tuple[tuple[int, ImageSet, tuple[ImageSet, ...]], ...] = ()
 
 
 def typo_target(*, n_text: int = 192, n_attack: int = 240, n_clean_per_class: int = 20, seed: int = 1,
-                classes: Sequence[str] | None = None, text: str = "typo:text:names") -> DefenceTarget:
-    """The Typographic-synth target for typo-mini: `typo:text`, `typo:attack`, `typo:clean:CLASS`.
+                classes: Sequence[str] | None = None, text: str = "contrast", search_scale: int = 3,
+                holdout_seeds: Sequence[int] = ()) -> DefenceTarget:
+    """The Typographic-synth target for typo-mini.
 
     Args:
-        text: the text concept's set: `typo:text:names` (the class names an attack writes; its
-            CLA circuit defends typo-mini better, measured) or `typo:text` (also other words).
+        text: the text concept: `contrast` (class names written on CatFish-synth images,
+            `typo:attack`, against the same images without them, `typo:clean`, of seed
+            `seed + CONCEPT_SEED_OFFSET`), `typo:text:names` (the class names alone on plain or
+            cluttered backgrounds) or `typo:text` (also other words).
         classes: the clean classes to keep (default all twelve).
-        seed: the image seed (the training run draws its images from other, derived seeds).
+        seed: the seed of the reported attack and clean images (the training run draws its
+            images from other, derived seeds).
+        search_scale: the k search measures on this many times the reported number of attack
+            images (and twice the clean ones), of seed `seed + SEARCH_SEED_OFFSET`: on 240 images
+            a search picks k that are lucky on them (measured).
+        holdout_seeds: seeds of further attack and clean images (as many as the reported ones) to
+            measure the recommended circuit on; they must differ from the others.
 
     Raises:
         UnknownClass: a class that is not a Typographic-synth class.
+        DefendError: an unknown text concept, or a held-out seed that the run already uses.
     """
     from ingest.datasets.catfish import CLASS_NAMES
     from ingest.datasets.typo_sets import check_classes, typo_image_set
 
     keep = tuple(CLASS_NAMES) if classes is None else check_classes(classes, CLASS_NAMES)
-    if not text.startswith("typo:text"):
-        raise DefendError(f"the text concept's images are typo:text or typo:text:names, not {text!r}")
-    search_seed = seed + SEARCH_SEED_OFFSET
+    if text not in TEXT_SETS:
+        raise DefendError(f"the text concept is one of {', '.join(TEXT_SETS)}, not {text!r}")
+    search_seed, concept_seed = seed + SEARCH_SEED_OFFSET, seed + CONCEPT_SEED_OFFSET
+    used = {seed, search_seed} | ({concept_seed} if text == "contrast" else set())
+    clash = sorted(used & set(holdout_seeds))
+    if clash or len(set(holdout_seeds)) != len(holdout_seeds):
+        raise DefendError(f"held-out seed {clash[0] if clash else 'repeated'}: held-out images must be other images "
+                          f"than the reported ({seed}), searched ({search_seed}) and concept ({concept_seed}) ones")
+    if search_scale < 1:
+        raise DefendError(f"search_scale must be at least 1, got {search_scale}")
+    if text == "contrast":
+        text_set = typo_image_set("typo:attack", n_text, seed=concept_seed)
+        plain_set = typo_image_set("typo:clean", n_text, seed=concept_seed)  # the same images, no text
+    else:
+        text_set, plain_set = typo_image_set(text, n_text, seed=seed), None
+    n_clean = n_clean_per_class * len(keep)
     return DefenceTarget(
-        text_set=typo_image_set(text, n_text, seed=seed),
+        text_set=text_set,
         attack_set=typo_image_set("typo:attack", n_attack, seed=seed),
         clean_sets={c: typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=seed) for c in keep},
-        search_attack=typo_image_set("typo:attack", n_attack, seed=search_seed),
-        search_clean=typo_image_set("typo:clean", n_clean_per_class * len(keep), seed=search_seed),
+        search_attack=typo_image_set("typo:attack", search_scale * n_attack, seed=search_seed),
+        search_clean=typo_image_set("typo:clean", 2 * n_clean, seed=search_seed),
+        plain_set=plain_set,
+        holdout=tuple((s, typo_image_set("typo:attack", n_attack, seed=s),
+                       tuple(typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=s) for c in keep))
+                      for s in holdout_seeds),
     )
-
-
-def recommend(rows: Sequence[DefenceRow], budget: float, target_cut: float) -> tuple[DefenceRow | None, bool, str]:
-    """The smallest defence within the clean-accuracy budget (see the module docstring).
-
-    Returns:
-        (row or None, whether it meets `target_cut`, a one-line reason).
-    """
-    within = [r for r in rows if r.clean_loss <= budget + 1e-12]
-    if not within:
-        return None, False, f"no pruned circuit keeps clean accuracy within {100 * budget:.1f} points"
-    meeting = [r for r in within if r.cut >= target_cut]
-    if meeting:
-        best = min(meeting, key=lambda r: (r.edge_fraction, r.attack_success, r.circuit_id))
-        return best, True, (f"fewest edges cut ({100 * best.edge_fraction:.2f}%) among the circuits that cut attack "
-                            f"success ≥ {target_cut:g}× within {100 * budget:.1f} points of clean accuracy")
-    best = min(within, key=lambda r: (r.attack_success, r.edge_fraction, r.circuit_id))
-    return best, False, (f"no circuit cuts attack success {target_cut:g}× within {100 * budget:.1f} points of clean "
-                         f"accuracy; the lowest attack success within the budget is {best.cut:.2f}×")
 
 
 def check_typo_model(model: str) -> None:
@@ -284,7 +249,8 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
         DefendError, AttackLabelsMissing: bad settings or images, before anything is stored.
         IngestError, UnknownModel, WeightsError: from the pipeline (see `ingest.pipeline.ingest`).
     """
-    from ingest.ablation import ablate
+    from ingest.defence.contrast import contrast_ingest
+    from ingest.defence.measure import measure_attack, measure_clean, measure_holdout
     from ingest.pipeline import IngestConfig, ingest
 
     config.validate()
@@ -296,8 +262,12 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
     run_id, i = -1, 0
     while i < len(ks):
         report(f"text circuit k={ks[i]}", i, len(ks))
-        res = ingest(cat, IngestConfig(model=config.model, concept=TEXT_CONCEPT, layers=config.layers, k=ks[i],
-                                       weights=config.weights, device=config.device), target.text_set)
+        ingest_config = IngestConfig(model=config.model, concept=TEXT_CONCEPT, layers=config.layers, k=ks[i],
+                                     weights=config.weights, device=config.device)
+        if target.plain_set is not None:
+            res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set)
+        else:
+            res = ingest(cat, ingest_config, target.text_set)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
@@ -311,33 +281,35 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
     jobs = [(cid, ks, kind, pair) for cid, ks, n_layers in circuits for kind in config.kinds
             for pair in ([None] if kind == "circuit" else range(n_layers - 1))]
     rows = []
-    cache = target.model_cache
     for j, (cid, ks, kind, pair) in enumerate(jobs):
         report(f"pruning circuit {cid} ({kind}{'' if pair is None else f' pair {pair}'})", j, len(jobs))
-        common = dict(kind=kind, weights=config.weights, pair=pair or 0, baseline_seed=config.baseline_seed,
-                      batch_size=config.batch_size, device=config.device, model_cache=cache,
-                      force=target.force)
-        att = ablate(cat, cid, target.attack_set, **common)
-        cleans = [ablate(cat, cid, s, **common) for s in target.clean_sets.values()]
-        n = np.array([c.n_images for c in cleans], dtype=float)
-
-        def mean(which: str) -> float:
-            return float(np.dot(n, [getattr(c, which)["accuracy"] for c in cleans]) / n.sum())
-
+        common = _common(config, target, kind, pair)
+        att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, **common)
+        clean, clean_ids = measure_clean(cat, cid, target.clean_sets, baseline_seed=config.baseline_seed, **common)
         rows.append(DefenceRow(
             circuit_id=cid, k=ks, kind=kind, pair=pair, edge_fraction=att.edge_fraction,
             baseline_edge_fraction=att.baseline_edge_fraction,
-            attack_success_clean=att.clean["attack_success"], attack_success=att.intervened["attack_success"],
-            attack_success_random=att.baseline["attack_success"],
-            clean_accuracy_clean=mean("clean"), clean_accuracy=mean("intervened"),
-            clean_accuracy_random=mean("baseline"),
-            attack_accuracy=att.intervened.get("attack_accuracy"),
-            intervention_ids=(att.intervention_id, *(c.intervention_id for c in cleans)),
+            attack_success_clean=att.attack_success_clean, attack_success=att.attack_success,
+            attack_success_random=att.random_mean, attack_success_random_sd=att.random_sd,
+            clean_accuracy_clean=clean["clean"], clean_accuracy=clean["intervened"],
+            clean_accuracy_random=clean["baseline"], attack_accuracy=att.attack_accuracy,
+            intervention_ids=(*att.intervention_ids, *clean_ids),
         ))
-    report("done", len(jobs), len(jobs))
     best, meets, reason = recommend(rows, config.budget, config.target_cut)
+    holdout: list = []
+    if best is not None and target.holdout:
+        report("held-out images", len(jobs), len(jobs) + 1)
+        holdout = measure_holdout(cat, best.circuit_id, target.holdout, baseline_seeds=config.baseline_seeds,
+                                  **_common(config, target, best.kind, best.pair))
+    report("done", len(jobs), len(jobs))
     return DefenceReport(config.model, run_id, tuple(rows), best, meets, config.budget, config.target_cut, reason,
-                         tuple(steps))
+                         tuple(steps), tuple(holdout))
+
+
+def _common(config: DefendConfig, target: DefenceTarget, kind: str, pair: int | None) -> dict:
+    """`ablate` keyword arguments every measurement of one pruning shares."""
+    return dict(kind=kind, weights=config.weights, pair=pair or 0, batch_size=config.batch_size,
+                device=config.device, model_cache=target.model_cache, force=target.force)
 
 
 def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: int, report: Progress) -> tuple:

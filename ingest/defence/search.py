@@ -4,13 +4,17 @@ A uniform k spends the edge budget evenly, but a network need not read text even
 layers. `search_k` grows the circuit one neuron at a time, starting from one per layer: each step
 tries adding a neuron to every layer of each of the `beam` best circuits so far (the circuit is
 re-found from the stored CLA edges with `find_circuit`, no new attribution), keeps the `beam`
-circuits with the lowest mean probability of the written class (smoother than attack success on a
-few hundred images) among those within the edge and clean-accuracy budgets, and stops when none
-fits. Because `find_circuit` re-selects every layer when one k changes, attack
-success is not monotone in k: a single greedy path (beam 1) gets stuck, measured.
+circuits with the lowest attack success (then the lowest mean probability of the written class)
+among those within the edge and clean-accuracy budgets, and stops when none fits. Because
+`find_circuit` re-selects every layer when one k changes, attack success is not monotone in k: a
+single greedy path (beam 1) gets stuck, measured. A step's edge fraction depends on k alone, so k
+over the edge budget are skipped without measuring them.
 
-The search measures on its own images (a *search* attack set and clean set, e.g. another seed), so
-the sweep that reports the result measures it on images the choice never saw.
+The search measures on its own images (a *search* attack set and clean set, another seed), so the
+sweep that reports the result measures it on images the choice never saw. Search on several
+hundred attack images: among the hundreds of k it measures, the best on 240 images is partly the
+luckiest (a k found that way cut attack success 5.1× on the images it was found on and 3.3–4.2×
+on three other seeds).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class SearchStep:
     attack_success: float
     clean_accuracy: float
     edge_fraction: float
-    written_prob: float = 0.0  # mean softmax probability of the written class: the (smoother) ranking key
+    written_prob: float = 0.0  # mean softmax probability of the written class: the tie-break after attack success
 
 
 def search_k(
@@ -89,6 +93,9 @@ def search_k(
     def fits(step: SearchStep) -> bool:
         return step.edge_fraction <= max_edges + 1e-12 and base_clean - step.clean_accuracy <= budget + 1e-12
 
+    def small_enough(ks: list[int]) -> bool:  # the edge fraction of any circuit of these k
+        return edge_fraction(widths, [range(k) for k in ks], "circuit") <= max_edges + 1e-12
+
     start = measure([1] * len(widths))
     if not fits(start):
         return []
@@ -101,7 +108,7 @@ def search_k(
             for i in range(len(widths)):
                 ks = list(node.k)
                 ks[i] += 1
-                if ks[i] > widths[i] or tuple(ks) in seen:
+                if ks[i] > widths[i] or tuple(ks) in seen or not small_enough(ks):
                     continue
                 seen.add(tuple(ks))
                 step = measure(ks)
@@ -109,6 +116,6 @@ def search_k(
                     tried.append(step)
         if not tried:
             break
-        frontier = sorted(tried, key=lambda s: (s.written_prob, s.attack_success, s.edge_fraction))[:max(beam, 1)]
+        frontier = sorted(tried, key=lambda s: (s.attack_success, s.written_prob, s.edge_fraction))[:max(beam, 1)]
         steps.append(frontier[0])
     return steps
