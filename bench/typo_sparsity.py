@@ -15,8 +15,12 @@ channels. The shipped weights are not trained this way; the README reports what 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
+
+from catalog.errors import CircuitsError
 
 import ingest.train as train
 from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS
@@ -28,6 +32,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="state dict to write (a .json sidecar goes beside it)")
     ap.add_argument("--epochs", type=int, default=12)
     args = ap.parse_args()
+    if args.lam < 0 or args.epochs < 1:
+        ap.error("--lam must be 0 or more and --epochs 1 or more")
+    if not Path(args.out).parent.is_dir():  # checked before ~3 minutes of training, not after
+        ap.error(f"no folder {Path(args.out).parent}: create it or choose another --out")
 
     acts: list[torch.Tensor] = []
     build = train.build_catfish_mini
@@ -53,7 +61,10 @@ def main() -> None:
     train.build_catfish_mini = build_hooked
     torch.nn.functional.cross_entropy = penalised  # this process only: the loss `ingest.train` calls
     config = train.TrainConfig(**{**train.TYPO_DEFAULTS, "epochs": args.epochs})
-    result = train.train_typo(config, args.out, on_epoch=lambda r: print(r, flush=True))
+    try:
+        result = train.train_typo(config, args.out, on_epoch=lambda r: print(r, flush=True))
+    except CircuitsError as exc:
+        sys.exit(f"error: {exc}")
     print(f"held-out accuracy {result.heldout_accuracy:.4f}, attack success {result.attack_success:.4f}; {result.weights_path}")
 
 

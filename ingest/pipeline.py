@@ -259,13 +259,19 @@ def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None,
     )
 
 
-def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None):
+Scores = Callable[["Prepared", "Callable[[int, int], None] | None"], list[np.ndarray]]
+
+
+def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None,
+            scores: Scores | None = None):
     """Run CLA, find the circuit and its neurons' thumbnails, without the catalog.
 
     Args:
         prepared: from `prepare`.
         progress: optional callback (stage, done, total).
         t0: when the request started (`time.perf_counter()`), for the run's duration.
+        scores: computes the run's score matrices as `scores(prepared, on_batch)` (None: CLA of
+            `prepared.x`, `ingest.cla.attribute`); e.g. a contrast of two image sets.
 
     Returns:
         An `ingest.writer.ComputedRun` to give to `ingest.writer.store_computed`.
@@ -283,9 +289,12 @@ def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float |
     config, loaded, layers, x = prepared.config, prepared.loaded, prepared.layers, prepared.x
     on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
     try:
-        matrices = attribute(
-            loaded.module, layers, x, batch_size=config.batch_size, device=run_fields["device"], progress=on_batch
-        )
+        if scores is not None:
+            matrices = scores(prepared, on_batch)
+        else:
+            matrices = attribute(
+                loaded.module, layers, x, batch_size=config.batch_size, device=run_fields["device"], progress=on_batch
+            )
         circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
         seconds = time.perf_counter() - t0
         patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
@@ -338,18 +347,25 @@ def ingest(
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
         CatalogLocked: a DuckDB file stayed held by another process at write time.
     """
+    t0 = time.perf_counter()
+    return ingest_prepared(cat, prepare(config, image_set), progress=progress, t0=t0)
+
+
+def ingest_prepared(cat: Catalog, prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None,
+                    scores: Scores | None = None) -> IngestResult:
+    """`ingest` from a `prepare`d request: reuse a stored run or compute (`compute`, with `scores`) and store it."""
     from ingest.reuse import run_of_concept
     from ingest.writer import record_failure, store_computed
 
-    t0 = time.perf_counter()
-    prepared = prepare(config, image_set)
+    t0 = time.perf_counter() if t0 is None else t0
+    image_set = prepared.image_set
     found = stored_circuit(cat, prepared)
     cat.release()  # hold nothing while computing
     if found is not None:
         found = run_of_concept(cat, prepared, *found)  # a new concept name is recorded (ingest.reuse)
         return reuse(cat, prepared, found[0], found[1], t0)
     try:
-        computed = compute(prepared, progress=progress, t0=t0)
+        computed = compute(prepared, progress=progress, t0=t0, scores=scores)
     except ComputeFailed as failed:
         record_failure(cat, failed.failure)
         raise failed.__cause__ from None

@@ -268,17 +268,13 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, rec: OpRecord) -> torch.Tensor
     conv, x = unit.conv, rec.x
     n, co, b, p = g.shape
     w = conv.weight  # (C_out, C_in, kh, kw)
-    pre = unit.input_padding(x)
+    pre = unit.input_padding(x.shape[2], x.shape[3])
     pointwise = tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0)
     if pointwise and conv.groups == 1 and pre is None:
         return torch.matmul(w.reshape(co, -1).T, g.view(n, co, b * p)).view(n, -1, b, p)  # one GEMM per neuron
     ho, wo = rec.y.shape[2], rec.y.shape[3]
     gi = g.view(n, co, b, ho, wo).transpose(1, 2).reshape(n * b, co, ho, wo)  # (n*b, C_out, Ho, Wo)
-    left, right, top, bottom = pre or (0, 0, 0, 0)  # padding the conv applies to its input itself
-    h, wd = x.shape[2], x.shape[3]
-    size = (n * b, x.shape[1], h + top + bottom, wd + left + right)
-    xi = torch.nn.grad.conv2d_input(size, w, gi, conv.stride, unit.padding(), conv.dilation, conv.groups)
-    xi = xi[:, :, top : top + h, left : left + wd]
+    xi = unit.input_grad(gi, (n * b, *x.shape[1:]))  # (n*b, C_in, H, W)
     return xi.reshape(n, b, x.shape[1], -1).transpose(1, 2).contiguous()  # (n, C_in, b, P_in)
 
 

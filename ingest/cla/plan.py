@@ -79,23 +79,31 @@ class Unit:
             return (total[0] // 2, total[1] // 2)
         return (int(c.padding[0]), int(c.padding[1]))
 
-    def input_padding(self, x: torch.Tensor) -> tuple[int, int, int, int] | None:
-        """Zero padding (left, right, top, bottom) the conv module applies to `x` itself, or None.
+    def input_padding(self, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """(left, right, top, bottom) zeros the conv adds to an (h, w) input itself, before its `padding`.
 
-        A Conv2d subclass that pads at run time (TensorFlow's "SAME", asymmetric on strided convs)
-        says how by a method `input_padding(h, w)`; that padding comes before the module's own
-        `padding`.
+        A Conv2d subclass padding at run time (TensorFlow's "SAME") says how by a method
+        `input_padding(h, w)`. None: the module pads nothing itself.
         """
         f = getattr(self.conv, "input_padding", None)
         if not callable(f):
             return None
-        pad = tuple(int(v) for v in f(int(x.shape[-2]), int(x.shape[-1])))
+        pad = tuple(int(v) for v in f(int(h), int(w)))
         return pad if any(pad) else None
 
     def pads_input(self) -> bool:
         """Whether the conv pads its input itself at some input size (see `input_padding`)."""
-        probe = torch.empty(0, 0, 16, 16)
-        return any(self.input_padding(probe[..., :h, :w]) is not None for h, w in ((16, 16), (15, 15), (16, 15)))
+        return any(self.input_padding(h, w) is not None for h, w in ((16, 16), (15, 15), (16, 15)))
+
+    def input_grad(self, g: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """The conv's input gradient of shape `size` (N, C_in, H, W) from g (N, C_out, Ho, Wo);
+        the module's own input padding included (the padded input's gradient, cropped)."""
+        c = self.conv
+        n, ci, h, w = size
+        left, right, top, bottom = self.input_padding(h, w) or (0, 0, 0, 0)
+        padded = (n, ci, h + top + bottom, w + left + right)
+        gi = torch.nn.grad.conv2d_input(padded, c.weight, g, c.stride, self.padding(), c.dilation, c.groups)
+        return gi[:, :, top : top + h, left : left + w] if padded != tuple(size) else gi
 
 
 @dataclass(frozen=True)
@@ -332,7 +340,7 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
     for op in ops:
         if isinstance(op, Unit):
             c = op.conv
-            pad = op.input_padding(x)
+            pad = op.input_padding(x.shape[2], x.shape[3])
             xp = F.pad(x, pad) if pad is not None else x
             z = F.conv2d(xp, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
             if op.bn is not None:

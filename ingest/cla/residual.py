@@ -288,22 +288,14 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tens
     """A unit's conv input gradient for a chunk, (u, C_out, Ho, Wo) → (u, C_in, H, W)."""
     conv = unit.conv
     u = g.shape[0]
-    pre = unit.input_padding(x)
-    if pre is not None:  # the conv pads its input itself: the gradient of the padded input, cropped
-        left, right, top, bottom = pre
-        h, w = x.shape[2], x.shape[3]
-        size = (u, x.shape[1], h + top + bottom, w + left + right)
-        gp = torch.nn.grad.conv2d_input(size, conv.weight, g, conv.stride, unit.padding(), conv.dilation, conv.groups)
-        return gp[:, :, top : top + h, left : left + w]
     pointwise = tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and unit.padding() == (0, 0)
+    pointwise = pointwise and unit.input_padding(x.shape[2], x.shape[3]) is None
     if pointwise and conv.groups == 1 and u < _ONEDNN_1X1_BATCH and torch.get_num_threads() == 1:
         # single-threaded oneDNN skips 1×1 convs below a batch of 16; PyTorch's fallback ran at
         # ~14 GFLOP/s here, a plain GEMM per pair at several times that
         w = conv.weight.reshape(conv.out_channels, conv.in_channels)  # (C_out, C_in)
         return torch.matmul(w.T, g.flatten(2)).view(u, conv.in_channels, *g.shape[2:])
-    return torch.nn.grad.conv2d_input(
-        (u, *x.shape[1:]), conv.weight, g, conv.stride, unit.padding(), conv.dilation, conv.groups
-    )  # fmt: skip
+    return unit.input_grad(g, (u, *x.shape[1:]))
 
 
 def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,6 @@ import numpy as np
 
 from catalog.engine import Catalog
 from catalog.errors import CircuitsError
-from catalog.models import utcnow
 from ingest.images import ImageSet
 
 __all__ = ["CONTRAST_RULE", "ContrastError", "contrast_ingest", "contrast_matrices"]
@@ -65,13 +64,9 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
         ContrastError: the sets differ in size.
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
     """
-    from ingest import thumbnails
-    from ingest.cla.attribute import attribute
-    from ingest.cla.search import find_circuit
-    from ingest.pipeline import IngestResult, prepare, provenance_key, reuse, stored_circuit
-    from ingest.reuse import run_of_concept
-    from ingest.writer import ComputedRun, RunFailure, describe, record_failure, store_computed
     from ingest import zoo
+    from ingest.cla.attribute import attribute
+    from ingest.pipeline import ingest_prepared, prepare, provenance_key
 
     if len(text_set) != len(plain_set) or len(text_set) == 0:
         raise ContrastError(f"a contrast run pairs each text image with its plain image: got {len(text_set)} "
@@ -82,34 +77,11 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
     key = provenance_key(prepared.model_fields["weights_sha256"], prepared.layers, text_set.sha256, params)
     prepared = dataclasses.replace(prepared, provenance_key=key,
                                    run_fields={**prepared.run_fields, "params": params, "provenance_key": key})
-    found = stored_circuit(cat, prepared)
-    cat.release()
-    if found is not None:
-        found = run_of_concept(cat, prepared, *found)
-        return reuse(cat, prepared, found[0], found[1], t0)
-    run_fields = {**prepared.run_fields, "started_at": utcnow()}
-    loaded, layers, device = prepared.loaded, prepared.layers, run_fields["device"]
-    try:
-        x_plain = zoo.preprocess(prepared.preprocessing, list(plain_set.images))
-        on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
-        text = attribute(loaded.module, layers, prepared.x, batch_size=config.batch_size, device=device, progress=on_batch)
-        plain = attribute(loaded.module, layers, x_plain, batch_size=config.batch_size, device=device, progress=on_batch)
-        matrices = contrast_matrices(text, plain)
-        circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
-        seconds = time.perf_counter() - t0
-        pp = prepared.preprocessing
-        patches = thumbnails.neuron_patches(loaded.module, layers, prepared.x, circuit.channels,
-                                            mean=pp.mean, std=pp.std, progress=progress)
-        thumbs = thumbnails.example_thumbnails(text_set.images)
-    except Exception as exc:
-        record_failure(cat, RunFailure(prepared.model_fields, config.concept, run_fields,
-                                       time.perf_counter() - t0, describe(exc)))
-        raise
-    computed = ComputedRun(
-        model_fields=prepared.model_fields, concept=config.concept, run_fields=run_fields,
-        images=tuple(zip(text_set.sha256s, text_set.sources)), ks=tuple(prepared.ks), matrices=tuple(matrices),
-        circuit=circuit, seconds=seconds, force=config.force, patches=tuple(patches), thumbnails=tuple(thumbs),
-        skipped=tuple(text_set.skipped),
-    )
-    run_id, circuit_id, _, channels = store_computed(cat, computed)
-    return IngestResult(run_id, circuit_id, False, len(text_set), text_set.skipped, seconds, channels, pp.describe())
+    x_plain = zoo.preprocess(prepared.preprocessing, list(plain_set.images))
+
+    def scores(p, on_batch) -> list[np.ndarray]:
+        run = lambda x: attribute(p.loaded.module, p.layers, x, batch_size=p.config.batch_size,  # noqa: E731
+                                  device=p.run_fields["device"], progress=on_batch)
+        return contrast_matrices(run(p.x), run(x_plain))
+
+    return ingest_prepared(cat, prepared, progress=progress, t0=t0, scores=scores)
