@@ -44,10 +44,20 @@ GOOGLENET_BLOCKS = [
 
 def _run(s, model, concept_id, names, matrices, key):
     return store.write_run(
-        s, model=model, concept_id=concept_id, layer_names=names, params={"bench": True},
-        image_set_sha256="0" * 64, n_images=1, provenance_key=key, library_versions={},
-        device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=0.0, matrices=matrices,
-    )  # fmt: skip
+        s,
+        model=model,
+        concept_id=concept_id,
+        layer_names=names,
+        params={"bench": True},
+        image_set_sha256="0" * 64,
+        n_images=1,
+        provenance_key=key,
+        library_versions={},
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1),
+        seconds=0.0,
+        matrices=matrices,
+    )
 
 
 def _matrices(widths, rng):
@@ -60,8 +70,7 @@ def bench_write(cat, rows: int, rng) -> tuple[int, float]:
     pairs = max(1, round(rows / width**2))
     layers = [(f"wide{i}", width) for i in range(pairs + 1)]
     with cat.session() as s, s.begin():
-        model = store.ensure_model(s, name="bench-wide", architecture="bench", weights_sha256="1" * 64,
-                                   layers=layers)  # fmt: skip
+        model = store.ensure_model(s, name="bench-wide", architecture="bench", weights_sha256="1" * 64, layers=layers)
         concept_id = store.ensure_concept(s, "bench")
     matrices = _matrices([w for _, w in layers], rng)
     start = time.perf_counter()
@@ -79,8 +88,14 @@ def bench_orm(cat, rows: int, rng) -> float:
     start = time.perf_counter()
     with cat.session() as s, s.begin():
         for i in range(rows):
-            s.add(Edge(run_id=999_999, src_neuron_id=int(src[i % len(src)]),
-                       dst_neuron_id=int(dst[i // len(src)]), score=float(scores[i])))  # fmt: skip
+            s.add(
+                Edge(
+                    run_id=999_999,
+                    src_neuron_id=int(src[i % len(src)]),
+                    dst_neuron_id=int(dst[i // len(src)]),
+                    score=float(scores[i]),
+                )
+            )
         s.flush()
     return time.perf_counter() - start
 
@@ -88,8 +103,9 @@ def bench_orm(cat, rows: int, rng) -> float:
 def bench_read(cat, repeats: int, rng) -> tuple[int, list[float], list[float]]:
     """Write a googlenet-sized run, read it back; returns (edges, matrix seconds, arrow seconds)."""
     with cat.session() as s, s.begin():
-        model = store.ensure_model(s, name="googlenet", architecture="inception_v1",
-                                   weights_sha256="2" * 64, layers=GOOGLENET_BLOCKS)  # fmt: skip
+        model = store.ensure_model(
+            s, name="googlenet", architecture="inception_v1", weights_sha256="2" * 64, layers=GOOGLENET_BLOCKS
+        )
         concept_id = store.ensure_concept(s, "bench")
         matrices = _matrices([w for _, w in GOOGLENET_BLOCKS], rng)
         run_id = _run(s, model, concept_id, [n for n, _ in GOOGLENET_BLOCKS], matrices, "r" * 64)
@@ -134,8 +150,10 @@ def main() -> None:
     label = f"read-back into dense matrices, {read_edges:,} scores (s)"
     print(f"{label:<52} {statistics.median(matrix_s):>14.3f}")
     print(f"{'read-back into Arrow, same run (s)':<52} {statistics.median(arrow_s):>14.3f}")
-    print(f"targets: write >= 5,000,000 scores/s: {'met' if bulk_rate >= 5e6 else 'NOT met'}; "
-          f"read-back < 1 s: {'met' if statistics.median(matrix_s) < 1 else 'NOT met'}")  # fmt: skip
+    print(
+        f"targets: write >= 5,000,000 scores/s: {'met' if bulk_rate >= 5e6 else 'NOT met'}; "
+        f"read-back < 1 s: {'met' if statistics.median(matrix_s) < 1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,19 +36,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
 import numpy as np
 import torch
 
+import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
 from ingest.cla.attribute import attribute, describe_paths
 from ingest.cla.capture import layer_widths
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device
 
 GOOGLENET_LAYERS = [
-    "inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
-    "inception4e", "inception5a", "inception5b",
-]  # fmt: skip
+    "inception3a",
+    "inception3b",
+    "inception4a",
+    "inception4b",
+    "inception4c",
+    "inception4d",
+    "inception4e",
+    "inception5a",
+    "inception5b",
+]
 # every bottleneck's output: stage outputs (layer1 … layer4) would put 3–6 blocks between two cuts,
 # a dense Jacobian that only autograd handles; block cuts take the residual fast path
 RESNET50_BLOCKS = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n)]
@@ -189,8 +196,17 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
     speed = f"{t_ref_full / t_fast:.2f}x"
     print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{star}: {speed}, err {err:.1e}", flush=True)
     return dict(
-        name=name, t_fast=t_fast, t_ref=t_ref, t_ref_full=t_ref_full, extrapolated=cols is not None,
-        ref_neurons=ref_neurons, widths=widths, err=err, m_fast=m_fast, m_ref=m_ref, max_memory=max_memory,
+        name=name,
+        t_fast=t_fast,
+        t_ref=t_ref,
+        t_ref_full=t_ref_full,
+        extrapolated=cols is not None,
+        ref_neurons=ref_neurons,
+        widths=widths,
+        err=err,
+        m_fast=m_fast,
+        m_ref=m_ref,
+        max_memory=max_memory,
         ref_runs=full_times,
     )
 
@@ -202,9 +218,14 @@ def _reference(model, layers, x, batch, device, cols) -> tuple[list[np.ndarray],
     def reference():
         stamps.append(time.perf_counter())
         return attribute_reference(
-            model, layers, x, batch_size=batch, device=device, neurons=cols,
+            model,
+            layers,
+            x,
+            batch_size=batch,
+            device=device,
+            neurons=cols,
             progress=lambda d, t: stamps.append(time.perf_counter()),
-        )  # fmt: skip
+        )
 
     ref, t_ref, m_ref = measured(reference)
     if cols is None:
@@ -231,9 +252,15 @@ def report(rows: list[dict]) -> None:
         ref = f"{r['t_ref_full']:.1f} s" + ("*" if r["extrapolated"] else "")
         over = r["m_fast"] is not None and r["m_fast"] > r["max_memory"] / 2**20
         cells = (
-            r["name"], f"{r['t_fast']:.2f} s", ref, f"{r['t_ref_full'] / r['t_fast']:.1f}x", f"{r['err']:.2e}",
-            _mib(r["m_fast"]) + (" OVER" if over else ""), _mib(r["m_ref"]), f"{r['max_memory'] / 2**20:.0f} MiB",
-        )  # fmt: skip
+            r["name"],
+            f"{r['t_fast']:.2f} s",
+            ref,
+            f"{r['t_ref_full'] / r['t_fast']:.1f}x",
+            f"{r['err']:.2e}",
+            _mib(r["m_fast"]) + (" OVER" if over else ""),
+            _mib(r["m_ref"]),
+            f"{r['max_memory'] / 2**20:.0f} MiB",
+        )
         print("  ".join(f"{c:>12}" for c in cells))
     for r in rows:
         if r["extrapolated"]:
@@ -254,8 +281,11 @@ def main() -> None:
     ap.add_argument("--max-memory-mib", type=int, default=2048)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gpu-images", type=int, default=64, help="images per 224-px case when the device is CUDA")
-    ap.add_argument("--threads", default="1,auto",
-                    help="comma-separated torch CPU thread counts, each a row per case (auto: ingest.threads' default)")
+    ap.add_argument(
+        "--threads",
+        default="1,auto",
+        help="comma-separated torch CPU thread counts, each a row per case (auto: ingest.threads' default)",
+    )
     args = ap.parse_args()
     from ingest.threads import configure, default_threads
 
@@ -274,10 +304,18 @@ def main() -> None:
         if device.type == "cuda" and case.size >= 224:
             n = args.gpu_images
         x = torch.randn(n, 3, case.size, case.size, generator=torch.Generator().manual_seed(1))
-        rows.append(run_case(
-            f"{name} {threads}t", model, case.layers(), x, batch=n, ref_neurons=0 if case.full_reference else args.ref_neurons,
-            max_memory=max_memory, device=device,
-        ))  # fmt: skip
+        rows.append(
+            run_case(
+                f"{name} {threads}t",
+                model,
+                case.layers(),
+                x,
+                batch=n,
+                ref_neurons=0 if case.full_reference else args.ref_neurons,
+                max_memory=max_memory,
+                device=device,
+            )
+        )
         del model
     report(rows)
 

@@ -63,8 +63,9 @@ def main() -> None:
         subprocess.run([*CLI, "db", "init", "--db", str(empty)], env=env, check=True, capture_output=True)
         toy = Path(tmp) / "toy.duckdb"
         sys.path.insert(0, str(ROOT / "tests"))
-        from catalog.engine import close_all
         from test_queries_toy import build_toy
+
+        from catalog.engine import close_all
 
         built = build_toy(str(toy))
         close_all()
@@ -74,12 +75,17 @@ def main() -> None:
             ("circuits --help", [*CLI, "--help"], 0.5),
             ("circuits sql 'select 1'", [*CLI, "sql", "select 1", "--db", str(empty)], 0.6),
             ("circuits list circuits", [*CLI, "list", "circuits", "--db", str(toy)], None),
-            ("circuits export star", [*CLI, "export", "star", "--model", "toy", "-o", str(Path(tmp) / "m.json"),
-                                      "--db", str(toy)], None),
+            (
+                "circuits export star",
+                [*CLI, "export", "star", "--model", "toy", "-o", str(Path(tmp) / "m.json"), "--db", str(toy)],
+                None,
+            ),
             (f"circuits refine {run_id} --k 2", [*CLI, "refine", str(run_id), "--k", "2", "--db", str(toy)], None),
         ]
-        print(f"{'command':<34} {'median':>8} {'min':>8} {'cpu':>8}  {'target'}   "
-              f"({args.repeat} runs each; load {os.getloadavg()[0]:.1f}; {sys.executable})")
+        print(
+            f"{'command':<34} {'median':>8} {'min':>8} {'cpu':>8}  {'target'}   "
+            f"({args.repeat} runs each; load {os.getloadavg()[0]:.1f}; {sys.executable})"
+        )
         for label, cmd, target in cases:
             median, best, cpu = _time(cmd, args.repeat, env)
             mark = "" if target is None else f"< {target:.1f} s" + ("" if median < target else "  MISSED")

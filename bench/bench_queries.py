@@ -32,13 +32,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from catalog import store  # noqa: E402
-from catalog.engine import close_all, open_catalog  # noqa: E402
+from catalog import store  # noqa: E402 (after the set-up above)
+from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
 
 LAYERS = [
-    ("mixed3a", 256), ("mixed3b", 480), ("mixed4a", 512), ("mixed4b", 512), ("mixed4c", 512),
-    ("mixed4d", 528), ("mixed4e", 832), ("mixed5a", 832), ("mixed5b", 1024),
-]  # fmt: skip
+    ("mixed3a", 256),
+    ("mixed3b", 480),
+    ("mixed4a", 512),
+    ("mixed4b", 512),
+    ("mixed4c", 512),
+    ("mixed4d", 528),
+    ("mixed4e", 832),
+    ("mixed5a", 832),
+    ("mixed5b", 1024),
+]
 K = 10  # neurons per layer in every circuit
 POOL = 40  # channels per layer a run's circuits are drawn from: circuits of one run overlap a lot
 SHARED_POOL = 60  # channels per layer every run's pool draws from: circuits of different runs overlap some
@@ -52,29 +59,59 @@ def build(path: Path, n_runs: int, n_circuits: int, seed: int = 0) -> None:
     cat = open_catalog(path, create=True)
     t0 = time.perf_counter()
     with cat.session() as s, s.begin():
-        model = store.ensure_model(s, name="inception-synth", architecture="InceptionV1 (synthetic)",
-                                   weights_sha256=hashlib.sha256(b"synthetic").hexdigest(), layers=LAYERS)  # fmt: skip
+        model = store.ensure_model(
+            s,
+            name="inception-synth",
+            architecture="InceptionV1 (synthetic)",
+            weights_sha256=hashlib.sha256(b"synthetic").hexdigest(),
+            layers=LAYERS,
+        )
     shared_pool = [rng.choice(w, size=SHARED_POOL, replace=False) for w in widths]
     n_edges = 0
     for r in range(n_runs):
-        matrices = [rng.gamma(0.5, 1.0, size=(widths[i], widths[i + 1])).astype(np.float32) for i in range(len(widths) - 1)]
-        pools = [np.union1d(rng.choice(sp, size=POOL // 2, replace=False), rng.choice(w, size=POOL // 2, replace=False))
-                 for sp, w in zip(shared_pool, widths)]  # fmt: skip
+        matrices = [
+            rng.gamma(0.5, 1.0, size=(widths[i], widths[i + 1])).astype(np.float32) for i in range(len(widths) - 1)
+        ]
+        pools = [
+            np.union1d(rng.choice(sp, size=POOL // 2, replace=False), rng.choice(w, size=POOL // 2, replace=False))
+            for sp, w in zip(shared_pool, widths)
+        ]
         per_run = n_circuits // n_runs + (1 if r < n_circuits % n_runs else 0)
         with cat.session() as s, s.begin():
             concept_id = store.ensure_concept(s, f"concept{r:03d}")
             key = hashlib.sha256(f"run{r}".encode()).hexdigest()
             run_id = store.write_run(
-                s, model=model, concept_id=concept_id, layer_names=names, params={"synthetic": True},
-                image_set_sha256=key, n_images=16, provenance_key=key, library_versions={},
-                device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=0.0, matrices=matrices,
-            )  # fmt: skip
+                s,
+                model=model,
+                concept_id=concept_id,
+                layer_names=names,
+                params={"synthetic": True},
+                image_set_sha256=key,
+                n_images=16,
+                provenance_key=key,
+                library_versions={},
+                device="cpu",
+                started_at=dt.datetime(2025, 1, 1),
+                seconds=0.0,
+                matrices=matrices,
+            )
             for _ in range(per_run):
                 channels = [np.sort(rng.choice(pool, size=K, replace=False)).tolist() for pool in pools]
-                store.write_circuit(s, run_id=run_id, channels=channels, k=[K] * len(names), fixed=None,
-                                    sweeps=3, converged=True, objective_history=[1.0, 2.0])  # fmt: skip
+                store.write_circuit(
+                    s,
+                    run_id=run_id,
+                    channels=channels,
+                    k=[K] * len(names),
+                    fixed=None,
+                    sweeps=3,
+                    converged=True,
+                    objective_history=[1.0, 2.0],
+                )
         n_edges += sum(m.size for m in matrices)
-        print(f"  run {r + 1}/{n_runs} written ({n_edges / 1e6:.1f} M edges, {time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"  run {r + 1}/{n_runs} written ({n_edges / 1e6:.1f} M edges, {time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     cat.close()
 
 
@@ -119,6 +156,7 @@ def main() -> None:
         def call():
             with cat.session() as s:
                 return fn(s)
+
         return call
 
     with cat.session() as s:
@@ -135,16 +173,36 @@ def main() -> None:
         first, median, result = timed(in_session(fn), args.repeat)
         rows.append((name, first, median, target, describe(result)))
 
-    bench("overlap, jaccard, all circuits", 0.5, lambda s: overlap_of_circuits(s, ids, "jaccard"),
-          lambda m: f"{m.shape[0]}×{m.shape[1]} matrix")  # fmt: skip
-    bench("overlap, weighted, all circuits", None, lambda s: overlap_of_circuits(s, ids, "weighted"),
-          lambda m: f"{m.shape[0]}×{m.shape[1]} matrix, mean off-diagonal {_off_diagonal_mean(m):.3f}")  # fmt: skip
-    bench("overlap_matrix (per concept)", None, lambda s: overlap_matrix(s, "inception-synth"),
-          lambda m: f"{len(m.labels)} concepts")  # fmt: skip
-    bench("shared, 2 concepts", 0.2, lambda s: shared_neurons(s, "inception-synth", ["concept000", "concept001"]),
-          lambda r: f"{len(r.neurons)} shared neurons")  # fmt: skip
-    bench("top 1% edges → NetworkX", 2.0, lambda s: top_edge_graph(s, first_run, EdgeSelection(top_fraction=0.01)),
-          lambda g: f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges")  # fmt: skip
+    bench(
+        "overlap, jaccard, all circuits",
+        0.5,
+        lambda s: overlap_of_circuits(s, ids, "jaccard"),
+        lambda m: f"{m.shape[0]}×{m.shape[1]} matrix",
+    )
+    bench(
+        "overlap, weighted, all circuits",
+        None,
+        lambda s: overlap_of_circuits(s, ids, "weighted"),
+        lambda m: f"{m.shape[0]}×{m.shape[1]} matrix, mean off-diagonal {_off_diagonal_mean(m):.3f}",
+    )
+    bench(
+        "overlap_matrix (per concept)",
+        None,
+        lambda s: overlap_matrix(s, "inception-synth"),
+        lambda m: f"{len(m.labels)} concepts",
+    )
+    bench(
+        "shared, 2 concepts",
+        0.2,
+        lambda s: shared_neurons(s, "inception-synth", ["concept000", "concept001"]),
+        lambda r: f"{len(r.neurons)} shared neurons",
+    )
+    bench(
+        "top 1% edges → NetworkX",
+        2.0,
+        lambda s: top_edge_graph(s, first_run, EdgeSelection(top_fraction=0.01)),
+        lambda g: f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges",
+    )
 
     print()
     print(f"{'query':<34} {'first s':>8} {'median s':>9} {'target s':>9}  result")

@@ -38,22 +38,28 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import duckdb  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+import duckdb  # noqa: E402 (after the set-up above)
+import sqlalchemy as sa  # noqa: E402 (after the set-up above)
+from sqlalchemy.orm import Session  # noqa: E402 (after the set-up above)
 
-from catalog import bulk, migrate, store  # noqa: E402
-from catalog.edge_select import DEFAULT_TOP_K, top_edge_mask  # noqa: E402
-from catalog.engine import build_engine, close_all, open_catalog, resolve_url  # noqa: E402
-from catalog.matrix_codec import encode_matrix  # noqa: E402
-from catalog.models import Circuit, Run  # noqa: E402
-from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix  # noqa: E402
+from catalog import bulk, migrate, store  # noqa: E402 (after the set-up above)
+from catalog.edge_select import DEFAULT_TOP_K, top_edge_mask  # noqa: E402 (after the set-up above)
+from catalog.engine import build_engine, close_all, open_catalog, resolve_url  # noqa: E402 (after the set-up above)
+from catalog.matrix_codec import encode_matrix  # noqa: E402 (after the set-up above)
+from catalog.models import Circuit, Run  # noqa: E402 (after the set-up above)
+from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix  # noqa: E402 (after the set-up above)
 
 GOOGLENET = [
-    ("inception3a", 256), ("inception3b", 480), ("inception4a", 512), ("inception4b", 512),
-    ("inception4c", 512), ("inception4d", 528), ("inception4e", 832), ("inception5a", 832),
+    ("inception3a", 256),
+    ("inception3b", 480),
+    ("inception4a", 512),
+    ("inception4b", 512),
+    ("inception4c", 512),
+    ("inception4d", 528),
+    ("inception4e", 832),
+    ("inception5a", 832),
     ("inception5b", 1024),
-]  # fmt: skip
+]
 NAMES = [n for n, _ in GOOGLENET]
 WIDTHS = [w for _, w in GOOGLENET]
 K, POOL, SHARED_POOL = 10, 40, 60  # circuit size per layer; a run's channel pool; the model-wide pool
@@ -89,8 +95,10 @@ def circuit_channels(rng, n_runs: int, n_circuits: int) -> list[list[list[list[i
     shared = [rng.choice(w, SHARED_POOL, replace=False) for w in WIDTHS]
     out = []
     for r in range(n_runs):
-        pools = [np.union1d(rng.choice(s, POOL // 2, replace=False), rng.choice(w, POOL // 2, replace=False))
-                 for s, w in zip(shared, WIDTHS)]  # fmt: skip
+        pools = [
+            np.union1d(rng.choice(s, POOL // 2, replace=False), rng.choice(w, POOL // 2, replace=False))
+            for s, w in zip(shared, WIDTHS)
+        ]
         per_run = n_circuits // n_runs + (1 if r < n_circuits % n_runs else 0)
         out.append([[sorted(rng.choice(p, K, replace=False).tolist()) for p in pools] for _ in range(per_run)])
     return out
@@ -116,8 +124,16 @@ def storage_sizes(runs: list[list[np.ndarray]], tmp: Path) -> list[tuple[str, fl
         for r, mats in enumerate(runs):
             for i, m in enumerate(mats):
                 a, b = np.nonzero(keep(m))
-                parts.append(pa.table({"run_id": np.full(len(a), r, np.int32), "src": (ids[i] + a).astype(np.int32),
-                                       "dst": (ids[i + 1] + b).astype(np.int32), "score": m[a, b]}))  # fmt: skip
+                parts.append(
+                    pa.table(
+                        {
+                            "run_id": np.full(len(a), r, np.int32),
+                            "src": (ids[i] + a).astype(np.int32),
+                            "dst": (ids[i + 1] + b).astype(np.int32),
+                            "score": m[a, b],
+                        }
+                    )
+                )
         return pa.concat_tables(parts)
 
     def duck_mb(name: str, table: pa.Table) -> float:
@@ -138,23 +154,35 @@ def storage_sizes(runs: list[list[np.ndarray]], tmp: Path) -> list[tuple[str, fl
         src = np.concatenate([np.repeat(np.arange(m.shape[0], dtype=np.int16), m.shape[1]) for m in mats])
         dst = np.concatenate([np.tile(np.arange(m.shape[1], dtype=np.int16), m.shape[0]) for m in mats])
         score = np.concatenate([m.ravel() for m in mats])
-        pq.write_table(pa.table({"pair": pair, "src": src, "dst": dst, "score": score}), parquet / f"run={r}.parquet",
-                       compression="zstd")  # fmt: skip
+        pq.write_table(
+            pa.table({"pair": pair, "src": src, "dst": dst, "score": score}),
+            parquet / f"run={r}.parquet",
+            compression="zstd",
+        )
     parquet_mb = sum(p.stat().st_size for p in parquet.iterdir()) / n / 1e6
     nonzero = np.concatenate([m[m != 0] for mats in runs for m in mats])
     underflow = float((nonzero.astype(np.float16) == 0).mean())
     top1 = rows(lambda m: m >= np.partition(m.ravel(), int(m.size * 0.99))[int(m.size * 0.99)])
     return [
         ("today: every pair an edge row, DuckDB", duck_mb("full", rows(lambda m: np.ones(m.shape, bool))), "lossless"),
-        ("run_matrix blobs (f32-nz-shuffle-zstd), DuckDB",
-         duck_mb("blobs", pa.table({"b": pa.array(blobs, pa.binary())})), "lossless"),  # fmt: skip
-        (f"top edges, K={DEFAULT_TOP_K} per neuron and pair, DuckDB",
-         duck_mb("topk", rows(lambda m: top_edge_mask(m, DEFAULT_TOP_K))), "subset"),  # fmt: skip
+        (
+            "run_matrix blobs (f32-nz-shuffle-zstd), DuckDB",
+            duck_mb("blobs", pa.table({"b": pa.array(blobs, pa.binary())})),
+            "lossless",
+        ),
+        (
+            f"top edges, K={DEFAULT_TOP_K} per neuron and pair, DuckDB",
+            duck_mb("topk", rows(lambda m: top_edge_mask(m, DEFAULT_TOP_K))),
+            "subset",
+        ),
         ("zstd over plain float32 per pair (no bitmap/shuffle)", plain_mb, "lossless"),
         ("Parquet zstd per run, pair-local int16 ids", parquet_mb, "lossless"),
         ("top 1 % per pair rows, DuckDB", duck_mb("top1", top1), "subset"),
-        ("float16 dense, uncompressed", sum(m.size for m in runs[0]) * 2 / 1e6,
-         f"LOSSY: {underflow:.0%} of non-zeros become 0"),  # fmt: skip
+        (
+            "float16 dense, uncompressed",
+            sum(m.size for m in runs[0]) * 2 / 1e6,
+            f"LOSSY: {underflow:.0%} of non-zeros become 0",
+        ),
     ]
 
 
@@ -163,21 +191,44 @@ def write_new(url: str, runs, channels) -> tuple[list[int], list[int], float, fl
     cat = open_catalog(url, create=True)
     run_ids, circuit_ids, run_s, circ_s = [], [], 0.0, 0.0
     with cat.session() as s, s.begin():
-        model = store.ensure_model(s, name="googlenet", architecture="synthetic", weights_sha256="0" * 64, layers=GOOGLENET)
+        model = store.ensure_model(
+            s, name="googlenet", architecture="synthetic", weights_sha256="0" * 64, layers=GOOGLENET
+        )
         concept = store.ensure_concept(s, "synthetic")
     for r, (mats, circuits) in enumerate(zip(runs, channels)):
         t = time.perf_counter()
         with cat.session() as s, s.begin():
             run_id = store.write_run(
-                s, model=model, concept_id=concept, layer_names=NAMES, params={}, image_set_sha256="1" * 64,
-                n_images=8, provenance_key=f"{r:064d}", library_versions={}, device="cpu",
-                started_at=dt.datetime(2025, 1, 1), seconds=0.0, matrices=mats,
-            )  # fmt: skip
+                s,
+                model=model,
+                concept_id=concept,
+                layer_names=NAMES,
+                params={},
+                image_set_sha256="1" * 64,
+                n_images=8,
+                provenance_key=f"{r:064d}",
+                library_versions={},
+                device="cpu",
+                started_at=dt.datetime(2025, 1, 1),
+                seconds=0.0,
+                matrices=mats,
+            )
         run_s += time.perf_counter() - t
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            circuit_ids += [store.write_circuit(s, run_id=run_id, channels=ch, k=[K] * len(NAMES), fixed=None,
-                                                sweeps=1, converged=True, objective_history=[0.0]) for ch in circuits]  # fmt: skip
+            circuit_ids += [
+                store.write_circuit(
+                    s,
+                    run_id=run_id,
+                    channels=ch,
+                    k=[K] * len(NAMES),
+                    fixed=None,
+                    sweeps=1,
+                    converged=True,
+                    objective_history=[0.0],
+                )
+                for ch in circuits
+            ]
         circ_s += time.perf_counter() - t
         run_ids.append(run_id)
     return run_ids, circuit_ids, run_s / len(runs), circ_s / max(1, len(circuit_ids))
@@ -190,31 +241,61 @@ def write_old(url: str, runs, channels) -> tuple[list[int], list[int], float]:
         migrate.upgrade(conn, "0001")
     run_ids, circuit_ids, rows, secs = [], [], 0, 0.0
     with Session(engine) as s, s.begin():
-        model = store.ensure_model(s, name="googlenet", architecture="synthetic", weights_sha256="0" * 64, layers=GOOGLENET)
+        model = store.ensure_model(
+            s, name="googlenet", architecture="synthetic", weights_sha256="0" * 64, layers=GOOGLENET
+        )
         concept = store.ensure_concept(s, "synthetic")
     ids = [model.layer(n).neuron_ids for n in NAMES]
     src = np.concatenate([np.repeat(a, len(b)) for a, b in zip(ids, ids[1:])]).astype(np.int32)
     dst = np.concatenate([np.tile(b, len(a)) for a, b in zip(ids, ids[1:])]).astype(np.int32)
     for r, (mats, circuits) in enumerate(zip(runs, channels)):
         with Session(engine) as s, s.begin():
-            run = Run(model_id=model.id, concept_id=concept, layer_names=NAMES, params={}, image_set_sha256="1" * 64,
-                      n_images=8, provenance_key=f"{r:064d}", library_versions={}, device="cpu",
-                      started_at=dt.datetime(2025, 1, 1), seconds=0.0, status="complete")  # fmt: skip
+            run = Run(
+                model_id=model.id,
+                concept_id=concept,
+                layer_names=NAMES,
+                params={},
+                image_set_sha256="1" * 64,
+                n_images=8,
+                provenance_key=f"{r:064d}",
+                library_versions={},
+                device="cpu",
+                started_at=dt.datetime(2025, 1, 1),
+                seconds=0.0,
+                status="complete",
+            )
             s.add(run)
             s.flush()
             t = time.perf_counter()
             score = np.concatenate([m.ravel() for m in mats])
-            bulk.insert_columns(s, "edge", {"run_id": np.full(len(score), run.id, np.int32), "src_neuron_id": src,
-                                            "dst_neuron_id": dst, "score": score})  # fmt: skip
+            bulk.insert_columns(
+                s,
+                "edge",
+                {
+                    "run_id": np.full(len(score), run.id, np.int32),
+                    "src_neuron_id": src,
+                    "dst_neuron_id": dst,
+                    "score": score,
+                },
+            )
             secs += time.perf_counter() - t
             rows += len(score)
             for ch in circuits:
-                c = Circuit(run_id=run.id, k=[K] * len(NAMES), fixed=None, sweeps=1, converged=True, objective=0.0,
-                            objective_history=[0.0])  # fmt: skip
+                c = Circuit(
+                    run_id=run.id,
+                    k=[K] * len(NAMES),
+                    fixed=None,
+                    sweeps=1,
+                    converged=True,
+                    objective=0.0,
+                    objective_history=[0.0],
+                )
                 s.add(c)
                 s.flush()
                 members = np.concatenate([ids[i][ch[i]] for i in range(len(NAMES))])
-                bulk.insert_columns(s, "circuit_neuron", {"circuit_id": np.full(len(members), c.id), "neuron_id": members})
+                bulk.insert_columns(
+                    s, "circuit_neuron", {"circuit_id": np.full(len(members), c.id), "neuron_id": members}
+                )
                 circuit_ids.append(c.id)
             run_ids.append(run.id)
     engine.dispose()
@@ -237,7 +318,9 @@ def old_refine_read(s: Session, run_id: int) -> list[np.ndarray]:
 def old_weighted(s: Session, circuit_ids: list[int]) -> np.ndarray:
     """Schema 0001's weighted overlap: one internal-edge query per run over the edge rows."""
     by_run: dict[int, list[int]] = {}
-    for cid, run in s.execute(sa.text(f"SELECT id, run_id FROM circuit WHERE id IN ({','.join(map(str, circuit_ids))})")):
+    for cid, run in s.execute(
+        sa.text(f"SELECT id, run_id FROM circuit WHERE id IN ({','.join(map(str, circuit_ids))})")
+    ):
         by_run.setdefault(int(run), []).append(int(cid))
     parts = [s.execute(sa.text(OLD_INTERNAL.format(ids=",".join(map(str, c)), run=r))).all() for r, c in by_run.items()]
     rows = [row for part in parts for row in part]
@@ -247,7 +330,9 @@ def old_weighted(s: Session, circuit_ids: list[int]) -> np.ndarray:
     return weighted_jaccard_matrix(index, keys, np.array([r[3] for r in rows], np.float32), len(circuit_ids))
 
 
-def measure(session_factory: Callable[[], Session], run_ids: list[int], circuit_ids: list[int], old: bool) -> dict[str, float]:
+def measure(
+    session_factory: Callable[[], Session], run_ids: list[int], circuit_ids: list[int], old: bool
+) -> dict[str, float]:
     """Refine's read of one run, weighted overlap over all circuits and the edges_v pair query."""
     out = {}
     with session_factory() as s:
@@ -321,27 +406,32 @@ def main() -> None:
     runs = [synthetic_run(rng) for _ in range(args.runs)]
     channels = circuit_channels(rng, args.runs, args.circuits)
     scores = sum(m.size for m in runs[0])
-    print(f"edge storage benchmark: {args.runs} synthetic googlenet runs ({scores:,} scores each), "
-          f"{args.circuits} circuits (k={K} x {len(NAMES)} layers); duckdb {duckdb.__version__}, "
-          f"{os.cpu_count()} CPUs (shared)")  # fmt: skip
+    print(
+        f"edge storage benchmark: {args.runs} synthetic googlenet runs ({scores:,} scores each), "
+        f"{args.circuits} circuits (k={K} x {len(NAMES)} layers); duckdb {duckdb.__version__}, "
+        f"{os.cpu_count()} CPUs (shared)"
+    )
     zeros = np.mean([float((m == 0).mean()) for m in runs[0]])
-    print(f"scores: {zeros:.0%} zeros, non-zeros {min(float(m[m > 0].min()) for m in runs[0]):.0e} … "
-          f"{max(float(m.max()) for m in runs[0]):.2f}")  # fmt: skip
+    print(
+        f"scores: {zeros:.0%} zeros, non-zeros {min(float(m[m > 0].min()) for m in runs[0]):.0e} … "
+        f"{max(float(m.max()) for m in runs[0]):.2f}"
+    )
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         sizes = storage_sizes(runs, Path(tmp))
         results["duck old"] = old_layout(str(Path(tmp) / "old.duckdb"), runs, channels, migrate_too=True)
         results["duck new"] = new_layout(str(Path(tmp) / "new.duckdb"), runs, channels)
         results["duck new"]["MB/run"] = (Path(tmp) / "new.duckdb").stat().st_size / args.runs / 1e6
-        bare = new_layout(str(Path(tmp) / "runs.duckdb"), runs, [[] for _ in runs])  # no circuits
+        new_layout(str(Path(tmp) / "runs.duckdb"), runs, [[] for _ in runs])  # no circuits
         bare_mb = (Path(tmp) / "runs.duckdb").stat().st_size / args.runs / 1e6
         results["duck old"]["MB/run"] = next(mb for name, mb, _ in sizes if name.startswith("today"))
         if args.pg:
             n = min(args.pg_old_runs, args.runs)
             results["pg new"] = new_layout(_pg_database(args.pg, "bench_scale_new"), runs, channels)
             old_channels = circuit_channels(np.random.default_rng(1), n, args.circuits)
-            results["pg old"] = old_layout(_pg_database(args.pg, "bench_scale_old"), runs[:n], old_channels,
-                                           migrate_too=False)  # fmt: skip
+            results["pg old"] = old_layout(
+                _pg_database(args.pg, "bench_scale_old"), runs[:n], old_channels, migrate_too=False
+            )
             close_all()
             for name in ("bench_scale_new", "bench_scale_old"):
                 admin = sa.create_engine(args.pg, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
@@ -355,11 +445,15 @@ def main() -> None:
     for name, mb, note in sizes:
         print(f"{name:<52} {mb:>8.2f}  {note}")
     new = results["duck new"]
-    print(f"{'schema 0004 catalog file, runs only (store.write_run)':<52} {bare_mb:>8.2f}  "
-          f"lossless; blobs {new['blob MB']:.2f} MB + {new['top rows']:,.0f} top-edge rows per run")
-    print(f"{'schema 0004 catalog file with the circuits':<52} {new['MB/run']:>8.2f}  "
-          f"{args.circuits / args.runs:.0f} circuits/run; blocks in use {new['used MB/run']:.2f} MB/run, "
-          "the rest DuckDB free blocks")  # fmt: skip
+    print(
+        f"{'schema 0004 catalog file, runs only (store.write_run)':<52} {bare_mb:>8.2f}  "
+        f"lossless; blobs {new['blob MB']:.2f} MB + {new['top rows']:,.0f} top-edge rows per run"
+    )
+    print(
+        f"{'schema 0004 catalog file with the circuits':<52} {new['MB/run']:>8.2f}  "
+        f"{args.circuits / args.runs:.0f} circuits/run; blocks in use {new['used MB/run']:.2f} MB/run, "
+        "the rest DuckDB free blocks"
+    )
     print()
     cols = [("duck old", "DuckDB today"), ("duck new", "DuckDB 0004"), ("pg old", "PG today"), ("pg new", "PG 0004")]
     cols = [(k, label) for k, label in cols if k in results]

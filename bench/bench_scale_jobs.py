@@ -28,11 +28,31 @@ import numpy as np
 from catalog import store
 from catalog.engine import close_all, open_catalog
 
-GOOGLENET_BLOCKS = [("inception3a", 256), ("inception3b", 480), ("inception4a", 512), ("inception4b", 512),
-                    ("inception4c", 512), ("inception4d", 528), ("inception4e", 832), ("inception5a", 832),
-                    ("inception5b", 1024)]  # fmt: skip
-CONCEPTS = ["stripes", "checker", "dots", "rings", "star", "hatch", "stripes_star", "checker_dots", "dots_rings",
-            "rings_star", "star_hatch", "stripes_hatch"]  # fmt: skip
+GOOGLENET_BLOCKS = [
+    ("inception3a", 256),
+    ("inception3b", 480),
+    ("inception4a", 512),
+    ("inception4b", 512),
+    ("inception4c", 512),
+    ("inception4d", 528),
+    ("inception4e", 832),
+    ("inception5a", 832),
+    ("inception5b", 1024),
+]
+CONCEPTS = [
+    "stripes",
+    "checker",
+    "dots",
+    "rings",
+    "star",
+    "hatch",
+    "stripes_star",
+    "checker_dots",
+    "dots_rings",
+    "rings_star",
+    "star_hatch",
+    "stripes_hatch",
+]
 
 
 def bench_jobs(workers: int, n_jobs: int, images: int, folder: Path) -> tuple[float, int]:
@@ -41,8 +61,10 @@ def bench_jobs(workers: int, n_jobs: int, images: int, folder: Path) -> tuple[fl
     from ingest.fanout.jobs import Job
     from ingest.fanout.many import ingest_many
 
-    jobs = [Job(model="catfish-mini", concept=c, dataset=f"catfish:{c}", n=images, k=3, device="cpu")
-            for c in CONCEPTS[:n_jobs]]  # fmt: skip
+    jobs = [
+        Job(model="catfish-mini", concept=c, dataset=f"catfish:{c}", n=images, k=3, device="cpu")
+        for c in CONCEPTS[:n_jobs]
+    ]
     executor = RayExecutor(workers)
     try:
         report = ingest_many(str(folder / f"jobs-{workers}.duckdb"), jobs, executor, retries=0)
@@ -59,18 +81,29 @@ def bench_edges(url: str, runs: int) -> tuple[int, float]:
     matrices = [rng.random((m, n), dtype=np.float32) for m, n in zip(widths, widths[1:])]
     cat = open_catalog(url, create=True)
     with cat.writing() as s:
-        model = store.ensure_model(s, name="googlenet", architecture="bench", weights_sha256="0" * 64,
-                                   layers=GOOGLENET_BLOCKS)  # fmt: skip
+        model = store.ensure_model(
+            s, name="googlenet", architecture="bench", weights_sha256="0" * 64, layers=GOOGLENET_BLOCKS
+        )
         concept = store.ensure_concept(s, "bench")
     seconds = 0.0
     for r in range(runs):
         t0 = time.perf_counter()
         with cat.writing() as s:
             store.write_run(
-                s, model=model, concept_id=concept, layer_names=names, params={}, image_set_sha256="0" * 64,
-                n_images=1, provenance_key=f"bench-{r}", library_versions={}, device="cpu",
-                started_at=dt.datetime(2025, 1, 1), seconds=0.0, matrices=matrices,
-            )  # fmt: skip
+                s,
+                model=model,
+                concept_id=concept,
+                layer_names=names,
+                params={},
+                image_set_sha256="0" * 64,
+                n_images=1,
+                provenance_key=f"bench-{r}",
+                library_versions={},
+                device="cpu",
+                started_at=dt.datetime(2025, 1, 1),
+                seconds=0.0,
+                matrices=matrices,
+            )
         seconds += time.perf_counter() - t0
     cat.close()
     return runs * sum(m * n for m, n in zip(widths, widths[1:])), seconds
@@ -88,12 +121,20 @@ def main() -> None:
         folder = Path(tmp)
         for workers in (1, 2):
             seconds, stored = bench_jobs(workers, args.jobs, args.images, folder)
-            rows.append((f"ingest-many, {workers} Ray worker{'s' if workers > 1 else ''} "
-                         f"({args.jobs} catfish-mini jobs, {args.images} images)",
-                         f"{60 * stored / seconds:.1f} jobs/min ({seconds:.1f} s)"))  # fmt: skip
+            rows.append(
+                (
+                    f"ingest-many, {workers} Ray worker{'s' if workers > 1 else ''} "
+                    f"({args.jobs} catfish-mini jobs, {args.images} images)",
+                    f"{60 * stored / seconds:.1f} jobs/min ({seconds:.1f} s)",
+                )
+            )
         edges, seconds = bench_edges(str(folder / "edges.duckdb"), args.edges_runs)
-        rows.append((f"Arrow into DuckDB ({args.edges_runs} googlenet-sized runs, {edges / 1e6:.1f} M edges)",
-                     f"{edges / seconds / 1e6:.2f} M edges/s"))  # fmt: skip
+        rows.append(
+            (
+                f"Arrow into DuckDB ({args.edges_runs} googlenet-sized runs, {edges / 1e6:.1f} M edges)",
+                f"{edges / seconds / 1e6:.2f} M edges/s",
+            )
+        )
     if args.pg:
         import sqlalchemy as sa
 
@@ -105,8 +146,12 @@ def main() -> None:
         try:
             url = server.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
             edges, seconds = bench_edges(url, args.edges_runs)
-            rows.append((f"COPY into PostgreSQL ({args.edges_runs} googlenet-sized runs, {edges / 1e6:.1f} M edges)",
-                         f"{edges / seconds / 1e6:.2f} M edges/s"))  # fmt: skip
+            rows.append(
+                (
+                    f"COPY into PostgreSQL ({args.edges_runs} googlenet-sized runs, {edges / 1e6:.1f} M edges)",
+                    f"{edges / seconds / 1e6:.2f} M edges/s",
+                )
+            )
         finally:
             close_all()
             with admin.connect() as conn:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CHILD = r'''
+CHILD = r"""
 import os, sys, time, json
 mode, n_threads, n_images, n_pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 if mode in ("passive", "default"):
@@ -42,14 +42,19 @@ attribute(model, layers, x[:1], device="cpu")  # warm-up (plans, allocator)
 t = time.perf_counter()
 attribute(model, layers, x, batch_size=n_images, device="cpu")
 print(json.dumps({"seconds": time.perf_counter() - t, "threads": n, "load": os.getloadavg()[0]}))
-'''
+"""
 
 
 def run(mode: str, threads: int, images: int, pairs: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(threads), str(images), str(pairs)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(threads), str(images), str(pairs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,9 +65,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
-    settings = [("spin", cpus, f"spin, {cpus} threads"), ("after", cpus, f"set after import, {cpus} threads"),
-                ("passive", cpus, f"passive, {cpus} threads"), ("default", 0, "passive, default threads"),
-                ("passive", 1, "1 thread")]
+    settings = [
+        ("spin", cpus, f"spin, {cpus} threads"),
+        ("after", cpus, f"set after import, {cpus} threads"),
+        ("passive", cpus, f"passive, {cpus} threads"),
+        ("default", 0, "passive, default threads"),
+        ("passive", 1, "1 thread"),
+    ]
     print(f"googlenet attribute, {args.images} images 224 px, {args.pairs} pairs, {cpus} CPUs")
     print(f"{'setting':<32} {'threads':>7} {'seconds':>8} {'load':>6}")
     for _ in range(args.repeats):

@@ -52,16 +52,22 @@ class CarReport:
         for layer, chans in self.channels.items():
             lines.append(f"  {layer:<8} {chans}")
         lines.append("known car circuit (Olah et al. 2020, 'Zoom In'):")
-        lines.append(f"  mixed4c:447 car      in circuit: {self._yn('mixed4c:447')}   rank by CLA total: "
-                     f"{self.car_rank} of {self.car_width}")
+        lines.append(
+            f"  mixed4c:447 car      in circuit: {self._yn('mixed4c:447')}   rank by CLA total: "
+            f"{self.car_rank} of {self.car_width}"
+        )
         for (layer, ch), what in PARTS.items():
             key = f"{layer}:{ch}"
             rank = self.part_ranks.get(key)
-            lines.append(f"  {key:<12} {what:<15} in circuit: {self._yn(key)}   rank of its score into 447: "
-                         f"{rank if rank is not None else 'n/a'}")
+            lines.append(
+                f"  {key:<12} {what:<15} in circuit: {self._yn(key)}   rank of its score into 447: "
+                f"{rank if rank is not None else 'n/a'}"
+            )
         if self.top_into_car:
-            lines.append("mixed4b neurons with the largest score into mixed4c:447: "
-                         + ", ".join(f"{c} ({s:.3g})" for c, s in self.top_into_car))
+            lines.append(
+                "mixed4b neurons with the largest score into mixed4c:447: "
+                + ", ".join(f"{c} ({s:.3g})" for c, s in self.top_into_car)
+            )
         found = sum(self.known_in_circuit.values())
         lines.append(f"overlap with the known car circuit: {found} of {len(self.known_in_circuit)} neurons")
         return "\n".join(lines)
@@ -94,7 +100,7 @@ def car_report(cat, run_id: int, circuit_id: int, *, top: int = 10) -> CarReport
             into = mats[i - 1][:, CAR[1]]  # (C_4b,) scores into mixed4c:447
             order = np.argsort(-into, kind="stable")
             top_into = [(int(c), float(into[c])) for c in order[:top]]
-            for (layer, ch) in PARTS:
+            for layer, ch in PARTS:
                 part_ranks[f"{layer}:{ch}"] = int((into > into[ch]).sum()) + 1
     width = run.widths[layers.index(CAR[0])] if CAR[0] in layers else 0
     return CarReport(run_id, circuit_id, layers, channels, known, car_rank, width, part_ranks, top_into)
@@ -143,8 +149,17 @@ def planted_inputs(folder: Path, *, n: int = 4, seed: int = 0, weights: Path) ->
         Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(folder / f"car{i}.png")
 
 
-def run(weights: str, images: str, *, layers=DEFAULT_LAYERS, k: int = 5, db: str | None = None,
-        input_size: int | None = None, top: int = 10, threads: int | None = None) -> CarReport:
+def run(
+    weights: str,
+    images: str,
+    *,
+    layers=DEFAULT_LAYERS,
+    k: int = 5,
+    db: str | None = None,
+    input_size: int | None = None,
+    top: int = 10,
+    threads: int | None = None,
+) -> CarReport:
     """Ingest the car concept on `inceptionv1` with `weights` and report on the car circuit."""
     from catalog.engine import open_catalog
     from ingest.pipeline import IngestConfig, ingest, resolve_images
@@ -152,8 +167,16 @@ def run(weights: str, images: str, *, layers=DEFAULT_LAYERS, k: int = 5, db: str
     db = db or str(Path(tempfile.mkdtemp(prefix="car-circuit-")) / "car.duckdb")
     cat = open_catalog(db, create=True)
     image_set = resolve_images(images, None)
-    config = IngestConfig(model="inceptionv1", concept="car", layers=tuple(layers), k=k, weights=weights,
-                          device="auto", input_size=input_size, threads=threads)
+    config = IngestConfig(
+        model="inceptionv1",
+        concept="car",
+        layers=tuple(layers),
+        k=k,
+        weights=weights,
+        device="auto",
+        input_size=input_size,
+        threads=threads,
+    )
     result = ingest(cat, config, image_set)
     return car_report(cat, result.run_id, result.circuit_id, top=top)
 
@@ -179,8 +202,16 @@ def main(argv: list[str] | None = None) -> None:
         print("PLANTED STAND-IN: random-init InceptionV1 with the car path written into its weights")
     if not args.weights or not args.images:
         ap.error("give --weights FILE and --images DIR (or --planted-demo)")
-    report = run(args.weights, args.images, layers=layers, k=args.k, db=args.db, input_size=args.input_size,
-                 top=args.top, threads=args.threads)
+    report = run(
+        args.weights,
+        args.images,
+        layers=layers,
+        k=args.k,
+        db=args.db,
+        input_size=args.input_size,
+        top=args.top,
+        threads=args.threads,
+    )
     print(report.to_text())
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import ingest  # noqa: F401  (thread wait policy before torch starts its pools)
 import torch
 import torch.nn.functional as F
+
+import ingest  # noqa: F401  (thread wait policy before torch starts its pools)
 
 BLOCKS = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n)]
 
@@ -62,7 +63,9 @@ def live_pair_flop(images: int, size: int) -> tuple[float, float]:
         hooks.append(block.register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, o)))
         for c in ("conv1", "conv2"):
             conv = getattr(block, c)
-            hooks.append(conv.register_forward_hook(lambda m, i, o, key=(name, c): convs.__setitem__(key, (i[0], o, m))))
+            hooks.append(
+                conv.register_forward_hook(lambda m, i, o, key=(name, c): convs.__setitem__(key, (i[0], o, m)))
+            )
     with torch.no_grad():
         model(torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(1)))
     live = every = 0.0
@@ -93,10 +96,14 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"{name:34s} {rate:6.0f} GFLOP/s ({args.threads} thread)")
     peak = max(rates.values())
-    print(f"dense per-pair backward, resnet50 block cuts, {args.images} images at {args.size} px: "
-          f"{live / 1e12:.2f} TFLOP over live pairs ({every / 1e12:.2f} over all)")
-    print(f"least time at {peak:.0f} GFLOP/s: {live / peak / 1e9:.1f} s "
-          f"(speed-up bound = reference seconds / {live / peak / 1e9:.1f})")
+    print(
+        f"dense per-pair backward, resnet50 block cuts, {args.images} images at {args.size} px: "
+        f"{live / 1e12:.2f} TFLOP over live pairs ({every / 1e12:.2f} over all)"
+    )
+    print(
+        f"least time at {peak:.0f} GFLOP/s: {live / peak / 1e9:.1f} s "
+        f"(speed-up bound = reference seconds / {live / peak / 1e9:.1f})"
+    )
 
 
 if __name__ == "__main__":

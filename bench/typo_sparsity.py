@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from catalog.errors import CircuitsError
-
 import ingest.train as train
+from catalog.errors import CircuitsError
 from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS
 
 
@@ -65,7 +64,9 @@ def main() -> None:
         result = train.train_typo(config, args.out, on_epoch=lambda r: print(r, flush=True))
     except CircuitsError as exc:
         sys.exit(f"error: {exc}")
-    print(f"held-out accuracy {result.heldout_accuracy:.4f}, attack success {result.attack_success:.4f}; {result.weights_path}")
+    print(
+        f"held-out accuracy {result.heldout_accuracy:.4f}, attack success {result.attack_success:.4f}; {result.weights_path}"
+    )
 
 
 if __name__ == "__main__":

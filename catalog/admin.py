@@ -20,6 +20,10 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import URL
 
 from catalog import migrate, revision
+from catalog.connect import connect_errors as _connect_errors
+from catalog.connect import display as _display
+from catalog.connect import duckdb_path as _duckdb_path
+from catalog.db_path import check_duckdb_target
 from catalog.engine import (
     build_engine,
     cached_catalog,
@@ -28,8 +32,6 @@ from catalog.engine import (
     open_catalog,
     resolve_url,
 )
-from catalog.connect import connect_errors as _connect_errors, display as _display, duckdb_path as _duckdb_path
-from catalog.db_path import check_duckdb_target
 from catalog.errors import CatalogError, NotFound
 from catalog.models import Base
 from catalog.views import VIEWS, create_views
@@ -121,9 +123,7 @@ def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaSta
     return before
 
 
-def upgrade_catalog(
-    url_or_path: str | os.PathLike[str] | None = None, *, backup: bool = True
-) -> UpgradeResult:
+def upgrade_catalog(url_or_path: str | os.PathLike[str] | None = None, *, backup: bool = True) -> UpgradeResult:
     """Upgrade a catalog to the head revision, backing a DuckDB file up first.
 
     A foreign database (tables but no revision) is accepted only if its tables and columns are

@@ -132,21 +132,29 @@ def write_edge_matrices(
     layer_ids = _layer_ids(session, neuron_ids)
     rows = [
         {
-            "run_id": int(run_id), "pair": i, "src_layer_id": layer_ids[i], "dst_layer_id": layer_ids[i + 1],
-            "n_src": m.shape[0], "n_dst": m.shape[1], "codec": CODEC, "top_k": int(top_k),
+            "run_id": int(run_id),
+            "pair": i,
+            "src_layer_id": layer_ids[i],
+            "dst_layer_id": layer_ids[i + 1],
+            "n_src": m.shape[0],
+            "n_dst": m.shape[1],
+            "codec": CODEC,
+            "top_k": int(top_k),
             "scores": encode_matrix(m),
-        }  # fmt: skip
+        }
         for i, m in enumerate(scores)
     ]
     matrix_store.write_rows(session, rows)
     chunks = []
     for i, m in enumerate(scores):
         src, dst = np.nonzero(top_edge_mask(m, top_k))  # row-major
-        chunks.append((
-            np.asarray(neuron_ids[i], dtype=np.int32)[src],
-            np.asarray(neuron_ids[i + 1], dtype=np.int32)[dst],
-            m[src, dst],
-        ))  # fmt: skip
+        chunks.append(
+            (
+                np.asarray(neuron_ids[i], dtype=np.int32)[src],
+                np.asarray(neuron_ids[i + 1], dtype=np.int32)[dst],
+                m[src, dst],
+            )
+        )
     return _insert_edges(session, "edge", {"run_id": int(run_id)}, chunks)
 
 
@@ -189,10 +197,12 @@ def _insert_edges(
     if _backend(session) == "duckdb":
         # One Arrow table (a chunk per pair, no copies) and one INSERT; the ids are constants of
         # the SELECT rather than materialised columns.
-        data = pa.table({
-            name: pa.chunked_array([pa.array(chunk[j]) for chunk in chunks], type=pa.array(chunks[0][j]).type)
-            for j, name in enumerate(EDGE_COLUMNS[1:])
-        })  # fmt: skip
+        data = pa.table(
+            {
+                name: pa.chunked_array([pa.array(chunk[j]) for chunk in chunks], type=pa.array(chunks[0][j]).type)
+                for j, name in enumerate(EDGE_COLUMNS[1:])
+            }
+        )
         _duckdb_insert_table(session, table, data, constants=constants)
     else:
         src, dst, score = (np.concatenate([chunk[j] for chunk in chunks]) for j in range(3))
@@ -216,9 +226,7 @@ def _layer_ids(session: Session, neuron_ids: Sequence[np.ndarray]) -> list[int]:
 def check_matrix_shapes(neuron_ids: Sequence[np.ndarray], matrices: Sequence[np.ndarray]) -> None:
     """Raise CatalogError unless there is one (C_i, C_{i+1}) matrix per adjacent layer pair."""
     if len(matrices) != len(neuron_ids) - 1:
-        raise CatalogError(
-            f"{len(neuron_ids)} layers need {len(neuron_ids) - 1} score matrices, got {len(matrices)}"
-        )
+        raise CatalogError(f"{len(neuron_ids)} layers need {len(neuron_ids) - 1} score matrices, got {len(matrices)}")
     for i, scores in enumerate(matrices):
         want = (len(neuron_ids[i]), len(neuron_ids[i + 1]))
         if tuple(np.shape(scores)) != want:
@@ -340,6 +348,7 @@ def delete_edges(session: Session, run_id: int) -> None:
     for table in ("edge", "circuit_edge"):
         session.execute(text(f"DELETE FROM {table} WHERE run_id = :r"), {"r": int(run_id)})
     matrix_store.delete_rows(session, run_id)
+
 
 def _backend(session: Session) -> str:
     return session.get_bind().dialect.name

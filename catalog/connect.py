@@ -96,9 +96,7 @@ def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
     try:
         url = make_url(text)
     except sa.exc.ArgumentError as exc:
-        raise CatalogError(
-            f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path"
-        ) from exc
+        raise CatalogError(f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path") from exc
     backend = url.get_backend_name()
     if backend == "duckdb":
         if url.database and url.database != ":memory:":
@@ -106,14 +104,10 @@ def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
         return url
     if backend == "postgresql":
         return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
-    raise CatalogError(
-        f"unsupported database {backend!r} in {url.render_as_string()}: use DuckDB or PostgreSQL"
-    )
+    raise CatalogError(f"unsupported database {backend!r} in {url.render_as_string()}: use DuckDB or PostgreSQL")
 
 
-def build_engine(
-    url: URL, *, read_only: bool, read_only_transactions: bool = False, **engine_kwargs: Any
-) -> Engine:
+def build_engine(url: URL, *, read_only: bool, read_only_transactions: bool = False, **engine_kwargs: Any) -> Engine:
     """Create (without connecting) the engine for a catalog URL.
 
     Args:
@@ -137,9 +131,7 @@ def build_engine(
             # SET TRANSACTION READ ONLY; the mode is only given at BEGIN.
             engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
         return engine
-    return sa.create_engine(
-        url, connect_args=_pg_connect_args(url, read_only), pool_pre_ping=True, **engine_kwargs
-    )
+    return sa.create_engine(url, connect_args=_pg_connect_args(url, read_only), pool_pre_ping=True, **engine_kwargs)
 
 
 def _pg_connect_args(url: URL, read_only: bool) -> dict[str, Any]:
@@ -173,8 +165,7 @@ def connect_errors(url: URL) -> Iterator[None]:
             raise known from exc  # lock, corruption or permissions (catalog.db_path)
         if url.get_backend_name() == "duckdb" and "different configuration" in detail:
             raise CatalogLocked(
-                f"catalog {where} is open in this process in another mode with a session in use: "
-                "close it first"
+                f"catalog {where} is open in this process in another mode with a session in use: close it first"
             ) from exc
         if url.get_backend_name() == "postgresql" and isinstance(exc, sa.exc.OperationalError):
             raise CatalogError(f"cannot connect to {where}: {detail}") from exc

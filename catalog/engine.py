@@ -1,7 +1,7 @@
 """Open the catalog: one engine per database per process, schema checks, read-only mode.
 
 `open_catalog` turns a path or SQLAlchemy URL into a cached `Catalog` (an Engine plus a
-sessionmaker). Callers open sessions and own the transaction (STYLE §5):
+sessionmaker). Callers open sessions and own the transaction (docs/architecture.md, "Conventions"):
 
     cat = open_catalog("circuits.duckdb")
     with cat.session() as s, s.begin():
@@ -82,7 +82,7 @@ class Catalog:
 
     @property
     def backend(self) -> str:
-        """"duckdb" or "postgresql"."""
+        """ "duckdb" or "postgresql"."""
         return self.url.get_backend_name()
 
     @property
@@ -290,9 +290,7 @@ def close_catalogs_of(url_or_path: str | os.PathLike[str] | None) -> None:
             if cat is None:
                 continue
             if _in_use(cat._engine):
-                raise CatalogLocked(
-                    f"catalog {cat.display} has a session in use in this process: close it first"
-                )
+                raise CatalogLocked(f"catalog {cat.display} has a session in use in this process: close it first")
             cat.close()
 
 
@@ -376,5 +374,3 @@ def check_revision(revision: str | None, has_tables: bool, url: URL) -> None:
         SchemaOutdated: another revision, or tables without a revision.
     """
     revision_check(revision, has_tables, display(url))
-
-

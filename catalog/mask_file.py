@@ -1,10 +1,10 @@
-"""The portable pruning-mask format (DESIGN §2 "mask", §5): what a circuit becomes when it leaves
+"""The portable pruning-mask format (docs/architecture.md, "Vocabulary"; docs/method.md, "Interventions"): what a circuit becomes when it leaves
 the catalog.
 
 A mask names, per module (a dotted module path, the hook site stored in the catalog), the output
 channels to zero. An *edge* mask additionally names one cut between two adjacent circuit layers:
 the upstream (`src`) channels whose contribution is removed and the downstream (`dst`) channels
-that see the pruned input (DESIGN §5 edge pruning). Every mask carries the identity of the weights
+that see the pruned input (docs/method.md, "Interventions" edge pruning). Every mask carries the identity of the weights
 it was made for, so applying it to other weights is refused rather than silently meaningless.
 
 Two encodings of the same content, format version 1:
@@ -43,16 +43,16 @@ from catalog.vocab import MaskKind
 
 __all__ = [
     "FORMAT",
-    "VERSION",
     "KINDS",
-    "MaskError",
-    "ModelIdentity",
+    "VERSION",
     "CatalogSource",
-    "ModuleMask",
     "EdgeCut",
     "Mask",
-    "mask_to_dict",
+    "MaskError",
+    "ModelIdentity",
+    "ModuleMask",
     "mask_from_dict",
+    "mask_to_dict",
     "parse_channels",
 ]
 
@@ -80,9 +80,7 @@ class ModelIdentity:
         if not isinstance(self.name, str) or not self.name:
             raise MaskError("mask model name must be a non-empty string")
         if not isinstance(self.weights_sha256, str) or not _SHA256.match(self.weights_sha256):
-            raise MaskError(
-                f"mask model weights_sha256 must be 64 lowercase hex digits, got {self.weights_sha256!r}"
-            )
+            raise MaskError(f"mask model weights_sha256 must be 64 lowercase hex digits, got {self.weights_sha256!r}")
         if self.architecture is not None and not isinstance(self.architecture, str):
             raise MaskError("mask model architecture must be a string or null")
 
@@ -144,7 +142,7 @@ class ModuleMask:
 
 @dataclass(frozen=True)
 class EdgeCut:
-    """One edge-pruning cut: `src` channels stop reaching the `dst` channels (DESIGN §5)."""
+    """One edge-pruning cut: `src` channels stop reaching the `dst` channels (docs/method.md, "Interventions")."""
 
     src: str
     dst: str

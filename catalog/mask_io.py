@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from catalog.atomic import atomic_path, write_text_atomic
-from catalog.mask_file import FORMAT, VERSION, Mask, MaskError, parse_channels, mask_from_dict, mask_to_dict
+from catalog.mask_file import FORMAT, VERSION, Mask, MaskError, mask_from_dict, mask_to_dict, parse_channels
 
-__all__ = ["write_json", "read_json", "write_safetensors", "read_safetensors", "write_mask", "read_mask"]
+__all__ = ["read_json", "read_mask", "read_safetensors", "write_json", "write_mask", "write_safetensors"]
 
 _METADATA_KEY = "circuit_mask"
 MAX_MASK_BYTES = 64 << 20  # a mask lists channels: every channel of a ResNet-152 is well under 1 MiB

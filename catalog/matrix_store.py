@@ -51,11 +51,13 @@ def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         return
     session.execute(insert(RunMatrix.__table__), [{**r, "scores": None} for r in rows])
     words = np.concatenate([blob_words(r["scores"]) for r in rows])  # (W,) the run's blobs in pair order
-    table = pa.table({
-        "run_id": np.full(len(words), rows[0]["run_id"], np.int32),
-        "seq": np.arange(len(words), dtype=np.int32),
-        "word": words,
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "run_id": np.full(len(words), rows[0]["run_id"], np.int32),
+            "seq": np.arange(len(words), dtype=np.int32),
+            "word": words,
+        }
+    )
     raw = driver_connection(session)
     name = f"_bulk_words_{next(_temp_names)}"
     raw.register(name, table)  # one Arrow chunk (see catalog.bulk._duckdb_insert_table)

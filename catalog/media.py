@@ -10,7 +10,7 @@ Two tables, created by migration 0002:
 
 Both are bounded: `MAX_PNG_BYTES` per PNG (the writer shrinks until it fits), and the ingest side
 keeps a handful of patches per neuron. Data functions take the caller's Session and never commit
-(STYLE §5); they return plain dataclasses (STYLE §6). The rows are small (kilobytes), so they go
+(docs/architecture.md, "Conventions"); they return plain dataclasses (docs/architecture.md, "Conventions"). The rows are small (kilobytes), so they go
 through Core `executemany`, not the ORM and not the bulk edge path.
 """
 
@@ -23,16 +23,17 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from catalog.errors import CatalogError, NotFound
+
 # The two tables are declared in catalog.models with the rest of the schema (so Base.metadata has
 # them wherever the schema is used, without models importing this module back).
 from catalog.models import Base, ExampleImage, ImageThumbnail, Layer, Neuron, NeuronPatch, Run  # noqa: F401 (Base: callers' metadata)
 
 __all__ = [
+    "MAX_PNG_BYTES",
     "ImageThumbnail",
     "NeuronPatch",
     "PatchRow",
     "ThumbRow",
-    "MAX_PNG_BYTES",
     "delete_run_patches",
     "example_image_ids",
     "image_set_sources",
@@ -100,9 +101,21 @@ def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *,
         assert p.png is not None, "write_patches needs the PNG bytes"
         _check_png(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
         x0, y0, x1, y1 = (int(v) for v in p.box)
-        rows.append(dict(run_id=int(run_id), neuron_id=int(p.neuron_id), rank=int(p.rank),
-                         example_image_id=int(p.example_image_id), activation=float(p.activation),
-                         x0=x0, y0=y0, x1=x1, y1=y1, mime="image/png", data=p.png))
+        rows.append(
+            dict(
+                run_id=int(run_id),
+                neuron_id=int(p.neuron_id),
+                rank=int(p.rank),
+                example_image_id=int(p.example_image_id),
+                activation=float(p.activation),
+                x0=x0,
+                y0=y0,
+                x1=x1,
+                y1=y1,
+                mime="image/png",
+                data=p.png,
+            )
+        )
     if replace:
         delete_run_patches(session, run_id)
     if rows:
@@ -127,18 +140,22 @@ def write_image_thumbnails(session: Session, thumbs: Iterable[tuple[int, int, in
     items = list(thumbs)
     if not items:
         return 0
-    have = set(session.scalars(
-        select(ImageThumbnail.example_image_id).where(
-            ImageThumbnail.example_image_id.in_([int(i) for i, *_ in items]))
-    ).all())
+    have = set(
+        session.scalars(
+            select(ImageThumbnail.example_image_id).where(
+                ImageThumbnail.example_image_id.in_([int(i) for i, *_ in items])
+            )
+        ).all()
+    )
     rows = []
     for image_id, width, height, png in items:
         if int(image_id) in have:
             continue
         _check_png(png, f"thumbnail of example image {image_id}")
         have.add(int(image_id))
-        rows.append(dict(example_image_id=int(image_id), width=int(width), height=int(height),
-                         mime="image/png", data=png))
+        rows.append(
+            dict(example_image_id=int(image_id), width=int(width), height=int(height), mime="image/png", data=png)
+        )
     if rows:
         session.execute(insert(ImageThumbnail), rows)
     return len(rows)
@@ -187,8 +204,11 @@ def neuron_id_map(session: Session, model_id: int, layer_names: Sequence[str]) -
 
 
 def read_patches(
-    session: Session, run_id: int | None = None, neuron_ids: Sequence[int] | None = None,
-    *, with_png: bool = False,
+    session: Session,
+    run_id: int | None = None,
+    neuron_ids: Sequence[int] | None = None,
+    *,
+    with_png: bool = False,
 ) -> dict[tuple[int, int], list[PatchRow]]:
     """Stored patches of complete runs, grouped by (run_id, neuron_id), strongest first.
 
@@ -201,8 +221,17 @@ def read_patches(
     Returns:
         {(run_id, neuron_id): [PatchRow, …]} ordered by rank.
     """
-    cols = [NeuronPatch.run_id, NeuronPatch.neuron_id, NeuronPatch.rank, NeuronPatch.example_image_id,
-            NeuronPatch.activation, NeuronPatch.x0, NeuronPatch.y0, NeuronPatch.x1, NeuronPatch.y1]
+    cols = [
+        NeuronPatch.run_id,
+        NeuronPatch.neuron_id,
+        NeuronPatch.rank,
+        NeuronPatch.example_image_id,
+        NeuronPatch.activation,
+        NeuronPatch.x0,
+        NeuronPatch.y0,
+        NeuronPatch.x1,
+        NeuronPatch.y1,
+    ]
     if with_png:
         cols.append(NeuronPatch.data)
     q = select(*cols).join(Run, Run.id == NeuronPatch.run_id).where(Run.status == "complete")
@@ -225,11 +254,15 @@ def patch_png(session: Session, run_id: int, neuron_id: int, rank: int) -> bytes
     Raises:
         NotFound: no such patch.
     """
-    data = session.scalar(select(NeuronPatch.data).where(
-        NeuronPatch.run_id == int(run_id), NeuronPatch.neuron_id == int(neuron_id), NeuronPatch.rank == int(rank)))
+    data = session.scalar(
+        select(NeuronPatch.data).where(
+            NeuronPatch.run_id == int(run_id), NeuronPatch.neuron_id == int(neuron_id), NeuronPatch.rank == int(rank)
+        )
+    )
     if data is None:
-        raise NotFound(f"no patch {rank} of neuron {neuron_id} in run {run_id}: "
-                       f"compute them with `circuits thumbnails {run_id}`")
+        raise NotFound(
+            f"no patch {rank} of neuron {neuron_id} in run {run_id}: compute them with `circuits thumbnails {run_id}`"
+        )
     return bytes(data)
 
 
@@ -251,13 +284,22 @@ def image_set_thumbnails(session: Session, image_set_sha256: str) -> list[ThumbR
     Raises:
         NotFound: no such image set.
     """
-    concept = session.scalar(select(ExampleImage.concept_id).where(
-        ExampleImage.image_set_sha256 == image_set_sha256).order_by(ExampleImage.concept_id).limit(1))
+    concept = session.scalar(
+        select(ExampleImage.concept_id)
+        .where(ExampleImage.image_set_sha256 == image_set_sha256)
+        .order_by(ExampleImage.concept_id)
+        .limit(1)
+    )
     if concept is None:
         raise NotFound(f"no image set {image_set_sha256[:12]} in the catalog")
     q = (
-        select(ExampleImage.id, ExampleImage.position, ExampleImage.sha256, ExampleImage.source_path,
-               ImageThumbnail.example_image_id)
+        select(
+            ExampleImage.id,
+            ExampleImage.position,
+            ExampleImage.sha256,
+            ExampleImage.source_path,
+            ImageThumbnail.example_image_id,
+        )
         .outerjoin(ImageThumbnail, ImageThumbnail.example_image_id == ExampleImage.id)
         .where(ExampleImage.image_set_sha256 == image_set_sha256, ExampleImage.concept_id == concept)
         .order_by(ExampleImage.position)

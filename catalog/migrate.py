@@ -7,7 +7,7 @@ and the tests. Revision ids are zero-padded numbers (`0001`, `0002`, …) in fil
 database against `SCHEMA_HEAD` without importing Alembic.
 
 Writing a new revision: copy the newest file, bump the number, set `down_revision`, write the
-operations by hand (STYLE §9: DuckDB cannot add foreign keys or NOT NULL columns to existing
+operations by hand (docs/architecture.md, "Conventions": DuckDB cannot add foreign keys or NOT NULL columns to existing
 tables, nor drop a column from a table with an index or referenced rows; keys and indexes go
 inside `create_table`; name CHECK constraints with `op.f(...)` or the naming convention is applied
 twice), bump `SCHEMA_HEAD` (in `catalog.revision`), and run the migration tests.
@@ -32,9 +32,7 @@ MIGRATIONS_DIR = Path(importlib.util.find_spec("migrations").origin).resolve().p
 """The top-level `migrations` package (Alembic env and versions), shipped in the distribution."""
 
 
-def alembic_config(
-    connection: Connection | None = None, *, version_locations: Sequence[str | Path] = ()
-) -> Config:
+def alembic_config(connection: Connection | None = None, *, version_locations: Sequence[str | Path] = ()) -> Config:
     """Build the Alembic configuration for the catalog's migrations.
 
     Args:
@@ -70,9 +68,7 @@ def script_heads(*, version_locations: Sequence[str | Path] = ()) -> tuple[str, 
     return tuple(ScriptDirectory.from_config(alembic_config(version_locations=version_locations)).get_heads())
 
 
-def upgrade(
-    connection: Connection, revision: str = "head", *, version_locations: Sequence[str | Path] = ()
-) -> None:
+def upgrade(connection: Connection, revision: str = "head", *, version_locations: Sequence[str | Path] = ()) -> None:
     """Upgrade the database on `connection` to `revision`, inside the caller's transaction.
 
     Args:
@@ -85,9 +81,7 @@ def upgrade(
     command.upgrade(alembic_config(connection, version_locations=version_locations), revision)
 
 
-def downgrade(
-    connection: Connection, revision: str = "base", *, version_locations: Sequence[str | Path] = ()
-) -> None:
+def downgrade(connection: Connection, revision: str = "base", *, version_locations: Sequence[str | Path] = ()) -> None:
     """Downgrade the database on `connection` to `revision` ("base" removes everything).
 
     Args:

@@ -1,4 +1,4 @@
-"""The catalog schema as typed SQLAlchemy 2.0 models (DESIGN §6).
+"""The catalog schema as typed SQLAlchemy 2.0 models (docs/architecture.md, "Catalog schema").
 
 Integer keys come from explicit sequences because DuckDB has no SERIAL. A run's scores are kept
 whole in `run_matrix` (one losslessly compressed blob per adjacent layer pair, migration 0004);
@@ -267,7 +267,7 @@ class CircuitEdge(Base):
 
 
 class Circuit(Base):
-    """k neurons per layer chosen from a run's scores (DESIGN §4)."""
+    """k neurons per layer chosen from a run's scores (docs/method.md, "Circuit search")."""
 
     __tablename__ = "circuit"
     __table_args__ = (Index(None, "run_id"), _pg_only_fk("run_id", "run.id"))
@@ -294,7 +294,7 @@ class CircuitNeuron(Base):
 
 
 class Intervention(Base):
-    """Edge or circuit pruning of a circuit (DESIGN §5)."""
+    """Edge or circuit pruning of a circuit (docs/method.md, "Interventions")."""
 
     __tablename__ = "intervention"
     __table_args__ = (

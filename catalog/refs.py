@@ -1,6 +1,6 @@
 """Plain, frozen results of the catalog's data functions (`catalog.store`); no ORM rows escape.
 
-They stay valid after the session that produced them is closed (STYLE §6).
+They stay valid after the session that produced them is closed (docs/architecture.md, "Conventions").
 """
 
 from __future__ import annotations
@@ -53,9 +53,7 @@ class ModelRef:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise NotFound(
-            f"model {self.name} has no layer {name!r} in the catalog (it has {list(self.layer_order)})"
-        )
+        raise NotFound(f"model {self.name} has no layer {name!r} in the catalog (it has {list(self.layer_order)})")
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,7 @@ def run_query(
         CatalogError: the catalog was not opened read-only.
     """
     if not cat.read_only:
-        raise CatalogError(
-            "run_query needs a catalog opened read-only: open_catalog(..., read_only=True)"
-        )
+        raise CatalogError("run_query needs a catalog opened read-only: open_catalog(..., read_only=True)")
     from catalog.engine import driver_connection
 
     check_query_text(query)
@@ -142,7 +140,9 @@ def _duckdb_error(exc: Exception) -> CatalogError:
     import duckdb
 
     text = _first_paragraph(str(exc))
-    if isinstance(exc, duckdb.PermissionException) or any(w in text for w in ("read-only", "read only", "configuration has been locked")):
+    if isinstance(exc, duckdb.PermissionException) or any(
+        w in text for w in ("read-only", "read only", "configuration has been locked")
+    ):
         return ReadOnlyViolation(f"refused, the catalog is read-only here: {text}")
     if isinstance(exc, duckdb.OutOfMemoryException) or text.startswith("Out of Memory"):
         return QueryError(
@@ -233,8 +233,13 @@ def run_sql(
     if path is None or _open_in_process(path):
         from catalog.engine import open_catalog
 
-        return run_query(open_catalog(db, read_only=True), query, max_rows=max_rows, timeout_s=timeout_s,
-                         allow_superuser=allow_superuser)
+        return run_query(
+            open_catalog(db, read_only=True),
+            query,
+            max_rows=max_rows,
+            timeout_s=timeout_s,
+            allow_superuser=allow_superuser,
+        )
     import duckdb
 
     from catalog.db_path import check_duckdb_target, open_error
@@ -290,8 +295,7 @@ def _check_duckdb_revision(raw: Any, path: str) -> None:
     tables = {
         name
         for (name,) in raw.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main'"
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
         ).fetchall()
     }
     revision = None

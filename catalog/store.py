@@ -1,6 +1,6 @@
 """Data functions of the catalog: models, concepts, runs, circuits, interventions.
 
-Every function takes a Session and never commits; the caller owns the transaction (STYLE §5):
+Every function takes a Session and never commits; the caller owns the transaction (docs/architecture.md, "Conventions"):
 
     with cat.session() as s, s.begin():
         model = ensure_model(s, name=..., architecture=..., weights_sha256=..., layers=[...])
@@ -37,9 +37,9 @@ from catalog.store_runs import (
     find_complete_run,
     list_runs,
     read_run,
-    read_runs,
     read_run_edges_arrow,
     read_run_matrices,
+    read_runs,
     record_failed_run,
     write_run,
 )
@@ -64,9 +64,9 @@ __all__ = [
     "read_circuits",
     "read_model",
     "read_run",
-    "read_runs",
     "read_run_edges_arrow",
     "read_run_matrices",
+    "read_runs",
     "record_failed_run",
     "write_circuit",
     "write_example_images",

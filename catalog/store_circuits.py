@@ -80,9 +80,7 @@ def write_circuit(
         chosen = np.asarray(chosen, dtype=np.int64)
         valid = len(chosen) == ki and len(np.unique(chosen)) == ki
         if not valid or ((chosen < 0) | (chosen >= width)).any():
-            raise CatalogError(
-                f"layer {name}: need {ki} distinct channels in [0, {width}), got {chosen.tolist()}"
-            )
+            raise CatalogError(f"layer {name}: need {ki} distinct channels in [0, {width}), got {chosen.tolist()}")
         members.append(ids[chosen])
     circuit = Circuit(
         run_id=run_id,
@@ -301,9 +299,14 @@ def list_interventions(session: Session, circuit_id: int | None = None) -> list[
             if e.intervention_id in evaluations:
                 evaluations[e.intervention_id].append(
                     EvaluationRow(
-                        e.image_set, e.image_set_sha256, e.n_images, e.metric,
-                        e.clean_value, e.value, e.baseline_value,
-                    )  # fmt: skip
+                        e.image_set,
+                        e.image_set_sha256,
+                        e.n_images,
+                        e.metric,
+                        e.clean_value,
+                        e.value,
+                        e.baseline_value,
+                    )
                 )
     return [
         InterventionRef(

@@ -54,16 +54,15 @@ def ensure_model(
     """
     names = [n for n, _ in layers]
     if not names or len(set(names)) != len(names) or any(int(w) < 1 for _, w in layers):
-        raise CatalogError(
-            f"model {name}: layers must be distinct names with positive widths, got {list(layers)}"
-        )
+        raise CatalogError(f"model {name}: layers must be distinct names with positive widths, got {list(layers)}")
     new_id = session.execute(
         upsert(Model.__table__)
-        .values(name=name, architecture=architecture, weights_sha256=weights_sha256,
-                layer_order=names, created_at=utcnow())
+        .values(
+            name=name, architecture=architecture, weights_sha256=weights_sha256, layer_order=names, created_at=utcnow()
+        )
         .on_conflict_do_nothing(index_elements=["name", "weights_sha256"])
         .returning(Model.__table__.c.id)
-    ).scalar()  # fmt: skip
+    ).scalar()
     if new_id is not None:  # this transaction created it: nobody else sees it until commit
         _add_layers(session, new_id, [(n, int(w)) for n, w in layers], first_position=0)
         return read_model(session, new_id)
@@ -94,13 +93,8 @@ def ensure_model(
     return read_model(session, model_id)
 
 
-def _add_layers(
-    session: Session, model_id: int, layers: list[tuple[str, int]], first_position: int
-) -> None:
-    rows = [
-        Layer(model_id=model_id, name=n, position=first_position + i, width=w)
-        for i, (n, w) in enumerate(layers)
-    ]
+def _add_layers(session: Session, model_id: int, layers: list[tuple[str, int]], first_position: int) -> None:
+    rows = [Layer(model_id=model_id, name=n, position=first_position + i, width=w) for i, (n, w) in enumerate(layers)]
     session.add_all(rows)
     session.flush()
     widths = np.array([w for _, w in layers], dtype=np.int64)
@@ -124,9 +118,7 @@ def read_model(session: Session, model_id: int) -> ModelRef:
     row = session.get(Model, model_id)
     if row is None:
         raise NotFound(f"no model {model_id} in the catalog: {_LIST_MODELS}")
-    layer_rows = session.scalars(
-        select(Layer).where(Layer.model_id == model_id).order_by(Layer.position)
-    ).all()
+    layer_rows = session.scalars(select(Layer).where(Layer.model_id == model_id).order_by(Layer.position)).all()
     found = session.execute(
         select(Neuron.layer_id, Neuron.channel, Neuron.id)
         .join(Layer, Layer.id == Neuron.layer_id)
@@ -139,13 +131,9 @@ def read_model(session: Session, model_id: int) -> ModelRef:
     for lr in layer_rows:
         pairs = np.array(sorted(by_layer.get(lr.id, [])), dtype=np.int64).reshape(-1, 2)
         if len(pairs) != lr.width or not np.array_equal(pairs[:, 0], np.arange(lr.width)):
-            raise CatalogError(
-                f"layer {lr.name} of model {row.name} lacks neurons: the catalog is damaged"
-            )
+            raise CatalogError(f"layer {lr.name} of model {row.name} lacks neurons: the catalog is damaged")
         layers.append(LayerRef(lr.id, lr.name, lr.position, lr.width, pairs[:, 1].copy()))
-    return ModelRef(
-        row.id, row.name, row.architecture, row.weights_sha256, tuple(row.layer_order), tuple(layers)
-    )
+    return ModelRef(row.id, row.name, row.architecture, row.weights_sha256, tuple(row.layer_order), tuple(layers))
 
 
 def find_model(session: Session, name: str, weights_sha256: str | None = None) -> ModelRef:
@@ -164,9 +152,7 @@ def find_model(session: Session, name: str, weights_sha256: str | None = None) -
         raise NotFound(f"no model {name!r}{which} in the catalog: {_LIST_MODELS}")
     if len(found) > 1:
         shas = ", ".join(sha[:12] for _, sha in found)
-        raise CatalogError(
-            f"model {name!r} has several weights in the catalog ({shas}): give the sha256"
-        )
+        raise CatalogError(f"model {name!r} has several weights in the catalog ({shas}): give the sha256")
     return read_model(session, found[0][0])
 
 
@@ -221,9 +207,7 @@ def write_example_images(
     ).all()
     if stored:
         if list(stored) != [sha for sha, _ in images]:
-            raise CatalogError(
-                f"image set {image_set_sha256[:12]} of concept {concept_id} is stored with other images"
-            )
+            raise CatalogError(f"image set {image_set_sha256[:12]} of concept {concept_id} is stored with other images")
         return 0
     session.add_all(
         ExampleImage(

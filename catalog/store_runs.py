@@ -35,8 +35,8 @@ from catalog.models import (
     utcnow,
 )
 from catalog.refs import LayerRef, ModelRef, RunRef
-from catalog.vocab import RunStatus
 from catalog.store_models import read_model
+from catalog.vocab import RunStatus
 
 _LIST_RUNS = 'list them with `circuits sql "select * from run"`'
 
@@ -106,11 +106,21 @@ def write_run(
     neuron_ids = [layer.neuron_ids for layer in _run_layers(model, layer_names)]
     bulk.check_matrix_shapes(neuron_ids, matrices)
     run = _add_run(
-        session, model=model, concept_id=concept_id, layer_names=layer_names, params=params,
-        image_set_sha256=image_set_sha256, n_images=n_images, provenance_key=provenance_key,
-        library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
-        status=RunStatus.complete, error=None,
-    )  # fmt: skip
+        session,
+        model=model,
+        concept_id=concept_id,
+        layer_names=layer_names,
+        params=params,
+        image_set_sha256=image_set_sha256,
+        n_images=n_images,
+        provenance_key=provenance_key,
+        library_versions=library_versions,
+        device=device,
+        started_at=started_at,
+        seconds=seconds,
+        status=RunStatus.complete,
+        error=None,
+    )
     holder = _claim_key(session, provenance_key, run.id, replace=replace)
     if holder != run.id:
         session.execute(delete(Run).where(Run.id == run.id))
@@ -159,11 +169,21 @@ def record_failed_run(
     """
     _run_layers(model, layer_names)
     run = _add_run(
-        session, model=model, concept_id=concept_id, layer_names=layer_names, params=params,
-        image_set_sha256=image_set_sha256, n_images=n_images, provenance_key=provenance_key,
-        library_versions=library_versions, device=device, started_at=started_at, seconds=seconds,
-        status=RunStatus.failed, error=error,
-    )  # fmt: skip
+        session,
+        model=model,
+        concept_id=concept_id,
+        layer_names=layer_names,
+        params=params,
+        image_set_sha256=image_set_sha256,
+        n_images=n_images,
+        provenance_key=provenance_key,
+        library_versions=library_versions,
+        device=device,
+        started_at=started_at,
+        seconds=seconds,
+        status=RunStatus.failed,
+        error=error,
+    )
     return run.id
 
 
@@ -243,11 +263,7 @@ def list_runs(
         concept: concept name filter.
         include_failed: also list failed (and running) runs.
     """
-    query = (
-        select(Run)
-        .join(Model, Model.id == Run.model_id)
-        .join(Concept, Concept.id == Run.concept_id)
-    )
+    query = select(Run).join(Model, Model.id == Run.model_id).join(Concept, Concept.id == Run.concept_id)
     if model is not None:
         query = query.where(Model.name == model)
     if concept is not None:

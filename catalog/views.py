@@ -1,4 +1,4 @@
-"""SQL views that make the catalog pleasant to query (DESIGN §6).
+"""SQL views that make the catalog pleasant to query (docs/architecture.md, "Catalog schema").
 
 Names and channels instead of ids; only complete runs are visible through them, so a run that
 failed (or is being written) never shows up. `edges_v` shows each run's *top edges* (every

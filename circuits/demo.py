@@ -80,8 +80,9 @@ def run_demo(
     for i, (p, c) in enumerate(jobs):
         if progress:
             progress("ablations", i, len(jobs))
-        r = ablate(cat, circuits[p], eval_sets[c], kind="circuit", baseline_seed=config.baseline_seed,
-                   model_cache=cache)
+        r = ablate(
+            cat, circuits[p], eval_sets[c], kind="circuit", baseline_seed=config.baseline_seed, model_cache=cache
+        )
         interventions[(p, c)] = r.intervention_id
     if progress:
         progress("ablations", len(jobs), len(jobs))
@@ -89,15 +90,25 @@ def run_demo(
     with cat.session() as s:
         report = catfish_claims(s, parts, circuits, interventions)
     heatmap_path = out / "overlap.png"
-    heatmap(report.overlap(concepts), concepts, concepts, heatmap_path,
-            title="catfish-mini circuit overlap (Jaccard over neurons)")  # fmt: skip
+    heatmap(
+        report.overlap(concepts),
+        concepts,
+        concepts,
+        heatmap_path,
+        title="catfish-mini circuit overlap (Jaccard over neurons)",
+    )
     report_path = out / "report.md"
     seconds = time.perf_counter() - t0
     report_path.write_text(
         report_markdown(
-            report, catalog=cat.display, seconds=seconds, k=config.k,
-            n_concept_images=config.n_concept_images, concept_seed=config.concept_seed,
-            n_eval_images=config.n_eval_images, eval_seed=config.eval_seed,
-        )  # fmt: skip
+            report,
+            catalog=cat.display,
+            seconds=seconds,
+            k=config.k,
+            n_concept_images=config.n_concept_images,
+            concept_seed=config.concept_seed,
+            n_eval_images=config.n_eval_images,
+            eval_seed=config.eval_seed,
+        )
     )
     return DemoResult(cat.display, report_path, heatmap_path, report.claims, seconds, circuits)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from catalog._lazy import lazy_exports
-
 from ingest.threads import set_wait_policy
 
 set_wait_policy()  # before any torch import: OpenMP reads it only once, when torch loads
@@ -30,7 +29,7 @@ set_wait_policy()  # before any torch import: OpenMP reads it only once, when to
 if TYPE_CHECKING:
     from ingest import cla, datasets, edit, zoo
     from ingest.ablation import AblationResult, ablate
-    from ingest.cla import CLAError, Circuit, attribute, attribute_reference, capture_layers, find_circuit
+    from ingest.cla import Circuit, CLAError, attribute, attribute_reference, capture_layers, find_circuit
     from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
     from ingest.edit.mask_apply import apply_mask, bake_mask
     from ingest.images import ImageSet, read_image_dir

@@ -130,8 +130,12 @@ def ablate(
     if written is not None:
         _check_attack_classes(image_set, class_names or loaded.spec.labels)
         names = {m: m for m in ATTACK_METRICS if labels is not None or m != "attack_accuracy"}
-    params = {"pair": pair, "baseline_seed": baseline_seed, "weights_sha256": loaded.weights_sha256,
-              "preprocessing": pp.to_params()}
+    params = {
+        "pair": pair,
+        "baseline_seed": baseline_seed,
+        "weights_sha256": loaded.weights_sha256,
+        "preprocessing": pp.to_params(),
+    }
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
@@ -144,11 +148,30 @@ def ablate(
         from ingest.defence.attack_eval import evaluate_attack
 
         result = evaluate_attack(
-            loaded.module, [list(c) for c in circ.channels], x, written, labels, layers=list(circ.layer_names),
-            kind=kind, pair=pair, baseline_seed=baseline_seed, batch_size=batch_size, device=device,
+            loaded.module,
+            [list(c) for c in circ.channels],
+            x,
+            written,
+            labels,
+            layers=list(circ.layer_names),
+            kind=kind,
+            pair=pair,
+            baseline_seed=baseline_seed,
+            batch_size=batch_size,
+            device=device,
         )
-        return _write(cat, circuit_id, kind, params, image_set, result.clean, result.intervened, result.baseline,
-                      result.edge_fraction, result.baseline_edge_fraction)
+        return _write(
+            cat,
+            circuit_id,
+            kind,
+            params,
+            image_set,
+            result.clean,
+            result.intervened,
+            result.baseline,
+            result.edge_fraction,
+            result.baseline_edge_fraction,
+        )
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)
 
@@ -167,8 +190,18 @@ def ablate(
     clean = {names[m]: float(getattr(result.clean, m)) for m in METRICS}
     inter = {names[m]: float(getattr(result.intervened, m)) for m in METRICS}
     base = {names[m]: float(getattr(result.baseline, m)) for m in METRICS}
-    return _write(cat, circuit_id, kind, params, image_set, clean, inter, base,
-                  float(result.edge_fraction), float(result.baseline_edge_fraction))
+    return _write(
+        cat,
+        circuit_id,
+        kind,
+        params,
+        image_set,
+        clean,
+        inter,
+        base,
+        float(result.edge_fraction),
+        float(result.baseline_edge_fraction),
+    )
 
 
 def _check_attack_classes(image_set: ImageSet, model_labels: Sequence[str] | None) -> None:
@@ -181,8 +214,18 @@ def _check_attack_classes(image_set: ImageSet, model_labels: Sequence[str] | Non
         )
 
 
-def _write(cat: Catalog, circuit_id: int, kind: str, params: dict, image_set: ImageSet, clean: dict,
-           inter: dict, base: dict, edge_fraction: float, baseline_edge_fraction: float) -> AblationResult:
+def _write(
+    cat: Catalog,
+    circuit_id: int,
+    kind: str,
+    params: dict,
+    image_set: ImageSet,
+    clean: dict,
+    inter: dict,
+    base: dict,
+    edge_fraction: float,
+    baseline_edge_fraction: float,
+) -> AblationResult:
     """Store one intervention and its evaluation rows (one transaction); return it."""
     rows = [
         store.EvaluationRow(
@@ -207,8 +250,17 @@ def _write(cat: Catalog, circuit_id: int, kind: str, params: dict, image_set: Im
             evaluations=rows,
         )
     return AblationResult(
-        intervention_id, circuit_id, kind, image_set.name, len(image_set),
-        float(edge_fraction), float(baseline_edge_fraction), clean, inter, base, reused=False,
+        intervention_id,
+        circuit_id,
+        kind,
+        image_set.name,
+        len(image_set),
+        float(edge_fraction),
+        float(baseline_edge_fraction),
+        clean,
+        inter,
+        base,
+        reused=False,
     )
 
 
@@ -241,7 +293,12 @@ def _stored(interventions, kind: str, params: dict, image_set_sha256: str, names
             continue
         by = {e.metric: e for e in rows}
         return AblationResult(
-            iv.id, iv.circuit_id, kind, rows[0].image_set, rows[0].n_images, iv.edge_fraction,
+            iv.id,
+            iv.circuit_id,
+            kind,
+            rows[0].image_set,
+            rows[0].n_images,
+            iv.edge_fraction,
             float(iv.baseline_edge_fraction or 0.0),
             {m: float(by[m].clean_value) for m in by},
             {m: float(by[m].value) for m in by},

@@ -1,7 +1,7 @@
 """Small torch helpers every hook site shares: scoped hooks, device resolution, the channel axis.
 
-    with scoped_hooks(model, {"mixed4a": zero_channels}):   # removed on exit, even on error
-        logits = model(x)
+with scoped_hooks(model, {"mixed4a": zero_channels}):   # removed on exit, even on error
+    logits = model(x)
 """
 
 from __future__ import annotations

@@ -30,7 +30,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from catalog.errors import CircuitsError
 from ingest.pixel_budget import open_image
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "ImageSetError", "UnusedFile", "read_image_dir", "rendered_image_set", "to_rgb"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageSet",
+    "ImageSetError",
+    "UnusedFile",
+    "read_image_dir",
+    "rendered_image_set",
+    "to_rgb",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WHITE = (255, 255, 255)
@@ -140,8 +148,11 @@ def to_rgb(image: Image.Image, *, background: Sequence[int] = WHITE) -> np.ndarr
         if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
             raise ImageSetError("float image with values outside [0, 1]: save it as 8- or 16-bit")
         grey = np.round(a * 255.0).astype(np.uint8)
-    elif mode in ("RGBA", "LA", "PA", "P", "RGBa", "La") or (mode == "RGB" and "transparency" in image.info) \
-            or (mode == "L" and "transparency" in image.info):
+    elif (
+        mode in ("RGBA", "LA", "PA", "P", "RGBa", "La")
+        or (mode == "RGB" and "transparency" in image.info)
+        or (mode == "L" and "transparency" in image.info)
+    ):
         rgba = np.asarray(image.convert("RGBA"))  # palettes and tRNS keys resolved by PIL
         if rgba[:, :, 3].min() == 255:
             return np.ascontiguousarray(rgba[:, :, :3])
@@ -175,7 +186,11 @@ def _walk(folder: Path, recursive: bool) -> tuple[list[Path], list[UnusedFile]]:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(path)
             else:
-                unused.append(UnusedFile(str(path), "format", f"suffix {path.suffix or '(none)'} is not {'/'.join(IMAGE_SUFFIXES)}"))
+                unused.append(
+                    UnusedFile(
+                        str(path), "format", f"suffix {path.suffix or '(none)'} is not {'/'.join(IMAGE_SUFFIXES)}"
+                    )
+                )
     files.sort(key=lambda p: p.relative_to(folder).parts)
     return files, unused
 
@@ -223,7 +238,11 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
         raise ImageSetError(f"{folder} is not a folder: --images takes a folder of image files")
     files, unused = _walk(folder, recursive)
     if not files:
-        found = f" (found {len(unused)} other entries: {ImageSet('', (), (), (), unused=tuple(unused)).summary()})" if unused else ""
+        found = (
+            f" (found {len(unused)} other entries: {ImageSet('', (), (), (), unused=tuple(unused)).summary()})"
+            if unused
+            else ""
+        )
         raise ImageSetError(
             f"no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) in {folder}{found}: put the concept's "
             "example images there (or use --dataset catfish:NAME)"
@@ -232,8 +251,15 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
     for file in files:
         try:
             rgb, file_notes = _read_one(file, background)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImageSetError,
-                Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (
+            UnidentifiedImageError,
+            OSError,
+            ValueError,
+            SyntaxError,
+            ImageSetError,
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ) as exc:
             unused.append(UnusedFile(str(file), "unreadable", f"{type(exc).__name__}: {exc}"))
             continue
         images.append(rgb)
@@ -249,7 +275,9 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
         )
     return ImageSet(
         f"dir:{folder.resolve()}",
-        tuple(images), tuple(hashes), tuple(sources),
+        tuple(images),
+        tuple(hashes),
+        tuple(sources),
         skipped=tuple((u.path, u.detail) for u in unreadable),
         unused=tuple(unused),
         notes=tuple(notes),

@@ -112,10 +112,10 @@ def resolve_images(
 
 
 def library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import torch
     import torchvision
-
-    from importlib.metadata import version
 
     return {
         "python": platform.python_version(),
@@ -254,7 +254,13 @@ def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None,
     cat.release()
     image_set = prepared.image_set
     return IngestResult(
-        run_id, circuit_id, True, len(image_set), image_set.skipped, time.perf_counter() - t0, channels,
+        run_id,
+        circuit_id,
+        True,
+        len(image_set),
+        image_set.skipped,
+        time.perf_counter() - t0,
+        channels,
         prepared.preprocessing.describe(),
     )
 
@@ -262,8 +268,9 @@ def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None,
 Scores = Callable[["Prepared", "Callable[[int, int], None] | None"], list[np.ndarray]]
 
 
-def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None,
-            scores: Scores | None = None):
+def compute(
+    prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None, scores: Scores | None = None
+):
     """Run CLA, find the circuit and its neurons' thumbnails, without the catalog.
 
     Args:
@@ -297,19 +304,34 @@ def compute(prepared: Prepared, *, progress: Progress | None = None, t0: float |
             )
         circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
         seconds = time.perf_counter() - t0
-        patches = thumbnails.neuron_patches(loaded.module, layers, x, circuit.channels,
-                                            mean=prepared.preprocessing.mean, std=prepared.preprocessing.std, progress=progress)
+        patches = thumbnails.neuron_patches(
+            loaded.module,
+            layers,
+            x,
+            circuit.channels,
+            mean=prepared.preprocessing.mean,
+            std=prepared.preprocessing.std,
+            progress=progress,
+        )
         thumbs = thumbnails.example_thumbnails(prepared.image_set.images)
     except (Exception, KeyboardInterrupt) as exc:
         failure = RunFailure(prepared.model_fields, config.concept, run_fields, time.perf_counter() - t0, describe(exc))
         raise ComputeFailed(failure) from exc
     image_set = prepared.image_set
     return ComputedRun(
-        model_fields=prepared.model_fields, concept=config.concept, run_fields=run_fields,
-        images=tuple(zip(image_set.sha256s, image_set.sources)), ks=tuple(prepared.ks),
-        matrices=tuple(matrices), circuit=circuit, seconds=seconds, force=config.force,
-        patches=tuple(patches), thumbnails=tuple(thumbs), skipped=tuple(image_set.skipped),
-    )  # fmt: skip
+        model_fields=prepared.model_fields,
+        concept=config.concept,
+        run_fields=run_fields,
+        images=tuple(zip(image_set.sha256s, image_set.sources)),
+        ks=tuple(prepared.ks),
+        matrices=tuple(matrices),
+        circuit=circuit,
+        seconds=seconds,
+        force=config.force,
+        patches=tuple(patches),
+        thumbnails=tuple(thumbs),
+        skipped=tuple(image_set.skipped),
+    )
 
 
 class ComputeFailed(Exception):
@@ -351,8 +373,14 @@ def ingest(
     return ingest_prepared(cat, prepare(config, image_set), progress=progress, t0=t0)
 
 
-def ingest_prepared(cat: Catalog, prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None,
-                    scores: Scores | None = None) -> IngestResult:
+def ingest_prepared(
+    cat: Catalog,
+    prepared: Prepared,
+    *,
+    progress: Progress | None = None,
+    t0: float | None = None,
+    scores: Scores | None = None,
+) -> IngestResult:
     """`ingest` from a `prepare`d request: reuse a stored run or compute (`compute`, with `scores`) and store it."""
     from ingest.reuse import run_of_concept
     from ingest.writer import record_failure, store_computed
@@ -375,6 +403,12 @@ def ingest_prepared(cat: Catalog, prepared: Prepared, *, progress: Progress | No
     if progress is not None:
         progress("writing", 1, 1)
     return IngestResult(
-        run_id, circuit_id, reused, len(image_set), image_set.skipped, computed.seconds, channels,
+        run_id,
+        circuit_id,
+        reused,
+        len(image_set),
+        image_set.skipped,
+        computed.seconds,
+        channels,
         prepared.preprocessing.describe(),
     )

@@ -24,7 +24,9 @@ class ImageTooLarge(ValueError):
     """An image over the pixel budget or the aspect-ratio limit (refused before decoding)."""
 
 
-def check_pixel_budget(width: int, height: int, *, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT) -> None:
+def check_pixel_budget(
+    width: int, height: int, *, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT
+) -> None:
     """Refuse an image size before decoding it.
 
     Raises:
@@ -39,7 +41,9 @@ def check_pixel_budget(width: int, height: int, *, max_pixels: int = MAX_PIXELS,
         )
     aspect = max(width, height) / min(width, height)
     if aspect > max_aspect:
-        raise ImageTooLarge(f"image is {width}×{height}: aspect ratio {aspect:.0f}:1 is beyond {max_aspect:g}:1; crop it")
+        raise ImageTooLarge(
+            f"image is {width}×{height}: aspect ratio {aspect:.0f}:1 is beyond {max_aspect:g}:1; crop it"
+        )
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Circuits of another size (or with anchored layers) from a stored run, without the model.
 
-`refine` reads a run's stored matrices and searches again (DESIGN §4): no model, no GPU. The same
+`refine` reads a run's stored matrices and searches again (docs/method.md, "Circuit search"): no model, no GPU. The same
 run and k give back the stored circuit. `run_preprocessing` tells a later command how a circuit's
 run fed its images.
 """
@@ -16,14 +16,19 @@ from ingest.pipeline import IngestError, _k_per_layer
 from ingest.stored_model import UntrustedModel, is_zoo_model
 
 if TYPE_CHECKING:
-    from ingest.cla.search import Circuit
     from ingest.zoo.preprocessing import Preprocessing
 
 __all__ = ["refine", "run_preprocessing"]
 
 
-def refine(cat: Catalog, run_id: int, k: int | Sequence[int], *,
-           fixed: Mapping[str | int, Sequence[int]] | None = None, max_sweeps: int = 50):
+def refine(
+    cat: Catalog,
+    run_id: int,
+    k: int | Sequence[int],
+    *,
+    fixed: Mapping[str | int, Sequence[int]] | None = None,
+    max_sweeps: int = 50,
+):
     """Make a new circuit of another k from a run's stored edges alone (no model, no GPU).
 
     Args:
@@ -69,7 +74,9 @@ def _fixed_by_index(fixed: Mapping[str | int, Sequence[int]], layer_names: list[
     for key, chans in fixed.items():
         if isinstance(key, str):
             if key not in layer_names:
-                raise IngestError(f"fixed layer {key!r} is not a layer of this run: use one of {', '.join(layer_names)}")
+                raise IngestError(
+                    f"fixed layer {key!r} is not a layer of this run: use one of {', '.join(layer_names)}"
+                )
             i = layer_names.index(key)
         else:
             i = int(key) + (len(layer_names) if int(key) < 0 else 0)

@@ -75,8 +75,12 @@ def _read_media(s: Any, existing: Any) -> tuple[list[int], list, list[tuple[int,
         return [], [], []
     patches = [p for group in media.read_patches(s, run_id=existing.id, with_png=True).values() for p in group]
     T = media.ImageThumbnail
-    thumbs = [(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in s.execute(
-        select(T.example_image_id, T.width, T.height, T.data).where(T.example_image_id.in_(image_ids)))]
+    thumbs = [
+        (int(r[0]), int(r[1]), int(r[2]), bytes(r[3]))
+        for r in s.execute(
+            select(T.example_image_id, T.width, T.height, T.data).where(T.example_image_id.in_(image_ids))
+        )
+    ]
     return image_ids, patches, thumbs
 
 
@@ -90,16 +94,21 @@ def _copy_media(s: Any, run_id: int, concept_id: int, image_set_sha256: str, med
     if not old_ids:
         return
     new_of = dict(zip(old_ids, media.example_image_ids(s, concept_id, image_set_sha256)))  # same positions
-    media.write_patches(s, run_id, [replace(p, example_image_id=new_of[p.example_image_id]) for p in patches],
-                        replace=False)
+    media.write_patches(
+        s, run_id, [replace(p, example_image_id=new_of[p.example_image_id]) for p in patches], replace=False
+    )
     media.write_image_thumbnails(s, [(new_of[i], w, h, png) for i, w, h, png in thumbs])
 
 
-def _store_copy(cat: Catalog, existing: Any, concept: str, key: str, image_set: Any, matrices: list,
-                media_rows: tuple) -> int:
+def _store_copy(
+    cat: Catalog, existing: Any, concept: str, key: str, image_set: Any, matrices: list, media_rows: tuple
+) -> int:
     with cat.writing() as s:  # the whole copy or nothing
         model = store.ensure_model(
-            s, name=existing.model, architecture=existing.architecture, weights_sha256=existing.weights_sha256,
+            s,
+            name=existing.model,
+            architecture=existing.architecture,
+            weights_sha256=existing.weights_sha256,
             layers=list(zip(existing.layer_names, existing.widths)),
         )
         concept_id = store.ensure_concept(s, concept)

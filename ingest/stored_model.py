@@ -54,7 +54,10 @@ def model_to_rebuild(stored: str, named: str | None, *, what: str) -> str:
         if named != stored:
             raise UntrustedModel(
                 f"{what} was found on {stored!r}, not {named!r}: "
-                + (f"use --model {stored} or leave --model out" if stored_zoo else
-                   "name the user model's factory with --model path/to/file.py:factory")
+                + (
+                    f"use --model {stored} or leave --model out"
+                    if stored_zoo
+                    else "name the user model's factory with --model path/to/file.py:factory"
+                )
             )
     return named

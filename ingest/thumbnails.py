@@ -79,8 +79,10 @@ def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
     side = size
     while True:
         scale = side / max(h, w)
-        im = Image.fromarray(pixels).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                           Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST)
+        im = Image.fromarray(pixels).resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))),
+            Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST,
+        )
         buf = io.BytesIO()
         im.save(buf, format="PNG")
         data = buf.getvalue()
@@ -110,6 +112,7 @@ def _outputs(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[s
     def keep(name: str):
         def hook(module, args, output):
             out[name] = output
+
         return hook
 
     with scoped_hooks(model, {name: keep(name) for name in layers}):
@@ -186,8 +189,11 @@ def neuron_patches(
     """
     assert len(layers) == len(channels), "one channel list per layer"
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    wanted = [(i, name, torch.as_tensor(list(ch), dtype=torch.long)) for i, (name, ch) in
-              enumerate(zip(layers, channels)) if len(ch)]
+    wanted = [
+        (i, name, torch.as_tensor(list(ch), dtype=torch.long))
+        for i, (name, ch) in enumerate(zip(layers, channels))
+        if len(ch)
+    ]
     names = [name for _, name, _ in wanted]
     if not names:
         return []
@@ -196,7 +202,7 @@ def neuron_patches(
     grids: dict[str, tuple[int, int] | None] = {}
     n = x.shape[0]
     for start in range(0, n, config.batch_size):
-        batch = x[start:start + config.batch_size].to(device)
+        batch = x[start : start + config.batch_size].to(device)
         with torch.no_grad():
             outs = _outputs(model, names, batch)
         for _, name, ch in wanted:
@@ -228,7 +234,7 @@ def neuron_patches(
                 else:
                     box = _box(int(where[img, j]), grid, image_hw, rf)
                 if (img, box) not in encoded:
-                    crop = pixels[img, box[1]:box[3], box[0]:box[2]]
+                    crop = pixels[img, box[1] : box[3], box[0] : box[2]]
                     encoded[(img, box)] = png_thumbnail(np.ascontiguousarray(crop), config.size)
                 patches.append((img, float(values[img, j]), box, encoded[(img, box)]))
             result.append(NeuronPatches(name, int(channel), tuple(patches)))
@@ -356,9 +362,17 @@ def recompute_run_thumbnails(
     x = zoo.preprocess(pp, images)  # the inputs the run itself used
     loaded.module.to(device)
     channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]
-    patches = neuron_patches(loaded.module, list(run.layer_names), x, channels,
-                             mean=pp.mean, std=pp.std, config=config, progress=progress)
+    patches = neuron_patches(
+        loaded.module, list(run.layer_names), x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
+    )
     thumbs = example_thumbnails(images, config.image_size)
     with cat.session() as s, s.begin():
-        return store_thumbnails(s, run_id=run_id, model_id=run.model_id, concept_id=run.concept_id,
-                                image_set_sha256=run.image_set_sha256, patches=patches, thumbnails=thumbs)
+        return store_thumbnails(
+            s,
+            run_id=run_id,
+            model_id=run.model_id,
+            concept_id=run.concept_id,
+            image_set_sha256=run.image_set_sha256,
+            patches=patches,
+            thumbnails=thumbs,
+        )

@@ -22,9 +22,9 @@ import os
 import platform
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -291,8 +291,12 @@ def _train(
 
     def split(epoch_seed: int) -> tuple[np.ndarray, np.ndarray]:
         if typo:
-            return make_typo_split(config.train_per_class, seed=epoch_seed, text_share=config.text_share,
-                                   text_only_share=config.text_only_share)
+            return make_typo_split(
+                config.train_per_class,
+                seed=epoch_seed,
+                text_share=config.text_share,
+                text_only_share=config.text_only_share,
+            )
         return make_split(config.train_per_class, seed=epoch_seed)
 
     history = []
@@ -318,9 +322,13 @@ def _train(
             done += 1
             progress(f"epoch {epoch + 1}/{config.epochs}", done, total)
         acc = evaluate(model, eval_x, eval_y)
-        record = {"epoch": epoch + 1, "loss": round(loss_sum / n_train, 5),
-                  "train_accuracy": round(correct / n_train, 5), "heldout_accuracy": acc,
-                  "seconds": round(time.perf_counter() - start, 1)}
+        record = {
+            "epoch": epoch + 1,
+            "loss": round(loss_sum / n_train, 5),
+            "train_accuracy": round(correct / n_train, 5),
+            "heldout_accuracy": acc,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         if attack is not None:
             record["attack_success"] = attack_success(model, attack.images, attack.written)
             record["attack_accuracy"] = evaluate(model, attack.images, attack.labels)
@@ -349,8 +357,15 @@ def _train(
         "heldout_accuracy": heldout,
         "heldout_images": int(len(eval_y)),
         "heldout_seed": eval_seed,
-        **({"attack_success": history[-1]["attack_success"], "attack_accuracy": history[-1]["attack_accuracy"],
-            "attack_images": int(len(attack.written))} if attack is not None else {}),
+        **(
+            {
+                "attack_success": history[-1]["attack_success"],
+                "attack_accuracy": history[-1]["attack_accuracy"],
+                "attack_images": int(len(attack.written)),
+            }
+            if attack is not None
+            else {}
+        ),
         "epochs": config.epochs,
         "seed": config.seed,
         "config": asdict(config),
@@ -361,8 +376,18 @@ def _train(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _atomic_write_bytes(sidecar, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-    return TrainResult(out, sidecar, heldout, int(len(eval_y)), config.epochs, seconds, file_sha,
-                       sd_sha, tuple(history), history[-1].get("attack_success"))
+    return TrainResult(
+        out,
+        sidecar,
+        heldout,
+        int(len(eval_y)),
+        config.epochs,
+        seconds,
+        file_sha,
+        sd_sha,
+        tuple(history),
+        history[-1].get("attack_success"),
+    )
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -8,7 +8,7 @@ For each photograph (a cat, an espresso, a rocket, a motorcycle):
 2. its concept is a set of views: square crops (60–100 % of the shorter side, random position),
    half of them mirrored, 224 px; CLA runs on them (`ingest.pipeline.ingest`) over the last two
    blocks and the logits (`_blocks.14`, `_blocks.15`, `_fc`), and the circuit is refined from the
-   stored run with the class logit as its anchor (`ingest.refinement.refine(fixed=...)`, DESIGN §4),
+   stored run with the class logit as its anchor (`ingest.refinement.refine(fixed=...)`, docs/method.md, "Circuit search"),
    so it ends at the photo's class;
 3. the causal check (`ingest.edit.interventions.evaluate`): the circuit's block neurons are
    pruned (not the anchor: zeroing the class logit itself would be trivial) on held-out views of
@@ -65,7 +65,9 @@ def photo(name: str) -> np.ndarray:
     try:
         from skimage import data
     except ModuleNotFoundError:
-        raise WalkthroughError("scikit-image is not installed: pip install 'visual-circuit-catalog[pretrained]'") from None
+        raise WalkthroughError(
+            "scikit-image is not installed: pip install 'visual-circuit-catalog[pretrained]'"
+        ) from None
     loader = getattr(data, name)
     img = loader()
     img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
@@ -138,9 +140,9 @@ class WalkthroughResult:
             f"{', '.join(self.layers)}; circuits of k = {', '.join(map(str, self.k))} neurons per block layer, anchored "
             f"at the photo's class logit; {self.n_views} views per concept for CLA, {self.n_views} other views for the check.",
             "",
-            "Whole photo: " + "; ".join(
-                f"{c} → {k} ({p:.2f})" for c, k, p in zip(self.concepts, self.classes, self.photo_probs)
-            ) + ".",
+            "Whole photo: "
+            + "; ".join(f"{c} → {k} ({p:.2f})" for c, k, p in zip(self.concepts, self.classes, self.photo_probs))
+            + ".",
             "",
             "Fraction of each photo's class probability removed by pruning a circuit (1 − pruned / clean, mean over its "
             "held-out views; the anchor logit is not pruned):",
@@ -152,14 +154,24 @@ class WalkthroughResult:
             cells = [f"**{v:.3f}**" if b == a else f"{v:.3f}" for b, v in enumerate(self.drop[a])]
             lines.append(f"| {name} circuit | " + " | ".join(cells) + f" | {self.random_drop[a]:.3f} |")
         lines.append("| clean probability | " + " | ".join(f"{v:.3f}" for v in self.clean) + " | |")
-        lines += ["", "Circuits: " + "; ".join(
-            f"{c}: " + ", ".join(f"{layer} {ch}" for layer, ch in zip(self.layers, chans))
-            for c, chans in zip(self.concepts, self.channels)
-        ) + "."]
+        lines += [
+            "",
+            "Circuits: "
+            + "; ".join(
+                f"{c}: " + ", ".join(f"{layer} {ch}" for layer, ch in zip(self.layers, chans))
+                for c, chans in zip(self.concepts, self.channels)
+            )
+            + ".",
+        ]
         claims = self.claims()
-        lines += ["", "Claims per concept (" + ", ".join(self.concepts) + "): " + "; ".join(
-            f"{name}: {' '.join('yes' if ok else 'NO' for ok in oks)}" for name, oks in claims.items()
-        ) + "."]
+        lines += [
+            "",
+            "Claims per concept ("
+            + ", ".join(self.concepts)
+            + "): "
+            + "; ".join(f"{name}: {' '.join('yes' if ok else 'NO' for ok in oks)}" for name, oks in claims.items())
+            + ".",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -212,15 +224,22 @@ def run_walkthrough(
         say(f"{c}: whole photo read as {top} ({float(p.max()):.2f})")
 
     cat = open_catalog(db, create=True)
-    concept_sets = {c: rendered_image_set(f"skimage:{PHOTOS[c][0]}#views={n_views},seed=0",
-                                          views(photos[c], n_views, seed=0)) for c in concepts}
+    concept_sets = {
+        c: rendered_image_set(f"skimage:{PHOTOS[c][0]}#views={n_views},seed=0", views(photos[c], n_views, seed=0))
+        for c in concepts
+    }
     eval_x = {c: zoo.preprocess(loaded.spec, list(views(photos[c], n_views, seed=1))) for c in concepts}
     seconds: dict[str, float] = {}
     circuits, channels = [], []
     for c, cls in zip(concepts, classes):
         t0 = time.perf_counter()
-        r = ingest(cat, IngestConfig(model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=(*k, 1),
-                                     batch_size=n_views, threads=threads), concept_sets[c])
+        r = ingest(
+            cat,
+            IngestConfig(
+                model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=(*k, 1), batch_size=n_views, threads=threads
+            ),
+            concept_sets[c],
+        )
         circuit_id, circuit = refine(cat, r.run_id, (*k, 1), fixed={layers[-1]: [labels.index(cls)]})
         seconds[f"ingest {c}"] = time.perf_counter() - t0
         circuits.append(circuit_id)
@@ -236,15 +255,36 @@ def run_walkthrough(
         for b, cb in enumerate(concepts):
             target = torch.full((n_views,), labels.index(classes[b]))
             for seed in RANDOM_SEEDS if a == b else RANDOM_SEEDS[:1]:
-                res = evaluate(loaded.module, channels[a], eval_x[cb], target, layers=block_layers, kind="circuit",
-                               baseline_seed=seed, device="cpu")
+                res = evaluate(
+                    loaded.module,
+                    channels[a],
+                    eval_x[cb],
+                    target,
+                    layers=block_layers,
+                    kind="circuit",
+                    baseline_seed=seed,
+                    device="cpu",
+                )
                 clean[b] = res.clean.true_prob
                 drop[a][b] = 1.0 - res.intervened.true_prob / res.clean.true_prob
                 if a == b:
                     random_drop[a] += (1.0 - res.baseline.true_prob / res.clean.true_prob) / len(RANDOM_SEEDS)
         say(f"{ca}: own drop {drop[a][a]:.3f}, random {random_drop[a]:.3f}")
-    return WalkthroughResult(concepts, classes, photo_probs, clean, drop, random_drop, circuits, channels,
-                             loaded.weights_sha256, tuple(layers), tuple(int(v) for v in k), n_views, seconds)
+    return WalkthroughResult(
+        concepts,
+        classes,
+        photo_probs,
+        clean,
+        drop,
+        random_drop,
+        circuits,
+        channels,
+        loaded.weights_sha256,
+        tuple(layers),
+        tuple(int(v) for v in k),
+        n_views,
+        seconds,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from catalog import store
 from catalog.engine import Catalog
 from catalog.errors import CatalogLocked
 from catalog.locks import Lock, lock
 from catalog.models import utcnow
-from sqlalchemy.orm import Session
 
 __all__ = ["ComputedRun", "RunFailure", "add_circuit_once", "record_failure", "store_computed"]
 
@@ -114,19 +114,28 @@ def store_computed(cat: Catalog, computed: ComputedRun) -> tuple[int, int, bool,
             store.write_example_images(s, concept_id, computed.run_fields["image_set_sha256"], list(computed.images))
             try:
                 run_id = store.write_run(
-                    s, model=model, concept_id=concept_id, matrices=list(computed.matrices),
-                    seconds=computed.seconds, replace=computed.force, **computed.run_fields,
-                )  # fmt: skip
+                    s,
+                    model=model,
+                    concept_id=concept_id,
+                    matrices=list(computed.matrices),
+                    seconds=computed.seconds,
+                    replace=computed.force,
+                    **computed.run_fields,
+                )
             except store.RunExists as won:  # another writer stored this run first: reuse it
                 circuit_id, channels = add_circuit_once(s, won.run_id, computed.ks, circuit)
                 return won.run_id, circuit_id, True, channels
             circuit_id = _write_circuit(s, run_id, computed.ks, circuit)
             if computed.patches or computed.thumbnails:
                 thumbnails.store_thumbnails(
-                    s, run_id=run_id, model_id=model.id, concept_id=concept_id,
+                    s,
+                    run_id=run_id,
+                    model_id=model.id,
+                    concept_id=concept_id,
                     image_set_sha256=computed.run_fields["image_set_sha256"],
-                    patches=list(computed.patches), thumbnails=list(computed.thumbnails),
-                )  # fmt: skip
+                    patches=list(computed.patches),
+                    thumbnails=list(computed.thumbnails),
+                )
     except CatalogLocked:
         raise  # nothing can be written now, not even the failed row
     except (Exception, KeyboardInterrupt) as exc:
@@ -155,9 +164,15 @@ def add_circuit_once(
 
 def _write_circuit(s: Session, run_id: int, ks: Sequence[int], circuit: Any) -> int:
     return store.write_circuit(
-        s, run_id=run_id, channels=circuit.channels, k=list(ks), fixed=None, sweeps=circuit.sweeps,
-        converged=circuit.converged, objective_history=circuit.objective_history,
-    )  # fmt: skip
+        s,
+        run_id=run_id,
+        channels=circuit.channels,
+        k=list(ks),
+        fixed=None,
+        sweeps=circuit.sweeps,
+        converged=circuit.converged,
+        objective_history=circuit.objective_history,
+    )
 
 
 def record_failure(cat: Catalog, failure: RunFailure) -> None:

@@ -2,7 +2,7 @@
 
 `catalog.migrate.alembic_config` passes an open connection in `config.attributes`; the
 migration runs in that connection's transaction. DuckDB needs an Alembic implementation class,
-which duckdb-engine does not ship: `DuckDBImpl` below registers one (STYLE §9).
+which duckdb-engine does not ship: `DuckDBImpl` below registers one (docs/architecture.md, "Conventions").
 """
 
 from __future__ import annotations

@@ -101,8 +101,13 @@ def composition_claim(parts: Mapping[str, tuple[str, str]], neurons: Mapping[str
         holds += float(np.mean(own)) > float(np.mean(other))
         strict += min(own) > max(other)
     n = len(parts)
-    f = {"classes_holding": holds, "classes_holding_strict": strict, "classes": n,
-         "mean_jaccard_own": float(np.mean(own_all)), "mean_jaccard_other": float(np.mean(other_all))}  # fmt: skip
+    f = {
+        "classes_holding": holds,
+        "classes_holding_strict": strict,
+        "classes": n,
+        "mean_jaccard_own": float(np.mean(own_all)),
+        "mean_jaccard_other": float(np.mean(other_all)),
+    }
     return Claim(
         "composition",
         holds == n,
@@ -119,8 +124,12 @@ def reuse_claim(parts: Mapping[str, tuple[str, str]], neurons: Mapping[str, Neur
     for a, b in itertools.combinations(sorted(parts), 2):
         j = jaccard(neurons[a], neurons[b])
         (shared if set(parts[a]) & set(parts[b]) else disjoint).append(j)
-    f = {"mean_jaccard_sharing": float(np.mean(shared)), "mean_jaccard_disjoint": float(np.mean(disjoint)),
-         "pairs_sharing": len(shared), "pairs_disjoint": len(disjoint)}  # fmt: skip
+    f = {
+        "mean_jaccard_sharing": float(np.mean(shared)),
+        "mean_jaccard_disjoint": float(np.mean(disjoint)),
+        "pairs_sharing": len(shared),
+        "pairs_disjoint": len(disjoint),
+    }
     return Claim(
         "reuse",
         f["mean_jaccard_sharing"] > f["mean_jaccard_disjoint"],
@@ -142,8 +151,11 @@ def causality_claim(
     with_p = [d for (p, c), (d, _) in drops.items() if p in parts[c]]
     without_p = [d for (p, c), (d, _) in drops.items() if p not in parts[c]]
     random_with_p = [r for (p, c), (_, r) in drops.items() if p in parts[c]]
-    f = {"drop_with": float(np.mean(with_p)), "drop_without": float(np.mean(without_p)),
-         "drop_random": float(np.mean(random_with_p))}  # fmt: skip
+    f = {
+        "drop_with": float(np.mean(with_p)),
+        "drop_without": float(np.mean(without_p)),
+        "drop_random": float(np.mean(random_with_p)),
+    }
     holds = f["drop_with"] > 2 * max(f["drop_without"], 0.0) and f["drop_with"] > 2 * max(f["drop_random"], 0.0)
     return Claim(
         "causality",

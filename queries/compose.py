@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 from catalog.errors import CircuitsError, NotFound
 from catalog.sql import decode_json, query_arrow
 from queries.graphs import column
-from queries.resolve import COMPLETE_RUN, ModelChoice, choice_notes, concept_circuits
 from queries.overlap import circuit_members
+from queries.resolve import COMPLETE_RUN, ModelChoice, choice_notes, concept_circuits
 
-__all__ = ["LayerCoverage", "Composition", "compose_circuit"]
+__all__ = ["Composition", "LayerCoverage", "compose_circuit"]
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
                 tuple(int(row[here].sum()) for row in in_concept),
             )
         )
-    total = LayerCoverage(
-        "total", -1, len(target), int(covered.sum()), tuple(int(row.sum()) for row in in_concept)
-    )
+    total = LayerCoverage("total", -1, len(target), int(covered.sum()), tuple(int(row.sum()) for row in in_concept))
     return Composition(
         int(circuit_id),
         info["concept"],

@@ -61,19 +61,43 @@ def plot_tradeoff(
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
             continue
-        ax.scatter([pct * float(r["clean_accuracy"]) for r in sel], [pct * float(r["attack_success"]) for r in sel],
-                   marker=marker, label=f"text circuit, {kind} pruning", zorder=3)
-        ax.scatter([pct * float(r["clean_accuracy_random"]) for r in sel],
-                   [pct * float(r["attack_success_random"]) for r in sel], marker=marker, facecolors="none",
-                   edgecolors="grey", label=f"random circuit, {kind} pruning", zorder=2)
+        ax.scatter(
+            [pct * float(r["clean_accuracy"]) for r in sel],
+            [pct * float(r["attack_success"]) for r in sel],
+            marker=marker,
+            label=f"text circuit, {kind} pruning",
+            zorder=3,
+        )
+        ax.scatter(
+            [pct * float(r["clean_accuracy_random"]) for r in sel],
+            [pct * float(r["attack_success_random"]) for r in sel],
+            marker=marker,
+            facecolors="none",
+            edgecolors="grey",
+            label=f"random circuit, {kind} pruning",
+            zorder=2,
+        )
     ax.scatter([pct * base_acc], [pct * base_att], marker="*", s=160, color="black", label="unpruned", zorder=4)
     if recommended is not None:
         r = rows[recommended]
-        ax.scatter([pct * float(r["clean_accuracy"])], [pct * float(r["attack_success"])], s=260,
-                   facecolors="none", edgecolors="red", linewidths=2, label="recommended", zorder=5)
+        ax.scatter(
+            [pct * float(r["clean_accuracy"])],
+            [pct * float(r["attack_success"])],
+            s=260,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+            label="recommended",
+            zorder=5,
+        )
     if budget is not None:
-        ax.axvline(pct * (base_acc - budget), color="red", linestyle=":", linewidth=1,
-                   label=f"clean-accuracy budget (−{pct * budget:.1f} points)")
+        ax.axvline(
+            pct * (base_acc - budget),
+            color="red",
+            linestyle=":",
+            linewidth=1,
+            label=f"clean-accuracy budget (−{pct * budget:.1f} points)",
+        )
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("attack success (%)")
     ax.set_title(title)

@@ -30,9 +30,9 @@ from catalog.vocab import RunStatus
 
 __all__ = [
     "EdgeSelection",
+    "circuit_graph",
     "column",
     "node_key",
-    "circuit_graph",
     "run_top_edges",
     "top_edge_graph",
 ]
@@ -282,7 +282,9 @@ def _candidates(
                 keep = lines >= kth[:, None]
                 keep = keep if selection.direction == "out" else keep.T
         rows, cols = np.nonzero(keep)
-        parts.append((np.asarray(neuron_ids[i], np.int64)[rows], np.asarray(neuron_ids[i + 1], np.int64)[cols], m[rows, cols]))
+        parts.append(
+            (np.asarray(neuron_ids[i], np.int64)[rows], np.asarray(neuron_ids[i + 1], np.int64)[cols], m[rows, cols])
+        )
     src, dst, score = (np.concatenate([p[j] for p in parts]) for j in range(3))
     return src, dst, score.astype(np.float64)
 

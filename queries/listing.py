@@ -18,7 +18,7 @@ from catalog.errors import CircuitsError
 from catalog.sql import decode_json, query_arrow
 from catalog.vocab import RunStatus
 from queries.resolve import COMPLETE_RUN as _COMPLETE
-from queries.resolve import (  # noqa: F401 (re-exported: callers name them from here too)
+from queries.resolve import (
     CircuitChoice,
     ModelChoice,
     choice_notes,
@@ -28,22 +28,22 @@ from queries.resolve import (  # noqa: F401 (re-exported: callers name them from
 )
 
 __all__ = [
-    "ModelChoice",
     "CircuitChoice",
-    "ModelRow",
-    "ConceptRow",
-    "RunRow",
-    "CircuitRow",
     "CircuitDetails",
-    "resolve_model",
+    "CircuitRow",
+    "ConceptRow",
+    "ModelChoice",
+    "ModelRow",
+    "RunRow",
     "choice_notes",
-    "concept_circuits",
-    "resolve_circuit",
-    "list_models",
-    "list_concepts",
-    "list_runs",
-    "list_circuits",
     "circuit_details",
+    "concept_circuits",
+    "list_circuits",
+    "list_concepts",
+    "list_models",
+    "list_runs",
+    "resolve_circuit",
+    "resolve_model",
 ]
 
 

@@ -1,6 +1,6 @@
 """Turn a catalogued circuit into a portable pruning mask (catalog.mask_file) — no model, no torch.
 
-Circuit masks list every circuit layer with its circuit channels (circuit pruning, DESIGN §5).
+Circuit masks list every circuit layer with its circuit channels (circuit pruning, docs/method.md, "Interventions").
 Edge masks name one cut between two adjacent circuit layers, `layer_names[pair]` →
 `layer_names[pair + 1]` (default the first two), with the circuit's channels at both ends.
 """
@@ -14,8 +14,8 @@ from catalog import store
 from catalog.engine import Catalog
 from catalog.mask_file import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
 from catalog.mask_io import write_mask
-from catalog.vocab import MaskKind
 from catalog.refs import CircuitRef
+from catalog.vocab import MaskKind
 
 __all__ = ["ExportResult", "export_mask", "mask_from_circuit"]
 
@@ -75,7 +75,9 @@ def mask_from_circuit(
     )
 
 
-def export_mask(cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = MaskKind.circuit, pair: int = 0) -> ExportResult:
+def export_mask(
+    cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = MaskKind.circuit, pair: int = 0
+) -> ExportResult:
     """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
 
     Args:

@@ -39,10 +39,10 @@ __all__ = [
     "circuit_members",
     "internal_edges",
     "jaccard_matrix",
-    "weighted_jaccard_matrix",
-    "overlap_of_circuits",
     "overlap_matrix",
+    "overlap_of_circuits",
     "shared_neurons",
+    "weighted_jaccard_matrix",
 ]
 
 METRICS = ("jaccard", "shared", "weighted")
@@ -112,7 +112,9 @@ def internal_edges(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
         query = f"SELECT {', '.join(names)} FROM circuit_edge WHERE circuit_id = ANY(ARRAY[{id_list}]::integer[])"
         columns = pg_copy.select_columns(session, query, list(zip(names, (">i4", ">i4", ">i4", ">f4"))))
     else:
-        table = query_arrow(session, f"SELECT {', '.join(names)} FROM circuit_edge WHERE circuit_id = ANY(:ids)", {"ids": ids})
+        table = query_arrow(
+            session, f"SELECT {', '.join(names)} FROM circuit_edge WHERE circuit_id = ANY(:ids)", {"ids": ids}
+        )
         columns = [table.column(name).to_numpy(zero_copy_only=False) for name in names]
     dtypes = (np.int64, np.int64, np.int64, np.float32)
     return pa.table({name: np.asarray(c, dtype=t) for name, c, t in zip(names, columns, dtypes)})
@@ -185,9 +187,7 @@ def weighted_jaccard_matrix(index: np.ndarray, keys: np.ndarray, scores: np.ndar
     return out
 
 
-def overlap_of_circuits(
-    session: Session, circuit_ids: Sequence[int], metric: str = "jaccard"
-) -> np.ndarray:
+def overlap_of_circuits(session: Session, circuit_ids: Sequence[int], metric: str = "jaccard") -> np.ndarray:
     """The (N, N) overlap matrix of the given circuits.
 
     Args:

@@ -67,10 +67,19 @@ def evaluations(session: Session, model: ModelChoice) -> tuple[list[EvalRow], di
             continue
         params = decode_json(r["params"])
         pair = int(params.get("pair", 0)) if r["kind"] == InterventionKind.edge and isinstance(params, dict) else None
-        rows.append(EvalRow(
-            int(r["circuit_id"]), (int(r["circuit_id"]), r["kind"], pair), float(r["edge_fraction"]),
-            r["image_set"], r["sha"], r["metric"], r["clean"], float(r["value"]), r["baseline"],
-        ))  # fmt: skip
+        rows.append(
+            EvalRow(
+                int(r["circuit_id"]),
+                (int(r["circuit_id"]), r["kind"], pair),
+                float(r["edge_fraction"]),
+                r["image_set"],
+                r["sha"],
+                r["metric"],
+                r["clean"],
+                float(r["value"]),
+                r["baseline"],
+            )
+        )
     return rows, info
 
 
@@ -94,7 +103,11 @@ def concept_image_sets(session: Session, concepts: Sequence[str]) -> dict[str, d
 
 
 def ablate_command(
-    circuit_id: int, kind: str, concept: str, sets: dict[str, tuple[str, ...]], evals: Sequence[EvalRow],
+    circuit_id: int,
+    kind: str,
+    concept: str,
+    sets: dict[str, tuple[str, ...]],
+    evals: Sequence[EvalRow],
     model_flags: str = "",
 ) -> str:
     """The `circuits ablate` command that evaluates a circuit on a concept's images.

@@ -30,16 +30,16 @@ from sqlalchemy.orm import Session
 from catalog.errors import CircuitsError, NotFound
 from catalog.sql import query_arrow
 from catalog.vocab import InterventionKind, Metric
+from queries.overlap import overlap_of_circuits
+from queries.prune_evidence import EvalRow, ablate_command, concept_image_sets, evaluations, image_set_concept
 from queries.resolve import concept_circuits, resolve_model
 from queries.suggest import ablate_model_flags
-from queries.prune_evidence import EvalRow, ablate_command, concept_image_sets, evaluations, image_set_concept
-from queries.overlap import overlap_of_circuits
 
 __all__ = [
     "AGAINST_METRICS",
     "KEEP_METRICS",
-    "Effect",
     "Candidate",
+    "Effect",
     "PrunePlan",
     "image_set_concept",
     "plan_pruning",
@@ -199,8 +199,11 @@ def plan_pruning(
 
     def concept_of(row: EvalRow) -> str | None:
         for name in (against, *keep):
-            if row.sha in sets.get(name, {}).get("shas", ()) or image_set_concept(row.image_set) == name \
-                    or row.image_set == name:  # fmt: skip
+            if (
+                row.sha in sets.get(name, {}).get("shas", ())
+                or image_set_concept(row.image_set) == name
+                or row.image_set == name
+            ):
                 return name
         return None
 
@@ -243,11 +246,22 @@ def plan_pruning(
         concept, run_id = circuit_info[cid]
         with_evidence.add(cid)
         basis = "partial" if missing else "evidence"
-        out.append(Candidate(
-            cid, concept, run_id, group_kind, basis, score, fractions[group], against_effect, keep_effects,
-            *overlaps.get(cid, (None, None)), missing,
-            tuple(ablate_command(cid, group_kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
-        ))  # fmt: skip
+        out.append(
+            Candidate(
+                cid,
+                concept,
+                run_id,
+                group_kind,
+                basis,
+                score,
+                fractions[group],
+                against_effect,
+                keep_effects,
+                *overlaps.get(cid, (None, None)),
+                missing,
+                tuple(ablate_command(cid, group_kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
+            )
+        )
     # Complete evidence first: a partial score leaves out the keep behaviours it may hurt.
     out.sort(key=lambda c: (c.basis != "evidence", -(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
 
@@ -263,10 +277,23 @@ def plan_pruning(
                 merged.update(rows)
         keep_effects = tuple(e for e in (_effect(merged, k, KEEP_METRICS) for k in keep) if e is not None)
         missing = (against, *(k for k in keep if all(e.concept != k for e in keep_effects)))
-        proxies.append(Candidate(
-            cid, concept, run_id, kind, "proxy", score, None, None, keep_effects, o_against, o_keep, missing,
-            tuple(ablate_command(cid, kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
-        ))  # fmt: skip
+        proxies.append(
+            Candidate(
+                cid,
+                concept,
+                run_id,
+                kind,
+                "proxy",
+                score,
+                None,
+                None,
+                keep_effects,
+                o_against,
+                o_keep,
+                missing,
+                tuple(ablate_command(cid, kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
+            )
+        )
     proxies.sort(key=lambda c: (c.score is None, -(c.score or 0.0), c.circuit_id))
     if proxies and not out:
         notes.append(

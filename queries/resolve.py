@@ -193,8 +193,11 @@ def resolve_circuit(
             legacy = _has_concept(session, text_ref)
             raise NotFound(
                 f"no circuit {text_ref} in the catalog: `circuits list circuits` lists them"
-                + (f" (a concept is named {text_ref!r}, but all digits means an id: rename the concept)"
-                   if legacy else "")
+                + (
+                    f" (a concept is named {text_ref!r}, but all digits means an id: rename the concept)"
+                    if legacy
+                    else ""
+                )
             )
         row = table.to_pylist()[0]
         return CircuitChoice(int(row["circuit_id"]), int(row["run_id"]), row["concept"], 1)
@@ -212,8 +215,7 @@ def resolve_circuit(
     rows = table.to_pylist()
     if not rows:
         raise NotFound(
-            f"{text_ref!r} is neither a circuit id nor a concept with a circuit: "
-            "`circuits list circuits` lists them"
+            f"{text_ref!r} is neither a circuit id nor a concept with a circuit: `circuits list circuits` lists them"
         )
     if len(rows) > 1:
         options = ", ".join(f"{r['model']}@{r['sha'][:12]}" for r in rows)

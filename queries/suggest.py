@@ -72,11 +72,15 @@ def images_for_run(session: Session, run_id: int) -> str:
     import os
 
     row = _run_row(session, run_id)
-    sources = query_arrow(
-        session,
-        "SELECT source_path AS source FROM example_image WHERE concept_id = :c AND image_set_sha256 = :s ORDER BY position",
-        {"c": row["concept_id"], "s": row["image_set"]},
-    ).column("source").to_pylist()
+    sources = (
+        query_arrow(
+            session,
+            "SELECT source_path AS source FROM example_image WHERE concept_id = :c AND image_set_sha256 = :s ORDER BY position",
+            {"c": row["concept_id"], "s": row["image_set"]},
+        )
+        .column("source")
+        .to_pylist()
+    )
     rendered = [s for s in sources if s and s.startswith("catfish:")]
     if rendered:
         name = rendered[0].split(":", 1)[1].split("#", 1)[0]

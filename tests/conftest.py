@@ -20,13 +20,12 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import backends
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from catalog.engine import Catalog, close_all, close_catalogs_of, open_catalog
-
-import backends
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +112,7 @@ def empty_pg_url(pg_server) -> Iterator[str]:
 
 @pytest.fixture(params=backends.BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """"duckdb" or "postgresql": tests using it (or `db_url`, `any_cat`) run on both."""
+    """ "duckdb" or "postgresql": tests using it (or `db_url`, `any_cat`) run on both."""
     return request.param
 
 

@@ -97,15 +97,21 @@ def test_no_import_circles():
 
 
 def test_catalog_never_imports_torch():
-    offenders = {m: sorted(i for i in imps if i.split(".")[0] in ("torch", "torchvision"))
-                 for m, imps in IMPORTS.items() if m.split(".")[0] == "catalog"}
+    offenders = {
+        m: sorted(i for i in imps if i.split(".")[0] in ("torch", "torchvision"))
+        for m, imps in IMPORTS.items()
+        if m.split(".")[0] == "catalog"
+    }
     assert not {m: i for m, i in offenders.items() if i}
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_libraries_never_import_typer_or_the_cli(library):
-    offenders = {m: sorted(i for i in imps if i.split(".")[0] in ("typer", "click", "circuits"))
-                 for m, imps in IMPORTS.items() if m.split(".")[0] == library}
+    offenders = {
+        m: sorted(i for i in imps if i.split(".")[0] in ("typer", "click", "circuits"))
+        for m, imps in IMPORTS.items()
+        if m.split(".")[0] == library
+    }
     assert not {m: i for m, i in offenders.items() if i}
 
 

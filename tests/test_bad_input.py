@@ -12,12 +12,12 @@ import os
 import shutil
 from pathlib import Path
 
+import bad_input_cases as bic
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import bad_input_cases as bic
 from circuits.cli.main import app
 
 runner = CliRunner()
@@ -43,8 +43,25 @@ def world(tmp_path_factory) -> dict:
 
         with pytest.warns(Warning):
             torch.save(load_model("tiny.py:build", layers=["1", "3"]).module.state_dict(), root / "w.pt")
-        r = runner.invoke(app, ["ingest", "tiny.py:build", "--concept", "noise", "--images", "imgs", "--layers",
-                                "1,3,5", "--k", "2", "--weights", "w.pt", "--db", "c.duckdb"])
+        r = runner.invoke(
+            app,
+            [
+                "ingest",
+                "tiny.py:build",
+                "--concept",
+                "noise",
+                "--images",
+                "imgs",
+                "--layers",
+                "1,3,5",
+                "--k",
+                "2",
+                "--weights",
+                "w.pt",
+                "--db",
+                "c.duckdb",
+            ],
+        )
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, ["export", "noise", "-o", "m.json", "--db", "c.duckdb"])
         assert r.exit_code == 0, r.output
@@ -60,7 +77,13 @@ def _tree(root: Path) -> dict[str, str]:
     out = {}
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest() if p.stat().st_size < 1 << 20 else str(p.stat().st_size)
+        out[rel] = (
+            "dir"
+            if p.is_dir()
+            else hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.stat().st_size < 1 << 20
+            else str(p.stat().st_size)
+        )
     return out
 
 
@@ -84,7 +107,14 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, world, tmp_path, m
     monkeypatch.chdir(root)
     if case.prep:
         getattr(bic, case.prep)(root)
-    values = {"db": "c.duckdb", "model": "tiny.py:build", "imgs": "imgs", "weights": "w.pt", "mask": "m.json", **_ids(root)}
+    values = {
+        "db": "c.duckdb",
+        "model": "tiny.py:build",
+        "imgs": "imgs",
+        "weights": "w.pt",
+        "mask": "m.json",
+        **_ids(root),
+    }
     from catalog.engine import close_all
 
     close_all()
@@ -99,7 +129,11 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, world, tmp_path, m
     assert len(lines) == 1 and lines[0].startswith("error: "), (case.id, r.stderr, r.stdout, repr(r.exception))
     assert case.expect.lower() in lines[0].lower(), (case.id, lines[0])
     after = _tree(root)
-    assert after == before, (case.id, sorted(set(after) ^ set(before)), [k for k in before if after.get(k) != before[k]])
+    assert after == before, (
+        case.id,
+        sorted(set(after) ^ set(before)),
+        [k for k in before if after.get(k) != before[k]],
+    )
 
 
 def test_readme_table_is_the_case_list():

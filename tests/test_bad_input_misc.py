@@ -36,8 +36,21 @@ def test_ctrl_c_during_ingest_says_the_run_was_not_stored(tmp_path, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ingest.pipeline, "ingest", interrupted)
-    r = runner.invoke(app, ["ingest", "catfish-mini", "--concept", "stripes", "--dataset", "catfish:stripes", "--n", "2",
-                            "--db", str(tmp_path / "c.duckdb")])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            "catfish-mini",
+            "--concept",
+            "stripes",
+            "--dataset",
+            "catfish:stripes",
+            "--n",
+            "2",
+            "--db",
+            str(tmp_path / "c.duckdb"),
+        ],
+    )
     assert r.exit_code == 130 and "not stored" in r.stderr, r.output
     assert not (tmp_path / "c.duckdb").exists()  # the catalog this command created, empty, is gone
 
@@ -45,7 +58,9 @@ def test_ctrl_c_during_ingest_says_the_run_was_not_stored(tmp_path, monkeypatch)
 def _mask_json(tmp_path):
     example = tmp_path / "example.json"
     doc = {
-        "format": "circuit-mask", "version": 1, "kind": "circuit",
+        "format": "circuit-mask",
+        "version": 1,
+        "kind": "circuit",
         "model": {"name": "m", "weights_sha256": "0" * 64, "architecture": "a"},
         "modules": {"layer1": {"width": 4, "channels": [0, 2]}},
     }
@@ -81,8 +96,19 @@ def test_apply_refuses_its_own_weights_even_through_a_link(tmp_path):
     weights.write_bytes(b"weights")
     (tmp_path / "link.pt").symlink_to(weights)
     (tmp_path / "m.json").write_text("{}")
-    r = runner.invoke(app, ["apply", "catfish-mini", "--mask", str(tmp_path / "m.json"), "-o", str(tmp_path / "link.pt"),
-                            "--weights", str(weights)])
+    r = runner.invoke(
+        app,
+        [
+            "apply",
+            "catfish-mini",
+            "--mask",
+            str(tmp_path / "m.json"),
+            "-o",
+            str(tmp_path / "link.pt"),
+            "--weights",
+            str(weights),
+        ],
+    )
     assert r.exit_code == 1 and "input of this command" in r.stderr, r.output
     assert weights.read_bytes() == b"weights"
 
@@ -121,5 +147,7 @@ def test_a_library_oserror_subclass_keeps_its_traceback():
         pass
 
     assert os_error_message(DriverError("socket")) is None
-    assert os_error_message(FileNotFoundError(2, "No such file or directory", "x.pt")) == \
-        "x.pt: No such file or directory (check the path and its permissions)"
+    assert (
+        os_error_message(FileNotFoundError(2, "No such file or directory", "x.pt"))
+        == "x.pt: No such file or directory (check the path and its permissions)"
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
+import bad_input_cases as bic
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import bad_input_cases as bic
 from circuits.cli.main import app
 
 runner = CliRunner()
@@ -29,8 +29,24 @@ def tiny(tmp_path, monkeypatch):
 
 
 def _ingest(concept, *extra):
-    return runner.invoke(app, ["ingest", "tiny.py:build", "--concept", concept, "--images", "imgs", "--layers", "1,3,5",
-                               "--k", "2", "--db", "c.duckdb", *extra])
+    return runner.invoke(
+        app,
+        [
+            "ingest",
+            "tiny.py:build",
+            "--concept",
+            concept,
+            "--images",
+            "imgs",
+            "--layers",
+            "1,3,5",
+            "--k",
+            "2",
+            "--db",
+            "c.duckdb",
+            *extra,
+        ],
+    )
 
 
 def _sql(query):
@@ -43,14 +59,18 @@ def test_same_images_under_a_new_name_record_the_new_concept(tiny):
     assert _ingest("noise").exit_code == 0
     r = _ingest("static")
     assert r.exit_code == 0 and "reused run" in r.stdout, r.output
-    runs = _sql("select r.id, co.name as concept, r.status from run r join concept co on co.id = r.concept_id order by r.id")
+    runs = _sql(
+        "select r.id, co.name as concept, r.status from run r join concept co on co.id = r.concept_id order by r.id"
+    )
     assert [x["concept"] for x in runs] == ["noise", "static"] and {x["status"] for x in runs} == {"complete"}
     scores = _sql("select run_id, sum(n_src * n_dst) as n from run_matrix group by 1 order by 1")
     assert [e["n"] for e in scores] == [6 * 8 + 8 * 5] * 2  # the copy holds every score
     edges = _sql("select run_id, count(*) as n from edge group by 1 order by 1")
     assert len(edges) == 2 and edges[0]["n"] == edges[1]["n"] > 0  # and the same top edges
-    same = _sql("select count(*) as n from (select src_neuron_id, dst_neuron_id, score from edge where run_id = "
-                f"{runs[0]['id']} except select src_neuron_id, dst_neuron_id, score from edge where run_id = {runs[1]['id']})")
+    same = _sql(
+        "select count(*) as n from (select src_neuron_id, dst_neuron_id, score from edge where run_id = "
+        f"{runs[0]['id']} except select src_neuron_id, dst_neuron_id, score from edge where run_id = {runs[1]['id']})"
+    )
     assert same[0]["n"] == 0
     shown = runner.invoke(app, ["show", "static", "--db", "c.duckdb"])
     assert shown.exit_code == 0 and "static" in shown.stdout, shown.output

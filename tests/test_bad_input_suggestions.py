@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 import shlex
 
+import bad_input_cases as bic
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import bad_input_cases as bic
 from circuits.cli.main import app
 
 runner = CliRunner()
@@ -53,8 +53,24 @@ def test_suggestions_run_in_a_user_model_catalog(tmp_path, monkeypatch):
         (tmp_path / concept).mkdir()
         for i in range(4):
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / concept / f"{i}.png")
-        _run(["ingest", "tiny.py:build", "--concept", concept, "--images", concept, "--layers", "1,3,5", "--k", "2",
-              "--weights", "w.pt", "--db", "c.duckdb"])
+        _run(
+            [
+                "ingest",
+                "tiny.py:build",
+                "--concept",
+                concept,
+                "--images",
+                concept,
+                "--layers",
+                "1,3,5",
+                "--k",
+                "2",
+                "--weights",
+                "w.pt",
+                "--db",
+                "c.duckdb",
+            ]
+        )
     assert _run_every_suggestion("c.duckdb", "tiny.py:build", ("noise", "static")) >= 3
 
 
@@ -72,8 +88,22 @@ def _tiny_state(root):
 def test_suggestions_run_in_a_catfish_catalog(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for concept in ("stripes", "dots"):
-        _run(["ingest", "catfish-mini", "--concept", concept, "--dataset", f"catfish:{concept}", "--n", "8",
-              "--k", "2", "--db", "c.duckdb"])
+        _run(
+            [
+                "ingest",
+                "catfish-mini",
+                "--concept",
+                concept,
+                "--dataset",
+                f"catfish:{concept}",
+                "--n",
+                "8",
+                "--k",
+                "2",
+                "--db",
+                "c.duckdb",
+            ]
+        )
     assert _run_every_suggestion("c.duckdb", "catfish-mini", ("stripes", "dots")) >= 3
 
 
@@ -85,11 +115,41 @@ def test_user_model_suggestions_name_the_model_and_weights(tmp_path, monkeypatch
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    _run(["ingest", "tiny.py:build", "--concept", "noise", "--images", "imgs", "--layers", "1,3,5", "--k", "2",
-          "--weights", "w.pt", "--db", "c.duckdb"])
+    _run(
+        [
+            "ingest",
+            "tiny.py:build",
+            "--concept",
+            "noise",
+            "--images",
+            "imgs",
+            "--layers",
+            "1,3,5",
+            "--k",
+            "2",
+            "--weights",
+            "w.pt",
+            "--db",
+            "c.duckdb",
+        ]
+    )
     shown = _suggestions(_run(["show", "noise", "--db", "c.duckdb"]))
     baked = _suggestions(_run(["export", "noise", "-o", "m.json", "--db", "c.duckdb"]))
     weights = str((tmp_path / "w.pt").resolve())
-    assert shown == [["ablate", "1", "--kind", "circuit", "--images", str((tmp_path / "imgs").resolve()),
-                      "--model", "tiny.py:build", "--weights", weights, "--db", "c.duckdb"]]
+    assert shown == [
+        [
+            "ablate",
+            "1",
+            "--kind",
+            "circuit",
+            "--images",
+            str((tmp_path / "imgs").resolve()),
+            "--model",
+            "tiny.py:build",
+            "--weights",
+            weights,
+            "--db",
+            "c.duckdb",
+        ]
+    ]
     assert baked == [["apply", "tiny.py:build", "--mask", "m.json", "-o", "pruned.pt", "--weights", weights]]

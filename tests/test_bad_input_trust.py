@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import bad_input_cases as bic
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import bad_input_cases as bic
 from circuits.cli.main import app
 
 runner = CliRunner()
@@ -23,15 +23,32 @@ def shared(tmp_path, monkeypatch):
     (author / "evil.py").write_text(bic.TINY_MODEL)
     (user / "evil.py").write_text(EVIL)
     (user / "mine.py").write_text(bic.TINY_MODEL)  # the user's own copy of the architecture
-    (user / "wider.py").write_text(bic.TINY_MODEL.replace("nn.Conv2d(3, 6", "nn.Conv2d(3, 7").replace("nn.Conv2d(6, 8", "nn.Conv2d(7, 8"))
+    (user / "wider.py").write_text(
+        bic.TINY_MODEL.replace("nn.Conv2d(3, 6", "nn.Conv2d(3, 7").replace("nn.Conv2d(6, 8", "nn.Conv2d(7, 8")
+    )
     imgs = author / "imgs"
     imgs.mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
     monkeypatch.chdir(author)
-    r = runner.invoke(app, ["ingest", "evil.py:build", "--concept", "noise", "--images", "imgs", "--layers", "1,3,5",
-                            "--k", "2", "--db", "c.duckdb"])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            "evil.py:build",
+            "--concept",
+            "noise",
+            "--images",
+            "imgs",
+            "--layers",
+            "1,3,5",
+            "--k",
+            "2",
+            "--db",
+            "c.duckdb",
+        ],
+    )
     assert r.exit_code == 0, r.output
     monkeypatch.chdir(user)
     return {"db": str(author / "c.duckdb"), "imgs": str(imgs), "user": user}
@@ -46,13 +63,17 @@ def test_ablate_never_imports_the_stored_spec(shared):
 
 
 def test_ablate_runs_the_model_the_user_names(shared):
-    r = runner.invoke(app, ["ablate", "noise", "--model", "mine.py:build", "--images", shared["imgs"], "--db", shared["db"]])
+    r = runner.invoke(
+        app, ["ablate", "noise", "--model", "mine.py:build", "--images", shared["imgs"], "--db", shared["db"]]
+    )
     assert r.exit_code == 0, r.output
     assert "circuit pruning of circuit" in r.stdout
     assert not (shared["user"] / "PWNED").exists()
 
 
 def test_a_named_model_with_other_weights_is_refused(shared):
-    r = runner.invoke(app, ["ablate", "noise", "--model", "wider.py:build", "--images", shared["imgs"], "--db", shared["db"]])
+    r = runner.invoke(
+        app, ["ablate", "noise", "--model", "wider.py:build", "--images", shared["imgs"], "--db", shared["db"]]
+    )
     assert r.exit_code == 1 and r.stderr.startswith("error: "), r.output
     assert not (shared["user"] / "PWNED").exists()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_cla_models import INCEPTION_LAYERS, InceptionNet, seeded
 from torch import nn
 
 from catalog.errors import CircuitsError
+from ingest.cla.attribute import attribute
 from ingest.cla.capture import (
     CaptureError,
     LayerOrderError,
@@ -16,8 +18,6 @@ from ingest.cla.capture import (
     layer_widths,
     resolve_layers,
 )
-from ingest.cla.attribute import attribute
-from test_cla_models import INCEPTION_LAYERS, InceptionNet, seeded
 
 
 class Skip(nn.Module):

@@ -31,11 +31,20 @@ def _model(s):
 
 def _run(s, model, matrices, layers=("a", "b.c", "d", "e"), key="2" * 64):
     return store.write_run(
-        s, model=model, concept_id=store.ensure_concept(s, "star"), layer_names=list(layers),
-        params={"method": "test"}, image_set_sha256="1" * 64, n_images=4, provenance_key=key,
-        library_versions={"numpy": np.__version__}, device="cpu", started_at=dt.datetime(2025, 1, 1),
-        seconds=0.5, matrices=matrices,
-    )  # fmt: skip
+        s,
+        model=model,
+        concept_id=store.ensure_concept(s, "star"),
+        layer_names=list(layers),
+        params={"method": "test"},
+        image_set_sha256="1" * 64,
+        n_images=4,
+        provenance_key=key,
+        library_versions={"numpy": np.__version__},
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1),
+        seconds=0.5,
+        matrices=matrices,
+    )
 
 
 def _random_matrices(seed, widths):
@@ -47,9 +56,7 @@ def _reference_matrices(session, run_id, widths, layers):
     """Row by row through the readable view: S_i[src_channel, dst_channel] = score, NaN elsewhere."""
     out = [np.full((m, n), np.nan, dtype=np.float32) for m, n in zip(widths, widths[1:])]
     rows = session.execute(
-        sa.text(
-            "SELECT src_layer, src_channel, dst_layer, dst_channel, score FROM edges_v WHERE run_id = :r"
-        ),
+        sa.text("SELECT src_layer, src_channel, dst_layer, dst_channel, score FROM edges_v WHERE run_id = :r"),
         {"r": run_id},
     )
     for src_layer, src_channel, dst_layer, dst_channel, score in rows:

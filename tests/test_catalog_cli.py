@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from catalog import migrate, revision, store
+from catalog import revision, store
 from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolve_url
 from catalog.views import VIEWS, create_all
 from circuits.cli.main import app
@@ -44,15 +44,25 @@ def filled(_filled_template, catalog_path):
 def _write_one_run(path) -> None:
     cat = open_catalog(path)
     with cat.session() as s, s.begin():
-        model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64,
-                                   layers=[("l0", 2), ("l1", 3)])  # fmt: skip
+        model = store.ensure_model(
+            s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=[("l0", 2), ("l1", 3)]
+        )
         concept = store.ensure_concept(s, "star")
         store.write_run(
-            s, model=model, concept_id=concept, layer_names=["l0", "l1"], params={},
-            image_set_sha256="1" * 64, n_images=1, provenance_key="p" * 64, library_versions={},
-            device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
+            s,
+            model=model,
+            concept_id=concept,
+            layer_names=["l0", "l1"],
+            params={},
+            image_set_sha256="1" * 64,
+            n_images=1,
+            provenance_key="p" * 64,
+            library_versions={},
+            device="cpu",
+            started_at=dt.datetime(2025, 1, 1),
+            seconds=1.0,
             matrices=[np.arange(1, 7, dtype=np.float32).reshape(2, 3)],  # all non-zero: all top edges
-        )  # fmt: skip
+        )
     cat.close()
 
 
@@ -68,7 +78,7 @@ def test_db_init_status_upgrade(tmp_path):
     close_catalogs_of(path)
     with duckdb.connect(str(path), read_only=True) as con:
         names = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}  # noqa: E501
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"model", "layer", "neuron", "run", "edge", "circuit", "evaluation"} <= names
     assert views == set(VIEWS)
     assert "already exists at schema" in _invoke("db", "init", "--db", str(path)).output
@@ -187,7 +197,8 @@ def test_sql_errors_are_the_database_message(catalog_path):
 
 
 def test_commands_have_help():
-    from circuits.cli.db import app as catalog_app, db_app
+    from circuits.cli.db import app as catalog_app
+    from circuits.cli.db import db_app
 
     commands = [c for c in catalog_app.registered_commands + db_app.registered_commands]
     assert {c.name for c in commands} == {"sql", "init", "upgrade", "status"}

@@ -46,7 +46,7 @@ def test_postgresql_url_reaches_the_same_models_without_a_server():
         seen = {}
 
         def fake_connect(*cargs, **cparams):
-            seen.update(cparams)
+            seen.update(cparams)  # noqa: B023 (called within this test)
             raise _NoServer
 
         engine.dialect.connect = fake_connect  # see what a connection would be opened with
@@ -132,10 +132,15 @@ def test_driver_connection_is_inside_the_session_transaction(cat):
 
 def test_file_locked_by_another_process(catalog_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('ready', flush=True); time.sleep(60)", str(catalog_path)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(60)",
+            str(catalog_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         for read_only in (False, True):

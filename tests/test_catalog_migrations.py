@@ -12,9 +12,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from catalog import migrate, revision
+from catalog.admin import catalog_status, upgrade_catalog
 from catalog.engine import build_engine, open_catalog, resolve_url
 from catalog.errors import CatalogError, SchemaOutdated
-from catalog.admin import catalog_status, upgrade_catalog
 from catalog.models import Base
 from catalog.views import VIEWS, create_all
 
@@ -145,7 +145,8 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
     extra = tmp_path / "versions"
     extra.mkdir()
     later = f"{int(HEAD) + 1:04d}"
-    (extra / f"{later}_note.py").write_text(textwrap.dedent(f'''
+    (extra / f"{later}_note.py").write_text(
+        textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
@@ -159,7 +160,8 @@ def test_later_revision_upgrades_and_downgrades_on_duckdb(catalog_path, tmp_path
 
         def downgrade():
             op.drop_column("edge", "note")
-    '''))
+    ''')
+    )
     assert migrate.script_heads(version_locations=[extra]) == (later,)
     engine = _engine(catalog_path)
     with engine.begin() as conn:
@@ -180,18 +182,28 @@ def test_0003_keeps_the_newest_complete_run_per_provenance_key(db_url):
     engine = build_engine(resolve_url(db_url), read_only=False, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         migrate.downgrade(conn, "0001")
-        conn.execute(sa.text(
-            "INSERT INTO model (id, name, architecture, weights_sha256, layer_order, created_at) "
-            "VALUES (1, 'm', 'cnn', 'w', '[]', TIMESTAMP '2025-01-01 00:00:00')"
-        ))  # fmt: skip
+        conn.execute(
+            sa.text(
+                "INSERT INTO model (id, name, architecture, weights_sha256, layer_order, created_at) "
+                "VALUES (1, 'm', 'cnn', 'w', '[]', TIMESTAMP '2025-01-01 00:00:00')"
+            )
+        )
         conn.execute(sa.text("INSERT INTO concept (id, name) VALUES (1, 'c')"))
-        for run_id, key, status in ((1, "k1", "complete"), (2, "k1", "complete"), (3, "k1", "failed"),
-                                    (4, "k2", "complete"), (5, "k3", "failed")):  # fmt: skip
-            conn.execute(sa.text(
-                "INSERT INTO run (id, model_id, concept_id, layer_names, params, image_set_sha256, n_images, "
-                "provenance_key, library_versions, device, status, started_at) "
-                "VALUES (:id, 1, 1, '[]', '{}', 'i', 1, :key, '{}', 'cpu', :status, TIMESTAMP '2025-01-01 00:00:00')"
-            ), {"id": run_id, "key": key, "status": status})  # fmt: skip
+        for run_id, key, status in (
+            (1, "k1", "complete"),
+            (2, "k1", "complete"),
+            (3, "k1", "failed"),
+            (4, "k2", "complete"),
+            (5, "k3", "failed"),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO run (id, model_id, concept_id, layer_names, params, image_set_sha256, n_images, "
+                    "provenance_key, library_versions, device, status, started_at) "
+                    "VALUES (:id, 1, 1, '[]', '{}', 'i', 1, :key, '{}', 'cpu', :status, TIMESTAMP '2025-01-01 00:00:00')"
+                ),
+                {"id": run_id, "key": key, "status": status},
+            )
         migrate.upgrade(conn)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT provenance_key, run_id FROM run_key ORDER BY 1")).all()

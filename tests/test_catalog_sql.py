@@ -27,15 +27,25 @@ ROOT = Path(__file__).resolve().parent.parent
 def filled(catalog_path):
     cat = open_catalog(catalog_path)
     with cat.session() as s, s.begin():
-        model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64,
-                                   layers=[("l0", 2), ("l1", 3)])  # fmt: skip
+        model = store.ensure_model(
+            s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=[("l0", 2), ("l1", 3)]
+        )
         concept = store.ensure_concept(s, "star")
         store.write_run(
-            s, model=model, concept_id=concept, layer_names=["l0", "l1"], params={"a": 1},
-            image_set_sha256="1" * 64, n_images=1, provenance_key="p" * 64, library_versions={},
-            device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
+            s,
+            model=model,
+            concept_id=concept,
+            layer_names=["l0", "l1"],
+            params={"a": 1},
+            image_set_sha256="1" * 64,
+            n_images=1,
+            provenance_key="p" * 64,
+            library_versions={},
+            device="cpu",
+            started_at=dt.datetime(2025, 1, 1),
+            seconds=1.0,
             matrices=[np.arange(6, dtype=np.float32).reshape(2, 3)],
-        )  # fmt: skip
+        )
     close_catalogs_of(catalog_path)
     return catalog_path
 
@@ -150,9 +160,11 @@ def test_check_constraints_come_from_the_vocabulary_unchanged():
     kind = "kind IN ('circuit', 'edge')"
     assert check_in("status", RunStatus) == status and check_in("kind", InterventionKind) == kind
     checks = {
-        str(c.sqltext) for t in (Run.__table__, Intervention.__table__) for c in t.constraints
+        str(c.sqltext)
+        for t in (Run.__table__, Intervention.__table__)
+        for c in t.constraints
         if c.__class__.__name__ == "CheckConstraint"
-    }  # fmt: skip
+    }
     assert checks == {status, kind}
     migration = (ROOT / "migrations" / "versions" / "0001_initial.py").read_text()
     assert f'CheckConstraint("{status}"' in migration and f'CheckConstraint("{kind}"' in migration

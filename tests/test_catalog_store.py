@@ -26,10 +26,16 @@ def cat(any_cat):
 
 def _run_fields(**over):
     fields = dict(
-        layer_names=NAMES, params={"method": "test"}, image_set_sha256="1" * 64, n_images=3,
-        provenance_key="p" * 64, library_versions={"torch": "x"}, device="cpu",
-        started_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), seconds=2.5,
-    )  # fmt: skip
+        layer_names=NAMES,
+        params={"method": "test"},
+        image_set_sha256="1" * 64,
+        n_images=3,
+        provenance_key="p" * 64,
+        library_versions={"torch": "x"},
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        seconds=2.5,
+    )
     fields.update(over)
     return fields
 
@@ -59,9 +65,15 @@ def _n_top_edges():
 
 def _circuit(s, run_id, channels, k=2):
     return store.write_circuit(
-        s, run_id=run_id, channels=channels, k=[k] * len(channels), fixed=None, sweeps=2,
-        converged=True, objective_history=[1.0, 1.5, 1.5],
-    )  # fmt: skip
+        s,
+        run_id=run_id,
+        channels=channels,
+        k=[k] * len(channels),
+        fixed=None,
+        sweeps=2,
+        converged=True,
+        objective_history=[1.0, 1.5, 1.5],
+    )
 
 
 def test_ensure_model_is_idempotent_and_neuron_ids_match_the_table(cat):
@@ -72,9 +84,12 @@ def test_ensure_model_is_idempotent_and_neuron_ids_match_the_table(cat):
     assert again == first and other.id != first.id
     assert first.layer_order == tuple(NAMES) and [la.width for la in first.layers] == [4, 6, 5]
     with cat.session() as s:
-        rows = s.execute(sa.text(
-            "SELECT l.name, n.channel, n.id FROM neuron n JOIN layer l ON l.id = n.layer_id "
-            "WHERE l.model_id = :m"), {"m": first.id}).all()  # fmt: skip
+        rows = s.execute(
+            sa.text(
+                "SELECT l.name, n.channel, n.id FROM neuron n JOIN layer l ON l.id = n.layer_id WHERE l.model_id = :m"
+            ),
+            {"m": first.id},
+        ).all()
         assert store.find_model(s, "toy", "a" * 64).id == first.id
         with pytest.raises(CatalogError, match="several weights"):
             store.find_model(s, "toy")
@@ -116,8 +131,9 @@ def test_concepts_and_example_images(cat):
 def test_runs_write_read_find_list_and_failures(cat):
     with cat.session() as s, s.begin():
         model, cid, run_id = _setup(s)
-        failed = store.record_failed_run(s, model=model, concept_id=cid, error="CUDA out of memory",
-                                         **_run_fields(provenance_key="q" * 64))  # fmt: skip
+        failed = store.record_failed_run(
+            s, model=model, concept_id=cid, error="CUDA out of memory", **_run_fields(provenance_key="q" * 64)
+        )
     with cat.session() as s:
         run = store.read_run(s, run_id)
         assert (run.model, run.concept, run.status, run.widths) == ("toy", "star", "complete", (4, 6, 5))
@@ -146,20 +162,26 @@ def test_circuits_interventions_and_views(cat):
         c2 = _circuit(s, run_id, [[1, 2], [3, 5], [0, 1]])
         c3 = _circuit(s, run_id, [[3], [0], [2]], k=1)
         iv = store.write_intervention(
-            s, circuit_id=c1, kind="edge", params={"pair": 0}, edge_fraction=0.125,
+            s,
+            circuit_id=c1,
+            kind="edge",
+            params={"pair": 0},
+            edge_fraction=0.125,
             baseline_edge_fraction=0.125,
             evaluations=[EvaluationRow("catfish:star", "e" * 64, 32, "accuracy", 0.9, 0.25, 0.875)],
-        )  # fmt: skip
+        )
         with pytest.raises(CatalogError, match="distinct channels"):
             _circuit(s, run_id, [[0, 0], [1, 2], [1, 2]])
         with pytest.raises(CatalogError, match="in \\[0, 5\\)"):
             _circuit(s, run_id, [[0, 1], [1, 2], [1, 5]])
         with pytest.raises(CatalogError, match="kind"):
-            store.write_intervention(s, circuit_id=c1, kind="zap", params={}, edge_fraction=0,
-                                     baseline_edge_fraction=None, evaluations=[])  # fmt: skip
+            store.write_intervention(
+                s, circuit_id=c1, kind="zap", params={}, edge_fraction=0, baseline_edge_fraction=None, evaluations=[]
+            )
         with pytest.raises(NotFound):
-            store.write_intervention(s, circuit_id=999, kind="edge", params={}, edge_fraction=0,
-                                     baseline_edge_fraction=None, evaluations=[])  # fmt: skip
+            store.write_intervention(
+                s, circuit_id=999, kind="edge", params={}, edge_fraction=0, baseline_edge_fraction=None, evaluations=[]
+            )
     with cat.session() as s:
         circuit = store.read_circuit(s, c1)
         assert circuit.channels == ((0, 1), (2, 3), (0, 4)) and circuit.k == (2, 2, 2)
@@ -174,15 +196,14 @@ def test_circuits_interventions_and_views(cat):
             store.read_circuit(s, 999)
         # circuit_neurons_v against the stored channels
         members = {
-            c.id: {(n, ch) for n, chans in zip(NAMES, c.channels) for ch in chans}
-            for c in store.list_circuits(s)
+            c.id: {(n, ch) for n, chans in zip(NAMES, c.channels) for ch in chans} for c in store.list_circuits(s)
         }
         rows = s.execute(sa.text("SELECT circuit_id, layer, channel FROM circuit_neurons_v")).all()
         assert set(rows) == {(cid, n, ch) for cid, pairs in members.items() for n, ch in pairs}
         # circuit_overlap_v against a plain Python Jaccard over the members
-        overlap = s.execute(sa.text(
-            "SELECT circuit_a, circuit_b, shared, size_a, size_b, jaccard FROM circuit_overlap_v"
-        )).all()  # fmt: skip
+        overlap = s.execute(
+            sa.text("SELECT circuit_a, circuit_b, shared, size_a, size_b, jaccard FROM circuit_overlap_v")
+        ).all()
     expected = {}
     for a, b in itertools.combinations(sorted(members), 2):
         shared = len(members[a] & members[b])
@@ -204,8 +225,10 @@ def test_views_show_complete_runs_only_and_overlap_stays_within_a_model(cat):
         _, _, run_b = _setup(s, sha="b" * 64, key="r" * 64)  # same name, other weights: other model
         _circuit(s, run_a, [[0, 1], [2, 3], [4, 0]])
         _circuit(s, run_b, [[0, 1], [2, 3], [4, 0]])
-    count = "SELECT (SELECT count(*) FROM edges_v), (SELECT count(*) FROM circuit_neurons_v), " \
-            "(SELECT count(*) FROM circuit_overlap_v)"  # fmt: skip
+    count = (
+        "SELECT (SELECT count(*) FROM edges_v), (SELECT count(*) FROM circuit_neurons_v), "
+        "(SELECT count(*) FROM circuit_overlap_v)"
+    )
     with cat.session() as s:
         assert tuple(s.execute(sa.text(count)).one()) == (2 * _n_top_edges(), 12, 0)
     with cat.session() as s, s.begin():
@@ -223,10 +246,14 @@ def test_delete_run_removes_its_rows_only(cat):
         doomed = _circuit(s, gone, [[0, 1], [2, 3], [4, 0]])
         for circuit_id in (kept_circuit, doomed):
             store.write_intervention(
-                s, circuit_id=circuit_id, kind="circuit", params={}, edge_fraction=0.5,
+                s,
+                circuit_id=circuit_id,
+                kind="circuit",
+                params={},
+                edge_fraction=0.5,
                 baseline_edge_fraction=None,
                 evaluations=[EvaluationRow("x", "e" * 64, 1, "kl", None, 0.1, 0.2)],
-            )  # fmt: skip
+            )
     with cat.session() as s, s.begin():
         store.delete_run(s, gone)
         with pytest.raises(NotFound):
@@ -234,8 +261,16 @@ def test_delete_run_removes_its_rows_only(cat):
     with cat.session() as s, s.begin():
         with pytest.raises(NotFound):
             store.delete_run(s, gone)
-    counts = {"run": 1, "circuit": 1, "intervention": 1, "evaluation": 1, "edge": _n_top_edges(),
-              "circuit_neuron": 6, "circuit_edge": 8, "run_matrix": 2}
+    counts = {
+        "run": 1,
+        "circuit": 1,
+        "intervention": 1,
+        "evaluation": 1,
+        "edge": _n_top_edges(),
+        "circuit_neuron": 6,
+        "circuit_edge": 8,
+        "run_matrix": 2,
+    }
     with cat.session() as s:
         for table, n in counts.items():
             assert s.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == n, table

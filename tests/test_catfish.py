@@ -87,12 +87,15 @@ def test_unknown_concept_lists_the_valid_names():
         scene_layout("rings_stripes", 0, seed=0)  # a left-out pair is not a class
 
 
-@pytest.mark.parametrize("call", [
-    lambda: render_concept("star", -1, seed=0),
-    lambda: render_concept("star", 1, seed=-1),
-    lambda: make_split(-2, seed=0),
-    lambda: make_split(0, seed=-3),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: render_concept("star", -1, seed=0),
+        lambda: render_concept("star", 1, seed=-1),
+        lambda: make_split(-2, seed=0),
+        lambda: make_split(0, seed=-3),
+    ],
+)
 def test_negative_counts_and_seeds_are_user_errors(call):
     with pytest.raises(DatasetError):
         call()
@@ -157,15 +160,25 @@ def _regular_polygon(n, cx, cy, r_out, angle, r_in=None):
     return pts
 
 
-@pytest.mark.parametrize("prim, polygon", [
-    ("checker", lambda cx, cy, r, a: [
-        (cx + 0.7 * r * math.sqrt(2) * math.cos(a + math.pi / 4 + k * math.pi / 2),
-         cy + 0.7 * r * math.sqrt(2) * math.sin(a + math.pi / 4 + k * math.pi / 2)) for k in range(4)]),
-    ("dots", lambda cx, cy, r, a: _regular_polygon(3, cx, cy, r, a)),
-    ("hatch", lambda cx, cy, r, a: _regular_polygon(6, cx, cy, r, a)),
-    ("star", lambda cx, cy, r, a: _regular_polygon(5, cx, cy, r, a, r_in=0.45 * r)),
-    ("stripes", lambda cx, cy, r, a: _regular_polygon(720, cx, cy, r, a)),
-])
+@pytest.mark.parametrize(
+    "prim, polygon",
+    [
+        (
+            "checker",
+            lambda cx, cy, r, a: [
+                (
+                    cx + 0.7 * r * math.sqrt(2) * math.cos(a + math.pi / 4 + k * math.pi / 2),
+                    cy + 0.7 * r * math.sqrt(2) * math.sin(a + math.pi / 4 + k * math.pi / 2),
+                )
+                for k in range(4)
+            ],
+        ),
+        ("dots", lambda cx, cy, r, a: _regular_polygon(3, cx, cy, r, a)),
+        ("hatch", lambda cx, cy, r, a: _regular_polygon(6, cx, cy, r, a)),
+        ("star", lambda cx, cy, r, a: _regular_polygon(5, cx, cy, r, a, r_in=0.45 * r)),
+        ("stripes", lambda cx, cy, r, a: _regular_polygon(720, cx, cy, r, a)),
+    ],
+)
 def test_shapes_match_a_plain_point_in_polygon_test(prim, polygon):
     """The analytic signed-distance shapes cover exactly the pixels whose centres are inside."""
     cx, cy, r, angle = 31.0, 29.5, 20.0, 0.4
@@ -198,5 +211,12 @@ def test_rendering_speed_at_least_500_images_per_second():
 
 
 def test_module_exports():
-    assert set(catfish.__all__) >= {"PRIMITIVES", "CLASSES", "CLASS_PARTS", "CLASS_NAMES",
-                                    "render_concept", "make_split", "concept_names"}
+    assert set(catfish.__all__) >= {
+        "PRIMITIVES",
+        "CLASSES",
+        "CLASS_PARTS",
+        "CLASS_NAMES",
+        "render_concept",
+        "make_split",
+        "concept_names",
+    }

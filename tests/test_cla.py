@@ -1,16 +1,10 @@
-"""`attribute` (fast plans and generic autograd) against `attribute_reference` (DESIGN §3)."""
+"""`attribute` (fast plans and generic autograd) against `attribute_reference` (docs/method.md, "Cross-Layer Attribution")."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import ingest.cla.fast as cla_fast
-from ingest.cla.capture import capture
-from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, describe_paths
-from ingest.cla.reference import attribute_reference
 from cla_helpers import images as _images
 from cla_helpers import rel_err
 from test_cla_models import (
@@ -23,6 +17,12 @@ from test_cla_models import (
     conv_stack,
     seeded,
 )
+from torch import nn
+
+import ingest.cla.fast as cla_fast
+from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, describe_paths
+from ingest.cla.capture import capture
+from ingest.cla.reference import attribute_reference
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -222,8 +222,17 @@ def test_googlenet_matches_reference_on_sampled_neurons():
 
     torch.manual_seed(0)
     model = googlenet(weights=None, init_weights=True, aux_logits=False).eval()
-    layers = ["inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
-              "inception4e", "inception5a", "inception5b"]
+    layers = [
+        "inception3a",
+        "inception3b",
+        "inception4a",
+        "inception4b",
+        "inception4c",
+        "inception4d",
+        "inception4e",
+        "inception5a",
+        "inception5b",
+    ]
     x = torch.randn(2, 3, 224, 224)
     assert all(n.startswith("fast: inception-style block") for n in describe_paths(model, layers, x))
     fast = attribute(model, layers, x)

@@ -13,6 +13,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cla_helpers import images as _images
+from cla_helpers import rel_err, seeded
+from test_cla_models import RESNET_LAYERS, TinyResNet
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -20,9 +23,6 @@ import ingest.cla.residual as cla_residual
 from ingest.cla.attribute import attribute, describe_paths
 from ingest.cla.reference import attribute_reference
 from ingest.zoo.clip_rn50 import ModifiedResNet
-from cla_helpers import rel_err, seeded
-from cla_helpers import images as _images
-from test_cla_models import RESNET_LAYERS, TinyResNet
 
 
 @pytest.fixture(scope="module", autouse=True)

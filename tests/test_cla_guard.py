@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cla_helpers import images as _images
+from cla_helpers import rel_err, seeded
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from ingest.cla.attribute import attribute, describe_paths
-from ingest.cla.reference import attribute_reference
 from ingest.cla.guard import check_plan, sample_columns
-from cla_helpers import rel_err, seeded
-from cla_helpers import images as _images
+from ingest.cla.reference import attribute_reference
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,9 +89,11 @@ def stack(inner, last) -> nn.Sequential:
     """Cuts 0, 2, 4: each pair is two units (inner activation, then the last one's)."""
     return nn.Sequential(
         FnUnit(3, 8, F.relu, kernel_size=3, padding=1),  # 0
-        FnUnit(8, 10, inner, kernel_size=3, padding=1), FnUnit(10, 12, last, kernel_size=3, padding=1),  # 1, 2
-        FnUnit(12, 9, inner, kernel_size=1), FnUnit(9, 8, last, kernel_size=3, padding=1),  # 3, 4
-    )  # fmt: skip
+        FnUnit(8, 10, inner, kernel_size=3, padding=1),
+        FnUnit(10, 12, last, kernel_size=3, padding=1),  # 1, 2
+        FnUnit(12, 9, inner, kernel_size=1),
+        FnUnit(9, 8, last, kernel_size=3, padding=1),  # 3, 4
+    )
 
 
 LAYERS = ["0", "2", "4"]
@@ -183,8 +184,9 @@ def test_a_fast_plan_slower_than_the_loop_on_the_probe_is_not_used(monkeypatch):
 
 
 def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
-    import ingest.cla.probe as cla_probe
     from test_cla_models import RESNET_LAYERS, TinyResNet
+
+    import ingest.cla.probe as cla_probe
 
     model, x = seeded(TinyResNet), images(2, size=16)
     notes = describe_paths(model, RESNET_LAYERS, x)
@@ -220,8 +222,15 @@ def test_loop_only_runs_give_the_images_the_whole_budget():
 
     mib = 2**20  # resnet50 stage cuts at 224 px: ~172 MiB per image, mostly the autograd graph
     info = Probe(
-        plans=[None], notes=[""], widths=[4, 4], leaf_bytes=10 * mib, graph_bytes=150 * mib, plan_bytes=0,
-        generic_bytes=10 * mib, forward_bytes=2 * mib, vjp_batched=[False],
-    )  # fmt: skip
+        plans=[None],
+        notes=[""],
+        widths=[4, 4],
+        leaf_bytes=10 * mib,
+        graph_bytes=150 * mib,
+        plan_bytes=0,
+        generic_bytes=10 * mib,
+        forward_bytes=2 * mib,
+        vjp_batched=[False],
+    )
     assert _memory_plan(info, 8, 8, 2 * 1024**3)[0] == 8
     assert _memory_plan(info, 8, 8, 2 * 1024**3, batched_vjp=True)[0] == 4  # batched VJPs need chunks

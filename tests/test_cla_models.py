@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cla_helpers import seeded
 from torch import nn
 from torchvision.models.resnet import Bottleneck
-
-from cla_helpers import randomize_bn, seeded
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,12 +92,22 @@ def conv_stack() -> nn.Sequential:
     conv then a dilated 3×3 conv.
     """
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),  # 0, 1
-        nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),  # 2, 3, 4
-        nn.MaxPool2d(2), nn.Conv2d(12, 10, 5, padding=2), nn.BatchNorm2d(10), nn.ReLU(),  # 5..8
-        nn.Conv2d(10, 9, 3, stride=2, padding=1), nn.BatchNorm2d(9), nn.ReLU(),  # 9, 10, 11
-        nn.Conv2d(9, 8, 3, stride=2, padding=1), nn.ReLU(),  # 12, 13
-        nn.Conv2d(8, 6, 3, padding=2, dilation=2), nn.ReLU(),  # 14, 15
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),  # 0, 1
+        nn.Conv2d(8, 12, 3, padding=1),
+        nn.BatchNorm2d(12),
+        nn.ReLU(),  # 2, 3, 4
+        nn.MaxPool2d(2),
+        nn.Conv2d(12, 10, 5, padding=2),
+        nn.BatchNorm2d(10),
+        nn.ReLU(),  # 5..8
+        nn.Conv2d(10, 9, 3, stride=2, padding=1),
+        nn.BatchNorm2d(9),
+        nn.ReLU(),  # 9, 10, 11
+        nn.Conv2d(9, 8, 3, stride=2, padding=1),
+        nn.ReLU(),  # 12, 13
+        nn.Conv2d(8, 6, 3, padding=2, dilation=2),
+        nn.ReLU(),  # 14, 15
     )
 
 
@@ -130,7 +139,7 @@ def test_inception_blocks_take_the_fast_path():
     from ingest.cla.attribute import describe_paths
 
     for unit in (Unit, TVUnit):
-        notes = describe_paths(seeded(lambda: InceptionNet(unit)), INCEPTION_LAYERS, _images(1))
+        notes = describe_paths(seeded(lambda: InceptionNet(unit)), INCEPTION_LAYERS, _images(1))  # noqa: B023 (called here)
         assert all(n.startswith("fast: inception-style block") for n in notes), notes
         assert "prefix maxpool" in notes[2] and "prefix" not in notes[1]
         assert "conv5x5+bn+relu" in notes[0]

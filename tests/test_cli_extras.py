@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_queries_toy import build_toy
 
 from circuits.cli.extras import missing_extra_message
-from test_queries_toy import build_toy
 
 ROOT = Path(__file__).parent.parent
 BLOCKED = ("torch", "torchvision", "PIL", "matplotlib", "psycopg", "jinja2")
@@ -58,7 +58,8 @@ def test_message_names_the_extra_and_the_pip_command():
         "circuits ingest needs the [ingest] extra: pip install 'visual-circuit-catalog[ingest]'"
     )
     assert missing_extra_message("x", ModuleNotFoundError("no", name="matplotlib.pyplot")).startswith(
-        "circuits x needs the [plots] extra")
+        "circuits x needs the [plots] extra"
+    )
     assert missing_extra_message("x", ModuleNotFoundError("no", name="numpy")) is None
 
 
@@ -89,7 +90,7 @@ def test_base_commands_work_and_the_others_name_their_extra(toy, tmp_path):
     assert json.loads(results[0]["stdout"])[0]["n"] > 0
     assert "star" in results[1]["stdout"] and "concept star on toy" in results[2]["stdout"]
     assert (tmp_path / "star.json").stat().st_size > 0 and (tmp_path / "star.safetensors").stat().st_size > 0
-    for (extra, args), r in zip(needs, results[len(works):]):
+    for (extra, args), r in zip(needs, results[len(works) :]):
         assert r["code"] == 1, (args, r)
         assert r["stderr"].strip() == (
             f"error: circuits {args[0]} needs the [{extra}] extra: pip install 'visual-circuit-catalog[{extra}]'"

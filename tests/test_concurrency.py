@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.filterwarnings("ignore::ingest.zoo.specs.RandomInitWarning")
 from typer.testing import CliRunner
 
 from catalog import store
@@ -24,18 +22,20 @@ from catalog.engine import close_catalogs_of, open_catalog
 from catalog.errors import CatalogLocked
 from circuits.cli.main import app
 
+pytestmark = pytest.mark.filterwarnings("ignore::ingest.zoo.specs.RandomInitWarning")
+
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
-TINY_MODEL = '''
+TINY_MODEL = """
 import torch.nn as nn
 
 def build():
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
-'''
+"""
 
 # An ingest whose attribution pauses until a file appears (the test's stand-in for a long CLA).
-PAUSING_INGEST = '''
+PAUSING_INGEST = """
 import importlib, os, sys, time
 
 attribute_module = importlib.import_module("ingest.cla.attribute")
@@ -52,7 +52,7 @@ attribute_module.attribute = paused
 from circuits.cli.main import main
 sys.argv = ["circuits", *sys.argv[1:]]
 main()
-'''
+"""
 
 
 class _Lines:
@@ -90,10 +90,30 @@ def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
     release = tmp_path / "release"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RELEASE_FILE": str(release), "CIRCUITS_LOCK_WAIT": "60"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", PAUSING_INGEST, "ingest", f"{tmp_path / 'tiny.py'}:build", "--concept", "noise",
-         "--dataset", "catfish:stripes", "--n", "4", "--layers", "1,3", "--k", "2", "--db", db],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            PAUSING_INGEST,
+            "ingest",
+            f"{tmp_path / 'tiny.py'}:build",
+            "--concept",
+            "noise",
+            "--dataset",
+            "catfish:stripes",
+            "--n",
+            "4",
+            "--layers",
+            "1,3",
+            "--k",
+            "2",
+            "--db",
+            db,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     out = _Lines(proc)
     try:
         out.wait_for("computing")
@@ -120,10 +140,16 @@ def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
 
 def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-         "print('ready', flush=True); time.sleep(60)", str(catalog_path)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print('ready', flush=True); time.sleep(60)",
+            str(catalog_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         monkeypatch.setenv("CIRCUITS_LOCK_WAIT", "0.5")
@@ -159,8 +185,13 @@ def test_serve_leaves_the_file_free_for_writers_between_requests(catalog_path):
         base = f"http://127.0.0.1:{server.server_address[1]}"
         assert urllib.request.urlopen(base + "/").status == 200
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        writer = subprocess.run([sys.executable, "-c", _WRITE_CONCEPT, str(catalog_path)], env=env,
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        writer = subprocess.run(
+            [sys.executable, "-c", _WRITE_CONCEPT, str(catalog_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert writer.returncode == 0 and "written" in writer.stdout, writer.stderr
         page = urllib.request.urlopen(base + "/sql?q=select+name+from+concept").read().decode()
         assert "from-writer" in page
@@ -178,16 +209,24 @@ LAYERS = [("l0", 3), ("l1", 4)]
 
 def _fields(key: str):
     return dict(
-        layer_names=["l0", "l1"], params={}, image_set_sha256="1" * 64, n_images=1, provenance_key=key,
-        library_versions={}, device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
-    )  # fmt: skip
+        layer_names=["l0", "l1"],
+        params={},
+        image_set_sha256="1" * 64,
+        n_images=1,
+        provenance_key=key,
+        library_versions={},
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1),
+        seconds=1.0,
+    )
 
 
 def _write(s, key="k" * 64, value=1.0, **over):
     model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
     concept = store.ensure_concept(s, "star")
-    return store.write_run(s, model=model, concept_id=concept, matrices=[np.full((3, 4), value, np.float32)],
-                           **_fields(key), **over)  # fmt: skip
+    return store.write_run(
+        s, model=model, concept_id=concept, matrices=[np.full((3, 4), value, np.float32)], **_fields(key), **over
+    )
 
 
 def test_a_second_complete_run_with_the_key_is_refused_replaced_or_re_keyed_on_delete(db_url):
@@ -239,9 +278,12 @@ def test_concurrent_writers_store_one_run_model_and_concept(pg_url):
     winners = [r for r in results if isinstance(r, int)]
     assert len(results) == 4 and len(winners) == 1
     assert all(r == ("reused", winners[0]) for r in results if not isinstance(r, int))
-    counts = _sql_json(pg_url, "select (select count(*) from model) as m, (select count(*) from concept) as c, "
-                               "(select count(*) from run) as r, (select sum(n_src * n_dst) from run_matrix) as e, "
-                               "(select count(*) from neuron) as n")  # fmt: skip
+    counts = _sql_json(
+        pg_url,
+        "select (select count(*) from model) as m, (select count(*) from concept) as c, "
+        "(select count(*) from run) as r, (select sum(n_src * n_dst) from run_matrix) as e, "
+        "(select count(*) from neuron) as n",
+    )
     assert counts == [{"m": 1, "c": 1, "r": 1, "e": 12, "n": 7}]
 
 
@@ -276,7 +318,13 @@ JOBS = [
     {"model": "catfish-mini", "concept": "dots", "dataset": "catfish:dots", "k": 2},
     {"model": "catfish-mini", "concept": "dots", "dataset": "catfish:dots", "k": [1, 2, 2, 2, 1]},
 ]
-BROKEN_JOB = {"model": "broken.py:broken", "concept": "broken", "dataset": "catfish:star", "layers": "net.0,net.2", "k": 2}
+BROKEN_JOB = {
+    "model": "broken.py:broken",
+    "concept": "broken",
+    "dataset": "catfish:star",
+    "layers": "net.0,net.2",
+    "k": 2,
+}
 N_PROCESSES = 4
 
 
@@ -297,21 +345,42 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cli = "from circuits.cli.main import main; main()"
     procs = [
-        subprocess.Popen([sys.executable, "-c", cli, "ingest-many", str(f), "--workers", "0", "--retries", "0",
-                          "--db", empty_pg_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                cli,
+                "ingest-many",
+                str(f),
+                "--workers",
+                "0",
+                "--retries",
+                "0",
+                "--db",
+                empty_pg_url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for f in files
-    ]  # fmt: skip
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(range(N_PROCESSES), outs):
         assert procs[p].returncode == (1 if p % 2 else 0), (out, err)
         if p % 2:
             assert "RuntimeError: injected failure" in err and err.count("\nerror:") + err.startswith("error:") == 1
-    q = lambda sql: _sql_json(empty_pg_url, sql)  # noqa: E731
-    circuits = q("select co.name as concept, c.k::text as k, count(*) as n from circuit c join run r on r.id = c.run_id "
-                 "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2")  # fmt: skip
+    q = lambda sql: _sql_json(empty_pg_url, sql)  # noqa: E731 (a one-line helper local to this test)
+    circuits = q(
+        "select co.name as concept, c.k::text as k, count(*) as n from circuit c join run r on r.id = c.run_id "
+        "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2"
+    )
     assert len(circuits) == len(JOBS) and all(row["n"] == 1 for row in circuits), circuits
-    runs = q("select co.name as concept, r.status as status, count(*) as n from run r "
-             "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2")  # fmt: skip
+    runs = q(
+        "select co.name as concept, r.status as status, count(*) as n from run r "
+        "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2"
+    )
     assert runs == [
         {"concept": "broken", "status": "failed", "n": 2},
         {"concept": "dots", "status": "complete", "n": 1},
@@ -320,8 +389,10 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
     ]
     assert q("select count(*) as n from model") == [{"n": 2}] and q("select count(*) as n from run_key") == [{"n": 3}]
     widths = {row["name"]: row["width"] for row in q("select name, width from layer")}
-    for row in q("select r.id as id, r.layer_names as layers, "
-                 "(select sum(m.n_src * m.n_dst) from run_matrix m where m.run_id = r.id) "
-                 "as n from run r where r.status = 'complete'"):  # fmt: skip
+    for row in q(
+        "select r.id as id, r.layer_names as layers, "
+        "(select sum(m.n_src * m.n_dst) from run_matrix m where m.run_id = r.id) "
+        "as n from run r where r.status = 'complete'"
+    ):
         layers = row["layers"] if isinstance(row["layers"], list) else json.loads(row["layers"])
         assert row["n"] == sum(widths[a] * widths[b] for a, b in zip(layers, layers[1:])), row

@@ -6,19 +6,17 @@ Slow (a fresh process per kill): `pytest -m slow tests/test_crash_ingest.py`. Th
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import bad_input_cases as bic
 import duckdb
 import numpy as np
 import pytest
 from PIL import Image
-
-import bad_input_cases as bic
 
 pytestmark = pytest.mark.slow
 KILLS = 22
@@ -59,8 +57,22 @@ def test_sigkill_at_random_moments_leaves_whole_runs_only(tmp_path):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
     db = tmp_path / "c.duckdb"
     exe = Path(sys.executable).parent / "circuits"
-    argv = [str(exe), "ingest", "tiny.py:build", "--concept", "noise", "--images", str(imgs), "--layers", "1,3,5",
-            "--k", str(K), "--db", str(db), "--force"]
+    argv = [
+        str(exe),
+        "ingest",
+        "tiny.py:build",
+        "--concept",
+        "noise",
+        "--images",
+        str(imgs),
+        "--layers",
+        "1,3,5",
+        "--k",
+        str(K),
+        "--db",
+        str(db),
+        "--force",
+    ]
     t0 = time.perf_counter()
     subprocess.run(argv, cwd=tmp_path, check=True, capture_output=True)
     full = time.perf_counter() - t0

@@ -17,9 +17,9 @@ from catalog.engine import close_catalogs_of, open_catalog
 from circuits.cli.main import app
 from ingest import zoo
 from ingest.ablation import ablate
-from ingest.defence.attack_eval import attack_metrics, evaluate_attack, predict
 from ingest.datasets.catfish import CLASS_NAMES
 from ingest.datasets.typo_sets import AttackLabelsMissing, typo_image_set
+from ingest.defence.attack_eval import attack_metrics, predict
 from ingest.defence.defend import DefenceRow, DefendConfig, DefendError, defend, recommend, typo_target
 from ingest.edit.interventions import intervention
 from ingest.images import rendered_image_set
@@ -31,8 +31,10 @@ KEEP = list(CLASS_NAMES[:3])
 
 def _counts(cat) -> dict[str, int]:
     with cat.session() as s:
-        return {t: query_arrow(s, f"SELECT count(*) AS n FROM {t}").column("n")[0].as_py()
-                for t in ("run", "circuit", "intervention", "evaluation", "example_image", "concept")}
+        return {
+            t: query_arrow(s, f"SELECT count(*) AS n FROM {t}").column("n")[0].as_py()
+            for t in ("run", "circuit", "intervention", "evaluation", "example_image", "concept")
+        }
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,9 @@ def swept(_catalog_template, tmp_path_factory):
     shutil.copyfile(_catalog_template, path)
     cat = open_catalog(path)
     target = typo_target(n_text=16, n_attack=36, n_clean_per_class=4, seed=1, classes=KEEP, holdout_seeds=(21,))
-    report = defend(cat, DefendConfig(model="typo-mini", ks=(2,), kinds=("circuit", "edge"), n_baselines=3,
-                                      device="cpu"), target)
+    report = defend(
+        cat, DefendConfig(model="typo-mini", ks=(2,), kinds=("circuit", "edge"), n_baselines=3, device="cpu"), target
+    )
     yield {"path": path, "cat": cat, "report": report, "target": target}
     close_catalogs_of(path)
 
@@ -144,15 +147,31 @@ def test_recommend_picks_the_fewest_edges_that_meet_the_target():
 
 
 def test_prune_plan_picks_the_text_circuit_with_its_evidence(swept):
-    r = runner.invoke(app, ["prune-plan", "--model", "typo-mini", "--against", "text", "--keep", ",".join(KEEP),
-                            "--db", str(swept["path"]), "--format", "json"])
+    r = runner.invoke(
+        app,
+        [
+            "prune-plan",
+            "--model",
+            "typo-mini",
+            "--against",
+            "text",
+            "--keep",
+            ",".join(KEEP),
+            "--db",
+            str(swept["path"]),
+            "--format",
+            "json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
     top = plan[0]
     assert top["concept"] == "text" and top["basis"] == "evidence"
     assert "attack_success" in top["against"] and all(c in top["keep"] for c in KEEP)
-    best = max(swept["report"].rows, key=lambda x: (x.attack_success_clean - x.attack_success)
-               - (x.clean_accuracy_clean - x.clean_accuracy))
+    best = max(
+        swept["report"].rows,
+        key=lambda x: (x.attack_success_clean - x.attack_success) - (x.clean_accuracy_clean - x.clean_accuracy),
+    )
     assert top["circuit"] == best.circuit_id and top["kind"] == best.kind
 
 
@@ -178,8 +197,26 @@ def test_export_apply_gives_defended_weights_that_reproduce_the_stored_attack_su
 def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     db = str(swept["path"])
     png = tmp_path / "tradeoff.png"
-    base = ["defend", "typo-mini", "--k", "2", "--kinds", "circuit", "--n-text", "16", "--n-attack", "36",
-            "--n-clean", "4", "--keep", ",".join(KEEP), "--device", "cpu", "--db", db]
+    base = [
+        "defend",
+        "typo-mini",
+        "--k",
+        "2",
+        "--kinds",
+        "circuit",
+        "--n-text",
+        "16",
+        "--n-attack",
+        "36",
+        "--n-clean",
+        "4",
+        "--keep",
+        ",".join(KEEP),
+        "--device",
+        "cpu",
+        "--db",
+        db,
+    ]
     r = runner.invoke(app, [*base, "--plot", str(png)])
     assert r.exit_code == 0, r.output
     assert "attack_success" in r.output and ("recommended: circuit" in r.output or "no recommendation" in r.output)
@@ -192,15 +229,18 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     assert _counts(swept["cat"]) == before  # the same sweep is reused, not stored twice
 
 
-@pytest.mark.parametrize("args, message", [
-    (["clip-rn50"], "no classifier head"),
-    (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
-    (["typo-mini", "--k", "0"], "--k must list positive"),
-    (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
-    (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
-    (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),
-    (["catfish-mini-nope"], "unknown model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["clip-rn50"], "no classifier head"),
+        (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
+        (["typo-mini", "--k", "0"], "--k must list positive"),
+        (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
+        (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
+        (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),
+        (["catfish-mini-nope"], "unknown model"),
+    ],
+)
 def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):
     before = _counts(swept["cat"])
     with warnings.catch_warnings():
@@ -222,23 +262,46 @@ def test_greedy_k_search_stays_within_its_budgets(swept):
         matrices = store.read_run_matrices(s, report.run_id)
     xa = zoo.preprocess(loaded.spec, list(target.search_attack.images))
     xc = zoo.preprocess(loaded.spec, list(target.search_clean.images))
-    steps = search_k(loaded.module, list(loaded.layers), matrices, xa, np.asarray(target.search_attack.written),
-                     xc, np.asarray(target.search_clean.labels), max_edges=0.03, budget=0.05)
+    steps = search_k(
+        loaded.module,
+        list(loaded.layers),
+        matrices,
+        xa,
+        np.asarray(target.search_attack.written),
+        xc,
+        np.asarray(target.search_clean.labels),
+        max_edges=0.03,
+        budget=0.05,
+    )
     assert steps and steps[0].k == (1,) * len(loaded.layers)
     for a, b in zip(steps, steps[1:]):
         assert sum(b.k) == sum(a.k) + 1  # one neuron per size
     assert all(s.edge_fraction <= 0.03 for s in steps)
     widths = [m.shape[0] for m in matrices] + [matrices[-1].shape[1]]
-    assert edge_fraction(widths, [list(range(k)) for k in steps[-1].k], "circuit") == pytest.approx(steps[-1].edge_fraction)
+    assert edge_fraction(widths, [list(range(k)) for k in steps[-1].k], "circuit") == pytest.approx(
+        steps[-1].edge_fraction
+    )
     assert target.search_attack.sha256 != target.attack_set.sha256  # searched on other images
-    assert search_k(loaded.module, list(loaded.layers), matrices, xa, np.asarray(target.search_attack.written),
-                    xc, np.asarray(target.search_clean.labels), max_edges=0.001) == []
+    assert (
+        search_k(
+            loaded.module,
+            list(loaded.layers),
+            matrices,
+            xa,
+            np.asarray(target.search_attack.written),
+            xc,
+            np.asarray(target.search_clean.labels),
+            max_edges=0.001,
+        )
+        == []
+    )
 
 
 def test_defend_with_search_measures_the_searched_k(swept):
     cat, target = swept["cat"], swept["target"]
-    cfg = DefendConfig(model="typo-mini", ks=(1,), kinds=("circuit",), search=True, max_edges=0.03, budget=0.05,
-                       device="cpu")
+    cfg = DefendConfig(
+        model="typo-mini", ks=(1,), kinds=("circuit",), search=True, max_edges=0.03, budget=0.05, device="cpu"
+    )
     report = defend(cat, cfg, target)
     assert report.search and all(st.edge_fraction <= 0.03 for st in report.search)
     best = min(report.search, key=lambda st: (st.attack_success, st.edge_fraction))
@@ -270,12 +333,17 @@ def test_text_circuit_is_a_contrast_run_matching_a_plain_reference(swept):
         assert got.min() >= 0 and (want == 0).any()  # the words also weaken some edges
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(np.abs(a).max()))
     before = _counts(cat)
-    again = contrast_ingest(cat, IngestConfig(model="typo-mini", concept="text", k=2, device="cpu"),
-                            target.text_set, target.plain_set)
+    again = contrast_ingest(
+        cat, IngestConfig(model="typo-mini", concept="text", k=2, device="cpu"), target.text_set, target.plain_set
+    )
     assert again.reused and again.run_id == run.id and _counts(cat) == before
     with pytest.raises(ContrastError):
-        contrast_ingest(cat, IngestConfig(model="typo-mini", concept="text", k=2, device="cpu"),
-                        target.text_set, target.clean_sets[KEEP[0]])
+        contrast_ingest(
+            cat,
+            IngestConfig(model="typo-mini", concept="text", k=2, device="cpu"),
+            target.text_set,
+            target.clean_sets[KEEP[0]],
+        )
     with pytest.raises(ContrastError):
         contrast_matrices([np.ones((2, 3))], [np.ones((3, 2))])
 
@@ -295,10 +363,18 @@ def test_recommended_circuit_is_measured_on_held_out_images(swept):
     xc = torch.cat([zoo.preprocess(loaded.spec, list(c.images)) for c in cleans])
     yc = np.concatenate([c.labels for c in cleans])
     written = np.asarray(attack.written)
-    assert h.attack_success_clean == pytest.approx((predict(loaded.module, x, device="cpu").argmax(1).numpy() == written).mean())
-    with intervention(loaded.module, list(circ.layer_names), [list(c) for c in circ.channels], best.kind, best.pair or 0):
-        assert h.attack_success == pytest.approx((predict(loaded.module, x, device="cpu").argmax(1).numpy() == written).mean())
-        assert h.clean_accuracy == pytest.approx((predict(loaded.module, xc, device="cpu").argmax(1).numpy() == yc).mean())
+    assert h.attack_success_clean == pytest.approx(
+        (predict(loaded.module, x, device="cpu").argmax(1).numpy() == written).mean()
+    )
+    with intervention(
+        loaded.module, list(circ.layer_names), [list(c) for c in circ.channels], best.kind, best.pair or 0
+    ):
+        assert h.attack_success == pytest.approx(
+            (predict(loaded.module, x, device="cpu").argmax(1).numpy() == written).mean()
+        )
+        assert h.clean_accuracy == pytest.approx(
+            (predict(loaded.module, xc, device="cpu").argmax(1).numpy() == yc).mean()
+        )
     assert h.as_dict()["seed"] == 21 and report.holdout_cut == pytest.approx(h.cut)
     with pytest.raises(DefendError, match="held-out seed 1"):
         typo_target(n_text=4, n_attack=4, n_clean_per_class=1, seed=1, classes=KEEP, holdout_seeds=(1,))

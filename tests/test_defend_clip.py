@@ -4,7 +4,6 @@ given class embeddings): shapes, hooks at the tower's layer names, stored rows, 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import warnings
 
 import numpy as np
@@ -37,8 +36,9 @@ def tiny_clip():
     """A small CLIP-RN image tower in the zoo, spec as clip-rn50's but 64-pixel input."""
     clip = registry.get_spec("clip-rn50")
     small = dataclasses.replace(clip.preprocessing, size=64)
-    registry.register(TINY, lambda: dataclasses.replace(clip, name=TINY, build=_tiny_tower, preprocessing=small,
-                                                        layers=STAGE_LAYERS))
+    registry.register(
+        TINY, lambda: dataclasses.replace(clip, name=TINY, build=_tiny_tower, preprocessing=small, layers=STAGE_LAYERS)
+    )
     yield
     registry._REGISTRY.pop(TINY, None)
 
@@ -56,8 +56,10 @@ def folder(tmp_path):
 def _counts(path) -> dict[str, int]:
     cat = open_catalog(path)
     with cat.session() as s:
-        return {t: query_arrow(s, f"SELECT count(*) AS n FROM {t}").column("n")[0].as_py()
-                for t in ("run", "circuit", "intervention", "evaluation", "concept")}
+        return {
+            t: query_arrow(s, f"SELECT count(*) AS n FROM {t}").column("n")[0].as_py()
+            for t in ("run", "circuit", "intervention", "evaluation", "concept")
+        }
 
 
 def test_zero_shot_classifier_keeps_the_tower_layer_names():
@@ -87,7 +89,7 @@ def test_class_embeddings_from_a_file_and_bad_files(tmp_path):
     with pytest.raises(NoZeroShotHead, match="'cat'"):
         class_embeddings(["cat", "dog"], 32, path=tmp_path / "e.pt")
     try:
-        import open_clip  # noqa: F401
+        import open_clip  # noqa: F401 (imported to check it is installed)
     except ModuleNotFoundError:
         with pytest.raises(NoZeroShotHead, match="open-clip-torch"):
             class_embeddings(CLASSES, 32)
@@ -116,8 +118,23 @@ def test_defend_loop_runs_on_a_zero_shot_clip_tower(catalog_path, folder):
 
 
 def test_defend_cli_zero_shot_and_its_bad_input(catalog_path, folder, tmp_path):
-    base = ["defend", TINY, "--images", str(folder), "--random-embeddings", "--n-text", "6", "--k", "1",
-            "--kinds", "circuit", "--device", "cpu", "--db", str(catalog_path)]
+    base = [
+        "defend",
+        TINY,
+        "--images",
+        str(folder),
+        "--random-embeddings",
+        "--n-text",
+        "6",
+        "--k",
+        "1",
+        "--kinds",
+        "circuit",
+        "--device",
+        "cpu",
+        "--db",
+        str(catalog_path),
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = runner.invoke(app, [*base, "--classes", ",".join(CLASSES), "--format", "csv"])
@@ -128,16 +145,25 @@ def test_defend_cli_zero_shot_and_its_bad_input(catalog_path, folder, tmp_path):
             (["--classes", "apple,ipod,dog", "--label", "pear"], "unknown class 'pear'"),
             (["--classes", "apple"], "at least two"),
             (["--classes", "cat,cow"], "no subfolder named after a class"),
-            (["--classes", "apple,ipod,dog", "--attack-images", str(folder / "apple"), "--label", "apple"], "written.csv"),
+            (
+                ["--classes", "apple,ipod,dog", "--attack-images", str(folder / "apple"), "--label", "apple"],
+                "written.csv",
+            ),
         ]
         for extra, message in cases:
             r = runner.invoke(app, [*base, *extra])
             lines = r.output.strip().splitlines()
-            assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.output
-        r = runner.invoke(app, ["defend", "typo-mini", "--classes", "a,b", "--images", str(folder), "--db", str(catalog_path)])
+            assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (
+                r.output
+            )
+        r = runner.invoke(
+            app, ["defend", "typo-mini", "--classes", "a,b", "--images", str(folder), "--db", str(catalog_path)]
+        )
         assert r.exit_code == 1 and "own classes" in r.output
         emb = tmp_path / "e.npy"
         np.save(emb, np.ones((3, 7)))
-        r = runner.invoke(app, [*base[:-6], "--classes", ",".join(CLASSES), "--class-embeddings", str(emb), "--db", str(catalog_path)])
+        r = runner.invoke(
+            app, [*base[:-6], "--classes", ",".join(CLASSES), "--class-embeddings", str(emb), "--db", str(catalog_path)]
+        )
         assert r.exit_code == 1 and "7-d" in r.output
     assert _counts(catalog_path) == before

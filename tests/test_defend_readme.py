@@ -18,8 +18,9 @@ def test_readme_held_out_figures(catalog_path):
     cat = open_catalog(catalog_path)
     try:
         target = typo_target(holdout_seeds=(21, 31, 41))  # the CLI defaults
-        report = defend(cat, DefendConfig(model="typo-mini", ks=((1, 6, 2, 2, 2),), kinds=("circuit",), device="cpu"),
-                        target)
+        report = defend(
+            cat, DefendConfig(model="typo-mini", ks=((1, 6, 2, 2, 2),), kinds=("circuit",), device="cpu"), target
+        )
     finally:
         close_catalogs_of(catalog_path)
     row = report.rows[0]

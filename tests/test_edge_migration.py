@@ -49,9 +49,20 @@ def _scores(rng, widths):
 
 def _old_run(s, model, concept_id, matrices, *, drop=0.0, shuffle=False, seed=0, status="complete"):
     """A run as schema 0001 stored it: a `run` row and one `edge` row per neuron pair."""
-    run = Run(model_id=model.id, concept_id=concept_id, layer_names=NAMES, params={}, image_set_sha256="1" * 64,
-              n_images=2, provenance_key=f"{seed}" * 64, library_versions={}, device="cpu",
-              started_at=dt.datetime(2025, 1, 1), seconds=1.0, status=status)  # fmt: skip
+    run = Run(
+        model_id=model.id,
+        concept_id=concept_id,
+        layer_names=NAMES,
+        params={},
+        image_set_sha256="1" * 64,
+        n_images=2,
+        provenance_key=f"{seed}" * 64,
+        library_versions={},
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1),
+        seconds=1.0,
+        status=status,
+    )
     s.add(run)
     s.flush()
     if status != "complete":
@@ -63,8 +74,16 @@ def _old_run(s, model, concept_id, matrices, *, drop=0.0, shuffle=False, seed=0,
     rng = np.random.default_rng(seed)
     keep = rng.random(len(score)) >= drop  # a 0001 catalog could miss rows: they read as 0
     order = rng.permutation(int(keep.sum())) if shuffle else np.arange(int(keep.sum()))
-    bulk.insert_columns(s, "edge", {"run_id": np.full(len(order), run.id), "src_neuron_id": src[keep][order],
-                                    "dst_neuron_id": dst[keep][order], "score": score[keep][order]})  # fmt: skip
+    bulk.insert_columns(
+        s,
+        "edge",
+        {
+            "run_id": np.full(len(order), run.id),
+            "src_neuron_id": src[keep][order],
+            "dst_neuron_id": dst[keep][order],
+            "score": score[keep][order],
+        },
+    )
     for m in matrices:  # what the upgraded catalog must give back
         m[~keep[: m.size].reshape(m.shape)] = 0
         keep = keep[m.size :]
@@ -72,8 +91,15 @@ def _old_run(s, model, concept_id, matrices, *, drop=0.0, shuffle=False, seed=0,
 
 
 def _old_circuit(s, model, run_id, channels):
-    circuit = Circuit(run_id=run_id, k=[len(c) for c in channels], fixed=None, sweeps=1, converged=True,
-                      objective=0.0, objective_history=[0.0])  # fmt: skip
+    circuit = Circuit(
+        run_id=run_id,
+        k=[len(c) for c in channels],
+        fixed=None,
+        sweeps=1,
+        converged=True,
+        objective=0.0,
+        objective_history=[0.0],
+    )
     s.add(circuit)
     s.flush()
     neurons = np.concatenate([model.layer(n).neuron_ids[list(c)] for n, c in zip(NAMES, channels)])
@@ -114,7 +140,9 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
     path, engine, model, runs, circuits = old_catalog
     with engine.connect() as conn:
         old = conn.execute(sa.text(OLD_INTERNAL_EDGES)).all()
-        old_rows = conn.execute(sa.text("SELECT run_id, src_neuron_id, dst_neuron_id, score FROM edge ORDER BY 1, 2, 3")).all()
+        old_rows = conn.execute(
+            sa.text("SELECT run_id, src_neuron_id, dst_neuron_id, score FROM edge ORDER BY 1, 2, 3")
+        ).all()
     lookup = {c: i for i, c in enumerate(circuits)}
     index = np.array([lookup[r[0]] for r in old])
     keys = np.array([(r[1] << 32) | r[2] for r in old], dtype=np.int64)
@@ -129,7 +157,9 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
             for m, back in zip(matrices, store.read_run_matrices(s, run_id)):
                 np.testing.assert_array_equal(back.view(np.uint32), m.view(np.uint32))
         after_weighted = overlap_of_circuits(s, circuits, "weighted")
-        new_internal = s.execute(sa.text("SELECT circuit_id, src_neuron_id, dst_neuron_id, score FROM circuit_edge ORDER BY 1, 2, 3")).all()
+        new_internal = s.execute(
+            sa.text("SELECT circuit_id, src_neuron_id, dst_neuron_id, score FROM circuit_edge ORDER BY 1, 2, 3")
+        ).all()
         tops = s.execute(sa.text("SELECT run_id, src_channel, dst_channel, score, src_layer FROM edges_v")).all()
         n_circuit_edges_v = s.execute(sa.text("SELECT count(*) FROM circuit_edges_v")).scalar()
     np.testing.assert_allclose(after_weighted, before_weighted, rtol=1e-12)
@@ -149,7 +179,9 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
     circuit_id, refined = refine(cat, first, 2)
     assert refined.channels == find_circuit(runs[first], [2] * len(NAMES)).channels
     with cat.session() as s:
-        graph_edges = s.execute(sa.text("SELECT count(*) FROM circuit_edge WHERE circuit_id = :c"), {"c": circuit_id}).scalar()
+        graph_edges = s.execute(
+            sa.text("SELECT count(*) FROM circuit_edge WHERE circuit_id = :c"), {"c": circuit_id}
+        ).scalar()
     assert graph_edges == 3 * 2 * 2
     cat.close()
     close_catalogs_of(path)
@@ -157,7 +189,9 @@ def test_upgrade_keeps_refine_overlap_and_views_and_downgrade_restores_rows(old_
     with engine.begin() as conn:
         migrate.downgrade(conn, "0003")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT run_id, src_neuron_id, dst_neuron_id, score FROM edge ORDER BY 1, 2, 3")).all()
+        rows = conn.execute(
+            sa.text("SELECT run_id, src_neuron_id, dst_neuron_id, score FROM edge ORDER BY 1, 2, 3")
+        ).all()
         tables = set(sa.inspect(conn).get_table_names())
     assert not {"run_matrix", "circuit_edge"} & tables
     full = {(r[0], r[1], r[2]): r[3] for r in rows}

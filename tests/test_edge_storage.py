@@ -28,9 +28,7 @@ def _cla_like(rng, shape, zeros=0.33):
 
 def test_codec_round_trips_every_bit_pattern():
     rng = np.random.default_rng(0)
-    odd = np.array(
-        [0.0, -0.0, 1e-45, -1e-45, 1e-17, 3.4e38, np.inf, -np.inf, np.nan, 0.18, -1.0], dtype=np.float32
-    )
+    odd = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-17, 3.4e38, np.inf, -np.inf, np.nan, 0.18, -1.0], dtype=np.float32)
     payload_nan = np.array([0x7FC00123, 0xFFFFFFFF], dtype=np.uint32).view(np.float32)
     cases = [
         _cla_like(rng, (37, 53)),
@@ -93,9 +91,8 @@ def test_circuit_pairs_match_plain_loops():
     channels = [[5, 1], [0, 8, 3], [2]]
     src, dst, score = circuit_pairs(ids, matrices, channels)
     expected = {
-        (ids[i][a], ids[i + 1][b]): matrices[i][a, b]
-        for i in range(2) for a in channels[i] for b in channels[i + 1]
-    }  # fmt: skip
+        (ids[i][a], ids[i + 1][b]): matrices[i][a, b] for i in range(2) for a in channels[i] for b in channels[i + 1]
+    }
     assert dict(zip(zip(src.tolist(), dst.tolist()), score.tolist())) == pytest.approx(expected)
     assert len(src) == len(expected) == 2 * 3 + 3 * 1
 
@@ -103,13 +100,31 @@ def test_circuit_pairs_match_plain_loops():
 def _write(s, matrices, channel_sets):
     model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=LAYERS)
     run_id = store.write_run(
-        s, model=model, concept_id=store.ensure_concept(s, "star"), layer_names=[n for n, _ in LAYERS],
-        params={}, image_set_sha256="1" * 64, n_images=2, provenance_key="2" * 64, library_versions={},
-        device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=0.1, matrices=matrices,
-    )  # fmt: skip
+        s,
+        model=model,
+        concept_id=store.ensure_concept(s, "star"),
+        layer_names=[n for n, _ in LAYERS],
+        params={},
+        image_set_sha256="1" * 64,
+        n_images=2,
+        provenance_key="2" * 64,
+        library_versions={},
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1),
+        seconds=0.1,
+        matrices=matrices,
+    )
     circuits = [
-        store.write_circuit(s, run_id=run_id, channels=ch, k=[len(c) for c in ch], fixed=None, sweeps=1,
-                            converged=True, objective_history=[0.0])  # fmt: skip
+        store.write_circuit(
+            s,
+            run_id=run_id,
+            channels=ch,
+            k=[len(c) for c in ch],
+            fixed=None,
+            sweeps=1,
+            converged=True,
+            objective_history=[0.0],
+        )
         for ch in channel_sets
     ]
     return model, run_id, circuits
@@ -150,8 +165,10 @@ def _reference_top_edges(ids, matrices, selection):
     """Sort everything, as the SQL over every edge row did."""
     rows = [
         (float(m[a, b]), int(ids[i][a]), int(ids[i + 1][b]))
-        for i, m in enumerate(matrices) for a in range(m.shape[0]) for b in range(m.shape[1])
-    ]  # fmt: skip
+        for i, m in enumerate(matrices)
+        for a in range(m.shape[0])
+        for b in range(m.shape[1])
+    ]
     strongest = sorted(rows, key=lambda r: (-r[0], r[1], r[2]))
     if selection.threshold is not None:
         return [r for r in strongest if r[0] >= selection.threshold]
@@ -176,9 +193,13 @@ def test_run_top_edges_match_a_sort_everything_reference(any_cat):
         model, run_id, _ = _write(s, matrices, [])
     ids = [model.layer(n).neuron_ids for n, _ in LAYERS]
     selections = [
-        EdgeSelection(top_fraction=0.1), EdgeSelection(top_fraction=1.0), EdgeSelection(threshold=0.01),
-        EdgeSelection(per_neuron=2), EdgeSelection(per_neuron=3, direction="in"), EdgeSelection(per_neuron=50),
-    ]  # fmt: skip
+        EdgeSelection(top_fraction=0.1),
+        EdgeSelection(top_fraction=1.0),
+        EdgeSelection(threshold=0.01),
+        EdgeSelection(per_neuron=2),
+        EdgeSelection(per_neuron=3, direction="in"),
+        EdgeSelection(per_neuron=50),
+    ]
     with cat.session() as s:
         for sel in selections:
             table = run_top_edges(s, run_id, sel)
@@ -241,10 +262,21 @@ def test_write_run_takes_the_top_k_of_its_edge_rows(cat):
         model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=LAYERS)
         runs = {
             k: store.write_run(
-                s, model=model, concept_id=store.ensure_concept(s, "star"), layer_names=[n for n, _ in LAYERS],
-                params={}, image_set_sha256="1" * 64, n_images=2, provenance_key=f"{k}" * 64, library_versions={},
-                device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=0.1, matrices=matrices, edge_top_k=k,
-            )  # fmt: skip
+                s,
+                model=model,
+                concept_id=store.ensure_concept(s, "star"),
+                layer_names=[n for n, _ in LAYERS],
+                params={},
+                image_set_sha256="1" * 64,
+                n_images=2,
+                provenance_key=f"{k}" * 64,
+                library_versions={},
+                device="cpu",
+                started_at=dt.datetime(2025, 1, 1),
+                seconds=0.1,
+                matrices=matrices,
+                edge_top_k=k,
+            )
             for k in (0, 2)
         }
     with cat.session() as s:

@@ -77,10 +77,18 @@ def test_zoo_loads_the_wheel_weights_offline_with_their_hash():
 def test_real_photographs_get_their_imagenet_class():
     data = pytest.importorskip("skimage.data")
     loaded = load_model("efficientnet-lite0")
-    photos = {"chelsea": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket(),
-              "motorcycle": data.stereo_motorcycle()[0]}
-    expected = {"chelsea": {"Egyptian cat", "tabby", "tiger cat"}, "coffee": {"espresso"},
-                "rocket": {"missile", "projectile"}, "motorcycle": {"moped", "motor scooter"}}
+    photos = {
+        "chelsea": data.chelsea(),
+        "coffee": data.coffee(),
+        "rocket": data.rocket(),
+        "motorcycle": data.stereo_motorcycle()[0],
+    }
+    expected = {
+        "chelsea": {"Egyptian cat", "tabby", "tiger cat"},
+        "coffee": {"espresso"},
+        "rocket": {"missile", "projectile"},
+        "motorcycle": {"moped", "motor scooter"},
+    }
     with torch.no_grad():
         probs = loaded.module(zoo.preprocess(loaded.spec, list(photos.values()))).softmax(1)
     top = [loaded.spec.labels[i] for i in probs.argmax(1).tolist()]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image
 
 from ingest.images import ImageSetError, read_image_dir, rendered_image_set
@@ -63,10 +63,10 @@ def test_rendered_sets_hash_pixels():
 
 # --- every colour mode converted exactly (NumPy references) -------------------------------------
 
-import struct  # noqa: E402
-import zlib  # noqa: E402
+import struct  # noqa: E402 (after the set-up above)
+import zlib  # noqa: E402 (after the set-up above)
 
-from ingest.images import UnusedFile, to_rgb  # noqa: E402
+from ingest.images import UnusedFile, to_rgb  # noqa: E402 (after the set-up above)
 
 
 def write_png16(path, arr):
@@ -80,7 +80,9 @@ def write_png16(path, arr):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 RNG = np.random.default_rng(7)

@@ -1,4 +1,4 @@
-"""Interventions (DESIGN §5) on hand-built tiny models whose answers are computed directly."""
+"""Interventions (docs/method.md, "Interventions") on hand-built tiny models whose answers are computed directly."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from catalog.errors import CircuitsError
 from ingest.cla.capture import UnknownLayer
+from ingest.cla.search import Circuit
 from ingest.edit.interventions import (
     InterventionError,
     edge_fraction,
@@ -18,7 +19,6 @@ from ingest.edit.interventions import (
     prune_edges,
     random_circuit,
 )
-from ingest.cla.search import Circuit
 
 LAYERS = ["l0", "l1", "l2"]
 CIRCUIT = [[1, 3], [0, 2, 4], [5]]
@@ -270,8 +270,13 @@ def test_metrics_match_hand_computation():
     assert res.clean.accuracy == pytest.approx(acc) and acc == pytest.approx(2 / 3)
     assert res.clean.true_prob == pytest.approx(prob)
     assert res.clean.kl == 0.0
-    base = [[0.0 if 0 in res.baseline_channels[1] or 0 in res.baseline_channels[0] else r[0],
-             0.0 if 1 in res.baseline_channels[1] or 1 in res.baseline_channels[0] else r[1]] for r in xs]
+    base = [
+        [
+            0.0 if 0 in res.baseline_channels[1] or 0 in res.baseline_channels[0] else r[0],
+            0.0 if 1 in res.baseline_channels[1] or 1 in res.baseline_channels[0] else r[1],
+        ]
+        for r in xs
+    ]
     acc, prob, kl = hand_metrics(base, labels, xs)
     assert (res.baseline.accuracy, res.baseline.true_prob) == (pytest.approx(acc), pytest.approx(prob))
     assert res.baseline.kl == pytest.approx(kl)
@@ -282,7 +287,9 @@ def test_metrics_match_hand_computation():
 def test_evaluate_edge_kind_matches_reference_and_accepts_a_circuit(net, x):
     labels = torch.tensor([0, 1, 2, 1])
     circ = Circuit(channels=CIRCUIT, objective_history=[0.0], sweeps=0, converged=False)
-    res = evaluate(net, circ, x, labels, layers=LAYERS, kind="edge", pair=0, baseline_seed=3, batch_size=3, device="cpu")
+    res = evaluate(
+        net, circ, x, labels, layers=LAYERS, kind="edge", pair=0, baseline_seed=3, batch_size=3, device="cpu"
+    )
     with torch.no_grad():
         a0 = net.l0(x)
         a1 = net.l1(a0)
@@ -319,7 +326,9 @@ def test_evaluate_errors(net, x, kwargs, pattern):
     args = dict(channels=CIRCUIT, labels=[0, 1, 2, 0], kind="circuit", pair=0)
     args.update(kwargs)
     with pytest.raises(InterventionError, match=pattern):
-        evaluate(net, args["channels"], x, args["labels"], layers=LAYERS, kind=args["kind"], pair=args["pair"], device="cpu")
+        evaluate(
+            net, args["channels"], x, args["labels"], layers=LAYERS, kind=args["kind"], pair=args["pair"], device="cpu"
+        )
     assert no_hooks(net)
 
 
@@ -360,7 +369,7 @@ def test_evaluate_leaves_the_callers_model_where_and_as_it_was(net, x):
         evaluate(net, CIRCUIT, x, labels, layers=LAYERS, device="cpu")
         assert seen and all(s == ("cpu", False) for s in seen)  # it ran in eval mode
         seen.clear()
-        with pytest.raises(Exception):  # "meta" tensors have no values: the run fails midway
+        with pytest.raises(Exception):  # noqa: B017 (any error: torch names it differently by version) "meta" tensors have no values: the run fails midway
             evaluate(net, CIRCUIT, x, labels, layers=LAYERS, device="meta")
         assert seen and seen[0] == ("meta", False)  # the model really was moved
     finally:

@@ -64,11 +64,19 @@ def _jobs(model="tiny.py:build", layers="0,2"):
 
 
 def test_job_file_fields_paths_and_errors(tmp_path):
-    path = _job_file(tmp_path, [{"model": "tiny.py:build", "concept": "c", "images": "imgs", "k": "2,3",
-                                 "layers": "0, 2", "weights": "w.pt"}])  # fmt: skip
+    path = _job_file(
+        tmp_path,
+        [{"model": "tiny.py:build", "concept": "c", "images": "imgs", "k": "2,3", "layers": "0, 2", "weights": "w.pt"}],
+    )
     [job] = load_jobs(path)
-    assert job == Job(model=f"{tmp_path}/tiny.py:build", concept="c", k=(2, 3), images=f"{tmp_path}/imgs",
-                      layers=("0", "2"), weights=f"{tmp_path}/w.pt")  # fmt: skip
+    assert job == Job(
+        model=f"{tmp_path}/tiny.py:build",
+        concept="c",
+        k=(2, 3),
+        images=f"{tmp_path}/imgs",
+        layers=("0", "2"),
+        weights=f"{tmp_path}/w.pt",
+    )
     assert job.label == "tiny.py:build × c × k=2,3"
     assert load_jobs(_job_file(tmp_path, {"jobs": [{"model": "m", "concept": "c", "dataset": "catfish:x"}]}))[0].k == 5
     for jobs, message in (
@@ -90,9 +98,12 @@ def _counts(db):
     close_catalogs_of(db)
     cat = open_catalog(db, read_only=True)
     try:
-        result = run_query(cat, "SELECT (SELECT count(*) FROM run WHERE status = 'complete'), "
-                                "(SELECT count(*) FROM run WHERE status = 'failed'), "
-                                "(SELECT count(*) FROM circuit), (SELECT count(*) FROM edge)")  # fmt: skip
+        result = run_query(
+            cat,
+            "SELECT (SELECT count(*) FROM run WHERE status = 'complete'), "
+            "(SELECT count(*) FROM run WHERE status = 'failed'), "
+            "(SELECT count(*) FROM circuit), (SELECT count(*) FROM edge)",
+        )
     finally:
         cat.close()
     return tuple(result.rows[0])
@@ -101,13 +112,21 @@ def _counts(db):
 def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_path, db_url, backend):
     jobs = load_jobs(_job_file(tmp_path, [*_jobs(), {**_jobs("tiny.py:broken", "net.0,net.2")[0], "concept": "bad"}]))
     seen = []
-    report = ingest_many(db_url, jobs, InlineExecutor(), retries=1,
-                         progress=lambda done, total, o: seen.append((done, total, o and o.status)))  # fmt: skip
+    report = ingest_many(
+        db_url,
+        jobs,
+        InlineExecutor(),
+        retries=1,
+        progress=lambda done, total, o: seen.append((done, total, o and o.status)),
+    )
     assert report.writer == ("workers" if backend == "postgresql" else "driver")
     assert [o.status for o in report.outcomes] == ["stored", "reused", "skipped", "stored", "failed"]
     runs = {o.run_id for o in report.outcomes[:3]}
     assert len(runs) == 1 and report.outcomes[3].run_id not in runs
-    assert len({o.circuit_id for o in report.outcomes[:4]}) == 3 and report.outcomes[2].circuit_id == report.outcomes[0].circuit_id
+    assert (
+        len({o.circuit_id for o in report.outcomes[:4]}) == 3
+        and report.outcomes[2].circuit_id == report.outcomes[0].circuit_id
+    )
     bad = report.failed[0]
     assert bad.attempts == 2 and "injected failure" in bad.error
     assert seen[0] == (0, 5, None) and seen[-1][:2] == (5, 5) and len(seen) == 6
@@ -148,14 +167,19 @@ def test_ray_local_cluster_fans_out_and_stores_each_run_once(tmp_path, db_url, b
     assert result.exit_code == 0, result.output
     assert "a local Ray cluster: 2 workers" in result.stdout
     if backend == "duckdb":
-        assert "this process wrote every run (a DuckDB catalog takes one writer; the workers computed in parallel)" in result.stdout
+        assert (
+            "this process wrote every run (a DuckDB catalog takes one writer; the workers computed in parallel)"
+            in result.stdout
+        )
     else:
         assert "each worker wrote its runs to the shared catalog" in result.stdout
     # the two k=2 stripes jobs may run at once: one stores, the other reuses (or skips)
     assert _counts(db_url) == (2, 0, 3, 40)
     again = runner.invoke(app, ["ingest-many", str(path), "--workers", "2", "--db", db_url])
     assert again.exit_code == 0 and "4 skipped" in again.stdout, again.output
-    rows = json.loads(runner.invoke(app, ["sql", "select count(*) as n from run_key", "--db", db_url, "-f", "json"]).stdout)
+    rows = json.loads(
+        runner.invoke(app, ["sql", "select count(*) as n from run_key", "--db", db_url, "-f", "json"]).stdout
+    )
     assert rows == [{"n": 2}]
 
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from catalog.mask_file import EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
 from ingest import zoo
-from ingest.edit.interventions import prune_edges
 from ingest.edit.bake_plan import Edit
+from ingest.edit.interventions import prune_edges
 from ingest.edit.mask_apply import NotBakeable, apply_mask, bake_mask, check, plan_bake, verify_bake
 from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
 
@@ -125,7 +125,9 @@ def test_hooks_zero_exactly_the_named_channels(catfish):
     finally:
         h.remove()
     with apply_mask(model, mask):
-        h = model.mixed3b.register_forward_hook(lambda _m, _i, o: seen.__setitem__("pruned", o))  # runs after the mask's
+        h = model.mixed3b.register_forward_hook(
+            lambda _m, _i, o: seen.__setitem__("pruned", o)
+        )  # runs after the mask's
         try:
             outputs(model, x)
         finally:
@@ -154,12 +156,18 @@ def test_resnet_stages_bake_through_their_readers_and_blocks_with_identity_are_r
     torch.manual_seed(0)
     model = randomise_bn(torchvision.models.resnet18(weights=None))
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    mask = circuit_mask(model, "resnet18", {"layer1": [1, 5], "layer2": [3], "layer3": [7], "layer4": [0, 9],
-                                            "layer2.0": [11]}, x)
+    mask = circuit_mask(
+        model, "resnet18", {"layer1": [1, 5], "layer2": [3], "layer3": [7], "layer4": [0, 9], "layer2.0": [11]}, x
+    )
     plan = plan_bake(model, mask)
     # a stage ends in relu(bn + identity): only its readers (next stage's conv1 and downsample, fc) can ignore it
-    assert plan.routes == {"layer1": "consumer", "layer2": "consumer", "layer3": "consumer", "layer4": "consumer",
-                           "layer2.0": "producer"}
+    assert plan.routes == {
+        "layer1": "consumer",
+        "layer2": "consumer",
+        "layer3": "consumer",
+        "layer4": "consumer",
+        "layer2.0": "producer",
+    }
     assert "fc.weight" in plan.params() and "layer2.0.downsample.1.weight" in plan.params()
     hooked = outputs(model, x, mask)
     assert (baked_outputs(model, mask, x) - hooked).abs().max() <= TOL
@@ -234,7 +242,7 @@ def test_edge_mask_matches_interventions_and_the_plain_reference(catfish):
     with torch.no_grad():
         with prune_edges(model, ["mixed3a", "mixed3b"], [src_ch, dst_ch]):
             via_interventions = model(x)
-        # DESIGN §5 by hand: mixed3b twice, circuit channels from the pass with mixed3a's zeroed
+        # docs/method.md, "Interventions" by hand: mixed3b twice, circuit channels from the pass with mixed3a's zeroed
         a = model.mixed3a(model.stem(x))
         b = model.mixed3b(a)
         a_cut = a.clone()

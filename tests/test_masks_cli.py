@@ -51,20 +51,38 @@ def catalog(tmp_path_factory):
     cat = open_catalog(db, create=True)
     with cat.session() as s, s.begin():
         model = store.ensure_model(
-            s, name="catfish-mini", architecture=loaded.spec.architecture,
-            weights_sha256=loaded.weights_sha256, layers=list(zip(layers, widths)),
-        )  # fmt: skip
+            s,
+            name="catfish-mini",
+            architecture=loaded.spec.architecture,
+            weights_sha256=loaded.weights_sha256,
+            layers=list(zip(layers, widths)),
+        )
         concept_id = store.ensure_concept(s, "star")
         run_id = store.write_run(
-            s, model=model, concept_id=concept_id, layer_names=layers, params={"method": "test"},
-            image_set_sha256="0" * 64, n_images=4, provenance_key="1" * 64, library_versions={},
-            device="cpu", started_at=utcnow(), seconds=0.1,
+            s,
+            model=model,
+            concept_id=concept_id,
+            layer_names=layers,
+            params={"method": "test"},
+            image_set_sha256="0" * 64,
+            n_images=4,
+            provenance_key="1" * 64,
+            library_versions={},
+            device="cpu",
+            started_at=utcnow(),
+            seconds=0.1,
             matrices=[rng.random((a, b), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])],
-        )  # fmt: skip
+        )
         circuit_id = store.write_circuit(
-            s, run_id=run_id, channels=CHANNELS, k=[len(c) for c in CHANNELS], fixed=None, sweeps=1,
-            converged=True, objective_history=[1.0, 2.0],
-        )  # fmt: skip
+            s,
+            run_id=run_id,
+            channels=CHANNELS,
+            k=[len(c) for c in CHANNELS],
+            fixed=None,
+            sweeps=1,
+            converged=True,
+            objective_history=[1.0, 2.0],
+        )
     cat.close()
     yield {"db": str(db), "tmp": tmp, "circuit": circuit_id, "run": run_id, "loaded": loaded}
     close_catalogs_of(db)  # the commands opened it (read-only) in this process
@@ -145,14 +163,25 @@ def test_edge_export_and_what_apply_refuses(catalog):
         (tmp / "other.json").write_text(json.dumps(doc))
         r = invoke("apply", "catfish-mini", "--mask", tmp / "other.json", "-o", tmp / "x.pt")
         assert r.exit_code == 1
-        assert f"mask was made for weights ffffffffffff… but the model's weights are {catalog['loaded'].weights_sha256[:12]}…" in r.output
+        assert (
+            f"mask was made for weights ffffffffffff… but the model's weights are {catalog['loaded'].weights_sha256[:12]}…"
+            in r.output
+        )
         assert "pass --weights" in r.output
 
         # other weights given with --weights: refused, naming both hashes
         other = zoo.get_spec("catfish-mini").build()
         torch.save(other.state_dict(), tmp / "other_weights.pt")
-        r = invoke("apply", "catfish-mini", "--mask", tmp / "same.json" if (tmp / "same.json").exists() else tmp / "m.json",
-                   "-o", tmp / "x.pt", "--weights", tmp / "other_weights.pt")
+        r = invoke(
+            "apply",
+            "catfish-mini",
+            "--mask",
+            tmp / "same.json" if (tmp / "same.json").exists() else tmp / "m.json",
+            "-o",
+            tmp / "x.pt",
+            "--weights",
+            tmp / "other_weights.pt",
+        )
         assert r.exit_code == 1 and "mask was made for weights" in r.output
 
         r = invoke("apply", "googlenet", "--mask", tmp / "e.json", "-o", tmp / "x.pt")

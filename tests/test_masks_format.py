@@ -115,8 +115,10 @@ def test_circuit_json_carries_catalog_ids(tmp_path):
         (lambda d: d.update(modules={}), "names no modules"),
         (lambda d: d.update(model=[]), "'model' must be an object"),
         (lambda d: d["catalog"].update(circuit_id="7"), "circuit_id must be an integer"),
-        (lambda d: d.update(edge={"src": "mixed3a", "dst": "stem.3", "src_channels": [], "dst_channels": []}),
-         "circuit mask has no edge"),
+        (
+            lambda d: d.update(edge={"src": "mixed3a", "dst": "stem.3", "src_channels": [], "dst_channels": []}),
+            "circuit mask has no edge",
+        ),
     ],
 )
 def test_malformed_json_is_refused_with_its_reason(tmp_path, edit, message):

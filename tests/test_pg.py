@@ -12,11 +12,11 @@ import threading
 import time
 from pathlib import Path
 
+import backends
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-import backends
 from catalog import migrate, revision
 from catalog.admin import catalog_status, init_catalog, upgrade_catalog
 from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolve_url
@@ -81,8 +81,9 @@ def test_statement_timeout_applies_to_every_connection(pg_url, monkeypatch):
             conn.execute(sa.text("SELECT pg_sleep(5)"))
         assert time.monotonic() - t0 < 3
     engine.dispose()
-    in_url = build_engine(resolve_url(pg_url + "?options=-c%20statement_timeout%3D1234"), read_only=True,
-                          poolclass=sa.pool.NullPool)  # fmt: skip
+    in_url = build_engine(
+        resolve_url(pg_url + "?options=-c%20statement_timeout%3D1234"), read_only=True, poolclass=sa.pool.NullPool
+    )
     with in_url.connect() as conn:  # the URL's own setting wins; read-only still applies
         assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "1234ms"
         assert conn.execute(sa.text("SHOW default_transaction_read_only")).scalar() == "on"
@@ -144,8 +145,13 @@ def test_simultaneous_first_opens_create_the_schema_once(empty_pg_url):
     start = time.time() + 2.0  # all imports done by then: the opens race
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", _OPEN, empty_pg_url, str(start)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN, empty_pg_url, str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     outs = [p.communicate(timeout=60) for p in procs]

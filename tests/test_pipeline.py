@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
 
-from tiny_model import TINY_MODEL  # noqa: E402
 LAYERS = "1,3,5"  # the three ReLU outputs: widths 6, 8, 5
 runner = CliRunner()
 
@@ -35,8 +35,24 @@ def setup(tmp_path):
 
 
 def _ingest(setup, *extra):
-    return runner.invoke(app, ["ingest", setup["model"], "--concept", "noise", "--images", setup["images"],
-                               "--layers", LAYERS, "--k", "2", "--db", setup["db"], *extra])
+    return runner.invoke(
+        app,
+        [
+            "ingest",
+            setup["model"],
+            "--concept",
+            "noise",
+            "--images",
+            setup["images"],
+            "--layers",
+            LAYERS,
+            "--k",
+            "2",
+            "--db",
+            setup["db"],
+            *extra,
+        ],
+    )
 
 
 def _sql(db, query):
@@ -115,8 +131,10 @@ def test_bad_inputs_give_one_line_errors(setup, case, args, expect):
 def test_empty_folder_is_an_error(setup):
     empty = setup["tmp"] / "empty"
     empty.mkdir()
-    r = runner.invoke(app, ["ingest", setup["model"], "--concept", "c", "--images", str(empty),
-                            "--layers", LAYERS, "--db", setup["db"]])
+    r = runner.invoke(
+        app,
+        ["ingest", setup["model"], "--concept", "c", "--images", str(empty), "--layers", LAYERS, "--db", setup["db"]],
+    )
     assert r.exit_code == 1 and "no image files" in r.output
 
 
@@ -153,8 +171,21 @@ def _consistent(db):
 def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
     """A real `circuits ingest` process killed midway: whole run or nothing; the next command works."""
     exe = Path(sys.executable).parent / "circuits"
-    argv = [str(exe), "ingest", setup["model"], "--concept", "noise", "--images", setup["images"],
-            "--layers", LAYERS, "--k", "2", "--db", setup["db"]]
+    argv = [
+        str(exe),
+        "ingest",
+        setup["model"],
+        "--concept",
+        "noise",
+        "--images",
+        setup["images"],
+        "--layers",
+        LAYERS,
+        "--k",
+        "2",
+        "--db",
+        setup["db"],
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     time.sleep(delay)
     proc.send_signal(sig)
@@ -169,8 +200,23 @@ def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
 def test_ablate_on_catfish_stores_evaluations_once(tmp_path):
     """Circuit pruning on the bundled model: stored with its baseline; the same call is reused."""
     db = str(tmp_path / "c.duckdb")
-    r = runner.invoke(app, ["ingest", "catfish-mini", "--concept", "stripes", "--dataset", "catfish:stripes",
-                            "--n", "8", "--k", "3", "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            "catfish-mini",
+            "--concept",
+            "stripes",
+            "--dataset",
+            "catfish:stripes",
+            "--n",
+            "8",
+            "--k",
+            "3",
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 0, r.output
     circuit = _sql(db, "select id from circuit")[0]["id"]
     argv = ["ablate", str(circuit), "--dataset", "catfish:stripes_star", "--n", "16", "--db", db]
@@ -187,8 +233,9 @@ def test_ablate_on_catfish_stores_evaluations_once(tmp_path):
     # A primitive alone has no class: measured against the clean model's own top-1 instead.
     r = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--n", "16", "--db", db])
     assert r.exit_code == 0, r.output
-    rows = _sql(db, "select metric, clean_value, value from evaluation where image_set like 'catfish:stripes#%' "
-                    "order by metric")
+    rows = _sql(
+        db, "select metric, clean_value, value from evaluation where image_set like 'catfish:stripes#%' order by metric"
+    )
     assert [x["metric"] for x in rows] == ["agreement", "clean_top1_prob", "kl"]
     assert rows[0]["clean_value"] == 1.0 and 0.0 <= rows[0]["value"] <= 1.0
     bad = runner.invoke(app, ["ablate", str(circuit), "--dataset", "catfish:stripes", "--label", "nope", "--db", db])
@@ -199,8 +246,9 @@ def test_folder_with_only_a_corrupt_png_is_a_one_line_error(setup):
     bad = setup["tmp"] / "bad"
     bad.mkdir()
     (bad / "only.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    r = runner.invoke(app, ["ingest", setup["model"], "--concept", "c", "--images", str(bad),
-                            "--layers", LAYERS, "--db", setup["db"]])
+    r = runner.invoke(
+        app, ["ingest", setup["model"], "--concept", "c", "--images", str(bad), "--layers", LAYERS, "--db", setup["db"]]
+    )
     assert r.exit_code == 1
     assert [line for line in r.output.splitlines() if line.startswith("error:")] == [
         line for line in r.output.splitlines() if line.strip()

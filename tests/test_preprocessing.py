@@ -26,7 +26,9 @@ def test_default_is_no_resize_no_normalisation():
 
 def test_uint16_and_float_arrays_and_pil_modes():
     a16 = RNG.integers(0, 65536, (4, 5, 3), dtype=np.uint16)
-    assert torch.allclose(preprocess(Preprocessing(), [a16])[0], torch.from_numpy(a16 / 65535.0).permute(2, 0, 1).float())
+    assert torch.allclose(
+        preprocess(Preprocessing(), [a16])[0], torch.from_numpy(a16 / 65535.0).permute(2, 0, 1).float()
+    )
     f = RNG.random((4, 5, 3)).astype(np.float32)
     assert torch.allclose(preprocess(Preprocessing(), [f])[0], torch.from_numpy(f).permute(2, 0, 1))
     grey16 = Image.fromarray(RNG.integers(0, 65536, (4, 5), dtype=np.uint16))  # mode I;16
@@ -54,21 +56,31 @@ def test_one_channel_is_luma_and_normalised_per_channel():
     assert x.shape == (1, 1, 6, 6)
     assert torch.allclose(x[0, 0], torch.from_numpy((luma - 0.5) / 0.25).float(), atol=1e-5)
     rgb = preprocess(Preprocessing(mean=IMAGENET[0], std=IMAGENET[1]), [img])[0]
-    ref = (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET[0])[:, None, None]) \
-        / torch.tensor(IMAGENET[1])[:, None, None]
+    ref = (
+        torch.from_numpy(img).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET[0])[:, None, None]
+    ) / torch.tensor(IMAGENET[1])[:, None, None]
     assert torch.allclose(rgb, ref, atol=1e-6)
 
 
 def test_mixed_sizes_with_keep_are_refused_naming_the_options():
     with pytest.raises(PreprocessingError, match=r"2 different sizes.*--input-size N.*--resize"):
         preprocess(Preprocessing(), [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
-    assert preprocess(Preprocessing(size=8), [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)]).shape == (2, 3, 8, 8)
+    assert preprocess(Preprocessing(size=8), [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)]).shape == (
+        2,
+        3,
+        8,
+        8,
+    )
 
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("none", (None, None)), ("imagenet", IMAGENET), ("0.5,0.5,0.5:0.25,0.25,0.25", ((0.5,) * 3, (0.25,) * 3)),
-     ("0.1:0.2", ((0.1,), (0.2,)))],
+    [
+        ("none", (None, None)),
+        ("imagenet", IMAGENET),
+        ("0.5,0.5,0.5:0.25,0.25,0.25", ((0.5,) * 3, (0.25,) * 3)),
+        ("0.1:0.2", ((0.1,), (0.2,))),
+    ],
 )
 def test_parse_normalize(text, expected):
     assert parse_normalize(text) == expected
@@ -110,8 +122,9 @@ def test_overrides_and_provenance_round_trip():
 
 
 def test_legacy_spec_fields_mirror_the_preprocessing():
-    spec = zoo.ModelSpec(name="t", architecture="t", build=nn.Identity, layers=(), input_size=16,
-                         mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = zoo.ModelSpec(
+        name="t", architecture="t", build=nn.Identity, layers=(), input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
     assert spec.preprocessing == Preprocessing(size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     none = zoo.ModelSpec(name="u", architecture="u", build=nn.Identity, layers=())
     assert none.preprocessing == Preprocessing() and none.input_size is None and none.mean is None
@@ -121,7 +134,7 @@ def test_legacy_spec_fields_mirror_the_preprocessing():
     assert other.input_size == 8 and other.mean is None  # preprocessing wins, mirrors follow
 
 
-FACTORIES = '''
+FACTORIES = """
 from torch import nn
 
 def plain():
@@ -146,7 +159,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.c(x)
-'''
+"""
 
 
 def test_user_factories_declare_preprocessing_class_names_and_layers(tmp_path):

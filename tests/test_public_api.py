@@ -22,7 +22,7 @@ def test_dir_lists_all_and_every_name_resolves(name):
     for attr in package.__all__:
         assert getattr(package, attr) is not None, f"{name}.{attr}"
     with pytest.raises(AttributeError):
-        getattr(package, "no_such_name")
+        _ = package.no_such_name
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -39,11 +39,34 @@ def test_notebook_names_are_exported():
     import ingest
     import queries
 
-    assert {"attribute", "attribute_reference", "find_circuit", "Circuit", "load_model", "preprocess",
-            "evaluate", "apply_mask", "bake_mask", "ingest", "IngestConfig", "ablate", "refine",
-            "prune_circuit", "prune_edges"} <= set(dir(ingest))
-    assert {"open_catalog", "Catalog", "CatalogError", "NotFound", "RunStatus", "InterventionKind",
-            "Metric", "MaskKind", "run_query"} <= set(dir(catalog))
+    assert {
+        "attribute",
+        "attribute_reference",
+        "find_circuit",
+        "Circuit",
+        "load_model",
+        "preprocess",
+        "evaluate",
+        "apply_mask",
+        "bake_mask",
+        "ingest",
+        "IngestConfig",
+        "ablate",
+        "refine",
+        "prune_circuit",
+        "prune_edges",
+    } <= set(dir(ingest))
+    assert {
+        "open_catalog",
+        "Catalog",
+        "CatalogError",
+        "NotFound",
+        "RunStatus",
+        "InterventionKind",
+        "Metric",
+        "MaskKind",
+        "run_query",
+    } <= set(dir(catalog))
     assert {"overlap_matrix", "circuit_graph", "list_circuits", "export_mask", "plan_pruning"} <= set(dir(queries))
     assert ingest.ingest.__module__ == "ingest.pipeline"
     assert catalog.open_catalog.__module__ == "catalog.engine"
@@ -68,9 +91,9 @@ def test_refine_path_does_not_import_torch():
 
 def test_an_exported_function_wins_over_its_same_named_submodule():
     """`ingest.cla.attribute` is the function even after the module `ingest/cla/attribute.py` loads."""
-    import ingest.cla.attribute  # the submodule; importing it tries to set `ingest.cla.attribute`
     import ingest
     import ingest.cla as cla
+    import ingest.cla.attribute  # the submodule; importing it tries to set `ingest.cla.attribute`
     from ingest.cla import attribute
 
     assert callable(attribute) and attribute is cla.attribute is ingest.attribute

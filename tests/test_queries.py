@@ -10,6 +10,7 @@ from test_queries_toy import LAYERS, build_toy, channels_of, internal_weights, n
 
 from catalog.engine import open_catalog
 from catalog.errors import CircuitsError, NotFound
+from circuits.cli.render import details_dict, details_text
 from queries.compose import compose_circuit
 from queries.graphs import EdgeSelection, circuit_graph, run_top_edges, top_edge_graph
 from queries.listing import (
@@ -22,7 +23,6 @@ from queries.listing import (
     resolve_circuit,
     resolve_model,
 )
-from circuits.cli.render import details_dict, details_text
 from queries.overlap import jaccard_matrix, overlap_matrix, shared_neurons, weighted_jaccard_matrix
 from queries.prune_plan import image_set_concept, plan_pruning
 
@@ -49,8 +49,14 @@ def test_overlap_jaccard_known_values_and_newest_circuit(toy, s):
     assert m.labels == tuple(NAMES)
     assert m.circuit_ids == tuple(toy.circuit[n] for n in NAMES)  # newest circuit of newest run
     at = {n: i for i, n in enumerate(NAMES)}
-    hand = {("star", "wave"): 1 / 9, ("star", "cat"): 2 / 8, ("wave", "fish"): 3 / 7, ("star", "fish"): 0.0,
-            ("cat", "fish"): 1 / 9, ("wave", "cat"): 1 / 9}  # fmt: skip
+    hand = {
+        ("star", "wave"): 1 / 9,
+        ("star", "cat"): 2 / 8,
+        ("wave", "fish"): 3 / 7,
+        ("star", "fish"): 0.0,
+        ("cat", "fish"): 1 / 9,
+        ("wave", "cat"): 1 / 9,
+    }
     for (a, b), want in hand.items():
         assert m.values[at[a], at[b]] == pytest.approx(want)
         assert m.values[at[b], at[a]] == pytest.approx(want)
@@ -152,8 +158,14 @@ def test_compose_known_coverage(toy, s):
 def test_circuit_graph_has_the_circuit_and_its_internal_edges(toy, s):
     g = circuit_graph(s, toy.circuit["cat"])
     assert set(g.nodes) == {f"{layer}:{ch}" for layer, ch in neuron_set("cat")}
-    assert g.nodes["b:2"] == {"model": "toy", "layer": "b", "position": 1, "channel": 2, "label": None,
-                              "neuron_id": g.nodes["b:2"]["neuron_id"]}  # fmt: skip
+    assert g.nodes["b:2"] == {
+        "model": "toy",
+        "layer": "b",
+        "position": 1,
+        "channel": 2,
+        "label": None,
+        "neuron_id": g.nodes["b:2"]["neuron_id"],
+    }
     want = {(f"{a[0]}:{a[1]}", f"{b[0]}:{b[1]}"): v for (a, b), v in internal_weights(toy, "cat").items()}
     assert {(u, v): d["score"] for u, v, d in g.edges(data=True)} == pytest.approx(want)
     assert g.graph["circuit_id"] == toy.circuit["cat"] and g.graph["concept"] == "cat"
@@ -224,7 +236,9 @@ def test_listings_and_filters(toy, s):
     assert [r.circuits for r in list_runs(s, concept="star", model="toy")] == [1, 2]
     circuits = list_circuits(s, model="toy")
     assert len(circuits) == 7 and {c.id for c in circuits} >= set(toy.circuit.values())
-    assert {c.concept for c in list_circuits(s, concept="star")} == {"star"} and len(list_circuits(s, concept="star")) == 4
+    assert {c.concept for c in list_circuits(s, concept="star")} == {"star"} and len(
+        list_circuits(s, concept="star")
+    ) == 4
     assert next(c for c in circuits if c.id == toy.circuit["wave"]).interventions == 2
     concepts = {c.name: c for c in list_concepts(s)}
     assert concepts["star"].runs == 3 and concepts["cat"].image_sets == 1

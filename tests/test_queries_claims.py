@@ -30,9 +30,15 @@ LAYERS = [("l0", 8), ("l1", 8)]
 PARTS = {"c_ab": ("a", "b"), "c_bc": ("b", "c"), "c_ca": ("c", "a"), "c_ad": ("a", "d")}
 # concept → channels per layer: a class circuit is made of its primitives' channels
 CHANNELS = {
-    "a": [[0, 1], [0, 1]], "b": [[2, 3], [2, 3]], "c": [[4, 5], [4, 5]], "d": [[6, 7], [6, 7]],
-    "c_ab": [[0, 2], [1, 3]], "c_bc": [[2, 4], [3, 5]], "c_ca": [[4, 0], [5, 1]], "c_ad": [[0, 6], [1, 7]],
-}  # fmt: skip
+    "a": [[0, 1], [0, 1]],
+    "b": [[2, 3], [2, 3]],
+    "c": [[4, 5], [4, 5]],
+    "d": [[6, 7], [6, 7]],
+    "c_ab": [[0, 2], [1, 3]],
+    "c_bc": [[2, 4], [3, 5]],
+    "c_ca": [[4, 0], [5, 1]],
+    "c_ad": [[0, 6], [1, 7]],
+}
 
 
 def _store_demo(cat):
@@ -44,26 +50,45 @@ def _store_demo(cat):
         model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
         for i, (name, channels) in enumerate(CHANNELS.items()):
             run = store.write_run(
-                s, model=model, concept_id=store.ensure_concept(s, name), layer_names=["l0", "l1"],
-                params={}, image_set_sha256=f"{i:x}" * 64, n_images=1, provenance_key=f"{i:x}" * 64,
-                library_versions={}, device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
+                s,
+                model=model,
+                concept_id=store.ensure_concept(s, name),
+                layer_names=["l0", "l1"],
+                params={},
+                image_set_sha256=f"{i:x}" * 64,
+                n_images=1,
+                provenance_key=f"{i:x}" * 64,
+                library_versions={},
+                device="cpu",
+                started_at=dt.datetime(2025, 1, 1),
+                seconds=1.0,
                 matrices=[rng.random((8, 8), dtype=np.float32)],
-            )  # fmt: skip
+            )
             circuits[name] = store.write_circuit(
-                s, run_id=run, channels=channels, k=[2, 2], fixed=None, sweeps=1, converged=True,
+                s,
+                run_id=run,
+                channels=channels,
+                k=[2, 2],
+                fixed=None,
+                sweeps=1,
+                converged=True,
                 objective_history=[1.0],
-            )  # fmt: skip
+            )
         for p in "abcd":
             for c, pair in PARTS.items():
                 drop = 0.6 if p in pair else 0.05
                 interventions[(p, c)] = store.write_intervention(
-                    s, circuit_id=circuits[p], kind="circuit", params={"baseline_seed": 0},
-                    edge_fraction=0.1, baseline_edge_fraction=0.1,
+                    s,
+                    circuit_id=circuits[p],
+                    kind="circuit",
+                    params={"baseline_seed": 0},
+                    edge_fraction=0.1,
+                    baseline_edge_fraction=0.1,
                     evaluations=[
                         EvaluationRow(f"catfish:{c}", "e" * 64, 4, "accuracy", 0.9, 0.9 - drop, 0.8),
                         EvaluationRow(f"catfish:{c}", "e" * 64, 4, "kl", 0.0, 1.0, 0.5),
                     ],
-                )  # fmt: skip
+                )
                 drops[(p, c)] = (0.9 - (0.9 - drop), 0.9 - 0.8)
     return circuits, interventions, drops
 
@@ -87,8 +112,9 @@ def test_claims_from_the_catalog_equal_the_claims_on_the_same_figures(cat):
     assert report.claims[2].figures == pytest.approx(expected[2].figures)
     overlap = report.overlap(["a", "c_ab"])
     assert overlap.shape == (2, 2) and overlap[0, 1] == pytest.approx(jaccard(neurons["a"], neurons["c_ab"]))
-    text = report_markdown(report, catalog="x.duckdb", seconds=3.0, k=2, n_concept_images=8, concept_seed=0,
-                           n_eval_images=4, eval_seed=1)  # fmt: skip
+    text = report_markdown(
+        report, catalog="x.duckdb", seconds=3.0, k=2, n_concept_images=8, concept_seed=0, n_eval_images=4, eval_seed=1
+    )
     for claim in ("composition", "reuse", "causality"):
         assert f"| {claim} | yes |" in text
     assert "| a | **60** (10) | 5 (10) | **60** (10) | **60** (10) |" in text

@@ -34,24 +34,44 @@ def _fill(cat, n_circuits: int) -> None:
         model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
         runs = []
         for i, concept in enumerate(CONCEPTS):
-            runs.append(store.write_run(
-                s, model=model, concept_id=store.ensure_concept(s, concept), layer_names=NAMES, params={},
-                image_set_sha256=f"{i}" * 64, n_images=2, provenance_key=f"{i}" * 64, library_versions={},
-                device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0,
-                matrices=[rng.random((4, 6), dtype=np.float32), rng.random((6, 5), dtype=np.float32)],
-            ))  # fmt: skip
+            runs.append(
+                store.write_run(
+                    s,
+                    model=model,
+                    concept_id=store.ensure_concept(s, concept),
+                    layer_names=NAMES,
+                    params={},
+                    image_set_sha256=f"{i}" * 64,
+                    n_images=2,
+                    provenance_key=f"{i}" * 64,
+                    library_versions={},
+                    device="cpu",
+                    started_at=dt.datetime(2025, 1, 1),
+                    seconds=1.0,
+                    matrices=[rng.random((4, 6), dtype=np.float32), rng.random((6, 5), dtype=np.float32)],
+                )
+            )
         for j in range(n_circuits):
             channels = [[j % 4], [j % 6, (j + 1) % 6], [j % 5]]
             cid = store.write_circuit(
-                s, run_id=runs[j % len(runs)], channels=channels, k=[1, 2, 1],
-                fixed={"l0": [j % 4]} if j % 2 else None, sweeps=1, converged=True,
+                s,
+                run_id=runs[j % len(runs)],
+                channels=channels,
+                k=[1, 2, 1],
+                fixed={"l0": [j % 4]} if j % 2 else None,
+                sweeps=1,
+                converged=True,
                 objective_history=[1.0, 2.0 + j],
-            )  # fmt: skip
+            )
             store.write_intervention(
-                s, circuit_id=cid, kind="circuit", params={"seed": j}, edge_fraction=0.1,
+                s,
+                circuit_id=cid,
+                kind="circuit",
+                params={"seed": j},
+                edge_fraction=0.1,
                 baseline_edge_fraction=0.1,
                 evaluations=[EvaluationRow("set", "e" * 64, 2, m, 1.0, 0.5, 0.9) for m in ("accuracy", "kl")],
-            )  # fmt: skip
+            )
 
 
 CALLS = {
@@ -146,6 +166,12 @@ def test_fixed_must_name_run_layers_and_the_circuit_channels(cat, fixed, message
         run_id = store.list_runs(s)[0].id
         with pytest.raises(CatalogError, match=message):
             store.write_circuit(
-                s, run_id=run_id, channels=[[1], [1, 2], [0]], k=[1, 2, 1], fixed=fixed, sweeps=0,
-                converged=True, objective_history=[1.0],
-            )  # fmt: skip
+                s,
+                run_id=run_id,
+                channels=[[1], [1, 2], [0]],
+                k=[1, 2, 1],
+                fixed=fixed,
+                sweeps=0,
+                converged=True,
+                objective_history=[1.0],
+            )

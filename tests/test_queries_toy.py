@@ -55,18 +55,33 @@ def _matrices(seed: int) -> list[np.ndarray]:
 
 def _run(s, model, concept_id: int, matrices: list[np.ndarray], key: str) -> int:
     return store.write_run(
-        s, model=model, concept_id=concept_id, layer_names=[n for n, _ in LAYERS], params={"method": "test"},
-        image_set_sha256=hashlib.sha256(key.encode()).hexdigest(), n_images=4, provenance_key=key,
+        s,
+        model=model,
+        concept_id=concept_id,
+        layer_names=[n for n, _ in LAYERS],
+        params={"method": "test"},
+        image_set_sha256=hashlib.sha256(key.encode()).hexdigest(),
+        n_images=4,
+        provenance_key=key,
         library_versions={"numpy": "x"},
-        device="cpu", started_at=dt.datetime(2025, 1, 1), seconds=1.0, matrices=matrices,
-    )  # fmt: skip
+        device="cpu",
+        started_at=dt.datetime(2025, 1, 1),
+        seconds=1.0,
+        matrices=matrices,
+    )
 
 
 def _circuit(s, run_id: int, channels: list[list[int]]) -> int:
     return store.write_circuit(
-        s, run_id=run_id, channels=channels, k=[len(c) for c in channels], fixed=None, sweeps=2,
-        converged=True, objective_history=[1.0, 2.0],
-    )  # fmt: skip
+        s,
+        run_id=run_id,
+        channels=channels,
+        k=[len(c) for c in channels],
+        fixed=None,
+        sweeps=2,
+        converged=True,
+        objective_history=[1.0, 2.0],
+    )
 
 
 def _evaluation(image_set: str, metric: str, clean: float, value: float, baseline: float, sha: str = "f" * 64):
@@ -95,34 +110,58 @@ def build_toy(path: str) -> Toy:
         other_run = _run(s, other, ids["star"], _matrices(7), "other-star-3")
         other_circuit = _circuit(s, other_run, CIRCUITS["star"])
         store.record_failed_run(
-            s, model=model, concept_id=ids["wave"], layer_names=["a", "b", "c"], params={}, image_set_sha256="e" * 64,
-            n_images=1, provenance_key="failed-4", library_versions={}, device="cpu",
-            started_at=dt.datetime(2025, 1, 2), seconds=None, error="boom",
-        )  # fmt: skip
+            s,
+            model=model,
+            concept_id=ids["wave"],
+            layer_names=["a", "b", "c"],
+            params={},
+            image_set_sha256="e" * 64,
+            n_images=1,
+            provenance_key="failed-4",
+            library_versions={},
+            device="cpu",
+            started_at=dt.datetime(2025, 1, 2),
+            seconds=None,
+            error="boom",
+        )
         # Evidence for prune plans: pruning star hurts cat much more than fish; wave the reverse.
         # ablate stores one intervention per image set, so each circuit has two.
         for name, cat_after, fish_after, frac in (("star", 0.3, 0.85, 0.05), ("wave", 0.6, 0.4, 0.04)):
             store.write_intervention(
-                s, circuit_id=circuit[name], kind="circuit", params={"pair": 0}, edge_fraction=frac,
-                baseline_edge_fraction=frac, evaluations=[
+                s,
+                circuit_id=circuit[name],
+                kind="circuit",
+                params={"pair": 0},
+                edge_fraction=frac,
+                baseline_edge_fraction=frac,
+                evaluations=[
                     _evaluation("catfish:cat#seed=1", "accuracy", 0.9, cat_after, 0.88),
                     _evaluation("catfish:cat#seed=1", "kl", 0.0, 1.5, 0.1),
                 ],
-            )  # fmt: skip
+            )
             store.write_intervention(
-                s, circuit_id=circuit[name], kind="circuit", params={"pair": 0}, edge_fraction=frac,
+                s,
+                circuit_id=circuit[name],
+                kind="circuit",
+                params={"pair": 0},
+                edge_fraction=frac,
                 baseline_edge_fraction=frac,
                 evaluations=[_evaluation("catfish:fish#seed=1", "accuracy", 0.9, fish_after, 0.9)],
-            )  # fmt: skip
+            )
         # text: evaluated on an attack set (attack success falls) and on cat images found by sha256.
         store.write_intervention(
-            s, circuit_id=circuit["text"], kind="circuit", params={}, edge_fraction=0.01, baseline_edge_fraction=0.01,
+            s,
+            circuit_id=circuit["text"],
+            kind="circuit",
+            params={},
+            edge_fraction=0.01,
+            baseline_edge_fraction=0.01,
             evaluations=[
                 _evaluation("catfish:attack#seed=0", "attack_success", 0.8, 0.1, 0.75),
                 _evaluation("catfish:attack#seed=0", "accuracy", 0.2, 0.7, 0.25),
                 _evaluation("dir:/data/kitties", "accuracy", 0.9, 0.88, 0.9, sha="c" * 64),
             ],
-        )  # fmt: skip
+        )
     cat.close()
     return Toy(path, circuit, run, matrices, older, other_circuit)
 

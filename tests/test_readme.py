@@ -109,6 +109,8 @@ def test_readme_points_nowhere_outside_the_repository():
 def test_layout_section_names_every_top_level_folder():
     layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
     root = Path(__file__).parent.parent
-    folders = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists() or p.name in ("tests", "bench")}
+    folders = {
+        p.name for p in root.iterdir() if (p.is_dir() and (p / "__init__.py").exists()) or p.name in ("tests", "bench")
+    }
     for folder in folders:
         assert f"{folder}/" in layout, f"{folder}/ is missing from the README layout"

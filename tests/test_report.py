@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_serve_support import Browser, demo_catalog
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
-from test_serve_support import Browser, demo_catalog
 
 ARTIFACTS = Path(os.environ.get("CIRCUITS_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "circuits-test-artifacts")
 runner = CliRunner()
@@ -51,10 +51,12 @@ def test_report_opens_offline_in_chromium_and_shows_the_graph(web, report):
         per_layer = browser.evaluate(
             "Object.fromEntries([...new Set([...document.querySelectorAll('svg.circuit-graph circle.neuron')]"
             ".map(c => c.dataset.layer))].map(l => [l, document.querySelectorAll("
-            "`svg.circuit-graph circle.neuron[data-layer=\"${l}\"]`).length]))"
+            '`svg.circuit-graph circle.neuron[data-layer="${l}"]`).length]))'
         )
         assert per_layer == web["sizes"][cid]
-        box = browser.evaluate("(r => [r.width, r.height])(document.querySelector('svg.circuit-graph').getBoundingClientRect())")
+        box = browser.evaluate(
+            "(r => [r.width, r.height])(document.querySelector('svg.circuit-graph').getBoundingClientRect())"
+        )
         assert box[0] > 300 and box[1] > 100  # drawn, not collapsed
         images = browser.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth])")
         assert len(images) == 4 * sum(web["sizes"][cid].values())

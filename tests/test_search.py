@@ -1,4 +1,4 @@
-"""Circuit search (DESIGN §4): monotone objective, fixed point, ties, anchoring, errors."""
+"""Circuit search (docs/method.md, "Circuit search"): monotone objective, fixed point, ties, anchoring, errors."""
 
 from __future__ import annotations
 
@@ -43,9 +43,7 @@ def local_score_reference(mats, channels, i):
 
 
 def objective_reference(mats, channels):
-    return sum(
-        float(mats[i][m, n]) for i in range(len(mats)) for m in channels[i] for n in channels[i + 1]
-    )
+    return sum(float(mats[i][m, n]) for i in range(len(mats)) for m in channels[i] for n in channels[i + 1])
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_serve_support import Browser, ServerThread, demo_catalog
 
 ARTIFACTS = Path(os.environ.get("CIRCUITS_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "circuits-test-artifacts")
@@ -55,11 +54,13 @@ def test_home_then_circuit_page_in_chromium(web, browser):
     per_layer = browser.evaluate(
         "Object.fromEntries([...new Set([...document.querySelectorAll('svg.circuit-graph circle.neuron')]"
         ".map(c => c.dataset.layer))].map(l => [l, document.querySelectorAll("
-        "`svg.circuit-graph circle.neuron[data-layer=\"${l}\"]`).length]))"
+        '`svg.circuit-graph circle.neuron[data-layer="${l}"]`).length]))'
     )
     assert per_layer == web["sizes"][cid]  # star: k = 2,3,3,2,2
     assert browser.evaluate("document.querySelectorAll('svg.circuit-graph circle.neuron-faded').length") > 0
-    tips = browser.evaluate("[...document.querySelectorAll('svg.circuit-graph line.edge title')].map(t => t.textContent)")
+    tips = browser.evaluate(
+        "[...document.querySelectorAll('svg.circuit-graph line.edge title')].map(t => t.textContent)"
+    )
     assert tips and all("score" in t for t in tips)
     ids = browser.evaluate("[...document.querySelectorAll('.neuron-card a.id')].map(a => a.textContent)")
     assert len(ids) == sum(web["sizes"][cid].values()) and all(i.startswith("catfish-mini/") for i in ids)
@@ -128,7 +129,7 @@ def test_readme_examples_are_the_sql_box_examples():
     from circuits.web.examples import EXAMPLES
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Questions you can ask"):]
+    section = readme[readme.index("## Questions you can ask") :]
     section = section[: section.index("\n## ", 5)]
     import re
 
@@ -165,9 +166,21 @@ def test_non_loopback_address_is_refused_without_host(web):
 def test_serve_command_binds_loopback_and_says_so(web):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from circuits.cli.main import main; main()", "serve", "--db", str(web["path"]),
-         "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-c",
+            "from circuits.cli.main import main; main()",
+            "serve",
+            "--db",
+            str(web["path"]),
+            "--port",
+            "0",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline()

@@ -34,7 +34,7 @@ def test_websocket_frames_round_trip():
         payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
         a, b = socket.socketpair()
         try:
-            threading.Thread(target=lambda: b.sendall(_frame(0x1, payload, mask=False)), daemon=True).start()
+            threading.Thread(target=lambda: b.sendall(_frame(0x1, payload, mask=False)), daemon=True).start()  # noqa: B023 (joined in this iteration)
             ws = _WebSocket.__new__(_WebSocket)
             ws.sock, ws.buffer = a, b""
             assert ws._read_frame() == (0x1, True, payload)
@@ -199,14 +199,24 @@ class Browser:
 
     def __init__(self, *, offline: bool = False):
         self.profile = tempfile.mkdtemp(prefix="h6-chromium-")
-        args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-extensions", "--disable-background-networking", "--disable-dev-shm-usage",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={self.profile}", "--window-size=1300,1100"]
+        args = [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self.profile}",
+            "--window-size=1300,1100",
+        ]
         if offline:  # every non-file request would go to a dead proxy (and the page is set offline)
             args += ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
-        self.proc = subprocess.Popen([*args, "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [*args, "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         port = self._devtools_port()
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
         page = next(t for t in targets if t["type"] == "page")
@@ -216,8 +226,9 @@ class Browser:
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
         if offline:
-            self.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                      uploadThroughput=-1)
+            self.call(
+                "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
+            )
 
     def _devtools_port(self) -> int:
         deadline = time.monotonic() + 30
@@ -253,7 +264,9 @@ class Browser:
     def click(self, selector: str, timeout: float = 30.0) -> None:
         """Click an element (a link, or a button that submits) and wait for the next page's load."""
         self.events.clear()
-        assert self.evaluate(f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"), selector
+        assert self.evaluate(f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"), (
+            selector
+        )
         self.wait_load(timeout)
 
     def wait_load(self, timeout: float = 30.0) -> None:
@@ -288,9 +301,14 @@ class Browser:
     def responses(self) -> list[dict]:
         """(requestId, url, status, mimeType) of every response since the last navigation."""
         return [
-            {"requestId": e["params"]["requestId"], "url": e["params"]["response"]["url"],
-             "status": e["params"]["response"]["status"], "mimeType": e["params"]["response"]["mimeType"]}
-            for e in self.events if e.get("method") == "Network.responseReceived"
+            {
+                "requestId": e["params"]["requestId"],
+                "url": e["params"]["response"]["url"],
+                "status": e["params"]["response"]["status"],
+                "mimeType": e["params"]["response"]["mimeType"],
+            }
+            for e in self.events
+            if e.get("method") == "Network.responseReceived"
         ]
 
     def requested_urls(self) -> list[str]:

@@ -36,8 +36,9 @@ def pg(tmp_path_factory):
     r = runner.invoke(app, ["db", "init", "--db", db_url])
     assert r.exit_code == 0, r.output
     reader = f"reader_{name}"
-    with psycopg.connect(admin.set(drivername="postgresql", database=name).render_as_string(hide_password=False),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        admin.set(drivername="postgresql", database=name).render_as_string(hide_password=False), autocommit=True
+    ) as conn:
         conn.execute(f"CREATE ROLE {reader} LOGIN")
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {reader}")
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}")

@@ -75,16 +75,22 @@ def test_wait_policy_is_set_before_torch_by_the_package_and_the_cli_and_inherite
         " 'active': wait_policy_active(), 'child': child}))"
     )
     assert got == {"env": "PASSIVE", "torch_first": False, "active": True, "child": "PASSIVE"}
-    cli = _child("import json, os, sys\nimport circuits.cli.main\n"
-                 "print(json.dumps({'env': os.environ.get('OMP_WAIT_POLICY'), 'torch': 'torch' in sys.modules}))")
+    cli = _child(
+        "import json, os, sys\nimport circuits.cli.main\n"
+        "print(json.dumps({'env': os.environ.get('OMP_WAIT_POLICY'), 'torch': 'torch' in sys.modules}))"
+    )
     assert cli == {"env": "PASSIVE", "torch": False}
 
 
 def test_torch_imported_first_is_detected_and_a_user_policy_is_kept():
-    late = _child("import json, torch\nimport ingest\nfrom ingest.threads import wait_policy_active\n"
-                  "print(json.dumps({'active': wait_policy_active()}))")
+    late = _child(
+        "import json, torch\nimport ingest\nfrom ingest.threads import wait_policy_active\n"
+        "print(json.dumps({'active': wait_policy_active()}))"
+    )
     assert late == {"active": False}  # OpenMP already started: configure() warns when it uses > 1 thread
-    own = _child("import json, os, torch\nimport ingest\nfrom ingest.threads import wait_policy_active\n"
-                 "print(json.dumps({'active': wait_policy_active(), 'env': os.environ['OMP_WAIT_POLICY']}))",
-                 {"OMP_WAIT_POLICY": "ACTIVE"})
+    own = _child(
+        "import json, os, torch\nimport ingest\nfrom ingest.threads import wait_policy_active\n"
+        "print(json.dumps({'active': wait_policy_active(), 'env': os.environ['OMP_WAIT_POLICY']}))",
+        {"OMP_WAIT_POLICY": "ACTIVE"},
+    )
     assert own == {"active": True, "env": "ACTIVE"}

@@ -22,7 +22,7 @@ from circuits.cli.main import app
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:.*random init:UserWarning")
 
-from tiny_model import TINY_MODEL  # noqa: E402
+from tiny_model import TINY_MODEL  # noqa: E402 (after the set-up above)
 
 
 def _png(side: int = 8, seed: int = 0) -> bytes:
@@ -42,8 +42,12 @@ def test_migration_adds_and_removes_the_tables(tmp_path):
     with engine.connect() as conn:
         tables = set(migrate.user_tables(conn))
         assert {"neuron_patch", "image_thumbnail"} <= tables
-        pk = conn.execute(sa.text("SELECT constraint_column_names FROM duckdb_constraints() "
-                                  "WHERE table_name = 'neuron_patch' AND constraint_type = 'PRIMARY KEY'")).scalar()
+        pk = conn.execute(
+            sa.text(
+                "SELECT constraint_column_names FROM duckdb_constraints() "
+                "WHERE table_name = 'neuron_patch' AND constraint_type = 'PRIMARY KEY'"
+            )
+        ).scalar()
         assert list(pk) == ["run_id", "neuron_id", "rank"]
     with engine.begin() as conn:
         migrate.downgrade(conn, "0001")
@@ -68,8 +72,20 @@ def stored_run(tmp_path):
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
     db = tmp_path / "c.duckdb"
-    args = ["ingest", f"{model}:build", "--concept", "noise", "--images", str(images), "--layers", "1,3,5",
-            "--k", "2", "--db", str(db)]
+    args = [
+        "ingest",
+        f"{model}:build",
+        "--concept",
+        "noise",
+        "--images",
+        str(images),
+        "--layers",
+        "1,3,5",
+        "--k",
+        "2",
+        "--db",
+        str(db),
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     return {"db": db, "model": f"{model}:build", "images": images, "args": args}
@@ -83,14 +99,19 @@ def _sql(db, query):
 
 def test_ingest_stores_patches_and_thumbnails_in_the_run(stored_run):
     db = stored_run["db"]
-    rows = _sql(db, "select neuron_id, count(*) as n, min(rank) as lo, max(rank) as hi, "
-                    "max(octet_length(data)) as size from neuron_patch group by neuron_id")
+    rows = _sql(
+        db,
+        "select neuron_id, count(*) as n, min(rank) as lo, max(rank) as hi, "
+        "max(octet_length(data)) as size from neuron_patch group by neuron_id",
+    )
     assert len(rows) == 6  # k=2 in each of 3 layers
     assert all(r["n"] == 4 and r["lo"] == 0 and r["hi"] == 3 for r in rows)
     assert all(r["size"] <= media.MAX_PNG_BYTES for r in rows)
     members = _sql(db, "select neuron_id from circuit_neuron order by 1")
     assert sorted(r["neuron_id"] for r in rows) == [m["neuron_id"] for m in members]
-    thumbs = _sql(db, "select t.width, t.height from image_thumbnail t join example_image e on e.id = t.example_image_id")
+    thumbs = _sql(
+        db, "select t.width, t.height from image_thumbnail t join example_image e on e.id = t.example_image_id"
+    )
     assert thumbs == [{"width": 16, "height": 16}] * 5
     ordered = _sql(db, "select neuron_id, activation from neuron_patch order by neuron_id, rank")
     for nid in {r["neuron_id"] for r in ordered}:
@@ -112,8 +133,11 @@ def test_a_failure_writing_thumbnails_leaves_no_run(stored_run, monkeypatch):
 
 def test_thumbnails_command_recomputes_the_same_patches(stored_run):
     db = stored_run["db"]
-    before = _sql(db, "select neuron_id, rank, example_image_id, activation, x0, y0, x1, y1, md5(data) as h "
-                      "from neuron_patch order by 1, 2")
+    before = _sql(
+        db,
+        "select neuron_id, rank, example_image_id, activation, x0, y0, x1, y1, md5(data) as h "
+        "from neuron_patch order by 1, 2",
+    )
     engine = build_engine(resolve_url(db), read_only=False, poolclass=sa.pool.NullPool)
     from catalog.engine import close_catalogs_of
 
@@ -124,8 +148,11 @@ def test_thumbnails_command_recomputes_the_same_patches(stored_run):
     r = runner.invoke(app, ["thumbnails", "1", stored_run["model"], "--db", str(db), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "stored 24 patches and 0 new image thumbnails for run 1" in r.output
-    after = _sql(db, "select neuron_id, rank, example_image_id, activation, x0, y0, x1, y1, md5(data) as h "
-                     "from neuron_patch order by 1, 2")
+    after = _sql(
+        db,
+        "select neuron_id, rank, example_image_id, activation, x0, y0, x1, y1, md5(data) as h "
+        "from neuron_patch order by 1, 2",
+    )
     assert after == before
 
 
@@ -156,8 +183,9 @@ def test_media_write_rules(cat):
 
 def test_receptive_field_of_stacked_convs_is_measured_exactly():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
-                          nn.Conv2d(4, 4, 5, stride=2, padding=2)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 5, stride=2, padding=2)
+    ).eval()
     from ingest.thumbnails import receptive_fields
 
     rf = receptive_fields(model, ["0", "1", "2"], torch.randn(1, 3, 32, 32))

@@ -14,6 +14,13 @@ from typer.testing import CliRunner
 
 from circuits.cli.main import app
 from ingest.datasets.catfish import CLASS_NAMES, IMAGE_SIZE, make_split
+from ingest.train import (
+    TrainConfig,
+    TrainingError,
+    evaluate,
+    resolve_device,
+    train_catfish,
+)
 from ingest.zoo.catfish_mini import (
     CATFISH_MINI_LAYERS,
     CATFISH_MINI_LOGITS,
@@ -23,13 +30,6 @@ from ingest.zoo.catfish_mini import (
     Inception,
     build_catfish_mini,
     preprocess,
-)
-from ingest.train import (
-    TrainConfig,
-    TrainingError,
-    evaluate,
-    resolve_device,
-    train_catfish,
 )
 from ingest.zoo.registry import weights_sha256
 
@@ -46,9 +46,7 @@ def _layer_outputs(model, x):
     """Outputs of every named layer, in the order the forward pass produced them."""
     seen = []
     handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda mod, inp, out, name=name: seen.append((name, out))
-        )
+        model.get_submodule(name).register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, out)))
         for name in (*CATFISH_MINI_LAYERS, CATFISH_MINI_LOGITS)
     ]
     try:
@@ -151,9 +149,26 @@ def test_cli_defaults_match_the_train_config():
 
 def test_train_command_runs_a_tiny_epoch(tmp_path: Path):
     out = tmp_path / "w" / "tiny.pt"
-    args = ["train", "catfish", "--epochs", "1", "--seed", "3", "--train-per-class", "2",
-            "--eval-per-class", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu",
-            "--out", str(out)]
+    args = [
+        "train",
+        "catfish",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--train-per-class",
+        "2",
+        "--eval-per-class",
+        "1",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "held-out accuracy" in result.output
@@ -168,8 +183,7 @@ def test_train_command_runs_a_tiny_epoch(tmp_path: Path):
 
 
 def test_training_is_reproducible_with_the_same_seed(tmp_path: Path):
-    cfg = TrainConfig(epochs=1, seed=5, train_per_class=2, eval_per_class=1, batch_size=8, device="cpu",
-                      threads=1)
+    cfg = TrainConfig(epochs=1, seed=5, train_per_class=2, eval_per_class=1, batch_size=8, device="cpu", threads=1)
     a = train_catfish(cfg, tmp_path / "a.pt")
     b = train_catfish(cfg, tmp_path / "b.pt")
     c = train_catfish(TrainConfig(**{**cfg.__dict__, "seed": 6}), tmp_path / "c.pt")
@@ -177,11 +191,14 @@ def test_training_is_reproducible_with_the_same_seed(tmp_path: Path):
     assert a.state_dict_sha256 != c.state_dict_sha256
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "tpu9"], "device"),
-    (["--epochs", "0"], "epochs"),
-    (["--seed", "-1"], "seed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "tpu9"], "device"),
+        (["--epochs", "0"], "epochs"),
+        (["--seed", "-1"], "seed"),
+    ],
+)
 def test_train_command_bad_settings_are_one_line_errors(tmp_path: Path, args, message):
     result = CliRunner().invoke(app, ["train", "catfish", "--out", str(tmp_path / "x.pt"), *args])
     assert result.exit_code == 1

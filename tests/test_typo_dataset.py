@@ -23,17 +23,17 @@ from ingest.datasets.typo import (
     write_word,
 )
 from ingest.datasets.typo_sets import (
+    WRITTEN_FILE,
     AttackImageSet,
     AttackLabelsMissing,
     UnknownClass,
-    WRITTEN_FILE,
     attack_from_dir,
     check_classes,
     read_attack_dir,
     require_written,
     typo_image_set,
 )
-from ingest.pipeline import IngestError, resolve_images
+from ingest.pipeline import resolve_images
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels():

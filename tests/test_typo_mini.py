@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from circuits.cli.main import app
 from ingest import zoo
-from ingest.defence.attack_eval import predict
 from ingest.datasets.catfish import CLASS_NAMES
 from ingest.datasets.typo import render_typo
+from ingest.defence.attack_eval import predict
 from ingest.train import TYPO_DEFAULTS, TrainConfig, TrainingError, reproduce_command
 from ingest.zoo.registry import weights_sha256
 from ingest.zoo.typo_mini import WEIGHTS_PATH
@@ -50,8 +50,25 @@ def test_typo_mini_reads_and_sees():
 
 def test_train_typo_cli_writes_weights_and_sidecar(tmp_path):
     out = tmp_path / "t.pt"
-    r = CliRunner().invoke(app, ["train", "typo", "--epochs", "1", "--train-per-class", "2", "--eval-per-class", "1",
-                                 "--out", str(out), "--device", "cpu", "--threads", "1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "typo",
+            "--epochs",
+            "1",
+            "--train-per-class",
+            "2",
+            "--eval-per-class",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "attack success:" in r.output
     meta = json.loads(out.with_suffix(".json").read_text())

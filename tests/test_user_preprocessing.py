@@ -82,7 +82,7 @@ def trained(tmp_path_factory):
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255  # [0, 1], no normalisation
     yt = torch.from_numpy(y)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(120):
+    for _ in range(120):
         idx = torch.randint(0, len(xt), (32,))
         loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
         opt.zero_grad()
@@ -122,8 +122,25 @@ def test_user_model_ingests_and_ablates_at_its_own_preprocessing(trained, tmp_pa
     db = str(tmp_path / "c.duckdb")
     model = f"{trained / 'net.py'}:build"
     weights = str(trained / "net.pt")
-    r = runner.invoke(app, ["ingest", model, "--concept", "square", "--images", str(trained / "square"),
-                            "--layers", "c1,c2,c3", "--k", "3", "--weights", weights, "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            model,
+            "--concept",
+            "square",
+            "--images",
+            str(trained / "square"),
+            "--layers",
+            "c1,c2,c3",
+            "--k",
+            "3",
+            "--weights",
+            weights,
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "inputs: own size, no normalisation, RGB [0, 1]" in r.output
     (run,) = _sql(db, "select id, params from run")
@@ -132,8 +149,25 @@ def test_user_model_ingests_and_ablates_at_its_own_preprocessing(trained, tmp_pa
     assert params["preprocessing"] == {"size": None, "resize": "crop", "mean": None, "std": None, "channels": 3}
     (circuit,) = _sql(db, "select id from circuit")
 
-    r = runner.invoke(app, ["ablate", str(circuit["id"]), "--images", str(trained / "square"), "--label", "square",
-                            "--classes", str(trained / "classes.txt"), "--weights", weights, "--model", model, "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ablate",
+            str(circuit["id"]),
+            "--images",
+            str(trained / "square"),
+            "--label",
+            "square",
+            "--classes",
+            str(trained / "classes.txt"),
+            "--weights",
+            weights,
+            "--model",
+            model,
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = _ablate_rows(r.output)
     clean_acc = rows["accuracy"][0]
@@ -169,12 +203,42 @@ def test_declared_preprocessing_and_class_names(trained, tmp_path):
     folder.mkdir()
     for p in sorted((trained / "stripes").glob("*.png")):
         Image.open(p).resize((80, 80)).save(folder / p.name)
-    r = runner.invoke(app, ["ingest", model, "--concept", "stripes", "--images", str(folder), "--k", "2",
-                            "--weights", str(trained / "net.pt"), "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            model,
+            "--concept",
+            "stripes",
+            "--images",
+            str(folder),
+            "--k",
+            "2",
+            "--weights",
+            str(trained / "net.pt"),
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
-    r = runner.invoke(app, ["ablate", str(circuit["id"]), "--images", str(folder), "--label", "stripes",
-                            "--weights", str(trained / "net.pt"), "--model", model, "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ablate",
+            str(circuit["id"]),
+            "--images",
+            str(folder),
+            "--label",
+            "stripes",
+            "--weights",
+            str(trained / "net.pt"),
+            "--model",
+            model,
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert _ablate_rows(r.output)["accuracy"][0] >= 0.9, r.output
 
@@ -184,8 +248,23 @@ def test_mixed_sizes_are_refused_naming_the_options(trained, tmp_path):
     folder.mkdir()
     Image.new("RGB", (64, 64)).save(folder / "a.png")
     Image.new("RGB", (48, 40)).save(folder / "b.png")
-    r = runner.invoke(app, ["ingest", f"{trained / 'net.py'}:build", "--concept", "x", "--images", str(folder),
-                            "--layers", "c1,c2", "--weights", str(trained / "net.pt"), "--db", str(tmp_path / "c.duckdb")])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            f"{trained / 'net.py'}:build",
+            "--concept",
+            "x",
+            "--images",
+            str(folder),
+            "--layers",
+            "c1,c2",
+            "--weights",
+            str(trained / "net.pt"),
+            "--db",
+            str(tmp_path / "c.duckdb"),
+        ],
+    )
     assert r.exit_code == 1
     (line,) = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert "2 different sizes" in line and "--input-size" in line and "--resize" in line
@@ -193,8 +272,22 @@ def test_mixed_sizes_are_refused_naming_the_options(trained, tmp_path):
 
 def test_overrides_change_the_provenance_key(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
-    base = ["ingest", f"{trained / 'net.py'}:build", "--concept", "square", "--images", str(trained / "square"),
-            "--layers", "c1,c2", "--k", "2", "--weights", str(trained / "net.pt"), "--db", db]
+    base = [
+        "ingest",
+        f"{trained / 'net.py'}:build",
+        "--concept",
+        "square",
+        "--images",
+        str(trained / "square"),
+        "--layers",
+        "c1,c2",
+        "--k",
+        "2",
+        "--weights",
+        str(trained / "net.pt"),
+        "--db",
+        db,
+    ]
     assert runner.invoke(app, base).exit_code == 0
     r = runner.invoke(app, [*base, "--normalize", "0.5,0.5,0.5:0.25,0.25,0.25"])
     assert r.exit_code == 0 and "stored run" in r.output, r.output  # not reused: other inputs
@@ -208,10 +301,42 @@ def test_overrides_change_the_provenance_key(trained, tmp_path):
 def test_ablate_label_without_class_names_names_the_option(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
     weights = str(trained / "net.pt")
-    r = runner.invoke(app, ["ingest", f"{trained / 'net.py'}:build", "--concept", "square", "--images",
-                            str(trained / "square"), "--layers", "c1,c2", "--k", "2", "--weights", weights, "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            f"{trained / 'net.py'}:build",
+            "--concept",
+            "square",
+            "--images",
+            str(trained / "square"),
+            "--layers",
+            "c1,c2",
+            "--k",
+            "2",
+            "--weights",
+            weights,
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
-    r = runner.invoke(app, ["ablate", str(circuit["id"]), "--images", str(trained / "square"), "--label", "square",
-                            "--weights", weights, "--model", f"{trained / 'net.py'}:build", "--db", db])
+    r = runner.invoke(
+        app,
+        [
+            "ablate",
+            str(circuit["id"]),
+            "--images",
+            str(trained / "square"),
+            "--label",
+            "square",
+            "--weights",
+            weights,
+            "--model",
+            f"{trained / 'net.py'}:build",
+            "--db",
+            db,
+        ],
+    )
     assert r.exit_code == 1 and "--classes FILE" in r.output, r.output

@@ -24,9 +24,18 @@ def test_views_are_deterministic_square_crops_half_mirrored():
 def _result(drop, random_drop):
     n = len(drop)
     return wt.WalkthroughResult(
-        concepts=[f"c{i}" for i in range(n)], classes=[f"k{i}" for i in range(n)], photo_probs=[0.5] * n,
-        clean=[0.5] * n, drop=drop, random_drop=random_drop, circuits=list(range(n)),
-        channels=[[[1, 2], [3]]] * n, weights_sha256="ab" * 32, layers=("a", "b", "_fc"), k=(2, 1), n_views=4,
+        concepts=[f"c{i}" for i in range(n)],
+        classes=[f"k{i}" for i in range(n)],
+        photo_probs=[0.5] * n,
+        clean=[0.5] * n,
+        drop=drop,
+        random_drop=random_drop,
+        circuits=list(range(n)),
+        channels=[[[1, 2], [3]]] * n,
+        weights_sha256="ab" * 32,
+        layers=("a", "b", "_fc"),
+        k=(2, 1),
+        n_views=4,
     )
 
 

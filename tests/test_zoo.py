@@ -14,7 +14,6 @@ from torch import nn
 from catalog.errors import CircuitsError
 from ingest import zoo
 from ingest.cla.capture import UnknownLayer, capture, capture_layers
-from ingest.zoo.inceptionv1 import LAYERS as IV1_LAYERS
 from ingest.zoo import (
     ModelLoadError,
     RandomInitWarning,
@@ -26,6 +25,7 @@ from ingest.zoo import (
     preprocess,
     weights_sha256,
 )
+from ingest.zoo.inceptionv1 import LAYERS as IV1_LAYERS
 
 WIDTHS = {
     "googlenet": [256, 480, 512, 512, 512, 528, 832, 832, 1024],
@@ -50,7 +50,15 @@ def load_random(name, **kwargs):
 
 
 def test_available_models():
-    assert zoo.available_models() == ["catfish-mini", "googlenet", "resnet50", "inceptionv1", "clip-rn50", "efficientnet-lite0", "typo-mini"]
+    assert zoo.available_models() == [
+        "catfish-mini",
+        "googlenet",
+        "resnet50",
+        "inceptionv1",
+        "clip-rn50",
+        "efficientnet-lite0",
+        "typo-mini",
+    ]
 
 
 @pytest.mark.parametrize("name", ["googlenet", "resnet50", "inceptionv1", "clip-rn50"])
@@ -120,6 +128,7 @@ def test_one_attribution_pair(name):
 
 def lucent_reference(net, x):
     """InceptionV1's forward written the way Lucent writes it: explicit pads, functional ops."""
+
     def conv(name, t, pad=0):
         c = getattr(net, f"{name}_pre_relu_conv")
         return F.relu(F.conv2d(F.pad(t, (pad,) * 4) if pad else t, c.weight, c.bias))
@@ -127,7 +136,9 @@ def lucent_reference(net, x):
     def pool2(t):
         return F.max_pool2d(F.pad(t, (0, 1, 0, 1), value=float("-inf")), 3, 2)
 
-    x = F.relu(F.conv2d(F.pad(x, (2, 3, 2, 3)), net.conv2d0_pre_relu_conv.weight, net.conv2d0_pre_relu_conv.bias, stride=2))
+    x = F.relu(
+        F.conv2d(F.pad(x, (2, 3, 2, 3)), net.conv2d0_pre_relu_conv.weight, net.conv2d0_pre_relu_conv.bias, stride=2)
+    )
     x = F.local_response_norm(pool2(x), size=9, alpha=9.99999974738e-05, beta=0.5, k=1)
     x = conv("conv2d2", conv("conv2d1", x), pad=1)
     x = pool2(F.local_response_norm(x, size=9, alpha=9.99999974738e-05, beta=0.5, k=1))
@@ -136,12 +147,15 @@ def lucent_reference(net, x):
         if name in ("mixed4a", "mixed5a"):
             x = pool2(x)
         pooled = F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=float("-inf")), 3, 1)
-        x = torch.cat([
-            conv(f"{name}_1x1", x),
-            conv(f"{name}_3x3", conv(f"{name}_3x3_bottleneck", x), pad=1),
-            conv(f"{name}_5x5", conv(f"{name}_5x5_bottleneck", x), pad=2),
-            conv(f"{name}_pool_reduce", pooled),
-        ], 1)
+        x = torch.cat(
+            [
+                conv(f"{name}_1x1", x),
+                conv(f"{name}_3x3", conv(f"{name}_3x3_bottleneck", x), pad=1),
+                conv(f"{name}_5x5", conv(f"{name}_5x5_bottleneck", x), pad=2),
+                conv(f"{name}_pool_reduce", pooled),
+            ],
+            1,
+        )
         blocks[name] = x
     return blocks, net.softmax2_pre_activation_matmul(x.mean(dim=(2, 3)))
 
@@ -225,7 +239,7 @@ def test_random_init_is_seeded_and_warned():
     assert a.weights_sha256 == b.weights_sha256 == weights_sha256(b.module)
 
 
-FACTORY_FILE = '''
+FACTORY_FILE = """
 import torch
 from torch import nn
 
@@ -235,7 +249,7 @@ def make():
 
 def not_a_module():
     return 3
-'''
+"""
 
 
 @pytest.fixture
@@ -254,8 +268,11 @@ def test_user_factory_from_a_file_and_weight_round_trip(factory, tmp_path):
     sha = weights_sha256(loaded.module)
     assert sha != loaded.weights_sha256  # the hash sees a change of values
     sd = loaded.module.state_dict()
-    for wrap, fname in [(lambda d: d, "plain.pt"), (lambda d: {"state_dict": d, "epoch": 3}, "ckpt.pth"),
-                        (lambda d: {f"module.{k}": v for k, v in d.items()}, "ddp.pt")]:
+    for wrap, fname in [
+        (lambda d: d, "plain.pt"),
+        (lambda d: {"state_dict": d, "epoch": 3}, "ckpt.pth"),
+        (lambda d: {f"module.{k}": v for k, v in d.items()}, "ddp.pt"),
+    ]:
         torch.save(wrap(sd), tmp_path / fname)
         again = load_model(f"{factory}:make", weights=tmp_path / fname, layers=["1", "3"])
         assert again.weights_sha256 == sha
@@ -350,13 +367,20 @@ def test_weights_sha256_is_deterministic_and_content_sensitive():
 
 def test_preprocess_reference_and_inputs():
     spec = zoo.ModelSpec(
-        name="t", architecture="t", build=nn.Identity, layers=(), input_size=16,
-        mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0),
+        name="t",
+        architecture="t",
+        build=nn.Identity,
+        layers=(),
+        input_size=16,
+        mean=(0.5, 0.25, 0.0),
+        std=(0.5, 0.25, 1.0),
     )
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     x = preprocess(spec, imgs)
-    ref = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.5, 0.25, 0.0])[:, None, None]) / torch.tensor([0.5, 0.25, 1.0])[:, None, None]
+    ref = (
+        torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.5, 0.25, 0.0])[:, None, None]
+    ) / torch.tensor([0.5, 0.25, 1.0])[:, None, None]
     assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
     assert torch.allclose(x, ref, atol=1e-6)
     # PIL images and lists of arrays give the same tensor.
@@ -367,12 +391,21 @@ def test_preprocess_reference_and_inputs():
     wide[:, :20, 0] = 255
     wide[:, 20:60, 1] = 255
     wide[:, 60:, 2] = 255
-    y = preprocess(spec, [wide])[0] * torch.tensor([0.5, 0.25, 1.0])[:, None, None] + torch.tensor([0.5, 0.25, 0.0])[:, None, None]
+    y = (
+        preprocess(spec, [wide])[0] * torch.tensor([0.5, 0.25, 1.0])[:, None, None]
+        + torch.tensor([0.5, 0.25, 0.0])[:, None, None]
+    )
     assert y.shape == (3, 16, 16)
     assert torch.allclose(y[:, :, 2:14], torch.tensor([0.0, 1.0, 0.0])[:, None, None].expand(3, 16, 12), atol=1e-5)
     # A constant image stays constant through resizing.
     z = preprocess(spec, np.full((1, 33, 47, 3), 51, np.uint8))
-    assert torch.allclose(z, ((torch.tensor([0.2, 0.2, 0.2]) - torch.tensor([0.5, 0.25, 0.0])) / torch.tensor([0.5, 0.25, 1.0]))[None, :, None, None].expand(1, 3, 16, 16), atol=1e-5)
+    assert torch.allclose(
+        z,
+        ((torch.tensor([0.2, 0.2, 0.2]) - torch.tensor([0.5, 0.25, 0.0])) / torch.tensor([0.5, 0.25, 1.0]))[
+            None, :, None, None
+        ].expand(1, 3, 16, 16),
+        atol=1e-5,
+    )
     with pytest.raises(ZooError, match="uint8"):
         preprocess(spec, np.zeros((1, 16, 16, 3), np.int32))
     with pytest.raises(ZooError, match=r"outside \[0, 1\]"):
@@ -382,17 +415,23 @@ def test_preprocess_reference_and_inputs():
 
 
 def test_register_is_a_one_liner_and_load_model_uses_it(monkeypatch):
-    from ingest.zoo import ModelSpec, available_models, register
-    from ingest.zoo import registry
+    from ingest.zoo import ModelSpec, available_models, register, registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # leave the zoo as it was
     builtin = available_models()
     assert builtin[:5] == ["catfish-mini", "googlenet", "resnet50", "inceptionv1", "clip-rn50"]
-    register("tiny-test", lambda: ModelSpec(
-        name="tiny-test", architecture="two convs", layers=("0", "2"), input_size=8,
-        mean=(0.5,) * 3, std=(0.5,) * 3,
-        build=lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1)),
-    ))
+    register(
+        "tiny-test",
+        lambda: ModelSpec(
+            name="tiny-test",
+            architecture="two convs",
+            layers=("0", "2"),
+            input_size=8,
+            mean=(0.5,) * 3,
+            std=(0.5,) * 3,
+            build=lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1)),
+        ),
+    )
     assert available_models() == builtin + ["tiny-test"]
     with pytest.warns(RandomInitWarning):
         loaded = load_model("tiny-test")

@@ -11,9 +11,7 @@ import typer
 from circuits.cli.options import DbOption, FormatOption, OutputFormat
 
 app = typer.Typer()
-db_app = typer.Typer(
-    help="Create, upgrade and inspect the catalog database.", no_args_is_help=True
-)
+db_app = typer.Typer(help="Create, upgrade and inspect the catalog database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
@@ -32,9 +30,7 @@ def db_init(db: DbOption = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(
     db: DbOption = None,
-    backup: Annotated[
-        bool, typer.Option("--backup/--no-backup", help="Copy a DuckDB file before changing it.")
-    ] = True,
+    backup: Annotated[bool, typer.Option("--backup/--no-backup", help="Copy a DuckDB file before changing it.")] = True,
 ) -> None:
     """Upgrade a catalog's schema to the version this program expects (backing the file up)."""
     from catalog.admin import upgrade_catalog
@@ -70,18 +66,20 @@ def sql(
     query: Annotated[str, typer.Argument(help="SQL to run; the catalog is opened read-only.")],
     db: DbOption = None,
     fmt: FormatOption = OutputFormat.table,
-    limit: Annotated[
-        int, typer.Option("--limit", help="Print at most this many rows (0: all).", min=0)
-    ] = 10_000,
+    limit: Annotated[int, typer.Option("--limit", help="Print at most this many rows (0: all).", min=0)] = 10_000,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Stop the query after this many seconds (0: no limit).", min=0)
     ] = 60.0,
     allow_superuser: Annotated[
         bool,
-        typer.Option("--allow-superuser", help="PostgreSQL: run even as a superuser (only if you trust the query; see README, Bad input)."),
+        typer.Option(
+            "--allow-superuser",
+            help="PostgreSQL: run even as a superuser (only if you trust the query; see README, Bad input).",
+        ),
     ] = False,
     memory_limit: Annotated[
-        str | None, typer.Option("--memory-limit", help="DuckDB memory cap, e.g. 2GB (default: half the memory, at most 4 GB).")
+        str | None,
+        typer.Option("--memory-limit", help="DuckDB memory cap, e.g. 2GB (default: half the memory, at most 4 GB)."),
     ] = None,
 ) -> None:
     """Run read-only SQL on the catalog (tables and the *_v views); writes are refused.
@@ -93,8 +91,14 @@ def sql(
     from catalog.sql import run_sql
     from circuits.cli.render import render
 
-    result = run_sql(db, query, max_rows=limit or None, timeout_s=timeout or None, memory_limit=memory_limit,
-                     allow_superuser=True if allow_superuser else None)
+    result = run_sql(
+        db,
+        query,
+        max_rows=limit or None,
+        timeout_s=timeout or None,
+        memory_limit=memory_limit,
+        allow_superuser=True if allow_superuser else None,
+    )
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:

@@ -19,7 +19,9 @@ def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
         try:
             parts = tuple(int(p) for p in text.split(",") if p.strip())
         except ValueError:
-            raise typer.BadParameter(f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})")
+            raise typer.BadParameter(
+                f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})"
+            ) from None
         if not parts:
             raise typer.BadParameter("--k needs a value")
         out.append(parts[0] if len(parts) == 1 else parts)
@@ -46,31 +48,94 @@ def _names(text: str | None) -> list[str] | None:
 @app.command()
 def defend(
     model: Annotated[str, typer.Argument(help="typo-mini, or an image tower (clip-rn50) with --classes.")],
-    k: Annotated[list[str] | None, typer.Option("--k", help="Text-circuit size: neurons per layer, one value or one per layer; repeat to sweep.")] = None,
-    kinds: Annotated[str, typer.Option("--kinds", help="Pruning kinds to sweep: circuit, edge or circuit,edge.")] = "circuit,edge",
-    budget: Annotated[float, typer.Option("--budget", help="Clean accuracy the defence may cost (0.02 = 2 points).")] = 0.02,
-    target_cut: Annotated[float, typer.Option("--target-cut", help="Attack success should fall this many times.")] = 5.0,
-    search: Annotated[bool, typer.Option("--search", help="Also beam-search a per-layer k (on images of another seed) within --max-edges and --budget.")] = False,
-    max_edges: Annotated[float, typer.Option("--max-edges", help="The search's edge budget (0.06 = 6% of edges).")] = 0.06,
-    keep: Annotated[str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")] = None,
-    classes: Annotated[str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")] = None,
-    images: Annotated[str | None, typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label).")] = None,
-    attack_images: Annotated[str | None, typer.Option("--attack-images", help="Zero-shot: attack images made elsewhere, with written.csv (file,written).")] = None,
-    label: Annotated[str | None, typer.Option("--label", help="Zero-shot: the class of a flat --images folder.")] = None,
-    class_embeddings: Annotated[str | None, typer.Option("--class-embeddings", help="Zero-shot: (C, D) text embeddings file (.pt/.npy), one row per class.")] = None,
-    random_embeddings: Annotated[bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")] = False,
+    k: Annotated[
+        list[str] | None,
+        typer.Option("--k", help="Text-circuit size: neurons per layer, one value or one per layer; repeat to sweep."),
+    ] = None,
+    kinds: Annotated[
+        str, typer.Option("--kinds", help="Pruning kinds to sweep: circuit, edge or circuit,edge.")
+    ] = "circuit,edge",
+    budget: Annotated[
+        float, typer.Option("--budget", help="Clean accuracy the defence may cost (0.02 = 2 points).")
+    ] = 0.02,
+    target_cut: Annotated[
+        float, typer.Option("--target-cut", help="Attack success should fall this many times.")
+    ] = 5.0,
+    search: Annotated[
+        bool,
+        typer.Option(
+            "--search",
+            help="Also beam-search a per-layer k (on images of another seed) within --max-edges and --budget.",
+        ),
+    ] = False,
+    max_edges: Annotated[
+        float, typer.Option("--max-edges", help="The search's edge budget (0.06 = 6% of edges).")
+    ] = 0.06,
+    keep: Annotated[
+        str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")
+    ] = None,
+    images: Annotated[
+        str | None,
+        typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label)."),
+    ] = None,
+    attack_images: Annotated[
+        str | None,
+        typer.Option(
+            "--attack-images", help="Zero-shot: attack images made elsewhere, with written.csv (file,written)."
+        ),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Zero-shot: the class of a flat --images folder.")
+    ] = None,
+    class_embeddings: Annotated[
+        str | None,
+        typer.Option(
+            "--class-embeddings", help="Zero-shot: (C, D) text embeddings file (.pt/.npy), one row per class."
+        ),
+    ] = None,
+    random_embeddings: Annotated[
+        bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")
+    ] = False,
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (default: bundled).")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="CLA layers A,B,… (default: the model's).")] = None,
-    text_set: Annotated[str, typer.Option("--text-set", help="typo-mini: the text concept: contrast (class names written on images, against the same images without them), typo:text:names (the names alone) or typo:text (also other words).")] = "contrast",
+    text_set: Annotated[
+        str,
+        typer.Option(
+            "--text-set",
+            help="typo-mini: the text concept: contrast (class names written on images, against the same images without them), typo:text:names (the names alone) or typo:text (also other words).",
+        ),
+    ] = "contrast",
     n_text: Annotated[int, typer.Option("--n-text", help="Text-concept images for CLA.")] = 192,
     n_attack: Annotated[int, typer.Option("--n-attack", help="typo-mini: attack images.")] = 240,
     n_clean: Annotated[int, typer.Option("--n-clean", help="typo-mini: clean images per class.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every rendered image and written word.")] = 1,
     baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the first random circuit.")] = 0,
-    baselines: Annotated[int, typer.Option("--baselines", help="Random circuits of the same shape per row (their mean and spread are reported).")] = 5,
-    holdout_seeds: Annotated[str | None, typer.Option("--holdout-seeds", help="typo-mini: seeds of held-out attack and clean images to measure the recommended circuit on, a,b,c (default 21,31,41; 'none' for none).")] = None,
-    search_scale: Annotated[int, typer.Option("--search-scale", help="typo-mini: the k search measures on this many times --n-attack attack images (of another seed).")] = 3,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")] = None,
+    baselines: Annotated[
+        int,
+        typer.Option(
+            "--baselines", help="Random circuits of the same shape per row (their mean and spread are reported)."
+        ),
+    ] = 5,
+    holdout_seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-seeds",
+            help="typo-mini: seeds of held-out attack and clean images to measure the recommended circuit on, a,b,c (default 21,31,41; 'none' for none).",
+        ),
+    ] = None,
+    search_scale: Annotated[
+        int,
+        typer.Option(
+            "--search-scale",
+            help="typo-mini: the k search measures on this many times --n-attack attack images (of another seed).",
+        ),
+    ] = 3,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
@@ -84,13 +149,22 @@ def defend(
     from catalog.engine import open_catalog
     from circuits.cli.ingest import progress_bar
     from circuits.cli.render import render
-    from ingest.defence.defend import DefendConfig, defend as run_defend, typo_target
+    from ingest.defence.defend import DefendConfig, typo_target
+    from ingest.defence.defend import defend as run_defend
 
     config = DefendConfig(
-        model=model, weights=weights, layers=tuple(_names(layers)) if layers else None,
+        model=model,
+        weights=weights,
+        layers=tuple(_names(layers)) if layers else None,
         ks=_parse_ks(k) if k else DefendConfig.__dataclass_fields__["ks"].default,
-        kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()), baseline_seed=baseline_seed, n_baselines=baselines,
-        budget=budget, target_cut=target_cut, device=device, search=search, max_edges=max_edges,
+        kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
+        baseline_seed=baseline_seed,
+        n_baselines=baselines,
+        budget=budget,
+        target_cut=target_cut,
+        device=device,
+        search=search,
+        max_edges=max_edges,
     )
     config.validate()
     if classes is not None:
@@ -98,19 +172,36 @@ def defend(
 
         if images is None:
             raise typer.BadParameter("--classes needs --images DIR (images to attack)")
-        target = clip_target(model, _names(classes) or [], images, weights=weights, layers=config.layers,
-                             label=label, embeddings=class_embeddings, random_embeddings=random_embeddings,
-                             n_text=n_text, seed=seed, attack_images=attack_images)
+        target = clip_target(
+            model,
+            _names(classes) or [],
+            images,
+            weights=weights,
+            layers=config.layers,
+            label=label,
+            embeddings=class_embeddings,
+            random_embeddings=random_embeddings,
+            n_text=n_text,
+            seed=seed,
+            attack_images=attack_images,
+        )
     else:
         from ingest.defence.defend import check_typo_model
 
         check_typo_model(model)
-        target = typo_target(n_text=n_text, n_attack=n_attack, n_clean_per_class=n_clean, seed=seed,
-                             classes=_names(keep), text=text_set, search_scale=search_scale,
-                             holdout_seeds=_seeds(holdout_seeds))
+        target = typo_target(
+            n_text=n_text,
+            n_attack=n_attack,
+            n_clean_per_class=n_clean,
+            seed=seed,
+            classes=_names(keep),
+            text=text_set,
+            search_scale=search_scale,
+            holdout_seeds=_seeds(holdout_seeds),
+        )
     cat = open_catalog(db)
     # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
-    with (progress_bar() if fmt is OutputFormat.table else nullcontext(None)) as update:
+    with progress_bar() if fmt is OutputFormat.table else nullcontext(None) as update:
         report = run_defend(cat, config, target, progress=update)
     rows = [r.as_dict() for r in report.rows]
     typer.echo(render(rows, fmt.value))
@@ -119,14 +210,18 @@ def defend(
         from queries.defence import plot_tradeoff
 
         idx = None if best is None else report.rows.index(best)
-        path = plot_tradeoff(rows, plot, recommended=idx, budget=report.budget, title=f"{model}: typographic-attack defence")
+        path = plot_tradeoff(
+            rows, plot, recommended=idx, budget=report.budget, title=f"{model}: typographic-attack defence"
+        )
         typer.echo(f"plot: {path}", err=fmt is not OutputFormat.table)
     if fmt is not OutputFormat.table:
         return
     for step in report.search:
-        typer.echo(f"search: k={','.join(map(str, step.k))}  attack success {100 * step.attack_success:.1f}%  "
-                   f"clean accuracy {100 * step.clean_accuracy:.1f}%  edges {100 * step.edge_fraction:.2f}% "
-                   "(search images)")
+        typer.echo(
+            f"search: k={','.join(map(str, step.k))}  attack success {100 * step.attack_success:.1f}%  "
+            f"clean accuracy {100 * step.clean_accuracy:.1f}%  edges {100 * step.edge_fraction:.2f}% "
+            "(search images)"
+        )
     if best is None:
         typer.echo(f"no recommendation: {report.reason}")
         return
@@ -136,18 +231,23 @@ def defend(
         + f": attack success {100 * best.attack_success_clean:.1f}% → {100 * best.attack_success:.1f}% "
         f"(random circuits: {100 * best.attack_success_random:.1f} ± {100 * best.attack_success_random_sd:.1f}%), clean accuracy "
         f"{100 * best.clean_accuracy_clean:.1f}% → {100 * best.clean_accuracy:.1f}%, "
-        f"{100 * best.edge_fraction:.2f}% of edges cut"
-        + ("" if report.meets_target else " (target not met)")
+        f"{100 * best.edge_fraction:.2f}% of edges cut" + ("" if report.meets_target else " (target not met)")
     )
     typer.echo(f"  why: {report.reason}")
     for h in report.holdout:
-        typer.echo(f"  held-out seed {h.seed}: attack success {100 * h.attack_success_clean:.1f}% → "
-                   f"{100 * h.attack_success:.1f}% ({h.cut:.2f}× lower; random circuits "
-                   f"{100 * h.attack_success_random:.1f} ± {100 * h.attack_success_random_sd:.1f}%), clean accuracy "
-                   f"{100 * h.clean_accuracy_clean:.1f}% → {100 * h.clean_accuracy:.1f}%")
+        typer.echo(
+            f"  held-out seed {h.seed}: attack success {100 * h.attack_success_clean:.1f}% → "
+            f"{100 * h.attack_success:.1f}% ({h.cut:.2f}× lower; random circuits "
+            f"{100 * h.attack_success_random:.1f} ± {100 * h.attack_success_random_sd:.1f}%), clean accuracy "
+            f"{100 * h.clean_accuracy_clean:.1f}% → {100 * h.clean_accuracy:.1f}%"
+        )
     if report.holdout:
-        typer.echo(f"  held-out mean: {report.holdout_cut:.2f}× lower attack success"
-                   + ("" if report.holdout_cut >= report.target_cut else " (target not met on held-out images)"))
+        typer.echo(
+            f"  held-out mean: {report.holdout_cut:.2f}× lower attack success"
+            + ("" if report.holdout_cut >= report.target_cut else " (target not met on held-out images)")
+        )
     if best.kind == "circuit":
-        typer.echo(f"  bake it: circuits export {best.circuit_id} -o text.json && "
-                   f"circuits apply {model} --mask text.json -o defended.pt")
+        typer.echo(
+            f"  bake it: circuits export {best.circuit_id} -o text.json && "
+            f"circuits apply {model} --mask text.json -o defended.pt"
+        )

@@ -15,7 +15,9 @@ app = typer.Typer()
 @app.command("demo")
 def demo(
     db: DbOption = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the report (Markdown) and the overlap heat-map (PNG).")] = Path("demo-out"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the report (Markdown) and the overlap heat-map (PNG).")
+    ] = Path("demo-out"),
 ) -> None:
     """Run the main job: catfish-mini circuits for every CatFish-synth concept, ablations, claims.
 
@@ -24,8 +26,8 @@ def demo(
     reports the paper's three CatFish claims (composition, reuse, causality) with an overlap
     heat-map. Idempotent: a second run reuses what is stored.
     """
-    from circuits.demo import run_demo
     from circuits.cli.render import progress_bar
+    from circuits.demo import run_demo
 
     with progress_bar() as update:
         result = run_demo(db, out, progress=update)
@@ -36,4 +38,6 @@ def demo(
     typer.echo(f"catalog:  {result.db}")
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"heat-map: {result.heatmap_path}")
-    typer.echo(f"finished in {result.seconds:.0f} s; try: circuits sql \"select * from circuit_overlap_v order by jaccard desc limit 5\"")
+    typer.echo(
+        f'finished in {result.seconds:.0f} s; try: circuits sql "select * from circuit_overlap_v order by jaccard desc limit 5"'
+    )

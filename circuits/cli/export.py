@@ -29,10 +29,9 @@ def export(
 ) -> None:
     """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
     from catalog.engine import open_catalog
-    from queries.mask_export import export_mask
-    from queries.listing import resolve_circuit
-
     from circuits.cli.validate import check_output_path
+    from queries.listing import resolve_circuit
+    from queries.mask_export import export_mask
 
     check_output_path(out, suffixes=(".json", ".safetensors"), what="-o")  # before anything else
     cat = open_catalog(db, read_only=True)
@@ -41,7 +40,9 @@ def export(
     result = export_mask(cat, circuit_id, out, kind=kind.value, pair=pair)
     mask = result.mask
     typer.echo(f"wrote {result.path} ({result.format}): {mask.describe()}")
-    typer.echo(f"  from circuit {circuit_id} (run {mask.source.run_id}, concept {mask.source.concept}) in {mask.source.catalog}")
+    typer.echo(
+        f"  from circuit {circuit_id} (run {mask.source.run_id}, concept {mask.source.concept}) in {mask.source.catalog}"
+    )
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
     if kind is InterventionKind.circuit:

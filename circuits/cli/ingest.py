@@ -12,22 +12,42 @@ from circuits.cli.render import progress_bar
 app = typer.Typer()
 
 DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="A bundled image set, e.g. catfish:stripes (a primitive) or catfish:stripes_star (a class).")
+    str | None,
+    typer.Option(
+        "--dataset", help="A bundled image set, e.g. catfish:stripes (a primitive) or catfish:stripes_star (a class)."
+    ),
 ]
 NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the images rendered for --dataset.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of images (PNG, JPEG, WebP, BMP, GIF, TIFF).")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", help="Read the --images folder's sub-folders too.")]
-InputSizeOpt = Annotated[str | None, typer.Option(
-    "--input-size", help="Model input side in pixels, or keep (each image's own size). Default: the model's.")]
-ResizeOpt = Annotated[str | None, typer.Option(
-    "--resize", help="crop (shorter side to --input-size, then the centre) or stretch. Default: the model's.")]
-NormalizeOpt = Annotated[str | None, typer.Option(
-    "--normalize", help="none, imagenet, or MEAN:STD as comma lists (0.5,0.5,0.5:0.25,0.25,0.25). Default: the model's.")]
+InputSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-size", help="Model input side in pixels, or keep (each image's own size). Default: the model's."
+    ),
+]
+ResizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resize", help="crop (shorter side to --input-size, then the centre) or stretch. Default: the model's."
+    ),
+]
+NormalizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--normalize",
+        help="none, imagenet, or MEAN:STD as comma lists (0.5,0.5,0.5:0.25,0.25,0.25). Default: the model's.",
+    ),
+]
 ChannelsOpt = Annotated[int | None, typer.Option("--channels", help="1 (grey) or 3 (RGB). Default: the model's.")]
-ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1."
+    ),
+]
 
 
 def _echo_image_report(image_set) -> None:
@@ -64,7 +84,9 @@ def ingest(
     concept: Annotated[str, typer.Option("--concept", help="Name of the concept the images show.")],
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
-    layers: Annotated[str | None, typer.Option("--layers", help="Comma-separated dotted module names, forward order.")] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="Comma-separated dotted module names, forward order.")
+    ] = None,
     k: Annotated[str, typer.Option("--k", help="Circuit neurons per layer: one integer or one per layer.")] = "5",
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
     device: DeviceOpt = "auto",
@@ -89,7 +111,8 @@ def ingest(
     from catalog.engine import open_catalog
     from catalog.names import check_concept_name
     from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
-    from ingest.pipeline import IngestConfig, ingest as run_ingest, resolve_images
+    from ingest.pipeline import IngestConfig, resolve_images
+    from ingest.pipeline import ingest as run_ingest
 
     check_concept_name(concept)  # everything that can be checked, before any side effect
     check_batch_size(batch_size)
@@ -99,7 +122,9 @@ def ingest(
     if layer_list is not None and isinstance(k_value, tuple) and len(k_value) != len(layer_list):
         from circuits.cli.validate import InputError
 
-        raise InputError(f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer")
+        raise InputError(
+            f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer"
+        )
     image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
     config = IngestConfig(
@@ -131,7 +156,9 @@ def ingest(
 
 @app.command()
 def refine(
-    run: Annotated[str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")],
+    run: Annotated[
+        str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")
+    ],
     k: Annotated[str, typer.Option("--k", help="Neurons per layer: one integer or one per layer.")],
     model: Annotated[
         str | None, typer.Option("--model", help="Model, when RUN is a concept with runs on several models.")
@@ -160,29 +187,45 @@ def refine(
         return
     circuit_id, circuit = run_refine(cat, run_id, k_value)
     state = "converged" if circuit.converged else "did not converge"
-    typer.echo(f"stored circuit {circuit_id} of run {run_id}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}")
+    typer.echo(
+        f"stored circuit {circuit_id} of run {run_id}: {circuit.sweeps} sweeps, {state}, objective {circuit.objective:.4g}"
+    )
 
 
 @app.command()
 def ablate(
-    circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit; see `circuits list circuits`).")],
-    kind: Annotated[InterventionKind, typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one circuit layer pair (--pair).")] = InterventionKind.circuit,
+    circuit: Annotated[
+        str, typer.Argument(help="Circuit id, or a concept name (its newest circuit; see `circuits list circuits`).")
+    ],
+    kind: Annotated[
+        InterventionKind,
+        typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one circuit layer pair (--pair)."),
+    ] = InterventionKind.circuit,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
     label: Annotated[str | None, typer.Option("--label", help="True class of the --images folder.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="A user model's code, path/to/file.py:factory (a catalog's stored model code is never run); zoo models need none."),
+        typer.Option(
+            "--model",
+            help="A user model's code, path/to/file.py:factory (a catalog's stored model code is never run); zoo models need none.",
+        ),
     ] = None,
     pair: Annotated[int, typer.Option("--pair", help="Edge pruning: index of the circuit layer pair to cut.")] = 0,
     baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
     n: NOpt = 64,
     seed: SeedOpt = 1,
     device: DeviceOpt = "auto",
-    force: Annotated[bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")] = False,
-    classes: Annotated[str | None, typer.Option(
-        "--classes", help="File of class names by logit index (one per line, or a JSON list) for --label.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")
+    ] = False,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes", help="File of class names by logit index (one per line, or a JSON list) for --label."
+        ),
+    ] = None,
     recursive: RecursiveOpt = False,
     input_size: InputSizeOpt = None,
     resize: ResizeOpt = None,
@@ -197,12 +240,11 @@ def ablate(
     --input-size, --resize, --normalize and --channels override it.
     """
     from catalog.engine import open_catalog
+    from circuits.cli.validate import check_device
     from ingest.ablation import ablate as run_ablate
     from ingest.pipeline import resolve_images
     from ingest.refinement import run_preprocessing
     from ingest.zoo.user import read_class_names
-
-    from circuits.cli.validate import check_device
     from queries.resolve import resolve_circuit
 
     check_device(device)
@@ -212,12 +254,29 @@ def ablate(
     cat = open_catalog(db)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model, model_optional=True).circuit_id
-    pp = run_preprocessing(cat, circuit_id, input_size=input_size, resize=resize, normalize=normalize, channels=channels)
-    r = run_ablate(cat, circuit_id, image_set, kind=kind.value, label=label, weights=weights, pair=pair,
-                   baseline_seed=baseline_seed, device=device, force=force, preprocessing=pp,
-                   class_names=class_names, threads=threads, model=model)
-    typer.echo(f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
-               f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)")
+    pp = run_preprocessing(
+        cat, circuit_id, input_size=input_size, resize=resize, normalize=normalize, channels=channels
+    )
+    r = run_ablate(
+        cat,
+        circuit_id,
+        image_set,
+        kind=kind.value,
+        label=label,
+        weights=weights,
+        pair=pair,
+        baseline_seed=baseline_seed,
+        device=device,
+        force=force,
+        preprocessing=pp,
+        class_names=class_names,
+        threads=threads,
+        model=model,
+    )
+    typer.echo(
+        f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
+        f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)"
+    )
     typer.echo(f"{'metric':<16} {'clean':>8} {'pruned':>8} {'random':>8}")
     for m in r.clean:
         typer.echo(f"{m:<16} {r.clean[m]:>8.3f} {r.intervened[m]:>8.3f} {r.baseline[m]:>8.3f}")
@@ -228,18 +287,20 @@ def models(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the model zoo: names, default CLA layers, input size and where weights would come from."""
-    from ingest import zoo
     from circuits.cli.render import render
+    from ingest import zoo
 
     rows = []
     for name in zoo.available_models():
         spec = zoo.get_spec(name)
-        rows.append({
-            "name": name,
-            "architecture": spec.architecture,
-            "layers": ",".join(spec.layers),
-            "input_size": spec.input_size or "keep",
-            "preprocessing": spec.preprocessing.describe(),
-            "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
-        })
+        rows.append(
+            {
+                "name": name,
+                "architecture": spec.architecture,
+                "layers": ",".join(spec.layers),
+                "input_size": spec.input_size or "keep",
+                "preprocessing": spec.preprocessing.describe(),
+                "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
+            }
+        )
     typer.echo(render(rows, fmt.value))

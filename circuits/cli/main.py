@@ -8,19 +8,16 @@ traceback because it is a bug.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 from ingest.threads import set_wait_policy
 
 set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
 
-import typer  # noqa: E402
-from typer.core import TyperGroup  # noqa: E402
+import typer  # noqa: E402 (after the set-up above)
+from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
 
-from catalog.errors import CircuitsError  # noqa: E402
-from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402
-from circuits.cli.extras import missing_extra_message  # noqa: E402
+from catalog.errors import CircuitsError  # noqa: E402 (after the set-up above)
+from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
+from circuits.cli.extras import missing_extra_message  # noqa: E402 (after the set-up above)
 
 
 class _RootGroup(TyperGroup):

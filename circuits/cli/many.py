@@ -13,10 +13,21 @@ app = typer.Typer()
 
 @app.command("ingest-many")
 def ingest_many(
-    jobs_file: Annotated[str, typer.Argument(help="YAML list of jobs: {model, concept, dataset|images, k, layers?, weights?, n?, seed?}.")],
-    workers: Annotated[int, typer.Option("--workers", help="Jobs run at once on Ray (0: one at a time in this process, no Ray).", min=0)] = 2,
-    address: Annotated[str | None, typer.Option("--address", help="A running Ray cluster, e.g. ray://head:10001 (default: start a local one).")] = None,
-    retries: Annotated[int, typer.Option("--retries", help="Tries more for a failed job (bad input is not retried).", min=0)] = 2,
+    jobs_file: Annotated[
+        str,
+        typer.Argument(help="YAML list of jobs: {model, concept, dataset|images, k, layers?, weights?, n?, seed?}."),
+    ],
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="Jobs run at once on Ray (0: one at a time in this process, no Ray).", min=0),
+    ] = 2,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="A running Ray cluster, e.g. ray://head:10001 (default: start a local one)."),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option("--retries", help="Tries more for a failed job (bad input is not retried).", min=0)
+    ] = 2,
     db: DbOption = None,
 ) -> None:
     """Ingest many model × concept × k jobs in parallel; skip what is stored, retry and report failures."""
@@ -24,7 +35,8 @@ def ingest_many(
 
     from ingest.fanout.executors import InlineExecutor, RayExecutor
     from ingest.fanout.jobs import load_jobs
-    from ingest.fanout.many import WRITE_HERE, ingest_many as run_many
+    from ingest.fanout.many import WRITE_HERE
+    from ingest.fanout.many import ingest_many as run_many
 
     jobs = load_jobs(jobs_file)
     executor = InlineExecutor() if workers == 0 and address is None else RayExecutor(max(1, workers), address)
@@ -44,7 +56,8 @@ def ingest_many(
         executor.shutdown()
     if report.writer == WRITE_HERE:
         where = "this process wrote every run (a DuckDB catalog takes one writer" + (
-            "; the workers computed in parallel)" if executor.workers > 1 else ")")
+            "; the workers computed in parallel)" if executor.workers > 1 else ")"
+        )
     else:
         where = "each worker wrote its runs to the shared catalog"
     typer.echo(f"ran {len(jobs)} jobs ({report.executor}) in {report.seconds:.1f} s; {where}")

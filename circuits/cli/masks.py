@@ -12,7 +12,9 @@ app = typer.Typer()
 
 @app.command("apply")
 def apply(
-    model: Annotated[str, typer.Argument(help="The model the mask was made for: a zoo name or path/to/file.py:factory.")],
+    model: Annotated[
+        str, typer.Argument(help="The model the mask was made for: a zoo name or path/to/file.py:factory.")
+    ],
     mask: Annotated[Path, typer.Option("--mask", help="Mask file from `circuits export` (*.json or *.safetensors).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="State dict to write (*.pt, or *.safetensors).")],
     weights: Annotated[
@@ -34,5 +36,7 @@ def apply(
     for path, route in done.plan.routes.items():
         how = "zeroed the weights that make them" if route == "producer" else "zeroed the weights that read them"
         typer.echo(f"  {path}: {len(m.modules[path].channels)} channels, {how}")
-    typer.echo(f"  {len(done.plan.params())} tensors edited; baked vs hook-pruned on a random batch: max |diff| = {done.max_abs_diff:.3g}")
+    typer.echo(
+        f"  {len(done.plan.params())} tensors edited; baked vs hook-pruned on a random batch: max |diff| = {done.max_abs_diff:.3g}"
+    )
     typer.echo(f"load it: model.load_state_dict(torch.load({str(done.path)!r}, weights_only=True))")

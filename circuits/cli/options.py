@@ -34,6 +34,4 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
-FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format: table, csv or json.")
-]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format: table, csv or json.")]

@@ -181,15 +181,16 @@ def show(
     db: DbOption = None,
 ) -> None:
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
-    from queries.listing import circuit_details, resolve_circuit
     from circuits.cli.render import details_dict, details_neuron_rows, details_text, render_csv, to_json
-
+    from queries.listing import circuit_details, resolve_circuit
     from queries.suggest import ablate_model_flags, images_for_run
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
-        next_step = (f"circuits ablate {details.circuit.id} --kind circuit {images_for_run(s, details.run.id)}"
-                     f"{ablate_model_flags(s, details.run.id)}" + (f" --db {db}" if db else ""))
+        next_step = (
+            f"circuits ablate {details.circuit.id} --kind circuit {images_for_run(s, details.run.id)}"
+            f"{ablate_model_flags(s, details.run.id)}" + (f" --db {db}" if db else "")
+        )
     if fmt is OutputFormat.json:
         typer.echo(to_json(details_dict(details)))
     elif fmt is OutputFormat.csv:
@@ -233,7 +234,9 @@ def list_(
 @_flowing
 def prune_plan(
     model: ModelOpt,
-    against: Annotated[str, typer.Option("--against", help="Concept (or evaluated image set) whose behaviour to suppress.")],
+    against: Annotated[
+        str, typer.Option("--against", help="Concept (or evaluated image set) whose behaviour to suppress.")
+    ],
     keep: Annotated[
         str | None, typer.Option("--keep", help="Comma-separated concepts whose behaviour to keep.")
     ] = None,

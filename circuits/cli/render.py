@@ -270,8 +270,14 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
     if quiet:
         yield None
         return
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn()]
     columns += [TextColumn("ETA"), TimeRemainingColumn()] if eta else [TimeElapsedColumn()]

@@ -22,8 +22,12 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8000,
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Address to bind. Default 127.0.0.1 (this machine only); any other "
-                                    "address must be given here explicitly.", show_default=False),
+        typer.Option(
+            "--host",
+            help="Address to bind. Default 127.0.0.1 (this machine only); any other "
+            "address must be given here explicitly.",
+            show_default=False,
+        ),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -71,7 +75,9 @@ def report(
 
 @app.command()
 def thumbnails(
-    run: Annotated[str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")],
+    run: Annotated[
+        str, typer.Argument(help="Run id, or a concept name (its newest complete run; see `circuits list runs`).")
+    ],
     model: Annotated[str, typer.Argument(help="The run's model: a zoo name or path/to/file.py:factory.")],
     weights: Annotated[str | None, typer.Option("--weights", help="Weights the run was computed with.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
@@ -84,7 +90,6 @@ def thumbnails(
     from catalog.engine import open_catalog
     from ingest.hooks import resolve_device
     from ingest.thumbnails import ThumbnailConfig, recompute_run_thumbnails
-
     from queries.resolve import resolve_run
 
     cat = open_catalog(db)
@@ -92,7 +97,12 @@ def thumbnails(
         run_id = resolve_run(s, run)
     with progress_bar(quiet, eta=True) as update:
         patches, thumbs = recompute_run_thumbnails(
-            cat, run_id, model, weights=weights, device=str(resolve_device(device)),
-            config=ThumbnailConfig(top=top, size=size), progress=update,
+            cat,
+            run_id,
+            model,
+            weights=weights,
+            device=str(resolve_device(device)),
+            config=ThumbnailConfig(top=top, size=size),
+            progress=update,
         )
     typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run_id} in {cat.display}")

@@ -21,8 +21,10 @@ def train_catfish_command(
     seed: Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")] = 0,
     out: Annotated[
         Path | None,
-        typer.Option(help="State dict to write (a .json sidecar goes beside it) "
-                     "[default: the shipped ingest/weights/catfish_mini.pt]."),
+        typer.Option(
+            help="State dict to write (a .json sidecar goes beside it) "
+            "[default: the shipped ingest/weights/catfish_mini.pt]."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     train_per_class: Annotated[int, typer.Option(help="Fresh training images per class per epoch.")] = 400,
@@ -35,8 +37,19 @@ def train_catfish_command(
     Held-out accuracy is measured on images of a seed no epoch uses. The defaults with
     --device cpu reproduce the shipped weights.
     """
-    _run(dict(epochs=epochs, seed=seed, train_per_class=train_per_class, eval_per_class=eval_per_class,
-              batch_size=batch_size, device=device, threads=threads), out, "catfish")
+    _run(
+        dict(
+            epochs=epochs,
+            seed=seed,
+            train_per_class=train_per_class,
+            eval_per_class=eval_per_class,
+            batch_size=batch_size,
+            device=device,
+            threads=threads,
+        ),
+        out,
+        "catfish",
+    )
 
 
 @train_app.command("typo")
@@ -45,15 +58,19 @@ def train_typo_command(
     seed: Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")] = 0,
     out: Annotated[
         Path | None,
-        typer.Option(help="State dict to write (a .json sidecar goes beside it) "
-                     "[default: the shipped ingest/weights/typo_mini.pt]."),
+        typer.Option(
+            help="State dict to write (a .json sidecar goes beside it) "
+            "[default: the shipped ingest/weights/typo_mini.pt]."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     train_per_class: Annotated[int, typer.Option(help="Fresh training images per class per epoch.")] = 400,
     eval_per_class: Annotated[int, typer.Option(help="Held-out images per class (clean and attacked).")] = 100,
     batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
     threads: Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")] = 2,
-    text_share: Annotated[float, typer.Option(help="Share of training images with the true class name written on them.")] = 0.5,
+    text_share: Annotated[
+        float, typer.Option(help="Share of training images with the true class name written on them.")
+    ] = 0.5,
     text_only_share: Annotated[float, typer.Option(help="Share showing the class name alone on a background.")] = 0.1,
 ) -> None:
     """Train typo-mini (catfish-mini's network) on Typographic-synth, so it learns to read.
@@ -61,9 +78,22 @@ def train_typo_command(
     Prints held-out clean accuracy and attack success (share of held-out attack images classified
     as the class written on them). The defaults with --device cpu reproduce the shipped weights.
     """
-    _run(dict(epochs=epochs, seed=seed, train_per_class=train_per_class, eval_per_class=eval_per_class,
-              batch_size=batch_size, device=device, threads=threads, dataset="typo", text_share=text_share,
-              text_only_share=text_only_share), out, "typo")
+    _run(
+        dict(
+            epochs=epochs,
+            seed=seed,
+            train_per_class=train_per_class,
+            eval_per_class=eval_per_class,
+            batch_size=batch_size,
+            device=device,
+            threads=threads,
+            dataset="typo",
+            text_share=text_share,
+            text_only_share=text_only_share,
+        ),
+        out,
+        "typo",
+    )
 
 
 def _run(settings: dict, out: Path | None, dataset: str) -> None:
@@ -73,8 +103,14 @@ def _run(settings: dict, out: Path | None, dataset: str) -> None:
         # with other processes (measured on a loaded 2-core machine); this must precede import.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ingest.train import TrainConfig, resolve_device, train_catfish
     from ingest.zoo.catfish_mini import WEIGHTS_PATH
@@ -85,8 +121,13 @@ def _run(settings: dict, out: Path | None, dataset: str) -> None:
     resolve_device(config.device)
     default_out = TYPO_WEIGHTS if dataset == "typo" else WEIGHTS_PATH
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("training", total=None)
 

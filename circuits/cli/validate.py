@@ -34,7 +34,9 @@ def check_device(device: str) -> str:
     return device
 
 
-def check_output_path(out: str | os.PathLike[str], *, suffixes: tuple[str, ...], inputs=(), what: str = "output") -> Path:
+def check_output_path(
+    out: str | os.PathLike[str], *, suffixes: tuple[str, ...], inputs=(), what: str = "output"
+) -> Path:
     """An output file path that can be written: known suffix, existing writable folder, not an input.
 
     Args:

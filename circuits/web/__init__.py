@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["make_server", "report_html", "ServeError"]
+__all__ = ["ServeError", "make_server", "report_html"]
 
 if TYPE_CHECKING:
     from circuits.web.pages import report_html

@@ -22,13 +22,13 @@ from queries.graphs import circuit_graph, query_arrow
 __all__ = [
     "CircuitView",
     "Node",
-    "neuron_id_text",
-    "neuron_href",
     "circuit_view",
-    "neuron_view",
     "compare_view",
     "home_view",
     "image_set_view",
+    "neuron_href",
+    "neuron_id_text",
+    "neuron_view",
 ]
 
 FADED_PER_LAYER = 4
@@ -92,8 +92,9 @@ def _totals(session: Session, run_id: int) -> dict[int, float]:
     return {int(n): float(t) for ids, tot in zip(neuron_ids, totals) for n, t in zip(ids.tolist(), tot.tolist())}
 
 
-def circuit_view(session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER,
-                 with_png: bool = False) -> CircuitView:
+def circuit_view(
+    session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER, with_png: bool = False
+) -> CircuitView:
     """Everything the circuit page draws.
 
     Args:
@@ -211,8 +212,10 @@ def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_e
             f"JOIN layer l ON l.id = n.layer_id WHERE e.{mine} = :n ORDER BY e.score DESC LIMIT {int(top_edges)}",
             {"n": nid},
         )
-        return tuple(EdgeRow(int(r["run_id"]), r["concept"], r["layer"], int(r["channel"]), float(r["score"]))
-                     for r in table.to_pylist())
+        return tuple(
+            EdgeRow(int(r["run_id"]), r["concept"], r["layer"], int(r["channel"]), float(r["score"]))
+            for r in table.to_pylist()
+        )
 
     return NeuronView(m.name, layer, int(channel), nid, circuits, patches, edges("in"), edges("out"))
 
@@ -248,8 +251,11 @@ def compare_view(session: Session, circuit_ids: Sequence[int]) -> CompareView:
                 count[n.neuron_id] = count.get(n.neuron_id, 0) + 1
     labels = tuple(f"#{v.details.circuit.id} {v.details.run.concept}" for v in views)
     return CompareView(
-        views, frozenset(n for n, k in count.items() if k > 1), labels,
-        overlap_of_circuits(session, ids, "jaccard"), overlap_of_circuits(session, ids, "shared"),
+        views,
+        frozenset(n for n, k in count.items() if k > 1),
+        labels,
+        overlap_of_circuits(session, ids, "jaccard"),
+        overlap_of_circuits(session, ids, "shared"),
     )
 
 
@@ -290,8 +296,11 @@ def home_view(session: Session, q: str = "") -> HomeView:
         [c for c in listing.list_concepts(session) if _matches(q, c.name, c.description, c.id)],
         [r for r in listing.list_runs(session) if _matches(q, r.model, r.concept, r.id, r.status)],
         [c for c in listing.list_circuits(session) if _matches(q, c.model, c.concept, c.id)],
-        [ImageSetRow(r["concept"], r["sha"], int(r["images"]), int(r["thumbs"])) for r in sets
-         if _matches(q, r["concept"], r["sha"])],
+        [
+            ImageSetRow(r["concept"], r["sha"], int(r["images"]), int(r["thumbs"]))
+            for r in sets
+            if _matches(q, r["concept"], r["sha"])
+        ],
         q,
     )
 

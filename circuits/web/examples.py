@@ -7,7 +7,7 @@ from __future__ import annotations
 
 EXAMPLES: tuple[tuple[str, str], ...] = (
     (
-        'Neurons shared by every class circuit that contains the star primitive',
+        "Neurons shared by every class circuit that contains the star primitive",
         """\
 select layer, channel, count(distinct concept) as classes
 from circuit_neurons_v
@@ -18,7 +18,7 @@ order by position, channel
 """,
     ),
     (
-        'The interventions with the largest accuracy drop per fraction of edges cut',
+        "The interventions with the largest accuracy drop per fraction of edges cut",
         """\
 select c.concept as pruned, e.image_set, e.clean_value - e.value as accuracy_drop,
        i.edge_fraction, (e.clean_value - e.value) / i.edge_fraction as drop_per_edge_fraction
@@ -31,7 +31,7 @@ limit 10
 """,
     ),
     (
-        'Layer-by-layer overlap of two circuits',
+        "Layer-by-layer overlap of two circuits",
         """\
 select layer, position,
        count(*) filter (where concept = 'star') as in_star,
@@ -44,7 +44,7 @@ order by position
 """,
     ),
     (
-        'The strongest attribution edges of the star run',
+        "The strongest attribution edges of the star run",
         """\
 select src_layer, src_channel, dst_layer, dst_channel, score
 from edges_v
@@ -54,7 +54,7 @@ limit 10
 """,
     ),
     (
-        'Neurons that the most concept circuits reuse',
+        "Neurons that the most concept circuits reuse",
         """\
 select layer, channel, count(distinct concept) as concepts,
        string_agg(distinct concept, ', ') as which
@@ -65,7 +65,7 @@ limit 10
 """,
     ),
     (
-        'Which primitive circuit hurts a class most, beside its random baseline',
+        "Which primitive circuit hurts a class most, beside its random baseline",
         """\
 select c.concept as pruned, e.clean_value as clean, e.value as after_pruning,
        e.baseline_value as after_random
@@ -77,7 +77,7 @@ order by e.value
 """,
     ),
     (
-        'Every run with its provenance',
+        "Every run with its provenance",
         """\
 select r.id, m.name as model, c.name as concept, r.n_images, r.device,
        round(r.seconds, 2) as seconds, r.library_versions ->> 'torch' as torch,

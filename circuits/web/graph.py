@@ -132,8 +132,10 @@ def heatmap_svg(labels: list[str], values, counts=None, *, cell: int = 56) -> st
     n = len(labels)
     left, top = 150, 110
     width, height = left + cell * n + 130, top + cell * n + 10  # room for the slanted column labels
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="overlap heat-map"><title>Jaccard overlap</title>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="overlap heat-map"><title>Jaccard overlap</title>'
+    ]
     for i, name in enumerate(labels):
         out.append(f'<text x="{left - 6}" y="{top + cell * i + cell / 2 + 4}" text-anchor="end">{escape(name)}</text>')
         x = left + cell * i + cell / 2

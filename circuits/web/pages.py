@@ -55,12 +55,14 @@ class Pages:
         self.env = _environment()
 
     def _render(self, template: str, **context) -> str:
-        base = dict(catalog_name=self.catalog_name, report=self.report,
-                    inline_css=stylesheet() if self.report else None)
+        base = dict(
+            catalog_name=self.catalog_name, report=self.report, inline_css=stylesheet() if self.report else None
+        )
         return self.env.get_template(template).render(**base, **context)
 
     def _circuit_context(self, view: data.CircuitView) -> dict:
         if self.report:
+
             def href(n: data.Node) -> str:
                 return f"#{_anchor(n)}" if n.in_circuit else "#graph"
 
@@ -68,11 +70,13 @@ class Pages:
                 assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
                 return "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")
         else:
+
             def href(n: data.Node) -> str:
                 return data.neuron_href(view.model, n.layer, n.channel)
 
             def patch_src(p: media.PatchRow) -> str:
                 return f"/patch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
+
         return dict(view=view, svg=circuit_svg(view, href), href=href, anchor=_anchor, patch_src=patch_src)
 
     def home(self, view: data.HomeView) -> str:
@@ -86,12 +90,16 @@ class Pages:
 
     def neuron(self, view: data.NeuronView) -> str:
         """A neuron's page."""
+
         def link(layer: str, channel: int) -> str:
             return data.neuron_href(view.model, layer, channel)
 
         return self._render(
-            "neuron.html", title=data.neuron_id_text(view.model, view.layer, view.channel), view=view,
-            link=link, anchor_id=f"n-{view.layer}-{view.channel}",
+            "neuron.html",
+            title=data.neuron_id_text(view.model, view.layer, view.channel),
+            view=view,
+            link=link,
+            anchor_id=f"n-{view.layer}-{view.channel}",
         )
 
     def compare(self, view: data.CompareView) -> str:

@@ -75,8 +75,9 @@ class _CatalogServer6(CatalogServer):
     address_family = socket.AF_INET6
 
 
-def make_server(db: str | None, host: str = "127.0.0.1", port: int = 8000, *, allow_remote: bool = False,
-                quiet: bool = False) -> CatalogServer:
+def make_server(
+    db: str | None, host: str = "127.0.0.1", port: int = 8000, *, allow_remote: bool = False, quiet: bool = False
+) -> CatalogServer:
     """Open the catalog read-only and bind the server (call `serve_forever()` on the result).
 
     Args:
@@ -109,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: CatalogServer
     server_version = "circuits-serve"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
@@ -135,15 +136,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._html(self.server.pages.error(f"{status.value} {status.phrase}", message), status.value)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "this catalog browser is read-only")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         params = urllib.parse.parse_qs(url.query)
         parts = [p for p in url.path.split("/") if p]

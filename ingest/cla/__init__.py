@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from catalog._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ingest.cla.attribute import CLAError, CLAMemoryError, DEFAULT_MAX_MEMORY, attribute, describe_paths
+    from ingest.cla.attribute import DEFAULT_MAX_MEMORY, CLAError, CLAMemoryError, attribute, describe_paths
     from ingest.cla.capture import capture_layers
     from ingest.cla.reference import attribute_reference
     from ingest.cla.search import Circuit, find_circuit

@@ -1,4 +1,4 @@
-"""Cross-Layer Attribution (DESIGN §3): the score matrices S_i of adjacent layer pairs.
+"""Cross-Layer Attribution (docs/method.md, "Cross-Layer Attribution"): the score matrices S_i of adjacent layer pairs.
 
     S_i[m, n] = (1/|X|) · Σ_{x∈X} Σ_p |A_{i,m}(x)[p]| · |∂‖A_{i+1,n}(x)‖₂ / ∂A_{i,m}(x)[p]|
 
@@ -84,7 +84,7 @@ def attribute(
     fast: bool = True,
     batched_vjp: bool | None = None,
 ) -> list[np.ndarray]:
-    """CLA score matrices of every adjacent layer pair (DESIGN §3).
+    """CLA score matrices of every adjacent layer pair (docs/method.md, "Cross-Layer Attribution").
 
     Args:
         model: the network; its mode, device, dtype and requires_grad flags are restored after.
@@ -146,9 +146,12 @@ def attribute(
                 if plan is None and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
                     sums[i] += generic_pair_scores(
-                        outs[i + 1], leaves[i], batched=batched, budget_bytes=chunk_budget,
+                        outs[i + 1],
+                        leaves[i],
+                        batched=batched,
+                        budget_bytes=chunk_budget,
                         graph_bytes=info.graph_bytes * x.shape[0],
-                    )  # fmt: skip
+                    )
                     done += 1
                     if progress is not None:
                         progress(done, total)
@@ -180,9 +183,7 @@ def _memory_plan(
     budget = int(max_memory * _HEADROOM)
     generic = any(p is None for p in info.plans)
     batched = [b if batched_vjp is None else batched_vjp for b in info.vjp_batched]
-    chunked = any(p is not None for p in info.plans) or any(
-        b for b, p in zip(batched, info.plans) if p is None
-    )
+    chunked = any(p is not None for p in info.plans) or any(b for b, p in zip(batched, info.plans) if p is None)
     share = 2 if chunked else 1
     per_image = info.leaf_bytes + info.forward_bytes + info.plan_bytes
     if generic:

@@ -1,6 +1,6 @@
 """Layer capture: one forward pass that records every named layer's output as an autograd leaf.
 
-CLA (DESIGN §3) differentiates layer `L_{i+1}` with respect to layer `L_i` *as the input of the
+CLA (docs/method.md, "Cross-Layer Attribution") differentiates layer `L_{i+1}` with respect to layer `L_i` *as the input of the
 modules between them*. A forward hook on each named layer therefore replaces its output by a
 detached copy that requires grad (a leaf), so downstream modules are computed from the leaf and a
 skip path that bypasses `L_i` contributes nothing to the derivative.
@@ -85,8 +85,10 @@ def _candidates(name: str, named: dict[str, nn.Module]) -> str:
         return "did you mean " + ", ".join(close) + "?"
     top = [n for n in names if "." not in n]  # top-level children are the usual cut candidates
     shown = ", ".join(top[:30]) + (", …" if len(top) > 30 else "")
-    return f"valid top-level names: {shown} (nested modules use dotted paths, e.g. {top[0]}.…)" if top else (
-        "the model has no submodules"
+    return (
+        f"valid top-level names: {shown} (nested modules use dotted paths, e.g. {top[0]}.…)"
+        if top
+        else ("the model has no submodules")
     )
 
 
@@ -304,6 +306,4 @@ def channels_first(t: torch.Tensor) -> torch.Tensor:
         return t.transpose(1, 2)  # (B, D, T)
     if t.ndim == 4:
         return t.flatten(2)  # (B, C, H*W)
-    raise CaptureError(
-        f"a layer output has shape {tuple(t.shape)}: expected (B, C), (B, T, D) or (B, C, H, W)"
-    )
+    raise CaptureError(f"a layer output has shape {tuple(t.shape)}: expected (B, C), (B, T, D) or (B, C, H, W)")

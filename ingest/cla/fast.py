@@ -287,9 +287,15 @@ def _avgpool_input_grad(g: torch.Tensor, op: AvgPool, rec: OpRecord) -> torch.Te
     gi = g.reshape(n * ch * b, 1, ho, wo)  # every (neuron, channel, image) map on its own
     shape = g.new_empty(n * ch * b, 1, h, w)  # only its size is read
     xi = torch.ops.aten.avg_pool2d_backward(
-        gi, shape, _pair(p.kernel_size), _pair(p.stride if p.stride is not None else p.kernel_size),
-        _pair(p.padding), p.ceil_mode, p.count_include_pad, p.divisor_override,
-    )  # fmt: skip
+        gi,
+        shape,
+        _pair(p.kernel_size),
+        _pair(p.stride if p.stride is not None else p.kernel_size),
+        _pair(p.padding),
+        p.ceil_mode,
+        p.count_include_pad,
+        p.divisor_override,
+    )
     return xi.view(n, ch, b, h * w)
 
 

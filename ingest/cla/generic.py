@@ -89,7 +89,7 @@ def generic_pair_scores(
 
 
 def reference_pair_scores(out: torch.Tensor, leaf: torch.Tensor, neurons: Sequence[int]) -> torch.Tensor:
-    """The plain loop of DESIGN §3: autograd of Σ_x ‖A_{i+1,n}(x)‖₂ once per neuron n.
+    """The plain loop of docs/method.md, "Cross-Layer Attribution": autograd of Σ_x ‖A_{i+1,n}(x)‖₂ once per neuron n.
 
     Args:
         out: layer i+1's output, attached to the graph that starts at `leaf`.

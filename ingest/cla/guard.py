@@ -5,7 +5,7 @@ the *modules* by hand, while the model's real backward may differ from what its 
 custom `autograd.Function` (a straight-through estimator, a gradient-scaling ReLU), a tensor or
 module backward hook. Such a block reproduces the forward exactly and would still get wrong
 scores. So `check_plan` computes a few downstream columns both ways on the probe image — the fast
-plan, and the plain loop of DESIGN §3 (`reference_pair_scores`, autograd through the model's own
+plan, and the plain loop of docs/method.md, "Cross-Layer Attribution" (`reference_pair_scores`, autograd through the model's own
 graph) — and accepts the plan only when they agree. It also times both on those columns, so the
 caller can prefer the loop where the fast path would be slower.
 """
@@ -134,7 +134,7 @@ def time_generic(
                 with torch.enable_grad():
                     generic_pair_scores(
                         out, leaf, batched=batched, budget_bytes=budget_bytes, neurons=cols, graph_bytes=graph_bytes
-                    )  # fmt: skip
+                    )
             except RuntimeError:  # vmap cannot batch some ops (e.g. a custom autograd.Function)
                 if not batched:
                     raise

@@ -352,14 +352,19 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
             p = op.pool
             y = F.avg_pool2d(
                 x, p.kernel_size, p.stride, p.padding, p.ceil_mode, p.count_include_pad, p.divisor_override
-            )  # fmt: skip
+            )
             records.append(OpRecord(x, y))
         else:
             p = op.pool
             y, idx = F.max_pool2d(  # channels-last: ~10x faster than NCHW max-pooling on CPUs here
-                x.contiguous(memory_format=torch.channels_last), p.kernel_size, p.stride, p.padding, p.dilation,
-                ceil_mode=p.ceil_mode, return_indices=True,
-            )  # fmt: skip
+                x.contiguous(memory_format=torch.channels_last),
+                p.kernel_size,
+                p.stride,
+                p.padding,
+                p.dilation,
+                ceil_mode=p.ceil_mode,
+                return_indices=True,
+            )
             records.append(OpRecord(x, y, idx))
         x = y
     return x, records

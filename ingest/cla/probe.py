@@ -79,9 +79,7 @@ def prepared(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
             for key, t in getattr(m, kind).items():
                 if t is not None:
                     placement.append((m, kind, key, t.device, t.dtype))
-    move = any(
-        dev != device or (dt.is_floating_point and dt != torch.float32) for _, _, _, dev, dt in placement
-    )
+    move = any(dev != device or (dt.is_floating_point and dt != torch.float32) for _, _, _, dev, dt in placement)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         # full float32 on GPUs too: TF32 convolutions (cuDNN's default) would cost ~1e-3 accuracy
@@ -247,7 +245,11 @@ def _choose(
         if not matches(run, nxt):
             continue
         a = leaf.detach()
-        guard = check_plan(lambda cols: fast_scores(cand, run, a, 1 << 28, CPU_TILE_BYTES, cols), out, leaf)
+        guard = check_plan(
+            lambda cols: fast_scores(cand, run, a, 1 << 28, CPU_TILE_BYTES, cols),  # noqa: B023 (called here)
+            out,
+            leaf,
+        )
         pair = f"{names[0]} -> {names[1]}"
         if not guard.ok:
             why = (

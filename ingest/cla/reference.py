@@ -1,4 +1,4 @@
-"""The reference CLA loop (DESIGN §3): per batch and layer pair, one autograd call per downstream
+"""The reference CLA loop (docs/method.md, "Cross-Layer Attribution"): per batch and layer pair, one autograd call per downstream
 neuron. Slow and obviously correct; the tests compare the engine (`ingest.cla.attribute`) with it.
 """
 
@@ -30,7 +30,7 @@ def attribute_reference(
     neurons: Sequence[Sequence[int] | None] | None = None,
     progress: Progress | None = None,
 ) -> list[np.ndarray]:
-    """The plain loop of DESIGN §3: per batch and pair, one autograd call per downstream neuron.
+    """The plain loop of docs/method.md, "Cross-Layer Attribution": per batch and pair, one autograd call per downstream neuron.
 
     Slow, obviously correct; the tests compare `attribute` against it.
 

@@ -259,10 +259,15 @@ class _Branch:
                 p = op.pool
                 gi = g.reshape(u * g.shape[1], 1, *g.shape[2:])  # every map on its own
                 xi = torch.ops.aten.avg_pool2d_backward(
-                    gi, g.new_empty(gi.shape[0], 1, x.shape[2], x.shape[3]), _pair(p.kernel_size),
-                    _pair(p.stride if p.stride is not None else p.kernel_size), _pair(p.padding), p.ceil_mode,
-                    p.count_include_pad, p.divisor_override,
-                )  # fmt: skip
+                    gi,
+                    g.new_empty(gi.shape[0], 1, x.shape[2], x.shape[3]),
+                    _pair(p.kernel_size),
+                    _pair(p.stride if p.stride is not None else p.kernel_size),
+                    _pair(p.padding),
+                    p.ceil_mode,
+                    p.count_include_pad,
+                    p.divisor_override,
+                )
                 g = xi.view(u, *x.shape[1:])
         return g
 

@@ -1,4 +1,4 @@
-"""Circuit search over stored CLA score matrices (DESIGN §4).
+"""Circuit search over stored CLA score matrices (docs/method.md, "Circuit search").
 
 A circuit is k neurons per layer. The search needs only the matrices `S_0 … S_{T-1}` (`S_i` has
 shape `[C_i, C_{i+1}]`), so a circuit of another k can be made later from the catalog alone,
@@ -149,7 +149,9 @@ def circuit_objective(matrices: Sequence[np.ndarray], channels: Sequence[Sequenc
     total = 0.0
     for i, s in enumerate(matrices):
         a = np.asarray(s, dtype=np.float64)
-        total += float(a[np.ix_(np.asarray(channels[i], dtype=np.int64), np.asarray(channels[i + 1], dtype=np.int64))].sum())
+        total += float(
+            a[np.ix_(np.asarray(channels[i], dtype=np.int64), np.asarray(channels[i + 1], dtype=np.int64))].sum()
+        )
     return total
 
 
@@ -190,9 +192,7 @@ def find_circuit(
         if ki < 1:
             raise CircuitSizeError(f"k must be at least 1, got k={ki} for layer {i}")
         if ki > width:
-            raise CircuitSizeError(
-                f"k={ki} is larger than layer {i}, which has {width} channels: choose k ≤ {width}"
-            )
+            raise CircuitSizeError(f"k={ki} is larger than layer {i}, which has {width} channels: choose k ≤ {width}")
 
     n_layers = len(widths)
     chosen: list[np.ndarray] = []

@@ -1,4 +1,4 @@
-"""Synthetic image sets the project owns (DESIGN §9).
+"""Synthetic image sets the project owns (docs/method.md, "Benchmarks").
 
 - `catfish`: CatFish-synth, six textured primitives and twelve two-primitive classes on clutter
   (`render_concept`, `make_split`, `concept_names`); drawing lives in `shapes`.
@@ -38,25 +38,25 @@ from ingest.datasets.typo_sets import (
 )
 
 __all__ = [
-    "AttackImageSet",
-    "AttackLabelsMissing",
     "CLASSES",
     "CLASS_NAMES",
     "CLASS_PARTS",
-    "DatasetError",
     "IMAGE_SIZE",
     "PRIMITIVES",
+    "AttackImageSet",
+    "AttackLabelsMissing",
+    "DatasetError",
     "Placement",
+    "TypoImages",
+    "UnknownClass",
     "UnknownConcept",
+    "attack_from_dir",
     "concept_names",
     "concept_parts",
     "make_split",
-    "render_concept",
-    "TypoImages",
-    "UnknownClass",
-    "attack_from_dir",
     "make_typo_split",
     "read_attack_dir",
+    "render_concept",
     "render_typo",
     "require_written",
     "scene_layout",

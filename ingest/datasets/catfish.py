@@ -1,4 +1,4 @@
-"""CatFish-synth: a procedural, seeded analogue of the CatFish benchmark (DESIGN §9).
+"""CatFish-synth: a procedural, seeded analogue of the CatFish benchmark (docs/method.md, "Benchmarks").
 
 Six primitive visual concepts (a shape with its own texture, random colours; see `shapes`) are
 drawn at random positions, scales and rotations on low-contrast clutter. A class is a pair of
@@ -32,9 +32,9 @@ __all__ = [
     "CLASSES",
     "CLASS_NAMES",
     "CLASS_PARTS",
-    "DatasetError",
     "IMAGE_SIZE",
     "PRIMITIVES",
+    "DatasetError",
     "Placement",
     "UnknownConcept",
     "concept_names",
@@ -51,9 +51,7 @@ PRIMITIVES: tuple[str, ...] = PRIMITIVE_SHAPES
 _EXCLUDED_PAIRS = {("stripes", "rings"), ("checker", "hatch"), ("dots", "star")}
 
 CLASS_PARTS: dict[str, tuple[str, str]] = {
-    f"{a}_{b}": (a, b)
-    for a, b in itertools.combinations(PRIMITIVES, 2)
-    if (a, b) not in _EXCLUDED_PAIRS
+    f"{a}_{b}": (a, b) for a, b in itertools.combinations(PRIMITIVES, 2) if (a, b) not in _EXCLUDED_PAIRS
 }
 CLASSES: tuple[tuple[str, tuple[str, str]], ...] = tuple(CLASS_PARTS.items())
 CLASS_NAMES: tuple[str, ...] = tuple(CLASS_PARTS)  # label order
@@ -140,8 +138,7 @@ def _layout(parts: tuple[str, ...], rng: np.random.Generator) -> tuple[Placement
             first = rng.uniform(radii[0] + 1, IMAGE_SIZE - radii[0] - 1, 2)  # too central: move
             centres[0] = first
     return tuple(
-        Placement(p, float(c[0]), float(c[1]), float(r), float(a))
-        for p, c, r, a in zip(order, centres, radii, angles)
+        Placement(p, float(c[0]), float(c[1]), float(r), float(a)) for p, c, r, a in zip(order, centres, radii, angles)
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -128,7 +128,13 @@ def _random_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def primitive_alpha(
-    name: str, size: int, cx: float, cy: float, radius: float, angle: float, period_frac: float,
+    name: str,
+    size: int,
+    cx: float,
+    cy: float,
+    radius: float,
+    angle: float,
+    period_frac: float,
     phase: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Coverage and texture of one primitive on the pixels of its bounding square.
@@ -162,7 +168,12 @@ def primitive_alpha(
 
 
 def draw_primitive(
-    canvas: np.ndarray, name: str, cx: float, cy: float, radius: float, angle: float,
+    canvas: np.ndarray,
+    name: str,
+    cx: float,
+    cy: float,
+    radius: float,
+    angle: float,
     rng: np.random.Generator,
 ) -> None:
     """Composite one primitive with random colours and texture period onto `canvas` in place.
@@ -177,9 +188,7 @@ def draw_primitive(
     period_frac = rng.uniform(lo, hi)
     phase = rng.uniform(0.0, period_frac * radius)
     c1, c2 = _random_colours(rng)
-    alpha, texture, (y0, y1, x0, x1) = primitive_alpha(
-        name, canvas.shape[0], cx, cy, radius, angle, period_frac, phase
-    )
+    alpha, texture, (y0, y1, x0, x1) = primitive_alpha(name, canvas.shape[0], cx, cy, radius, angle, period_frac, phase)
     colour = c1 + texture[..., None] * (c2 - c1)  # (h, w, 3)
     patch = canvas[y0:y1, x0:x1]
     a = alpha[..., None]
@@ -197,9 +206,7 @@ def draw_background(size: int, rng: np.random.Generator) -> np.ndarray:
     Returns:
         float32 (size, size, 3) image in [0, 1].
     """
-    base = np.asarray(
-        colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.3, 0.7)), np.float32
-    )
+    base = np.asarray(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.3, 0.7)), np.float32)
 
     def jitter(amount: float) -> tuple[int, int, int]:
         rgb = np.clip(base + rng.uniform(-amount, amount, 3), 0.0, 1.0)

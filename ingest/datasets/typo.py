@@ -1,4 +1,4 @@
-"""Typographic-synth: CatFish-synth with class names written on the images (DESIGN §9).
+"""Typographic-synth: CatFish-synth with class names written on the images (docs/method.md, "Benchmarks").
 
 The public typographic-attack benchmarks write a class name on a photo in a plain font about a
 sixth of the image high, at a random place, in a colour with a contrasting outline. This module
@@ -58,12 +58,31 @@ __all__ = [
 
 # Fill colours; the outline is the palette colour farthest in brightness from the fill.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (255, 255, 255), (0, 0, 0), (230, 30, 30), (250, 220, 30), (30, 80, 230), (30, 180, 60),
+    (255, 255, 255),
+    (0, 0, 0),
+    (230, 30, 30),
+    (250, 220, 30),
+    (30, 80, 230),
+    (30, 180, 60),
 )
 # Strings that are not class names, so the text concept is "letters", not "these twelve labels".
 DISTRACTOR_WORDS: tuple[str, ...] = (
-    "apple", "ipod", "stop", "sale", "open", "cat", "fish", "exit", "menu", "hello", "text",
-    "north", "pizza", "radio", "lamp", "wave",
+    "apple",
+    "ipod",
+    "stop",
+    "sale",
+    "open",
+    "cat",
+    "fish",
+    "exit",
+    "menu",
+    "hello",
+    "text",
+    "north",
+    "pizza",
+    "radio",
+    "lamp",
+    "wave",
 )
 TEXT_WORDS: tuple[str, ...] = (*CLASS_NAMES, *DISTRACTOR_WORDS)
 
@@ -204,10 +223,10 @@ def _mixed(kind: str, n: int, seed: int) -> TypoImages:
     labels = np.empty(n, np.int64)
     written = np.empty(n, np.int64) if kind == "attack" else None
     for c, part in enumerate(parts):
-        images[c::len(CLASS_NAMES)] = part.images
-        labels[c::len(CLASS_NAMES)] = c
+        images[c :: len(CLASS_NAMES)] = part.images
+        labels[c :: len(CLASS_NAMES)] = c
         if written is not None:
-            written[c::len(CLASS_NAMES)] = part.written
+            written[c :: len(CLASS_NAMES)] = part.written
     return TypoImages(images, labels, written)
 
 
@@ -265,9 +284,7 @@ def make_typo_split(
     _check_count(n_per_class, "n_per_class")
     _check_seed(seed)
     if not (0.0 <= text_share and 0.0 <= text_only_share and text_share + text_only_share <= 1.0):
-        raise DatasetError(
-            f"text shares {text_share} + {text_only_share} must be non-negative and sum to at most 1"
-        )
+        raise DatasetError(f"text shares {text_share} + {text_only_share} must be non-negative and sum to at most 1")
     images, labels = [], []
     for c, cls in enumerate(CLASS_NAMES):
         base = render_concept(cls, n_per_class, seed=seed)

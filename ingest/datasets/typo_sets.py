@@ -27,10 +27,10 @@ from ingest.datasets.typo import render_text, render_typo, write_word
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
 
 __all__ = [
+    "WRITTEN_FILE",
     "AttackImageSet",
     "AttackLabelsMissing",
     "UnknownClass",
-    "WRITTEN_FILE",
     "attack_from_dir",
     "check_classes",
     "is_attack_set",
@@ -100,9 +100,7 @@ def check_classes(classes: Sequence[str], known: Sequence[str] | None = None) ->
     if known is not None:
         unknown = [c for c in names if c not in known]
         if unknown:
-            raise UnknownClass(
-                f"unknown class {unknown[0]!r}: the classes are {', '.join(known)}"
-            )
+            raise UnknownClass(f"unknown class {unknown[0]!r}: the classes are {', '.join(known)}")
     return names
 
 
@@ -158,12 +156,26 @@ def attack_from_dir(
     return _attack_set(f"attack:{plain.name}#seed={seed}", images, plain.sources, written, true, classes)
 
 
-def _attack_set(name: str, images: Sequence[np.ndarray], sources: Sequence[str], written: Sequence[int],
-                true: int | None, classes: Sequence[str]) -> AttackImageSet:
+def _attack_set(
+    name: str,
+    images: Sequence[np.ndarray],
+    sources: Sequence[str],
+    written: Sequence[int],
+    true: int | None,
+    classes: Sequence[str],
+) -> AttackImageSet:
     hashes = tuple(hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images)
     labels = None if true is None else tuple([true] * len(images))
-    return AttackImageSet(name, tuple(images), hashes, tuple(f"{s}#attack" for s in sources), (), labels,
-                          written=tuple(int(w) for w in written), class_names=tuple(classes))
+    return AttackImageSet(
+        name,
+        tuple(images),
+        hashes,
+        tuple(f"{s}#attack" for s in sources),
+        (),
+        labels,
+        written=tuple(int(w) for w in written),
+        class_names=tuple(classes),
+    )
 
 
 def read_attack_dir(folder: str | Path, classes: Sequence[str], *, label: str | None = None) -> AttackImageSet:
@@ -197,6 +209,13 @@ def read_attack_dir(folder: str | Path, classes: Sequence[str], *, label: str | 
         if label not in classes:
             raise UnknownClass(f"unknown class {label!r} for --label: the classes are {', '.join(classes)}")
         true = classes.index(label)
-    return AttackImageSet(plain.name, plain.images, plain.sha256s, plain.sources, plain.skipped,
-                          None if true is None else tuple([true] * len(plain)),
-                          written=tuple(written), class_names=classes)
+    return AttackImageSet(
+        plain.name,
+        plain.images,
+        plain.sha256s,
+        plain.sources,
+        plain.skipped,
+        None if true is None else tuple([true] * len(plain)),
+        written=tuple(written),
+        class_names=classes,
+    )

@@ -1,4 +1,4 @@
-"""Typographic-attack metrics of a pruned model (DESIGN §5): attack success and accuracy under attack.
+"""Typographic-attack metrics of a pruned model (docs/method.md, "Interventions"): attack success and accuracy under attack.
 
 `evaluate_attack` runs the clean model, the model with a circuit pruned (circuit or edge pruning,
 through `ingest.edit.interventions`) and the model with a seeded random circuit of the same shape
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ingest.hooks import resolve_device
 from ingest.cla.capture import layer_widths
 from ingest.edit.interventions import InterventionError, edge_fraction, intervention, random_circuit
+from ingest.hooks import resolve_device
 
 __all__ = ["AttackEvaluation", "attack_metrics", "evaluate_attack", "predict"]
 
@@ -44,15 +44,16 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 64, device: 
     model.to(dev).eval()
     outs = []
     for s in range(0, len(x), batch_size):
-        out = model(x[s:s + batch_size].to(dev))
+        out = model(x[s : s + batch_size].to(dev))
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise InterventionError("the model does not return class logits (N, classes): attacks need a classifier")
         outs.append(out.double().cpu())
     return torch.cat(outs)
 
 
-def attack_metrics(logits: torch.Tensor, clean_logits: torch.Tensor, written: np.ndarray,
-                   labels: np.ndarray | None) -> dict[str, float]:
+def attack_metrics(
+    logits: torch.Tensor, clean_logits: torch.Tensor, written: np.ndarray, labels: np.ndarray | None
+) -> dict[str, float]:
     """`attack_success`, `attack_accuracy` (when `labels` is given) and `kl` from logits (N, K)."""
     pred = logits.argmax(1).numpy()
     log_p, log_c = torch.log_softmax(logits, 1), torch.log_softmax(clean_logits, 1)

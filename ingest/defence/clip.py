@@ -30,8 +30,8 @@ from torch import nn
 from catalog.errors import CircuitsError
 
 __all__ = [
-    "NoZeroShotHead",
     "PROMPT",
+    "NoZeroShotHead",
     "ZeroShotClassifier",
     "class_embeddings",
     "clip_target",
@@ -89,8 +89,10 @@ def _read_embeddings(path: Path, classes: Sequence[str]) -> torch.Tensor:
     try:
         obj = np.load(path) if path.suffix == ".npy" else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is the user's to fix
-        raise NoZeroShotHead(f"cannot read class embeddings from {path} ({type(exc).__name__}): "
-                             "save a (C, D) tensor with torch.save or numpy.save") from None
+        raise NoZeroShotHead(
+            f"cannot read class embeddings from {path} ({type(exc).__name__}): "
+            "save a (C, D) tensor with torch.save or numpy.save"
+        ) from None
     if isinstance(obj, dict):
         missing = [c for c in classes if c not in obj]
         if missing:
@@ -102,8 +104,9 @@ def _read_embeddings(path: Path, classes: Sequence[str]) -> torch.Tensor:
     return t
 
 
-def open_clip_text_embeddings(classes: Sequence[str], *, model: str = "RN50", pretrained: str | None = None,
-                              prompt: str = PROMPT) -> torch.Tensor:
+def open_clip_text_embeddings(
+    classes: Sequence[str], *, model: str = "RN50", pretrained: str | None = None, prompt: str = PROMPT
+) -> torch.Tensor:
     """Class text embeddings `(C, D)` from open_clip's text tower (needs `open-clip-torch`).
 
     Args:
@@ -126,8 +129,15 @@ def open_clip_text_embeddings(classes: Sequence[str], *, model: str = "RN50", pr
         return clip_model.encode_text(tokenizer([prompt.format(c) for c in classes])).float()
 
 
-def class_embeddings(classes: Sequence[str], dim: int, *, path: str | Path | None = None, weights: str | None = None,
-                     random_embeddings: bool = False, seed: int = 0) -> torch.Tensor:
+def class_embeddings(
+    classes: Sequence[str],
+    dim: int,
+    *,
+    path: str | Path | None = None,
+    weights: str | None = None,
+    random_embeddings: bool = False,
+    seed: int = 0,
+) -> torch.Tensor:
     """Class embeddings `(C, dim)` from a file, open_clip, or (plumbing only) a seeded random draw.
 
     Raises:
@@ -140,8 +150,10 @@ def class_embeddings(classes: Sequence[str], dim: int, *, path: str | Path | Non
     else:
         emb = open_clip_text_embeddings(classes, pretrained=weights)
     if emb.shape[1] != dim:
-        raise NoZeroShotHead(f"class embeddings are {emb.shape[1]}-d but the image tower outputs {dim}-d: "
-                             "use the text embeddings of the same CLIP model")
+        raise NoZeroShotHead(
+            f"class embeddings are {emb.shape[1]}-d but the image tower outputs {dim}-d: "
+            "use the text embeddings of the same CLIP model"
+        )
     return emb
 
 
@@ -154,15 +166,28 @@ def _class_folders(images: Path, classes: Sequence[str], label: str | None) -> d
         return {label: images}
     folders = {c: images / c for c in classes if (images / c).is_dir()}
     if not folders:
-        raise UnknownClass(f"{images} has no subfolder named after a class ({', '.join(classes)}): "
-                           "give one subfolder per class, or --label CLASS for a folder of one class")
+        raise UnknownClass(
+            f"{images} has no subfolder named after a class ({', '.join(classes)}): "
+            "give one subfolder per class, or --label CLASS for a folder of one class"
+        )
     return folders
 
 
-def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weights: str | None = None,
-                layers: Sequence[str] | None = None, label: str | None = None,
-                embeddings: str | Path | None = None, random_embeddings: bool = False, n_text: int = 64,
-                seed: int = 1, device: str = "cpu", attack_images: str | Path | None = None):
+def clip_target(
+    model: str,
+    classes: Sequence[str],
+    images: str | Path,
+    *,
+    weights: str | None = None,
+    layers: Sequence[str] | None = None,
+    label: str | None = None,
+    embeddings: str | Path | None = None,
+    random_embeddings: bool = False,
+    n_text: int = 64,
+    seed: int = 1,
+    device: str = "cpu",
+    attack_images: str | Path | None = None,
+):
     """The defence target of a zero-shot classifier over `classes` on the user's images.
 
     Args:
@@ -186,15 +211,22 @@ def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weigh
     """
     from ingest import zoo
     from ingest.datasets.typo import DISTRACTOR_WORDS
-    from ingest.datasets.typo_sets import AttackImageSet, attack_from_dir, check_classes, read_attack_dir
-    from ingest.datasets.typo_sets import text_image_set
+    from ingest.datasets.typo_sets import (
+        AttackImageSet,
+        attack_from_dir,
+        check_classes,
+        read_attack_dir,
+        text_image_set,
+    )
     from ingest.defence.defend import DefenceTarget
     from ingest.images import read_image_dir
 
     classes = check_classes(classes)
     if zoo.get_spec(model).labels is not None:
-        raise NoZeroShotHead(f"{model} is a classifier with its own classes, not an image tower: run "
-                             f"`circuits defend {model}` without --classes")
+        raise NoZeroShotHead(
+            f"{model} is a classifier with its own classes, not an image tower: run "
+            f"`circuits defend {model}` without --classes"
+        )
     folders = _class_folders(Path(images).expanduser(), classes, label)
     given_attack = None if attack_images is None else read_attack_dir(attack_images, classes, label=label)
     loaded = zoo.load_model(model, weights=weights, layers=layers, device=device)
@@ -211,9 +243,13 @@ def clip_target(model: str, classes: Sequence[str], images: str | Path, *, weigh
         attacks.append(attack_from_dir(folder, classes, seed=seed, label=c))
     attack = given_attack or AttackImageSet(
         f"attack:{Path(images).expanduser().resolve()}#seed={seed}",
-        tuple(im for a in attacks for im in a.images), tuple(h for a in attacks for h in a.sha256s),
-        tuple(s for a in attacks for s in a.sources), (), tuple(lab for a in attacks for lab in a.labels),
-        written=tuple(w for a in attacks for w in a.written), class_names=tuple(classes),
+        tuple(im for a in attacks for im in a.images),
+        tuple(h for a in attacks for h in a.sha256s),
+        tuple(s for a in attacks for s in a.sources),
+        (),
+        tuple(lab for a in attacks for lab in a.labels),
+        written=tuple(w for a in attacks for w in a.written),
+        class_names=tuple(classes),
     )
     text = text_image_set(n_text, seed=seed, words=(*classes, *DISTRACTOR_WORDS), size=loaded.spec.input_size)
     return DefenceTarget(text_set=text, attack_set=attack, clean_sets=clean_sets, model_cache=cache, force=True)

@@ -42,12 +42,13 @@ def contrast_matrices(text: list[np.ndarray], plain: list[np.ndarray]) -> list[n
     """`max(S_text − S_plain, 0)` per layer pair, float32 (the shapes must match)."""
     if len(text) != len(plain) or any(a.shape != b.shape for a, b in zip(text, plain)):
         raise ContrastError("the text and plain score matrices differ in shape: use the same model and layers")
-    return [np.maximum(np.asarray(a, np.float64) - np.asarray(b, np.float64), 0.0).astype(np.float32)
-            for a, b in zip(text, plain)]
+    return [
+        np.maximum(np.asarray(a, np.float64) - np.asarray(b, np.float64), 0.0).astype(np.float32)
+        for a, b in zip(text, plain)
+    ]
 
 
-def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSet, *,
-                    progress: Progress | None = None):
+def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSet, *, progress: Progress | None = None):
     """Run (or reuse) the contrast CLA run of `text_set` against `plain_set` and store its circuit.
 
     Args:
@@ -69,19 +70,30 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
     from ingest.pipeline import ingest_prepared, prepare, provenance_key
 
     if len(text_set) != len(plain_set) or len(text_set) == 0:
-        raise ContrastError(f"a contrast run pairs each text image with its plain image: got {len(text_set)} "
-                            f"text and {len(plain_set)} plain images")
+        raise ContrastError(
+            f"a contrast run pairs each text image with its plain image: got {len(text_set)} "
+            f"text and {len(plain_set)} plain images"
+        )
     t0 = time.perf_counter()
     prepared = prepare(config, text_set)
     params = {**prepared.run_fields["params"], "contrast": {"plain_sha256": plain_set.sha256, "rule": CONTRAST_RULE}}
     key = provenance_key(prepared.model_fields["weights_sha256"], prepared.layers, text_set.sha256, params)
-    prepared = dataclasses.replace(prepared, provenance_key=key,
-                                   run_fields={**prepared.run_fields, "params": params, "provenance_key": key})
+    prepared = dataclasses.replace(
+        prepared, provenance_key=key, run_fields={**prepared.run_fields, "params": params, "provenance_key": key}
+    )
     x_plain = zoo.preprocess(prepared.preprocessing, list(plain_set.images))
 
     def scores(p, on_batch) -> list[np.ndarray]:
-        run = lambda x: attribute(p.loaded.module, p.layers, x, batch_size=p.config.batch_size,  # noqa: E731
-                                  device=p.run_fields["device"], progress=on_batch)
+        def run(x):
+            return attribute(
+                p.loaded.module,
+                p.layers,
+                x,
+                batch_size=p.config.batch_size,
+                device=p.run_fields["device"],
+                progress=on_batch,
+            )
+
         return contrast_matrices(run(p.x), run(x_plain))
 
     return ingest_prepared(cat, prepared, progress=progress, t0=t0, scores=scores)

@@ -1,4 +1,4 @@
-"""The typographic-attack defence: find the text circuit, prune it, measure, recommend (DESIGN §5, §8).
+"""The typographic-attack defence: find the text circuit, prune it, measure, recommend (docs/method.md, "Interventions").
 
 `defend(cat, config, target)` runs the whole loop and stores everything it measures:
 
@@ -41,12 +41,12 @@ from ingest.defence.report import DefenceReport, DefenceRow, recommend
 from ingest.images import ImageSet
 
 __all__ = [
+    "TEXT_CONCEPT",
     "DefenceReport",
     "DefenceRow",
     "DefenceTarget",
     "DefendConfig",
     "DefendError",
-    "TEXT_CONCEPT",
     "check_typo_model",
     "defend",
     "recommend",
@@ -139,9 +139,17 @@ class DefenceTarget:
     holdout: tuple[tuple[int, ImageSet, tuple[ImageSet, ...]], ...] = ()
 
 
-def typo_target(*, n_text: int = 192, n_attack: int = 240, n_clean_per_class: int = 20, seed: int = 1,
-                classes: Sequence[str] | None = None, text: str = "contrast", search_scale: int = 3,
-                holdout_seeds: Sequence[int] = ()) -> DefenceTarget:
+def typo_target(
+    *,
+    n_text: int = 192,
+    n_attack: int = 240,
+    n_clean_per_class: int = 20,
+    seed: int = 1,
+    classes: Sequence[str] | None = None,
+    text: str = "contrast",
+    search_scale: int = 3,
+    holdout_seeds: Sequence[int] = (),
+) -> DefenceTarget:
     """The Typographic-synth target for typo-mini.
 
     Args:
@@ -172,8 +180,10 @@ def typo_target(*, n_text: int = 192, n_attack: int = 240, n_clean_per_class: in
     used = {seed, search_seed} | ({concept_seed} if text == "contrast" else set())
     clash = sorted(used & set(holdout_seeds))
     if clash or len(set(holdout_seeds)) != len(holdout_seeds):
-        raise DefendError(f"held-out seed {clash[0] if clash else 'repeated'}: held-out images must be other images "
-                          f"than the reported ({seed}), searched ({search_seed}) and concept ({concept_seed}) ones")
+        raise DefendError(
+            f"held-out seed {clash[0] if clash else 'repeated'}: held-out images must be other images "
+            f"than the reported ({seed}), searched ({search_seed}) and concept ({concept_seed}) ones"
+        )
     if search_scale < 1:
         raise DefendError(f"search_scale must be at least 1, got {search_scale}")
     if text == "contrast":
@@ -189,9 +199,14 @@ def typo_target(*, n_text: int = 192, n_attack: int = 240, n_clean_per_class: in
         search_attack=typo_image_set("typo:attack", search_scale * n_attack, seed=search_seed),
         search_clean=typo_image_set("typo:clean", 2 * n_clean, seed=search_seed),
         plain_set=plain_set,
-        holdout=tuple((s, typo_image_set("typo:attack", n_attack, seed=s),
-                       tuple(typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=s) for c in keep))
-                      for s in holdout_seeds),
+        holdout=tuple(
+            (
+                s,
+                typo_image_set("typo:attack", n_attack, seed=s),
+                tuple(typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=s) for c in keep),
+            )
+            for s in holdout_seeds
+        ),
     )
 
 
@@ -208,8 +223,10 @@ def check_typo_model(model: str) -> None:
     if spec.labels is None:
         raise DefendError(f"{model} has no classifier head: use it zero-shot with --classes a,b,c and --images DIR")
     if tuple(spec.labels) != tuple(CLASS_NAMES):
-        raise DefendError(f"{model} does not classify Typographic-synth classes: use typo-mini, or --classes "
-                          "and --images for a zero-shot image tower")
+        raise DefendError(
+            f"{model} does not classify Typographic-synth classes: use typo-mini, or --classes "
+            "and --images for a zero-shot image tower"
+        )
 
 
 def _check_target(target: DefenceTarget) -> None:
@@ -232,8 +249,9 @@ def _register_sets(cat: Catalog, target: DefenceTarget) -> None:
             store.write_example_images(s, cid, image_set.sha256, list(zip(image_set.sha256s, image_set.sources)))
 
 
-def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
-           progress: Progress | None = None) -> DefenceReport:
+def defend(
+    cat: Catalog, config: DefendConfig, target: DefenceTarget, *, progress: Progress | None = None
+) -> DefenceReport:
     """Discover the text circuit, sweep k and pruning kinds, measure, store, recommend.
 
     Args:
@@ -262,8 +280,14 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
     run_id, i = -1, 0
     while i < len(ks):
         report(f"text circuit k={ks[i]}", i, len(ks))
-        ingest_config = IngestConfig(model=config.model, concept=TEXT_CONCEPT, layers=config.layers, k=ks[i],
-                                     weights=config.weights, device=config.device)
+        ingest_config = IngestConfig(
+            model=config.model,
+            concept=TEXT_CONCEPT,
+            layers=config.layers,
+            k=ks[i],
+            weights=config.weights,
+            device=config.device,
+        )
         if target.plain_set is not None:
             res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set)
         else:
@@ -278,38 +302,74 @@ def defend(cat: Catalog, config: DefendConfig, target: DefenceTarget, *,
         i += 1
     _register_sets(cat, target)
 
-    jobs = [(cid, ks, kind, pair) for cid, ks, n_layers in circuits for kind in config.kinds
-            for pair in ([None] if kind == "circuit" else range(n_layers - 1))]
+    jobs = [
+        (cid, ks, kind, pair)
+        for cid, ks, n_layers in circuits
+        for kind in config.kinds
+        for pair in ([None] if kind == "circuit" else range(n_layers - 1))
+    ]
     rows = []
     for j, (cid, ks, kind, pair) in enumerate(jobs):
         report(f"pruning circuit {cid} ({kind}{'' if pair is None else f' pair {pair}'})", j, len(jobs))
         common = _common(config, target, kind, pair)
         att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, **common)
         clean, clean_ids = measure_clean(cat, cid, target.clean_sets, baseline_seed=config.baseline_seed, **common)
-        rows.append(DefenceRow(
-            circuit_id=cid, k=ks, kind=kind, pair=pair, edge_fraction=att.edge_fraction,
-            baseline_edge_fraction=att.baseline_edge_fraction,
-            attack_success_clean=att.attack_success_clean, attack_success=att.attack_success,
-            attack_success_random=att.random_mean, attack_success_random_sd=att.random_sd,
-            clean_accuracy_clean=clean["clean"], clean_accuracy=clean["intervened"],
-            clean_accuracy_random=clean["baseline"], attack_accuracy=att.attack_accuracy,
-            intervention_ids=(*att.intervention_ids, *clean_ids),
-        ))
+        rows.append(
+            DefenceRow(
+                circuit_id=cid,
+                k=ks,
+                kind=kind,
+                pair=pair,
+                edge_fraction=att.edge_fraction,
+                baseline_edge_fraction=att.baseline_edge_fraction,
+                attack_success_clean=att.attack_success_clean,
+                attack_success=att.attack_success,
+                attack_success_random=att.random_mean,
+                attack_success_random_sd=att.random_sd,
+                clean_accuracy_clean=clean["clean"],
+                clean_accuracy=clean["intervened"],
+                clean_accuracy_random=clean["baseline"],
+                attack_accuracy=att.attack_accuracy,
+                intervention_ids=(*att.intervention_ids, *clean_ids),
+            )
+        )
     best, meets, reason = recommend(rows, config.budget, config.target_cut)
     holdout: list = []
     if best is not None and target.holdout:
         report("held-out images", len(jobs), len(jobs) + 1)
-        holdout = measure_holdout(cat, best.circuit_id, target.holdout, baseline_seeds=config.baseline_seeds,
-                                  **_common(config, target, best.kind, best.pair))
+        holdout = measure_holdout(
+            cat,
+            best.circuit_id,
+            target.holdout,
+            baseline_seeds=config.baseline_seeds,
+            **_common(config, target, best.kind, best.pair),
+        )
     report("done", len(jobs), len(jobs))
-    return DefenceReport(config.model, run_id, tuple(rows), best, meets, config.budget, config.target_cut, reason,
-                         tuple(steps), tuple(holdout))
+    return DefenceReport(
+        config.model,
+        run_id,
+        tuple(rows),
+        best,
+        meets,
+        config.budget,
+        config.target_cut,
+        reason,
+        tuple(steps),
+        tuple(holdout),
+    )
 
 
 def _common(config: DefendConfig, target: DefenceTarget, kind: str, pair: int | None) -> dict:
     """`ablate` keyword arguments every measurement of one pruning shares."""
-    return dict(kind=kind, weights=config.weights, pair=pair or 0, batch_size=config.batch_size,
-                device=config.device, model_cache=target.model_cache, force=target.force)
+    return dict(
+        kind=kind,
+        weights=config.weights,
+        pair=pair or 0,
+        batch_size=config.batch_size,
+        device=config.device,
+        model_cache=target.model_cache,
+        force=target.force,
+    )
 
 
 def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: int, report: Progress) -> tuple:
@@ -331,9 +391,20 @@ def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: i
     else:
         clean_images = [im for cs in target.clean_sets.values() for im in cs.images]
         labels = np.concatenate([np.asarray(cs.labels) for cs in target.clean_sets.values()])
-    return tuple(search_k(
-        loaded.module, list(run.layer_names), matrices, zoo.preprocess(loaded.spec, list(attack.images)),
-        require_written(attack), zoo.preprocess(loaded.spec, clean_images), labels,
-        max_edges=config.max_edges, budget=config.budget, beam=config.beam, batch_size=max(config.batch_size, 64),
-        device=config.device, progress=report,
-    ))
+    return tuple(
+        search_k(
+            loaded.module,
+            list(run.layer_names),
+            matrices,
+            zoo.preprocess(loaded.spec, list(attack.images)),
+            require_written(attack),
+            zoo.preprocess(loaded.spec, clean_images),
+            labels,
+            max_edges=config.max_edges,
+            budget=config.budget,
+            beam=config.beam,
+            batch_size=max(config.batch_size, 64),
+            device=config.device,
+            progress=report,
+        )
+    )

@@ -73,7 +73,8 @@ class HoldoutRow:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "seed": self.seed, "n_attack": self.n_attack,
+            "seed": self.seed,
+            "n_attack": self.n_attack,
             "attack_success_clean": round(self.attack_success_clean, 4),
             "attack_success": round(self.attack_success, 4),
             "cut": None if not np.isfinite(self.cut) else round(self.cut, 2),
@@ -85,8 +86,9 @@ class HoldoutRow:
         }
 
 
-def measure_attack(cat: Catalog, circuit_id: int, attack_set: ImageSet, *, baseline_seeds: Sequence[int],
-                   **common) -> AttackMeasure:
+def measure_attack(
+    cat: Catalog, circuit_id: int, attack_set: ImageSet, *, baseline_seeds: Sequence[int], **common
+) -> AttackMeasure:
     """Prune the circuit on the attack images beside one random circuit per seed (all stored).
 
     Args:
@@ -98,15 +100,19 @@ def measure_attack(cat: Catalog, circuit_id: int, attack_set: ImageSet, *, basel
     results = [ablate(cat, circuit_id, attack_set, baseline_seed=s, **common) for s in baseline_seeds]
     first = results[0]
     return AttackMeasure(
-        attack_success_clean=first.clean["attack_success"], attack_success=first.intervened["attack_success"],
+        attack_success_clean=first.clean["attack_success"],
+        attack_success=first.intervened["attack_success"],
         attack_accuracy=first.intervened.get("attack_accuracy"),
-        random=tuple(r.baseline["attack_success"] for r in results), edge_fraction=first.edge_fraction,
-        baseline_edge_fraction=first.baseline_edge_fraction, intervention_ids=tuple(r.intervention_id for r in results),
+        random=tuple(r.baseline["attack_success"] for r in results),
+        edge_fraction=first.edge_fraction,
+        baseline_edge_fraction=first.baseline_edge_fraction,
+        intervention_ids=tuple(r.intervention_id for r in results),
     )
 
 
-def measure_clean(cat: Catalog, circuit_id: int, clean_sets: Mapping[str, ImageSet] | Sequence[ImageSet],
-                  **common) -> tuple[dict[str, float], tuple[int, ...]]:
+def measure_clean(
+    cat: Catalog, circuit_id: int, clean_sets: Mapping[str, ImageSet] | Sequence[ImageSet], **common
+) -> tuple[dict[str, float], tuple[int, ...]]:
     """Image-weighted mean clean accuracy over the sets: {"clean", "intervened", "baseline"} and the
     intervention ids (one per set)."""
     from ingest.ablation import ablate
@@ -114,13 +120,21 @@ def measure_clean(cat: Catalog, circuit_id: int, clean_sets: Mapping[str, ImageS
     sets = list(clean_sets.values()) if isinstance(clean_sets, Mapping) else list(clean_sets)
     results = [ablate(cat, circuit_id, s, **common) for s in sets]
     n = np.array([r.n_images for r in results], dtype=float)
-    means = {which: float(np.dot(n, [getattr(r, which)["accuracy"] for r in results]) / n.sum())
-             for which in ("clean", "intervened", "baseline")}
+    means = {
+        which: float(np.dot(n, [getattr(r, which)["accuracy"] for r in results]) / n.sum())
+        for which in ("clean", "intervened", "baseline")
+    }
     return means, tuple(r.intervention_id for r in results)
 
 
-def measure_holdout(cat: Catalog, circuit_id: int, holdout: Sequence[tuple[int, ImageSet, Sequence[ImageSet]]], *,
-                    baseline_seeds: Sequence[int], **common) -> list[HoldoutRow]:
+def measure_holdout(
+    cat: Catalog,
+    circuit_id: int,
+    holdout: Sequence[tuple[int, ImageSet, Sequence[ImageSet]]],
+    *,
+    baseline_seeds: Sequence[int],
+    **common,
+) -> list[HoldoutRow]:
     """The pruned circuit on each held-out seed's attack and clean images.
 
     Args:
@@ -131,6 +145,16 @@ def measure_holdout(cat: Catalog, circuit_id: int, holdout: Sequence[tuple[int, 
     for seed, attack_set, clean_sets in holdout:
         att = measure_attack(cat, circuit_id, attack_set, baseline_seeds=baseline_seeds, **common)
         clean, _ = measure_clean(cat, circuit_id, clean_sets, baseline_seed=baseline_seeds[0], **common)
-        rows.append(HoldoutRow(seed, len(attack_set), att.attack_success_clean, att.attack_success, att.random_mean,
-                               att.random_sd, clean["clean"], clean["intervened"]))
+        rows.append(
+            HoldoutRow(
+                seed,
+                len(attack_set),
+                att.attack_success_clean,
+                att.attack_success,
+                att.random_mean,
+                att.random_sd,
+                clean["clean"],
+                clean["intervened"],
+            )
+        )
     return rows

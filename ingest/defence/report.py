@@ -102,8 +102,20 @@ def recommend(rows: Sequence[DefenceRow], budget: float, target_cut: float) -> t
     meeting = [r for r in within if r.cut >= target_cut]
     if meeting:
         best = min(meeting, key=lambda r: (r.edge_fraction, r.attack_success, r.circuit_id))
-        return best, True, (f"fewest edges cut ({100 * best.edge_fraction:.2f}%) among the circuits that cut attack "
-                            f"success ≥ {target_cut:g}× within {100 * budget:.1f} points of clean accuracy")
+        return (
+            best,
+            True,
+            (
+                f"fewest edges cut ({100 * best.edge_fraction:.2f}%) among the circuits that cut attack "
+                f"success ≥ {target_cut:g}× within {100 * budget:.1f} points of clean accuracy"
+            ),
+        )
     best = min(within, key=lambda r: (r.attack_success, r.edge_fraction, r.circuit_id))
-    return best, False, (f"no circuit cuts attack success {target_cut:g}× within {100 * budget:.1f} points of clean "
-                         f"accuracy; the lowest attack success within the budget is {best.cut:.2f}×")
+    return (
+        best,
+        False,
+        (
+            f"no circuit cuts attack success {target_cut:g}× within {100 * budget:.1f} points of clean "
+            f"accuracy; the lowest attack success within the budget is {best.cut:.2f}×"
+        ),
+    )

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ingest.defence.attack_eval import predict
 from ingest.cla.search import find_circuit
+from ingest.defence.attack_eval import predict
 from ingest.edit.interventions import edge_fraction, intervention
 
 __all__ = ["SearchStep", "search_k"]
@@ -78,7 +78,9 @@ def search_k(
         per layer is over a budget.
     """
     widths = [m.shape[0] for m in matrices] + [matrices[-1].shape[1]]
-    base_clean = float((predict(model, x_clean, batch_size=batch_size, device=device).argmax(1).numpy() == labels).mean())
+    base_clean = float(
+        (predict(model, x_clean, batch_size=batch_size, device=device).argmax(1).numpy() == labels).mean()
+    )
 
     def measure(ks: list[int]) -> SearchStep:
         chans = find_circuit(matrices, ks).channels
@@ -87,8 +89,13 @@ def search_k(
             cln = predict(model, x_clean, batch_size=batch_size, device=device).argmax(1).numpy()
         att = logits.argmax(1).numpy()
         prob = torch.softmax(logits, 1)[torch.arange(len(written)), torch.as_tensor(written)].mean().item()
-        return SearchStep(tuple(ks), float((att == written).mean()), float((cln == labels).mean()),
-                          edge_fraction(widths, chans, "circuit"), float(prob))
+        return SearchStep(
+            tuple(ks),
+            float((att == written).mean()),
+            float((cln == labels).mean()),
+            edge_fraction(widths, chans, "circuit"),
+            float(prob),
+        )
 
     def fits(step: SearchStep) -> bool:
         return step.edge_fraction <= max_edges + 1e-12 and base_clean - step.clean_accuracy <= budget + 1e-12
@@ -116,6 +123,6 @@ def search_k(
                     tried.append(step)
         if not tried:
             break
-        frontier = sorted(tried, key=lambda s: (s.attack_success, s.written_prob, s.edge_fraction))[:max(beam, 1)]
+        frontier = sorted(tried, key=lambda s: (s.attack_success, s.written_prob, s.edge_fraction))[: max(beam, 1)]
         steps.append(frontier[0])
     return steps

@@ -39,12 +39,36 @@ from catalog.vocab import MaskKind
 # channel are Conv2d/BatchNorm2d (dim 1 of a 4-D map) and Linear (the last dim); 1-D and 3-D convs
 # would put channels where the hooks do not look.
 ZERO_KEEPING_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
 )  # f(0) = 0, channel by channel
 ZERO_KEEPING_FUNCTIONS = {
-    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh,
-    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout, F.dropout2d,
+    F.relu,
+    F.relu_,
+    torch.relu,
+    torch.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    torch.tanh,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.dropout,
+    F.dropout2d,
 }
 ZERO_KEEPING_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}

@@ -1,4 +1,4 @@
-"""Evaluating an intervention on a circuit against a random baseline (DESIGN §5).
+"""Evaluating an intervention on a circuit against a random baseline (docs/method.md, "Interventions").
 
 The interventions themselves (circuit pruning, edge pruning) are scoped hooks in
 `ingest.edit.prune`, re-exported here. `evaluate` runs the clean model, the pruned model and the
@@ -112,7 +112,11 @@ def random_circuit(widths: Sequence[int], k_per_layer: int | Sequence[int], seed
     Raises:
         InterventionError: k out of 0…width, or a k list of the wrong length.
     """
-    ks = [int(k_per_layer)] * len(widths) if isinstance(k_per_layer, (int, np.integer)) else [int(k) for k in k_per_layer]
+    ks = (
+        [int(k_per_layer)] * len(widths)
+        if isinstance(k_per_layer, (int, np.integer))
+        else [int(k) for k in k_per_layer]
+    )
     if len(ks) != len(widths):
         raise InterventionError(f"{len(ks)} k values for {len(widths)} layers")
     rng = np.random.default_rng(seed)
@@ -124,7 +128,9 @@ def random_circuit(widths: Sequence[int], k_per_layer: int | Sequence[int], seed
     return out
 
 
-def edge_fraction(widths: Sequence[int], channels: Sequence[Sequence[int]], kind: InterventionKind | str, pair: int = 0) -> float:
+def edge_fraction(
+    widths: Sequence[int], channels: Sequence[Sequence[int]], kind: InterventionKind | str, pair: int = 0
+) -> float:
     """Fraction of adjacent-layer neuron pairs (over the circuit's layers) an intervention cuts.
 
     Circuit pruning cuts every pair that touches a circuit neuron; edge pruning cuts the
@@ -212,7 +218,9 @@ def evaluate(
         raise InterventionError(f"edge pair {pair} is out of range for {len(layers)} layers: use 0…{len(layers) - 2}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise InterventionError("images must be a preprocessed float tensor (N, 3, H, W): see ingest.zoo.preprocess")
-    labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().reshape(-1)
+    labels_t = (
+        torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().reshape(-1)
+    )
     n = images.shape[0]
     if labels_t.shape[0] != n or n == 0:
         raise InterventionError(f"{n} images but {labels_t.shape[0]} labels: give one label per image")
@@ -233,7 +241,7 @@ def evaluate(
     with evaluating_on(model, dev), torch.no_grad():
         # Clean pass; it also records each layer's width.
         with scoped_hooks(model, {name: record(j, name) for j, name in enumerate(layers)}):
-            clean = torch.cat([_logits(model, images[s:s + batch_size].to(dev)) for s in range(0, n, batch_size)])
+            clean = torch.cat([_logits(model, images[s : s + batch_size].to(dev)) for s in range(0, n, batch_size)])
         if labels_t.min() < 0 or labels_t.max() >= clean.shape[1]:
             raise InterventionError(f"labels must lie in 0…{clean.shape[1] - 1} (the model's classes)")
         for name, width, ch in zip(layers, widths, channels):
@@ -245,7 +253,7 @@ def evaluate(
             outs = []
             for s in range(0, n, batch_size):
                 with intervention(model, layers, chans, kind, pair):
-                    outs.append(_logits(model, images[s:s + batch_size].to(dev)))
+                    outs.append(_logits(model, images[s : s + batch_size].to(dev)))
             return torch.cat(outs)
 
         intervened = run(channels)

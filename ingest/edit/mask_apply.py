@@ -3,7 +3,7 @@
 * `check(model, mask)` refuses a mask made for other weights, naming modules the model lacks, or
   (given an example input) recording other channel counts than the model's.
 * `apply_mask(model, mask)` is a context manager: inside it, forward passes are pruned as the mask
-  says (circuit pruning or DESIGN §5 edge pruning, through `ingest.edit.prune`); the hooks are
+  says (circuit pruning or docs/method.md, "Interventions" edge pruning, through `ingest.edit.prune`); the hooks are
   removed on exit. Works for any model.
 * `bake_mask(model, mask)` returns an edited copy of the state dict with which a plain model (no
   hooks) computes exactly what the hooked model computes, for circuit masks whose channels are
@@ -118,7 +118,7 @@ def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator
     """Prune the model as the mask says while the context is open (scoped hooks).
 
     Circuit masks zero each module's listed output channels. Edge masks cut the mask's src → dst
-    edges (DESIGN §5): each forward runs a second pass with src's channels zeroed, and dst's listed
+    edges (docs/method.md, "Interventions"): each forward runs a second pass with src's channels zeroed, and dst's listed
     channels are taken from it.
 
     Args:
@@ -145,7 +145,9 @@ def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator
         yield model
 
 
-def bake_mask(model: nn.Module, mask: Mask, *, verify: bool = True, plan: BakePlan | None = None) -> dict[str, torch.Tensor]:
+def bake_mask(
+    model: nn.Module, mask: Mask, *, verify: bool = True, plan: BakePlan | None = None
+) -> dict[str, torch.Tensor]:
     """A copy of the model's state dict, edited so the plain model behaves as `apply_mask` does.
 
     Only entries are zeroed (see `ingest.edit.bake_plan` for which and why that is exact); the plan is

@@ -1,4 +1,4 @@
-"""The interventions as scoped hooks (DESIGN §5): circuit pruning and edge pruning.
+"""The interventions as scoped hooks (docs/method.md, "Interventions"): circuit pruning and edge pruning.
 
 - **Circuit pruning** zeroes every circuit neuron in every circuit layer.
 - **Edge pruning** of the layer pair (L_i, L_{i+1}) computes `A_{i+1}` twice — clean, and with the
@@ -174,7 +174,11 @@ def prune_edges(
 
 
 def intervention(
-    model: nn.Module, layers: Sequence[str], channels: Sequence[Sequence[int]], kind: InterventionKind | str, pair: int = 0
+    model: nn.Module,
+    layers: Sequence[str],
+    channels: Sequence[Sequence[int]],
+    kind: InterventionKind | str,
+    pair: int = 0,
 ):
     """The context manager for `kind` (an `InterventionKind`), see `prune_circuit` and `prune_edges`.
 
@@ -196,6 +200,4 @@ def check_kind(kind: str) -> InterventionKind:
     try:
         return InterventionKind(kind)
     except ValueError:
-        raise InterventionError(
-            f"unknown intervention kind {kind!r}: use {' or '.join(InterventionKind)}"
-        ) from None
+        raise InterventionError(f"unknown intervention kind {kind!r}: use {' or '.join(InterventionKind)}") from None

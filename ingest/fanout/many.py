@@ -100,8 +100,15 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         image_set = resolve_images(job.images, job.dataset, n=job.n, seed=job.seed)
-        config = IngestConfig(model=job.model, concept=job.concept, layers=job.layers, k=job.k,
-                              weights=job.weights, device=job.device, batch_size=job.batch_size)  # fmt: skip
+        config = IngestConfig(
+            model=job.model,
+            concept=job.concept,
+            layers=job.layers,
+            k=job.k,
+            weights=job.weights,
+            device=job.device,
+            batch_size=job.batch_size,
+        )
         t0 = time.perf_counter()
         prepared = prepare(config, image_set)
         if writer == WRITE_IN_WORKERS:

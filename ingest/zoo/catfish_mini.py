@@ -1,4 +1,4 @@
-"""catfish-mini: a small InceptionV1-style network for CatFish-synth (DESIGN §8).
+"""catfish-mini: a small InceptionV1-style network for CatFish-synth (docs/architecture.md, "Models").
 
 Layout (64x64 input), with the CLA layers (cuts of the network) in brackets:
 
@@ -30,16 +30,16 @@ from torch import nn
 from ingest.datasets.catfish import CLASS_NAMES, IMAGE_SIZE
 
 __all__ = [
-    "BasicConv2d",
     "CATFISH_MINI_LAYERS",
     "CATFISH_MINI_LOGITS",
     "CLASS_NAMES",
-    "CatFishMini",
     "INPUT_SIZE",
-    "Inception",
     "MEAN",
     "STD",
     "WEIGHTS_PATH",
+    "BasicConv2d",
+    "CatFishMini",
+    "Inception",
     "build_catfish_mini",
     "preprocess",
 ]
@@ -69,7 +69,13 @@ class Inception(nn.Module):
     """An InceptionV1 block: 1x1 | 1x1->3x3 | 1x1->5x5 | maxpool->1x1, concatenated."""
 
     def __init__(
-        self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
+        self,
+        in_channels: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
         pool_proj: int,
     ) -> None:
         super().__init__()

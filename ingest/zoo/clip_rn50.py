@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AttentionPool2d", "Bottleneck", "LAYERS", "ModifiedResNet", "build_clip_rn50", "strip_visual_prefix"]
+__all__ = ["LAYERS", "AttentionPool2d", "Bottleneck", "ModifiedResNet", "build_clip_rn50", "strip_visual_prefix"]
 
 BLOCKS = (3, 4, 6, 3)  # bottleneck blocks per stage (RN50)
 LAYERS: tuple[str, ...] = tuple(f"layer{s + 1}.{b}" for s, n in enumerate(BLOCKS) for b in range(n))
@@ -131,7 +131,9 @@ class ModifiedResNet(nn.Module):
         width: stem width (64 for RN50).
     """
 
-    def __init__(self, layers=(3, 4, 6, 3), output_dim: int = 1024, heads: int = 32, image_size: int = 224, width: int = 64):
+    def __init__(
+        self, layers=(3, 4, 6, 3), output_dim: int = 1024, heads: int = 32, image_size: int = 224, width: int = 64
+    ):
         super().__init__()
         self.output_dim = output_dim
         self.image_size = image_size
@@ -196,5 +198,5 @@ def strip_visual_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     A state dict without `visual.` keys is returned unchanged (already the tower's own).
     """
     if any(k.startswith("visual.") for k in state_dict):
-        return {k[len("visual."):]: v for k, v in state_dict.items() if k.startswith("visual.")}
+        return {k[len("visual.") :]: v for k, v in state_dict.items() if k.startswith("visual.")}
     return dict(state_dict)

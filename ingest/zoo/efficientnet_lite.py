@@ -24,7 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DEFAULT_LAYERS", "LAYERS", "MEAN", "STAGE_LAYERS", "STD", "WEIGHTS_FILE", "WEIGHTS_SHA256", "EfficientNetLite0", "build_efficientnet_lite0", "wheel_weights_path"]
+__all__ = [
+    "DEFAULT_LAYERS",
+    "LAYERS",
+    "MEAN",
+    "STAGE_LAYERS",
+    "STD",
+    "WEIGHTS_FILE",
+    "WEIGHTS_SHA256",
+    "EfficientNetLite0",
+    "build_efficientnet_lite0",
+    "wheel_weights_path",
+]
 
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # the file's bytes
@@ -36,8 +47,15 @@ STD = (128.0 / 255.0,) * 3
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the converted statistics assume
 
 # (repeats, kernel, stride, expand ratio, in, out) per stage: efficientnet_lite_builder's lite0.
-STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 LAYERS = tuple(f"_blocks.{i}" for i in range(sum(s[0] for s in STAGES)))
 STAGE_LAYERS = tuple(f"_blocks.{sum(s[0] for s in STAGES[: j + 1]) - 1}" for j in range(len(STAGES)))
 DEFAULT_LAYERS = LAYERS

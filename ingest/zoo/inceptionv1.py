@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BLOCKS", "InceptionV1", "LAYERS", "Mixed", "WIDTHS", "build_inceptionv1"]
+__all__ = ["BLOCKS", "LAYERS", "WIDTHS", "InceptionV1", "Mixed", "build_inceptionv1"]
 
 # name: (in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool projection) — Lucid's graph.
 BLOCKS: dict[str, tuple[int, int, int, int, int, int, int]] = {

@@ -1,4 +1,4 @@
-"""How images become a model's input, as part of the model's spec (DESIGN §7a).
+"""How images become a model's input, as part of the model's spec (docs/architecture.md, "Preprocessing").
 
 A `Preprocessing` says: the input size (or keep each image's own size), how to get there
 (`crop`: shorter side to the size, then the centre; `stretch`: both sides to the size), the
@@ -167,7 +167,9 @@ def parse_input_size(text: int | str) -> int | None:
     return value
 
 
-def parse_normalize(spec: str | tuple[Sequence[float], Sequence[float]]) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+def parse_normalize(
+    spec: str | tuple[Sequence[float], Sequence[float]],
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     """ "none" → (None, None); "imagenet" → ImageNet's mean/std; "M,M,M:S,S,S" → those values.
 
     A (mean, std) pair of sequences is passed through as tuples.

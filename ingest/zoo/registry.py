@@ -1,4 +1,4 @@
-"""The zoo's registry: named model specs, user factories, and `load_model` (DESIGN §8).
+"""The zoo's registry: named model specs, user factories, and `load_model` (docs/architecture.md, "Models").
 
 Built in (`ingest.zoo.builtin`): `catfish-mini` (bundled weights), torchvision `googlenet` and
 `resnet50`, `inceptionv1` (Lucid's layout) and `clip-rn50` (CLIP's image tower). Any other model is
@@ -151,7 +151,9 @@ def load_model(
         raise ZooError(f"{spec.name} has no default layers: name them with --layers A,B,… (layers=[...])")
     resolve_layers(module, chosen)  # UnknownLayer (close names listed) before any compute
     module = module.to(resolve_device(device)).eval()
-    return LoadedModel(spec=spec, module=module, layers=chosen, weights_sha256=weights_sha256(module), weights_source=source)
+    return LoadedModel(
+        spec=spec, module=module, layers=chosen, weights_sha256=weights_sha256(module), weights_source=source
+    )
 
 
 def _load_weights(spec: ModelSpec, module: nn.Module, weights: str | Path | None) -> str:

@@ -1,4 +1,4 @@
-"""typo-mini: catfish-mini's network trained on Typographic-synth, so it reads (DESIGN §8, §9).
+"""typo-mini: catfish-mini's network trained on Typographic-synth, so it reads (docs/architecture.md, "Models"; docs/method.md, "Benchmarks").
 
 Same layout, layers and preprocessing as `ingest.zoo.catfish_mini`; the weights differ: a share of
 its training images carried the true class name written on them, so a class name written on an

@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 from ingest.zoo.preprocessing import Preprocessing
 from ingest.zoo.specs import FACTORY_SYNTAX, ModelLoadError, ModelSpec, UnknownModel
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["declare", "read_class_names", "user_spec"]
 
@@ -99,7 +99,9 @@ def _import_target(target: str) -> Any:
             spec.loader.exec_module(module)
         except Exception as exc:  # the user's file failed to import: one line, its own message
             sys.modules.pop(mod_name, None)
-            raise ModelLoadError(f"importing {path} raised {type(exc).__name__}: {exc} (the error is in that file)") from exc
+            raise ModelLoadError(
+                f"importing {path} raised {type(exc).__name__}: {exc} (the error is in that file)"
+            ) from exc
         return module
     try:
         return importlib.import_module(target)
@@ -123,15 +125,16 @@ def user_spec(name: str) -> ModelSpec:
         found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         hint = difflib.get_close_matches(factory_name, found, n=3) or found[:8]
         raise ModelLoadError(
-            f"{target} has no callable {factory_name!r}"
-            + (f" (callables there: {', '.join(hint)})" if hint else "")
+            f"{target} has no callable {factory_name!r}" + (f" (callables there: {', '.join(hint)})" if hint else "")
         )
 
     def build() -> nn.Module:
         try:
             module_out = factory()
         except Exception as exc:  # the user's own code failed: say so in one line, with its message
-            raise ModelLoadError(f"{name} raised {type(exc).__name__}: {exc} (the error is in the factory's own code)") from exc
+            raise ModelLoadError(
+                f"{name} raised {type(exc).__name__}: {exc} (the error is in the factory's own code)"
+            ) from exc
         if not isinstance(module_out, nn.Module):
             raise ModelLoadError(f"{name} returned a {type(module_out).__name__}, not a torch.nn.Module")
         return module_out

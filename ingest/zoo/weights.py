@@ -71,7 +71,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"cannot read weights file {path}: it is not a state dict of tensors (only files that load "
             "with weights_only=True are accepted); save one with torch.save(model.state_dict(), PATH)"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as exc:  # garbage input
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+    ) as exc:  # garbage input
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(
             f"cannot read weights file {path} ({msg}): it must be a state dict saved with torch.save "
@@ -83,7 +92,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
     sd = dict(obj)
     if all(k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -105,17 +114,22 @@ def load_into(
     own = module.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})")
+            parts.append(
+                f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})"
+            )
         if shapes:
             parts.append(f"{len(shapes)} of another shape (file vs model: {'; '.join(shapes[:2])})")
         raise WeightsError(
-            f"weights file {path} does not fit {name}: " + ", ".join(parts)
+            f"weights file {path} does not fit {name}: "
+            + ", ".join(parts)
             + ": pass weights saved from this architecture"
         )
     module.load_state_dict(sd, strict=False)
@@ -131,7 +145,7 @@ def find_cached(cache_names: Sequence[str]) -> Path | None:
     """The first cache file already on disk (torch hub checkpoints, or "hf:" Hugging Face hub globs)."""
     for name in cache_names:
         if name.startswith("hf:"):
-            hits = sorted(glob.glob(str(_hf_hub_cache() / name[len("hf:"):])))
+            hits = sorted(glob.glob(str(_hf_hub_cache() / name[len("hf:") :])))
             if hits:
                 return Path(hits[-1])
         else:
@@ -139,8 +153,6 @@ def find_cached(cache_names: Sequence[str]) -> Path | None:
             if path.is_file():
                 return path
     return None
-
-
 
 
 IMAGENET = "imagenet"  # `--weights imagenet`: the model's published ImageNet weights
@@ -195,5 +207,7 @@ def imagenet_weights_file(enum_ref: str) -> Path:
             f"put {filename} (from {entry.url}) at {path}, or pass --weights FILE"
         ) from None
     if not path.is_file():
-        raise WeightsError(f"torch hub did not leave {filename} at {path}: put it there by hand, or pass --weights FILE")
+        raise WeightsError(
+            f"torch hub did not leave {filename} at {path}: put it there by hand, or pass --weights FILE"
+        )
     return path

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-11-21
 
-Written by hand (DuckDB limits, STYLE §9): keys and unique constraints inside CREATE TABLE,
+Written by hand (DuckDB limits, docs/architecture.md, "Conventions"): keys and unique constraints inside CREATE TABLE,
 sequences created explicitly (autogenerate never emits them), view SQL frozen here rather than
 imported, so later edits of `catalog.views` need a new revision. Foreign keys to run, circuit and
 intervention exist on PostgreSQL only (DuckDB cannot delete a parent and its children in one
@@ -153,9 +153,7 @@ def upgrade() -> None:
             "position",
             name="uq_example_image_concept_id_image_set_sha256_position",
         ),
-        sa.ForeignKeyConstraint(
-            ["concept_id"], ["concept.id"], name="fk_example_image_concept_id_concept"
-        ),
+        sa.ForeignKeyConstraint(["concept_id"], ["concept.id"], name="fk_example_image_concept_id_concept"),
     )
     op.create_table(
         "run",
@@ -210,9 +208,7 @@ def upgrade() -> None:
         sa.Column("circuit_id", sa.Integer, nullable=False),
         sa.Column("neuron_id", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("circuit_id", "neuron_id", name="pk_circuit_neuron"),
-        sa.ForeignKeyConstraint(
-            ["neuron_id"], ["neuron.id"], name="fk_circuit_neuron_neuron_id_neuron"
-        ),
+        sa.ForeignKeyConstraint(["neuron_id"], ["neuron.id"], name="fk_circuit_neuron_neuron_id_neuron"),
         *_pg_only_fk("circuit_id", "circuit.id", "fk_circuit_neuron_circuit_id_circuit"),
     )
     op.create_table(
@@ -241,9 +237,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Double, nullable=False),
         sa.Column("baseline_value", sa.Double, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_evaluation"),
-        *_pg_only_fk(
-            "intervention_id", "intervention.id", "fk_evaluation_intervention_id_intervention"
-        ),
+        *_pg_only_fk("intervention_id", "intervention.id", "fk_evaluation_intervention_id_intervention"),
     )
     op.create_index("ix_evaluation_intervention_id", "evaluation", ["intervention_id"])
 

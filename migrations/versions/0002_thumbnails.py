@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
 
-Written by hand (STYLE §9): two new tables, keys inside CREATE TABLE, no index and no sequence
+Written by hand (docs/architecture.md, "Conventions"): two new tables, keys inside CREATE TABLE, no index and no sequence
 (composite primary keys). The foreign key to run exists on PostgreSQL only, as in 0001, and cascades
 (deleting a run deletes its patches).
 """

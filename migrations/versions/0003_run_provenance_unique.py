@@ -9,7 +9,7 @@ runs (re-run detection was check-then-write on a non-unique index). The key now 
 in `run_key`, whose primary key admits one run per key. A separate table rather than a partial
 unique index (`WHERE status = 'complete'`, which DuckDB does not support) or a new unique column on
 `run` (DuckDB cannot add a column with a constraint, nor update an indexed column freely): it is
-created with its key inside CREATE TABLE (STYLE §9) and works the same on both databases. Its
+created with its key inside CREATE TABLE (docs/architecture.md, "Conventions") and works the same on both databases. Its
 foreign key to run exists on PostgreSQL only, like the others pointing at rows a run deletion
 removes (see `catalog.models._pg_only_fk`). Existing catalogs: the newest complete run per key.
 """

@@ -166,8 +166,21 @@ def _convert_rows(bind: sa.Connection) -> None:
     """Per complete run: old rows → matrices → blobs, top edges, circuit edges."""
     matrix_rows = sa.table(
         "run_matrix",
-        *(sa.column(c) for c in ("run_id", "pair", "src_layer_id", "dst_layer_id", "n_src", "n_dst", "codec", "top_k",
-                                 "n_bytes", "scores")),  # fmt: skip
+        *(
+            sa.column(c)
+            for c in (
+                "run_id",
+                "pair",
+                "src_layer_id",
+                "dst_layer_id",
+                "n_src",
+                "n_dst",
+                "codec",
+                "top_k",
+                "n_bytes",
+                "scores",
+            )
+        ),
     )
     for run_id, neuron_ids in _runs(bind):
         if len(neuron_ids) < 2:  # no layer pair, no scores (not a run the store would write)
@@ -178,16 +191,32 @@ def _convert_rows(bind: sa.Connection) -> None:
         bind.execute(
             sa.insert(matrix_rows),
             [
-                {"run_id": run_id, "pair": i, "src_layer_id": layer_ids[i], "dst_layer_id": layer_ids[i + 1],
-                 "n_src": m.shape[0], "n_dst": m.shape[1], "codec": CODEC, "top_k": TOP_K, "n_bytes": len(blob),
-                 "scores": blob if _postgres() else None}  # fmt: skip
+                {
+                    "run_id": run_id,
+                    "pair": i,
+                    "src_layer_id": layer_ids[i],
+                    "dst_layer_id": layer_ids[i + 1],
+                    "n_src": m.shape[0],
+                    "n_dst": m.shape[1],
+                    "codec": CODEC,
+                    "top_k": TOP_K,
+                    "n_bytes": len(blob),
+                    "scores": blob if _postgres() else None,
+                }
                 for i, (m, blob) in enumerate(zip(matrices, blobs))
             ],
         )
         if not _postgres():  # DuckDB: the run's blobs as little-endian 8-byte words, in pair order
             words = np.concatenate([np.frombuffer(b + b"\0" * (-len(b) % 8), dtype="<i8") for b in blobs])
-            _bulk(bind, "run_matrix_word", {"run_id": np.full(len(words), run_id, np.int32),
-                                            "seq": np.arange(len(words), dtype=np.int32), "word": words.astype(np.int64)})  # fmt: skip
+            _bulk(
+                bind,
+                "run_matrix_word",
+                {
+                    "run_id": np.full(len(words), run_id, np.int32),
+                    "seq": np.arange(len(words), dtype=np.int32),
+                    "word": words.astype(np.int64),
+                },
+            )
         top = [_rows(neuron_ids, i, m, top_edge_mask(m, TOP_K)) for i, m in enumerate(matrices)]
         _insert(bind, "edge", {"run_id": run_id}, top)
         for circuit_id, channels in _circuits(bind, run_id, neuron_ids):
@@ -208,7 +237,9 @@ def _runs(bind: sa.Connection) -> Iterator[tuple[int, list[np.ndarray]]]:
         names = json.loads(layer_names) if isinstance(layer_names, str) else layer_names
         missing = [n for n in names if n not in by_model[model_id]]
         if missing:
-            raise RuntimeError(f"run {run_id} names layers {missing} that its model does not have: repair or delete it first")
+            raise RuntimeError(
+                f"run {run_id} names layers {missing} that its model does not have: repair or delete it first"
+            )
         yield int(run_id), [by_model[model_id][n] for n in names]
 
 
@@ -230,8 +261,10 @@ def _model_neurons(bind: sa.Connection, model_id: int) -> dict[str, np.ndarray]:
 def _layer_ids(bind: sa.Connection, neuron_ids: list[np.ndarray]) -> list[int]:
     firsts = [int(ids[0]) for ids in neuron_ids]
     found = dict(
-        bind.execute(sa.text("SELECT id, layer_id FROM neuron WHERE id IN :ids").bindparams(
-            sa.bindparam("ids", expanding=True)), {"ids": firsts}).all()  # fmt: skip
+        bind.execute(
+            sa.text("SELECT id, layer_id FROM neuron WHERE id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": firsts},
+        ).all()
     )
     return [int(found[n]) for n in firsts]
 
@@ -258,7 +291,9 @@ def _old_matrices(bind: sa.Connection, run_id: int, neuron_ids: list[np.ndarray]
     s_layer = np.where(inside, layer_of[np.clip(s, 0, span - 1)], -1)
     d_layer = np.where(inside, layer_of[np.clip(d, 0, span - 1)], -1)
     if ((s_layer < 0) | (d_layer != s_layer + 1)).any():
-        raise RuntimeError(f"run {run_id} has edges that do not join adjacent layers of the run: repair or delete it first")
+        raise RuntimeError(
+            f"run {run_id} has edges that do not join adjacent layers of the run: repair or delete it first"
+        )
     matrices = [np.zeros((len(a), len(b)), dtype=np.float32) for a, b in zip(neuron_ids, neuron_ids[1:])]
     for i, m in enumerate(matrices):
         sel = s_layer == i
@@ -288,9 +323,11 @@ def _read_matrices(bind: sa.Connection, run_id: int) -> list[np.ndarray]:
         sa.text("SELECT codec, n_bytes, scores FROM run_matrix WHERE run_id = :r ORDER BY pair"), {"r": run_id}
     ).all()
     if rows and rows[0][2] is None:  # DuckDB: reassemble the run's words
-        words = bind.execute(
-            sa.text("SELECT word FROM run_matrix_word WHERE run_id = :r ORDER BY seq"), {"r": run_id}
-        ).scalars().all()
+        words = (
+            bind.execute(sa.text("SELECT word FROM run_matrix_word WHERE run_id = :r ORDER BY seq"), {"r": run_id})
+            .scalars()
+            .all()
+        )
         data, at, blobs = np.asarray(words, dtype="<i8").tobytes(), 0, []
         for _, n_bytes, _ in rows:
             blobs.append(data[at : at + n_bytes])
@@ -306,7 +343,9 @@ def _rows(neuron_ids: list[np.ndarray], i: int, matrix: np.ndarray, keep: np.nda
     return neuron_ids[i][src].astype(np.int32), neuron_ids[i + 1][dst].astype(np.int32), matrix[src, dst]
 
 
-def _insert(bind: sa.Connection, table: str, constants: Mapping[str, int], chunks: list[tuple[np.ndarray, ...]]) -> None:
+def _insert(
+    bind: sa.Connection, table: str, constants: Mapping[str, int], chunks: list[tuple[np.ndarray, ...]]
+) -> None:
     """Bulk insert (src, dst, score) chunks plus constant id columns."""
     total = sum(len(c[0]) for c in chunks)
     if total == 0:
