@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiny_model import TINY_MODEL  # noqa: F401 (re-exported: the bad-input tests write it as a user model)
+
 README_START = "<!-- bad-input-table:start (generated from tests/bad_input_cases.py) -->"
 README_END = "<!-- bad-input-table:end -->"
 
