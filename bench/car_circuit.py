@@ -166,7 +166,7 @@ def run(
 
     db = db or str(Path(tempfile.mkdtemp(prefix="car-circuit-")) / "car.duckdb")
     cat = open_catalog(db, create=True)
-    image_set = resolve_images(images, None)
+    image_set = resolve_images(images=images)
     config = IngestConfig(
         model="inceptionv1",
         concept="car",

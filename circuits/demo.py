@@ -67,13 +67,15 @@ def run_demo(
     for i, name in enumerate(concepts):
         if progress:
             progress("circuits", i, len(concepts))
-        images = resolve_images(None, f"catfish:{name}", n=config.n_concept_images, seed=config.concept_seed)
+        images = resolve_images(dataset=f"catfish:{name}", n=config.n_concept_images, seed=config.concept_seed)
         r = ingest(cat, IngestConfig(model=MODEL, concept=name, k=config.k, layers=config.layers), images)
         circuits[name] = r.circuit_id
     if progress:
         progress("circuits", len(concepts), len(concepts))
 
-    eval_sets = {c: resolve_images(None, f"catfish:{c}", n=config.n_eval_images, seed=config.eval_seed) for c in parts}
+    eval_sets = {
+        c: resolve_images(dataset=f"catfish:{c}", n=config.n_eval_images, seed=config.eval_seed) for c in parts
+    }
     interventions: dict[tuple[str, str], int] = {}
     cache: dict = {}
     jobs = [(p, c) for p in primitives for c in parts]

@@ -13,8 +13,9 @@ mask apply/bake, the CatFish-synth dataset, training, and the pipeline that writ
 
 Names are imported on first use (torch only then), so importing a submodule or `circuits --help`
 does not pay for torch; `dir(ingest)`, tab completion and type checkers still see all of them.
-Importing the package sets `OMP_WAIT_POLICY=PASSIVE` (unless set) before torch can start OpenMP:
-see `ingest.threads`.
+Importing the package changes no process state (threads, environment): the `circuits` command sets
+torch's threads and OpenMP's wait policy; a script may call `ingest.threads.set_wait_policy()`
+before importing torch and `ingest.threads.configure(n)` (or pass `threads=`), see `ingest.threads`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from catalog._lazy import lazy_exports
-from ingest.threads import set_wait_policy
-
-set_wait_policy()  # before any torch import: OpenMP reads it only once, when torch loads
 
 if TYPE_CHECKING:
     from ingest import cla, datasets, edit, zoo

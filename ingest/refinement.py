@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from catalog import store
 from catalog.engine import Catalog
-from ingest.pipeline import IngestError, _k_per_layer
+from catalog.sizes import k_per_layer
+from ingest.pipeline import IngestError
 from ingest.stored_model import UntrustedModel, is_zoo_model
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def refine(
         (circuit_id, Circuit).
 
     Raises:
-        IngestError: a bad k, or a fixed layer that is not one of the run's layers.
+        BadK: a bad k (`catalog.sizes`).
+        IngestError: a fixed layer that is not one of the run's layers.
     """
     from ingest.cla.search import find_circuit
 
@@ -51,7 +53,7 @@ def refine(
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
     cat.release()
-    ks = _k_per_layer(k, run.layer_names, run.widths)
+    ks = k_per_layer(k, run.layer_names, run.widths)
     by_index = None if fixed is None else _fixed_by_index(fixed, list(run.layer_names))
     circuit = find_circuit(matrices, ks, fixed=by_index, max_sweeps=max_sweeps)
     with cat.writing() as s:

@@ -204,7 +204,8 @@ def run_walkthrough(
     from ingest.threads import configure
 
     say = progress or (lambda _msg: None)
-    configure(threads)
+    if threads is not None:  # set only when asked: a library call leaves the process's threads alone
+        configure(threads)
     loaded = zoo.load_model(MODEL)
     if not loaded.weights_source.startswith("bundled:"):
         raise WalkthroughError(f"{MODEL} has no real weights here: pip install 'visual-circuit-catalog[pretrained]'")

@@ -234,7 +234,7 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     [
         (["clip-rn50"], "no classifier head"),
         (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
-        (["typo-mini", "--k", "0"], "--k must list positive"),
+        (["typo-mini", "--k", "0"], "k must be at least 1"),
         (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
         (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
         (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),

@@ -62,11 +62,11 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cat = open_catalog(path, create=True)
     circuits, runs, sizes = [], [], {}
     for concept, k in (("star", (2, 3, 3, 2, 2)), ("stripes_star", 3)):
-        images = resolve_images(None, f"catfish:{concept}", n=8, seed=0)
+        images = resolve_images(dataset=f"catfish:{concept}", n=8, seed=0)
         result = ingest(cat, IngestConfig("catfish-mini", concept, k=k, device="cpu"), images)
         circuits.append(result.circuit_id)
         runs.append(result.run_id)
-    ablate(cat, circuits[1], resolve_images(None, "catfish:stripes_star", n=8, seed=1), device="cpu")
+    ablate(cat, circuits[1], resolve_images(dataset="catfish:stripes_star", n=8, seed=1), device="cpu")
     with cat.session() as s:
         from catalog import store
 
