@@ -53,7 +53,8 @@ def run_demo(
     from catalog.engine import open_catalog
     from ingest.ablation import ablate
     from ingest.datasets import catfish
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
     from queries.claims import catfish_claims, report_markdown
     from queries.plots import heatmap
 
@@ -68,7 +69,7 @@ def run_demo(
         if progress:
             progress("circuits", i, len(concepts))
         images = resolve_images(dataset=f"catfish:{name}", n=config.n_concept_images, seed=config.concept_seed)
-        r = ingest(cat, IngestConfig(model=MODEL, concept=name, k=config.k, layers=config.layers), images)
+        r = ingest_concept(cat, IngestConfig(model=MODEL, concept=name, k=config.k, layers=config.layers), images)
         circuits[name] = r.circuit_id
     if progress:
         progress("circuits", len(concepts), len(concepts))

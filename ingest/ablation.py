@@ -51,12 +51,12 @@ def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str
     if label is not None:
         if not class_names:
             raise IngestError(
-                "this model has no class names, so --label cannot be resolved: give --classes FILE "
-                "(one name per line, by logit index) or declare class_names on the model's factory"
+                "this model has no class names, so `label=` cannot be resolved: give `class_names=` "
+                "(one name per logit index) or declare class_names on the model's factory"
             )
         if label not in class_names:
             close = ", ".join(n for n in class_names if label.lower() in n.lower())[:200]
-            raise IngestError(f"unknown class {label!r} for --label" + (f" (did you mean: {close})" if close else ""))
+            raise IngestError(f"unknown class {label!r} for `label=`" + (f" (did you mean: {close})" if close else ""))
         return np.full(len(image_set), list(class_names).index(label), dtype=np.int64)
     if image_set.labels is None:
         return None
@@ -111,6 +111,7 @@ def ablate(
     from ingest.datasets.typo_sets import is_attack_set, require_written
     from ingest.edit.interventions import evaluate
     from ingest.module_model import is_module, loaded_module
+    from ingest.refinement import stored_preprocessing
     from ingest.zoo.preprocessing import Preprocessing
 
     if threads is not None:
@@ -124,11 +125,8 @@ def ablate(
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
     if is_module(model):
-        pp_stored = run_params.get("preprocessing")
         loaded = loaded_module(
-            model,
-            layers=circ.layer_names,
-            preprocessing=None if pp_stored is None else Preprocessing.from_params(pp_stored),
+            model, layers=circ.layer_names, preprocessing=stored_preprocessing(run_params, Preprocessing)
         )
         fix = "pass the module with the weights the circuit was found with"
     else:
@@ -145,7 +143,7 @@ def ablate(
             f"circuit {circuit_id} was found on {circ.model} weights {circ.weights_sha256[:12]}…, "
             f"but the given weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): {fix}"
         )
-    pp = preprocessing or _run_preprocessing(run_params, loaded.spec.preprocessing)
+    pp = preprocessing or stored_preprocessing(run_params, lambda: loaded.spec.preprocessing)
     labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
     if written is not None:
@@ -285,19 +283,11 @@ def _write(
     )
 
 
-def _run_preprocessing(run_params: dict, fallback: Preprocessing) -> Preprocessing:
-    """The preprocessing a run stored in its provenance (runs before it was stored: the spec's)."""
-    from ingest.zoo.preprocessing import Preprocessing
-
-    stored = run_params.get("preprocessing")
-    return fallback if stored is None else Preprocessing.from_params(stored)
-
-
 def _clean_top1(model, x, batch_size: int, device: str):
     """The clean model's top-1 class of every image: the reference for unlabelled images."""
     import torch
 
-    from ingest.cla.attribute import resolve_device
+    from ingest.cla.attribution import resolve_device
 
     dev = resolve_device(device)
     model.to(dev)

@@ -45,7 +45,7 @@ def compute(
         ComputeFailed: the computation failed (it carries the failed run row to record).
     """
     from ingest import thumbnails
-    from ingest.cla.attribute import attribute
+    from ingest.cla.attribution import attribute
     from ingest.cla.search import find_circuit
     from ingest.writer import ComputedRun, RunFailure, describe
 

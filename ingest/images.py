@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catalog.errors import CircuitsError
+from catalog.image_set_names import image_source
 from ingest.pixel_budget import open_image
 
 __all__ = [
@@ -288,6 +289,6 @@ def rendered_image_set(name: str, images: np.ndarray, labels: np.ndarray | None 
     """Wrap rendered images (N, H, W, 3) uint8 as an ImageSet hashed by pixel content."""
     assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, images.shape
     hashes = tuple(hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images)
-    sources = tuple(f"{name}#{i}" for i in range(len(images)))
+    sources = tuple(image_source(name, i) for i in range(len(images)))
     lab = None if labels is None else tuple(int(x) for x in labels)
     return ImageSet(name, tuple(images), hashes, sources, (), lab)

@@ -7,7 +7,7 @@ run fed its images.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from catalog import store
@@ -19,7 +19,7 @@ from ingest.stored_model import UntrustedModel, is_zoo_model
 if TYPE_CHECKING:
     from ingest.zoo.preprocessing import Preprocessing
 
-__all__ = ["refine", "run_preprocessing"]
+__all__ = ["refine", "run_preprocessing", "stored_preprocessing"]
 
 
 def refine(
@@ -104,7 +104,6 @@ def run_preprocessing(
     if (input_size, resize, normalize, channels) == (None, None, None, None):
         return None
     from ingest import zoo
-    from ingest.zoo.preprocessing import Preprocessing
 
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
@@ -114,5 +113,15 @@ def run_preprocessing(
             f"circuit {circuit_id}'s run stored no preprocessing and its model {circ.model!r} is user code, "
             "which is never imported from a catalog: ablate it without preprocessing overrides"
         )
-    base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).preprocessing
+    base = stored_preprocessing({"preprocessing": stored}, lambda: zoo.get_spec(circ.model).preprocessing)
     return base.with_overrides(input_size=input_size, resize=resize, normalize=normalize, channels=channels)
+
+
+def stored_preprocessing(run_params: Mapping, fallback: Callable[[], Preprocessing]) -> Preprocessing:
+    """The preprocessing a run stored in its provenance (`params["preprocessing"]`); runs stored
+    before it was recorded get `fallback()` (the model's own). The one place both `ablate` and
+    `run_preprocessing` read it."""
+    from ingest.zoo.preprocessing import Preprocessing
+
+    stored = run_params.get("preprocessing")
+    return fallback() if stored is None else Preprocessing.from_params(stored)

@@ -58,7 +58,7 @@ def run_of_concept(cat: Catalog, request: Any, run_id: int, circuit_id: int | No
     else:
         copy_id = copy.id
     with cat.session() as s:
-        same = [c for c in store.list_circuits(s, run_id=copy_id) if tuple(c.k) == tuple(request.ks) and not c.fixed]
+        same = [c for c in store.find_circuits(s, run_id=copy_id) if tuple(c.k) == tuple(request.ks) and not c.fixed]
     cat.release()
     return copy_id, (same[0].id if same else None)
 

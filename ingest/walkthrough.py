@@ -199,7 +199,7 @@ def run_walkthrough(
     from ingest import zoo
     from ingest.edit.interventions import evaluate
     from ingest.images import rendered_image_set
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.refinement import refine
     from ingest.threads import configure
 
@@ -234,7 +234,7 @@ def run_walkthrough(
     circuits, channels = [], []
     for c, cls in zip(concepts, classes):
         t0 = time.perf_counter()
-        r = ingest(
+        r = ingest_concept(
             cat,
             IngestConfig(
                 model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=(*k, 1), batch_size=n_views, threads=threads

@@ -312,7 +312,7 @@ def test_defend_with_search_measures_the_searched_k(swept):
 def test_text_circuit_is_a_contrast_run_matching_a_plain_reference(swept):
     """The default text concept: max(S(text images) − S(the same images without text), 0), stored
     with its own provenance (the plain set named in its params) and reused on a second request."""
-    from ingest.cla.attribute import attribute
+    from ingest.cla.attribution import attribute
     from ingest.defence.contrast import ContrastError, contrast_ingest, contrast_matrices
     from ingest.pipeline import IngestConfig
 

@@ -68,10 +68,10 @@ def test_library_from_a_folder_with_its_own_migrations_package(tmp_path, with_in
             circuit = None
             if {with_ingest!r}:
                 from ingest.image_sets import resolve_images
-                from ingest.pipeline import IngestConfig, ingest
+                from ingest.pipeline import IngestConfig, ingest_concept
 
                 model = {str(tmp_path / "tiny.py")!r} + ":build"
-                circuit = ingest(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2),
+                circuit = ingest_concept(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2),
                                  resolve_images(dataset="catfish:stripes", n=2)).circuit_id
             cat.close()
             server = make_server(db, port=0, quiet=True)

@@ -93,17 +93,17 @@ def test_ingest_sets_threads_only_when_asked(monkeypatch, tmp_path):
     torch = pytest.importorskip("torch")
     from catalog.engine import open_catalog
     from ingest.image_sets import resolve_images
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU())
     cat = open_catalog(tmp_path / "c.duckdb", create=True)
     images = resolve_images(dataset="catfish:stripes", n=2, seed=0)
-    ingest(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2), images)
+    ingest_concept(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2), images)
     assert calls == []  # the process's thread count is the caller's
     n = torch.get_num_threads()
-    ingest(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2, threads=n + 1), images)
+    ingest_concept(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2, threads=n + 1), images)
     assert calls == [n + 1]
     cat.close()
 

@@ -94,8 +94,7 @@ def ingest(
     from catalog.sizes import BadK, parse_k
     from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
     from ingest.image_sets import resolve_images
-    from ingest.pipeline import IngestConfig
-    from ingest.pipeline import ingest as run_ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.threads import configure
 
     check_concept_name(concept)  # everything that can be checked, before any side effect
@@ -125,7 +124,7 @@ def ingest(
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
         with progress_bar() as update:
-            result = run_ingest(cat, config, image_set, progress=update)
+            result = ingest_concept(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
     typer.echo(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
@@ -161,7 +160,7 @@ def refine(
         run_id = resolve_run(s, run, model)
         info = store.read_run(s, run_id)
         ks = k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
-        same = [c for c in store.list_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
+        same = [c for c in store.find_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
     if same:
         typer.echo(f"circuit {same[0].id} of run {run_id} already has k={','.join(map(str, ks))}: nothing new stored")
         return

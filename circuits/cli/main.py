@@ -75,15 +75,16 @@ _KEPT = {
 
 
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
+_FLAGS = {"class_names": "--classes FILE"}  # parameters whose flag is not their name with dashes
 
 
 def cli_message(text: str) -> str:
     """A library error's message as the command line says it: parameters become flags.
 
     Library errors name parameters as `` `images=` ``; a command's flag for a parameter is its
-    name with dashes (`--images`, `--batch-size`).
+    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` says otherwise.
     """
-    return _PARAMETER.sub(lambda m: "--" + m[1].replace("_", "-"), text)
+    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), text)
 
 
 def os_error_message(exc: OSError) -> str | None:

@@ -269,7 +269,7 @@ def defend(
     """
     from ingest.defence.contrast import contrast_ingest
     from ingest.defence.measure import measure_attack, measure_clean, measure_holdout
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     config.validate()
     _check_target(target)
@@ -291,7 +291,7 @@ def defend(
         if target.plain_set is not None:
             res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set)
         else:
-            res = ingest(cat, ingest_config, target.text_set)
+            res = ingest_concept(cat, ingest_config, target.text_set)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
