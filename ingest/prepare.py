@@ -88,6 +88,28 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def _loaded(config: IngestConfig) -> Any:
+    """`config.model` as a `LoadedModel` (zoo name and identity kept), on `config.layers` if given."""
+    import dataclasses
+
+    from ingest.cla.capture import resolve_layers
+    from ingest.zoo import LoadedModel
+
+    loaded = config.model
+    if not isinstance(loaded, LoadedModel):
+        raise IngestError(
+            f"`model=` takes an nn.Module, a zoo name or path/to/file.py:factory, not a {type(loaded).__name__}"
+        )
+    if config.weights is not None or config.preprocessing is not None:
+        raise IngestError(
+            "a loaded model carries its weights and preprocessing: leave `weights=` and `preprocessing=` out"
+        )
+    if config.layers is not None and tuple(config.layers) != tuple(loaded.layers):
+        resolve_layers(loaded.module, config.layers)  # UnknownLayer before any compute
+        loaded = dataclasses.replace(loaded, layers=tuple(config.layers))
+    return loaded
+
+
 def provenance_key(weights_sha256: str, layers: Sequence[str], image_set_sha256: str, params: dict[str, Any]) -> str:
     """The identity of a run's result: same key, same matrices."""
     blob = json.dumps(
@@ -147,13 +169,15 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         if config.weights is not None:
             raise IngestError("`weights=` names a file for a named model: load the weights into your module instead")
         loaded = loaded_module(config.model, layers=config.layers, preprocessing=config.preprocessing)
-    else:
+    elif isinstance(config.model, str):
         if config.preprocessing is not None:
             raise IngestError(
                 "`preprocessing=` is for a model object; a named model carries its own "
                 "(override parts with `input_size=`, `resize=`, `normalize=`, `channels=`)"
             )
-        loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
+        loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)  # the one load
+    else:  # a LoadedModel from zoo.load_model: a caller running several ingests loads it once
+        loaded = _loaded(config)
     layers = list(loaded.layers)
     if len(layers) < 2:
         raise IngestError("CLA needs at least two layers: pass `layers=` (two or more, forward order)")

@@ -52,11 +52,13 @@ ThreadsOpt = Annotated[
 
 def _echo_image_report(image_set) -> None:
     """One summary line for the files not used, and one line per note (stderr)."""
+    from circuits.cli.main import cli_message  # library text names parameters; here, flags
+
     for note in image_set.notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {cli_message(note)}", err=True)
     summary = image_set.summary()
     if summary:
-        typer.echo(summary, err=True)
+        typer.echo(cli_message(summary), err=True)
 
 
 @app.command()
