@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from catalog.errors import CircuitsError
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from queries.listing import CircuitDetails
 
 __all__ = [
@@ -287,7 +289,7 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
     columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn()]
     columns += [TextColumn("ETA"), TimeRemainingColumn()] if eta else [TimeElapsedColumn()]
     bar = Progress(*columns)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if not tasks:
