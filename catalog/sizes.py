@@ -7,7 +7,9 @@ A circuit keeps k neurons per layer: one integer for every layer, or one per lay
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from typing import SupportsIndex
 
 from catalog.errors import CircuitsError
 
@@ -34,14 +36,16 @@ def parse_k(value: object) -> K:
     """
     if isinstance(value, bool):
         raise BadK(f"{_FORM} (got {value!r})")
-    if isinstance(value, int):
-        values: tuple[int, ...] = (value,)
-    else:
-        parts = value.split(",") if isinstance(value, str) else value
+    if isinstance(value, SupportsIndex):  # int, NumPy integers
+        values: tuple[int, ...] = (operator.index(value),)
+    elif isinstance(value, str | list | tuple):
+        parts = value.split(",") if isinstance(value, str) else list(value)
         try:
-            values = tuple(_integer(p) for p in parts if not (isinstance(p, str) and not p.strip()))  # type: ignore[union-attr]
+            values = tuple(_integer(p) for p in parts if not (isinstance(p, str) and not p.strip()))
         except (TypeError, ValueError):
             raise BadK(f"{_FORM} (got {value!r})") from None
+    else:
+        raise BadK(f"{_FORM} (got {value!r})")
     if not values:
         raise BadK(f"{_FORM} (got {value!r})")
     if min(values) < 1:
@@ -50,9 +54,11 @@ def parse_k(value: object) -> K:
 
 
 def _integer(part: object) -> int:
-    if isinstance(part, bool) or isinstance(part, float):
-        raise ValueError(part)
-    return int(part)  # type: ignore[call-overload]
+    if isinstance(part, str):
+        return int(part)
+    if isinstance(part, SupportsIndex) and not isinstance(part, bool):
+        return operator.index(part)  # int, NumPy integers
+    raise TypeError(part)
 
 
 def k_per_layer(k: object, layers: Sequence[str], widths: Sequence[int]) -> list[int]:

@@ -132,18 +132,19 @@ def ablate(
     else:
         name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
         key = (name, weights, tuple(circ.layer_names))
-        loaded = None if model_cache is None else model_cache.get(key)
-        if loaded is None:
-            loaded = zoo.load_model(name, weights=weights, layers=circ.layer_names)
+        cached = None if model_cache is None else model_cache.get(key)
+        if cached is None:
+            cached = zoo.load_model(name, weights=weights, layers=circ.layer_names)
             if model_cache is not None:
-                model_cache[key] = loaded
+                model_cache[key] = cached
+        loaded = cached
         fix = "pass the same file with `weights=`"
     if loaded.weights_sha256 != circ.weights_sha256:
         raise IngestError(
             f"circuit {circuit_id} was found on {circ.model} weights {circ.weights_sha256[:12]}…, "
             f"but the given weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): {fix}"
         )
-    pp = preprocessing or stored_preprocessing(run_params, lambda: loaded.spec.preprocessing)
+    pp = preprocessing or stored_preprocessing(run_params, lambda: loaded.spec.pp)
     labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
     if written is not None:
@@ -166,7 +167,7 @@ def ablate(
     if written is not None:
         from ingest.defence.attack_eval import evaluate_attack
 
-        result = evaluate_attack(
+        attack = evaluate_attack(
             loaded.module,
             [list(c) for c in circ.channels],
             x,
@@ -185,11 +186,11 @@ def ablate(
             kind,
             params,
             image_set,
-            result.clean,
-            result.intervened,
-            result.baseline,
-            result.edge_fraction,
-            result.baseline_edge_fraction,
+            attack.clean,
+            attack.intervened,
+            attack.baseline,
+            attack.edge_fraction,
+            attack.baseline_edge_fraction,
         )
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)

@@ -283,5 +283,7 @@ def ingest_prepared(
         outcome = find_or_compute(cat, prepared, progress=progress, t0=t0, scores=scores)
     except ComputeFailed as failed:
         record_failure(cat, failed.failure)
-        raise failed.__cause__ from None
+        cause = failed.__cause__
+        assert cause is not None, "compute raises ComputeFailed from the error"
+        raise cause from None
     return record(cat, outcome, progress=progress)

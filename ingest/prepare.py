@@ -181,7 +181,7 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
     layers = list(loaded.layers)
     if len(layers) < 2:
         raise IngestError("CLA needs at least two layers: pass `layers=` (two or more, forward order)")
-    pp = config.preprocessing_for(loaded.spec.preprocessing)
+    pp = config.preprocessing_for(loaded.spec.pp)
     x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
     check_ingest_inputs(loaded.module, layers, x, batch_size=config.batch_size, device=config.device)
     # Register the adapter's whole layer list when the run uses a subset of it, so layer positions

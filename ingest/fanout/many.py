@@ -96,10 +96,8 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
     """
     from ingest.image_sets import resolve_images
     from ingest.pipeline import ComputeFailed, IngestConfig, find_or_compute, ingest_prepared, prepare
-    from ingest.threads import configure
 
     try:
-        configure()  # a worker process is the CLI's: threads for the CPUs it has (ingest.threads)
         image_set = resolve_images(images=job.images, dataset=job.dataset, n=job.n, seed=job.seed)
         config = IngestConfig(
             model=job.model,
@@ -130,7 +128,7 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
 
 
 def ingest_many(
-    db: str,
+    db: str | None,
     jobs: Sequence[Job],
     executor: Any,
     *,
@@ -140,7 +138,7 @@ def ingest_many(
     """Run every job on `executor`, at most `executor.workers` at a time, and store the results.
 
     Args:
-        db: the catalog (path or URL); created when missing.
+        db: the catalog (path or URL; None: `open_catalog`'s default); created when missing.
         jobs: from `ingest.fanout.jobs.load_jobs`.
         executor: `ingest.fanout.executors.InlineExecutor` or `RayExecutor`.
         retries: how many more times a failed job is tried (bad input is not retried).
