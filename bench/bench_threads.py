@@ -29,14 +29,22 @@ CHILD = r"""
 import os, sys, time, json
 mode, n_threads, n_images, n_pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 if mode in ("passive", "default"):
-    import ingest  # sets OMP_WAIT_POLICY=PASSIVE before torch loads
+    from ingest.threads import set_wait_policy
+    set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before torch loads
+if mode == "ingest-first":
+    import ingest, ingest.pipeline, ingest.cla.attribution
 import torch
 if mode == "after":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+if mode == "torch-first":
+    import ingest, ingest.pipeline, ingest.cla.attribution
 from ingest.threads import configure
 from ingest.cla.attribution import attribute
 from torchvision.models import googlenet
-n = configure(None) if mode == "default" else configure(n_threads)
+if mode in ("ingest-first", "torch-first"):
+    n = torch.get_num_threads()  # the library leaves torch's own default alone
+else:
+    n = configure(None) if mode == "default" else configure(n_threads)
 torch.manual_seed(0)
 model = googlenet(weights=None, init_weights=False, aux_logits=False).eval()
 layers = ["inception3a", "inception3b", "inception4a", "inception4b"][: n_pairs + 1]
