@@ -196,6 +196,9 @@ def defend(
             search_scale=search_scale,
             holdout_seeds=_seeds(holdout_seeds),
         )
+    from ingest.threads import configure
+
+    configure()  # the command's process: torch threads for the free CPUs (ingest.threads)
     cat = open_catalog(db)
     # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
     with progress_bar() if fmt is OutputFormat.table else nullcontext(None) as update:
