@@ -62,8 +62,8 @@ FRESH = textwrap.dedent(
         import onnxruntime as ort
         s = ort.InferenceSession(sys.argv[3], providers=["CPUExecutionProvider"])
         got = s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
-        d = max(d, float(abs(got - expected.numpy()).max()))
-    print("MAXDIFF", d)
+        print("ONNX", float(abs(got - expected.numpy()).max()))
+    print("PT2", d)
     """
 )
 
@@ -132,8 +132,9 @@ def apply_and_check_fresh(name, layers, tmp: Path, *, out="pruned.pt", kind="cir
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    diff = float(done.stdout.split("MAXDIFF")[1])
-    assert diff <= 1e-5, diff
+    found = dict(line.split() for line in done.stdout.splitlines() if line.startswith(("PT2", "ONNX")))
+    assert float(found["PT2"]) <= 1e-5, found  # the same kernels as the hooked model
+    assert float(found["ONNX"]) <= 1e-5 * max(1.0, float(expected.abs().max())), found  # relative to large logits
     return r.output
 
 
@@ -173,7 +174,7 @@ def test_bad_output_paths_write_nothing(tmp_path):
 
 SLOW_MODELS = [
     ("typo-mini", None, "program"),
-    ("googlenet", ["inception4a", "inception4b"], "program"),
+    ("googlenet", ["inception5b", "fc"], "program"),  # random init: earlier cuts barely move the logits
     ("inceptionv1", None, "program"),
     ("resnet50", ["layer3", "layer4"], "program"),
 ]

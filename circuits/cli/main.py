@@ -45,6 +45,12 @@ class _RootGroup(TyperGroup):
                 raise
             typer.echo(f"error: {message}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            message = user_model_message(exc, name)
+            if message is None or _DEBUG["on"]:
+                raise  # a bug in this tool (or --debug asked for the traceback)
+            typer.echo(f"error: {message}", err=True)
+            ctx.exit(1)
 
     def _command_name(self, ctx: typer.Context) -> str:
         """The command as typed after `circuits` ("ingest", "db init"), for messages."""
@@ -72,6 +78,23 @@ _KEPT = {
 }
 
 
+_DEBUG = {"on": False}  # set by `circuits --debug`
+
+
+def user_model_message(exc: BaseException, command: str) -> str | None:
+    """One line for an exception raised inside the user's own model code (or None: not the user's)."""
+    from ingest.user_code import user_frame
+
+    frame = user_frame(exc)
+    if frame is None:
+        return None
+    text = " ".join(str(exc).split()) or "(no message)"
+    return (
+        f"the model's own code raised {type(exc).__name__} in {frame} during `circuits {command}`: {text} "
+        "(`circuits --debug …` shows the traceback)"
+    )
+
+
 def os_error_message(exc: OSError) -> str | None:
     """A one-line message for an operating-system error on a path the user gave (or None)."""
     if not isinstance(exc, OSError) or type(exc).__module__ not in ("builtins",):
@@ -91,6 +114,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error raised in a user's model."),
+) -> None:
+    """Find circuits in vision models, keep them in a queryable catalog, and edit models with them."""
+    _DEBUG["on"] = debug
 
 
 for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app, defend.app):

@@ -80,7 +80,8 @@ def apply_to_file(
         out: the file to write (see above).
         weights: the weights file the mask was made for (default: bundled/cached).
         check_batch: random images of the model's input shape on which every written file is
-            compared with the hook-pruned model (max |diff| ≤ 1e-5, or nothing is kept).
+            compared with the hook-pruned model (max |diff| ≤ 1e-5, for ONNX relative to the
+            largest output when that exceeds 1; else the file is not kept).
 
     Raises:
         MaskError: an unreadable mask, one for another model, weights or layout, or a bad `out`.
@@ -118,8 +119,12 @@ def apply_to_file(
             onnx_check = write_onnx(program, onnx_path, example, expected)
         except ExportRefused as exc:
             raise ExportRefused(f"{exc}; {pt2} was written (torch.export), no ONNX file") from exc
+        # onnxruntime's kernels round differently from torch's: float32 rounding grows with the
+        # outputs' size (random-init resnet50 logits reach ~110, where torch itself is 4e-5 from
+        # float64), so the ONNX check is 1e-5 relative to the largest output, at least 1e-5 absolute.
+        scale = max(1.0, float(expected.abs().max()))
         try:
-            _require_equal(onnx_check.max_abs_diff, "the ONNX model")
+            _require_equal(onnx_check.max_abs_diff, "the ONNX model", scale)
         except ExportRefused as exc:
             onnx_path.unlink(missing_ok=True)
             raise ExportRefused(f"{exc}; {pt2} was written (torch.export), no ONNX file") from None
@@ -127,6 +132,7 @@ def apply_to_file(
     return AppliedMask(loaded.spec.name, loaded.weights_source, mask, None, tuple(checks), reason, skipped)
 
 
-def _require_equal(diff: float, what: str) -> None:
-    if not diff <= EXACT_TOLERANCE:
-        raise ExportRefused(f"{what} differs from the hook-pruned model by {diff:.3g} (> {EXACT_TOLERANCE:g})")
+def _require_equal(diff: float, what: str, scale: float = 1.0) -> None:
+    if not diff <= EXACT_TOLERANCE * scale:
+        limit = f"{EXACT_TOLERANCE:g}" + (f" × the largest output, {scale:.3g}" if scale > 1 else "")
+        raise ExportRefused(f"{what} differs from the hook-pruned model by {diff:.3g} (> {limit})")

@@ -1,0 +1,83 @@
+"""User models as people write them: a model file that imports a module beside it, and a model
+whose forward raises (one `error:` line naming the model code, the command and the message;
+`circuits --debug` shows the traceback)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from circuits.cli.main import app
+
+runner = CliRunner()
+
+MYNET = """
+import torch
+from torch import nn
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        if x.min() < 0:
+            raise ValueError("TinyNet takes images in [0, 1]")
+        return self.head(torch.relu(self.c2(torch.relu(self.c1(x)))))
+"""
+
+MODEL = """
+from mynet import TinyNet  # a module beside this file, as `python model.py` would find it
+
+def build():
+    return TinyNet()
+"""
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mynet.py").write_text(MYNET)
+    (models / "model.py").write_text(MODEL)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    monkeypatch.chdir(tmp_path)  # the model's folder is not the working directory
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # sys.path restored after the test
+    return tmp_path
+
+
+def ingest(*extra):
+    argv = ["ingest", "models/model.py:build", "--concept", "noise", "--images", "imgs", "--layers", "c1,c2"]
+    return runner.invoke(app, [*argv, "--k", "2", "--db", "c.duckdb", *extra])
+
+
+def test_a_model_file_imports_the_module_beside_it(folder):
+    r = ingest()
+    assert r.exit_code == 0, r.output
+    assert (folder / "c.duckdb").exists()
+
+
+def test_an_exception_in_the_users_forward_is_one_line(folder):
+    r = ingest("--normalize", "imagenet", "--threads", "1")
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    line = lines[0]
+    assert line.startswith("error: the model's own code raised ValueError in forward (mynet.py, line ")
+    assert "during `circuits ingest`: TinyNet takes images in [0, 1]" in line
+    assert "--debug" in line
+
+    r = runner.invoke(
+        app,
+        ["--debug", "ingest", "models/model.py:build", "--concept", "noise", "--images", "imgs"]
+        + ["--layers", "c1,c2", "--k", "2", "--db", "c.duckdb", "--normalize", "imagenet"],
+    )
+    assert isinstance(r.exception, ValueError) and "TinyNet takes images" in str(r.exception)
