@@ -86,6 +86,7 @@ class RunRow:
     started: dt.datetime
     seconds: float | None
     circuits: int
+    weights: str = ""  # where the weights came from (file, bundled, cache, RANDOM-INIT); '' when not recorded
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ def list_concepts(session: Session, model: str | None = None) -> list[ConceptRow
     return rows if model is None else [r for r in rows if r.runs > 0]
 
 
+def _weights_kind(lib) -> str:
+    """The kind of a run's weights source, upper case when untrained (a reader must not miss it)."""
+    source = str((decode_json(lib) or {}).get("weights_source", ""))
+    kind = source.split(":", 1)[0]
+    return "RANDOM-INIT" if kind == "random-init" else kind
+
+
 def list_runs(
     session: Session, model: str | None = None, concept: str | None = None, status: str | None = None
 ) -> list[RunRow]:
@@ -178,7 +186,7 @@ def list_runs(
     table = query_arrow(
         session,
         "SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, r.n_images AS images, "
-        "r.device, r.started_at AS started, r.seconds, coalesce(c.n, 0) AS circuits "
+        "r.device, r.started_at AS started, r.seconds, coalesce(c.n, 0) AS circuits, r.library_versions AS lib "
         "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id "
         "LEFT JOIN (SELECT run_id, count(*) AS n FROM circuit GROUP BY run_id) c ON c.run_id = r.id"
         f"{where} ORDER BY r.id",
@@ -187,7 +195,7 @@ def list_runs(
     out = []
     for r in table.to_pylist():
         layers = decode_json(r.pop("layer_names"))
-        out.append(RunRow(layers=len(layers), **r))
+        out.append(RunRow(layers=len(layers), weights=_weights_kind(r.pop("lib")), **r))
     return out
 
 

@@ -17,7 +17,41 @@ from sqlalchemy.orm import Session
 
 from catalog.sql import decode_json, query_arrow
 
-__all__ = ["ablate_model_flags", "apply_command", "images_for_run", "run_model_flags"]
+__all__ = [
+    "ablate_model_flags",
+    "ablate_next_step",
+    "apply_command",
+    "db_flag",
+    "images_for_run",
+    "run_model_flags",
+    "weights_warning",
+]
+
+RANDOM_INIT = "random-init"
+
+
+def db_flag(db: str | None) -> str:
+    """`` --db PATH`` (quoted) when the catalog is not the default one, else ''."""
+    return f" --db {shlex.quote(str(db))}" if db else ""
+
+
+def weights_warning(library_versions: dict | str | None) -> str | None:
+    """A warning when a run's weights were recorded as random-init (untrained), else None."""
+    lib = decode_json(library_versions) if isinstance(library_versions, str) else (library_versions or {})
+    if str(lib.get("weights_source", "")) == RANDOM_INIT:
+        return (
+            "RANDOM-INIT weights: this run used an untrained network (no weights given or found), "
+            "so its circuits say little about a trained model"
+        )
+    return None
+
+
+def ablate_next_step(session: Session, circuit_id: int, run_id: int, db: str | None = None) -> str:
+    """The complete `circuits ablate` command for a circuit on its run's own images."""
+    return (
+        f"circuits ablate {circuit_id} --kind circuit {images_for_run(session, run_id)}"
+        f"{ablate_model_flags(session, run_id)}{db_flag(db)}"
+    )
 
 
 def _run_row(session: Session, run_id: int) -> dict:

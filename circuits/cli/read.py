@@ -183,14 +183,11 @@ def show(
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from circuits.cli.render import details_dict, details_neuron_rows, details_text, render_csv, to_json
     from queries.listing import circuit_details, resolve_circuit
-    from queries.suggest import ablate_model_flags, images_for_run
+    from queries.suggest import ablate_next_step
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
-        next_step = (
-            f"circuits ablate {details.circuit.id} --kind circuit {images_for_run(s, details.run.id)}"
-            f"{ablate_model_flags(s, details.run.id)}" + (f" --db {db}" if db else "")
-        )
+        next_step = ablate_next_step(s, details.circuit.id, details.run.id, db)
     if fmt is OutputFormat.json:
         typer.echo(to_json(details_dict(details)))
     elif fmt is OutputFormat.csv:

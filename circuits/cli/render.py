@@ -177,6 +177,7 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
         "run": r.id,
         "model": r.model,
         "weights_sha256": r.weights_sha256,
+        "weights_source": r.library_versions.get("weights_source"),
         "concept": r.concept,
         "status": r.status,
         "n_images": r.n_images,
@@ -221,6 +222,11 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
         f"{'converged' if c.converged else 'NOT converged'}, objective {format_value(c.objective)} "
         f"(initial {format_value(c.objective_history[0]) if c.objective_history else '?'})",
     ]
+    from queries.suggest import weights_warning
+
+    warning = weights_warning(r.library_versions)
+    if warning:
+        lines.insert(1, f"warning: {warning}")
     if c.fixed:
         lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
     lines += ["", "neurons per layer:"]

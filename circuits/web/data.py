@@ -66,6 +66,8 @@ class CircuitView:
     edges: tuple[tuple[int, int, float], ...]  # (src neuron id, dst neuron id, score) inside the circuit
     patches: dict[int, list[media.PatchRow]]  # neuron id → patches, strongest first
     export_command: str
+    ablate_command: str = ""  # complete: the run's own images, --model/--weights/--db as needed
+    weights_warning: str | None = None  # set when the run's weights were random-init
 
     @property
     def model(self) -> str:
@@ -93,7 +95,12 @@ def _totals(session: Session, run_id: int) -> dict[int, float]:
 
 
 def circuit_view(
-    session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER, with_png: bool = False
+    session: Session,
+    circuit_id: int,
+    *,
+    faded_per_layer: int = FADED_PER_LAYER,
+    with_png: bool = False,
+    db: str | None = None,
 ) -> CircuitView:
     """Everything the circuit page draws.
 
@@ -102,6 +109,7 @@ def circuit_view(
         circuit_id: the circuit.
         faded_per_layer: strongest non-circuit neurons per layer drawn faded.
         with_png: load the patch PNG bytes too (for a self-contained report).
+        db: the catalog as the suggested commands should name it (`--db`); None: the default one.
 
     Raises:
         NotFound: no such circuit, or its run is not complete.
@@ -130,8 +138,12 @@ def circuit_view(
         for a, b, d in graph.edges(data=True)
     )
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
-    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json"
-    return CircuitView(details, tuple(nodes), edges, patches, command)
+    from queries.suggest import ablate_next_step, db_flag, weights_warning
+
+    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json{db_flag(db)}"
+    ablate = ablate_next_step(session, circuit.id, run.id, db)
+    warning = weights_warning(run.library_versions)
+    return CircuitView(details, tuple(nodes), edges, patches, command, ablate, warning)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, stylesheet().encode(), "text/css; charset=utf-8", cache=True)
         elif first == "circuit" and len(parts) == 2:
             with cat.session() as s:
-                self._html(pages.circuit(data.circuit_view(s, _int(parts[1], "circuit id"))))
+                view = data.circuit_view(s, _int(parts[1], "circuit id"), db=cat.display)
+                self._html(pages.circuit(view))
         elif first == "neuron" and len(parts) == 3:
             model = urllib.parse.unquote(parts[1])
             layer, _, channel = urllib.parse.unquote(parts[2]).rpartition(":")
