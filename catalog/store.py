@@ -28,6 +28,8 @@ from catalog.store_models import (
     ensure_concept,
     ensure_model,
     find_model,
+    label_neurons,
+    neuron_labels,
     read_model,
     write_example_images,
 )
@@ -60,6 +62,8 @@ __all__ = [
     "list_circuits",
     "list_interventions",
     "list_runs",
+    "label_neurons",
+    "neuron_labels",
     "read_circuit",
     "read_circuits",
     "read_model",

@@ -43,6 +43,44 @@ class AblationResult:
     intervened: dict[str, float]
     baseline: dict[str, float]
     reused: bool = False  # True when the same evaluation was already stored
+    warnings: tuple[str, ...] = ()  # e.g. the pruned neurons include the output layer's logits
+
+
+def pruned_neurons(circ, prune_anchor: bool = False) -> tuple[list[str], list[list[int]]]:
+    """The layers and channels `ablate` prunes: the circuit less its anchored (fixed) neurons.
+
+    Pruning a class circuit's anchor logit would measure nothing but the zeroed logit itself, so
+    anchors are kept unless `prune_anchor`; a layer left with no channel is dropped.
+
+    Raises:
+        IngestError: nothing is left to prune.
+    """
+    fixed = {} if prune_anchor else {k: set(map(int, v)) for k, v in (circ.fixed or {}).items()}
+    layers, channels = [], []
+    for layer, chans in zip(circ.layer_names, circ.channels):
+        kept = [int(c) for c in chans if int(c) not in fixed.get(layer, set())]
+        if kept:
+            layers.append(layer)
+            channels.append(kept)
+    if not layers:
+        raise IngestError(f"circuit {circ.id} has only anchored neurons: pass --prune-anchor to prune them")
+    return layers, channels
+
+
+def logit_warning(model, layers: Sequence[str], channels: Sequence[Sequence[int]], x) -> str | None:
+    """A warning when the pruned neurons include the model's output logits (its last layer)."""
+    from ingest.anchor import output_module
+
+    param = next(model.parameters(), None)
+    path, out = output_module(model, x[:1] if param is None else x[:1].to(param.device))
+    if path is None or path not in layers:
+        return None
+    chans = channels[list(layers).index(path)]
+    return (
+        f"the pruned neurons include {len(chans)} of the output layer's logits ({path}: "
+        f"{', '.join(map(str, list(chans)[:5]))}{'…' if len(chans) > 5 else ''}): the effect on those classes "
+        "is the zeroed logit itself, not the circuit (anchor the circuit with `circuits ingest … --anchor CLASS`)"
+    )
 
 
 def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray | None:
@@ -81,6 +119,7 @@ def ablate(
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
     threads: int | None = None,
+    prune_anchor: bool = False,
 ) -> AblationResult:
     """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
 
@@ -91,6 +130,7 @@ def ablate(
     Args:
         model_cache: `(model name, weights, layers) -> LoadedModel`, reused across calls; a caller
             may put a model there that the zoo cannot build (e.g. a zero-shot CLIP classifier).
+        prune_anchor: prune the circuit's anchored (fixed) neurons too (`pruned_neurons`).
 
     Raises:
         IngestError: the model's weights differ from those the circuit was found with, or the
@@ -136,11 +176,17 @@ def ablate(
         "weights_sha256": loaded.weights_sha256,
         "preprocessing": pp.to_params(),
     }
+    prune_layers, prune_channels = pruned_neurons(circ, prune_anchor)
+    if circ.fixed:  # which neurons were pruned is part of what was measured
+        params["anchor"] = "pruned" if prune_anchor else "kept"
+    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64))
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
-            return stored
+            import dataclasses
+
+            return dataclasses.replace(stored, warnings=(warning,) if warning else ())
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
@@ -149,11 +195,11 @@ def ablate(
 
         result = evaluate_attack(
             loaded.module,
-            [list(c) for c in circ.channels],
+            prune_channels,
             x,
             written,
             labels,
-            layers=list(circ.layer_names),
+            layers=prune_layers,
             kind=kind,
             pair=pair,
             baseline_seed=baseline_seed,
@@ -171,16 +217,17 @@ def ablate(
             result.baseline,
             result.edge_fraction,
             result.baseline_edge_fraction,
+            warning,
         )
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)
 
     result = evaluate(
         loaded.module,
-        [list(c) for c in circ.channels],
+        prune_channels,
         x,
         torch.as_tensor(labels),
-        layers=list(circ.layer_names),
+        layers=prune_layers,
         kind=kind,
         pair=pair,
         baseline_seed=baseline_seed,
@@ -201,6 +248,7 @@ def ablate(
         base,
         float(result.edge_fraction),
         float(result.baseline_edge_fraction),
+        warning,
     )
 
 
@@ -225,6 +273,7 @@ def _write(
     base: dict,
     edge_fraction: float,
     baseline_edge_fraction: float,
+    warning: str | None = None,
 ) -> AblationResult:
     """Store one intervention and its evaluation rows (one transaction); return it."""
     rows = [
@@ -261,6 +310,7 @@ def _write(
         inter,
         base,
         reused=False,
+        warnings=(warning,) if warning else (),
     )
 
 

@@ -9,7 +9,7 @@ a circuit by id or concept) lives in `queries.resolve`; its names are re-exporte
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -245,6 +245,16 @@ class CircuitDetails:
     circuit: store.CircuitRef
     run: store.RunRef
     interventions: tuple[store.InterventionRef, ...]
+    labels: dict[str, dict[int, str]] = field(default_factory=dict)  # layer -> channel -> label (class names)
+
+    def neuron_text(self, layer: str, channel: int) -> str:
+        """`layer:channel`, with the neuron's label (a logit's class name) when it has one."""
+        return neuron_text(layer, channel, self.labels.get(layer, {}).get(channel))
+
+
+def neuron_text(layer: str, channel: int, label: str | None = None) -> str:
+    """How a neuron is shown everywhere: `_fc:285 (Egyptian cat)`, or `_fc:285` without a label."""
+    return f"{layer}:{channel}" + (f" ({label})" if label else "")
 
 
 def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:
@@ -255,4 +265,5 @@ def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:
     """
     circuit = store.read_circuit(session, circuit_id)
     run = store.read_run(session, circuit.run_id)
-    return CircuitDetails(circuit, run, tuple(store.list_interventions(session, circuit_id)))
+    labels = {layer: found for layer in run.layer_names if (found := store.neuron_labels(session, run.model_id, layer))}
+    return CircuitDetails(circuit, run, tuple(store.list_interventions(session, circuit_id)), labels)

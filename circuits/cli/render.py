@@ -166,7 +166,11 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Seque
 def details_neuron_rows(details: CircuitDetails) -> list[dict[str, object]]:
     """One dict per neuron of a `circuits show` circuit: layer, channel."""
     c = details.circuit
-    return [{"layer": name, "channel": ch} for name, chans in zip(c.layer_names, c.channels) for ch in chans]
+    return [
+        {"layer": name, "channel": ch, "label": details.labels.get(name, {}).get(ch)}
+        for name, chans in zip(c.layer_names, c.channels)
+        for ch in chans
+    ]
 
 
 def details_dict(details: CircuitDetails) -> dict[str, object]:
@@ -191,6 +195,7 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
         "created_at": c.created_at,
         "layers": [
             {"layer": n, "width": w, "k": len(ch), "channels": list(ch)}
+            | ({"labels": [details.labels[n].get(x) for x in ch]} if n in details.labels else {})
             for n, w, ch in zip(c.layer_names, c.widths, c.channels)
         ],
         "interventions": [
@@ -228,10 +233,16 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
     if warning:
         lines.insert(1, f"warning: {warning}")
     if c.fixed:
-        lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
+        anchors = [details.neuron_text(k, int(ch)) for k, v in c.fixed.items() for ch in v]
+        lines.append(f"anchored (fixed) on {', '.join(anchors)}: not pruned by `circuits ablate` unless --prune-anchor")
     lines += ["", "neurons per layer:"]
+
+    def chan(layer: str, x: int) -> str:
+        label = details.labels.get(layer, {}).get(x)
+        return f"{x} ({label})" if label else str(x)
+
     rows = [
-        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(str(x) for x in ch)}
+        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(chan(n, x) for x in ch)}
         for n, w, ch in zip(c.layer_names, c.widths, c.channels)
     ]
     lines.append(render_table(rows))

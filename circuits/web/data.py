@@ -55,6 +55,7 @@ class Node:
     neuron_id: int
     total: float  # total CLA attribution in the run (in + out edge scores)
     in_circuit: bool
+    label: str | None = None  # the neuron's label, e.g. a logit's class name
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def circuit_view(
         for c in sorted(chosen):
             nid = ids[(layer, c)]
             members.append(nid)
-            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True))
+            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True, details.labels.get(layer, {}).get(c)))
         others = sorted(
             ((totals.get(nid, 0.0), ch, nid) for (lay, ch), nid in ids.items() if lay == layer and ch not in chosen),
             key=lambda t: (-t[0], t[1]),
