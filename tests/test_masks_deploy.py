@@ -86,7 +86,7 @@ def make_mask(name: str, layers: list[str], out: Path, kind: str = "circuit", we
         for p in layers
     ]
     with torch.no_grad():
-        model(loaded.spec.preprocessing.example(1, size=32))
+        model(loaded.spec.pp.example(1, size=32))
     for h in hooks:
         h.remove()
     chans = {p: tuple(range(1, min(widths[p], 8), 2)) for p in layers}
@@ -115,7 +115,7 @@ def apply_and_check_fresh(name, layers, tmp: Path, *, out="pruned.pt", kind="cir
     assert not (tmp / out).with_suffix(".pt").exists()  # no weights file when weights cannot carry it
     model = loaded.module.eval()
     # another batch size than the check batch (and another image size for keep-size models)
-    x = loaded.spec.preprocessing.example(3, size=size or 224, seed=7)
+    x = loaded.spec.pp.example(3, size=size or 224, seed=7)
     with torch.no_grad(), apply_mask(model, read_mask(tmp / "m.json")):
         expected = model(x)
     with torch.no_grad():

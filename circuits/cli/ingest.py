@@ -198,7 +198,7 @@ def _plan_anchor(model: str, layers, anchor: str, class_names, input_size):
         warnings.simplefilter("ignore")
         module = spec.build().eval()
     size = parse_input_size(input_size) if input_size is not None else None
-    example = spec.preprocessing.example(1, size=size or 224)
+    example = spec.pp.example(1, size=size or 224)
     names = class_names if class_names is not None else spec.labels
     plan = plan_anchor(module, list(layers or spec.layers), anchor, names, example)
     return SimpleNamespace(anchor=plan, names=names)
@@ -357,7 +357,7 @@ def models(
                 "architecture": spec.architecture,
                 "layers": ",".join(spec.layers),
                 "input_size": spec.input_size or "keep",
-                "preprocessing": spec.preprocessing.describe(),
+                "preprocessing": spec.pp.describe(),
                 "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
             }
         )

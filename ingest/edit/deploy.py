@@ -107,7 +107,7 @@ def apply_to_file(
         reason = f"-o {out.name} asks for a program that carries the mask"
     with torch.no_grad(), apply_mask(model, mask, verify=False):
         expected = model(example)
-    program = export_program(model, mask, example, keep_size=loaded.spec.preprocessing.size is None)
+    program = export_program(model, mask, example, keep_size=loaded.spec.pp.size is None)
     with atomic_path(pt2) as tmp:  # kept only once loaded back and equal to the hooked model
         torch.export.save(program, str(tmp))
         diff = check_program(tmp, example, expected)
