@@ -67,12 +67,24 @@ def pruned_neurons(circ, prune_anchor: bool = False) -> tuple[list[str], list[li
     return layers, channels
 
 
-def logit_warning(model, layers: Sequence[str], channels: Sequence[Sequence[int]], x) -> str | None:
-    """A warning when the pruned neurons include the model's output logits (its last layer)."""
+def logit_warning(
+    model, layers: Sequence[str], channels: Sequence[Sequence[int]], x, name: str = "the model"
+) -> str | None:
+    """A warning when the pruned neurons include the model's output logits (its last layer).
+
+    Raises:
+        IngestError: the model's forward does not return logits (a (B, classes) tensor).
+    """
     from ingest.anchor import output_module
 
     param = next(model.parameters(), None)
     path, out = output_module(model, x[:1] if param is None else x[:1].to(param.device))
+    if not hasattr(out, "dim") or out.dim() != 2:
+        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise IngestError(
+            f"{name} returns {shape} from its forward, not class logits (B, classes): `ablate` measures "
+            "class outputs, so the model must return one tensor of logits"
+        )
     if path is None or path not in layers:
         return None
     chans = channels[list(layers).index(path)]
@@ -179,7 +191,7 @@ def ablate(
     prune_layers, prune_channels = pruned_neurons(circ, prune_anchor)
     if circ.fixed:  # which neurons were pruned is part of what was measured
         params["anchor"] = "pruned" if prune_anchor else "kept"
-    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64))
+    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64), name)
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)

@@ -45,13 +45,13 @@ def export(
     )
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
-    if kind is InterventionKind.circuit:
-        from queries.suggest import apply_command
+    from queries.suggest import apply_command
 
-        run_id = mask.source.run_id
-        assert run_id is not None, "a mask exported from the catalog names its run"
-        with cat.session() as s:
-            command = apply_command(s, run_id, str(result.path))
-        typer.echo(f"bake it into weights: {command}")
-    else:
-        typer.echo(f"edge masks run with hooks: ingest.apply_mask(model, catalog.read_mask({str(result.path)!r}))")
+    with cat.session() as s:
+        if kind is InterventionKind.circuit:
+            command = apply_command(s, mask.source.run_id, str(result.path))
+            how = "baked weights where exact, else pruned.pt2 + pruned.onnx carrying the mask"
+        else:  # edge pruning needs a second forward pass: only a program can carry it
+            command = apply_command(s, mask.source.run_id, str(result.path), out="pruned.pt2")
+            how = "an edge mask needs two forward passes: a torch.export program (+ ONNX) that carries it"
+    typer.echo(f"apply it ({how}): {command}")

@@ -310,6 +310,13 @@ def load_for_mask(model_name: str, mask_path: str | Path, *, weights=None, check
     loaded.module.cpu().eval()
     example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
     check(loaded.module, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
+    with torch.no_grad():
+        out = loaded.module(example)
+    if not isinstance(out, torch.Tensor):
+        raise MaskError(
+            f"{model_name} returns a {type(out).__name__} from its forward, not a tensor: a pruned copy is checked "
+            "against the hooked model output by output, so the model must return one tensor"
+        )
     return loaded, mask, example
 
 
