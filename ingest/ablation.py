@@ -50,19 +50,17 @@ def pruned_neurons(circ, prune_anchor: bool = False) -> tuple[list[str], list[li
     """The layers and channels `ablate` prunes: the circuit less its anchored (fixed) neurons.
 
     Pruning a class circuit's anchor logit would measure nothing but the zeroed logit itself, so
-    anchors are kept unless `prune_anchor`; a layer left with no channel is dropped.
+    anchors are kept unless `prune_anchor`. Every circuit layer stays listed (an anchor-only layer
+    with no channel), so the share of edges cut is still taken over the circuit's layers.
 
     Raises:
         IngestError: nothing is left to prune.
     """
     fixed = {} if prune_anchor else {k: set(map(int, v)) for k, v in (circ.fixed or {}).items()}
-    layers, channels = [], []
+    layers, channels = list(circ.layer_names), []
     for layer, chans in zip(circ.layer_names, circ.channels):
-        kept = [int(c) for c in chans if int(c) not in fixed.get(layer, set())]
-        if kept:
-            layers.append(layer)
-            channels.append(kept)
-    if not layers:
+        channels.append([int(c) for c in chans if int(c) not in fixed.get(layer, set())])
+    if not any(channels):
         raise IngestError(f"circuit {circ.id} has only anchored neurons: pass --prune-anchor to prune them")
     return layers, channels
 
@@ -85,9 +83,9 @@ def logit_warning(
             f"{name} returns {shape} from its forward, not class logits (B, classes): `ablate` measures "
             "class outputs, so the model must return one tensor of logits"
         )
-    if path is None or path not in layers:
+    chans = channels[list(layers).index(path)] if path in layers else []
+    if not chans:
         return None
-    chans = channels[list(layers).index(path)]
     return (
         f"the pruned neurons include {len(chans)} of the output layer's logits ({path}: "
         f"{', '.join(map(str, list(chans)[:5]))}{'…' if len(chans) > 5 else ''}): the effect on those classes "
