@@ -100,8 +100,14 @@ def resolve_images(
         from ingest.datasets.typo_sets import typo_image_set
 
         return typo_image_set(dataset, n, seed=seed)
+    if kind == "photo":  # the walkthrough's photographs (scikit-image's bundled data): photo:cat, …
+        from ingest.walkthrough import photo_image_set
+
+        return photo_image_set(name, n, seed=seed)
     if kind != "catfish" or not name:
-        raise IngestError(f"unknown dataset {dataset!r}: use catfish:NAME or typo:SET (see `circuits ingest --help`)")
+        raise IngestError(
+            f"unknown dataset {dataset!r}: use catfish:NAME, typo:SET or photo:NAME (see `circuits ingest --help`)"
+        )
     from ingest.datasets import catfish
 
     pixels = catfish.render_concept(name, n, seed=seed)

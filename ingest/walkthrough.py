@@ -39,7 +39,7 @@ import numpy as np
 
 from catalog.errors import CircuitsError
 
-__all__ = ["PHOTOS", "WalkthroughResult", "photo", "run_walkthrough", "views"]
+__all__ = ["PHOTOS", "WalkthroughResult", "photo", "photo_image_set", "run_walkthrough", "views"]
 
 MODEL = "efficientnet-lite0"
 # concept -> (scikit-image loader, ImageNet classes the model may rightly give the whole photo)
@@ -73,6 +73,20 @@ def photo(name: str) -> np.ndarray:
     img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
     assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8, (name, img.shape, img.dtype)
     return img
+
+
+def photo_image_set(concept: str, n: int = 8, *, seed: int = 0):
+    """`--dataset photo:CONCEPT`: `n` views of the walkthrough's photograph of CONCEPT (an ImageSet).
+
+    Raises:
+        WalkthroughError: an unknown concept, or scikit-image missing.
+    """
+    from ingest.images import rendered_image_set
+
+    if concept not in PHOTOS:
+        raise WalkthroughError(f"unknown photo {concept!r}: use photo:{', photo:'.join(PHOTOS)}")
+    name = f"photo:{concept}#views={n},seed={seed}"
+    return rendered_image_set(name, views(photo(PHOTOS[concept][0]), n, seed=seed))
 
 
 def views(img: np.ndarray, n: int, *, seed: int, side: int = SIDE) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Turn a catalogued circuit into a portable pruning mask (catalog.mask_file) — no model, no torch.
 
-Circuit masks list every circuit layer with its circuit channels (circuit pruning, docs/method.md, "Interventions").
+Circuit masks list every circuit layer with its circuit channels (circuit pruning, docs/method.md,
+"Interventions"), less an anchored circuit's anchors (its class logit), as `circuits ablate` prunes it.
 Edge masks name one cut between two adjacent circuit layers, `layer_names[pair]` →
 `layer_names[pair + 1]` (default the first two), with the circuit's channels at both ends.
 """
@@ -36,6 +37,7 @@ def mask_from_circuit(
     pair: int = 0,
     architecture: str | None = None,
     catalog: str | None = None,
+    prune_anchor: bool = False,
 ) -> Mask:
     """The mask of a circuit.
 
@@ -45,6 +47,8 @@ def mask_from_circuit(
         pair: for edge masks, the index i of the cut `layer_names[i]` → `layer_names[i + 1]`.
         architecture: the model's architecture, recorded for readers of the file.
         catalog: where the circuit came from (catalog path, or URL without password).
+        prune_anchor: keep an anchored circuit's fixed neurons in a circuit mask (default: left
+            out, as `circuits ablate` leaves them; a layer left empty is not listed).
 
     Returns:
         The Mask, tied to the circuit's model name and weights sha256.
@@ -58,7 +62,9 @@ def mask_from_circuit(
     source = CatalogSource(circuit.id, circuit.run_id, circuit.concept, catalog)
     model = ModelIdentity(circuit.model, circuit.weights_sha256, architecture)
     if kind == MaskKind.circuit:
-        modules = {name: ModuleMask(tuple(chans), width) for name, chans, width in layers}
+        fixed = {} if prune_anchor else {k: {int(c) for c in v} for k, v in (circuit.fixed or {}).items()}
+        kept = [(n, tuple(c for c in chans if int(c) not in fixed.get(n, set())), w) for n, chans, w in layers]
+        modules = {name: ModuleMask(chans, width) for name, chans, width in kept if chans}
         return Mask(MaskKind.circuit, model, modules, source=source)
     if not 0 <= pair < len(layers) - 1:
         raise MaskError(
@@ -76,7 +82,13 @@ def mask_from_circuit(
 
 
 def export_mask(
-    cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = MaskKind.circuit, pair: int = 0
+    cat: Catalog,
+    circuit_id: int,
+    path: str | Path,
+    *,
+    kind: str = MaskKind.circuit,
+    pair: int = 0,
+    prune_anchor: bool = False,
 ) -> ExportResult:
     """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
 
@@ -86,6 +98,7 @@ def export_mask(
         path: `*.json` or `*.safetensors`.
         kind: "circuit" or "edge".
         pair: for edge masks, which adjacent layer pair to cut.
+        prune_anchor: see `mask_from_circuit`.
 
     Returns:
         The file written, its format and the mask.
@@ -100,6 +113,8 @@ def export_mask(
     with cat.session() as s:
         circuit = store.read_circuit(s, circuit_id)
         architecture = store.read_run(s, circuit.run_id).architecture
-    mask = mask_from_circuit(circuit, kind=kind, pair=pair, architecture=architecture, catalog=cat.display)
+    mask = mask_from_circuit(
+        circuit, kind=kind, pair=pair, architecture=architecture, catalog=cat.display, prune_anchor=prune_anchor
+    )
     written = write_mask(mask, path)
     return ExportResult(written, written.suffix.lstrip("."), mask)

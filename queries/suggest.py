@@ -115,10 +115,10 @@ def images_for_run(session: Session, run_id: int) -> str:
         .column("source")
         .to_pylist()
     )
-    rendered = [s for s in sources if s and s.startswith("catfish:")]
-    if rendered:
-        name = rendered[0].split(":", 1)[1].split("#", 1)[0]
-        return f"--dataset catfish:{name}"
+    rendered = [s for s in sources if s and s.startswith(("catfish:", "photo:"))]
+    if rendered:  # a set the tool renders again from its name (`--dataset KIND:NAME`)
+        kind, rest = rendered[0].split(":", 1)
+        return f"--dataset {kind}:{rest.split('#', 1)[0]}"
     files = [s for s in sources if s and ("/" in s or os.sep in s)]
     if files:
         return f"--images {shlex.quote(os.path.commonpath([os.path.dirname(f) for f in files]))}"

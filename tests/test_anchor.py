@@ -104,3 +104,13 @@ def test_anchor_on_a_model_without_a_class_layer(tmp_path):
     )  # fmt: skip
     assert r.exit_code == 1 and "--anchor needs a model whose output is class logits" in r.output, r.output
     assert not db.exists()
+
+
+def test_export_leaves_the_anchor_out_of_the_mask(anchored):
+    tmp, db = anchored["tmp"], anchored["db"]
+    r = invoke("export", anchored["anchored"], "-o", tmp / "a.json", "--db", db)
+    assert r.exit_code == 0, r.output
+    assert set(json.loads((tmp / "a.json").read_text())["modules"]) == {"mixed4a", "mixed4b"}
+    r = invoke("export", anchored["anchored"], "-o", tmp / "b.json", "--prune-anchor", "--db", db)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp / "b.json").read_text())["modules"]["fc"]["channels"] == [2]

@@ -25,6 +25,9 @@ def export(
     model: Annotated[
         str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
     ] = None,
+    prune_anchor: Annotated[
+        bool, typer.Option("--prune-anchor", help="Keep an anchored circuit's anchor (class logit) in the mask.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
@@ -37,7 +40,7 @@ def export(
     cat = open_catalog(db, read_only=True)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id
-    result = export_mask(cat, circuit_id, out, kind=kind.value, pair=pair)
+    result = export_mask(cat, circuit_id, out, kind=kind.value, pair=pair, prune_anchor=prune_anchor)
     mask = result.mask
     typer.echo(f"wrote {result.path} ({result.format}): {mask.describe()}")
     typer.echo(

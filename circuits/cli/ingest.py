@@ -14,7 +14,8 @@ app = typer.Typer()
 DatasetOpt = Annotated[
     str | None,
     typer.Option(
-        "--dataset", help="A bundled image set, e.g. catfish:stripes (a primitive) or catfish:stripes_star (a class)."
+        "--dataset",
+        help="A bundled image set: catfish:stripes (a primitive), catfish:stripes_star (a class), typo:SET, or photo:cat (views of a walkthrough photograph).",
     ),
 ]
 NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
