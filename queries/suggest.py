@@ -24,6 +24,7 @@ __all__ = [
     "db_flag",
     "images_for_run",
     "run_model_flags",
+    "thumbnails_command",
     "weights_warning",
 ]
 
@@ -44,6 +45,12 @@ def weights_warning(library_versions: dict | str | None) -> str | None:
             "so its circuits say little about a trained model"
         )
     return None
+
+
+def thumbnails_command(session: Session, run_id: int, db: str | None = None) -> str:
+    """`circuits thumbnails RUN MODEL [--weights PATH] [--db PATH]` for a run's neuron patches."""
+    model, weights = run_model_flags(session, run_id)
+    return f"circuits thumbnails {run_id} {shlex.quote(model)}{weights}{db_flag(db)}"
 
 
 def ablate_next_step(session: Session, circuit_id: int, run_id: int, db: str | None = None) -> str:

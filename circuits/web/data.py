@@ -69,6 +69,7 @@ class CircuitView:
     export_command: str
     ablate_command: str = ""  # complete: the run's own images, --model/--weights/--db as needed
     weights_warning: str | None = None  # set when the run's weights were random-init
+    thumbnails_command: str = ""  # complete, for neurons without stored patches
 
     @property
     def model(self) -> str:
@@ -139,12 +140,13 @@ def circuit_view(
         for a, b, d in graph.edges(data=True)
     )
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
-    from queries.suggest import ablate_next_step, db_flag, weights_warning
+    from queries.suggest import ablate_next_step, db_flag, thumbnails_command, weights_warning
 
     command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json{db_flag(db)}"
     ablate = ablate_next_step(session, circuit.id, run.id, db)
     warning = weights_warning(run.library_versions)
-    return CircuitView(details, tuple(nodes), edges, patches, command, ablate, warning)
+    thumbs = thumbnails_command(session, run.id, db)
+    return CircuitView(details, tuple(nodes), edges, patches, command, ablate, warning, thumbs)
 
 
 @dataclass(frozen=True)
