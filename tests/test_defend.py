@@ -212,6 +212,10 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
         "4",
         "--keep",
         ",".join(KEEP),
+        "--baselines",  # the fixture's baselines and held-out seed: the command reuses its sweep
+        "3",
+        "--holdout-seeds",
+        "21",
         "--device",
         "cpu",
         "--db",
