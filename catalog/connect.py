@@ -34,6 +34,7 @@ __all__ = [
     "display",
     "duckdb_path",
     "lock_wait_seconds",
+    "pg_conninfo",
     "resolve_url",
     "retry_while_locked",
     "url_key",
@@ -132,6 +133,14 @@ def build_engine(url: URL, *, read_only: bool, read_only_transactions: bool = Fa
             engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
         return engine
     return sa.create_engine(url, connect_args=_pg_connect_args(url, read_only), pool_pre_ping=True, **engine_kwargs)
+
+
+def pg_conninfo(url: URL, *, read_only: bool) -> tuple[str, dict[str, Any]]:
+    """A libpq connection string and `psycopg.connect` keywords for a PostgreSQL catalog URL,
+    with the same timeouts and read-only mode as the catalog's engine (for a connection of its own)."""
+    kwargs = _pg_connect_args(url, read_only)
+    plain = url.set(drivername="postgresql", query={k: v for k, v in url.query.items() if k not in kwargs})
+    return plain.render_as_string(hide_password=False), kwargs
 
 
 def _pg_connect_args(url: URL, read_only: bool) -> dict[str, Any]:

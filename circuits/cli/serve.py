@@ -29,12 +29,22 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests for this host name (repeatable); by default only the bound "
+            "address (and localhost) is answered, which stops other web sites reading the catalog.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Browse a catalog in a local web page (read-only): circuits, neurons, comparisons, SQL."""
     from circuits.web.server import is_loopback, make_server
 
-    server = make_server(db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet)
+    server = make_server(
+        db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet, allow_hosts=tuple(allow_host or ())
+    )
     where = "this machine only" if is_loopback(server.server_address[0]) else "reachable from other machines"
     typer.echo(f"serving {server.cat.display} read-only at {server.url} ({where}); Ctrl-C stops")
     try:
