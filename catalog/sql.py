@@ -19,7 +19,6 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from catalog.errors import CatalogError, NotFound, QueryError, ReadOnlyViolation
@@ -27,13 +26,13 @@ from catalog.sql_limits import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT_S,
     ResultTooLarge,
-    check_postgres_role,
     check_query_text,
     duckdb_sandbox_config,
     interrupt_after,
     superuser_allowed,
     timeout_error,
 )
+from catalog.sql_read import QueryResult, first_paragraph, postgres_query, read_capped
 
 if TYPE_CHECKING:  # imported lazily: the fast `circuits sql` path must not load them
     import pyarrow as pa
@@ -54,21 +53,6 @@ __all__ = [
 
 DEFAULT_MAX_ROWS = 10_000
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """Rows of the query's last statement.
-
-    Attributes:
-        columns: column names (empty for a statement that returns nothing).
-        rows: the rows as tuples of Python values, at most `max_rows` of them.
-        truncated: True when the statement returned more rows than were kept.
-    """
-
-    columns: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
-    truncated: bool = False
 
 
 def run_query(
@@ -112,7 +96,7 @@ def run_query(
         raise CatalogError("run_query needs a catalog opened read-only: open_catalog(..., read_only=True)")
     check_query_text(query)
     if cat.backend != "duckdb":
-        return _postgres_query(cat.url, query, max_rows, max_bytes, timeout_s, superuser_allowed(allow_superuser))
+        return postgres_query(cat.url, query, max_rows, max_bytes, timeout_s, superuser_allowed(allow_superuser))
     from catalog.engine import driver_connection
 
     with cat.session() as session:
@@ -158,54 +142,15 @@ def _duckdb_statements(raw: Any, query: str, max_rows: int | None, max_bytes: in
             return QueryResult((), [])
         columns = tuple(d[0] for d in raw.description)
         # fetched in batches in DuckDB's own Python conversion (no pyarrow: the fast path must not load it)
-        return _read_capped(raw.fetchmany, columns, max_rows, max_bytes)
+        return read_capped(raw.fetchmany, columns, max_rows, max_bytes)
     except duckdb.Error as exc:
         raise _duckdb_error(exc) from exc
-
-
-def _read_capped(fetchmany: Any, columns: tuple[str, ...], max_rows: int | None, max_bytes: int | None) -> QueryResult:
-    """Read rows in batches until `max_rows` + 1 (to know about truncation), the end, or the byte cap."""
-    rows: list[tuple[Any, ...]] = []
-    size, batch = 0, 64
-    while max_rows is None or len(rows) <= max_rows:
-        want = batch if max_rows is None else min(batch, max_rows + 1 - len(rows))
-        chunk = fetchmany(want)
-        for row in chunk:
-            size += _row_bytes(row)
-            if max_bytes is not None and size > max_bytes:
-                raise ResultTooLarge(
-                    f"the result is larger than {_mb(max_bytes)} (--max-bytes): stopped reading after "
-                    f"{len(rows)} rows; select fewer rows or columns (LIMIT, WHERE), or raise --max-bytes"
-                )
-            rows.append(tuple(row))
-        if len(chunk) < want:
-            break
-        batch = min(batch * 4, 4096)
-    truncated = max_rows is not None and len(rows) > max_rows
-    return QueryResult(columns, rows[:max_rows], truncated)
-
-
-def _row_bytes(row: Any) -> int:
-    """About how many bytes a row takes to hold and print (text and blobs by length, others 16)."""
-    total = 0
-    for value in row:
-        if isinstance(value, str | bytes | bytearray | memoryview):
-            total += len(value) + 16
-        elif isinstance(value, list | tuple | dict):
-            total += len(str(value)) + 16
-        else:
-            total += 16
-    return total
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:g} MB" if n >= 1_000_000 else f"{n} bytes"
 
 
 def _duckdb_error(exc: Exception) -> CatalogError:
     import duckdb
 
-    text = _first_paragraph(str(exc))
+    text = first_paragraph(str(exc))
     if isinstance(exc, duckdb.PermissionException) or any(
         w in text for w in ("read-only", "read only", "configuration has been locked")
     ):
@@ -217,68 +162,6 @@ def _duckdb_error(exc: Exception) -> CatalogError:
             "or raise --memory-limit"
         )
     return QueryError(text)
-
-
-def _postgres_query(
-    url: Any,
-    query: str,
-    max_rows: int | None,
-    max_bytes: int | None,
-    timeout_s: float | None = None,
-    allow_superuser: bool = False,
-) -> QueryResult:
-    """One query on a fresh PostgreSQL connection, read-only, streamed, closed afterwards."""
-    import psycopg
-
-    from catalog.connect import pg_conninfo
-
-    conninfo, kwargs = pg_conninfo(url, read_only=True)
-    try:
-        conn = psycopg.connect(conninfo, **kwargs)
-    except psycopg.Error as exc:
-        raise CatalogError(f"cannot connect to {url.render_as_string(hide_password=True)}: {exc}") from exc
-    try:
-        with conn.cursor() as cur:
-            check_postgres_role(cur, allow=allow_superuser)
-            cur.execute("SET TRANSACTION READ ONLY")
-            if timeout_s is not None and timeout_s > 0:  # this transaction only
-                cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
-            try:
-                # stream() sends one statement with the extended protocol (a `SET … ; COMMIT; …`
-                # sequence cannot leave the read-only transaction) and receives rows in batches
-                # (a huge result is never held whole).
-                stream = cur.stream(query, size=256)
-                first = next(stream, None)
-                if cur.description is None:
-                    return QueryResult((), [])
-                columns = tuple(d.name for d in cur.description)
-                pending = [] if first is None else [first]
-
-                def fetchmany(n: int) -> list[Any]:
-                    out = [pending.pop()] if pending else []
-                    out += [row for _, row in zip(range(n - len(out)), stream)]
-                    return out
-
-                return _read_capped(fetchmany, columns, max_rows, max_bytes)
-            except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
-                message = _first_paragraph(str(exc))
-                raise ReadOnlyViolation(f"refused, the catalog is read-only here: {message}") from exc
-            except psycopg.errors.QueryCanceled as exc:
-                raise timeout_error(timeout_s) from exc
-            except psycopg.Error as exc:
-                raise QueryError(_first_paragraph(str(exc))) from exc
-    finally:
-        conn.close()  # rolls back; session state (advisory locks, settings) ends with the connection
-
-
-def _first_paragraph(message: str) -> str:
-    """The database's message up to its first blank line (skips DuckDB's caret excerpt), one line."""
-    lines = []
-    for line in message.strip().splitlines():
-        if not line.strip():
-            break
-        lines.append(line.strip())
-    return " ".join(lines)
 
 
 def open_sql_catalog(db: str | os.PathLike[str] | None, *, memory_limit: str | None = None) -> Catalog:
