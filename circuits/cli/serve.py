@@ -68,14 +68,12 @@ def report(
     """Write a circuit's page as one self-contained HTML file (inline SVG and images, no network)."""
     from catalog.atomic import write_text_atomic
     from catalog.engine import open_catalog
-    from circuits.cli.validate import InputError
+    from circuits.cli.validate import catalog_files, check_output_path
     from circuits.web.pages import report_html
 
-    if out.suffix.lower() not in (".html", ".htm") or out.is_dir():  # before any work
-        raise InputError(f"-o {out}: name the file *.html")
+    check_output_path(out, suffixes=(".html", ".htm"), inputs=catalog_files(db), what="-o")  # before any work
     cat = open_catalog(db, read_only=True)
     circuit_id, html = report_html(cat, circuit, model)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, html)  # whole or not at all
     if not quiet:
         typer.echo(f"wrote {out} ({len(html.encode()) // 1024} KiB): circuit {circuit_id}, open it in any browser")
