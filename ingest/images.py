@@ -305,7 +305,8 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
             Image.DecompressionBombError,
             Image.DecompressionBombWarning,
         ) as exc:
-            unused.append(UnusedFile(str(file), "unreadable", f"{type(exc).__name__}: {exc}"))
+            detail = str(exc) if isinstance(exc, _NotRead) else f"{type(exc).__name__}: {exc}"
+            unused.append(UnusedFile(str(file), "unreadable", detail))
             continue
         images.append(rgb)
         hashes.append(sha)
