@@ -45,7 +45,9 @@ def serve(
     server = make_server(
         db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet, allow_hosts=tuple(allow_host or ())
     )
-    where = "this machine only" if is_loopback(server.server_address[0]) else "reachable from other machines"
+    bound = server.server_address[0]
+    assert isinstance(bound, str), "an AF_INET/AF_INET6 server's address is a str"
+    where = "this machine only" if is_loopback(bound) else "reachable from other machines"
     typer.echo(f"serving {server.cat.display} read-only at {server.url} ({where}); Ctrl-C stops")
     try:
         server.serve_forever()
