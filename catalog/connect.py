@@ -75,12 +75,12 @@ def lock_wait_seconds() -> float:
     return _seconds(LOCK_WAIT_ENV)
 
 
-def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
+def resolve_url(url_or_path: str | os.PathLike[str] | URL | None = None) -> URL:
     """Turn a path or URL into a SQLAlchemy URL.
 
     Args:
         url_or_path: a DuckDB file path, or a URL (`duckdb:///path`, `duckdb:///:memory:`,
-            `postgresql+psycopg://user@host/db`); None means `$CIRCUITS_DB`, else
+            `postgresql+psycopg://user@host/db`; text or a SQLAlchemy `URL`); None means `$CIRCUITS_DB`, else
             `./circuits.duckdb`.
 
     Returns:
@@ -91,13 +91,16 @@ def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
     """
     if url_or_path is None:
         url_or_path = os.environ.get(ENV_VAR) or DEFAULT_PATH
-    text = os.fspath(url_or_path)
-    if "://" not in text:
-        return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
-    try:
-        url = make_url(text)
-    except sa.exc.ArgumentError as exc:
-        raise CatalogError(f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path") from exc
+    if isinstance(url_or_path, URL):  # already parsed (keeps options whose value is empty, e.g. temp_directory=)
+        url = url_or_path
+    else:
+        text = os.fspath(url_or_path)
+        if "://" not in text:
+            return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
+        try:
+            url = make_url(text)
+        except sa.exc.ArgumentError as exc:
+            raise CatalogError(f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path") from exc
     backend = url.get_backend_name()
     if backend == "duckdb":
         if url.database and url.database != ":memory:":

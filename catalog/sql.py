@@ -178,7 +178,7 @@ def open_sql_catalog(db: str | os.PathLike[str] | None, *, memory_limit: str | N
         _check_url_options(dict(url.query))
         config = duckdb_sandbox_config(memory_limit)
         url = url.update_query_dict({k: _config_text(v) for k, v in config.items()})
-    return open_catalog(url.render_as_string(hide_password=False), read_only=True)
+    return open_catalog(url, read_only=True)
 
 
 def is_sandboxed(cat: Catalog) -> bool:
@@ -246,12 +246,18 @@ def run_sql(
         QueryError: the database rejected the SQL, or the URL sets DuckDB options.
     """
     check_query_text(query)
-    limits = {"max_rows": max_rows, "max_bytes": max_bytes, "timeout_s": timeout_s}
     target = _duckdb_file(db)
     if target is None:
         from catalog.engine import open_catalog
 
-        return run_query(open_catalog(db, read_only=True), query, allow_superuser=allow_superuser, **limits)
+        return run_query(
+            open_catalog(db, read_only=True),
+            query,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+            allow_superuser=allow_superuser,
+        )
     path, options = target
     if _open_in_process(path):
         from catalog.engine import cached_catalog, open_catalog
@@ -259,7 +265,7 @@ def run_sql(
         cat = cached_catalog(path)
         if cat is None or not is_sandboxed(cat) or not cat.read_only:
             cat = open_catalog(path, read_only=True)
-        return run_query(cat, query, **limits)
+        return run_query(cat, query, max_rows=max_rows, max_bytes=max_bytes, timeout_s=timeout_s)
     import duckdb
 
     from catalog.db_path import check_duckdb_target, open_error

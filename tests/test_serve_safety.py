@@ -136,8 +136,12 @@ def test_sql_box_is_sandboxed(served):  # case 2
     port = served["port"]
     status, body = _sql(port, "set memory_limit='50GB'")
     assert status == 200 and "locked" in body
-    status, body = _sql(port, "select current_setting('memory_limit') as m, current_setting('temp_directory') as t")
-    assert status == 200 and "50" not in body
+    status, body = _sql(
+        port,
+        "select current_setting('temp_directory') = '' and current_setting('lock_configuration') "
+        "and current_setting('memory_limit') not like '%50%' as sandboxed",
+    )
+    assert status == 200 and "<td>True</td>" in body, body
     status, body = _sql(port, "select * from range(3000000) order by random()")
     assert status == 200
     path = served["path"]

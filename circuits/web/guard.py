@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import Protocol
 
 __all__ = ["RequestGuard"]
 
@@ -55,6 +56,10 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
     return _normal(name), None
 
 
+class _Headers(Protocol):
+    def get(self, name: str, /) -> str | None: ...
+
+
 class RequestGuard:
     """Decides whether a request's Host and Origin headers may be answered.
 
@@ -79,7 +84,7 @@ class RequestGuard:
         name, port = parsed
         return name in self.names and (port is None or port == self.port)
 
-    def refusal(self, headers: Mapping[str, str]) -> str | None:
+    def refusal(self, headers: _Headers) -> str | None:
         """Why the request must not be answered (one sentence), or None to answer it."""
         host = headers.get("Host")
         if host is None:
