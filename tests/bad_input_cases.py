@@ -431,6 +431,14 @@ CASES: list[Case] = [
         "make_mask_link",
     ),
     Case(
+        "demo-over-catalog",
+        "outputs",
+        "`demo --out out --db out/report.md` (the report would replace the catalog)",
+        ("demo", "--out", "out", "--db", "out/report.md"),
+        "also an input",
+        "make_catalog_in_out",
+    ),
+    Case(
         "defend-plot-missing-folder",
         "outputs",
         "`defend --plot nodir/x.png` (checked before any run is stored)",
@@ -678,6 +686,13 @@ def make_catalog_copies(root: Path) -> None:
     for name in ("cat.json", "cat.html", "cat.png"):
         shutil.copyfile(root / "c.duckdb", root / name)
     os.link(root / "c.duckdb", root / "link.json")
+
+
+def make_catalog_in_out(root: Path) -> None:
+    import shutil
+
+    (root / "out").mkdir()
+    shutil.copyfile(root / "c.duckdb", root / "out" / "report.md")
 
 
 def make_bundled_link(root: Path) -> None:
