@@ -49,6 +49,11 @@ def serve(
     assert isinstance(bound, str), "an AF_INET/AF_INET6 server's address is a str"
     where = "this machine only" if is_loopback(bound) else "reachable from other machines"
     typer.echo(f"serving {server.cat.display} read-only at {server.url} ({where}); Ctrl-C stops")
+    if not is_loopback(bound) and not allow_host:
+        typer.echo(
+            f"answering only requests addressed to {bound}: give --allow-host NAME for each name others use",
+            err=True,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
