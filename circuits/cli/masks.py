@@ -35,10 +35,14 @@ def apply(
     OUT.pt2 (torch.export, loads with torch alone) and OUT.onnx (with the [export] extra, checked
     with onnxruntime) are written instead. Name -o *.pt2 or *.onnx to ask for those directly.
     """
-    from circuits.cli.validate import check_output_path
+    from circuits.cli.validate import check_output_path, model_file
     from ingest.edit.deploy import PROGRAM_SUFFIXES, WEIGHT_SUFFIXES, apply_to_file
 
-    check_output_path(out, suffixes=WEIGHT_SUFFIXES + PROGRAM_SUFFIXES, inputs=(weights, mask), what="-o")
+    # before any work; the bundled/cached weights loaded when --weights is not given count as inputs
+    inputs = (weights, mask, model_file(model))
+    check_output_path(out, suffixes=WEIGHT_SUFFIXES + PROGRAM_SUFFIXES, inputs=inputs, what="-o")
+    for sibling in (".pt2", ".onnx"):  # a fallback program is written beside -o
+        check_output_path(out.with_suffix(sibling), suffixes=PROGRAM_SUFFIXES, inputs=inputs, what="-o")
     done = apply_to_file(model, mask, out, weights=weights)
     m = done.mask
     n = sum(len(mm.channels) for mm in m.modules.values())
