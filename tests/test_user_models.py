@@ -59,10 +59,26 @@ def ingest(*extra):
     return runner.invoke(app, [*argv, "--k", "2", "--db", "c.duckdb", *extra])
 
 
-def test_a_model_file_imports_the_module_beside_it(folder):
+def test_a_model_file_imports_the_module_beside_it_and_random_init_is_flagged(folder):
     r = ingest()
     assert r.exit_code == 0, r.output
     assert (folder / "c.duckdb").exists()
+    # no weights were given: the run is random-init, and every reader is told
+    r = runner.invoke(app, ["list", "runs", "--db", "c.duckdb", "--format", "json"])
+    assert r.exit_code == 0 and '"weights": "RANDOM-INIT"' in r.stdout, r.output
+    r = runner.invoke(app, ["show", "1", "--db", "c.duckdb"])
+    assert r.stdout.splitlines()[1].startswith("warning: RANDOM-INIT weights: this run used an untrained network")
+    r = runner.invoke(app, ["show", "1", "--db", "c.duckdb", "--format", "json"])
+    assert '"weights_source": "random-init"' in r.stdout
+    from catalog.engine import open_catalog
+    from circuits.web import data, pages
+
+    cat = open_catalog("c.duckdb", read_only=True)
+    with cat.session() as s:
+        page = pages.Pages(cat.display).circuit(data.circuit_view(s, 1))
+    assert '<p class="warning"><strong>RANDOM-INIT weights' in page
+    assert "RANDOM-INIT weights" in pages.report_html(cat, 1)[1]
+    cat.close()
 
 
 def test_an_exception_in_the_users_forward_is_one_line(folder):
