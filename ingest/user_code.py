@@ -8,10 +8,24 @@ module's folder). `user_frame(exc)` finds the innermost traceback frame in one o
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["UserFrame", "register_user_code", "user_frame"]
+from catalog.errors import CircuitsError
+
+__all__ = [
+    "UserFrame",
+    "UserModelError",
+    "forward_time_limit",
+    "register_user_code",
+    "set_forward_timeout",
+    "user_frame",
+    "user_model_error",
+]
 
 _FILES: set[str] = set()  # resolved model files
 _FOLDERS: set[str] = set()  # packages: every file under them counts as the user's
@@ -79,3 +93,48 @@ def user_frame(exc: BaseException) -> UserFrame | None:
     if found is None or (last is not None and _ours(str(Path(last).resolve()))):
         return None
     return found
+
+
+class UserModelError(CircuitsError):
+    """The user's own model code raised, hung past the time limit, or returned the wrong thing."""
+
+
+def user_model_error(exc: BaseException, call: str) -> UserModelError | None:
+    """A one-line error for an exception raised in the user's model code during `call`, or None."""
+    frame = user_frame(exc)
+    if frame is None:
+        return None
+    text = " ".join(str(exc).split()) or "(no message)"
+    return UserModelError(
+        f"the model's own code raised {type(exc).__name__} in {frame} during {call}: {text} "
+        "(`circuits --debug …` shows the traceback)"
+    )
+
+
+_LIMIT: dict[str, float | None] = {"seconds": None}  # set by the CLI's --timeout
+
+
+def set_forward_timeout(seconds: float | None) -> None:
+    """Bound the first forward pass of a model (the ingest preflight) to `seconds` (None: no bound)."""
+    _LIMIT["seconds"] = seconds if seconds and seconds > 0 else None
+
+
+@contextmanager
+def forward_time_limit(what: str) -> Iterator[None]:
+    """Raise UserModelError when the block runs past `set_forward_timeout`'s limit (main thread only;
+    a hang in pure Python is interrupted, a long C operation at its end)."""
+    seconds = _LIMIT["seconds"]
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(_sig, _frame):
+        raise UserModelError(f"{what} ran longer than --timeout {seconds:g} s: the model hangs or is far too slow")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -81,19 +81,49 @@ def test_a_model_file_imports_the_module_beside_it_and_random_init_is_flagged(fo
     cat.close()
 
 
-def test_an_exception_in_the_users_forward_is_one_line(folder):
+def test_an_exception_in_the_users_forward_is_one_line_and_writes_nothing(folder):
     r = ingest("--normalize", "imagenet", "--threads", "1")
     assert r.exit_code == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     line = lines[0]
     assert line.startswith("error: the model's own code raised ValueError in forward (mynet.py, line ")
-    assert "during `circuits ingest`: TinyNet takes images in [0, 1]" in line
-    assert "--debug" in line
+    assert "TinyNet takes images in [0, 1]" in line and "--debug" in line
+    assert not (folder / "c.duckdb").exists()
 
     r = runner.invoke(
         app,
         ["--debug", "ingest", "models/model.py:build", "--concept", "noise", "--images", "imgs"]
         + ["--layers", "c1,c2", "--k", "2", "--db", "c.duckdb", "--normalize", "imagenet"],
     )
-    assert isinstance(r.exception, ValueError) and "TinyNet takes images" in str(r.exception)
+    assert r.exit_code == 1 and "Traceback" in r.stderr and "mynet.py" in r.stderr, r.stderr
+    assert "ValueError: TinyNet takes images in [0, 1]" in r.stderr
+
+
+HANGS = """
+from torch import nn
+
+class Hang(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3)
+        self.c2 = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        while True:
+            pass
+
+def build():
+    return Hang()
+"""
+
+
+def test_a_model_that_hangs_past_timeout(folder):
+    (folder / "models" / "hang.py").write_text(HANGS)
+    argv = ["ingest", "models/hang.py:build", "--concept", "noise", "--images", "imgs", "--layers", "c1,c2"]
+    r = runner.invoke(app, [*argv, "--k", "2", "--db", "c.duckdb", "--timeout", "1"])
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip().splitlines() == [
+        "error: the model's forward pass on one image ran longer than --timeout 1 s: the model hangs or is far too slow"
+    ]
+    assert not (folder / "c.duckdb").exists()

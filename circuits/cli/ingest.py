@@ -113,6 +113,14 @@ def ingest(
         str | None,
         typer.Option("--classes", help="File of class names by logit index (one per line, or a JSON list)."),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Refuse a model whose first forward pass (one image) takes longer (s; 0: no limit).",
+        ),
+    ] = 0,
     db: DbOption = None,
 ) -> None:
     """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit.
@@ -161,6 +169,9 @@ def ingest(
         channels=channels,
         threads=threads,
     )
+    from ingest.user_code import set_forward_timeout
+
+    set_forward_timeout(timeout)
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
         with progress_bar() as update:

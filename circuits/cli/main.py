@@ -70,6 +70,10 @@ class _RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
+            if _DEBUG["on"] and exc.__cause__ is not None:  # e.g. the traceback of a user model's error
+                import traceback
+
+                traceback.print_exception(exc.__cause__)
             typer.echo(f"error: {safe_text(str(exc))}", err=True)  # messages may quote catalog text
             ctx.exit(1)
         except ModuleNotFoundError as exc:
@@ -125,16 +129,10 @@ _DEBUG = {"on": False}  # set by `circuits --debug`
 
 def user_model_message(exc: BaseException, command: str) -> str | None:
     """One line for an exception raised inside the user's own model code (or None: not the user's)."""
-    from ingest.user_code import user_frame
+    from ingest.user_code import user_model_error
 
-    frame = user_frame(exc)
-    if frame is None:
-        return None
-    text = " ".join(str(exc).split()) or "(no message)"
-    return (
-        f"the model's own code raised {type(exc).__name__} in {frame} during `circuits {command}`: {text} "
-        "(`circuits --debug …` shows the traceback)"
-    )
+    err = user_model_error(exc, f"`circuits {command}`")
+    return None if err is None else str(err)
 
 
 def os_error_message(exc: OSError) -> str | None:
