@@ -83,7 +83,7 @@ def logit_warning(
             f"{name} returns {shape} from its forward, not class logits (B, classes): `ablate` measures "
             "class outputs, so the model must return one tensor of logits"
         )
-    chans = channels[list(layers).index(path)] if path in layers else []
+    chans = channels[list(layers).index(path)] if path is not None and path in layers else []
     if not chans:
         return None
     return (

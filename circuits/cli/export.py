@@ -50,11 +50,13 @@ def export(
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
     from queries.suggest import apply_command
 
+    run_id = mask.source.run_id
+    assert run_id is not None, "a mask exported from the catalog names its run"
     with cat.session() as s:
         if kind is InterventionKind.circuit:
-            command = apply_command(s, mask.source.run_id, str(result.path))
+            command = apply_command(s, run_id, str(result.path))
             how = "baked weights where exact, else pruned.pt2 + pruned.onnx carrying the mask"
         else:  # edge pruning needs a second forward pass: only a program can carry it
-            command = apply_command(s, mask.source.run_id, str(result.path), out="pruned.pt2")
+            command = apply_command(s, run_id, str(result.path), out="pruned.pt2")
             how = "an edge mask needs two forward passes: a torch.export program (+ ONNX) that carries it"
     typer.echo(f"apply it ({how}): {command}")
