@@ -101,7 +101,7 @@ def resolve_images(
 
         return typo_image_set(dataset, n, seed=seed)
     if kind == "photo":  # the walkthrough's photographs (scikit-image's bundled data): photo:cat, …
-        from ingest.walkthrough import photo_image_set
+        from ingest.datasets.photos import photo_image_set
 
         return photo_image_set(name, n, seed=seed)
     if kind != "catfish" or not name:
