@@ -75,6 +75,8 @@ def run_all(commands: list[str], cwd: Path) -> None:
                 assert not any(p in c for p in PLACEHOLDERS), c
                 rr = invoke(*shlex.split(c)[1:])
                 assert rr.exit_code == 0, f"`{c}` (suggested by `{command}`) failed:\n{rr.output}"
+                if c.startswith("circuits apply "):  # checked on the run's own images, not a random batch
+                    assert " images of run " in rr.stdout, rr.stdout
 
 
 @pytest.fixture()

@@ -43,7 +43,8 @@ def apply(
     check_output_path(out, suffixes=WEIGHT_SUFFIXES + PROGRAM_SUFFIXES, inputs=inputs, what="-o")
     for sibling in (".pt2", ".onnx"):  # a fallback program is written beside -o
         check_output_path(out.with_suffix(sibling), suffixes=PROGRAM_SUFFIXES, inputs=inputs, what="-o")
-    done = apply_to_file(model, mask, out, weights=weights)
+    checked = {"what": "a random batch"}
+    done = apply_to_file(model, mask, out, weights=weights, images=_run_images(checked))
     m = done.mask
     n = sum(len(mm.channels) for mm in m.modules.values())
     what = f"{n} channels of {len(m.modules)} modules pruned" if m.kind == "circuit" else "edge-pruned"
@@ -55,7 +56,7 @@ def apply(
             how = "zeroed the weights that make them" if route == "producer" else "zeroed the weights that read them"
             typer.echo(f"  {path}: {len(m.modules[path].channels)} channels, {how}")
         typer.echo(
-            f"  {len(b.plan.params())} tensors edited; baked vs hook-pruned on a random batch: "
+            f"  {len(b.plan.params())} tensors edited; baked vs hook-pruned on {checked['what']}: "
             f"max |diff| = {b.max_abs_diff:.3g}"
         )
         typer.echo(f"load it: model.load_state_dict(torch.load({str(b.path)!r}, weights_only=True))")
@@ -64,7 +65,7 @@ def apply(
     typer.echo(f"wrote {names}: {done.model} ({done.weights_source}) with {what}, the mask inside the graph")
     typer.echo(f"  kind: masked program, because {done.reason}")
     for c in done.programs:
-        typer.echo(f"  {c.path.name} vs hook-pruned on a random batch: max |diff| = {c.max_abs_diff:.3g}")
+        typer.echo(f"  {c.path.name} vs hook-pruned on {checked['what']}: max |diff| = {c.max_abs_diff:.3g}")
     if done.onnx_skipped:
         typer.echo(f"  no ONNX file: {done.onnx_skipped}")
     pt2 = done.programs[0].path
@@ -72,3 +73,43 @@ def apply(
     if len(done.programs) > 1:
         onnx = str(done.programs[1].path)
         typer.echo(f"or: onnxruntime.InferenceSession({onnx!r}).run(None, {{'x': images.numpy()}})[0]")
+
+
+def _run_images(checked: dict[str, str]):
+    """The check batch `apply` uses: up to 8 images of the run the mask came from, fed as that run
+    fed them (its catalog and images as recorded in the mask); None (a random batch) when they
+    cannot be read here. `checked["what"]` says which was used."""
+
+    def images(mask, pp):
+        import shlex
+
+        from catalog import store
+        from catalog.engine import open_catalog
+        from catalog.errors import CircuitsError
+        from ingest import zoo
+        from ingest.pipeline import resolve_images
+        from ingest.zoo.preprocessing import Preprocessing
+        from queries.suggest import images_for_run
+
+        src = mask.source
+        if not src.catalog or src.run_id is None:
+            return None
+        try:
+            cat = open_catalog(src.catalog, read_only=True)
+            try:
+                with cat.session() as s:
+                    how = shlex.split(images_for_run(s, src.run_id))
+                    stored = store.read_run(s, src.run_id).params.get("preprocessing")
+            finally:
+                cat.close()
+            option, value = how[0], how[1]
+            found = resolve_images(
+                value if option == "--images" else None, value if option == "--dataset" else None, n=8
+            )
+            x = zoo.preprocess(Preprocessing.from_params(stored) if stored else pp, list(found.images)[:8])
+        except (CircuitsError, OSError, ValueError, RuntimeError):  # not readable here: a random batch instead
+            return None
+        checked["what"] = f"{len(x)} images of run {src.run_id} ({' '.join(how)})"
+        return x
+
+    return images

@@ -67,6 +67,7 @@ def apply_to_file(
     *,
     weights: str | Path | None = None,
     check_batch: int = 2,
+    images=None,
 ) -> AppliedMask:
     """Write the model pruned by the mask: baked weights when exact, else a masked program.
 
@@ -82,6 +83,8 @@ def apply_to_file(
         check_batch: random images of the model's input shape on which every written file is
             compared with the hook-pruned model (max |diff| ≤ 1e-5, for ONNX relative to the
             largest output when that exceeds 1; else the file is not kept).
+        images: `(mask, preprocessing) -> batch or None`: the check batch to use instead (the
+            CLI gives the images of the run the mask came from); see `load_for_mask`.
 
     Raises:
         MaskError: an unreadable mask, one for another model, weights or layout, or a bad `out`.
@@ -94,7 +97,9 @@ def apply_to_file(
     pt2, onnx_path = out.with_suffix(".pt2"), out.with_suffix(".onnx")
     for p in (pt2, onnx_path):
         _check_out(p, PROGRAM_SUFFIXES, mask_path=mask_path, weights=weights)
-    loaded, mask, example = load_for_mask(model_name, mask_path, weights=weights, check_batch=check_batch)
+    loaded, mask, example = load_for_mask(
+        model_name, mask_path, weights=weights, check_batch=check_batch, images=images
+    )
     model = loaded.module
     if out.suffix.lower() in WEIGHT_SUFFIXES:
         why_not = bakeable(model, mask)

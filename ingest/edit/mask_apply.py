@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from catalog.vocab import MaskKind
 from ingest.edit.bake_plan import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
 from ingest.edit.prune import prune_circuit, prune_edges
 from ingest.hooks import channel_dim, scoped_hooks
+from ingest.zoo.preprocessing import Preprocessing
 
 __all__ = [
     "BakedFile",
@@ -288,11 +289,22 @@ def _check_out(out: Path, suffixes: tuple[str, ...], *, mask_path, weights) -> N
         raise MaskError(f"-o {out}: folder {out.parent} does not exist (create it first)")
 
 
-def load_for_mask(model_name: str, mask_path: str | Path, *, weights=None, check_batch: int = 2):
+def load_for_mask(
+    model_name: str,
+    mask_path: str | Path,
+    *,
+    weights=None,
+    check_batch: int = 2,
+    images: Callable[[Mask, Preprocessing], torch.Tensor | None] | None = None,
+):
     """Read a mask file, load the zoo model it was made for and check that they fit.
 
+    Args:
+        images: given the mask and the model's preprocessing, the check batch (e.g. the images of
+            the run the mask came from), or None for a random batch of the model's input shape.
+
     Returns:
-        (the `LoadedModel` in eval mode on the CPU, the mask, a random check batch of its input shape).
+        (the `LoadedModel` in eval mode on the CPU, the mask, the check batch).
 
     Raises:
         MaskError: unreadable mask, or one made for another model, weights or layout.
@@ -308,7 +320,9 @@ def load_for_mask(model_name: str, mask_path: str | Path, *, weights=None, check
     except zoo.UnknownLayer as exc:
         raise MaskError(f"mask {mask_path} does not fit {model_name}: {exc}") from None
     loaded.module.cpu().eval()
-    example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
+    example = images(mask, loaded.spec.pp) if images is not None else None
+    if example is None:
+        example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
     check(loaded.module, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
     with torch.no_grad():
         out = loaded.module(example)
