@@ -74,9 +74,17 @@ def logit_warning(
         IngestError: the model's forward does not return logits (a (B, classes) tensor).
     """
     from ingest.anchor import output_module
+    from ingest.user_code import forward_time_limit, user_model_error
 
     param = next(model.parameters(), None)
-    path, out = output_module(model, x[:1] if param is None else x[:1].to(param.device))
+    try:
+        with forward_time_limit("the model's forward pass on one image"):
+            path, out = output_module(model, x[:1] if param is None else x[:1].to(param.device))
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on one image (before anything was written)")
+        if err is None:
+            raise
+        raise err from exc
     if not hasattr(out, "dim") or out.dim() != 2:
         shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
         raise IngestError(

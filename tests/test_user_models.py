@@ -127,3 +127,42 @@ def test_a_model_that_hangs_past_timeout(folder):
         "error: the model's forward pass on one image ran longer than --timeout 1 s: the model hangs or is far too slow"
     ]
     assert not (folder / "c.duckdb").exists()
+
+
+SOMETIMES_HANGS = """
+import os
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3)
+        self.c2 = nn.Conv2d(4, 4, 3)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        while os.path.exists("hang"):
+            pass
+        return self.head(self.c2(self.c1(x)))
+
+def build():
+    return Net()
+"""
+
+
+def test_ablate_and_apply_refuse_a_model_that_hangs_past_timeout(folder):
+    (folder / "models" / "some.py").write_text(SOMETIMES_HANGS)
+    model = "models/some.py:build"
+    argv = ["ingest", model, "--concept", "noise", "--images", "imgs", "--layers", "c1,c2", "--k", "2"]
+    r = runner.invoke(app, [*argv, "--db", "c.duckdb"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", "1", "-o", "m.json", "--db", "c.duckdb"])
+    assert r.exit_code == 0, r.output
+    (folder / "hang").write_text("")
+    before = sorted(p.name for p in folder.iterdir())
+    expected = "ran longer than --timeout 1 s: the model hangs or is far too slow"
+    r = runner.invoke(app, ["ablate", "1", "--model", model, "--images", "imgs", "--timeout", "1", "--db", "c.duckdb"])
+    assert r.exit_code == 1 and expected in r.stderr and r.stderr.count("error:") == 1, r.output
+    r = runner.invoke(app, ["apply", model, "--mask", "m.json", "-o", "p.pt", "--timeout", "1"])
+    assert r.exit_code == 1 and expected in r.stderr and r.stderr.count("error:") == 1, r.output
+    assert sorted(p.name for p in folder.iterdir()) == before

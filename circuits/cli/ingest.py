@@ -298,6 +298,14 @@ def ablate(
         bool,
         typer.Option("--prune-anchor", help="Prune an anchored circuit's anchor (its class logit) too."),
     ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Refuse a model whose first forward pass (one image) takes longer (s; 0: no limit).",
+        ),
+    ] = 0,
     db: DbOption = None,
 ) -> None:
     """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result.
@@ -315,6 +323,9 @@ def ablate(
     from queries.resolve import resolve_circuit
 
     check_device(device)
+    from ingest.user_code import set_forward_timeout
+
+    set_forward_timeout(timeout)
     class_names = None if classes is None else read_class_names(classes)
     image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)

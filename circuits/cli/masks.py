@@ -27,6 +27,14 @@ def apply(
     weights: Annotated[
         str | None, typer.Option("--weights", help="Weights file the circuit was found on (default: bundled/cached).")
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Refuse a model whose forward pass on the check images takes longer (s; 0: no limit).",
+        ),
+    ] = 0,
 ) -> None:
     """Write the model pruned by a mask: baked weights where that is exact, else a program carrying the mask.
 
@@ -43,6 +51,9 @@ def apply(
     check_output_path(out, suffixes=WEIGHT_SUFFIXES + PROGRAM_SUFFIXES, inputs=inputs, what="-o")
     for sibling in (".pt2", ".onnx"):  # a fallback program is written beside -o
         check_output_path(out.with_suffix(sibling), suffixes=PROGRAM_SUFFIXES, inputs=inputs, what="-o")
+    from ingest.user_code import set_forward_timeout
+
+    set_forward_timeout(timeout)
     checked = {"what": "a random batch"}
     done = apply_to_file(model, mask, out, weights=weights, images=_run_images(checked))
     m = done.mask

@@ -323,9 +323,20 @@ def load_for_mask(
     example = images(mask, loaded.spec.pp) if images is not None else None
     if example is None:
         example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
-    check(loaded.module, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
-    with torch.no_grad():
-        out = loaded.module(example)
+    from ingest.user_code import forward_time_limit, user_model_error
+
+    try:
+        with forward_time_limit(f"the model's forward pass on {len(example)} images"):
+            check(
+                loaded.module, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example
+            )
+            with torch.no_grad():
+                out = loaded.module(example)
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on the check images (before anything was written)")
+        if err is None:
+            raise
+        raise err from exc
     if not isinstance(out, torch.Tensor):
         raise MaskError(
             f"{model_name} returns a {type(out).__name__} from its forward, not a tensor: a pruned copy is checked "
