@@ -103,6 +103,10 @@ def test_pg_result_past_max_bytes_stops_reading(tmp_path):
         args = ["sql", query, "--db", db, "--allow-superuser", "--max-bytes", "2MB"]
         line = _one_error(runner.invoke(app, args))
         assert "larger than 2 MB" in line
+        r = runner.invoke(app, ["sql", "select 1 as lonely where false", "--db", db, "--allow-superuser"])
+        assert r.exit_code == 0 and "lonely" in r.stdout and "(no rows)" in r.stdout, r.output  # columns kept
+        r = runner.invoke(app, ["sql", "set work_mem = '8MB'", "--db", db, "--allow-superuser"])
+        assert r.exit_code == 0, r.output  # a statement without rows
         r = runner.invoke(app, ["sql", "select 1 as a; select 2 as b", "--db", db, "--allow-superuser"])
         assert r.exit_code == 1  # one statement per query on PostgreSQL (no way out of the read-only transaction)
         r = runner.invoke(app, ["sql", "select count(pg_advisory_lock(7)) as n", "--db", db, "--allow-superuser"])
