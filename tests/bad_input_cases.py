@@ -1,5 +1,5 @@
 """The bad-input cases: one list feeds the parametrised test (tests/test_bad_input.py) and the
-README's "Bad input" table (`readme_table()`; the test checks the README holds exactly it).
+table of docs/bad-input.md (`readme_table()`; the test checks the document holds exactly it).
 
 Each case runs in a copy of a small world (a catalog with one run of a tiny user model, its
 images, weights and an exported mask), with the working directory at the copy's root. Arguments
@@ -577,7 +577,7 @@ CASES: list[Case] = [
 
 
 def readme_table() -> str:
-    """The README's bad-input table, one row per case."""
+    """The bad-input table of docs/bad-input.md, one row per case."""
     lines = ["| # | Area | Bad input | `error:` line says |", "|---|---|---|---|"]
     for i, case in enumerate(CASES, 1):
         lines.append(f"| {i} | {case.area} | {case.what} | …{case.expect}… |")
