@@ -150,6 +150,16 @@ def test_sql_box_is_sandboxed(served):  # case 2
     assert status == 200 and "larger than 20 MB" in body
 
 
+@pytest.mark.slow
+def test_huge_strings_cost_the_child_not_the_server(served):  # case 2/6: the query, in the SQL box
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status, body = _sql(served["port"], "select repeat('x', 100000000) as s from range(30)")
+    assert status == 200 and 'id="sql-error"' in body
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: the server did not grow
+
+
 def test_half_sent_requests_time_out(served, monkeypatch):  # case 15
     import circuits.web.server as server_module
 
