@@ -239,3 +239,19 @@ def test_pg_sql_box_leaves_no_session_state(tmp_path):  # case 3
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
             conn.execute(f"DROP ROLE {reader}")
+
+
+def test_request_guard_parses_hosts_and_origins():
+    from circuits.web.guard import RequestGuard
+
+    v4 = RequestGuard("127.0.0.1", 8731, loopback=True)
+    v6 = RequestGuard("::1", 8731, loopback=True)
+    remote = RequestGuard("0.0.0.0", 8731, loopback=False, allow_hosts=("box.lan",))
+    assert v4.refusal({"Host": "127.0.0.1:8731"}) is None and v4.refusal({"Host": "localhost."}) is None
+    assert v6.refusal({"Host": "[::1]:8731"}) is None and v6.refusal({"Host": "[0:0::1]:8731"}) is None
+    for bad in ("evil.example.com", "127.0.0.1:8731@evil", "127.0.0.1:99999", "[::1", "127.0.0.1 :8731", ""):
+        assert v4.refusal({"Host": bad}) is not None, bad
+    assert remote.refusal({"Host": "box.lan:8731"}) is None and remote.refusal({"Host": "10.0.0.5:8731"}) is not None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "http://localhost:8731"}) is None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "http://localhost:8732"}) is not None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "file://"}) is not None
