@@ -49,6 +49,8 @@ from ingest.threads import set_wait_policy  # noqa: E402 (after the SIGINT handl
 
 set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
 
+import re  # noqa: E402 (after the set-up above)
+
 import typer  # noqa: E402 (after the set-up above)
 from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
 
@@ -70,7 +72,7 @@ class _RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
-            typer.echo(f"error: {safe_text(str(exc))}", err=True)  # messages may quote catalog text
+            typer.echo(f"error: {safe_text(cli_message(str(exc)))}", err=True)  # messages may quote catalog text
             ctx.exit(1)
         except ModuleNotFoundError as exc:
             message = missing_extra_message(name, exc)
@@ -112,6 +114,19 @@ _KEPT = {
     "apply": "no weights file was written (files are written whole or not at all)",
     "sql": "the query was read-only; nothing changed",
 }
+
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
+_FLAGS = {"class_names": "--classes FILE"}  # parameters whose flag is not their name with dashes
+
+
+def cli_message(text: str) -> str:
+    """A library error's message as the command line says it: parameters become flags.
+
+    Library errors name parameters as `` `images=` ``; a command's flag for a parameter is its
+    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` says otherwise.
+    """
+    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), text)
 
 
 def os_error_message(exc: OSError) -> str | None:
