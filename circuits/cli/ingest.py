@@ -52,7 +52,7 @@ ThreadsOpt = Annotated[
 
 def _echo_image_report(image_set) -> None:
     """One summary line for the files not used, and one line per note (stderr)."""
-    from circuits.cli.main import cli_message  # library text names parameters; here, flags
+    from circuits.cli.render import cli_message  # library text names parameters; here, flags
 
     for note in image_set.notes:
         typer.echo(f"note: {cli_message(note)}", err=True)

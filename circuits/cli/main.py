@@ -49,7 +49,6 @@ from ingest.threads import set_wait_policy  # noqa: E402 (after the SIGINT handl
 
 set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
 
-import re  # noqa: E402 (after the set-up above)
 
 import typer  # noqa: E402 (after the set-up above)
 from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
@@ -57,7 +56,7 @@ from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
 from catalog.errors import CircuitsError  # noqa: E402 (after the set-up above)
 from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
 from circuits.cli.extras import missing_extra_message  # noqa: E402 (after the set-up above)
-from circuits.cli.render import safe_text  # noqa: E402 (after the set-up above)
+from circuits.cli.render import cli_message, safe_text  # noqa: E402 (after the set-up above)
 
 if TYPE_CHECKING:  # typer vendors click: its Command.invoke takes this Context (typer.Context subclasses it)
     from typer._click import Command, Context
@@ -114,19 +113,6 @@ _KEPT = {
     "apply": "no weights file was written (files are written whole or not at all)",
     "sql": "the query was read-only; nothing changed",
 }
-
-
-_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
-_FLAGS = {"class_names": "--classes FILE"}  # parameters whose flag is not their name with dashes
-
-
-def cli_message(text: str) -> str:
-    """A library error's message as the command line says it: parameters become flags.
-
-    Library errors name parameters as `` `images=` ``; a command's flag for a parameter is its
-    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` says otherwise.
-    """
-    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), text)
 
 
 def os_error_message(exc: OSError) -> str | None:
