@@ -15,6 +15,7 @@ import shlex
 
 from sqlalchemy.orm import Session
 
+from catalog.image_set_names import parse_image_set_name
 from catalog.sql import decode_json, query_arrow
 
 __all__ = [
@@ -122,10 +123,12 @@ def images_for_run(session: Session, run_id: int) -> str:
         .column("source")
         .to_pylist()
     )
-    rendered = [s for s in sources if s and s.startswith(("catfish:", "photo:"))]
-    if rendered:  # a set the tool renders again from its name (`--dataset KIND:NAME`)
-        kind, rest = rendered[0].split(":", 1)
-        return f"--dataset {kind}:{rest.split('#', 1)[0]}"
+    rendered = [parse_image_set_name(s) for s in sources if s and s.startswith("catfish:")]
+    if rendered:
+        return f"--dataset catfish:{rendered[0].name}"
+    photos = [s for s in sources if s and s.startswith("photo:")]
+    if photos:  # the walkthrough's photographs, rendered again from their name
+        return f"--dataset photo:{photos[0].split(':', 1)[1].split('#', 1)[0]}"
     files = [s for s in sources if s and ("/" in s or os.sep in s)]
     if files:
         return f"--images {shlex.quote(os.path.commonpath([os.path.dirname(f) for f in files]))}"

@@ -98,7 +98,7 @@ def _run_images(checked: dict[str, str]):
         from catalog.engine import open_catalog
         from catalog.errors import CircuitsError
         from ingest import zoo
-        from ingest.pipeline import resolve_images
+        from ingest.image_sets import resolve_images
         from ingest.zoo.preprocessing import Preprocessing
         from queries.suggest import images_for_run
 
@@ -115,7 +115,7 @@ def _run_images(checked: dict[str, str]):
                 cat.close()
             option, value = how[0], how[1]
             found = resolve_images(
-                value if option == "--images" else None, value if option == "--dataset" else None, n=8
+                images=value if option == "--images" else None, dataset=value if option == "--dataset" else None, n=8
             )
             x = zoo.preprocess(Preprocessing.from_params(stored) if stored else pp, list(found.images)[:8])
         except (CircuitsError, OSError, ValueError, RuntimeError):  # not readable here: a random batch instead
