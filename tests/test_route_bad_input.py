@@ -47,6 +47,7 @@ def one_error(r, message: str) -> None:
 
 
 def test_onnx_refused_keeps_the_checked_program_and_says_which_op(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the ONNX file needs the [export] extra")
     (tmp_path / "skipnet.py").write_text(RESIDUAL_USER_MODEL)
     name = f"{tmp_path / 'skipnet.py'}:build"
     make_mask(name, ["1", "2"], tmp_path / "m.json")
