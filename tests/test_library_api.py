@@ -91,7 +91,7 @@ def test_mask_from_circuit_takes_the_catalog_or_a_session(stored, tmp_path):
 
 
 def test_errors_name_parameters_and_the_cli_names_flags():
-    from circuits.cli.main import cli_message
+    from circuits.cli.render import cli_message
 
     with pytest.raises(CircuitsError) as caught:
         resolve_images()

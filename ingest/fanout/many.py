@@ -95,7 +95,7 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
         writer: WRITE_IN_WORKERS (write the run here) or WRITE_HERE (read only; send it back).
     """
     from ingest.image_sets import resolve_images
-    from ingest.pipeline import ComputeFailed, IngestConfig, find_or_compute, ingest_prepared, prepare
+    from ingest.pipeline import ComputeFailed, IngestConfig, find_or_compute, prepare, record
 
     try:
         image_set = resolve_images(images=job.images, dataset=job.dataset, n=job.n, seed=job.seed)
@@ -110,16 +110,22 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
         )
         t0 = time.perf_counter()
         prepared = prepare(config, image_set)
-        if writer == WRITE_IN_WORKERS:
-            done = ingest_prepared(open_catalog(db), prepared, t0=t0)
-            return WorkResult(done.status, done.run_id, done.circuit_id)
-        reader = open_catalog(db, read_only=True, wait=None)  # read, then let go: the driver writes
+        # The two halves of `ingest.pipeline.ingest_prepared`; a failure is not recorded here but
+        # by the driver, once per job after its last try (retries do not add `failed` rows).
+        reader = open_catalog(db) if writer == WRITE_IN_WORKERS else open_catalog(db, read_only=True, wait=None)
         try:
             outcome = find_or_compute(reader, prepared, t0=t0)
         except ComputeFailed as failed:
-            return WorkResult("failed", failure=failed.failure, error=failed.failure.error)
+            # a CircuitsError (bad layer, bad k) fails the same way every time: not retried
+            cause = failed.__cause__
+            retryable = not isinstance(cause, CircuitsError) or isinstance(cause, CatalogLocked)
+            return WorkResult("failed", failure=failed.failure, error=failed.failure.error, retryable=retryable)
         finally:
-            reader.close()
+            if writer == WRITE_HERE:
+                reader.close()  # let go at once: the driver writes
+        if writer == WRITE_IN_WORKERS:
+            done = record(reader, outcome)
+            return WorkResult(done.status, done.run_id, done.circuit_id)
         return WorkResult("pending", outcome=outcome)
     except CircuitsError as exc:  # bad input: running it again will not help (a lock might)
         return WorkResult("failed", error=f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, CatalogLocked))
@@ -169,11 +175,11 @@ def ingest_many(
             result = WorkResult("failed", error=f"worker lost: {str(result).splitlines()[0]}")
         result = _finish_here(cat, result) if writer == WRITE_HERE else result
         if result.status == "failed":
-            if result.failure is not None:
-                record_failure(cat, result.failure)
             if result.retryable and attempt <= retries:
                 pending.append((i, attempt + 1))
                 continue
+            if result.failure is not None:  # once per job, after its last try
+                record_failure(cat, result.failure)
         outcomes[i] = JobOutcome(jobs[i], result.status, result.run_id, result.circuit_id, attempt, result.error)
         if progress is not None:
             progress(len(outcomes), len(jobs), outcomes[i])
