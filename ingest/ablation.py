@@ -217,7 +217,7 @@ def ablate(
     prune_layers, prune_channels = pruned_neurons(circ, prune_anchor)
     if circ.fixed:  # which neurons were pruned is part of what was measured
         params["anchor"] = "pruned" if prune_anchor else "kept"
-    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64), name)
+    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64), loaded.spec.name)
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
