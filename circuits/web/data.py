@@ -55,6 +55,7 @@ class Node:
     neuron_id: int
     total: float  # total CLA attribution in the run (in + out edge scores)
     in_circuit: bool
+    label: str | None = None  # the neuron's label, e.g. a logit's class name
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class CircuitView:
     edges: tuple[tuple[int, int, float], ...]  # (src neuron id, dst neuron id, score) inside the circuit
     patches: dict[int, list[media.PatchRow]]  # neuron id → patches, strongest first
     export_command: str
+    ablate_command: str = ""  # complete: the run's own images, --model/--weights/--db as needed
+    weights_warning: str | None = None  # set when the run's weights were random-init
+    thumbnails_command: str = ""  # complete, for neurons without stored patches
 
     @property
     def model(self) -> str:
@@ -93,7 +97,12 @@ def _totals(session: Session, run_id: int) -> dict[int, float]:
 
 
 def circuit_view(
-    session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER, with_png: bool = False
+    session: Session,
+    circuit_id: int,
+    *,
+    faded_per_layer: int = FADED_PER_LAYER,
+    with_png: bool = False,
+    db: str | None = None,
 ) -> CircuitView:
     """Everything the circuit page draws.
 
@@ -102,6 +111,7 @@ def circuit_view(
         circuit_id: the circuit.
         faded_per_layer: strongest non-circuit neurons per layer drawn faded.
         with_png: load the patch PNG bytes too (for a self-contained report).
+        db: the catalog as the suggested commands should name it (`--db`); None: the default one.
 
     Raises:
         NotFound: no such circuit, or its run is not complete.
@@ -119,7 +129,7 @@ def circuit_view(
         for c in sorted(chosen):
             nid = ids[(layer, c)]
             members.append(nid)
-            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True))
+            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True, details.labels.get(layer, {}).get(c)))
         others = sorted(
             ((totals.get(nid, 0.0), ch, nid) for (lay, ch), nid in ids.items() if lay == layer and ch not in chosen),
             key=lambda t: (-t[0], t[1]),
@@ -130,8 +140,13 @@ def circuit_view(
         for a, b, d in graph.edges(data=True)
     )
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
-    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json"
-    return CircuitView(details, tuple(nodes), edges, patches, command)
+    from queries.suggest import ablate_next_step, db_flag, thumbnails_command, weights_warning
+
+    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json{db_flag(db)}"
+    ablate = ablate_next_step(session, circuit.id, run.id, db)
+    warning = weights_warning(run.library_versions)
+    thumbs = thumbnails_command(session, run.id, db)
+    return CircuitView(details, tuple(nodes), edges, patches, command, ablate, warning, thumbs)
 
 
 @dataclass(frozen=True)
