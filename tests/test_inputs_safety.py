@@ -1,4 +1,4 @@
-"""Inputs read safely (issue #21, cases 10, 13, 14): image files hashed in bounded chunks with a
+"""Inputs read safely: image files hashed in bounded chunks with a
 size cap before decoding, only regular files read, control characters escaped in terminal output,
 SIGINT during start-up is one line and exit 130."""
 

@@ -1,4 +1,4 @@
-"""`circuits serve` over real HTTP against what a hostile web page or client can send (issue #21):
+"""`circuits serve` over real HTTP against what a hostile web page or client can send:
 forged Host headers (DNS rebinding), cross-origin requests, many ids, a slow SQL query beside
 the pages, half-sent requests, clients that leave early, ports out of range, the SQL box's
 sandbox (locked settings, no spill file), and the same on PostgreSQL (advisory locks)."""
@@ -151,7 +151,7 @@ def test_sql_box_is_sandboxed(served):  # case 2
 
 
 @pytest.mark.slow
-def test_huge_strings_cost_the_child_not_the_server(served):  # case 2/6: the issue's query, in the SQL box
+def test_huge_strings_cost_the_child_not_the_server(served):  # test_sql_bounds' huge-string query, in the SQL box
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
