@@ -381,7 +381,7 @@ CASES: list[Case] = [
         ("overlap", "--model", "{model}", "--plot", "g.txt", "--db", "{db}"),
         "name the file",
     ),
-    # --- outputs that would overwrite an input (issue #21)
+    # --- outputs that would overwrite an input
     Case(
         "export-over-catalog",
         "outputs",

@@ -157,7 +157,7 @@ def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_pat
 
 
 def test_deterministic_failures_are_not_retried_and_leave_one_row(tmp_path, catalog_path, monkeypatch):
-    """Issue #21 case 11: before, each of 3 tries stored a `failed` row (3 invocations → 9 rows)."""
+    """Unbounded retries once stored a `failed` row per try (3 invocations → 9 rows)."""
     import ingest.cla.search
     from catalog.errors import CircuitsError
 

@@ -1,7 +1,7 @@
 """Prune plans respect --keep: a plan that costs a kept concept more than the keep budget beyond its
 random baseline is never ranked, and when none meets the budget the plan says so in one line.
 
-The catalog holds the case found on catfish-mini (issue 18): pruning rings' circuit takes
+The catalog holds the case found on catfish-mini: pruning rings' circuit takes
 stripes_star accuracy 1.000 → 0.000 and star_hatch 0.984 → 0.000, yet it ranked first."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def db(tmp_path_factory):
         for seed, (name, chans) in enumerate(CHANNELS.items()):
             ids[name] = _circuit(s, _run(s, model, store.ensure_concept(s, name), _matrices(seed), name), chans)
         store.ensure_concept(s, "no_circuit_yet")
-        # rings: the issue's figures; waves: spares star_hatch only partly; dots: hurts stripes less.
+        # rings: the figures of that case; waves: spares star_hatch only partly; dots: hurts stripes less.
         _intervene(s, ids["rings"], [_eval("stripes_star", 1.0, 0.0, 0.97), _eval("star_hatch", 0.984, 0.0, 0.96)])
         _intervene(s, ids["waves"], [_eval("stripes_star", 1.0, 0.5, 0.97), _eval("star_hatch", 0.984, 0.90, 0.95)])
         _intervene(s, ids["dots"], [_eval("stripes_star", 1.0, 0.9, 0.98), _eval("star_hatch", 0.984, 0.97, 0.98)])
@@ -76,7 +76,7 @@ def test_over_budget_plans_are_never_recommended(db):
     assert plan.verdict is None
 
 
-def test_the_issue_case_says_no_circuit_separates_them(db):
+def test_the_catfish_case_says_no_circuit_separates_them(db):
     r = runner.invoke(
         app,
         ["prune-plan", "--model", "catfish-mini", "--against", "stripes_star", "--keep", "star_hatch"]

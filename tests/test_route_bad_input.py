@@ -1,4 +1,4 @@
-"""Bad input on the route from a circuit to a deployed model (issue 18): each is one `error:` line,
+"""Bad input on the route from a circuit to a deployed model: each is one `error:` line,
 exit 1, and nothing written (the refused ONNX export keeps the checked `.pt2` and says so)."""
 
 from __future__ import annotations
