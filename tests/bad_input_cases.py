@@ -573,6 +573,28 @@ CASES: list[Case] = [
         ("sql", "select 1", "--db", "duckdb:///c.duckdb?memory_limit=50GB"),
         "memory_limit",
     ),
+    # --- from a circuit to a deployed model (issue 18)
+    Case(
+        "anchor-not-last",
+        "anchor",
+        "`ingest --anchor 1` whose `--layers` do not end at the class layer",
+        _ingest("--anchor", "1"),
+        "must be the last of --layers: add 8",
+    ),
+    Case(
+        "anchor-no-names",
+        "anchor",
+        "`ingest --anchor zebra` on a model without class names (no `--classes`)",
+        _with(_ingest("--anchor", "zebra"), "--layers", "1,3,8"),
+        "this model has no class names",
+    ),
+    Case(
+        "keep-unknown",
+        "prune plans",
+        "`prune-plan --keep` naming no concept or evaluated image set",
+        ("prune-plan", "--model", "tiny.py:build", "--against", "noise", "--keep", "nothing_like_it", "--db", "{db}"),
+        "neither a concept",
+    ),
 ]
 
 
