@@ -209,25 +209,29 @@ def list_(
         RunStatus | None,
         typer.Option("--status", help="Only runs with this status (runs; circuits default to complete runs)."),
     ] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Only rows whose names or id contain this text (any case).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows per page.")] = 100,
+    after: Annotated[
+        int | None, typer.Option("--after", help="Start after the row with this id (the next-page cursor printed).")
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
-    """List the catalog's runs, circuits, concepts or models, with filters."""
+    """List the catalog's runs, circuits, concepts or models, with filters, a page at a time.
+
+    Runs and circuits are in id order, models and concepts by name. A note says which rows of how
+    many these are and the --after value of the next page.
+    """
     from dataclasses import asdict
 
-    from queries import listing
+    from queries.listing_pages import list_page
 
     state = None if status is None else status.value
     with _session(db) as s:
-        if what is Listable.runs:
-            rows = [asdict(r) for r in listing.list_runs(s, model, concept, state)]
-        elif what is Listable.circuits:
-            rows = [asdict(r) for r in listing.list_circuits(s, model, concept, state or "complete")]
-        elif what is Listable.concepts:
-            rows = [asdict(r) for r in listing.list_concepts(s, model)]
-        else:
-            rows = [asdict(r) for r in listing.list_models(s)]
-    _emit(rows, fmt)
+        page = list_page(s, what.value, model, concept, state, search=search, after=after, limit=limit)
+    _emit([asdict(r) for r in page.rows], fmt, [page.summary()])
 
 
 @app.command("prune-plan")
