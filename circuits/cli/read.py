@@ -80,8 +80,19 @@ def _emit(
 def overlap(
     model: ModelOpt,
     concepts: Annotated[
-        str | None, typer.Option("--concepts", help="Comma-separated concepts (default: every concept with a circuit).")
+        str | None,
+        typer.Option(
+            "--concepts", help="Comma-separated concepts (default: the --top concepts with the newest circuits)."
+        ),
     ] = None,
+    top: Annotated[
+        int,
+        typer.Option("--top", min=1, help="Without --concepts: this many concepts, those with the newest circuits."),
+    ] = 50,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Compute a matrix over more than 2,000 concepts (memory and time grow as N²)."),
+    ] = False,
     metric: Annotated[
         OverlapMetric,
         typer.Option(
@@ -97,7 +108,9 @@ def overlap(
     """Pairwise overlap matrix of a model's concept circuits (table, CSV, JSON, heat-map).
 
     A concept stands for its newest circuit of its newest complete run; a note says so when a
-    concept has several circuits.
+    concept has several circuits. Without --concepts the --top concepts with the newest circuits
+    are compared (a note says how many there are); a matrix over more than 2,000 concepts needs
+    --force.
     """
     from queries.overlap import overlap_matrix
 
@@ -106,7 +119,7 @@ def overlap(
 
         check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), what="--plot")
     with _session(db) as s:
-        matrix = overlap_matrix(s, model, _names(concepts), metric.value)
+        matrix = overlap_matrix(s, model, _names(concepts), metric.value, top=top, force=force)
     _emit(matrix.rows(), fmt, matrix.notes)
     if plot is not None:
         from queries.plots import overlap_heatmap
