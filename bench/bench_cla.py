@@ -1,4 +1,4 @@
-"""Benchmark of CLA (issues 3, 9): `attribute` against `attribute_reference`, same inputs, one process.
+"""Benchmark of CLA: `attribute` against `attribute_reference`, same inputs, one process.
 
     python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|resnet50-stages|all]
                               [--ref-neurons 24] [--images N] [--max-memory-mib 2048] [--device auto]

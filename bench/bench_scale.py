@@ -1,4 +1,4 @@
-"""Edge storage at scale (issue 12 item 5): today's layout beside schema 0004's, measured in one run.
+"""Edge storage at scale: today's layout beside schema 0004's, measured in one run.
 
     python bench/bench_scale.py [--runs 20] [--circuits 1000] [--pg URL] [--pg-old-runs 3]
 
@@ -396,7 +396,7 @@ def _pg_database(server: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20, help="googlenet-sized runs (the issue measured 100)")
+    parser.add_argument("--runs", type=int, default=20, help="googlenet-sized runs (100 gives the full-scale figure)")
     parser.add_argument("--circuits", type=int, default=1000)
     parser.add_argument("--pg", default=os.environ.get("CIRCUITS_TEST_PG_URL"), help="a PostgreSQL server URL")
     parser.add_argument("--pg-old-runs", type=int, default=3, help="runs of today's layout written to PostgreSQL")

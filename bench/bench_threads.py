@@ -1,4 +1,4 @@
-"""Threads and OpenMP's wait policy on this machine (issue 9 item 7): googlenet `attribute` in a
+"""Threads and OpenMP's wait policy on this machine: googlenet `attribute` in a
 fresh process per setting, because OpenMP reads OMP_WAIT_POLICY only once, when torch loads.
 
     python bench/bench_threads.py [--images 4] [--pairs 2]

@@ -1,4 +1,4 @@
-"""Car-circuit harness (issue 9 item 8): does CLA on Lucid's InceptionV1 find the car circuit of
+"""Car-circuit harness: does CLA on Lucid's InceptionV1 find the car circuit of
 "Zoom In" (Olah et al. 2020)? There, the car detector mixed4c:447 is built from mixed4b:237
 (windows, at the top) and mixed4b:373 (wheels, at the bottom), among other mixed4b neighbours.
 
@@ -12,11 +12,11 @@ the circuit per layer; which known car neurons it contains; the rank of mixed4c:
 by CLA total (in + out); and the mixed4b neurons with the largest CLA score into mixed4c:447 (its
 neighbours), with the ranks of 237 and 373 among them.
 
-Tested here ONLY on a planted stand-in (`plant_car_circuit`): a random-init InceptionV1 whose
+Tested ONLY on a planted stand-in (`plant_car_circuit`): a random-init InceptionV1 whose
 weights are edited so that mixed4b:237 and mixed4b:373 are active on any image (large biases)
 and feed mixed4c:447 through one 5×5-bottleneck channel with large weights. That checks the
 plumbing and the report, not that CLA finds the real circuit: that needs the real weights, which
-these machines do not have.
+the repository does not ship.
 """
 
 from __future__ import annotations

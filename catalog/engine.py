@@ -191,7 +191,7 @@ class Catalog:
 
 
 def open_catalog(
-    url_or_path: str | os.PathLike[str] | None = None,
+    url_or_path: str | os.PathLike[str] | URL | None = None,
     *,
     read_only: bool = False,
     create: bool = False,

@@ -212,6 +212,10 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
         "4",
         "--keep",
         ",".join(KEEP),
+        "--baselines",  # the fixture's baselines and held-out seed: the command reuses its sweep
+        "3",
+        "--holdout-seeds",
+        "21",
         "--device",
         "cpu",
         "--db",
@@ -252,6 +256,7 @@ def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):
     assert _counts(swept["cat"]) == before
 
 
+@pytest.mark.slow  # its budget and step rules are also asserted on `defend`'s own search below
 def test_greedy_k_search_stays_within_its_budgets(swept):
     from ingest.defence.search import search_k
     from ingest.edit.interventions import edge_fraction
@@ -304,6 +309,9 @@ def test_defend_with_search_measures_the_searched_k(swept):
     )
     report = defend(cat, cfg, target)
     assert report.search and all(st.edge_fraction <= 0.03 for st in report.search)
+    assert report.search[0].k == (1,) * 5  # one neuron per layer first, then one neuron per step
+    assert all(sum(b.k) == sum(a.k) + 1 for a, b in zip(report.search, report.search[1:]))
+    assert target.search_attack.sha256 != target.attack_set.sha256  # searched on other images
     best = min(report.search, key=lambda st: (st.attack_success, st.edge_fraction))
     ks = [r.k for r in report.rows]
     assert ks[0] == (1,) * 5 and best.k in ks

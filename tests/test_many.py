@@ -130,13 +130,34 @@ def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_pat
     bad = report.failed[0]
     assert bad.attempts == 2 and "injected failure" in bad.error
     assert seen[0] == (0, 5, None) and seen[-1][:2] == (5, 5) and len(seen) == 6
-    # 2 complete runs (4·5 edges each), one failed row per attempt, 3 circuits
-    assert _counts(db_url) == (2, 2, 3, 2 * 20)
+    # 2 complete runs (4·5 edges each), one failed row for the failed job (not one per try), 3 circuits
+    assert _counts(db_url) == (2, 1, 3, 2 * 20)
 
     again = ingest_many(db_url, jobs[:4], InlineExecutor())
     assert [o.status for o in again.outcomes] == ["skipped"] * 4
     assert [(o.run_id, o.circuit_id) for o in again.outcomes] == [(o.run_id, o.circuit_id) for o in report.outcomes[:4]]
-    assert _counts(db_url) == (2, 2, 3, 40)
+    assert _counts(db_url) == (2, 1, 3, 40)
+
+
+def test_deterministic_failures_are_not_retried_and_leave_one_row(tmp_path, catalog_path, monkeypatch):
+    """Issue #21 case 11: before, each of 3 tries stored a `failed` row (3 invocations → 9 rows)."""
+    import ingest.cla.search
+    from catalog.errors import CircuitsError
+
+    calls = []
+
+    def deterministic(*args, **kwargs):
+        calls.append(1)
+        raise CircuitsError("a deterministic failure")
+
+    monkeypatch.setattr(ingest.cla.search, "find_circuit", deterministic)  # inside compute: a failed run row
+    jobs = load_jobs(_job_file(tmp_path, [{**_jobs()[0], "concept": "det"}]))
+    for invocation in (1, 2):
+        report = ingest_many(str(catalog_path), jobs, InlineExecutor(), retries=3)
+        [outcome] = report.outcomes
+        assert outcome.status == "failed" and outcome.attempts == 1 and "deterministic" in outcome.error, outcome
+        assert _counts(str(catalog_path))[1] == invocation  # one `failed` row per invocation
+    assert len(calls) == 2
 
 
 def test_bad_input_is_reported_once_not_retried(tmp_path, catalog_path):

@@ -167,7 +167,15 @@ def _consistent(db):
     return complete
 
 
-@pytest.mark.parametrize("sig, delay", [(signal.SIGKILL, 2.5), (signal.SIGKILL, 4.0), (signal.SIGINT, 3.0)])
+@pytest.mark.parametrize(
+    "sig, delay",
+    [
+        # more SIGKILL moments: tests/test_crash_ingest.py (slow) kills at 22 of them
+        pytest.param(signal.SIGKILL, 2.5, marks=pytest.mark.slow),
+        (signal.SIGKILL, 4.0),
+        (signal.SIGINT, 3.0),
+    ],
+)
 def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
     """A real `circuits ingest` process killed midway: whole run or nothing; the next command works."""
     exe = Path(sys.executable).parent / "circuits"

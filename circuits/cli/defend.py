@@ -155,8 +155,18 @@ def defend(
     from catalog.engine import open_catalog
     from circuits.cli.ingest import progress_bar
     from circuits.cli.render import render
+    from circuits.cli.validate import catalog_files, check_output_path, model_file
     from ingest.defence.defend import DEFAULT_KS, DefendConfig, typo_target
     from ingest.defence.defend import defend as run_defend
+
+    if plot is not None:  # before any work: nothing is stored when the plot cannot be written
+        check_output_path(
+            plot,
+            suffixes=(".png", ".svg", ".pdf"),
+            inputs=(*catalog_files(db), weights, class_embeddings, model_file(model)),
+            folders=(images, attack_images),
+            what="--plot",
+        )
 
     config = DefendConfig(
         model=model,

@@ -2,7 +2,7 @@
 table|csv|json`), a circuit's details (`circuits show`), and the progress bar of long commands.
 
 Shared by every command that prints rows. Rows are mappings (column → value); every row has the
-same columns. Tables are plain text with no wrapping, so wide matrices stay aligned however
+same columns. Tables are drawn by `rich` as plain text with no wrapping, so wide matrices stay aligned however
 narrow the terminal; CSV and JSON are for programs (dates as ISO text, missing values empty /
 null, NaN as null).
 """
@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -39,10 +40,38 @@ __all__ = [
     "render_csv",
     "render_json",
     "render_table",
+    "safe_text",
     "to_json",
 ]
 
 FORMATS = ("table", "csv", "json")
+
+# Terminal control characters (C0, DEL, C1) and the invisible ones that reorder or hide text
+# (bidi overrides, zero-width marks): a catalog is data from someone else, and a model path like
+# "x\x1b]0;…\x07" must not retitle, clear or rewrite the user's terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_UNSAFE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch == "\r":
+        return "\\r"
+    if ch == "\n":
+        return "\\n"
+    if ch == "\t":
+        return "\\t"
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def safe_text(text: str, *, keep_lines: bool = False) -> str:
+    """`text` with control and invisible reordering characters written as escapes (`\\x1b`),
+    for the terminal; printable text (any script) is unchanged.
+
+    Args:
+        keep_lines: leave newlines and tabs (for multi-line text built here).
+    """
+    return (_UNSAFE_KEEP_LINES if keep_lines else _UNSAFE).sub(_escape, text)
 
 
 def check_format(fmt: str) -> str:
@@ -89,8 +118,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, list) and all(_is_number(v) for v in value):
         return ",".join(format_value(v) for v in value)  # k per layer, channels: 5,5,5
     if isinstance(value, list | dict):
-        return json.dumps(value)  # JSON columns read as JSON
-    return str(value)
+        return json.dumps(value)  # JSON columns read as JSON (control characters escaped by json)
+    return safe_text(str(value))
 
 
 def _is_number(value: Any) -> bool:
@@ -105,29 +134,34 @@ def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An aligned text table (numbers right-aligned), or "(no rows)".
+    """An aligned text table drawn by `rich` (numbers right-aligned, no wrapping), or "(no rows)".
 
     Args:
         rows: the rows.
         columns: column order (default: the first row's keys).
 
     Returns:
-        The table, lines joined by newlines, no trailing newline.
+        The table, lines joined by newlines, no trailing newline and no colour codes.
     """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     cols = _columns(rows, columns)
     if not rows:
         return "  ".join(cols) + "\n(no rows)" if cols else "(no rows)"
     cells = [[format_value(r.get(c)) for c in cols] for r in rows]
-    numeric = [all(_is_number(r.get(c)) for r in rows) for c in cols]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    out = [line(cols), "  ".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
-    return "\n".join(out)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="", highlight=False)
+    for c in cols:
+        numeric = all(_is_number(r.get(c)) for r in rows)
+        table.add_column(c, justify="right" if numeric else "left", no_wrap=True)
+    for row in cells:
+        table.add_row(*row)  # the console has markup and emoji off: cell text prints as it is
+    # Wide enough that nothing wraps, whatever the terminal: matrices stay aligned when piped.
+    width = sum(max(len(c), *(len(row[i]) for row in cells)) + 3 for i, c in enumerate(cols)) + 4
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False, markup=False, emoji=False).print(table)
+    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -135,9 +169,14 @@ def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     cols = _columns(rows, columns)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
+    writer.writerow([safe_text(c) for c in cols])
     for r in rows:
-        writer.writerow(["" if (v := plain(r.get(c))) is None else v for c in cols])
+        writer.writerow(
+            [
+                "" if (v := plain(r.get(c))) is None else safe_text(v, keep_lines=True) if isinstance(v, str) else v
+                for c in cols
+            ]
+        )
     return buf.getvalue().rstrip("\n")
 
 
@@ -233,7 +272,7 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
     lines.append(render_table(rows))
     if not details.interventions:
         lines += ["", f"no interventions yet: {next_step or f'circuits ablate {c.id} --kind circuit --images DIR'}"]
-        return "\n".join(lines)
+        return safe_text("\n".join(lines), keep_lines=True)
     lines += ["", "interventions and evaluations:"]
     rows = [
         {
@@ -253,7 +292,7 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
     lines.append(render_table(rows))
     if bare:
         lines.append(f"(interventions without evaluations: {', '.join(map(str, bare))})")
-    return "\n".join(lines)
+    return safe_text("\n".join(lines), keep_lines=True)  # names come from the catalog: no terminal controls
 
 
 # ---------------------------------------------------------------- progress

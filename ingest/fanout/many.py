@@ -96,7 +96,7 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
         writer: WRITE_IN_WORKERS (write the run here) or WRITE_HERE (read only; send it back).
     """
     from ingest.pipeline import ComputeFailed, IngestConfig, compute, prepare, resolve_images, reuse, stored_circuit
-    from ingest.writer import record_failure, store_computed
+    from ingest.writer import store_computed
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
@@ -131,10 +131,11 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
         try:
             computed = compute(prepared, t0=t0)
         except ComputeFailed as failed:
-            if writer == WRITE_IN_WORKERS:
-                record_failure(cat, failed.failure)
-                return WorkResult("failed", error=failed.failure.error)
-            return WorkResult("failed", failure=failed.failure, error=failed.failure.error)
+            # the driver records the `failed` row once, after the last try (one row per job);
+            # a CircuitsError (bad layer, bad k) fails the same way every time: not retried
+            cause = failed.__cause__
+            retryable = not isinstance(cause, CircuitsError) or isinstance(cause, CatalogLocked)
+            return WorkResult("failed", failure=failed.failure, error=failed.failure.error, retryable=retryable)
         if writer == WRITE_HERE:
             return WorkResult("computed", computed=computed)
         run_id, circuit_id, reused, _ = store_computed(cat, computed)
@@ -188,11 +189,11 @@ def ingest_many(
             result = WorkResult("failed", error=f"worker lost: {str(result).splitlines()[0]}")
         result = _finish_here(cat, result) if writer == WRITE_HERE else result
         if result.status == "failed":
-            if result.failure is not None:
-                record_failure(cat, result.failure)
             if result.retryable and attempt <= retries:
                 pending.append((i, attempt + 1))
                 continue
+            if result.failure is not None:  # once per job, after its last try
+                record_failure(cat, result.failure)
         outcomes[i] = JobOutcome(jobs[i], result.status, result.run_id, result.circuit_id, attempt, result.error)
         if progress is not None:
             progress(len(outcomes), len(jobs), outcomes[i])
