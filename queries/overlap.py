@@ -78,11 +78,10 @@ class OverlapMatrix:
     def rows(self) -> list[dict[str, object]]:
         """One dict per circuit: ``concept``, ``circuit``, then one column per concept."""
         out = []
-        for i, (label, cid) in enumerate(zip(self.labels, self.circuit_ids)):
+        cast = int if self.metric == "shared" else lambda v: round(v, 4)
+        for label, cid, values in zip(self.labels, self.circuit_ids, self.values.tolist()):  # Python floats: fast
             row: dict[str, object] = {"concept": label, "circuit": cid}
-            for j, other in enumerate(self.labels):
-                v = float(self.values[i, j])
-                row[other] = None if np.isnan(v) else (int(v) if self.metric == "shared" else round(v, 4))
+            row.update(zip(self.labels, [None if v != v else cast(v) for v in values]))  # v != v: NaN
             out.append(row)
         return out
 
