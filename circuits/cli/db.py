@@ -143,3 +143,11 @@ def _memory_capped(extra: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@db_app.command("vacuum")
+def db_vacuum(db: DbOption = None) -> None:
+    """Give unused space back: compact a DuckDB file (it needs the file to itself), or VACUUM (ANALYZE) PostgreSQL."""
+    from catalog.vacuum import vacuum_catalog
+
+    typer.echo(vacuum_catalog(db).describe())
