@@ -48,6 +48,9 @@ GOOGLENET = [
     ("inception5b", 1024),
 ]
 POOL = 40  # a run's channel pool per layer: its circuits overlap
+IMPORTS = (
+    "import catalog.engine, catalog.sql, queries.listing_pages, queries.overlap, circuits.cli.render, duckdb, pyarrow"
+)
 HOME = (
     "import sys, time; t = time.perf_counter()\n"
     "from catalog.engine import open_catalog\n"
@@ -250,6 +253,7 @@ def main() -> None:
     db = ["--db", str(path)]
     commands = [
         ([*cli, "--help"], "circuits --help (start-up)"),
+        ([sys.executable, "-c", IMPORTS], "imports of a read command, no query"),
         ([*cli, "list", "runs", *db], "list runs (first page)"),
         ([*cli, "list", "runs", "--after", str(args.runs - 150), *db], "list runs --after (a late page)"),
         ([*cli, "list", "circuits", *db], "list circuits (first page)"),
