@@ -15,7 +15,8 @@ Prints:
    (`run_matrix` blobs + top edges + `circuit_edge`) on DuckDB, and schema 0004 on PostgreSQL when
    `--pg` (or CIRCUITS_TEST_PG_URL) names a server: refine's read of one run (warm: the median of
    reads in one session; cold: a fresh process opening the catalog and reading, as `circuits
-   refine` does, imports excluded and the OS file cache not dropped), weighted overlap over
+   refine` does: `catalog` imported first, the driver's dialect (imported inside open_catalog)
+   counted, the OS file cache not dropped), weighted overlap over
    all circuits, an `edges_v` query for one layer pair over all runs, writing one run, bulk row
    rates (COPY into PostgreSQL vs Arrow into DuckDB) and the in-place migration 0001 → 0004.
 Targets: ≤ 9 MB per run lossless, refine's read ≤ 50 ms, weighted overlap over 1,000 circuits < 1 s.
@@ -363,7 +364,7 @@ COLD_READ = (
 
 def cold_read(url: str, run_id: int, repeat: int = 3) -> float:
     """Median seconds of refine's read in a fresh process, as `circuits refine` does it: open the
-    catalog, then read one run's matrices (imports excluded; the OS file cache is not dropped)."""
+    catalog, then read one run's matrices (`catalog` imported first; the OS file cache is not dropped)."""
     times = []
     for _ in range(repeat):
         out = subprocess.run(
