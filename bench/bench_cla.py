@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.capture import layer_widths
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device

@@ -162,11 +162,12 @@ def run(
 ) -> CarReport:
     """Ingest the car concept on `inceptionv1` with `weights` and report on the car circuit."""
     from catalog.engine import open_catalog
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     db = db or str(Path(tempfile.mkdtemp(prefix="car-circuit-")) / "car.duckdb")
     cat = open_catalog(db, create=True)
-    image_set = resolve_images(images, None)
+    image_set = resolve_images(images=images)
     config = IngestConfig(
         model="inceptionv1",
         concept="car",
@@ -177,7 +178,7 @@ def run(
         input_size=input_size,
         threads=threads,
     )
-    result = ingest(cat, config, image_set)
+    result = ingest_concept(cat, config, image_set)
     return car_report(cat, result.run_id, result.circuit_id, top=top)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catalog.errors import CircuitsError
+from catalog.image_set_names import image_source
 from ingest.pixel_budget import open_image
 
 __all__ = [
@@ -109,7 +110,7 @@ class ImageSet:
 
     def summary(self) -> str | None:
         """One line on the files not used, e.g. `not used: 2 unreadable (a.png, b.png), 1
-        sub-folder (give --recursive)`; None when every file found was used."""
+        sub-folder (pass `recursive=`)`; None when every file found was used."""
         if not self.unused:
             return None
         parts = []
@@ -120,7 +121,7 @@ class ImageSet:
             names = ", ".join(Path(u.path).name for u in items[:3]) + (", …" if len(items) > 3 else "")
             plural = "s" if kind == "folder" and len(items) > 1 else ""
             parts.append(f"{len(items)} {label}{plural} ({names})")
-        hint = " (give --recursive to read sub-folders)" if any(u.kind == "folder" for u in self.unused) else ""
+        hint = " (pass `recursive=` to read sub-folders)" if any(u.kind == "folder" for u in self.unused) else ""
         return f"not used: {'; '.join(parts)}{hint}; using {len(self)} image(s)"
 
 
@@ -187,7 +188,7 @@ def _walk(folder: Path, recursive: bool) -> tuple[list[Path], list[UnusedFile]]:
         dirs.sort()
         here = Path(root)
         if not recursive:
-            unused += [UnusedFile(str(here / d), "folder", "a sub-folder (give --recursive)") for d in dirs]
+            unused += [UnusedFile(str(here / d), "folder", "a sub-folder (pass `recursive=`)") for d in dirs]
             dirs.clear()
         for name in sorted(names):
             path = here / name
@@ -276,9 +277,9 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
     """
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise ImageSetError(f"image folder {folder} does not exist: check the path given to --images")
+        raise ImageSetError(f"image folder {folder} does not exist: check the path given to `images=`")
     if not folder.is_dir():
-        raise ImageSetError(f"{folder} is not a folder: --images takes a folder of image files")
+        raise ImageSetError(f"{folder} is not a folder: `images=` takes a folder of image files")
     files, unused = _walk(folder, recursive)
     if not files:
         found = (
@@ -288,7 +289,7 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
         )
         raise ImageSetError(
             f"no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) in {folder}{found}: put the concept's "
-            "example images there (or use --dataset catfish:NAME)"
+            "example images there (or use `dataset=` catfish:NAME)"
         )
     images, hashes, sources, notes = [], [], [], []
     for file in files:
@@ -334,6 +335,6 @@ def rendered_image_set(name: str, images: np.ndarray, labels: np.ndarray | None 
     """Wrap rendered images (N, H, W, 3) uint8 as an ImageSet hashed by pixel content."""
     assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, images.shape
     hashes = tuple(hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images)
-    sources = tuple(f"{name}#{i}" for i in range(len(images)))
+    sources = tuple(image_source(name, i) for i in range(len(images)))
     lab = None if labels is None else tuple(int(x) for x in labels)
     return ImageSet(name, tuple(images), hashes, sources, (), lab)

@@ -38,7 +38,7 @@ def build():
 PAUSING_INGEST = """
 import importlib, os, sys, time
 
-attribute_module = importlib.import_module("ingest.cla.attribute")
+attribute_module = importlib.import_module("ingest.cla.attribution")
 
 real = attribute_module.attribute
 

@@ -238,7 +238,7 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     [
         (["clip-rn50"], "no classifier head"),
         (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
-        (["typo-mini", "--k", "0"], "--k must list positive"),
+        (["typo-mini", "--k", "0"], "k must be at least 1"),
         (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
         (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
         (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),
@@ -320,7 +320,7 @@ def test_defend_with_search_measures_the_searched_k(swept):
 def test_text_circuit_is_a_contrast_run_matching_a_plain_reference(swept):
     """The default text concept: max(S(text images) − S(the same images without text), 0), stored
     with its own provenance (the plain set named in its params) and reused on a second request."""
-    from ingest.cla.attribute import attribute
+    from ingest.cla.attribution import attribute
     from ingest.defence.contrast import ContrastError, contrast_ingest, contrast_matrices
     from ingest.pipeline import IngestConfig
 

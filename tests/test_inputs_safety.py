@@ -104,6 +104,7 @@ def test_sigint_during_start_up_is_one_line_and_130(tmp_path):  # case 14: befor
             [circuits, "sql", "select 1", "--db", str(tmp_path / "c.duckdb")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
         )
         time.sleep(delay)
         p.send_signal(signal.SIGINT)

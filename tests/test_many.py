@@ -83,7 +83,10 @@ def test_job_file_fields_paths_and_errors(tmp_path):
         ([{"model": "m", "concept": "c", "dataset": "d", "kk": 1}], "unknown field\\(s\\) kk"),
         ([{"model": "m", "dataset": "d"}], "job 1 lacks concept"),
         ([{"model": "m", "concept": "c"}], "exactly one of images"),
-        ([{"model": "m", "concept": "c", "dataset": "d", "k": "x"}], "job 1: invalid literal"),
+        (
+            [{"model": "m", "concept": "c", "dataset": "d", "k": "x"}],
+            "job 1: k takes a positive integer or one per layer",
+        ),
         ([], "holds no jobs"),
         (["m"], "not a mapping"),
     ):
@@ -214,7 +217,9 @@ def test_ray_gives_a_gpu_to_cuda_jobs_only_and_runs_record_it(tmp_path):
     from ingest.fanout.executors import RayExecutor
 
     first = _jobs()[0]
-    jobs = load_jobs(_job_file(tmp_path, [{**first, "device": "cuda"}, {**first, "concept": "cpu-job"}]))
+    jobs = load_jobs(
+        _job_file(tmp_path, [{**first, "device": "cuda"}, {**first, "concept": "star", "dataset": "catfish:star"}])
+    )
     db = str(tmp_path / "c.duckdb")
     executor = RayExecutor(1)
     try:
@@ -228,3 +233,21 @@ def test_ray_gives_a_gpu_to_cuda_jobs_only_and_runs_record_it(tmp_path):
     )
     # the auto job got no GPU from Ray, so it saw none and ran on the CPU
     assert rows[0]["device"].startswith("cuda") and rows[1]["device"] == "cpu"
+
+
+def test_same_images_under_two_concepts_records_both(tmp_path, db_url):
+    """The zebra case: the same images as `stripes` and as `zebra` are one computation, but both
+    concepts are recorded (`circuits show zebra` works), as two `circuits ingest` calls do."""
+    base = {"model": "tiny.py:build", "dataset": "catfish:stripes", "n": 3, "layers": "0,2", "k": 2}
+    jobs = load_jobs(_job_file(tmp_path, [{**base, "concept": "stripes"}, {**base, "concept": "zebra"}]))
+    report = ingest_many(db_url, jobs, InlineExecutor())
+    assert [o.status for o in report.outcomes] == ["stored", "reused"], report.outcomes
+    stripes, zebra = report.outcomes
+    assert zebra.run_id != stripes.run_id and zebra.circuit_id != stripes.circuit_id
+    shown = runner.invoke(app, ["show", "zebra", "--db", db_url])
+    assert shown.exit_code == 0, shown.output
+    assert f"circuit {zebra.circuit_id}" in shown.stdout or str(zebra.circuit_id) in shown.stdout
+    again = ingest_many(db_url, jobs, InlineExecutor())
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
+    assert [(o.run_id, o.circuit_id) for o in again.outcomes] == [(o.run_id, o.circuit_id) for o in report.outcomes]
+    close_catalogs_of(db_url)

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from catalog import migrate, revision
 from catalog.admin import catalog_status, init_catalog, upgrade_catalog
-from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolve_url
+from catalog.connect import build_engine, resolve_url
+from catalog.engine import close_catalogs_of, open_catalog
 from catalog.errors import CatalogError, ReadOnlyViolation
 from catalog.models import Base
 from catalog.sql import run_query

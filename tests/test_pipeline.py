@@ -278,7 +278,7 @@ def test_refine_stores_fixed_keyed_by_layer_name(setup):
     _, by_index = refine(cat, run_id, 2, fixed={-1: [4]})
     assert by_name.channels[1] == [1, 7] and by_index.channels[2] == [4]
     with cat.session() as s:
-        stored = [c.fixed for c in store.list_circuits(s, run_id=run_id) if c.fixed]
+        stored = [c.fixed for c in store.find_circuits(s, run_id=run_id) if c.fixed]
     assert stored == [{"3": [1, 7]}, {"5": [4]}]  # layer names "1,3,5", never str(index); channels sorted by the store
     with pytest.raises(IngestError, match="not a layer of this run"):
         refine(cat, run_id, 2, fixed={"9": [0]})

@@ -81,7 +81,7 @@ CALLS = {
     "list_runs": lambda s: listing.list_runs(s),
     "list_circuits": lambda s: listing.list_circuits(s),
     "circuit_details": lambda s: listing.circuit_details(s, 1),
-    "store.list_circuits": lambda s: store.list_circuits(s),
+    "store.find_circuits": lambda s: store.find_circuits(s),
     "store.list_runs": lambda s: store.list_runs(s),
     "store.list_interventions": lambda s: store.list_interventions(s),
 }
@@ -131,7 +131,7 @@ def test_statement_count_does_not_grow_with_the_catalog(filled_catalogs, monkeyp
         sizes.append(len(result) if isinstance(result, list) else len(result.interventions))
         close_catalogs_of(path)
     assert counts[0] == counts[1] and counts[0] > 0, f"{name}: {counts} statements for {sizes}"
-    if name in ("list_circuits", "store.list_circuits", "store.list_interventions"):
+    if name in ("list_circuits", "store.find_circuits", "store.list_interventions"):
         assert sizes == [3, 30]
 
 
@@ -152,7 +152,7 @@ def test_listed_counts_match_the_rows(cat):
 def test_fixed_objective_and_history_read_back_typed(cat):
     _fill(cat, 4)
     with cat.session() as s:
-        refs = store.list_circuits(s)
+        refs = store.find_circuits(s)
         details = listing.circuit_details(s, refs[1].id)
         rows = listing.list_circuits(s)
     anchored = refs[1]

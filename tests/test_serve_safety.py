@@ -150,6 +150,16 @@ def test_sql_box_is_sandboxed(served):  # case 2
     assert status == 200 and "larger than 20 MB" in body
 
 
+@pytest.mark.slow
+def test_huge_strings_cost_the_child_not_the_server(served):  # case 2/6: the query, in the SQL box
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status, body = _sql(served["port"], "select repeat('x', 100000000) as s from range(30)")
+    assert status == 200 and 'id="sql-error"' in body
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: the server did not grow
+
+
 def test_half_sent_requests_time_out(served, monkeypatch):  # case 15
     import circuits.web.server as server_module
 
@@ -229,3 +239,19 @@ def test_pg_sql_box_leaves_no_session_state(tmp_path):  # case 3
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
             conn.execute(f"DROP ROLE {reader}")
+
+
+def test_request_guard_parses_hosts_and_origins():
+    from circuits.web.guard import RequestGuard
+
+    v4 = RequestGuard("127.0.0.1", 8731, loopback=True)
+    v6 = RequestGuard("::1", 8731, loopback=True)
+    remote = RequestGuard("0.0.0.0", 8731, loopback=False, allow_hosts=("box.lan",))
+    assert v4.refusal({"Host": "127.0.0.1:8731"}) is None and v4.refusal({"Host": "localhost."}) is None
+    assert v6.refusal({"Host": "[::1]:8731"}) is None and v6.refusal({"Host": "[0:0::1]:8731"}) is None
+    for bad in ("evil.example.com", "127.0.0.1:8731@evil", "127.0.0.1:99999", "[::1", "127.0.0.1 :8731", ""):
+        assert v4.refusal({"Host": bad}) is not None, bad
+    assert remote.refusal({"Host": "box.lan:8731"}) is None and remote.refusal({"Host": "10.0.0.5:8731"}) is not None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "http://localhost:8731"}) is None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "http://localhost:8732"}) is not None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "file://"}) is not None

@@ -108,18 +108,18 @@ def test_typo_split_has_text_on_the_asked_share_and_true_names():
 
 
 def test_image_sets_record_written_labels_and_resolve_through_the_pipeline():
-    s = resolve_images(None, "typo:attack:dots_hatch", n=4, seed=1)
+    s = resolve_images(dataset="typo:attack:dots_hatch", n=4, seed=1)
     assert isinstance(s, AttackImageSet) and s.name == "typo:attack:dots_hatch#seed=1"
     assert require_written(s).tolist() == render_attack("dots_hatch", 4, seed=1).written.tolist()
     assert s.labels == (CLASS_NAMES.index("dots_hatch"),) * 4
-    clean = resolve_images(None, "typo:clean", n=24, seed=1)
+    clean = resolve_images(dataset="typo:clean", n=24, seed=1)
     assert not isinstance(clean, AttackImageSet) and len(set(clean.labels)) == 12
-    text = resolve_images(None, "typo:text", n=4, seed=1)
+    text = resolve_images(dataset="typo:text", n=4, seed=1)
     assert text.labels is None
     with pytest.raises(AttackLabelsMissing):
         require_written(clean)
     with pytest.raises(CircuitsError, match="typo:clean"):
-        resolve_images(None, "typo:bogus", n=2, seed=0)
+        resolve_images(dataset="typo:bogus", n=2, seed=0)
     with pytest.raises(UnknownConcept, match="stripes_checker"):
         typo_image_set("typo:attack:nope", 2, seed=0)
     assert len(typo_set_names()) == 4 + 2 * len(CLASS_NAMES)

@@ -14,18 +14,9 @@ app = typer.Typer()
 
 
 def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
-    out: list[int | tuple[int, ...]] = []
-    for text in values:
-        try:
-            parts = tuple(int(p) for p in text.split(",") if p.strip())
-        except ValueError:
-            raise typer.BadParameter(
-                f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})"
-            ) from None
-        if not parts:
-            raise typer.BadParameter("--k needs a value")
-        out.append(parts[0] if len(parts) == 1 else parts)
-    return tuple(out)
+    from catalog.sizes import parse_k
+
+    return tuple(parse_k(text) for text in values)
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:

@@ -49,13 +49,14 @@ from ingest.threads import set_wait_policy  # noqa: E402 (after the SIGINT handl
 
 set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
 
+
 import typer  # noqa: E402 (after the set-up above)
 from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
 
 from catalog.errors import CircuitsError  # noqa: E402 (after the set-up above)
 from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
 from circuits.cli.extras import missing_extra_message  # noqa: E402 (after the set-up above)
-from circuits.cli.render import safe_text  # noqa: E402 (after the set-up above)
+from circuits.cli.render import cli_message, safe_text  # noqa: E402 (after the set-up above)
 
 if TYPE_CHECKING:  # typer vendors click: its Command.invoke takes this Context (typer.Context subclasses it)
     from typer._click import Command, Context
@@ -70,7 +71,7 @@ class _RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
-            typer.echo(f"error: {safe_text(str(exc))}", err=True)  # messages may quote catalog text
+            typer.echo(f"error: {safe_text(cli_message(str(exc)))}", err=True)  # messages may quote catalog text
             ctx.exit(1)
         except ModuleNotFoundError as exc:
             message = missing_extra_message(name, exc)

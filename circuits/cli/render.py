@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "check_format",
+    "cli_message",
     "details_dict",
     "details_neuron_rows",
     "details_text",
@@ -337,3 +338,16 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
     finally:
         if tasks:
             bar.stop()
+
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
+_FLAGS = {"class_names": "--classes FILE"}  # parameters whose flag is not their name with dashes
+
+
+def cli_message(text: str) -> str:
+    """A library error's message as the command line says it: parameters become flags.
+
+    Library errors name parameters as `` `images=` ``; a command's flag for a parameter is its
+    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` says otherwise.
+    """
+    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), text)

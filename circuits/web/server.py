@@ -10,8 +10,9 @@ Requests are answered only for the Host the server is bound to (or `allow_hosts`
 cross-origin browser request (`circuits.web.guard`: DNS rebinding). A connection that sends no
 complete request within `READ_TIMEOUT_S` is closed. Pages run one at a time under a lock (short,
 bounded work: `/compare` takes at most `MAX_COMPARE_IDS` circuits); the SQL box runs outside it, in
-the same sandbox as `circuits sql` (`catalog.sql`: locked DuckDB configuration, memory cap, no
-spill, time limit, row and byte caps; PostgreSQL: a fresh read-only connection per query).
+a child process, in the same sandbox as `circuits sql` (`circuits.web.sql_box`: locked DuckDB
+configuration, memory and address-space caps, no spill, time limit, row and byte caps; PostgreSQL:
+a fresh read-only connection per query).
 
     server = make_server("circuits.duckdb", port=8000)
     server.serve_forever()
@@ -30,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from catalog import media
-from catalog.errors import CircuitsError, NotFound, QueryError, ReadOnlyViolation
+from catalog.errors import CircuitsError, NotFound
 from circuits.web import data
 from circuits.web.guard import RequestGuard
 from circuits.web.home import home_cursors, home_view
@@ -265,28 +266,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise NotFound(f"no page at {self.path}")
 
     def _sql(self, query: str) -> None:
-        from catalog.sql import run_query
-        from catalog.sql_limits import UnsafeRole
+        from circuits.web.sql_box import run_in_child
 
-        pages = self.server.pages
+        pages, cat = self.server.pages, self.server.cat
         if not query.strip():
             self._html(pages.sql(""))
             return
+        db = str(cat.path) if cat.path is not None else cat.url.render_as_string(hide_password=False)
         try:
-            # a page anyone who reaches the server can use: never as a superuser (catalog.sql_limits)
-            result = run_query(
-                self.server.cat,
-                query,
-                max_rows=SQL_MAX_ROWS,
-                max_bytes=SQL_MAX_BYTES,
-                timeout_s=SQL_TIMEOUT_S,
-                allow_superuser=False,
-            )
-        except (ReadOnlyViolation, QueryError, UnsafeRole) as exc:
+            # in a child process, in `circuits sql`'s sandbox, never as a superuser (circuits.web.sql_box)
+            result = run_in_child(db, query, max_rows=SQL_MAX_ROWS, max_bytes=SQL_MAX_BYTES, timeout_s=SQL_TIMEOUT_S)
+        except CircuitsError as exc:
             self._html(pages.sql(query, error=str(exc)))
             return
-        finally:  # a DuckDB file is free for writers again (catalog.engine)
-            self.server.cat.release()
         self._html(pages.sql(query, result=result))
 
 

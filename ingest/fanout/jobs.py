@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.errors import CircuitsError
+from catalog.sizes import BadK, parse_k
 
 __all__ = ["MAX_FILE_BYTES", "MAX_NODES", "Job", "JobFileError", "load_jobs"]
 
@@ -147,9 +148,10 @@ def _job(entry: Any, number: int, path: Path) -> Job:
     if (entry.get("images") is None) == (entry.get("dataset") is None):
         raise JobFileError(f"{where} needs exactly one of images: DIR or dataset: catfish:NAME")
     values = dict(entry)
+
     values["model"], values["concept"] = str(values["model"]), str(values["concept"])
     try:
-        values["k"] = _k(values.get("k", 5))
+        values["k"] = parse_k(values.get("k", 5))
         if values.get("layers") is not None:
             layers = values["layers"]
             layers = layers.split(",") if isinstance(layers, str) else list(layers)
@@ -157,8 +159,8 @@ def _job(entry: Any, number: int, path: Path) -> Job:
         for key in ("n", "seed", "batch_size"):
             if key in values:
                 values[key] = int(values[key])
-    except (TypeError, ValueError) as exc:
-        raise JobFileError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, BadK) as exc:  # a parameter here is a field: `k=` reads as k
+        raise JobFileError(f"{where}: {str(exc).replace('`k=`', 'k')}") from None
     base = path.resolve().parent
     if values.get("images") is not None:
         values["images"] = str(base / Path(str(values["images"])).expanduser())
@@ -168,16 +170,3 @@ def _job(entry: Any, number: int, path: Path) -> Job:
     if sep and file.endswith(".py"):
         values["model"] = f"{base / Path(file).expanduser()}:{factory}"
     return Job(**values)
-
-
-def _k(value: Any) -> int | tuple[int, ...]:
-    if isinstance(value, bool):
-        raise ValueError(f"k must be an integer or a list of them, not {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        value = value.split(",")
-    ks = tuple(int(v) for v in value)
-    if not ks:
-        raise ValueError("k is empty: give an integer or one per layer")
-    return ks[0] if len(ks) == 1 else ks
