@@ -89,7 +89,7 @@ class RayExecutor:
         if local and workers is None:
             workers = self.LOCAL_WORKERS
         if not ray.is_initialized():
-            # Without GPUs assigned, a task sees none (Ray >= 2.49 otherwise leaves every GPU visible).
+            # Without GPUs assigned, a task sees none (Ray 2.60, as installed here, otherwise leaves every GPU visible).
             env = {"OMP_WAIT_POLICY": "PASSIVE", "PYTHONWARNINGS": "ignore", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
             kwargs: dict[str, Any] = {"log_to_driver": False}
             if local:
