@@ -113,3 +113,11 @@ def sql(
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
+
+
+@db_app.command("vacuum")
+def db_vacuum(db: DbOption = None) -> None:
+    """Give unused space back: compact a DuckDB file (it needs the file to itself), or VACUUM (ANALYZE) PostgreSQL."""
+    from catalog.vacuum import vacuum_catalog
+
+    typer.echo(vacuum_catalog(db).describe())

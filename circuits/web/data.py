@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -24,7 +24,6 @@ __all__ = [
     "Node",
     "circuit_view",
     "compare_view",
-    "home_view",
     "image_set_view",
     "neuron_href",
     "neuron_id_text",
@@ -271,52 +270,6 @@ def compare_view(session: Session, circuit_ids: Sequence[int]) -> CompareView:
         labels,
         overlap_of_circuits(session, ids, "jaccard"),
         overlap_of_circuits(session, ids, "shared"),
-    )
-
-
-@dataclass(frozen=True)
-class ImageSetRow:
-    concept: str
-    image_set_sha256: str
-    images: int
-    thumbnails: int
-
-
-@dataclass(frozen=True)
-class HomeView:
-    models: list
-    concepts: list
-    runs: list
-    circuits: list
-    image_sets: list[ImageSetRow] = field(default_factory=list)
-    query: str = ""
-
-
-def _matches(q: str, *values: object) -> bool:
-    return not q or any(q.lower() in str(v).lower() for v in values)
-
-
-def home_view(session: Session, q: str = "") -> HomeView:
-    """The catalog's models, concepts, runs, circuits and image sets, filtered by a search text."""
-    q = q.strip()
-    sets = query_arrow(
-        session,
-        "SELECT c.name AS concept, e.image_set_sha256 AS sha, count(*) AS images, count(t.example_image_id) AS thumbs "
-        "FROM example_image e JOIN concept c ON c.id = e.concept_id "
-        "LEFT JOIN image_thumbnail t ON t.example_image_id = e.id "
-        "GROUP BY c.name, e.image_set_sha256 ORDER BY c.name, e.image_set_sha256",
-    ).to_pylist()
-    return HomeView(
-        [m for m in listing.list_models(session) if _matches(q, m.name, m.architecture, m.id)],
-        [c for c in listing.list_concepts(session) if _matches(q, c.name, c.description, c.id)],
-        [r for r in listing.list_runs(session) if _matches(q, r.model, r.concept, r.id, r.status)],
-        [c for c in listing.list_circuits(session) if _matches(q, c.model, c.concept, c.id)],
-        [
-            ImageSetRow(r["concept"], r["sha"], int(r["images"]), int(r["thumbs"]))
-            for r in sets
-            if _matches(q, r["concept"], r["sha"])
-        ],
-        q,
     )
 
 

@@ -18,6 +18,7 @@ from catalog import media
 from circuits.web import data
 from circuits.web.examples import EXAMPLES
 from circuits.web.graph import circuit_svg, heatmap_svg
+from circuits.web.home import HomeView
 
 __all__ = ["Pages", "report_html", "stylesheet"]
 
@@ -85,7 +86,7 @@ class Pages:
 
         return dict(view=view, svg=circuit_svg(view, href), href=href, anchor=_anchor, patch_src=patch_src)
 
-    def home(self, view: data.HomeView) -> str:
+    def home(self, view: HomeView) -> str:
         """The catalog's home page."""
         return self._render("home.html", title="catalog", view=view)
 

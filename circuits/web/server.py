@@ -34,6 +34,7 @@ from catalog import media
 from catalog.errors import CircuitsError, NotFound
 from circuits.web import data
 from circuits.web.guard import RequestGuard
+from circuits.web.home import home_cursors, home_view
 from circuits.web.pages import Pages, stylesheet
 
 __all__ = ["MAX_COMPARE_IDS", "READ_TIMEOUT_S", "CatalogServer", "ServeError", "is_loopback", "make_server"]
@@ -233,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         first = parts[0] if parts else ""
         if not parts:
             with cat.session() as s:
-                self._html(pages.home(data.home_view(s, params.get("q", [""])[0])))
+                self._html(pages.home(home_view(s, params.get("q", [""])[0], home_cursors(params))))
         elif first == "static" and parts[1:] == ["style.css"]:
             self._send(200, stylesheet().encode(), "text/css; charset=utf-8", cache=True)
         elif first == "circuit" and len(parts) == 2:
