@@ -111,6 +111,7 @@ def ablate(
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
+    cat.release()  # loading the model can take a while: hold nothing meanwhile
     name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
     key = (name, weights, tuple(circ.layer_names))
     loaded = None if model_cache is None else model_cache.get(key)
@@ -141,6 +142,7 @@ def ablate(
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
             return stored
+    cat.release()  # hold nothing while evaluating: other processes may read the file meanwhile
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
@@ -239,7 +241,7 @@ def _write(
         )
         for m in clean
     ]
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:  # one short transaction (waits while another process writes)
         intervention_id = store.write_intervention(
             s,
             circuit_id=circuit_id,

@@ -85,6 +85,7 @@ class DefendConfig:
     beam: int = 4  # circuits the search keeps per size
     batch_size: int = 64
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads for the whole run; None: ingest.threads.default_threads()
 
     def validate(self) -> None:
         """Raises DefendError on an empty or non-positive k list, unknown kinds or a bad budget."""
@@ -102,6 +103,8 @@ class DefendConfig:
             raise DefendError(f"--target-cut must be at least 1, got {self.target_cut}")
         if self.n_baselines < 1:
             raise DefendError(f"--baselines must be at least 1, got {self.n_baselines}")
+        if self.threads is not None and self.threads < 1:
+            raise DefendError(f"--threads must be at least 1, got {self.threads}")
 
     @property
     def baseline_seeds(self) -> tuple[int, ...]:
@@ -242,7 +245,7 @@ def _check_target(target: DefenceTarget) -> None:
 
 def _register_sets(cat: Catalog, target: DefenceTarget) -> None:
     """Record the attack set under `text` and each clean set under its class (for prune-plan)."""
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:  # a short transaction; the file is let go afterwards
         pairs = [(TEXT_CONCEPT, target.attack_set), *target.clean_sets.items()]
         for concept, image_set in pairs:
             cid = store.ensure_concept(s, concept)
@@ -254,11 +257,18 @@ def defend(
 ) -> DefenceReport:
     """Discover the text circuit, sweep k and pruning kinds, measure, store, recommend.
 
+    Like `ingest.pipeline.ingest`, the catalog is held only to read and to write: every
+    computation (CLA, the search, each evaluation) runs with the DuckDB file let go, and every
+    result is written in its own short transaction (`Catalog.writing`), so other processes can
+    read the catalog (`circuits sql`) during a run.
+
     Args:
         cat: an open, writable catalog.
         config: what to sweep.
         target: the images (and, for zero-shot models, the classifier).
-        progress: optional callback (stage, done, total).
+        progress: optional callback (stage, done, total); the stages are `text circuit`,
+            the ingest's own (`attribution`, `thumbnails`, `writing`), `searching per-layer k`,
+            `pruning` (one step per pruned circuit and kind) and `held-out images`.
 
     Returns:
         A `DefenceReport`: one row per pruned circuit, the recommendation and why.
@@ -270,16 +280,19 @@ def defend(
     from ingest.defence.contrast import contrast_ingest
     from ingest.defence.measure import measure_attack, measure_clean, measure_holdout
     from ingest.pipeline import IngestConfig, ingest
+    from ingest.threads import configure
 
     config.validate()
     _check_target(target)
+    configure(config.threads)
+    cat.release()  # a caller's earlier reads must not keep the file held through the first computation
     report = progress or (lambda *_: None)
     circuits: list[tuple[int, tuple[int, ...], int]] = []  # (circuit id, k per layer, n layers)
     ks = list(dict.fromkeys(config.ks))
     steps: tuple = ()
     run_id, i = -1, 0
     while i < len(ks):
-        report(f"text circuit k={ks[i]}", i, len(ks))
+        report("text circuit", i, len(ks))
         ingest_config = IngestConfig(
             model=config.model,
             concept=TEXT_CONCEPT,
@@ -287,11 +300,12 @@ def defend(
             k=ks[i],
             weights=config.weights,
             device=config.device,
+            threads=config.threads,
         )
         if target.plain_set is not None:
-            res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set)
+            res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set, progress=progress)
         else:
-            res = ingest(cat, ingest_config, target.text_set)
+            res = ingest(cat, ingest_config, target.text_set, progress=progress)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
@@ -300,6 +314,7 @@ def defend(
             if best is not None and best.k not in {tuple(c[1]) for c in circuits} and best.k not in ks:
                 ks.append(best.k)
         i += 1
+    report("text circuit", len(ks), len(ks))
     _register_sets(cat, target)
 
     jobs = [
@@ -309,11 +324,20 @@ def defend(
         for pair in ([None] if kind == "circuit" else range(n_layers - 1))
     ]
     rows = []
-    for j, (cid, ks, kind, pair) in enumerate(jobs):
-        report(f"pruning circuit {cid} ({kind}{'' if pair is None else f' pair {pair}'})", j, len(jobs))
+    # one progress step per evaluation: each random circuit on the attack images, each clean class
+    per_job, done = len(config.baseline_seeds) + len(target.clean_sets), [0]
+
+    def step() -> None:
+        done[0] += 1
+        report("pruning", done[0], per_job * len(jobs))
+
+    report("pruning", 0, per_job * len(jobs))
+    for cid, ks, kind, pair in jobs:
         common = _common(config, target, kind, pair)
-        att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, **common)
-        clean, clean_ids = measure_clean(cat, cid, target.clean_sets, baseline_seed=config.baseline_seed, **common)
+        att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, step=step, **common)
+        clean, clean_ids = measure_clean(
+            cat, cid, target.clean_sets, baseline_seed=config.baseline_seed, step=step, **common
+        )
         rows.append(
             DefenceRow(
                 circuit_id=cid,
@@ -336,7 +360,7 @@ def defend(
     best, meets, reason = recommend(rows, config.budget, config.target_cut)
     holdout: list = []
     if best is not None and target.holdout:
-        report("held-out images", len(jobs), len(jobs) + 1)
+        report("held-out images", 0, 1)
         holdout = measure_holdout(
             cat,
             best.circuit_id,
@@ -344,7 +368,7 @@ def defend(
             baseline_seeds=config.baseline_seeds,
             **_common(config, target, best.kind, best.pair),
         )
-    report("done", len(jobs), len(jobs))
+        report("held-out images", 1, 1)
     return DefenceReport(
         config.model,
         run_id,
@@ -369,6 +393,7 @@ def _common(config: DefendConfig, target: DefenceTarget, kind: str, pair: int | 
         device=config.device,
         model_cache=target.model_cache,
         force=target.force,
+        threads=config.threads,
     )
 
 
@@ -381,6 +406,7 @@ def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: i
     with cat.session() as s:
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
+    cat.release()  # the search evaluates many circuits: hold nothing meanwhile
     key = (config.model, config.weights, tuple(run.layer_names))
     loaded = target.model_cache.get(key)
     if loaded is None:
