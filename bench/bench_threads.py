@@ -1,16 +1,18 @@
-"""Threads and OpenMP's wait policy on this machine (issue 9 item 7): googlenet `attribute` in a
-fresh process per setting, because OpenMP reads OMP_WAIT_POLICY only once, when torch loads.
+"""Threads and OpenMP's wait policy on this machine (issues 9 and 18): googlenet `attribute`
+in a fresh process per setting, because OpenMP reads OMP_WAIT_POLICY only once, when torch loads.
 
-    python bench/bench_threads.py [--images 4] [--pairs 2]
+    python bench/bench_threads.py [--images 4] [--pairs 2] [--repeats 1]
 
-Settings (each its own subprocess, same random-init googlenet, same inputs):
-- spin, N threads: OMP_WAIT_POLICY unset, torch's default thread count (what a library user or a
-  script that imports torch first got before this fix);
-- set after import: OMP_WAIT_POLICY=PASSIVE set after `import torch` (has no effect);
-- passive, N threads: set before torch loads (what `import ingest` and the CLI now do);
-- passive, default: `ingest.threads.configure()` (free CPUs minus the load average);
-- 1 thread.
-The load average is printed beside each row: on a shared machine the numbers move with it.
+Settings (each its own subprocess, same random-init googlenet, same inputs, environment without
+OMP_WAIT_POLICY and OMP_NUM_THREADS):
+- import order: `import ingest` before torch (the CLI's order: OpenMP starts with
+  OMP_WAIT_POLICY=PASSIVE) or torch first (a notebook's: the policy is set too late for this
+  process, so idle threads spin; `ingest.threads.configure` warns when it uses more than one);
+- threads: `ingest.threads.configure()`'s default (usable CPUs minus the load average, decided
+  the same way in both orders), every CPU, or 1.
+Each row times two `attribute` calls: the first plans (probe, gradient checks, path timings), the
+second reuses the plan (`ingest.cla.plan_cache`). The load average is printed beside each row: on
+a shared machine the numbers move with it.
 """
 
 from __future__ import annotations
@@ -25,23 +27,25 @@ from pathlib import Path
 CHILD = r"""
 import os, sys, time, json
 mode, n_threads, n_images, n_pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-if mode in ("passive", "default"):
+if mode.startswith("ingest-first"):
     import ingest  # sets OMP_WAIT_POLICY=PASSIVE before torch loads
 import torch
-if mode == "after":
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-from ingest.threads import configure
+import ingest
+from ingest.threads import configure, wait_policy_active
 from ingest.cla.attribute import attribute
 from torchvision.models import googlenet
-n = configure(None) if mode == "default" else configure(n_threads)
+n = configure(None) if n_threads == 0 else configure(n_threads)
 torch.manual_seed(0)
 model = googlenet(weights=None, init_weights=False, aux_logits=False).eval()
 layers = ["inception3a", "inception3b", "inception4a", "inception4b"][: n_pairs + 1]
 x = torch.randn(n_images, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-attribute(model, layers, x[:1], device="cpu")  # warm-up (plans, allocator)
-t = time.perf_counter()
-attribute(model, layers, x, batch_size=n_images, device="cpu")
-print(json.dumps({"seconds": time.perf_counter() - t, "threads": n, "load": os.getloadavg()[0]}))
+times = []
+for _ in range(2):  # the first call plans (probe, gradient checks); the second reuses the plan
+    t = time.perf_counter()
+    attribute(model, layers, x, batch_size=n_images, device="cpu")
+    times.append(time.perf_counter() - t)
+print(json.dumps({"first": times[0], "second": times[1], "threads": n, "passive": wait_policy_active(),
+                  "load": os.getloadavg()[0]}))
 """
 
 
@@ -66,18 +70,22 @@ def main() -> None:
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
     settings = [
-        ("spin", cpus, f"spin, {cpus} threads"),
-        ("after", cpus, f"set after import, {cpus} threads"),
-        ("passive", cpus, f"passive, {cpus} threads"),
-        ("default", 0, "passive, default threads"),
-        ("passive", 1, "1 thread"),
+        ("ingest-first", 0, "import ingest, then torch; default"),
+        ("torch-first", 0, "import torch, then ingest; default"),
+        ("ingest-first", cpus, f"import ingest, then torch; {cpus} thr."),
+        ("torch-first", cpus, f"import torch, then ingest; {cpus} thr."),
+        ("ingest-first", 1, "1 thread"),
     ]
     print(f"googlenet attribute, {args.images} images 224 px, {args.pairs} pairs, {cpus} CPUs")
-    print(f"{'setting':<32} {'threads':>7} {'seconds':>8} {'load':>6}")
+    print(f"{'setting':<36} {'threads':>7} {'passive':>7} {'1st call':>9} {'2nd call':>9} {'load':>6}")
     for _ in range(args.repeats):
         for mode, threads, label in settings:
             r = run(mode, threads, args.images, args.pairs)
-            print(f"{label:<32} {r['threads']:>7} {r['seconds']:>8.2f} {r['load']:>6.1f}", flush=True)
+            print(
+                f"{label:<36} {r['threads']:>7} {'yes' if r['passive'] else 'NO':>7} {r['first']:>8.2f}s "
+                f"{r['second']:>8.2f}s {r['load']:>6.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
