@@ -18,7 +18,6 @@ recorded sources, or re-rendered for CatFish sets, and checked against their sha
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from torch import nn
 
 from catalog import media
 from catalog.errors import CircuitsError
+from catalog.image_set_names import parse_image_set_name
 
 __all__ = [
     "NeuronPatches",
@@ -211,9 +211,9 @@ def neuron_patches(
             act = outs[name]
             grids[name] = (int(act.shape[2]), int(act.shape[3])) if act.ndim == 4 else None
             flat = channels_first(act)[:, ch.to(act.device)].float()  # (B, k, P)
-            values, where = flat.max(dim=2)
-            maxima[name].append(values.cpu())
-            argmax[name].append(where.cpu())
+            batch_max, batch_at = flat.max(dim=2)
+            maxima[name].append(batch_max.cpu())
+            argmax[name].append(batch_at.cpu())
         if progress is not None:
             progress("thumbnails", min(start + config.batch_size, n), n)
     rfs = receptive_fields(model, names, x[:1].to(device))
@@ -277,9 +277,6 @@ def store_thumbnails(
     return written, thumbs
 
 
-_CATFISH_SOURCE = re.compile(r"^catfish:(?P<name>[^#]+)#seed=(?P<seed>-?\d+)#(?P<index>\d+)$")
-
-
 def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.ndarray]:
     """Read a stored image set again from its recorded sources and check each sha256."""
     import hashlib
@@ -287,14 +284,14 @@ def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.nd
     rendered: dict[tuple[str, int], np.ndarray] = {}
     images = []
     for i, (source, sha) in enumerate(zip(sources, sha256s)):
-        m = _CATFISH_SOURCE.match(source)
-        if m:
+        m = parse_image_set_name(source)
+        if m.kind == "catfish" and m.seed is not None and m.index is not None and not m.options:
             from ingest.datasets import catfish
 
-            key = (m["name"], int(m["seed"]))
+            key = (m.name, m.seed)
             if key not in rendered:
                 rendered[key] = catfish.render_concept(key[0], len(sources), seed=key[1])
-            pixels = rendered[key][int(m["index"])]
+            pixels = rendered[key][m.index]
             digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
         else:
             try:
@@ -348,7 +345,7 @@ def recompute_run_thumbnails(
         run = store.read_run(s, run_id)
         if run.status != "complete":
             raise ThumbnailError(f"run {run_id} is {run.status}, not complete: ingest it again")
-        circuits = store.list_circuits(s, run_id=run_id)
+        circuits = store.find_circuits(s, run_id=run_id)
         sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
     loaded = zoo.load_model(model, weights=weights, layers=list(run.layer_names))
     if loaded.weights_sha256 != run.weights_sha256:
@@ -358,7 +355,7 @@ def recompute_run_thumbnails(
         )
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
     stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
-    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.preprocessing
+    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.pp
     x = zoo.preprocess(pp, images)  # the inputs the run itself used
     loaded.module.to(device)
     channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]

@@ -13,12 +13,12 @@ import torch
 from cla_helpers import images, rel_err, seeded
 from torch import nn
 
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.plan_cache import clear_plan_cache, model_fingerprint, plan_cache_info
 from ingest.cla.reference import attribute_reference
 
 LAYERS = ["1", "3", "5"]
-cla_attribute = sys.modules["ingest.cla.attribute"]  # (`ingest.cla.attribute` the attribute is the function)
+cla_attribute = sys.modules["ingest.cla.attribution"]
 
 
 def _net() -> nn.Module:

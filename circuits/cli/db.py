@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -81,6 +84,10 @@ def sql(
         str | None,
         typer.Option("--memory-limit", help="DuckDB memory cap, e.g. 2GB (default: half the memory, at most 4 GB)."),
     ] = None,
+    max_bytes: Annotated[
+        str,
+        typer.Option("--max-bytes", help="Stop with an error when the result passes this size, e.g. 100MB, 1GB."),
+    ] = "100MB",
 ) -> None:
     """Run read-only SQL on the catalog (tables and the *_v views); writes are refused.
 
@@ -89,17 +96,50 @@ def sql(
     on PostgreSQL only as a role that cannot run programs or read server files.
     """
     from catalog.sql import run_sql
+    from catalog.sql_limits import address_space_cap, parse_size
     from circuits.cli.render import render
 
-    result = run_sql(
-        db,
-        query,
-        max_rows=limit or None,
-        timeout_s=timeout or None,
-        memory_limit=memory_limit,
-        allow_superuser=True if allow_superuser else None,
-    )
+    cap = parse_size(max_bytes)
+    if memory_limit is not None:
+        parse_size(memory_limit, "--memory-limit")
+    with _memory_capped(address_space_cap(memory_limit, cap)):
+        result = run_sql(
+            db,
+            query,
+            max_rows=limit or None,
+            max_bytes=cap,
+            timeout_s=timeout or None,
+            memory_limit=memory_limit,
+            allow_superuser=True if allow_superuser else None,
+        )
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
+
+
+@contextmanager
+def _memory_capped(extra: int) -> Iterator[None]:
+    """Cap this process's address space at its current size + `extra` bytes while the query runs
+    (its result chunks are outside DuckDB's own cap: `catalog.sql_limits.address_space_cap`), then
+    restore the limit. Skipped where the size cannot be read (not Linux)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            now = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = now + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, overload
 
 import typer
 
@@ -13,18 +13,9 @@ app = typer.Typer()
 
 
 def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
-    out: list[int | tuple[int, ...]] = []
-    for text in values:
-        try:
-            parts = tuple(int(p) for p in text.split(",") if p.strip())
-        except ValueError:
-            raise typer.BadParameter(
-                f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})"
-            ) from None
-        if not parts:
-            raise typer.BadParameter("--k needs a value")
-        out.append(parts[0] if len(parts) == 1 else parts)
-    return tuple(out)
+    from catalog.sizes import parse_k
+
+    return tuple(parse_k(text) for text in values)
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:
@@ -40,6 +31,12 @@ def _seeds(text: str | None) -> tuple[int, ...]:
         raise DefendError(f"--holdout-seeds takes seeds a,b,c or none, e.g. 21,31,41 (got {text!r})") from None
 
 
+@overload
+def _names(text: str) -> list[str]: ...
+@overload
+def _names(text: None) -> None: ...
+@overload
+def _names(text: str | None) -> list[str] | None: ...
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",")]
 
@@ -159,15 +156,24 @@ def defend(
     from catalog.engine import open_catalog
     from circuits.cli.progress_log import command_progress
     from circuits.cli.render import render
-    from circuits.cli.validate import new_catalog_guard
-    from ingest.defence.defend import DefendConfig, typo_target
+    from circuits.cli.validate import catalog_files, check_output_path, model_file, new_catalog_guard
+    from ingest.defence.defend import DEFAULT_KS, DefendConfig, typo_target
     from ingest.defence.defend import defend as run_defend
+
+    if plot is not None:  # before any work: nothing is stored when the plot cannot be written
+        check_output_path(
+            plot,
+            suffixes=(".png", ".svg", ".pdf"),
+            inputs=(*catalog_files(db), weights, class_embeddings, model_file(model)),
+            folders=(images, attack_images),
+            what="--plot",
+        )
 
     config = DefendConfig(
         model=model,
         weights=weights,
         layers=tuple(_names(layers)) if layers else None,
-        ks=_parse_ks(k) if k else DefendConfig.__dataclass_fields__["ks"].default,
+        ks=_parse_ks(k) if k else DEFAULT_KS,
         kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
         baseline_seed=baseline_seed,
         n_baselines=baselines,
@@ -211,6 +217,9 @@ def defend(
             search_scale=search_scale,
             holdout_seeds=_seeds(holdout_seeds),
         )
+    from ingest.threads import configure
+
+    configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
         # A bar draws on stdout: only with the table, so CSV and JSON stay parseable.
@@ -254,10 +263,11 @@ def defend(
             f"{100 * h.attack_success_random:.1f} ± {100 * h.attack_success_random_sd:.1f}%), clean accuracy "
             f"{100 * h.clean_accuracy_clean:.1f}% → {100 * h.clean_accuracy:.1f}%"
         )
-    if report.holdout:
+    holdout_cut = report.holdout_cut  # None without held-out seeds
+    if holdout_cut is not None:
         typer.echo(
-            f"  held-out mean: {report.holdout_cut:.2f}× lower attack success"
-            + ("" if report.holdout_cut >= report.target_cut else " (target not met on held-out images)")
+            f"  held-out mean: {holdout_cut:.2f}× lower attack success"
+            + ("" if holdout_cut >= report.target_cut else " (target not met on held-out images)")
         )
     if best.kind == "circuit":
         typer.echo(

@@ -102,9 +102,9 @@ def overlap(
     from queries.overlap import overlap_matrix
 
     if plot is not None:  # before any work: an unsupported suffix or a missing folder is one line
-        from circuits.cli.validate import check_output_path
+        from circuits.cli.validate import catalog_files, check_output_path
 
-        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), what="--plot")
+        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), inputs=catalog_files(db), what="--plot")
     with _session(db) as s:
         matrix = overlap_matrix(s, model, _names(concepts), metric.value)
     _emit(matrix.rows(), fmt, matrix.notes)
@@ -220,14 +220,14 @@ def list_(
     state = None if status is None else status.value
     with _session(db) as s:
         if what is Listable.runs:
-            rows = listing.list_runs(s, model, concept, state)
+            rows = [asdict(r) for r in listing.list_runs(s, model, concept, state)]
         elif what is Listable.circuits:
-            rows = listing.list_circuits(s, model, concept, state or "complete")
+            rows = [asdict(r) for r in listing.list_circuits(s, model, concept, state or "complete")]
         elif what is Listable.concepts:
-            rows = listing.list_concepts(s, model)
+            rows = [asdict(r) for r in listing.list_concepts(s, model)]
         else:
-            rows = listing.list_models(s)
-    _emit([asdict(r) for r in rows], fmt)
+            rows = [asdict(r) for r in listing.list_models(s)]
+    _emit(rows, fmt)
 
 
 @app.command("prune-plan")

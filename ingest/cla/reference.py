@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ingest.cla.attribute import CLAError, Progress, _check_images
+from ingest.cla.attribution import CLAError, Progress, _check_images
 from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
 from ingest.cla.generic import reference_pair_scores
 from ingest.cla.probe import prepared
@@ -64,7 +64,8 @@ def attribute_reference(
                 leaves, outs = cap.leaf_list(), cap.output_list()
                 for i in range(n_pairs):
                     width = channels_first(outs[i + 1]).shape[1]
-                    sel = range(width) if neurons is None or neurons[i] is None else neurons[i]
+                    wanted = None if neurons is None else neurons[i]
+                    sel = range(width) if wanted is None else wanted
                     s = reference_pair_scores(outs[i + 1], leaves[i], list(sel)).double()
                     if step == 0:
                         sums.append(s)

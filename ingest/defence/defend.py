@@ -41,6 +41,7 @@ from ingest.defence.report import DefenceReport, DefenceRow, recommend
 from ingest.images import ImageSet
 
 __all__ = [
+    "DEFAULT_KS",
     "TEXT_CONCEPT",
     "DefenceReport",
     "DefenceRow",
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 TEXT_CONCEPT = "text"
+DEFAULT_KS: tuple[int | tuple[int, ...], ...] = (1, 2, 3)  # DefendConfig.ks: the k tried without --k
 SEARCH_SEED_OFFSET = 1000  # the k search measures on images of seed + this, never on the reported ones
 CONCEPT_SEED_OFFSET = 500  # the contrast concept's images: seed + this (neither reported nor searched)
 HOLDOUT_SEEDS = (21, 31, 41)  # typo-mini's default held-out attack images (README table)
@@ -74,7 +76,7 @@ class DefendConfig:
     weights: str | None = None  # local weights file; None: bundled/cache/random-init
     layers: tuple[str, ...] | None = None  # None: the model's default CLA layers
     # Text-circuit sizes to sweep: neurons per layer, one k or one per layer; ≤ 6% of edges needs small k.
-    ks: tuple[int | tuple[int, ...], ...] = (1, 2, 3)
+    ks: tuple[int | tuple[int, ...], ...] = DEFAULT_KS
     kinds: tuple[str, ...] = ("circuit", "edge")  # edge: every circuit layer pair in turn
     baseline_seed: int = 0  # seed of the first random circuit of the same shape
     n_baselines: int = 5  # random circuits per row (seeds baseline_seed, baseline_seed + 1, …)
@@ -85,7 +87,7 @@ class DefendConfig:
     beam: int = 4  # circuits the search keeps per size
     batch_size: int = 64
     device: str = "auto"
-    threads: int | None = None  # torch CPU threads for the whole run; None: ingest.threads.default_threads()
+    threads: int | None = None  # torch CPU threads, set for the process; None leaves them alone (the CLI sets them)
 
     def validate(self) -> None:
         """Raises DefendError on an empty or non-positive k list, unknown kinds or a bad budget."""
@@ -277,15 +279,20 @@ def defend(
         DefendError, AttackLabelsMissing: bad settings or images, before anything is stored.
         IngestError, UnknownModel, WeightsError: from the pipeline (see `ingest.pipeline.ingest`).
     """
+    from ingest import zoo
     from ingest.defence.contrast import contrast_ingest
     from ingest.defence.measure import measure_attack, measure_clean, measure_holdout
-    from ingest.pipeline import IngestConfig, ingest
-    from ingest.threads import configure
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     config.validate()
     _check_target(target)
-    configure(config.threads)
-    cat.release()  # a caller's earlier reads must not keep the file held through the first computation
+    if config.threads is not None:
+        from ingest.threads import configure
+
+        configure(config.threads)
+    cat.release()  # a caller's earlier reads must not keep the file held through the loading and computing
+    model = zoo.load_model(config.model, weights=config.weights, layers=config.layers)  # once, for every k
+    target.model_cache.setdefault((config.model, config.weights, tuple(model.layers)), model)
     report = progress or (lambda *_: None)
     circuits: list[tuple[int, tuple[int, ...], int]] = []  # (circuit id, k per layer, n layers)
     ks = list(dict.fromkeys(config.ks))
@@ -293,19 +300,11 @@ def defend(
     run_id, i = -1, 0
     while i < len(ks):
         report("text circuit", i, len(ks))
-        ingest_config = IngestConfig(
-            model=config.model,
-            concept=TEXT_CONCEPT,
-            layers=config.layers,
-            k=ks[i],
-            weights=config.weights,
-            device=config.device,
-            threads=config.threads,
-        )
+        ingest_config = IngestConfig(model=model, concept=TEXT_CONCEPT, k=ks[i], device=config.device)
         if target.plain_set is not None:
             res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set, progress=progress)
         else:
-            res = ingest(cat, ingest_config, target.text_set, progress=progress)
+            res = ingest_concept(cat, ingest_config, target.text_set, progress=progress)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
@@ -318,8 +317,8 @@ def defend(
     _register_sets(cat, target)
 
     jobs = [
-        (cid, ks, kind, pair)
-        for cid, ks, n_layers in circuits
+        (cid, k_layers, kind, pair)
+        for cid, k_layers, n_layers in circuits
         for kind in config.kinds
         for pair in ([None] if kind == "circuit" else range(n_layers - 1))
     ]
@@ -332,7 +331,7 @@ def defend(
         report("pruning", done[0], per_job * len(jobs))
 
     report("pruning", 0, per_job * len(jobs))
-    for cid, ks, kind, pair in jobs:
+    for cid, k_layers, kind, pair in jobs:
         common = _common(config, target, kind, pair)
         att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, step=step, **common)
         clean, clean_ids = measure_clean(
@@ -341,7 +340,7 @@ def defend(
         rows.append(
             DefenceRow(
                 circuit_id=cid,
-                k=ks,
+                k=k_layers,
                 kind=kind,
                 pair=pair,
                 edge_fraction=att.edge_fraction,
