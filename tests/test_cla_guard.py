@@ -195,14 +195,18 @@ def test_a_fast_plan_slower_than_the_loop_on_the_probe_is_not_used(monkeypatch):
     assert all(n.startswith("fast: ") for n in describe_paths(model, LAYERS, x))
 
 
-def test_pair_estimate_charges_the_fixed_cost_once_and_the_rest_per_live_neuron():
+def test_pair_estimate_charges_the_fixed_cost_once_and_the_rest_per_live_neuron(monkeypatch):
     """Two timings (the guard's 6 columns, then 24) fix the line read at the live neuron count."""
-    import time
+    import types
 
+    import ingest.cla.guard as cla_guard
     from ingest.cla.guard import GuardResult, pair_seconds
 
-    def fast_columns(cols):  # 40 ms setup + 2 ms per neuron
-        time.sleep(0.04 + 0.002 * len(cols))
+    now = [0.0]
+    monkeypatch.setattr(cla_guard, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def fast_columns(cols):  # 40 ms setup + 2 ms per neuron, on a fake clock
+        now[0] += 0.04 + 0.002 * len(cols)
         return torch.zeros(3, len(cols))
 
     out = torch.zeros(1, 100, 4, 4)
@@ -210,7 +214,10 @@ def test_pair_estimate_charges_the_fixed_cost_once_and_the_rest_per_live_neuron(
     guard = GuardResult(True, 0.0, sample_columns(out), fast_seconds=0.04 + 0.012, loop_seconds=0.06)
     t_fast, t_loop = pair_seconds(fast_columns, guard, out)
     assert t_loop == pytest.approx(0.06 / 6 * 100)  # the loop computes every neuron, dead ones too
-    assert t_fast == pytest.approx(0.04 + 0.002 * 80, rel=0.3)  # not 0.052 / 6 * 80 = 0.69 s
+    assert t_fast == pytest.approx(0.04 + 0.002 * 80)  # not 0.052 / 6 * 80 = 0.69 s
+    out[:, 20:] = 0.0  # 20 live: the second timing covers them all and is taken as it is
+    t_fast, _ = pair_seconds(fast_columns, GuardResult(True, 0.0, sample_columns(out), 0.052, 0.06), out)
+    assert t_fast == pytest.approx(0.04 + 0.002 * 20)
 
 
 def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
