@@ -182,6 +182,7 @@ def ablate(
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
+    cat.release()  # loading the model can take a while: hold nothing meanwhile
     if is_module(model):
         loaded = loaded_module(
             model, layers=circ.layer_names, preprocessing=stored_preprocessing(run_params, Preprocessing)
@@ -225,6 +226,7 @@ def ablate(
             import dataclasses
 
             return dataclasses.replace(stored, warnings=(warning,) if warning else ())
+    cat.release()  # hold nothing while evaluating: other processes may read the file meanwhile
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
@@ -326,7 +328,7 @@ def _write(
         )
         for m in clean
     ]
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:  # one short transaction (waits while another process writes)
         intervention_id = store.write_intervention(
             s,
             circuit_id=circuit_id,
