@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from catalog import media, store
 from catalog.errors import NotFound
+from circuits.web.labels import class_names
 from queries import listing
 from queries.graphs import circuit_graph, query_arrow
 
@@ -55,6 +56,7 @@ class Node:
     neuron_id: int
     total: float  # total CLA attribution in the run (in + out edge scores)
     in_circuit: bool
+    label: str | None = None  # class name of a logit neuron (circuits.web.labels)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class CircuitView:
     edges: tuple[tuple[int, int, float], ...]  # (src neuron id, dst neuron id, score) inside the circuit
     patches: dict[int, list[media.PatchRow]]  # neuron id → patches, strongest first
     export_command: str
+    description: str | None = None  # the concept's description (`circuits concept describe`)
 
     @property
     def model(self) -> str:
@@ -114,24 +117,30 @@ def circuit_view(
     totals = _totals(session, run.id)
     nodes: list[Node] = []
     members: list[int] = []
-    for i, (layer, chans) in enumerate(zip(circuit.layer_names, circuit.channels)):
+    for i, (layer, chans, width) in enumerate(zip(circuit.layer_names, circuit.channels, circuit.widths)):
+        names = class_names(run.model, layer, int(width))
+
+        def name(c: int, names=names) -> str | None:
+            return names[c] if names is not None and 0 <= c < len(names) else None
+
         chosen = set(int(c) for c in chans)
         for c in sorted(chosen):
             nid = ids[(layer, c)]
             members.append(nid)
-            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True))
+            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True, name(c)))
         others = sorted(
             ((totals.get(nid, 0.0), ch, nid) for (lay, ch), nid in ids.items() if lay == layer and ch not in chosen),
             key=lambda t: (-t[0], t[1]),
         )[:faded_per_layer]
-        nodes.extend(Node(layer, i, ch, nid, t, False) for t, ch, nid in others)
+        nodes.extend(Node(layer, i, ch, nid, t, False, name(ch)) for t, ch, nid in others)
     edges = tuple(
         (int(graph.nodes[a]["neuron_id"]), int(graph.nodes[b]["neuron_id"]), float(d["score"]))
         for a, b, d in graph.edges(data=True)
     )
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
     command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json"
-    return CircuitView(details, tuple(nodes), edges, patches, command)
+    description = next((c.description for c in listing.list_concepts(session) if c.id == run.concept_id), None)
+    return CircuitView(details, tuple(nodes), edges, patches, command, description)
 
 
 @dataclass(frozen=True)

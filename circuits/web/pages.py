@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 from importlib import resources
 
 import jinja2
 
 from catalog import media
 from circuits.web import data
+from circuits.web.charts import effect_rows, interventions_svg
 from circuits.web.examples import EXAMPLES
-from circuits.web.graph import circuit_svg, heatmap_svg
+from circuits.web.graph import circuit_svg, heatmap_svg, kept_edges, node_label
 
-__all__ = ["Pages", "report_html", "stylesheet"]
+__all__ = ["Pages", "parse_min_score", "report_html", "script", "stylesheet"]
 
 
 def stylesheet() -> str:
     """The browser's CSS (served at /static/style.css, inlined into reports)."""
     return resources.files("circuits.web").joinpath("static/style.css").read_text(encoding="utf-8")
+
+
+def script() -> str:
+    """The graph's slider script (served at /static/graph.js, inlined into reports)."""
+    return resources.files("circuits.web").joinpath("static/graph.js").read_text(encoding="utf-8")
+
+
+def parse_min_score(text: str | None) -> tuple[float | None, str | None]:
+    """The `?min_score=` filter: (threshold or None, a note for the page when the text is not a number)."""
+    if text is None or not text.strip():
+        return None, None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return None, f"min_score {text[:40]!r} is not a number: all edges are shown"
+    return value, None
 
 
 def _environment() -> jinja2.Environment:
@@ -60,7 +80,7 @@ class Pages:
         )
         return self.env.get_template(template).render(**base, **context)
 
-    def _circuit_context(self, view: data.CircuitView) -> dict:
+    def _circuit_context(self, view: data.CircuitView, min_score_text: str | None = None) -> dict:
         if self.report:
 
             def href(n: data.Node) -> str:
@@ -77,16 +97,40 @@ class Pages:
             def patch_src(p: media.PatchRow) -> str:
                 return f"/patch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
 
-        return dict(view=view, svg=circuit_svg(view, href), href=href, anchor=_anchor, patch_src=patch_src)
+        min_score, note = parse_min_score(None if self.report else min_score_text)
+        cid = view.details.circuit.id
+        fixed = view.details.circuit.fixed or {}
+        effects = effect_rows(view.details.interventions)
+        return dict(
+            view=view,
+            svg=circuit_svg(view, href, min_score=min_score),
+            href=href,
+            anchor=_anchor,
+            patch_src=patch_src,
+            label=node_label,
+            node_of={n.neuron_id: n for n in view.nodes},
+            kept=kept_edges(view, min_score),
+            top_score=max((s for _, _, s in view.edges), default=0.0) or 1.0,
+            min_score=min_score,
+            min_score_text="" if min_score is None else (min_score_text or "").strip(),
+            score_note=note,
+            filter_action=f"/circuit/{cid}",
+            permalink=f"/circuit/{cid}",
+            anchors=", ".join(f"{layer} ({', '.join(map(str, chans))})" for layer, chans in fixed.items()),
+            description=view.description,
+            effects=effects,
+            chart=interventions_svg(effects) if effects else "",
+            script=script(),
+        )
 
     def home(self, view: data.HomeView) -> str:
         """The catalog's home page."""
         return self._render("home.html", title="catalog", view=view)
 
-    def circuit(self, view: data.CircuitView) -> str:
-        """A circuit's page."""
+    def circuit(self, view: data.CircuitView, min_score: str | None = None) -> str:
+        """A circuit's page; `min_score` is the page's edge filter as typed (not a number: a note)."""
         title = f"circuit {view.details.circuit.id} ({view.details.run.concept})"
-        return self._render("circuit.html", title=title, **self._circuit_context(view))
+        return self._render("circuit.html", title=title, **self._circuit_context(view, min_score))
 
     def neuron(self, view: data.NeuronView) -> str:
         """A neuron's page."""

@@ -25,11 +25,14 @@ from typing import Any
 from catalog import media
 from catalog.errors import CircuitsError, NotFound, QueryError, ReadOnlyViolation
 from circuits.web import data
-from circuits.web.pages import Pages, stylesheet
+from circuits.web.pages import Pages, script, stylesheet
 
 __all__ = ["CatalogServer", "ServeError", "is_loopback", "make_server"]
 
-CSP = "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'"
+# scripts only from this server (the graph's slider, /static/graph.js); none inline, none from elsewhere
+CSP = (
+    "default-src 'none'; script-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'"
+)
 SQL_MAX_ROWS = 1000
 
 
@@ -172,9 +175,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._html(pages.home(data.home_view(s, params.get("q", [""])[0])))
         elif first == "static" and parts[1:] == ["style.css"]:
             self._send(200, stylesheet().encode(), "text/css; charset=utf-8", cache=True)
+        elif first == "static" and parts[1:] == ["graph.js"]:
+            self._send(200, script().encode(), "text/javascript; charset=utf-8", cache=True)
         elif first == "circuit" and len(parts) == 2:
             with cat.session() as s:
-                self._html(pages.circuit(data.circuit_view(s, _int(parts[1], "circuit id"))))
+                view = data.circuit_view(s, _int(parts[1], "circuit id"))
+                self._html(pages.circuit(view, params.get("min_score", [""])[0]))
         elif first == "neuron" and len(parts) == 3:
             model = urllib.parse.unquote(parts[1])
             layer, _, channel = urllib.parse.unquote(parts[2]).rpartition(":")
