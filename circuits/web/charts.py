@@ -66,7 +66,7 @@ def interventions_svg(rows: Sequence[EffectRow]) -> str:
     left, top = 56, 34
     width = left + groups * (3 * BAR + GAP) + 20
     width = max(width, 520)
-    panel = PANEL_H + 64  # bars + group labels
+    panel = PANEL_H + 72  # title + bars + group labels
     height = top + panel * len(metrics)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="interventions-chart" width="{width}" height="{height}" '
@@ -81,13 +81,13 @@ def interventions_svg(rows: Sequence[EffectRow]) -> str:
         )
         x += 30 + 7 * len(text)
     for p, metric in enumerate(metrics):
-        y0 = top + panel * p + 14
+        y0 = top + panel * p + 24
         mine = [r for r in rows if r.metric == metric]
         values = [v for r in mine for v in (r.clean, r.pruned, r.random) if v is not None]
         scale_top = max(max(values, default=0.0), 1.0 if metric != "kl" else 0.0) or 1.0
         base = y0 + PANEL_H
         out.append(f'<g class="panel" data-metric="{escape(metric)}">')
-        out.append(f'<text class="panel-title" x="4" y="{y0 - 2}">{escape(metric)}</text>')
+        out.append(f'<text class="panel-title" x="4" y="{y0 - 12}">{escape(metric)}</text>')
         for f in (0.0, 0.5, 1.0):
             y = base - PANEL_H * f
             out.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import urllib.parse
 from importlib import resources
 
 import jinja2
@@ -57,6 +58,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _quote(name: str) -> str:
+    return urllib.parse.quote(str(name), safe="")
+
+
 def _anchor(n: data.Node) -> str:
     return f"n-{n.layer}-{n.channel}".replace(" ", "_")
 
@@ -69,9 +74,10 @@ class Pages:
         report: render for a self-contained report (anchors and data: URIs, inline CSS).
     """
 
-    def __init__(self, catalog_name: str, *, report: bool = False):
+    def __init__(self, catalog_name: str, *, report: bool = False, schema=None):
         self.catalog_name = catalog_name
         self.report = report
+        self.schema = schema  # () -> list[data.SchemaTable], listed on the SQL page
         self.env = _environment()
 
     def _render(self, template: str, **context) -> str:
@@ -115,6 +121,8 @@ class Pages:
             min_score_text="" if min_score is None else (min_score_text or "").strip(),
             score_note=note,
             filter_action=f"/circuit/{cid}",
+            model_href=f"/model/{_quote(view.model)}",
+            concept_href=f"/concept/{_quote(view.details.run.concept)}",
             permalink=f"/circuit/{cid}",
             anchors=", ".join(f"{layer} ({', '.join(map(str, chans))})" for layer, chans in fixed.items()),
             description=view.description,
@@ -123,9 +131,9 @@ class Pages:
             script=script(),
         )
 
-    def home(self, view: data.HomeView) -> str:
-        """The catalog's home page."""
-        return self._render("home.html", title="catalog", view=view)
+    def home(self, view: data.HomeView, title: str | None = None) -> str:
+        """The catalog's home page (or a model's or concept's page: the same tables, filtered)."""
+        return self._render("home.html", title=title or "catalog", heading=title, view=view, quote=_quote)
 
     def circuit(self, view: data.CircuitView, min_score: str | None = None) -> str:
         """A circuit's page; `min_score` is the page's edge filter as typed (not a number: a note)."""
@@ -157,7 +165,10 @@ class Pages:
 
     def sql(self, query: str, result=None, error: str | None = None) -> str:
         """The SQL box, with a result table or an error."""
-        return self._render("sql.html", title="SQL", query=query, result=result, error=error, examples=EXAMPLES)
+        schema = self.schema() if self.schema is not None else []
+        return self._render(
+            "sql.html", title="SQL", query=query, result=result, error=error, examples=EXAMPLES, schema=schema
+        )
 
     def images(self, sha: str, rows: list[media.ThumbRow]) -> str:
         """An image set's thumbnails."""

@@ -61,7 +61,7 @@ class CatalogServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], cat: Any, *, quiet: bool = False):
         self.cat = cat
-        self.pages = Pages(cat.display)
+        self.pages = Pages(cat.display, schema=lambda: _schema(cat))
         self.quiet = quiet
         self.db_lock = threading.Lock()  # one query at a time: simple, and plenty for one user
         super().__init__(address, _Handler)
@@ -186,6 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
             layer, _, channel = urllib.parse.unquote(parts[2]).rpartition(":")
             with cat.session() as s:
                 self._html(pages.neuron(data.neuron_view(s, model, layer, _int(channel, "channel"))))
+        elif first in ("model", "concept") and len(parts) == 2:
+            name = urllib.parse.unquote(parts[1])
+            with cat.session() as s:
+                view = data.home_view(s, **{first: name})
+            self._html(pages.home(view, title=f"{first} {name}"))
         elif first == "compare" and len(parts) == 1:
             ids = [_int(c, "circuit id") for value in params.get("c", []) for c in value.split(",") if c]
             with cat.session() as s:
@@ -220,6 +225,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._html(pages.sql(query, error=str(exc)))
             return
         self._html(pages.sql(query, result=result))
+
+
+def _schema(cat: Any) -> list[data.SchemaTable]:
+    with cat.session() as s:
+        return data.schema_view(s)
 
 
 def _int(text: str, what: str) -> int:
