@@ -40,6 +40,7 @@ __all__ = [
     "image_set_thumbnails",
     "image_thumbnail_png",
     "neuron_id_map",
+    "patch_heatmap_png",
     "patch_png",
     "read_patches",
     "write_image_thumbnails",
@@ -61,6 +62,8 @@ class PatchRow:
     activation: float
     box: tuple[int, int, int, int]
     png: bytes | None = None
+    heatmap: bytes | None = None  # the whole image with the activation map over it (with_png)
+    has_heatmap: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *,
     for p in patches:
         assert p.png is not None, "write_patches needs the PNG bytes"
         _check_png(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
+        if p.heatmap is not None:
+            _check_png(p.heatmap, f"heat-map of neuron {p.neuron_id} rank {p.rank}")
         x0, y0, x1, y1 = (int(v) for v in p.box)
         rows.append(
             dict(
@@ -114,6 +119,7 @@ def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *,
                 y1=y1,
                 mime="image/png",
                 data=p.png,
+                heatmap=p.heatmap,
             )
         )
     if replace:
@@ -231,9 +237,10 @@ def read_patches(
         NeuronPatch.y0,
         NeuronPatch.x1,
         NeuronPatch.y1,
+        NeuronPatch.heatmap.is_not(None),
     ]
     if with_png:
-        cols.append(NeuronPatch.data)
+        cols += [NeuronPatch.data, NeuronPatch.heatmap]
     q = select(*cols).join(Run, Run.id == NeuronPatch.run_id).where(Run.status == "complete")
     if run_id is not None:
         q = q.where(NeuronPatch.run_id == int(run_id))
@@ -241,9 +248,11 @@ def read_patches(
         q = q.where(NeuronPatch.neuron_id.in_([int(n) for n in neuron_ids]))
     out: dict[tuple[int, int], list[PatchRow]] = {}
     for row in session.execute(q.order_by(NeuronPatch.run_id, NeuronPatch.neuron_id, NeuronPatch.rank)):
-        png = bytes(row[9]) if with_png else None
+        png = bytes(row[10]) if with_png else None
+        heat = bytes(row[11]) if with_png and row[11] is not None else None
+        box = (row[5], row[6], row[7], row[8])
         out.setdefault((row[0], row[1]), []).append(
-            PatchRow(row[0], row[1], row[2], row[3], float(row[4]), (row[5], row[6], row[7], row[8]), png)
+            PatchRow(row[0], row[1], row[2], row[3], float(row[4]), box, png, heat, bool(row[9]))
         )
     return out
 
@@ -263,6 +272,22 @@ def patch_png(session: Session, run_id: int, neuron_id: int, rank: int) -> bytes
         raise NotFound(
             f"no patch {rank} of neuron {neuron_id} in run {run_id}: compute them with `circuits thumbnails {run_id}`"
         )
+    return bytes(data)
+
+
+def patch_heatmap_png(session: Session, run_id: int, neuron_id: int, rank: int) -> bytes:
+    """One patch's heat-map PNG (the example image with the neuron's activation over it).
+
+    Raises:
+        NotFound: no such patch, or it has no heat-map (stored before schema 0005).
+    """
+    data = session.scalar(
+        select(NeuronPatch.heatmap).where(
+            NeuronPatch.run_id == int(run_id), NeuronPatch.neuron_id == int(neuron_id), NeuronPatch.rank == int(rank)
+        )
+    )
+    if data is None:
+        raise NotFound(f"no heat-map for run {run_id}, neuron {neuron_id}, rank {rank}")
     return bytes(data)
 
 

@@ -40,6 +40,9 @@ def looks(tmp_path_factory):
     ablate(cat, anchored, resolve_images(None, f"catfish:{CLASS}", n=8, seed=1), kind="edge", device="cpu")
     with cat.session() as s, s.begin():
         store.describe_concept(s, CLASS, "stripes and a star, drawn on clutter")
+    from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
+
+    recompute_run_featurevis(cat, result.run_id, "catfish-mini", config=FeatureVisConfig(steps=3))  # looks only
     close_catalogs_of(path)
     server = ServerThread(path)
     yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}
@@ -105,6 +108,14 @@ def test_graph_legend_class_names_anchoring_and_labels(looks, browser):
     assert browser.evaluate(
         "[...document.querySelectorAll('g.edge')].every(g => g.querySelector('title').textContent.includes('score') && g.querySelector('text.edge-score'))"
     )
+    # each circuit neuron: its feature visualisation, patches and where it fires (loaded images)
+    cards = browser.evaluate(
+        "[...document.querySelectorAll('.neuron-card')].map(c => [c.querySelectorAll('figure.featurevis img').length,"
+        " c.querySelectorAll('.patches img:not(.heatmap)').length, c.querySelectorAll('img.heatmap').length])"
+    )
+    assert len(cards) == 13 and all(fv == 1 for fv, _, _ in cards)
+    assert sum(1 for _, p, h in cards if p == 4 and h == 4) >= 12  # the fc logit has no spatial map
+    assert browser.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     # the graph fills the page's width
     width = browser.evaluate("document.querySelector('svg.circuit-graph').getBoundingClientRect().width")
     main = browser.evaluate("document.querySelector('#graph').clientWidth")
@@ -160,6 +171,20 @@ def test_interventions_as_one_chart_and_one_table(looks, browser):
     assert '"kind"' not in browser.evaluate("document.querySelector('#interventions').textContent")
     browser.evaluate("document.querySelector('#interventions-chart').scrollIntoView()")
     _shot(browser, "looks-interventions.png")
+
+
+def test_neuron_page_shows_its_picture_and_where_it_fires(looks, browser):
+    browser.goto(f"{looks['url']}/circuit/{looks['anchored']}")
+    href = browser.evaluate("document.querySelector('.neuron-card a.id').getAttribute('href')")
+    browser.goto(looks["url"] + href)
+    assert browser.errors() == []
+    assert browser.evaluate("document.querySelectorAll('.featurevis-row img').length") == 1
+    assert browser.evaluate("document.querySelectorAll('img.heatmap').length") == 4
+    assert browser.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert browser.evaluate("document.querySelector('a.permalink').getAttribute('href')") == href
+    _shot(browser, "looks-neuron.png")
+    browser.goto(f"{looks['url']}/neuron/catfish-mini/fc:2")
+    assert browser.evaluate("document.querySelector('h1 .class-name').textContent") == CLASS
 
 
 def test_sql_page_lists_tables_and_views(looks, browser):

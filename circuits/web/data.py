@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog import media, store
+from catalog import media, media_featurevis, store
 from catalog.errors import NotFound
+from catalog.models import Layer
 from circuits.web.labels import class_names
 from queries import listing
 from queries.graphs import circuit_graph, query_arrow
@@ -71,6 +73,7 @@ class CircuitView:
     patches: dict[int, list[media.PatchRow]]  # neuron id → patches, strongest first
     export_command: str
     description: str | None = None  # the concept's description (`circuits concept describe`)
+    featurevis: dict[int, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # neuron id → picture
 
     @property
     def model(self) -> str:
@@ -142,7 +145,11 @@ def circuit_view(
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
     command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json"
     description = next((c.description for c in listing.list_concepts(session) if c.id == run.concept_id), None)
-    return CircuitView(details, tuple(nodes), edges, patches, command, description)
+    pictures = {
+        nid: row
+        for (_, nid), row in media_featurevis.read_featurevis(session, run.id, members, with_png=with_png).items()
+    }
+    return CircuitView(details, tuple(nodes), edges, patches, command, description, pictures)
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,8 @@ class NeuronView:
     patches: dict[str, list[media.PatchRow]]  # concept → patches (newest run first)
     incoming: tuple[EdgeRow, ...]
     outgoing: tuple[EdgeRow, ...]
+    featurevis: dict[str, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # concept → picture
+    label: str | None = None  # class name of a logit neuron
 
 
 def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_edges: int = 10) -> NeuronView:
@@ -228,7 +237,13 @@ def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_e
             for r in table.to_pylist()
         )
 
-    return NeuronView(m.name, layer, int(channel), nid, circuits, patches, edges("in"), edges("out"))
+    pictures: dict[str, media_featurevis.FeatureVisRow] = {}
+    for (run_id, _), row in sorted(media_featurevis.read_featurevis(session, None, [nid]).items(), reverse=True):
+        pictures.setdefault(concept_of_run.get(run_id, f"run {run_id}"), row)  # newest run per concept
+    width = session.execute(select(Layer.width).where(Layer.model_id == m.id, Layer.name == layer)).scalar()
+    names = class_names(m.name, layer, int(width or 0))
+    label = names[int(channel)] if names is not None and 0 <= int(channel) < len(names) else None
+    return NeuronView(m.name, layer, int(channel), nid, circuits, patches, edges("in"), edges("out"), pictures, label)
 
 
 @dataclass(frozen=True)

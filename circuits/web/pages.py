@@ -58,6 +58,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def _quote(name: str) -> str:
     return urllib.parse.quote(str(name), safe="")
 
@@ -94,7 +98,15 @@ class Pages:
 
             def patch_src(p: media.PatchRow) -> str:
                 assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
-                return "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")
+                return _data_uri(p.png)
+
+            def heat_src(p: media.PatchRow) -> str:
+                assert p.heatmap is not None, "a report needs the heat-map bytes (circuit_view(with_png=True))"
+                return _data_uri(p.heatmap)
+
+            def fv_src(f) -> str:
+                assert f.png is not None, "a report needs the picture bytes (circuit_view(with_png=True))"
+                return _data_uri(f.png)
         else:
 
             def href(n: data.Node) -> str:
@@ -102,6 +114,12 @@ class Pages:
 
             def patch_src(p: media.PatchRow) -> str:
                 return f"/patch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
+
+            def heat_src(p: media.PatchRow) -> str:
+                return f"/heat/{p.run_id}/{p.neuron_id}/{p.rank}.png"
+
+            def fv_src(f) -> str:
+                return f"/featurevis/{f.run_id}/{f.neuron_id}.png"
 
         min_score, note = parse_min_score(None if self.report else min_score_text)
         cid = view.details.circuit.id
@@ -113,6 +131,8 @@ class Pages:
             href=href,
             anchor=_anchor,
             patch_src=patch_src,
+            heat_src=heat_src,
+            fv_src=fv_src,
             label=node_label,
             node_of={n.neuron_id: n for n in view.nodes},
             kept=kept_edges(view, min_score),

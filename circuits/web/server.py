@@ -204,6 +204,16 @@ class _Handler(BaseHTTPRequestHandler):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
                 self._png(media.patch_png(s, run, neuron, rank))
+        elif first == "heat" and len(parts) == 4 and parts[3].endswith(".png"):
+            run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
+            with cat.session() as s:
+                self._png(media.patch_heatmap_png(s, run, neuron, rank))
+        elif first == "featurevis" and len(parts) == 3 and parts[2].endswith(".png"):
+            from catalog.media_featurevis import featurevis_png
+
+            run, neuron = _int(parts[1], "run"), _int(parts[2][:-4], "neuron")
+            with cat.session() as s:
+                self._png(featurevis_png(s, run, neuron))
         elif first == "thumb" and len(parts) == 2 and parts[1].endswith(".png"):
             with cat.session() as s:
                 self._png(media.image_thumbnail_png(s, _int(parts[1][:-4], "image id")))
