@@ -83,7 +83,7 @@ def load_run_model(run, model: str, weights: str | None):
             f"{loaded.weights_sha256[:12]} ({loaded.weights_source}): pass the run's weights with --weights"
         )
     stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
-    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.preprocessing
+    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.pp
     return loaded, pp
 
 

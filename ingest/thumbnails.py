@@ -233,9 +233,9 @@ def neuron_patches(
             act = outs[name]
             grids[name] = (int(act.shape[2]), int(act.shape[3])) if act.ndim == 4 else None
             flat = channels_first(act)[:, ch.to(act.device)].float()  # (B, k, P)
-            values, where = flat.max(dim=2)
-            maxima[name].append(values.cpu())
-            argmax[name].append(where.cpu())
+            batch_max, batch_at = flat.max(dim=2)
+            maxima[name].append(batch_max.cpu())
+            argmax[name].append(batch_at.cpu())
         if progress is not None:
             progress("thumbnails", min(start + config.batch_size, n), n)
     rfs = receptive_fields(model, names, x[:1].to(device))

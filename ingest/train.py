@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ class TrainConfig:
 
 
 DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
-TYPO_DEFAULTS = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
+TYPO_DEFAULTS: dict[str, Any] = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,7 @@ def _train(
             "seconds": round(time.perf_counter() - start, 1),
         }
         if attack is not None:
+            assert attack.written is not None and attack.labels is not None, "typo:attack images record both classes"
             record["attack_success"] = attack_success(model, attack.images, attack.written)
             record["attack_accuracy"] = evaluate(model, attack.images, attack.labels)
         history.append(record)
@@ -361,7 +363,7 @@ def _train(
             {
                 "attack_success": history[-1]["attack_success"],
                 "attack_accuracy": history[-1]["attack_accuracy"],
-                "attack_images": int(len(attack.written)),
+                "attack_images": int(len(attack.images)),  # one written class per image
             }
             if attack is not None
             else {}

@@ -170,7 +170,7 @@ def test_each_picture_ranks_its_own_neuron_first_on_a_catfish_circuit(tmp_path):
     units = [(layer, ch) for layer, chans in zip(c.layer_names, c.channels) for ch in chans]
     assert len(units) == 15
     loaded = zoo.load_model("catfish-mini")
-    pp = loaded.spec.preprocessing
+    pp = loaded.spec.pp
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import math
 import urllib.parse
+from collections.abc import Callable
 from importlib import resources
 
 import jinja2
@@ -64,6 +65,11 @@ def _data_uri(png: bytes) -> str:
 
 def _quote(name: str) -> str:
     return urllib.parse.quote(str(name), safe="")
+
+
+def _neuron_links(view: data.CircuitView) -> Callable[[data.Node], str]:
+    """A circuit's node -> the address of its neuron page."""
+    return lambda n: data.neuron_href(view.model, n.layer, n.channel)
 
 
 def _anchor(n: data.Node) -> str:
@@ -176,10 +182,7 @@ class Pages:
 
     def compare(self, view: data.CompareView) -> str:
         """Circuits side by side with the overlap heat-map."""
-        graphs = [
-            (c, circuit_svg(c, lambda n, c=c: data.neuron_href(c.model, n.layer, n.channel), shared=view.shared))
-            for c in view.circuits
-        ]
+        graphs = [(c, circuit_svg(c, _neuron_links(c), shared=view.shared)) for c in view.circuits]
         heat = heatmap_svg(list(view.labels), view.jaccard, view.shared_counts)
         return self._render("compare.html", title="compare", view=view, graphs=graphs, heatmap=heat)
 
