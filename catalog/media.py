@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from catalog.errors import CatalogError, NotFound
 
@@ -228,7 +228,7 @@ def read_patches(
     Returns:
         {(run_id, neuron_id): [PatchRow, …]} ordered by rank.
     """
-    cols: list[InstrumentedAttribute[Any]] = [
+    cols: list[Any] = [  # columns and one expression (has a heat-map)
         NeuronPatch.run_id,
         NeuronPatch.neuron_id,
         NeuronPatch.rank,

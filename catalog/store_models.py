@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
@@ -207,7 +207,7 @@ def describe_concept(session: Session, name: str, description: str) -> int:
     found = session.scalars(select(Concept.id).where(Concept.name == name)).one_or_none()
     if found is None:
         raise NotFound(f"no concept {name!r} in the catalog: list them with `circuits list concepts`")
-    session.execute(Concept.__table__.update().where(Concept.__table__.c.id == found).values(description=text or None))
+    session.execute(update(Concept).where(Concept.id == found).values(description=text or None))
     return int(found)
 
 

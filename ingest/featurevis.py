@@ -95,6 +95,7 @@ class _Pictures(nn.Module):
         shape = (b, 3, size, size // 2 + 1, 2)
         self.spectrum = nn.Parameter(torch.randn(shape, generator=generator) * sd)
         scale = 1.0 / torch.clamp(_freqs(size, size), min=1.0 / size) ** decay_power
+        self.scale: torch.Tensor
         self.register_buffer("scale", scale[None, None, :, :, None])  # (1, 1, h, w // 2 + 1, 1)
 
     def forward(self) -> torch.Tensor:

@@ -78,7 +78,7 @@ def _legend(out: list[str], y: float, top_score: float, uid: str) -> None:
         out.append(
             f'<text class="legend-tick" x="{220 * f:.0f}" y="44" text-anchor="{anchor}">{_fmt(top_score * f)}</text>'
         )
-    x = 260
+    x = 260.0
     for f in (0.1, 0.5, 1.0):
         out.append(
             f'<line class="legend-width" x1="{x}" y1="25" x2="{x + 40}" y2="25" stroke="{edge_color(f)}" '
@@ -128,18 +128,18 @@ def circuit_svg(
     by_layer: dict[int, list[Node]] = {i: [] for i in range(len(layers))}
     for n in view.nodes:
         by_layer[n.layer_index].append(n)
-    for column in by_layer.values():  # circuit neurons first (strongest on top), faded below
-        column.sort(key=lambda n: (not n.in_circuit, -n.total, n.channel))
+    for nodes in by_layer.values():  # circuit neurons first (strongest on top), faded below
+        nodes.sort(key=lambda n: (not n.in_circuit, -n.total, n.channel))
     rows = max((len(c) for c in by_layer.values()), default=1)
-    column = max(MIN_COLUMN, (WIDTH - LEFT - RIGHT) / max(len(layers) - 1, 1))
-    width = round(LEFT + column * max(len(layers) - 1, 0) + RIGHT)
+    gap = max(float(MIN_COLUMN), (WIDTH - LEFT - RIGHT) / max(len(layers) - 1, 1))
+    width = round(LEFT + gap * max(len(layers) - 1, 0) + RIGHT)
     height = TOP + ROW * rows + 12 + (LEGEND if legend else 0)
     top_total = max((n.total for n in view.nodes), default=0.0) or 1.0
     pos: dict[int, tuple[float, float, float]] = {}
     for i, col in by_layer.items():
         for j, n in enumerate(col):
             r = MIN_R + (MAX_R - MIN_R) * math.sqrt(max(n.total, 0.0) / top_total)
-            pos[n.neuron_id] = (LEFT + column * i, TOP + ROW * j + ROW / 2, r)
+            pos[n.neuron_id] = (LEFT + gap * i, TOP + ROW * j + ROW / 2, r)
     cid = view.details.circuit.id
     label = escape(title or f"circuit {cid}: {view.details.run.concept} on {view.model}")
     out = [
@@ -190,9 +190,9 @@ def circuit_svg(
                 f'<text class="channel{"" if n.in_circuit else " faded"}" x="{x + r + 3:.1f}" y="{y + 4:.1f}">'
                 f"{escape(text)}</text>"
             )
-    chars = max(int((column - 12) / 7), 6)  # a layer name stays inside its column
+    chars = max(int((gap - 12) / 7), 6)  # a layer name stays inside its column
     for i, name in enumerate(layers):
-        x = LEFT + column * i
+        x = LEFT + gap * i
         short = _short(name, chars)
         tip = f"<title>{escape(name)}</title>" if short != name else ""
         labels.append(

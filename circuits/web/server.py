@@ -190,8 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif first in ("model", "concept") and len(parts) == 2:
             name = urllib.parse.unquote(parts[1])
             with cat.session() as s:
-                view = data.home_view(s, **{first: name})
-            self._html(pages.home(view, title=f"{first} {name}"))
+                home = data.home_view(s, **{first: name})
+            self._html(pages.home(home, title=f"{first} {name}"))
         elif first == "compare" and len(parts) == 1:
             ids = [_int(c, "circuit id") for value in params.get("c", []) for c in value.split(",") if c]
             with cat.session() as s:
