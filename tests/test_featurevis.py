@@ -190,3 +190,39 @@ def test_each_picture_ranks_its_own_neuron_first_on_a_catfish_circuit(tmp_path):
         f"catfish-mini 15 neurons, 64 px, {FeatureVisConfig().steps} steps, 1 thread: {seconds:.1f} s; own first {own_first:.0%}"
     )
     assert own_first >= 0.8
+
+
+def test_reference_folder_without_readable_images_and_models_without_a_set_write_nothing(tiny_run):
+    db = tiny_run["db"]
+    empty = tiny_run["dir"] / "not-images"
+    empty.mkdir()
+    (empty / "a.png").write_bytes(b"not a png")
+    (empty / "notes.txt").write_text("hello")
+    before = _rows(db, "select count(*) as n from neuron_patch")
+    base = ["thumbnails", "1", tiny_run["model"], "--db", str(db)]
+    r = runner.invoke(app, [*base, "--reference", str(empty)])
+    assert r.exit_code == 1 and r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+    r = runner.invoke(app, [*base, "--reference-set"])
+    assert r.exit_code == 1 and "no built-in reference set" in r.output and "--reference DIR" in r.output, r.output
+    assert _rows(db, "select count(*) as n from neuron_reference_patch")[0]["n"] == 0
+    assert _rows(db, "select count(*) as n from neuron_patch") == before
+
+
+def test_reference_folder_gives_each_circuit_neuron_its_top_examples(tiny_run):
+    db = tiny_run["db"]
+    folder = tiny_run["dir"] / "ref"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"r{i}.png")
+    r = runner.invoke(
+        app, ["thumbnails", "1", tiny_run["model"], "--reference", str(folder), "--db", str(db), "--quiet"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "stored 24 reference patches (6 images of dir:" in r.output
+    rows = _rows(
+        db,
+        "select p.neuron_id, p.rank, c.name as concept from neuron_reference_patch p "
+        "join example_image e on e.id = p.example_image_id join concept c on c.id = e.concept_id order by 1, 2",
+    )
+    assert len(rows) == 24 and {r["concept"] for r in rows} == {"reference:" + tiny_run["model"]}

@@ -43,6 +43,9 @@ def looks(tmp_path_factory):
     from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
 
     recompute_run_featurevis(cat, result.run_id, "catfish-mini", config=FeatureVisConfig(steps=3))  # looks only
+    from ingest.reference import reference_set, store_reference_patches
+
+    store_reference_patches(cat, result.run_id, "catfish-mini", reference_set("catfish-mini", per_class=2))
     close_catalogs_of(path)
     server = ServerThread(path)
     yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}
@@ -111,10 +114,16 @@ def test_graph_legend_class_names_anchoring_and_labels(looks, browser):
     # each circuit neuron: its feature visualisation, patches and where it fires (loaded images)
     cards = browser.evaluate(
         "[...document.querySelectorAll('.neuron-card')].map(c => [c.querySelectorAll('figure.featurevis img').length,"
-        " c.querySelectorAll('.patches img:not(.heatmap)').length, c.querySelectorAll('img.heatmap').length])"
+        " c.querySelectorAll('.patches img:not(.heatmap):not(.reference)').length,"
+        " c.querySelectorAll('img.heatmap').length, c.querySelectorAll('img.reference').length])"
     )
-    assert len(cards) == 13 and all(fv == 1 for fv, _, _ in cards)
-    assert sum(1 for _, p, h in cards if p == 4 and h == 4) >= 12  # the fc logit has no spatial map
+    assert len(cards) == 13 and all(fv == 1 and r == 4 for fv, _, _, r in cards)
+    assert sum(1 for _, p, h, _ in cards if p == 4 and h == 4) >= 12  # the fc logit has no spatial map
+    tops = browser.evaluate(
+        "[...document.querySelectorAll('.neuron-card')].map(c => [...c.querySelectorAll('img.reference')]"
+        ".map(i => i.title.split(',')[0]).join('|'))"
+    )
+    assert len(set(tops)) >= 8  # the reference set tells the circuit's neurons apart
     assert browser.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     # the graph fills the page's width
     width = browser.evaluate("document.querySelector('svg.circuit-graph').getBoundingClientRect().width")
@@ -179,7 +188,8 @@ def test_neuron_page_shows_its_picture_and_where_it_fires(looks, browser):
     browser.goto(looks["url"] + href)
     assert browser.errors() == []
     assert browser.evaluate("document.querySelectorAll('.featurevis-row img').length") == 1
-    assert browser.evaluate("document.querySelectorAll('img.heatmap').length") == 4
+    assert browser.evaluate("document.querySelectorAll('img.heatmap').length") == 8  # concept and reference
+    assert browser.evaluate("document.querySelectorAll('#reference img.reference').length") == 4
     assert browser.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert browser.evaluate("document.querySelector('a.permalink').getAttribute('href')") == href
     _shot(browser, "looks-neuron.png")

@@ -102,6 +102,18 @@ def thumbnails(
     ] = None,
     fv_steps: Annotated[int, typer.Option("--fv-steps", min=1, max=4096, help="Optimisation steps per picture.")] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the feature visualisations.")] = 0,
+    reference_set: Annotated[
+        bool,
+        typer.Option(
+            "--reference-set",
+            help="Also store each circuit neuron's top examples from the model's built-in reference set "
+            "(catfish-mini, typo-mini: their synthetic sets; efficientnet-lite0: scikit-image photos).",
+        ),
+    ] = False,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Also store each circuit neuron's top examples from this folder of images."),
+    ] = None,
     db: DbOption = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -116,6 +128,11 @@ def thumbnails(
     cat = open_catalog(db)
     with cat.session() as s:
         run_id = resolve_run(s, run)
+    refs = None
+    if reference is not None or reference_set:  # read before any work: a bad folder writes nothing
+        from ingest.reference import reference_set as read_reference
+
+        refs = read_reference(model, reference)
     with progress_bar(quiet, eta=True) as update:
         patches, thumbs = recompute_run_thumbnails(
             cat,
@@ -127,6 +144,21 @@ def thumbnails(
             progress=update,
         )
     typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run_id} in {cat.display}")
+    if refs is not None:
+        from ingest.reference import store_reference_patches
+
+        with progress_bar(quiet, eta=True) as update:
+            n_ref = store_reference_patches(
+                cat,
+                run_id,
+                model,
+                refs,
+                weights=weights,
+                device=str(resolve_device(device)),
+                config=ThumbnailConfig(top=top, size=size),
+                progress=update,
+            )
+        typer.echo(f"stored {n_ref} reference patches ({len(refs)} images of {refs.name}) for run {run_id}")
     if featurevis:
         from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
 

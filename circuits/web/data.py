@@ -83,6 +83,7 @@ class CircuitView:
     export_command: str
     description: str | None = None  # the concept's description (`circuits concept describe`)
     featurevis: dict[int, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # neuron id → picture
+    reference: dict[int, list[media.PatchRow]] = field(default_factory=dict)  # neuron id → reference-set patches
 
     @property
     def model(self) -> str:
@@ -158,7 +159,11 @@ def circuit_view(
         nid: row
         for (_, nid), row in media_featurevis.read_featurevis(session, run.id, members, with_png=with_png).items()
     }
-    return CircuitView(details, tuple(nodes), edges, patches, command, description, pictures)
+    reference = {
+        nid: rows
+        for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png, reference=True).items()
+    }
+    return CircuitView(details, tuple(nodes), edges, patches, command, description, pictures, reference)
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ class NeuronView:
     outgoing: tuple[EdgeRow, ...]
     featurevis: dict[str, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # concept → picture
     label: str | None = None  # class name of a logit neuron
+    reference: list[media.PatchRow] = field(default_factory=list)  # top reference-set patches (newest run)
 
 
 def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_edges: int = 10) -> NeuronView:
@@ -252,7 +258,20 @@ def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_e
     width = session.execute(select(Layer.width).where(Layer.model_id == m.id, Layer.name == layer)).scalar()
     names = class_names(m.name, layer, int(width or 0))
     label = names[int(channel)] if names is not None and 0 <= int(channel) < len(names) else None
-    return NeuronView(m.name, layer, int(channel), nid, circuits, patches, edges("in"), edges("out"), pictures, label)
+    refs = sorted(media.read_patches(session, None, [nid], reference=True).items(), reverse=True)
+    return NeuronView(
+        m.name,
+        layer,
+        int(channel),
+        nid,
+        circuits,
+        patches,
+        edges("in"),
+        edges("out"),
+        pictures,
+        label,
+        refs[0][1] if refs else [],
+    )
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,10 @@ class Pages:
                 assert p.heatmap is not None, "a report needs the heat-map bytes (circuit_view(with_png=True))"
                 return _data_uri(p.heatmap)
 
+            def ref_src(p: media.PatchRow) -> str:
+                assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
+                return _data_uri(p.png)
+
             def fv_src(f) -> str:
                 assert f.png is not None, "a report needs the picture bytes (circuit_view(with_png=True))"
                 return _data_uri(f.png)
@@ -127,6 +131,9 @@ class Pages:
             def fv_src(f) -> str:
                 return f"/featurevis/{f.run_id}/{f.neuron_id}.png"
 
+            def ref_src(p: media.PatchRow) -> str:
+                return f"/refpatch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
+
         min_score, note = parse_min_score(None if self.report else min_score_text)
         cid = view.details.circuit.id
         fixed = view.details.circuit.fixed or {}
@@ -139,6 +146,7 @@ class Pages:
             patch_src=patch_src,
             heat_src=heat_src,
             fv_src=fv_src,
+            ref_src=ref_src,
             label=node_label,
             node_of={n.neuron_id: n for n in view.nodes},
             kept=kept_edges(view, min_score),

@@ -205,6 +205,11 @@ class _Handler(BaseHTTPRequestHandler):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
                 self._png(media.patch_png(s, run, neuron, rank))
+        elif first in ("refpatch", "refheat") and len(parts) == 4 and parts[3].endswith(".png"):
+            run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
+            read = media.patch_png if first == "refpatch" else media.patch_heatmap_png
+            with cat.session() as s:
+                self._png(read(s, run, neuron, rank, reference=True))
         elif first == "heat" and len(parts) == 4 and parts[3].endswith(".png"):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
