@@ -95,6 +95,11 @@ def test_graph_legend_class_names_anchoring_and_labels(looks, browser):
         "[...document.querySelectorAll('svg.circuit-graph .legend text.legend-tick')].map(t => t.textContent)"
     )
     assert f"{top:.4g}" in ticks  # the scale ends at the circuit's top score
+    strokes = browser.evaluate(
+        "[...document.querySelectorAll('svg.circuit-graph g.edge')].sort((a, b) => b.dataset.score - a.dataset.score)"
+        ".map(g => getComputedStyle(g.querySelector('line')).stroke)"
+    )
+    assert strokes[0] == "rgb(8, 48, 107)" and strokes[-1] != strokes[0]  # drawn in the legend's colours
     fc = browser.evaluate(
         "[...document.querySelectorAll('svg.circuit-graph text.channel')].map(t => t.textContent)"
         ".filter(t => t.includes('_'))"
@@ -195,6 +200,21 @@ def test_neuron_page_shows_its_picture_and_where_it_fires(looks, browser):
     _shot(browser, "looks-neuron.png")
     browser.goto(f"{looks['url']}/neuron/catfish-mini/fc:2")
     assert browser.evaluate("document.querySelector('h1 .class-name').textContent") == CLASS
+
+
+def test_home_compare_and_image_set_pages(looks, browser):
+    browser.goto(looks["url"] + "/")
+    assert browser.errors() == []
+    _shot(browser, "looks-home.png")
+    browser.goto(f"{looks['url']}/compare?c={looks['plain']},{looks['anchored']}")
+    assert browser.errors() == []
+    assert browser.evaluate("document.querySelectorAll('svg.circuit-graph').length") == 2
+    _shot(browser, "looks-compare.png")
+    browser.goto(looks["url"] + "/")
+    href = browser.evaluate("document.querySelector('#image-sets a').getAttribute('href')")
+    browser.goto(looks["url"] + href)
+    assert browser.errors() == [] and browser.evaluate("document.querySelectorAll('.thumbs img').length") > 0
+    _shot(browser, "looks-images.png")
 
 
 def test_sql_page_lists_tables_and_views(looks, browser):
