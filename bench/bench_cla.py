@@ -1,4 +1,4 @@
-"""Benchmark of CLA (issues 3, 9): `attribute` against `attribute_reference`, same inputs, one process.
+"""Benchmark of CLA: `attribute` against `attribute_reference`, same inputs, one process.
 
     python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|resnet50-stages|all]
                               [--ref-neurons 24] [--images N] [--max-memory-mib 2048] [--device auto]
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.capture import layer_widths
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device

@@ -1,4 +1,4 @@
-"""Edge storage at scale (issue 12 item 5): today's layout beside schema 0004's, measured in one run.
+"""Edge storage at scale: today's layout beside schema 0004's, measured in one run.
 
     python bench/bench_scale.py [--runs 20] [--circuits 1000] [--pg URL] [--pg-old-runs 3]
 
@@ -43,8 +43,9 @@ import sqlalchemy as sa  # noqa: E402 (after the set-up above)
 from sqlalchemy.orm import Session  # noqa: E402 (after the set-up above)
 
 from catalog import bulk, migrate, store  # noqa: E402 (after the set-up above)
+from catalog.connect import build_engine, resolve_url  # noqa: E402 (after the set-up above)
 from catalog.edge_select import DEFAULT_TOP_K, top_edge_mask  # noqa: E402 (after the set-up above)
-from catalog.engine import build_engine, close_all, open_catalog, resolve_url  # noqa: E402 (after the set-up above)
+from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
 from catalog.matrix_codec import encode_matrix  # noqa: E402 (after the set-up above)
 from catalog.models import Circuit, Run  # noqa: E402 (after the set-up above)
 from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix  # noqa: E402 (after the set-up above)
@@ -396,7 +397,7 @@ def _pg_database(server: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20, help="googlenet-sized runs (the issue measured 100)")
+    parser.add_argument("--runs", type=int, default=20, help="googlenet-sized runs (100 gives the full-scale figure)")
     parser.add_argument("--circuits", type=int, default=1000)
     parser.add_argument("--pg", default=os.environ.get("CIRCUITS_TEST_PG_URL"), help="a PostgreSQL server URL")
     parser.add_argument("--pg-old-runs", type=int, default=3, help="runs of today's layout written to PostgreSQL")

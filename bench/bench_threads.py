@@ -1,4 +1,4 @@
-"""Threads and OpenMP's wait policy on this machine (issue 9 item 7): googlenet `attribute` in a
+"""Threads and OpenMP's wait policy on this machine: googlenet `attribute` in a
 fresh process per setting, because OpenMP reads OMP_WAIT_POLICY only once, when torch loads.
 
     python bench/bench_threads.py [--images 4] [--pairs 2]
@@ -7,9 +7,12 @@ Settings (each its own subprocess, same random-init googlenet, same inputs):
 - spin, N threads: OMP_WAIT_POLICY unset, torch's default thread count (what a library user or a
   script that imports torch first got before this fix);
 - set after import: OMP_WAIT_POLICY=PASSIVE set after `import torch` (has no effect);
-- passive, N threads: set before torch loads (what `import ingest` and the CLI now do);
+- passive, N threads: set before torch loads (what the CLI does, and `ingest.threads.set_wait_policy()`
+  called by a script before it imports torch);
 - passive, default: `ingest.threads.configure()` (free CPUs minus the load average);
-- 1 thread.
+- 1 thread;
+- import ingest first / import torch first: a library user's script that calls nothing: importing
+  `ingest` changes no process state, so the import order must not change the speed (issue 17).
 The load average is printed beside each row: on a shared machine the numbers move with it.
 """
 
@@ -31,7 +34,7 @@ import torch
 if mode == "after":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 from ingest.threads import configure
-from ingest.cla.attribute import attribute
+from ingest.cla.attribution import attribute
 from torchvision.models import googlenet
 n = configure(None) if mode == "default" else configure(n_threads)
 torch.manual_seed(0)
@@ -63,6 +66,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument(
+        "--only", help="comma-separated modes to run (spin, after, passive, default, ingest-first, torch-first)"
+    )
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
     settings = [
@@ -71,11 +77,15 @@ def main() -> None:
         ("passive", cpus, f"passive, {cpus} threads"),
         ("default", 0, "passive, default threads"),
         ("passive", 1, "1 thread"),
+        ("ingest-first", 0, "import ingest first, no set-up"),
+        ("torch-first", 0, "import torch first, no set-up"),
     ]
     print(f"googlenet attribute, {args.images} images 224 px, {args.pairs} pairs, {cpus} CPUs")
     print(f"{'setting':<32} {'threads':>7} {'seconds':>8} {'load':>6}")
     for _ in range(args.repeats):
         for mode, threads, label in settings:
+            if args.only and mode not in args.only.split(","):
+                continue
             r = run(mode, threads, args.images, args.pairs)
             print(f"{label:<32} {r['threads']:>7} {r['seconds']:>8.2f} {r['load']:>6.1f}", flush=True)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from catalog.refs import CircuitRef, EvaluationRow, InterventionRef, LayerRef, ModelRef, RunRef
 from catalog.store_circuits import (
+    find_circuits,
     list_circuits,
     list_interventions,
     read_circuit,
@@ -57,9 +58,10 @@ __all__ = [
     "describe_concept",
     "ensure_concept",
     "ensure_model",
+    "find_circuits",
     "find_complete_run",
     "find_model",
-    "list_circuits",
+    "list_circuits",  # the old name of find_circuits, kept for one release
     "list_interventions",
     "list_runs",
     "read_circuit",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,12 +51,12 @@ def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str
     if label is not None:
         if not class_names:
             raise IngestError(
-                "this model has no class names, so --label cannot be resolved: give --classes FILE "
-                "(one name per line, by logit index) or declare class_names on the model's factory"
+                "this model has no class names, so `label=` cannot be resolved: give `class_names=` "
+                "(one name per logit index) or declare class_names on the model's factory"
             )
         if label not in class_names:
             close = ", ".join(n for n in class_names if label.lower() in n.lower())[:200]
-            raise IngestError(f"unknown class {label!r} for --label" + (f" (did you mean: {close})" if close else ""))
+            raise IngestError(f"unknown class {label!r} for `label=`" + (f" (did you mean: {close})" if close else ""))
         return np.full(len(image_set), list(class_names).index(label), dtype=np.int64)
     if image_set.labels is None:
         return None
@@ -77,7 +77,7 @@ def ablate(
     device: str = "auto",
     model_cache: dict | None = None,
     force: bool = False,
-    model: str | None = None,
+    model: Any = None,
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
     threads: int | None = None,
@@ -89,6 +89,14 @@ def ablate(
     `class_names`, else the model's spec (zoo models, user factories that declare them).
 
     Args:
+        cat: an open, writable catalog.
+        circuit_id: the circuit to prune.
+        image_set: the images to evaluate on.
+        model: the network: the `torch.nn.Module` the circuit was found on (its weights must
+            match the stored sha256), or a user factory string `path/file.py:factory`; None for
+            a zoo model (rebuilt by name). A catalog's stored model code is never run.
+        weights: a weights file for a named model.
+        threads: torch CPU threads, set for the process when given; None leaves them alone.
         model_cache: `(model name, weights, layers) -> LoadedModel`, reused across calls; a caller
             may put a model there that the zoo cannot build (e.g. a zero-shot CLIP classifier).
 
@@ -102,29 +110,41 @@ def ablate(
     from ingest import zoo
     from ingest.datasets.typo_sets import is_attack_set, require_written
     from ingest.edit.interventions import evaluate
-    from ingest.threads import configure
+    from ingest.module_model import is_module, loaded_module
+    from ingest.refinement import stored_preprocessing
+    from ingest.zoo.preprocessing import Preprocessing
 
-    configure(threads)
+    if threads is not None:
+        from ingest.threads import configure
+
+        configure(threads)
     if kind not in ("circuit", "edge"):
-        raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
+        raise IngestError(f"unknown intervention kind {kind!r}: use `kind=` circuit or edge")
     written = require_written(image_set) if is_attack_set(image_set) else None
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
-    name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
-    key = (name, weights, tuple(circ.layer_names))
-    loaded = None if model_cache is None else model_cache.get(key)
-    if loaded is None:
-        loaded = zoo.load_model(name, weights=weights, layers=circ.layer_names)
-        if model_cache is not None:
-            model_cache[key] = loaded
+    if is_module(model):
+        loaded = loaded_module(
+            model, layers=circ.layer_names, preprocessing=stored_preprocessing(run_params, Preprocessing)
+        )
+        fix = "pass the module with the weights the circuit was found with"
+    else:
+        name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
+        key = (name, weights, tuple(circ.layer_names))
+        cached = None if model_cache is None else model_cache.get(key)
+        if cached is None:
+            cached = zoo.load_model(name, weights=weights, layers=circ.layer_names)
+            if model_cache is not None:
+                model_cache[key] = cached
+        loaded = cached
+        fix = "pass the same file with `weights=`"
     if loaded.weights_sha256 != circ.weights_sha256:
         raise IngestError(
             f"circuit {circuit_id} was found on {circ.model} weights {circ.weights_sha256[:12]}…, "
-            f"but the loaded weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): "
-            "pass the same file with --weights"
+            f"but the given weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): {fix}"
         )
-    pp = preprocessing or _run_preprocessing(run_params, loaded.spec.pp)
+    pp = preprocessing or stored_preprocessing(run_params, lambda: loaded.spec.pp)
     labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
     if written is not None:
@@ -264,19 +284,11 @@ def _write(
     )
 
 
-def _run_preprocessing(run_params: dict, fallback: Preprocessing) -> Preprocessing:
-    """The preprocessing a run stored in its provenance (runs before it was stored: the spec's)."""
-    from ingest.zoo.preprocessing import Preprocessing
-
-    stored = run_params.get("preprocessing")
-    return fallback if stored is None else Preprocessing.from_params(stored)
-
-
 def _clean_top1(model, x, batch_size: int, device: str):
     """The clean model's top-1 class of every image: the reference for unlabelled images."""
     import torch
 
-    from ingest.cla.attribute import resolve_device
+    from ingest.cla.attribution import resolve_device
 
     dev = resolve_device(device)
     model.to(dev)

@@ -318,7 +318,7 @@ def recompute_run_featurevis(
 
     with cat.session() as s:
         run = store.read_run(s, run_id)
-        circuits = store.list_circuits(s, run_id=run_id)
+        circuits = store.find_circuits(s, run_id=run_id)
     loaded, pp = load_run_model(run, model, weights)
     if config.size is None:
         config = dataclasses.replace(config, size=int(pp.size or 128))

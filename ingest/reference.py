@@ -106,7 +106,7 @@ def store_reference_patches(
     config = config or ThumbnailConfig()
     with cat.session() as s:
         run = store.read_run(s, run_id)
-        circuits = store.list_circuits(s, run_id=run_id)
+        circuits = store.find_circuits(s, run_id=run_id)
     loaded, pp = load_run_model(run, model, weights)
     x = zoo.preprocess(pp, list(images.images))
     loaded.module.to(device)

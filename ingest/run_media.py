@@ -9,13 +9,13 @@ against its sha256) and stores fresh patches, heat-maps and thumbnails (`ingest.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from catalog import media
+from catalog.image_set_names import parse_image_set_name
 from ingest.thumbnails import (
     Progress,
     ThumbnailConfig,
@@ -28,9 +28,6 @@ from ingest.thumbnails import (
 __all__ = ["load_run_model", "recompute_run_thumbnails"]
 
 
-_CATFISH_SOURCE = re.compile(r"^catfish:(?P<name>[^#]+)#seed=(?P<seed>-?\d+)#(?P<index>\d+)$")
-
-
 def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.ndarray]:
     """Read a stored image set again from its recorded sources and check each sha256."""
     import hashlib
@@ -38,14 +35,14 @@ def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.nd
     rendered: dict[tuple[str, int], np.ndarray] = {}
     images = []
     for i, (source, sha) in enumerate(zip(sources, sha256s)):
-        m = _CATFISH_SOURCE.match(source)
-        if m:
+        m = parse_image_set_name(source)
+        if m.kind == "catfish" and m.seed is not None and m.index is not None and not m.options:
             from ingest.datasets import catfish
 
-            key = (m["name"], int(m["seed"]))
+            key = (m.name, m.seed)
             if key not in rendered:
                 rendered[key] = catfish.render_concept(key[0], len(sources), seed=key[1])
-            pixels = rendered[key][int(m["index"])]
+            pixels = rendered[key][m.index]
             digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
         else:
             try:
@@ -120,7 +117,7 @@ def recompute_run_thumbnails(
     config = config or ThumbnailConfig()
     with cat.session() as s:
         run = store.read_run(s, run_id)
-        circuits = store.list_circuits(s, run_id=run_id)
+        circuits = store.find_circuits(s, run_id=run_id)
         sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
     loaded, pp = load_run_model(run, model, weights)
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])

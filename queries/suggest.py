@@ -15,6 +15,7 @@ import shlex
 
 from sqlalchemy.orm import Session
 
+from catalog.image_set_names import parse_image_set_name
 from catalog.sql import decode_json, query_arrow
 
 __all__ = ["ablate_model_flags", "apply_command", "images_for_run", "run_model_flags"]
@@ -81,10 +82,9 @@ def images_for_run(session: Session, run_id: int) -> str:
         .column("source")
         .to_pylist()
     )
-    rendered = [s for s in sources if s and s.startswith("catfish:")]
+    rendered = [parse_image_set_name(s) for s in sources if s and s.startswith("catfish:")]
     if rendered:
-        name = rendered[0].split(":", 1)[1].split("#", 1)[0]
-        return f"--dataset catfish:{name}"
+        return f"--dataset catfish:{rendered[0].name}"
     files = [s for s in sources if s and ("/" in s or os.sep in s)]
     if files:
         return f"--images {shlex.quote(os.path.commonpath([os.path.dirname(f) for f in files]))}"

@@ -20,7 +20,7 @@ from test_cla_models import (
 from torch import nn
 
 import ingest.cla.fast as cla_fast
-from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, describe_paths
+from ingest.cla.attribution import CLAError, CLAMemoryError, attribute, describe_paths
 from ingest.cla.capture import capture
 from ingest.cla.reference import attribute_reference
 

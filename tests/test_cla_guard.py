@@ -18,7 +18,7 @@ from cla_helpers import rel_err, seeded
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.guard import check_plan, sample_columns
 from ingest.cla.reference import attribute_reference
 
@@ -217,7 +217,7 @@ def test_where_batched_vjps_fail_the_probe_keeps_the_loop(monkeypatch):
 
 def test_loop_only_runs_give_the_images_the_whole_budget():
     """The per-neuron loop needs no chunk memory: it gets batches as large as the reference's."""
-    from ingest.cla.attribute import _memory_plan
+    from ingest.cla.attribution import _memory_plan
     from ingest.cla.probe import Probe
 
     mib = 2**20  # resnet50 stage cuts at 224 px: ~172 MiB per image, mostly the autograd graph

@@ -160,11 +160,12 @@ def test_each_picture_ranks_its_own_neuron_first_on_a_catfish_circuit(tmp_path):
     from catalog import store
     from catalog.engine import open_catalog
     from ingest import zoo
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     cat = open_catalog(tmp_path / "c.duckdb", create=True)
-    images = resolve_images(None, "catfish:stripes_star", n=8, seed=0)
-    result = ingest(cat, IngestConfig("catfish-mini", "stripes_star", k=3, device="cpu"), images)
+    images = resolve_images(dataset="catfish:stripes_star", n=8, seed=0)
+    result = ingest_concept(cat, IngestConfig("catfish-mini", "stripes_star", k=3, device="cpu"), images)
     with cat.session() as s:
         c = store.read_circuit(s, result.circuit_id)
     units = [(layer, ch) for layer, chans in zip(c.layer_names, c.channels) for ch in chans]

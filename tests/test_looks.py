@@ -27,17 +27,18 @@ def looks(tmp_path_factory):
     from catalog.engine import close_catalogs_of, open_catalog
     from ingest.ablation import ablate
     from ingest.datasets.catfish import CLASS_NAMES
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.refinement import refine
 
     path = tmp_path_factory.mktemp("looks") / "looks.duckdb"
     cat = open_catalog(path, create=True)
-    images = resolve_images(None, f"catfish:{CLASS}", n=8, seed=0)
+    images = resolve_images(dataset=f"catfish:{CLASS}", n=8, seed=0)
     layers = ("mixed3a", "mixed3b", "mixed4a", "mixed4b", "fc")
-    result = ingest(cat, IngestConfig("catfish-mini", CLASS, layers=layers, k=3, device="cpu"), images)
+    result = ingest_concept(cat, IngestConfig("catfish-mini", CLASS, layers=layers, k=3, device="cpu"), images)
     anchored, _ = refine(cat, result.run_id, (3, 3, 3, 3, 1), fixed={"fc": [CLASS_NAMES.index(CLASS)]})
-    ablate(cat, anchored, resolve_images(None, f"catfish:{CLASS}", n=8, seed=1), device="cpu")
-    ablate(cat, anchored, resolve_images(None, f"catfish:{CLASS}", n=8, seed=1), kind="edge", device="cpu")
+    ablate(cat, anchored, resolve_images(dataset=f"catfish:{CLASS}", n=8, seed=1), device="cpu")
+    ablate(cat, anchored, resolve_images(dataset=f"catfish:{CLASS}", n=8, seed=1), kind="edge", device="cpu")
     with cat.session() as s, s.begin():
         store.describe_concept(s, CLASS, "stripes and a star, drawn on clutter")
     from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis

@@ -25,7 +25,7 @@ def photo_circuit(tmp_path_factory):
     from catalog.engine import close_catalogs_of, open_catalog
     from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
     from ingest.images import rendered_image_set
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.reference import reference_set, store_reference_patches
     from ingest.refinement import refine
     from ingest.walkthrough import photo, views
@@ -34,7 +34,9 @@ def photo_circuit(tmp_path_factory):
     cat = open_catalog(path, create=True)
     images = rendered_image_set("skimage:chelsea#views=8,seed=0", views(photo("chelsea"), 8, seed=0))
     layers = ("_blocks.14", "_blocks.15", "_fc")
-    result = ingest(cat, IngestConfig("efficientnet-lite0", "cat", layers=layers, k=(4, 6, 1), device="cpu"), images)
+    result = ingest_concept(
+        cat, IngestConfig("efficientnet-lite0", "cat", layers=layers, k=(4, 6, 1), device="cpu"), images
+    )
     circuit, _ = refine(cat, result.run_id, (4, 6, 1), fixed={"_fc": [285]})  # ImageNet 285: Egyptian cat
     store_reference_patches(cat, result.run_id, "efficientnet-lite0", reference_set("efficientnet-lite0", per_class=2))
     recompute_run_featurevis(cat, result.run_id, "efficientnet-lite0", config=FeatureVisConfig(size=64, steps=4))

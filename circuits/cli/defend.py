@@ -14,18 +14,9 @@ app = typer.Typer()
 
 
 def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
-    out: list[int | tuple[int, ...]] = []
-    for text in values:
-        try:
-            parts = tuple(int(p) for p in text.split(",") if p.strip())
-        except ValueError:
-            raise typer.BadParameter(
-                f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})"
-            ) from None
-        if not parts:
-            raise typer.BadParameter("--k needs a value")
-        out.append(parts[0] if len(parts) == 1 else parts)
-    return tuple(out)
+    from catalog.sizes import parse_k
+
+    return tuple(parse_k(text) for text in values)
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:
@@ -155,8 +146,18 @@ def defend(
     from catalog.engine import open_catalog
     from circuits.cli.ingest import progress_bar
     from circuits.cli.render import render
+    from circuits.cli.validate import catalog_files, check_output_path, model_file
     from ingest.defence.defend import DEFAULT_KS, DefendConfig, typo_target
     from ingest.defence.defend import defend as run_defend
+
+    if plot is not None:  # before any work: nothing is stored when the plot cannot be written
+        check_output_path(
+            plot,
+            suffixes=(".png", ".svg", ".pdf"),
+            inputs=(*catalog_files(db), weights, class_embeddings, model_file(model)),
+            folders=(images, attack_images),
+            what="--plot",
+        )
 
     config = DefendConfig(
         model=model,

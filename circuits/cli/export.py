@@ -29,11 +29,11 @@ def export(
 ) -> None:
     """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
     from catalog.engine import open_catalog
-    from circuits.cli.validate import check_output_path
+    from circuits.cli.validate import catalog_files, check_output_path
     from queries.listing import resolve_circuit
     from queries.mask_export import export_mask
 
-    check_output_path(out, suffixes=(".json", ".safetensors"), what="-o")  # before anything else
+    check_output_path(out, suffixes=(".json", ".safetensors"), inputs=catalog_files(db), what="-o")  # before anything
     cat = open_catalog(db, read_only=True)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id

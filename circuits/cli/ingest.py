@@ -52,30 +52,13 @@ ThreadsOpt = Annotated[
 
 def _echo_image_report(image_set) -> None:
     """One summary line for the files not used, and one line per note (stderr)."""
+    from circuits.cli.render import cli_message  # library text names parameters; here, flags
+
     for note in image_set.notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {cli_message(note)}", err=True)
     summary = image_set.summary()
     if summary:
-        typer.echo(summary, err=True)
-
-
-def _parse_k(text: str) -> int | tuple[int, ...]:
-    parts = [p for p in text.split(",") if p.strip()]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        from circuits.cli.validate import InputError
-
-        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})") from None
-    if not values:
-        from circuits.cli.validate import InputError
-
-        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
-    if min(values) < 1:  # checked here, before any model is loaded (sizes are checked against layers later)
-        from circuits.cli.validate import InputError
-
-        raise InputError(f"k must be at least 1 (got --k {text})")
-    return values[0] if len(values) == 1 else values
+        typer.echo(cli_message(summary), err=True)
 
 
 @app.command()
@@ -110,22 +93,20 @@ def ingest(
     """
     from catalog.engine import open_catalog
     from catalog.names import check_concept_name
+    from catalog.sizes import BadK, parse_k
     from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
-    from ingest.pipeline import IngestConfig, resolve_images
-    from ingest.pipeline import ingest as run_ingest
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
+    from ingest.threads import configure
 
     check_concept_name(concept)  # everything that can be checked, before any side effect
     check_batch_size(batch_size)
     check_device(device)
-    k_value = _parse_k(k)
+    k_value = parse_k(k)
     layer_list = None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip())
     if layer_list is not None and isinstance(k_value, tuple) and len(k_value) != len(layer_list):
-        from circuits.cli.validate import InputError
-
-        raise InputError(
-            f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer"
-        )
-    image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
+        raise BadK(f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer")
+    image_set = resolve_images(images=images, dataset=dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
     config = IngestConfig(
         model=model,
@@ -140,12 +121,12 @@ def ingest(
         resize=resize,
         normalize=normalize,
         channels=channels,
-        threads=threads,
     )
+    configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
         with progress_bar() as update:
-            result = run_ingest(cat, config, image_set, progress=update)
+            result = ingest_concept(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
     typer.echo(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
@@ -171,17 +152,17 @@ def refine(
     """
     from catalog import store
     from catalog.engine import open_catalog
-    from ingest.pipeline import _k_per_layer
+    from catalog.sizes import k_per_layer, parse_k
     from ingest.refinement import refine as run_refine
     from queries.resolve import resolve_run
 
-    k_value = _parse_k(k)
+    k_value = parse_k(k)
     cat = open_catalog(db)
     with cat.session() as s:
         run_id = resolve_run(s, run, model)
         info = store.read_run(s, run_id)
-        ks = _k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
-        same = [c for c in store.list_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
+        ks = k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
+        same = [c for c in store.find_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
     if same:
         typer.echo(f"circuit {same[0].id} of run {run_id} already has k={','.join(map(str, ks))}: nothing new stored")
         return
@@ -242,15 +223,17 @@ def ablate(
     from catalog.engine import open_catalog
     from circuits.cli.validate import check_device
     from ingest.ablation import ablate as run_ablate
-    from ingest.pipeline import resolve_images
+    from ingest.image_sets import resolve_images
     from ingest.refinement import run_preprocessing
+    from ingest.threads import configure
     from ingest.zoo.user import read_class_names
     from queries.resolve import resolve_circuit
 
     check_device(device)
     class_names = None if classes is None else read_class_names(classes)
-    image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
+    image_set = resolve_images(images=images, dataset=dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
+    configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
     cat = open_catalog(db)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model, model_optional=True).circuit_id
@@ -270,7 +253,6 @@ def ablate(
         force=force,
         preprocessing=pp,
         class_names=class_names,
-        threads=threads,
         model=model,
     )
     typer.echo(

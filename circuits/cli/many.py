@@ -39,7 +39,12 @@ def ingest_many(
     from ingest.fanout.many import ingest_many as run_many
 
     jobs = load_jobs(jobs_file)
-    executor = InlineExecutor() if workers == 0 and address is None else RayExecutor(max(1, workers), address)
+    inline = workers == 0 and address is None
+    if inline:  # the jobs run in this process: threads for its free CPUs (Ray workers get theirs from the executor)
+        from ingest.threads import configure
+
+        configure()
+    executor = InlineExecutor() if inline else RayExecutor(max(1, workers), address)
     bar = Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     task = bar.add_task("jobs", total=len(jobs))
 

@@ -22,10 +22,13 @@ def apply(
     ] = None,
 ) -> None:
     """Bake a circuit mask into a copy of the model's weights: a plain model loading them behaves as pruned."""
-    from circuits.cli.validate import check_output_path
+    from circuits.cli.validate import check_output_path, model_file
     from ingest.edit.mask_apply import bake_to_file
 
-    check_output_path(out, suffixes=(".pt", ".pth", ".bin", ".safetensors"), inputs=(weights, mask), what="-o")
+    # before any work; the bundled/cached weights loaded when --weights is not given count as inputs
+    check_output_path(
+        out, suffixes=(".pt", ".pth", ".bin", ".safetensors"), inputs=(weights, mask, model_file(model)), what="-o"
+    )
     done = bake_to_file(model, mask, out, weights=weights)
     m = done.mask
     n = sum(len(mm.channels) for mm in m.modules.values())

@@ -102,9 +102,9 @@ def overlap(
     from queries.overlap import overlap_matrix
 
     if plot is not None:  # before any work: an unsupported suffix or a missing folder is one line
-        from circuits.cli.validate import check_output_path
+        from circuits.cli.validate import catalog_files, check_output_path
 
-        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), what="--plot")
+        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), inputs=catalog_files(db), what="--plot")
     with _session(db) as s:
         matrix = overlap_matrix(s, model, _names(concepts), metric.value)
     _emit(matrix.rows(), fmt, matrix.notes)

@@ -29,16 +29,31 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests for this host name (repeatable); by default only the bound "
+            "address (and localhost) is answered, which stops other web sites reading the catalog.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Browse a catalog in a local web page (read-only): circuits, neurons, comparisons, SQL."""
     from circuits.web.server import is_loopback, make_server
 
-    server = make_server(db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet)
+    server = make_server(
+        db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet, allow_hosts=tuple(allow_host or ())
+    )
     bound = server.server_address[0]
     assert isinstance(bound, str), "an AF_INET/AF_INET6 server's address is a str"
     where = "this machine only" if is_loopback(bound) else "reachable from other machines"
     typer.echo(f"serving {server.cat.display} read-only at {server.url} ({where}); Ctrl-C stops")
+    if not is_loopback(bound) and not allow_host:
+        typer.echo(
+            f"answering only requests addressed to {bound}: give --allow-host NAME for each name others use",
+            err=True,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -60,14 +75,12 @@ def report(
     """Write a circuit's page as one self-contained HTML file (inline SVG and images, no network)."""
     from catalog.atomic import write_text_atomic
     from catalog.engine import open_catalog
-    from circuits.cli.validate import InputError
+    from circuits.cli.validate import catalog_files, check_output_path
     from circuits.web.pages import report_html
 
-    if out.suffix.lower() not in (".html", ".htm") or out.is_dir():  # before any work
-        raise InputError(f"-o {out}: name the file *.html")
+    check_output_path(out, suffixes=(".html", ".htm"), inputs=catalog_files(db), what="-o")  # before any work
     cat = open_catalog(db, read_only=True)
     circuit_id, html = report_html(cat, circuit, model)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, html)  # whole or not at all
     if not quiet:
         typer.echo(f"wrote {out} ({len(html.encode()) // 1024} KiB): circuit {circuit_id}, open it in any browser")

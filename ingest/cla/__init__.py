@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from catalog._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ingest.cla.attribute import DEFAULT_MAX_MEMORY, CLAError, CLAMemoryError, attribute, describe_paths
+    from ingest.cla.attribution import DEFAULT_MAX_MEMORY, CLAError, CLAMemoryError, attribute, describe_paths
     from ingest.cla.capture import capture_layers
     from ingest.cla.reference import attribute_reference
     from ingest.cla.search import Circuit, find_circuit
 
-_ATTRIBUTE = ("ingest.cla.attribute",)
+_ATTRIBUTE = ("ingest.cla.attribution",)
 
 __all__, __getattr__, __dir__ = lazy_exports(
     "ingest.cla",
@@ -26,7 +26,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "DEFAULT_MAX_MEMORY": _ATTRIBUTE,
         "attribute": _ATTRIBUTE,
         "describe_paths": _ATTRIBUTE,
-        "attribute_reference": ("ingest.cla.reference", "ingest.cla.attribute"),
+        "attribute_reference": ("ingest.cla.reference", "ingest.cla.attribution"),
         "capture_layers": ("ingest.cla.capture",),
         "Circuit": ("ingest.cla.search",),
         "find_circuit": ("ingest.cla.search",),

@@ -269,12 +269,15 @@ def defend(
         DefendError, AttackLabelsMissing: bad settings or images, before anything is stored.
         IngestError, UnknownModel, WeightsError: from the pipeline (see `ingest.pipeline.ingest`).
     """
+    from ingest import zoo
     from ingest.defence.contrast import contrast_ingest
     from ingest.defence.measure import measure_attack, measure_clean, measure_holdout
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     config.validate()
     _check_target(target)
+    model = zoo.load_model(config.model, weights=config.weights, layers=config.layers)  # once, for every k
+    target.model_cache.setdefault((config.model, config.weights, tuple(model.layers)), model)
     report = progress or (lambda *_: None)
     circuits: list[tuple[int, tuple[int, ...], int]] = []  # (circuit id, k per layer, n layers)
     ks = list(dict.fromkeys(config.ks))
@@ -282,18 +285,11 @@ def defend(
     run_id, i = -1, 0
     while i < len(ks):
         report(f"text circuit k={ks[i]}", i, len(ks))
-        ingest_config = IngestConfig(
-            model=config.model,
-            concept=TEXT_CONCEPT,
-            layers=config.layers,
-            k=ks[i],
-            weights=config.weights,
-            device=config.device,
-        )
+        ingest_config = IngestConfig(model=model, concept=TEXT_CONCEPT, k=ks[i], device=config.device)
         if target.plain_set is not None:
             res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set)
         else:
-            res = ingest(cat, ingest_config, target.text_set)
+            res = ingest_concept(cat, ingest_config, target.text_set)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
