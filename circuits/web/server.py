@@ -3,8 +3,10 @@
 The catalog is opened read-only (the database refuses writes, including through the SQL box).
 The server binds 127.0.0.1 unless told otherwise; `make_server` refuses any address that is not
 loopback unless `allow_remote=True` (the CLI sets it only when `--host` is given explicitly).
-Pages are server-rendered HTML with inline SVG and no JavaScript; every asset is served from
-this process (works offline). A Content-Security-Policy forbids scripts and other origins.
+Pages are server-rendered HTML with inline SVG and work without JavaScript; one small script
+of this process (`/static/graph.js`, the graph's edge-score slider) adds to them. Every asset is
+served from this process (works offline); a Content-Security-Policy forbids inline scripts,
+scripts from elsewhere and other origins.
 
 Requests are answered only for the Host the server is bound to (or `allow_hosts`) and never to a
 cross-origin browser request (`circuits.web.guard`: DNS rebinding). A connection that sends no
