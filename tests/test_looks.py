@@ -293,3 +293,16 @@ def test_concept_describe_cli(looks, tmp_path):
             assert {c.name: c.description for c in list_concepts(s)}[CLASS] == "the class with stripes"
     finally:
         cat.close()
+
+
+def test_the_one_script_is_served_by_the_server_and_the_policy_allows_nothing_else(looks):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{looks['url']}/circuit/{looks['anchored']}", timeout=30) as r:
+        csp = r.headers["Content-Security-Policy"]
+        html = r.read().decode()
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp.split("script-src", 1)[1].split(";")[0]
+    assert "default-src 'none'" in csp
+    assert '<script src="/static/graph.js"></script>' in html and html.count("<script") == 1
+    with urllib.request.urlopen(f"{looks['url']}/static/graph.js", timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/javascript") and b"edge-filter" in r.read()
