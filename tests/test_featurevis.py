@@ -227,3 +227,45 @@ def test_reference_folder_gives_each_circuit_neuron_its_top_examples(tiny_run):
         "join example_image e on e.id = p.example_image_id join concept c on c.id = e.concept_id order by 1, 2",
     )
     assert len(rows) == 24 and {r["concept"] for r in rows} == {"reference:" + tiny_run["model"]}
+
+
+class _Tokens(torch.nn.Module):
+    """A toy token model: 4x4 patches → (B, T, D) tokens → an MLP over features."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU())
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # (B, T, D)
+        return self.mlp(t)  # (B, T, 6)
+
+
+def test_token_units_get_pictures_too():
+    """A unit of a (B, T, D) layer is one feature, its activation the mean over tokens."""
+    torch.manual_seed(0)
+    model = _Tokens().eval()
+    with torch.no_grad():
+        model.mlp[0].bias.add_(1.0)  # awake on grey
+    units = [("mlp", 0), ("mlp", 3)]
+    grey = torch.full((2, 3, 16, 16), 0.5)
+    start = unit_activations(model, units, grey, mean=None, std=None).diagonal()
+    pics = feature_visualisations(model, units, mean=None, std=None, config=FeatureVisConfig(size=16, steps=30))
+    direct = model(torch.stack([p.pixels for p in pics]))  # (2, T, 6)
+    end = torch.tensor([p.activation for p in pics])
+    torch.testing.assert_close(end, torch.stack([direct[0, :, 0].mean(), direct[1, :, 3].mean()]))
+    assert (end > start).all(), (start, end)
+
+
+def test_heatmap_overlay_tints_where_the_map_is_high():
+    from ingest.thumbnails import heatmap_overlay
+
+    pixels = np.full((32, 32, 3), 128, np.uint8)
+    amap = np.zeros((4, 4), np.float32)
+    amap[0, 0] = 2.0  # fires top-left only
+    im = np.asarray(Image.open(__import__("io").BytesIO(heatmap_overlay(pixels, amap, 2.0, 32))).convert("RGB"))
+    hot, cold = im[:4, :4].astype(float).mean(axis=(0, 1)), im[-4:, -4:].astype(float).mean(axis=(0, 1))
+    assert hot[0] > hot[2] + 40  # orange where it fires
+    assert cold.max() < 128 * 0.35  # dimmed where it is silent
+    assert abs(cold[0] - cold[2]) < 3  # and not tinted
