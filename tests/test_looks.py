@@ -306,3 +306,50 @@ def test_the_one_script_is_served_by_the_server_and_the_policy_allows_nothing_el
     assert '<script src="/static/graph.js"></script>' in html and html.count("<script") == 1
     with urllib.request.urlopen(f"{looks['url']}/static/graph.js", timeout=30) as r:
         assert r.headers["Content-Type"].startswith("text/javascript") and b"edge-filter" in r.read()
+
+
+def test_a_10_by_10_circuit_fills_the_width_with_no_overlapping_labels(tmp_path):
+    """The largest graph the layout promises (10 layers × 10 neurons, long layer names, class
+    names on the last layer), drawn in Chromium at the page's width."""
+    from types import SimpleNamespace
+
+    from circuits.web.data import Node
+    from circuits.web.graph import circuit_svg
+    from circuits.web.pages import stylesheet
+
+    layers = [f"features.block{i}.conv_{i}_long_name" for i in range(9)] + ["classifier"]
+    nodes, edges = [], []
+    for i, layer in enumerate(layers):
+        for j in range(10):
+            label = f"class name number {j}" if layer == "classifier" else None
+            nodes.append(Node(layer, i, 100 + 37 * j, 1000 * i + j, float(10 - j), True, label))
+    for i in range(9):
+        for a in range(10):
+            for b in range(10):
+                edges.append((1000 * i + a, 1000 * (i + 1) + b, float((a * 7 + b * 3) % 11) + 0.5))
+    circuit = SimpleNamespace(id=7, layer_names=tuple(layers), fixed={"classifier": [100]})
+    view = SimpleNamespace(
+        details=SimpleNamespace(circuit=circuit, run=SimpleNamespace(concept="big")),
+        model="m",
+        nodes=tuple(nodes),
+        edges=tuple(edges),
+    )
+    svg = circuit_svg(view, lambda n: "#")  # type: ignore[arg-type]
+    page = tmp_path / "big.html"
+    page.write_text(
+        f'<!doctype html><style>{stylesheet()}</style><main><div class="graph-wrap" id="graph">{svg}</div></main>'
+    )
+    b = Browser(offline=True)
+    try:
+        b.goto(page.as_uri())
+        width = b.evaluate("document.querySelector('svg.circuit-graph').getBoundingClientRect().width")
+        room = b.evaluate("document.querySelector('#graph').clientWidth")
+        assert width >= 0.9 * room - 20 and width <= room
+        assert b.evaluate("document.querySelectorAll('svg.circuit-graph circle.neuron').length") == 100
+        boxes = b.evaluate(LABEL_BOXES)
+        assert _overlaps(boxes) == []
+        right = b.evaluate("document.querySelector('svg.circuit-graph').getBoundingClientRect().right")
+        assert max(box[3] for box in boxes) <= right  # no label is cut off at the edge
+        _shot(b, "looks-graph-10x10.png")
+    finally:
+        b.close()

@@ -23,14 +23,14 @@ __all__ = ["circuit_svg", "edge_color", "heatmap_svg", "kept_edges"]
 
 WIDTH = 1320  # drawing width in px: fills the page's main column (graph-wrap scales it down further)
 LEFT = 60  # room for the first column's labels
-RIGHT = 190  # room for the last column's labels (class names)
+RIGHT = 215  # room for the last column's labels (class names, LABEL_CHARS at 11 px)
 MIN_COLUMN = 110  # px between columns at least (10 layers fit the width)
 ROW = 34  # px between nodes in a column
 TOP = 52  # room for the layer names
 LEGEND = 74  # room for the legend under the nodes
 MAX_R = 14.0
 MIN_R = 4.0
-LABEL_CHARS = 22  # longest node label drawn (the full name is in the node's tooltip)
+LABEL_CHARS = 28  # longest node label drawn (the full name is in the node's tooltip)
 
 _LIGHT, _DARK = (158, 202, 225), (8, 48, 107)  # edge colour at score 0 and at the top score
 
