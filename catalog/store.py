@@ -30,6 +30,8 @@ from catalog.store_models import (
     ensure_concept,
     ensure_model,
     find_model,
+    label_neurons,
+    neuron_labels,
     read_model,
     write_example_images,
 )
@@ -61,9 +63,11 @@ __all__ = [
     "find_circuits",
     "find_complete_run",
     "find_model",
+    "label_neurons",
     "list_circuits",  # the old name of find_circuits, kept for one release
     "list_interventions",
     "list_runs",
+    "neuron_labels",
     "read_circuit",
     "read_circuits",
     "read_model",

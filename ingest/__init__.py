@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from ingest import cla, datasets, edit, zoo
     from ingest.ablation import AblationResult, ablate
     from ingest.cla import Circuit, CLAError, attribute, attribute_reference, capture_layers, find_circuit
+    from ingest.edit.deploy import apply_to_file
     from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
     from ingest.edit.mask_apply import apply_mask, bake_mask
+    from ingest.edit.masked_export import MaskedModel, export_program
     from ingest.featurevis import FeatureVisConfig, feature_visualisations, recompute_run_featurevis
     from ingest.image_sets import resolve_images
     from ingest.images import ImageSet, read_image_dir
@@ -76,6 +78,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "prune_edges": _EDIT,
         "apply_mask": _MASK,
         "bake_mask": _MASK,
+        "apply_to_file": ("ingest.edit.deploy",),
+        "MaskedModel": ("ingest.edit.masked_export",),
+        "export_program": ("ingest.edit.masked_export",),
         "ImageSet": ("ingest.images",),
         "read_image_dir": ("ingest.images",),
         "IngestConfig": _PIPELINE,

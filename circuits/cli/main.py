@@ -71,6 +71,10 @@ class _RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
+            if _DEBUG["on"] and exc.__cause__ is not None:  # e.g. the traceback of a user model's error
+                import traceback
+
+                traceback.print_exception(exc.__cause__)
             typer.echo(f"error: {safe_text(cli_message(str(exc)))}", err=True)  # messages may quote catalog text
             ctx.exit(1)
         except ModuleNotFoundError as exc:
@@ -86,6 +90,12 @@ class _RootGroup(TyperGroup):
             message = os_error_message(exc)
             if message is None:
                 raise
+            typer.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            message = user_model_message(exc, name)
+            if message is None or _DEBUG["on"]:
+                raise  # a bug in this tool (or --debug asked for the traceback)
             typer.echo(f"error: {message}", err=True)
             ctx.exit(1)
 
@@ -115,6 +125,17 @@ _KEPT = {
 }
 
 
+_DEBUG = {"on": False}  # set by `circuits --debug`
+
+
+def user_model_message(exc: BaseException, command: str) -> str | None:
+    """One line for an exception raised inside the user's own model code (or None: not the user's)."""
+    from ingest.user_code import user_model_error
+
+    err = user_model_error(exc, f"`circuits {command}`")
+    return None if err is None else str(err)
+
+
 def os_error_message(exc: OSError) -> str | None:
     """A one-line message for an operating-system error on a path the user gave (or None)."""
     if not isinstance(exc, OSError) or type(exc).__module__ not in ("builtins",):
@@ -134,6 +155,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error raised in a user's model."),
+) -> None:
+    """Find circuits in vision models, keep them in a queryable catalog, and edit models with them."""
+    _DEBUG["on"] = debug
 
 
 for _sub in (

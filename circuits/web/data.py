@@ -69,7 +69,7 @@ class Node:
     neuron_id: int
     total: float  # total CLA attribution in the run (in + out edge scores)
     in_circuit: bool
-    label: str | None = None  # class name of a logit neuron (circuits.web.labels)
+    label: str | None = None  # the neuron's label: its catalog label, else a built-in logit's class name
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class CircuitView:
     edges: tuple[tuple[int, int, float], ...]  # (src neuron id, dst neuron id, score) inside the circuit
     patches: dict[int, list[media.PatchRow]]  # neuron id → patches, strongest first
     export_command: str
+    ablate_command: str = ""  # complete: the run's own images, --model/--weights/--db as needed
+    weights_warning: str | None = None  # set when the run's weights were random-init
+    thumbnails_command: str = ""  # complete, for neurons without stored patches
     description: str | None = None  # the concept's description (`circuits concept describe`)
     featurevis: dict[int, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # neuron id → picture
     reference: dict[int, list[media.PatchRow]] = field(default_factory=dict)  # neuron id → reference-set patches
@@ -111,7 +114,12 @@ def _totals(session: Session, run_id: int) -> dict[int, float]:
 
 
 def circuit_view(
-    session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER, with_png: bool = False
+    session: Session,
+    circuit_id: int,
+    *,
+    faded_per_layer: int = FADED_PER_LAYER,
+    with_png: bool = False,
+    db: str | None = None,
 ) -> CircuitView:
     """Everything the circuit page draws.
 
@@ -120,6 +128,7 @@ def circuit_view(
         circuit_id: the circuit.
         faded_per_layer: strongest non-circuit neurons per layer drawn faded.
         with_png: load the patch PNG bytes too (for a self-contained report).
+        db: the catalog as the suggested commands should name it (`--db`); None: the default one.
 
     Raises:
         NotFound: no such circuit, or its run is not complete.
@@ -135,7 +144,11 @@ def circuit_view(
     for i, (layer, chans, width) in enumerate(zip(circuit.layer_names, circuit.channels, circuit.widths)):
         names = class_names(run.model, layer, int(width))
 
-        def name(c: int, names=names) -> str | None:
+        stored = details.labels.get(layer, {})
+
+        def name(c: int, names=names, stored=stored) -> str | None:
+            if c in stored:
+                return stored[c]
             return names[c] if names is not None and 0 <= c < len(names) else None
 
         chosen = set(int(c) for c in chans)
@@ -153,7 +166,12 @@ def circuit_view(
         for a, b, d in graph.edges(data=True)
     )
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
-    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json"
+    from queries.suggest import ablate_next_step, db_flag, thumbnails_command, weights_warning
+
+    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json{db_flag(db)}"
+    ablate = ablate_next_step(session, circuit.id, run.id, db)
+    warning = weights_warning(run.library_versions)
+    thumbs = thumbnails_command(session, run.id, db)
     description = next((c.description for c in listing.list_concepts(session) if c.id == run.concept_id), None)
     pictures = {
         nid: row
@@ -163,7 +181,9 @@ def circuit_view(
         nid: rows
         for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png, reference=True).items()
     }
-    return CircuitView(details, tuple(nodes), edges, patches, command, description, pictures, reference)
+    return CircuitView(
+        details, tuple(nodes), edges, patches, command, ablate, warning, thumbs, description, pictures, reference
+    )
 
 
 @dataclass(frozen=True)

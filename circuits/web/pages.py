@@ -234,5 +234,5 @@ def report_html(cat, circuit: str | int, model: str | None = None) -> tuple[int,
 
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id
-        view = data.circuit_view(s, circuit_id, with_png=True)
+        view = data.circuit_view(s, circuit_id, with_png=True, db=cat.display)
     return circuit_id, Pages(cat.display, report=True).report_page(view)

@@ -254,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, script().encode(), "text/javascript; charset=utf-8", cache=True)
         elif first == "circuit" and len(parts) == 2:
             with cat.session() as s:
-                view = data.circuit_view(s, _int(parts[1], "circuit id"))
+                view = data.circuit_view(s, _int(parts[1], "circuit id"), db=cat.display)
                 self._html(pages.circuit(view, params.get("min_score", [""])[0]))
         elif first == "neuron" and len(parts) == 3:
             model = urllib.parse.unquote(parts[1])
