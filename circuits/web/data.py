@@ -277,7 +277,9 @@ def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_e
         pictures.setdefault(concept_of_run.get(run_id, f"run {run_id}"), row)  # newest run per concept
     width = session.execute(select(Layer.width).where(Layer.model_id == m.id, Layer.name == layer)).scalar()
     names = class_names(m.name, layer, int(width or 0))
-    label = names[int(channel)] if names is not None and 0 <= int(channel) < len(names) else None
+    label = store.neuron_labels(session, m.id, layer).get(int(channel))  # the catalog's label first
+    if label is None and names is not None and 0 <= int(channel) < len(names):
+        label = names[int(channel)]
     refs = sorted(media.read_patches(session, None, [nid], reference=True).items(), reverse=True)
     return NeuronView(
         m.name,
