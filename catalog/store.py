@@ -26,6 +26,7 @@ from catalog.store_circuits import (
     write_intervention,
 )
 from catalog.store_models import (
+    describe_concept,
     ensure_concept,
     ensure_model,
     find_model,
@@ -56,6 +57,7 @@ __all__ = [
     "RunExists",
     "RunRef",
     "delete_run",
+    "describe_concept",
     "ensure_concept",
     "ensure_model",
     "find_circuits",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
-from sqlalchemy import Table, select, text
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
@@ -184,6 +184,31 @@ def ensure_concept(session: Session, name: str, description: str | None = None) 
     if new_id is not None:
         return new_id
     return session.scalars(select(Concept.id).where(Concept.name == name)).one()
+
+
+def describe_concept(session: Session, name: str, description: str) -> int:
+    """Set the description of an existing concept (shown by `circuits serve` and the report).
+
+    Args:
+        session: the caller's session.
+        name: the concept's name.
+        description: one line of text (empty clears it).
+
+    Returns:
+        The concept id.
+
+    Raises:
+        NotFound: no concept of that name.
+        CatalogError: the text is longer than 2000 characters or spans several lines.
+    """
+    text = description.strip()
+    if len(text) > 2000 or "\n" in text:
+        raise CatalogError("a concept description is one line of at most 2000 characters")
+    found = session.scalars(select(Concept.id).where(Concept.name == name)).one_or_none()
+    if found is None:
+        raise NotFound(f"no concept {name!r} in the catalog: list them with `circuits list concepts`")
+    session.execute(update(Concept).where(Concept.id == found).values(description=text or None))
+    return int(found)
 
 
 def write_example_images(

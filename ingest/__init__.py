@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
     from ingest.edit.mask_apply import apply_mask, bake_mask
     from ingest.edit.masked_export import MaskedModel, export_program
+    from ingest.featurevis import FeatureVisConfig, feature_visualisations, recompute_run_featurevis
     from ingest.image_sets import resolve_images
     from ingest.images import ImageSet, read_image_dir
     from ingest.module_model import ModuleError
     from ingest.pipeline import IngestConfig, IngestResult, ingest, ingest_concept
+    from ingest.reference import reference_set, store_reference_patches
     from ingest.refinement import refine
     from ingest.train import TrainConfig, train_catfish
     from ingest.zoo import LoadedModel, ModelSpec, available_models, load_model, preprocess, register
@@ -90,6 +92,11 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "resolve_images": ("ingest.image_sets",),
         "AblationResult": ("ingest.ablation",),
         "ablate": ("ingest.ablation",),
+        "FeatureVisConfig": ("ingest.featurevis",),
+        "feature_visualisations": ("ingest.featurevis",),
+        "recompute_run_featurevis": ("ingest.featurevis",),
+        "reference_set": ("ingest.reference",),
+        "store_reference_patches": ("ingest.reference",),
         "TrainConfig": ("ingest.train",),
         "train_catfish": ("ingest.train",),
     },

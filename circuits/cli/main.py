@@ -54,7 +54,7 @@ import typer  # noqa: E402 (after the set-up above)
 from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
 
 from catalog.errors import CircuitsError  # noqa: E402 (after the set-up above)
-from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
+from circuits.cli import concept, db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
 from circuits.cli.extras import missing_extra_message  # noqa: E402 (after the set-up above)
 from circuits.cli.render import cli_message, safe_text  # noqa: E402 (after the set-up above)
 
@@ -165,7 +165,19 @@ def _root(
     _DEBUG["on"] = debug
 
 
-for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app, defend.app):
+for _sub in (
+    db.app,
+    ingest.app,
+    many.app,
+    masks.app,
+    train.app,
+    read.app,
+    export.app,
+    demo.app,
+    serve.app,
+    defend.app,
+    concept.app,
+):
     app.add_typer(_sub)
 
 
