@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -87,6 +87,7 @@ class RunRow:
     started: dt.datetime
     seconds: float | None
     circuits: int
+    weights: str = ""  # where the weights came from (file, bundled, cache, RANDOM-INIT); '' when not recorded
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,13 @@ _RUN_FROM = "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.
 _RUN_SEARCH = ("m.name", "co.name", "r.id", "r.status")
 
 
+def _weights_kind(lib) -> str:
+    """The kind of a run's weights source, upper case when untrained (a reader must not miss it)."""
+    source = str((decode_json(lib) or {}).get("weights_source", ""))
+    kind = source.split(":", 1)[0]
+    return "RANDOM-INIT" if kind == "random-init" else kind
+
+
 def list_runs(
     session: Session,
     model: str | None = None,
@@ -282,7 +290,7 @@ def list_runs(
     table = query_arrow(
         session,
         "WITH page AS (SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, "
-        "r.n_images AS images, r.device, r.started_at AS started, r.seconds "
+        "r.n_images AS images, r.device, r.started_at AS started, r.seconds, r.library_versions AS lib "
         f"{_RUN_FROM}{_where(clauses)} ORDER BY r.id{_limit(limit)}) "
         "SELECT p.*, coalesce(c.n, 0) AS circuits FROM page p "
         "LEFT JOIN (SELECT run_id, count(*) AS n FROM circuit WHERE run_id IN (SELECT id FROM page) "
@@ -292,7 +300,7 @@ def list_runs(
     out = []
     for r in table.to_pylist():
         layers = decode_json(r.pop("layer_names"))
-        out.append(RunRow(layers=len(layers), **r))
+        out.append(RunRow(layers=len(layers), weights=_weights_kind(r.pop("lib")), **r))
     return out
 
 
@@ -366,6 +374,16 @@ class CircuitDetails:
     circuit: store.CircuitRef
     run: store.RunRef
     interventions: tuple[store.InterventionRef, ...]
+    labels: dict[str, dict[int, str]] = field(default_factory=dict)  # layer -> channel -> label (class names)
+
+    def neuron_text(self, layer: str, channel: int) -> str:
+        """`layer:channel`, with the neuron's label (a logit's class name) when it has one."""
+        return neuron_text(layer, channel, self.labels.get(layer, {}).get(channel))
+
+
+def neuron_text(layer: str, channel: int, label: str | None = None) -> str:
+    """How a neuron is shown everywhere: `_fc:285 (Egyptian cat)`, or `_fc:285` without a label."""
+    return f"{layer}:{channel}" + (f" ({label})" if label else "")
 
 
 def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:
@@ -376,4 +394,5 @@ def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:
     """
     circuit = store.read_circuit(session, circuit_id)
     run = store.read_run(session, circuit.run_id)
-    return CircuitDetails(circuit, run, tuple(store.list_interventions(session, circuit_id)))
+    labels = {layer: found for layer in run.layer_names if (found := store.neuron_labels(session, run.model_id, layer))}
+    return CircuitDetails(circuit, run, tuple(store.list_interventions(session, circuit_id)), labels)

@@ -27,21 +27,35 @@ def build():
 
 
 class Broken(nn.Module):
-    """Fine for the layer-width probe (no grad); fails in attribution (an injected failure)."""
+    """A sound model whose attribution the tests make fail (`injected_failure`): a failure in the
+    tool's computation, which a retry may cure (an exception in the model's own code is bad input)."""
 
     def __init__(self):
         super().__init__()
         self.net = build()
 
     def forward(self, x):
-        if torch.is_grad_enabled():
-            raise RuntimeError("injected failure")
         return self.net(x)
 
 
 def broken():
     return Broken()
 '''
+
+
+@pytest.fixture
+def injected_failure(monkeypatch):
+    """CLA of the `broken` model (layers net.*) raises RuntimeError("injected failure")."""
+    import ingest.cla.attribution as attribution
+
+    real = attribution.attribute
+
+    def attribute(model, layers, *args, **kwargs):
+        if layers[0].startswith("net."):
+            raise RuntimeError("injected failure")
+        return real(model, layers, *args, **kwargs)
+
+    monkeypatch.setattr(attribution, "attribute", attribute)
 
 
 def _job_file(tmp_path, jobs):
@@ -112,7 +126,7 @@ def _counts(db):
     return tuple(result.rows[0])
 
 
-def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_path, db_url, backend):
+def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_path, db_url, backend, injected_failure):
     jobs = load_jobs(_job_file(tmp_path, [*_jobs(), {**_jobs("tiny.py:broken", "net.0,net.2")[0], "concept": "bad"}]))
     seen = []
     report = ingest_many(
@@ -143,7 +157,7 @@ def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_pat
 
 
 def test_deterministic_failures_are_not_retried_and_leave_one_row(tmp_path, catalog_path, monkeypatch):
-    """Issue #21 case 11: before, each of 3 tries stored a `failed` row (3 invocations → 9 rows)."""
+    """Unbounded retries once stored a `failed` row per try (3 invocations → 9 rows)."""
     import ingest.cla.search
     from catalog.errors import CircuitsError
 
@@ -170,7 +184,7 @@ def test_bad_input_is_reported_once_not_retried(tmp_path, catalog_path):
     assert outcome.status == "failed" and outcome.attempts == 1 and "no-such-model" in outcome.error
 
 
-def test_cli_reports_jobs_and_exits_1_on_failure(tmp_path):
+def test_cli_reports_jobs_and_exits_1_on_failure(tmp_path, injected_failure):
     path = _job_file(tmp_path, [_jobs()[0], {**_jobs("tiny.py:broken", "net.0,net.2")[0], "concept": "bad"}])
     db = str(tmp_path / "c.duckdb")
     result = runner.invoke(app, ["ingest-many", str(path), "--workers", "0", "--retries", "0", "--db", db])

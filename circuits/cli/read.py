@@ -198,14 +198,11 @@ def show(
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from circuits.cli.render import details_dict, details_neuron_rows, details_text, render_csv, to_json
     from queries.listing import circuit_details, resolve_circuit
-    from queries.suggest import ablate_model_flags, images_for_run
+    from queries.suggest import ablate_next_step
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
-        next_step = (
-            f"circuits ablate {details.circuit.id} --kind circuit {images_for_run(s, details.run.id)}"
-            f"{ablate_model_flags(s, details.run.id)}" + (f" --db {db}" if db else "")
-        )
+        next_step = ablate_next_step(s, details.circuit.id, details.run.id, db)
     if fmt is OutputFormat.json:
         typer.echo(to_json(details_dict(details)))
     elif fmt is OutputFormat.csv:
@@ -263,6 +260,15 @@ def prune_plan(
     kind: Annotated[
         InterventionKind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")
     ] = InterventionKind.circuit,
+    keep_budget: Annotated[
+        float,
+        typer.Option(
+            "--keep-budget",
+            min=0.0,
+            help="Points (of accuracy, or %% of the metric) each --keep concept may lose beyond its random "
+            "baseline; plans over it are never recommended.",
+        ),
+    ] = 2.0,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -272,12 +278,16 @@ def prune_plan(
     --against images minus the mean drop on the --keep images; fewer edges cut wins ties), else
     by a structural proxy, labelled as such: Jaccard with --against's circuit minus mean Jaccard
     with the --keep circuits. Prints the `circuits ablate` commands that would add missing
-    evidence. Circuits of the --keep concepts are not candidates.
+    evidence. Circuits of the --keep concepts are not candidates. A plan that costs a --keep
+    concept more than --keep-budget points below its random baseline is shown as over-budget and
+    never ranked; when no plan meets the budget the first line says so.
     """
     from queries.prune_plan import plan_pruning
 
     with _session(db) as s:
-        plan = plan_pruning(s, model, against, _names(keep) or [], kind=kind.value)
+        plan = plan_pruning(s, model, against, _names(keep) or [], kind=kind.value, keep_budget=keep_budget / 100)
+    if plan.verdict:
+        typer.echo(plan.verdict, err=fmt is not OutputFormat.table)
     shown = plan.candidates[:top]
     rows = plan.rows()[:top]
     notes = list(plan.notes)

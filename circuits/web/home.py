@@ -1,5 +1,6 @@
 """What the catalog browser's home page shows: models, concepts, circuits, runs and image sets, a
-page of each (keyset pagination, `queries.listing_pages`), with counts and next-page links.
+page of each (keyset pagination, `queries.listing_pages`), with counts and next-page links. A
+model's or a concept's page (`/model/NAME`, `/concept/NAME`) is the same view, filtered.
 
 Every section reads at most one page of rows whatever the catalog's size; the search box filters
 in SQL. Paging one section keeps the others where they were (their cursors stay in the address).
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from catalog.errors import CircuitsError
+from catalog.errors import CircuitsError, NotFound
 from queries.graphs import query_arrow
 from queries.listing_pages import Page, list_page
 
@@ -44,6 +45,8 @@ class HomeView:
     pages: dict[str, Page]
     query: str = ""
     cursors: dict[str, str] = field(default_factory=dict)
+    anchored: frozenset[int] = frozenset()  # ids of this page's circuits with fixed (anchored) layers
+    base: str = "/"  # the page these links stay on: "/", "/model/NAME" or "/concept/NAME"
 
     @property
     def models(self) -> list:
@@ -80,7 +83,7 @@ class HomeView:
         if self.query:
             params = {"q": self.query, **params}
         query = urllib.parse.urlencode(params)
-        return ("/?" + query if query else "/") + f"#{section.replace('_', '-')}"
+        return (f"{self.base}?{query}" if query else self.base) + f"#{section.replace('_', '-')}"
 
     def next_href(self, section: str) -> str | None:
         page = self.pages[section]
@@ -106,27 +109,90 @@ def _id_cursor(cursors: Mapping[str, str], section: str) -> int | None:
 
 
 def home_view(
-    session: Session, q: str = "", cursors: Mapping[str, str] | None = None, limit: int = HOME_ROWS
+    session: Session,
+    q: str = "",
+    cursors: Mapping[str, str] | None = None,
+    limit: int = HOME_ROWS,
+    *,
+    model: str | None = None,
+    concept: str | None = None,
 ) -> HomeView:
     """A page of each section, filtered by a search text (a case-insensitive substring of names and
     ids), each section after its cursor (`home_cursors`).
 
+    Args:
+        session: the caller's session.
+        q: search text.
+        cursors: each section's cursor (`home_cursors`).
+        limit: rows per section and page.
+        model, concept: keep only this model's / this concept's rows (the /model/NAME and
+            /concept/NAME pages).
+
     Raises:
         CircuitsError: a cursor that is not a row id.
+        NotFound: no such model or concept.
     """
     q = q.strip()
     cursors = dict(cursors or {})
+    _check_exists(session, model, concept)
     pages = {
-        what: list_page(session, what, search=q or None, after=_id_cursor(cursors, what), limit=limit)
+        what: list_page(
+            session,
+            what,
+            model if what != "models" else None,
+            concept if what in ("runs", "circuits") else None,
+            search=q or None,
+            after=_id_cursor(cursors, what),
+            limit=limit,
+        )
         for what in ("models", "concepts", "circuits", "runs")
     }
-    pages["image_sets"] = _image_sets(session, q, cursors.get("image_sets_after"), limit)
-    return HomeView(pages, q, cursors)
+    if model is not None:
+        pages["models"] = _only(pages["models"], lambda m: m.name == model)
+    if concept is not None:
+        pages["concepts"] = _only(pages["concepts"], lambda c: c.name == concept)
+    pages["image_sets"] = _image_sets(session, q, cursors.get("image_sets_after"), limit, concept)
+    base = (
+        "/"
+        if model is None and concept is None
+        else f"/{'model' if model else 'concept'}/" + urllib.parse.quote(str(model or concept), safe="")
+    )
+    circuit_ids = [int(c.id) for c in pages["circuits"].rows]
+    return HomeView(pages, q, cursors, _anchored(session, circuit_ids), base)
 
 
-def _image_sets(session: Session, q: str, after: str | None, limit: int) -> Page:
+def _only(page: Page, keep) -> Page:
+    rows = [r for r in page.rows if keep(r)]
+    return Page(page.what, rows, len(rows), 0, None)
+
+
+def _check_exists(session: Session, model: str | None, concept: str | None) -> None:
+    for table, name in (("model", model), ("concept", concept)):
+        if name is None:
+            continue
+        found = query_arrow(session, f"SELECT 1 AS x FROM {table} WHERE name = :name LIMIT 1", {"name": name})
+        if found.num_rows == 0:
+            raise NotFound(f"no {table} {name!r} in the catalog")
+
+
+def _anchored(session: Session, circuit_ids: list[int]) -> frozenset[int]:
+    """Which of these circuits have fixed (anchored) layers."""
+    from catalog.sql import decode_json
+
+    if not circuit_ids:
+        return frozenset()
+    ids = ", ".join(str(int(i)) for i in circuit_ids)
+    rows = query_arrow(session, f"SELECT id, fixed FROM circuit WHERE fixed IS NOT NULL AND id IN ({ids})").to_pylist()
+    return frozenset(int(r["id"]) for r in rows if r["fixed"] is not None and decode_json(r["fixed"]))
+
+
+def _image_sets(session: Session, q: str, after: str | None, limit: int, concept: str | None = None) -> Page:
     """A page of image sets by concept name and sha256, with image and thumbnail counts."""
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, object] = {}
+    if concept is not None:
+        clauses.append("c.name = :concept")
+        params["concept"] = concept
     if q:
         escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params["search"] = f"%{escaped}%"
