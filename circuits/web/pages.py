@@ -74,7 +74,8 @@ class Pages:
 
             def patch_src(p: media.PatchRow) -> str:
                 assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
-                return "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")
+                mime = media.image_mime(p.png) or "image/png"
+                return f"data:{mime};base64," + base64.b64encode(p.png).decode("ascii")
         else:
 
             def href(n: data.Node) -> str:
