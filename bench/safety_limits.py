@@ -1,4 +1,4 @@
-"""Measure the issue-#21 limits: the time and memory a hostile input costs now.
+"""Measure the safety limits: the time and memory a hostile input costs.
 
     .venv/bin/python bench/safety_limits.py [--big]
 

@@ -1,4 +1,4 @@
-"""Create, upgrade, inspect and compact a catalog by path or URL (`circuits db init|upgrade|status|vacuum`).
+"""Create, upgrade and inspect a catalog's schema by path or URL (`circuits db init|upgrade|status`).
 
 These work on databases that `open_catalog` refuses (outdated, foreign), so they open their own
 short-lived engines (no pooling) and never go through the process-wide catalog cache; any catalog
@@ -24,7 +24,7 @@ from catalog.connect import build_engine, resolve_url
 from catalog.connect import connect_errors as _connect_errors
 from catalog.connect import display as _display
 from catalog.connect import duckdb_path as _duckdb_path
-from catalog.db_path import check_duckdb_target, open_error
+from catalog.db_path import check_duckdb_target
 from catalog.engine import cached_catalog, close_catalogs_of, open_catalog
 from catalog.errors import CatalogError, NotFound
 from catalog.models import Base
@@ -47,26 +47,6 @@ class SchemaStatus:
     current: str | None
     head: str
     state: str
-
-
-@dataclass(frozen=True)
-class VacuumResult:
-    """What `vacuum_catalog` did.
-
-    Attributes:
-        display: the file path, or the URL without its password.
-        method: "copy" (DuckDB: rewritten into a new file), "checkpoint" (DuckDB: no free blocks,
-            nothing to copy), "vacuum" or "vacuum full" (PostgreSQL).
-        bytes_before: the file's (DuckDB) or database's (PostgreSQL) size before.
-        bytes_after: the size after.
-        free_blocks_before: DuckDB's free blocks in the file before (None on PostgreSQL).
-    """
-
-    display: str
-    method: str
-    bytes_before: int
-    bytes_after: int
-    free_blocks_before: int | None = None
 
 
 @dataclass(frozen=True)
@@ -255,101 +235,3 @@ def _stamp(conn: Connection) -> None:
     from alembic import command
 
     command.stamp(migrate.alembic_config(conn), "head")
-
-
-def vacuum_catalog(url_or_path: str | os.PathLike[str] | None = None, *, full: bool = False) -> VacuumResult:
-    """Give back the space deleted and rewritten rows left behind.
-
-    DuckDB reuses a file's free blocks but never shrinks the file: after a CHECKPOINT, a file with
-    free blocks is copied table by table into a new file beside it (`COPY FROM DATABASE`: tables,
-    keys, sequences and views), the row counts are compared, and the copy is renamed over the
-    original. The file is held for writing throughout (no other process can use it meanwhile) and
-    the original stays untouched until the rename. PostgreSQL: `VACUUM (ANALYZE)`, which makes dead
-    rows' space reusable; `full` runs `VACUUM (FULL, ANALYZE)`, which rewrites the tables and
-    returns the space to the system but locks each table while it does.
-
-    Args:
-        url_or_path: see `catalog.connect.resolve_url`.
-        full: PostgreSQL only: VACUUM FULL.
-
-    Returns:
-        What was done, with the sizes before and after.
-
-    Raises:
-        NotFound: the DuckDB file does not exist.
-        CatalogError: the database is not a catalog (no schema revision).
-        CatalogLocked: another process holds it.
-    """
-    url = resolve_url(url_or_path)
-    status = catalog_status(url_or_path)
-    if status.current is None:
-        raise CatalogError(f"{status.display} is not a circuits catalog (no schema revision): nothing to vacuum")
-    close_catalogs_of(url_or_path)  # the file is replaced below
-    path = _duckdb_path(url)
-    if path is None:
-        return _vacuum_postgres(url, full)
-    return _vacuum_duckdb(path)
-
-
-def _vacuum_duckdb(path: Path) -> VacuumResult:
-    import duckdb
-
-    tmp = path.with_name(f".{path.name}.vacuum-{os.getpid()}.tmp")
-    con = duckdb.connect(":memory:")
-    try:
-        try:
-            con.execute(f"ATTACH '{_quote(path)}' AS src")  # held for writing: no one else can open it
-        except duckdb.Error as exc:
-            known = open_error(str(exc).splitlines()[0], str(path))
-            if known is None:
-                raise
-            raise known from exc
-        con.execute("CHECKPOINT src")
-        before = path.stat().st_size
-        free = int(
-            con.execute("SELECT free_blocks FROM pragma_database_size() WHERE database_name = 'src'").fetchall()[0][0]
-        )
-        if free == 0:
-            return VacuumResult(str(path), "checkpoint", before, path.stat().st_size, 0)
-        tmp.unlink(missing_ok=True)
-        con.execute(f"ATTACH '{_quote(tmp)}' AS dst")
-        con.execute("COPY FROM DATABASE src TO dst")
-        tables = [
-            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'src'").fetchall()
-        ]
-        for table in tables:
-            counts = [
-                con.execute(f'SELECT count(*) FROM {db}.main."{table}"').fetchall()[0][0] for db in ("src", "dst")
-            ]
-            if counts[0] != counts[1]:
-                raise CatalogError(
-                    f"vacuum of {path}: table {table} copied {counts[1]} of {counts[0]} rows; the file is unchanged"
-                )
-        con.execute("CHECKPOINT dst")
-        con.execute("DETACH dst")
-        con.execute("DETACH src")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        raise
-    finally:
-        con.close()
-    return VacuumResult(str(path), "copy", before, path.stat().st_size, free)
-
-
-def _vacuum_postgres(url: URL, full: bool) -> VacuumResult:
-    engine = build_engine(url, read_only=False, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
-    size = sa.text("SELECT pg_database_size(current_database())")
-    try:
-        with _connect_errors(url), engine.connect() as conn:
-            before = int(conn.scalar(size) or 0)
-            conn.execute(sa.text("VACUUM (FULL, ANALYZE)" if full else "VACUUM (ANALYZE)"))
-            after = int(conn.scalar(size) or 0)
-    finally:
-        engine.dispose()
-    return VacuumResult(_display(url), "vacuum full" if full else "vacuum", before, after)
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch
 from cla_helpers import images as _images
-from cla_helpers import rel_err, seeded
+from cla_helpers import (
+    rel_err,
+    seeded,
+    verified_fast_paths,  # noqa: F401 (an autouse fixture: fast plans are tested here)
+)
 from test_cla_models import RESNET_LAYERS, TinyResNet
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck

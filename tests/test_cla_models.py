@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cla_helpers import seeded
+from cla_helpers import (
+    seeded,
+    verified_fast_paths,  # noqa: F401 (an autouse fixture: fast plans are tested here)
+)
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 

@@ -1,4 +1,4 @@
-"""`check_output_path`: an output is never one of the command's inputs (issue #21, cases 4, 5, 7):
+"""`check_output_path`: an output is never one of the command's inputs:
 same file by path, symlink or hard link; inside an image folder; the bundled weights; the caches."""
 
 from __future__ import annotations

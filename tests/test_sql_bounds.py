@@ -1,6 +1,6 @@
-"""`circuits sql` for every `--db` form in the one sandbox, and its result cap in bytes (issue #21,
-cases 2 and 6): URL options cannot loosen DuckDB's settings; a result past `--max-bytes` stops
-reading and exits 1 with one line, on DuckDB and PostgreSQL."""
+"""`circuits sql` for every `--db` form in the one sandbox, and its result cap in bytes: URL
+options cannot loosen DuckDB's settings; a result past `--max-bytes` stops reading and exits 1
+with one line, on DuckDB and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_result_past_max_bytes_stops_with_one_line(cat_file):
 
 @pytest.mark.slow
 def test_huge_strings_are_bounded_in_a_fresh_process(cat_file):
-    """The issue's query: before, 37 s, 12.1 GB RSS and 2 GB printed, exit 0."""
+    """A query that, unbounded, ran 37 s at 12.1 GB RSS and printed 2 GB (exit 0)."""
     code = (
         "import resource, sys; from circuits.cli.main import main; sys.argv = ['circuits', 'sql', "
         f"\"select repeat('x',100000000) as s from range(30)\", '--timeout', '5', '--db', {str(cat_file)!r}]\n"

@@ -1,4 +1,4 @@
-"""`circuits db init|upgrade|status|vacuum` and `circuits sql`: thin wrappers over `catalog.admin` and
+"""`circuits db init|upgrade|status` and `circuits sql`: thin wrappers over `catalog.admin` and
 `catalog.sql`. Shared options live in `circuits.cli.options`, rendering in `circuits.cli.render`.
 """
 
@@ -61,30 +61,6 @@ def db_status(db: DbOption = None) -> None:
         typer.echo(f"next:     circuits db init --db {status.display}")
 
 
-@db_app.command("vacuum")
-def db_vacuum(
-    db: DbOption = None,
-    full: Annotated[
-        bool, typer.Option("--full", help="PostgreSQL: VACUUM FULL (returns space to the system; locks each table).")
-    ] = False,
-) -> None:
-    """Give back the space of deleted and rewritten rows (DuckDB: compact the file; PostgreSQL: VACUUM).
-
-    DuckDB never shrinks a file by itself: this copies the catalog into a fresh file and renames it
-    over the old one, holding the file meanwhile. Run it after deleting runs, or when `db vacuum`
-    reports free blocks.
-    """
-    from catalog.admin import vacuum_catalog
-
-    r = vacuum_catalog(db, full=full)
-    mb = 1024 * 1024
-    freed = f"; {r.free_blocks_before} free blocks before" if r.free_blocks_before is not None else ""
-    typer.echo(
-        f"{r.method}: {r.display} {r.bytes_before / mb:.1f} MB → {r.bytes_after / mb:.1f} MB"
-        f" ({(r.bytes_before - r.bytes_after) / mb:+.1f} MB given back{freed})"
-    )
-
-
 @app.command("sql")
 def sql(
     query: Annotated[str, typer.Argument(help="SQL to run; the catalog is opened read-only.")],
@@ -137,3 +113,11 @@ def sql(
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
+
+
+@db_app.command("vacuum")
+def db_vacuum(db: DbOption = None) -> None:
+    """Give unused space back: compact a DuckDB file (it needs the file to itself), or VACUUM (ANALYZE) PostgreSQL."""
+    from catalog.vacuum import vacuum_catalog
+
+    typer.echo(vacuum_catalog(db).describe())

@@ -13,6 +13,7 @@ from catalog._lazy import lazy_exports
 if TYPE_CHECKING:
     from ingest.cla.attribution import DEFAULT_MAX_MEMORY, CLAError, CLAMemoryError, attribute, describe_paths
     from ingest.cla.capture import capture_layers
+    from ingest.cla.plan_cache import clear_plan_cache, plan_cache_info
     from ingest.cla.reference import attribute_reference
     from ingest.cla.search import Circuit, find_circuit
 
@@ -28,6 +29,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "describe_paths": _ATTRIBUTE,
         "attribute_reference": ("ingest.cla.reference", "ingest.cla.attribution"),
         "capture_layers": ("ingest.cla.capture",),
+        "clear_plan_cache": ("ingest.cla.plan_cache",),
+        "plan_cache_info": ("ingest.cla.plan_cache",),
         "Circuit": ("ingest.cla.search",),
         "find_circuit": ("ingest.cla.search",),
     },
