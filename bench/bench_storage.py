@@ -8,8 +8,9 @@ neurons per layer, its neuron patches and example thumbnails, into one catalog. 
 the bench records what the catalog takes:
 
 - DuckDB: the file's size (what `ls` shows: used blocks, DuckDB's free blocks, the header), its
-  used and free 256 kB blocks, and the bytes in it of encoded scores (`run_matrix` blobs), patches
-  and thumbnails (image bytes), top edges and circuits (row counts);
+  used and free 256 kB blocks, and the bytes in it of encoded scores (`run_matrix` blobs), patches,
+  their heat-maps, reference-set patches and thumbnails (image bytes), top edges and circuits (row
+  counts);
 - PostgreSQL: `pg_database_size` and `pg_total_relation_size` (heap + TOAST + indexes) per table.
 
 "/run" is the growth from the first run to the last divided by the runs between (the first run
@@ -72,6 +73,11 @@ def duckdb_sizes(path: Path) -> dict[str, float]:
             "free blocks": free * 256 / 1024,
             "scores (blobs)": one("SELECT sum(n_bytes) FROM run_matrix") / MB,
             "patches (bytes)": one("SELECT sum(octet_length(data)) FROM neuron_patch") / MB,
+            "heat-maps (bytes)": one("SELECT sum(octet_length(heatmap)) FROM neuron_patch") / MB,
+            "reference (bytes)": one(
+                "SELECT sum(octet_length(data) + coalesce(octet_length(heatmap), 0)) FROM neuron_reference_patch"
+            )
+            / MB,
             "thumbnails (bytes)": one("SELECT sum(octet_length(data)) FROM image_thumbnail") / MB,
             "patch rows": one("SELECT count(*) FROM neuron_patch"),
             "top-edge rows": one("SELECT count(*) FROM edge"),
@@ -81,7 +87,15 @@ def duckdb_sizes(path: Path) -> dict[str, float]:
         con.close()
 
 
-PG_TABLES = ("run_matrix", "neuron_patch", "image_thumbnail", "edge", "circuit_edge", "neuron")
+PG_TABLES = (
+    "run_matrix",
+    "neuron_patch",
+    "neuron_reference_patch",
+    "image_thumbnail",
+    "edge",
+    "circuit_edge",
+    "neuron",
+)
 
 
 def pg_sizes(url: str) -> dict[str, float]:
@@ -95,7 +109,10 @@ def pg_sizes(url: str) -> dict[str, float]:
                 out[t] = conn.scalar(sa.text(f"SELECT pg_total_relation_size('{t}')")) / MB
             out["scores (blobs)"] = (conn.scalar(sa.text("SELECT sum(n_bytes) FROM run_matrix")) or 0) / MB
             out["patches (bytes)"] = (
-                conn.scalar(sa.text("SELECT sum(octet_length(data)) FROM neuron_patch")) or 0
+                conn.scalar(
+                    sa.text("SELECT sum(octet_length(data) + coalesce(octet_length(heatmap), 0)) FROM neuron_patch")
+                )
+                or 0
             ) / MB
             return out
     finally:
@@ -126,8 +143,8 @@ def table(rows: list[dict[str, float]], label: str) -> None:
         print("| /run | " + " | ".join(f"{per[k]:>12.2f}" for k in keys) + " |  (growth from run 1 to the last)")
 
 
-def vacuum(db: str, *extra: str) -> str:
-    r = subprocess.run([*CLI, "db", "vacuum", "--db", db, *extra], cwd=ROOT, capture_output=True, text=True)
+def vacuum(db: str) -> str:
+    r = subprocess.run([*CLI, "db", "vacuum", "--db", db], cwd=ROOT, capture_output=True, text=True)
     return (r.stdout or r.stderr).strip()
 
 
@@ -157,7 +174,7 @@ def main() -> None:
                 rows.append(sizes(Path(db) if backend == "duckdb" else db))  # type: ignore[arg-type]
                 print(f"{backend}: run {r + 1} stored", file=sys.stderr, flush=True)
             table(rows, f"{backend}, googlenet random-init, {args.images} images, k={args.k}")
-            print(vacuum(db, *(["--full"] if backend == "postgresql" else [])))
+            print(vacuum(db))
             after = sizes(Path(db) if backend == "duckdb" else db)  # type: ignore[arg-type]
             first = "file" if backend == "duckdb" else "database"
             print(
