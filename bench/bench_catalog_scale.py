@@ -1,4 +1,4 @@
-"""A catalog of N runs as a benchmark: latency of each CLI command and page, file size, memory peak (#22 item 5).
+"""A catalog of N runs as a benchmark: latency of each CLI command and page, file size, memory peak.
 
     python bench/bench_catalog_scale.py --runs 1000 [--matrix-runs 4] [--circuits-per-run 5] [--concepts 200]
 
@@ -12,8 +12,8 @@ What it builds (DuckDB; a temporary file unless --db):
   `--circuits-per-run` circuits of k = 10 per layer from overlapping channel pools, with their
   internal edges.
 - The other runs are copies of those rows in SQL (run, run_key, circuit, circuit_neuron,
-  circuit_edge; new ids, provenance keys and concepts among `--concepts`), as issue #22 measured
-  its 10,000-run figures: the copies have no score matrices or top edges of their own, so the
+  circuit_edge; new ids, provenance keys and concepts among `--concepts`), as the earlier
+  10,000-run measurement had: the copies have no score matrices or top edges of their own, so the
   file size printed is that of this catalog, not N runs' storage (that is `bench/bench_storage.py`);
   every listing, page and overlap sees all N runs and their circuits; refine reads run 1.
 

@@ -1,4 +1,4 @@
-"""Refine's read measured cold (a fresh process, as `circuits refine` runs) and warm (#22 item 3).
+"""Refine's read measured cold (a fresh process, as `circuits refine` runs) and warm.
 
     python bench/bench_cold.py --db CATALOG [--db URL ...] [--run 1] [--repeat 7]
 

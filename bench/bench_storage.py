@@ -1,4 +1,4 @@
-"""Storage as a user sees it: catalog growth per real ingest, on DuckDB and PostgreSQL (#22 item 2).
+"""Storage as a user sees it: catalog growth per real ingest, on DuckDB and PostgreSQL.
 
     python bench/bench_storage.py [--runs 3] [--images 8] [--k 10] [--pg URL]
 
@@ -17,7 +17,7 @@ the bench records what the catalog takes:
 also pays the fixed cost of an empty catalog); after `circuits db vacuum`, (size − the empty
 catalog's) / runs. The synthetic rows of `bench/bench_scale.py` (scores only) are the other
 figure this one stands beside; random-init scores are not a trained network's, so the scores'
-bytes are printed too (trained googlenet: 8.25–8.39 MB a run, #22).
+bytes are printed too (trained googlenet: 8.25–8.39 MB a run).
 """
 
 from __future__ import annotations

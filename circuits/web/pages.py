@@ -61,7 +61,7 @@ def _environment() -> jinja2.Environment:
 
 
 def _data_uri(image: bytes) -> str:
-    mime = media.image_mime(image) or "image/png"  # patches are WebP since #22, older ones PNG
+    mime = media.image_mime(image) or "image/png"  # patches are WebP now, older catalogs hold PNG
     return f"data:{mime};base64," + base64.b64encode(image).decode("ascii")
 
 
