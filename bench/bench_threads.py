@@ -12,9 +12,9 @@ Settings (each its own subprocess, same random-init googlenet, same inputs):
 - passive, default: `ingest.threads.configure()` (free CPUs minus the load average);
 - 1 thread;
 - import ingest first / import torch first: a library user's script that calls nothing: importing
-  `ingest` changes no process state, so the import order must not change the speed (issue 17).
+  `ingest` changes no process state, so the import order must not change the speed.
 Each row times two `attribute` calls on the same images: the first plans (probe, gradient checks,
-path timings), the second reuses the plan (`ingest.cla.plan_cache`, issue 18); `seconds` in the
+path timings), the second reuses the plan (`ingest.cla.plan_cache`); `seconds` in the
 older tables is the second.
 The load average is printed beside each row: on a shared machine the numbers move with it.
 """

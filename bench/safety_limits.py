@@ -1,9 +1,9 @@
-"""Measure the issue-#21 limits: the time and memory a hostile input costs now.
+"""Measure the safety limits: the time and memory a hostile input costs.
 
     .venv/bin/python bench/safety_limits.py [--big]
 
-Prints one line per case: the huge-string `circuits sql` query (only with --big: it allocates
-~3 GB), `/compare` with 500 ids, the home page while a slow SQL query runs in the SQL box, a
+Prints one line per case: the huge-string `circuits sql` query and the same in the SQL box (only
+with --big: each allocates ~3 GB in its process), `/compare` with 500 ids, the home page while a slow SQL query runs in the SQL box, a
 YAML alias bomb, and a 4 GB sparse file named *.png in an image folder.
 """
 
@@ -73,6 +73,14 @@ def main() -> None:
     status, s = _get(port, "/")
     print(f"home page while it runs: HTTP {status} in {s * 1000:.0f} ms")
     worker.join()
+    if "--big" in sys.argv:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        huge = "/sql?q=" + urllib.parse.quote("select repeat('x',100000000) as s from range(30)")
+        status, s = _get(port, huge)
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e3
+        print(
+            f"SQL box, the huge-string query: HTTP {status} (an error on the page) in {s:.1f} s, server +{grown:.0f} MB"
+        )
     server.shutdown()
     server.server_close()
 

@@ -31,6 +31,7 @@ __all__ = [
     "SqlTimeout",
     "UnsafeRole",
     "address_space_cap",
+    "address_space_capped",
     "check_postgres_role",
     "check_query_text",
     "default_memory_limit",
@@ -202,3 +203,31 @@ def check_postgres_role(cursor: Any, *, allow: bool = False) -> None:
             "TO circuits_reader; then --db postgresql://circuits_reader@HOST/DB (or, trusting every query you run, "
             f"--allow-superuser / {ALLOW_SUPERUSER_ENV}=1)"
         )
+
+
+@contextmanager
+def address_space_capped(extra: int) -> Iterator[None]:
+    """Cap this process's address space at its current size + `extra` bytes inside the block (a
+    query's result chunks are outside DuckDB's own cap: `address_space_cap`), then restore the
+    limit. Process state, so only for a process that runs one query (`circuits sql`, serve's SQL
+    child); skipped where the size cannot be read (not Linux)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            now = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = now + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -99,20 +99,17 @@ def postgres_query(
             if timeout_s is not None and timeout_s > 0:  # this transaction only
                 cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
             try:
-                # stream() sends one statement with the extended protocol (a `SET … ; COMMIT; …`
-                # sequence cannot leave the read-only transaction) and receives rows in batches
-                # (a huge result is never held whole).
-                stream = cur.stream(query, size=256)
-                first = next(stream, None)
-                if cur.description is None:
+                # The statement is prepared first (one statement only: a `SET … ; COMMIT; …`
+                # sequence cannot leave the read-only transaction) to learn its columns; rows then
+                # come through stream() in batches, so a huge result is never held whole.
+                columns = _describe(conn, query)
+                if not columns:  # a statement without rows (SET, LISTEN, …): run it, nothing to read
+                    cur.execute(query, prepare=True)
                     return QueryResult((), [])
-                columns = tuple(d.name for d in cur.description)
-                pending = [] if first is None else [first]
+                stream = cur.stream(query, size=256)
 
                 def fetchmany(n: int) -> list[Any]:
-                    out = [pending.pop()] if pending else []
-                    out += [row for _, row in zip(range(n - len(out)), stream)]
-                    return out
+                    return [row for _, row in zip(range(n), stream)]
 
                 return read_capped(fetchmany, columns, max_rows, max_bytes)
             except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
@@ -124,6 +121,29 @@ def postgres_query(
                 raise QueryError(first_paragraph(str(exc))) from exc
     finally:
         conn.close()  # rolls back; session state (advisory locks, settings) ends with the connection
+
+
+def _describe(conn: Any, query: str) -> tuple[str, ...]:
+    """The column names of one statement, from preparing it (nothing is executed).
+
+    Raises:
+        psycopg.Error: the server refused to prepare it (several statements, a syntax error, …),
+            as the exception class of its SQLSTATE.
+    """
+    import psycopg
+    from psycopg import pq
+
+    encoding = conn.info.encoding
+    result = conn.pgconn.prepare(b"", query.encode(encoding))
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        message = (result.error_message or b"").decode(encoding, "replace").strip()
+        state = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+        try:
+            raise psycopg.errors.lookup(state)(message)
+        except KeyError:
+            raise psycopg.Error(message) from None
+    described = conn.pgconn.describe_prepared(b"")
+    return tuple(described.fname(i).decode(encoding) for i in range(described.nfields))
 
 
 def first_paragraph(message: str) -> str:

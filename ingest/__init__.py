@@ -36,12 +36,16 @@ if TYPE_CHECKING:
     from ingest import cla, datasets, edit, zoo
     from ingest.ablation import AblationResult, ablate
     from ingest.cla import Circuit, CLAError, attribute, attribute_reference, capture_layers, find_circuit
+    from ingest.edit.deploy import apply_to_file
     from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
     from ingest.edit.mask_apply import apply_mask, bake_mask
+    from ingest.edit.masked_export import MaskedModel, export_program
+    from ingest.featurevis import FeatureVisConfig, feature_visualisations, recompute_run_featurevis
     from ingest.image_sets import resolve_images
     from ingest.images import ImageSet, read_image_dir
     from ingest.module_model import ModuleError
     from ingest.pipeline import IngestConfig, IngestResult, ingest, ingest_concept
+    from ingest.reference import reference_set, store_reference_patches
     from ingest.refinement import refine
     from ingest.train import TrainConfig, train_catfish
     from ingest.zoo import LoadedModel, ModelSpec, available_models, load_model, preprocess, register
@@ -74,6 +78,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "prune_edges": _EDIT,
         "apply_mask": _MASK,
         "bake_mask": _MASK,
+        "apply_to_file": ("ingest.edit.deploy",),
+        "MaskedModel": ("ingest.edit.masked_export",),
+        "export_program": ("ingest.edit.masked_export",),
         "ImageSet": ("ingest.images",),
         "read_image_dir": ("ingest.images",),
         "IngestConfig": _PIPELINE,
@@ -85,6 +92,11 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "resolve_images": ("ingest.image_sets",),
         "AblationResult": ("ingest.ablation",),
         "ablate": ("ingest.ablation",),
+        "FeatureVisConfig": ("ingest.featurevis",),
+        "feature_visualisations": ("ingest.featurevis",),
+        "recompute_run_featurevis": ("ingest.featurevis",),
+        "reference_set": ("ingest.reference",),
+        "store_reference_patches": ("ingest.reference",),
         "TrainConfig": ("ingest.train",),
         "train_catfish": ("ingest.train",),
     },

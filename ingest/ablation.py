@@ -43,6 +43,62 @@ class AblationResult:
     intervened: dict[str, float]
     baseline: dict[str, float]
     reused: bool = False  # True when the same evaluation was already stored
+    warnings: tuple[str, ...] = ()  # e.g. the pruned neurons include the output layer's logits
+
+
+def pruned_neurons(circ, prune_anchor: bool = False) -> tuple[list[str], list[list[int]]]:
+    """The layers and channels `ablate` prunes: the circuit less its anchored (fixed) neurons.
+
+    Pruning a class circuit's anchor logit would measure nothing but the zeroed logit itself, so
+    anchors are kept unless `prune_anchor`. Every circuit layer stays listed (an anchor-only layer
+    with no channel), so the share of edges cut is still taken over the circuit's layers.
+
+    Raises:
+        IngestError: nothing is left to prune.
+    """
+    fixed = {} if prune_anchor else {k: set(map(int, v)) for k, v in (circ.fixed or {}).items()}
+    layers, channels = list(circ.layer_names), []
+    for layer, chans in zip(circ.layer_names, circ.channels):
+        channels.append([int(c) for c in chans if int(c) not in fixed.get(layer, set())])
+    if not any(channels):
+        raise IngestError(f"circuit {circ.id} has only anchored neurons: pass --prune-anchor to prune them")
+    return layers, channels
+
+
+def logit_warning(
+    model, layers: Sequence[str], channels: Sequence[Sequence[int]], x, name: str = "the model"
+) -> str | None:
+    """A warning when the pruned neurons include the model's output logits (its last layer).
+
+    Raises:
+        IngestError: the model's forward does not return logits (a (B, classes) tensor).
+    """
+    from ingest.anchor import output_module
+    from ingest.user_code import forward_time_limit, user_model_error
+
+    param = next(model.parameters(), None)
+    try:
+        with forward_time_limit("the model's forward pass on one image"):
+            path, out = output_module(model, x[:1] if param is None else x[:1].to(param.device))
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on one image (before anything was written)")
+        if err is None:
+            raise
+        raise err from exc
+    if not hasattr(out, "dim") or out.dim() != 2:
+        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise IngestError(
+            f"{name} returns {shape} from its forward, not class logits (B, classes): `ablate` measures "
+            "class outputs, so the model must return one tensor of logits"
+        )
+    chans = channels[list(layers).index(path)] if path is not None and path in layers else []
+    if not chans:
+        return None
+    return (
+        f"the pruned neurons include {len(chans)} of the output layer's logits ({path}: "
+        f"{', '.join(map(str, list(chans)[:5]))}{'…' if len(chans) > 5 else ''}): the effect on those classes "
+        "is the zeroed logit itself, not the circuit (anchor the circuit with `circuits ingest … --anchor CLASS`)"
+    )
 
 
 def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray | None:
@@ -81,6 +137,7 @@ def ablate(
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
     threads: int | None = None,
+    prune_anchor: bool = False,
 ) -> AblationResult:
     """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
 
@@ -99,6 +156,7 @@ def ablate(
         threads: torch CPU threads, set for the process when given; None leaves them alone.
         model_cache: `(model name, weights, layers) -> LoadedModel`, reused across calls; a caller
             may put a model there that the zoo cannot build (e.g. a zero-shot CLIP classifier).
+        prune_anchor: prune the circuit's anchored (fixed) neurons too (`pruned_neurons`).
 
     Raises:
         IngestError: the model's weights differ from those the circuit was found with, or the
@@ -157,11 +215,17 @@ def ablate(
         "weights_sha256": loaded.weights_sha256,
         "preprocessing": pp.to_params(),
     }
+    prune_layers, prune_channels = pruned_neurons(circ, prune_anchor)
+    if circ.fixed:  # which neurons were pruned is part of what was measured
+        params["anchor"] = "pruned" if prune_anchor else "kept"
+    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64), loaded.spec.name)
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
-            return stored
+            import dataclasses
+
+            return dataclasses.replace(stored, warnings=(warning,) if warning else ())
     cat.release()  # hold nothing while evaluating: other processes may read the file meanwhile
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
@@ -171,11 +235,11 @@ def ablate(
 
         attack = evaluate_attack(
             loaded.module,
-            [list(c) for c in circ.channels],
+            prune_channels,
             x,
             written,
             labels,
-            layers=list(circ.layer_names),
+            layers=prune_layers,
             kind=kind,
             pair=pair,
             baseline_seed=baseline_seed,
@@ -193,16 +257,17 @@ def ablate(
             attack.baseline,
             attack.edge_fraction,
             attack.baseline_edge_fraction,
+            warning,
         )
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)
 
     result = evaluate(
         loaded.module,
-        [list(c) for c in circ.channels],
+        prune_channels,
         x,
         torch.as_tensor(labels),
-        layers=list(circ.layer_names),
+        layers=prune_layers,
         kind=kind,
         pair=pair,
         baseline_seed=baseline_seed,
@@ -223,6 +288,7 @@ def ablate(
         base,
         float(result.edge_fraction),
         float(result.baseline_edge_fraction),
+        warning,
     )
 
 
@@ -247,6 +313,7 @@ def _write(
     base: dict,
     edge_fraction: float,
     baseline_edge_fraction: float,
+    warning: str | None = None,
 ) -> AblationResult:
     """Store one intervention and its evaluation rows (one transaction); return it."""
     rows = [
@@ -283,6 +350,7 @@ def _write(
         inter,
         base,
         reused=False,
+        warnings=(warning,) if warning else (),
     )
 
 

@@ -22,7 +22,8 @@ def resolve_images(
     Args:
         images: a folder of image files.
         dataset: a bundled set: `catfish:NAME` (a CatFish-synth primitive or class) or
-            `typo:clean[:C]`, `typo:attack[:C]`, `typo:text` (Typographic-synth).
+            `typo:clean[:C]`, `typo:attack[:C]`, `typo:text` (Typographic-synth), or `photo:NAME`
+            (views of the walkthrough's photographs: cat, espresso, rocket, motorcycle).
         n: images rendered for `dataset`.
         seed: their seed.
         recursive: read the folder's sub-folders too.
@@ -41,8 +42,12 @@ def resolve_images(
         from ingest.datasets.typo_sets import typo_image_set
 
         return typo_image_set(dataset, n, seed=seed)
+    if kind == "photo":  # the walkthrough's photographs (scikit-image's bundled data): photo:cat, …
+        from ingest.datasets.photos import photo_image_set
+
+        return photo_image_set(name, n, seed=seed)
     if kind != "catfish" or not name:
-        raise ImageSetError(f"unknown dataset {dataset!r}: use catfish:NAME or typo:SET (`dataset=`)")
+        raise ImageSetError(f"unknown dataset {dataset!r}: use catfish:NAME, typo:SET or photo:NAME (`dataset=`)")
     from ingest.datasets import catfish
 
     pixels = catfish.render_concept(name, n, seed=seed)

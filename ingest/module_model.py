@@ -11,7 +11,7 @@ stored sha256).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeGuard
 
 from catalog.errors import CircuitsError
 
@@ -27,7 +27,7 @@ class ModuleError(CircuitsError):
     """A model object passed without what the pipeline needs to use it."""
 
 
-def is_module(model: Any) -> bool:
+def is_module(model: object) -> TypeGuard[nn.Module]:
     """Whether `model` is a `torch.nn.Module` (without importing torch when it is a string)."""
     if isinstance(model, str | type(None)):
         return False

@@ -54,6 +54,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class IngestResult:
+    """What an ingest stored or found: the run, its circuit of the request's k and how it went."""
+
     run_id: int
     circuit_id: int
     reused: bool  # True when an identical complete run already existed
@@ -118,7 +120,7 @@ class Outcome:
     request: Request
     found: tuple[int, int | None] | None = None
     computed: Any = None
-    t0: float = 0.0
+    seconds: float = 0.0  # the model half's time (a duration: clocks differ between machines)
 
 
 def stored_circuit(cat: Catalog, prepared: Prepared | Request) -> tuple[int, int | None] | None:
@@ -159,8 +161,9 @@ def find_or_compute(
     found = stored_circuit(reader, request)
     reader.release()  # hold nothing while computing
     if found is not None:
-        return Outcome(request, found=found, t0=t0)
-    return Outcome(request, computed=compute(prepared, progress=progress, t0=t0, scores=scores), t0=t0)
+        return Outcome(request, found=found, seconds=time.perf_counter() - t0)
+    computed = compute(prepared, progress=progress, t0=t0, scores=scores)
+    return Outcome(request, computed=computed, seconds=computed.seconds)
 
 
 def record(cat: Catalog, outcome: Outcome, *, progress: Progress | None = None) -> IngestResult:
@@ -175,12 +178,12 @@ def record(cat: Catalog, outcome: Outcome, *, progress: Progress | None = None) 
     from ingest.reuse import run_of_concept
     from ingest.writer import store_computed
 
-    request = outcome.request
+    request, t0 = outcome.request, time.perf_counter()
     if outcome.found is not None:
         run_id, circuit_id = run_of_concept(cat, request, *outcome.found)
         nothing_new = circuit_id is not None  # the concept's run already has this k (a new copy has none)
         circuit_id, channels = _circuit_of_k(cat, request, run_id, circuit_id)
-        status, seconds = ("skipped" if nothing_new else "reused"), time.perf_counter() - outcome.t0
+        status, seconds = ("skipped" if nothing_new else "reused"), outcome.seconds + time.perf_counter() - t0
     else:
         computed = outcome.computed
         if progress is not None:

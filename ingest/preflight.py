@@ -41,10 +41,16 @@ def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, de
     if len(x) == 0:
         raise PreflightError("no images to attribute: give a folder or dataset with at least one image")
     resolve_device(device)
+    from ingest.user_code import forward_time_limit, user_model_error
+
     try:
-        captured = capture_layers(module, list(layers), x[:1])  # checks each layer feeds the next
+        with forward_time_limit("the model's forward pass on one image"):
+            captured = capture_layers(module, list(layers), x[:1])  # checks each layer feeds the next
     except CircuitsError:
         raise
-    except Exception:  # the model's own code fails: the computation records that as a failed run
-        return
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on the first image (before anything was written)")
+        if err is not None:  # the user's model refuses its input: one line, nothing written
+            raise err from exc
+        return  # another failure: the computation records it as a failed run
     del captured

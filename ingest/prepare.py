@@ -24,6 +24,9 @@ from ingest.images import ImageSet
 from ingest.preflight import check_ingest_inputs
 
 if TYPE_CHECKING:  # torch stays unimported until a run needs it
+    from torch import nn
+
+    from ingest.zoo import LoadedModel
     from ingest.zoo.preprocessing import Preprocessing
 
 __all__ = ["CLA_METHOD", "IngestConfig", "IngestError", "Prepared", "library_versions", "prepare", "provenance_key"]
@@ -44,7 +47,7 @@ class IngestConfig:
     command line's way; loaded once, in `prepare`).
     """
 
-    model: Any  # nn.Module, or a zoo name / "path/to/file.py:factory"
+    model: nn.Module | str | LoadedModel  # the module; or a zoo name / "path/to/file.py:factory"; or zoo.load_model's
     concept: str
     layers: tuple[str, ...] | None = None  # None: the zoo model's default CLA layers (required for a module)
     k: int | tuple[int, ...] = 5  # neurons per layer in the circuit (catalog.sizes.parse_k)
@@ -88,7 +91,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _loaded(config: IngestConfig) -> Any:
+def _loaded(config: IngestConfig) -> LoadedModel:
     """`config.model` as a `LoadedModel` (zoo name and identity kept), on `config.layers` if given."""
     import dataclasses
 

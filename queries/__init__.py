@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         resolve_circuit,
         resolve_model,
     )
+    from queries.listing_pages import Page, count_rows, list_page
     from queries.mask_export import ExportResult, export_mask, mask_from_circuit
     from queries.overlap import (
         OverlapMatrix,
@@ -69,6 +70,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "list_runs": ("queries.listing",),
         "resolve_circuit": ("queries.listing",),
         "resolve_model": ("queries.listing",),
+        "Page": ("queries.listing_pages",),
+        "count_rows": ("queries.listing_pages",),
+        "list_page": ("queries.listing_pages",),
         "PrunePlan": ("queries.prune_plan",),
         "plan_pruning": ("queries.prune_plan",),
         "overlap_heatmap": ("queries.plots",),

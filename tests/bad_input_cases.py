@@ -306,6 +306,29 @@ CASES: list[Case] = [
         "weights",
         "make_other_weights",
     ),
+    Case(
+        "featurevis-other-weights",
+        "weights",
+        "`thumbnails --featurevis` with weights other than the run's",
+        ("thumbnails", "{rid}", "{model}", "--featurevis", "--weights", "w2.pt", "--db", "{db}"),
+        "weights",
+        "make_perturbed_weights",
+    ),
+    Case(
+        "featurevis-missing-weights",
+        "weights",
+        "`thumbnails --featurevis` with a weights file that does not exist",
+        ("thumbnails", "{rid}", "{model}", "--featurevis", "--weights", "nope.pt", "--db", "{db}"),
+        "does not exist",
+    ),
+    Case(
+        "reference-no-images",
+        "images",
+        "`thumbnails --reference` folder without readable images",
+        ("thumbnails", "{rid}", "{model}", "--reference", "bad", "--weights", "{weights}", "--db", "{db}"),
+        "can be read",
+        "make_corrupt_png",
+    ),
     # --- masks and outputs
     Case("mask-missing", "masks", "`apply --mask` does not exist", _apply(mask="nope.json"), "does not exist"),
     Case("mask-garbage", "masks", "`apply --mask` is not a mask", _apply(mask="notes.txt"), "not a mask", "make_text"),
@@ -381,7 +404,7 @@ CASES: list[Case] = [
         ("overlap", "--model", "{model}", "--plot", "g.txt", "--db", "{db}"),
         "name the file",
     ),
-    # --- outputs that would overwrite an input (issue #21)
+    # --- outputs that would overwrite an input
     Case(
         "export-over-catalog",
         "outputs",
@@ -573,6 +596,28 @@ CASES: list[Case] = [
         ("sql", "select 1", "--db", "duckdb:///c.duckdb?memory_limit=50GB"),
         "memory_limit",
     ),
+    # --- from a circuit to a deployed model (issue 18)
+    Case(
+        "anchor-not-last",
+        "anchor",
+        "`ingest --anchor 1` whose `--layers` do not end at the class layer",
+        _ingest("--anchor", "1"),
+        "must be the last of --layers: add 8",
+    ),
+    Case(
+        "anchor-no-names",
+        "anchor",
+        "`ingest --anchor zebra` on a model without class names (no `--classes`)",
+        _with(_ingest("--anchor", "zebra"), "--layers", "1,3,8"),
+        "this model has no class names",
+    ),
+    Case(
+        "keep-unknown",
+        "prune plans",
+        "`prune-plan --keep` naming no concept or evaluated image set",
+        ("prune-plan", "--model", "tiny.py:build", "--against", "noise", "--keep", "nothing_like_it", "--db", "{db}"),
+        "neither a concept",
+    ),
 ]
 
 
@@ -664,6 +709,14 @@ def make_other_weights(root: Path) -> None:
     from torch import nn
 
     torch.save(nn.Sequential(nn.Conv2d(3, 4, 3)).state_dict(), root / "other.pt")
+
+
+def make_perturbed_weights(root: Path) -> None:
+    """The tiny model's weights with every value moved: same shapes, another sha256."""
+    import torch
+
+    state = torch.load(root / "w.pt", weights_only=True)
+    torch.save({k: v + 1.0 for k, v in state.items()}, root / "w2.pt")
 
 
 def make_broken_json(root: Path) -> None:

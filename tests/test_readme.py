@@ -126,7 +126,7 @@ def test_python_api_workflow_runs(tmp_path, monkeypatch, capsys):
     from catalog.engine import close_all
 
     code = _python_api_block()
-    for name in ("open_catalog", "ingest(", "circuit_graph", "export_mask", "apply_mask"):
+    for name in ("open_catalog", "ingest_concept(", "circuit_graph", "export_mask", "apply_mask"):
         assert name in code, name
     monkeypatch.chdir(tmp_path)
     try:

@@ -1,4 +1,4 @@
-"""`circuits serve` over real HTTP against what a hostile web page or client can send (issue #21):
+"""`circuits serve` over real HTTP against what a hostile web page or client can send:
 forged Host headers (DNS rebinding), cross-origin requests, many ids, a slow SQL query beside
 the pages, half-sent requests, clients that leave early, ports out of range, the SQL box's
 sandbox (locked settings, no spill file), and the same on PostgreSQL (advisory locks)."""
@@ -58,7 +58,7 @@ def _sql(port: int, query: str, **kw) -> tuple[int, str]:
     return _get(port, "/sql?q=" + urllib.parse.quote(query), **kw)
 
 
-def test_forged_host_is_refused(served):  # case 1: DNS rebinding
+def test_forged_host_is_refused(served):  # DNS rebinding
     port = served["port"]
     status, body = _sql(port, "select 42 as answer", headers={"Host": "evil.example.com"})
     assert status == 403 and "evil.example.com" in body and "42" not in body
@@ -100,15 +100,13 @@ def test_allow_host_names_are_answered(tmp_path):
         server.cat.close()
 
 
-def test_compare_caps_the_ids(served):  # case 9
+def test_compare_caps_the_ids(served):
     port = served["port"]
-    t0 = time.perf_counter()
     status, body = _get(port, "/compare?c=" + ",".join(["1"] * 250 + [str(i) for i in range(2, 300)]))
     assert status == 400 and "at most 20 circuits" in body
-    assert time.perf_counter() - t0 < 2
 
 
-def test_a_slow_query_does_not_hold_the_pages(served, monkeypatch):  # case 2/9: no lock across user SQL
+def test_a_slow_query_does_not_hold_the_pages(served, monkeypatch):  # no lock across user SQL
     import circuits.web.server as server_module
 
     monkeypatch.setattr(server_module, "SQL_TIMEOUT_S", 3.0)
@@ -132,7 +130,7 @@ def test_a_slow_query_does_not_hold_the_pages(served, monkeypatch):  # case 2/9:
     assert status == 200 and "ran longer than" in body
 
 
-def test_sql_box_is_sandboxed(served):  # case 2
+def test_sql_box_is_sandboxed(served):
     port = served["port"]
     status, body = _sql(port, "set memory_limit='50GB'")
     assert status == 200 and "locked" in body
@@ -150,20 +148,28 @@ def test_sql_box_is_sandboxed(served):  # case 2
     assert status == 200 and "larger than 20 MB" in body
 
 
-def test_half_sent_requests_time_out(served, monkeypatch):  # case 15
+@pytest.mark.slow
+def test_huge_strings_cost_the_child_not_the_server(served):  # test_sql_bounds' huge-string query, in the SQL box
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status, body = _sql(served["port"], "select repeat('x', 100000000) as s from range(30)")
+    assert status == 200 and 'id="sql-error"' in body
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: the server did not grow
+
+
+def test_half_sent_requests_time_out(served, monkeypatch):
     import circuits.web.server as server_module
 
     monkeypatch.setattr(server_module._Handler, "timeout", 0.5)
     port = served["port"]
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
-    t0 = time.perf_counter()
-    assert s.recv(100) == b""  # the server closed it
-    assert time.perf_counter() - t0 < 5
+    assert s.recv(100) == b""  # the server closed it (its 0.5 s timeout; this socket would wait 10 s)
     s.close()
 
 
-def test_client_leaving_early_logs_no_traceback(served, capfd):  # case 15
+def test_client_leaving_early_logs_no_traceback(served, capfd):
     port = served["port"]
     for _ in range(5):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -177,7 +183,7 @@ def test_client_leaving_early_logs_no_traceback(served, capfd):  # case 15
 
 
 @pytest.mark.parametrize("port", ["70000", "-1"])
-def test_port_out_of_range_is_one_line(served, port):  # case 12
+def test_port_out_of_range_is_one_line(served, port):
     r = runner.invoke(app, ["serve", "--port", port, "--db", str(served["path"])])
     assert r.exit_code == 1 and r.stderr.startswith("error: --port") and len(r.stderr.strip().splitlines()) == 1
 
@@ -186,7 +192,7 @@ URL = os.environ.get("CIRCUITS_TEST_PG_URL")
 
 
 @pytest.mark.pg
-def test_pg_sql_box_leaves_no_session_state(tmp_path):  # case 3
+def test_pg_sql_box_leaves_no_session_state(tmp_path):
     if not URL:
         pytest.skip("no PostgreSQL server: eval $(bash .ci/postgres.sh) sets CIRCUITS_TEST_PG_URL")
     import uuid
@@ -229,3 +235,19 @@ def test_pg_sql_box_leaves_no_session_state(tmp_path):  # case 3
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
             conn.execute(f"DROP ROLE {reader}")
+
+
+def test_request_guard_parses_hosts_and_origins():
+    from circuits.web.guard import RequestGuard
+
+    v4 = RequestGuard("127.0.0.1", 8731, loopback=True)
+    v6 = RequestGuard("::1", 8731, loopback=True)
+    remote = RequestGuard("0.0.0.0", 8731, loopback=False, allow_hosts=("box.lan",))
+    assert v4.refusal({"Host": "127.0.0.1:8731"}) is None and v4.refusal({"Host": "localhost."}) is None
+    assert v6.refusal({"Host": "[::1]:8731"}) is None and v6.refusal({"Host": "[0:0::1]:8731"}) is None
+    for bad in ("evil.example.com", "127.0.0.1:8731@evil", "127.0.0.1:99999", "[::1", "127.0.0.1 :8731", ""):
+        assert v4.refusal({"Host": bad}) is not None, bad
+    assert remote.refusal({"Host": "box.lan:8731"}) is None and remote.refusal({"Host": "10.0.0.5:8731"}) is not None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "http://localhost:8731"}) is None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "http://localhost:8732"}) is not None
+    assert v4.refusal({"Host": "localhost:8731", "Origin": "file://"}) is not None

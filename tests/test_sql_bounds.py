@@ -1,6 +1,6 @@
-"""`circuits sql` for every `--db` form in the one sandbox, and its result cap in bytes (issue #21,
-cases 2 and 6): URL options cannot loosen DuckDB's settings; a result past `--max-bytes` stops
-reading and exits 1 with one line, on DuckDB and PostgreSQL."""
+"""`circuits sql` for every `--db` form in the one sandbox, and its result cap in bytes: URL
+options cannot loosen DuckDB's settings; a result past `--max-bytes` stops reading and exits 1
+with one line, on DuckDB and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_result_past_max_bytes_stops_with_one_line(cat_file):
 
 @pytest.mark.slow
 def test_huge_strings_are_bounded_in_a_fresh_process(cat_file):
-    """The issue's query: before, 37 s, 12.1 GB RSS and 2 GB printed, exit 0."""
+    """A query that, unbounded, ran 37 s at 12.1 GB RSS and printed 2 GB (exit 0)."""
     code = (
         "import resource, sys; from circuits.cli.main import main; sys.argv = ['circuits', 'sql', "
         f"\"select repeat('x',100000000) as s from range(30)\", '--timeout', '5', '--db', {str(cat_file)!r}]\n"
@@ -103,6 +103,10 @@ def test_pg_result_past_max_bytes_stops_reading(tmp_path):
         args = ["sql", query, "--db", db, "--allow-superuser", "--max-bytes", "2MB"]
         line = _one_error(runner.invoke(app, args))
         assert "larger than 2 MB" in line
+        r = runner.invoke(app, ["sql", "select 1 as lonely where false", "--db", db, "--allow-superuser"])
+        assert r.exit_code == 0 and "lonely" in r.stdout and "(no rows)" in r.stdout, r.output  # columns kept
+        r = runner.invoke(app, ["sql", "set work_mem = '8MB'", "--db", db, "--allow-superuser"])
+        assert r.exit_code == 0, r.output  # a statement without rows
         r = runner.invoke(app, ["sql", "select 1 as a; select 2 as b", "--db", db, "--allow-superuser"])
         assert r.exit_code == 1  # one statement per query on PostgreSQL (no way out of the read-only transaction)
         r = runner.invoke(app, ["sql", "select count(pg_advisory_lock(7)) as n", "--db", db, "--allow-superuser"])
@@ -117,3 +121,16 @@ def test_pg_result_past_max_bytes_stops_reading(tmp_path):
         close_all()
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_sizes_and_caps():
+    from catalog.errors import QueryError
+    from catalog.sql_limits import address_space_cap, parse_size
+
+    assert parse_size("100MB") == 100_000_000 and parse_size("2GiB") == 2 << 30 and parse_size("512") == 512
+    assert parse_size(" 1.5 gb ") == 1_500_000_000
+    for bad in ("lots", "-1MB", "0", "10XB", ""):
+        with pytest.raises(QueryError):
+            parse_size(bad)
+    cap = address_space_cap("1GB", 10_000_000)
+    assert 1_000_000_000 + 20_000_000 + (1 << 30) <= cap < 1_000_000_000 + 20_000_000 + (1 << 30) + (96 << 20) * 4096

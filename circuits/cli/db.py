@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -96,13 +93,13 @@ def sql(
     on PostgreSQL only as a role that cannot run programs or read server files.
     """
     from catalog.sql import run_sql
-    from catalog.sql_limits import address_space_cap, parse_size
+    from catalog.sql_limits import address_space_cap, address_space_capped, parse_size
     from circuits.cli.render import render
 
     cap = parse_size(max_bytes)
     if memory_limit is not None:
         parse_size(memory_limit, "--memory-limit")
-    with _memory_capped(address_space_cap(memory_limit, cap)):
+    with address_space_capped(address_space_cap(memory_limit, cap)):
         result = run_sql(
             db,
             query,
@@ -118,28 +115,9 @@ def sql(
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
 
 
-@contextmanager
-def _memory_capped(extra: int) -> Iterator[None]:
-    """Cap this process's address space at its current size + `extra` bytes while the query runs
-    (its result chunks are outside DuckDB's own cap: `catalog.sql_limits.address_space_cap`), then
-    restore the limit. Skipped where the size cannot be read (not Linux)."""
-    try:
-        import resource
+@db_app.command("vacuum")
+def db_vacuum(db: DbOption = None) -> None:
+    """Give unused space back: compact a DuckDB file (it needs the file to itself), or VACUUM (ANALYZE) PostgreSQL."""
+    from catalog.vacuum import vacuum_catalog
 
-        with open("/proc/self/statm") as f:
-            now = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (ImportError, OSError, ValueError):
-        yield
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = now + extra
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    if soft != resource.RLIM_INFINITY and soft <= limit:
-        yield
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    typer.echo(vacuum_catalog(db).describe())

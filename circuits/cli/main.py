@@ -54,7 +54,7 @@ import typer  # noqa: E402 (after the set-up above)
 from typer.core import TyperGroup  # noqa: E402 (after the set-up above)
 
 from catalog.errors import CircuitsError  # noqa: E402 (after the set-up above)
-from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
+from circuits.cli import concept, db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
 from circuits.cli.extras import missing_extra_message  # noqa: E402 (after the set-up above)
 from circuits.cli.render import cli_message, safe_text  # noqa: E402 (after the set-up above)
 
@@ -71,6 +71,10 @@ class _RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CircuitsError as exc:
+            if _DEBUG["on"] and exc.__cause__ is not None:  # e.g. the traceback of a user model's error
+                import traceback
+
+                traceback.print_exception(exc.__cause__)
             typer.echo(f"error: {safe_text(cli_message(str(exc)))}", err=True)  # messages may quote catalog text
             ctx.exit(1)
         except ModuleNotFoundError as exc:
@@ -86,6 +90,12 @@ class _RootGroup(TyperGroup):
             message = os_error_message(exc)
             if message is None:
                 raise
+            typer.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            message = user_model_message(exc, name)
+            if message is None or _DEBUG["on"]:
+                raise  # a bug in this tool (or --debug asked for the traceback)
             typer.echo(f"error: {message}", err=True)
             ctx.exit(1)
 
@@ -115,6 +125,17 @@ _KEPT = {
 }
 
 
+_DEBUG = {"on": False}  # set by `circuits --debug`
+
+
+def user_model_message(exc: BaseException, command: str) -> str | None:
+    """One line for an exception raised inside the user's own model code (or None: not the user's)."""
+    from ingest.user_code import user_model_error
+
+    err = user_model_error(exc, f"`circuits {command}`")
+    return None if err is None else str(err)
+
+
 def os_error_message(exc: OSError) -> str | None:
     """A one-line message for an operating-system error on a path the user gave (or None)."""
     if not isinstance(exc, OSError) or type(exc).__module__ not in ("builtins",):
@@ -136,7 +157,27 @@ app = typer.Typer(
 )
 
 
-for _sub in (db.app, ingest.app, many.app, masks.app, train.app, read.app, export.app, demo.app, serve.app, defend.app):
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error raised in a user's model."),
+) -> None:
+    """Find circuits in vision models, keep them in a queryable catalog, and edit models with them."""
+    _DEBUG["on"] = debug
+
+
+for _sub in (
+    db.app,
+    ingest.app,
+    many.app,
+    masks.app,
+    train.app,
+    read.app,
+    export.app,
+    demo.app,
+    serve.app,
+    defend.app,
+    concept.app,
+):
     app.add_typer(_sub)
 
 

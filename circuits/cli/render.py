@@ -208,7 +208,11 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Seque
 def details_neuron_rows(details: CircuitDetails) -> list[dict[str, object]]:
     """One dict per neuron of a `circuits show` circuit: layer, channel."""
     c = details.circuit
-    return [{"layer": name, "channel": ch} for name, chans in zip(c.layer_names, c.channels) for ch in chans]
+    return [
+        {"layer": name, "channel": ch, "label": details.labels.get(name, {}).get(ch)}
+        for name, chans in zip(c.layer_names, c.channels)
+        for ch in chans
+    ]
 
 
 def details_dict(details: CircuitDetails) -> dict[str, object]:
@@ -219,6 +223,7 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
         "run": r.id,
         "model": r.model,
         "weights_sha256": r.weights_sha256,
+        "weights_source": r.library_versions.get("weights_source"),
         "concept": r.concept,
         "status": r.status,
         "n_images": r.n_images,
@@ -232,6 +237,7 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
         "created_at": c.created_at,
         "layers": [
             {"layer": n, "width": w, "k": len(ch), "channels": list(ch)}
+            | ({"labels": [details.labels[n].get(x) for x in ch]} if n in details.labels else {})
             for n, w, ch in zip(c.layer_names, c.widths, c.channels)
         ],
         "interventions": [
@@ -263,11 +269,22 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
         f"{'converged' if c.converged else 'NOT converged'}, objective {format_value(c.objective)} "
         f"(initial {format_value(c.objective_history[0]) if c.objective_history else '?'})",
     ]
+    from queries.suggest import weights_warning
+
+    warning = weights_warning(r.library_versions)
+    if warning:
+        lines.insert(1, f"warning: {warning}")
     if c.fixed:
-        lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
+        anchors = [details.neuron_text(k, int(ch)) for k, v in c.fixed.items() for ch in v]
+        lines.append(f"anchored (fixed) on {', '.join(anchors)}: not pruned by `circuits ablate` unless --prune-anchor")
     lines += ["", "neurons per layer:"]
+
+    def chan(layer: str, x: int) -> str:
+        label = details.labels.get(layer, {}).get(x)
+        return f"{x} ({label})" if label else str(x)
+
     rows = [
-        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(str(x) for x in ch)}
+        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(chan(n, x) for x in ch)}
         for n, w, ch in zip(c.layer_names, c.widths, c.channels)
     ]
     lines.append(render_table(rows))

@@ -3,15 +3,18 @@
 The catalog is opened read-only (the database refuses writes, including through the SQL box).
 The server binds 127.0.0.1 unless told otherwise; `make_server` refuses any address that is not
 loopback unless `allow_remote=True` (the CLI sets it only when `--host` is given explicitly).
-Pages are server-rendered HTML with inline SVG and no JavaScript; every asset is served from
-this process (works offline). A Content-Security-Policy forbids scripts and other origins.
+Pages are server-rendered HTML with inline SVG and work without JavaScript; one small script
+of this process (`/static/graph.js`, the graph's edge-score slider) adds to them. Every asset is
+served from this process (works offline); a Content-Security-Policy forbids inline scripts,
+scripts from elsewhere and other origins.
 
 Requests are answered only for the Host the server is bound to (or `allow_hosts`) and never to a
 cross-origin browser request (`circuits.web.guard`: DNS rebinding). A connection that sends no
 complete request within `READ_TIMEOUT_S` is closed. Pages run one at a time under a lock (short,
 bounded work: `/compare` takes at most `MAX_COMPARE_IDS` circuits); the SQL box runs outside it, in
-the same sandbox as `circuits sql` (`catalog.sql`: locked DuckDB configuration, memory cap, no
-spill, time limit, row and byte caps; PostgreSQL: a fresh read-only connection per query).
+a child process, in the same sandbox as `circuits sql` (`circuits.web.sql_box`: locked DuckDB
+configuration, memory and address-space caps, no spill, time limit, row and byte caps; PostgreSQL:
+a fresh read-only connection per query).
 
     server = make_server("circuits.duckdb", port=8000)
     server.serve_forever()
@@ -30,14 +33,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from catalog import media
-from catalog.errors import CircuitsError, NotFound, QueryError, ReadOnlyViolation
+from catalog.errors import CircuitsError, NotFound
 from circuits.web import data
 from circuits.web.guard import RequestGuard
-from circuits.web.pages import Pages, stylesheet
+from circuits.web.home import home_cursors, home_view
+from circuits.web.pages import Pages, script, stylesheet
 
 __all__ = ["MAX_COMPARE_IDS", "READ_TIMEOUT_S", "CatalogServer", "ServeError", "is_loopback", "make_server"]
 
-CSP = "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'"
+# scripts only from this server (the graph's slider, /static/graph.js); none inline, none from elsewhere
+CSP = (
+    "default-src 'none'; script-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'"
+)
 SQL_MAX_ROWS = 1000
 SQL_MAX_BYTES = 20_000_000  # a page to render in a browser
 SQL_TIMEOUT_S = 30.0
@@ -70,7 +77,7 @@ class CatalogServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], cat: Any, *, quiet: bool = False, allow_hosts: tuple[str, ...] = ()):
         self.cat = cat
-        self.pages = Pages(cat.display)
+        self.pages = Pages(cat.display, schema=self._schema)
         self.quiet = quiet
         self.db_lock = threading.Lock()  # one page at a time (never held across a user's SQL)
         super().__init__(address, _Handler)
@@ -82,6 +89,15 @@ class CatalogServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
             return
         super().handle_error(request, client_address)
+
+    def _schema(self) -> list[data.SchemaTable]:
+        """The catalog's tables and views for the SQL page (read under the page lock, as pages are)."""
+        with self.db_lock:
+            try:
+                with self.cat.session() as s:
+                    return data.schema_view(s)
+            finally:
+                self.cat.release()
 
     @property
     def url(self) -> str:
@@ -232,17 +248,28 @@ class _Handler(BaseHTTPRequestHandler):
         first = parts[0] if parts else ""
         if not parts:
             with cat.session() as s:
-                self._html(pages.home(data.home_view(s, params.get("q", [""])[0])))
+                self._html(pages.home(home_view(s, params.get("q", [""])[0], home_cursors(params))))
         elif first == "static" and parts[1:] == ["style.css"]:
             self._send(200, stylesheet().encode(), "text/css; charset=utf-8", cache=True)
+        elif first == "static" and parts[1:] == ["graph.js"]:
+            self._send(200, script().encode(), "text/javascript; charset=utf-8", cache=True)
         elif first == "circuit" and len(parts) == 2:
             with cat.session() as s:
-                self._html(pages.circuit(data.circuit_view(s, _int(parts[1], "circuit id"))))
+                view = data.circuit_view(s, _int(parts[1], "circuit id"), db=cat.display)
+                self._html(pages.circuit(view, params.get("min_score", [""])[0]))
         elif first == "neuron" and len(parts) == 3:
             model = urllib.parse.unquote(parts[1])
             layer, _, channel = urllib.parse.unquote(parts[2]).rpartition(":")
             with cat.session() as s:
                 self._html(pages.neuron(data.neuron_view(s, model, layer, _int(channel, "channel"))))
+        elif first in ("model", "concept") and len(parts) == 2:
+            name = urllib.parse.unquote(parts[1])
+            with cat.session() as s:
+                q, cursors = params.get("q", [""])[0], home_cursors(params)
+                home = (
+                    home_view(s, q, cursors, model=name) if first == "model" else home_view(s, q, cursors, concept=name)
+                )
+            self._html(pages.home(home, title=f"{first} {name}"))
         elif first == "compare" and len(parts) == 1:
             texts = [c for value in params.get("c", []) for c in value.split(",") if c]
             if len(dict.fromkeys(texts)) > MAX_COMPARE_IDS:
@@ -257,6 +284,21 @@ class _Handler(BaseHTTPRequestHandler):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
                 self._png(media.patch_png(s, run, neuron, rank))
+        elif first in ("refpatch", "refheat") and len(parts) == 4 and parts[3].endswith(".png"):
+            run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
+            read = media.patch_png if first == "refpatch" else media.patch_heatmap_png
+            with cat.session() as s:
+                self._png(read(s, run, neuron, rank, reference=True))
+        elif first == "heat" and len(parts) == 4 and parts[3].endswith(".png"):
+            run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
+            with cat.session() as s:
+                self._png(media.patch_heatmap_png(s, run, neuron, rank))
+        elif first == "featurevis" and len(parts) == 3 and parts[2].endswith(".png"):
+            from catalog.media_featurevis import featurevis_png
+
+            run, neuron = _int(parts[1], "run"), _int(parts[2][:-4], "neuron")
+            with cat.session() as s:
+                self._png(featurevis_png(s, run, neuron))
         elif first == "thumb" and len(parts) == 2 and parts[1].endswith(".png"):
             with cat.session() as s:
                 self._png(media.image_thumbnail_png(s, _int(parts[1][:-4], "image id")))
@@ -264,28 +306,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise NotFound(f"no page at {self.path}")
 
     def _sql(self, query: str) -> None:
-        from catalog.sql import run_query
-        from catalog.sql_limits import UnsafeRole
+        from circuits.web.sql_box import run_in_child
 
-        pages = self.server.pages
+        pages, cat = self.server.pages, self.server.cat
         if not query.strip():
             self._html(pages.sql(""))
             return
+        db = str(cat.path) if cat.path is not None else cat.url.render_as_string(hide_password=False)
         try:
-            # a page anyone who reaches the server can use: never as a superuser (catalog.sql_limits)
-            result = run_query(
-                self.server.cat,
-                query,
-                max_rows=SQL_MAX_ROWS,
-                max_bytes=SQL_MAX_BYTES,
-                timeout_s=SQL_TIMEOUT_S,
-                allow_superuser=False,
-            )
-        except (ReadOnlyViolation, QueryError, UnsafeRole) as exc:
+            # in a child process, in `circuits sql`'s sandbox, never as a superuser (circuits.web.sql_box)
+            result = run_in_child(db, query, max_rows=SQL_MAX_ROWS, max_bytes=SQL_MAX_BYTES, timeout_s=SQL_TIMEOUT_S)
+        except CircuitsError as exc:
             self._html(pages.sql(query, error=str(exc)))
             return
-        finally:  # a DuckDB file is free for writers again (catalog.engine)
-            self.server.cat.release()
         self._html(pages.sql(query, result=result))
 
 

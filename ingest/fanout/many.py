@@ -25,6 +25,7 @@ from typing import Any
 
 from catalog.engine import open_catalog
 from catalog.errors import CatalogLocked, CircuitsError
+from ingest.fanout.executors import wants_gpu
 from ingest.fanout.jobs import Job
 
 __all__ = ["JobOutcome", "ManyReport", "WorkResult", "ingest_many", "run_job"]
@@ -168,7 +169,8 @@ def ingest_many(
     while pending or running:
         while pending and len(running) < max(1, executor.workers):
             i, attempt = pending.popleft()
-            running[executor.submit(run_job, jobs[i], url, writer)] = (i, attempt)
+            handle = executor.submit(run_job, jobs[i], url, writer, gpu=wants_gpu(jobs[i].device))
+            running[handle] = (i, attempt)
         handle, result = executor.wait_one(list(running))
         i, attempt = running.pop(handle)
         if not isinstance(result, WorkResult):  # the worker itself died
