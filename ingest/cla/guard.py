@@ -126,7 +126,8 @@ def pair_seconds(
     live columns (all of them when there are no more), and the line through both timings is
     read at the number of live neurons. Timing only the guard's few columns would charge the
     fixed part to them (understating the fast path on wide layers) and miss what many columns
-    cost (overstating it on large maps).
+    cost (overstating it on large maps). When the fast path wins even with its whole time on the
+    guard's columns scaled to all live ones (an upper bound), that bound is returned untimed.
 
     Args:
         fast_columns: computes the fast scores of the given ascending columns, (C_i, K).
@@ -140,6 +141,9 @@ def pair_seconds(
     n_all = int(channels_first(out).shape[1])
     live = sample_columns(out, n_all)  # every live channel, ascending
     t_loop = guard.loop_seconds / k * n_all
+    upper = guard.fast_seconds / k * len(live)  # the fixed part charged to every column: an upper bound
+    if upper <= t_loop:
+        return upper, t_loop  # the fast path wins even so: no second timing (most wide layers)
     more = live if len(live) <= scale * k else sample_columns(out, scale * k)
     if len(more) <= k:
         return guard.fast_seconds / k * len(live), t_loop
