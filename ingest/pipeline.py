@@ -62,6 +62,7 @@ class IngestConfig:
     normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None  # "none", "imagenet", "M,M,M:S,S,S"
     channels: int | None = None  # 1 (luminance) or 3 (RGB)
     threads: int | None = None  # torch CPU threads, set for the process; None: ingest.threads.default_threads()
+    tokens: str = "all"  # token layers: which tokens count, "all", "patches" or "cls" (ingest.cla.tokens)
 
     def preprocessing_for(self, spec_preprocessing: Preprocessing) -> Preprocessing:
         """The model's preprocessing with this config's overrides applied."""
@@ -195,7 +196,9 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
     pp = config.preprocessing_for(loaded.spec.preprocessing)
     x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
-    check_ingest_inputs(loaded.module, layers, x, batch_size=config.batch_size, device=config.device)
+    check_ingest_inputs(
+        loaded.module, layers, x, batch_size=config.batch_size, device=config.device, tokens=config.tokens
+    )
     # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
     # in the catalog are forward order whatever the first run's choice was.
     catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
@@ -204,6 +207,8 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
     ks = _k_per_layer(config.k, layers, widths)
     # The preprocessing is part of the provenance (and so of the key): other inputs, other scores.
     params = {"method": CLA_METHOD, "input_size": int(x.shape[-1]), "preprocessing": pp.to_params()}
+    if config.tokens != "all":  # absent for "all", so keys of runs made before token selection hold
+        params["tokens"] = config.tokens
     key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
     run_fields = dict(
         layer_names=layers,
@@ -300,7 +305,13 @@ def compute(
             matrices = scores(prepared, on_batch)
         else:
             matrices = attribute(
-                loaded.module, layers, x, batch_size=config.batch_size, device=run_fields["device"], progress=on_batch
+                loaded.module,
+                layers,
+                x,
+                batch_size=config.batch_size,
+                device=run_fields["device"],
+                progress=on_batch,
+                tokens=config.tokens,
             )
         circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
         seconds = time.perf_counter() - t0

@@ -81,11 +81,16 @@ def _parse_k(text: str) -> int | tuple[int, ...]:
 @app.command()
 def ingest(
     model: Annotated[str, typer.Argument(help="A zoo name (see `circuits models`) or path/to/file.py:factory.")],
-    concept: Annotated[str, typer.Option("--concept", help="Name of the concept the images show.")],
+    concept: Annotated[str | None, typer.Option("--concept", help="Name of the concept the images show.")] = None,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
     layers: Annotated[
-        str | None, typer.Option("--layers", help="Comma-separated dotted module names, forward order.")
+        str | None,
+        typer.Option(
+            "--layers",
+            help="Comma-separated dotted module names, forward order (PATH:heads: an attention module's heads); "
+            "help: list the model's candidate layers.",
+        ),
     ] = None,
     k: Annotated[str, typer.Option("--k", help="Circuit neurons per layer: one integer or one per layer.")] = "5",
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
@@ -100,6 +105,9 @@ def ingest(
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
     threads: ThreadsOpt = None,
+    tokens: Annotated[
+        str, typer.Option("--tokens", help="Token models: which tokens count, all, patches or cls.")
+    ] = "all",
     db: DbOption = None,
 ) -> None:
     """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit.
@@ -111,9 +119,18 @@ def ingest(
     from catalog.engine import open_catalog
     from catalog.names import check_concept_name
     from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
+    from ingest.cla.tokens import check_tokens
     from ingest.pipeline import IngestConfig, resolve_images
     from ingest.pipeline import ingest as run_ingest
 
+    if layers is not None and layers.strip() == "help":
+        _echo_layer_help(model, weights)
+        return
+    if concept is None:
+        from circuits.cli.validate import InputError
+
+        raise InputError("--concept is required: name the concept the images show (or pass --layers help)")
+    check_tokens(tokens)
     check_concept_name(concept)  # everything that can be checked, before any side effect
     check_batch_size(batch_size)
     check_device(device)
@@ -141,6 +158,7 @@ def ingest(
         normalize=normalize,
         channels=channels,
         threads=threads,
+        tokens=tokens,
     )
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
@@ -152,6 +170,18 @@ def ingest(
         f"and circuit {result.circuit_id} in {cat.display}"
     )
     typer.echo(f"inputs: {result.preprocessing}")
+
+
+def _echo_layer_help(model: str, weights: str | None) -> None:
+    """`--layers help`: the model's candidate layers (`ingest.cla.layer_help`), one per line."""
+    from ingest.cla.layer_help import candidate_layers
+    from ingest.zoo import get_spec
+
+    spec = get_spec(model)
+    for row in candidate_layers(spec.build()):  # names only: the random init is never used
+        typer.echo(f"{row.name:<60} {row.kind:<14} {row.units}")
+    if spec.layers:
+        typer.echo(f"default: --layers {','.join(spec.layers)}")
 
 
 @app.command()
