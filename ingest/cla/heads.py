@@ -130,8 +130,10 @@ def read_heads(model: nn.Module, name: str) -> HeadReader:
 
 def _looks_like_attention(module: nn.Module) -> bool:
     names = {n for n, _ in module.named_children()} | set(vars(module))
-    return "attn" in type(module).__name__.lower() or "attention" in type(module).__name__.lower() or bool(
-        names & {"qkv", "q_proj", "k_proj", "v_proj", "in_proj_weight", "to_qkv", "query", "key", "value"}
+    return (
+        "attn" in type(module).__name__.lower()
+        or "attention" in type(module).__name__.lower()
+        or bool(names & {"qkv", "q_proj", "k_proj", "v_proj", "in_proj_weight", "to_qkv", "query", "key", "value"})
     )
 
 
@@ -197,8 +199,13 @@ def _mha_hook(reader: HeadReader, fn: Hook, name: str):
                 f"(rel. error {float(err):.2g}; masks or options this reader does not know); {_DECLARE}"
             )
         new = fn(module, args, z)
-        if new is not None:
-            out = F.linear(_merge(new, reader), proj.weight, proj.bias)
+        if new is None:
+            return None
+        # The module's own output plus the projection of the change: unchanged heads keep its bits
+        # (a capture's leaf equals z, so the output is the module's), and the gradient reaches
+        # `new` through the projection only, as it would through out_proj(new).
+        delta = _merge(new, reader) - _merge(z, reader).detach()
+        out = ref + F.linear(delta, proj.weight)
         return (out, *output[1:]) if isinstance(output, tuple) else out
 
     return hook
