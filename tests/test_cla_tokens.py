@@ -175,3 +175,25 @@ def test_image_size_names_the_size_the_vit_takes():
     with pytest.raises(CircuitsError, match="takes 32×32 images.*--input-size 32"):
         check_image_size(_tv_vit(), torch.zeros(1, 3, 64, 64))
     check_image_size(_tv_vit(), torch.zeros(1, 3, 32, 32))
+
+
+def test_open_clip_vision_transformer_heads():
+    """open_clip's VisionTransformer (random init): its blocks' nn.MultiheadAttention heads and MLP
+    activations, engine against the reference loop."""
+    open_clip = pytest.importorskip("open_clip", reason="open_clip is not installed (the [clip] extra)")
+    from open_clip.transformer import VisionTransformer as ClipViT
+
+    torch.manual_seed(0)
+    model = ClipViT(image_size=32, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2.0, output_dim=8).eval()
+    assert open_clip.__version__
+    layers = [
+        "transformer.resblocks.0.attn:heads",
+        "transformer.resblocks.0.mlp.gelu",
+        "transformer.resblocks.1.attn:heads",
+    ]
+    x = torch.randn(2, 3, 32, 32)
+    got = attribute(model, layers, x, device="cpu")
+    ref = attribute_reference(model, layers, x)
+    assert [g.shape for g in got] == [(4, 64), (64, 4)]
+    for g, r in zip(got, ref):
+        assert abs(g - r).max() <= 1e-5 * abs(r).max()

@@ -34,7 +34,12 @@ def apply(
         f"{len(m.modules)} modules pruned"
     )
     for path, route in done.plan.routes.items():
-        how = "zeroed the weights that make them" if route == "producer" else "zeroed the weights that read them"
+        how = {
+            "producer": "zeroed the weights that make them",
+            "transformer": "zeroed their slices of the output projection"
+            if path.endswith(":heads")
+            else "zeroed their fc1 rows and fc2 columns",
+        }.get(route, "zeroed the weights that read them")
         typer.echo(f"  {path}: {len(m.modules[path].channels)} channels, {how}")
     typer.echo(
         f"  {len(done.plan.params())} tensors edited; baked vs hook-pruned on a random batch: max |diff| = {done.max_abs_diff:.3g}"

@@ -109,7 +109,7 @@ def train_typo_vit_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     train_per_class: Annotated[int, typer.Option(help="Fresh training images per class per epoch.")] = 400,
     eval_per_class: Annotated[int, typer.Option(help="Held-out images per class (clean and attacked).")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 32,
     threads: Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")] = 2,
     text_share: Annotated[
         float, typer.Option(help="Share of training images with the true class name written on them.")
@@ -134,7 +134,7 @@ def train_typo_vit_command(
             text_share=text_share,
             text_only_share=text_only_share,
             model="typo-vit",
-            lr=1e-3,
+            lr=5e-4,
             weight_decay=0.05,
         ),
         out,

@@ -1,7 +1,7 @@
 """typo-vit: a small vision transformer trained on Typographic-synth, so it reads (docs/method.md, "Token models").
 
 torchvision's `VisionTransformer` at 64 px with 8-pixel patches (64 patch tokens and a class
-token), 6 blocks of width 128, 4 heads of 32 features, MLP width 256, 12 classes; catfish-mini's
+token), 6 blocks of width 96, 4 heads of 24 features, MLP width 192, 12 classes; catfish-mini's
 preprocessing and class names. Trained by `circuits train typo-vit` with typo-mini's recipe
 switches (a share of training images carries the true class name written on it). Default CLA
 layers: per block, its heads then its MLP activation (`ingest.zoo.vit.vit_layers`).
@@ -18,7 +18,7 @@ from ingest.zoo.vit import vit_layers
 
 __all__ = ["TYPO_VIT_LAYERS", "TYPO_VIT_LOGITS", "WEIGHTS_PATH", "build_typo_vit", "spec"]
 
-DEPTH, WIDTH, HEADS, MLP_WIDTH, PATCH = 6, 128, 4, 256, 8  # small enough to train in minutes on 2 cores
+DEPTH, WIDTH, HEADS, MLP_WIDTH, PATCH = 6, 96, 4, 192, 8  # small enough to train in ~15 min on 2 shared cores
 TYPO_VIT_LAYERS = vit_layers(DEPTH)
 TYPO_VIT_LOGITS = "heads.head"
 WEIGHTS_PATH = Path(__file__).resolve().parent.parent / "weights" / "typo_vit.pt"
