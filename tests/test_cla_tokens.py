@@ -197,3 +197,14 @@ def test_open_clip_vision_transformer_heads():
     assert [g.shape for g in got] == [(4, 64), (64, 4)]
     for g, r in zip(got, ref):
         assert abs(g - r).max() <= 1e-5 * abs(r).max()
+
+
+def test_token_box_is_the_patch_and_its_neighbours():
+    from ingest.cla.tokens import token_box
+
+    # 17 tokens: class token + a 4×4 grid of patches, 16×16 images (4-pixel patches)
+    assert token_box("b.mlp.act", (2, 17, 32), 0, (16, 16)) == (0, 0, 16, 16)  # class token
+    assert token_box("b.mlp.act", (2, 17, 32), 1, (16, 16)) == (0, 0, 8, 8)  # patch (0, 0)
+    assert token_box("b.mlp.act", (2, 17, 32), 1 + 4 * 2 + 1, (16, 16)) == (0, 4, 12, 16)  # patch (2, 1)
+    assert token_box("b.attn:heads", (2, 4, 17, 4), 4 * 6 + 3, (16, 16)) == (0, 0, 12, 12)  # token 6: (1, 1)
+    assert token_box("conv", (2, 8, 4, 4), 3, (16, 16)) is None

@@ -29,6 +29,7 @@ __all__ = [
     "check_tokens",
     "position_masks",
     "prefix_tokens",
+    "token_box",
 ]
 
 TOKEN_SELECTIONS = ("all", "patches", "cls")
@@ -105,6 +106,28 @@ def position_masks(layers: Sequence[str], outputs: Sequence[torch.Tensor], token
             )
         masks.append(keep.repeat_interleave(per))
     return masks
+
+
+def token_box(name: str, shape: Sequence[int], pos: int, image_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The image box (x0, y0, x1, y1) around the patch of a token layer's channels-first position
+    `pos`: its patch and the patches around it (3 × 3); the whole image for a prefix (class)
+    token; None when `shape` is not a token layer's (B, T, D) or a head layer's (B, H, T, hd).
+    """
+    if is_head_layer(name) and len(shape) == 4:
+        n_tok, token = int(shape[2]), int(pos) // int(shape[3])
+    elif len(shape) == 3 and not is_head_layer(name):
+        n_tok, token = int(shape[1]), int(pos)
+    else:
+        return None
+    prefix = prefix_tokens(n_tok)
+    g = math.isqrt(n_tok - prefix)
+    ih, iw = image_hw
+    if token < prefix or g == 0:
+        return 0, 0, iw, ih
+    row, col = divmod(token - prefix, g)
+    y0, y1 = max(row - 1, 0) * ih // g, min(row + 2, g) * ih // g
+    x0, x1 = max(col - 1, 0) * iw // g, min(col + 2, g) * iw // g
+    return x0, y0, x1, y1
 
 
 def check_image_size(model: nn.Module, x: torch.Tensor) -> None:
