@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -223,7 +223,7 @@ def mask_to_dict(mask: Mask, *, with_channels: bool = True) -> dict[str, Any]:
     def mod(m: ModuleMask) -> dict[str, Any]:
         return {"channels": list(m.channels), "width": m.width} if with_channels else {"width": m.width}
 
-    edge = None
+    edge: dict[str, Any] | None = None
     if mask.edge is not None:
         edge = {"src": mask.edge.src, "dst": mask.edge.dst}
         if with_channels:
@@ -289,9 +289,12 @@ def mask_from_dict(doc: Any, *, where: str = "mask") -> Mask:
             if not isinstance(edge, dict) or not {"src", "dst", "src_channels", "dst_channels"} <= set(edge):
                 raise MaskError(f"{where}: 'edge' needs src, dst, src_channels and dst_channels")
             edge = EdgeCut(edge["src"], edge["dst"], edge["src_channels"], edge["dst_channels"])
+        # the fields' types are checked by Mask/ModelIdentity.__post_init__ (a MaskError names them)
         return Mask(
-            kind=doc.get("kind"),
-            model=ModelIdentity(model.get("name"), model.get("weights_sha256"), model.get("architecture")),
+            kind=cast(str, doc.get("kind")),
+            model=ModelIdentity(
+                cast(str, model.get("name")), cast(str, model.get("weights_sha256")), model.get("architecture")
+            ),
             modules=mods,
             edge=edge,
             source=CatalogSource(cat.get("circuit_id"), cat.get("run_id"), cat.get("concept"), cat.get("catalog")),

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from catalog.engine import driver_connection
@@ -46,10 +46,11 @@ def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     rows = [{**r, "n_bytes": len(r["scores"])} for r in rows]
+    table = cast(Table, RunMatrix.__table__)  # a declarative class's __table__ is a Table (typed FromClause)
     if session.get_bind().dialect.name != "duckdb":
-        session.execute(insert(RunMatrix.__table__), rows)
+        session.execute(insert(table), rows)
         return
-    session.execute(insert(RunMatrix.__table__), [{**r, "scores": None} for r in rows])
+    session.execute(insert(table), [{**r, "scores": None} for r in rows])
     words = np.concatenate([blob_words(r["scores"]) for r in rows])  # (W,) the run's blobs in pair order
     table = pa.table(
         {

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from catalog.errors import CatalogError, NotFound
 
@@ -221,7 +222,7 @@ def read_patches(
     Returns:
         {(run_id, neuron_id): [PatchRow, …]} ordered by rank.
     """
-    cols = [
+    cols: list[InstrumentedAttribute[Any]] = [
         NeuronPatch.run_id,
         NeuronPatch.neuron_id,
         NeuronPatch.rank,

@@ -28,7 +28,14 @@ if TYPE_CHECKING:  # alembic is imported lazily: `circuits --help` must stay fas
 
 from catalog.revision import VERSION_TABLE
 
-MIGRATIONS_DIR = Path(importlib.util.find_spec("migrations").origin).resolve().parent
+
+def _migrations_dir() -> Path:
+    spec = importlib.util.find_spec("migrations")
+    assert spec is not None and spec.origin is not None, "the migrations package ships with catalog"
+    return Path(spec.origin).resolve().parent
+
+
+MIGRATIONS_DIR = _migrations_dir()
 """The top-level `migrations` package (Alembic env and versions), shipped in the distribution."""
 
 

@@ -5,7 +5,7 @@ Part of `catalog.store` (import from there); functions take a Session and never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,11 +77,11 @@ def write_circuit(
         raise CatalogError("objective_history must hold at least the initial objective")
     members = []
     for name, width, ids, chosen, ki in zip(run.layer_names, run.widths, neuron_ids, channels, k):
-        chosen = np.asarray(chosen, dtype=np.int64)
-        valid = len(chosen) == ki and len(np.unique(chosen)) == ki
-        if not valid or ((chosen < 0) | (chosen >= width)).any():
-            raise CatalogError(f"layer {name}: need {ki} distinct channels in [0, {width}), got {chosen.tolist()}")
-        members.append(ids[chosen])
+        picked = np.asarray(chosen, dtype=np.int64)
+        valid = len(picked) == ki and len(np.unique(picked)) == ki
+        if not valid or ((picked < 0) | (picked >= width)).any():
+            raise CatalogError(f"layer {name}: need {ki} distinct channels in [0, {width}), got {picked.tolist()}")
+        members.append(ids[picked])
     circuit = Circuit(
         run_id=run_id,
         k=[int(x) for x in k],
@@ -118,7 +118,7 @@ def _matrices(session: Session, run_id: int, neuron_ids: list[np.ndarray]) -> li
 
 
 def _check_fixed(
-    fixed: dict[str, Sequence[int]] | None, layer_names: Sequence[str], channels: Sequence[Sequence[int]]
+    fixed: Mapping[str, Sequence[int]] | None, layer_names: Sequence[str], channels: Sequence[Sequence[int]]
 ) -> dict[str, list[int]] | None:
     """`fixed` as stored: layer name → sorted channels, each the circuit's channels in that layer."""
     if fixed is None:

@@ -9,9 +9,10 @@ check-then-write steps that add rows under an existing model or concept.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,12 @@ from catalog.errors import CatalogError, NotFound
 from catalog.locks import Lock, lock
 from catalog.models import Concept, ExampleImage, Layer, Model, Neuron, utcnow
 from catalog.refs import LayerRef, ModelRef
+
+
+def _table(cls: type[Model] | type[Concept]) -> Table:
+    """A mapped class's Table (SQLAlchemy types a declarative class's `__table__` as a FromClause)."""
+    return cast(Table, cls.__table__)
+
 
 _LIST_MODELS = 'list them with `circuits sql "select id, name, weights_sha256 from model"`'
 
@@ -56,7 +63,7 @@ def ensure_model(
     if not names or len(set(names)) != len(names) or any(int(w) < 1 for _, w in layers):
         raise CatalogError(f"model {name}: layers must be distinct names with positive widths, got {list(layers)}")
     new_id = session.execute(
-        upsert(Model.__table__)
+        upsert(_table(Model))
         .values(
             name=name, architecture=architecture, weights_sha256=weights_sha256, layer_order=names, created_at=utcnow()
         )
@@ -88,6 +95,7 @@ def ensure_model(
         return stored
     _add_layers(session, model_id, new, first_position=len(stored.layers))
     row = session.get(Model, model_id)
+    assert row is not None, "read_model found this model above"
     row.layer_order = [*stored.layer_order, *(n for n, _ in new)]
     session.flush()
     return read_model(session, model_id)
@@ -168,7 +176,7 @@ def ensure_concept(session: Session, name: str, description: str | None = None) 
         The concept id.
     """
     new_id = session.execute(
-        upsert(Concept.__table__)
+        upsert(_table(Concept))
         .values(name=name, description=description)
         .on_conflict_do_nothing(index_elements=["name"])
         .returning(Concept.__table__.c.id)

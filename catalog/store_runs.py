@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import delete, select, text
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
@@ -135,7 +135,7 @@ def _claim_key(session: Session, provenance_key: str, run_id: int, *, replace: b
 
     On PostgreSQL a concurrent claim of the same key waits here until the other transaction ends.
     """
-    table = RunKey.__table__
+    table = cast(Table, RunKey.__table__)  # a declarative class's __table__ is a Table (typed FromClause)
     stmt = upsert(table).values(provenance_key=provenance_key, run_id=run_id)
     if replace:
         stmt = stmt.on_conflict_do_update(index_elements=["provenance_key"], set_={"run_id": run_id})

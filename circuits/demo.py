@@ -80,10 +80,10 @@ def run_demo(
     for i, (p, c) in enumerate(jobs):
         if progress:
             progress("ablations", i, len(jobs))
-        r = ablate(
+        ablated = ablate(
             cat, circuits[p], eval_sets[c], kind="circuit", baseline_seed=config.baseline_seed, model_cache=cache
         )
-        interventions[(p, c)] = r.intervention_id
+        interventions[(p, c)] = ablated.intervention_id
     if progress:
         progress("ablations", len(jobs), len(jobs))
 

@@ -124,7 +124,7 @@ def ablate(
             f"but the loaded weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): "
             "pass the same file with --weights"
         )
-    pp = preprocessing or _run_preprocessing(run_params, loaded.spec.preprocessing)
+    pp = preprocessing or _run_preprocessing(run_params, loaded.spec.pp)
     labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
     if written is not None:
@@ -147,7 +147,7 @@ def ablate(
     if written is not None:
         from ingest.defence.attack_eval import evaluate_attack
 
-        result = evaluate_attack(
+        attack = evaluate_attack(
             loaded.module,
             [list(c) for c in circ.channels],
             x,
@@ -166,11 +166,11 @@ def ablate(
             kind,
             params,
             image_set,
-            result.clean,
-            result.intervened,
-            result.baseline,
-            result.edge_fraction,
-            result.baseline_edge_fraction,
+            attack.clean,
+            attack.intervened,
+            attack.baseline,
+            attack.edge_fraction,
+            attack.baseline_edge_fraction,
         )
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)

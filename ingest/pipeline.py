@@ -194,7 +194,7 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
     layers = list(loaded.layers)
     if len(layers) < 2:
         raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
-    pp = config.preprocessing_for(loaded.spec.preprocessing)
+    pp = config.preprocessing_for(loaded.spec.pp)
     x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
     check_ingest_inputs(
         loaded.module, layers, x, batch_size=config.batch_size, device=config.device, tokens=config.tokens
@@ -407,7 +407,9 @@ def ingest_prepared(
         computed = compute(prepared, progress=progress, t0=t0, scores=scores)
     except ComputeFailed as failed:
         record_failure(cat, failed.failure)
-        raise failed.__cause__ from None
+        cause = failed.__cause__
+        assert cause is not None, "compute raises ComputeFailed from the error"
+        raise cause from None
     if progress is not None:
         progress("writing", 0, 1)
     run_id, circuit_id, reused, channels = store_computed(cat, computed)

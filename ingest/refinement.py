@@ -112,5 +112,5 @@ def run_preprocessing(
             f"circuit {circuit_id}'s run stored no preprocessing and its model {circ.model!r} is user code, "
             "which is never imported from a catalog: ablate it without preprocessing overrides"
         )
-    base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).preprocessing
+    base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).pp
     return base.with_overrides(input_size=input_size, resize=resize, normalize=normalize, channels=channels)

@@ -213,9 +213,9 @@ def neuron_patches(
             shapes[name] = tuple(act.shape)
             grids[name] = (int(act.shape[2]), int(act.shape[3])) if act.ndim == 4 else None
             flat = channels_first(act)[:, ch.to(act.device)].float()  # (B, k, P)
-            values, where = flat.max(dim=2)
-            maxima[name].append(values.cpu())
-            argmax[name].append(where.cpu())
+            batch_max, batch_at = flat.max(dim=2)
+            maxima[name].append(batch_max.cpu())
+            argmax[name].append(batch_at.cpu())
         if progress is not None:
             progress("thumbnails", min(start + config.batch_size, n), n)
     from ingest.cla.tokens import token_box
@@ -365,7 +365,7 @@ def recompute_run_thumbnails(
         )
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
     stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
-    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.preprocessing
+    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.pp
     x = zoo.preprocess(pp, images)  # the inputs the run itself used
     loaded.module.to(device)
     channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]

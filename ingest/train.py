@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,11 +105,11 @@ class TrainConfig:
 
 
 DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
-TYPO_DEFAULTS = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
+TYPO_DEFAULTS: dict[str, Any] = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
 # typo-vit: typo-mini's recipe switches (text shares, epochs, images per class); a transformer's
 # optimiser settings: stronger decay, a lower peak rate (at 1e-3 the loss stayed at ln 12 for 3
 # epochs) and batches of 32 (twice the updates for the same compute; ViTs start slowly).
-TYPO_VIT_DEFAULTS = dict(TYPO_DEFAULTS, model="typo-vit", lr=5e-4, weight_decay=0.05, batch_size=32)
+TYPO_VIT_DEFAULTS: dict[str, Any] = dict(TYPO_DEFAULTS, model="typo-vit", lr=5e-4, weight_decay=0.05, batch_size=32)
 
 
 def _catfish_net():
@@ -374,6 +375,7 @@ def _train(
             "seconds": round(time.perf_counter() - start, 1),
         }
         if attack is not None:
+            assert attack.written is not None and attack.labels is not None, "typo:attack images record both classes"
             record["attack_success"] = attack_success(model, attack.images, attack.written)
             record["attack_accuracy"] = evaluate(model, attack.images, attack.labels)
         history.append(record)
@@ -405,7 +407,7 @@ def _train(
             {
                 "attack_success": history[-1]["attack_success"],
                 "attack_accuracy": history[-1]["attack_accuracy"],
-                "attack_images": int(len(attack.written)),
+                "attack_images": int(len(attack.images)),  # one written class per image
             }
             if attack is not None
             else {}

@@ -120,7 +120,8 @@ def composition_claim(parts: Mapping[str, tuple[str, str]], neurons: Mapping[str
 
 def reuse_claim(parts: Mapping[str, tuple[str, str]], neurons: Mapping[str, Neurons]) -> Claim:
     """Class pairs that share a primitive have more circuit overlap than pairs that share none."""
-    shared, disjoint = [], []
+    shared: list[float] = []
+    disjoint: list[float] = []
     for a, b in itertools.combinations(sorted(parts), 2):
         j = jaccard(neurons[a], neurons[b])
         (shared if set(parts[a]) & set(parts[b]) else disjoint).append(j)

@@ -109,7 +109,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
     mine = np.nonzero(cid == int(circuit_id))[0]
     target = nid[mine]  # (K,) the circuit's neurons
     in_concept = np.stack([np.isin(target, nid[cid == c.circuit_id]) for c in chosen])  # (concepts, K)
-    covered = in_concept.any(axis=0)  # (K,)
+    covered = np.asarray(in_concept.any(axis=0))  # (K,)
     layer_of = np.asarray(members.column("layer").to_pylist(), dtype=object)[mine]
     position_of = column(members, "position", np.int64)[mine]
     layer_names = decode_json(info["layer_names"])

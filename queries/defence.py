@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from catalog.errors import CircuitsError
 
@@ -22,7 +23,7 @@ _MARKERS = {"circuit": "o", "edge": "s"}
 
 
 def plot_tradeoff(
-    rows: Sequence[Mapping[str, object]],
+    rows: Sequence[Mapping[str, Any]],
     path: str | Path,
     *,
     recommended: int | None = None,
@@ -55,8 +56,8 @@ def plot_tradeoff(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     pct = 100.0
-    base_acc = float(rows[0]["clean_accuracy_clean"])  # type: ignore[arg-type]
-    base_att = float(rows[0]["attack_success_clean"])  # type: ignore[arg-type]
+    base_acc = float(rows[0]["clean_accuracy_clean"])
+    base_att = float(rows[0]["attack_success_clean"])
     for kind, marker in _MARKERS.items():
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:

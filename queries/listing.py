@@ -111,7 +111,8 @@ def _check_status(status: str | None) -> None:
 
 
 def _filters(model: str | None, concept: str | None, status: str | None) -> tuple[str, dict[str, object]]:
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, object] = {}
     if model is not None:
         clauses.append("m.name = :model")
         params["model"] = model.partition("@")[0]

@@ -177,12 +177,12 @@ def weighted_jaccard_matrix(index: np.ndarray, keys: np.ndarray, scores: np.ndar
         if sum(len(c) for c in cells) > 1 << 22 or d == len(n_active):  # bounded memory
             min_sum += np.bincount(np.concatenate(cells), weights=np.concatenate(mins), minlength=n * n)
             cells, mins = [], []
-    min_sum = min_sum.reshape(n, n)
-    min_sum = min_sum + min_sum.T  # each pair was counted once, in either orientation
+    pair_min = min_sum.reshape(n, n)
+    pair_min = pair_min + pair_min.T  # each pair was counted once, in either orientation
     has = totals > 0
     # Σ max = Σ w_a + Σ w_b − Σ min = 2 − Σ min for two non-empty sets.
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(has[:, None] & has[None, :], min_sum / (2.0 - min_sum), np.nan)
+        out = np.where(has[:, None] & has[None, :], pair_min / (2.0 - pair_min), np.nan)
     np.fill_diagonal(out, 1.0)
     return out
 

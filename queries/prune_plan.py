@@ -136,7 +136,7 @@ class PrunePlan:
                 "score": None if c.score is None else round(c.score, 4),
                 "edges_cut": None if c.edge_fraction is None else round(c.edge_fraction, 6),
                 "against": _effect_text(c.against),
-                "keep": "; ".join(_effect_text(e) for e in c.keep) or None,
+                "keep": "; ".join(_effect_line(e) for e in c.keep) or None,
                 "overlap_against": _round(c.overlap_against),
                 "overlap_keep": _round(c.overlap_keep),
                 "missing": ", ".join(c.missing) or None,
@@ -150,8 +150,10 @@ def _round(x: float | None) -> float | None:
 
 
 def _effect_text(e: Effect | None) -> str | None:
-    if e is None:
-        return None
+    return None if e is None else _effect_line(e)
+
+
+def _effect_line(e: Effect) -> str:
     before = "?" if e.before is None else f"{e.before:.3f}"
     base = "" if e.baseline is None else f" (random {e.baseline:.3f})"
     return f"{e.concept} {e.metric} {before}→{e.after:.3f}{base}"
@@ -242,7 +244,9 @@ def plan_pruning(
             continue
         keep_effects = tuple(e for e in (_effect(rows, k, KEEP_METRICS) for k in keep) if e is not None)
         missing = tuple(k for k in keep if all(e.concept != k for e in keep_effects))
-        score = against_effect.drop - (float(np.mean([e.drop for e in keep_effects])) if keep_effects else 0.0)
+        score: float | None = against_effect.drop - (
+            float(np.mean([e.drop for e in keep_effects])) if keep_effects else 0.0
+        )
         concept, run_id = circuit_info[cid]
         with_evidence.add(cid)
         basis = "partial" if missing else "evidence"

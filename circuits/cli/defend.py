@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, overload
 
 import typer
 
@@ -41,6 +41,12 @@ def _seeds(text: str | None) -> tuple[int, ...]:
         raise DefendError(f"--holdout-seeds takes seeds a,b,c or none, e.g. 21,31,41 (got {text!r})") from None
 
 
+@overload
+def _names(text: str) -> list[str]: ...
+@overload
+def _names(text: None) -> None: ...
+@overload
+def _names(text: str | None) -> list[str] | None: ...
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",")]
 
@@ -149,14 +155,14 @@ def defend(
     from catalog.engine import open_catalog
     from circuits.cli.ingest import progress_bar
     from circuits.cli.render import render
-    from ingest.defence.defend import DefendConfig, typo_target
+    from ingest.defence.defend import DEFAULT_KS, DefendConfig, typo_target
     from ingest.defence.defend import defend as run_defend
 
     config = DefendConfig(
         model=model,
         weights=weights,
         layers=tuple(_names(layers)) if layers else None,
-        ks=_parse_ks(k) if k else DefendConfig.__dataclass_fields__["ks"].default,
+        ks=_parse_ks(k) if k else DEFAULT_KS,
         kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
         baseline_seed=baseline_seed,
         n_baselines=baselines,
@@ -241,10 +247,11 @@ def defend(
             f"{100 * h.attack_success_random:.1f} ± {100 * h.attack_success_random_sd:.1f}%), clean accuracy "
             f"{100 * h.clean_accuracy_clean:.1f}% → {100 * h.clean_accuracy:.1f}%"
         )
-    if report.holdout:
+    holdout_cut = report.holdout_cut  # None without held-out seeds
+    if holdout_cut is not None:
         typer.echo(
-            f"  held-out mean: {report.holdout_cut:.2f}× lower attack success"
-            + ("" if report.holdout_cut >= report.target_cut else " (target not met on held-out images)")
+            f"  held-out mean: {holdout_cut:.2f}× lower attack success"
+            + ("" if holdout_cut >= report.target_cut else " (target not met on held-out images)")
         )
     if best.kind == "circuit":
         typer.echo(

@@ -48,8 +48,10 @@ def export(
     if kind is InterventionKind.circuit:
         from queries.suggest import apply_command
 
+        run_id = mask.source.run_id
+        assert run_id is not None, "a mask exported from the catalog names its run"
         with cat.session() as s:
-            command = apply_command(s, mask.source.run_id, str(result.path))
+            command = apply_command(s, run_id, str(result.path))
         typer.echo(f"bake it into weights: {command}")
     else:
         typer.echo(f"edge masks run with hooks: ingest.apply_mask(model, catalog.read_mask({str(result.path)!r}))")

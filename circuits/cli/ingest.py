@@ -329,7 +329,7 @@ def models(
                 "architecture": spec.architecture,
                 "layers": ",".join(spec.layers),
                 "input_size": spec.input_size or "keep",
-                "preprocessing": spec.preprocessing.describe(),
+                "preprocessing": spec.pp.describe(),
                 "bundled_weights": str(spec.default_weights) if spec.default_weights else "",
             }
         )

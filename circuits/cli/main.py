@@ -8,6 +8,8 @@ traceback because it is a bug.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ingest.threads import set_wait_policy
 
 set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before any sub-command can import torch (see ingest.threads)
@@ -19,11 +21,14 @@ from catalog.errors import CircuitsError  # noqa: E402 (after the set-up above)
 from circuits.cli import db, defend, demo, export, ingest, many, masks, read, serve, train  # noqa: E402 (after the set-up above)
 from circuits.cli.extras import missing_extra_message  # noqa: E402 (after the set-up above)
 
+if TYPE_CHECKING:  # typer vendors click: its Command.invoke takes this Context (typer.Context subclasses it)
+    from typer._click import Command, Context
+
 
 class _RootGroup(TyperGroup):
     """Converts user errors raised by any sub-command into a one-line message and exit code 1."""
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: Context):
         name = self._command_name(ctx)
         try:
             return super().invoke(ctx)
@@ -46,11 +51,11 @@ class _RootGroup(TyperGroup):
             typer.echo(f"error: {message}", err=True)
             ctx.exit(1)
 
-    def _command_name(self, ctx: typer.Context) -> str:
+    def _command_name(self, ctx: Context) -> str:
         """The command as typed after `circuits` ("ingest", "db init"), for messages."""
         words = [*ctx._protected_args, *ctx.args]
         names: list[str] = []
-        group = self
+        group: Command = self
         for word in words:
             cmd = group.get_command(ctx, word) if hasattr(group, "get_command") else None
             if cmd is None:

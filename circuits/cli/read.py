@@ -220,14 +220,14 @@ def list_(
     state = None if status is None else status.value
     with _session(db) as s:
         if what is Listable.runs:
-            rows = listing.list_runs(s, model, concept, state)
+            rows = [asdict(r) for r in listing.list_runs(s, model, concept, state)]
         elif what is Listable.circuits:
-            rows = listing.list_circuits(s, model, concept, state or "complete")
+            rows = [asdict(r) for r in listing.list_circuits(s, model, concept, state or "complete")]
         elif what is Listable.concepts:
-            rows = listing.list_concepts(s, model)
+            rows = [asdict(r) for r in listing.list_concepts(s, model)]
         else:
-            rows = listing.list_models(s)
-    _emit([asdict(r) for r in rows], fmt)
+            rows = [asdict(r) for r in listing.list_models(s)]
+    _emit(rows, fmt)
 
 
 @app.command("prune-plan")

@@ -2,7 +2,7 @@
 table|csv|json`), a circuit's details (`circuits show`), and the progress bar of long commands.
 
 Shared by every command that prints rows. Rows are mappings (column → value); every row has the
-same columns. Tables are plain text with no wrapping, so wide matrices stay aligned however
+same columns. Tables are drawn by `rich` as plain text with no wrapping, so wide matrices stay aligned however
 narrow the terminal; CSV and JSON are for programs (dates as ISO text, missing values empty /
 null, NaN as null).
 """
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from catalog.errors import CircuitsError
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from queries.listing import CircuitDetails
 
 __all__ = [
@@ -103,29 +105,34 @@ def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An aligned text table (numbers right-aligned), or "(no rows)".
+    """An aligned text table drawn by `rich` (numbers right-aligned, no wrapping), or "(no rows)".
 
     Args:
         rows: the rows.
         columns: column order (default: the first row's keys).
 
     Returns:
-        The table, lines joined by newlines, no trailing newline.
+        The table, lines joined by newlines, no trailing newline and no colour codes.
     """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     cols = _columns(rows, columns)
     if not rows:
         return "  ".join(cols) + "\n(no rows)" if cols else "(no rows)"
     cells = [[format_value(r.get(c)) for c in cols] for r in rows]
-    numeric = [all(_is_number(r.get(c)) for r in rows) for c in cols]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    out = [line(cols), "  ".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
-    return "\n".join(out)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="", highlight=False)
+    for c in cols:
+        numeric = all(_is_number(r.get(c)) for r in rows)
+        table.add_column(c, justify="right" if numeric else "left", no_wrap=True)
+    for row in cells:
+        table.add_row(*row)  # the console has markup and emoji off: cell text prints as it is
+    # Wide enough that nothing wraps, whatever the terminal: matrices stay aligned when piped.
+    width = sum(max(len(c), *(len(row[i]) for row in cells)) + 3 for i, c in enumerate(cols)) + 4
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False, markup=False, emoji=False).print(table)
+    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -282,7 +289,7 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
     columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn()]
     columns += [TextColumn("ETA"), TimeRemainingColumn()] if eta else [TimeElapsedColumn()]
     bar = Progress(*columns)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if not tasks:

@@ -35,7 +35,9 @@ def serve(
     from circuits.web.server import is_loopback, make_server
 
     server = make_server(db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet)
-    where = "this machine only" if is_loopback(server.server_address[0]) else "reachable from other machines"
+    bound = server.server_address[0]
+    assert isinstance(bound, str), "an AF_INET/AF_INET6 server's address is a str"
+    where = "this machine only" if is_loopback(bound) else "reachable from other machines"
     typer.echo(f"serving {server.cat.display} read-only at {server.url} ({where}); Ctrl-C stops")
     try:
         server.serve_forever()

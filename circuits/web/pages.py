@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable
 from importlib import resources
 
 import jinja2
@@ -35,6 +36,11 @@ def _environment() -> jinja2.Environment:
         trim_blocks=False,
     )
     return env
+
+
+def _neuron_links(view: data.CircuitView) -> Callable[[data.Node], str]:
+    """A circuit's node -> the address of its neuron page."""
+    return lambda n: data.neuron_href(view.model, n.layer, n.channel)
 
 
 def _anchor(n: data.Node) -> str:
@@ -104,10 +110,7 @@ class Pages:
 
     def compare(self, view: data.CompareView) -> str:
         """Circuits side by side with the overlap heat-map."""
-        graphs = [
-            (c, circuit_svg(c, lambda n, c=c: data.neuron_href(c.model, n.layer, n.channel), shared=view.shared))
-            for c in view.circuits
-        ]
+        graphs = [(c, circuit_svg(c, _neuron_links(c), shared=view.shared)) for c in view.circuits]
         heat = heatmap_svg(list(view.labels), view.jaccard, view.shared_counts)
         return self._render("compare.html", title="compare", view=view, graphs=graphs, heatmap=heat)
 

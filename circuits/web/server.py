@@ -67,6 +67,7 @@ class CatalogServer(ThreadingHTTPServer):
     def url(self) -> str:
         """The address to open in a browser."""
         host, port = self.server_address[:2]
+        assert isinstance(host, str), "an AF_INET/AF_INET6 server's address is a str"
         shown = f"[{host}]" if ":" in str(host) else host
         return f"http://{shown}:{port}/"
 

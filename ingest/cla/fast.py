@@ -124,6 +124,7 @@ def _closed_form(steps: list[Step]) -> bool:
 
 def _closed_form_scores(steps: list[Step]) -> torch.Tensor:
     last, rec = steps[-1].op, steps[-1].rec
+    assert isinstance(last, Unit), "a branch ends in a unit (see _closed_form)"
     c = _cotangent(last, rec.y).abs()  # (B, N, H, W)
     z = rec.x.abs()  # (B, C_i, H, W): A_i routed by the pools
     n, ci = c.shape[1], z.shape[1]
@@ -213,6 +214,7 @@ def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:
 def _unit_mask(step: Step) -> torch.Tensor:
     """d(unit output)/d(conv output) as (C, B, P): BN scale × ReLU mask."""
     unit, y = step.op, step.rec.y
+    assert isinstance(unit, Unit), "_unit_mask is called on unit steps"
     s = unit.scale()[None, :, None, None]
     d = _open(unit, y) * s if unit.relu else s.expand_as(y)  # (B, C, H, W)
     return channel_major(d)
@@ -221,6 +223,7 @@ def _unit_mask(step: Step) -> torch.Tensor:
 def _pool_index(step: Step, compact: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Argmax indices as (C, B, P_out), flat into H_in·W_in; for the pool adjacent to A_i also
     the compact slot of each pooled position (the first pooled position with the same argmax)."""
+    assert step.rec.indices is not None, "a max-pool step records its argmax indices"
     idx = channel_major(step.rec.indices)  # (C, B, P_out)
     if not compact:
         return idx, None
@@ -248,7 +251,9 @@ def last_conv_input_grad(cn: torch.Tensor, w_flip: torch.Tensor, unit: Unit, x: 
     conv = unit.conv
     kh, kw = conv.kernel_size
     dh, dw = conv.dilation
-    ph, pw = unit.padding()
+    pad = unit.padding()
+    assert pad is not None, "the fast path runs only convs with numeric padding"
+    ph, pw = pad
     h, w = x.shape[2], x.shape[3]
     # the transposed conv's input: c padded so that every shifted window has the input's size
     ch, cw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
@@ -314,6 +319,7 @@ def _pool_input_grad(
     idx, slot = index
     n = g.shape[0]
     if compact:
+        assert slot is not None, "_pool_index(compact=True) returns the slots"
         dst = torch.zeros_like(g)
         return dst.scatter_add_(3, slot[:, b0:b1].expand(n, -1, -1, -1), g)
     dst = g.new_zeros(*g.shape[:3], x.shape[2] * x.shape[3])
@@ -323,6 +329,7 @@ def _pool_input_grad(
 def elements_per_neuron_image(steps: list[Step], compact: bool) -> int:
     """Peak float32 elements held per (neuron, image) of a chunk while walking the branch back."""
     last = steps[-1]
+    assert isinstance(last.op, Unit), "a branch ends in a unit"
     kh, kw = last.op.conv.kernel_size
     x = last.rec.x
     hw = x.shape[2] * x.shape[3]

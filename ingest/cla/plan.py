@@ -23,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import nn
 
 __all__ = [
@@ -62,7 +64,9 @@ class Unit:
         w = self.conv.weight
         if self.bn is None:
             return torch.ones(w.shape[0], device=w.device, dtype=w.dtype)
-        s = torch.rsqrt(self.bn.running_var + self.bn.eps)
+        var = self.bn.running_var
+        assert var is not None, "_parse admits only BatchNorms with running statistics"
+        s = torch.rsqrt(var + self.bn.eps)
         return s * self.bn.weight if self.bn.weight is not None else s
 
     def padding(self) -> tuple[int, int] | None:
@@ -88,7 +92,8 @@ class Unit:
         f = getattr(self.conv, "input_padding", None)
         if not callable(f):
             return None
-        pad = tuple(int(v) for v in f(int(h), int(w)))
+        left, right, top, bottom = (int(v) for v in f(int(h), int(w)))
+        pad = (left, right, top, bottom)
         return pad if any(pad) else None
 
     def pads_input(self) -> bool:
@@ -271,9 +276,10 @@ def _plan_from_calls(calls: list[tuple[int, _Call]], root: torch.Tensor, inside_
         return None  # nested fan-out inside a branch: not a supported structure
     prefix = _parse([calls[j][1].module for j in paths[0][:n_common]])
     branches = [_parse([calls[j][1].module for j in r]) for r in rests]
-    if prefix is None or any(b is None or not b for b in branches):
+    parsed = [b for b in branches if b]  # a branch that is None (unsupported) or empty is dropped
+    if prefix is None or len(parsed) != len(branches):
         return None
-    return PairPlan(tuple(prefix), tuple(tuple(b) for b in branches))
+    return PairPlan(tuple(prefix), tuple(tuple(b) for b in parsed))
 
 
 def _parse(modules: Sequence[nn.Module]) -> list[Op] | None:
@@ -355,14 +361,14 @@ def run_ops(ops: Sequence[Op], x: torch.Tensor) -> tuple[torch.Tensor, list[OpRe
             )
             records.append(OpRecord(x, y))
         else:
-            p = op.pool
+            mp = op.pool
             y, idx = F.max_pool2d(  # channels-last: ~10x faster than NCHW max-pooling on CPUs here
                 x.contiguous(memory_format=torch.channels_last),
-                p.kernel_size,
-                p.stride,
-                p.padding,
-                p.dilation,
-                ceil_mode=p.ceil_mode,
+                mp.kernel_size,
+                mp.stride,
+                mp.padding,
+                mp.dilation,
+                ceil_mode=mp.ceil_mode,
                 return_indices=True,
             )
             records.append(OpRecord(x, y, idx))
@@ -400,7 +406,14 @@ def run_plan(plan: PairPlan, a: torch.Tensor) -> PlanRun:
     return PlanRun(prefix, branches, torch.cat(outs, dim=1))
 
 
-def matches(run: PlanRun, target: torch.Tensor) -> bool:
+class _Run(Protocol):
+    """A plan's forward on a batch (PlanRun, or a residual plan's ResidualRun)."""
+
+    @property
+    def output(self) -> torch.Tensor: ...
+
+
+def matches(run: _Run, target: torch.Tensor) -> bool:
     """Whether the plan's output reproduces the captured layer output (float32 rounding aside)."""
     out, target = run.output, target.detach()
     if out.shape != target.shape:

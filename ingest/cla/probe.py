@@ -174,7 +174,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         check_layer_chain(cap)
         leaves, outs = cap.leaf_list(), cap.output_list()
         trees = build_trees(events, layers, leaves) if fast else [None for _ in leaves[1:]]
-        largest = max((ev.out.numel() for ev in events if getattr(ev, "out", None) is not None), default=0)
+        largest = max((out.numel() for ev in events if (out := getattr(ev, "out", None)) is not None), default=0)
         del events
     widths = [int(channels_first(t).shape[1]) for t in leaves]
     plans: list[FastPlan | None] = []
@@ -191,6 +191,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
             form = "batched VJPs" if batched else "one autograd call per neuron"
             note += f"; {form} (probe: per-neuron loop {t_loop * 1e3:.1f} ms vs batched {t_batched * 1e3:.1f} ms)"
         else:
+            assert run is not None, "_choose returns a plan with its run"
             plan_bytes = max(plan_bytes, _run_bytes(run, leaves[i]))
         plans.append(chosen)
         notes.append(note)
@@ -235,7 +236,8 @@ def _choose(
     )
     unsupported: list[str] = []
     rejected: str | None = None
-    for cand in [*concat_candidates(tree), *residual_candidates(tree)]:
+    candidates: list[FastPlan] = [*concat_candidates(tree), *residual_candidates(tree)]
+    for cand in candidates:
         why = residual_unsupported(cand) if isinstance(cand, ResidualPlan) else _pair_unsupported(cand)
         if why is not None:
             unsupported.append(why)
@@ -294,7 +296,9 @@ def fast_scores(
 ) -> torch.Tensor:
     """Σ over the batch of S for one pair by its fast plan, (C_i, C_{i+1}) or (C_i, len(neurons))."""
     if isinstance(plan, ResidualPlan):
+        assert isinstance(run, ResidualRun), "a residual plan's run comes from run_residual"
         return residual_scores(plan, run, a, budget_bytes, tile_bytes, neurons)
+    assert isinstance(run, PlanRun), "a pair plan's run comes from run_plan"
     return pair_scores(plan, run, a, budget_bytes, tile_bytes, neurons)
 
 

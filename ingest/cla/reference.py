@@ -69,7 +69,8 @@ def attribute_reference(
                 masks = position_masks(layers, leaves, tokens)
                 for i in range(n_pairs):
                     width = channels_first(outs[i + 1]).shape[1]
-                    sel = range(width) if neurons is None or neurons[i] is None else neurons[i]
+                    wanted = None if neurons is None else neurons[i]
+                    sel = range(width) if wanted is None else wanted
                     s = reference_pair_scores(outs[i + 1], leaves[i], list(sel), (masks[i], masks[i + 1])).double()
                     if step == 0:
                         sums.append(s)

@@ -90,13 +90,14 @@ def residual_candidates(tree: PairPlan | None) -> list[ResidualPlan]:
         last = main[-1]
         if not isinstance(last, Unit) or last.bn is None:
             continue
-        if skip and (not isinstance(skip[-1], Unit) or skip[-1].relu):
+        skip_last = skip[-1] if skip else None
+        if skip and (not isinstance(skip_last, Unit) or skip_last.relu):
             continue
         acts = (True,) if last.relu else (True, False)
         for act in acts:
             for inner in (True, False):  # units whose functional ReLU the trace did not see
                 m = _fix(main[:-1], inner) + (replace(last, relu=False),)
-                s = _fix(skip[:-1], inner) + ((replace(skip[-1], relu=False),) if skip else ())
+                s = _fix(skip[:-1], inner) + ((replace(skip_last, relu=False),) if isinstance(skip_last, Unit) else ())
                 cand = ResidualPlan(m, s, act)
                 if cand not in out:
                     out.append(cand)
@@ -232,12 +233,13 @@ class _Branch:
         self.last = last
         w = last.conv.weight * last.scale()[:, None, None, None]  # BN scale folded into the filters
         self.w = w[sel]  # (n_sel, C_prev, kh, kw)
-        self.aux = []
+        self.aux: list[torch.Tensor | None] = []
         for op, rec in zip(ops[:-1], recs[:-1]):
             if isinstance(op, Unit):  # d(unit out)/d(conv out): BN scale × ReLU mask, (B, C, H, W)
                 s = op.scale()[None, :, None, None]
                 self.aux.append(_open(op, rec.y) * s if op.relu else s.expand_as(rec.y).contiguous())
             elif isinstance(op, Pool):
+                assert rec.indices is not None, "a max-pool record keeps its argmax indices"
                 self.aux.append(rec.indices.flatten(2))  # (B, C, P_out), flat into H_in·W_in
             else:
                 self.aux.append(None)
@@ -247,13 +249,15 @@ class _Branch:
         g = self._last(cu, self.w[ns], self.recs[-1].x)  # (u, C, H, W)
         u = g.shape[0]
         for k in range(len(self.ops) - 2, -1, -1):
-            op, x = self.ops[k], self.recs[k].x
+            op, x, aux = self.ops[k], self.recs[k].x, self.aux[k]
             if isinstance(op, Unit):
-                g.mul_(self.aux[k][b])  # the image's mask, broadcast over the chunk
+                assert aux is not None, "a unit keeps its mask in aux"
+                g.mul_(aux[b])  # the image's mask, broadcast over the chunk
                 g = _conv_input_grad(g, op, x)
             elif isinstance(op, Pool):
                 dst = g.new_zeros(u, x.shape[1], x.shape[2] * x.shape[3])
-                idx = self.aux[k][b].expand(u, -1, -1)
+                assert aux is not None, "a max-pool keeps its indices in aux"
+                idx = aux[b].expand(u, -1, -1)
                 g = dst.scatter_add_(2, idx, g.flatten(2)).view(u, *x.shape[1:])
             else:
                 p = op.pool

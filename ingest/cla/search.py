@@ -136,7 +136,7 @@ def _local_score(mats: list[np.ndarray], chosen: list[np.ndarray], i: int) -> np
     return score
 
 
-def circuit_objective(matrices: Sequence[np.ndarray], channels: Sequence[Sequence[int]]) -> float:
+def circuit_objective(matrices: Sequence[np.ndarray], channels: Sequence[Sequence[int] | np.ndarray]) -> float:
     """`Σ_i Σ_{m∈C_i, n∈C_{i+1}} S_i[m,n]` for a given circuit.
 
     Args:

@@ -210,7 +210,8 @@ def draw_background(size: int, rng: np.random.Generator) -> np.ndarray:
 
     def jitter(amount: float) -> tuple[int, int, int]:
         rgb = np.clip(base + rng.uniform(-amount, amount, 3), 0.0, 1.0)
-        return tuple(int(round(255 * c)) for c in rgb)
+        r, g, b = (int(round(255 * c)) for c in rgb)
+        return r, g, b
 
     img = Image.new("RGB", (size, size), jitter(0.0))
     draw = ImageDraw.Draw(img)

@@ -226,6 +226,7 @@ def _mixed(kind: str, n: int, seed: int) -> TypoImages:
         images[c :: len(CLASS_NAMES)] = part.images
         labels[c :: len(CLASS_NAMES)] = c
         if written is not None:
+            assert part.written is not None, "attack images record the class written on them"
             written[c :: len(CLASS_NAMES)] = part.written
     return TypoImages(images, labels, written)
 

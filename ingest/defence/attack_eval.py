@@ -104,7 +104,7 @@ def evaluate_attack(
     if written.max(initial=0) >= clean.shape[1] or (labels is not None and labels.max(initial=0) >= clean.shape[1]):
         raise InterventionError(f"written or true classes beyond the model's {clean.shape[1]} outputs")
 
-    def pruned(chans: list[list[int]]) -> torch.Tensor:
+    def pruned(chans: Sequence[Sequence[int]]) -> torch.Tensor:
         with intervention(model, layers, chans, kind, pair):
             return predict(model, x, batch_size=batch_size, device=device)
 

@@ -53,6 +53,9 @@ class ZeroShotClassifier(nn.Module):
     like `layer3` means the same module in the tower and here.
     """
 
+    _tower: nn.Module  # set with object.__setattr__ below
+    class_embeddings: torch.Tensor  # a buffer
+
     def __init__(self, tower: nn.Module, embeddings: torch.Tensor, logit_scale: float = LOGIT_SCALE) -> None:
         super().__init__()
         for name, child in tower.named_children():
@@ -230,26 +233,34 @@ def clip_target(
     folders = _class_folders(Path(images).expanduser(), classes, label)
     given_attack = None if attack_images is None else read_attack_dir(attack_images, classes, label=label)
     loaded = zoo.load_model(model, weights=weights, layers=layers, device=device)
-    dim = _embedding_dim(loaded.module, loaded.spec.input_size)
+    size = loaded.spec.input_size
+    assert size is not None, "an image tower's spec fixes its input size"
+    dim = _embedding_dim(loaded.module, size)
     emb = class_embeddings(classes, dim, path=embeddings, weights=weights, random_embeddings=random_embeddings)
     classifier = ZeroShotClassifier(loaded.module, emb).eval()
     spec = dataclasses.replace(loaded.spec, labels=tuple(classes))
     cache = {(model, weights, tuple(loaded.layers)): dataclasses.replace(loaded, spec=spec, module=classifier)}
 
     clean_sets, attacks = {}, []
+    attack_labels: list[int] = []
+    attack_written: list[int] = []
     for c, folder in folders.items():
         plain = read_image_dir(folder)
         clean_sets[c] = dataclasses.replace(plain, labels=(classes.index(c),) * len(plain))
-        attacks.append(attack_from_dir(folder, classes, seed=seed, label=c))
+        made = attack_from_dir(folder, classes, seed=seed, label=c)
+        assert made.labels is not None and made.written is not None, "attack_from_dir(label=...) records both"
+        attacks.append(made)
+        attack_labels += made.labels
+        attack_written += made.written
     attack = given_attack or AttackImageSet(
         f"attack:{Path(images).expanduser().resolve()}#seed={seed}",
         tuple(im for a in attacks for im in a.images),
         tuple(h for a in attacks for h in a.sha256s),
         tuple(s for a in attacks for s in a.sources),
         (),
-        tuple(lab for a in attacks for lab in a.labels),
-        written=tuple(w for a in attacks for w in a.written),
+        tuple(attack_labels),
+        written=tuple(attack_written),
         class_names=tuple(classes),
     )
-    text = text_image_set(n_text, seed=seed, words=(*classes, *DISTRACTOR_WORDS), size=loaded.spec.input_size)
+    text = text_image_set(n_text, seed=seed, words=(*classes, *DISTRACTOR_WORDS), size=size)
     return DefenceTarget(text_set=text, attack_set=attack, clean_sets=clean_sets, model_cache=cache, force=True)

@@ -41,6 +41,7 @@ from ingest.defence.report import DefenceReport, DefenceRow, recommend
 from ingest.images import ImageSet
 
 __all__ = [
+    "DEFAULT_KS",
     "TEXT_CONCEPT",
     "DefenceReport",
     "DefenceRow",
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 TEXT_CONCEPT = "text"
+DEFAULT_KS: tuple[int | tuple[int, ...], ...] = (1, 2, 3)  # DefendConfig.ks: the k tried without --k
 SEARCH_SEED_OFFSET = 1000  # the k search measures on images of seed + this, never on the reported ones
 CONCEPT_SEED_OFFSET = 500  # the contrast concept's images: seed + this (neither reported nor searched)
 HOLDOUT_SEEDS = (21, 31, 41)  # typo-mini's default held-out attack images (README table)
@@ -74,7 +76,7 @@ class DefendConfig:
     weights: str | None = None  # local weights file; None: bundled/cache/random-init
     layers: tuple[str, ...] | None = None  # None: the model's default CLA layers
     # Text-circuit sizes to sweep: neurons per layer, one k or one per layer; ≤ 6% of edges needs small k.
-    ks: tuple[int | tuple[int, ...], ...] = (1, 2, 3)
+    ks: tuple[int | tuple[int, ...], ...] = DEFAULT_KS
     kinds: tuple[str, ...] = ("circuit", "edge")  # edge: every circuit layer pair in turn
     baseline_seed: int = 0  # seed of the first random circuit of the same shape
     n_baselines: int = 5  # random circuits per row (seeds baseline_seed, baseline_seed + 1, …)
@@ -303,13 +305,13 @@ def defend(
     _register_sets(cat, target)
 
     jobs = [
-        (cid, ks, kind, pair)
-        for cid, ks, n_layers in circuits
+        (cid, k_layers, kind, pair)
+        for cid, k_layers, n_layers in circuits
         for kind in config.kinds
         for pair in ([None] if kind == "circuit" else range(n_layers - 1))
     ]
     rows = []
-    for j, (cid, ks, kind, pair) in enumerate(jobs):
+    for j, (cid, k_layers, kind, pair) in enumerate(jobs):
         report(f"pruning circuit {cid} ({kind}{'' if pair is None else f' pair {pair}'})", j, len(jobs))
         common = _common(config, target, kind, pair)
         att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, **common)
@@ -317,7 +319,7 @@ def defend(
         rows.append(
             DefenceRow(
                 circuit_id=cid,
-                k=ks,
+                k=k_layers,
                 kind=kind,
                 pair=pair,
                 edge_fraction=att.edge_fraction,

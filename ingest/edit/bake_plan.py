@@ -23,7 +23,7 @@ BatchNorm without affine weights, an op the graph does not show) is refused with
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,6 +155,19 @@ def _opaque_children(model: nn.Module, path: str) -> list[str]:
     return opaque
 
 
+def _target(node: fx.Node) -> str:
+    """The dotted module path a call_module node calls (fx keeps it as a str for that op)."""
+    assert isinstance(node.target, str), f"call_module target {node.target!r} is not a module path"
+    return node.target
+
+
+def _cat_parts(node: fx.Node) -> Sequence[fx.node.Argument]:
+    """The concatenated operands of a node `_is_cat` accepted (a list or tuple)."""
+    parts = node.args[0]
+    assert isinstance(parts, (list, tuple)), "_is_cat accepts only a list/tuple of operands"
+    return parts
+
+
 def _describe(node: fx.Node) -> str:
     if node.op == "call_module":
         return str(node.target)
@@ -173,10 +186,10 @@ class _Scope:
         self.calls: dict[str, int] = {}
         for n in graph.nodes:
             if n.op == "call_module":
-                self.calls[n.target] = self.calls.get(n.target, 0) + 1
+                self.calls[_target(n)] = self.calls.get(_target(n), 0) + 1
 
     def module(self, node: fx.Node) -> nn.Module:
-        return self.root.get_submodule(node.target)
+        return self.root.get_submodule(_target(node))
 
     def is_zero_keeping(self, node: fx.Node) -> bool:
         if node.op == "call_module":
@@ -187,15 +200,18 @@ class _Scope:
 
     def owned(self, node: fx.Node) -> str:
         """The dotted path of a parameterised module that may be edited (used once, not shared)."""
-        path = str(node.target)
-        if self.calls[node.target] != 1:
-            raise NotExact(f"{path} is called {self.calls[node.target]} times in one forward pass")
+        path = _target(node)
+        if self.calls[path] != 1:
+            raise NotExact(f"{path} is called {self.calls[path]} times in one forward pass")
         if self.aliases.get(id(self.module(node)), 1) != 1:
             raise NotExact(f"{path} is shared with another part of the model")
         return path
 
-    def width(self, node: fx.Node) -> int | None:
-        """The channel count of a node's output, read from the layers that make it."""
+    def width(self, node: fx.node.Argument) -> int | None:
+        """The channel count of a node's output, read from the layers that make it (None for a
+        constant operand)."""
+        if not isinstance(node, fx.Node):
+            return None
         if node.op == "call_module":
             m = self.module(node)
             if isinstance(m, CONVS):
@@ -205,8 +221,9 @@ class _Scope:
             if isinstance(m, BATCHNORMS):
                 return m.num_features
         if _is_cat(node):
-            parts = [self.width(a) for a in node.args[0]]
-            return None if any(p is None for p in parts) else sum(parts)
+            parts = [self.width(a) for a in _cat_parts(node)]
+            known = [p for p in parts if p is not None]
+            return None if len(known) != len(parts) else sum(known)
         if self.is_zero_keeping(node) or _is_add(node):
             return self.width(node.args[0]) if isinstance(node.args[0], fx.Node) else None
         return None
@@ -216,7 +233,7 @@ def _is_cat(node: fx.Node) -> bool:
     if node.op != "call_function" or node.target is not torch.cat:
         return False
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    return dim == 1 and isinstance(node.args[0], (list, tuple))
+    return bool(dim == 1) and isinstance(node.args[0], (list, tuple))
 
 
 def _is_add(node: fx.Node) -> bool:
@@ -244,10 +261,11 @@ def _producer(scope: _Scope, node: fx.Node, c: int) -> list[Edit]:
         return _producer_arg(scope, node, node.args[0], c)
     if _is_cat(node):
         offset = 0
-        for part in node.args[0]:
+        for part in _cat_parts(node):
             w = scope.width(part)
             if w is None:
-                raise NotExact(f"cannot tell the channel count of {_describe(part)} in a concatenation")
+                what = _describe(part) if isinstance(part, fx.Node) else "a constant"
+                raise NotExact(f"cannot tell the channel count of {what} in a concatenation")
             if c < offset + w:
                 return _producer_arg(scope, node, part, c - offset)
             offset += w
@@ -317,7 +335,7 @@ def _is_flatten(scope: _Scope, node: fx.Node) -> bool:
     ):
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-        return start == 1 and end == -1
+        return bool(start == 1) and bool(end == -1)
     return False
 
 
@@ -325,16 +343,18 @@ def _pools_to_one(scope: _Scope, node: fx.Node) -> bool:
     """True for an adaptive pool to a 1×1 map (then flatten puts channel c at feature c)."""
     if "adaptive" not in _op_name(scope, node):
         return False
+    size: object
     if node.op == "call_module":
         size = scope.module(node).output_size
     else:
         size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
-    return size == 1 or (isinstance(size, (tuple, list)) and all(s == 1 for s in size))
+    return bool(size == 1) or (isinstance(size, (tuple, list)) and all(s == 1 for s in size))
 
 
 def require_circuit_kind(mask: Mask) -> None:
     """Raise NotBakeable for an edge mask: edge pruning needs two forward passes, not weights."""
     if mask.kind != MaskKind.circuit:
+        assert mask.edge is not None, "Mask.__post_init__ requires an edge for an edge mask"
         raise NotBakeable(
             f"an {mask.kind} mask cannot be baked into weights: edge pruning recomputes {mask.edge.dst} "
             "from a second forward pass; apply it with hooks (ingest.edit.mask_apply.apply_mask) instead"

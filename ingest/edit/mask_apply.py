@@ -148,6 +148,7 @@ def apply_mask(model: nn.Module, mask: Mask, *, verify: bool = True) -> Iterator
             stack.enter_context(prune_circuit(model, list(mask.modules), [m.channels for m in mask.modules.values()]))
         else:
             e = mask.edge
+            assert e is not None, "Mask.__post_init__ requires an edge for an edge mask"
             stack.enter_context(prune_edges(model, [e.src, e.dst], [e.src_channels, e.dst_channels], pair=0))
         yield model
 
@@ -271,7 +272,7 @@ def bake_to_file(
     except zoo.UnknownLayer as exc:
         raise MaskError(f"mask {mask_path} does not fit {model_name}: {exc}") from None
     model = loaded.module.cpu().eval()
-    example = loaded.spec.preprocessing.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
+    example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
     check(model, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
     plan = plan_bake(model, mask)
     state = bake_mask(model, mask, verify=False, plan=plan)

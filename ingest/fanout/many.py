@@ -145,7 +145,7 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
 
 
 def ingest_many(
-    db: str,
+    db: str | None,
     jobs: Sequence[Job],
     executor: Any,
     *,
@@ -155,7 +155,7 @@ def ingest_many(
     """Run every job on `executor`, at most `executor.workers` at a time, and store the results.
 
     Args:
-        db: the catalog (path or URL); created when missing.
+        db: the catalog (path or URL; None: `open_catalog`'s default); created when missing.
         jobs: from `ingest.fanout.jobs.load_jobs`.
         executor: `ingest.fanout.executors.InlineExecutor` or `RayExecutor`.
         retries: how many more times a failed job is tried (bad input is not retried).
@@ -213,13 +213,15 @@ def _finish_here(cat: Any, result: WorkResult) -> WorkResult:
         if result.status == "refine":
             from catalog import store
 
+            refine_id = result.run_id
+            assert refine_id is not None, "a refine result names the run to refine"
             with cat.session() as s:
-                matrices = store.read_run_matrices(s, result.run_id)
+                matrices = store.read_run_matrices(s, refine_id)
             cat.release()
             circuit = find_circuit(matrices, list(result.ks), max_sweeps=result.max_sweeps)
             with cat.writing() as s:
-                circuit_id, _ = add_circuit_once(s, result.run_id, result.ks, circuit)
-            return WorkResult("reused", result.run_id, circuit_id)
+                circuit_id, _ = add_circuit_once(s, refine_id, result.ks, circuit)
+            return WorkResult("reused", refine_id, circuit_id)
     except CircuitsError as exc:
         return WorkResult("failed", error=f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, CatalogLocked))
     except Exception as exc:

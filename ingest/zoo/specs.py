@@ -90,6 +90,12 @@ class ModelSpec:
         object.__setattr__(self, "mean", pp.mean)
         object.__setattr__(self, "std", pp.std)
 
+    @property
+    def pp(self) -> Preprocessing:
+        """`preprocessing`, typed as always set (__post_init__ fills it in)."""
+        assert self.preprocessing is not None, "ModelSpec.__post_init__ sets preprocessing"
+        return self.preprocessing
+
 
 @dataclass(frozen=True)
 class LoadedModel:

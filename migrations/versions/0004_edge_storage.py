@@ -260,12 +260,11 @@ def _model_neurons(bind: sa.Connection, model_id: int) -> dict[str, np.ndarray]:
 
 def _layer_ids(bind: sa.Connection, neuron_ids: list[np.ndarray]) -> list[int]:
     firsts = [int(ids[0]) for ids in neuron_ids]
-    found = dict(
-        bind.execute(
-            sa.text("SELECT id, layer_id FROM neuron WHERE id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
-            {"ids": firsts},
-        ).all()
-    )
+    rows = bind.execute(
+        sa.text("SELECT id, layer_id FROM neuron WHERE id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
+        {"ids": firsts},
+    ).all()
+    found = {neuron_id: layer_id for neuron_id, layer_id in rows}
     return [int(found[n]) for n in firsts]
 
 
@@ -273,6 +272,7 @@ def _old_matrices(bind: sa.Connection, run_id: int, neuron_ids: list[np.ndarray]
     """The run's rows of `edge_0001` as dense matrices; a pair without a row is 0."""
     query = f"SELECT src_neuron_id, dst_neuron_id, score FROM edge_0001 WHERE run_id = {int(run_id)}"
     raw = bind.connection.driver_connection
+    assert raw is not None, "an open connection has a DBAPI connection"
     if _postgres():
         with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy:
             data = b"".join(bytes(chunk) for chunk in copy)
@@ -358,6 +358,7 @@ def _insert(
 def _bulk(bind: sa.Connection, table: str, arrays: dict[str, np.ndarray]) -> None:
     """Equally long NumPy columns into a table: Arrow on DuckDB, binary COPY on PostgreSQL."""
     raw = bind.connection.driver_connection
+    assert raw is not None, "an open connection has a DBAPI connection"
     if _postgres():
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(arrays)}) FROM STDIN (FORMAT BINARY)") as copy:
             for chunk in pg_copy.encode_chunks(list(arrays.values())):
