@@ -52,7 +52,12 @@ def test_user_vit_ingest_stores_token_selection(user_vit, tmp_path):
     with cat.session() as s:
         run = store.list_runs(s)[0]
         assert run.params["tokens"] == "patches"
-        assert list(run.layer_names) == ["blocks.0.attn:heads", "blocks.0.mlp.act", "blocks.1.attn:heads", "blocks.1.mlp.act"]
+        assert list(run.layer_names) == [
+            "blocks.0.attn:heads",
+            "blocks.0.mlp.act",
+            "blocks.1.attn:heads",
+            "blocks.1.mlp.act",
+        ]
     cat.release()
 
 
@@ -81,4 +86,31 @@ def test_vit_image_size_error_names_the_size(tmp_path):
     r = runner.invoke(app, [*argv, "--input-size", "64"])
     assert r.exit_code == 1, r.output
     assert "takes 224×224 images" in r.output and "--input-size 224" in r.output
+    assert not db.exists()
+
+
+FIVE_D = """
+import torch.nn as nn
+
+class Up(nn.Module):
+    def forward(self, x):
+        return x.unsqueeze(2)  # (B, C, 1, H, W)
+
+class Down(nn.Module):
+    def forward(self, x):
+        return x.squeeze(2)
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), Up(), Down(), nn.Conv2d(4, 4, 3), nn.ReLU())
+"""
+
+
+def test_a_layer_that_is_neither_maps_nor_tokens(tmp_path):
+    (tmp_path / "five.py").write_text(FIVE_D)
+    db = tmp_path / "bad.duckdb"
+    argv = ["ingest", f"{tmp_path / 'five.py'}:build", "--layers", "1,4", "--concept", "x"]
+    r = runner.invoke(app, [*argv, "--dataset", "catfish:stripes", "--n", "2", "--db", str(db)])
+    assert r.exit_code == 1, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "shape (1, 4, 1, 62, 62)" in errors[0], r.output
     assert not db.exists()
