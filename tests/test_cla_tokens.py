@@ -208,3 +208,47 @@ def test_token_box_is_the_patch_and_its_neighbours():
     assert token_box("b.mlp.act", (2, 17, 32), 1 + 4 * 2 + 1, (16, 16)) == (0, 4, 12, 16)  # patch (2, 1)
     assert token_box("b.attn:heads", (2, 4, 17, 4), 4 * 6 + 3, (16, 16)) == (0, 0, 12, 12)  # token 6: (1, 1)
     assert token_box("conv", (2, 8, 4, 4), 3, (16, 16)) is None
+
+
+class _OpenClipStyleAttention(nn.Module):
+    """open_clip's own `Attention` as written there (in_proj_weight, num_heads, batch_first, and an
+    `out_proj` it calls as a module), without its optional scaled-cosine and head-scale branches."""
+
+    def __init__(self, dim: int = 16, num_heads: int = 4):
+        super().__init__()
+        self.num_heads, self.batch_first, self.scale = num_heads, True, (dim // num_heads) ** -0.5
+        self.in_proj_weight = nn.Parameter(torch.randn(3 * dim, dim) * dim**-0.5)
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, c = x.shape
+        q, k, v = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(n, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        x = ((q * self.scale) @ k.transpose(-1, -2)).softmax(dim=-1) @ v
+        return self.out_proj(x.transpose(1, 2).reshape(n, length, c))
+
+
+def test_open_clip_style_attention_heads():
+    torch.manual_seed(0)
+    vit = TinyViT().eval()
+    for block in vit.blocks:
+        block.attn = _OpenClipStyleAttention()
+    r = read_heads(vit, "blocks.1.attn:heads")
+    assert (r.kind, r.num_heads, r.head_dim, r.proj_path) == ("proj", 4, 4, "out_proj")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        with scoped_hooks(
+            vit, {"blocks.1.attn:heads": lambda m, a, z: torch.where(torch.arange(4)[:, None, None] == 1, 0, z)}
+        ):
+            hooked = vit(x)
+        w = vit.blocks[1].attn.out_proj.weight
+        saved = w[:, 4:8].clone()
+        w[:, 4:8] = 0
+        baked = vit(x)
+        w[:, 4:8] = saved
+    assert torch.allclose(hooked, baked, atol=1e-6)
+    layers = ["blocks.0.attn:heads", "blocks.0.mlp.act", "blocks.1.attn:heads"]
+    got, ref = attribute(vit, layers, x, device="cpu"), attribute_reference(vit, layers, x)
+    for g, rr in zip(got, ref):
+        assert abs(g - rr).max() <= 1e-5 * abs(rr).max()

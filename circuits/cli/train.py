@@ -134,7 +134,7 @@ def train_typo_vit_command(
             text_share=text_share,
             text_only_share=text_only_share,
             model="typo-vit",
-            lr=1e-3,
+            lr=3e-4,
             weight_decay=0.05,
         ),
         out,
