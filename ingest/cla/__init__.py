@@ -13,8 +13,11 @@ from catalog._lazy import lazy_exports
 if TYPE_CHECKING:
     from ingest.cla.attribute import DEFAULT_MAX_MEMORY, CLAError, CLAMemoryError, attribute, describe_paths
     from ingest.cla.capture import capture_layers
+    from ingest.cla.heads import HeadSpecError
+    from ingest.cla.layer_help import candidate_layers
     from ingest.cla.reference import attribute_reference
     from ingest.cla.search import Circuit, find_circuit
+    from ingest.cla.tokens import ImageSizeError, TokenSelectionError
 
 _ATTRIBUTE = ("ingest.cla.attribute",)
 
@@ -28,6 +31,10 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "describe_paths": _ATTRIBUTE,
         "attribute_reference": ("ingest.cla.reference", "ingest.cla.attribute"),
         "capture_layers": ("ingest.cla.capture",),
+        "HeadSpecError": ("ingest.cla.heads",),
+        "candidate_layers": ("ingest.cla.layer_help",),
+        "ImageSizeError": ("ingest.cla.tokens",),
+        "TokenSelectionError": ("ingest.cla.tokens",),
         "Circuit": ("ingest.cla.search",),
         "find_circuit": ("ingest.cla.search",),
     },
