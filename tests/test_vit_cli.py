@@ -28,6 +28,10 @@ def test_layers_help_lists_heads_and_mlp_activations(user_vit):
     assert lines[0].split()[:3] == ["blocks.0.attn:heads", "attention", "heads"]
     assert "4 heads × 4" in lines[0]
     assert lines[1].split()[:4] == ["blocks.0.mlp.act", "mlp", "activation", "32"]
+
+
+@pytest.mark.slow  # builds an 88M-parameter ViT-B/32
+def test_layers_help_on_vit_b_32():
     r = runner.invoke(app, ["ingest", "vit-b-32", "--layers", "help"])
     assert r.exit_code == 0, r.output
     assert "encoder.layers.encoder_layer_11.self_attention:heads" in r.output and "12 heads × 64" in r.output
@@ -80,6 +84,7 @@ def test_token_bad_input(user_vit, tmp_path, extra, message):
     assert not db.exists()
 
 
+@pytest.mark.slow  # builds an 88M-parameter ViT-B/32
 def test_vit_image_size_error_names_the_size(tmp_path):
     db = tmp_path / "bad.duckdb"
     argv = ["ingest", "vit-b-32", "--concept", "x", "--dataset", "catfish:stripes", "--n", "1", "--db", str(db)]
