@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[ingest,postgres,plots,serve,pretrained,ray,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[ingest,postgres,plots,serve,pretrained,ray,export,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,4 @@
-"""Benchmark of the catalog's bulk edge I/O (issue 2), measured side by side in one run.
+"""Benchmark of the catalog's bulk edge I/O, measured side by side in one run.
 
     python bench/bench_catalog.py [--rows 10000000] [--orm-rows 2000] [--repeats 3]
 

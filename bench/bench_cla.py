@@ -1,8 +1,8 @@
-"""Benchmark of CLA (issues 3, 9): `attribute` against `attribute_reference`, same inputs, one process.
+"""Benchmark of CLA: `attribute` against `attribute_reference`, same inputs, one process.
 
     python bench/bench_cla.py [--case small|googlenet|resnet50|clip-rn50|resnet50-stages|all]
                               [--ref-neurons 24] [--images N] [--max-memory-mib 2048] [--device auto]
-                              [--gpu-images 64] [--threads 1,auto]
+                              [--gpu-images 64] [--threads 1,auto] [--size PX] [--pairs N]
 
 Cases (random init, nothing downloaded), one row each; `CASES` below holds them, one line per model:
 - small: catfish-mini (the bundled InceptionV1-style network) at 64×64, 32 images, its 4 pairs;
@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.capture import layer_widths
+from ingest.cla.plan_cache import clear_plan_cache
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device
 
@@ -175,8 +176,15 @@ def max_rel_err(fast: list[np.ndarray], ref: list[np.ndarray], cols: list[list[i
 
 def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) -> dict:
     print(f"\n== {name}: images {tuple(x.shape)}, batch {batch}, {len(layers) - 1} pairs, device {device}")
-    for layer_pair, note in zip(zip(layers, layers[1:]), describe_paths(model, layers, x, device=device)):
+    clear_plan_cache()
+    # the first call plans (probe, gradient check, path timings); the plan is then cached for
+    # this model, layers and input shape, so the timed `attribute` below is a second call
+    t0 = time.perf_counter()
+    notes = describe_paths(model, layers, x, device=device)
+    t_plan = time.perf_counter() - t0
+    for layer_pair, note in zip(zip(layers, layers[1:]), notes):
         print(f"   {layer_pair[0]} -> {layer_pair[1]}: {note}")
+    print(f"   planning (first call only): {t_plan:.2f} s", flush=True)
     with torch.no_grad():
         widths = layer_widths(model, layers, tuple(x.shape[1:]))
     cols = None
@@ -185,18 +193,35 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
     # a sampled reference is short next to `attribute`: time it before and after, and average,
     # so that a change of load on a shared machine during the long call biases neither side
     before = _reference(model, layers, x, batch, device, cols) if cols is not None else None
+    stamps: list[float] = []
     fast, t_fast, m_fast = measured(
-        lambda: attribute(model, layers, x, batch_size=batch, device=device, max_memory=max_memory)
+        lambda: (
+            stamps.append(time.perf_counter()),
+            attribute(
+                model,
+                layers,
+                x,
+                batch_size=batch,
+                device=device,
+                max_memory=max_memory,
+                progress=lambda d, t: stamps.append(time.perf_counter()),
+            ),
+        )[1]
     )
-    ref, t_ref, m_ref, t_full = _reference(model, layers, x, batch, device, cols)
+    ref, t_ref, m_ref, t_full, ref_pairs, t_fwd = _reference(model, layers, x, batch, device, cols)
     full_times = [t_full] if before is None else [before[3], t_full]
     t_ref_full = float(np.mean(full_times))
+    ref_pairs = ref_pairs if before is None else (ref_pairs + before[4]) / 2
     err = max_rel_err(fast, ref, cols)
     star = "*" if cols else ""
     speed = f"{t_ref_full / t_fast:.2f}x"
     print(f"   attribute {t_fast:.1f} s, reference {t_ref_full:.1f} s{star}: {speed}, err {err:.1e}", flush=True)
+    fast_pairs = _attribute_pairs(stamps, notes, n_batches=-(-x.shape[0] // batch), t_fwd=t_fwd)
+    if fast_pairs is not None:
+        _print_pairs(layers, notes, fast_pairs, ref_pairs, star)
     return dict(
         name=name,
+        t_plan=t_plan,
         t_fast=t_fast,
         t_ref=t_ref,
         t_ref_full=t_ref_full,
@@ -211,8 +236,42 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
     )
 
 
-def _reference(model, layers, x, batch, device, cols) -> tuple[list[np.ndarray], float, float | None, float]:
-    """(scores, seconds, peak MiB, full-run seconds: measured, or extrapolated from `cols`)."""
+def _attribute_pairs(stamps: list[float], notes: list[str], *, n_batches: int, t_fwd: float) -> np.ndarray | None:
+    """Seconds per pair of the timed `attribute` call, from its progress stamps.
+
+    `attribute` reports after each pair of each batch, fast pairs first (in order), then the
+    generic ones; each batch's first report also covers its forward pass, which is taken off
+    (`t_fwd`, measured on the reference's forward). None when the stamps do not fit that order (a
+    pair left its plan mid-run).
+    """
+    n = len(notes)
+    if len(stamps) != 1 + n_batches * n:
+        return None
+    order = [i for i, note in enumerate(notes) if note.startswith("fast")]
+    order += [i for i in range(n) if i not in order]
+    steps = np.diff(stamps).reshape(n_batches, n)
+    steps[:, 0] = np.maximum(steps[:, 0] - t_fwd / n_batches, 0.0)
+    out = np.zeros(n)
+    out[order] = steps.sum(axis=0)
+    return out
+
+
+def _print_pairs(layers, notes, fast_pairs: np.ndarray, ref_pairs: np.ndarray, star: str) -> None:
+    """One row per pair: path, `attribute`'s time, the loop's, and their ratio (SLOWER below 0.9)."""
+    print(f"   {'pair':<34} {'path':<8} {'attribute':>10} {'reference':>10} {'speed-up':>9}")
+    for i, (a, b) in enumerate(zip(layers, layers[1:])):
+        ratio = ref_pairs[i] / fast_pairs[i] if fast_pairs[i] > 0 else float("inf")
+        flag = "  SLOWER" if ratio < 0.9 else ""
+        path = notes[i].split(":")[0]
+        print(
+            f"   {a + ' -> ' + b:<34} {path:<8} {fast_pairs[i]:>9.2f}s {ref_pairs[i]:>9.2f}s{star or ' '}"
+            f"{ratio:>8.2f}x{flag}"
+        )
+
+
+def _reference(model, layers, x, batch, device, cols) -> tuple:
+    """(scores, seconds, peak MiB, full-run seconds: measured, or extrapolated from `cols`,
+    seconds per pair likewise (forward passes excluded), the forward passes' seconds)."""
     stamps: list[float] = []  # start, then one stamp per (batch, pair) from the progress calls
 
     def reference():
@@ -228,17 +287,20 @@ def _reference(model, layers, x, batch, device, cols) -> tuple[list[np.ndarray],
         )
 
     ref, t_ref, m_ref = measured(reference)
-    if cols is None:
-        return ref, t_ref, m_ref, t_ref
-    widths = [s.shape[0] for s in ref] + [ref[-1].shape[1]]
+    n_pairs = len(layers) - 1
     n_batches = -(-x.shape[0] // batch)
     _, t_fwd, _ = measured(
-        lambda: attribute_reference(model, layers, x, batch_size=batch, device=device, neurons=[[]] * len(cols))
+        lambda: attribute_reference(model, layers, x, batch_size=batch, device=device, neurons=[[]] * n_pairs)
     )  # the forward passes alone: no neuron computed
-    per_step = np.diff(stamps).reshape(n_batches, len(cols))
+    per_step = np.diff(stamps).reshape(n_batches, n_pairs)
     per_step[:, 0] -= t_fwd / n_batches  # each batch's first pair also ran its forward pass
+    per_step = np.maximum(per_step, 0.0)  # tiny smoke runs: timing noise can exceed a pair's work
+    if cols is None:
+        return ref, t_ref, m_ref, t_ref, per_step.sum(axis=0), t_fwd
+    widths = [s.shape[0] for s in ref] + [ref[-1].shape[1]]
     scale = np.array([widths[i + 1] / len(cols[i]) for i in range(len(cols))])
-    return ref, t_ref, m_ref, t_fwd + float((per_step * scale).sum())
+    per_pair = (per_step * scale).sum(axis=0)
+    return ref, t_ref, m_ref, t_fwd + float(per_pair.sum()), per_pair, t_fwd
 
 
 def _mib(v: float | None) -> str:
@@ -246,13 +308,24 @@ def _mib(v: float | None) -> str:
 
 
 def report(rows: list[dict]) -> None:
-    head = ("case", "attribute", "reference", "speed-up", "max rel err", "peak attr.", "peak ref.", "max_memory")
+    head = (
+        "case",
+        "planning",
+        "attribute",
+        "reference",
+        "speed-up",
+        "max rel err",
+        "peak attr.",
+        "peak ref.",
+        "max_memory",
+    )
     print("\n" + "  ".join(f"{h:>12}" for h in head))
     for r in rows:
         ref = f"{r['t_ref_full']:.1f} s" + ("*" if r["extrapolated"] else "")
         over = r["m_fast"] is not None and r["m_fast"] > r["max_memory"] / 2**20
         cells = (
             r["name"],
+            f"{r['t_plan']:.2f} s",
             f"{r['t_fast']:.2f} s",
             ref,
             f"{r['t_ref_full'] / r['t_fast']:.1f}x",
@@ -281,6 +354,8 @@ def main() -> None:
     ap.add_argument("--max-memory-mib", type=int, default=2048)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gpu-images", type=int, default=64, help="images per 224-px case when the device is CUDA")
+    ap.add_argument("--size", type=int, default=0, help="input side in pixels (0: the case's own; smoke runs)")
+    ap.add_argument("--pairs", type=int, default=0, help="only the first N layer pairs (0: all; smoke runs)")
     ap.add_argument(
         "--threads",
         default="1,auto",
@@ -303,12 +378,13 @@ def main() -> None:
         n = args.images or case.images
         if device.type == "cuda" and case.size >= 224:
             n = args.gpu_images
-        x = torch.randn(n, 3, case.size, case.size, generator=torch.Generator().manual_seed(1))
+        side = args.size or case.size
+        x = torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(1))
         rows.append(
             run_case(
                 f"{name} {threads}t",
                 model,
-                case.layers(),
+                case.layers()[: args.pairs + 1] if args.pairs else case.layers(),
                 x,
                 batch=n,
                 ref_neurons=0 if case.full_reference else args.ref_neurons,

@@ -1,4 +1,4 @@
-"""Start-up cost of the `circuits` command (issue 8): each command as a fresh process, as a user runs it.
+"""Start-up cost of the `circuits` command: each command as a fresh process, as a user runs it.
 
 Times, in the same run so machine load affects all alike (median of `--repeat` runs each):
 

@@ -1,4 +1,4 @@
-"""Benchmark of the query layer on a synthetic InceptionV1-sized catalog (issue 5, performance).
+"""Benchmark of the query layer on a synthetic InceptionV1-sized catalog.
 
 Builds (or reuses, with --db) a DuckDB catalog holding one model with InceptionV1's nine block
 widths, `--runs` runs (Σ C_i·C_{i+1} ≈ 3.1 M scores each, written through `catalog.store` /

@@ -1,4 +1,4 @@
-"""Benchmark of scale-out (issue 12), measured side by side in one run.
+"""Benchmark of scale-out, measured side by side in one run.
 
     python bench/bench_scale_jobs.py [--jobs 6] [--images 16] [--edges-runs 2] [--pg URL]
 

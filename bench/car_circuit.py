@@ -1,4 +1,4 @@
-"""Car-circuit harness (issue 9 item 8): does CLA on Lucid's InceptionV1 find the car circuit of
+"""Car-circuit harness: does CLA on Lucid's InceptionV1 find the car circuit of
 "Zoom In" (Olah et al. 2020)? There, the car detector mixed4c:447 is built from mixed4b:237
 (windows, at the top) and mixed4b:373 (wheels, at the bottom), among other mixed4b neighbours.
 
@@ -12,11 +12,11 @@ the circuit per layer; which known car neurons it contains; the rank of mixed4c:
 by CLA total (in + out); and the mixed4b neurons with the largest CLA score into mixed4c:447 (its
 neighbours), with the ranks of 237 and 373 among them.
 
-Tested here ONLY on a planted stand-in (`plant_car_circuit`): a random-init InceptionV1 whose
+Tested ONLY on a planted stand-in (`plant_car_circuit`): a random-init InceptionV1 whose
 weights are edited so that mixed4b:237 and mixed4b:373 are active on any image (large biases)
 and feed mixed4c:447 through one 5×5-bottleneck channel with large weights. That checks the
 plumbing and the report, not that CLA finds the real circuit: that needs the real weights, which
-these machines do not have.
+the repository does not ship.
 """
 
 from __future__ import annotations
@@ -162,11 +162,12 @@ def run(
 ) -> CarReport:
     """Ingest the car concept on `inceptionv1` with `weights` and report on the car circuit."""
     from catalog.engine import open_catalog
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     db = db or str(Path(tempfile.mkdtemp(prefix="car-circuit-")) / "car.duckdb")
     cat = open_catalog(db, create=True)
-    image_set = resolve_images(images, None)
+    image_set = resolve_images(images=images)
     config = IngestConfig(
         model="inceptionv1",
         concept="car",
@@ -177,7 +178,7 @@ def run(
         input_size=input_size,
         threads=threads,
     )
-    result = ingest(cat, config, image_set)
+    result = ingest_concept(cat, config, image_set)
     return car_report(cat, result.run_id, result.circuit_id, top=top)
 
 

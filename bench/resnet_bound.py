@@ -1,4 +1,4 @@
-"""How fast exact CLA on resnet50's block cuts can be on this machine: a FLOP bound (issue 9).
+"""How fast exact CLA on resnet50's block cuts can be on this machine: a FLOP bound.
 
     python bench/resnet_bound.py [--images 4] [--size 224] [--threads 1]
 

@@ -1,4 +1,4 @@
-"""Experiment (issue 10): does a channel-sparsity penalty make typo-mini read with fewer channels?
+"""Experiment: does a channel-sparsity penalty make typo-mini read with fewer channels?
 
     python bench/typo_sparsity.py --lam 0.02 --out /tmp/typo_sparse.pt
     circuits db init --db /tmp/sparse.duckdb

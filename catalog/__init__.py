@@ -1,9 +1,10 @@
 """The circuit catalog: schema, engines and sessions, migrations, bulk I/O, read-only SQL, the
 torch-free mask file format and the domain vocabulary.
 
-    from catalog import open_catalog, run_query
+    from catalog import open_catalog, run_query, run_sql
     cat = open_catalog("circuits.duckdb", read_only=True)
     print(run_query(cat, "select concept, k from circuit_v").rows)
+    print(run_sql("circuits.duckdb", "select count(*) from run").rows)   # the sandbox of `circuits sql`
 
 Names are imported on first use (`catalog._lazy`), so `import catalog` (done by every command
 for the error classes) stays cheap and `circuits --help` fast; `dir(catalog)`, tab completion and
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     )
     from catalog.mask_file import Mask, MaskError
     from catalog.mask_io import read_mask, write_mask  # catalog.mask_file before the mask_io split
-    from catalog.sql import QueryResult, run_query
+    from catalog.sql import QueryResult, open_sql_catalog, run_query, run_sql
+    from catalog.sql_limits import ResultTooLarge, SqlTimeout
     from catalog.vocab import InterventionKind, MaskKind, Metric, RunStatus
 
 _ERRORS = ("catalog.errors",)
@@ -60,6 +62,10 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "write_mask": _MASK_IO,
         "QueryResult": ("catalog.sql",),
         "run_query": ("catalog.sql",),
+        "run_sql": ("catalog.sql",),
+        "open_sql_catalog": ("catalog.sql",),
+        "ResultTooLarge": ("catalog.sql_limits",),
+        "SqlTimeout": ("catalog.sql_limits",),
     },
     modules=("bulk", "errors", "store", "vocab"),
 )

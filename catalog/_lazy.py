@@ -18,27 +18,13 @@ __all__ = ["lazy_exports"]
 _MISSING = object()
 
 
-class _LazyPackage(ModuleType):
-    """A package whose exported names win over same-named submodules.
-
-    Importing a submodule sets it as an attribute of its package; for `ingest.cla.attribute`
-    (the module) that would hide `ingest.cla.attribute` (the function). Eager `from … import` in
-    an `__init__` used to rebind the name; here the import system's assignment is skipped instead.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and name in self.__dict__.get("_lazy_objects", ()):
-            return
-        super().__setattr__(name, value)
-
-
 def lazy_exports(
     package: str, exports: Mapping[str, Sequence[str]], *, modules: Sequence[str] = ()
 ) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """`__all__`, `__getattr__` and `__dir__` for a package whose names load on first use.
 
-    Call it from the package's `__init__` (it marks the package module so exported names win
-    over same-named submodules).
+    Call it from the package's `__init__`. An exported name must not also be a submodule's name
+    (importing the submodule would rebind it; tests/test_public_api.py checks).
 
     Args:
         package: the package's dotted name.
@@ -53,8 +39,6 @@ def lazy_exports(
     """
     names = sorted({*exports, *modules})
     module = sys.modules[package]
-    module.__class__ = _LazyPackage
-    module._lazy_objects = frozenset(exports)  # type: ignore[attr-defined]
 
     def __getattr__(name: str) -> Any:
         if name in modules:

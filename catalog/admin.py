@@ -20,20 +20,15 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import URL
 
 from catalog import migrate, revision
+from catalog.connect import build_engine, resolve_url
 from catalog.connect import connect_errors as _connect_errors
 from catalog.connect import display as _display
 from catalog.connect import duckdb_path as _duckdb_path
 from catalog.db_path import check_duckdb_target
-from catalog.engine import (
-    build_engine,
-    cached_catalog,
-    check_revision,
-    close_catalogs_of,
-    open_catalog,
-    resolve_url,
-)
+from catalog.engine import cached_catalog, close_catalogs_of, open_catalog
 from catalog.errors import CatalogError, NotFound
 from catalog.models import Base
+from catalog.revision import check_revision
 from catalog.views import VIEWS, create_views
 
 
@@ -77,7 +72,7 @@ def catalog_status(url_or_path: str | os.PathLike[str] | None = None) -> SchemaS
     """Read a database's schema revision without changing anything.
 
     Args:
-        url_or_path: see `catalog.engine.resolve_url`.
+        url_or_path: see `catalog.connect.resolve_url`.
 
     Returns:
         The status.
@@ -98,7 +93,7 @@ def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaSta
     """Create a catalog (a new DuckDB file, or an empty database) at the head revision.
 
     Args:
-        url_or_path: see `catalog.engine.resolve_url`.
+        url_or_path: see `catalog.connect.resolve_url`.
 
     Returns:
         The status before: state "empty" when it was created, "up to date" when it existed.
@@ -114,7 +109,7 @@ def init_catalog(url_or_path: str | os.PathLike[str] | None = None) -> SchemaSta
     else:
         before = catalog_status(url_or_path)
     if before.state not in ("empty", "up to date"):
-        check_revision(before.current, True, url)  # raises: outdated, newer or foreign
+        check_revision(before.current, True, _display(url))  # raises: outdated, newer or foreign
     target = url.render_as_string(hide_password=False)
     already_open = cached_catalog(target)
     cat = open_catalog(target, create=True)
@@ -130,7 +125,7 @@ def upgrade_catalog(url_or_path: str | os.PathLike[str] | None = None, *, backup
     exactly this version's (e.g. made by `catalog.views.create_all`): it is then marked as head.
 
     Args:
-        url_or_path: see `catalog.engine.resolve_url`.
+        url_or_path: see `catalog.connect.resolve_url`.
         backup: copy a DuckDB file to `<file>.bak-<revision>-<time>` before changing it.
 
     Returns:
@@ -149,7 +144,7 @@ def upgrade_catalog(url_or_path: str | os.PathLike[str] | None = None, *, backup
     if status.state == "up to date":
         return UpgradeResult(display, status.current, status.head, None)
     if status.state == "newer":
-        check_revision(status.current, True, url)  # raises "newer than this version knows"
+        check_revision(status.current, True, _display(url))  # raises "newer than this version knows"
     saved = _backup(url, status.current) if backup and status.state != "empty" else None
     with _probe(url, read_only=False) as conn, conn.begin():
         if status.state == "foreign":

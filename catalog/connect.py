@@ -34,6 +34,7 @@ __all__ = [
     "display",
     "duckdb_path",
     "lock_wait_seconds",
+    "pg_conninfo",
     "resolve_url",
     "retry_while_locked",
     "url_key",
@@ -74,12 +75,12 @@ def lock_wait_seconds() -> float:
     return _seconds(LOCK_WAIT_ENV)
 
 
-def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
+def resolve_url(url_or_path: str | os.PathLike[str] | URL | None = None) -> URL:
     """Turn a path or URL into a SQLAlchemy URL.
 
     Args:
         url_or_path: a DuckDB file path, or a URL (`duckdb:///path`, `duckdb:///:memory:`,
-            `postgresql+psycopg://user@host/db`); None means `$CIRCUITS_DB`, else
+            `postgresql+psycopg://user@host/db`; text or a SQLAlchemy `URL`); None means `$CIRCUITS_DB`, else
             `./circuits.duckdb`.
 
     Returns:
@@ -90,13 +91,16 @@ def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
     """
     if url_or_path is None:
         url_or_path = os.environ.get(ENV_VAR) or DEFAULT_PATH
-    text = os.fspath(url_or_path)
-    if "://" not in text:
-        return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
-    try:
-        url = make_url(text)
-    except sa.exc.ArgumentError as exc:
-        raise CatalogError(f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path") from exc
+    if isinstance(url_or_path, URL):  # already parsed (keeps options whose value is empty, e.g. temp_directory=)
+        url = url_or_path
+    else:
+        text = os.fspath(url_or_path)
+        if "://" not in text:
+            return URL.create("duckdb", database=str(Path(text).expanduser().resolve()))
+        try:
+            url = make_url(text)
+        except sa.exc.ArgumentError as exc:
+            raise CatalogError(f"{text!r} is not a database URL: give a file path or e.g. duckdb:///path") from exc
     backend = url.get_backend_name()
     if backend == "duckdb":
         if url.database and url.database != ":memory:":
@@ -132,6 +136,14 @@ def build_engine(url: URL, *, read_only: bool, read_only_transactions: bool = Fa
             engine.dialect.do_begin = _begin_read_only  # type: ignore[method-assign]
         return engine
     return sa.create_engine(url, connect_args=_pg_connect_args(url, read_only), pool_pre_ping=True, **engine_kwargs)
+
+
+def pg_conninfo(url: URL, *, read_only: bool) -> tuple[str, dict[str, Any]]:
+    """A libpq connection string and `psycopg.connect` keywords for a PostgreSQL catalog URL,
+    with the same timeouts and read-only mode as the catalog's engine (for a connection of its own)."""
+    kwargs = _pg_connect_args(url, read_only)
+    plain = url.set(drivername="postgresql", query={k: v for k, v in url.query.items() if k not in kwargs})
+    return plain.render_as_string(hide_password=False), kwargs
 
 
 def _pg_connect_args(url: URL, read_only: bool) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Open the catalog: one engine per database per process, schema checks, read-only mode.
 
+The split with `catalog.connect`: that module is everything about a database URL (resolving a
+path or URL, naming it in messages, building an Engine for it, turning connection errors into
+`CatalogError`s); this one holds the open catalogs (`Catalog`, `open_catalog`) and uses it. Import
+URL functions from `catalog.connect`, catalogs from here.
+
 `open_catalog` turns a path or SQLAlchemy URL into a cached `Catalog` (an Engine plus a
 sessionmaker). Callers open sessions and own the transaction (docs/architecture.md, "Conventions"):
 
@@ -38,10 +43,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import migrate
-from catalog.connect import (  # noqa: F401 (re-exported: callers import them from here)
-    DEFAULT_PATH,
-    DUCKDB_CONFIG,
-    ENV_VAR,
+from catalog.connect import (
     build_engine,
     connect_errors,
     display,
@@ -52,7 +54,7 @@ from catalog.connect import (  # noqa: F401 (re-exported: callers import them fr
 )
 from catalog.db_path import check_duckdb_target
 from catalog.errors import CatalogError, CatalogLocked, NotFound
-from catalog.revision import check_revision as revision_check
+from catalog.revision import check_revision
 
 _LOCK = threading.RLock()
 _REGISTRY: dict[tuple[str, bool], Catalog] = {}
@@ -191,7 +193,7 @@ class Catalog:
 
 
 def open_catalog(
-    url_or_path: str | os.PathLike[str] | None = None,
+    url_or_path: str | os.PathLike[str] | URL | None = None,
     *,
     read_only: bool = False,
     create: bool = False,
@@ -363,14 +365,4 @@ def _check_or_create(cat: Catalog, *, create: bool) -> None:
             if revision is None and not tables:
                 migrate.upgrade(conn)
                 return
-    check_revision(revision, bool(tables), cat.url)
-
-
-def check_revision(revision: str | None, has_tables: bool, url: URL) -> None:
-    """Raise unless a database at `revision` is usable (`catalog.revision.check_revision`).
-
-    Raises:
-        NotFound: an empty database.
-        SchemaOutdated: another revision, or tables without a revision.
-    """
-    revision_check(revision, has_tables, display(url))
+    check_revision(revision, bool(tables), display(cat.url))  # NotFound, SchemaOutdated

@@ -65,11 +65,26 @@ def _loads(text: str, where: str) -> Any:
     if _nesting_depth(text) > MAX_MASK_DEPTH:
         raise MaskError(f"{where}: JSON nested more than {MAX_MASK_DEPTH} levels deep is not a mask")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys(where))
     except json.JSONDecodeError as exc:
         raise MaskError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except RecursionError:  # belt and braces: the depth scan bounds it already
         raise MaskError(f"{where}: JSON nested too deeply to be a mask") from None
+
+
+def _unique_keys(where: str) -> Any:
+    """A `json.loads` hook that refuses an object with a key twice (JSON would keep the last one
+    silently: a mask whose two entries for one module disagree is ambiguous, not a mask)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise MaskError(f"{where}: duplicated key {key[:80]!r} in one JSON object: keep one of them")
+            out[key] = value
+        return out
+
+    return hook
 
 
 def _nesting_depth(text: str, chunk: int = 1 << 22) -> int:

@@ -21,18 +21,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from catalog.errors import CatalogError, NotFound
 
 # The two tables are declared in catalog.models with the rest of the schema (so Base.metadata has
 # them wherever the schema is used, without models importing this module back).
-from catalog.models import Base, ExampleImage, ImageThumbnail, Layer, Neuron, NeuronPatch, Run  # noqa: F401 (Base: callers' metadata)
+from catalog.models import (  # noqa: F401 (Base: callers' metadata)
+    Base,
+    ExampleImage,
+    ImageThumbnail,
+    Layer,
+    Neuron,
+    NeuronPatch,
+    NeuronReferencePatch,
+    Run,
+)
 
 __all__ = [
     "MAX_PNG_BYTES",
     "ImageThumbnail",
     "NeuronPatch",
+    "NeuronReferencePatch",
     "PatchRow",
     "ThumbRow",
     "delete_run_patches",
@@ -41,6 +51,7 @@ __all__ = [
     "image_set_thumbnails",
     "image_thumbnail_png",
     "neuron_id_map",
+    "patch_heatmap_png",
     "patch_png",
     "read_patches",
     "write_image_thumbnails",
@@ -62,6 +73,8 @@ class PatchRow:
     activation: float
     box: tuple[int, int, int, int]
     png: bytes | None = None
+    heatmap: bytes | None = None  # the whole image with the activation map over it (with_png)
+    has_heatmap: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,9 @@ def _check_png(data: bytes, what: str) -> None:
         raise CatalogError(f"{what} is {len(data)} bytes, over the {MAX_PNG_BYTES}-byte limit: shrink it")
 
 
-def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *, replace: bool = True) -> int:
+def write_patches(
+    session: Session, run_id: int, patches: Iterable[PatchRow], *, replace: bool = True, reference: bool = False
+) -> int:
     """Store a run's neuron patches (replacing the run's old ones when `replace`).
 
     Args:
@@ -90,6 +105,7 @@ def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *,
         run_id: the run (it may still be uncommitted in this transaction).
         patches: rows with `png` set; their `run_id` is ignored.
         replace: delete the run's previous patches first (recomputation).
+        reference: patches from the model's reference set (`neuron_reference_patch`), not the concept's.
 
     Returns:
         The number of rows written.
@@ -101,6 +117,8 @@ def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *,
     for p in patches:
         assert p.png is not None, "write_patches needs the PNG bytes"
         _check_png(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
+        if p.heatmap is not None:
+            _check_png(p.heatmap, f"heat-map of neuron {p.neuron_id} rank {p.rank}")
         x0, y0, x1, y1 = (int(v) for v in p.box)
         rows.append(
             dict(
@@ -115,18 +133,24 @@ def write_patches(session: Session, run_id: int, patches: Iterable[PatchRow], *,
                 y1=y1,
                 mime="image/png",
                 data=p.png,
+                heatmap=p.heatmap,
             )
         )
     if replace:
-        delete_run_patches(session, run_id)
+        delete_run_patches(session, run_id, reference=reference)
     if rows:
-        session.execute(insert(NeuronPatch), rows)
+        session.execute(insert(_table(reference)), rows)
     return len(rows)
 
 
-def delete_run_patches(session: Session, run_id: int) -> None:
+def _table(reference: bool) -> type[NeuronPatch] | type[NeuronReferencePatch]:
+    return NeuronReferencePatch if reference else NeuronPatch
+
+
+def delete_run_patches(session: Session, run_id: int, *, reference: bool = False) -> None:
     """Delete every patch of a run (call beside `catalog.store.delete_run`)."""
-    session.execute(delete(NeuronPatch).where(NeuronPatch.run_id == int(run_id)))
+    t = _table(reference)
+    session.execute(delete(t).where(t.run_id == int(run_id)))
 
 
 def write_image_thumbnails(session: Session, thumbs: Iterable[tuple[int, int, int, bytes]]) -> int:
@@ -210,6 +234,7 @@ def read_patches(
     neuron_ids: Sequence[int] | None = None,
     *,
     with_png: bool = False,
+    reference: bool = False,
 ) -> dict[tuple[int, int], list[PatchRow]]:
     """Stored patches of complete runs, grouped by (run_id, neuron_id), strongest first.
 
@@ -218,52 +243,71 @@ def read_patches(
         run_id: only this run (None: every complete run).
         neuron_ids: only these neurons (None: all).
         with_png: include the PNG bytes.
+        reference: patches from the model's reference set instead of the run's concept.
 
     Returns:
         {(run_id, neuron_id): [PatchRow, …]} ordered by rank.
     """
-    cols: list[InstrumentedAttribute[Any]] = [
-        NeuronPatch.run_id,
-        NeuronPatch.neuron_id,
-        NeuronPatch.rank,
-        NeuronPatch.example_image_id,
-        NeuronPatch.activation,
-        NeuronPatch.x0,
-        NeuronPatch.y0,
-        NeuronPatch.x1,
-        NeuronPatch.y1,
+    T = _table(reference)
+    cols: list[Any] = [  # columns and one expression (has a heat-map)
+        T.run_id,
+        T.neuron_id,
+        T.rank,
+        T.example_image_id,
+        T.activation,
+        T.x0,
+        T.y0,
+        T.x1,
+        T.y1,
+        T.heatmap.is_not(None),
     ]
     if with_png:
-        cols.append(NeuronPatch.data)
-    q = select(*cols).join(Run, Run.id == NeuronPatch.run_id).where(Run.status == "complete")
+        cols += [T.data, T.heatmap]
+    q = select(*cols).join(Run, Run.id == T.run_id).where(Run.status == "complete")
     if run_id is not None:
-        q = q.where(NeuronPatch.run_id == int(run_id))
+        q = q.where(T.run_id == int(run_id))
     if neuron_ids is not None:
-        q = q.where(NeuronPatch.neuron_id.in_([int(n) for n in neuron_ids]))
+        q = q.where(T.neuron_id.in_([int(n) for n in neuron_ids]))
     out: dict[tuple[int, int], list[PatchRow]] = {}
-    for row in session.execute(q.order_by(NeuronPatch.run_id, NeuronPatch.neuron_id, NeuronPatch.rank)):
-        png = bytes(row[9]) if with_png else None
+    for row in session.execute(q.order_by(T.run_id, T.neuron_id, T.rank)):
+        png = bytes(row[10]) if with_png else None
+        heat = bytes(row[11]) if with_png and row[11] is not None else None
+        box = (row[5], row[6], row[7], row[8])
         out.setdefault((row[0], row[1]), []).append(
-            PatchRow(row[0], row[1], row[2], row[3], float(row[4]), (row[5], row[6], row[7], row[8]), png)
+            PatchRow(row[0], row[1], row[2], row[3], float(row[4]), box, png, heat, bool(row[9]))
         )
     return out
 
 
-def patch_png(session: Session, run_id: int, neuron_id: int, rank: int) -> bytes:
+def patch_png(session: Session, run_id: int, neuron_id: int, rank: int, *, reference: bool = False) -> bytes:
     """One patch's PNG bytes.
 
     Raises:
         NotFound: no such patch.
     """
+    T = _table(reference)
     data = session.scalar(
-        select(NeuronPatch.data).where(
-            NeuronPatch.run_id == int(run_id), NeuronPatch.neuron_id == int(neuron_id), NeuronPatch.rank == int(rank)
-        )
+        select(T.data).where(T.run_id == int(run_id), T.neuron_id == int(neuron_id), T.rank == int(rank))
     )
     if data is None:
         raise NotFound(
             f"no patch {rank} of neuron {neuron_id} in run {run_id}: compute them with `circuits thumbnails {run_id}`"
         )
+    return bytes(data)
+
+
+def patch_heatmap_png(session: Session, run_id: int, neuron_id: int, rank: int, *, reference: bool = False) -> bytes:
+    """One patch's heat-map PNG (the example image with the neuron's activation over it).
+
+    Raises:
+        NotFound: no such patch, or it has no heat-map (stored before schema 0005).
+    """
+    T = _table(reference)
+    data = session.scalar(
+        select(T.heatmap).where(T.run_id == int(run_id), T.neuron_id == int(neuron_id), T.rank == int(rank))
+    )
+    if data is None:
+        raise NotFound(f"no heat-map for run {run_id}, neuron {neuron_id}, rank {rank}")
     return bytes(data)
 
 

@@ -15,7 +15,6 @@ twice), bump `SCHEMA_HEAD` (in `catalog.revision`), and run the migration tests.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,15 +27,11 @@ if TYPE_CHECKING:  # alembic is imported lazily: `circuits --help` must stay fas
 
 from catalog.revision import VERSION_TABLE
 
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+"""The `migrations` package (Alembic env and versions) shipped beside `catalog` in the distribution.
 
-def _migrations_dir() -> Path:
-    spec = importlib.util.find_spec("migrations")
-    assert spec is not None and spec.origin is not None, "the migrations package ships with catalog"
-    return Path(spec.origin).resolve().parent
-
-
-MIGRATIONS_DIR = _migrations_dir()
-"""The top-level `migrations` package (Alembic env and versions), shipped in the distribution."""
+Found by this file's location, never by import name: a working directory with a `migrations/`
+package of its own (Django, Flask-Migrate) comes first on `sys.path` in scripts and notebooks."""
 
 
 def alembic_config(connection: Connection | None = None, *, version_locations: Sequence[str | Path] = ()) -> Config:

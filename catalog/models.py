@@ -354,6 +354,47 @@ class NeuronPatch(Base):
     y1: Mapped[int] = mapped_column(Integer)
     mime: Mapped[str] = mapped_column(String(40))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # the whole example image with the neuron's activation map over it (where it fires), PNG;
+    # migration 0005 (nullable: patches stored before have none)
+    heatmap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class NeuronReferencePatch(Base):
+    """A circuit neuron's top patch from its model's reference image set (not the concept's), so
+    the neurons of one circuit are told apart; the same columns as `neuron_patch`, migration 0005."""
+
+    __tablename__ = "neuron_reference_patch"
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))  # of concept `reference:MODEL`
+    activation: Mapped[float] = mapped_column(Double)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    heatmap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class NeuronFeatureVis(Base):
+    """A circuit neuron's feature visualisation within a run (`ingest.featurevis`), migration 0005."""
+
+    __tablename__ = "neuron_featurevis"
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    activation: Mapped[float] = mapped_column(Double)  # the unit's mean activation on its picture
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # size, steps, lr, seed, recipe, weights sha256
+    mime: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class ImageThumbnail(Base):

@@ -19,19 +19,20 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from catalog.errors import CatalogError, NotFound, QueryError, ReadOnlyViolation
 from catalog.sql_limits import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT_S,
-    check_postgres_role,
+    ResultTooLarge,
     check_query_text,
     duckdb_sandbox_config,
     interrupt_after,
     superuser_allowed,
     timeout_error,
 )
+from catalog.sql_read import QueryResult, first_paragraph, postgres_query, read_capped
 
 if TYPE_CHECKING:  # imported lazily: the fast `circuits sql` path must not load them
     import pyarrow as pa
@@ -39,25 +40,19 @@ if TYPE_CHECKING:  # imported lazily: the fast `circuits sql` path must not load
 
     from catalog.engine import Catalog
 
-__all__ = ["DEFAULT_MAX_ROWS", "QueryResult", "decode_json", "query_arrow", "run_query", "run_sql"]
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "QueryResult",
+    "decode_json",
+    "is_sandboxed",
+    "open_sql_catalog",
+    "query_arrow",
+    "run_query",
+    "run_sql",
+]
 
 DEFAULT_MAX_ROWS = 10_000
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """Rows of the query's last statement.
-
-    Attributes:
-        columns: column names (empty for a statement that returns nothing).
-        rows: the rows as tuples of Python values, at most `max_rows` of them.
-        truncated: True when the statement returned more rows than were kept.
-    """
-
-    columns: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
-    truncated: bool = False
 
 
 def run_query(
@@ -65,15 +60,24 @@ def run_query(
     query: str,
     *,
     max_rows: int | None = DEFAULT_MAX_ROWS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     allow_superuser: bool | None = None,
 ) -> QueryResult:
     """Run SQL (one or more statements) on a read-only catalog and return the last result.
 
+    DuckDB: the query gets a connection of its own to the catalog's database (no state such as
+    temporary tables or macros outlives it); the memory cap and locked configuration are those of
+    the catalog, so open it with `open_sql_catalog` (a catalog that shares this process's
+    read-write database runs the query in its read-only transaction instead). PostgreSQL: a fresh
+    connection per query, closed afterwards (advisory locks and settings end with it).
+
     Args:
-        cat: a catalog opened with `read_only=True`.
+        cat: a catalog opened with `read_only=True` (best: `open_sql_catalog`).
         query: the SQL text.
         max_rows: keep at most this many rows (None: all).
+        max_bytes: stop reading, with `ResultTooLarge`, once the rows read pass this size (None:
+            no cap).
         timeout_s: stop the query after this many seconds (None: no limit).
         allow_superuser: PostgreSQL: run even as a role that could run programs or read server
             files (None: only when $CIRCUITS_SQL_ALLOW_SUPERUSER is 1).
@@ -83,33 +87,42 @@ def run_query(
 
     Raises:
         ReadOnlyViolation: a statement would change the catalog or touch files.
-        QueryError: the database rejected the SQL (its message, one line); SqlTimeout: too slow.
+        QueryError: the database rejected the SQL (its message, one line); SqlTimeout: too slow;
+            ResultTooLarge: the result passed `max_bytes`.
         UnsafeRole: PostgreSQL, connected as a role that could run programs or read server files.
         CatalogError: the catalog was not opened read-only.
     """
     if not cat.read_only:
         raise CatalogError("run_query needs a catalog opened read-only: open_catalog(..., read_only=True)")
+    check_query_text(query)
+    if cat.backend != "duckdb":
+        return postgres_query(cat.url, query, max_rows, max_bytes, timeout_s, superuser_allowed(allow_superuser))
     from catalog.engine import driver_connection
 
-    check_query_text(query)
     with cat.session() as session:
         raw = driver_connection(session)
-        if cat.backend == "duckdb":
-            return _duckdb_query(raw, query, max_rows, timeout_s)
-        return _postgres_query(raw, query, max_rows, timeout_s, superuser_allowed(allow_superuser))
+        if not cat.connection_read_only:  # shares a read-write database: stay in its read-only transaction
+            return _duckdb_query(raw, query, max_rows, max_bytes, timeout_s)
+        own = raw.cursor()  # a new connection to the same (read-only) database: no state carried over
+        try:
+            return _duckdb_query(own, query, max_rows, max_bytes, timeout_s)
+        finally:
+            own.close()
 
 
-def _duckdb_query(raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None) -> QueryResult:
+def _duckdb_query(
+    raw: Any, query: str, max_rows: int | None, max_bytes: int | None, timeout_s: float | None = None
+) -> QueryResult:
     with interrupt_after(timeout_s, raw.interrupt) as timed_out:
         try:
-            return _duckdb_statements(raw, query, max_rows)
-        except QueryError:
-            if timed_out():
+            return _duckdb_statements(raw, query, max_rows, max_bytes)
+        except QueryError as exc:
+            if timed_out() and not isinstance(exc, ResultTooLarge):
                 raise timeout_error(timeout_s) from None
             raise
 
 
-def _duckdb_statements(raw: Any, query: str, max_rows: int | None) -> QueryResult:
+def _duckdb_statements(raw: Any, query: str, max_rows: int | None, max_bytes: int | None) -> QueryResult:
     import duckdb
 
     try:
@@ -124,14 +137,12 @@ def _duckdb_statements(raw: Any, query: str, max_rows: int | None) -> QueryResul
         for st in statements[:-1]:
             raw.execute(st)
             raw.complete()  # run to its end: the connection takes no new work while a result is open
-        relation = raw.sql(statements[-1].query)
-        if relation is None:
+        raw.execute(statements[-1])
+        if raw.description is None:
             return QueryResult((), [])
-        columns = tuple(relation.columns)
-        # fetched in DuckDB's own Python conversion (no pyarrow: the fast path must not load it)
-        rows = (relation if max_rows is None else relation.limit(max_rows + 1)).fetchall()
-        truncated = max_rows is not None and len(rows) > max_rows
-        return QueryResult(columns, [tuple(r) for r in rows[:max_rows]], truncated)
+        columns = tuple(d[0] for d in raw.description)
+        # fetched in batches in DuckDB's own Python conversion (no pyarrow: the fast path must not load it)
+        return read_capped(raw.fetchmany, columns, max_rows, max_bytes)
     except duckdb.Error as exc:
         raise _duckdb_error(exc) from exc
 
@@ -139,7 +150,7 @@ def _duckdb_statements(raw: Any, query: str, max_rows: int | None) -> QueryResul
 def _duckdb_error(exc: Exception) -> CatalogError:
     import duckdb
 
-    text = _first_paragraph(str(exc))
+    text = first_paragraph(str(exc))
     if isinstance(exc, duckdb.PermissionException) or any(
         w in text for w in ("read-only", "read only", "configuration has been locked")
     ):
@@ -147,47 +158,49 @@ def _duckdb_error(exc: Exception) -> CatalogError:
     if isinstance(exc, duckdb.OutOfMemoryException) or text.startswith("Out of Memory"):
         return QueryError(
             f"out of memory: the query needs more than the memory cap and spilling to disk is off "
-            f"({text.split(' Database is launched')[0]}): narrow it, or raise --memory-limit"
+            f"({text.split(' Possible solutions')[0].split(' Database is launched')[0]}): narrow it, "
+            "or raise --memory-limit"
         )
     return QueryError(text)
 
 
-def _postgres_query(
-    raw: Any, query: str, max_rows: int | None, timeout_s: float | None = None, allow_superuser: bool = False
-) -> QueryResult:
-    import psycopg
+def open_sql_catalog(db: str | os.PathLike[str] | None, *, memory_limit: str | None = None) -> Catalog:
+    """Open a catalog read-only for user SQL (serve's SQL box): a DuckDB file gets the sandbox's
+    locked configuration (`catalog.sql_limits.duckdb_sandbox_config`) on every connection.
 
-    with raw.cursor() as cur:
-        check_postgres_role(cur, allow=allow_superuser)
-        if timeout_s is not None and timeout_s > 0:  # this transaction only
-            cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
-        try:
-            # prepare=True uses the extended protocol, which accepts one statement only: a
-            # `SET … ; COMMIT; …` sequence cannot leave the read-only transaction.
-            cur.execute(query, prepare=True)
-            if cur.description is None:
-                return QueryResult((), [])
-            columns = tuple(d.name for d in cur.description)
-            rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
-        except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
-            message = _first_paragraph(str(exc))
-            raise ReadOnlyViolation(f"refused, the catalog is read-only here: {message}") from exc
-        except psycopg.errors.QueryCanceled as exc:
-            raise timeout_error(timeout_s) from exc
-        except psycopg.Error as exc:
-            raise QueryError(_first_paragraph(str(exc))) from exc
-    truncated = max_rows is not None and len(rows) > max_rows
-    return QueryResult(columns, [tuple(r) for r in rows[:max_rows]], truncated)
+    Raises:
+        See `catalog.open_catalog`; QueryError: a DuckDB URL option the sandbox does not allow.
+    """
+    from catalog.engine import open_catalog, resolve_url
+
+    url = resolve_url(db)
+    if url.get_backend_name() == "duckdb" and url.database not in (None, "", ":memory:"):
+        _check_url_options(dict(url.query))
+        config = duckdb_sandbox_config(memory_limit)
+        url = url.update_query_dict({k: _config_text(v) for k, v in config.items()})
+    return open_catalog(url, read_only=True)
 
 
-def _first_paragraph(message: str) -> str:
-    """The database's message up to its first blank line (skips DuckDB's caret excerpt), one line."""
-    lines = []
-    for line in message.strip().splitlines():
-        if not line.strip():
-            break
-        lines.append(line.strip())
-    return " ".join(lines)
+def is_sandboxed(cat: Catalog) -> bool:
+    """Whether a catalog was opened by `open_sql_catalog` (PostgreSQL: always, per query)."""
+    return cat.backend != "duckdb" or cat.url.query.get("lock_configuration") == "true"
+
+
+def _config_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_URL_OPTIONS_KEPT = ("threads",)  # harmless; every other DuckDB setting is the sandbox's
+
+
+def _check_url_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    other = sorted(set(options) - set(_URL_OPTIONS_KEPT))
+    if other:
+        raise QueryError(
+            f"the --db URL sets {', '.join(other)}: user SQL runs with fixed DuckDB settings (read-only, "
+            "memory cap, no spill, locked); drop them from the URL (use --memory-limit for the cap)"
+        )
+    return {k: v for k, v in options.items() if k in _URL_OPTIONS_KEPT}
 
 
 def run_sql(
@@ -195,23 +208,26 @@ def run_sql(
     query: str,
     *,
     max_rows: int | None = DEFAULT_MAX_ROWS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     memory_limit: str | None = None,
     allow_superuser: bool | None = None,
 ) -> QueryResult:
-    """Run read-only SQL on a catalog given by path or URL, as fast as the backend allows.
+    """Run read-only SQL on a catalog given by path or URL, in the sandbox, as fast as the backend allows.
 
-    A DuckDB file is opened with the plain `duckdb` module, read-only, external access disabled and
-    the configuration locked (a statement cannot re-enable anything), a memory cap and no spill
-    files (`catalog.sql_limits`), after checking its schema
-    revision in `alembic_version`; SQLAlchemy, pyarrow and Alembic are not imported. A PostgreSQL
-    URL, or a file this process already has open as a `Catalog`, goes through
-    `open_catalog(..., read_only=True)` and `run_query`.
+    A DuckDB file (a path, or a `duckdb:///` URL with or without options) is opened with the plain
+    `duckdb` module, read-only, external access disabled and the configuration locked (a
+    statement cannot re-enable anything), a memory cap and no spill files
+    (`catalog.sql_limits`), after checking its schema revision in `alembic_version`; SQLAlchemy,
+    pyarrow and Alembic are not imported. A PostgreSQL URL goes through `run_query` (a fresh
+    read-only connection per query). A file this process already has open as a `Catalog` uses
+    that catalog (sandboxed when it was opened with `open_sql_catalog`).
 
     Args:
         db: a DuckDB file path or URL; None means `$CIRCUITS_DB`, else `./circuits.duckdb`.
         query: the SQL text (one or more statements; the last one's rows are returned).
         max_rows: keep at most this many rows (None: all).
+        max_bytes: stop with `ResultTooLarge` once the rows read pass this many bytes (None: no cap).
         timeout_s: stop the query after this many seconds (None: no limit).
         memory_limit: DuckDB memory cap, e.g. "2GB" (default: half the memory, at most 4 GiB).
         allow_superuser: see `run_query`.
@@ -223,23 +239,33 @@ def run_sql(
         NotFound: no such file, or an empty database.
         CatalogCorrupt: the file is not a DuckDB database or is damaged.
         SqlTimeout: the query ran past `timeout_s`. UnsafeRole: see `run_query`.
+        ResultTooLarge: the result passed `max_bytes`.
         SchemaOutdated: the catalog is at another schema revision.
         CatalogLocked: another process writes the file.
         ReadOnlyViolation: a statement would change the catalog or touch files.
-        QueryError: the database rejected the SQL.
+        QueryError: the database rejected the SQL, or the URL sets DuckDB options.
     """
     check_query_text(query)
-    path = _duckdb_file(db)
-    if path is None or _open_in_process(path):
+    target = _duckdb_file(db)
+    if target is None:
         from catalog.engine import open_catalog
 
         return run_query(
             open_catalog(db, read_only=True),
             query,
             max_rows=max_rows,
+            max_bytes=max_bytes,
             timeout_s=timeout_s,
             allow_superuser=allow_superuser,
         )
+    path, options = target
+    if _open_in_process(path):
+        from catalog.engine import cached_catalog, open_catalog
+
+        cat = cached_catalog(path)
+        if cat is None or not is_sandboxed(cat) or not cat.read_only:
+            cat = open_catalog(path, read_only=True)
+        return run_query(cat, query, max_rows=max_rows, max_bytes=max_bytes, timeout_s=timeout_s)
     import duckdb
 
     from catalog.db_path import check_duckdb_target, open_error
@@ -247,34 +273,45 @@ def run_sql(
     check_duckdb_target(path, create=False, read_only=True)
     if not os.path.exists(path):
         raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
+    config = duckdb_sandbox_config(memory_limit) | options
     try:
-        raw = duckdb.connect(path, read_only=True, config=duckdb_sandbox_config(memory_limit))
+        raw = duckdb.connect(path, read_only=True, config=config)
     except duckdb.Error as exc:
         detail = str(exc).splitlines()[0]
         known = open_error(detail, path)
         raise (known or CatalogError(f"cannot open catalog {path}: {detail}")) from exc
     try:
         _check_duckdb_revision(raw, path)
-        return _duckdb_query(raw, query, max_rows, timeout_s)
+        return _duckdb_query(raw, query, max_rows, max_bytes, timeout_s)
     finally:
         raw.close()
 
 
-def _duckdb_file(db: str | os.PathLike[str] | None) -> str | None:
-    """The absolute path of a DuckDB catalog file, or None for PostgreSQL / in-memory URLs."""
+def _duckdb_file(db: str | os.PathLike[str] | None) -> tuple[str, dict[str, Any]] | None:
+    """The absolute path of a DuckDB catalog file and its URL options, or None for PostgreSQL
+    and in-memory URLs.
+
+    Raises:
+        QueryError: the URL sets DuckDB options other than `threads`.
+    """
     if db is None:
         from catalog.connect import DEFAULT_PATH, ENV_VAR
 
         db = os.environ.get(ENV_VAR) or DEFAULT_PATH
     text = os.fspath(db)
+    options: dict[str, Any] = {}
     if "://" in text:
         scheme, _, rest = text.partition("://")
-        if scheme != "duckdb" or not rest.startswith("/") or "?" in rest:
-            return None  # PostgreSQL, or a URL with options: the general path handles it
-        text = rest[1:]
+        if scheme != "duckdb" or not rest.startswith("/"):
+            return None  # PostgreSQL: the general path handles it
+        rest, _, query = rest.partition("?")
+        from urllib.parse import parse_qsl, unquote
+
+        options = _check_url_options(dict(parse_qsl(query, keep_blank_values=True)))
+        text = unquote(rest[1:])
         if text in ("", ":memory:"):
             return None
-    return os.path.abspath(os.path.expanduser(text))
+    return os.path.abspath(os.path.expanduser(text)), options
 
 
 def _open_in_process(path: str) -> bool:

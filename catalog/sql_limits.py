@@ -1,12 +1,16 @@
-"""Bounds and sandboxing of `circuits sql`: a time limit, a memory cap, no spill files, a safe role.
+"""Bounds and sandboxing of user SQL (`circuits sql` and serve's SQL box): a time limit, a memory
+cap, no spill files, a safe role, a cap on the result's size.
 
-DuckDB: the read-only connection gets a memory cap and no temporary directory (a large sort fails
-with an out-of-memory error instead of spilling gigabytes next to the catalog), and a timer thread
-interrupts the connection when the time limit passes. PostgreSQL: the statement runs with a
-`statement_timeout`, and only as a role that can neither run programs nor read or write server
-files (`COPY … PROGRAM`, `pg_read_file`): a superuser or a member of `pg_read_server_files`,
-`pg_write_server_files` or `pg_execute_server_program` is refused, with the SQL that creates a
-read-only role.
+DuckDB: the read-only connection gets a memory cap, a locked configuration (no `SET` can raise the
+cap or re-enable file access) and no temporary directory (a large sort fails with an
+out-of-memory error instead of spilling gigabytes next to the catalog), and a timer thread
+interrupts the connection when the time limit passes. PostgreSQL: each query gets a fresh
+connection in a read-only transaction with a `statement_timeout` (closed afterwards, so advisory
+locks and settings die with it), and only as a role that can neither run programs nor read or
+write server files (`COPY … PROGRAM`, `pg_read_file`): a superuser or a member of
+`pg_read_server_files`, `pg_write_server_files` or `pg_execute_server_program` is refused, with the
+SQL that creates a read-only role. Both: rows are read in small batches and reading stops with
+`ResultTooLarge` once the result passes `max_bytes` (default 100 MB).
 """
 
 from __future__ import annotations
@@ -21,25 +25,35 @@ from catalog.errors import CatalogError, QueryError
 
 __all__ = [
     "ALLOW_SUPERUSER_ENV",
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT_S",
+    "ResultTooLarge",
     "SqlTimeout",
     "UnsafeRole",
+    "address_space_cap",
+    "address_space_capped",
     "check_postgres_role",
     "check_query_text",
     "default_memory_limit",
     "duckdb_sandbox_config",
     "interrupt_after",
+    "parse_size",
     "superuser_allowed",
 ]
 
 ALLOW_SUPERUSER_ENV = "CIRCUITS_SQL_ALLOW_SUPERUSER"
 """Set to 1 to let `circuits sql` run as a superuser anyway (you trust every query you run)."""
 DEFAULT_TIMEOUT_S = 60.0  # an interactive query; raise it with --timeout for a long report
+DEFAULT_MAX_BYTES = 100_000_000  # a result to read on a terminal or a page, not a bulk export
 _DANGEROUS_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
 
 
 class SqlTimeout(QueryError):
     """A `circuits sql` statement ran past its time limit and was stopped."""
+
+
+class ResultTooLarge(QueryError):
+    """A user query's result passed the byte cap; reading stopped."""
 
 
 class UnsafeRole(CatalogError):
@@ -53,6 +67,44 @@ def default_memory_limit() -> str:
     except (ValueError, OSError, AttributeError):
         total = 8 << 30
     return f"{max(256, min(4096, total // 2 >> 20))}MB"
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 1 << 10, "MIB": 1 << 20}
+_UNITS |= {"GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def parse_size(text: str | int, what: str = "--max-bytes") -> int:
+    """A byte count from `123`, `100MB`, `2GiB` (decimal or binary units).
+
+    Raises:
+        QueryError: not a size.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        raw = text.strip().upper().replace(" ", "")
+        digits = raw.rstrip("KMGTIB")
+        unit = raw[len(digits) :]
+        try:
+            value = int(float(digits) * _UNITS[unit])
+        except (KeyError, ValueError):
+            raise QueryError(f"{what} {text!r} is not a size: give bytes or e.g. 100MB, 2GB") from None
+    if value <= 0:
+        raise QueryError(f"{what} {text!r} must be more than 0 bytes")
+    return value
+
+
+def address_space_cap(memory_limit: str | None, max_bytes: int | None) -> int:
+    """A process address-space limit (bytes) for a process that runs one sandboxed query.
+
+    DuckDB's `memory_limit` covers its buffers but not the string data of a result chunk (2,048
+    rows computed at once: 30 rows of `repeat('x', 100000000)` are 3 GB): this cap makes such an
+    allocation fail as DuckDB's out-of-memory error instead. Room is left for the interpreter, the
+    result kept (twice `max_bytes`) and each thread's stack and malloc arena.
+    """
+    cap = parse_size(memory_limit or default_memory_limit(), "--memory-limit")
+    keep = 2 * (max_bytes or DEFAULT_MAX_BYTES)
+    return cap + keep + (1 << 30) + (96 << 20) * (os.cpu_count() or 4)
 
 
 def duckdb_sandbox_config(memory_limit: str | None = None) -> dict[str, Any]:
@@ -151,3 +203,31 @@ def check_postgres_role(cursor: Any, *, allow: bool = False) -> None:
             "TO circuits_reader; then --db postgresql://circuits_reader@HOST/DB (or, trusting every query you run, "
             f"--allow-superuser / {ALLOW_SUPERUSER_ENV}=1)"
         )
+
+
+@contextmanager
+def address_space_capped(extra: int) -> Iterator[None]:
+    """Cap this process's address space at its current size + `extra` bytes inside the block (a
+    query's result chunks are outside DuckDB's own cap: `address_space_cap`), then restore the
+    limit. Process state, so only for a process that runs one query (`circuits sql`, serve's SQL
+    child); skipped where the size cannot be read (not Linux)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            now = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = now + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

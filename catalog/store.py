@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from catalog.refs import CircuitRef, EvaluationRow, InterventionRef, LayerRef, ModelRef, RunRef
 from catalog.store_circuits import (
+    find_circuits,
     list_circuits,
     list_interventions,
     read_circuit,
@@ -25,9 +26,12 @@ from catalog.store_circuits import (
     write_intervention,
 )
 from catalog.store_models import (
+    describe_concept,
     ensure_concept,
     ensure_model,
     find_model,
+    label_neurons,
+    neuron_labels,
     read_model,
     write_example_images,
 )
@@ -53,13 +57,17 @@ __all__ = [
     "RunExists",
     "RunRef",
     "delete_run",
+    "describe_concept",
     "ensure_concept",
     "ensure_model",
+    "find_circuits",
     "find_complete_run",
     "find_model",
-    "list_circuits",
+    "label_neurons",
+    "list_circuits",  # the old name of find_circuits, kept for one release
     "list_interventions",
     "list_runs",
+    "neuron_labels",
     "read_circuit",
     "read_circuits",
     "read_model",

@@ -159,14 +159,16 @@ def read_circuits(session: Session, circuit_ids: Sequence[int]) -> list[CircuitR
     return _circuits(session, select(Circuit).where(Circuit.id.in_([int(c) for c in circuit_ids])).order_by(Circuit.id))
 
 
-def list_circuits(
+def find_circuits(
     session: Session,
     model: str | None = None,
     concept: str | None = None,
     *,
     run_id: int | None = None,
 ) -> list[CircuitRef]:
-    """Circuits of complete runs, oldest first, optionally of one model, concept or run."""
+    """Circuits of complete runs as full `CircuitRef`s (channels, fixed layers, objective history),
+    oldest first, optionally of one model, concept or run. For a listing (counts per circuit),
+    `queries.list_circuits`."""
     query = (
         select(Circuit)
         .join(Run, Run.id == Circuit.run_id)
@@ -181,6 +183,10 @@ def list_circuits(
     if run_id is not None:
         query = query.where(Circuit.run_id == run_id)
     return _circuits(session, query.order_by(Circuit.id))
+
+
+list_circuits = find_circuits
+"""The old name of `find_circuits` (it clashed with `queries.list_circuits`), kept for one release."""
 
 
 def _circuits(session: Session, query: Any) -> list[CircuitRef]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
@@ -186,6 +186,31 @@ def ensure_concept(session: Session, name: str, description: str | None = None) 
     return session.scalars(select(Concept.id).where(Concept.name == name)).one()
 
 
+def describe_concept(session: Session, name: str, description: str) -> int:
+    """Set the description of an existing concept (shown by `circuits serve` and the report).
+
+    Args:
+        session: the caller's session.
+        name: the concept's name.
+        description: one line of text (empty clears it).
+
+    Returns:
+        The concept id.
+
+    Raises:
+        NotFound: no concept of that name.
+        CatalogError: the text is longer than 2000 characters or spans several lines.
+    """
+    text = description.strip()
+    if len(text) > 2000 or "\n" in text:
+        raise CatalogError("a concept description is one line of at most 2000 characters")
+    found = session.scalars(select(Concept.id).where(Concept.name == name)).one_or_none()
+    if found is None:
+        raise NotFound(f"no concept {name!r} in the catalog: list them with `circuits list concepts`")
+    session.execute(update(Concept).where(Concept.id == found).values(description=text or None))
+    return int(found)
+
+
 def write_example_images(
     session: Session, concept_id: int, image_set_sha256: str, images: Sequence[tuple[str, str]]
 ) -> int:
@@ -229,3 +254,33 @@ def write_example_images(
     )
     session.flush()
     return len(images)
+
+
+def label_neurons(session: Session, model_id: int, layer: str, labels: Sequence[str | None]) -> int:
+    """Set the labels of a layer's neurons by channel (e.g. class names on a logit layer).
+
+    Returns:
+        The number of neurons labelled.
+
+    Raises:
+        NotFound: the model has no such layer.
+        CatalogError: not one label per channel.
+    """
+    row = session.scalars(select(Layer).where(Layer.model_id == model_id, Layer.name == layer)).first()
+    if row is None:
+        raise NotFound(f"model {model_id} has no layer {layer!r} in the catalog")
+    if len(labels) != row.width:
+        raise CatalogError(f"{len(labels)} labels for layer {layer} of width {row.width}: give one per channel")
+    pairs = [{"lid": row.id, "ch": ch, "label": None if v is None else str(v)[:300]} for ch, v in enumerate(labels)]
+    session.execute(text("UPDATE neuron SET label = :label WHERE layer_id = :lid AND channel = :ch"), pairs)
+    return len(pairs)
+
+
+def neuron_labels(session: Session, model_id: int, layer: str) -> dict[int, str]:
+    """channel -> label of a layer's labelled neurons (empty when none is labelled)."""
+    found = session.execute(
+        select(Neuron.channel, Neuron.label)
+        .join(Layer, Layer.id == Neuron.layer_id)
+        .where(Layer.model_id == model_id, Layer.name == layer, Neuron.label.is_not(None))
+    ).all()
+    return {int(ch): str(label) for ch, label in found}

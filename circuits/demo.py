@@ -53,7 +53,8 @@ def run_demo(
     from catalog.engine import open_catalog
     from ingest.ablation import ablate
     from ingest.datasets import catfish
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
     from queries.claims import catfish_claims, report_markdown
     from queries.plots import heatmap
 
@@ -67,13 +68,15 @@ def run_demo(
     for i, name in enumerate(concepts):
         if progress:
             progress("circuits", i, len(concepts))
-        images = resolve_images(None, f"catfish:{name}", n=config.n_concept_images, seed=config.concept_seed)
-        r = ingest(cat, IngestConfig(model=MODEL, concept=name, k=config.k, layers=config.layers), images)
+        images = resolve_images(dataset=f"catfish:{name}", n=config.n_concept_images, seed=config.concept_seed)
+        r = ingest_concept(cat, IngestConfig(model=MODEL, concept=name, k=config.k, layers=config.layers), images)
         circuits[name] = r.circuit_id
     if progress:
         progress("circuits", len(concepts), len(concepts))
 
-    eval_sets = {c: resolve_images(None, f"catfish:{c}", n=config.n_eval_images, seed=config.eval_seed) for c in parts}
+    eval_sets = {
+        c: resolve_images(dataset=f"catfish:{c}", n=config.n_eval_images, seed=config.eval_seed) for c in parts
+    }
     interventions: dict[tuple[str, str], int] = {}
     cache: dict = {}
     jobs = [(p, c) for p in primitives for c in parts]

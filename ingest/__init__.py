@@ -7,14 +7,23 @@ mask apply/bake, the CatFish-synth dataset, training, and the pipeline that writ
     circuit = find_circuit(S, k=3)
 
     from catalog import open_catalog
-    from ingest import IngestConfig, ingest, read_image_dir
-    result = ingest(open_catalog("circuits.duckdb", create=True),
-                    IngestConfig(model="catfish-mini", concept="stripes"), read_image_dir("imgs/"))
+    from ingest import IngestConfig, ingest_concept, read_image_dir
+    cat = open_catalog("circuits.duckdb", create=True)
+    result = ingest_concept(cat, IngestConfig(model=my_module, layers=["conv1", "conv2"],
+                            concept="stripes", k=3), read_image_dir("imgs/"))
+
+`IngestConfig.model` and `ablate(model=...)` take the `torch.nn.Module` you hold (a zoo name or
+`path/file.py:factory` string works too: that is the command line's way). The first argument of
+every call that reads or writes the catalog is the catalog: reads (`queries`) take a `Session`
+(you own its transaction); calls that write rows or files or run a model (`ingest_concept`,
+`refine`, `ablate`, `queries.export_mask`) take the `Catalog`, because they open their own short
+transactions and let go of a DuckDB file while they compute; `queries.mask_from_circuit` takes either.
 
 Names are imported on first use (torch only then), so importing a submodule or `circuits --help`
 does not pay for torch; `dir(ingest)`, tab completion and type checkers still see all of them.
-Importing the package sets `OMP_WAIT_POLICY=PASSIVE` (unless set) before torch can start OpenMP:
-see `ingest.threads`.
+Importing the package changes no process state (threads, environment): the `circuits` command sets
+torch's threads and OpenMP's wait policy; a script may call `ingest.threads.set_wait_policy()`
+before importing torch and `ingest.threads.configure(n)` (or pass `threads=`), see `ingest.threads`.
 """
 
 from __future__ import annotations
@@ -22,18 +31,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from catalog._lazy import lazy_exports
-from ingest.threads import set_wait_policy
-
-set_wait_policy()  # before any torch import: OpenMP reads it only once, when torch loads
 
 if TYPE_CHECKING:
     from ingest import cla, datasets, edit, zoo
     from ingest.ablation import AblationResult, ablate
     from ingest.cla import Circuit, CLAError, attribute, attribute_reference, capture_layers, find_circuit
+    from ingest.edit.deploy import apply_to_file
     from ingest.edit.interventions import EvaluationResult, evaluate, prune_circuit, prune_edges
     from ingest.edit.mask_apply import apply_mask, bake_mask
+    from ingest.edit.masked_export import MaskedModel, export_program
+    from ingest.featurevis import FeatureVisConfig, feature_visualisations, recompute_run_featurevis
+    from ingest.image_sets import resolve_images
     from ingest.images import ImageSet, read_image_dir
-    from ingest.pipeline import IngestConfig, IngestResult, ingest, resolve_images
+    from ingest.module_model import ModuleError
+    from ingest.pipeline import IngestConfig, IngestResult, ingest, ingest_concept
+    from ingest.reference import reference_set, store_reference_patches
     from ingest.refinement import refine
     from ingest.train import TrainConfig, train_catfish
     from ingest.zoo import LoadedModel, ModelSpec, available_models, load_model, preprocess, register
@@ -66,15 +78,25 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "prune_edges": _EDIT,
         "apply_mask": _MASK,
         "bake_mask": _MASK,
+        "apply_to_file": ("ingest.edit.deploy",),
+        "MaskedModel": ("ingest.edit.masked_export",),
+        "export_program": ("ingest.edit.masked_export",),
         "ImageSet": ("ingest.images",),
         "read_image_dir": ("ingest.images",),
         "IngestConfig": _PIPELINE,
         "IngestResult": _PIPELINE,
-        "ingest": _PIPELINE,
+        "ingest": _PIPELINE,  # the old name of ingest_concept, kept for one release
+        "ingest_concept": _PIPELINE,
+        "ModuleError": ("ingest.module_model",),
         "refine": ("ingest.refinement",),
-        "resolve_images": _PIPELINE,
+        "resolve_images": ("ingest.image_sets",),
         "AblationResult": ("ingest.ablation",),
         "ablate": ("ingest.ablation",),
+        "FeatureVisConfig": ("ingest.featurevis",),
+        "feature_visualisations": ("ingest.featurevis",),
+        "recompute_run_featurevis": ("ingest.featurevis",),
+        "reference_set": ("ingest.reference",),
+        "store_reference_patches": ("ingest.reference",),
         "TrainConfig": ("ingest.train",),
         "train_catfish": ("ingest.train",),
     },

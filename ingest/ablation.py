@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,62 @@ class AblationResult:
     intervened: dict[str, float]
     baseline: dict[str, float]
     reused: bool = False  # True when the same evaluation was already stored
+    warnings: tuple[str, ...] = ()  # e.g. the pruned neurons include the output layer's logits
+
+
+def pruned_neurons(circ, prune_anchor: bool = False) -> tuple[list[str], list[list[int]]]:
+    """The layers and channels `ablate` prunes: the circuit less its anchored (fixed) neurons.
+
+    Pruning a class circuit's anchor logit would measure nothing but the zeroed logit itself, so
+    anchors are kept unless `prune_anchor`. Every circuit layer stays listed (an anchor-only layer
+    with no channel), so the share of edges cut is still taken over the circuit's layers.
+
+    Raises:
+        IngestError: nothing is left to prune.
+    """
+    fixed = {} if prune_anchor else {k: set(map(int, v)) for k, v in (circ.fixed or {}).items()}
+    layers, channels = list(circ.layer_names), []
+    for layer, chans in zip(circ.layer_names, circ.channels):
+        channels.append([int(c) for c in chans if int(c) not in fixed.get(layer, set())])
+    if not any(channels):
+        raise IngestError(f"circuit {circ.id} has only anchored neurons: pass --prune-anchor to prune them")
+    return layers, channels
+
+
+def logit_warning(
+    model, layers: Sequence[str], channels: Sequence[Sequence[int]], x, name: str = "the model"
+) -> str | None:
+    """A warning when the pruned neurons include the model's output logits (its last layer).
+
+    Raises:
+        IngestError: the model's forward does not return logits (a (B, classes) tensor).
+    """
+    from ingest.anchor import output_module
+    from ingest.user_code import forward_time_limit, user_model_error
+
+    param = next(model.parameters(), None)
+    try:
+        with forward_time_limit("the model's forward pass on one image"):
+            path, out = output_module(model, x[:1] if param is None else x[:1].to(param.device))
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on one image (before anything was written)")
+        if err is None:
+            raise
+        raise err from exc
+    if not hasattr(out, "dim") or out.dim() != 2:
+        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise IngestError(
+            f"{name} returns {shape} from its forward, not class logits (B, classes): `ablate` measures "
+            "class outputs, so the model must return one tensor of logits"
+        )
+    chans = channels[list(layers).index(path)] if path is not None and path in layers else []
+    if not chans:
+        return None
+    return (
+        f"the pruned neurons include {len(chans)} of the output layer's logits ({path}: "
+        f"{', '.join(map(str, list(chans)[:5]))}{'…' if len(chans) > 5 else ''}): the effect on those classes "
+        "is the zeroed logit itself, not the circuit (anchor the circuit with `circuits ingest … --anchor CLASS`)"
+    )
 
 
 def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str] | None) -> np.ndarray | None:
@@ -51,12 +107,12 @@ def labels_for(image_set: ImageSet, label: str | None, class_names: Sequence[str
     if label is not None:
         if not class_names:
             raise IngestError(
-                "this model has no class names, so --label cannot be resolved: give --classes FILE "
-                "(one name per line, by logit index) or declare class_names on the model's factory"
+                "this model has no class names, so `label=` cannot be resolved: give `class_names=` "
+                "(one name per logit index) or declare class_names on the model's factory"
             )
         if label not in class_names:
             close = ", ".join(n for n in class_names if label.lower() in n.lower())[:200]
-            raise IngestError(f"unknown class {label!r} for --label" + (f" (did you mean: {close})" if close else ""))
+            raise IngestError(f"unknown class {label!r} for `label=`" + (f" (did you mean: {close})" if close else ""))
         return np.full(len(image_set), list(class_names).index(label), dtype=np.int64)
     if image_set.labels is None:
         return None
@@ -77,10 +133,11 @@ def ablate(
     device: str = "auto",
     model_cache: dict | None = None,
     force: bool = False,
-    model: str | None = None,
+    model: Any = None,
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
     threads: int | None = None,
+    prune_anchor: bool = False,
 ) -> AblationResult:
     """Prune a stored circuit, evaluate it and a random circuit of the same shape, store both.
 
@@ -89,8 +146,17 @@ def ablate(
     `class_names`, else the model's spec (zoo models, user factories that declare them).
 
     Args:
+        cat: an open, writable catalog.
+        circuit_id: the circuit to prune.
+        image_set: the images to evaluate on.
+        model: the network: the `torch.nn.Module` the circuit was found on (its weights must
+            match the stored sha256), or a user factory string `path/file.py:factory`; None for
+            a zoo model (rebuilt by name). A catalog's stored model code is never run.
+        weights: a weights file for a named model.
+        threads: torch CPU threads, set for the process when given; None leaves them alone.
         model_cache: `(model name, weights, layers) -> LoadedModel`, reused across calls; a caller
             may put a model there that the zoo cannot build (e.g. a zero-shot CLIP classifier).
+        prune_anchor: prune the circuit's anchored (fixed) neurons too (`pruned_neurons`).
 
     Raises:
         IngestError: the model's weights differ from those the circuit was found with, or the
@@ -102,29 +168,42 @@ def ablate(
     from ingest import zoo
     from ingest.datasets.typo_sets import is_attack_set, require_written
     from ingest.edit.interventions import evaluate
-    from ingest.threads import configure
+    from ingest.module_model import is_module, loaded_module
+    from ingest.refinement import stored_preprocessing
+    from ingest.zoo.preprocessing import Preprocessing
 
-    configure(threads)
+    if threads is not None:
+        from ingest.threads import configure
+
+        configure(threads)
     if kind not in ("circuit", "edge"):
-        raise IngestError(f"unknown intervention kind {kind!r}: use circuit or edge")
+        raise IngestError(f"unknown intervention kind {kind!r}: use `kind=` circuit or edge")
     written = require_written(image_set) if is_attack_set(image_set) else None
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
-    name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
-    key = (name, weights, tuple(circ.layer_names))
-    loaded = None if model_cache is None else model_cache.get(key)
-    if loaded is None:
-        loaded = zoo.load_model(name, weights=weights, layers=circ.layer_names)
-        if model_cache is not None:
-            model_cache[key] = loaded
+    cat.release()  # loading the model can take a while: hold nothing meanwhile
+    if is_module(model):
+        loaded = loaded_module(
+            model, layers=circ.layer_names, preprocessing=stored_preprocessing(run_params, Preprocessing)
+        )
+        fix = "pass the module with the weights the circuit was found with"
+    else:
+        name = model_to_rebuild(circ.model, model, what=f"circuit {circuit_id}")
+        key = (name, weights, tuple(circ.layer_names))
+        cached = None if model_cache is None else model_cache.get(key)
+        if cached is None:
+            cached = zoo.load_model(name, weights=weights, layers=circ.layer_names)
+            if model_cache is not None:
+                model_cache[key] = cached
+        loaded = cached
+        fix = "pass the same file with `weights=`"
     if loaded.weights_sha256 != circ.weights_sha256:
         raise IngestError(
             f"circuit {circuit_id} was found on {circ.model} weights {circ.weights_sha256[:12]}…, "
-            f"but the loaded weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): "
-            "pass the same file with --weights"
+            f"but the given weights are {loaded.weights_sha256[:12]}… ({loaded.weights_source}): {fix}"
         )
-    pp = preprocessing or _run_preprocessing(run_params, loaded.spec.pp)
+    pp = preprocessing or stored_preprocessing(run_params, lambda: loaded.spec.pp)
     labels = labels_for(image_set, label, class_names or loaded.spec.labels)
     names = {m: m for m in METRICS} if labels is not None else UNLABELLED_NAMES
     if written is not None:
@@ -136,11 +215,18 @@ def ablate(
         "weights_sha256": loaded.weights_sha256,
         "preprocessing": pp.to_params(),
     }
+    prune_layers, prune_channels = pruned_neurons(circ, prune_anchor)
+    if circ.fixed:  # which neurons were pruned is part of what was measured
+        params["anchor"] = "pruned" if prune_anchor else "kept"
+    warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64), loaded.spec.name)
     if not force:
         with cat.session() as s:
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
-            return stored
+            import dataclasses
+
+            return dataclasses.replace(stored, warnings=(warning,) if warning else ())
+    cat.release()  # hold nothing while evaluating: other processes may read the file meanwhile
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
@@ -149,11 +235,11 @@ def ablate(
 
         attack = evaluate_attack(
             loaded.module,
-            [list(c) for c in circ.channels],
+            prune_channels,
             x,
             written,
             labels,
-            layers=list(circ.layer_names),
+            layers=prune_layers,
             kind=kind,
             pair=pair,
             baseline_seed=baseline_seed,
@@ -171,16 +257,17 @@ def ablate(
             attack.baseline,
             attack.edge_fraction,
             attack.baseline_edge_fraction,
+            warning,
         )
     if labels is None:
         labels = _clean_top1(loaded.module, x, batch_size, device)
 
     result = evaluate(
         loaded.module,
-        [list(c) for c in circ.channels],
+        prune_channels,
         x,
         torch.as_tensor(labels),
-        layers=list(circ.layer_names),
+        layers=prune_layers,
         kind=kind,
         pair=pair,
         baseline_seed=baseline_seed,
@@ -201,6 +288,7 @@ def ablate(
         base,
         float(result.edge_fraction),
         float(result.baseline_edge_fraction),
+        warning,
     )
 
 
@@ -225,6 +313,7 @@ def _write(
     base: dict,
     edge_fraction: float,
     baseline_edge_fraction: float,
+    warning: str | None = None,
 ) -> AblationResult:
     """Store one intervention and its evaluation rows (one transaction); return it."""
     rows = [
@@ -239,7 +328,7 @@ def _write(
         )
         for m in clean
     ]
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:  # one short transaction (waits while another process writes)
         intervention_id = store.write_intervention(
             s,
             circuit_id=circuit_id,
@@ -261,22 +350,15 @@ def _write(
         inter,
         base,
         reused=False,
+        warnings=(warning,) if warning else (),
     )
-
-
-def _run_preprocessing(run_params: dict, fallback: Preprocessing) -> Preprocessing:
-    """The preprocessing a run stored in its provenance (runs before it was stored: the spec's)."""
-    from ingest.zoo.preprocessing import Preprocessing
-
-    stored = run_params.get("preprocessing")
-    return fallback if stored is None else Preprocessing.from_params(stored)
 
 
 def _clean_top1(model, x, batch_size: int, device: str):
     """The clean model's top-1 class of every image: the reference for unlabelled images."""
     import torch
 
-    from ingest.cla.attribute import resolve_device
+    from ingest.cla.attribution import resolve_device
 
     dev = resolve_device(device)
     model.to(dev)

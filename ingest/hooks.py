@@ -75,7 +75,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} requested but CUDA is not available: use --device cpu or auto")
+        raise DeviceError(f"device {device!r} requested but CUDA is not available: use `device=` cpu or auto")
     return dev
 
 

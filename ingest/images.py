@@ -10,7 +10,10 @@ sha256, and one sha256 for the whole set. Reading never corrupts silently:
 - EXIF orientation is applied (a phone photo is used the way it is shown);
 - every file found but not used is reported in `ImageSet.unused` (kind `format`, `folder` or
   `unreadable`), and `ImageSet.summary()` says it in one line;
-- tiny (< 16 px) and huge (> 4096 px) images, multi-frame files and transparency get a note.
+- tiny (< 16 px) and huge (> 4096 px) images, multi-frame files and transparency get a note;
+- only regular files are read (a FIFO or device named `x.png` is skipped with a reason, never
+  opened for a blocking read), and each file is read once, in bounded chunks, hashed as it is
+  read and decoded from those bytes; a file over `MAX_FILE_BYTES` is skipped before reading.
 
 A folder with no usable image is an error.
 """
@@ -18,7 +21,9 @@ A folder with no usable image is an error.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,10 +33,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catalog.errors import CircuitsError
+from catalog.image_set_names import image_source
 from ingest.pixel_budget import open_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_FILE_BYTES",
     "ImageSet",
     "ImageSetError",
     "UnusedFile",
@@ -44,6 +51,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 WHITE = (255, 255, 255)
 TINY_SIDE = 16  # smaller images are upscaled by a large factor to any CNN input size
 HUGE_SIDE = 4096  # larger images cost time and memory to read and are downscaled by a large factor
+MAX_FILE_BYTES = 256 << 20  # above any image within the pixel budget (50 M px, 16-bit RGBA TIFF ≈ 400 MB aside)
+_CHUNK = 1 << 20
 
 
 class ImageSetError(CircuitsError):
@@ -101,7 +110,7 @@ class ImageSet:
 
     def summary(self) -> str | None:
         """One line on the files not used, e.g. `not used: 2 unreadable (a.png, b.png), 1
-        sub-folder (give --recursive)`; None when every file found was used."""
+        sub-folder (pass `recursive=`)`; None when every file found was used."""
         if not self.unused:
             return None
         parts = []
@@ -112,7 +121,7 @@ class ImageSet:
             names = ", ".join(Path(u.path).name for u in items[:3]) + (", …" if len(items) > 3 else "")
             plural = "s" if kind == "folder" and len(items) > 1 else ""
             parts.append(f"{len(items)} {label}{plural} ({names})")
-        hint = " (give --recursive to read sub-folders)" if any(u.kind == "folder" for u in self.unused) else ""
+        hint = " (pass `recursive=` to read sub-folders)" if any(u.kind == "folder" for u in self.unused) else ""
         return f"not used: {'; '.join(parts)}{hint}; using {len(self)} image(s)"
 
 
@@ -179,7 +188,7 @@ def _walk(folder: Path, recursive: bool) -> tuple[list[Path], list[UnusedFile]]:
         dirs.sort()
         here = Path(root)
         if not recursive:
-            unused += [UnusedFile(str(here / d), "folder", "a sub-folder (give --recursive)") for d in dirs]
+            unused += [UnusedFile(str(here / d), "folder", "a sub-folder (pass `recursive=`)") for d in dirs]
             dirs.clear()
         for name in sorted(names):
             path = here / name
@@ -195,11 +204,46 @@ def _walk(folder: Path, recursive: bool) -> tuple[list[Path], list[UnusedFile]]:
     return files, unused
 
 
-def _read_one(file: Path, background: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+class _NotRead(Exception):
+    """Internal: a file skipped before decoding (not a regular file, too large)."""
+
+
+def _file_bytes(file: Path) -> tuple[bytes, str]:
+    """The file's bytes and their sha256, read once in 1 MiB chunks.
+
+    Opened non-blocking and checked with `fstat` on the open descriptor (no window between the
+    check and the read): a FIFO, device or socket is refused, and so is a file over
+    `MAX_FILE_BYTES` (a 4 GB sparse file with a PNG header is not hashed whole).
+    """
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+            raise _NotRead(f"not a regular file ({kind}): skipped without reading it")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _NotRead(
+                f"{st.st_size / (1 << 20):.0f} MiB is more than an image file may be ({MAX_FILE_BYTES >> 20} MiB)"
+            )
+        digest, parts, size = hashlib.sha256(), [], 0
+        while chunk := os.read(fd, _CHUNK):
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:  # it grew while being read
+                raise _NotRead(f"more than {MAX_FILE_BYTES >> 20} MiB (the file grew while it was read)")
+            digest.update(chunk)
+            parts.append(chunk)
+        return b"".join(parts), digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _read_one(file: Path, background: Sequence[int], data: bytes) -> tuple[np.ndarray, list[str]]:
     notes: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with open_image(file) as im:  # pixel budget and aspect ratio checked on the header (ingest.pixel_budget)
+        with open_image(
+            io.BytesIO(data)
+        ) as im:  # pixel budget and aspect ratio checked on the header (ingest.pixel_budget)
             frames = getattr(im, "n_frames", 1)
             im.load()
             upright = ImageOps.exif_transpose(im)
@@ -233,9 +277,9 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
     """
     folder = Path(path).expanduser()
     if not folder.exists():
-        raise ImageSetError(f"image folder {folder} does not exist: check the path given to --images")
+        raise ImageSetError(f"image folder {folder} does not exist: check the path given to `images=`")
     if not folder.is_dir():
-        raise ImageSetError(f"{folder} is not a folder: --images takes a folder of image files")
+        raise ImageSetError(f"{folder} is not a folder: `images=` takes a folder of image files")
     files, unused = _walk(folder, recursive)
     if not files:
         found = (
@@ -245,13 +289,15 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
         )
         raise ImageSetError(
             f"no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) in {folder}{found}: put the concept's "
-            "example images there (or use --dataset catfish:NAME)"
+            "example images there (or use `dataset=` catfish:NAME)"
         )
     images, hashes, sources, notes = [], [], [], []
     for file in files:
         try:
-            rgb, file_notes = _read_one(file, background)
+            data, sha = _file_bytes(file)
+            rgb, file_notes = _read_one(file, background, data)
         except (
+            _NotRead,
             UnidentifiedImageError,
             OSError,
             ValueError,
@@ -260,10 +306,11 @@ def read_image_dir(path: str | Path, *, recursive: bool = False, background: Seq
             Image.DecompressionBombError,
             Image.DecompressionBombWarning,
         ) as exc:
-            unused.append(UnusedFile(str(file), "unreadable", f"{type(exc).__name__}: {exc}"))
+            detail = str(exc) if isinstance(exc, _NotRead) else f"{type(exc).__name__}: {exc}"
+            unused.append(UnusedFile(str(file), "unreadable", detail))
             continue
         images.append(rgb)
-        hashes.append(hashlib.sha256(file.read_bytes()).hexdigest())
+        hashes.append(sha)
         sources.append(str(file.resolve()))
         notes += file_notes
     unreadable = [u for u in unused if u.kind == "unreadable"]
@@ -288,6 +335,6 @@ def rendered_image_set(name: str, images: np.ndarray, labels: np.ndarray | None 
     """Wrap rendered images (N, H, W, 3) uint8 as an ImageSet hashed by pixel content."""
     assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, images.shape
     hashes = tuple(hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images)
-    sources = tuple(f"{name}#{i}" for i in range(len(images)))
+    sources = tuple(image_source(name, i) for i in range(len(images)))
     lab = None if labels is None else tuple(int(x) for x in labels)
     return ImageSet(name, tuple(images), hashes, sources, (), lab)

@@ -1,78 +1,61 @@
 """The ingest pipeline: model × concept images → CLA matrices → circuit → catalog rows.
 
-Four steps, usable one by one (`ingest.fanout.many` runs them in worker processes): `prepare` loads the
-model and works out the run's provenance key; `stored_circuit` asks the catalog whether that run
-is stored (the same weights, layers, image set and CLA parameters are not recomputed unless
-`force` is set); `compute` runs CLA and the circuit search without the catalog; and
-`ingest.writer.store_computed` writes model, concept, images, run, edges and circuit in one short
-transaction. The catalog is held only to read and to write, never during the computation, so a
-DuckDB file stays readable by other processes meanwhile. A crash or Ctrl-C at any moment leaves
-either the whole run or none of it (plus, where possible, a `failed` run row saying what happened).
+Every ingest takes one path, `ingest_prepared` (the CLI, `ingest`, `ingest-many`'s workers and
+driver, the defence's contrast runs), in two halves with a plain-data hand-over between them:
+
+- `prepare` resolves the request against its model (loaded once, or the `nn.Module` the caller
+  passed) and works out the run's provenance key, without the catalog;
+- `find_or_compute` (the model half) reads the catalog once: a run with the same weights, layers,
+  image set and CLA parameters is not recomputed unless `force` is set; otherwise it runs CLA and
+  the circuit search (`ingest.compute`) without holding the catalog;
+- `record` (the catalog half, no model) writes model, concept, images, run, edges and circuit in
+  one short transaction (`ingest.writer.store_computed`), or records a stored run under the
+  request's concept (`ingest.reuse`) and makes its circuit of this k from the stored edges.
+
+`ingest-many` runs the first half in worker processes and, for a DuckDB catalog (one writing
+process), the second in the driver. A crash or Ctrl-C at any moment leaves either the whole run or
+none of it (plus, where possible, a `failed` run row saying what happened).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from catalog import store
 from catalog.engine import Catalog
-from catalog.errors import CircuitsError
-from catalog.models import utcnow
-from catalog.names import check_concept_name
-from ingest.images import ImageSet, read_image_dir, rendered_image_set
-from ingest.preflight import check_ingest_inputs
+from catalog.sizes import BadK
+from ingest.compute import ComputeFailed, Progress, Scores, compute
+from ingest.image_sets import resolve_images
+from ingest.images import ImageSet
+from ingest.prepare import IngestConfig, IngestError, Prepared, prepare, provenance_key
 
-if TYPE_CHECKING:  # torch stays unimported until a run needs it
-    from ingest.zoo.preprocessing import Preprocessing
-
-CLA_METHOD = "cla-v1"  # bump when the score's arithmetic changes: old runs stop matching
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class IngestError(CircuitsError):
-    """An ingest request that cannot be carried out as given."""
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """What to ingest. Defaults are the ones `circuits ingest` uses."""
-
-    model: str
-    concept: str
-    layers: tuple[str, ...] | None = None  # None: the adapter's default CLA layers
-    k: int | tuple[int, ...] = 5  # neurons per layer in the circuit
-    weights: str | None = None  # local weights file; None: bundled/cache/random-init
-    device: str = "auto"
-    batch_size: int = 16  # images per forward pass; memory, not results, depends on it
-    max_sweeps: int = 50
-    force: bool = False  # recompute even when an identical run exists
-    # Preprocessing overrides; None keeps the model's own (a zoo model's published one, a user
-    # factory's declared one, or none at all: [0, 1] RGB at the images' own size).
-    input_size: int | str | None = None  # pixels, or "keep" for each image's own size
-    resize: str | None = None  # "crop" (shorter side, centre) or "stretch"
-    normalize: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None  # "none", "imagenet", "M,M,M:S,S,S"
-    channels: int | None = None  # 1 (luminance) or 3 (RGB)
-    threads: int | None = None  # torch CPU threads, set for the process; None: ingest.threads.default_threads()
-    tokens: str = "all"  # token layers: which tokens count, "all", "patches" or "cls" (ingest.cla.tokens)
-
-    def preprocessing_for(self, spec_preprocessing: Preprocessing) -> Preprocessing:
-        """The model's preprocessing with this config's overrides applied."""
-        return spec_preprocessing.with_overrides(
-            input_size=self.input_size, resize=self.resize, normalize=self.normalize, channels=self.channels
-        )
+__all__ = [
+    "BadK",
+    "IngestConfig",
+    "IngestError",
+    "IngestResult",
+    "Outcome",
+    "Prepared",
+    "Request",
+    "compute",
+    "find_or_compute",
+    "ingest",
+    "ingest_concept",
+    "ingest_prepared",
+    "prepare",
+    "provenance_key",
+    "record",
+    "resolve_images",  # moved to ingest.image_sets; kept here for callers of the old place
+    "stored_circuit",
+]
 
 
 @dataclass(frozen=True)
 class IngestResult:
+    """What an ingest stored or found: the run, its circuit of the request's k and how it went."""
+
     run_id: int
     circuit_id: int
     reused: bool  # True when an identical complete run already existed
@@ -81,169 +64,152 @@ class IngestResult:
     seconds: float = 0.0
     channels: tuple[tuple[int, ...], ...] = ()
     preprocessing: str = ""  # `Preprocessing.describe()` of the inputs the run used
-
-
-def resolve_images(
-    images: str | None, dataset: str | None, *, n: int = 32, seed: int = 0, recursive: bool = False
-) -> ImageSet:
-    """Turn `--images DIR` (sub-folders too with `recursive`) or `--dataset catfish:NAME` into an ImageSet.
-
-    Raises:
-        IngestError: neither or both given, or an unknown dataset.
-    """
-    if (images is None) == (dataset is None):
-        raise IngestError("give exactly one of --images DIR or --dataset catfish:NAME")
-    if images is not None:
-        return read_image_dir(images, recursive=recursive)
-    assert dataset is not None
-    kind, _, name = dataset.partition(":")
-    if kind == "typo":  # Typographic-synth: typo:clean[:C], typo:attack[:C], typo:text
-        from ingest.datasets.typo_sets import typo_image_set
-
-        return typo_image_set(dataset, n, seed=seed)
-    if kind != "catfish" or not name:
-        raise IngestError(f"unknown dataset {dataset!r}: use catfish:NAME or typo:SET (see `circuits ingest --help`)")
-    from ingest.datasets import catfish
-
-    pixels = catfish.render_concept(name, n, seed=seed)
-    labels = None
-    if name in catfish.CLASS_NAMES:
-        labels = np.full(len(pixels), catfish.CLASS_NAMES.index(name), dtype=np.int64)
-    return rendered_image_set(f"catfish:{name}#seed={seed}", pixels, labels)
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    import torch
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "visual-circuit-catalog": version("visual-circuit-catalog"),
-    }
-
-
-def provenance_key(weights_sha256: str, layers: Sequence[str], image_set_sha256: str, params: dict[str, Any]) -> str:
-    """The identity of a run's result: same key, same matrices."""
-    blob = json.dumps(
-        {"weights": weights_sha256, "layers": list(layers), "images": image_set_sha256, "params": params},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _k_per_layer(k: int | Sequence[int], layers: Sequence[str], widths: Sequence[int]) -> list[int]:
-    ks = [int(k)] * len(layers) if isinstance(k, int) else [int(x) for x in k]
-    if len(ks) != len(layers):
-        raise IngestError(f"--k has {len(ks)} values but there are {len(layers)} layers: give one k or one per layer")
-    for name, kk, width in zip(layers, ks, widths):
-        if kk < 1:
-            raise IngestError(f"k must be at least 1 (got {kk} for layer {name})")
-        if kk > width:
-            raise IngestError(f"k={kk} is larger than layer {name}, which has {width} neurons: choose k ≤ {width}")
-    return ks
+    status: str = "stored"  # "stored", "reused" (a circuit or the concept's copy added) or "skipped" (all stored)
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """An ingest request resolved against its model, before any computation (see `prepare`).
+class Request:
+    """What the catalog half of an ingest needs of a request: no model, no pixels (picklable).
 
     Attributes:
-        config: the request.
-        image_set: the concept's images.
-        loaded: the loaded model (`ingest.zoo.LoadedModel`).
-        x: the preprocessed images (N, C, H, W).
-        preprocessing: the preprocessing that made `x` (stored in the run's params).
-        layers: the run's layers in forward order.
+        concept: the concept name the run is stored (or reused) under.
         ks: circuit neurons per layer.
-        provenance_key: the run's identity (`provenance_key`).
-        model_fields: `catalog.store.ensure_model` keyword arguments.
-        run_fields: `catalog.store.write_run` provenance keyword arguments (no timing yet).
+        max_sweeps: the most refinement sweeps of a circuit made from stored edges.
+        provenance_key: the run's identity.
+        image_set_sha256: the image set's identity.
+        images: (image sha256, source) per image, in order.
+        skipped: (path, reason) of unreadable image files.
+        preprocessing: `Preprocessing.describe()` of the inputs.
+        force: recompute even when the run is stored.
     """
 
-    config: IngestConfig
-    image_set: ImageSet
-    loaded: Any
-    x: Any
-    preprocessing: Any  # ingest.zoo.preprocessing.Preprocessing: what made `x`
-    layers: list[str]
-    ks: list[int]
+    concept: str
+    ks: tuple[int, ...]
+    max_sweeps: int
     provenance_key: str
-    model_fields: dict[str, Any]
-    run_fields: dict[str, Any]
+    image_set_sha256: str
+    images: tuple[tuple[str, str], ...]
+    skipped: tuple[tuple[str, str], ...]
+    preprocessing: str
+    force: bool = False
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> Request:
+        image_set = prepared.image_set
+        return cls(
+            concept=prepared.config.concept,
+            ks=tuple(prepared.ks),
+            max_sweeps=prepared.config.max_sweeps,
+            provenance_key=prepared.provenance_key,
+            image_set_sha256=image_set.sha256,
+            images=tuple(zip(image_set.sha256s, image_set.sources)),
+            skipped=tuple(image_set.skipped),
+            preprocessing=prepared.preprocessing.describe(),
+            force=prepared.config.force,
+        )
 
 
-def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
-    """Load the model, preprocess the images and work out the run's provenance key (no catalog).
+@dataclass(frozen=True)
+class Outcome:
+    """The model half of an ingest, handed to the catalog half (`record`); picklable.
 
-    Raises:
-        IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input.
+    Exactly one of `found` (the stored run and its circuit of this k, or None for the circuit)
+    and `computed` (an `ingest.writer.ComputedRun`) is set.
     """
-    from ingest import zoo
-    from ingest.cla.capture import layer_widths
-    from ingest.hooks import resolve_device
-    from ingest.threads import configure
 
-    check_concept_name(config.concept)  # before anything: a refused name writes nothing
-    configure(config.threads)
-    loaded = zoo.load_model(config.model, weights=config.weights, layers=config.layers)
-    layers = list(loaded.layers)
-    if len(layers) < 2:
-        raise IngestError("CLA needs at least two layers: pass --layers A,B[,…]")
-    pp = config.preprocessing_for(loaded.spec.pp)
-    x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
-    check_ingest_inputs(
-        loaded.module, layers, x, batch_size=config.batch_size, device=config.device, tokens=config.tokens
-    )
-    # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
-    # in the catalog are forward order whatever the first run's choice was.
-    catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
-    all_widths = dict(zip(catalogued, layer_widths(loaded.module, catalogued, tuple(x.shape[1:]))))
-    widths = [all_widths[name] for name in layers]
-    ks = _k_per_layer(config.k, layers, widths)
-    # The preprocessing is part of the provenance (and so of the key): other inputs, other scores.
-    params = {"method": CLA_METHOD, "input_size": int(x.shape[-1]), "preprocessing": pp.to_params()}
-    if config.tokens != "all":  # absent for "all", so keys of runs made before token selection hold
-        params["tokens"] = config.tokens
-    key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
-    run_fields = dict(
-        layer_names=layers,
-        params=params,
-        image_set_sha256=image_set.sha256,
-        n_images=len(image_set),
-        provenance_key=key,
-        library_versions={**library_versions(), "weights_source": loaded.weights_source},  # queries.suggest
-        device=str(resolve_device(config.device)),  # the device the run row records
-    )
-    model_fields = dict(
-        name=loaded.spec.name,
-        architecture=loaded.spec.architecture,
-        weights_sha256=loaded.weights_sha256,
-        layers=list(all_widths.items()),
-    )
-    return Prepared(config, image_set, loaded, x, pp, layers, ks, key, model_fields, run_fields)
+    request: Request
+    found: tuple[int, int | None] | None = None
+    computed: Any = None
+    seconds: float = 0.0  # the model half's time (a duration: clocks differ between machines)
 
 
-def stored_circuit(cat: Catalog, prepared: Prepared) -> tuple[int, int | None] | None:
+def stored_circuit(cat: Catalog, prepared: Prepared | Request) -> tuple[int, int | None] | None:
     """Whether this request's run is stored: (run id, id of its circuit of this k or None), or
     None when it must be computed (or `force` is set). Reads only."""
-    if prepared.config.force:
+    request = prepared if isinstance(prepared, Request) else Request.of(prepared)
+    if request.force:
         return None
     with cat.session() as s:
-        existing = store.find_complete_run(s, prepared.provenance_key)
+        existing = store.find_complete_run(s, request.provenance_key)
         if existing is None:
             return None
-        same = [c for c in store.list_circuits(s, run_id=existing.id) if list(c.k) == prepared.ks and not c.fixed]
+        same = [c for c in store.find_circuits(s, run_id=existing.id) if tuple(c.k) == request.ks and not c.fixed]
     return existing.id, (same[0].id if same else None)
 
 
-def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None, t0: float) -> IngestResult:
-    """The result of a request whose run is stored: its circuit of this k, made from the stored
-    edges alone (no model) when it has none yet."""
+def find_or_compute(
+    reader: Catalog,
+    prepared: Prepared,
+    *,
+    progress: Progress | None = None,
+    t0: float | None = None,
+    scores: Scores | None = None,
+) -> Outcome:
+    """The model half of an ingest: is the run stored (read `reader` once, then let it go)? If
+    not, compute it (`ingest.compute.compute`, with `scores`). Writes nothing.
+
+    Args:
+        reader: the catalog, open read-write or read-only (only read here).
+        prepared: from `prepare`.
+        progress, t0, scores: as for `ingest_prepared`.
+
+    Raises:
+        ComputeFailed: the computation failed (it carries the failed run row to record).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    request = Request.of(prepared)
+    found = stored_circuit(reader, request)
+    reader.release()  # hold nothing while computing
+    if found is not None:
+        return Outcome(request, found=found, seconds=time.perf_counter() - t0)
+    computed = compute(prepared, progress=progress, t0=t0, scores=scores)
+    return Outcome(request, computed=computed, seconds=computed.seconds)
+
+
+def record(cat: Catalog, outcome: Outcome, *, progress: Progress | None = None) -> IngestResult:
+    """The catalog half of an ingest: store a computed run, or reuse the stored one under the
+    request's concept (`ingest.reuse.run_of_concept`), making its circuit of this k from the stored
+    edges alone when it has none. Needs no model.
+
+    Returns:
+        The result; `status` says "stored", "reused" (something was added: a circuit, the
+        concept's copy of the run) or "skipped" (the concept's run and circuit were stored).
+    """
+    from ingest.reuse import run_of_concept
+    from ingest.writer import store_computed
+
+    request, t0 = outcome.request, time.perf_counter()
+    if outcome.found is not None:
+        run_id, circuit_id = run_of_concept(cat, request, *outcome.found)
+        nothing_new = circuit_id is not None  # the concept's run already has this k (a new copy has none)
+        circuit_id, channels = _circuit_of_k(cat, request, run_id, circuit_id)
+        status, seconds = ("skipped" if nothing_new else "reused"), outcome.seconds + time.perf_counter() - t0
+    else:
+        computed = outcome.computed
+        if progress is not None:
+            progress("writing", 0, 1)
+        run_id, circuit_id, reused, channels = store_computed(cat, computed)
+        if progress is not None:
+            progress("writing", 1, 1)
+        status, seconds = ("reused" if reused else "stored"), computed.seconds
+    return IngestResult(
+        run_id,
+        circuit_id,
+        status != "stored",
+        len(request.images),
+        request.skipped,
+        seconds,
+        channels,
+        request.preprocessing,
+        status,
+    )
+
+
+def _circuit_of_k(
+    cat: Catalog, request: Request, run_id: int, circuit_id: int | None
+) -> tuple[int, tuple[tuple[int, ...], ...]]:
+    """The stored run's circuit of the request's k, made from its stored edges alone (no model)
+    when it has none yet; with its channels."""
     from ingest.cla.search import find_circuit
     from ingest.writer import add_circuit_once
 
@@ -251,109 +217,16 @@ def reuse(cat: Catalog, prepared: Prepared, run_id: int, circuit_id: int | None,
         with cat.session() as s:
             matrices = store.read_run_matrices(s, run_id)
         cat.release()
-        circuit = find_circuit(matrices, prepared.ks, max_sweeps=prepared.config.max_sweeps)
+        circuit = find_circuit(matrices, list(request.ks), max_sweeps=request.max_sweeps)
         with cat.writing() as s:  # another process may have added this k meanwhile: then reuse it
-            circuit_id, _ = add_circuit_once(s, run_id, prepared.ks, circuit)
+            circuit_id, _ = add_circuit_once(s, run_id, request.ks, circuit)
     with cat.session() as s:
         channels = tuple(tuple(c) for c in store.read_circuit(s, circuit_id).channels)
     cat.release()
-    image_set = prepared.image_set
-    return IngestResult(
-        run_id,
-        circuit_id,
-        True,
-        len(image_set),
-        image_set.skipped,
-        time.perf_counter() - t0,
-        channels,
-        prepared.preprocessing.describe(),
-    )
+    return circuit_id, channels
 
 
-Scores = Callable[["Prepared", "Callable[[int, int], None] | None"], list[np.ndarray]]
-
-
-def compute(
-    prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None, scores: Scores | None = None
-):
-    """Run CLA, find the circuit and its neurons' thumbnails, without the catalog.
-
-    Args:
-        prepared: from `prepare`.
-        progress: optional callback (stage, done, total).
-        t0: when the request started (`time.perf_counter()`), for the run's duration.
-        scores: computes the run's score matrices as `scores(prepared, on_batch)` (None: CLA of
-            `prepared.x`, `ingest.cla.attribute`); e.g. a contrast of two image sets.
-
-    Returns:
-        An `ingest.writer.ComputedRun` to give to `ingest.writer.store_computed`.
-
-    Raises:
-        ComputeFailed: the computation failed (it carries the failed run row to record).
-    """
-    from ingest import thumbnails
-    from ingest.cla.attribute import attribute
-    from ingest.cla.search import find_circuit
-    from ingest.writer import ComputedRun, RunFailure, describe
-
-    t0 = time.perf_counter() if t0 is None else t0
-    run_fields = {**prepared.run_fields, "started_at": utcnow()}
-    config, loaded, layers, x = prepared.config, prepared.loaded, prepared.layers, prepared.x
-    on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
-    try:
-        if scores is not None:
-            matrices = scores(prepared, on_batch)
-        else:
-            matrices = attribute(
-                loaded.module,
-                layers,
-                x,
-                batch_size=config.batch_size,
-                device=run_fields["device"],
-                progress=on_batch,
-                tokens=config.tokens,
-            )
-        circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
-        seconds = time.perf_counter() - t0
-        patches = thumbnails.neuron_patches(
-            loaded.module,
-            layers,
-            x,
-            circuit.channels,
-            mean=prepared.preprocessing.mean,
-            std=prepared.preprocessing.std,
-            progress=progress,
-        )
-        thumbs = thumbnails.example_thumbnails(prepared.image_set.images)
-    except (Exception, KeyboardInterrupt) as exc:
-        failure = RunFailure(prepared.model_fields, config.concept, run_fields, time.perf_counter() - t0, describe(exc))
-        raise ComputeFailed(failure) from exc
-    image_set = prepared.image_set
-    return ComputedRun(
-        model_fields=prepared.model_fields,
-        concept=config.concept,
-        run_fields=run_fields,
-        images=tuple(zip(image_set.sha256s, image_set.sources)),
-        ks=tuple(prepared.ks),
-        matrices=tuple(matrices),
-        circuit=circuit,
-        seconds=seconds,
-        force=config.force,
-        patches=tuple(patches),
-        thumbnails=tuple(thumbs),
-        skipped=tuple(image_set.skipped),
-    )
-
-
-class ComputeFailed(Exception):
-    """Internal: a computation failed; `failure` is the row to record, `__cause__` the error."""
-
-    def __init__(self, failure: Any):
-        super().__init__(failure.error)
-        self.failure = failure
-
-
-def ingest(
+def ingest_concept(
     cat: Catalog,
     config: IngestConfig,
     image_set: ImageSet,
@@ -384,6 +257,10 @@ def ingest(
     return ingest_prepared(cat, prepare(config, image_set), progress=progress, t0=t0)
 
 
+ingest = ingest_concept
+"""The old name of `ingest_concept` (it shadowed the package's own name), kept for one release."""
+
+
 def ingest_prepared(
     cat: Catalog,
     prepared: Prepared,
@@ -392,36 +269,24 @@ def ingest_prepared(
     t0: float | None = None,
     scores: Scores | None = None,
 ) -> IngestResult:
-    """`ingest` from a `prepare`d request: reuse a stored run or compute (`compute`, with `scores`) and store it."""
-    from ingest.reuse import run_of_concept
-    from ingest.writer import record_failure, store_computed
+    """`ingest_concept` from a `prepare`d request: the one path every ingest takes (the CLI, `ingest_concept`,
+    `ingest-many`'s workers and driver, the defence's contrast runs): `find_or_compute`, then
+    `record`; a failed computation leaves a `failed` run row and raises its error.
 
-    t0 = time.perf_counter() if t0 is None else t0
-    image_set = prepared.image_set
-    found = stored_circuit(cat, prepared)
-    cat.release()  # hold nothing while computing
-    if found is not None:
-        found = run_of_concept(cat, prepared, *found)  # a new concept name is recorded (ingest.reuse)
-        return reuse(cat, prepared, found[0], found[1], t0)
+    Args:
+        cat: an open, writable catalog.
+        prepared: from `prepare`.
+        progress: optional callback (stage, done, total).
+        t0: when the request started (`time.perf_counter()`), for the run's duration.
+        scores: computes the score matrices instead of plain CLA (`ingest.compute.Scores`).
+    """
+    from ingest.writer import record_failure
+
     try:
-        computed = compute(prepared, progress=progress, t0=t0, scores=scores)
+        outcome = find_or_compute(cat, prepared, progress=progress, t0=t0, scores=scores)
     except ComputeFailed as failed:
         record_failure(cat, failed.failure)
         cause = failed.__cause__
         assert cause is not None, "compute raises ComputeFailed from the error"
         raise cause from None
-    if progress is not None:
-        progress("writing", 0, 1)
-    run_id, circuit_id, reused, channels = store_computed(cat, computed)
-    if progress is not None:
-        progress("writing", 1, 1)
-    return IngestResult(
-        run_id,
-        circuit_id,
-        reused,
-        len(image_set),
-        image_set.skipped,
-        computed.seconds,
-        channels,
-        prepared.preprocessing.describe(),
-    )
+    return record(cat, outcome, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 __all__ = ["MAX_ASPECT", "MAX_PIXELS", "ImageTooLarge", "check_pixel_budget", "open_image"]
 
@@ -47,7 +48,7 @@ def check_pixel_budget(
 
 
 @contextmanager
-def open_image(path: str | Path) -> Iterator:
+def open_image(path: str | Path | IO[bytes]) -> Iterator:
     """`PIL.Image.open` with the pixel budget checked on the header (before `load()`).
 
     Pillow's own bomb error becomes `ImageTooLarge` too, so callers catching ValueError skip the

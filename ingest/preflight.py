@@ -49,11 +49,17 @@ def check_ingest_inputs(
     resolve_device(device)
     check_tokens(tokens)
     check_image_size(module, x)
+    from ingest.user_code import forward_time_limit, user_model_error
+
     try:
-        captured = capture_layers(module, list(layers), x[:1])  # checks each layer feeds the next
+        with forward_time_limit("the model's forward pass on one image"):
+            captured = capture_layers(module, list(layers), x[:1])  # checks each layer feeds the next
     except CircuitsError:
         raise
-    except Exception:  # the model's own code fails: the computation records that as a failed run
-        return
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on the first image (before anything was written)")
+        if err is not None:  # the user's model refuses its input: one line, nothing written
+            raise err from exc
+        return  # another failure: the computation records it as a failed run
     position_masks(list(layers), captured.leaves, tokens)
     del captured

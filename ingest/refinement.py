@@ -7,18 +7,19 @@ run fed its images.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from catalog import store
 from catalog.engine import Catalog
-from ingest.pipeline import IngestError, _k_per_layer
+from catalog.sizes import k_per_layer
+from ingest.pipeline import IngestError
 from ingest.stored_model import UntrustedModel, is_zoo_model
 
 if TYPE_CHECKING:
     from ingest.zoo.preprocessing import Preprocessing
 
-__all__ = ["refine", "run_preprocessing"]
+__all__ = ["refine", "run_preprocessing", "stored_preprocessing"]
 
 
 def refine(
@@ -43,7 +44,8 @@ def refine(
         (circuit_id, Circuit).
 
     Raises:
-        IngestError: a bad k, or a fixed layer that is not one of the run's layers.
+        BadK: a bad k (`catalog.sizes`).
+        IngestError: a fixed layer that is not one of the run's layers.
     """
     from ingest.cla.search import find_circuit
 
@@ -51,7 +53,7 @@ def refine(
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
     cat.release()
-    ks = _k_per_layer(k, run.layer_names, run.widths)
+    ks = k_per_layer(k, run.layer_names, run.widths)
     by_index = None if fixed is None else _fixed_by_index(fixed, list(run.layer_names))
     circuit = find_circuit(matrices, ks, fixed=by_index, max_sweeps=max_sweeps)
     with cat.writing() as s:
@@ -102,7 +104,6 @@ def run_preprocessing(
     if (input_size, resize, normalize, channels) == (None, None, None, None):
         return None
     from ingest import zoo
-    from ingest.zoo.preprocessing import Preprocessing
 
     with cat.session() as s:
         circ = store.read_circuit(s, circuit_id)
@@ -112,5 +113,15 @@ def run_preprocessing(
             f"circuit {circuit_id}'s run stored no preprocessing and its model {circ.model!r} is user code, "
             "which is never imported from a catalog: ablate it without preprocessing overrides"
         )
-    base = Preprocessing.from_params(stored) if stored is not None else zoo.get_spec(circ.model).pp
+    base = stored_preprocessing({"preprocessing": stored}, lambda: zoo.get_spec(circ.model).pp)
     return base.with_overrides(input_size=input_size, resize=resize, normalize=normalize, channels=channels)
+
+
+def stored_preprocessing(run_params: Mapping, fallback: Callable[[], Preprocessing]) -> Preprocessing:
+    """The preprocessing a run stored in its provenance (`params["preprocessing"]`); runs stored
+    before it was recorded get `fallback()` (the model's own). The one place both `ablate` and
+    `run_preprocessing` read it."""
+    from ingest.zoo.preprocessing import Preprocessing
+
+    stored = run_params.get("preprocessing")
+    return fallback() if stored is None else Preprocessing.from_params(stored)

@@ -29,12 +29,12 @@ def concept_key(provenance_key: str, concept: str) -> str:
     return hashlib.sha256(f"{provenance_key}|concept:{concept}".encode()).hexdigest()
 
 
-def run_of_concept(cat: Catalog, prepared: Any, run_id: int, circuit_id: int | None) -> tuple[int, int | None]:
+def run_of_concept(cat: Catalog, request: Any, run_id: int, circuit_id: int | None) -> tuple[int, int | None]:
     """The stored run to reuse for this request, as a run of the request's own concept.
 
     Args:
         cat: an open, writable catalog.
-        prepared: the request (`ingest.pipeline.Prepared`).
+        request: the request (`ingest.pipeline.Request`: concept, ks, image set identity).
         run_id: the stored complete run with the request's provenance key (of any concept).
         circuit_id: that run's circuit of the request's k, or None.
 
@@ -42,7 +42,7 @@ def run_of_concept(cat: Catalog, prepared: Any, run_id: int, circuit_id: int | N
         (run id, circuit id of this k or None): the same when the run is already the concept's;
         else the concept's copy of the run, stored now (one transaction) if it did not exist.
     """
-    concept = prepared.config.concept
+    concept = request.concept
     with cat.session() as s:
         existing = store.read_run(s, run_id)
         if existing.concept == concept:
@@ -54,11 +54,11 @@ def run_of_concept(cat: Catalog, prepared: Any, run_id: int, circuit_id: int | N
             media_rows = _read_media(s, existing)
     cat.release()
     if copy is None:
-        copy_id = _store_copy(cat, existing, concept, key, prepared.image_set, matrices, media_rows)
+        copy_id = _store_copy(cat, existing, concept, key, request, matrices, media_rows)
     else:
         copy_id = copy.id
     with cat.session() as s:
-        same = [c for c in store.list_circuits(s, run_id=copy_id) if list(c.k) == prepared.ks and not c.fixed]
+        same = [c for c in store.find_circuits(s, run_id=copy_id) if tuple(c.k) == tuple(request.ks) and not c.fixed]
     cat.release()
     return copy_id, (same[0].id if same else None)
 
@@ -101,7 +101,7 @@ def _copy_media(s: Any, run_id: int, concept_id: int, image_set_sha256: str, med
 
 
 def _store_copy(
-    cat: Catalog, existing: Any, concept: str, key: str, image_set: Any, matrices: list, media_rows: tuple
+    cat: Catalog, existing: Any, concept: str, key: str, request: Any, matrices: list, media_rows: tuple
 ) -> int:
     with cat.writing() as s:  # the whole copy or nothing
         model = store.ensure_model(
@@ -112,7 +112,7 @@ def _store_copy(
             layers=list(zip(existing.layer_names, existing.widths)),
         )
         concept_id = store.ensure_concept(s, concept)
-        store.write_example_images(s, concept_id, image_set.sha256, list(zip(image_set.sha256s, image_set.sources)))
+        store.write_example_images(s, concept_id, request.image_set_sha256, list(request.images))
         try:
             run_id = store.write_run(
                 s,

@@ -47,7 +47,7 @@ def model_to_rebuild(stored: str, named: str | None, *, what: str) -> str:
             return stored
         raise UntrustedModel(
             f"{what} was found on the user model {stored!r}; a catalog's model code is never run: "
-            "name the model's code yourself with --model path/to/file.py:factory (and its --weights)"
+            "pass the model yourself with `model=` (the nn.Module, or path/to/file.py:factory and its `weights=`)"
         )
     named = named.strip()
     if stored_zoo or is_zoo_model(named):
@@ -55,9 +55,9 @@ def model_to_rebuild(stored: str, named: str | None, *, what: str) -> str:
             raise UntrustedModel(
                 f"{what} was found on {stored!r}, not {named!r}: "
                 + (
-                    f"use --model {stored} or leave --model out"
+                    f"use `model=` {stored} or leave `model=` out"
                     if stored_zoo
-                    else "name the user model's factory with --model path/to/file.py:factory"
+                    else "name the user model with `model=` (the nn.Module, or path/to/file.py:factory)"
                 )
             )
     return named

@@ -6,14 +6,17 @@ Two things make torch slow on a small or shared CPU:
   processes) need; on a loaded 2-core machine elementwise ops ran 4-5× slower (measured here:
   2 threads 3.8-6.1 s spinning vs 1.3-1.7 s with `OMP_WAIT_POLICY=PASSIVE`). OpenMP reads the
   variable once, when torch loads it at `import torch`: setting it later does nothing (measured:
-  6.6 s, as if unset). `set_wait_policy()` therefore runs when the `ingest` package is imported
-  and in the CLI before any torch import; child processes inherit it through `os.environ`.
+  6.6 s, as if unset). The `circuits` command calls `set_wait_policy()` before any torch import
+  (child processes inherit it through `os.environ`); importing `ingest` changes nothing, so a
+  script's speed does not depend on which it imports first. A script that wants the policy calls
+  `set_wait_policy()` before importing torch (or sets the variable in its environment).
 - **Oversubscription.** More threads than free cores make every thread wait. `default_threads()`
   is the number of CPUs this process may use (affinity, and a cgroup CPU quota when there is
   one) minus the 1-minute load average, rounded, at least 1; `OMP_NUM_THREADS`, when set, wins.
   It is decided once per process, so a process's own earlier work does not shrink it later.
 
-`configure(n)` applies both: library entry points (`ingest.pipeline.ingest`, ablation) call it.
+`configure(n)` applies both. The CLI calls it; library calls (`ingest.pipeline.ingest`, `ablate`)
+call it only when given `threads=`, and otherwise leave the process's settings alone.
 """
 
 from __future__ import annotations
@@ -109,7 +112,8 @@ def configure(threads: int | None = None) -> int:
         _warned = True
         warnings.warn(
             f"torch was imported before OMP_WAIT_POLICY was set, so its {n} threads spin while idle "
-            "(slow on a busy CPU): set OMP_WAIT_POLICY=PASSIVE in the environment or import ingest before torch",
+            "(slow on a busy CPU): set OMP_WAIT_POLICY=PASSIVE in the environment, or call "
+            "ingest.threads.set_wait_policy() before importing torch",
             RuntimeWarning,
             stacklevel=2,
         )

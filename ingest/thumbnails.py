@@ -11,14 +11,15 @@ grid (vectors, tokens) get the whole image.
     patches = neuron_patches(loaded, x, layers, channels)        # before the run's transaction
     store_thumbnails(session, run_id, concept_id, image_set_sha256, model_ref, patches, images)
 
-`recompute_run_thumbnails` does the same for a stored run (its images are read again from their
-recorded sources, or re-rendered for CatFish sets, and checked against their sha256s).
+`ingest.run_media.recompute_run_thumbnails` does the same for a stored run (its images are read
+again from their recorded sources, or re-rendered for CatFish sets, and checked against their
+sha256s). Each patch also carries its whole image with the neuron's activation map over it
+(`heatmap_overlay`: where the neuron fires).
 """
 
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,10 +37,10 @@ __all__ = [
     "ThumbnailConfig",
     "ThumbnailError",
     "example_thumbnails",
+    "heatmap_overlay",
     "neuron_patches",
     "png_thumbnail",
     "receptive_fields",
-    "recompute_run_thumbnails",
     "store_thumbnails",
 ]
 
@@ -62,11 +63,32 @@ class ThumbnailConfig:
 
 @dataclass(frozen=True)
 class NeuronPatches:
-    """One neuron's computed patches: (image index, activation, box (x0, y0, x1, y1), png)."""
+    """One neuron's computed patches: (image index, activation, box (x0, y0, x1, y1), png), and
+    per patch the whole image with the neuron's activation map over it (None without a grid)."""
 
     layer: str
     channel: int
     patches: tuple[tuple[int, float, tuple[int, int, int, int], bytes], ...]
+    heatmaps: tuple[bytes | None, ...] = ()
+
+
+_HOT = np.asarray([1.0, 0.45, 0.05], dtype=np.float32)  # the overlay's colour where the neuron fires most
+
+
+def heatmap_overlay(pixels: np.ndarray, amap: np.ndarray, top: float, size: int) -> bytes:
+    """The image (H, W, 3) uint8 with an activation map (h, w) upsampled over it, as a PNG.
+
+    Where the neuron is silent the image is dimmed; where it fires it is tinted orange, in
+    proportion to the activation over `top` (the neuron's strongest activation among its
+    examples, so one neuron's overlays share a scale). Longer side `size` pixels.
+    """
+    h, w = pixels.shape[:2]
+    m = torch.as_tensor(np.clip(amap / top, 0.0, 1.0) if top > 0 else np.zeros_like(amap), dtype=torch.float32)
+    up = torch.nn.functional.interpolate(m[None, None], size=(h, w), mode="bilinear", align_corners=False)
+    v = up[0, 0].numpy()[..., None]  # (H, W, 1) in [0, 1]
+    img = pixels.astype(np.float32) / 255
+    out = img * (0.3 + 0.7 * v) * (1 - 0.5 * v) + 0.5 * v * _HOT
+    return png_thumbnail((np.clip(out, 0, 1) * 255).round().astype(np.uint8), size)
 
 
 def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
@@ -223,13 +245,18 @@ def neuron_patches(
     rfs = receptive_fields(model, names, x[:1].to(device))
     pixels = _display_pixels(x, mean, std)  # (N, H, W, 3)
     image_hw = (int(x.shape[2]), int(x.shape[3]))
+    orders = {}
+    for _, name, ch in wanted:
+        values = torch.cat(maxima[name]).numpy()  # (N, k)
+        orders[name] = [np.lexsort((np.arange(n), -values[:, j]))[: config.top] for j in range(len(ch))]
+    maps = _activation_maps(model, names, x, wanted, orders, config.batch_size, device)
     result = []
     encoded: dict[tuple[int, tuple[int, int, int, int]], bytes] = {}  # neurons often share a crop
     for _, name, ch in wanted:
         values = torch.cat(maxima[name]).numpy()  # (N, k)
         where = torch.cat(argmax[name]).numpy()
         for j, channel in enumerate(ch.tolist()):
-            order = np.lexsort((np.arange(n), -values[:, j]))[: config.top]  # strongest, then index
+            order = orders[name][j]  # strongest, then lower index
             patches = []
             for img in order.tolist():
                 grid, rf = grids[name], rfs[name]
@@ -244,8 +271,41 @@ def neuron_patches(
                     crop = pixels[img, box[1] : box[3], box[0] : box[2]]
                     encoded[(img, box)] = png_thumbnail(np.ascontiguousarray(crop), config.size)
                 patches.append((img, float(values[img, j]), box, encoded[(img, box)]))
-            result.append(NeuronPatches(name, int(channel), tuple(patches)))
+            top = float(values[order[0], j]) if len(order) else 0.0
+            heat = tuple(
+                None
+                if maps.get((name, int(channel), img)) is None
+                else heatmap_overlay(pixels[img], maps[(name, int(channel), img)], top, max(config.size, 96))
+                for img in order.tolist()
+            )
+            result.append(NeuronPatches(name, int(channel), tuple(patches), heat))
     return result
+
+
+def _activation_maps(model, names, x, wanted, orders, batch_size, device) -> dict[tuple[str, int, int], np.ndarray]:
+    """{(layer, channel, image index): (h, w) activation map} for each neuron's top images
+    (4-D layers only): one more forward pass over just those images."""
+    needed = sorted({int(i) for name in names for o in orders[name] for i in o.tolist()})
+    if not needed:
+        return {}
+    row = {img: r for r, img in enumerate(needed)}
+    kept: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(needed), batch_size):
+        batch = x[needed[start : start + batch_size]].to(device)
+        with torch.no_grad():
+            outs = _outputs(model, names, batch)
+        for name in names:
+            if outs[name].ndim == 4:
+                kept.setdefault(name, []).append(outs[name].float().cpu())
+    out = {}
+    for _, name, ch in wanted:
+        if name not in kept:
+            continue
+        act = torch.cat(kept[name])  # (len(needed), C, h, w)
+        for j, channel in enumerate(ch.tolist()):
+            for img in orders[name][j].tolist():
+                out[(name, int(channel), int(img))] = act[row[int(img)], int(channel)].numpy()
+    return out
 
 
 def example_thumbnails(images: Sequence[np.ndarray], size: int = 64) -> list[tuple[int, int, bytes]]:
@@ -273,7 +333,16 @@ def store_thumbnails(
     image_ids = media.example_image_ids(session, concept_id, image_set_sha256)
     ids = media.neuron_id_map(session, model_id, sorted({p.layer for p in patches}))
     rows = [
-        media.PatchRow(run_id, ids[(p.layer, p.channel)], rank, image_ids[img], act, box, png)
+        media.PatchRow(
+            run_id,
+            ids[(p.layer, p.channel)],
+            rank,
+            image_ids[img],
+            act,
+            box,
+            png,
+            p.heatmaps[rank] if rank < len(p.heatmaps) else None,
+        )
         for p in patches
         for rank, (img, act, box, png) in enumerate(p.patches)
     ]
@@ -282,104 +351,3 @@ def store_thumbnails(
         session, [(image_ids[i], w, h, png) for i, (w, h, png) in enumerate(thumbnails)]
     )
     return written, thumbs
-
-
-_CATFISH_SOURCE = re.compile(r"^catfish:(?P<name>[^#]+)#seed=(?P<seed>-?\d+)#(?P<index>\d+)$")
-
-
-def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.ndarray]:
-    """Read a stored image set again from its recorded sources and check each sha256."""
-    import hashlib
-
-    rendered: dict[tuple[str, int], np.ndarray] = {}
-    images = []
-    for i, (source, sha) in enumerate(zip(sources, sha256s)):
-        m = _CATFISH_SOURCE.match(source)
-        if m:
-            from ingest.datasets import catfish
-
-            key = (m["name"], int(m["seed"]))
-            if key not in rendered:
-                rendered[key] = catfish.render_concept(key[0], len(sources), seed=key[1])
-            pixels = rendered[key][int(m["index"])]
-            digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
-        else:
-            try:
-                data = open(source, "rb").read()
-            except OSError as exc:
-                raise ThumbnailError(
-                    f"example image {source} cannot be read ({exc.strerror}): thumbnails need the run's "
-                    "images where they were at ingest"
-                ) from exc
-            digest = hashlib.sha256(data).hexdigest()
-            with Image.open(io.BytesIO(data)) as im:
-                pixels = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        if digest != sha:
-            raise ThumbnailError(f"example image {i} ({source}) has changed since the run: its sha256 differs")
-        images.append(pixels)
-    return images
-
-
-def recompute_run_thumbnails(
-    cat,
-    run_id: int,
-    model: str,
-    *,
-    weights: str | None = None,
-    device: str = "cpu",
-    config: ThumbnailConfig = ThumbnailConfig(),
-    progress: Progress | None = None,
-) -> tuple[int, int]:
-    """Compute and store the thumbnails of a stored run (all neurons of all its circuits).
-
-    Args:
-        cat: an open, writable catalog.
-        run_id: a complete run.
-        model: the model name (as for ingest); its weights must hash to the run's model.
-        weights: local weights file, as for ingest.
-        device: where to run the model.
-        config: how many patches and how large.
-        progress: optional callback (stage, done, total).
-
-    Returns:
-        (patches written, thumbnails written now).
-
-    Raises:
-        NotFound: no such run. ThumbnailError: other weights, or the images cannot be read again.
-    """
-    from catalog import store
-    from ingest import zoo
-    from ingest.zoo.preprocessing import Preprocessing
-
-    with cat.session() as s:
-        run = store.read_run(s, run_id)
-        if run.status != "complete":
-            raise ThumbnailError(f"run {run_id} is {run.status}, not complete: ingest it again")
-        circuits = store.list_circuits(s, run_id=run_id)
-        sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
-    loaded = zoo.load_model(model, weights=weights, layers=list(run.layer_names))
-    if loaded.weights_sha256 != run.weights_sha256:
-        raise ThumbnailError(
-            f"run {run_id} was computed with weights {run.weights_sha256[:12]}, but {model} loaded "
-            f"{loaded.weights_sha256[:12]}: pass the run's weights with --weights"
-        )
-    images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
-    stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
-    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.pp
-    x = zoo.preprocess(pp, images)  # the inputs the run itself used
-    loaded.module.to(device)
-    channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]
-    patches = neuron_patches(
-        loaded.module, list(run.layer_names), x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
-    )
-    thumbs = example_thumbnails(images, config.image_size)
-    with cat.session() as s, s.begin():
-        return store_thumbnails(
-            s,
-            run_id=run_id,
-            model_id=run.model_id,
-            concept_id=run.concept_id,
-            image_set_sha256=run.image_set_sha256,
-            patches=patches,
-            thumbnails=thumbs,
-        )

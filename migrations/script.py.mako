@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-Hand-written for DuckDB's limits (STYLE §9): no ALTER TABLE … ADD FOREIGN KEY, no NOT NULL
+Hand-written for DuckDB's limits (docs/architecture.md, "Conventions"): no ALTER TABLE … ADD FOREIGN KEY, no NOT NULL
 column added to (or renamed on) a table with an index or foreign key; prefer nullable additions.
 """
 

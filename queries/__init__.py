@@ -1,7 +1,9 @@
 """The read side of the catalog: graphs, overlap, composition, listings, prune plans, masks.
 
-Everything answers from the catalog alone (no model, no torch). Functions take a SQLAlchemy
-Session and return plain objects::
+Everything answers from the catalog alone (no model, no torch). The first argument is the
+catalog: reads take a SQLAlchemy Session (you own its transaction) and return plain objects;
+`export_mask`, which writes a file, takes the `Catalog` like every call that writes (`ingest`'s
+`ingest_concept`, `refine`, `ablate`); `mask_from_circuit` takes either::
 
     from catalog import open_catalog
     from queries import overlap_matrix
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
         resolve_circuit,
         resolve_model,
     )
+    from queries.listing_pages import Page, count_rows, list_page
     from queries.mask_export import ExportResult, export_mask, mask_from_circuit
     from queries.overlap import (
         OverlapMatrix,
@@ -67,6 +70,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "list_runs": ("queries.listing",),
         "resolve_circuit": ("queries.listing",),
         "resolve_model": ("queries.listing",),
+        "Page": ("queries.listing_pages",),
+        "count_rows": ("queries.listing_pages",),
+        "list_page": ("queries.listing_pages",),
         "PrunePlan": ("queries.prune_plan",),
         "plan_pruning": ("queries.prune_plan",),
         "overlap_heatmap": ("queries.plots",),

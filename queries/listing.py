@@ -9,7 +9,8 @@ a circuit by id or concept) lives in `queries.resolve`; its names are re-exporte
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -86,6 +87,7 @@ class RunRow:
     started: dt.datetime
     seconds: float | None
     circuits: int
+    weights: str = ""  # where the weights came from (file, bundled, cache, RANDOM-INIT); '' when not recorded
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,18 @@ def _check_status(status: str | None) -> None:
         raise CircuitsError(f"unknown run status {status!r}: use one of {', '.join(RunStatus)}")
 
 
-def _filters(model: str | None, concept: str | None, status: str | None) -> tuple[str, dict[str, object]]:
+def _check_page(after: int | None, limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise CircuitsError(f"a page holds at least 1 row: limit must be a positive integer, got {limit!r}")
+    if after is not None and not isinstance(after, int):
+        raise CircuitsError(f"after must be a row id (an integer), got {after!r}")
+
+
+def _filters(
+    model: str | None, concept: str | None, status: str | None, search: str | None = None, fields: Sequence[str] = ()
+) -> tuple[list[str], dict[str, object]]:
+    """WHERE clauses (joined by AND) and their parameters. `search` matches any of `fields`
+    (SQL expressions) as a case-insensitive substring, as the web page's search box does."""
     clauses: list[str] = []
     params: dict[str, object] = {}
     if model is not None:
@@ -122,20 +135,62 @@ def _filters(model: str | None, concept: str | None, status: str | None) -> tupl
     if status is not None:
         clauses.append("r.status = :status")
         params["status"] = status
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+    if search and search.strip():
+        escaped = search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["search"] = f"%{escaped}%"
+        likes = [f"lower(CAST({f} AS VARCHAR)) LIKE :search ESCAPE '\\'" for f in fields]
+        clauses.append("(" + " OR ".join(likes) + ")")
+    return clauses, params
 
 
-def list_models(session: Session) -> list[ModelRow]:
-    """Every catalogued model with its counts of layers, complete runs and circuits."""
+# Keyset cursors: each listing's order and "after the row with id :after" in that order.
+_AFTER = {
+    "models": "(m.name > (SELECT name FROM model WHERE id = :after) OR "
+    "(m.name = (SELECT name FROM model WHERE id = :after) AND m.id > :after))",
+    "concepts": "co.name > (SELECT name FROM concept WHERE id = :after)",  # names are unique
+    "runs": "r.id > :after",
+    "circuits": "c.id > :after",
+}
+
+
+def _where(clauses: Sequence[str]) -> str:
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def _limit(limit: int | None) -> str:
+    return "" if limit is None else f" LIMIT {int(limit)}"
+
+
+def list_models(
+    session: Session, *, search: str | None = None, after: int | None = None, limit: int | None = None
+) -> list[ModelRow]:
+    """Catalogued models by name (then id) with their counts of layers, complete runs and circuits.
+
+    Args:
+        session: the caller's session.
+        search: keep models whose name, architecture or id contains this text (any case).
+        after: keyset cursor: start after the model with this id (in the listing's order).
+        limit: at most this many rows (None: all); counts are computed for these rows only.
+    """
+    _check_page(after, limit)
+    clauses, params = _filters(None, None, None, search, ("m.name", "m.architecture", "m.id"))
+    if after is not None:
+        clauses.append(_AFTER["models"])
+        params["after"] = after
     table = query_arrow(
         session,
-        "SELECT m.id, m.name, m.architecture, m.weights_sha256, coalesce(l.n, 0) AS layers, "
-        "coalesce(r.n, 0) AS runs, coalesce(c.n, 0) AS circuits FROM model m "
-        "LEFT JOIN (SELECT model_id, count(*) AS n FROM layer GROUP BY model_id) l ON l.model_id = m.id "
-        f"LEFT JOIN (SELECT r.model_id, count(*) AS n FROM run r WHERE {_COMPLETE} GROUP BY r.model_id) r "
-        "ON r.model_id = m.id "
+        "WITH page AS (SELECT m.id, m.name, m.architecture, m.weights_sha256 FROM model m"
+        f"{_where(clauses)} ORDER BY m.name, m.id{_limit(limit)}) "
+        "SELECT p.id, p.name, p.architecture, p.weights_sha256, coalesce(l.n, 0) AS layers, "
+        "coalesce(r.n, 0) AS runs, coalesce(c.n, 0) AS circuits FROM page p "
+        "LEFT JOIN (SELECT model_id, count(*) AS n FROM layer WHERE model_id IN (SELECT id FROM page) "
+        "GROUP BY model_id) l ON l.model_id = p.id "
+        f"LEFT JOIN (SELECT r.model_id, count(*) AS n FROM run r WHERE {_COMPLETE} "
+        "AND r.model_id IN (SELECT id FROM page) GROUP BY r.model_id) r ON r.model_id = p.id "
         "LEFT JOIN (SELECT r.model_id, count(*) AS n FROM circuit c JOIN run r ON r.id = c.run_id "
-        f"WHERE {_COMPLETE} GROUP BY r.model_id) c ON c.model_id = m.id ORDER BY m.name, m.id",
+        f"WHERE {_COMPLETE} AND r.model_id IN (SELECT id FROM page) GROUP BY r.model_id) c ON c.model_id = p.id "
+        "ORDER BY p.name, p.id",
+        params,
     )
     return [
         ModelRow(r["id"], r["name"], r["architecture"], r["weights_sha256"][:12], r["layers"], r["runs"], r["circuits"])
@@ -143,76 +198,157 @@ def list_models(session: Session) -> list[ModelRow]:
     ]
 
 
-def list_concepts(session: Session, model: str | None = None) -> list[ConceptRow]:
-    """Concepts (those with a run on `model`, if given) with counts of image sets, runs, circuits.
+def list_concepts(
+    session: Session,
+    model: str | None = None,
+    *,
+    search: str | None = None,
+    after: int | None = None,
+    limit: int | None = None,
+) -> list[ConceptRow]:
+    """Concepts by name (those with a complete run on `model`, if given) with counts of image sets,
+    runs and circuits. Counts are of complete runs (on `model`, if given).
 
-    Counts are of complete runs (on `model`, if given).
+    Args:
+        session: the caller's session.
+        model: only concepts with a complete run on this model.
+        search: keep concepts whose name, description or id contains this text (any case).
+        after: keyset cursor: start after the concept with this id (in the listing's order).
+        limit: at most this many rows (None: all); counts are computed for these rows only.
     """
-    where, params = ("", {}) if model is None else (" AND m.name = :model", {"model": model.partition("@")[0]})
+    _check_page(after, limit)
+    clauses, params = _filters(None, None, None, search, ("co.name", "coalesce(co.description, '')", "co.id"))
+    on_model = ""
+    if model is not None:
+        on_model = " AND m.name = :model"
+        params["model"] = model.partition("@")[0]
+        clauses.append(
+            "EXISTS (SELECT 1 FROM run r JOIN model m ON m.id = r.model_id "
+            f"WHERE r.concept_id = co.id AND {_COMPLETE}{on_model})"
+        )
+    if after is not None:
+        clauses.append(_AFTER["concepts"])
+        params["after"] = after
     table = query_arrow(
         session,
-        "SELECT co.id, co.name, co.description, coalesce(e.n, 0) AS image_sets, coalesce(r.n, 0) AS runs, "
-        "coalesce(c.n, 0) AS circuits FROM concept co "
+        "WITH page AS (SELECT co.id, co.name, co.description FROM concept co"
+        f"{_where(clauses)} ORDER BY co.name{_limit(limit)}) "
+        "SELECT p.id, p.name, p.description, coalesce(e.n, 0) AS image_sets, coalesce(r.n, 0) AS runs, "
+        "coalesce(c.n, 0) AS circuits FROM page p "
         "LEFT JOIN (SELECT concept_id, count(DISTINCT image_set_sha256) AS n FROM example_image "
-        "GROUP BY concept_id) e ON e.concept_id = co.id "
+        "WHERE concept_id IN (SELECT id FROM page) GROUP BY concept_id) e ON e.concept_id = p.id "
         "LEFT JOIN (SELECT r.concept_id, count(*) AS n FROM run r JOIN model m ON m.id = r.model_id "
-        f"WHERE {_COMPLETE}{where} GROUP BY r.concept_id) r ON r.concept_id = co.id "
+        f"WHERE {_COMPLETE}{on_model} AND r.concept_id IN (SELECT id FROM page) GROUP BY r.concept_id) r "
+        "ON r.concept_id = p.id "
         "LEFT JOIN (SELECT r.concept_id, count(*) AS n FROM circuit c JOIN run r ON r.id = c.run_id "
-        f"JOIN model m ON m.id = r.model_id WHERE {_COMPLETE}{where} GROUP BY r.concept_id) c "
-        "ON c.concept_id = co.id ORDER BY co.name",
+        f"JOIN model m ON m.id = r.model_id WHERE {_COMPLETE}{on_model} AND r.concept_id IN (SELECT id FROM page) "
+        "GROUP BY r.concept_id) c ON c.concept_id = p.id ORDER BY p.name",
         params,
     )
-    rows = [ConceptRow(**r) for r in table.to_pylist()]
-    return rows if model is None else [r for r in rows if r.runs > 0]
+    return [ConceptRow(**r) for r in table.to_pylist()]
+
+
+_RUN_FROM = "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id"
+_RUN_SEARCH = ("m.name", "co.name", "r.id", "r.status")
+
+
+def _weights_kind(lib) -> str:
+    """The kind of a run's weights source, upper case when untrained (a reader must not miss it)."""
+    source = str((decode_json(lib) or {}).get("weights_source", ""))
+    kind = source.split(":", 1)[0]
+    return "RANDOM-INIT" if kind == "random-init" else kind
 
 
 def list_runs(
-    session: Session, model: str | None = None, concept: str | None = None, status: str | None = None
+    session: Session,
+    model: str | None = None,
+    concept: str | None = None,
+    status: str | None = None,
+    *,
+    search: str | None = None,
+    after: int | None = None,
+    limit: int | None = None,
 ) -> list[RunRow]:
-    """Runs, oldest first, filtered by model name, concept name and status.
+    """Runs, oldest (lowest id) first, filtered by model name, concept name and status.
+
+    Args:
+        session: the caller's session.
+        model, concept, status: filters (exact).
+        search: keep runs whose model, concept, id or status contains this text (any case).
+        after: keyset cursor: start after the run with this id.
+        limit: at most this many rows (None: all); counts are computed for these rows only.
 
     Raises:
-        CircuitsError: unknown status.
+        CircuitsError: unknown status, or a limit below 1.
     """
     _check_status(status)
-    where, params = _filters(model, concept, status)
+    _check_page(after, limit)
+    clauses, params = _filters(model, concept, status, search, _RUN_SEARCH)
+    if after is not None:
+        clauses.append(_AFTER["runs"])
+        params["after"] = after
     table = query_arrow(
         session,
-        "SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, r.n_images AS images, "
-        "r.device, r.started_at AS started, r.seconds, coalesce(c.n, 0) AS circuits "
-        "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id "
-        "LEFT JOIN (SELECT run_id, count(*) AS n FROM circuit GROUP BY run_id) c ON c.run_id = r.id"
-        f"{where} ORDER BY r.id",
+        "WITH page AS (SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, "
+        "r.n_images AS images, r.device, r.started_at AS started, r.seconds, r.library_versions AS lib "
+        f"{_RUN_FROM}{_where(clauses)} ORDER BY r.id{_limit(limit)}) "
+        "SELECT p.*, coalesce(c.n, 0) AS circuits FROM page p "
+        "LEFT JOIN (SELECT run_id, count(*) AS n FROM circuit WHERE run_id IN (SELECT id FROM page) "
+        "GROUP BY run_id) c ON c.run_id = p.id ORDER BY p.id",
         params,
     )
     out = []
     for r in table.to_pylist():
         layers = decode_json(r.pop("layer_names"))
-        out.append(RunRow(layers=len(layers), **r))
+        out.append(RunRow(layers=len(layers), weights=_weights_kind(r.pop("lib")), **r))
     return out
 
 
+_CIRCUIT_FROM = (
+    "FROM circuit c JOIN run r ON r.id = c.run_id JOIN model m ON m.id = r.model_id "
+    "JOIN concept co ON co.id = r.concept_id"
+)
+_CIRCUIT_SEARCH = ("m.name", "co.name", "c.id")
+
+
 def list_circuits(
-    session: Session, model: str | None = None, concept: str | None = None, status: str | None = RunStatus.complete
+    session: Session,
+    model: str | None = None,
+    concept: str | None = None,
+    status: str | None = RunStatus.complete,
+    *,
+    search: str | None = None,
+    after: int | None = None,
+    limit: int | None = None,
 ) -> list[CircuitRow]:
-    """Circuits, oldest first, filtered by model, concept and their run's status.
+    """Circuits, oldest (lowest id) first, filtered by model, concept and their run's status.
+
+    Args:
+        session: the caller's session.
+        model, concept, status: filters (exact; status is the run's).
+        search: keep circuits whose model, concept or id contains this text (any case).
+        after: keyset cursor: start after the circuit with this id.
+        limit: at most this many rows (None: all); counts are computed for these rows only.
 
     Raises:
-        CircuitsError: unknown status.
+        CircuitsError: unknown status, or a limit below 1.
     """
     _check_status(status)
-    where, params = _filters(model, concept, status)
+    _check_page(after, limit)
+    clauses, params = _filters(model, concept, status, search, _CIRCUIT_SEARCH)
+    if after is not None:
+        clauses.append(_AFTER["circuits"])
+        params["after"] = after
     table = query_arrow(
         session,
-        "SELECT c.id, c.run_id AS run, m.name AS model, co.name AS concept, coalesce(cn.n, 0) AS neurons, "
-        "r.layer_names, c.sweeps, c.converged, c.objective, coalesce(i.n, 0) AS interventions, "
-        "c.created_at AS created "
-        "FROM circuit c JOIN run r ON r.id = c.run_id JOIN model m ON m.id = r.model_id "
-        "JOIN concept co ON co.id = r.concept_id "
-        "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM circuit_neuron GROUP BY circuit_id) cn "
-        "ON cn.circuit_id = c.id "
-        "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM intervention GROUP BY circuit_id) i "
-        f"ON i.circuit_id = c.id{where} ORDER BY c.id",
+        "WITH page AS (SELECT c.id, c.run_id AS run, m.name AS model, co.name AS concept, r.layer_names, "
+        f"c.sweeps, c.converged, c.objective, c.created_at AS created {_CIRCUIT_FROM}{_where(clauses)} "
+        f"ORDER BY c.id{_limit(limit)}) "
+        "SELECT p.*, coalesce(cn.n, 0) AS neurons, coalesce(i.n, 0) AS interventions FROM page p "
+        "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM circuit_neuron WHERE circuit_id IN (SELECT id FROM page) "
+        "GROUP BY circuit_id) cn ON cn.circuit_id = p.id "
+        "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM intervention WHERE circuit_id IN (SELECT id FROM page) "
+        "GROUP BY circuit_id) i ON i.circuit_id = p.id ORDER BY p.id",
         params,
     )
     out = []
@@ -238,6 +374,16 @@ class CircuitDetails:
     circuit: store.CircuitRef
     run: store.RunRef
     interventions: tuple[store.InterventionRef, ...]
+    labels: dict[str, dict[int, str]] = field(default_factory=dict)  # layer -> channel -> label (class names)
+
+    def neuron_text(self, layer: str, channel: int) -> str:
+        """`layer:channel`, with the neuron's label (a logit's class name) when it has one."""
+        return neuron_text(layer, channel, self.labels.get(layer, {}).get(channel))
+
+
+def neuron_text(layer: str, channel: int, label: str | None = None) -> str:
+    """How a neuron is shown everywhere: `_fc:285 (Egyptian cat)`, or `_fc:285` without a label."""
+    return f"{layer}:{channel}" + (f" ({label})" if label else "")
 
 
 def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:
@@ -248,4 +394,5 @@ def circuit_details(session: Session, circuit_id: int) -> CircuitDetails:
     """
     circuit = store.read_circuit(session, circuit_id)
     run = store.read_run(session, circuit.run_id)
-    return CircuitDetails(circuit, run, tuple(store.list_interventions(session, circuit_id)))
+    labels = {layer: found for layer in run.layer_names if (found := store.neuron_labels(session, run.model_id, layer))}
+    return CircuitDetails(circuit, run, tuple(store.list_interventions(session, circuit_id)), labels)

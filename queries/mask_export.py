@@ -1,6 +1,14 @@
 """Turn a catalogued circuit into a portable pruning mask (catalog.mask_file) — no model, no torch.
 
-Circuit masks list every circuit layer with its circuit channels (circuit pruning, docs/method.md, "Interventions").
+    mask = mask_from_circuit(cat, 3)                 # in memory: a `catalog.mask_file.Mask`
+    export_mask(cat, 3, "stripes.mask.json")         # or written to a file (JSON or safetensors)
+    ingest.apply_mask(model, mask)                   # then applied to a model you hold
+
+Like every call that writes (here a file), `export_mask` takes the `Catalog`; `mask_from_circuit`
+only reads and takes the `Catalog` or a `Session` of it.
+
+Circuit masks list every circuit layer with its circuit channels (circuit pruning, docs/method.md,
+"Interventions"), less an anchored circuit's anchors (its class logit), as `circuits ablate` prunes it.
 Edge masks name one cut between two adjacent circuit layers, `layer_names[pair]` →
 `layer_names[pair + 1]` (default the first two), with the circuit's channels at both ends.
 """
@@ -10,14 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from catalog import store
+from catalog.connect import display
 from catalog.engine import Catalog
 from catalog.mask_file import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
 from catalog.mask_io import write_mask
 from catalog.refs import CircuitRef
 from catalog.vocab import MaskKind
 
-__all__ = ["ExportResult", "export_mask", "mask_from_circuit"]
+__all__ = ["ExportResult", "circuit_mask", "export_mask", "mask_from_circuit"]
 
 
 @dataclass(frozen=True)
@@ -30,40 +41,76 @@ class ExportResult:
 
 
 def mask_from_circuit(
+    cat: Catalog | Session,
+    circuit: int | CircuitRef,
+    *,
+    kind: str = MaskKind.circuit,
+    pair: int = 0,
+    prune_anchor: bool = False,
+) -> Mask:
+    """The pruning mask of a catalogued circuit, in memory (`export_mask` writes it to a file).
+
+    Args:
+        cat: the catalog (`Catalog`, read-only is enough) or a `Session` of it.
+        circuit: the circuit's id, or the circuit as `catalog.store.read_circuit` returns it.
+        kind: "circuit" (zero every circuit neuron) or "edge" (cut one adjacent layer pair).
+        pair: for edge masks, the index i of the cut `layer_names[i]` → `layer_names[i + 1]`.
+        prune_anchor: see `circuit_mask`.
+
+    Returns:
+        The Mask, tied to the circuit's model name and weights sha256 (apply it with
+        `ingest.apply_mask`, or bake it with `ingest.bake_mask`).
+
+    Raises:
+        NotFound: no such circuit.
+        MaskError: an unknown kind, or a pair outside the circuit's layers.
+    """
+    if isinstance(cat, Catalog):
+        with cat.session() as s:
+            return mask_from_circuit(s, circuit, kind=kind, pair=pair, prune_anchor=prune_anchor)
+    ref = circuit if isinstance(circuit, CircuitRef) else store.read_circuit(cat, int(circuit))
+    architecture = store.read_run(cat, ref.run_id).architecture
+    bind = cat.get_bind()
+    where = display(bind.url) if hasattr(bind, "url") else None
+    return circuit_mask(ref, kind=kind, pair=pair, architecture=architecture, catalog=where, prune_anchor=prune_anchor)
+
+
+def circuit_mask(
     circuit: CircuitRef,
     *,
     kind: str = MaskKind.circuit,
     pair: int = 0,
     architecture: str | None = None,
     catalog: str | None = None,
+    prune_anchor: bool = False,
 ) -> Mask:
-    """The mask of a circuit.
+    """The mask of a circuit already read (`catalog.store.read_circuit`); no catalog access.
 
     Args:
-        circuit: from `catalog.store.read_circuit`.
-        kind: "circuit" (zero every circuit neuron) or "edge" (cut one adjacent layer pair).
-        pair: for edge masks, the index i of the cut `layer_names[i]` → `layer_names[i + 1]`.
+        circuit: the circuit.
+        kind, pair: as for `mask_from_circuit`.
         architecture: the model's architecture, recorded for readers of the file.
         catalog: where the circuit came from (catalog path, or URL without password).
-
-    Returns:
-        The Mask, tied to the circuit's model name and weights sha256.
+        prune_anchor: keep an anchored circuit's fixed neurons in a circuit mask (default: left
+            out, as `circuits ablate` leaves them; a layer left empty is not listed).
 
     Raises:
         MaskError: an unknown kind, or a pair outside the circuit's layers.
     """
     if kind not in KINDS:
-        raise MaskError(f"unknown mask kind {kind!r}: use {' or '.join(KINDS)}")
+        raise MaskError(f"unknown mask kind {kind!r}: use `kind=` {' or '.join(KINDS)}")
     layers = list(zip(circuit.layer_names, circuit.channels, circuit.widths))
     source = CatalogSource(circuit.id, circuit.run_id, circuit.concept, catalog)
     model = ModelIdentity(circuit.model, circuit.weights_sha256, architecture)
     if kind == MaskKind.circuit:
-        modules = {name: ModuleMask(tuple(chans), width) for name, chans, width in layers}
+        fixed = {} if prune_anchor else {k: {int(c) for c in v} for k, v in (circuit.fixed or {}).items()}
+        kept = [(n, tuple(c for c in chans if int(c) not in fixed.get(n, set())), w) for n, chans, w in layers]
+        modules = {name: ModuleMask(chans, width) for name, chans, width in kept if chans}
         return Mask(MaskKind.circuit, model, modules, source=source)
     if not 0 <= pair < len(layers) - 1:
         raise MaskError(
             f"edge pair {pair} is out of range for circuit {circuit.id}, which has {len(layers)} layers: "
-            f"use --pair 0…{len(layers) - 2}"
+            f"use `pair=` 0…{len(layers) - 2}"
         )
     (src, src_ch, src_w), (dst, dst_ch, dst_w) = layers[pair], layers[pair + 1]
     return Mask(
@@ -76,7 +123,13 @@ def mask_from_circuit(
 
 
 def export_mask(
-    cat: Catalog, circuit_id: int, path: str | Path, *, kind: str = MaskKind.circuit, pair: int = 0
+    cat: Catalog,
+    circuit_id: int,
+    path: str | Path,
+    *,
+    kind: str = MaskKind.circuit,
+    pair: int = 0,
+    prune_anchor: bool = False,
 ) -> ExportResult:
     """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
 
@@ -86,6 +139,7 @@ def export_mask(
         path: `*.json` or `*.safetensors`.
         kind: "circuit" or "edge".
         pair: for edge masks, which adjacent layer pair to cut.
+        prune_anchor: see `mask_from_circuit`.
 
     Returns:
         The file written, its format and the mask.
@@ -100,6 +154,8 @@ def export_mask(
     with cat.session() as s:
         circuit = store.read_circuit(s, circuit_id)
         architecture = store.read_run(s, circuit.run_id).architecture
-    mask = mask_from_circuit(circuit, kind=kind, pair=pair, architecture=architecture, catalog=cat.display)
+    mask = circuit_mask(
+        circuit, kind=kind, pair=pair, architecture=architecture, catalog=cat.display, prune_anchor=prune_anchor
+    )
     written = write_mask(mask, path)
     return ExportResult(written, written.suffix.lstrip("."), mask)

@@ -32,6 +32,8 @@ from queries.graphs import column
 from queries.resolve import CircuitChoice, choice_notes, concept_circuits, resolve_model
 
 __all__ = [
+    "DEFAULT_TOP",
+    "MAX_OVERLAP_CIRCUITS",
     "METRICS",
     "OverlapMatrix",
     "SharedNeuron",
@@ -46,6 +48,11 @@ __all__ = [
 ]
 
 METRICS = ("jaccard", "shared", "weighted")
+DEFAULT_TOP = 50
+"""Concepts in `overlap_matrix` when none are named: a 50-column table is about what a terminal shows."""
+MAX_OVERLAP_CIRCUITS = 2000
+"""The largest matrix computed without `force`: 4 M cells, ~32 MB per float64 matrix and tens of MB of
+table text; every step's memory is proportional to this (plus the circuits' neurons and edges)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +78,10 @@ class OverlapMatrix:
     def rows(self) -> list[dict[str, object]]:
         """One dict per circuit: ``concept``, ``circuit``, then one column per concept."""
         out = []
-        for i, (label, cid) in enumerate(zip(self.labels, self.circuit_ids)):
+        cast = int if self.metric == "shared" else lambda v: round(v, 4)
+        for label, cid, values in zip(self.labels, self.circuit_ids, self.values.tolist()):  # Python floats: fast
             row: dict[str, object] = {"concept": label, "circuit": cid}
-            for j, other in enumerate(self.labels):
-                v = float(self.values[i, j])
-                row[other] = None if np.isnan(v) else (int(v) if self.metric == "shared" else round(v, 4))
+            row.update(zip(self.labels, [None if v != v else cast(v) for v in values]))  # v != v: NaN
             out.append(row)
         return out
 
@@ -123,6 +129,10 @@ def internal_edges(session: Session, circuit_ids: Sequence[int]) -> pa.Table:
 def jaccard_matrix(index: np.ndarray, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Shared counts and Jaccard between sets given as (set index, item) pairs.
 
+    Memory is the (n, n) result plus O(pairs), whatever the number of distinct items: the counts
+    come from the pairs of sets that share each item (`_pair_min_sums`), not from a dense
+    sets × items incidence matrix.
+
     Args:
         index: (M,) set index in [0, n) of each pair.
         items: (M,) item id of each pair (pairs are distinct).
@@ -131,15 +141,40 @@ def jaccard_matrix(index: np.ndarray, items: np.ndarray, n: int) -> tuple[np.nda
     Returns:
         (shared, jaccard): (n, n) float64 each; jaccard of two empty sets is NaN.
     """
-    _, item = np.unique(items, return_inverse=True)
-    incidence = np.zeros((n, int(item.max()) + 1 if len(item) else 0), dtype=np.float32)  # (sets, items)
-    incidence[index, item] = 1.0
-    shared = (incidence @ incidence.T).astype(np.float64)  # (n, n) exact: counts < 2^24
-    size = np.diag(shared)
+    index = np.asarray(index, dtype=np.int64)
+    size = np.bincount(index, minlength=n).astype(np.float64)  # (n,)
+    shared = _pair_min_sums(index, np.asarray(items, dtype=np.int64), np.ones(len(index)), n)
+    shared[np.diag_indices(n)] = size  # exact: sums of ones in float64
     union = size[:, None] + size[None, :] - shared
     with np.errstate(invalid="ignore", divide="ignore"):
         jaccard = np.where(union > 0, shared / np.where(union > 0, union, 1), np.nan)
     return shared, jaccard
+
+
+def _pair_min_sums(index: np.ndarray, keys: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) symmetric: Σ over keys held by both sets a ≠ b of min(w_a(key), w_b(key)); 0 on the
+    diagonal. Memory: the result, O(M) and chunks of at most 2^22 pairs."""
+    order = np.argsort(keys, kind="stable")  # entries sharing a key become contiguous
+    k, s, w = keys[order], index[order], w[order]
+    # Pair each entry with the one d places later, d = 1, 2, …, among the entries whose key run
+    # still has one there (those with the most left come first).
+    run_start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.zeros(0, np.int64)
+    run_end = np.r_[run_start[1:], len(k)]
+    left = np.repeat(run_end, run_end - run_start) - np.arange(len(k)) - 1  # entries after each in its run
+    by_left = np.argsort(-left, kind="stable")
+    n_active = np.searchsorted(-left[by_left], -np.arange(1, int(left.max(initial=0)) + 1), side="right")
+    min_sum = np.zeros(n * n, dtype=np.float64)
+    cells: list[np.ndarray] = []
+    mins: list[np.ndarray] = []
+    for d, count in enumerate(n_active, start=1):
+        at = by_left[:count]
+        cells.append(s[at] * n + s[at + d])
+        mins.append(np.minimum(w[at], w[at + d]))
+        if sum(len(c) for c in cells) > 1 << 22 or d == len(n_active):  # bounded memory
+            min_sum += np.bincount(np.concatenate(cells), weights=np.concatenate(mins), minlength=n * n)
+            cells, mins = [], []
+    pair_min = min_sum.reshape(n, n)
+    return pair_min + pair_min.T  # each pair was counted once, in either orientation
 
 
 def weighted_jaccard_matrix(index: np.ndarray, keys: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
@@ -158,27 +193,7 @@ def weighted_jaccard_matrix(index: np.ndarray, keys: np.ndarray, scores: np.ndar
     totals = np.bincount(index, weights=scores, minlength=n)  # (n,)
     with np.errstate(invalid="ignore", divide="ignore"):
         w = scores / totals[index]
-    order = np.argsort(keys)  # entries sharing a key become contiguous (their order does not matter)
-    k, s, w = keys[order], index[order], w[order]
-    # Entries sharing a key are contiguous. Pair each with the one d places later, d = 1, 2, …,
-    # among the entries whose key run still has one there (those with the most left come first).
-    run_start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.zeros(0, np.int64)
-    run_end = np.r_[run_start[1:], len(k)]
-    left = np.repeat(run_end, run_end - run_start) - np.arange(len(k)) - 1  # entries after each in its run
-    by_left = np.argsort(-left, kind="stable")
-    n_active = np.searchsorted(-left[by_left], -np.arange(1, int(left.max(initial=0)) + 1), side="right")
-    min_sum = np.zeros(n * n, dtype=np.float64)
-    cells: list[np.ndarray] = []
-    mins: list[np.ndarray] = []
-    for d, count in enumerate(n_active, start=1):
-        at = by_left[:count]
-        cells.append(s[at] * n + s[at + d])
-        mins.append(np.minimum(w[at], w[at + d]))
-        if sum(len(c) for c in cells) > 1 << 22 or d == len(n_active):  # bounded memory
-            min_sum += np.bincount(np.concatenate(cells), weights=np.concatenate(mins), minlength=n * n)
-            cells, mins = [], []
-    pair_min = min_sum.reshape(n, n)
-    pair_min = pair_min + pair_min.T  # each pair was counted once, in either orientation
+    pair_min = _pair_min_sums(index, keys, w, n)
     has = totals > 0
     # Σ max = Σ w_a + Σ w_b − Σ min = 2 − Σ min for two non-empty sets.
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -228,30 +243,56 @@ def overlap_of_circuits(session: Session, circuit_ids: Sequence[int], metric: st
 
 
 def overlap_matrix(
-    session: Session, model: str, concepts: Sequence[str] | None = None, metric: str = "jaccard"
+    session: Session,
+    model: str,
+    concepts: Sequence[str] | None = None,
+    metric: str = "jaccard",
+    *,
+    top: int | None = DEFAULT_TOP,
+    force: bool = False,
 ) -> OverlapMatrix:
     """The pairwise overlap of a model's concept circuits.
 
     Args:
         session: the caller's session.
         model: model name (``NAME@SHA256PREFIX`` when several weights share it).
-        concepts: the concepts, in matrix order; None means every concept with a circuit on the
-            model. Each concept is represented by its newest circuit of its newest complete run.
+        concepts: the concepts, in matrix order; None means the model's concepts with a circuit,
+            by name (at most `top` of them). Each concept is represented by its newest circuit of
+            its newest complete run.
         metric: one of `METRICS`.
+        top: without `concepts`, keep the `top` concepts whose circuits are newest (a note says
+            how many there are); None: every concept.
+        force: compute a matrix over more than `MAX_OVERLAP_CIRCUITS` circuits.
 
     Returns:
         The matrix, with a note for every concept that had several circuits.
 
     Raises:
         NotFound: unknown model or a concept without a circuit on it.
-        CircuitsError: unknown metric or fewer than one concept.
+        CircuitsError: unknown metric, no circuits, top below 1, or a matrix above
+            `MAX_OVERLAP_CIRCUITS` circuits without `force`.
     """
     if metric not in METRICS:
         raise CircuitsError(f"unknown overlap metric {metric!r}: use one of {', '.join(METRICS)}")
+    if top is not None and top < 1:
+        raise CircuitsError(f"--top must be at least 1, got {top}")
     names = None if concepts is None else list(dict.fromkeys(concepts))
     chosen = concept_circuits(session, resolve_model(session, model), names)
     if not chosen:
         raise CircuitsError(f"model {model} has no circuits yet: ingest some with `circuits ingest {model} …`")
+    notes: list[str] = []
+    if names is None and top is not None and len(chosen) > top:
+        newest = sorted(chosen, key=lambda c: c.circuit_id, reverse=True)[:top]
+        notes.append(
+            f"the {top} concepts with the newest circuits of {len(chosen):,} on {model}: "
+            "--concepts names others, --top N shows more"
+        )
+        chosen = sorted(newest, key=lambda c: c.concept)
+    if len(chosen) > MAX_OVERLAP_CIRCUITS and not force:
+        raise CircuitsError(
+            f"an overlap matrix of {len(chosen):,} concepts ({len(chosen) ** 2:,} cells) is above the "
+            f"{MAX_OVERLAP_CIRCUITS:,} computed without --force: name fewer --concepts, lower --top, or pass --force"
+        )
     values = overlap_of_circuits(session, [c.circuit_id for c in chosen], metric)
     return OverlapMatrix(
         metric,
@@ -259,7 +300,7 @@ def overlap_matrix(
         tuple(c.concept for c in chosen),
         tuple(c.circuit_id for c in chosen),
         values,
-        choice_notes(chosen),
+        (*notes, *choice_notes(chosen)),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from catalog.image_set_names import parse_image_set_name
 from catalog.sql import decode_json, query_arrow
 from catalog.vocab import InterventionKind
 from queries.resolve import COMPLETE_RUN, ModelChoice
@@ -20,16 +21,11 @@ __all__ = ["EvalRow", "ablate_command", "concept_image_sets", "evaluations", "im
 
 
 def image_set_concept(image_set: str) -> str:
-    """The concept name an evaluated image set's name stands for.
+    """The concept name an evaluated image set's name stands for (`catalog.image_set_names`).
 
     ``catfish:NAME#seed=1`` → NAME, ``dir:/data/NAME`` → NAME, anything else unchanged.
     """
-    kind, sep, rest = image_set.partition(":")
-    if not sep:
-        return image_set
-    if kind == "dir":
-        return os.path.basename(rest.rstrip("/\\")) or rest
-    return rest.split("#", 1)[0]
+    return parse_image_set_name(image_set).concept
 
 
 @dataclass(frozen=True)

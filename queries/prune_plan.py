@@ -16,6 +16,13 @@ the `keep` concepts, and ranks them:
 * **proxy** (no evidence yet) — structural: Jaccard(candidate, against's circuit) − mean
   Jaccard(candidate, keep circuits), clearly labelled, ranked after every evidence candidate.
 
+**Keep budget.** A plan that destroys what the user asked to keep is no recommendation. Each keep
+effect's *damage* is how far the pruned value falls below the random-circuit baseline of the same
+evaluation (below the clean value when no baseline is stored); a candidate whose damage on some
+keep concept exceeds `keep_budget` (default 0.02: two accuracy points) is labelled **over-budget**
+and ranked after every other candidate, closest to the budget first. When no evaluated candidate
+meets the budget, the plan's notes say so in one line.
+
 For each missing evaluation the plan says which `circuits ablate` command would make it.
 """
 
@@ -37,6 +44,7 @@ from queries.suggest import ablate_model_flags
 
 __all__ = [
     "AGAINST_METRICS",
+    "KEEP_BUDGET",
     "KEEP_METRICS",
     "Candidate",
     "Effect",
@@ -49,6 +57,8 @@ AGAINST_METRICS: tuple[Metric, ...] = (Metric.attack_success, Metric.accuracy, M
 """Metrics of the behaviour to suppress, in order of preference (an attack's success first)."""
 KEEP_METRICS: tuple[Metric, ...] = (Metric.accuracy, Metric.true_prob, Metric.agreement)
 """Metrics of the behaviours to keep, in order of preference."""
+KEEP_BUDGET = 0.02
+"""Default damage a kept concept may take beyond its random baseline (two accuracy points)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,13 @@ class Effect:
         """before − after (0 when the clean value is unknown)."""
         return 0.0 if self.before is None else self.before - self.after
 
+    @property
+    def damage(self) -> float:
+        """How far below the random baseline the pruned value falls (below the clean value when no
+        baseline is stored; never negative)."""
+        ref = self.baseline if self.baseline is not None else self.before
+        return 0.0 if ref is None else max(0.0, ref - self.after)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -86,7 +103,8 @@ class Candidate:
         kind: intervention kind the evidence comes from ("circuit" or "edge"); for proxies the
             kind the suggested commands use.
         basis: "evidence" (against and every keep concept evaluated), "partial" (some keep
-            concept not evaluated) or "proxy" (no evaluation on the against images).
+            concept not evaluated), "over-budget" (some keep concept damaged beyond the keep
+            budget: never a recommendation) or "proxy" (no evaluation on the against images).
         score: evidence: drop(against) − mean drop(keep); proxy: Jaccard difference; None when
             a proxy cannot be computed (the against concept has no circuit).
         edge_fraction: fraction of the model's edges the intervention cuts (evidence only).
@@ -96,6 +114,7 @@ class Candidate:
         overlap_keep: mean Jaccard with the keep concepts' circuits (None without keep).
         missing: concepts whose images this candidate has not been evaluated on.
         commands: `circuits ablate` commands that would add the missing evaluations.
+        keep_damage: the largest `Effect.damage` over the stored keep effects (None without any).
     """
 
     circuit_id: int
@@ -111,6 +130,7 @@ class Candidate:
     overlap_keep: float | None
     missing: tuple[str, ...]
     commands: tuple[str, ...]
+    keep_damage: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,13 +142,22 @@ class PrunePlan:
     keep: tuple[str, ...]
     candidates: tuple[Candidate, ...]
     notes: tuple[str, ...] = ()
+    keep_budget: float | None = KEEP_BUDGET
+    verdict: str | None = None  # one line when no evaluated plan meets the keep budget
+
+    @property
+    def recommended(self) -> tuple[Candidate, ...]:
+        """Candidates with complete evidence that keep every kept concept within the budget."""
+        return tuple(c for c in self.candidates if c.basis == "evidence")
 
     def rows(self) -> list[dict[str, object]]:
         """One flat dict per candidate, for tables, CSV and JSON."""
         out = []
-        for rank, c in enumerate(self.candidates, 1):
+        rank = 0
+        for c in self.candidates:
+            rank += c.basis != "over-budget"
             row: dict[str, object] = {
-                "rank": rank,
+                "rank": rank if c.basis != "over-budget" else None,  # never ranked as a recommendation
                 "circuit": c.circuit_id,
                 "concept": c.concept,
                 "kind": c.kind,
@@ -137,6 +166,7 @@ class PrunePlan:
                 "edges_cut": None if c.edge_fraction is None else round(c.edge_fraction, 6),
                 "against": _effect_text(c.against),
                 "keep": "; ".join(_effect_line(e) for e in c.keep) or None,
+                "keep_damage": _round(c.keep_damage),
                 "overlap_against": _round(c.overlap_against),
                 "overlap_keep": _round(c.overlap_keep),
                 "missing": ", ".join(c.missing) or None,
@@ -160,7 +190,13 @@ def _effect_line(e: Effect) -> str:
 
 
 def plan_pruning(
-    session: Session, model: str, against: str, keep: Sequence[str] = (), *, kind: str = InterventionKind.circuit
+    session: Session,
+    model: str,
+    against: str,
+    keep: Sequence[str] = (),
+    *,
+    kind: str = InterventionKind.circuit,
+    keep_budget: float | None = KEEP_BUDGET,
 ) -> PrunePlan:
     """Rank a model's stored circuits as pruning candidates against one behaviour.
 
@@ -170,17 +206,21 @@ def plan_pruning(
         against: the concept (or evaluated image set name) whose behaviour pruning should hurt.
         keep: concepts whose behaviour pruning should spare.
         kind: intervention kind that the suggested `circuits ablate` commands use.
+        keep_budget: the damage (metric units below the random baseline) each keep concept may
+            take; candidates over it are labelled "over-budget" and ranked last. None: no budget.
 
     Returns:
         The plan: candidates with complete evidence by score (best first), then those with
-        partial evidence, then proxy candidates.
+        partial evidence, then proxy candidates, then over-budget ones (least damage first).
 
     Raises:
         NotFound: unknown model, or `against` / a `keep` name is neither a concept nor the name
             of an evaluated image set.
-        CircuitsError: `against` is also in `keep`, or the model has no circuits.
+        CircuitsError: `against` is also in `keep`, the model has no circuits, or a negative budget.
     """
     keep = tuple(dict.fromkeys(k for k in keep if k))
+    if keep_budget is not None and not keep_budget >= 0:
+        raise CircuitsError(f"the keep budget must be 0 or more (got {keep_budget})")
     if against in keep:
         raise CircuitsError(f"{against} is both --against and --keep: a circuit cannot hurt and spare it")
     chosen_model = resolve_model(session, model)
@@ -208,6 +248,14 @@ def plan_pruning(
             ):
                 return name
         return None
+
+    evaluated = {concept_of(row) for row in evals}
+    blind = [k for k in keep if k not in per_concept and k not in evaluated]
+    if blind:  # neither a circuit nor an evaluation: nothing could say whether a plan spares it
+        raise NotFound(
+            f"--keep {', '.join(blind)}: no stored circuit of {chosen_model.name} for that concept and no evaluation "
+            f"on its images; ingest one first (`circuits ingest {chosen_model.name} --concept {blind[0]} …`)"
+        )
 
     # Newest row per (group, concept, metric): rows come oldest first.
     by_group: dict[tuple[int, str, int | None], dict[tuple[str, str], EvalRow]] = {}
@@ -249,7 +297,9 @@ def plan_pruning(
         )
         concept, run_id = circuit_info[cid]
         with_evidence.add(cid)
-        basis = "partial" if missing else "evidence"
+        damage = max((e.damage for e in keep_effects), default=None)
+        over = keep_budget is not None and damage is not None and damage > keep_budget + 1e-9
+        basis = "over-budget" if over else "partial" if missing else "evidence"
         out.append(
             Candidate(
                 cid,
@@ -264,9 +314,14 @@ def plan_pruning(
                 *overlaps.get(cid, (None, None)),
                 missing,
                 tuple(ablate_command(cid, group_kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
+                damage,
             )
         )
     # Complete evidence first: a partial score leaves out the keep behaviours it may hurt.
+    over_budget = sorted(
+        (c for c in out if c.basis == "over-budget"), key=lambda c: (c.keep_damage, -(c.score or 0.0), c.circuit_id)
+    )
+    out = [c for c in out if c.basis != "over-budget"]
     out.sort(key=lambda c: (c.basis != "evidence", -(c.score or 0.0), c.edge_fraction or 0.0, c.circuit_id))
 
     proxies = []
@@ -296,6 +351,7 @@ def plan_pruning(
                 o_keep,
                 missing,
                 tuple(ablate_command(cid, kind, m, sets.get(m, {}), evals, flags(run_id)) for m in missing),
+                max((e.damage for e in keep_effects), default=None),
             )
         )
     proxies.sort(key=lambda c: (c.score is None, -(c.score or 0.0), c.circuit_id))
@@ -304,7 +360,15 @@ def plan_pruning(
             f"no circuit of {chosen_model.name} has been evaluated on {against} images yet: every candidate "
             "is ranked by the structural proxy (overlap with the against circuit minus overlap with the keep circuits)"
         )
-    return PrunePlan(chosen_model.name, against, keep, tuple(out + proxies), tuple(notes))
+    verdict = None
+    if over_budget and not any(c.basis == "evidence" for c in out):
+        closest = ", ".join(f"circuit {c.circuit_id} ({c.concept}) {c.keep_damage:.3f}" for c in over_budget[:3])
+        verdict = (
+            f"no stored circuit suppresses {against} while keeping {', '.join(keep)} within the keep budget "
+            f"({keep_budget:.3f} below the random baseline); closest, by damage: {closest}"
+        )
+    candidates = tuple(out + proxies + over_budget)
+    return PrunePlan(chosen_model.name, against, keep, candidates, tuple(notes), keep_budget, verdict)
 
 
 def _effect(rows: dict[tuple[str, str], EvalRow], concept: str, metrics: Sequence[str]) -> Effect | None:

@@ -15,9 +15,51 @@ import shlex
 
 from sqlalchemy.orm import Session
 
+from catalog.image_set_names import parse_image_set_name
 from catalog.sql import decode_json, query_arrow
 
-__all__ = ["ablate_model_flags", "apply_command", "images_for_run", "run_model_flags"]
+__all__ = [
+    "ablate_model_flags",
+    "ablate_next_step",
+    "apply_command",
+    "db_flag",
+    "images_for_run",
+    "run_model_flags",
+    "thumbnails_command",
+    "weights_warning",
+]
+
+RANDOM_INIT = "random-init"
+
+
+def db_flag(db: str | None) -> str:
+    """`` --db PATH`` (quoted) when the catalog is not the default one, else ''."""
+    return f" --db {shlex.quote(str(db))}" if db else ""
+
+
+def weights_warning(library_versions: dict | str | None) -> str | None:
+    """A warning when a run's weights were recorded as random-init (untrained), else None."""
+    lib = decode_json(library_versions) if isinstance(library_versions, str) else (library_versions or {})
+    if str(lib.get("weights_source", "")) == RANDOM_INIT:
+        return (
+            "RANDOM-INIT weights: this run used an untrained network (no weights given or found), "
+            "so its circuits say little about a trained model"
+        )
+    return None
+
+
+def thumbnails_command(session: Session, run_id: int, db: str | None = None) -> str:
+    """`circuits thumbnails RUN MODEL [--weights PATH] [--db PATH]` for a run's neuron patches."""
+    model, weights = run_model_flags(session, run_id)
+    return f"circuits thumbnails {run_id} {shlex.quote(model)}{weights}{db_flag(db)}"
+
+
+def ablate_next_step(session: Session, circuit_id: int, run_id: int, db: str | None = None) -> str:
+    """The complete `circuits ablate` command for a circuit on its run's own images."""
+    return (
+        f"circuits ablate {circuit_id} --kind circuit {images_for_run(session, run_id)}"
+        f"{ablate_model_flags(session, run_id)}{db_flag(db)}"
+    )
 
 
 def _run_row(session: Session, run_id: int) -> dict:
@@ -81,10 +123,12 @@ def images_for_run(session: Session, run_id: int) -> str:
         .column("source")
         .to_pylist()
     )
-    rendered = [s for s in sources if s and s.startswith("catfish:")]
+    rendered = [parse_image_set_name(s) for s in sources if s and s.startswith("catfish:")]
     if rendered:
-        name = rendered[0].split(":", 1)[1].split("#", 1)[0]
-        return f"--dataset catfish:{name}"
+        return f"--dataset catfish:{rendered[0].name}"
+    photos = [s for s in sources if s and s.startswith("photo:")]
+    if photos:  # the walkthrough's photographs, rendered again from their name
+        return f"--dataset photo:{photos[0].split(':', 1)[1].split('#', 1)[0]}"
     files = [s for s in sources if s and ("/" in s or os.sep in s)]
     if files:
         return f"--images {shlex.quote(os.path.commonpath([os.path.dirname(f) for f in files]))}"

@@ -1,5 +1,5 @@
 """The bad-input cases: one list feeds the parametrised test (tests/test_bad_input.py) and the
-README's "Bad input" table (`readme_table()`; the test checks the README holds exactly it).
+table of docs/bad-input.md (`readme_table()`; the test checks the document holds exactly it).
 
 Each case runs in a copy of a small world (a catalog with one run of a tiny user model, its
 images, weights and an exported mask), with the working directory at the copy's root. Arguments
@@ -306,6 +306,29 @@ CASES: list[Case] = [
         "weights",
         "make_other_weights",
     ),
+    Case(
+        "featurevis-other-weights",
+        "weights",
+        "`thumbnails --featurevis` with weights other than the run's",
+        ("thumbnails", "{rid}", "{model}", "--featurevis", "--weights", "w2.pt", "--db", "{db}"),
+        "weights",
+        "make_perturbed_weights",
+    ),
+    Case(
+        "featurevis-missing-weights",
+        "weights",
+        "`thumbnails --featurevis` with a weights file that does not exist",
+        ("thumbnails", "{rid}", "{model}", "--featurevis", "--weights", "nope.pt", "--db", "{db}"),
+        "does not exist",
+    ),
+    Case(
+        "reference-no-images",
+        "images",
+        "`thumbnails --reference` folder without readable images",
+        ("thumbnails", "{rid}", "{model}", "--reference", "bad", "--weights", "{weights}", "--db", "{db}"),
+        "can be read",
+        "make_corrupt_png",
+    ),
     # --- masks and outputs
     Case("mask-missing", "masks", "`apply --mask` does not exist", _apply(mask="nope.json"), "does not exist"),
     Case("mask-garbage", "masks", "`apply --mask` is not a mask", _apply(mask="notes.txt"), "not a mask", "make_text"),
@@ -380,6 +403,100 @@ CASES: list[Case] = [
         "`overlap --plot g.txt`",
         ("overlap", "--model", "{model}", "--plot", "g.txt", "--db", "{db}"),
         "name the file",
+    ),
+    # --- outputs that would overwrite an input
+    Case(
+        "export-over-catalog",
+        "outputs",
+        "`export -o cat.json --db cat.json` (the catalog it reads)",
+        ("export", "{cid}", "-o", "cat.json", "--db", "cat.json"),
+        "also an input",
+        "make_catalog_copies",
+    ),
+    Case(
+        "export-hard-link-catalog",
+        "outputs",
+        "`export -o link.json`, a hard link of the catalog",
+        ("export", "{cid}", "-o", "link.json", "--db", "{db}"),
+        "also an input",
+        "make_catalog_copies",
+    ),
+    Case(
+        "report-over-catalog",
+        "outputs",
+        "`report -o cat.html --db cat.html`",
+        ("report", "{cid}", "-o", "cat.html", "--db", "cat.html"),
+        "also an input",
+        "make_catalog_copies",
+    ),
+    Case(
+        "overlap-plot-over-catalog",
+        "outputs",
+        "`overlap --plot cat.png --db cat.png`",
+        ("overlap", "--model", "{model}", "--plot", "cat.png", "--db", "cat.png"),
+        "also an input",
+        "make_catalog_copies",
+    ),
+    Case(
+        "apply-over-bundled-weights",
+        "outputs",
+        "`apply catfish-mini -o` a symlink to the bundled weights it loads",
+        ("apply", "catfish-mini", "--mask", "{mask}", "-o", "bundled.pt"),
+        "bundled weights",
+        "make_bundled_link",
+    ),
+    Case(
+        "apply-over-mask",
+        "outputs",
+        "`apply -o` a hard link of its own mask",
+        _apply(out="mask-link.pt"),
+        "also an input",
+        "make_mask_link",
+    ),
+    Case(
+        "demo-over-catalog",
+        "outputs",
+        "`demo --out out --db out/report.md` (the report would replace the catalog)",
+        ("demo", "--out", "out", "--db", "out/report.md"),
+        "also an input",
+        "make_catalog_in_out",
+    ),
+    Case(
+        "defend-plot-missing-folder",
+        "outputs",
+        "`defend --plot nodir/x.png` (checked before any run is stored)",
+        ("defend", "typo-mini", "--plot", "nodir/x.png", "--db", "{db}"),
+        "does not exist",
+    ),
+    Case(
+        "defend-plot-suffix",
+        "outputs",
+        "`defend --plot x.txt`",
+        ("defend", "typo-mini", "--plot", "x.txt", "--db", "{db}"),
+        "unsupported file type",
+    ),
+    Case(
+        "mask-duplicate-key",
+        "masks",
+        "a mask JSON with a key twice (JSON would keep the last)",
+        _apply(mask="dup.json"),
+        "duplicated key",
+        "make_dup_mask",
+    ),
+    Case(
+        "jobs-alias-bomb",
+        "ingest",
+        "a job file whose YAML aliases expand to 10⁹ values",
+        ("ingest-many", "bomb.yaml", "--db", "{db}"),
+        "alias",
+        "make_alias_bomb",
+    ),
+    Case(
+        "serve-port-range",
+        "serve",
+        "`serve --port 70000`",
+        ("serve", "--port", "70000", "--db", "{db}"),
+        "not a TCP port",
     ),
     # --- catalog content that must not be trusted
     Case(
@@ -458,11 +575,54 @@ CASES: list[Case] = [
         ),
         "ran longer than",
     ),
+    Case(
+        "sql-max-bytes",
+        "sql",
+        "`sql` with a result past `--max-bytes 1MB` (default 100 MB)",
+        ("sql", "select repeat('x', 100000) as s from range(100)", "--max-bytes", "1MB", "--db", "{db}"),
+        "larger than 1 MB",
+    ),
+    Case(
+        "sql-set-limit",
+        "sql",
+        "`sql \"set memory_limit='50GB'\"` (settings are locked)",
+        ("sql", "set memory_limit='50GB'", "--db", "{db}"),
+        "locked",
+    ),
+    Case(
+        "sql-url-options",
+        "sql",
+        "`sql --db 'duckdb:///c.duckdb?memory_limit=50GB'`",
+        ("sql", "select 1", "--db", "duckdb:///c.duckdb?memory_limit=50GB"),
+        "memory_limit",
+    ),
+    # --- from a circuit to a deployed model (issue 18)
+    Case(
+        "anchor-not-last",
+        "anchor",
+        "`ingest --anchor 1` whose `--layers` do not end at the class layer",
+        _ingest("--anchor", "1"),
+        "must be the last of --layers: add 8",
+    ),
+    Case(
+        "anchor-no-names",
+        "anchor",
+        "`ingest --anchor zebra` on a model without class names (no `--classes`)",
+        _with(_ingest("--anchor", "zebra"), "--layers", "1,3,8"),
+        "this model has no class names",
+    ),
+    Case(
+        "keep-unknown",
+        "prune plans",
+        "`prune-plan --keep` naming no concept or evaluated image set",
+        ("prune-plan", "--model", "tiny.py:build", "--against", "noise", "--keep", "nothing_like_it", "--db", "{db}"),
+        "neither a concept",
+    ),
 ]
 
 
 def readme_table() -> str:
-    """The README's bad-input table, one row per case."""
+    """The bad-input table of docs/bad-input.md, one row per case."""
     lines = ["| # | Area | Bad input | `error:` line says |", "|---|---|---|---|"]
     for i, case in enumerate(CASES, 1):
         lines.append(f"| {i} | {case.area} | {case.what} | …{case.expect}… |")
@@ -551,6 +711,14 @@ def make_other_weights(root: Path) -> None:
     torch.save(nn.Sequential(nn.Conv2d(3, 4, 3)).state_dict(), root / "other.pt")
 
 
+def make_perturbed_weights(root: Path) -> None:
+    """The tiny model's weights with every value moved: same shapes, another sha256."""
+    import torch
+
+    state = torch.load(root / "w.pt", weights_only=True)
+    torch.save({k: v + 1.0 for k, v in state.items()}, root / "w2.pt")
+
+
 def make_broken_json(root: Path) -> None:
     (root / "broken.json").write_text('{"format": ')
 
@@ -563,3 +731,39 @@ def make_huge_mask(root: Path) -> None:
     with open(root / "huge.json", "wb") as f:  # sparse: 200 MB on paper, nothing on disk
         f.write(b'{"format": "circuit-mask", "modules": {')
         f.truncate(200 << 20)
+
+
+def make_catalog_copies(root: Path) -> None:
+    import shutil
+
+    for name in ("cat.json", "cat.html", "cat.png"):
+        shutil.copyfile(root / "c.duckdb", root / name)
+    os.link(root / "c.duckdb", root / "link.json")
+
+
+def make_catalog_in_out(root: Path) -> None:
+    import shutil
+
+    (root / "out").mkdir()
+    shutil.copyfile(root / "c.duckdb", root / "out" / "report.md")
+
+
+def make_bundled_link(root: Path) -> None:
+    bundled = Path(__file__).resolve().parents[1] / "ingest" / "weights" / "catfish_mini.pt"
+    (root / "bundled.pt").symlink_to(bundled)
+
+
+def make_mask_link(root: Path) -> None:
+    os.link(root / "m.json", root / "mask-link.pt")
+
+
+def make_dup_mask(root: Path) -> None:
+    text = (root / "m.json").read_text()
+    (root / "dup.json").write_text(text.replace('"modules": {', '"modules": {"zzz": [0], "zzz": [1], ', 1))
+
+
+def make_alias_bomb(root: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines += ["jobs:", "  - {model: catfish-mini, concept: c, dataset: 'catfish:star', k: 2, layers: *a8}"]
+    (root / "bomb.yaml").write_text("\n".join(lines) + "\n")

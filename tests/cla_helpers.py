@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+import pytest
 import torch
 from torch import nn
+
+import ingest.cla.probe  # noqa: F401 (loaded, so that the fixture below can patch it)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -42,3 +47,22 @@ def rel_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
         assert scale > 0
         errs.append(float(np.abs(x - y).max()) / scale)
     return max(errs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def verified_fast_paths():
+    """A verified fast plan is always used (import this fixture into a test module to apply it).
+
+    The probe otherwise keeps a fast plan only when it is not estimated slower than the loop; on
+    the tests' tiny models both take milliseconds, and on a loaded CPU the timings pick either.
+    Tests of the fast paths' numbers need them taken; the choice itself is tested in
+    test_cla_guard.py.
+    """
+    from ingest.cla.plan_cache import clear_plan_cache
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sys.modules["ingest.cla.probe"], "_LOOP_SLACK_S", float("inf"))
+    clear_plan_cache()
+    yield
+    mp.undo()
+    clear_plan_cache()

@@ -1,4 +1,4 @@
-"""Every row of the README's bad-input table: exit 1, one `error:` line on stderr, nothing written.
+"""Every row of the bad-input table (docs/bad-input.md): exit 1, one `error:` line on stderr, nothing written.
 
 The cases are `tests/bad_input_cases.py`; each runs in-process (CliRunner) in a fresh copy of a
 small world (one run of a tiny user model), with the working directory at the copy. After the
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from circuits.cli.main import app
 
 runner = CliRunner()
-README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +136,9 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, world, tmp_path, m
     )
 
 
-def test_readme_table_is_the_case_list():
-    text = README.read_text()
-    assert bic.README_START in text and bic.README_END in text, "README lacks the bad-input table markers"
+def test_doc_table_is_the_case_list():
+    text = TABLE_DOC.read_text()
+    assert bic.README_START in text and bic.README_END in text, "docs/bad-input.md lacks the table markers"
     table = text.split(bic.README_START, 1)[1].split(bic.README_END, 1)[0].strip()
-    assert table == bic.readme_table(), "README's bad-input table differs: paste bad_input_cases.readme_table()"
+    assert table == bic.readme_table(), "docs/bad-input.md's table differs: paste bad_input_cases.readme_table()"
     assert len(bic.CASES) >= 40

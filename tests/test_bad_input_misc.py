@@ -35,7 +35,7 @@ def test_ctrl_c_during_ingest_says_the_run_was_not_stored(tmp_path, monkeypatch)
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ingest.pipeline, "ingest", interrupted)
+    monkeypatch.setattr(ingest.pipeline, "ingest_concept", interrupted)
     r = runner.invoke(
         app,
         [
@@ -127,6 +127,7 @@ def test_a_read_only_folder_is_one_line(tmp_path):
 
 
 def test_an_os_error_on_an_output_path_is_one_line(catalog_path, tmp_path, monkeypatch):
+    import queries.listing
     import queries.mask_export
 
     def denied(*a, **k):

@@ -8,7 +8,7 @@ from test_cla_models import INCEPTION_LAYERS, InceptionNet, seeded
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.cla.attribute import attribute
+from ingest.cla.attribution import attribute
 from ingest.cla.capture import (
     CaptureError,
     LayerOrderError,

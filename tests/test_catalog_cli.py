@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from catalog import revision, store
-from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolve_url
+from catalog.connect import build_engine, resolve_url
+from catalog.engine import close_catalogs_of, open_catalog
 from catalog.views import VIEWS, create_all
 from circuits.cli.main import app
 

@@ -8,14 +8,8 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from catalog.engine import (
-    DEFAULT_PATH,
-    ENV_VAR,
-    build_engine,
-    driver_connection,
-    open_catalog,
-    resolve_url,
-)
+from catalog.connect import DEFAULT_PATH, ENV_VAR, build_engine, resolve_url
+from catalog.engine import driver_connection, open_catalog
 from catalog.errors import CatalogError, CatalogLocked, NotFound
 
 

@@ -13,7 +13,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from catalog import migrate, revision
 from catalog.admin import catalog_status, upgrade_catalog
-from catalog.engine import build_engine, open_catalog, resolve_url
+from catalog.connect import build_engine, resolve_url
+from catalog.engine import open_catalog
 from catalog.errors import CatalogError, SchemaOutdated
 from catalog.models import Base
 from catalog.views import VIEWS, create_all

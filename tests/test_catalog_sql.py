@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,12 @@ from catalog.sql import decode_json, run_query, run_sql
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def filled(catalog_path):
-    cat = open_catalog(catalog_path)
+@pytest.fixture(scope="module")
+def _filled_template(tmp_path_factory, _catalog_template):
+    """A catalog with one model, concept and run, written once per module."""
+    path = tmp_path_factory.mktemp("filled") / "filled.duckdb"
+    shutil.copyfile(_catalog_template, path)
+    cat = open_catalog(path)
     with cat.session() as s, s.begin():
         model = store.ensure_model(
             s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=[("l0", 2), ("l1", 3)]
@@ -46,7 +50,14 @@ def filled(catalog_path):
             seconds=1.0,
             matrices=[np.arange(6, dtype=np.float32).reshape(2, 3)],
         )
-    close_catalogs_of(catalog_path)
+    close_catalogs_of(path)
+    return path
+
+
+@pytest.fixture
+def filled(_filled_template, catalog_path):
+    """The fresh catalog (a copy of the filled template)."""
+    shutil.copyfile(_filled_template, catalog_path)
     return catalog_path
 
 

@@ -187,8 +187,8 @@ def test_circuits_interventions_and_views(cat):
         assert circuit.channels == ((0, 1), (2, 3), (0, 4)) and circuit.k == (2, 2, 2)
         assert circuit.objective == 1.5 and circuit.objective_history == (1.0, 1.5, 1.5)
         assert (circuit.model, circuit.concept, circuit.widths) == ("toy", "star", (4, 6, 5))
-        assert [c.id for c in store.list_circuits(s, model="toy")] == [c1, c2, c3]
-        assert store.list_circuits(s, concept="none") == []
+        assert [c.id for c in store.find_circuits(s, model="toy")] == [c1, c2, c3]
+        assert store.find_circuits(s, concept="none") == []
         [stored] = store.list_interventions(s, c1)
         assert stored.id == iv and stored.edge_fraction == 0.125
         assert stored.evaluations[0].baseline_value == 0.875
@@ -196,7 +196,7 @@ def test_circuits_interventions_and_views(cat):
             store.read_circuit(s, 999)
         # circuit_neurons_v against the stored channels
         members = {
-            c.id: {(n, ch) for n, chans in zip(NAMES, c.channels) for ch in chans} for c in store.list_circuits(s)
+            c.id: {(n, ch) for n, chans in zip(NAMES, c.channels) for ch in chans} for c in store.find_circuits(s)
         }
         rows = s.execute(sa.text("SELECT circuit_id, layer, channel FROM circuit_neurons_v")).all()
         assert set(rows) == {(cid, n, ch) for cid, pairs in members.items() for n, ch in pairs}

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 from cla_helpers import images as _images
-from cla_helpers import rel_err
+from cla_helpers import (
+    rel_err,
+    verified_fast_paths,  # noqa: F401 (an autouse fixture: fast plans are tested here)
+)
 from test_cla_models import (
     INCEPTION_LAYERS,
     RESNET_LAYERS,
@@ -20,7 +23,7 @@ from test_cla_models import (
 from torch import nn
 
 import ingest.cla.fast as cla_fast
-from ingest.cla.attribute import CLAError, CLAMemoryError, attribute, describe_paths
+from ingest.cla.attribution import CLAError, CLAMemoryError, attribute, describe_paths
 from ingest.cla.capture import capture
 from ingest.cla.reference import attribute_reference
 

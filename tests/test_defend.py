@@ -212,6 +212,10 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
         "4",
         "--keep",
         ",".join(KEEP),
+        "--baselines",  # the fixture's baselines and held-out seed: the command reuses its sweep
+        "3",
+        "--holdout-seeds",
+        "21",
         "--device",
         "cpu",
         "--db",
@@ -234,7 +238,7 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
     [
         (["clip-rn50"], "no classifier head"),
         (["typo-mini", "--keep", "stripes_checker,bogus"], "unknown class 'bogus'"),
-        (["typo-mini", "--k", "0"], "--k must list positive"),
+        (["typo-mini", "--k", "0"], "k must be at least 1"),
         (["typo-mini", "--holdout-seeds", "21,x"], "--holdout-seeds takes seeds"),
         (["typo-mini", "--holdout-seeds", "1"], "held-out seed 1"),
         (["typo-mini", "--baselines", "0"], "--baselines must be at least 1"),
@@ -252,6 +256,7 @@ def test_bad_input_one_error_line_and_catalog_unchanged(swept, args, message):
     assert _counts(swept["cat"]) == before
 
 
+@pytest.mark.slow  # its budget and step rules are also asserted on `defend`'s own search below
 def test_greedy_k_search_stays_within_its_budgets(swept):
     from ingest.defence.search import search_k
     from ingest.edit.interventions import edge_fraction
@@ -299,11 +304,22 @@ def test_greedy_k_search_stays_within_its_budgets(swept):
 
 def test_defend_with_search_measures_the_searched_k(swept):
     cat, target = swept["cat"], swept["target"]
+    # an edge budget of 2.5 % leaves room for a few search steps; 3 baselines keep the rows cheap
     cfg = DefendConfig(
-        model="typo-mini", ks=(1,), kinds=("circuit",), search=True, max_edges=0.03, budget=0.05, device="cpu"
+        model="typo-mini",
+        ks=(1,),
+        kinds=("circuit",),
+        search=True,
+        max_edges=0.025,
+        budget=0.05,
+        n_baselines=3,
+        device="cpu",
     )
     report = defend(cat, cfg, target)
-    assert report.search and all(st.edge_fraction <= 0.03 for st in report.search)
+    assert len(report.search) >= 3 and all(st.edge_fraction <= 0.025 for st in report.search)
+    assert report.search[0].k == (1,) * 5  # one neuron per layer first, then one neuron per step
+    assert all(sum(b.k) == sum(a.k) + 1 for a, b in zip(report.search, report.search[1:]))
+    assert target.search_attack.sha256 != target.attack_set.sha256  # searched on other images
     best = min(report.search, key=lambda st: (st.attack_success, st.edge_fraction))
     ks = [r.k for r in report.rows]
     assert ks[0] == (1,) * 5 and best.k in ks
@@ -312,7 +328,7 @@ def test_defend_with_search_measures_the_searched_k(swept):
 def test_text_circuit_is_a_contrast_run_matching_a_plain_reference(swept):
     """The default text concept: max(S(text images) − S(the same images without text), 0), stored
     with its own provenance (the plain set named in its params) and reused on a second request."""
-    from ingest.cla.attribute import attribute
+    from ingest.cla.attribution import attribute
     from ingest.defence.contrast import ContrastError, contrast_ingest, contrast_matrices
     from ingest.pipeline import IngestConfig
 

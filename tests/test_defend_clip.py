@@ -104,7 +104,8 @@ def test_defend_loop_runs_on_a_zero_shot_clip_tower(catalog_path, folder):
         assert all(w != lab for w, lab in zip(target.attack_set.written, target.attack_set.labels))
         assert target.text_set.images[0].shape == (64, 64, 3)
         cat = open_catalog(catalog_path)
-        report = defend(cat, DefendConfig(model=TINY, ks=(2,), kinds=("circuit", "edge"), device="cpu"), target)
+        config = DefendConfig(model=TINY, ks=(2,), kinds=("circuit", "edge"), n_baselines=2, device="cpu")
+        report = defend(cat, config, target)
     assert [(r.kind, r.pair) for r in report.rows] == [("circuit", None), ("edge", 0), ("edge", 1), ("edge", 2)]
     for r in report.rows:
         assert 0 <= r.attack_success <= 1 and 0 <= r.clean_accuracy <= 1 and r.edge_fraction > 0

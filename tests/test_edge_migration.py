@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from catalog import bulk, migrate, store
+from catalog.connect import build_engine, resolve_url
 from catalog.edge_select import top_edge_mask
-from catalog.engine import build_engine, close_catalogs_of, open_catalog, resolve_url
+from catalog.engine import close_catalogs_of, open_catalog
 from catalog.models import Circuit, Run
 from ingest.cla.search import find_circuit
 from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix

@@ -27,21 +27,35 @@ def build():
 
 
 class Broken(nn.Module):
-    """Fine for the layer-width probe (no grad); fails in attribution (an injected failure)."""
+    """A sound model whose attribution the tests make fail (`injected_failure`): a failure in the
+    tool's computation, which a retry may cure (an exception in the model's own code is bad input)."""
 
     def __init__(self):
         super().__init__()
         self.net = build()
 
     def forward(self, x):
-        if torch.is_grad_enabled():
-            raise RuntimeError("injected failure")
         return self.net(x)
 
 
 def broken():
     return Broken()
 '''
+
+
+@pytest.fixture
+def injected_failure(monkeypatch):
+    """CLA of the `broken` model (layers net.*) raises RuntimeError("injected failure")."""
+    import ingest.cla.attribution as attribution
+
+    real = attribution.attribute
+
+    def attribute(model, layers, *args, **kwargs):
+        if layers[0].startswith("net."):
+            raise RuntimeError("injected failure")
+        return real(model, layers, *args, **kwargs)
+
+    monkeypatch.setattr(attribution, "attribute", attribute)
 
 
 def _job_file(tmp_path, jobs):
@@ -83,7 +97,10 @@ def test_job_file_fields_paths_and_errors(tmp_path):
         ([{"model": "m", "concept": "c", "dataset": "d", "kk": 1}], "unknown field\\(s\\) kk"),
         ([{"model": "m", "dataset": "d"}], "job 1 lacks concept"),
         ([{"model": "m", "concept": "c"}], "exactly one of images"),
-        ([{"model": "m", "concept": "c", "dataset": "d", "k": "x"}], "job 1: invalid literal"),
+        (
+            [{"model": "m", "concept": "c", "dataset": "d", "k": "x"}],
+            "job 1: k takes a positive integer or one per layer",
+        ),
         ([], "holds no jobs"),
         (["m"], "not a mapping"),
     ):
@@ -109,7 +126,7 @@ def _counts(db):
     return tuple(result.rows[0])
 
 
-def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_path, db_url, backend):
+def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_path, db_url, backend, injected_failure):
     jobs = load_jobs(_job_file(tmp_path, [*_jobs(), {**_jobs("tiny.py:broken", "net.0,net.2")[0], "concept": "bad"}]))
     seen = []
     report = ingest_many(
@@ -130,13 +147,34 @@ def test_runner_stores_each_run_once_retries_failures_and_skips_on_rerun(tmp_pat
     bad = report.failed[0]
     assert bad.attempts == 2 and "injected failure" in bad.error
     assert seen[0] == (0, 5, None) and seen[-1][:2] == (5, 5) and len(seen) == 6
-    # 2 complete runs (4·5 edges each), one failed row per attempt, 3 circuits
-    assert _counts(db_url) == (2, 2, 3, 2 * 20)
+    # 2 complete runs (4·5 edges each), one failed row for the failed job (not one per try), 3 circuits
+    assert _counts(db_url) == (2, 1, 3, 2 * 20)
 
     again = ingest_many(db_url, jobs[:4], InlineExecutor())
     assert [o.status for o in again.outcomes] == ["skipped"] * 4
     assert [(o.run_id, o.circuit_id) for o in again.outcomes] == [(o.run_id, o.circuit_id) for o in report.outcomes[:4]]
-    assert _counts(db_url) == (2, 2, 3, 40)
+    assert _counts(db_url) == (2, 1, 3, 40)
+
+
+def test_deterministic_failures_are_not_retried_and_leave_one_row(tmp_path, catalog_path, monkeypatch):
+    """Unbounded retries once stored a `failed` row per try (3 invocations → 9 rows)."""
+    import ingest.cla.search
+    from catalog.errors import CircuitsError
+
+    calls = []
+
+    def deterministic(*args, **kwargs):
+        calls.append(1)
+        raise CircuitsError("a deterministic failure")
+
+    monkeypatch.setattr(ingest.cla.search, "find_circuit", deterministic)  # inside compute: a failed run row
+    jobs = load_jobs(_job_file(tmp_path, [{**_jobs()[0], "concept": "det"}]))
+    for invocation in (1, 2):
+        report = ingest_many(str(catalog_path), jobs, InlineExecutor(), retries=3)
+        [outcome] = report.outcomes
+        assert outcome.status == "failed" and outcome.attempts == 1 and "deterministic" in outcome.error, outcome
+        assert _counts(str(catalog_path))[1] == invocation  # one `failed` row per invocation
+    assert len(calls) == 2
 
 
 def test_bad_input_is_reported_once_not_retried(tmp_path, catalog_path):
@@ -146,7 +184,7 @@ def test_bad_input_is_reported_once_not_retried(tmp_path, catalog_path):
     assert outcome.status == "failed" and outcome.attempts == 1 and "no-such-model" in outcome.error
 
 
-def test_cli_reports_jobs_and_exits_1_on_failure(tmp_path):
+def test_cli_reports_jobs_and_exits_1_on_failure(tmp_path, injected_failure):
     path = _job_file(tmp_path, [_jobs()[0], {**_jobs("tiny.py:broken", "net.0,net.2")[0], "concept": "bad"}])
     db = str(tmp_path / "c.duckdb")
     result = runner.invoke(app, ["ingest-many", str(path), "--workers", "0", "--retries", "0", "--db", db])
@@ -185,21 +223,45 @@ def test_ray_local_cluster_fans_out_and_stores_each_run_once(tmp_path, db_url, b
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_ray_gives_each_worker_a_gpu_and_runs_record_it(tmp_path):
+def test_ray_gives_a_gpu_to_cuda_jobs_only_and_runs_record_it(tmp_path):
     pytest.importorskip("ray")
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     from ingest.fanout.executors import RayExecutor
 
-    jobs = load_jobs(_job_file(tmp_path, _jobs()[:1]))
+    first = _jobs()[0]
+    jobs = load_jobs(
+        _job_file(tmp_path, [{**first, "device": "cuda"}, {**first, "concept": "star", "dataset": "catfish:star"}])
+    )
     db = str(tmp_path / "c.duckdb")
     executor = RayExecutor(1)
     try:
-        assert executor.gpus_per_task == 1 and executor.description.endswith("a GPU each")
+        assert executor.gpus >= 1 and "GPUs for jobs on a cuda device" in executor.description
         report = ingest_many(db, jobs, executor)
     finally:
         executor.shutdown()
-    assert [o.status for o in report.outcomes] == ["stored"]
-    rows = json.loads(runner.invoke(app, ["sql", "select device from run", "--db", db, "-f", "json"]).stdout)
-    assert rows[0]["device"].startswith("cuda")
+    assert [o.status for o in report.outcomes] == ["stored", "stored"]
+    rows = json.loads(
+        runner.invoke(app, ["sql", "select device from run order by id", "--db", db, "-f", "json"]).stdout
+    )
+    # the auto job got no GPU from Ray, so it saw none and ran on the CPU
+    assert rows[0]["device"].startswith("cuda") and rows[1]["device"] == "cpu"
+
+
+def test_same_images_under_two_concepts_records_both(tmp_path, db_url):
+    """The zebra case: the same images as `stripes` and as `zebra` are one computation, but both
+    concepts are recorded (`circuits show zebra` works), as two `circuits ingest` calls do."""
+    base = {"model": "tiny.py:build", "dataset": "catfish:stripes", "n": 3, "layers": "0,2", "k": 2}
+    jobs = load_jobs(_job_file(tmp_path, [{**base, "concept": "stripes"}, {**base, "concept": "zebra"}]))
+    report = ingest_many(db_url, jobs, InlineExecutor())
+    assert [o.status for o in report.outcomes] == ["stored", "reused"], report.outcomes
+    stripes, zebra = report.outcomes
+    assert zebra.run_id != stripes.run_id and zebra.circuit_id != stripes.circuit_id
+    shown = runner.invoke(app, ["show", "zebra", "--db", db_url])
+    assert shown.exit_code == 0, shown.output
+    assert f"circuit {zebra.circuit_id}" in shown.stdout or str(zebra.circuit_id) in shown.stdout
+    again = ingest_many(db_url, jobs, InlineExecutor())
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
+    assert [(o.run_id, o.circuit_id) for o in again.outcomes] == [(o.run_id, o.circuit_id) for o in report.outcomes]
+    close_catalogs_of(db_url)

@@ -167,7 +167,15 @@ def _consistent(db):
     return complete
 
 
-@pytest.mark.parametrize("sig, delay", [(signal.SIGKILL, 2.5), (signal.SIGKILL, 4.0), (signal.SIGINT, 3.0)])
+@pytest.mark.parametrize(
+    "sig, delay",
+    [
+        # more SIGKILL moments: tests/test_crash_ingest.py (slow) kills at 22 of them
+        pytest.param(signal.SIGKILL, 2.5, marks=pytest.mark.slow),
+        (signal.SIGKILL, 4.0),
+        (signal.SIGINT, 3.0),
+    ],
+)
 def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
     """A real `circuits ingest` process killed midway: whole run or nothing; the next command works."""
     exe = Path(sys.executable).parent / "circuits"
@@ -270,7 +278,7 @@ def test_refine_stores_fixed_keyed_by_layer_name(setup):
     _, by_index = refine(cat, run_id, 2, fixed={-1: [4]})
     assert by_name.channels[1] == [1, 7] and by_index.channels[2] == [4]
     with cat.session() as s:
-        stored = [c.fixed for c in store.list_circuits(s, run_id=run_id) if c.fixed]
+        stored = [c.fixed for c in store.find_circuits(s, run_id=run_id) if c.fixed]
     assert stored == [{"3": [1, 7]}, {"5": [4]}]  # layer names "1,3,5", never str(index); channels sorted by the store
     with pytest.raises(IngestError, match="not a layer of this run"):
         refine(cat, run_id, 2, fixed={"9": [0]})

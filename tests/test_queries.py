@@ -262,7 +262,11 @@ def test_circuit_details(toy, s):
 
 
 def test_prune_plan_ranks_by_evidence_then_proxy(toy, s):
-    plan = plan_pruning(s, "toy", "cat", ["fish"])
+    # With the default keep budget star (fish 0.85, 5 points below its random 0.9) and wave are over it.
+    budgeted = plan_pruning(s, "toy", "cat", ["fish"])
+    over = {c.circuit_id: c.keep_damage for c in budgeted.candidates if c.basis == "over-budget"}
+    assert over == {toy.circuit["star"]: pytest.approx(0.05), toy.circuit["wave"]: pytest.approx(0.5)}
+    plan = plan_pruning(s, "toy", "cat", ["fish"], keep_budget=None)
     ids = [c.circuit_id for c in plan.candidates]
     # Complete evidence first (by score), then partial evidence (text lacks fish), then proxies.
     assert ids[:3] == [toy.circuit["star"], toy.circuit["wave"], toy.circuit["text"]]

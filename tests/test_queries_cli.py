@@ -78,7 +78,7 @@ def test_list_commands(toy):
 
 
 def test_prune_plan_prints_evidence_and_ablate_commands(toy):
-    r = run(toy, "prune-plan", "--model", "toy", "--against", "cat", "--keep", "fish")
+    r = run(toy, "prune-plan", "--model", "toy", "--against", "cat", "--keep", "fish", "--keep-budget", "100")
     assert r.exit_code == 0, r.output
     first = r.stdout.splitlines()[2].split()
     assert first[:5] == ["1", str(toy.circuit["star"]), "star", "circuit", "evidence"]

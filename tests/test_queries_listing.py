@@ -4,6 +4,7 @@ and `fixed` / `objective` / `objective_history` read back with their documented 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import numpy as np
 import pytest
@@ -80,16 +81,30 @@ CALLS = {
     "list_runs": lambda s: listing.list_runs(s),
     "list_circuits": lambda s: listing.list_circuits(s),
     "circuit_details": lambda s: listing.circuit_details(s, 1),
-    "store.list_circuits": lambda s: store.list_circuits(s),
+    "store.find_circuits": lambda s: store.find_circuits(s),
     "store.list_runs": lambda s: store.list_runs(s),
     "store.list_interventions": lambda s: store.list_interventions(s),
 }
 
 
+@pytest.fixture(scope="module")
+def filled_catalogs(_catalog_template, tmp_path_factory):
+    """Two DuckDB catalogs filled by `_fill`, with 3 and with 30 circuits (made once per module)."""
+    from catalog.engine import close_catalogs_of, open_catalog
+
+    paths = {}
+    for n in (3, 30):
+        path = tmp_path_factory.mktemp("listing") / f"n{n}.duckdb"
+        shutil.copyfile(_catalog_template, path)
+        _fill(open_catalog(path), n)
+        close_catalogs_of(path)
+        paths[n] = path
+    return paths
+
+
 @pytest.mark.parametrize("name", sorted(CALLS))
-def test_statement_count_does_not_grow_with_the_catalog(catalog_path, monkeypatch, name):
+def test_statement_count_does_not_grow_with_the_catalog(filled_catalogs, monkeypatch, name):
     """Statements are counted through SQLAlchemy (event) and through `query_arrow`'s driver path."""
-    from catalog.admin import init_catalog
     from catalog.engine import close_catalogs_of, open_catalog
 
     counter = [0]
@@ -105,13 +120,8 @@ def test_statement_count_does_not_grow_with_the_catalog(catalog_path, monkeypatc
 
     monkeypatch.setattr(listing, "query_arrow", counted)
     counts, sizes = [], []
-    for n in (3, 30):
-        close_catalogs_of(catalog_path)
-        catalog_path.unlink()
-        init_catalog(catalog_path)
-        close_catalogs_of(catalog_path)
-        cat = open_catalog(catalog_path)
-        _fill(cat, n)
+    for _, path in sorted(filled_catalogs.items()):
+        cat = open_catalog(path)
         event.listen(cat.engine, "before_cursor_execute", count)
         counter[0] = 0
         with cat.session() as s:
@@ -119,9 +129,9 @@ def test_statement_count_does_not_grow_with_the_catalog(catalog_path, monkeypatc
         counts.append(counter[0])
         event.remove(cat.engine, "before_cursor_execute", count)
         sizes.append(len(result) if isinstance(result, list) else len(result.interventions))
-        cat.close()
+        close_catalogs_of(path)
     assert counts[0] == counts[1] and counts[0] > 0, f"{name}: {counts} statements for {sizes}"
-    if name in ("list_circuits", "store.list_circuits", "store.list_interventions"):
+    if name in ("list_circuits", "store.find_circuits", "store.list_interventions"):
         assert sizes == [3, 30]
 
 
@@ -142,7 +152,7 @@ def test_listed_counts_match_the_rows(cat):
 def test_fixed_objective_and_history_read_back_typed(cat):
     _fill(cat, 4)
     with cat.session() as s:
-        refs = store.list_circuits(s)
+        refs = store.find_circuits(s)
         details = listing.circuit_details(s, refs[1].id)
         rows = listing.list_circuits(s)
     anchored = refs[1]

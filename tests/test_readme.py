@@ -1,5 +1,5 @@
 """The README cannot rot: its Python API workflow runs, its SQL runs against a demo catalog, its
-command reference is complete, and it never points outside the repository.
+command reference is complete, its links resolve, and it never points outside the repository.
 """
 
 from __future__ import annotations
@@ -32,15 +32,32 @@ def _commands(group=None, prefix=""):
             yield f"{prefix}{name}", cmd
 
 
+# A subset of CatFish-synth that every README question has rows in: 4 primitives and 4 of their
+# classes, with class pairs that share a primitive and pairs that share none (the reuse claim).
+DEMO_PRIMITIVES = ("stripes", "checker", "dots", "star")
+DEMO_CLASSES = ("stripes_star", "checker_star", "checker_dots", "stripes_dots")
+DEMO_SIZES = {"n_concept_images": 8, "n_eval_images": 12}
+
+
+def _run_demo(out: Path, primitives=None, classes=None) -> str:
+    """`circuits demo`'s code (`run_demo`) into `out`, on every concept or only the ones given."""
+    from circuits.demo import DemoConfig, run_demo
+    from ingest.datasets import catfish
+
+    db = str(out / "demo.duckdb")
+    with pytest.MonkeyPatch.context() as mp:
+        if primitives is not None:
+            mp.setattr(catfish, "PRIMITIVES", tuple(primitives))
+            mp.setattr(catfish, "CLASS_PARTS", {c: catfish.CLASS_PARTS[c] for c in classes})
+        run_demo(db, out, DemoConfig(**DEMO_SIZES))
+    return db
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
-    """A small demo catalog: every concept's circuit and every primitive × class ablation."""
-    from circuits.demo import DemoConfig, run_demo
-
-    out = tmp_path_factory.mktemp("demo")
-    db = str(out / "demo.duckdb")
-    run_demo(db, out, DemoConfig(n_concept_images=8, n_eval_images=12))
-    return db
+    """A small demo catalog (the demo's code on 8 of the 18 concepts): every concept's circuit and
+    every primitive × class ablation. The whole demo runs in the `slow` test below."""
+    return _run_demo(tmp_path_factory.mktemp("demo"), DEMO_PRIMITIVES, DEMO_CLASSES)
 
 
 def test_readme_has_at_least_six_questions():
@@ -58,12 +75,32 @@ def test_every_readme_question_runs_on_the_demo_catalog(demo_db):
         assert result.rows, f"no rows from README query:\n{query}"
 
 
-def test_demo_report_and_heatmap_exist(demo_db):
-    out = Path(demo_db).parent
+def _check_demo_output(db: str, concepts) -> None:
+    from catalog.engine import close_catalogs_of, open_catalog
+    from catalog.sql import run_query
+
+    out = Path(db).parent
     report = (out / "report.md").read_text()
     for claim in ("composition", "reuse", "causality"):
         assert f"| {claim} |" in report
     assert (out / "overlap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cat = open_catalog(db, read_only=True)
+    try:
+        stored = run_query(cat, "select distinct concept from circuit_neurons_v").rows
+    finally:
+        close_catalogs_of(db)
+    assert {row[0] for row in stored} == set(concepts)
+
+
+def test_demo_report_and_heatmap_exist(demo_db):
+    _check_demo_output(demo_db, DEMO_PRIMITIVES + DEMO_CLASSES)
+
+
+@pytest.mark.slow
+def test_the_whole_demo_stores_every_concept_and_reports(tmp_path):
+    from ingest.datasets import catfish
+
+    _check_demo_output(_run_demo(tmp_path), catfish.PRIMITIVES + catfish.CLASS_NAMES)
 
 
 def test_every_command_has_help_and_is_in_the_reference():
@@ -89,7 +126,7 @@ def test_python_api_workflow_runs(tmp_path, monkeypatch, capsys):
     from catalog.engine import close_all
 
     code = _python_api_block()
-    for name in ("open_catalog", "ingest(", "circuit_graph", "overlap_matrix", "export_mask", "apply_mask"):
+    for name in ("open_catalog", "ingest_concept(", "circuit_graph", "export_mask", "apply_mask"):
         assert name in code, name
     monkeypatch.chdir(tmp_path)
     try:
@@ -98,12 +135,42 @@ def test_python_api_workflow_runs(tmp_path, monkeypatch, capsys):
         close_all()
     out = capsys.readouterr().out
     assert "neurons," in out and "pruned top-1" in out
-    assert (tmp_path / "stripes-mask.json").exists() and len(list((tmp_path / "images/star").glob("*.png"))) == 6
+    assert (tmp_path / "stripes-mask.json").exists() and len(list((tmp_path / "images/stripes").glob("*.png"))) == 6
 
 
 def test_readme_points_nowhere_outside_the_repository():
     assert "../" not in README, "README links outside the repository (a user's clone has only this repo)"
     assert "DESIGN.md" not in README and "STYLE.md" not in README
+
+
+def test_links_between_readme_and_docs_resolve():
+    """Every relative Markdown link of the README and docs/ names a file (and heading) that exists."""
+    root = Path(__file__).parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            path, anchor = target
+            if path.startswith(("http://", "https://")):
+                continue
+            linked = (page.parent / path) if path else page
+            assert linked.is_file(), f"{page.name} links to {path}, which does not exist"
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.M)
+                slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+                assert anchor in slugs, f"{page.name} links to {path}#{anchor}: no such heading"
+
+
+def test_code_cites_only_headings_that_exist():
+    """Code comments cite `docs/NAME.md, "Heading"`: every cited heading is in that document."""
+    root = Path(__file__).parent.parent
+    cited = set()
+    for folder in ("catalog", "ingest", "queries", "circuits", "migrations", "tests", "bench"):
+        for source in (root / folder).rglob("*.py"):
+            cited |= set(re.findall(r'docs/([a-z_-]+\.md), "([^"]+)"', source.read_text(encoding="utf-8")))
+    assert cited, "no citations found: the pattern is out of date"
+    for doc, heading in sorted(cited):
+        headings = re.findall(r"^#+ (.+)$", (root / "docs" / doc).read_text(), re.M)
+        assert heading in headings, f'code cites docs/{doc}, "{heading}", which has no such heading'
 
 
 def test_layout_section_names_every_top_level_folder():

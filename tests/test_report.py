@@ -59,7 +59,7 @@ def test_report_opens_offline_in_chromium_and_shows_the_graph(web, report):
         )
         assert box[0] > 300 and box[1] > 100  # drawn, not collapsed
         images = browser.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth])")
-        assert len(images) == 4 * sum(web["sizes"][cid].values())
+        assert len(images) == 2 * 4 * sum(web["sizes"][cid].values())  # 4 patches and 4 heat-maps per neuron
         assert all(done and width > 0 for done, width in images)
         assert all(url.startswith(("file:", "data:")) for url in browser.requested_urls())
         assert browser.evaluate("document.querySelectorAll('table.evaluations tr').length") > 1

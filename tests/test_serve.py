@@ -66,9 +66,13 @@ def test_home_then_circuit_page_in_chromium(web, browser):
     assert len(ids) == sum(web["sizes"][cid].values()) and all(i.startswith("catfish-mini/") for i in ids)
     assert "circuits export" in browser.evaluate("document.querySelector('pre.cmd').textContent")
 
-    images = browser.evaluate("[...document.images].map(i => [i.src, i.complete, i.naturalWidth])")
+    images = browser.evaluate(
+        "[...document.querySelectorAll('.patches img:not(.heatmap)')].map(i => [i.src, i.complete, i.naturalWidth])"
+    )
     assert len(images) == 4 * sum(web["sizes"][cid].values())  # top 4 patches per circuit neuron
     assert all(done and width > 0 for _, done, width in images)
+    heat = browser.evaluate("[...document.querySelectorAll('img.heatmap')].map(i => [i.complete, i.naturalWidth])")
+    assert len(heat) == len(images) and all(done and width > 0 for done, width in heat)  # where each fires
     pngs = [r for r in browser.responses() if "/patch/" in r["url"]]
     assert {r["url"] for r in pngs} == {src for src, _, _ in images}
     for r in pngs:

@@ -56,17 +56,18 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         return _CACHE["catalog"]
     from catalog.engine import close_catalogs_of, open_catalog
     from ingest.ablation import ablate
-    from ingest.pipeline import IngestConfig, ingest, resolve_images
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     path = tmp_path_factory.mktemp("web") / "web.duckdb"
     cat = open_catalog(path, create=True)
     circuits, runs, sizes = [], [], {}
     for concept, k in (("star", (2, 3, 3, 2, 2)), ("stripes_star", 3)):
-        images = resolve_images(None, f"catfish:{concept}", n=8, seed=0)
-        result = ingest(cat, IngestConfig("catfish-mini", concept, k=k, device="cpu"), images)
+        images = resolve_images(dataset=f"catfish:{concept}", n=8, seed=0)
+        result = ingest_concept(cat, IngestConfig("catfish-mini", concept, k=k, device="cpu"), images)
         circuits.append(result.circuit_id)
         runs.append(result.run_id)
-    ablate(cat, circuits[1], resolve_images(None, "catfish:stripes_star", n=8, seed=1), device="cpu")
+    ablate(cat, circuits[1], resolve_images(dataset="catfish:stripes_star", n=8, seed=1), device="cpu")
     with cat.session() as s:
         from catalog import store
 

@@ -4,7 +4,6 @@ clean output of BLOB/decimal/UUID values, one-line errors; corruption is not "in
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -20,10 +19,9 @@ CROSS = "select count(*) from range(100000) a, range(100000) b, range(100000) c"
 
 
 def test_a_runaway_query_is_stopped_at_the_timeout(catalog_path):
-    t0 = time.perf_counter()
+    # The three-way cross join would run for days: being stopped with this error is the check.
     with pytest.raises(SqlTimeout, match="ran longer than 0.5 s"):
         run_sql(catalog_path, CROSS, timeout_s=0.5)
-    assert time.perf_counter() - t0 < 10
 
 
 def test_the_timeout_also_holds_in_process(cat):

@@ -1,5 +1,5 @@
 """`ingest.threads`: the default thread count (CPUs minus load, OMP_NUM_THREADS wins) and the
-wait policy set before torch loads (package import, CLI), inherited by child processes."""
+wait policy set before torch loads (by the CLI or the `set_wait_policy` helper, never by an import), inherited by child processes; threads set only when asked."""
 
 from __future__ import annotations
 
@@ -62,10 +62,17 @@ def _child(code: str, env_extra: dict[str, str] | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_wait_policy_is_set_before_torch_by_the_package_and_the_cli_and_inherited():
+def test_importing_ingest_changes_no_process_state_the_helper_and_the_cli_do():
+    quiet = _child(
+        "import json, os, sys\n"
+        "import ingest, ingest.pipeline, ingest.fanout.many\n"
+        "print(json.dumps({'env': os.environ.get('OMP_WAIT_POLICY'), 'torch': 'torch' in sys.modules}))"
+    )
+    assert quiet == {"env": None, "torch": False}
     got = _child(
         "import json, os, subprocess, sys\n"
-        "import ingest\n"
+        "from ingest.threads import set_wait_policy\n"
+        "set_wait_policy()\n"
         "torch_loaded = 'torch' in sys.modules\n"
         "import torch\n"
         "from ingest.threads import wait_policy_active\n"
@@ -82,14 +89,33 @@ def test_wait_policy_is_set_before_torch_by_the_package_and_the_cli_and_inherite
     assert cli == {"env": "PASSIVE", "torch": False}
 
 
+def test_ingest_sets_threads_only_when_asked(monkeypatch, tmp_path):
+    torch = pytest.importorskip("torch")
+    from catalog.engine import open_catalog
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU())
+    cat = open_catalog(tmp_path / "c.duckdb", create=True)
+    images = resolve_images(dataset="catfish:stripes", n=2, seed=0)
+    ingest_concept(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2), images)
+    assert calls == []  # the process's thread count is the caller's
+    n = torch.get_num_threads()
+    ingest_concept(cat, IngestConfig(model=model, concept="stripes", layers=("1", "3"), k=2, threads=n + 1), images)
+    assert calls == [n + 1]
+    cat.close()
+
+
 def test_torch_imported_first_is_detected_and_a_user_policy_is_kept():
     late = _child(
-        "import json, torch\nimport ingest\nfrom ingest.threads import wait_policy_active\n"
+        "import json, torch\nfrom ingest.threads import set_wait_policy, wait_policy_active\nset_wait_policy()\n"
         "print(json.dumps({'active': wait_policy_active()}))"
     )
     assert late == {"active": False}  # OpenMP already started: configure() warns when it uses > 1 thread
     own = _child(
-        "import json, os, torch\nimport ingest\nfrom ingest.threads import wait_policy_active\n"
+        "import json, os, torch\nfrom ingest.threads import set_wait_policy, wait_policy_active\nset_wait_policy()\n"
         "print(json.dumps({'active': wait_policy_active(), 'env': os.environ['OMP_WAIT_POLICY']}))",
         {"OMP_WAIT_POLICY": "ACTIVE"},
     )

@@ -15,7 +15,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from catalog import media, migrate
-from catalog.engine import build_engine, resolve_url
+from catalog.connect import build_engine, resolve_url
 from catalog.errors import CatalogError, NotFound
 from circuits.cli.main import app
 

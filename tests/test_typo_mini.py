@@ -30,7 +30,8 @@ def test_shipped_weights_match_their_sidecar():
     assert loaded.weights_source == "bundled:typo_mini.pt"
     assert weights_sha256(loaded.module) == loaded.weights_sha256 == meta["state_dict_sha256"]
     assert meta["command"].startswith("circuits train typo ")
-    assert meta["heldout_accuracy"] >= 0.97 and meta["attack_success"] >= 0.80  # the targets
+    # the targets typo-mini was trained to (docs/results.md, "Typographic defence")
+    assert meta["heldout_accuracy"] >= 0.97 and meta["attack_success"] >= 0.80
     assert "typo-mini" in zoo.available_models()
 
 

@@ -1,4 +1,4 @@
-"""A user model at its own preprocessing (issue 9, acceptance): a 64-px CNN trained on [0, 1]
+"""A user model at its own preprocessing: a 64-px CNN trained on [0, 1]
 inputs is ingested at 64 px without normalisation, and its ablation accuracy is measured on
 the inputs it was trained on. Also: declared preprocessing and class names, overrides, refusals."""
 

@@ -113,7 +113,7 @@ def test_catfish_mini_adapter():
     ],
 )
 def test_one_attribution_pair(name):
-    from ingest.cla.attribute import attribute
+    from ingest.cla.attribution import attribute
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)

@@ -81,6 +81,10 @@ def sql(
         str | None,
         typer.Option("--memory-limit", help="DuckDB memory cap, e.g. 2GB (default: half the memory, at most 4 GB)."),
     ] = None,
+    max_bytes: Annotated[
+        str,
+        typer.Option("--max-bytes", help="Stop with an error when the result passes this size, e.g. 100MB, 1GB."),
+    ] = "100MB",
 ) -> None:
     """Run read-only SQL on the catalog (tables and the *_v views); writes are refused.
 
@@ -89,17 +93,31 @@ def sql(
     on PostgreSQL only as a role that cannot run programs or read server files.
     """
     from catalog.sql import run_sql
+    from catalog.sql_limits import address_space_cap, address_space_capped, parse_size
     from circuits.cli.render import render
 
-    result = run_sql(
-        db,
-        query,
-        max_rows=limit or None,
-        timeout_s=timeout or None,
-        memory_limit=memory_limit,
-        allow_superuser=True if allow_superuser else None,
-    )
+    cap = parse_size(max_bytes)
+    if memory_limit is not None:
+        parse_size(memory_limit, "--memory-limit")
+    with address_space_capped(address_space_cap(memory_limit, cap)):
+        result = run_sql(
+            db,
+            query,
+            max_rows=limit or None,
+            max_bytes=cap,
+            timeout_s=timeout or None,
+            memory_limit=memory_limit,
+            allow_superuser=True if allow_superuser else None,
+        )
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     typer.echo(render(rows, fmt.value, list(result.columns)))
     if result.truncated:
         typer.echo(f"(first {limit} rows shown; --limit 0 prints all)", err=True)
+
+
+@db_app.command("vacuum")
+def db_vacuum(db: DbOption = None) -> None:
+    """Give unused space back: compact a DuckDB file (it needs the file to itself), or VACUUM (ANALYZE) PostgreSQL."""
+    from catalog.vacuum import vacuum_catalog
+
+    typer.echo(vacuum_catalog(db).describe())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, overload
 
@@ -14,18 +13,9 @@ app = typer.Typer()
 
 
 def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
-    out: list[int | tuple[int, ...]] = []
-    for text in values:
-        try:
-            parts = tuple(int(p) for p in text.split(",") if p.strip())
-        except ValueError:
-            raise typer.BadParameter(
-                f"--k takes an integer or one per layer, e.g. 3 or 1,1,2,4,4 (got {text!r})"
-            ) from None
-        if not parts:
-            raise typer.BadParameter("--k needs a value")
-        out.append(parts[0] if len(parts) == 1 else parts)
-    return tuple(out)
+    from catalog.sizes import parse_k
+
+    return tuple(parse_k(text) for text in values)
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:
@@ -143,6 +133,13 @@ def defend(
         Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1.",
+        ),
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -151,12 +148,26 @@ def defend(
 
     Without --classes the model must be typo-mini (Typographic-synth images are rendered). With
     --classes the model is an image tower used as a zero-shot classifier, attacked on --images.
+
+    Like ingest, it creates a missing catalog file and holds the catalog only to read and write,
+    so `circuits sql` works during a run; when stderr is not a terminal it prints a progress line
+    with an ETA at most every 10 s.
     """
     from catalog.engine import open_catalog
-    from circuits.cli.ingest import progress_bar
+    from circuits.cli.progress_log import command_progress
     from circuits.cli.render import render
+    from circuits.cli.validate import catalog_files, check_output_path, model_file, new_catalog_guard
     from ingest.defence.defend import DEFAULT_KS, DefendConfig, typo_target
     from ingest.defence.defend import defend as run_defend
+
+    if plot is not None:  # before any work: nothing is stored when the plot cannot be written
+        check_output_path(
+            plot,
+            suffixes=(".png", ".svg", ".pdf"),
+            inputs=(*catalog_files(db), weights, class_embeddings, model_file(model)),
+            folders=(images, attack_images),
+            what="--plot",
+        )
 
     config = DefendConfig(
         model=model,
@@ -171,6 +182,7 @@ def defend(
         device=device,
         search=search,
         max_edges=max_edges,
+        threads=threads,
     )
     config.validate()
     if classes is not None:
@@ -205,10 +217,14 @@ def defend(
             search_scale=search_scale,
             holdout_seeds=_seeds(holdout_seeds),
         )
-    cat = open_catalog(db)
-    # The bar draws on stdout: only with the table, so CSV and JSON stay parseable.
-    with progress_bar() if fmt is OutputFormat.table else nullcontext(None) as update:
-        report = run_defend(cat, config, target, progress=update)
+    from ingest.threads import configure
+
+    configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
+    with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
+        cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
+        # A bar draws on stdout: only with the table, so CSV and JSON stay parseable.
+        with command_progress(fmt is OutputFormat.table) as update:
+            report = run_defend(cat, config, target, progress=update)
     rows = [r.as_dict() for r in report.rows]
     typer.echo(render(rows, fmt.value))
     best = report.recommended

@@ -27,8 +27,14 @@ def demo(
     heat-map. Idempotent: a second run reuses what is stored.
     """
     from circuits.cli.render import progress_bar
+    from circuits.cli.validate import InputError, catalog_files, check_output_path
     from circuits.demo import run_demo
 
+    if out.exists() and not out.is_dir():  # before any work
+        raise InputError(f"--out {out} is a file: give a folder for the report and the heat-map")
+    if out.is_dir():  # the files it will replace must not be the catalog
+        for name in ("overlap.png", "report.md"):
+            check_output_path(out / name, suffixes=(Path(name).suffix,), inputs=catalog_files(db), what="--out")
     with progress_bar() as update:
         result = run_demo(db, out, progress=update)
     typer.echo("")

@@ -25,19 +25,22 @@ def export(
     model: Annotated[
         str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
     ] = None,
+    prune_anchor: Annotated[
+        bool, typer.Option("--prune-anchor", help="Keep an anchored circuit's anchor (class logit) in the mask.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Write a circuit as a pruning mask (module path → channels, with the weights' sha256) for `circuits apply`."""
     from catalog.engine import open_catalog
-    from circuits.cli.validate import check_output_path
+    from circuits.cli.validate import catalog_files, check_output_path
     from queries.listing import resolve_circuit
     from queries.mask_export import export_mask
 
-    check_output_path(out, suffixes=(".json", ".safetensors"), what="-o")  # before anything else
+    check_output_path(out, suffixes=(".json", ".safetensors"), inputs=catalog_files(db), what="-o")  # before anything
     cat = open_catalog(db, read_only=True)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id
-    result = export_mask(cat, circuit_id, out, kind=kind.value, pair=pair)
+    result = export_mask(cat, circuit_id, out, kind=kind.value, pair=pair, prune_anchor=prune_anchor)
     mask = result.mask
     typer.echo(f"wrote {result.path} ({result.format}): {mask.describe()}")
     typer.echo(
@@ -45,13 +48,15 @@ def export(
     )
     for path, mm in mask.modules.items():
         typer.echo(f"  {path}: {len(mm.channels)} of {mm.width} channels {list(mm.channels)}")
-    if kind is InterventionKind.circuit:
-        from queries.suggest import apply_command
+    from queries.suggest import apply_command
 
-        run_id = mask.source.run_id
-        assert run_id is not None, "a mask exported from the catalog names its run"
-        with cat.session() as s:
+    run_id = mask.source.run_id
+    assert run_id is not None, "a mask exported from the catalog names its run"
+    with cat.session() as s:
+        if kind is InterventionKind.circuit:
             command = apply_command(s, run_id, str(result.path))
-        typer.echo(f"bake it into weights: {command}")
-    else:
-        typer.echo(f"edge masks run with hooks: ingest.apply_mask(model, catalog.read_mask({str(result.path)!r}))")
+            how = "baked weights where exact, else pruned.pt2 + pruned.onnx carrying the mask"
+        else:  # edge pruning needs a second forward pass: only a program can carry it
+            command = apply_command(s, run_id, str(result.path), out="pruned.pt2")
+            how = "an edge mask needs two forward passes: a torch.export program (+ ONNX) that carries it"
+    typer.echo(f"apply it ({how}): {command}")

@@ -14,7 +14,8 @@ app = typer.Typer()
 DatasetOpt = Annotated[
     str | None,
     typer.Option(
-        "--dataset", help="A bundled image set, e.g. catfish:stripes (a primitive) or catfish:stripes_star (a class)."
+        "--dataset",
+        help="A bundled image set: catfish:stripes (a primitive), catfish:stripes_star (a class), typo:SET, or photo:cat (views of a walkthrough photograph).",
     ),
 ]
 NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
@@ -52,30 +53,13 @@ ThreadsOpt = Annotated[
 
 def _echo_image_report(image_set) -> None:
     """One summary line for the files not used, and one line per note (stderr)."""
+    from circuits.cli.render import cli_message  # library text names parameters; here, flags
+
     for note in image_set.notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {cli_message(note)}", err=True)
     summary = image_set.summary()
     if summary:
-        typer.echo(summary, err=True)
-
-
-def _parse_k(text: str) -> int | tuple[int, ...]:
-    parts = [p for p in text.split(",") if p.strip()]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        from circuits.cli.validate import InputError
-
-        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})") from None
-    if not values:
-        from circuits.cli.validate import InputError
-
-        raise InputError(f"--k takes an integer or one per layer, e.g. 5 or 4,6,6 (got {text!r})")
-    if min(values) < 1:  # checked here, before any model is loaded (sizes are checked against layers later)
-        from circuits.cli.validate import InputError
-
-        raise InputError(f"k must be at least 1 (got --k {text})")
-    return values[0] if len(values) == 1 else values
+        typer.echo(cli_message(summary), err=True)
 
 
 @app.command()
@@ -108,20 +92,44 @@ def ingest(
     tokens: Annotated[
         str, typer.Option("--tokens", help="Token models: which tokens count, all, patches or cls.")
     ] = "all",
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="Anchor the circuit on this class (a name or a logit index): the last of --layers must be the "
+            "class layer, and its circuit is that one logit.",
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="File of class names by logit index (one per line, or a JSON list)."),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Refuse a model whose first forward pass (one image) takes longer (s; 0: no limit).",
+        ),
+    ] = 0,
     db: DbOption = None,
 ) -> None:
     """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit.
 
     Images are fed as the model's spec says (zoo models: their published preprocessing; a user
     model that declares none: [0, 1] RGB at the images' own size); --input-size, --resize,
-    --normalize and --channels override it, and the run records what was used.
+    --normalize and --channels override it, and the run records what was used. With --anchor
+    CLASS a second circuit is stored whose last layer is fixed to that class's logit (the class
+    layer must end --layers); class names label the class layer's neurons in every view.
     """
     from catalog.engine import open_catalog
     from catalog.names import check_concept_name
+    from catalog.sizes import BadK, parse_k
     from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
     from ingest.cla.tokens import check_tokens
-    from ingest.pipeline import IngestConfig, resolve_images
-    from ingest.pipeline import ingest as run_ingest
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import IngestConfig, ingest_concept
+    from ingest.threads import configure
 
     if layers is not None and layers.strip() == "help":
         _echo_layer_help(model, weights)
@@ -134,15 +142,15 @@ def ingest(
     check_concept_name(concept)  # everything that can be checked, before any side effect
     check_batch_size(batch_size)
     check_device(device)
-    k_value = _parse_k(k)
+    k_value = parse_k(k)
     layer_list = None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip())
     if layer_list is not None and isinstance(k_value, tuple) and len(k_value) != len(layer_list):
-        from circuits.cli.validate import InputError
+        raise BadK(f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer")
+    from ingest.zoo.user import read_class_names
 
-        raise InputError(
-            f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer"
-        )
-    image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
+    class_names = None if classes is None else read_class_names(classes)
+    plan = None if anchor is None else _plan_anchor(model, layer_list, anchor, class_names, input_size)
+    image_set = resolve_images(images=images, dataset=dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
     config = IngestConfig(
         model=model,
@@ -157,19 +165,54 @@ def ingest(
         resize=resize,
         normalize=normalize,
         channels=channels,
-        threads=threads,
         tokens=tokens,
     )
+    from ingest.user_code import set_forward_timeout
+
+    set_forward_timeout(timeout)
+    configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
         with progress_bar() as update:
-            result = run_ingest(cat, config, image_set, progress=update)
+            result = ingest_concept(cat, config, image_set, progress=update)
     verb = "reused run" if result.reused else "stored run"
     typer.echo(
         f"{verb} {result.run_id} ({result.n_images} images, {result.seconds:.1f} s) "
         f"and circuit {result.circuit_id} in {cat.display}"
     )
     typer.echo(f"inputs: {result.preprocessing}")
+    from ingest.anchor import anchor_circuit, label_class_layer
+
+    names = class_names if class_names is not None else (plan.names if plan is not None else None)
+    if names:
+        label_class_layer(cat, result.run_id, names)
+    if plan is not None:
+        circuit_id, circuit = anchor_circuit(cat, result.run_id, k_value, plan.anchor)
+        typer.echo(
+            f"anchored circuit {circuit_id} on {plan.anchor}: k={','.join(map(str, circuit.k))}, "
+            f"{circuit.sweeps} sweeps, objective {circuit.objective:.4g} (its anchor is never pruned by `ablate`)"
+        )
+
+
+def _plan_anchor(model: str, layers, anchor: str, class_names, input_size):
+    """Check --anchor against the model before anything is computed or written (a model built
+    with any weights: only its shapes are read)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from ingest import zoo
+    from ingest.anchor import plan_anchor
+    from ingest.zoo.preprocessing import parse_input_size
+
+    spec = zoo.get_spec(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = spec.build().eval()
+    size = parse_input_size(input_size) if input_size is not None else None
+    example = spec.pp.example(1, size=size or 224)
+    names = class_names if class_names is not None else spec.labels
+    plan = plan_anchor(module, list(layers or spec.layers), anchor, names, example)
+    return SimpleNamespace(anchor=plan, names=names)
 
 
 def _echo_layer_help(model: str, weights: str | None) -> None:
@@ -201,17 +244,17 @@ def refine(
     """
     from catalog import store
     from catalog.engine import open_catalog
-    from ingest.pipeline import _k_per_layer
+    from catalog.sizes import k_per_layer, parse_k
     from ingest.refinement import refine as run_refine
     from queries.resolve import resolve_run
 
-    k_value = _parse_k(k)
+    k_value = parse_k(k)
     cat = open_catalog(db)
     with cat.session() as s:
         run_id = resolve_run(s, run, model)
         info = store.read_run(s, run_id)
-        ks = _k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
-        same = [c for c in store.list_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
+        ks = k_per_layer(k_value, info.layer_names, info.widths)  # a bad k is refused before writing
+        same = [c for c in store.find_circuits(s, run_id=run_id) if list(c.k) == ks and not c.fixed]
     if same:
         typer.echo(f"circuit {same[0].id} of run {run_id} already has k={','.join(map(str, ks))}: nothing new stored")
         return
@@ -262,25 +305,43 @@ def ablate(
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
     threads: ThreadsOpt = None,
+    prune_anchor: Annotated[
+        bool,
+        typer.Option("--prune-anchor", help="Prune an anchored circuit's anchor (its class logit) too."),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Refuse a model whose first forward pass (one image) takes longer (s; 0: no limit).",
+        ),
+    ] = 0,
     db: DbOption = None,
 ) -> None:
     """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result.
 
     Images are fed with the preprocessing the circuit's run used (stored in its provenance);
-    --input-size, --resize, --normalize and --channels override it.
+    --input-size, --resize, --normalize and --channels override it. An anchored circuit's anchor
+    (its class logit) is not pruned unless --prune-anchor.
     """
     from catalog.engine import open_catalog
     from circuits.cli.validate import check_device
     from ingest.ablation import ablate as run_ablate
-    from ingest.pipeline import resolve_images
+    from ingest.image_sets import resolve_images
     from ingest.refinement import run_preprocessing
+    from ingest.threads import configure
     from ingest.zoo.user import read_class_names
     from queries.resolve import resolve_circuit
 
     check_device(device)
+    from ingest.user_code import set_forward_timeout
+
+    set_forward_timeout(timeout)
     class_names = None if classes is None else read_class_names(classes)
-    image_set = resolve_images(images, dataset, n=n, seed=seed, recursive=recursive)
+    image_set = resolve_images(images=images, dataset=dataset, n=n, seed=seed, recursive=recursive)
     _echo_image_report(image_set)
+    configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
     cat = open_catalog(db)
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model, model_optional=True).circuit_id
@@ -300,9 +361,11 @@ def ablate(
         force=force,
         preprocessing=pp,
         class_names=class_names,
-        threads=threads,
         model=model,
+        prune_anchor=prune_anchor,
     )
+    for warning in r.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(
         f"{'reused stored ' if r.reused else ''}intervention {r.intervention_id}: {r.kind} pruning of circuit {r.circuit_id} on {r.image_set} "
         f"({r.n_images} images; {100 * r.edge_fraction:.2f}% of edges cut)"

@@ -18,9 +18,14 @@ def ingest_many(
         typer.Argument(help="YAML list of jobs: {model, concept, dataset|images, k, layers?, weights?, n?, seed?}."),
     ],
     workers: Annotated[
-        int,
-        typer.Option("--workers", help="Jobs run at once on Ray (0: one at a time in this process, no Ray).", min=0),
-    ] = 2,
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Jobs run at once on Ray (default: 2 on a local cluster, the cluster's CPUs with --address; "
+            "0: one at a time in this process, no Ray).",
+            min=0,
+        ),
+    ] = None,
     address: Annotated[
         str | None,
         typer.Option("--address", help="A running Ray cluster, e.g. ray://head:10001 (default: start a local one)."),
@@ -39,7 +44,12 @@ def ingest_many(
     from ingest.fanout.many import ingest_many as run_many
 
     jobs = load_jobs(jobs_file)
-    executor = InlineExecutor() if workers == 0 and address is None else RayExecutor(max(1, workers), address)
+    inline = workers == 0 and address is None
+    if inline:  # the jobs run in this process: threads for its free CPUs (Ray workers get theirs from the executor)
+        from ingest.threads import configure
+
+        configure()
+    executor = InlineExecutor() if inline else RayExecutor(workers or None, address)
     bar = Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     task = bar.add_task("jobs", total=len(jobs))
 

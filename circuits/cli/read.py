@@ -80,8 +80,19 @@ def _emit(
 def overlap(
     model: ModelOpt,
     concepts: Annotated[
-        str | None, typer.Option("--concepts", help="Comma-separated concepts (default: every concept with a circuit).")
+        str | None,
+        typer.Option(
+            "--concepts", help="Comma-separated concepts (default: the --top concepts with the newest circuits)."
+        ),
     ] = None,
+    top: Annotated[
+        int,
+        typer.Option("--top", min=1, help="Without --concepts: this many concepts, those with the newest circuits."),
+    ] = 50,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Compute a matrix over more than 2,000 concepts (memory and time grow as N²)."),
+    ] = False,
     metric: Annotated[
         OverlapMetric,
         typer.Option(
@@ -97,16 +108,18 @@ def overlap(
     """Pairwise overlap matrix of a model's concept circuits (table, CSV, JSON, heat-map).
 
     A concept stands for its newest circuit of its newest complete run; a note says so when a
-    concept has several circuits.
+    concept has several circuits. Without --concepts the --top concepts with the newest circuits
+    are compared (a note says how many there are); a matrix over more than 2,000 concepts needs
+    --force.
     """
     from queries.overlap import overlap_matrix
 
     if plot is not None:  # before any work: an unsupported suffix or a missing folder is one line
-        from circuits.cli.validate import check_output_path
+        from circuits.cli.validate import catalog_files, check_output_path
 
-        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), what="--plot")
+        check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), inputs=catalog_files(db), what="--plot")
     with _session(db) as s:
-        matrix = overlap_matrix(s, model, _names(concepts), metric.value)
+        matrix = overlap_matrix(s, model, _names(concepts), metric.value, top=top, force=force)
     _emit(matrix.rows(), fmt, matrix.notes)
     if plot is not None:
         from queries.plots import overlap_heatmap
@@ -183,14 +196,11 @@ def show(
     """Everything about one circuit: run, search, neurons per layer, interventions, evaluations."""
     from circuits.cli.render import details_dict, details_neuron_rows, details_text, render_csv, to_json
     from queries.listing import circuit_details, resolve_circuit
-    from queries.suggest import ablate_model_flags, images_for_run
+    from queries.suggest import ablate_next_step
 
     with _session(db) as s:
         details = circuit_details(s, resolve_circuit(s, circuit, model).circuit_id)
-        next_step = (
-            f"circuits ablate {details.circuit.id} --kind circuit {images_for_run(s, details.run.id)}"
-            f"{ablate_model_flags(s, details.run.id)}" + (f" --db {db}" if db else "")
-        )
+        next_step = ablate_next_step(s, details.circuit.id, details.run.id, db)
     if fmt is OutputFormat.json:
         typer.echo(to_json(details_dict(details)))
     elif fmt is OutputFormat.csv:
@@ -209,25 +219,29 @@ def list_(
         RunStatus | None,
         typer.Option("--status", help="Only runs with this status (runs; circuits default to complete runs)."),
     ] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Only rows whose names or id contain this text (any case).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows per page.")] = 100,
+    after: Annotated[
+        int | None, typer.Option("--after", help="Start after the row with this id (the next-page cursor printed).")
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
-    """List the catalog's runs, circuits, concepts or models, with filters."""
+    """List the catalog's runs, circuits, concepts or models, with filters, a page at a time.
+
+    Runs and circuits are in id order, models and concepts by name. A note says which rows of how
+    many these are and the --after value of the next page.
+    """
     from dataclasses import asdict
 
-    from queries import listing
+    from queries.listing_pages import list_page
 
     state = None if status is None else status.value
     with _session(db) as s:
-        if what is Listable.runs:
-            rows = [asdict(r) for r in listing.list_runs(s, model, concept, state)]
-        elif what is Listable.circuits:
-            rows = [asdict(r) for r in listing.list_circuits(s, model, concept, state or "complete")]
-        elif what is Listable.concepts:
-            rows = [asdict(r) for r in listing.list_concepts(s, model)]
-        else:
-            rows = [asdict(r) for r in listing.list_models(s)]
-    _emit(rows, fmt)
+        page = list_page(s, what.value, model, concept, state, search=search, after=after, limit=limit)
+    _emit([asdict(r) for r in page.rows], fmt, [page.summary()])
 
 
 @app.command("prune-plan")
@@ -244,6 +258,15 @@ def prune_plan(
     kind: Annotated[
         InterventionKind, typer.Option("--kind", help="Intervention kind the suggested ablate commands use.")
     ] = InterventionKind.circuit,
+    keep_budget: Annotated[
+        float,
+        typer.Option(
+            "--keep-budget",
+            min=0.0,
+            help="Points (of accuracy, or %% of the metric) each --keep concept may lose beyond its random "
+            "baseline; plans over it are never recommended.",
+        ),
+    ] = 2.0,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -253,12 +276,16 @@ def prune_plan(
     --against images minus the mean drop on the --keep images; fewer edges cut wins ties), else
     by a structural proxy, labelled as such: Jaccard with --against's circuit minus mean Jaccard
     with the --keep circuits. Prints the `circuits ablate` commands that would add missing
-    evidence. Circuits of the --keep concepts are not candidates.
+    evidence. Circuits of the --keep concepts are not candidates. A plan that costs a --keep
+    concept more than --keep-budget points below its random baseline is shown as over-budget and
+    never ranked; when no plan meets the budget the first line says so.
     """
     from queries.prune_plan import plan_pruning
 
     with _session(db) as s:
-        plan = plan_pruning(s, model, against, _names(keep) or [], kind=kind.value)
+        plan = plan_pruning(s, model, against, _names(keep) or [], kind=kind.value, keep_budget=keep_budget / 100)
+    if plan.verdict:
+        typer.echo(plan.verdict, err=fmt is not OutputFormat.table)
     shown = plan.candidates[:top]
     rows = plan.rows()[:top]
     notes = list(plan.notes)

@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "check_format",
+    "cli_message",
     "details_dict",
     "details_neuron_rows",
     "details_text",
@@ -39,10 +41,38 @@ __all__ = [
     "render_csv",
     "render_json",
     "render_table",
+    "safe_text",
     "to_json",
 ]
 
 FORMATS = ("table", "csv", "json")
+
+# Terminal control characters (C0, DEL, C1) and the invisible ones that reorder or hide text
+# (bidi overrides, zero-width marks): a catalog is data from someone else, and a model path like
+# "x\x1b]0;…\x07" must not retitle, clear or rewrite the user's terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_UNSAFE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch == "\r":
+        return "\\r"
+    if ch == "\n":
+        return "\\n"
+    if ch == "\t":
+        return "\\t"
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def safe_text(text: str, *, keep_lines: bool = False) -> str:
+    """`text` with control and invisible reordering characters written as escapes (`\\x1b`),
+    for the terminal; printable text (any script) is unchanged.
+
+    Args:
+        keep_lines: leave newlines and tabs (for multi-line text built here).
+    """
+    return (_UNSAFE_KEEP_LINES if keep_lines else _UNSAFE).sub(_escape, text)
 
 
 def check_format(fmt: str) -> str:
@@ -89,8 +119,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, list) and all(_is_number(v) for v in value):
         return ",".join(format_value(v) for v in value)  # k per layer, channels: 5,5,5
     if isinstance(value, list | dict):
-        return json.dumps(value)  # JSON columns read as JSON
-    return str(value)
+        return json.dumps(value)  # JSON columns read as JSON (control characters escaped by json)
+    return safe_text(str(value))
 
 
 def _is_number(value: Any) -> bool:
@@ -140,9 +170,14 @@ def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     cols = _columns(rows, columns)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
+    writer.writerow([safe_text(c) for c in cols])
     for r in rows:
-        writer.writerow(["" if (v := plain(r.get(c))) is None else v for c in cols])
+        writer.writerow(
+            [
+                "" if (v := plain(r.get(c))) is None else safe_text(v, keep_lines=True) if isinstance(v, str) else v
+                for c in cols
+            ]
+        )
     return buf.getvalue().rstrip("\n")
 
 
@@ -173,7 +208,11 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Seque
 def details_neuron_rows(details: CircuitDetails) -> list[dict[str, object]]:
     """One dict per neuron of a `circuits show` circuit: layer, channel."""
     c = details.circuit
-    return [{"layer": name, "channel": ch} for name, chans in zip(c.layer_names, c.channels) for ch in chans]
+    return [
+        {"layer": name, "channel": ch, "label": details.labels.get(name, {}).get(ch)}
+        for name, chans in zip(c.layer_names, c.channels)
+        for ch in chans
+    ]
 
 
 def details_dict(details: CircuitDetails) -> dict[str, object]:
@@ -184,6 +223,7 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
         "run": r.id,
         "model": r.model,
         "weights_sha256": r.weights_sha256,
+        "weights_source": r.library_versions.get("weights_source"),
         "concept": r.concept,
         "status": r.status,
         "n_images": r.n_images,
@@ -197,6 +237,7 @@ def details_dict(details: CircuitDetails) -> dict[str, object]:
         "created_at": c.created_at,
         "layers": [
             {"layer": n, "width": w, "k": len(ch), "channels": list(ch)}
+            | ({"labels": [details.labels[n].get(x) for x in ch]} if n in details.labels else {})
             for n, w, ch in zip(c.layer_names, c.widths, c.channels)
         ],
         "interventions": [
@@ -228,17 +269,28 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
         f"{'converged' if c.converged else 'NOT converged'}, objective {format_value(c.objective)} "
         f"(initial {format_value(c.objective_history[0]) if c.objective_history else '?'})",
     ]
+    from queries.suggest import weights_warning
+
+    warning = weights_warning(r.library_versions)
+    if warning:
+        lines.insert(1, f"warning: {warning}")
     if c.fixed:
-        lines.append("fixed: " + "; ".join(f"{k} {v}" for k, v in c.fixed.items()))
+        anchors = [details.neuron_text(k, int(ch)) for k, v in c.fixed.items() for ch in v]
+        lines.append(f"anchored (fixed) on {', '.join(anchors)}: not pruned by `circuits ablate` unless --prune-anchor")
     lines += ["", "neurons per layer:"]
+
+    def chan(layer: str, x: int) -> str:
+        label = details.labels.get(layer, {}).get(x)
+        return f"{x} ({label})" if label else str(x)
+
     rows = [
-        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(str(x) for x in ch)}
+        {"layer": n, "width": w, "k": len(ch), "channels": " ".join(chan(n, x) for x in ch)}
         for n, w, ch in zip(c.layer_names, c.widths, c.channels)
     ]
     lines.append(render_table(rows))
     if not details.interventions:
         lines += ["", f"no interventions yet: {next_step or f'circuits ablate {c.id} --kind circuit --images DIR'}"]
-        return "\n".join(lines)
+        return safe_text("\n".join(lines), keep_lines=True)
     lines += ["", "interventions and evaluations:"]
     rows = [
         {
@@ -258,7 +310,7 @@ def details_text(details: CircuitDetails, next_step: str | None = None) -> str:
     lines.append(render_table(rows))
     if bare:
         lines.append(f"(interventions without evaluations: {', '.join(map(str, bare))})")
-    return "\n".join(lines)
+    return safe_text("\n".join(lines), keep_lines=True)  # names come from the catalog: no terminal controls
 
 
 # ---------------------------------------------------------------- progress
@@ -303,3 +355,16 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
     finally:
         if tasks:
             bar.stop()
+
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
+_FLAGS = {"class_names": "--classes FILE"}  # parameters whose flag is not their name with dashes
+
+
+def cli_message(text: str) -> str:
+    """A library error's message as the command line says it: parameters become flags.
+
+    Library errors name parameters as `` `images=` ``; a command's flag for a parameter is its
+    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` says otherwise.
+    """
+    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), text)

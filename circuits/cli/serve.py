@@ -29,16 +29,31 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests for this host name (repeatable); by default only the bound "
+            "address (and localhost) is answered, which stops other web sites reading the catalog.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Browse a catalog in a local web page (read-only): circuits, neurons, comparisons, SQL."""
     from circuits.web.server import is_loopback, make_server
 
-    server = make_server(db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet)
+    server = make_server(
+        db, host or "127.0.0.1", port, allow_remote=host is not None, quiet=quiet, allow_hosts=tuple(allow_host or ())
+    )
     bound = server.server_address[0]
     assert isinstance(bound, str), "an AF_INET/AF_INET6 server's address is a str"
     where = "this machine only" if is_loopback(bound) else "reachable from other machines"
     typer.echo(f"serving {server.cat.display} read-only at {server.url} ({where}); Ctrl-C stops")
+    if not is_loopback(bound) and not allow_host:
+        typer.echo(
+            f"answering only requests addressed to {bound}: give --allow-host NAME for each name others use",
+            err=True,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -60,14 +75,12 @@ def report(
     """Write a circuit's page as one self-contained HTML file (inline SVG and images, no network)."""
     from catalog.atomic import write_text_atomic
     from catalog.engine import open_catalog
-    from circuits.cli.validate import InputError
+    from circuits.cli.validate import catalog_files, check_output_path
     from circuits.web.pages import report_html
 
-    if out.suffix.lower() not in (".html", ".htm") or out.is_dir():  # before any work
-        raise InputError(f"-o {out}: name the file *.html")
+    check_output_path(out, suffixes=(".html", ".htm"), inputs=catalog_files(db), what="-o")  # before any work
     cat = open_catalog(db, read_only=True)
     circuit_id, html = report_html(cat, circuit, model)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, html)  # whole or not at all
     if not quiet:
         typer.echo(f"wrote {out} ({len(html.encode()) // 1024} KiB): circuit {circuit_id}, open it in any browser")
@@ -85,18 +98,54 @@ def thumbnails(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     top: Annotated[int, typer.Option("--top", min=1, max=16, help="Patches per neuron.")] = 4,
     size: Annotated[int, typer.Option("--size", min=16, max=128, help="Patch side in pixels.")] = 64,
+    featurevis: Annotated[
+        bool,
+        typer.Option(
+            "--featurevis", help="Also make each circuit neuron's feature visualisation (Lucent recipe) and store it."
+        ),
+    ] = False,
+    fv_size: Annotated[
+        int | None,
+        typer.Option(
+            "--fv-size",
+            min=16,
+            max=512,
+            help="Feature-visualisation side in pixels (default: the model's input size, else 128).",
+        ),
+    ] = None,
+    fv_steps: Annotated[int, typer.Option("--fv-steps", min=1, max=4096, help="Optimisation steps per picture.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the feature visualisations.")] = 0,
+    reference_set: Annotated[
+        bool,
+        typer.Option(
+            "--reference-set",
+            help="Also store each circuit neuron's top examples from the model's built-in reference set "
+            "(catfish-mini, typo-mini: their synthetic sets; efficientnet-lite0: scikit-image photos).",
+        ),
+    ] = False,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Also store each circuit neuron's top examples from this folder of images."),
+    ] = None,
     db: DbOption = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """(Re)compute a run's neuron patches and example-image thumbnails (needs the model)."""
+    """(Re)compute a run's neuron patches (with where each neuron fires) and example-image thumbnails, and with
+    --featurevis each circuit neuron's feature visualisation (needs the model and the run's weights)."""
     from catalog.engine import open_catalog
     from ingest.hooks import resolve_device
-    from ingest.thumbnails import ThumbnailConfig, recompute_run_thumbnails
+    from ingest.run_media import recompute_run_thumbnails
+    from ingest.thumbnails import ThumbnailConfig
     from queries.resolve import resolve_run
 
     cat = open_catalog(db)
     with cat.session() as s:
         run_id = resolve_run(s, run)
+    refs = None
+    if reference is not None or reference_set:  # read before any work: a bad folder writes nothing
+        from ingest.reference import reference_set as read_reference
+
+        refs = read_reference(model, reference)
     with progress_bar(quiet, eta=True) as update:
         patches, thumbs = recompute_run_thumbnails(
             cat,
@@ -108,3 +157,32 @@ def thumbnails(
             progress=update,
         )
     typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run_id} in {cat.display}")
+    if refs is not None:
+        from ingest.reference import store_reference_patches
+
+        with progress_bar(quiet, eta=True) as update:
+            n_ref = store_reference_patches(
+                cat,
+                run_id,
+                model,
+                refs,
+                weights=weights,
+                device=str(resolve_device(device)),
+                config=ThumbnailConfig(top=top, size=size),
+                progress=update,
+            )
+        typer.echo(f"stored {n_ref} reference patches ({len(refs)} images of {refs.name}) for run {run_id}")
+    if featurevis:
+        from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
+
+        with progress_bar(quiet, eta=True) as update:
+            n = recompute_run_featurevis(
+                cat,
+                run_id,
+                model,
+                weights=weights,
+                device=str(resolve_device(device)),
+                config=FeatureVisConfig(size=fv_size, steps=fv_steps, seed=seed),
+                progress=update,
+            )
+        typer.echo(f"stored {n} feature visualisations ({fv_steps} steps, seed {seed}) for run {run_id}")

@@ -12,23 +12,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog import media, store
+from catalog import media, media_featurevis, store
 from catalog.errors import NotFound
+from catalog.models import Layer
+from circuits.web.home_data import (  # noqa: F401 (re-exported: one module for the pages' data)
+    SchemaTable,
+    image_set_view,
+    run_of,
+    schema_view,
+)
+from circuits.web.labels import class_names
 from queries import listing
 from queries.graphs import circuit_graph, query_arrow
 
 __all__ = [
     "CircuitView",
     "Node",
+    "SchemaTable",
     "circuit_view",
     "compare_view",
-    "home_view",
     "image_set_view",
     "neuron_href",
     "neuron_id_text",
     "neuron_view",
+    "schema_view",
 ]
 
 FADED_PER_LAYER = 4
@@ -55,6 +65,7 @@ class Node:
     neuron_id: int
     total: float  # total CLA attribution in the run (in + out edge scores)
     in_circuit: bool
+    label: str | None = None  # the neuron's label: its catalog label, else a built-in logit's class name
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,12 @@ class CircuitView:
     edges: tuple[tuple[int, int, float], ...]  # (src neuron id, dst neuron id, score) inside the circuit
     patches: dict[int, list[media.PatchRow]]  # neuron id → patches, strongest first
     export_command: str
+    ablate_command: str = ""  # complete: the run's own images, --model/--weights/--db as needed
+    weights_warning: str | None = None  # set when the run's weights were random-init
+    thumbnails_command: str = ""  # complete, for neurons without stored patches
+    description: str | None = None  # the concept's description (`circuits concept describe`)
+    featurevis: dict[int, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # neuron id → picture
+    reference: dict[int, list[media.PatchRow]] = field(default_factory=dict)  # neuron id → reference-set patches
 
     @property
     def model(self) -> str:
@@ -93,7 +110,12 @@ def _totals(session: Session, run_id: int) -> dict[int, float]:
 
 
 def circuit_view(
-    session: Session, circuit_id: int, *, faded_per_layer: int = FADED_PER_LAYER, with_png: bool = False
+    session: Session,
+    circuit_id: int,
+    *,
+    faded_per_layer: int = FADED_PER_LAYER,
+    with_png: bool = False,
+    db: str | None = None,
 ) -> CircuitView:
     """Everything the circuit page draws.
 
@@ -102,6 +124,7 @@ def circuit_view(
         circuit_id: the circuit.
         faded_per_layer: strongest non-circuit neurons per layer drawn faded.
         with_png: load the patch PNG bytes too (for a self-contained report).
+        db: the catalog as the suggested commands should name it (`--db`); None: the default one.
 
     Raises:
         NotFound: no such circuit, or its run is not complete.
@@ -114,24 +137,49 @@ def circuit_view(
     totals = _totals(session, run.id)
     nodes: list[Node] = []
     members: list[int] = []
-    for i, (layer, chans) in enumerate(zip(circuit.layer_names, circuit.channels)):
+    for i, (layer, chans, width) in enumerate(zip(circuit.layer_names, circuit.channels, circuit.widths)):
+        names = class_names(run.model, layer, int(width))
+
+        stored = details.labels.get(layer, {})
+
+        def name(c: int, names=names, stored=stored) -> str | None:
+            if c in stored:
+                return stored[c]
+            return names[c] if names is not None and 0 <= c < len(names) else None
+
         chosen = set(int(c) for c in chans)
         for c in sorted(chosen):
             nid = ids[(layer, c)]
             members.append(nid)
-            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True))
+            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True, name(c)))
         others = sorted(
             ((totals.get(nid, 0.0), ch, nid) for (lay, ch), nid in ids.items() if lay == layer and ch not in chosen),
             key=lambda t: (-t[0], t[1]),
         )[:faded_per_layer]
-        nodes.extend(Node(layer, i, ch, nid, t, False) for t, ch, nid in others)
+        nodes.extend(Node(layer, i, ch, nid, t, False, name(ch)) for t, ch, nid in others)
     edges = tuple(
         (int(graph.nodes[a]["neuron_id"]), int(graph.nodes[b]["neuron_id"]), float(d["score"]))
         for a, b, d in graph.edges(data=True)
     )
     patches = {nid: rows for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png).items()}
-    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json"
-    return CircuitView(details, tuple(nodes), edges, patches, command)
+    from queries.suggest import ablate_next_step, db_flag, thumbnails_command, weights_warning
+
+    command = f"circuits export {circuit.id} -o circuit-{circuit.id}.json{db_flag(db)}"
+    ablate = ablate_next_step(session, circuit.id, run.id, db)
+    warning = weights_warning(run.library_versions)
+    thumbs = thumbnails_command(session, run.id, db)
+    description = next((c.description for c in listing.list_concepts(session) if c.id == run.concept_id), None)
+    pictures = {
+        nid: row
+        for (_, nid), row in media_featurevis.read_featurevis(session, run.id, members, with_png=with_png).items()
+    }
+    reference = {
+        nid: rows
+        for (_, nid), rows in media.read_patches(session, run.id, members, with_png=with_png, reference=True).items()
+    }
+    return CircuitView(
+        details, tuple(nodes), edges, patches, command, ablate, warning, thumbs, description, pictures, reference
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +215,9 @@ class NeuronView:
     patches: dict[str, list[media.PatchRow]]  # concept → patches (newest run first)
     incoming: tuple[EdgeRow, ...]
     outgoing: tuple[EdgeRow, ...]
+    featurevis: dict[str, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # concept → picture
+    label: str | None = None  # class name of a logit neuron
+    reference: list[media.PatchRow] = field(default_factory=list)  # top reference-set patches (newest run)
 
 
 def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_edges: int = 10) -> NeuronView:
@@ -217,7 +268,28 @@ def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_e
             for r in table.to_pylist()
         )
 
-    return NeuronView(m.name, layer, int(channel), nid, circuits, patches, edges("in"), edges("out"))
+    pictures: dict[str, media_featurevis.FeatureVisRow] = {}
+    for (run_id, _), row in sorted(media_featurevis.read_featurevis(session, None, [nid]).items(), reverse=True):
+        pictures.setdefault(concept_of_run.get(run_id, f"run {run_id}"), row)  # newest run per concept
+    width = session.execute(select(Layer.width).where(Layer.model_id == m.id, Layer.name == layer)).scalar()
+    names = class_names(m.name, layer, int(width or 0))
+    label = store.neuron_labels(session, m.id, layer).get(int(channel))  # the catalog's label first
+    if label is None and names is not None and 0 <= int(channel) < len(names):
+        label = names[int(channel)]
+    refs = sorted(media.read_patches(session, None, [nid], reference=True).items(), reverse=True)
+    return NeuronView(
+        m.name,
+        layer,
+        int(channel),
+        nid,
+        circuits,
+        patches,
+        edges("in"),
+        edges("out"),
+        pictures,
+        label,
+        refs[0][1] if refs else [],
+    )
 
 
 @dataclass(frozen=True)
@@ -257,59 +329,3 @@ def compare_view(session: Session, circuit_ids: Sequence[int]) -> CompareView:
         overlap_of_circuits(session, ids, "jaccard"),
         overlap_of_circuits(session, ids, "shared"),
     )
-
-
-@dataclass(frozen=True)
-class ImageSetRow:
-    concept: str
-    image_set_sha256: str
-    images: int
-    thumbnails: int
-
-
-@dataclass(frozen=True)
-class HomeView:
-    models: list
-    concepts: list
-    runs: list
-    circuits: list
-    image_sets: list[ImageSetRow] = field(default_factory=list)
-    query: str = ""
-
-
-def _matches(q: str, *values: object) -> bool:
-    return not q or any(q.lower() in str(v).lower() for v in values)
-
-
-def home_view(session: Session, q: str = "") -> HomeView:
-    """The catalog's models, concepts, runs, circuits and image sets, filtered by a search text."""
-    q = q.strip()
-    sets = query_arrow(
-        session,
-        "SELECT c.name AS concept, e.image_set_sha256 AS sha, count(*) AS images, count(t.example_image_id) AS thumbs "
-        "FROM example_image e JOIN concept c ON c.id = e.concept_id "
-        "LEFT JOIN image_thumbnail t ON t.example_image_id = e.id "
-        "GROUP BY c.name, e.image_set_sha256 ORDER BY c.name, e.image_set_sha256",
-    ).to_pylist()
-    return HomeView(
-        [m for m in listing.list_models(session) if _matches(q, m.name, m.architecture, m.id)],
-        [c for c in listing.list_concepts(session) if _matches(q, c.name, c.description, c.id)],
-        [r for r in listing.list_runs(session) if _matches(q, r.model, r.concept, r.id, r.status)],
-        [c for c in listing.list_circuits(session) if _matches(q, c.model, c.concept, c.id)],
-        [
-            ImageSetRow(r["concept"], r["sha"], int(r["images"]), int(r["thumbs"]))
-            for r in sets
-            if _matches(q, r["concept"], r["sha"])
-        ],
-        q,
-    )
-
-
-def image_set_view(session: Session, sha: str) -> list[media.ThumbRow]:
-    """An image set's example images (with whether each has a thumbnail). Raises NotFound."""
-    return media.image_set_thumbnails(session, sha)
-
-
-def run_of(session: Session, run_id: int) -> store.RunRef:
-    """A run (for links from run rows). Raises NotFound."""
-    return store.read_run(session, run_id)

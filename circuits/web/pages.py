@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
+import urllib.parse
 from collections.abc import Callable
 from importlib import resources
 
@@ -16,15 +18,35 @@ import jinja2
 
 from catalog import media
 from circuits.web import data
+from circuits.web.charts import effect_rows, interventions_svg
 from circuits.web.examples import EXAMPLES
-from circuits.web.graph import circuit_svg, heatmap_svg
+from circuits.web.graph import circuit_svg, heatmap_svg, kept_edges, node_label
+from circuits.web.home import HomeView
 
-__all__ = ["Pages", "report_html", "stylesheet"]
+__all__ = ["Pages", "parse_min_score", "report_html", "script", "stylesheet"]
 
 
 def stylesheet() -> str:
     """The browser's CSS (served at /static/style.css, inlined into reports)."""
     return resources.files("circuits.web").joinpath("static/style.css").read_text(encoding="utf-8")
+
+
+def script() -> str:
+    """The graph's slider script (served at /static/graph.js, inlined into reports)."""
+    return resources.files("circuits.web").joinpath("static/graph.js").read_text(encoding="utf-8")
+
+
+def parse_min_score(text: str | None) -> tuple[float | None, str | None]:
+    """The `?min_score=` filter: (threshold or None, a note for the page when the text is not a number)."""
+    if text is None or not text.strip():
+        return None, None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return None, f"min_score {text[:40]!r} is not a number: all edges are shown"
+    return value, None
 
 
 def _environment() -> jinja2.Environment:
@@ -36,6 +58,14 @@ def _environment() -> jinja2.Environment:
         trim_blocks=False,
     )
     return env
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _quote(name: str) -> str:
+    return urllib.parse.quote(str(name), safe="")
 
 
 def _neuron_links(view: data.CircuitView) -> Callable[[data.Node], str]:
@@ -55,9 +85,10 @@ class Pages:
         report: render for a self-contained report (anchors and data: URIs, inline CSS).
     """
 
-    def __init__(self, catalog_name: str, *, report: bool = False):
+    def __init__(self, catalog_name: str, *, report: bool = False, schema=None):
         self.catalog_name = catalog_name
         self.report = report
+        self.schema = schema  # () -> list[data.SchemaTable], listed on the SQL page
         self.env = _environment()
 
     def _render(self, template: str, **context) -> str:
@@ -66,7 +97,7 @@ class Pages:
         )
         return self.env.get_template(template).render(**base, **context)
 
-    def _circuit_context(self, view: data.CircuitView) -> dict:
+    def _circuit_context(self, view: data.CircuitView, min_score_text: str | None = None) -> dict:
         if self.report:
 
             def href(n: data.Node) -> str:
@@ -74,7 +105,19 @@ class Pages:
 
             def patch_src(p: media.PatchRow) -> str:
                 assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
-                return "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")
+                return _data_uri(p.png)
+
+            def heat_src(p: media.PatchRow) -> str:
+                assert p.heatmap is not None, "a report needs the heat-map bytes (circuit_view(with_png=True))"
+                return _data_uri(p.heatmap)
+
+            def ref_src(p: media.PatchRow) -> str:
+                assert p.png is not None, "a report needs the patch bytes (circuit_view(with_png=True))"
+                return _data_uri(p.png)
+
+            def fv_src(f) -> str:
+                assert f.png is not None, "a report needs the picture bytes (circuit_view(with_png=True))"
+                return _data_uri(f.png)
         else:
 
             def href(n: data.Node) -> str:
@@ -83,16 +126,54 @@ class Pages:
             def patch_src(p: media.PatchRow) -> str:
                 return f"/patch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
 
-        return dict(view=view, svg=circuit_svg(view, href), href=href, anchor=_anchor, patch_src=patch_src)
+            def heat_src(p: media.PatchRow) -> str:
+                return f"/heat/{p.run_id}/{p.neuron_id}/{p.rank}.png"
 
-    def home(self, view: data.HomeView) -> str:
-        """The catalog's home page."""
-        return self._render("home.html", title="catalog", view=view)
+            def fv_src(f) -> str:
+                return f"/featurevis/{f.run_id}/{f.neuron_id}.png"
 
-    def circuit(self, view: data.CircuitView) -> str:
-        """A circuit's page."""
+            def ref_src(p: media.PatchRow) -> str:
+                return f"/refpatch/{p.run_id}/{p.neuron_id}/{p.rank}.png"
+
+        min_score, note = parse_min_score(None if self.report else min_score_text)
+        cid = view.details.circuit.id
+        fixed = view.details.circuit.fixed or {}
+        effects = effect_rows(view.details.interventions)
+        return dict(
+            view=view,
+            svg=circuit_svg(view, href, min_score=min_score),
+            href=href,
+            anchor=_anchor,
+            patch_src=patch_src,
+            heat_src=heat_src,
+            fv_src=fv_src,
+            ref_src=ref_src,
+            label=node_label,
+            node_of={n.neuron_id: n for n in view.nodes},
+            kept=kept_edges(view, min_score),
+            top_score=max((s for _, _, s in view.edges), default=0.0) or 1.0,
+            min_score=min_score,
+            min_score_text="" if min_score is None else (min_score_text or "").strip(),
+            score_note=note,
+            filter_action=f"/circuit/{cid}",
+            model_href=f"/model/{_quote(view.model)}",
+            concept_href=f"/concept/{_quote(view.details.run.concept)}",
+            permalink=f"/circuit/{cid}",
+            anchors=", ".join(f"{layer} ({', '.join(map(str, chans))})" for layer, chans in fixed.items()),
+            description=view.description,
+            effects=effects,
+            chart=interventions_svg(effects) if effects else "",
+            script=script(),
+        )
+
+    def home(self, view: HomeView, title: str | None = None) -> str:
+        """The catalog's home page (or a model's or concept's page: the same tables, filtered)."""
+        return self._render("home.html", title=title or "catalog", heading=title, view=view, quote=_quote)
+
+    def circuit(self, view: data.CircuitView, min_score: str | None = None) -> str:
+        """A circuit's page; `min_score` is the page's edge filter as typed (not a number: a note)."""
         title = f"circuit {view.details.circuit.id} ({view.details.run.concept})"
-        return self._render("circuit.html", title=title, **self._circuit_context(view))
+        return self._render("circuit.html", title=title, **self._circuit_context(view, min_score))
 
     def neuron(self, view: data.NeuronView) -> str:
         """A neuron's page."""
@@ -116,7 +197,10 @@ class Pages:
 
     def sql(self, query: str, result=None, error: str | None = None) -> str:
         """The SQL box, with a result table or an error."""
-        return self._render("sql.html", title="SQL", query=query, result=result, error=error, examples=EXAMPLES)
+        schema = self.schema() if self.schema is not None else []
+        return self._render(
+            "sql.html", title="SQL", query=query, result=result, error=error, examples=EXAMPLES, schema=schema
+        )
 
     def images(self, sha: str, rows: list[media.ThumbRow]) -> str:
         """An image set's thumbnails."""
@@ -151,5 +235,5 @@ def report_html(cat, circuit: str | int, model: str | None = None) -> tuple[int,
 
     with cat.session() as s:
         circuit_id = resolve_circuit(s, circuit, model).circuit_id
-        view = data.circuit_view(s, circuit_id, with_png=True)
+        view = data.circuit_view(s, circuit_id, with_png=True, db=cat.display)
     return circuit_id, Pages(cat.display, report=True).report_page(view)

@@ -3,8 +3,18 @@
 The catalog is opened read-only (the database refuses writes, including through the SQL box).
 The server binds 127.0.0.1 unless told otherwise; `make_server` refuses any address that is not
 loopback unless `allow_remote=True` (the CLI sets it only when `--host` is given explicitly).
-Pages are server-rendered HTML with inline SVG and no JavaScript; every asset is served from
-this process (works offline). A Content-Security-Policy forbids scripts and other origins.
+Pages are server-rendered HTML with inline SVG and work without JavaScript; one small script
+of this process (`/static/graph.js`, the graph's edge-score slider) adds to them. Every asset is
+served from this process (works offline); a Content-Security-Policy forbids inline scripts,
+scripts from elsewhere and other origins.
+
+Requests are answered only for the Host the server is bound to (or `allow_hosts`) and never to a
+cross-origin browser request (`circuits.web.guard`: DNS rebinding). A connection that sends no
+complete request within `READ_TIMEOUT_S` is closed. Pages run one at a time under a lock (short,
+bounded work: `/compare` takes at most `MAX_COMPARE_IDS` circuits); the SQL box runs outside it, in
+a child process, in the same sandbox as `circuits sql` (`circuits.web.sql_box`: locked DuckDB
+configuration, memory and address-space caps, no spill, time limit, row and byte caps; PostgreSQL:
+a fresh read-only connection per query).
 
     server = make_server("circuits.duckdb", port=8000)
     server.serve_forever()
@@ -23,14 +33,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from catalog import media
-from catalog.errors import CircuitsError, NotFound, QueryError, ReadOnlyViolation
+from catalog.errors import CircuitsError, NotFound
 from circuits.web import data
-from circuits.web.pages import Pages, stylesheet
+from circuits.web.guard import RequestGuard
+from circuits.web.home import home_cursors, home_view
+from circuits.web.pages import Pages, script, stylesheet
 
-__all__ = ["CatalogServer", "ServeError", "is_loopback", "make_server"]
+__all__ = ["MAX_COMPARE_IDS", "READ_TIMEOUT_S", "CatalogServer", "ServeError", "is_loopback", "make_server"]
 
-CSP = "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'"
+# scripts only from this server (the graph's slider, /static/graph.js); none inline, none from elsewhere
+CSP = (
+    "default-src 'none'; script-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'"
+)
 SQL_MAX_ROWS = 1000
+SQL_MAX_BYTES = 20_000_000  # a page to render in a browser
+SQL_TIMEOUT_S = 30.0
+MAX_COMPARE_IDS = 20  # more circuits than that make an unreadable page and minutes of work
+READ_TIMEOUT_S = 20.0  # a client that has not sent its request by then is dropped
 
 
 class ServeError(CircuitsError):
@@ -56,12 +75,29 @@ class CatalogServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], cat: Any, *, quiet: bool = False):
+    def __init__(self, address: tuple[str, int], cat: Any, *, quiet: bool = False, allow_hosts: tuple[str, ...] = ()):
         self.cat = cat
-        self.pages = Pages(cat.display)
+        self.pages = Pages(cat.display, schema=self._schema)
         self.quiet = quiet
-        self.db_lock = threading.Lock()  # one query at a time: simple, and plenty for one user
+        self.db_lock = threading.Lock()  # one page at a time (never held across a user's SQL)
         super().__init__(address, _Handler)
+        host, port = self.server_address[:2]
+        self.guard = RequestGuard(str(host), int(port), loopback=is_loopback(str(host)), allow_hosts=allow_hosts)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (or timed out) is no error worth a traceback."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+    def _schema(self) -> list[data.SchemaTable]:
+        """The catalog's tables and views for the SQL page (read under the page lock, as pages are)."""
+        with self.db_lock:
+            try:
+                with self.cat.session() as s:
+                    return data.schema_view(s)
+            finally:
+                self.cat.release()
 
     @property
     def url(self) -> str:
@@ -77,7 +113,13 @@ class _CatalogServer6(CatalogServer):
 
 
 def make_server(
-    db: str | None, host: str = "127.0.0.1", port: int = 8000, *, allow_remote: bool = False, quiet: bool = False
+    db: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    allow_remote: bool = False,
+    quiet: bool = False,
+    allow_hosts: tuple[str, ...] = (),
 ) -> CatalogServer:
     """Open the catalog read-only and bind the server (call `serve_forever()` on the result).
 
@@ -87,22 +129,27 @@ def make_server(
         port: TCP port (0: any free port).
         allow_remote: permit a non-loopback address (other machines can then read the catalog).
         quiet: do not log requests.
+        allow_hosts: more Host names to answer (besides the bound address, and `localhost` when
+            it is loopback), e.g. a name other machines use with `allow_remote`.
 
     Raises:
-        ServeError: a non-loopback address without `allow_remote`, or the port is taken.
+        ServeError: a non-loopback address without `allow_remote`, a port outside 0…65535, or
+            the port is taken.
         NotFound, SchemaOutdated, CatalogLocked: see `catalog.open_catalog`.
     """
-    from catalog.engine import open_catalog
+    from catalog.sql import open_sql_catalog
 
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ServeError(f"--port {port} is not a TCP port: give a number from 1 to 65535 (0: any free port)")
     if not allow_remote and not is_loopback(host):
         raise ServeError(
             f"refusing to serve the catalog on {host}, which is not a loopback address: other machines "
             f"could read it. Pass --host {host} explicitly to allow that"
         )
-    cat = open_catalog(db, read_only=True)
+    cat = open_sql_catalog(db)  # read-only; a DuckDB file with the SQL sandbox's locked settings
     cls = _CatalogServer6 if ":" in host else CatalogServer
     try:
-        return cls((host, port), cat, quiet=quiet)
+        return cls((host, port), cat, quiet=quiet, allow_hosts=tuple(allow_hosts))
     except OSError as exc:
         raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port") from exc
 
@@ -110,6 +157,7 @@ def make_server(
 class _Handler(BaseHTTPRequestHandler):
     server: CatalogServer
     server_version = "circuits-serve"
+    timeout = READ_TIMEOUT_S  # socket timeout: a partial request does not hold a thread forever
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
@@ -141,15 +189,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self) -> None:
+        if self._refused():
+            return
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "this catalog browser is read-only")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
+    def _refused(self) -> bool:
+        reason = self.server.guard.refusal(self.headers)
+        if reason is None:
+            return False
+        body = f"{reason}\n".encode()
+        try:
+            self.send_response(HTTPStatus.FORBIDDEN.value)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+        return True
+
     def do_GET(self) -> None:
+        if self._refused():
+            return
         url = urllib.parse.urlsplit(self.path)
         params = urllib.parse.parse_qs(url.query)
         parts = [p for p in url.path.split("/") if p]
         try:
+            if parts == ["sql"]:  # the user's query: outside the page lock, in the sandbox
+                self._sql(params.get("q", [""])[0])
+                return
             with self.server.db_lock:
                 try:
                     self._route(parts, params)
@@ -163,30 +236,47 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         except Exception:  # a bug: keep the traceback on the console, answer 500
             traceback.print_exc()
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "the server failed on this page (traceback on its console)")
+            try:
+                self._error(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, "the server failed on this page (traceback on its console)"
+                )
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
     def _route(self, parts: list[str], params: dict[str, list[str]]) -> None:
         pages, cat = self.server.pages, self.server.cat
         first = parts[0] if parts else ""
         if not parts:
             with cat.session() as s:
-                self._html(pages.home(data.home_view(s, params.get("q", [""])[0])))
+                self._html(pages.home(home_view(s, params.get("q", [""])[0], home_cursors(params))))
         elif first == "static" and parts[1:] == ["style.css"]:
             self._send(200, stylesheet().encode(), "text/css; charset=utf-8", cache=True)
+        elif first == "static" and parts[1:] == ["graph.js"]:
+            self._send(200, script().encode(), "text/javascript; charset=utf-8", cache=True)
         elif first == "circuit" and len(parts) == 2:
             with cat.session() as s:
-                self._html(pages.circuit(data.circuit_view(s, _int(parts[1], "circuit id"))))
+                view = data.circuit_view(s, _int(parts[1], "circuit id"), db=cat.display)
+                self._html(pages.circuit(view, params.get("min_score", [""])[0]))
         elif first == "neuron" and len(parts) == 3:
             model = urllib.parse.unquote(parts[1])
             layer, _, channel = urllib.parse.unquote(parts[2]).rpartition(":")
             with cat.session() as s:
                 self._html(pages.neuron(data.neuron_view(s, model, layer, _int(channel, "channel"))))
+        elif first in ("model", "concept") and len(parts) == 2:
+            name = urllib.parse.unquote(parts[1])
+            with cat.session() as s:
+                q, cursors = params.get("q", [""])[0], home_cursors(params)
+                home = (
+                    home_view(s, q, cursors, model=name) if first == "model" else home_view(s, q, cursors, concept=name)
+                )
+            self._html(pages.home(home, title=f"{first} {name}"))
         elif first == "compare" and len(parts) == 1:
-            ids = [_int(c, "circuit id") for value in params.get("c", []) for c in value.split(",") if c]
+            texts = [c for value in params.get("c", []) for c in value.split(",") if c]
+            if len(dict.fromkeys(texts)) > MAX_COMPARE_IDS:
+                raise CircuitsError(f"compare at most {MAX_COMPARE_IDS} circuits at a time")
+            ids = list(dict.fromkeys(_int(c, "circuit id") for c in texts))
             with cat.session() as s:
                 self._html(pages.compare(data.compare_view(s, ids)))
-        elif first == "sql" and len(parts) == 1:
-            self._sql(params.get("q", [""])[0])
         elif first == "images" and len(parts) == 2:
             with cat.session() as s:
                 self._html(pages.images(parts[1], data.image_set_view(s, parts[1])))
@@ -194,6 +284,21 @@ class _Handler(BaseHTTPRequestHandler):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
                 self._png(media.patch_png(s, run, neuron, rank))
+        elif first in ("refpatch", "refheat") and len(parts) == 4 and parts[3].endswith(".png"):
+            run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
+            read = media.patch_png if first == "refpatch" else media.patch_heatmap_png
+            with cat.session() as s:
+                self._png(read(s, run, neuron, rank, reference=True))
+        elif first == "heat" and len(parts) == 4 and parts[3].endswith(".png"):
+            run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
+            with cat.session() as s:
+                self._png(media.patch_heatmap_png(s, run, neuron, rank))
+        elif first == "featurevis" and len(parts) == 3 and parts[2].endswith(".png"):
+            from catalog.media_featurevis import featurevis_png
+
+            run, neuron = _int(parts[1], "run"), _int(parts[2][:-4], "neuron")
+            with cat.session() as s:
+                self._png(featurevis_png(s, run, neuron))
         elif first == "thumb" and len(parts) == 2 and parts[1].endswith(".png"):
             with cat.session() as s:
                 self._png(media.image_thumbnail_png(s, _int(parts[1][:-4], "image id")))
@@ -201,17 +306,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise NotFound(f"no page at {self.path}")
 
     def _sql(self, query: str) -> None:
-        from catalog.sql import run_query
-        from catalog.sql_limits import UnsafeRole
+        from circuits.web.sql_box import run_in_child
 
-        pages = self.server.pages
+        pages, cat = self.server.pages, self.server.cat
         if not query.strip():
             self._html(pages.sql(""))
             return
+        db = str(cat.path) if cat.path is not None else cat.url.render_as_string(hide_password=False)
         try:
-            # a page anyone who reaches the server can use: never as a superuser (catalog.sql_limits)
-            result = run_query(self.server.cat, query, max_rows=SQL_MAX_ROWS, allow_superuser=False)
-        except (ReadOnlyViolation, QueryError, UnsafeRole) as exc:
+            # in a child process, in `circuits sql`'s sandbox, never as a superuser (circuits.web.sql_box)
+            result = run_in_child(db, query, max_rows=SQL_MAX_ROWS, max_bytes=SQL_MAX_BYTES, timeout_s=SQL_TIMEOUT_S)
+        except CircuitsError as exc:
             self._html(pages.sql(query, error=str(exc)))
             return
         self._html(pages.sql(query, result=result))

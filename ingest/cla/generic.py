@@ -7,7 +7,7 @@ upstream layer's output replaced by a leaf (`ingest.cla.capture`).
 Two ways to run the per-neuron vector-Jacobian products, same numbers:
 
 - `loop`: one `torch.autograd.grad` call per downstream neuron. On a CPU this is the fastest
-  generic form: a batched VJP does the same dense work and measured slower here (issue 3).
+  generic form: a batched VJP does the same dense work and measured slower on a CPU (docs/results.md).
 - `batched`: chunks of neurons through `is_grads_batched` (vmap over cotangents), for GPUs, where
   one large launch beats many small ones; chunk size bounded by a memory budget.
 """

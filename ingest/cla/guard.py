@@ -22,7 +22,15 @@ import torch
 from ingest.cla.capture import channels_first
 from ingest.cla.generic import generic_pair_scores, reference_pair_scores
 
-__all__ = ["GUARD_COLUMNS", "GUARD_TOLERANCE", "GuardResult", "check_plan", "sample_columns", "time_generic"]
+__all__ = [
+    "GUARD_COLUMNS",
+    "GUARD_TOLERANCE",
+    "GuardResult",
+    "check_plan",
+    "pair_seconds",
+    "sample_columns",
+    "time_generic",
+]
 
 GUARD_COLUMNS = 6  # a handful of autograd calls on one image: cheap next to any batch
 # float32 fast paths agree with autograd to ~1e-6 here; a wrong backward is off by O(1)
@@ -105,6 +113,45 @@ def check_plan(
     diff = float((fast - ref).abs().max())
     error = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
     return GuardResult(bool(error <= tolerance), error, cols, t_fast, t_loop)
+
+
+def pair_seconds(
+    fast_columns: Callable[[list[int]], torch.Tensor], guard: GuardResult, out: torch.Tensor, *, scale: int = 4
+) -> tuple[float, float]:
+    """(fast, loop) seconds estimated for every downstream neuron of the probe image.
+
+    The loop computes every neuron, each at the same cost: its time on the guard's columns,
+    scaled to all of them. The fast plan has a fixed part (the plan's own setup, per batch) and a
+    part per live neuron (dead ones cost nothing): it is timed again on `scale` times as many
+    live columns (all of them when there are no more), and the line through both timings is
+    read at the number of live neurons. Timing only the guard's few columns would charge the
+    fixed part to them (understating the fast path on wide layers) and miss what many columns
+    cost (overstating it on large maps).
+
+    Args:
+        fast_columns: computes the fast scores of the given ascending columns, (C_i, K).
+        guard: `check_plan`'s result for the same plan (its columns and timings).
+        out: layer i+1's output for the probe image, e.g. (1, C, H, W).
+        scale: how many times the guard's columns the second timing uses.
+    """
+    k = len(guard.columns)
+    if k == 0:
+        return guard.fast_seconds, guard.loop_seconds
+    n_all = int(channels_first(out).shape[1])
+    live = sample_columns(out, n_all)  # every live channel, ascending
+    t_loop = guard.loop_seconds / k * n_all
+    more = live if len(live) <= scale * k else sample_columns(out, scale * k)
+    if len(more) <= k:
+        return guard.fast_seconds / k * len(live), t_loop
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        fast_columns(more)
+    _sync(out)
+    t_more = time.perf_counter() - t0
+    if len(more) == len(live):
+        return t_more, t_loop
+    slope = max(t_more - guard.fast_seconds, 0.0) / (len(more) - k)
+    return t_more + slope * (len(live) - len(more)), t_loop
 
 
 def time_generic(

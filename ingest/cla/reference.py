@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ingest.cla.attribute import CLAError, Progress, _check_images
+from ingest.cla.attribution import CLAError, Progress, _check_images
 from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
 from ingest.cla.generic import reference_pair_scores
 from ingest.cla.probe import prepared

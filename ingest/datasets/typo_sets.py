@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from catalog.errors import CircuitsError
+from catalog.image_set_names import image_set_name
 from ingest.datasets.catfish import CLASS_NAMES
 from ingest.datasets.typo import render_text, render_typo, write_word
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
@@ -111,7 +112,8 @@ def typo_image_set(name: str, n: int, *, seed: int) -> ImageSet:
         UnknownConcept, DatasetError: see `ingest.datasets.typo.render_typo`.
     """
     r = render_typo(name, n, seed=seed)
-    set_name = f"{name}#seed={seed}"
+    kind, _, rest = name.partition(":")
+    set_name = image_set_name(kind, rest, seed)
     if r.written is None:
         return rendered_image_set(set_name, r.images, r.labels)
     base = rendered_image_set(set_name, r.images, r.labels)
@@ -121,7 +123,7 @@ def typo_image_set(name: str, n: int, *, seed: int) -> ImageSet:
 def text_image_set(n: int, *, seed: int, words: Sequence[str], size: int) -> ImageSet:
     """The text concept for any model: `n` images of the words on plain/cluttered backgrounds."""
     r = render_text(n, seed=seed, words=tuple(words), size=size)
-    return rendered_image_set(f"typo:text#seed={seed}&size={size}", r.images)
+    return rendered_image_set(image_set_name("typo", "text", seed, size=size), r.images)
 
 
 def attack_from_dir(

@@ -66,7 +66,7 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
     """
     from ingest import zoo
-    from ingest.cla.attribute import attribute
+    from ingest.cla.attribution import attribute
     from ingest.pipeline import ingest_prepared, prepare, provenance_key
 
     if len(text_set) != len(plain_set) or len(text_set) == 0:

@@ -23,25 +23,34 @@ So that `circuits prune-plan --against text --keep CLASSES` finds the evidence, 
 recorded as an example image set of the concept `text` (its images are images with text on them)
 and each clean class set as one of its class's concept.
 
-`typo_target(...)` builds the Typographic-synth target for typo-mini; `ingest.defence.clip` builds
-one for a zero-shot CLIP classifier.
+`typo_target(...)` (`ingest.defence.target`, re-exported here) builds the Typographic-synth
+target for typo-mini; `ingest.defence.clip` builds one for a zero-shot CLIP classifier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from catalog import store
 from catalog.engine import Catalog
-from catalog.errors import CircuitsError
 from ingest.defence.report import DefenceReport, DefenceRow, recommend
-from ingest.images import ImageSet
+from ingest.defence.target import (  # noqa: F401 (re-exported: callers import them from here)
+    CONCEPT_SEED_OFFSET,
+    HOLDOUT_SEEDS,
+    SEARCH_SEED_OFFSET,
+    TEXT_SETS,
+    DefenceTarget,
+    DefendError,
+    check_typo_model,
+    typo_target,
+)
 
 __all__ = [
     "DEFAULT_KS",
+    "HOLDOUT_SEEDS",
     "TEXT_CONCEPT",
     "DefenceReport",
     "DefenceRow",
@@ -56,16 +65,8 @@ __all__ = [
 
 TEXT_CONCEPT = "text"
 DEFAULT_KS: tuple[int | tuple[int, ...], ...] = (1, 2, 3)  # DefendConfig.ks: the k tried without --k
-SEARCH_SEED_OFFSET = 1000  # the k search measures on images of seed + this, never on the reported ones
-CONCEPT_SEED_OFFSET = 500  # the contrast concept's images: seed + this (neither reported nor searched)
-HOLDOUT_SEEDS = (21, 31, 41)  # typo-mini's default held-out attack images (README table)
-TEXT_SETS = ("contrast", "typo:text:names", "typo:text")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class DefendError(CircuitsError):
-    """A defence run cannot be carried out as asked."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class DefendConfig:
     beam: int = 4  # circuits the search keeps per size
     batch_size: int = 64
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads, set for the process; None leaves them alone (the CLI sets them)
 
     def validate(self) -> None:
         """Raises DefendError on an empty or non-positive k list, unknown kinds or a bad budget."""
@@ -104,131 +106,12 @@ class DefendConfig:
             raise DefendError(f"--target-cut must be at least 1, got {self.target_cut}")
         if self.n_baselines < 1:
             raise DefendError(f"--baselines must be at least 1, got {self.n_baselines}")
+        if self.threads is not None and self.threads < 1:
+            raise DefendError(f"--threads must be at least 1, got {self.threads}")
 
     @property
     def baseline_seeds(self) -> tuple[int, ...]:
         return tuple(range(self.baseline_seed, self.baseline_seed + self.n_baselines))
-
-
-@dataclass(frozen=True)
-class DefenceTarget:
-    """The images (and, for zero-shot models, the classifier) a defence run uses.
-
-    Attributes:
-        text_set: the text concept's images, for CLA.
-        attack_set: attack images recording the written class per image (`AttackImageSet`).
-        clean_sets: class name -> clean images of that class (labelled).
-        model_cache: models `ablate` should use instead of loading from the zoo (a zero-shot
-            classifier), keyed `(model name, weights, layers)`.
-        force: evaluate again even when the same evaluation is stored (a zero-shot classifier's
-            class embeddings are not part of the stored weights identity).
-        search_attack, search_clean: the images the per-layer k search measures on (other images
-            than the reported ones); None: the reported ones.
-        plain_set: the text images without their text, in the same order: the text circuit is
-            then a contrast run (`ingest.defence.contrast`); None: plain CLA on `text_set`.
-        holdout: (seed, attack set, clean sets) per held-out seed, to measure the recommended
-            circuit on images nothing was chosen on.
-    """
-
-    text_set: ImageSet
-    attack_set: ImageSet
-    clean_sets: dict[str, ImageSet]
-    model_cache: dict = field(default_factory=dict)
-    force: bool = False
-    search_attack: ImageSet | None = None
-    search_clean: ImageSet | None = None
-    plain_set: ImageSet | None = None
-    holdout: tuple[tuple[int, ImageSet, tuple[ImageSet, ...]], ...] = ()
-
-
-def typo_target(
-    *,
-    n_text: int = 192,
-    n_attack: int = 240,
-    n_clean_per_class: int = 20,
-    seed: int = 1,
-    classes: Sequence[str] | None = None,
-    text: str = "contrast",
-    search_scale: int = 3,
-    holdout_seeds: Sequence[int] = (),
-) -> DefenceTarget:
-    """The Typographic-synth target for typo-mini.
-
-    Args:
-        text: the text concept: `contrast` (class names written on CatFish-synth images,
-            `typo:attack`, against the same images without them, `typo:clean`, of seed
-            `seed + CONCEPT_SEED_OFFSET`), `typo:text:names` (the class names alone on plain or
-            cluttered backgrounds) or `typo:text` (also other words).
-        classes: the clean classes to keep (default all twelve).
-        seed: the seed of the reported attack and clean images (the training run draws its
-            images from other, derived seeds).
-        search_scale: the k search measures on this many times the reported number of attack
-            images (and twice the clean ones), of seed `seed + SEARCH_SEED_OFFSET`: on 240 images
-            a search picks k that are lucky on them (measured).
-        holdout_seeds: seeds of further attack and clean images (as many as the reported ones) to
-            measure the recommended circuit on; they must differ from the others.
-
-    Raises:
-        UnknownClass: a class that is not a Typographic-synth class.
-        DefendError: an unknown text concept, or a held-out seed that the run already uses.
-    """
-    from ingest.datasets.catfish import CLASS_NAMES
-    from ingest.datasets.typo_sets import check_classes, typo_image_set
-
-    keep = tuple(CLASS_NAMES) if classes is None else check_classes(classes, CLASS_NAMES)
-    if text not in TEXT_SETS:
-        raise DefendError(f"the text concept is one of {', '.join(TEXT_SETS)}, not {text!r}")
-    search_seed, concept_seed = seed + SEARCH_SEED_OFFSET, seed + CONCEPT_SEED_OFFSET
-    used = {seed, search_seed} | ({concept_seed} if text == "contrast" else set())
-    clash = sorted(used & set(holdout_seeds))
-    if clash or len(set(holdout_seeds)) != len(holdout_seeds):
-        raise DefendError(
-            f"held-out seed {clash[0] if clash else 'repeated'}: held-out images must be other images "
-            f"than the reported ({seed}), searched ({search_seed}) and concept ({concept_seed}) ones"
-        )
-    if search_scale < 1:
-        raise DefendError(f"search_scale must be at least 1, got {search_scale}")
-    if text == "contrast":
-        text_set = typo_image_set("typo:attack", n_text, seed=concept_seed)
-        plain_set = typo_image_set("typo:clean", n_text, seed=concept_seed)  # the same images, no text
-    else:
-        text_set, plain_set = typo_image_set(text, n_text, seed=seed), None
-    n_clean = n_clean_per_class * len(keep)
-    return DefenceTarget(
-        text_set=text_set,
-        attack_set=typo_image_set("typo:attack", n_attack, seed=seed),
-        clean_sets={c: typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=seed) for c in keep},
-        search_attack=typo_image_set("typo:attack", search_scale * n_attack, seed=search_seed),
-        search_clean=typo_image_set("typo:clean", 2 * n_clean, seed=search_seed),
-        plain_set=plain_set,
-        holdout=tuple(
-            (
-                s,
-                typo_image_set("typo:attack", n_attack, seed=s),
-                tuple(typo_image_set(f"typo:clean:{c}", n_clean_per_class, seed=s) for c in keep),
-            )
-            for s in holdout_seeds
-        ),
-    )
-
-
-def check_typo_model(model: str) -> None:
-    """Refuse a model that is not a Typographic-synth classifier (its classes must be CLASS_NAMES).
-
-    Raises:
-        DefendError: the model has other classes, or none (an image tower needs --classes).
-    """
-    from ingest import zoo
-    from ingest.datasets.catfish import CLASS_NAMES
-
-    spec = zoo.get_spec(model)
-    if spec.labels is None:
-        raise DefendError(f"{model} has no classifier head: use it zero-shot with --classes a,b,c and --images DIR")
-    if tuple(spec.labels) != tuple(CLASS_NAMES):
-        raise DefendError(
-            f"{model} does not classify Typographic-synth classes: use typo-mini, or --classes "
-            "and --images for a zero-shot image tower"
-        )
 
 
 def _check_target(target: DefenceTarget) -> None:
@@ -244,7 +127,7 @@ def _check_target(target: DefenceTarget) -> None:
 
 def _register_sets(cat: Catalog, target: DefenceTarget) -> None:
     """Record the attack set under `text` and each clean set under its class (for prune-plan)."""
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:  # a short transaction; the file is let go afterwards
         pairs = [(TEXT_CONCEPT, target.attack_set), *target.clean_sets.items()]
         for concept, image_set in pairs:
             cid = store.ensure_concept(s, concept)
@@ -256,11 +139,18 @@ def defend(
 ) -> DefenceReport:
     """Discover the text circuit, sweep k and pruning kinds, measure, store, recommend.
 
+    Like `ingest.pipeline.ingest`, the catalog is held only to read and to write: every
+    computation (CLA, the search, each evaluation) runs with the DuckDB file let go, and every
+    result is written in its own short transaction (`Catalog.writing`), so other processes can
+    read the catalog (`circuits sql`) during a run.
+
     Args:
         cat: an open, writable catalog.
         config: what to sweep.
         target: the images (and, for zero-shot models, the classifier).
-        progress: optional callback (stage, done, total).
+        progress: optional callback (stage, done, total); the stages are `text circuit`,
+            the ingest's own (`attribution`, `thumbnails`, `writing`), `searching per-layer k`,
+            `pruning` (one step per pruned circuit and kind) and `held-out images`.
 
     Returns:
         A `DefenceReport`: one row per pruned circuit, the recommendation and why.
@@ -269,31 +159,32 @@ def defend(
         DefendError, AttackLabelsMissing: bad settings or images, before anything is stored.
         IngestError, UnknownModel, WeightsError: from the pipeline (see `ingest.pipeline.ingest`).
     """
+    from ingest import zoo
     from ingest.defence.contrast import contrast_ingest
     from ingest.defence.measure import measure_attack, measure_clean, measure_holdout
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig, ingest_concept
 
     config.validate()
     _check_target(target)
+    if config.threads is not None:
+        from ingest.threads import configure
+
+        configure(config.threads)
+    cat.release()  # a caller's earlier reads must not keep the file held through the loading and computing
+    model = zoo.load_model(config.model, weights=config.weights, layers=config.layers)  # once, for every k
+    target.model_cache.setdefault((config.model, config.weights, tuple(model.layers)), model)
     report = progress or (lambda *_: None)
     circuits: list[tuple[int, tuple[int, ...], int]] = []  # (circuit id, k per layer, n layers)
     ks = list(dict.fromkeys(config.ks))
     steps: tuple = ()
     run_id, i = -1, 0
     while i < len(ks):
-        report(f"text circuit k={ks[i]}", i, len(ks))
-        ingest_config = IngestConfig(
-            model=config.model,
-            concept=TEXT_CONCEPT,
-            layers=config.layers,
-            k=ks[i],
-            weights=config.weights,
-            device=config.device,
-        )
+        report("text circuit", i, len(ks))
+        ingest_config = IngestConfig(model=model, concept=TEXT_CONCEPT, k=ks[i], device=config.device)
         if target.plain_set is not None:
-            res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set)
+            res = contrast_ingest(cat, ingest_config, target.text_set, target.plain_set, progress=progress)
         else:
-            res = ingest(cat, ingest_config, target.text_set)
+            res = ingest_concept(cat, ingest_config, target.text_set, progress=progress)
         run_id = res.run_id
         circuits.append((res.circuit_id, tuple(len(c) for c in res.channels), len(res.channels)))
         if i == 0 and config.search:
@@ -302,6 +193,7 @@ def defend(
             if best is not None and best.k not in {tuple(c[1]) for c in circuits} and best.k not in ks:
                 ks.append(best.k)
         i += 1
+    report("text circuit", len(ks), len(ks))
     _register_sets(cat, target)
 
     jobs = [
@@ -311,11 +203,20 @@ def defend(
         for pair in ([None] if kind == "circuit" else range(n_layers - 1))
     ]
     rows = []
-    for j, (cid, k_layers, kind, pair) in enumerate(jobs):
-        report(f"pruning circuit {cid} ({kind}{'' if pair is None else f' pair {pair}'})", j, len(jobs))
+    # one progress step per evaluation: each random circuit on the attack images, each clean class
+    per_job, done = len(config.baseline_seeds) + len(target.clean_sets), [0]
+
+    def step() -> None:
+        done[0] += 1
+        report("pruning", done[0], per_job * len(jobs))
+
+    report("pruning", 0, per_job * len(jobs))
+    for cid, k_layers, kind, pair in jobs:
         common = _common(config, target, kind, pair)
-        att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, **common)
-        clean, clean_ids = measure_clean(cat, cid, target.clean_sets, baseline_seed=config.baseline_seed, **common)
+        att = measure_attack(cat, cid, target.attack_set, baseline_seeds=config.baseline_seeds, step=step, **common)
+        clean, clean_ids = measure_clean(
+            cat, cid, target.clean_sets, baseline_seed=config.baseline_seed, step=step, **common
+        )
         rows.append(
             DefenceRow(
                 circuit_id=cid,
@@ -338,7 +239,7 @@ def defend(
     best, meets, reason = recommend(rows, config.budget, config.target_cut)
     holdout: list = []
     if best is not None and target.holdout:
-        report("held-out images", len(jobs), len(jobs) + 1)
+        report("held-out images", 0, 1)
         holdout = measure_holdout(
             cat,
             best.circuit_id,
@@ -346,7 +247,7 @@ def defend(
             baseline_seeds=config.baseline_seeds,
             **_common(config, target, best.kind, best.pair),
         )
-    report("done", len(jobs), len(jobs))
+        report("held-out images", 1, 1)
     return DefenceReport(
         config.model,
         run_id,
@@ -371,6 +272,7 @@ def _common(config: DefendConfig, target: DefenceTarget, kind: str, pair: int | 
         device=config.device,
         model_cache=target.model_cache,
         force=target.force,
+        threads=config.threads,
     )
 
 
@@ -383,6 +285,7 @@ def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: i
     with cat.session() as s:
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
+    cat.release()  # the search evaluates many circuits: hold nothing meanwhile
     key = (config.model, config.weights, tuple(run.layer_names))
     loaded = target.model_cache.get(key)
     if loaded is None:

@@ -10,7 +10,7 @@ circuits of the same shape, with their standard deviation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,17 +87,28 @@ class HoldoutRow:
 
 
 def measure_attack(
-    cat: Catalog, circuit_id: int, attack_set: ImageSet, *, baseline_seeds: Sequence[int], **common
+    cat: Catalog,
+    circuit_id: int,
+    attack_set: ImageSet,
+    *,
+    baseline_seeds: Sequence[int],
+    step: Callable[[], None] | None = None,
+    **common,
 ) -> AttackMeasure:
     """Prune the circuit on the attack images beside one random circuit per seed (all stored).
 
     Args:
+        step: called after each evaluation (one per baseline seed), for progress reports.
         common: `ingest.ablation.ablate` keyword arguments (kind, pair, weights, device, …), no
             `baseline_seed`.
     """
     from ingest.ablation import ablate
 
-    results = [ablate(cat, circuit_id, attack_set, baseline_seed=s, **common) for s in baseline_seeds]
+    results = []
+    for s in baseline_seeds:
+        results.append(ablate(cat, circuit_id, attack_set, baseline_seed=s, **common))
+        if step is not None:
+            step()
     first = results[0]
     return AttackMeasure(
         attack_success_clean=first.clean["attack_success"],
@@ -111,14 +122,23 @@ def measure_attack(
 
 
 def measure_clean(
-    cat: Catalog, circuit_id: int, clean_sets: Mapping[str, ImageSet] | Sequence[ImageSet], **common
+    cat: Catalog,
+    circuit_id: int,
+    clean_sets: Mapping[str, ImageSet] | Sequence[ImageSet],
+    *,
+    step: Callable[[], None] | None = None,
+    **common,
 ) -> tuple[dict[str, float], tuple[int, ...]]:
     """Image-weighted mean clean accuracy over the sets: {"clean", "intervened", "baseline"} and the
-    intervention ids (one per set)."""
+    intervention ids (one per set); `step` is called after each set's evaluation."""
     from ingest.ablation import ablate
 
     sets = list(clean_sets.values()) if isinstance(clean_sets, Mapping) else list(clean_sets)
-    results = [ablate(cat, circuit_id, s, **common) for s in sets]
+    results = []
+    for image_set in sets:
+        results.append(ablate(cat, circuit_id, image_set, **common))
+        if step is not None:
+            step()
     n = np.array([r.n_images for r in results], dtype=float)
     means = {
         which: float(np.dot(n, [getattr(r, which)["accuracy"] for r in results]) / n.sum())

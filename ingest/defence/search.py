@@ -108,9 +108,7 @@ def search_k(
         return []
     steps, frontier, seen = [start], [start], {start.k}
     for n in range(sum(widths)):
-        if progress is not None:
-            progress("searching per-layer k", n, n + 1)
-        tried = []
+        candidates = []
         for node in frontier:
             for i in range(len(widths)):
                 ks = list(node.k)
@@ -118,9 +116,14 @@ def search_k(
                 if ks[i] > widths[i] or tuple(ks) in seen or not small_enough(ks):
                     continue
                 seen.add(tuple(ks))
-                step = measure(ks)
-                if fits(step):
-                    tried.append(step)
+                candidates.append(ks)
+        tried = []
+        for j, ks in enumerate(candidates):  # progress per measured circuit: a step can take minutes
+            if progress is not None:
+                progress(f"searching per-layer k, step {n + 1}", j, len(candidates))
+            step = measure(ks)
+            if fits(step):
+                tried.append(step)
         if not tried:
             break
         frontier = sorted(tried, key=lambda s: (s.attack_success, s.written_prob, s.edge_fraction))[: max(beam, 1)]

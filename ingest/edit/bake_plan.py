@@ -357,7 +357,7 @@ def require_circuit_kind(mask: Mask) -> None:
         assert mask.edge is not None, "Mask.__post_init__ requires an edge for an edge mask"
         raise NotBakeable(
             f"an {mask.kind} mask cannot be baked into weights: edge pruning recomputes {mask.edge.dst} "
-            "from a second forward pass; apply it with hooks (ingest.edit.mask_apply.apply_mask) instead"
+            "from a second forward pass (`circuits apply` writes a program that carries the mask instead)"
         )
 
 
@@ -405,7 +405,7 @@ def plan_bake(model: nn.Module, mask: Mask) -> BakePlan:
         except NotExact as exc:
             raise NotBakeable(
                 f"cannot bake {path} exactly: zeroing its own weights fails ({producer_error}); making its "
-                f"readers ignore it fails ({exc}). Use the hooks (apply_mask) for this mask instead"
+                f"readers ignore it fails ({exc}); `circuits apply` writes a program that carries the mask instead"
             ) from None
     return BakePlan(tuple(dict.fromkeys(edits)), routes)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +32,18 @@ from ingest.cla.heads import HeadSpecError, is_head_layer, module_path, read_hea
 from ingest.edit.bake_plan import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
 from ingest.edit.prune import prune_circuit, prune_edges
 from ingest.hooks import channel_dim, scoped_hooks
+from ingest.zoo.preprocessing import Preprocessing
 
 __all__ = [
     "BakedFile",
     "MaskError",
     "NotBakeable",
     "apply_mask",
+    "bake_loaded",
     "bake_mask",
     "bake_to_file",
     "check",
+    "load_for_mask",
     "plan_bake",
     "verify_bake",
 ]
@@ -253,27 +256,21 @@ def bake_to_file(
         NotBakeable: an edge mask or a module that cannot be baked exactly.
         ZooError: the model or weights cannot be loaded.
     """
-    from ingest import zoo
-
     out = Path(out)
-    for src, what in ((weights, "--weights"), (mask_path, "--mask")):
-        if src is not None and _same_path(out, Path(src)):
-            raise MaskError(f"-o {out} is the {what} file of this command: write the pruned weights to another file")
-    if out.suffix.lower() not in (".pt", ".pth", ".bin", ".safetensors"):
-        raise MaskError(f"-o {out}: name the weights file *.pt, *.pth, *.bin or *.safetensors")
-    if not out.parent.is_dir():
-        raise MaskError(f"-o {out}: folder {out.parent} does not exist (create it first)")
-    mask = read_mask(mask_path)
-    if mask.model.name != model_name:
-        raise MaskError(f"mask {mask_path} was made for model {mask.model.name!r}, not {model_name!r}")
-    require_circuit_kind(mask)  # before loading a model for nothing
-    try:
-        loaded = zoo.load_model(model_name, weights=weights, layers=list(mask.modules))
-    except zoo.UnknownLayer as exc:
-        raise MaskError(f"mask {mask_path} does not fit {model_name}: {exc}") from None
-    model = loaded.module.cpu().eval()
-    example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
-    check(model, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example)
+    _check_out(out, (".pt", ".pth", ".bin", ".safetensors"), mask_path=mask_path, weights=weights)
+    loaded, mask, example = load_for_mask(model_name, mask_path, weights=weights, check_batch=check_batch)
+    return bake_loaded(loaded, mask, example, out)
+
+
+def bake_loaded(loaded, mask: Mask, example: torch.Tensor, out: Path) -> BakedFile:
+    """`bake_to_file` for a model and mask already loaded and checked (`load_for_mask`).
+
+    Raises:
+        NotBakeable: an edge mask or a module that cannot be baked exactly (nothing is written).
+    """
+    require_circuit_kind(mask)
+    model = loaded.module
+    model_name = loaded.spec.name
     plan = plan_bake(model, mask)
     state = bake_mask(model, mask, verify=False, plan=plan)
     diff = verify_bake(model, mask, state, example)
@@ -287,6 +284,72 @@ def bake_to_file(
         else:
             torch.save(state, tmp)
     return BakedFile(out, loaded.spec.name, loaded.weights_source, mask, plan, diff)
+
+
+def _check_out(out: Path, suffixes: tuple[str, ...], *, mask_path, weights) -> None:
+    for src, what in ((weights, "--weights"), (mask_path, "--mask")):
+        if src is not None and _same_path(out, Path(src)):
+            raise MaskError(f"-o {out} is the {what} file of this command: write the pruned model to another file")
+    if out.suffix.lower() not in suffixes:
+        raise MaskError(f"-o {out}: name the file {', '.join('*' + s for s in suffixes)}")
+    if not out.parent.is_dir():
+        raise MaskError(f"-o {out}: folder {out.parent} does not exist (create it first)")
+
+
+def load_for_mask(
+    model_name: str,
+    mask_path: str | Path,
+    *,
+    weights=None,
+    check_batch: int = 2,
+    images: Callable[[Mask, Preprocessing], torch.Tensor | None] | None = None,
+):
+    """Read a mask file, load the zoo model it was made for and check that they fit.
+
+    Args:
+        images: given the mask and the model's preprocessing, the check batch (e.g. the images of
+            the run the mask came from), or None for a random batch of the model's input shape.
+
+    Returns:
+        (the `LoadedModel` in eval mode on the CPU, the mask, the check batch).
+
+    Raises:
+        MaskError: unreadable mask, or one made for another model, weights or layout.
+        ZooError: the model or weights cannot be loaded.
+    """
+    from ingest import zoo
+
+    mask = read_mask(mask_path)
+    if mask.model.name != model_name:
+        raise MaskError(f"mask {mask_path} was made for model {mask.model.name!r}, not {model_name!r}")
+    try:
+        loaded = zoo.load_model(model_name, weights=weights, layers=list(mask.modules))
+    except zoo.UnknownLayer as exc:
+        raise MaskError(f"mask {mask_path} does not fit {model_name}: {exc}") from None
+    loaded.module.cpu().eval()
+    example = images(mask, loaded.spec.pp) if images is not None else None
+    if example is None:
+        example = loaded.spec.pp.example(check_batch)  # (B, C, S, S); S = 224 for keep-size models
+    from ingest.user_code import forward_time_limit, user_model_error
+
+    try:
+        with forward_time_limit(f"the model's forward pass on {len(example)} images"):
+            check(
+                loaded.module, mask, model_name=loaded.spec.name, weights_sha256=loaded.weights_sha256, example=example
+            )
+            with torch.no_grad():
+                out = loaded.module(example)
+    except Exception as exc:
+        err = user_model_error(exc, "its forward pass on the check images (before anything was written)")
+        if err is None:
+            raise
+        raise err from exc
+    if not isinstance(out, torch.Tensor):
+        raise MaskError(
+            f"{model_name} returns a {type(out).__name__} from its forward, not a tensor: a pruned copy is checked "
+            "against the hooked model output by output, so the model must return one tensor"
+        )
+    return loaded, mask, example
 
 
 def _same_path(a: Path, b: Path) -> bool:

@@ -10,6 +10,10 @@
       seed: 0                    # their seed (default 0)
 
 Relative `images`, `weights` and `path/file.py:factory` models are relative to the job file.
+
+YAML anchors and aliases (`<<: *defaults`) work, but a file is refused when its aliases would
+expand to more than `MAX_NODES` values (a "billion laughs" file is a few hundred bytes) or when it
+is larger than `MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from catalog.errors import CircuitsError
+from catalog.sizes import BadK, parse_k
 
-__all__ = ["Job", "JobFileError", "load_jobs"]
+__all__ = ["MAX_FILE_BYTES", "MAX_NODES", "Job", "JobFileError", "load_jobs"]
+
+MAX_NODES = 100_000  # values after alias expansion: thousands of jobs, never a bomb
+MAX_FILE_BYTES = 10 << 20
 
 
 class JobFileError(CircuitsError):
@@ -71,7 +79,9 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+            raise JobFileError(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB: a job file is a short YAML list")
+        data = _safe_load_bounded(path.read_text(), path)
     except FileNotFoundError:
         raise JobFileError(f"no job file {path}: write a YAML list of {{model, concept, dataset|images, k}}") from None
     except yaml.YAMLError as exc:
@@ -83,6 +93,46 @@ def load_jobs(path: str | os.PathLike[str]) -> list[Job]:
     if not isinstance(data, list) or not data:
         raise JobFileError(f"{path} holds no jobs: write a YAML list of {{model, concept, dataset|images, k}}")
     return [_job(entry, i + 1, path) for i, entry in enumerate(data)]
+
+
+def _safe_load_bounded(text: str, path: Path) -> Any:
+    """`yaml.safe_load`, refusing a document whose aliases expand to more than `MAX_NODES` values.
+
+    The node graph is composed first (aliases share nodes, so this is cheap) and its expanded
+    size counted with one memo per node, before any Python object is built.
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        memo: dict[int, int] = {}
+
+        def size(n: Any, depth: int = 0) -> int:
+            if id(n) in memo:
+                return memo[id(n)]
+            if depth > 200:  # deeper than any job file: count it as too big
+                return MAX_NODES + 1
+            memo[id(n)] = MAX_NODES + 1  # a cycle (a recursive alias) is too big too
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(c, depth + 1) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+            else:
+                total = 1
+            memo[id(n)] = total = min(total, MAX_NODES + 1)
+            return total
+
+        if size(node) > MAX_NODES:
+            raise JobFileError(
+                f"{path}: its YAML aliases expand to more than {MAX_NODES:,} values (an alias bomb?): "
+                "write the jobs out, or use fewer nested aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _job(entry: Any, number: int, path: Path) -> Job:
@@ -98,9 +148,10 @@ def _job(entry: Any, number: int, path: Path) -> Job:
     if (entry.get("images") is None) == (entry.get("dataset") is None):
         raise JobFileError(f"{where} needs exactly one of images: DIR or dataset: catfish:NAME")
     values = dict(entry)
+
     values["model"], values["concept"] = str(values["model"]), str(values["concept"])
     try:
-        values["k"] = _k(values.get("k", 5))
+        values["k"] = parse_k(values.get("k", 5))
         if values.get("layers") is not None:
             layers = values["layers"]
             layers = layers.split(",") if isinstance(layers, str) else list(layers)
@@ -108,8 +159,8 @@ def _job(entry: Any, number: int, path: Path) -> Job:
         for key in ("n", "seed", "batch_size"):
             if key in values:
                 values[key] = int(values[key])
-    except (TypeError, ValueError) as exc:
-        raise JobFileError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, BadK) as exc:  # a parameter here is a field: `k=` reads as k
+        raise JobFileError(f"{where}: {str(exc).replace('`k=`', 'k')}") from None
     base = path.resolve().parent
     if values.get("images") is not None:
         values["images"] = str(base / Path(str(values["images"])).expanduser())
@@ -119,16 +170,3 @@ def _job(entry: Any, number: int, path: Path) -> Job:
     if sep and file.endswith(".py"):
         values["model"] = f"{base / Path(file).expanduser()}:{factory}"
     return Job(**values)
-
-
-def _k(value: Any) -> int | tuple[int, ...]:
-    if isinstance(value, bool):
-        raise ValueError(f"k must be an integer or a list of them, not {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        value = value.split(",")
-    ks = tuple(int(v) for v in value)
-    if not ks:
-        raise ValueError("k is empty: give an integer or one per layer")
-    return ks[0] if len(ks) == 1 else ks

@@ -17,7 +17,6 @@ missing. A failed job is retried (`retries` more times) unless its input is wron
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 
 from catalog.engine import open_catalog
 from catalog.errors import CatalogLocked, CircuitsError
+from ingest.fanout.executors import wants_gpu
 from ingest.fanout.jobs import Job
 
 __all__ = ["JobOutcome", "ManyReport", "WorkResult", "ingest_many", "run_job"]
@@ -38,25 +38,22 @@ class WorkResult:
     """What a worker sends back for one job (picklable).
 
     Attributes:
-        status: "stored", "reused" or "skipped" (done); "computed" (a run for the driver to
-            write); "refine" (a stored run lacks this k: the driver makes the circuit); "failed".
+        status: "stored", "reused" or "skipped" (done); "pending" (the model half is done: the
+            driver records `outcome`); "failed".
         run_id, circuit_id: the stored run and circuit, when done.
-        computed: the `ingest.writer.ComputedRun` (status "computed").
+        outcome: the `ingest.pipeline.Outcome` for the driver's `ingest.pipeline.record`.
         failure: the failed run row to record (`ingest.writer.RunFailure`), when the worker did not.
         error: one line, when failed.
         retryable: whether running the job again may succeed (not for bad input).
-        ks, max_sweeps: the circuit to make (status "refine").
     """
 
     status: str
     run_id: int | None = None
     circuit_id: int | None = None
-    computed: Any = None
+    outcome: Any = None
     failure: Any = None
     error: str | None = None
     retryable: bool = True
-    ks: tuple[int, ...] = ()
-    max_sweeps: int = 50
 
 
 @dataclass(frozen=True)
@@ -89,17 +86,20 @@ class ManyReport:
 def run_job(job: Job, db: str, writer: str) -> WorkResult:
     """Run one job in a worker (module-level, so Ray can ship it); never raises.
 
+    The job takes the path every ingest takes (`ingest.pipeline.ingest_prepared`): with
+    WRITE_IN_WORKERS both halves run here; with WRITE_HERE the model half runs here on a read-only
+    catalog and the driver runs `ingest.pipeline.record` on the returned outcome.
+
     Args:
         job: what to ingest.
         db: the catalog (path or URL) as the driver opened it.
         writer: WRITE_IN_WORKERS (write the run here) or WRITE_HERE (read only; send it back).
     """
-    from ingest.pipeline import ComputeFailed, IngestConfig, compute, prepare, resolve_images, reuse, stored_circuit
-    from ingest.writer import record_failure, store_computed
+    from ingest.image_sets import resolve_images
+    from ingest.pipeline import ComputeFailed, IngestConfig, find_or_compute, prepare, record
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        image_set = resolve_images(job.images, job.dataset, n=job.n, seed=job.seed)
+        image_set = resolve_images(images=job.images, dataset=job.dataset, n=job.n, seed=job.seed)
         config = IngestConfig(
             model=job.model,
             concept=job.concept,
@@ -111,33 +111,23 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
         )
         t0 = time.perf_counter()
         prepared = prepare(config, image_set)
-        if writer == WRITE_IN_WORKERS:
-            cat = open_catalog(db)
-            found = stored_circuit(cat, prepared)
-        else:  # read, then let go of the file at once: the driver writes to it
-            reader = open_catalog(db, read_only=True, wait=None)
-            try:
-                found = stored_circuit(reader, prepared)
-            finally:
-                reader.close()
-        if found is not None and found[1] is not None:
-            return WorkResult("skipped", found[0], found[1])
-        if found is not None:
-            if writer == WRITE_HERE:
-                return WorkResult("refine", found[0], ks=tuple(prepared.ks), max_sweeps=config.max_sweeps)
-            done = reuse(cat, prepared, found[0], None, t0)
-            return WorkResult("reused", done.run_id, done.circuit_id)
+        # The two halves of `ingest.pipeline.ingest_prepared`; a failure is not recorded here but
+        # by the driver, once per job after its last try (retries do not add `failed` rows).
+        reader = open_catalog(db) if writer == WRITE_IN_WORKERS else open_catalog(db, read_only=True, wait=None)
         try:
-            computed = compute(prepared, t0=t0)
+            outcome = find_or_compute(reader, prepared, t0=t0)
         except ComputeFailed as failed:
-            if writer == WRITE_IN_WORKERS:
-                record_failure(cat, failed.failure)
-                return WorkResult("failed", error=failed.failure.error)
-            return WorkResult("failed", failure=failed.failure, error=failed.failure.error)
-        if writer == WRITE_HERE:
-            return WorkResult("computed", computed=computed)
-        run_id, circuit_id, reused, _ = store_computed(cat, computed)
-        return WorkResult("reused" if reused else "stored", run_id, circuit_id)
+            # a CircuitsError (bad layer, bad k) fails the same way every time: not retried
+            cause = failed.__cause__
+            retryable = not isinstance(cause, CircuitsError) or isinstance(cause, CatalogLocked)
+            return WorkResult("failed", failure=failed.failure, error=failed.failure.error, retryable=retryable)
+        finally:
+            if writer == WRITE_HERE:
+                reader.close()  # let go at once: the driver writes
+        if writer == WRITE_IN_WORKERS:
+            done = record(reader, outcome)
+            return WorkResult(done.status, done.run_id, done.circuit_id)
+        return WorkResult("pending", outcome=outcome)
     except CircuitsError as exc:  # bad input: running it again will not help (a lock might)
         return WorkResult("failed", error=f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, CatalogLocked))
     except Exception as exc:
@@ -179,18 +169,19 @@ def ingest_many(
     while pending or running:
         while pending and len(running) < max(1, executor.workers):
             i, attempt = pending.popleft()
-            running[executor.submit(run_job, jobs[i], url, writer)] = (i, attempt)
+            handle = executor.submit(run_job, jobs[i], url, writer, gpu=wants_gpu(jobs[i].device))
+            running[handle] = (i, attempt)
         handle, result = executor.wait_one(list(running))
         i, attempt = running.pop(handle)
         if not isinstance(result, WorkResult):  # the worker itself died
             result = WorkResult("failed", error=f"worker lost: {str(result).splitlines()[0]}")
         result = _finish_here(cat, result) if writer == WRITE_HERE else result
         if result.status == "failed":
-            if result.failure is not None:
-                record_failure(cat, result.failure)
             if result.retryable and attempt <= retries:
                 pending.append((i, attempt + 1))
                 continue
+            if result.failure is not None:  # once per job, after its last try
+                record_failure(cat, result.failure)
         outcomes[i] = JobOutcome(jobs[i], result.status, result.run_id, result.circuit_id, attempt, result.error)
         if progress is not None:
             progress(len(outcomes), len(jobs), outcomes[i])
@@ -202,28 +193,15 @@ def ingest_many(
 
 
 def _finish_here(cat: Any, result: WorkResult) -> WorkResult:
-    """The driver's part with a DuckDB catalog: write a computed run, or make a missing circuit."""
-    from ingest.cla.search import find_circuit
-    from ingest.writer import add_circuit_once, store_computed
+    """The driver's part with a DuckDB catalog: the catalog half of the job's ingest."""
+    from ingest.pipeline import record
 
+    if result.status != "pending":
+        return result
     try:
-        if result.status == "computed":
-            run_id, circuit_id, reused, _ = store_computed(cat, result.computed)
-            return WorkResult("reused" if reused else "stored", run_id, circuit_id)
-        if result.status == "refine":
-            from catalog import store
-
-            refine_id = result.run_id
-            assert refine_id is not None, "a refine result names the run to refine"
-            with cat.session() as s:
-                matrices = store.read_run_matrices(s, refine_id)
-            cat.release()
-            circuit = find_circuit(matrices, list(result.ks), max_sweeps=result.max_sweeps)
-            with cat.writing() as s:
-                circuit_id, _ = add_circuit_once(s, refine_id, result.ks, circuit)
-            return WorkResult("reused", refine_id, circuit_id)
+        done = record(cat, result.outcome)
     except CircuitsError as exc:
         return WorkResult("failed", error=f"{type(exc).__name__}: {exc}", retryable=isinstance(exc, CatalogLocked))
     except Exception as exc:
         return WorkResult("failed", error=f"{type(exc).__name__}: {exc}")
-    return result
+    return WorkResult(done.status, done.run_id, done.circuit_id)

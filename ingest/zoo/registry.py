@@ -107,7 +107,7 @@ def get_spec(name: str) -> ModelSpec:
     raise UnknownModel(
         f"unknown model {name!r}"
         + (f" (did you mean {close[0]}?)" if close else "")
-        + f": known models are {', '.join(_REGISTRY)}; or give {FACTORY_SYNTAX} with --layers"
+        + f": known models are {', '.join(_REGISTRY)}; or give {FACTORY_SYNTAX} with `layers=`"
     )
 
 
@@ -151,7 +151,9 @@ def load_model(
     source = _load_weights(spec, module, weights)
     chosen = tuple(layers) if layers is not None else spec.layers
     if not chosen:
-        raise ZooError(f"{spec.name} has no default layers: name them with --layers A,B,… (layers=[...])")
+        raise ZooError(
+            f"{spec.name} has no default layers: name them with `layers=` (dotted module names, forward order)"
+        )
     resolve_layers(module, chosen)  # UnknownLayer (close names listed) before any compute
     module = module.to(resolve_device(device)).eval()
     return LoadedModel(
@@ -168,7 +170,7 @@ def _load_weights(spec: ModelSpec, module: nn.Module, weights: str | Path | None
             return f"cache:{path}"
         if spec.weights_file_sha256 is None:
             raise WeightsError(
-                f"--weights imagenet is known for googlenet, resnet50 and efficientnet-lite0, not {spec.name}: "
+                f"`weights=` imagenet is known for googlenet, resnet50 and efficientnet-lite0, not {spec.name}: "
                 "pass a weights file"
             )
         if spec.default_weights is None or not spec.default_weights.is_file():

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ingest.user_code import register_user_code
 from ingest.zoo.preprocessing import Preprocessing
 from ingest.zoo.specs import FACTORY_SYNTAX, ModelLoadError, ModelSpec, UnknownModel
 
@@ -95,6 +96,12 @@ def _import_target(target: str) -> Any:
             raise ModelLoadError(f"cannot import {path} as Python: give a .py file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
+        # As `python file.py` would: the file's folder is importable, so `from mynet import TinyNet`
+        # next to it works. It stays on the path: a model may import lazily, in its forward.
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        register_user_code(path)
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # the user's file failed to import: one line, its own message
@@ -104,9 +111,16 @@ def _import_target(target: str) -> Any:
             ) from exc
         return module
     try:
-        return importlib.import_module(target)
+        module = importlib.import_module(target)
     except ModuleNotFoundError as exc:
         raise ModelLoadError(f"cannot import module {target!r} ({exc}): give {FACTORY_SYNTAX}") from None
+    top = sys.modules[target.split(".")[0]]
+    where = getattr(top, "__file__", None)
+    if where:  # a package's folder, or a top-level module's own file
+        register_user_code(
+            Path(where).parent if Path(where).name == "__init__.py" else where, folder=Path(where).name == "__init__.py"
+        )
+    return module
 
 
 def user_spec(name: str) -> ModelSpec:

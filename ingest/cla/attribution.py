@@ -13,9 +13,13 @@ pair then takes the fastest exact path that applies —
   and MobileNetV2 residual blocks): the last conv is handled for all downstream neurons at once
   and the rest runs as large matmuls, no autograd. A plan is used only after the probe image
   confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
-  and only when it was not clearly slower there than the per-neuron loop;
+  and only when it was not estimated slower than the per-neuron loop on the pair's neurons
+  (`ingest.cla.probe`);
 - the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron or
   batched VJPs (`is_grads_batched`), whichever was faster on the probe image.
+
+The plan is made once per process for a model, its weights, the layers and the input shape
+(`ingest.cla.plan_cache`): a second call with the same ones does not probe again.
 
 `ingest.cla.reference.attribute_reference` is the plain loop of the definition, one autograd call
 per downstream neuron; tests check that both agree.
@@ -35,6 +39,7 @@ from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
 from ingest.cla.plan import matches
+from ingest.cla.plan_cache import cached_plan
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 from ingest.cla.tokens import check_tokens, position_masks
@@ -120,7 +125,7 @@ def attribute(
     dev = resolve_device(device)
     n_images = images.shape[0]
     with prepared(model, dev):
-        info = probe(model, layers, images[:1].to(dev, torch.float32), fast=fast)
+        info = _planned(model, layers, images, dev, fast)
         bsz, chunk_budget = _memory_plan(info, batch_size, n_images, max_memory, batched_vjp)
         plans = list(info.plans)
         tile = CPU_TILE_BYTES if dev.type == "cpu" else None  # GPUs prefer the largest chunks
@@ -165,6 +170,13 @@ def attribute(
                         progress(done, total)
             del leaves, outs
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
+
+
+def _planned(model: nn.Module, layers: Sequence[str], images: torch.Tensor, dev: torch.device, fast: bool) -> Probe:
+    """The probe's plan for these layers and input shape: made on the first image once per process,
+    then reused while the model's weights stay the same (`ingest.cla.plan_cache`)."""
+    key = (tuple(layers), tuple(images.shape[1:]), str(dev), fast)
+    return cached_plan(model, key, lambda: probe(model, layers, images[:1].to(dev, torch.float32), fast=fast))
 
 
 def _forward(
@@ -230,4 +242,4 @@ def describe_paths(
     _check_images(images)
     dev = resolve_device(device)
     with prepared(model, dev):
-        return probe(model, layers, images[:1].to(dev, torch.float32)).notes
+        return _planned(model, layers, images, dev, True).notes

@@ -1,0 +1,42 @@
+"""The first-call tax (issue 18): three `attribute` calls in one process on a resnet50 block pair,
+torch imported first as a notebook does. The first call plans (probe, gradient checks, path
+timings); later ones reuse the plan (`ingest.cla.plan_cache`) while the weights stay the same.
+
+    python bench/bench_first_call.py [--images 2] [--threads 1] [--layers layer3.0,layer3.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch  # first, as in a notebook
+from torchvision.models import resnet50
+
+from ingest.cla.attribution import attribute
+from ingest.cla.plan_cache import plan_cache_info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layers", default="layer3.0,layer3.1")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = resnet50(weights=None).eval()
+    x = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    layers = args.layers.split(",")
+    print(f"resnet50 {' -> '.join(layers)}, {args.images} images 224 px, {args.threads} thread(s)")
+    for i in range(3):
+        t = time.perf_counter()
+        attribute(model, layers, x, device="cpu")
+        info = plan_cache_info()
+        print(f"call {i + 1}: {time.perf_counter() - t:.2f} s (plans made {info['misses']}, reused {info['hits']})")
+    print(f"load {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Neuron media of a stored run, recomputed later: `circuits thumbnails RUN MODEL`.
+
+`load_run_model` loads the model a run was computed with (refusing other or missing weights by
+their sha256) with the preprocessing the run recorded; `recompute_run_thumbnails` reads the run's
+images again (re-rendered for CatFish sets, else from their recorded sources, each checked
+against its sha256) and stores fresh patches, heat-maps and thumbnails (`ingest.thumbnails`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from catalog import media
+from catalog.image_set_names import parse_image_set_name
+from ingest.thumbnails import (
+    Progress,
+    ThumbnailConfig,
+    ThumbnailError,
+    example_thumbnails,
+    neuron_patches,
+    store_thumbnails,
+)
+
+__all__ = ["load_run_model", "recompute_run_thumbnails"]
+
+
+def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.ndarray]:
+    """Read a stored image set again from its recorded sources and check each sha256."""
+    import hashlib
+
+    rendered: dict[tuple[str, int], np.ndarray] = {}
+    images = []
+    for i, (source, sha) in enumerate(zip(sources, sha256s)):
+        m = parse_image_set_name(source)
+        if m.kind == "catfish" and m.seed is not None and m.index is not None and not m.options:
+            from ingest.datasets import catfish
+
+            key = (m.name, m.seed)
+            if key not in rendered:
+                rendered[key] = catfish.render_concept(key[0], len(sources), seed=key[1])
+            pixels = rendered[key][m.index]
+            digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+        else:
+            try:
+                data = open(source, "rb").read()
+            except OSError as exc:
+                raise ThumbnailError(
+                    f"example image {source} cannot be read ({exc.strerror}): thumbnails need the run's "
+                    "images where they were at ingest"
+                ) from exc
+            digest = hashlib.sha256(data).hexdigest()
+            with Image.open(io.BytesIO(data)) as im:
+                pixels = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        if digest != sha:
+            raise ThumbnailError(f"example image {i} ({source}) has changed since the run: its sha256 differs")
+        images.append(pixels)
+    return images
+
+
+def load_run_model(run, model: str, weights: str | None):
+    """The model of a stored run with the preprocessing the run used: (LoadedModel, Preprocessing).
+
+    Raises:
+        ThumbnailError: the run is not complete, or the weights are missing or not the run's
+        (their sha256 differs: a missing file loads random-init weights, which differ too).
+    """
+    from ingest import zoo
+    from ingest.zoo.preprocessing import Preprocessing
+
+    if run.status != "complete":
+        raise ThumbnailError(f"run {run.id} is {run.status}, not complete: ingest it again")
+    loaded = zoo.load_model(model, weights=weights, layers=list(run.layer_names))
+    if loaded.weights_sha256 != run.weights_sha256:
+        raise ThumbnailError(
+            f"run {run.id} was computed with weights {run.weights_sha256[:12]}, but {model} loaded "
+            f"{loaded.weights_sha256[:12]} ({loaded.weights_source}): pass the run's weights with --weights"
+        )
+    stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
+    pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.pp
+    return loaded, pp
+
+
+def recompute_run_thumbnails(
+    cat,
+    run_id: int,
+    model: str,
+    *,
+    weights: str | None = None,
+    device: str = "cpu",
+    config: ThumbnailConfig | None = None,
+    progress: Progress | None = None,
+) -> tuple[int, int]:
+    """Compute and store the thumbnails of a stored run (all neurons of all its circuits).
+
+    Args:
+        cat: an open, writable catalog.
+        run_id: a complete run.
+        model: the model name (as for ingest); its weights must hash to the run's model.
+        weights: local weights file, as for ingest.
+        device: where to run the model.
+        config: how many patches and how large (None: `ThumbnailConfig()`).
+        progress: optional callback (stage, done, total).
+
+    Returns:
+        (patches written, thumbnails written now).
+
+    Raises:
+        NotFound: no such run. ThumbnailError: other weights, or the images cannot be read again.
+    """
+    from catalog import store
+    from ingest import zoo
+
+    config = config or ThumbnailConfig()
+    with cat.session() as s:
+        run = store.read_run(s, run_id)
+        circuits = store.find_circuits(s, run_id=run_id)
+        sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
+    loaded, pp = load_run_model(run, model, weights)
+    images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
+    x = zoo.preprocess(pp, images)  # the inputs the run itself used
+    loaded.module.to(device)
+    channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]
+    patches = neuron_patches(
+        loaded.module, list(run.layer_names), x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
+    )
+    thumbs = example_thumbnails(images, config.image_size)
+    with cat.session() as s, s.begin():
+        return store_thumbnails(
+            s,
+            run_id=run_id,
+            model_id=run.model_id,
+            concept_id=run.concept_id,
+            image_set_sha256=run.image_set_sha256,
+            patches=patches,
+            thumbnails=thumbs,
+        )

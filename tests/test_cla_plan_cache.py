@@ -1,0 +1,105 @@
+"""The CLA plan is made once per process for a model, its weights, the layers and the input shape:
+a second `attribute` call does not probe again, and any change of weights, layers, input shape or
+hooks makes a new plan (whose scores still equal the reference loop's)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import pytest
+import torch
+from cla_helpers import images, rel_err, seeded
+from torch import nn
+
+from ingest.cla.attribution import attribute, describe_paths
+from ingest.cla.plan_cache import clear_plan_cache, model_fingerprint, plan_cache_info
+from ingest.cla.reference import attribute_reference
+
+LAYERS = ["1", "3", "5"]
+cla_attribute = sys.modules["ingest.cla.attribution"]
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 5, 1),
+        nn.ReLU(),
+    )
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """Counts the probe passes `attribute` makes."""
+    clear_plan_cache()
+    calls: list[tuple] = []
+    real = cla_attribute.probe
+
+    def counting(model, layers, image, **kw):
+        calls.append((tuple(layers), tuple(image.shape)))
+        return real(model, layers, image, **kw)
+
+    monkeypatch.setattr(cla_attribute, "probe", counting)
+    yield calls
+    clear_plan_cache()
+
+
+def test_a_second_call_does_not_probe_again(probes):
+    model, x = seeded(_net), images(3, 12, 0)
+    first = attribute(model, LAYERS, x, device="cpu")
+    assert len(probes) == 1
+    second = attribute(model, LAYERS, x, device="cpu")
+    assert len(probes) == 1 and plan_cache_info()["hits"] == 1
+    assert rel_err(second, first) == 0
+    describe_paths(model, LAYERS, x)  # the same plan, reported
+    other_images = images(5, 12, 1)  # other images of the same shape: the same plan
+    attribute(model, LAYERS, other_images, device="cpu")
+    assert len(probes) == 1
+
+
+def test_changed_weights_layers_shape_or_hooks_plan_again(probes):
+    model, x = seeded(_net), images(3, 12, 0)
+    attribute(model, LAYERS, x, device="cpu")
+    with torch.no_grad():
+        model[2].weight.mul_(1.5)  # in place, as an optimizer step or load_state_dict does
+    after = attribute(model, LAYERS, x, device="cpu")
+    assert len(probes) == 2
+    assert rel_err(after, attribute_reference(model, LAYERS, x)) <= 1e-4
+    model[4].bias.data.add_(0.25)  # through .data: no autograd version bump, still seen
+    attribute(model, LAYERS, x, device="cpu")
+    assert len(probes) == 3
+    attribute(model, ["1", "3"], x, device="cpu")  # other layers
+    attribute(model, LAYERS, images(2, 16, 0), device="cpu")  # other input shape
+    assert len(probes) == 5
+    handle = model[3].register_forward_hook(lambda m, i, o: None)  # a hook can change what is verified
+    try:
+        attribute(model, LAYERS, x, device="cpu")
+    finally:
+        handle.remove()
+    assert len(probes) == 6
+    attribute(model, LAYERS, x, device="cpu")  # back to a state seen before: its plan again
+    assert len(probes) == 6
+
+
+def test_the_cache_keeps_no_model_alive():
+    clear_plan_cache()
+    model = seeded(_net)
+    attribute(model, LAYERS, images(2, 12, 0), device="cpu")
+    assert plan_cache_info()["models"] == 1
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None and plan_cache_info()["models"] == 0
+
+
+def test_fingerprint_sees_every_weight_but_not_the_device_placement():
+    model = seeded(_net)
+    fp = model_fingerprint(model)
+    assert model_fingerprint(model) == fp
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1e-3
+    assert model_fingerprint(model) != fp
