@@ -18,9 +18,7 @@ class PreflightError(CircuitsError):
     """An ingest input that cannot work, found before any computation or write."""
 
 
-def check_ingest_inputs(
-    module, layers: Sequence[str], x, *, batch_size: int, device: str, tokens: str = "all"
-) -> None:
+def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, device: str, tokens: str = "all") -> None:
     """Refuse inputs the attribution would fail on, cheaply (one image, no gradients kept).
 
     Args:
