@@ -1,4 +1,4 @@
-"""The first-call tax (issue 18): three `attribute` calls in one process on a resnet50 block pair,
+"""The first-call tax: three `attribute` calls in one process on a resnet50 block pair,
 torch imported first as a notebook does. The first call plans (probe, gradient checks, path
 timings); later ones reuse the plan (`ingest.cla.plan_cache`) while the weights stay the same.
 

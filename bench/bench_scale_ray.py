@@ -1,4 +1,4 @@
-"""Ray workers beside busy processes (issue #22 item 4): `ingest-many` in this process vs a local
+"""Ray workers beside busy processes: `ingest-many` in this process vs a local
 Ray cluster of 2 workers, with `--busy` CPU-bound processes running at the same priority.
 
     python bench/bench_scale_ray.py [--busy 3] [--jobs 4] [--ray-default-niceness]

@@ -1,4 +1,4 @@
-"""Bounded reads at catalog scale (issue #22 item 1): every listing, the web home page and
+"""Bounded reads at catalog scale: every listing, the web home page and
 `circuits overlap` on a DuckDB catalog of `--runs` runs, each command in a fresh process.
 
     python bench/bench_scale_reads.py [--runs 10000] [--circuits-per-run 5] [--k 5] [--keep PATH]

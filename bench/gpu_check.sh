@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first thing to run on a GPU machine (issue 18, item 8): no GPU has run this code yet.
+# The first thing to run on a GPU machine: no GPU figures have been measured yet.
 #
 #     bash bench/gpu_check.sh [--device cuda] [--out DIR] [--dry]
 #

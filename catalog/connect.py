@@ -126,10 +126,7 @@ def build_engine(url: URL, *, read_only: bool, read_only_transactions: bool = Fa
         The engine.
     """
     if url.get_backend_name() == "duckdb":
-        connect_args: dict[str, Any] = {"config": dict(DUCKDB_CONFIG)}
-        if read_only:
-            connect_args["read_only"] = True
-        engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
+        engine = sa.create_engine(url, creator=_duckdb_creator(url, read_only), **engine_kwargs)
         if read_only_transactions:
             # Per-engine: every engine has its own dialect instance. DuckDB has no
             # SET TRANSACTION READ ONLY; the mode is only given at BEGIN.
@@ -159,6 +156,22 @@ def _pg_connect_args(url: URL, read_only: bool) -> dict[str, Any]:
         options.append("-c default_transaction_read_only=on")
     args["options"] = " ".join(options)
     return args
+
+
+def _duckdb_creator(url: URL, read_only: bool) -> Callable[[], Any]:
+    """Connections made here, not by duckdb-engine's `connect`: that one first opens a throw-away
+    in-memory DuckDB to list its settings (~0.1 s of every fresh process; docs/results.md,
+    "Catalog scale and storage"). Only DUCKDB_CONFIG's settings are given, all of them DuckDB's."""
+    database = url.database or ":memory:"
+
+    def connect() -> Any:
+        import duckdb
+        from duckdb_engine import ConnectionWrapper
+
+        kwargs: dict[str, Any] = {"read_only": True} if read_only else {}
+        return ConnectionWrapper(duckdb.connect(database, config=dict(DUCKDB_CONFIG), **kwargs))
+
+    return connect
 
 
 def _begin_read_only(dbapi_connection: Any) -> None:

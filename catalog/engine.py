@@ -43,6 +43,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import migrate
+from catalog import revision as _revision
 from catalog.connect import (
     build_engine,
     connect_errors,
@@ -357,6 +358,8 @@ def _new_catalog(url: URL, key: str, read_only: bool) -> Catalog:
 def _check_or_create(cat: Catalog, *, create: bool) -> None:
     with cat.engine.connect() as conn:
         revision = migrate.current_revision(conn)
+        if revision == _revision.SCHEMA_HEAD:  # the usual case: one query, no table listing
+            return
         tables = migrate.user_tables(conn)
     if revision is None and not tables and create:
         with cat.engine.begin() as conn:

@@ -4,12 +4,15 @@ Two tables, created by migration 0002:
 
 - `neuron_patch`: for a run and one of its circuit neurons, the top-activating example images of
   the run's concept set, cropped to the neuron's receptive field around its strongest position,
-  as small PNGs (rank 0 = strongest). Written by `ingest.thumbnails` in the run's transaction,
+  as small images (rank 0 = strongest). Written by `ingest.thumbnails` in the run's transaction,
   or later by `circuits thumbnails RUN`.
-- `image_thumbnail`: one small PNG per example image of a concept.
+- `image_thumbnail`: one small image per example image of a concept.
 
-Both are bounded: `MAX_PNG_BYTES` per PNG (the writer shrinks until it fits), and the ingest side
-keeps a handful of patches per neuron. Data functions take the caller's Session and never commit
+Images are WebP (what `ingest.thumbnails` writes: a 64 px patch is ~1–1.5 kB, against 7–10 kB as a
+PNG, which made patches a large part of a googlenet run's catalog growth; see docs/results.md,
+"Catalog scale and storage"), PNG (catalogs written before) or JPEG; the `mime` column says which,
+from the bytes' signature. Both tables are bounded: `MAX_IMAGE_BYTES` per image (the writer shrinks until it fits),
+and the ingest side keeps a handful of patches per neuron. Data functions take the caller's Session and never commit
 (docs/architecture.md, "Conventions"); they return plain dataclasses (docs/architecture.md, "Conventions"). The rows are small (kilobytes), so they go
 through Core `executemany`, not the ORM and not the bulk edge path.
 """
@@ -39,6 +42,7 @@ from catalog.models import (  # noqa: F401 (Base: callers' metadata)
 )
 
 __all__ = [
+    "MAX_IMAGE_BYTES",
     "MAX_PNG_BYTES",
     "ImageThumbnail",
     "NeuronPatch",
@@ -47,6 +51,7 @@ __all__ = [
     "ThumbRow",
     "delete_run_patches",
     "example_image_ids",
+    "image_mime",
     "image_set_sources",
     "image_set_thumbnails",
     "image_thumbnail_png",
@@ -58,8 +63,16 @@ __all__ = [
     "write_patches",
 ]
 
-MAX_PNG_BYTES = 24_000
-"""Largest PNG the catalog accepts (a 64 px RGB thumbnail is 3–12 kB)."""
+MAX_IMAGE_BYTES = 24_000
+"""Largest image the catalog accepts (a 64 px RGB thumbnail is 0.5–2 kB as WebP, 3–12 kB as PNG)."""
+MAX_PNG_BYTES = MAX_IMAGE_BYTES
+"""The same limit under its former name."""
+
+_SIGNATURES = (  # (mime, test on the first bytes)
+    ("image/png", lambda b: b.startswith(b"\x89PNG\r\n\x1a\n")),
+    ("image/webp", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP"),
+    ("image/jpeg", lambda b: b.startswith(b"\xff\xd8\xff")),
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class PatchRow:
     example_image_id: int
     activation: float
     box: tuple[int, int, int, int]
-    png: bytes | None = None
+    png: bytes | None = None  # the image's bytes (WebP, PNG or JPEG: `image_mime` says which)
     heatmap: bytes | None = None  # the whole image with the activation map over it (with_png)
     has_heatmap: bool = False
 
@@ -88,11 +101,20 @@ class ThumbRow:
     has_thumbnail: bool
 
 
-def _check_png(data: bytes, what: str) -> None:
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise CatalogError(f"{what} is not a PNG")
-    if len(data) > MAX_PNG_BYTES:
-        raise CatalogError(f"{what} is {len(data)} bytes, over the {MAX_PNG_BYTES}-byte limit: shrink it")
+def image_mime(data: bytes) -> str | None:
+    """The MIME type of a PNG, WebP or JPEG image from its signature (None: none of these)."""
+    head = bytes(data[:12])
+    return next((mime for mime, test in _SIGNATURES if test(head)), None)
+
+
+def _check_image(data: bytes, what: str) -> str:
+    """The image's MIME type; raises CatalogError unless it is a PNG/WebP/JPEG within the limit."""
+    mime = image_mime(data)
+    if mime is None:
+        raise CatalogError(f"{what} is not a PNG, WebP or JPEG image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise CatalogError(f"{what} is {len(data)} bytes, over the {MAX_IMAGE_BYTES}-byte limit: shrink it")
+    return mime
 
 
 def write_patches(
@@ -103,7 +125,7 @@ def write_patches(
     Args:
         session: the caller's session (its transaction; e.g. the run's own).
         run_id: the run (it may still be uncommitted in this transaction).
-        patches: rows with `png` set; their `run_id` is ignored.
+        patches: rows with `png` set (image bytes); their `run_id` is ignored.
         replace: delete the run's previous patches first (recomputation).
         reference: patches from the model's reference set (`neuron_reference_patch`), not the concept's.
 
@@ -111,14 +133,14 @@ def write_patches(
         The number of rows written.
 
     Raises:
-        CatalogError: a patch is not a PNG or is too large.
+        CatalogError: a patch is not a PNG/WebP/JPEG image or is too large.
     """
     rows = []
     for p in patches:
-        assert p.png is not None, "write_patches needs the PNG bytes"
-        _check_png(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
+        assert p.png is not None, "write_patches needs the image bytes"
+        mime = _check_image(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
         if p.heatmap is not None:
-            _check_png(p.heatmap, f"heat-map of neuron {p.neuron_id} rank {p.rank}")
+            _check_image(p.heatmap, f"heat-map of neuron {p.neuron_id} rank {p.rank}")
         x0, y0, x1, y1 = (int(v) for v in p.box)
         rows.append(
             dict(
@@ -131,7 +153,7 @@ def write_patches(
                 y0=y0,
                 x1=x1,
                 y1=y1,
-                mime="image/png",
+                mime=mime,
                 data=p.png,
                 heatmap=p.heatmap,
             )
@@ -154,13 +176,13 @@ def delete_run_patches(session: Session, run_id: int, *, reference: bool = False
 
 
 def write_image_thumbnails(session: Session, thumbs: Iterable[tuple[int, int, int, bytes]]) -> int:
-    """Store example-image thumbnails (example_image_id, width, height, png); existing ones are kept.
+    """Store example-image thumbnails (example_image_id, width, height, image bytes); existing ones are kept.
 
     Returns:
         The number of thumbnails written now.
 
     Raises:
-        CatalogError: a thumbnail is not a PNG or is too large.
+        CatalogError: a thumbnail is not a PNG/WebP/JPEG image or is too large.
     """
     items = list(thumbs)
     if not items:
@@ -176,11 +198,9 @@ def write_image_thumbnails(session: Session, thumbs: Iterable[tuple[int, int, in
     for image_id, width, height, png in items:
         if int(image_id) in have:
             continue
-        _check_png(png, f"thumbnail of example image {image_id}")
+        mime = _check_image(png, f"thumbnail of example image {image_id}")
         have.add(int(image_id))
-        rows.append(
-            dict(example_image_id=int(image_id), width=int(width), height=int(height), mime="image/png", data=png)
-        )
+        rows.append(dict(example_image_id=int(image_id), width=int(width), height=int(height), mime=mime, data=png))
     if rows:
         session.execute(insert(ImageThumbnail), rows)
     return len(rows)
@@ -242,7 +262,7 @@ def read_patches(
         session: the caller's session.
         run_id: only this run (None: every complete run).
         neuron_ids: only these neurons (None: all).
-        with_png: include the PNG bytes.
+        with_png: include the image bytes.
         reference: patches from the model's reference set instead of the run's concept.
 
     Returns:
@@ -280,7 +300,7 @@ def read_patches(
 
 
 def patch_png(session: Session, run_id: int, neuron_id: int, rank: int, *, reference: bool = False) -> bytes:
-    """One patch's PNG bytes.
+    """One patch's image bytes (`image_mime` gives their type).
 
     Raises:
         NotFound: no such patch.
@@ -312,7 +332,7 @@ def patch_heatmap_png(session: Session, run_id: int, neuron_id: int, rank: int, 
 
 
 def image_thumbnail_png(session: Session, example_image_id: int) -> bytes:
-    """One example image's thumbnail PNG bytes.
+    """One example image's thumbnail bytes (`image_mime` gives their type).
 
     Raises:
         NotFound: no thumbnail for that image.

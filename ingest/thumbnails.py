@@ -1,5 +1,6 @@
 """Thumbnails for the catalog: each circuit neuron's top-activating example patches, and the
-concept's example images, as small PNGs (stored by `catalog.media`).
+concept's example images, as small WebP images (stored by `catalog.media`; lossy at quality 80:
+a 64 px tile is ~1–1.5 kB where a PNG took 7–10 kB, and these are for looking at, not measuring).
 
 A neuron's patches: over the run's concept images, the `top` images where the neuron's maximum
 activation (over positions) is largest; each is cropped to the neuron's receptive field around
@@ -36,6 +37,7 @@ __all__ = [
     "NeuronPatches",
     "ThumbnailConfig",
     "ThumbnailError",
+    "encode_thumbnail",
     "example_thumbnails",
     "heatmap_overlay",
     "neuron_patches",
@@ -53,7 +55,7 @@ class ThumbnailError(CircuitsError):
 
 @dataclass(frozen=True)
 class ThumbnailConfig:
-    """How many patches and how large (each PNG stays under `catalog.media.MAX_PNG_BYTES`)."""
+    """How many patches and how large (each image stays under `catalog.media.MAX_IMAGE_BYTES`)."""
 
     top: int = 4  # patches per neuron: enough to see what it responds to, small in the catalog
     size: int = 64  # patch side in pixels (Microscope-like small tiles)
@@ -63,8 +65,8 @@ class ThumbnailConfig:
 
 @dataclass(frozen=True)
 class NeuronPatches:
-    """One neuron's computed patches: (image index, activation, box (x0, y0, x1, y1), png), and
-    per patch the whole image with the neuron's activation map over it (None without a grid)."""
+    """One neuron's computed patches: (image index, activation, box (x0, y0, x1, y1), image bytes),
+    and per patch the whole image with the neuron's activation map over it (None without a grid)."""
 
     layer: str
     channel: int
@@ -76,7 +78,7 @@ _HOT = np.asarray([1.0, 0.45, 0.05], dtype=np.float32)  # the overlay's colour w
 
 
 def heatmap_overlay(pixels: np.ndarray, amap: np.ndarray, top: float, size: int) -> bytes:
-    """The image (H, W, 3) uint8 with an activation map (h, w) upsampled over it, as a PNG.
+    """The image (H, W, 3) uint8 with an activation map (h, w) upsampled over it, as a WebP.
 
     Where the neuron is silent the image is dimmed; where it fires it is tinted orange, in
     proportion to the activation over `top` (the neuron's strongest activation among its
@@ -88,15 +90,22 @@ def heatmap_overlay(pixels: np.ndarray, amap: np.ndarray, top: float, size: int)
     v = up[0, 0].numpy()[..., None]  # (H, W, 1) in [0, 1]
     img = pixels.astype(np.float32) / 255
     out = img * (0.3 + 0.7 * v) * (1 - 0.5 * v) + 0.5 * v * _HOT
-    return png_thumbnail((np.clip(out, 0, 1) * 255).round().astype(np.uint8), size)
+    return encode_thumbnail((np.clip(out, 0, 1) * 255).round().astype(np.uint8), size)
 
 
-def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
-    """Encode an RGB uint8 image (H, W, 3) as a PNG whose longer side is `size` pixels.
+WEBP_QUALITY = 80  # visually clean at 64 px; 80 → 70 saves only ~15 % more
 
-    Shrinks further if the PNG would exceed `catalog.media.MAX_PNG_BYTES`.
+
+def encode_thumbnail(pixels: np.ndarray, size: int, fmt: str = "WEBP") -> bytes:
+    """Encode an RGB uint8 image (H, W, 3) as a WebP (or `fmt`: "PNG") whose longer side is `size` px.
+
+    Shrinks further if the image would exceed `catalog.media.MAX_IMAGE_BYTES`. A Pillow built
+    without WebP writes PNG instead (`catalog.media` accepts both).
     """
     assert pixels.ndim == 3 and pixels.shape[-1] == 3 and pixels.dtype == np.uint8, pixels.shape
+    if fmt == "WEBP" and not _webp_available():
+        fmt = "PNG"
+    options = {"quality": WEBP_QUALITY, "method": 4} if fmt == "WEBP" else {}
     h, w = pixels.shape[:2]
     side = size
     while True:
@@ -106,11 +115,22 @@ def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
             Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST,
         )
         buf = io.BytesIO()
-        im.save(buf, format="PNG")
+        im.save(buf, format=fmt, **options)
         data = buf.getvalue()
-        if len(data) <= media.MAX_PNG_BYTES or side <= 8:
+        if len(data) <= media.MAX_IMAGE_BYTES or side <= 8:
             return data
         side = side * 3 // 4
+
+
+def png_thumbnail(pixels: np.ndarray, size: int) -> bytes:
+    """`encode_thumbnail` as a PNG (lossless; 5–10× the bytes of the WebP the catalog stores)."""
+    return encode_thumbnail(pixels, size, "PNG")
+
+
+def _webp_available() -> bool:
+    from PIL import features
+
+    return bool(features.check("webp"))
 
 
 def _display_pixels(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
@@ -269,7 +289,7 @@ def neuron_patches(
                     box = _box(int(where[img, j]), grid, image_hw, rf)
                 if (img, box) not in encoded:
                     crop = pixels[img, box[1] : box[3], box[0] : box[2]]
-                    encoded[(img, box)] = png_thumbnail(np.ascontiguousarray(crop), config.size)
+                    encoded[(img, box)] = encode_thumbnail(np.ascontiguousarray(crop), config.size)
                 patches.append((img, float(values[img, j]), box, encoded[(img, box)]))
             top = float(values[order[0], j]) if len(order) else 0.0
             heat = tuple(
@@ -309,8 +329,8 @@ def _activation_maps(model, names, x, wanted, orders, batch_size, device) -> dic
 
 
 def example_thumbnails(images: Sequence[np.ndarray], size: int = 64) -> list[tuple[int, int, bytes]]:
-    """(width, height, png) of each RGB uint8 image, longer side `size` pixels."""
-    return [(int(im.shape[1]), int(im.shape[0]), png_thumbnail(np.ascontiguousarray(im), size)) for im in images]
+    """(width, height, image bytes) of each RGB uint8 image, longer side `size` pixels."""
+    return [(int(im.shape[1]), int(im.shape[0]), encode_thumbnail(np.ascontiguousarray(im), size)) for im in images]
 
 
 def store_thumbnails(

@@ -18,7 +18,7 @@ Each query is a handful of SQL statements returning Arrow (internal edges come f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +51,7 @@ METRICS = ("jaccard", "shared", "weighted")
 DEFAULT_TOP = 50
 """Concepts in `overlap_matrix` when none are named: a 50-column table is about what a terminal shows."""
 MAX_OVERLAP_CIRCUITS = 2000
+PROGRESS_FROM = 200  # matrices this large take about a second or more: `overlap_matrix(progress=...)` says so
 """The largest matrix computed without `force`: 4 M cells, ~32 MB per float64 matrix and tens of MB of
 table text; every step's memory is proportional to this (plus the circuits' neurons and edges)."""
 
@@ -250,6 +251,7 @@ def overlap_matrix(
     *,
     top: int | None = DEFAULT_TOP,
     force: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> OverlapMatrix:
     """The pairwise overlap of a model's concept circuits.
 
@@ -263,6 +265,8 @@ def overlap_matrix(
         top: without `concepts`, keep the `top` concepts whose circuits are newest (a note says
             how many there are); None: every concept.
         force: compute a matrix over more than `MAX_OVERLAP_CIRCUITS` circuits.
+        progress: called with one line before a matrix of `PROGRESS_FROM` or more circuits is
+            computed (what and how big), e.g. to tell a terminal user it is under way.
 
     Returns:
         The matrix, with a note for every concept that had several circuits.
@@ -293,6 +297,8 @@ def overlap_matrix(
             f"an overlap matrix of {len(chosen):,} concepts ({len(chosen) ** 2:,} cells) is above the "
             f"{MAX_OVERLAP_CIRCUITS:,} computed without --force: name fewer --concepts, lower --top, or pass --force"
         )
+    if progress is not None and len(chosen) >= PROGRESS_FROM:
+        progress(f"computing the {metric} overlap of {len(chosen):,} concepts' circuits ({len(chosen) ** 2:,} cells)…")
     values = overlap_of_circuits(session, [c.circuit_id for c in chosen], metric)
     return OverlapMatrix(
         metric,

@@ -596,7 +596,7 @@ CASES: list[Case] = [
         ("sql", "select 1", "--db", "duckdb:///c.duckdb?memory_limit=50GB"),
         "memory_limit",
     ),
-    # --- from a circuit to a deployed model (issue 18)
+    # --- from a circuit to a deployed model
     Case(
         "anchor-not-last",
         "anchor",

@@ -202,9 +202,9 @@ def test_commands_have_help():
     from circuits.cli.db import db_app
 
     commands = [c for c in catalog_app.registered_commands + db_app.registered_commands]
-    assert {c.name for c in commands} == {"sql", "init", "upgrade", "status"}
+    assert {c.name for c in commands} == {"sql", "init", "upgrade", "status", "vacuum"}
     assert all(c.callback.__doc__ for c in commands)
-    for args in (["sql", "--help"], ["db", "init", "--help"], ["db", "upgrade", "--help"]):
+    for args in (["sql", "--help"], ["db", "init", "--help"], ["db", "upgrade", "--help"], ["db", "vacuum", "--help"]):
         result = _invoke(*args)
         assert result.exit_code == 0 and "--db" in result.output
 

@@ -1,5 +1,5 @@
 """`bench/gpu_check.sh`, the first thing to run on a GPU machine, runs on a CPU in its dry mode
-(every step at the smallest size), so that it cannot rot before a GPU is lent (issue 18).
+(every step at the smallest size), so that it cannot rot before a GPU runs it.
 
 It starts eight Python processes that import torch: about 25 s of CPU time in all, more than this
 suite's usual test, kept in the default suite on purpose (a slow-marked check would rot unseen)."""

@@ -16,6 +16,7 @@ from catalog.engine import close_catalogs_of, open_catalog
 from catalog.errors import CircuitsError
 from circuits.cli.main import app
 from circuits.web.home import home_cursors, home_view
+from circuits.web.pages import Pages
 from queries.listing_pages import count_rows, list_page
 
 runner = CliRunner()
@@ -152,3 +153,6 @@ def test_home_sections_are_pages_with_links(db):
         assert searched.next_href("circuits") is None and searched.href("runs", 3) == "/?q=STAR&runs_after=3#runs"
         with pytest.raises(CircuitsError, match="must be a row id"):
             home_view(s, cursors={"runs_after": "x"})
+        html = Pages("c.duckdb").home(second)
+        assert "5–8 of 18" in html and f'href="/?circuits_after={second.circuits[-1].id}#circuits">next page' in html
+        assert 'href="/#circuits">first page' in html and html.count("next page") == 4  # all but models (2 rows)

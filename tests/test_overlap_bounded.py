@@ -76,3 +76,16 @@ def test_a_matrix_above_the_limit_is_refused_unless_forced(toy, monkeypatch):
 
 def test_cli_help_states_the_limit():
     assert f"{overlap.MAX_OVERLAP_CIRCUITS:,}" in runner.invoke(app, ["overlap", "--help"]).stdout.replace("\n", " ")
+
+
+def test_a_large_matrix_gets_a_progress_line(toy, monkeypatch):
+    monkeypatch.setattr(overlap, "PROGRESS_FROM", 5)
+    said: list[str] = []
+    with open_catalog(toy.path, read_only=True).session() as s:
+        overlap_matrix(s, "toy", top=4, progress=said.append)
+        assert said == []
+        overlap_matrix(s, "toy", metric="weighted", progress=said.append)
+    assert said == ["computing the weighted overlap of 5 concepts' circuits (25 cells)…"]
+    result = runner.invoke(app, ["overlap", "--model", "toy", "-f", "json", "--db", toy.path])
+    assert result.exit_code == 0 and "computing the jaccard overlap of 5 concepts" in result.stderr
+    assert result.stdout.lstrip().startswith("[")  # stdout stays parseable

@@ -38,7 +38,7 @@ def test_report_is_self_contained(report):
     assert "<svg" in html and "<style>" in html
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html)  # nothing fetched from anywhere
     assert "/static/" not in html and 'src="/' not in html
-    assert html.count("data:image/png;base64,") >= 4
+    assert html.count("data:image/webp;base64,") >= 4
     assert "random baseline" in html and "circuits export" in html
 
 

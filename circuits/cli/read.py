@@ -119,7 +119,9 @@ def overlap(
 
         check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), inputs=catalog_files(db), what="--plot")
     with _session(db) as s:
-        matrix = overlap_matrix(s, model, _names(concepts), metric.value, top=top, force=force)
+        matrix = overlap_matrix(
+            s, model, _names(concepts), metric.value, top=top, force=force, progress=lambda m: typer.echo(m, err=True)
+        )
     _emit(matrix.rows(), fmt, matrix.notes)
     if plot is not None:
         from queries.plots import overlap_heatmap

@@ -60,8 +60,9 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _data_uri(image: bytes) -> str:
+    mime = media.image_mime(image) or "image/png"  # patches are WebP now, older catalogs hold PNG
+    return f"data:{mime};base64," + base64.b64encode(image).decode("ascii")
 
 
 def _quote(name: str) -> str:

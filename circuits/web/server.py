@@ -179,8 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _html(self, text: str, status: int = 200) -> None:
         self._send(status, text.encode("utf-8"), "text/html; charset=utf-8")
 
-    def _png(self, body: bytes) -> None:
-        self._send(200, body, "image/png", cache=True)
+    def _image(self, body: bytes) -> None:
+        self._send(200, body, media.image_mime(body) or "application/octet-stream", cache=True)
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._html(self.server.pages.error(f"{status.value} {status.phrase}", message), status.value)
@@ -283,25 +283,25 @@ class _Handler(BaseHTTPRequestHandler):
         elif first == "patch" and len(parts) == 4 and parts[3].endswith(".png"):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
-                self._png(media.patch_png(s, run, neuron, rank))
+                self._image(media.patch_png(s, run, neuron, rank))
         elif first in ("refpatch", "refheat") and len(parts) == 4 and parts[3].endswith(".png"):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             read = media.patch_png if first == "refpatch" else media.patch_heatmap_png
             with cat.session() as s:
-                self._png(read(s, run, neuron, rank, reference=True))
+                self._image(read(s, run, neuron, rank, reference=True))
         elif first == "heat" and len(parts) == 4 and parts[3].endswith(".png"):
             run, neuron, rank = _int(parts[1], "run"), _int(parts[2], "neuron"), _int(parts[3][:-4], "rank")
             with cat.session() as s:
-                self._png(media.patch_heatmap_png(s, run, neuron, rank))
+                self._image(media.patch_heatmap_png(s, run, neuron, rank))
         elif first == "featurevis" and len(parts) == 3 and parts[2].endswith(".png"):
             from catalog.media_featurevis import featurevis_png
 
             run, neuron = _int(parts[1], "run"), _int(parts[2][:-4], "neuron")
             with cat.session() as s:
-                self._png(featurevis_png(s, run, neuron))
+                self._image(featurevis_png(s, run, neuron))
         elif first == "thumb" and len(parts) == 2 and parts[1].endswith(".png"):
             with cat.session() as s:
-                self._png(media.image_thumbnail_png(s, _int(parts[1][:-4], "image id")))
+                self._image(media.image_thumbnail_png(s, _int(parts[1][:-4], "image id")))
         else:
             raise NotFound(f"no page at {self.path}")
 

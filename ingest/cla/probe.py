@@ -50,7 +50,7 @@ _FLOAT = 4
 _log = logging.getLogger(__name__)
 # The loop replaces a verified fast plan when it is estimated faster on all the pair's neurons
 # (`pair_seconds`). A margin of 2 on the guard's six columns let EfficientNet's large-map pairs
-# run the fast path up to 2x slower than the loop (issue 18). Below the slack (per probe image)
+# run the fast path up to 2x slower than the loop. Below the slack (per probe image)
 # timing noise and the plan's per-batch setup, which a run shares over a whole batch but the
 # probe charges to one image, decide more than the work: the fast path stays.
 _LOOP_MARGIN = 1.0
