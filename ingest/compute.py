@@ -58,7 +58,13 @@ def compute(
             matrices = scores(prepared, on_batch)
         else:
             matrices = attribute(
-                loaded.module, layers, x, batch_size=config.batch_size, device=run_fields["device"], progress=on_batch
+                loaded.module,
+                layers,
+                x,
+                batch_size=config.batch_size,
+                device=run_fields["device"],
+                progress=on_batch,
+                tokens=config.tokens,
             )
         circuit = find_circuit(matrices, prepared.ks, max_sweeps=config.max_sweeps)
         seconds = time.perf_counter() - t0

@@ -36,7 +36,8 @@ def scoped_hooks(
 
     Args:
         model: the network; "" names the model itself.
-        forward: module path -> `hook(module, args, output)` (may return a replacement output).
+        forward: module path -> `hook(module, args, output)` (may return a replacement output);
+            a head layer `PATH:heads` gets the heads as its output (`ingest.cla.heads`).
         pre: module path -> forward-pre hook `hook(module, args)` (or `(module, args, kwargs)`
             with `pre_with_kwargs`).
         pre_with_kwargs: pass keyword arguments to the pre hooks.
@@ -49,7 +50,12 @@ def scoped_hooks(
         for path, fn in (pre or {}).items():
             handles.append(model.get_submodule(path).register_forward_pre_hook(fn, with_kwargs=pre_with_kwargs))
         for path, fn in (forward or {}).items():
-            handles.append(model.get_submodule(path).register_forward_hook(fn))
+            if path.endswith(":heads"):  # attention heads: ingest.cla.heads reads them
+                from ingest.cla.heads import head_hooks
+
+                handles.extend(head_hooks(model, path, fn))
+            else:
+                handles.append(model.get_submodule(path).register_forward_hook(fn))
         yield
     finally:
         for handle in handles:

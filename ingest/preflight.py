@@ -18,7 +18,7 @@ class PreflightError(CircuitsError):
     """An ingest input that cannot work, found before any computation or write."""
 
 
-def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, device: str) -> None:
+def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, device: str, tokens: str = "all") -> None:
     """Refuse inputs the attribution would fail on, cheaply (one image, no gradients kept).
 
     Args:
@@ -27,13 +27,17 @@ def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, de
         x: the preprocessed images, (N, 3, H, W).
         batch_size: images per forward pass.
         device: the requested device ("auto", "cpu", "cuda", …).
+        tokens: the token selection (`ingest.cla.tokens`).
 
     Raises:
         PreflightError: batch size below 1, or no images.
         DeviceError: the device is unknown or unavailable (`ingest.hooks`).
         LayerOrderError, CaptureError: the layers are not a forward chain (`ingest.cla.capture`).
+        ImageSizeError, TokenSelectionError: a ViT fed another image size than its own; a token
+            selection that is unknown or leaves a layer no tokens (`ingest.cla.tokens`).
     """
     from ingest.cla.capture import capture_layers
+    from ingest.cla.tokens import check_image_size, check_tokens, position_masks
     from ingest.hooks import resolve_device
 
     if int(batch_size) < 1:
@@ -41,6 +45,8 @@ def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, de
     if len(x) == 0:
         raise PreflightError("no images to attribute: give a folder or dataset with at least one image")
     resolve_device(device)
+    check_tokens(tokens)
+    check_image_size(module, x)
     from ingest.user_code import forward_time_limit, user_model_error
 
     try:
@@ -53,4 +59,5 @@ def check_ingest_inputs(module, layers: Sequence[str], x, *, batch_size: int, de
         if err is not None:  # the user's model refuses its input: one line, nothing written
             raise err from exc
         return  # another failure: the computation records it as a failed run
+    position_masks(list(layers), captured.leaves, tokens)
     del captured

@@ -68,6 +68,7 @@ class IngestConfig:
     # torch CPU threads, set for the process when given (`ingest.threads.configure`); None leaves
     # the process's setting alone (the CLI sets it).
     threads: int | None = None
+    tokens: str = "all"  # token layers: which tokens count, "all", "patches" or "cls" (ingest.cla.tokens)
 
     def preprocessing_for(self, spec_preprocessing: Preprocessing) -> Preprocessing:
         """The model's preprocessing with this config's overrides applied."""
@@ -186,7 +187,9 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         raise IngestError("CLA needs at least two layers: pass `layers=` (two or more, forward order)")
     pp = config.preprocessing_for(loaded.spec.pp)
     x = zoo.preprocess(pp, list(image_set.images))  # (N, C, H, W)
-    check_ingest_inputs(loaded.module, layers, x, batch_size=config.batch_size, device=config.device)
+    check_ingest_inputs(
+        loaded.module, layers, x, batch_size=config.batch_size, device=config.device, tokens=config.tokens
+    )
     # Register the adapter's whole layer list when the run uses a subset of it, so layer positions
     # in the catalog are forward order whatever the first run's choice was.
     catalogued = list(loaded.spec.layers) if set(layers) <= set(loaded.spec.layers) else layers
@@ -195,6 +198,8 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
     ks = k_per_layer(config.k, layers, widths)
     # The preprocessing is part of the provenance (and so of the key): other inputs, other scores.
     params = {"method": CLA_METHOD, "input_size": int(x.shape[-1]), "preprocessing": pp.to_params()}
+    if config.tokens != "all":  # absent for "all", so keys of runs made before token selection hold
+        params["tokens"] = config.tokens
     key = provenance_key(loaded.weights_sha256, layers, image_set.sha256, params)
     run_fields = dict(
         layer_names=layers,

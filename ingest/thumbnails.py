@@ -242,6 +242,7 @@ def neuron_patches(
     maxima: dict[str, list[torch.Tensor]] = {n: [] for n in names}  # per batch (B, k)
     argmax: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     grids: dict[str, tuple[int, int] | None] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     n = x.shape[0]
     for start in range(0, n, config.batch_size):
         batch = x[start : start + config.batch_size].to(device)
@@ -251,6 +252,7 @@ def neuron_patches(
             from ingest.cla.capture import channels_first
 
             act = outs[name]
+            shapes[name] = tuple(act.shape)
             grids[name] = (int(act.shape[2]), int(act.shape[3])) if act.ndim == 4 else None
             flat = channels_first(act)[:, ch.to(act.device)].float()  # (B, k, P)
             batch_max, batch_at = flat.max(dim=2)
@@ -258,6 +260,8 @@ def neuron_patches(
             argmax[name].append(batch_at.cpu())
         if progress is not None:
             progress("thumbnails", min(start + config.batch_size, n), n)
+    from ingest.cla.tokens import token_box
+
     rfs = receptive_fields(model, names, x[:1].to(device))
     pixels = _display_pixels(x, mean, std)  # (N, H, W, 3)
     image_hw = (int(x.shape[2]), int(x.shape[3]))
@@ -276,7 +280,10 @@ def neuron_patches(
             patches = []
             for img in order.tolist():
                 grid, rf = grids[name], rfs[name]
-                if grid is None or rf is None:
+                token = token_box(name, shapes[name], int(where[img, j]), image_hw)  # ViT: the patch
+                if token is not None:
+                    box = token
+                elif grid is None or rf is None:
                     box = (0, 0, image_hw[1], image_hw[0])
                 else:
                     box = _box(int(where[img, j]), grid, image_hw, rf)

@@ -55,6 +55,7 @@ __all__ = [
     "resolve_device",
     "train_catfish",
     "train_typo",
+    "train_typo_vit",
 ]
 
 STATE_DICT_SHA256_METHOD = "ingest.zoo.registry.weights_sha256"  # the model identity the catalog stores
@@ -80,6 +81,7 @@ class TrainConfig:
     dataset: str = "catfish"  # catfish: CatFish-synth; typo: Typographic-synth (class names written)
     text_share: float = 0.0  # typo: share of training images with the true class name written on them
     text_only_share: float = 0.0  # typo: share showing the class name alone on a background
+    model: str = "catfish-mini"  # the network: catfish-mini's (catfish-mini, typo-mini) or typo-vit's
 
     def validate(self) -> None:
         """Check the settings before any work starts.
@@ -93,6 +95,8 @@ class TrainConfig:
                 raise TrainingError(f"--{flag} must be 1 or more, got {getattr(self, name)}")
         if self.seed < 0:
             raise TrainingError(f"--seed must be 0 or more, got {self.seed}")
+        if self.model not in MODELS:
+            raise TrainingError(f"unknown model {self.model!r}: use {' or '.join(MODELS)}")
         if self.dataset not in DATASETS:
             raise TrainingError(f"unknown training dataset {self.dataset!r}: use {' or '.join(DATASETS)}")
         shares = (self.text_share, self.text_only_share)
@@ -102,6 +106,22 @@ class TrainConfig:
 
 DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
 TYPO_DEFAULTS: dict[str, Any] = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
+# typo-vit: typo-mini's recipe switches (text shares, epochs, images per class); a transformer's
+# weight decay, and batches of 32 (twice the updates for the same compute: ViTs start slowly).
+TYPO_VIT_DEFAULTS: dict[str, Any] = dict(TYPO_DEFAULTS, model="typo-vit", lr=3e-4, weight_decay=0.05, batch_size=32)
+
+
+def _catfish_net():
+    return build_catfish_mini(), CATFISH_MINI_LAYERS, CATFISH_MINI_LOGITS
+
+
+def _typo_vit_net():
+    from ingest.zoo.typo_vit import TYPO_VIT_LAYERS, TYPO_VIT_LOGITS, build_typo_vit
+
+    return build_typo_vit(), TYPO_VIT_LAYERS, TYPO_VIT_LOGITS
+
+
+MODELS = {"catfish-mini": _catfish_net, "typo-vit": _typo_vit_net}  # network -> (module, layers, logits)
 
 
 @dataclass(frozen=True)
@@ -182,8 +202,10 @@ def reproduce_command(config: TrainConfig, out: Path, device: torch.device) -> s
         shown = out.resolve().relative_to(Path.cwd())
     except ValueError:
         shown = out
-    defaults = TrainConfig(**TYPO_DEFAULTS) if config.dataset == "typo" else TrainConfig()
-    args = ["circuits", "train", config.dataset, "--epochs", str(config.epochs), "--seed", str(config.seed)]
+    vit = config.model == "typo-vit"
+    defaults = TrainConfig(**(TYPO_VIT_DEFAULTS if vit else TYPO_DEFAULTS if config.dataset == "typo" else {}))
+    command = "typo-vit" if vit else config.dataset
+    args = ["circuits", "train", command, "--epochs", str(config.epochs), "--seed", str(config.seed)]
     for name in ("train_per_class", "eval_per_class", "batch_size", "threads", "text_share", "text_only_share"):
         if getattr(config, name) != getattr(defaults, name):
             args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
@@ -244,6 +266,26 @@ def train_catfish(
         torch.set_num_threads(old_threads)
 
 
+def train_typo_vit(
+    config: TrainConfig = TrainConfig(**TYPO_VIT_DEFAULTS),
+    out: Path | str | None = None,
+    *,
+    progress: ProgressHook | None = None,
+    on_epoch: EpochHook | None = None,
+) -> TrainResult:
+    """Train typo-vit (`ingest.zoo.typo_vit`) on Typographic-synth with typo-mini's recipe
+    switches; write weights and sidecar (held-out accuracy and attack success).
+
+    Raises:
+        TrainingError: invalid settings or device, or the output cannot be written.
+    """
+    from ingest.zoo.typo_vit import WEIGHTS_PATH as VIT_WEIGHTS
+
+    if config.dataset != "typo" or config.model != "typo-vit":
+        raise TrainingError("train_typo_vit needs dataset='typo' and model='typo-vit'")
+    return train_catfish(config, VIT_WEIGHTS if out is None else out, progress=progress, on_epoch=on_epoch)
+
+
 def train_typo(
     config: TrainConfig = TrainConfig(**TYPO_DEFAULTS),
     out: Path | str | None = None,
@@ -278,7 +320,8 @@ def _train(
 ) -> TrainResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = build_catfish_mini().to(device).to(memory_format=torch.channels_last)
+    net, net_layers, net_logits = MODELS[config.model]()
+    model = net.to(device).to(memory_format=torch.channels_last)
     n_train = config.train_per_class * len(CLASS_NAMES)
     steps_per_epoch = -(-n_train // config.batch_size)
     total = config.epochs * steps_per_epoch
@@ -342,17 +385,17 @@ def _train(
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     heldout = history[-1]["heldout_accuracy"]
-    file_sha, sd_sha = _write(state, out)
+    file_sha, sd_sha = _write(state, out, config.model)
     sidecar = out.with_suffix(".json")
     meta = {
-        "model": DATASETS[config.dataset],
+        "model": config.model if config.model != "catfish-mini" else DATASETS[config.dataset],
         "weights_file": out.name,
         "file_sha256": file_sha,
         "state_dict_sha256": sd_sha,
         "state_dict_sha256_method": STATE_DICT_SHA256_METHOD,
         "class_names": list(CLASS_NAMES),
-        "layers": list(CATFISH_MINI_LAYERS),
-        "logits_layer": CATFISH_MINI_LOGITS,
+        "layers": list(net_layers),
+        "logits_layer": net_logits,
         "input_size": INPUT_SIZE,
         "mean": list(MEAN),
         "std": list(STD),
@@ -402,11 +445,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise TrainingError(f"cannot write {path} ({exc.strerror}): choose another --out") from exc
 
 
-def _write(state: dict[str, torch.Tensor], out: Path) -> tuple[str, str]:
+def _write(state: dict[str, torch.Tensor], out: Path, model_name: str = "catfish-mini") -> tuple[str, str]:
     """Save `state` to `out` atomically; return (file sha256, the zoo's weights sha256)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     _atomic_write_bytes(out, buf.getvalue())
-    model = build_catfish_mini()
+    model = MODELS[model_name]()[0]
     model.load_state_dict(state)  # hashed as the zoo will hash the loaded model
     return _file_sha256(out), weights_sha256(model)

@@ -65,11 +65,16 @@ def _echo_image_report(image_set) -> None:
 @app.command()
 def ingest(
     model: Annotated[str, typer.Argument(help="A zoo name (see `circuits models`) or path/to/file.py:factory.")],
-    concept: Annotated[str, typer.Option("--concept", help="Name of the concept the images show.")],
+    concept: Annotated[str | None, typer.Option("--concept", help="Name of the concept the images show.")] = None,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
     layers: Annotated[
-        str | None, typer.Option("--layers", help="Comma-separated dotted module names, forward order.")
+        str | None,
+        typer.Option(
+            "--layers",
+            help="Comma-separated dotted module names, forward order (PATH:heads: an attention module's heads); "
+            "help: list the model's candidate layers.",
+        ),
     ] = None,
     k: Annotated[str, typer.Option("--k", help="Circuit neurons per layer: one integer or one per layer.")] = "5",
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
@@ -84,6 +89,9 @@ def ingest(
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
     threads: ThreadsOpt = None,
+    tokens: Annotated[
+        str, typer.Option("--tokens", help="Token models: which tokens count, all, patches or cls.")
+    ] = "all",
     anchor: Annotated[
         str | None,
         typer.Option(
@@ -118,10 +126,19 @@ def ingest(
     from catalog.names import check_concept_name
     from catalog.sizes import BadK, parse_k
     from circuits.cli.validate import check_batch_size, check_device, new_catalog_guard
+    from ingest.cla.tokens import check_tokens
     from ingest.image_sets import resolve_images
     from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.threads import configure
 
+    if layers is not None and layers.strip() == "help":
+        _echo_layer_help(model, weights)
+        return
+    if concept is None:
+        from circuits.cli.validate import InputError
+
+        raise InputError("--concept is required: name the concept the images show (or pass --layers help)")
+    check_tokens(tokens)
     check_concept_name(concept)  # everything that can be checked, before any side effect
     check_batch_size(batch_size)
     check_device(device)
@@ -148,6 +165,7 @@ def ingest(
         resize=resize,
         normalize=normalize,
         channels=channels,
+        tokens=tokens,
     )
     from ingest.user_code import set_forward_timeout
 
@@ -195,6 +213,18 @@ def _plan_anchor(model: str, layers, anchor: str, class_names, input_size):
     names = class_names if class_names is not None else spec.labels
     plan = plan_anchor(module, list(layers or spec.layers), anchor, names, example)
     return SimpleNamespace(anchor=plan, names=names)
+
+
+def _echo_layer_help(model: str, weights: str | None) -> None:
+    """`--layers help`: the model's candidate layers (`ingest.cla.layer_help`), one per line."""
+    from ingest.cla.layer_help import candidate_layers
+    from ingest.zoo import get_spec
+
+    spec = get_spec(model)
+    for row in candidate_layers(spec.build()):  # names only: the random init is never used
+        typer.echo(f"{row.name:<60} {row.kind:<14} {row.units}")
+    if spec.layers:
+        typer.echo(f"default: --layers {','.join(spec.layers)}")
 
 
 @app.command()

@@ -64,7 +64,12 @@ def apply(
         typer.echo(f"wrote {b.path}: {done.model} state dict ({done.weights_source}) with {what}")
         typer.echo(f"  kind: baked weights, because {done.reason}")
         for path, route in b.plan.routes.items():
-            how = "zeroed the weights that make them" if route == "producer" else "zeroed the weights that read them"
+            how = {
+                "producer": "zeroed the weights that make them",
+                "transformer": "zeroed their slices of the output projection"
+                if path.endswith(":heads")
+                else "zeroed their fc1 rows and fc2 columns",
+            }.get(route, "zeroed the weights that read them")
             typer.echo(f"  {path}: {len(m.modules[path].channels)} channels, {how}")
         typer.echo(
             f"  {len(b.plan.params())} tensors edited; baked vs hook-pruned on {checked['what']}: "

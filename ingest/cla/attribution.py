@@ -42,6 +42,7 @@ from ingest.cla.plan import matches
 from ingest.cla.plan_cache import cached_plan
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
+from ingest.cla.tokens import check_tokens, position_masks
 from ingest.hooks import resolve_device
 
 __all__ = [
@@ -88,6 +89,7 @@ def attribute(
     progress: Progress | None = None,
     fast: bool = True,
     batched_vjp: bool | None = None,
+    tokens: str = "all",
 ) -> list[np.ndarray]:
     """CLA score matrices of every adjacent layer pair (docs/method.md, "Cross-Layer Attribution").
 
@@ -103,6 +105,8 @@ def attribute(
         fast: use structural fast paths where they apply (False: generic autograd everywhere).
         batched_vjp: generic path with batched VJPs (default: per pair, whichever of batched VJPs
             and one call per neuron was faster on the probe image; see `describe_paths`).
+        tokens: which tokens of token layers count, "all", "patches" or "cls"
+            (`ingest.cla.tokens`); other than "all", every pair takes the generic path.
 
     Returns:
         S_i per adjacent pair, float32 numpy arrays of shape (C_i, C_{i+1}), in layer order.
@@ -111,8 +115,10 @@ def attribute(
         UnknownLayer, LayerOrderError, CaptureError: the layers are not usable cuts.
         CLAError: bad images; DeviceError: a bad device (`ingest.hooks`);
         CLAMemoryError: max_memory below one image's needs.
+        TokenSelectionError: an unknown token selection, or one that leaves no tokens.
     """
     _check_images(images)
+    fast = fast and check_tokens(tokens) == "all"
     if len(layers) < 2:
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
     resolve_layers(model, layers)
@@ -130,6 +136,7 @@ def attribute(
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
             grad = any(p is None for p in plans)
             leaves, outs = _forward(model, layers, x, grad)
+            masks = position_masks(layers, leaves, tokens)
             redo = []
             for i, plan in enumerate(plans):
                 if plan is None:
@@ -156,6 +163,7 @@ def attribute(
                         batched=batched,
                         budget_bytes=chunk_budget,
                         graph_bytes=info.graph_bytes * x.shape[0],
+                        masks=(masks[i], masks[i + 1]),
                     )
                     done += 1
                     if progress is not None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
+from ingest.cla.heads import is_head_layer, module_path, read_heads
 from ingest.hooks import scoped_hooks
 
 __all__ = [
@@ -49,7 +50,8 @@ class LayerOrderError(CaptureError):
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[nn.Module]:
-    """The modules named by `layers` (dotted paths as in `model.named_modules()`).
+    """The modules named by `layers` (dotted paths as in `model.named_modules()`; a head layer
+    `PATH:heads` names its attention module, `ingest.cla.heads`).
 
     Args:
         model: the network.
@@ -61,6 +63,7 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[nn.Module]:
     Raises:
         UnknownLayer: a name is not a module of `model`; the message lists close or valid names.
         CaptureError: fewer than one layer, or a name given twice.
+        HeadSpecError: a head layer names a module whose heads cannot be read.
     """
     if len(layers) == 0:
         raise CaptureError("no layers given: pass the dotted module names of the layers to capture")
@@ -71,9 +74,12 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[nn.Module]:
         if name in seen:
             raise CaptureError(f"layer {name!r} is listed twice: name each layer once, in forward order")
         seen.add(name)
-        module = named.get(name) if name else None
+        path = module_path(name)
+        module = named.get(path) if path else None
         if module is None:
-            raise UnknownLayer(f"unknown layer {name!r}: {_candidates(name, named)}")
+            raise UnknownLayer(f"unknown layer {name!r}: {_candidates(path, named)}")
+        if is_head_layer(name):
+            read_heads(model, name)  # HeadSpecError when the module's heads cannot be read
         out.append(module)
     return out
 

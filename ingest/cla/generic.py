@@ -25,9 +25,15 @@ __all__ = ["generic_pair_scores", "reference_pair_scores"]
 _FLOAT = 4
 
 
-def _unit_cotangents(out: torch.Tensor) -> torch.Tensor:
-    """y / ‖y‖ per image and channel (0 for an all-zero map), as (B, C, P)."""
+Masks = tuple[torch.Tensor | None, torch.Tensor | None]  # (upstream, downstream) 0/1 over positions
+
+
+def _unit_cotangents(out: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """y / ‖y‖ per image and channel (0 for an all-zero map), as (B, C, P); with a position mask,
+    over the kept positions only (the others get 0)."""
     y = channels_first(out.detach())  # (B, C, P)
+    if mask is not None:
+        y = y * mask
     norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)  # (B, C, 1)
     return torch.where(norm > 0, y / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(y))
 
@@ -40,6 +46,7 @@ def generic_pair_scores(
     budget_bytes: int,
     neurons: Sequence[int] | None = None,
     graph_bytes: int = 0,
+    masks: Masks | None = None,
 ) -> torch.Tensor:
     """Σ over the batch of S[m, n] for one pair, by autograd (not yet divided by |X|).
 
@@ -51,19 +58,24 @@ def generic_pair_scores(
         neurons: downstream channels to compute (default all); other columns stay 0.
         graph_bytes: the batch's saved activations between the two layers; a batched VJP holds
             gradients of up to that size per cotangent, so chunks are sized with it.
+        masks: (upstream, downstream) 0/1 position masks (`ingest.cla.tokens.position_masks`), or
+            None for all positions.
 
     Returns:
         float32 tensor (C_i, C_{i+1}) on `leaf`'s device.
     """
-    g = _unit_cotangents(out)  # (B, C_next, P_next)
+    m_in, m_out = masks if masks is not None else (None, None)
+    g = _unit_cotangents(out, m_out)  # (B, C_next, P_next)
     absa = channels_first(leaf.detach()).abs()  # (B, C_i, P_i)
+    if m_in is not None:
+        absa = absa * m_in
     c_next = g.shape[1]
     cols = list(range(c_next)) if neurons is None else list(neurons)
     scores = torch.zeros(absa.shape[1], c_next, device=leaf.device, dtype=torch.float32)
     if not cols:
         return scores
     if not batched:
-        cot = torch.zeros_like(out)
+        cot = out.new_zeros(out.shape)  # contiguous (zeros_like keeps a view's strides): `view` must alias it
         view = channels_first(cot)  # writes go through to `cot`
         for n in cols:
             view[:, n] = g[:, n]
@@ -88,19 +100,27 @@ def generic_pair_scores(
     return scores
 
 
-def reference_pair_scores(out: torch.Tensor, leaf: torch.Tensor, neurons: Sequence[int]) -> torch.Tensor:
+def reference_pair_scores(
+    out: torch.Tensor, leaf: torch.Tensor, neurons: Sequence[int], masks: Masks | None = None
+) -> torch.Tensor:
     """The plain loop of docs/method.md, "Cross-Layer Attribution": autograd of Σ_x ‖A_{i+1,n}(x)‖₂ once per neuron n.
 
     Args:
         out: layer i+1's output, attached to the graph that starts at `leaf`.
         leaf: layer i's leaf.
         neurons: the downstream channels to compute; other columns are NaN.
+        masks: (upstream, downstream) 0/1 position masks, or None for all positions: the norm
+            runs over the kept downstream positions, the sum over the kept upstream ones.
 
     Returns:
         float32 tensor (C_i, C_{i+1}), summed over the batch.
     """
-    norms = torch.linalg.vector_norm(channels_first(out), dim=-1)  # (B, C_next)
+    m_in, m_out = masks if masks is not None else (None, None)
+    y = channels_first(out)
+    norms = torch.linalg.vector_norm(y if m_out is None else y * m_out, dim=-1)  # (B, C_next)
     absa = channels_first(leaf.detach()).abs()  # (B, C_i, P)
+    if m_in is not None:
+        absa = absa * m_in
     scores = torch.full((absa.shape[1], norms.shape[1]), float("nan"), device=leaf.device)
     for n in neurons:
         (grad,) = torch.autograd.grad(norms[:, n].sum(), leaf, retain_graph=True, allow_unused=True)

@@ -15,6 +15,7 @@ from ingest.cla.attribution import CLAError, Progress, _check_images
 from ingest.cla.capture import capture, channels_first, check_layer_chain, resolve_layers
 from ingest.cla.generic import reference_pair_scores
 from ingest.cla.probe import prepared
+from ingest.cla.tokens import check_tokens, position_masks
 from ingest.hooks import resolve_device
 
 __all__ = ["attribute_reference"]
@@ -29,6 +30,7 @@ def attribute_reference(
     device: str | torch.device = "cpu",
     neurons: Sequence[Sequence[int] | None] | None = None,
     progress: Progress | None = None,
+    tokens: str = "all",
 ) -> list[np.ndarray]:
     """The plain loop of docs/method.md, "Cross-Layer Attribution": per batch and pair, one autograd call per downstream neuron.
 
@@ -43,11 +45,13 @@ def attribute_reference(
         neurons: per pair, the downstream channels to compute (None: all); the other columns of
             that matrix are NaN. For timing the reference on a subset.
         progress: called as progress(done, total) after each pair of each batch.
+        tokens: which tokens of token layers count ("all", "patches", "cls"; `ingest.cla.tokens`).
 
     Returns:
         S_i per adjacent pair, float32 arrays (C_i, C_{i+1}).
     """
     _check_images(images)
+    check_tokens(tokens)
     if len(layers) < 2:
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
     resolve_layers(model, layers)
@@ -62,11 +66,12 @@ def attribute_reference(
                 model(x)
                 check_layer_chain(cap)
                 leaves, outs = cap.leaf_list(), cap.output_list()
+                masks = position_masks(layers, leaves, tokens)
                 for i in range(n_pairs):
                     width = channels_first(outs[i + 1]).shape[1]
                     wanted = None if neurons is None else neurons[i]
                     sel = range(width) if wanted is None else wanted
-                    s = reference_pair_scores(outs[i + 1], leaves[i], list(sel)).double()
+                    s = reference_pair_scores(outs[i + 1], leaves[i], list(sel), (masks[i], masks[i + 1])).double()
                     if step == 0:
                         sums.append(s)
                     else:

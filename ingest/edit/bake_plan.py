@@ -100,7 +100,7 @@ class BakePlan:
     """The weight edits that make a plain model behave as the mask's hooks do."""
 
     edits: tuple[Edit, ...]
-    routes: dict[str, str]  # module path -> "producer" | "consumer"
+    routes: dict[str, str]  # module path -> "producer" | "consumer" | "transformer" (ingest.edit.token_bake)
 
     def params(self) -> list[str]:
         """The state-dict entries the plan edits, sorted."""
@@ -382,7 +382,14 @@ def plan_bake(model: nn.Module, mask: Mask) -> BakePlan:
         aliases[id(m)] = aliases.get(id(m), 0) + 1
     edits: list[Edit] = []
     routes: dict[str, str] = {}
+    from ingest.edit.token_bake import token_edits  # transformer heads and MLP neurons
+
     for path, mm in mask.modules.items():
+        token = token_edits(model, path, mm.channels, mm.width)
+        if token is not None:
+            edits += token
+            routes[path] = "transformer"
+            continue
         try:
             edits += _plan_producer(model, path, mm.channels, mm.width, aliases)
             routes[path] = "producer"

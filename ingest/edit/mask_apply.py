@@ -28,6 +28,7 @@ from catalog.atomic import atomic_path
 from catalog.mask_file import Mask, MaskError
 from catalog.mask_io import read_mask
 from catalog.vocab import MaskKind
+from ingest.cla.heads import HeadSpecError, is_head_layer, module_path, read_heads
 from ingest.edit.bake_plan import BakePlan, NotBakeable, apply_edits, plan_bake, require_circuit_kind
 from ingest.edit.prune import prune_circuit, prune_edges
 from ingest.hooks import channel_dim, scoped_hooks
@@ -88,7 +89,7 @@ def check(
             f"{_short(weights_sha256)}; pass --weights with the file the circuit was found on"
         )
     names = {n for n, _ in model.named_modules() if n}
-    missing = [p for p in mask.modules if p not in names]
+    missing = [p for p in mask.modules if module_path(p) not in names]
     if missing:
         close = difflib.get_close_matches(missing[0], sorted(names), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -96,6 +97,12 @@ def check(
             f"mask names modules the model does not have: {', '.join(missing)}{hint}; "
             f"was it made for another architecture than {mask.model.name}?"
         )
+    for path in mask.modules:
+        if is_head_layer(path):
+            try:
+                read_heads(model, path)
+            except HeadSpecError as exc:
+                raise MaskError(f"mask has head units on {path}, which this model cannot give: {exc}") from None
     if example is not None:
         with _width_check(model, mask), torch.no_grad():
             model(example)

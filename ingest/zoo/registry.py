@@ -77,6 +77,9 @@ RANDOM_INIT_SEED = 0  # fixed so a random-init model is the same network in ever
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = dict(BUILTIN)
 _REGISTRY["typo-mini"] = lambda: importlib.import_module("ingest.zoo.typo_mini").spec()  # catfish-mini trained to read
+_REGISTRY["vit-b-16"] = lambda: importlib.import_module("ingest.zoo.vit").vit_spec(16)  # torchvision ViT (heads + MLPs)
+_REGISTRY["typo-vit"] = lambda: importlib.import_module("ingest.zoo.typo_vit").spec()  # a small ViT trained to read
+_REGISTRY["vit-b-32"] = lambda: importlib.import_module("ingest.zoo.vit").vit_spec(32)
 
 
 def register(name: str, make_spec: Callable[[], ModelSpec]) -> None:
