@@ -187,7 +187,10 @@ def test_unused_files_are_reported_and_recursive_reads_subfolders(tmp_path):
     assert kinds == {"notes.txt": "format", "broken.jpg": "unreadable", "more": "folder"}
     assert all(isinstance(u, UnusedFile) for u in s.unused)
     line = s.summary()
-    assert "\n" not in line and "1 unreadable (broken.jpg)" in line and "notes.txt" in line and "--recursive" in line
+    assert "\n" not in line and "1 unreadable (broken.jpg)" in line and "notes.txt" in line
+    from circuits.cli.render import cli_message
+
+    assert "`recursive=`" in line and "--recursive" in cli_message(line)  # the library names parameters
     assert [p for p, _ in s.skipped] == [str(tmp_path / "broken.jpg")]
     deep = read_image_dir(tmp_path, recursive=True)
     assert [Path(p).name for p in deep.sources] == ["a.png", "b.png"]
