@@ -21,7 +21,10 @@ ARTIFACTS = Path(os.environ.get("CIRCUITS_TEST_ARTIFACTS") or Path(tempfile.gett
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
+    from catalog.engine import close_catalogs_of
+
     info = demo_catalog(tmp_path_factory)
+    close_catalogs_of(info["path"])  # another module's reader of the shared catalog: the server opens it sandboxed
     server = ServerThread(info["path"])
     yield {**info, "url": server.url}
     server.close()
