@@ -14,11 +14,22 @@ app = typer.Typer()
 train_app = typer.Typer(help="Train the bundled models on the project's synthetic benchmarks.")
 app.add_typer(train_app, name="train")
 
+# Options the three commands share (their defaults stay at each command).
+Epochs = Annotated[int, typer.Option(help="Passes, each over fresh images.")]
+Seed = Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
+TrainPerClass = Annotated[int, typer.Option(help="Fresh training images per class per epoch.")]
+EvalPerClass = Annotated[int, typer.Option(help="Held-out images per class (clean and attacked for the typo models).")]
+BatchSize = Annotated[int, typer.Option(help="Images per optimisation step.")]
+Threads = Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")]
+TextShare = Annotated[float, typer.Option(help="Share of training images with the true class name written on them.")]
+TextOnlyShare = Annotated[float, typer.Option(help="Share showing the class name alone on a background.")]
+
 
 @train_app.command("catfish")
 def train_catfish_command(
-    epochs: Annotated[int, typer.Option(help="Passes, each over fresh images.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")] = 0,
+    epochs: Epochs = 8,
+    seed: Seed = 0,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -26,11 +37,11 @@ def train_catfish_command(
             "[default: the shipped ingest/weights/catfish_mini.pt]."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    train_per_class: Annotated[int, typer.Option(help="Fresh training images per class per epoch.")] = 400,
-    eval_per_class: Annotated[int, typer.Option(help="Held-out images per class.")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")] = 2,
+    device: Device = "auto",
+    train_per_class: TrainPerClass = 400,
+    eval_per_class: EvalPerClass = 100,
+    batch_size: BatchSize = 64,
+    threads: Threads = 2,
 ) -> None:
     """Train catfish-mini on CatFish-synth; write its weights and a JSON sidecar (sha256, accuracy).
 
@@ -54,8 +65,8 @@ def train_catfish_command(
 
 @train_app.command("typo")
 def train_typo_command(
-    epochs: Annotated[int, typer.Option(help="Passes, each over fresh images.")] = 12,
-    seed: Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")] = 0,
+    epochs: Epochs = 12,
+    seed: Seed = 0,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -63,15 +74,13 @@ def train_typo_command(
             "[default: the shipped ingest/weights/typo_mini.pt]."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    train_per_class: Annotated[int, typer.Option(help="Fresh training images per class per epoch.")] = 400,
-    eval_per_class: Annotated[int, typer.Option(help="Held-out images per class (clean and attacked).")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 64,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")] = 2,
-    text_share: Annotated[
-        float, typer.Option(help="Share of training images with the true class name written on them.")
-    ] = 0.5,
-    text_only_share: Annotated[float, typer.Option(help="Share showing the class name alone on a background.")] = 0.1,
+    device: Device = "auto",
+    train_per_class: TrainPerClass = 400,
+    eval_per_class: EvalPerClass = 100,
+    batch_size: BatchSize = 64,
+    threads: Threads = 2,
+    text_share: TextShare = 0.5,
+    text_only_share: TextOnlyShare = 0.1,
 ) -> None:
     """Train typo-mini (catfish-mini's network) on Typographic-synth, so it learns to read.
 
@@ -98,23 +107,21 @@ def train_typo_command(
 
 @train_app.command("typo-vit")
 def train_typo_vit_command(
-    epochs: Annotated[int, typer.Option(help="Passes, each over fresh images.")] = 12,
-    seed: Annotated[int, typer.Option(help="Seeds the init, batch order and every image.")] = 0,
+    epochs: Epochs = 12,
+    seed: Seed = 0,
     out: Annotated[
         Path | None,
         typer.Option(
             help="State dict to write (a .json sidecar goes beside it) [default: the shipped ingest/weights/typo_vit.pt]."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    train_per_class: Annotated[int, typer.Option(help="Fresh training images per class per epoch.")] = 400,
-    eval_per_class: Annotated[int, typer.Option(help="Held-out images per class (clean and attacked).")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Images per optimisation step.")] = 32,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")] = 2,
-    text_share: Annotated[
-        float, typer.Option(help="Share of training images with the true class name written on them.")
-    ] = 0.5,
-    text_only_share: Annotated[float, typer.Option(help="Share showing the class name alone on a background.")] = 0.1,
+    device: Device = "auto",
+    train_per_class: TrainPerClass = 400,
+    eval_per_class: EvalPerClass = 100,
+    batch_size: BatchSize = 32,
+    threads: Threads = 2,
+    text_share: TextShare = 0.5,
+    text_only_share: TextOnlyShare = 0.1,
 ) -> None:
     """Train typo-vit (a 6-block ViT, patch 8, 64 px) on Typographic-synth with typo-mini's recipe.
 
