@@ -122,12 +122,13 @@ def _python_api_block() -> str:
 
 
 def test_python_api_workflow_runs(tmp_path, monkeypatch, capsys):
-    """The notebook workflow: CLA on catfish-mini over two image folders, graph, overlap, mask."""
+    """The notebook workflow: CLA on a model object the example builds, graph, mask applied to it."""
     from catalog.engine import close_all
 
     code = _python_api_block()
-    for name in ("open_catalog", "ingest_concept(", "circuit_graph", "export_mask", "apply_mask"):
+    for name in ("open_catalog", "ingest_concept(", "circuit_graph", "export_mask", "apply_mask", "model=model"):
         assert name in code, name
+    assert "nn.Sequential(" in code  # the example builds the model object it passes
     monkeypatch.chdir(tmp_path)
     try:
         exec(compile(code, "README.md#python-api", "exec"), {"__name__": "readme"})
