@@ -21,7 +21,7 @@ from torch import nn
 
 from catalog.mask_file import MaskError
 from ingest.cla.heads import HeadSpecError, is_head_layer, module_path, read_heads
-from ingest.edit.bake_plan import ZERO_KEEPING_MODULES, Edit, NotBakeable
+from ingest.edit.bake_edits import ZERO_KEEPING_MODULES, Edit, NotBakeable
 
 __all__ = ["token_edits"]
 
