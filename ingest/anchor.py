@@ -134,9 +134,11 @@ def label_class_layer(cat: Catalog, run_id: int, class_names: Sequence[str]) -> 
     Returns:
         The number of neurons labelled (0 when the last layer is not the class layer).
     """
+    from ingest.writer import label_class_layer as label_layer
+
     with cat.session() as s, s.begin():
         run = store.read_run(s, run_id)
         layer, width = run.layer_names[-1], run.widths[-1]
         if width != len(class_names):
             return 0
-        return store.label_neurons(s, run.model_id, layer, list(class_names))
+        return label_layer(s, run.model_id, layer, class_names)

@@ -47,7 +47,7 @@ def compute(
     from ingest import thumbnails
     from ingest.cla.attribution import attribute
     from ingest.cla.search import find_circuit
-    from ingest.writer import ComputedRun, RunFailure, describe
+    from ingest.writer import ComputedRun, RunFailure, class_labels, describe
 
     t0 = time.perf_counter() if t0 is None else t0
     run_fields = {**prepared.run_fields, "started_at": utcnow()}
@@ -82,6 +82,8 @@ def compute(
         failure = RunFailure(prepared.model_fields, config.concept, run_fields, time.perf_counter() - t0, describe(exc))
         raise ComputeFailed(failure) from exc
     image_set = prepared.image_set
+    last = layers[-1]
+    names = class_labels(loaded.spec.labels, loaded.spec.layers, last, dict(prepared.model_fields["layers"])[last])
     return ComputedRun(
         model_fields=prepared.model_fields,
         concept=config.concept,
@@ -95,6 +97,7 @@ def compute(
         patches=tuple(patches),
         thumbnails=tuple(thumbs),
         skipped=tuple(image_set.skipped),
+        class_names=names or (),
     )
 
 

@@ -4,7 +4,9 @@
 worker process or machine can compute it and another process can write it), then `store_computed`
 writes the model, concept, images, run, edges, circuit and thumbnails in one transaction
 (`Catalog.writing`: a DuckDB file is held only for that transaction, and waited for while another
-process holds it).
+process holds it). When the run ends at the model's class layer, the same transaction labels that
+layer's neurons with the model's class names (`class_labels`), so every reader (the web view
+included) shows `_fc:285 Egyptian cat` from the catalog alone, with no model code.
 
 Concurrent writers of the same run: the run claims its provenance key (`catalog.store.write_run`);
 the writer that loses reuses the winner's run in the same transaction, adding its circuit only if
@@ -27,7 +29,15 @@ from catalog.errors import CatalogLocked
 from catalog.locks import Lock, lock
 from catalog.models import utcnow
 
-__all__ = ["ComputedRun", "RunFailure", "add_circuit_once", "record_failure", "store_computed"]
+__all__ = [
+    "ComputedRun",
+    "RunFailure",
+    "add_circuit_once",
+    "class_labels",
+    "label_class_layer",
+    "record_failure",
+    "store_computed",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ class ComputedRun:
         patches, thumbnails: the circuit neurons' example patches and the images' thumbnails
             (`ingest.thumbnails`), stored with a new run.
         skipped: (path, reason) of unreadable image files.
+        class_names: labels of the run's last layer's neurons by channel (`class_labels`: the
+            model's class names when that layer is its class layer), or () for none.
     """
 
     model_fields: dict[str, Any]
@@ -72,6 +84,7 @@ class ComputedRun:
     patches: tuple[Any, ...] = ()
     thumbnails: tuple[tuple[int, int, bytes], ...] = ()
     skipped: tuple[tuple[str, str], ...] = field(default=())
+    class_names: tuple[str, ...] = ()
 
     @property
     def provenance_key(self) -> str:
@@ -80,6 +93,41 @@ class ComputedRun:
     def failure(self, exc: BaseException) -> RunFailure:
         """The failed row to record when writing this run fails with `exc`."""
         return RunFailure(self.model_fields, self.concept, self.run_fields, self.seconds, describe(exc))
+
+
+def class_labels(labels: Sequence[str] | None, hidden: Sequence[str], layer: str, width: int) -> tuple[str, ...] | None:
+    """A model's class names as the labels of `layer`, when it is the model's class layer.
+
+    The rule: the model declares labels, `layer` is not one of its hidden (default CLA) layers,
+    and it has one channel per label.
+
+    Args:
+        labels: the model spec's class names by logit index (None: it has none).
+        hidden: the spec's default CLA layers (never the logits).
+        layer: the run's last layer.
+        width: its number of channels.
+    """
+    if not labels or layer in hidden or len(labels) != width:
+        return None
+    return tuple(str(v) for v in labels)
+
+
+def label_class_layer(s: Session, model_id: int, layer: str, names: Sequence[str], *, replace: bool = True) -> int:
+    """Label `layer`'s neurons with class names, in the caller's transaction.
+
+    Args:
+        s: a session in a write transaction.
+        model_id: the catalogued model.
+        layer: its class layer (one neuron per name).
+        names: the class names by logit index.
+        replace: False keeps labels already stored on the layer (e.g. from `--classes FILE`).
+
+    Returns:
+        The number of neurons labelled (0 when labels were kept).
+    """
+    if not replace and store.neuron_labels(s, model_id, layer):
+        return 0
+    return store.label_neurons(s, model_id, layer, list(names))
 
 
 def describe(exc: BaseException) -> str:
@@ -126,6 +174,9 @@ def store_computed(cat: Catalog, computed: ComputedRun) -> tuple[int, int, bool,
                 circuit_id, channels = add_circuit_once(s, won.run_id, computed.ks, circuit)
                 return won.run_id, circuit_id, True, channels
             circuit_id = _write_circuit(s, run_id, computed.ks, circuit)
+            if computed.class_names:  # the model's own names never replace labels a user gave
+                layer = computed.run_fields["layer_names"][-1]
+                label_class_layer(s, model.id, layer, computed.class_names, replace=False)
             if computed.patches or computed.thumbnails:
                 thumbnails.store_thumbnails(
                     s,

@@ -2,7 +2,8 @@
 
 - no import circle between project modules (every `import`, at module level or inside a function,
   except `if TYPE_CHECKING:` blocks, which never run);
-- `catalog` never imports torch (the base install has none);
+- `catalog` never imports torch (the base install has none), nor does the web view, which never
+  imports `ingest` either;
 - the libraries (`catalog`, `ingest`, `queries`) never import typer or `circuits`.
 """
 
@@ -101,6 +102,16 @@ def test_catalog_never_imports_torch():
         m: sorted(i for i in imps if i.split(".")[0] in ("torch", "torchvision"))
         for m, imps in IMPORTS.items()
         if m.split(".")[0] == "catalog"
+    }
+    assert not {m: i for m, i in offenders.items() if i}
+
+
+def test_the_web_view_never_imports_ingest_or_torch():
+    """Pages read the catalog only (a logit's class name is its stored label: docs/architecture.md, "Render")."""
+    offenders = {
+        m: sorted(i for i in imps if i.split(".")[0] in ("ingest", "torch", "torchvision"))
+        for m, imps in IMPORTS.items()
+        if m.startswith("circuits.web")
     }
     assert not {m: i for m, i in offenders.items() if i}
 

@@ -12,19 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog import media, media_featurevis, store
 from catalog.errors import NotFound
-from catalog.models import Layer
 from circuits.web.home_data import (  # noqa: F401 (re-exported: one module for the pages' data)
     SchemaTable,
     image_set_view,
     run_of,
     schema_view,
 )
-from circuits.web.labels import class_names
 from queries import listing
 from queries.graphs import circuit_graph, query_arrow
 
@@ -65,7 +62,7 @@ class Node:
     neuron_id: int
     total: float  # total CLA attribution in the run (in + out edge scores)
     in_circuit: bool
-    label: str | None = None  # the neuron's label: its catalog label, else a built-in logit's class name
+    label: str | None = None  # the neuron's catalog label (a logit's class name: ingest.writer.class_labels)
 
 
 @dataclass(frozen=True)
@@ -137,26 +134,18 @@ def circuit_view(
     totals = _totals(session, run.id)
     nodes: list[Node] = []
     members: list[int] = []
-    for i, (layer, chans, width) in enumerate(zip(circuit.layer_names, circuit.channels, circuit.widths)):
-        names = class_names(run.model, layer, int(width))
-
-        stored = details.labels.get(layer, {})
-
-        def name(c: int, names=names, stored=stored) -> str | None:
-            if c in stored:
-                return stored[c]
-            return names[c] if names is not None and 0 <= c < len(names) else None
-
+    for i, (layer, chans) in enumerate(zip(circuit.layer_names, circuit.channels)):
+        stored = details.labels.get(layer, {})  # the catalog's labels: class names of a logit layer
         chosen = set(int(c) for c in chans)
         for c in sorted(chosen):
             nid = ids[(layer, c)]
             members.append(nid)
-            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True, name(c)))
+            nodes.append(Node(layer, i, c, nid, totals.get(nid, 0.0), True, stored.get(c)))
         others = sorted(
             ((totals.get(nid, 0.0), ch, nid) for (lay, ch), nid in ids.items() if lay == layer and ch not in chosen),
             key=lambda t: (-t[0], t[1]),
         )[:faded_per_layer]
-        nodes.extend(Node(layer, i, ch, nid, t, False, name(ch)) for t, ch, nid in others)
+        nodes.extend(Node(layer, i, ch, nid, t, False, stored.get(ch)) for t, ch, nid in others)
     edges = tuple(
         (int(graph.nodes[a]["neuron_id"]), int(graph.nodes[b]["neuron_id"]), float(d["score"]))
         for a, b, d in graph.edges(data=True)
@@ -216,7 +205,7 @@ class NeuronView:
     incoming: tuple[EdgeRow, ...]
     outgoing: tuple[EdgeRow, ...]
     featurevis: dict[str, media_featurevis.FeatureVisRow] = field(default_factory=dict)  # concept → picture
-    label: str | None = None  # class name of a logit neuron
+    label: str | None = None  # the neuron's catalog label, e.g. a logit's class name
     reference: list[media.PatchRow] = field(default_factory=list)  # top reference-set patches (newest run)
 
 
@@ -271,11 +260,7 @@ def neuron_view(session: Session, model: str, layer: str, channel: int, *, top_e
     pictures: dict[str, media_featurevis.FeatureVisRow] = {}
     for (run_id, _), row in sorted(media_featurevis.read_featurevis(session, None, [nid]).items(), reverse=True):
         pictures.setdefault(concept_of_run.get(run_id, f"run {run_id}"), row)  # newest run per concept
-    width = session.execute(select(Layer.width).where(Layer.model_id == m.id, Layer.name == layer)).scalar()
-    names = class_names(m.name, layer, int(width or 0))
-    label = store.neuron_labels(session, m.id, layer).get(int(channel))  # the catalog's label first
-    if label is None and names is not None and 0 <= int(channel) < len(names):
-        label = names[int(channel)]
+    label = store.neuron_labels(session, m.id, layer).get(int(channel))  # e.g. a logit's class name
     refs = sorted(media.read_patches(session, None, [nid], reference=True).items(), reverse=True)
     return NeuronView(
         m.name,
