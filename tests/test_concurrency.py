@@ -294,14 +294,14 @@ import torch.nn as nn
 
 
 class Broken(nn.Module):
-    """Fine for the layer-width probe (no grad); fails in attribution (an injected failure)."""
+    """Fine for the layer-width probe and the one-image preflight; fails in attribution (an injected failure)."""
 
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
 
     def forward(self, x):
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and x.shape[0] > 1:  # the one-image preflight passes; attribution fails
             raise RuntimeError("injected failure")
         return self.net(x)
 
@@ -369,7 +369,7 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
     for p, (out, err) in zip(range(N_PROCESSES), outs):
         assert procs[p].returncode == (1 if p % 2 else 0), (out, err)
         if p % 2:
-            assert "RuntimeError: injected failure" in err and err.count("\nerror:") + err.startswith("error:") == 1
+            assert "injected failure" in err and err.count("\nerror:") + err.startswith("error:") == 1
     q = lambda sql: _sql_json(empty_pg_url, sql)  # noqa: E731 (a one-line helper local to this test)
     circuits = q(
         "select co.name as concept, c.k::text as k, count(*) as n from circuit c join run r on r.id = c.run_id "

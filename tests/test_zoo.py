@@ -58,6 +58,9 @@ def test_available_models():
         "clip-rn50",
         "efficientnet-lite0",
         "typo-mini",
+        "vit-b-16",
+        "typo-vit",
+        "vit-b-32",
     ]
 
 
