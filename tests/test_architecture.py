@@ -107,7 +107,7 @@ def test_catalog_never_imports_torch():
 
 
 def test_the_web_view_never_imports_ingest_or_torch():
-    """Pages read the catalog only (a logit's class name is its stored label: docs/architecture.md, "Render")."""
+    """Pages read the catalog only (a logit's class name is its stored label: docs/architecture.md, "Data flow of a query")."""
     offenders = {
         m: sorted(i for i in imps if i.split(".")[0] in ("ingest", "torch", "torchvision"))
         for m, imps in IMPORTS.items()
