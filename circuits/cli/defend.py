@@ -269,8 +269,12 @@ def defend(
             f"  held-out mean: {holdout_cut:.2f}× lower attack success"
             + ("" if holdout_cut >= report.target_cut else " (target not met on held-out images)")
         )
-    if best.kind == "circuit":
-        typer.echo(
-            f"  bake it: circuits export {best.circuit_id} -o text.json && "
-            f"circuits apply {model} --mask text.json -o defended.pt"
-        )
+    from queries.suggest import db_flag
+
+    # every mask applies (weights where exact, else a program that carries it; see `circuits apply`)
+    edge = "" if best.kind == "circuit" else f" --kind edge --pair {best.pair or 0}"
+    out = "defended.pt" if best.kind == "circuit" else "defended.pt2"
+    typer.echo(
+        f"  apply it: circuits export {best.circuit_id}{edge} -o text.json{db_flag(db)} && "
+        f"circuits apply {model} --mask text.json -o {out}"
+    )
