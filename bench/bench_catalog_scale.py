@@ -41,22 +41,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from googlenet_shape import GOOGLENET, NAMES, WIDTHS  # noqa: E402 (bench/ is on sys.path when a bench runs)
+
 from catalog import store  # noqa: E402 (after the set-up above)
 from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
 
-GOOGLENET = [
-    ("inception3a", 256),
-    ("inception3b", 480),
-    ("inception4a", 512),
-    ("inception4b", 512),
-    ("inception4c", 512),
-    ("inception4d", 528),
-    ("inception4e", 832),
-    ("inception5a", 832),
-    ("inception5b", 1024),
-]
-NAMES = [n for n, _ in GOOGLENET]
-WIDTHS = [w for _, w in GOOGLENET]
 K = 10
 DEAD = 0.117  # fraction of channels whose rows (as source) or columns (as target) are all zero
 MEDIAN, SPREAD = 2.7e-7, 1.3  # log-normal: median and σ of log10

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402 (after the set-up above)
 import sqlalchemy as sa  # noqa: E402 (after the set-up above)
+from googlenet_shape import GOOGLENET, NAMES, WIDTHS  # noqa: E402 (bench/ is on sys.path when a bench runs)
 from sqlalchemy.orm import Session  # noqa: E402 (after the set-up above)
 
 from catalog import bulk, migrate, store  # noqa: E402 (after the set-up above)
@@ -54,19 +55,6 @@ from catalog.matrix_codec import encode_matrix  # noqa: E402 (after the set-up a
 from catalog.models import Circuit, Run  # noqa: E402 (after the set-up above)
 from queries.overlap import overlap_of_circuits, weighted_jaccard_matrix  # noqa: E402 (after the set-up above)
 
-GOOGLENET = [
-    ("inception3a", 256),
-    ("inception3b", 480),
-    ("inception4a", 512),
-    ("inception4b", 512),
-    ("inception4c", 512),
-    ("inception4d", 528),
-    ("inception4e", 832),
-    ("inception5a", 832),
-    ("inception5b", 1024),
-]
-NAMES = [n for n, _ in GOOGLENET]
-WIDTHS = [w for _, w in GOOGLENET]
 K, POOL, SHARED_POOL = 10, 40, 60  # circuit size per layer; a run's channel pool; the model-wide pool
 PAIR_QUERY = (  # one layer pair over all runs, through the readable view
     "SELECT run_id, src_channel, dst_channel, score FROM edges_v "

@@ -24,21 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from googlenet_shape import GOOGLENET as GOOGLENET_BLOCKS
 
 from catalog import store
 from catalog.engine import close_all, open_catalog
 
-GOOGLENET_BLOCKS = [
-    ("inception3a", 256),
-    ("inception3b", 480),
-    ("inception4a", 512),
-    ("inception4b", 512),
-    ("inception4c", 512),
-    ("inception4d", 528),
-    ("inception4e", 832),
-    ("inception5a", 832),
-    ("inception5b", 1024),
-]
 CONCEPTS = [
     "stripes",
     "checker",

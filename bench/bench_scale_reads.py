@@ -32,21 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402 (after the set-up above)
+from googlenet_shape import GOOGLENET  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
 from catalog import store  # noqa: E402 (after the set-up above)
 from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
 
-GOOGLENET = [
-    ("inception3a", 256),
-    ("inception3b", 480),
-    ("inception4a", 512),
-    ("inception4b", 512),
-    ("inception4c", 512),
-    ("inception4d", 528),
-    ("inception4e", 832),
-    ("inception5a", 832),
-    ("inception5b", 1024),
-]
 POOL = 40  # a run's channel pool per layer: its circuits overlap
 IMPORTS = (
     "import catalog.engine, catalog.sql, queries.listing_pages, queries.overlap, circuits.cli.render, duckdb, pyarrow"
