@@ -24,19 +24,19 @@ BatchSize = Annotated[int, typer.Option(help="Images per optimisation step.")]
 Threads = Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")]
 TextShare = Annotated[float, typer.Option(help="Share of training images with the true class name written on them.")]
 TextOnlyShare = Annotated[float, typer.Option(help="Share showing the class name alone on a background.")]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        help="State dict to write (a .json sidecar goes beside it) (default: the model's shipped file in ingest/weights)."
+    ),
+]
 
 
 @train_app.command("catfish")
 def train_catfish_command(
     epochs: Epochs = 8,
     seed: Seed = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="State dict to write (a .json sidecar goes beside it) "
-            "[default: the shipped ingest/weights/catfish_mini.pt]."
-        ),
-    ] = None,
+    out: Out = None,
     device: Device = "auto",
     train_per_class: TrainPerClass = 400,
     eval_per_class: EvalPerClass = 100,
@@ -48,32 +48,14 @@ def train_catfish_command(
     Held-out accuracy is measured on images of a seed no epoch uses. The defaults with
     --device cpu reproduce the shipped weights.
     """
-    _run(
-        dict(
-            epochs=epochs,
-            seed=seed,
-            train_per_class=train_per_class,
-            eval_per_class=eval_per_class,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
-        ),
-        out,
-        "catfish",
-    )
+    _run(_shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads), out, "catfish")
 
 
 @train_app.command("typo")
 def train_typo_command(
     epochs: Epochs = 12,
     seed: Seed = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="State dict to write (a .json sidecar goes beside it) "
-            "[default: the shipped ingest/weights/typo_mini.pt]."
-        ),
-    ] = None,
+    out: Out = None,
     device: Device = "auto",
     train_per_class: TrainPerClass = 400,
     eval_per_class: EvalPerClass = 100,
@@ -89,13 +71,7 @@ def train_typo_command(
     """
     _run(
         dict(
-            epochs=epochs,
-            seed=seed,
-            train_per_class=train_per_class,
-            eval_per_class=eval_per_class,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
+            _shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads),
             dataset="typo",
             text_share=text_share,
             text_only_share=text_only_share,
@@ -109,12 +85,7 @@ def train_typo_command(
 def train_typo_vit_command(
     epochs: Epochs = 12,
     seed: Seed = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="State dict to write (a .json sidecar goes beside it) [default: the shipped ingest/weights/typo_vit.pt]."
-        ),
-    ] = None,
+    out: Out = None,
     device: Device = "auto",
     train_per_class: TrainPerClass = 400,
     eval_per_class: EvalPerClass = 100,
@@ -130,13 +101,7 @@ def train_typo_vit_command(
     """
     _run(
         dict(
-            epochs=epochs,
-            seed=seed,
-            train_per_class=train_per_class,
-            eval_per_class=eval_per_class,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
+            _shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads),
             dataset="typo",
             text_share=text_share,
             text_only_share=text_only_share,
@@ -149,8 +114,23 @@ def train_typo_vit_command(
     )
 
 
+def _shared(
+    epochs: int, seed: int, train_per_class: int, eval_per_class: int, batch_size: int, device: str, threads: int
+) -> dict:
+    """The settings every train command takes, as `TrainConfig` keywords."""
+    return dict(
+        epochs=epochs,
+        seed=seed,
+        train_per_class=train_per_class,
+        eval_per_class=eval_per_class,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+    )
+
+
 def _run(settings: dict, out: Path | None, dataset: str) -> None:
-    """Validate, train with a progress bar, print the outcome (shared by both commands)."""
+    """Validate, train with a progress bar, print the outcome (shared by the three commands)."""
     if "torch" not in sys.modules:
         # Idle OpenMP threads that spin instead of sleeping made training 5x slower on a CPU shared
         # with other processes (measured on a loaded 2-core machine); this must precede import.
