@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from _helpers_cli import noise_images
 from PIL import Image
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
@@ -98,11 +99,7 @@ def test_feature_visualisations_are_seeded_leave_the_model_alone_and_raise_their
 def tiny_run(tmp_path):
     model = tmp_path / "tiny.py"
     model.write_text(TINY_MODEL)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    images = noise_images(tmp_path / "imgs")
     db = tmp_path / "c.duckdb"
     args = ["ingest", f"{model}:build", "--concept", "noise", "--images", str(images), "--layers", "1,3,5"]
     r = runner.invoke(app, [*args, "--k", "2", "--db", str(db)])

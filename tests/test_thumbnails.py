@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+from _helpers_cli import noise_images
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -66,11 +67,7 @@ def stored_run(tmp_path):
     """A tiny model's run ingested through the CLI from a folder of images."""
     model = tmp_path / "tiny.py"
     model.write_text(TINY_MODEL)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    images = noise_images(tmp_path / "imgs", 5)
     db = tmp_path / "c.duckdb"
     args = [
         "ingest",

@@ -270,24 +270,16 @@ def test_mixed_sizes_are_refused_naming_the_options(trained, tmp_path):
     assert "2 different sizes" in line and "--input-size" in line and "--resize" in line
 
 
+def _ingest_square(trained, db: str) -> list[str]:
+    """`circuits ingest` of the trained user net on its "square" images, layers c1,c2, k = 2."""
+    images, weights = str(trained / "square"), str(trained / "net.pt")
+    options = {"--concept": "square", "--images": images, "--layers": "c1,c2", "--k": "2", "--weights": weights}
+    return ["ingest", f"{trained / 'net.py'}:build", *(x for pair in options.items() for x in pair), "--db", db]
+
+
 def test_overrides_change_the_provenance_key(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
-    base = [
-        "ingest",
-        f"{trained / 'net.py'}:build",
-        "--concept",
-        "square",
-        "--images",
-        str(trained / "square"),
-        "--layers",
-        "c1,c2",
-        "--k",
-        "2",
-        "--weights",
-        str(trained / "net.pt"),
-        "--db",
-        db,
-    ]
+    base = _ingest_square(trained, db)
     assert runner.invoke(app, base).exit_code == 0
     r = runner.invoke(app, [*base, "--normalize", "0.5,0.5,0.5:0.25,0.25,0.25"])
     assert r.exit_code == 0 and "stored run" in r.output, r.output  # not reused: other inputs
@@ -301,25 +293,7 @@ def test_overrides_change_the_provenance_key(trained, tmp_path):
 def test_ablate_label_without_class_names_names_the_option(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
     weights = str(trained / "net.pt")
-    r = runner.invoke(
-        app,
-        [
-            "ingest",
-            f"{trained / 'net.py'}:build",
-            "--concept",
-            "square",
-            "--images",
-            str(trained / "square"),
-            "--layers",
-            "c1,c2",
-            "--k",
-            "2",
-            "--weights",
-            weights,
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, _ingest_square(trained, db))
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
     r = runner.invoke(

@@ -1,0 +1,45 @@
+"""Set-ups the command-line tests share: a folder of random-noise images and the argument list of
+`circuits ingest` for the tiny user model (`tests/tiny_model.py`, layers 1,3,5) and for
+catfish-mini on a rendered concept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def noise_images(folder: Path, n: int = 4, size: int = 16, seed: int = 0) -> Path:
+    """`folder` (made here) holding `n` random RGB PNGs of `size` pixels, 0.png … (n-1).png."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def tiny_ingest_args(
+    model: str = "tiny.py:build", concept: str = "noise", images: str = "imgs", db: str = "c.duckdb", *extra: str
+) -> list[str]:
+    """`circuits ingest` of the tiny user model, k = 2 over its three ReLU outputs (widths 6, 8, 5)."""
+    return [
+        "ingest",
+        model,
+        "--concept",
+        concept,
+        "--images",
+        images,
+        "--layers",
+        "1,3,5",
+        "--k",
+        "2",
+        "--db",
+        db,
+        *extra,
+    ]
+
+
+def catfish_ingest_args(concept: str, db: str, *extra: str) -> list[str]:
+    """`circuits ingest catfish-mini` of the rendered `catfish:CONCEPT` set."""
+    return ["ingest", "catfish-mini", "--concept", concept, "--dataset", f"catfish:{concept}", "--db", db, *extra]
