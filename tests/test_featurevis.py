@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from _helpers_cli import noise_images
+from _helpers_cli import noise_images, tiny_ingest_args
 from PIL import Image
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
@@ -101,8 +101,7 @@ def tiny_run(tmp_path):
     model.write_text(TINY_MODEL)
     images = noise_images(tmp_path / "imgs")
     db = tmp_path / "c.duckdb"
-    args = ["ingest", f"{model}:build", "--concept", "noise", "--images", str(images), "--layers", "1,3,5"]
-    r = runner.invoke(app, [*args, "--k", "2", "--db", str(db)])
+    r = runner.invoke(app, tiny_ingest_args(f"{model}:build", "noise", str(images), str(db)))
     assert r.exit_code == 0, r.output
     return {"db": db, "model": f"{model}:build", "dir": tmp_path}
 

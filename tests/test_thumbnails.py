@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from _helpers_cli import noise_images
+from _helpers_cli import noise_images, tiny_ingest_args
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -69,20 +69,7 @@ def stored_run(tmp_path):
     model.write_text(TINY_MODEL)
     images = noise_images(tmp_path / "imgs", 5)
     db = tmp_path / "c.duckdb"
-    args = [
-        "ingest",
-        f"{model}:build",
-        "--concept",
-        "noise",
-        "--images",
-        str(images),
-        "--layers",
-        "1,3,5",
-        "--k",
-        "2",
-        "--db",
-        str(db),
-    ]
+    args = tiny_ingest_args(f"{model}:build", "noise", str(images), str(db))
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     return {"db": db, "model": f"{model}:build", "images": images, "args": args}

@@ -149,25 +149,7 @@ def test_user_model_ingests_and_ablates_at_its_own_preprocessing(trained, tmp_pa
     assert params["preprocessing"] == {"size": None, "resize": "crop", "mean": None, "std": None, "channels": 3}
     (circuit,) = _sql(db, "select id from circuit")
 
-    r = runner.invoke(
-        app,
-        [
-            "ablate",
-            str(circuit["id"]),
-            "--images",
-            str(trained / "square"),
-            "--label",
-            "square",
-            "--classes",
-            str(trained / "classes.txt"),
-            "--weights",
-            weights,
-            "--model",
-            model,
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, _ablate_square(circuit["id"], trained, db, "--classes", str(trained / "classes.txt")))
     assert r.exit_code == 0, r.output
     rows = _ablate_rows(r.output)
     clean_acc = rows["accuracy"][0]
@@ -277,6 +259,13 @@ def _ingest_square(trained, db: str) -> list[str]:
     return ["ingest", f"{trained / 'net.py'}:build", *(x for pair in options.items() for x in pair), "--db", db]
 
 
+def _ablate_square(circuit_id: int, trained, db: str, *extra: str) -> list[str]:
+    """`circuits ablate` of a circuit of the trained user net on its "square" images, labelled square."""
+    images, weights, model = str(trained / "square"), str(trained / "net.pt"), f"{trained / 'net.py'}:build"
+    options = {"--images": images, "--label": "square", "--weights": weights, "--model": model, "--db": db}
+    return ["ablate", str(circuit_id), *(x for pair in options.items() for x in pair), *extra]
+
+
 def test_overrides_change_the_provenance_key(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
     base = _ingest_square(trained, db)
@@ -292,25 +281,8 @@ def test_overrides_change_the_provenance_key(trained, tmp_path):
 
 def test_ablate_label_without_class_names_names_the_option(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
-    weights = str(trained / "net.pt")
     r = runner.invoke(app, _ingest_square(trained, db))
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
-    r = runner.invoke(
-        app,
-        [
-            "ablate",
-            str(circuit["id"]),
-            "--images",
-            str(trained / "square"),
-            "--label",
-            "square",
-            "--weights",
-            weights,
-            "--model",
-            f"{trained / 'net.py'}:build",
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, _ablate_square(circuit["id"], trained, db))
     assert r.exit_code == 1 and "--classes FILE" in r.output, r.output
