@@ -5,6 +5,7 @@ catfish-mini on a rendered concept."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -43,3 +44,24 @@ def tiny_ingest_args(
 def catfish_ingest_args(concept: str, db: str, *extra: str) -> list[str]:
     """`circuits ingest catfish-mini` of the rendered `catfish:CONCEPT` set."""
     return ["ingest", "catfish-mini", "--concept", concept, "--dataset", f"catfish:{concept}", "--db", db, *extra]
+
+
+def tiny_catalog(folder: Path, n_images: int = 4) -> dict[str, Any]:
+    """`folder` holding `tiny.py`, `n_images` noise images in `imgs/` and `c.duckdb` with one run of
+    the tiny model over them, ingested through the CLI (`tiny_ingest_args`).
+
+    Returns:
+        db (Path), model (`PATH:build`), images (Path), args (the ingest's arguments), dir (`folder`).
+    """
+    from tiny_model import TINY_MODEL
+    from typer.testing import CliRunner
+
+    from circuits.cli.main import app
+
+    (folder / "tiny.py").write_text(TINY_MODEL)
+    images = noise_images(folder / "imgs", n_images)
+    db, model = folder / "c.duckdb", f"{folder / 'tiny.py'}:build"
+    args = tiny_ingest_args(model, "noise", str(images), str(db))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return {"db": db, "model": model, "images": images, "args": args, "dir": folder}

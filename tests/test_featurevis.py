@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from _helpers_cli import noise_images, tiny_ingest_args
+from _helpers_cli import tiny_catalog
 from PIL import Image
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
@@ -97,13 +97,7 @@ def test_feature_visualisations_are_seeded_leave_the_model_alone_and_raise_their
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    model = tmp_path / "tiny.py"
-    model.write_text(TINY_MODEL)
-    images = noise_images(tmp_path / "imgs")
-    db = tmp_path / "c.duckdb"
-    r = runner.invoke(app, tiny_ingest_args(f"{model}:build", "noise", str(images), str(db)))
-    assert r.exit_code == 0, r.output
-    return {"db": db, "model": f"{model}:build", "dir": tmp_path}
+    return tiny_catalog(tmp_path)
 
 
 def _rows(db, query):

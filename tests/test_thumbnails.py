@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from _helpers_cli import noise_images, tiny_ingest_args
+from _helpers_cli import tiny_catalog
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -22,8 +22,6 @@ from circuits.cli.main import app
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:.*random init:UserWarning")
-
-from tiny_model import TINY_MODEL  # noqa: E402 (after the set-up above)
 
 
 def _png(side: int = 8, seed: int = 0) -> bytes:
@@ -65,14 +63,7 @@ def test_migration_adds_and_removes_the_tables(tmp_path):
 @pytest.fixture
 def stored_run(tmp_path):
     """A tiny model's run ingested through the CLI from a folder of images."""
-    model = tmp_path / "tiny.py"
-    model.write_text(TINY_MODEL)
-    images = noise_images(tmp_path / "imgs", 5)
-    db = tmp_path / "c.duckdb"
-    args = tiny_ingest_args(f"{model}:build", "noise", str(images), str(db))
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
-    return {"db": db, "model": f"{model}:build", "images": images, "args": args}
+    return tiny_catalog(tmp_path, 5)
 
 
 def _sql(db, query):
