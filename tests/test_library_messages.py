@@ -1,0 +1,140 @@
+"""Library text speaks of parameters, never of command-line flags (issue 17, item 3).
+
+A notebook user who calls `overlap_matrix(..., top=0)` must read "`top=` must be at least 1", not
+"--top"; the command line turns `` `top=` `` into `--top` (`circuits.cli.render.cli_message`).
+This test reads every string literal of the library packages (docstrings and comments aside) and
+fails on a `--flag`, so a flag cannot creep back into an error, a warning or a note.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("catalog", "queries", "ingest")
+
+# A flag: `--name` or `--{name}` (an f-string building one); a suggested `circuits …` command in
+# backticks is a command to copy, valid for a notebook user too, and is skipped.
+_FLAG = re.compile(r"(?<![\w-])--(?:[a-z]|\{)")
+_COMMAND = re.compile(r"`circuits [^`]*`")
+
+# Functions whose strings are command lines returned as data (shown for the user to copy), not
+# messages about parameters: (file, function) → why.
+ALLOWED = {
+    ("queries/suggest.py", "*"): "builds the suggested `circuits …` commands (data shown to copy)",
+    ("queries/prune_evidence.py", "ablate_command"): "a suggested `circuits ablate` command line",
+    ("queries/prune_evidence.py", "images_option"): "the image flags of a suggested `circuits ablate` command",
+    ("ingest/train.py", "reproduce_command"): "the `circuits train` command recorded beside the weights",
+    ("ingest/walkthrough.py", "main"): "the walkthrough script's own argparse options",
+}
+
+
+def _strings(tree: ast.AST) -> list[tuple[str, int, str]]:
+    """(function, line, text) of every string literal that is not a docstring."""
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    found: list[tuple[str, int, str]] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function = node.name
+        if isinstance(node, ast.JoinedStr):  # an f-string: its literal parts, a placeholder as {…}
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{…}" for v in node.values)
+            found.append((function, node.lineno, str(text)))
+            return
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found.append((function, node.lineno, node.value))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, "*")
+    return found
+
+
+def _flag_strings() -> list[str]:
+    hits = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            for function, line, text in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+                if (rel, "*") in ALLOWED or (rel, function) in ALLOWED:
+                    continue
+                if _FLAG.search(_COMMAND.sub("", text)):
+                    hits.append(f"{rel}:{line} ({function}): {text!r}")
+    return hits
+
+
+def test_library_strings_name_parameters_not_flags():
+    hits = _flag_strings()
+    assert not hits, "library text names CLI flags; name the parameter as `name=` instead:\n" + "\n".join(hits)
+
+
+def test_allow_list_entries_exist():
+    """An allow-list entry for a function that is gone would hide nothing but mislead."""
+    for rel, function in ALLOWED:
+        source = (ROOT / rel).read_text(encoding="utf-8")
+        assert function == "*" or re.search(rf"def {function}\(", source), (rel, function)
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("`top=` must be at least 1", False),
+        ("--top must be at least 1", True),
+        ("create it with `circuits db init --db x.duckdb`", False),
+        ("raise TrainingError(f'--{flag} must')", True),
+        ("a — dash -- and 2--3", False),
+    ],
+)
+def test_flag_pattern(text, flagged):
+    """The scanner's pattern flags `--name`, not a suggested command or a plain double dash."""
+    assert bool(_FLAG.search(_COMMAND.sub("", text))) is flagged
+
+
+@pytest.mark.parametrize(
+    ("library", "command", "cli"),
+    [
+        ("`top=` must be at least 1, got 0", "overlap", "--top must be at least 1, got 0"),
+        ("`ks=` must list positive integers", "defend", "--k must list positive integers"),
+        ("`n_baselines=` must be at least 1", "defend", "--baselines must be at least 1"),
+        ("pass `embeddings=` FILE (C, D)", "defend", "pass --class-embeddings FILE (C, D)"),
+        ("choose another `path=`", "defend", "choose another --plot"),
+        ("e.g. `concepts=` star,wave", "compose", "e.g. --from star,wave"),
+        ("e.g. `concepts=` star,wave", "shared", "e.g. --concepts star,wave"),
+        ("`out=` x.txt: name the file", "apply", "-o x.txt: name the file"),
+        ("`out=` x.txt: name the file", "train catfish", "--out x.txt: name the file"),
+        ("give more time with `timeout_s=` SECONDS", "sql", "give more time with --timeout SECONDS"),
+        ("ran longer than 2 s (`set_forward_timeout`)", "ingest", "ran longer than 2 s (--timeout)"),
+        ("in this process (`InlineExecutor()`)", "ingest-many", "in this process (--workers 0)"),
+        ("give a logit index, or `class_names=`", "ingest", "give a logit index, or --classes FILE"),
+        ("store another with `replace=`", "ingest", "store another with --force"),
+        ("pass a folder of images as `folder=`", "thumbnails", "pass a folder of images as --reference DIR"),
+    ],
+)
+def test_the_cli_says_flags(library, command, cli):
+    """Each parameter named in library text reads as the flag of the command that raised it."""
+    from circuits.cli.render import cli_message
+
+    assert cli_message(library, command) == cli
+
+
+def test_warnings_print_flags_on_the_command_line(tmp_path):
+    """A library warning (the random-init one says `weights=`) prints with the command's flag."""
+    import warnings
+
+    from circuits.cli.main import _warnings_as_flags
+
+    with warnings.catch_warnings(record=False):
+        with _warnings_as_flags("ingest"):
+            shown = warnings.formatwarning("no weights: pass `weights=` FILE", UserWarning, "x.py", 1)
+        after = warnings.formatwarning("pass `weights=` FILE", UserWarning, "x.py", 1)
+    assert "pass --weights FILE" in shown and "`weights=`" not in shown
+    assert "`weights=`" in after  # restored outside the command
