@@ -86,7 +86,7 @@ def check(
     if weights_sha256 != mask.model.weights_sha256:
         raise MaskError(
             f"mask was made for weights {_short(mask.model.weights_sha256)} but the model's weights are "
-            f"{_short(weights_sha256)}; pass `weights=` with the file the circuit was found on"
+            f"{_short(weights_sha256)}; pass the weights the circuit was found on (`weights=`)"
         )
     names = {n for n, _ in model.named_modules() if n}
     missing = [p for p in mask.modules if module_path(p) not in names]
