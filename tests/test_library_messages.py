@@ -19,7 +19,7 @@ PACKAGES = ("catalog", "queries", "ingest")
 
 # A flag: `--name` or `--{name}` (an f-string building one); a suggested `circuits …` command in
 # backticks is a command to copy, valid for a notebook user too, and is skipped.
-_FLAG = re.compile(r"(?<![\w-])--(?:[a-z]|\{)")
+_FLAG = re.compile(r"(?<![\w-])(?:--(?:[a-z]|\{)|-o )")  # -o: the one short flag
 _COMMAND = re.compile(r"`circuits [^`]*`")
 
 # Functions whose strings are command lines returned as data (shown for the user to copy), not
@@ -92,6 +92,8 @@ def test_allow_list_entries_exist():
         ("create it with `circuits db init --db x.duckdb`", False),
         ("raise TrainingError(f'--{flag} must')", True),
         ("a — dash -- and 2--3", False),
+        ("-o x.pt asks for a program", True),
+        ("x-o y", False),
     ],
 )
 def test_flag_pattern(text, flagged):
