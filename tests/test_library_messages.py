@@ -182,3 +182,19 @@ def test_every_parameter_named_in_library_text_is_a_flag_of_some_command():
         if flag not in every and not overridden:
             unknown[name] = flag
     assert not unknown, f"parameters whose flag no command declares: {unknown}"
+
+
+def test_a_library_error_names_parameters_and_the_cli_prints_flags(tmp_path):
+    """End to end for one error raised before any work: the library text, then the command's text."""
+    from catalog.errors import CircuitsError
+    from circuits.cli.render import cli_message
+    from ingest.edit.deploy import apply_to_file
+
+    same = tmp_path / "w.pt"
+    with pytest.raises(CircuitsError) as err:
+        apply_to_file("catfish-mini", tmp_path / "m.json", same, weights=same)
+    assert str(err.value) == f"`out=` {same} is also the `weights=` file: write the pruned model to another file"
+    assert (
+        cli_message(str(err.value), "apply")
+        == f"-o {same} is also the --weights file: write the pruned model to another file"
+    )

@@ -289,7 +289,7 @@ def bake_loaded(loaded, mask: Mask, example: torch.Tensor, out: Path) -> BakedFi
 def _check_out(out: Path, suffixes: tuple[str, ...], *, mask_path, weights) -> None:
     for src, what in ((weights, "`weights=`"), (mask_path, "`mask_path=`")):
         if src is not None and _same_path(out, Path(src)):
-            raise MaskError(f"`out=` {out} is the {what} file of this command: write the pruned model to another file")
+            raise MaskError(f"`out=` {out} is also the {what} file: write the pruned model to another file")
     if out.suffix.lower() not in suffixes:
         raise MaskError(f"`out=` {out}: name the file {', '.join('*' + s for s in suffixes)}")
     if not out.parent.is_dir():
