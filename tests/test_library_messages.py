@@ -161,6 +161,7 @@ def _command_flags() -> dict[str, set[str]]:
 def test_every_parameter_named_in_library_text_is_a_flag_of_some_command():
     """A `name=` in library text must print as a flag a command has: a renamed flag (or a parameter
     whose flag is spelled differently) fails here until `cli_message`'s tables say it."""
+    from catalog.errors import PARAMETER_MENTION
     from circuits.cli.render import _COMMAND_FLAGS, cli_message
 
     commands = _command_flags()
@@ -171,7 +172,7 @@ def test_every_parameter_named_in_library_text_is_a_flag_of_some_command():
     named = set()
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
-            named |= set(re.findall(r"`([a-z][a-z0-9_]*)=`", path.read_text(encoding="utf-8")))
+            named |= set(PARAMETER_MENTION.findall(path.read_text(encoding="utf-8")))
     # Library-only: a `Preprocessing` object or a loaded model is something only a script can pass
     # (the command line builds them from --input-size, --normalize, … and a model name).
     library_only = {"preprocessing"}
@@ -194,7 +195,18 @@ def test_a_library_error_names_parameters_and_the_cli_prints_flags(tmp_path):
     with pytest.raises(CircuitsError) as err:
         apply_to_file("catfish-mini", tmp_path / "m.json", same, weights=same)
     assert str(err.value) == f"`out=` {same} is also the `weights=` file: write the pruned model to another file"
+    assert err.value.parameters == ("out", "weights")  # a script reads which arguments to change
     assert (
         cli_message(str(err.value), "apply")
         == f"-o {same} is also the --weights file: write the pruned model to another file"
     )
+
+
+def test_an_error_carries_the_parameters_it_names():
+    from catalog.errors import CircuitsError
+
+    assert CircuitsError("give exactly one of `images=` (a folder) or `dataset=`, not `images=` twice").parameters == (
+        "images",
+        "dataset",
+    )
+    assert CircuitsError("no catalog at x.duckdb").parameters == ()

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from catalog.errors import CircuitsError
+from catalog.errors import PARAMETER_MENTION, CircuitsError
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -357,7 +357,6 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
             bar.stop()
 
 
-_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
 # Parameters whose flag is not their name with dashes, in every command.
 _FLAGS = {
     "class_names": "--classes FILE",
@@ -392,4 +391,4 @@ def cli_message(text: str, command: str | None = None) -> str:
     flags = _FLAGS | _COMMAND_FLAGS.get((command or "").split(" ")[0], {})
     for setting, flag in _SETTINGS.items():
         text = text.replace(setting, flag)
-    return _PARAMETER.sub(lambda m: flags.get(m[1], "--" + m[1].replace("_", "-")), text)
+    return PARAMETER_MENTION.sub(lambda m: flags.get(m[1], "--" + m[1].replace("_", "-")), text)
