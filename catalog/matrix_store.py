@@ -91,7 +91,7 @@ def read_rows(session: Session, run_id: int) -> list[tuple]:
         if not _is_range(seq, sum(counts)):
             raise CatalogError(f"run {run_id}: its stored matrix words are incomplete")
     # (8·W,) the blobs back to back, padded; slices of a memoryview are views, not copies
-    data = memoryview(np.ascontiguousarray(word, dtype="<i8")).cast("B")
+    data = np.ascontiguousarray(word, dtype="<i8").view(np.uint8).data
     out, at = [], 0
     for r, count in zip(rows, counts):
         out.append((*r[:5], data[at : at + r[-1]], *r[6:-1]))
