@@ -195,7 +195,15 @@ def copy_to_postgres(path: Path, server: str, name: str = "bench_scale_reads") -
     with tempfile.TemporaryDirectory() as tmp, cat.session() as s, s.begin():
         raw = driver_connection(s)
         for table in Base.metadata.sorted_tables:  # parents before children (foreign keys)
-            cols = [r[0] for r in src.execute(f"DESCRIBE {table.name}").fetchall()]
+            described = src.execute(f"DESCRIBE {table.name}").fetchall()  # (name, type, …) per column
+            cols = [r[0] for r in described]
+            if (
+                any(r[1] == "BLOB" for r in described)
+                and src.execute(f"SELECT count(*) FROM {table.name}").fetchall()[0][0]
+            ):
+                raise SystemExit(
+                    f"{table.name} holds BLOBs, which this CSV copy does not carry: use a catalog this bench built"
+                )
             csv = Path(tmp) / f"{table.name}.csv"
             src.execute(f"COPY {table.name} TO '{csv}' (FORMAT csv, HEADER false)")
             with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as cp:
