@@ -186,20 +186,20 @@ def test_every_parameter_named_in_library_text_is_a_flag_of_some_command():
 
 
 def test_a_library_error_names_parameters_and_the_cli_prints_flags(tmp_path):
-    """End to end for one error raised before any work: the library text, then the command's text."""
-    from catalog.errors import CircuitsError
-    from circuits.cli.render import cli_message
-    from ingest.edit.deploy import apply_to_file
+    """End to end for one error raised before any work: the library's text, then the command's."""
+    from typer.testing import CliRunner
 
-    same = tmp_path / "w.pt"
+    from catalog.errors import CircuitsError
+    from catalog.sql_limits import parse_size
+    from circuits.cli.main import app
+
     with pytest.raises(CircuitsError) as err:
-        apply_to_file("catfish-mini", tmp_path / "m.json", same, weights=same)
-    assert str(err.value) == f"`out=` {same} is also the `weights=` file: write the pruned model to another file"
-    assert err.value.parameters == ("out", "weights")  # a script reads which arguments to change
-    assert (
-        cli_message(str(err.value), "apply")
-        == f"-o {same} is also the --weights file: write the pruned model to another file"
-    )
+        parse_size("5x")
+    assert str(err.value) == "`max_bytes=` '5x' is not a size: give bytes or e.g. 100MB, 2GB"
+    assert err.value.parameters == ("max_bytes",)  # a script reads which argument to change
+    r = CliRunner().invoke(app, ["sql", "select 1", "--max-bytes", "5x", "--db", str(tmp_path / "c.duckdb")])
+    assert r.exit_code == 1 and r.stderr == "error: --max-bytes '5x' is not a size: give bytes or e.g. 100MB, 2GB\n"
+    assert not (tmp_path / "c.duckdb").exists()
 
 
 def test_an_error_carries_the_parameters_it_names():
