@@ -4,6 +4,7 @@ catfish-mini on a rendered concept."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,14 @@ def tiny_catalog(folder: Path, n_images: int = 4) -> dict[str, Any]:
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     return {"db": db, "model": model, "images": images, "args": args, "dir": folder}
+
+
+def sql_rows(db: str | Path, query: str) -> list[dict[str, Any]]:
+    """The rows of `circuits sql QUERY --db DB --format json` (asserting it succeeds)."""
+    from typer.testing import CliRunner
+
+    from circuits.cli.main import app
+
+    r = CliRunner().invoke(app, ["sql", query, "--db", str(db), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)

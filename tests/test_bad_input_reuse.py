@@ -3,11 +3,9 @@ CIRCUIT/RUN arguments take ids or concept names."""
 
 from __future__ import annotations
 
-import json
-
 import bad_input_cases as bic
 import pytest
-from _helpers_cli import noise_images, tiny_ingest_args
+from _helpers_cli import noise_images, sql_rows, tiny_ingest_args
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -28,9 +26,7 @@ def _ingest(concept, *extra):
 
 
 def _sql(query):
-    r = runner.invoke(app, ["sql", query, "--db", "c.duckdb", "-f", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    return sql_rows("c.duckdb", query)
 
 
 def test_same_images_under_a_new_name_record_the_new_concept(tiny):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _helpers_catalog import write_run
+from _helpers_cli import sql_rows as _sql_json
 from typer.testing import CliRunner
 
 from catalog import store
@@ -74,12 +75,6 @@ class _Lines:
             assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
             assert self.proc.poll() is None or self._thread.is_alive(), f"exited without {text!r}: {self.lines}"
             time.sleep(0.05)
-
-
-def _sql_json(db: str, query: str):
-    result = runner.invoke(app, ["sql", query, "--db", db, "-f", "json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from _helpers_cli import sql_rows as _rows
 from _helpers_cli import tiny_catalog
 from PIL import Image
 from tiny_model import TINY_MODEL
@@ -98,12 +99,6 @@ def test_feature_visualisations_are_seeded_leave_the_model_alone_and_raise_their
 @pytest.fixture
 def tiny_run(tmp_path):
     return tiny_catalog(tmp_path)
-
-
-def _rows(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", str(db), "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def test_thumbnails_featurevis_stores_a_picture_per_circuit_neuron(tiny_run):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _helpers_cli import catfish_ingest_args, noise_images, tiny_ingest_args
+from _helpers_cli import sql_rows as _sql
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
 
@@ -31,12 +32,6 @@ def setup(tmp_path):
 
 def _ingest(setup, *extra):
     return runner.invoke(app, tiny_ingest_args(setup["model"], "noise", setup["images"], setup["db"], *extra))
-
-
-def _sql(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", db, "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def test_ingest_stores_run_edges_and_circuit(setup):

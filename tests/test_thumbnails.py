@@ -4,12 +4,12 @@ reference, the run's transaction, and `circuits thumbnails RUN` recomputing them
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+from _helpers_cli import sql_rows as _sql
 from _helpers_cli import tiny_catalog
 from PIL import Image
 from torch import nn
@@ -64,12 +64,6 @@ def test_migration_adds_and_removes_the_tables(tmp_path):
 def stored_run(tmp_path):
     """A tiny model's run ingested through the CLI from a folder of images."""
     return tiny_catalog(tmp_path, 5)
-
-
-def _sql(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", str(db), "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def test_ingest_stores_patches_and_thumbnails_in_the_run(stored_run):

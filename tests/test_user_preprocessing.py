@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _helpers_cli import sql_rows as _sql
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -101,12 +102,6 @@ def trained(tmp_path_factory):
         acc = (net(torch.from_numpy(test_x).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy() == test_y).mean()
     assert acc >= 0.9, f"the fixture model did not learn ({acc:.2f}); the test below would mean nothing"
     return tmp
-
-
-def _sql(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", db, "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def _ablate_rows(output: str) -> dict[str, tuple[float, float, float]]:
