@@ -101,17 +101,12 @@ def store_reference_patches(
         NotFound: no such run. ThumbnailError: other or missing weights (sha256).
     """
     from ingest import zoo
-    from ingest.run_media import load_run_model
+    from ingest.run_media import load_run_circuits
 
     config = config or ThumbnailConfig()
-    with cat.session() as s:
-        run = store.read_run(s, run_id)
-        circuits = store.find_circuits(s, run_id=run_id)
-    loaded, pp = load_run_model(run, model, weights)
+    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
     x = zoo.preprocess(pp, list(images.images))
-    loaded.module.to(device)
     layers = list(run.layer_names)
-    channels = [sorted({c for k in circuits for c in k.channels[i]}) for i in range(len(layers))]
     patches = neuron_patches(
         loaded.module, layers, x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
     )
