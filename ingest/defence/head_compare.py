@@ -222,8 +222,11 @@ def verdicts(rows: Sequence[HeadRow]) -> tuple[str, ...]:
             if b.clean_accuracy > a.clean_accuracy
             else "tie"
         )
-        line = f"{h} heads, {mode}-ablation: lower attack success: {attack} ({a.attack_success:.3f} vs {b.attack_success:.3f}); "
-        line += f"higher clean accuracy: {clean} ({a.clean_accuracy:.3f} vs {b.clean_accuracy:.3f})"
+        line = (
+            f"{h} heads, {mode}-ablation: lower attack success: {attack} "
+            f"(CLA {a.attack_success:.3f}, head ablation {b.attack_success:.3f}); higher clean accuracy: {clean} "
+            f"(CLA {a.clean_accuracy:.3f}, head ablation {b.clean_accuracy:.3f})"
+        )
         if attack == clean and attack != "tie":
             line += f" -> {attack} wins"
         if rnd is not None:
