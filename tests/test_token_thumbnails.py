@@ -130,7 +130,7 @@ def test_web_view_serves_token_heatmaps_for_a_typo_vit_neuron_and_head(tmp_path)
     try:
         with urllib.request.urlopen(server.url + "/circuit/1", timeout=30) as resp:
             page = resp.read().decode()
-        assert "attention from CLS:" in page and 'alt="attention from CLS of ' + HEAD in page
+        assert "attention from CLS:" in page and f'alt="{HEAD}:' in page and ", attention from CLS, example 0" in page
         heat = page.split('class="heatmap" src="', 1)[1].split('"', 1)[0]
         assert heat.startswith("/heat/1/")
         with urllib.request.urlopen(server.url + heat, timeout=30) as resp:
