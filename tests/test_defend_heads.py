@@ -106,6 +106,9 @@ def test_defend_typo_vit_bad_k_and_plot_write_nothing(tmp_path):
     r = runner.invoke(app, _args(db, "--plot", str(tmp_path / "p.png")))
     assert r.exit_code == 1 and "--plot" in r.output
     assert not db.exists()
+    r = runner.invoke(app, _args(db, "--search"))
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "--search" in r.output
+    assert not db.exists()
 
 
 def test_verdicts_name_the_winner_per_budget():

@@ -146,8 +146,11 @@ def defend(
     """Find the text circuit, prune it at several sizes and ways, measure the typographic attack
     beside random circuits of the same shape, store everything, and recommend a defence.
 
-    Without --classes the model must be typo-mini (Typographic-synth images are rendered). With
-    --classes the model is an image tower used as a zero-shot classifier, attacked on --images.
+    Without --classes the model must be typo-mini or typo-vit (Typographic-synth images are
+    rendered). On a model with attention heads (typo-vit) it prints one table instead: CLA's text
+    circuit (k heads per head layer, per --k) beside head ablation in the manner of Dyslexify and
+    random heads, the same number of heads removed, zero- and mean-ablated, on the held-out seeds.
+    With --classes the model is an image tower used as a zero-shot classifier, attacked on --images.
 
     Like ingest, it creates a missing catalog file and holds the catalog only to read and write,
     so `circuits sql` works during a run; when stderr is not a terminal it prints a progress line
@@ -222,8 +225,11 @@ def defend(
     configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
     heads = [] if classes is not None or target.plain_set is None else _head_layers(model, config.layers)
     if heads:  # a transformer: CLA's text circuit beside head ablation, one table
-        if plot is not None:
-            raise DefendError("--plot draws the CNN sweep; a model with attention heads prints its comparison table")
+        if plot is not None or search:
+            raise DefendError(
+                f"{'--plot' if plot is not None else '--search'} belongs to the pruning sweep; a model with attention "
+                "heads prints CLA's head circuit beside head ablation instead (--k sets the heads per head layer)"
+            )
         _defend_heads(config, target, heads, fmt, db)
         return
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from catalog.engine import Catalog
 from ingest.defence.target import DefenceTarget, DefendError
+
+if TYPE_CHECKING:
+    from ingest.defence.defend import DefendConfig
 
 __all__ = ["HeadComparison", "HeadRow", "compare_heads", "head_layers_of", "verdicts"]
 
@@ -90,7 +94,7 @@ def head_layers_of(model: str, layers: Sequence[str] | None) -> list[str]:
 
 def compare_heads(
     cat: Catalog,
-    config,
+    config: DefendConfig,
     target: DefenceTarget,
     layers: Sequence[str],
     *,
