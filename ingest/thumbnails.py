@@ -284,8 +284,10 @@ def neuron_patches(
             for img, amap in zip(order, unit_maps):
                 grid, rf = grids[name], rfs[name]
                 if token:  # the whole image, the unit's activation on each patch over it
-                    tile_top = max((float(m.max()) for m in unit_maps if m is not None), default=0.0)
-                    png = heatmap_overlay(pixels[img], amap, tile_top, config.size) if amap is not None else None
+                    live = [m for m in unit_maps if m is not None]  # one scale per unit, from its floor
+                    lo = max(0.0, min((float(m.min()) for m in live), default=0.0))  # head norms: all > 0
+                    hi = max((float(m.max()) for m in live), default=0.0) - lo
+                    png = heatmap_overlay(pixels[img], amap - lo, hi, config.size) if amap is not None else None
                     patches.append(
                         (img, float(values[img, j]), whole, png or encode_thumbnail(pixels[img], config.size))
                     )
