@@ -123,7 +123,10 @@ def compare_heads(
     layers = list(layers)
     budgets = _budgets(config.ks, len(layers))
     if target.plain_set is None:
-        raise DefendError("head ablation ranks heads on image pairs: use the contrast text set (--text-set contrast)")
+        raise DefendError(
+            "head ablation ranks heads on image pairs: use the contrast text set (the text images "
+            "beside the same images without their words)"
+        )
     report = progress or (lambda *_: None)
     loaded = zoo.load_model(config.model, weights=config.weights, layers=layers)
     module = loaded.module.eval()
@@ -246,7 +249,7 @@ def _budgets(ks: Sequence[int | tuple[int, ...]], n_layers: int) -> list[tuple[i
     for k in ks:
         per = (k,) * n_layers if isinstance(k, int) else tuple(k)
         if len(per) != n_layers:
-            raise DefendError(f"--k {','.join(map(str, per))}: give one k or one per head layer ({n_layers})")
+            raise DefendError(f"`ks=` {','.join(map(str, per))}: give one k or one per head layer ({n_layers})")
         out.append(per)
     return list(dict.fromkeys(out))
 
