@@ -101,21 +101,29 @@ def test_token_units_get_whole_image_heatmaps_and_heads_their_attention(vit):
     assert orange[r * 8 + 4, c * 8 + 4] > orange[lo * 8 + 4, hi * 8 + 4]
 
 
-def test_web_view_serves_token_heatmaps_for_a_typo_vit_neuron_and_head(tmp_path):
-    from test_serve_support import ServerThread
-
-    images = tmp_path / "imgs"
+@pytest.fixture(scope="module")
+def vit_catalog(tmp_path_factory):
+    """A typo-vit run (one head layer, the next MLP, k = 1) on three noise images, with thumbnails."""
+    tmp = tmp_path_factory.mktemp("vit_web")
+    images = tmp / "imgs"
     images.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    db = tmp_path / "c.duckdb"
+    db = tmp / "c.duckdb"
     r = runner.invoke(
         app,
         ["ingest", "typo-vit", "--concept", "noise", "--images", str(images), "--layers", f"{HEAD},{MLP}"]
         + ["--k", "1", "--device", "cpu", "--db", str(db)],
     )
     assert r.exit_code == 0, r.output
+    return db
+
+
+def test_web_view_serves_token_heatmaps_for_a_typo_vit_neuron_and_head(vit_catalog):
+    from test_serve_support import ServerThread
+
+    db = vit_catalog
     query = (
         "select l.name as layer, p.x0, p.y0, p.x1, p.y1, p.heatmap is not null as heat from neuron_patch p "
         "join neuron n on n.id = p.neuron_id join layer l on l.id = n.layer_id"
@@ -141,4 +149,24 @@ def test_web_view_serves_token_heatmaps_for_a_typo_vit_neuron_and_head(tmp_path)
             with urllib.request.urlopen(server.url + t, timeout=30) as resp:
                 assert Image.open(io.BytesIO(resp.read())).size == (64, 64)  # the whole image, not a crop
     finally:
+        server.close()
+
+
+@pytest.mark.slow  # starts Chromium
+def test_token_heatmaps_load_in_chromium(vit_catalog):
+    from test_serve_support import Browser, ServerThread
+
+    close_catalogs_of(vit_catalog)
+    server, browser = ServerThread(vit_catalog), Browser()
+    try:
+        browser.goto(server.url + "/circuit/1")
+        assert browser.errors() == []
+        heat = browser.evaluate("[...document.querySelectorAll('img.heatmap')].map(i => [i.complete, i.naturalWidth])")
+        tiles = browser.evaluate(
+            "[...document.querySelectorAll('.patches img:not(.heatmap)')].map(i => [i.complete, i.naturalWidth])"
+        )
+        assert len(heat) == 3 and len(tiles) == 6  # the head's attention maps; both units' whole-image tiles
+        assert all(done and width > 0 for done, width in heat + tiles)
+    finally:
+        browser.close()
         server.close()
