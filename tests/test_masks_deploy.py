@@ -136,6 +136,7 @@ def apply_and_check_fresh(name, layers, tmp: Path, *, out="pruned.pt", kind="cir
     )
     assert done.returncode == 0, done.stderr[-3000:]
     found = dict(line.split() for line in done.stdout.splitlines() if line.startswith(("PT2", "ONNX")))
+    print(f"{name}: max |logit| {float(expected.abs().max()):.3g}, max |diff| {found}")  # for docs/results.md
     assert float(found["PT2"]) <= 1e-5, found  # the same kernels as the hooked model
     if have_onnx:
         if name in FLOAT32_LIMITED:  # onnxruntime's rounding on large outputs: said, and bounded
