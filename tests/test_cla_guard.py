@@ -186,12 +186,12 @@ def test_a_fast_plan_slower_than_the_loop_on_the_batch_is_not_used(monkeypatch):
 
     model, x = seeded(lambda: stack(F.relu, F.relu)), images()
     monkeypatch.setattr(path_choice, "NOISE_S", 0.0)  # the module's fixture keeps fast plans
-    monkeypatch.setattr(path_choice, "time_pair", lambda *a, **k: (1.0, 1.05))  # fast not clearly faster
+    monkeypatch.setattr(path_choice, "time_pair", lambda *a, **k: (1.0, 1.05, None))  # fast not clearly faster
     notes = describe_paths(model, LAYERS, x)
     assert all(n.startswith("generic: the per-neuron loop beat the fast plan") for n in notes), notes
     assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
     clear_plan_cache()
-    monkeypatch.setattr(path_choice, "time_pair", lambda *a, **k: (0.85, 1.0))  # and clearly faster: used
+    monkeypatch.setattr(path_choice, "time_pair", lambda *a, **k: (0.85, 1.0, None))  # and clearly faster: used
     assert all(n.startswith("fast: ") for n in describe_paths(model, LAYERS, x))
 
 
@@ -205,7 +205,7 @@ def test_the_paths_are_timed_on_the_runs_batch_not_one_image(monkeypatch):
     def timed(plan, out, leaf, **kw):  # seconds per batch: loop 2 s a call + 0.15 s per image
         b = leaf.shape[0]
         seen.append(b)
-        return 1.0 * b, 2.0 + 0.15 * b  # fast 1.0 vs loop 2.15 on one image; 4.0 vs 2.6 on four
+        return 1.0 * b, 2.0 + 0.15 * b, None  # fast 1.0 vs loop 2.15 on one image; 4.0 vs 2.6 on four
 
     model = seeded(lambda: stack(F.relu, F.relu))
     monkeypatch.setattr(path_choice, "NOISE_S", 0.0)

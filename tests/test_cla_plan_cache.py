@@ -133,3 +133,34 @@ def test_fingerprint_sees_every_weight_but_not_the_device_placement():
     with torch.no_grad():
         model[0].weight[0, 0, 0, 0] += 1e-3
     assert model_fingerprint(model) != fp
+
+
+def test_the_first_call_reuses_the_scores_computed_while_choosing(monkeypatch):
+    """Choosing the path runs the fast plan on the first batch; that batch is not computed twice,
+    and the result still equals the reference (one batch or several)."""
+    import ingest.cla.path_choice as path_choice
+
+    clear_plan_cache()
+    monkeypatch.setattr(path_choice, "NOISE_S", float("inf"))  # keep the fast plans whatever the timing
+    calls: list[int] = []
+    real = cla_attribute.fast_scores
+
+    def counting(plan, run, a, *args, **kw):
+        calls.append(a.shape[0])
+        return real(plan, run, a, *args, **kw)
+
+    monkeypatch.setattr(cla_attribute, "fast_scores", counting)
+    model, x = seeded(_net), images(7, 12, 0)
+    ref = attribute_reference(model, LAYERS, x)
+    first = attribute(model, LAYERS, x, device="cpu", batch_size=3)
+    assert calls == [3, 3, 1, 1]  # batches 2 and 3 of both pairs; batch 1 came from the choice
+    assert rel_err(first, ref) <= 1e-4
+    calls.clear()
+    second = attribute(model, LAYERS, x, device="cpu", batch_size=3)  # the choice cached: every batch
+    assert calls == [3, 3, 3, 3, 1, 1]
+    assert rel_err(second, first) <= 1e-6
+    calls.clear()
+    clear_plan_cache()
+    one = attribute(model, LAYERS, x[:3], device="cpu")  # one batch, all from the choice
+    assert calls == [] and rel_err(one, attribute_reference(model, LAYERS, x[:3])) <= 1e-4
+    clear_plan_cache()

@@ -127,20 +127,34 @@ def attribute(
     dev = resolve_device(device)
     n_images = images.shape[0]
     with prepared(model, dev):
-        info, bsz, chunk_budget = _planned(model, layers, images, dev, fast, batch_size, max_memory, batched_vjp)
+        first: dict[int, torch.Tensor] = {}  # scores the path choice computed, when it ran in this call
+        info, bsz, chunk_budget, n_first = _planned(
+            model, layers, images, dev, fast, batch_size, max_memory, batched_vjp, first
+        )
         plans = list(info.plans)
         tile = _tile(dev)
         n_pairs = len(plans)
         sums = [torch.zeros(a, b, dtype=torch.float64, device=dev) for a, b in zip(info.widths, info.widths[1:])]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
+        if n_first != min(bsz, n_images):
+            first = {}  # the choice was timed on another number of images than this first batch
         for b0 in range(0, n_images, bsz):
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
-            grad = any(p is None for p in plans)
+            done_now = set(first) if b0 == 0 else set()  # exact scores of these images, from the choice
+            for i in sorted(done_now):
+                sums[i] += first[i]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            todo = [i for i in range(n_pairs) if i not in done_now]
+            if not todo:
+                continue
+            grad = any(plans[i] is None for i in todo)
             leaves, outs = _forward(model, layers, x, grad)
             masks = position_masks(layers, leaves, tokens)
             redo = []
             for i, plan in enumerate(plans):
-                if plan is None:
+                if plan is None or i in done_now:
                     continue
                 with torch.no_grad():
                     run = run_fast(plan, leaves[i].detach())
@@ -156,7 +170,7 @@ def attribute(
             if redo and not grad:
                 leaves, outs = _forward(model, layers, x, True)
             for i, plan in enumerate(plans):
-                if plan is None and (i in redo or grad):
+                if plan is None and i not in done_now and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
                     sums[i] += generic_pair_scores(
                         outs[i + 1],
@@ -182,14 +196,17 @@ def _planned(
     batch_size: int,
     max_memory: int,
     batched_vjp: bool | None,
-) -> tuple[Probe, int, int]:
-    """(the plan, images per batch, chunk bytes) for these layers, input shape and batch size.
+    first: dict[int, torch.Tensor] | None = None,
+) -> tuple[Probe, int, int, int]:
+    """(the plan, images per batch, chunk bytes, images in `first`) for these layers, input shape and batch size.
 
     Two steps, each made once per process and reused while the model's weights stay the same
     (`ingest.cla.plan_cache`): the probe on the first image (fast plans and their gradient
     checks, memory per image), keyed by the image shape; then the choice between each verified
     fast plan and the per-neuron loop, timed on the first images of the run as many as one batch
-    holds (`ingest.cla.path_choice`), keyed by that batch size as well.
+    holds (`ingest.cla.path_choice`), keyed by that batch size as well. When the choice is made
+    in this call, `first` receives the exact scores it computed for those images (per pair index)
+    and their number is returned; else 0.
     """
     key = (tuple(layers), tuple(images.shape[1:]), str(dev), fast)
     fingerprint = model_fingerprint(model)
@@ -200,23 +217,20 @@ def _planned(
         fingerprint=fingerprint,
     )
     bsz, chunk_budget = _memory_plan(info, batch_size, images.shape[0], max_memory, batched_vjp)
+    n_first = 0
     if any(p is not None for p in info.plans):
         n = _timing_batch(info, bsz, max_memory)
-        info = cached_plan(
-            model,
-            (*key, "paths at batch", n),
-            lambda: choose_paths(
-                model,
-                layers,
-                images[:n].to(dev, torch.float32),
-                info,
-                budget_bytes=chunk_budget,
-                tile_bytes=_tile(dev),
-            ),
-            fingerprint=fingerprint,
-        )
+        probed, budget = info, chunk_budget
+
+        def choose() -> Probe:
+            nonlocal n_first
+            n_first = n
+            x = images[:n].to(dev, torch.float32)
+            return choose_paths(model, layers, x, probed, budget_bytes=budget, tile_bytes=_tile(dev), first_sums=first)
+
+        info = cached_plan(model, (*key, "paths at batch", n), choose, fingerprint=fingerprint)
         bsz, chunk_budget = _memory_plan(info, batch_size, images.shape[0], max_memory, batched_vjp)
-    return info, bsz, chunk_budget
+    return info, bsz, chunk_budget, n_first
 
 
 def _timing_batch(info: Probe, bsz: int, max_memory: int) -> int:

@@ -10,12 +10,13 @@ run holds (fewer only when a forward pass with autograd's graph would not fit th
 and keeps a fast plan only when it is clearly faster: the loop is the reference itself, so a pair
 that runs it is never slower than it.
 
-The loop is timed on six sampled neurons and scaled to all of them, the fast path on six and
-more to separate its per-batch part from its per-neuron part (`ingest.cla.guard.pair_seconds`).
-Where one timing of each leaves no doubt (the fast path under 20 ms, or at most half the loop's
-time even with its whole time charged per neuron) that settles it; otherwise each timing is the
-fastest of two runs (a shared CPU times noisily, and noise only ever adds time).
-The result is cached with the plan, keyed by the batch size (`ingest.cla.attribution`).
+The fast path is run on that batch as the run runs it (its forward, then every neuron): its time
+is measured, not extrapolated (a line through timings on 6 and 24 columns read EfficientNet's
+late pairs 1.2-1.9x too fast), and its scores are exact, so the run uses them as its first batch
+instead of computing it again. The loop is timed on six sampled neurons, the faster of two runs,
+and scaled to all of them (it costs the same per neuron). So choosing costs the loop's six
+neurons and one forward pass per pair set. The choice is cached with the plan, keyed by the
+batch size (`ingest.cla.attribution`).
 """
 
 from __future__ import annotations
@@ -23,33 +24,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ingest.cla.capture import capture, channels_first
 from ingest.cla.generic import generic_pair_scores
-from ingest.cla.guard import GuardResult, pair_seconds, sample_columns
+from ingest.cla.guard import sample_columns
 from ingest.cla.plan import matches
 from ingest.cla.probe import FastPlan, Probe, fast_scores, run_fast
 
 __all__ = ["FAST_SHARE", "NOISE_S", "choose_paths", "time_pair"]
 
 _log = logging.getLogger(__name__)
-# A fast plan is kept when its estimated time on the batch is at most this share of the loop's:
+# A fast plan is kept when its time on the batch is at most this share of the loop's:
 # within 10 % the two are a tie under timing noise, and the tie goes to the loop, which cannot be
 # slower than itself.
 FAST_SHARE = 0.9
 # ...or when it takes under this long for the whole batch: the pair costs less than timing noise
 # either way (the tests' tiny models), and the fast plan stays.
 NOISE_S = 0.02
-_REPEATS = 2
-# one timing suffices when the fast path's upper bound is at most this share of the loop's time
-_CLEAR_SHARE = 0.5
-
-T = TypeVar("T")
 
 
 def choose_paths(
@@ -60,6 +55,7 @@ def choose_paths(
     *,
     budget_bytes: int,
     tile_bytes: int | None,
+    first_sums: dict[int, torch.Tensor] | None = None,
 ) -> Probe:
     """The probe's findings with each verified fast plan kept or replaced by the loop, as timed on `batch`.
 
@@ -70,6 +66,9 @@ def choose_paths(
         info: the probe's findings (plans verified on one image).
         budget_bytes: the run's memory for per-chunk buffers (the fast path's chunks).
         tile_bytes: the run's tile size for the fast path (None on GPUs).
+        first_sums: when given, filled with each timed pair's scores summed over `batch`
+            (C_i, C_{i+1}): exact whichever path is chosen, so a run whose first batch is
+            `batch` uses them instead of computing that batch again.
 
     Returns:
         A copy of `info` whose plans, notes and generic-path sizes reflect the choice.
@@ -83,7 +82,11 @@ def choose_paths(
     for i, plan in enumerate(info.plans):
         if plan is None:
             continue
-        t_fast, t_loop = time_pair(plan, outs[i + 1], leaves[i], budget_bytes=budget_bytes, tile_bytes=tile_bytes)
+        t_fast, t_loop, scores = time_pair(
+            plan, outs[i + 1], leaves[i], budget_bytes=budget_bytes, tile_bytes=tile_bytes
+        )
+        if first_sums is not None and scores is not None:
+            first_sums[i] = scores
         timing = f"batch of {n}: fast {t_fast * 1e3:.1f} ms vs loop {t_loop * 1e3:.1f} ms"
         if t_fast <= FAST_SHARE * t_loop or t_fast <= NOISE_S:
             notes[i] = f"{notes[i]}; {timing}"
@@ -100,8 +103,13 @@ def choose_paths(
 
 def time_pair(
     plan: FastPlan, out: torch.Tensor, leaf: torch.Tensor, *, budget_bytes: int, tile_bytes: int | None
-) -> tuple[float, float]:
-    """(fast, loop) seconds for every downstream neuron of one pair on this batch.
+) -> tuple[float, float, torch.Tensor | None]:
+    """(fast seconds, loop seconds, the fast path's scores) for every downstream neuron of one pair on this batch.
+
+    The fast path runs as the run would run it (its forward, then every neuron), so its time is
+    measured, not estimated, and its scores are the batch's result. The loop is timed on six
+    sampled neurons, the faster of two runs, and scaled to all of them (it costs the same per
+    neuron).
 
     Args:
         plan: the pair's verified fast plan.
@@ -110,52 +118,33 @@ def time_pair(
         budget_bytes, tile_bytes: the run's chunk memory and tile size.
 
     Returns:
-        The fast path's time (its forward, which the run pays per batch, plus its scores) and
-        the loop's, each estimated from the fastest of two timings; the fast time is 0 when no
-        downstream neuron is active on the batch (the fast path then has nothing to do).
+        The two times and the batch's summed scores (C_i, C_{i+1}); (0, 0, None) when the plan
+        does not reproduce the batch's A_{i+1} (a data-dependent forward, which `attribute`
+        sends to autograd) or no downstream neuron is active (the fast path has nothing to do).
     """
     a = leaf.detach()
+    t0 = time.perf_counter()
     with torch.no_grad():
-        t_run, run = _best(lambda: run_fast(plan, a), out, 1)
-    if not matches(run, out.detach()):
-        return 0.0, 0.0  # data-dependent forward: `attribute` falls back to autograd per batch anyway
+        run = run_fast(plan, a)
+        if not matches(run, out.detach()):
+            return 0.0, 0.0, None
+        scores = fast_scores(plan, run, a, budget_bytes, tile_bytes)
+    _sync(out)
+    t_fast = time.perf_counter() - t0
+    del run
     cols = sample_columns(out)
     if not cols:
-        return 0.0, 0.0
-    n_all, n_live = channels_first(out).shape[1], len(sample_columns(out, channels_first(out).shape[1]))
-
-    def fast_columns(c: list[int]) -> torch.Tensor:
-        with torch.no_grad():
-            return fast_scores(plan, run, a, budget_bytes, tile_bytes, c)
-
-    def loop() -> torch.Tensor:
-        with torch.enable_grad():
-            return generic_pair_scores(out, leaf, batched=False, budget_bytes=budget_bytes, neurons=cols)
-
-    t_cols, _ = _best(lambda: fast_columns(cols), out, 1)
-    t_loop_cols, _ = _best(loop, out, 1)
-    # one timing each settles it when the fast path wins by far even with its whole time charged
-    # per neuron (an upper bound), or costs less than timing noise: no second runs (the tests'
-    # small models, and most wide layers); near the line, the fastest of two runs decides
-    upper = t_run + t_cols / len(cols) * n_live
-    if upper <= NOISE_S or upper <= _CLEAR_SHARE * t_loop_cols / len(cols) * n_all:
-        return upper, t_loop_cols / len(cols) * n_all
-    with torch.no_grad():
-        t_run = min(t_run, _best(lambda: run_fast(plan, a), out, 1)[0])
-    t_cols = min(t_cols, _best(lambda: fast_columns(cols), out, 1)[0])
-    t_loop_cols = min(t_loop_cols, _best(loop, out, 1)[0])
-    guard = GuardResult(True, 0.0, cols, t_cols, t_loop_cols)
-    t_fast, t_loop = pair_seconds(fast_columns, guard, out, repeats=_REPEATS)
-    return t_run + t_fast, t_loop
-
-
-def _best(fn: Callable[[], T], like: torch.Tensor, repeats: int = _REPEATS) -> tuple[float, T]:
-    """(fastest of `repeats` runs in seconds, the last result)."""
-    best = float("inf")
-    for _ in range(repeats):
+        return 0.0, 0.0, scores
+    t_cols = float("inf")
+    for _ in range(2):  # the faster of two: a shared CPU times noisily, and noise only adds
         t0 = time.perf_counter()
-        result = fn()
-        if like.device.type == "cuda":
-            torch.cuda.synchronize(like.device)
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        with torch.enable_grad():
+            generic_pair_scores(out, leaf, batched=False, budget_bytes=budget_bytes, neurons=cols)
+        _sync(out)
+        t_cols = min(t_cols, time.perf_counter() - t0)
+    return t_fast, t_cols / len(cols) * int(channels_first(out).shape[1]), scores
+
+
+def _sync(like: torch.Tensor) -> None:
+    if like.device.type == "cuda":
+        torch.cuda.synchronize(like.device)
