@@ -1,8 +1,11 @@
 """The first-call tax: three `attribute` calls in one process on a resnet50 block pair,
 torch imported first as a notebook does. The first call plans (probe and gradient checks on one
 image, then the fast-vs-loop timing on the run's batch: two cache entries); later ones reuse both
-(`ingest.cla.plan_cache`) while the weights stay the same. Then the planning alone is timed
-(`describe_paths` on an emptied cache), which is what the first call pays on top.
+(`ingest.cla.plan_cache`) while the weights stay the same. The path choice runs the fast plans
+on the whole first batch, and the first call keeps those scores, so what it pays on top is the
+probe, the gradient checks, one extra forward pass and the loop timed on six neurons per pair.
+Then `describe_paths` is timed on an emptied cache: planning including that first batch's fast
+work (which `describe_paths` discards).
 
     python bench/bench_first_call.py [--images 2] [--threads 1] [--layers layer3.0,layer3.1]
 """
@@ -40,7 +43,8 @@ def main() -> None:
     clear_plan_cache()
     t = time.perf_counter()
     notes = describe_paths(model, layers, x)
-    print(f"planning alone (probe + path timing on the batch): {time.perf_counter() - t:.2f} s; path: {notes[0]}")
+    took = time.perf_counter() - t
+    print(f"describe_paths (probe, checks, path choice incl. the first batch's fast work): {took:.2f} s; {notes[0]}")
     print(f"load {os.getloadavg()[0]:.1f}")
 
 
