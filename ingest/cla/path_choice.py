@@ -4,8 +4,9 @@ The probe (`ingest.cla.probe`) finds and verifies the fast plans on one image. W
 verified plan and the plain loop is faster depends on the batch: the loop's per-call overhead is
 shared by every image of a batch, the fast path's work grows with it. On EfficientNet-Lite0 four
 pairs whose fast path was 1.3-1.9x faster than the loop on one probe image ran at 0.63-0.81x the
-loop on a batch of four (docs/results.md, "Defend like ingest, per-pair paths, plan cache, GPU
-check"). So `choose_paths` times both on the first images of the run, as many as one batch of the
+loop on a batch of four
+(docs/results.md, "Defend like ingest, per-pair paths, plan cache, GPU check").
+So `choose_paths` times both on the first images of the run, as many as one batch of the
 run holds (fewer only when a forward pass with autograd's graph would not fit the memory budget),
 and keeps a fast plan only when it is clearly faster: the loop is the reference itself, so a pair
 that runs it is never slower than it.
