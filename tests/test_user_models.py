@@ -4,9 +4,8 @@ whose forward raises (one `error:` line naming the model code, the command and t
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -44,11 +43,7 @@ def folder(tmp_path, monkeypatch):
     models.mkdir()
     (models / "mynet.py").write_text(MYNET)
     (models / "model.py").write_text(MODEL)
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    noise_images(tmp_path / "imgs", 3)
     monkeypatch.chdir(tmp_path)  # the model's folder is not the working directory
     monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # sys.path restored after the test
     return tmp_path
@@ -124,7 +119,7 @@ def test_a_model_that_hangs_past_timeout(folder):
     r = runner.invoke(app, [*argv, "--k", "2", "--db", "c.duckdb", "--timeout", "1"])
     assert r.exit_code == 1, r.output
     assert r.stderr.strip().splitlines() == [
-        "error: the model's forward pass on one image ran longer than --timeout 1 s: the model hangs or is far too slow"
+        "error: the model's forward pass on one image ran longer than 1 s (--timeout): the model hangs or is far too slow"
     ]
     assert not (folder / "c.duckdb").exists()
 
@@ -160,7 +155,7 @@ def test_ablate_and_apply_refuse_a_model_that_hangs_past_timeout(folder):
     assert r.exit_code == 0, r.output
     (folder / "hang").write_text("")
     before = sorted(p.name for p in folder.iterdir())
-    expected = "ran longer than --timeout 1 s: the model hangs or is far too slow"
+    expected = "ran longer than 1 s (--timeout): the model hangs or is far too slow"
     r = runner.invoke(app, ["ablate", "1", "--model", model, "--images", "imgs", "--timeout", "1", "--db", "c.duckdb"])
     assert r.exit_code == 1 and expected in r.stderr and r.stderr.count("error:") == 1, r.output
     r = runner.invoke(app, ["apply", model, "--mask", "m.json", "-o", "p.pt", "--timeout", "1"])

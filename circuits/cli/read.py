@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from circuits.cli.options import DbOption, FormatOption, InterventionKind, OutputFormat, RunStatus
+from circuits.cli.options import CircuitModelOption, DbOption, FormatOption, InterventionKind, OutputFormat, RunStatus
 
 app = typer.Typer()
 
@@ -68,11 +68,11 @@ def _emit(
     rows: list[dict], fmt: OutputFormat, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None
 ) -> None:
     """Print rows; notes go after a table, or to stderr for CSV/JSON so stdout stays parseable."""
-    from circuits.cli.render import render
+    from circuits.cli.render import cli_message, render
 
     typer.echo(render(rows, fmt.value, columns))
-    for note in notes:
-        typer.echo(f"note: {note}", err=fmt is not OutputFormat.table)
+    for note in notes:  # library notes name parameters; here, flags
+        typer.echo(f"note: {cli_message(note)}", err=fmt is not OutputFormat.table)
 
 
 @app.command("overlap")
@@ -157,9 +157,7 @@ def shared(
 def compose(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     sources: Annotated[str, typer.Option("--from", help="Comma-separated concepts whose circuits compose it.")],
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
-    ] = None,
+    model: CircuitModelOption = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -187,9 +185,7 @@ def compose(
 @_flowing
 def show(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
-    ] = None,
+    model: CircuitModelOption = None,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")
     ] = OutputFormat.table,
@@ -243,7 +239,7 @@ def list_(
     state = None if status is None else status.value
     with _session(db) as s:
         page = list_page(s, what.value, model, concept, state, search=search, after=after, limit=limit)
-    _emit([asdict(r) for r in page.rows], fmt, [page.summary()])
+    _emit([asdict(r) for r in page.rows], fmt, [page.summary("--after")])
 
 
 @app.command("prune-plan")
