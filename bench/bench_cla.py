@@ -167,10 +167,11 @@ def max_rel_err(fast: list[np.ndarray], ref: list[np.ndarray], cols: list[list[i
 def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) -> dict:
     print(f"\n== {name}: images {tuple(x.shape)}, batch {batch}, {len(layers) - 1} pairs, device {device}")
     clear_plan_cache()
-    # the first call plans (probe, gradient check, path timings); the plan is then cached for
-    # this model, layers and input shape, so the timed `attribute` below is a second call
+    # the first call plans (probe and gradient check on one image, path timings on the first
+    # batch); the plan is then cached for this model, layers, input shape and batch size, so the
+    # timed `attribute` below is a second call
     t0 = time.perf_counter()
-    notes = describe_paths(model, layers, x, device=device)
+    notes = describe_paths(model, layers, x, device=device, batch_size=batch, max_memory=max_memory)
     t_plan = time.perf_counter() - t0
     for layer_pair, note in zip(zip(layers, layers[1:]), notes):
         print(f"   {layer_pair[0]} -> {layer_pair[1]}: {note}")

@@ -77,7 +77,8 @@ def apply(
     typer.echo(f"wrote {names}: {done.model} ({done.weights_source}) with {what}, the mask inside the graph")
     typer.echo(f"  kind: masked program, because {cli_message(done.reason, 'apply')}")
     for c in done.programs:
-        typer.echo(f"  {c.path.name} vs hook-pruned on {checked['what']}: max |diff| = {c.max_abs_diff:.3g}")
+        note = f" ({c.note})" if c.note else ""
+        typer.echo(f"  {c.path.name} vs hook-pruned on {checked['what']}: max |diff| = {c.max_abs_diff:.3g}{note}")
     if done.onnx_skipped:
         typer.echo(f"  no ONNX file: {done.onnx_skipped}")
     pt2 = done.programs[0].path
