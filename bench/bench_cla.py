@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from googlenet_shape import NAMES as GOOGLENET_LAYERS  # bench/ is on sys.path when a bench runs
 
 import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
 from ingest.cla.attribution import attribute, describe_paths
@@ -46,17 +47,6 @@ from ingest.cla.plan_cache import clear_plan_cache
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device
 
-GOOGLENET_LAYERS = [
-    "inception3a",
-    "inception3b",
-    "inception4a",
-    "inception4b",
-    "inception4c",
-    "inception4d",
-    "inception4e",
-    "inception5a",
-    "inception5b",
-]
 # every bottleneck's output: stage outputs (layer1 … layer4) would put 3–6 blocks between two cuts,
 # a dense Jacobian that only autograd handles; block cuts take the residual fast path
 RESNET50_BLOCKS = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n)]

@@ -4,7 +4,6 @@ same run store it once (`run_key`), on both backends."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers_catalog import write_run
+from _helpers_cli import sql_rows as _sql_json
 from typer.testing import CliRunner
 
 from catalog import store
@@ -74,12 +75,6 @@ class _Lines:
             assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
             assert self.proc.poll() is None or self._thread.is_alive(), f"exited without {text!r}: {self.lines}"
             time.sleep(0.05)
-
-
-def _sql_json(db: str, query: str):
-    result = runner.invoke(app, ["sql", query, "--db", db, "-f", "json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
@@ -206,26 +201,10 @@ def test_serve_leaves_the_file_free_for_writers_between_requests(catalog_path):
 LAYERS = [("l0", 3), ("l1", 4)]
 
 
-def _fields(key: str):
-    return dict(
-        layer_names=["l0", "l1"],
-        params={},
-        image_set_sha256="1" * 64,
-        n_images=1,
-        provenance_key=key,
-        library_versions={},
-        device="cpu",
-        started_at=dt.datetime(2025, 1, 1),
-        seconds=1.0,
-    )
-
-
 def _write(s, key="k" * 64, value=1.0, **over):
     model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
     concept = store.ensure_concept(s, "star")
-    return store.write_run(
-        s, model=model, concept_id=concept, matrices=[np.full((3, 4), value, np.float32)], **_fields(key), **over
-    )
+    return write_run(s, model, concept, [np.full((3, 4), value, np.float32)], key, n_images=1, **over)
 
 
 def test_a_second_complete_run_with_the_key_is_refused_replaced_or_re_keyed_on_delete(db_url):

@@ -16,7 +16,7 @@ import bad_input_cases as bic
 import duckdb
 import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images
 
 pytestmark = pytest.mark.slow
 KILLS = 22
@@ -50,11 +50,7 @@ def _check(db: Path) -> int:
 
 def test_sigkill_at_random_moments_leaves_whole_runs_only(tmp_path):
     (tmp_path / "tiny.py").write_text(bic.TINY_MODEL)
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    imgs = noise_images(tmp_path / "imgs", 24, 32)
     db = tmp_path / "c.duckdb"
     exe = Path(sys.executable).parent / "circuits"
     argv = [

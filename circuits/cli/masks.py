@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from circuits.cli.options import timeout_option
+
 app = typer.Typer()
 
 
@@ -27,14 +29,7 @@ def apply(
     weights: Annotated[
         str | None, typer.Option("--weights", help="Weights file the circuit was found on (default: bundled/cached).")
     ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0,
-            help="Refuse a model whose forward pass on the check images takes longer (s; 0: no limit).",
-        ),
-    ] = 0,
+    timeout: Annotated[float, timeout_option("forward pass on the check images")] = 0,
 ) -> None:
     """Write the model pruned by a mask: baked weights where that is exact, else a program carrying the mask.
 
