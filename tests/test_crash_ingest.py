@@ -36,8 +36,12 @@ def _check(db: Path) -> int:
         runs = con.execute("select id, status from run").fetchall()
         assert {s for _, s in runs} <= {"complete", "failed"}, runs
         for run_id, status in runs:
-            n = con.execute("select count(*) from edge where run_id = ?", [run_id]).fetchone()[0]
+            # Every score is in `run_matrix` (dense, per pair); `edge` holds each pair's top edges only.
+            n = con.execute("select coalesce(sum(n_src * n_dst), 0) from run_matrix where run_id = ?", [run_id])
+            n = n.fetchone()[0]
             assert n == (EDGES if status == "complete" else 0), (run_id, status, n)
+            top = con.execute("select count(*) from edge where run_id = ?", [run_id]).fetchone()[0]
+            assert (0 < top <= EDGES) if status == "complete" else top == 0, (run_id, status, top)
             circuits = con.execute("select id from circuit where run_id = ?", [run_id]).fetchall()
             assert (len(circuits) >= 1) == (status == "complete"), (run_id, status, circuits)
             for (cid,) in circuits:
