@@ -1,7 +1,7 @@
 """`circuits apply` on masks that weights cannot carry: a torch.export program and an ONNX file that
 a fresh Python process (torch and onnxruntime only; this project blocked from import) loads and
-runs, equal to the hook-pruned model. One model per zoo architecture (slow), catfish-mini and a
-user model with a skip connection by default."""
+runs, equal to the hook-pruned model. One model per zoo architecture and catfish-mini (slow); a
+user model with a skip connection, with a circuit and an edge mask, by default."""
 
 from __future__ import annotations
 
@@ -161,8 +161,17 @@ def _float32_error(model, mask_path, x, expected) -> float:
         return float((expected.double() - twin(x.double())).abs().max())
 
 
-def test_catfish_mini_edge_mask_falls_back_to_a_program(tmp_path):
-    out = apply_and_check_fresh("catfish-mini", ["mixed3a", "mixed3b"], tmp_path, kind="edge")
+# The edge cut's export (two full passes, ingest.edit.masked_export) on the small skip-connection
+# model by default; on catfish-mini (an inception net: ~2x the time) in the slow suite.
+@pytest.mark.parametrize(
+    "model", [pytest.param("catfish-mini", marks=pytest.mark.slow, id="catfish-mini"), pytest.param("skipnet")]
+)
+def test_edge_mask_falls_back_to_a_program(model, tmp_path):
+    if model == "skipnet":
+        (tmp_path / "skipnet.py").write_text(RESIDUAL_USER_MODEL)
+        out = apply_and_check_fresh(f"{tmp_path / 'skipnet.py'}:build", ["1", "2"], tmp_path, kind="edge", size=40)
+    else:
+        out = apply_and_check_fresh("catfish-mini", ["mixed3a", "mixed3b"], tmp_path, kind="edge")
     assert "kind: masked program, because weights alone cannot carry this mask (an edge mask cannot be baked" in out
     assert "(torch.export)" in out and ("(onnx)" in out) == (onnx_available() is None) and "max |diff| = " in out
     assert "torch.export.load(" in out
