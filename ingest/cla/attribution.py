@@ -42,6 +42,7 @@ from ingest.cla.plan import matches
 from ingest.cla.plan_cache import cached_plan
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
+from ingest.cla.token_mlp import MlpCalls, mlp_layers, record_mlp_calls, token_mlp, token_mlp_scores
 from ingest.cla.tokens import check_tokens, position_masks
 from ingest.hooks import resolve_device
 
@@ -118,6 +119,7 @@ def attribute(
         TokenSelectionError: an unknown token selection, or one that leaves no tokens.
     """
     _check_images(images)
+    token_fast = fast  # the token-MLP path (`ingest.cla.token_mlp`) also serves token selections
     fast = fast and check_tokens(tokens) == "all"
     if len(layers) < 2:
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
@@ -135,7 +137,7 @@ def attribute(
         for b0 in range(0, n_images, bsz):
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
             grad = any(p is None for p in plans)
-            leaves, outs = _forward(model, layers, x, grad)
+            leaves, outs, calls = _forward(model, layers, x, grad, token_fast)
             masks = position_masks(layers, leaves, tokens)
             redo = []
             for i, plan in enumerate(plans):
@@ -153,22 +155,34 @@ def attribute(
                 if progress is not None:
                     progress(done, total)
             if redo and not grad:
-                leaves, outs = _forward(model, layers, x, True)
+                leaves, outs, calls = _forward(model, layers, x, True, token_fast)
             for i, plan in enumerate(plans):
                 if plan is None and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
-                    sums[i] += generic_pair_scores(
-                        outs[i + 1],
-                        leaves[i],
-                        batched=batched,
-                        budget_bytes=chunk_budget,
-                        graph_bytes=info.graph_bytes * x.shape[0],
-                        masks=(masks[i], masks[i + 1]),
-                    )
+                    mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
+                    if mlp is not None:  # an MLP activation downstream: fc1's row shared
+                        sums[i] += token_mlp_scores(
+                            outs[i + 1],
+                            leaves[i],
+                            mlp,
+                            batched=batched_vjp is not False,
+                            budget_bytes=chunk_budget,
+                            masks=(masks[i], masks[i + 1]),
+                        )
+                    else:
+                        sums[i] += generic_pair_scores(
+                            outs[i + 1],
+                            leaves[i],
+                            batched=batched,
+                            budget_bytes=chunk_budget,
+                            graph_bytes=info.graph_bytes * x.shape[0],
+                            masks=(masks[i], masks[i + 1]),
+                        )
+                    del mlp
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            del leaves, outs
+            del leaves, outs, calls
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
 
 
@@ -180,12 +194,14 @@ def _planned(model: nn.Module, layers: Sequence[str], images: torch.Tensor, dev:
 
 
 def _forward(
-    model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """One forward pass: leaves and graph-attached outputs of every layer."""
-    with capture(model, layers) as cap, torch.set_grad_enabled(grad):
+    model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool, token_fast: bool = False
+) -> tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls]:
+    """One forward pass: leaves and graph-attached outputs of every layer, and (with grad and
+    `token_fast`) the fc1 calls feeding MLP activation layers (`ingest.cla.token_mlp`)."""
+    names = layers if grad and token_fast else []
+    with capture(model, layers) as cap, record_mlp_calls(model, names) as calls, torch.set_grad_enabled(grad):
         model(x)
-        return cap.leaf_list(), cap.output_list()
+        return cap.leaf_list(), cap.output_list(), calls
 
 
 def _memory_plan(
@@ -242,4 +258,11 @@ def describe_paths(
     _check_images(images)
     dev = resolve_device(device)
     with prepared(model, dev):
-        return _planned(model, layers, images, dev, True).notes
+        notes = list(_planned(model, layers, images, dev, True).notes)
+    mlp = set(mlp_layers(model, layers))
+    return [
+        f"token MLP (fc1 row shared) where the forward shows act(fc1(·)), else {note}"
+        if layers[i + 1] in mlp and note.startswith("generic")
+        else note
+        for i, note in enumerate(notes)
+    ]
