@@ -10,14 +10,14 @@ per downstream unit n
 unit, c_n ⊗ W1[n]: it costs B·T·D to form, where the generic path pays a dense backward through
 fc1 (B·T·D·C multiply-adds) for every unit. What stays per unit is the dense VJP from u back to the
 leaf (LayerNorm, attention, the residual and the upstream block's fc2 or out_proj): that is the
-FLOP bound of exact CLA for the pair (`bench/vit_bound.py`). It runs on the engine's own forward
+FLOP bound of exact CLA for the pair (`bench/vit_cla.py` prints it). It runs on the engine's own forward
 graph (one forward per batch, shared by every unit: the attention pattern, the LayerNorm
 statistics), as a loop of autograd calls or in chunks of units through `is_grads_batched`
 (vmap over the cotangents), the chunk size from the memory budget.
 
-Why the generic path was slower than the loop on vit_b_16 (`docs/results.md`, "Vision
-transformers"): nothing was wrong with its arithmetic; the probe timed one image and the path
-then did the same dense work as the loop, fc1 included, and with more per-call overhead.
+On vit_b_16 the generic path's per-unit backward is the reference loop's, op for op (fc1's dense
+input gradient is about half of it); see docs/results.md, "Vision transformers", for what was
+measured about the generic path against the loop.
 
 Where the structure does not hold (another downstream module, a head layer, a 4-D output), the
 pair takes the generic path.
