@@ -15,6 +15,9 @@ pair then takes the fastest exact path that applies —
   confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
   and only when it was not estimated slower than the per-neuron loop on the pair's neurons
   (`ingest.cla.probe`);
+- the *token-MLP path* (`ingest.cla.token_mlp`) for a pair into a transformer block's MLP
+  activation, act(fc1(u)) on (B, T, D) tokens: fc1's row is shared, the rest of the block's
+  backward runs from fc1's input in chunks of units (batched VJPs) on the engine's forward graph;
 - the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron or
   batched VJPs (`is_grads_batched`), whichever was faster on the probe image.
 
@@ -259,10 +262,13 @@ def describe_paths(
     dev = resolve_device(device)
     with prepared(model, dev):
         notes = list(_planned(model, layers, images, dev, True).notes)
-    mlp = set(mlp_layers(model, layers))
-    return [
-        f"token MLP (fc1 row shared) where the forward shows act(fc1(·)), else {note}"
-        if layers[i + 1] in mlp and note.startswith("generic")
-        else note
-        for i, note in enumerate(notes)
-    ]
+        if not mlp_layers(model, layers):
+            return notes
+        x = images[:1].to(dev, torch.float32)
+        _, outs, calls = _forward(model, layers, x, True, True)
+        return [
+            "token MLP: fc1's row shared, chunks of units through batched VJPs from fc1's input"
+            if note.startswith("generic") and token_mlp(model, layers[i + 1], outs[i + 1], calls) is not None
+            else note
+            for i, note in enumerate(notes)
+        ]
