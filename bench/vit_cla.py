@@ -88,10 +88,47 @@ def pair_bound_flop(model, layers, x) -> list[tuple[float, int, str]]:
     return out
 
 
-def _stamped(fn) -> tuple[object, list[float]]:
+def _stamped(fn) -> tuple[list[np.ndarray], list[float]]:
     stamps = [time.perf_counter()]
     result = fn(lambda done, total: stamps.append(time.perf_counter()))
     return result, np.diff(stamps).tolist()
+
+
+def sampled(model, layers, x, k: int, bounds, peak: float, args) -> None:
+    """Per pair, on one forward graph: the loop's and the engine path's seconds on K evenly spaced
+    downstream units, extrapolated to all units (× C / K); the forward is not counted."""
+    from ingest.cla.attribution import DEFAULT_MAX_MEMORY
+    from ingest.cla.generic import generic_pair_scores, reference_pair_scores
+    from ingest.cla.token_mlp import token_mlp_scores
+
+    print(
+        f"{args.case}, {x.shape[0]} images, {args.threads} thread(s), {k} sampled units per pair, best GEMM {peak:.0f} GFLOP/s"
+    )
+    with capture(model, layers) as cap, record_mlp_calls(model, layers) as calls, torch.enable_grad():
+        model(x)
+        leaves, outs = cap.leaf_list(), cap.output_list()
+        for i, (flop, live, path) in enumerate(bounds):
+            width = channels_first(outs[i + 1]).shape[1]
+            cols = list(range(0, width, max(1, width // k)))[:k]
+            mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls)
+            t0 = time.perf_counter()
+            ref = reference_pair_scores(outs[i + 1], leaves[i], cols)[:, cols]
+            t_ref = (time.perf_counter() - t0) * width / len(cols)
+            t0 = time.perf_counter()
+            if mlp is not None:
+                got = token_mlp_scores(
+                    outs[i + 1], leaves[i], mlp, batched=True, budget_bytes=DEFAULT_MAX_MEMORY // 2, neurons=cols
+                )
+            else:
+                got = generic_pair_scores(outs[i + 1], leaves[i], batched=False, budget_bytes=0, neurons=cols)
+            t_fast = (time.perf_counter() - t0) * width / len(cols)
+            err = float((got[:, cols] - ref).abs().max() / ref.abs().max())
+            least = flop * live / peak / 1e9
+            print(
+                f"{layers[i]} -> {layers[i + 1]} ({path}, {live} live units): loop {t_ref:.1f} s, "
+                f"path {t_fast:.1f} s ({t_ref / t_fast:.2f}x the loop), bound {least:.1f} s "
+                f"({100 * least / t_fast:.0f}% of the path's time), max rel. difference {err:.1e}"
+            )
 
 
 def main() -> None:
@@ -101,6 +138,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224, help="vit_b_16's image size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-generic", action="store_true", help="skip the run with the token-MLP path off")
+    ap.add_argument("--units", type=int, default=0, help="time K evenly spaced units per pair and extrapolate")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.case == "typo-vit":
@@ -128,18 +166,21 @@ def main() -> None:
     tokens = t0.shape[1] if t0.ndim == 3 else t0.shape[2]
     peak = peak_gflops(int(tokens), 768 if args.case == "vit_b_16" else 96)
 
+    if args.units:
+        sampled(model, layers, x, args.units, bounds, peak, args)
+        return
     ref, t_ref = _stamped(lambda cb: attribute_reference(model, layers, x, batch_size=batch, progress=cb))
     clear_plan_cache()
     got, t_fast = _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))
     t_gen: list[float] = []
     if not args.no_generic:
         real = attribution.token_mlp
-        attribution.token_mlp = lambda *a, **k: None  # type: ignore[assignment]
+        attribution.token_mlp = lambda *a, **k: None
         try:
             clear_plan_cache()
             _, t_gen = _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))
         finally:
-            attribution.token_mlp = real  # type: ignore[assignment]
+            attribution.token_mlp = real
     err = max(float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-30)) for g, r in zip(got, ref))
     print(f"{args.case}, {len(layers) - 1} pair(s), {n} images, {args.threads} thread(s), best GEMM {peak:.0f} GFLOP/s")
     print(
