@@ -95,8 +95,9 @@ def _stamped(fn) -> tuple[list[np.ndarray], list[float]]:
 
 
 def sampled(model, layers, x, k: int, bounds, peak: float, args) -> None:
-    """Per pair, on one forward graph: the loop's and the engine path's seconds on K evenly spaced
-    downstream units, extrapolated to all units (× C / K); the forward is not counted."""
+    """Per pair: the loop's and the engine path's seconds on K evenly spaced downstream units,
+    extrapolated to all units (× C / K), each on its own forward graph (the reference's: the model
+    as it is; the engine's: with `ingest.cla.token_mlp`'s hooks); the forwards are not counted."""
     from ingest.cla.attribution import DEFAULT_MAX_MEMORY
     from ingest.cla.generic import generic_pair_scores, reference_pair_scores
     from ingest.cla.token_mlp import token_mlp_scores
@@ -104,15 +105,18 @@ def sampled(model, layers, x, k: int, bounds, peak: float, args) -> None:
     print(
         f"{args.case}, {x.shape[0]} images, {args.threads} thread(s), {k} sampled units per pair, best GEMM {peak:.0f} GFLOP/s"
     )
+    with capture(model, layers) as cap, torch.enable_grad():
+        model(x)  # the reference's forward: the model as it is
+        ref_leaves, ref_outs = cap.leaf_list(), cap.output_list()
     with capture(model, layers) as cap, record_mlp_calls(model, layers) as calls, torch.enable_grad():
-        model(x)
+        model(x)  # the engine's forward
         leaves, outs = cap.leaf_list(), cap.output_list()
         for i, (flop, live, path) in enumerate(bounds):
             width = channels_first(outs[i + 1]).shape[1]
             cols = list(range(0, width, max(1, width // k)))[:k]
             mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls)
             t0 = time.perf_counter()
-            ref = reference_pair_scores(outs[i + 1], leaves[i], cols)[:, cols]
+            ref = reference_pair_scores(ref_outs[i + 1], ref_leaves[i], cols)[:, cols]
             t_ref = (time.perf_counter() - t0) * width / len(cols)
             t0 = time.perf_counter()
             if mlp is not None:

@@ -92,10 +92,38 @@ def record_mlp_calls(model: nn.Module, layers: Sequence[str]) -> Iterator[MlpCal
         if names:
             handles = [m.register_forward_hook(on_linear) for m in model.modules() if isinstance(m, nn.Linear)]
             handles += [model.get_submodule(n).register_forward_pre_hook(on_act(n)) for n in names]
+            handles += [
+                m.register_forward_pre_hook(_sequence_major, with_kwargs=True)
+                for m in model.modules()
+                if isinstance(m, nn.MultiheadAttention) and m.batch_first
+            ]
         yield calls
     finally:
         for h in handles:
             h.remove()
+
+
+def _sequence_major(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Give a batch-first `nn.MultiheadAttention` its (B, T, D) inputs stored sequence-major.
+
+    The module transposes them to (T, B, D) and projects them; from a batch-major tensor that
+    transposed view is not contiguous, so its input projection runs as T small matmuls that each
+    read the whole (3D × D) weight, in the forward and in every unit's backward (on vit_b_16 at
+    224 px, half of a unit's backward time; in batched VJPs the unit axis multiplies the reads).
+    Stored sequence-major, the transposed view is contiguous and the projection is one matmul. The
+    values are the same; the copy is one more op in the graph.
+    """
+    if len(args) != 3 or not all(isinstance(a, torch.Tensor) and a.ndim == 3 for a in args):
+        return None
+
+    def major(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(0, 1).contiguous().transpose(0, 1)
+
+    q, k, v = args
+    nq = major(q)
+    nk = nq if k is q else major(k)
+    nv = nk if v is k else (nq if v is q else major(v))
+    return (nq, nk, nv), kwargs
 
 
 def token_mlp(model: nn.Module, name: str, out: torch.Tensor, calls: MlpCalls) -> TokenMlp | None:
