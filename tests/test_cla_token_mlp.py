@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 import ingest.cla.attribution as attribution
+import ingest.cla.token_mlp as token_mlp_mod
 from ingest.cla import attribute, attribute_reference, describe_paths
 from ingest.cla.capture import capture
 from ingest.cla.generic import reference_pair_scores
@@ -148,3 +149,59 @@ def test_other_structures_take_the_generic_path(images, spy):
     layers = ["a1", "a2"]
     _close(attribute(model, layers, images, device="cpu"), attribute_reference(model, layers, images))
     assert spy == []
+
+
+def test_sequence_major_attention_inputs_keep_values_and_gradients():
+    """The engine's forward stores a batch-first MultiheadAttention's inputs sequence-major: the
+    attention output and its input gradient equal the module's own."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    x = torch.randn(3, 9, 16, requires_grad=True)
+    w = torch.randn(3, 9, 16)
+
+    def run(hooked: bool):
+        h = mha.register_forward_pre_hook(token_mlp_mod._sequence_major, with_kwargs=True) if hooked else None
+        try:
+            out = mha(x, x, x, need_weights=False)[0]
+        finally:
+            if h is not None:
+                h.remove()
+        (g,) = torch.autograd.grad((out * w).sum(), x)
+        return out.detach(), g
+
+    (o1, g1), (o2, g2) = run(False), run(True)
+    assert torch.allclose(o1, o2, rtol=0, atol=1e-6)
+    assert torch.allclose(g1, g2, rtol=0, atol=1e-6)
+    assert g1.abs().max() > 0
+
+
+class _Opaque(torch.autograd.Function):
+    """Identity with a hand-written backward and no vmap support: batched VJPs cannot pass it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        assert g.abs().sum().item() >= 0  # `.item()`: vmap refuses it (a RuntimeError under batched VJPs)
+        return g.clone()
+
+
+def test_an_op_vmap_cannot_batch_falls_back_to_one_call_per_unit(vit, images, spy):
+    torch.manual_seed(0)
+    model = TinyViT(depth=2).eval()
+    norm = model.blocks[0].norm2
+    model.blocks[0].norm2 = nn.Sequential(norm, _Lambda(_Opaque.apply))
+    layers = ["blocks.0.attn:heads", "blocks.0.mlp.act"]
+    _close(attribute(model, layers, images, device="cpu"), attribute_reference(model, layers, images))
+    assert len(spy) == 1
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)

@@ -186,11 +186,17 @@ def token_mlp_scores(
     for k in range(0, len(cols), chunk):
         idx = cols[k : k + chunk]
         cot = coef[:, :, idx].permute(2, 0, 1).unsqueeze(-1) * mlp.weight[idx][:, None, None, :]  # (n, B, T, D)
-        if chunk == 1:
-            (grad,) = torch.autograd.grad(u, leaf, cot[0], retain_graph=True, allow_unused=True)
-            grads = None if grad is None else grad.unsqueeze(0)
-        else:
-            (grads,) = torch.autograd.grad(u, leaf, cot, retain_graph=True, is_grads_batched=True, allow_unused=True)
+        grads = None
+        if batched and len(idx) > 1:
+            try:
+                (grads,) = torch.autograd.grad(
+                    u, leaf, cot, retain_graph=True, is_grads_batched=True, allow_unused=True
+                )
+            except RuntimeError:  # vmap cannot batch some op (e.g. a custom autograd.Function): one call each
+                batched = False
+        if not batched or len(idx) == 1:
+            one = [torch.autograd.grad(u, leaf, c, retain_graph=True, allow_unused=True)[0] for c in cot]
+            grads = None if one[0] is None else torch.stack(one)
         if grads is None:
             continue
         ga = channels_first(grads.flatten(0, 1)).unflatten(0, (len(idx), leaf.shape[0])).abs()  # (n, B, C_i, P)
