@@ -1,13 +1,18 @@
 """Bounded reads at catalog scale: every listing, the web home page and
-`circuits overlap` on a DuckDB catalog of `--runs` runs, each command in a fresh process.
+`circuits overlap` on a DuckDB catalog of `--runs` runs (and with `--pg`, the same rows on
+PostgreSQL), each command in a fresh process.
 
     python bench/bench_scale_reads.py [--runs 10000] [--circuits-per-run 5] [--k 5] [--keep PATH]
+                                      [--pg postgresql+psycopg://USER@HOST:PORT/DB]
 
 Data: googlenet's nine inception layers (real widths), one concept per run (so `overlap` without
 --concepts faces `--runs` concepts), `--circuits-per-run` circuits of k per layer per run drawn from
 overlapping channel pools, each with its internal edges (8 layer pairs × k², CLA-like scores) in
 `circuit_edge`, and 16 example images per concept. Rows are written straight into the tables (no
 score matrices: none of these commands reads them), so building 10,000 runs takes about a minute.
+With `--pg`, a database `bench_scale_reads` is made afresh on that server (dropped first if it
+exists, left behind afterwards for a look), every table of the DuckDB catalog is copied into it
+(CSV through `COPY … FROM STDIN`, then ANALYZE), and the same commands run against it.
 
 Prints, per command: wall seconds of a fresh `circuits …` process (Python start-up included), the
 child's peak RSS, and the bytes it printed (the home page: the HTML a browser receives).
@@ -32,10 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402 (after the set-up above)
+import sqlalchemy as sa  # noqa: E402 (after the set-up above)
 from googlenet_shape import GOOGLENET  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
 from catalog import store  # noqa: E402 (after the set-up above)
-from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
+from catalog.engine import close_all, driver_connection, open_catalog  # noqa: E402 (after the set-up above)
+from catalog.models import Base  # noqa: E402 (after the set-up above)
+from queries.overlap import MAX_OVERLAP_CIRCUITS  # noqa: E402 (after the set-up above)
 
 POOL = 40  # a run's channel pool per layer: its circuits overlap
 IMPORTS = (
@@ -174,6 +182,52 @@ def build(path: Path, n_runs: int, per_run: int, k: int, seed: int = 0) -> None:
     con.close()
 
 
+def copy_to_postgres(path: Path, server: str, name: str = "bench_scale_reads") -> str:
+    """A fresh database `name` on `server` holding every row of the DuckDB catalog at `path`; its URL."""
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    cat = open_catalog(url, create=True)  # the schema at head, through the migrations
+    src = duckdb.connect(str(path), read_only=True)
+    with tempfile.TemporaryDirectory() as tmp, cat.session() as s, s.begin():
+        raw = driver_connection(s)
+        for table in Base.metadata.sorted_tables:  # parents before children (foreign keys)
+            described = src.execute(f"DESCRIBE {table.name}").fetchall()  # (name, type, …) per column
+            cols = [r[0] for r in described]
+            if (
+                any(r[1] == "BLOB" for r in described)
+                and src.execute(f"SELECT count(*) FROM {table.name}").fetchall()[0][0]
+            ):
+                raise SystemExit(
+                    f"{table.name} holds BLOBs, which this CSV copy does not carry: use a catalog this bench built"
+                )
+            csv = Path(tmp) / f"{table.name}.csv"
+            src.execute(f"COPY {table.name} TO '{csv}' (FORMAT csv, HEADER false)")
+            with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as cp:
+                with csv.open("rb") as f:
+                    while block := f.read(1 << 20):
+                        cp.write(block)
+            if "id" in cols:  # later inserts must not collide with the copied ids
+                with raw.cursor() as cur:
+                    cur.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false) "
+                        f"WHERE pg_get_serial_sequence('{table.name}', 'id') IS NOT NULL"
+                    )
+    src.close()
+    cat.close()
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text("VACUUM ANALYZE"))  # planner statistics and visibility map, as a DBA would
+        size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+    admin.dispose()
+    print(f"copied into PostgreSQL database {name}: {size / 1e6:.0f} MB")
+    return url
+
+
 def measure(args: list[str], label: str) -> tuple[str, float, float, int, int]:
     """(label, seconds, peak RSS MB, bytes printed, exit code) of one fresh process; the peak is
     GNU time's (%M): the child's own, not this (large) process's image it was forked from."""
@@ -187,7 +241,7 @@ def measure(args: list[str], label: str) -> tuple[str, float, float, int, int]:
         return label, seconds, peak_kb / 1024, out.tell(), code
 
 
-def in_process(path: Path) -> None:
+def in_process(db: str) -> None:
     """The library calls behind the commands, in this process (no start-up): min and median of 3."""
     from circuits.cli.render import render
     from circuits.web.home import home_view
@@ -196,7 +250,7 @@ def in_process(path: Path) -> None:
     from queries.listing_pages import list_page
     from queries.overlap import overlap_matrix
 
-    cat = open_catalog(str(path), read_only=True)
+    cat = open_catalog(db, read_only=True)
     print(f"\n{'library call, in process':<44} {'min s':>7} {'median s':>9}")
     with cat.session() as s:
         last = int(query_arrow(s, "SELECT max(id) AS m FROM run").to_pylist()[0]["m"] or 0)
@@ -230,6 +284,7 @@ def main() -> None:
     ap.add_argument("--circuits-per-run", type=int, default=5)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--keep", type=Path, help="build (or reuse) the catalog at this path")
+    ap.add_argument("--pg", help="a PostgreSQL server URL: also copy the catalog there and measure it")
     args = ap.parse_args()
     path = args.keep or Path(tempfile.mkdtemp()) / "reads.duckdb"
     if not path.exists():
@@ -239,24 +294,40 @@ def main() -> None:
             f"built {args.runs:,} runs, {args.runs * args.circuits_per_run:,} circuits in {time.perf_counter() - t:.0f} s"
         )
     print(f"catalog {path}: {path.stat().st_size / 1e6:.0f} MB")
+    targets = [("DuckDB", str(path))]
+    if args.pg:
+        t = time.perf_counter()
+        targets.append(("PostgreSQL", copy_to_postgres(path, args.pg)))
+        print(f"copied in {time.perf_counter() - t:.0f} s")
+    for backend, db in targets:
+        print(f"\n{backend}")
+        run_commands(db, args.runs)
+        in_process(db)
+
+
+def run_commands(db: str, n_runs: int) -> None:
+    """Each command in a fresh process against the catalog `db` (a path or URL): one line each."""
     cli = [str(Path(sys.executable).parent / "circuits")]
-    db = ["--db", str(path)]
+    at = ["--db", db]
     commands = [
         ([*cli, "--help"], "circuits --help (start-up)"),
         ([sys.executable, "-c", IMPORTS], "imports of a read command, no query"),
-        ([*cli, "list", "runs", *db], "list runs (first page)"),
-        ([*cli, "list", "runs", "--after", str(args.runs - 150), *db], "list runs --after (a late page)"),
-        ([*cli, "list", "circuits", *db], "list circuits (first page)"),
-        ([*cli, "list", "circuits", "--search", "concept-0999", *db], "list circuits --search"),
-        ([*cli, "list", "concepts", *db], "list concepts"),
-        ([*cli, "list", "models", *db], "list models"),
-        ([sys.executable, "-c", HOME, str(path)], "home page (HTML)"),
-        ([sys.executable, "-c", HOME, str(path), "concept-00"], "home page, searched"),
-        ([*cli, "overlap", "--model", "googlenet", *db], "overlap (jaccard, default top 50)"),
-        ([*cli, "overlap", "--model", "googlenet", "--metric", "weighted", *db], "overlap weighted (top 50)"),
-        ([*cli, "overlap", "--model", "googlenet", "--top", str(args.runs), *db], "overlap, all concepts (refused)"),
+        ([*cli, "list", "runs", *at], "list runs (first page)"),
+        ([*cli, "list", "runs", "--after", str(n_runs - 150), *at], "list runs --after (a late page)"),
+        ([*cli, "list", "circuits", *at], "list circuits (first page)"),
+        ([*cli, "list", "circuits", "--search", "concept-0999", *at], "list circuits --search"),
+        ([*cli, "list", "concepts", *at], "list concepts"),
+        ([*cli, "list", "models", *at], "list models"),
+        ([sys.executable, "-c", HOME, db], "home page (HTML)"),
+        ([sys.executable, "-c", HOME, db, "concept-00"], "home page, searched"),
+        ([*cli, "overlap", "--model", "googlenet", *at], "overlap (jaccard, default top 50)"),
+        ([*cli, "overlap", "--model", "googlenet", "--metric", "weighted", *at], "overlap weighted (top 50)"),
         (
-            [*cli, "overlap", "--model", "googlenet", "--metric", "weighted", "--top", "1000", "-f", "csv", *db],
+            [*cli, "overlap", "--model", "googlenet", "--top", str(n_runs), *at],
+            "overlap, all concepts" + (" (refused)" if n_runs > MAX_OVERLAP_CIRCUITS else ""),
+        ),
+        (
+            [*cli, "overlap", "--model", "googlenet", "--metric", "weighted", "--top", "1000", "-f", "csv", *at],
             "overlap weighted, 1,000 concepts",
         ),
     ]
@@ -264,7 +335,6 @@ def main() -> None:
     for argv, label in commands:
         name, seconds, rss, size, code = measure(argv, label)
         print(f"{name:<36} {seconds:8.2f} {rss:8.0f} {size:10,} {code:5d}", flush=True)
-    in_process(path)
 
 
 if __name__ == "__main__":

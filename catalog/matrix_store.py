@@ -71,6 +71,8 @@ def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def read_rows(session: Session, run_id: int) -> list[tuple]:
     """A run's (status, pair, n_src, n_dst, codec, blob, src width, dst width, layer names) rows.
 
+    A blob is bytes (PostgreSQL) or a memoryview into one buffer of the run's words (DuckDB).
+
     One row with NULL pair columns when the run has no matrices; none when there is no such run.
     """
     raw = driver_connection(session)
@@ -82,18 +84,24 @@ def read_rows(session: Session, run_id: int) -> list[tuple]:
         return [r[:-1] for r in rows]
     table = raw.sql(f"SELECT seq, word FROM run_matrix_word WHERE run_id = {int(run_id)}").to_arrow_table()
     seq, word = (table.column(i).to_numpy() for i in range(2))
-    if not np.array_equal(seq, np.arange(len(seq), dtype=seq.dtype)):  # written in order: rarely
+    counts = [(r[-1] + 7) // 8 for r in rows]  # words per pair
+    if not _is_range(seq, sum(counts)):  # written in order, so read in order: rarely
         order = np.argsort(seq, kind="stable")
         seq, word = seq[order], word[order]
-    counts = [(r[-1] + 7) // 8 for r in rows]  # words per pair
-    if not np.array_equal(seq, np.arange(sum(counts), dtype=seq.dtype)):
-        raise CatalogError(f"run {run_id}: its stored matrix words are incomplete")
-    data = word.astype("<i8", copy=False).tobytes()  # (8·W,) the blobs back to back, padded
+        if not _is_range(seq, sum(counts)):
+            raise CatalogError(f"run {run_id}: its stored matrix words are incomplete")
+    # (8·W,) the blobs back to back, padded; slices of a memoryview are views, not copies
+    data = np.ascontiguousarray(word, dtype="<i8").view(np.uint8).data
     out, at = [], 0
     for r, count in zip(rows, counts):
         out.append((*r[:5], data[at : at + r[-1]], *r[6:-1]))
         at += 8 * count
     return out
+
+
+def _is_range(seq: np.ndarray, n: int) -> bool:
+    """`seq` is 0, 1, …, n - 1 (one comparison pass, no `arange` of n)."""
+    return len(seq) == n and (n == 0 or (seq[0] == 0 and bool(np.all(np.diff(seq) == 1))))
 
 
 def blob_words(blob: bytes) -> np.ndarray:

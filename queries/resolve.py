@@ -30,6 +30,7 @@ __all__ = [
 
 COMPLETE_RUN = f"r.status = '{RunStatus.complete.value}'"
 """SQL: the run aliased `r` is complete (readers see complete runs only)."""
+_SHOWN = 5  # names listed in a not-found message before "… and N more": a message stays one line
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,18 @@ def concept_circuits(
     missing = [c for c in names if c not in best]
     if missing:
         raise NotFound(
-            f"no circuit for {', '.join(missing)} on model {model.name} (concepts with circuits: "
-            f"{', '.join(sorted(best)) or 'none'}): ingest it with "
-            f"`circuits ingest {model.name} --concept {missing[0]} …`"
+            f"no circuit for {_first_few(missing)} on model {model.name} (concepts with circuits: "
+            f"{_first_few(sorted(best), f'; `circuits list concepts --search {missing[0]}`') or 'none'}): "
+            f"ingest it with `circuits ingest {model.name} --concept {missing[0]} …`"
         )
     return [CircuitChoice(best[c].circuit_id, best[c].run_id, c, counts[c]) for c in names]
+
+
+def _first_few(names: Sequence[str], more_hint: str = "", shown: int = _SHOWN) -> str:
+    """`names` joined by commas, cut after `shown` with "… and N more" (plus `more_hint`) so a message stays a line."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} … and {len(names) - shown} more{more_hint}"
 
 
 def resolve_circuit(
@@ -219,7 +227,7 @@ def resolve_circuit(
         )
     if len(rows) > 1:
         options = ", ".join(f"{r['model']}@{r['sha'][:12]}" for r in rows)
-        raise CircuitsError(f"concept {text_ref} has circuits on several models ({options}): add --model")
+        raise CircuitsError(f"concept {text_ref} has circuits on several models ({options}): add `model=`")
     return concept_circuits(session, ModelChoice(*_model_id(session, rows[0]["model"], rows[0]["sha"])), [text_ref])[0]
 
 
@@ -265,7 +273,7 @@ def resolve_run(session: Session, ref: str | int, model: str | None = None) -> i
         )
     models = sorted({f"{r['model']}@{r['sha'][:12]}" for r in rows})
     if len(models) > 1:
-        raise CircuitsError(f"concept {text_ref} has runs on several models ({', '.join(models)}): add --model")
+        raise CircuitsError(f"concept {text_ref} has runs on several models ({', '.join(models)}): add `model=`")
     return int(rows[-1]["run_id"])
 
 

@@ -25,6 +25,7 @@ from queries.listing import (
 )
 from queries.overlap import jaccard_matrix, overlap_matrix, shared_neurons, weighted_jaccard_matrix
 from queries.prune_plan import image_set_concept, plan_pruning
+from queries.resolve import _first_few
 
 NAMES = ["cat", "fish", "star", "text", "wave"]
 
@@ -314,3 +315,17 @@ def test_queries_never_import_torch():
         "queries.prune_plan, queries.plots, circuits.cli.render; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_concept_not_found_message_is_bounded(toy, s):
+    model = resolve_model(s, "toy")
+    asked = [f"absent-{i:02d}" for i in range(40)]
+    with pytest.raises(NotFound) as err:
+        concept_circuits(s, model, asked)
+    message = str(err.value)
+    assert "absent-00, absent-01, absent-02, absent-03, absent-04 … and 35 more" in message
+    assert "absent-05" not in message and "\n" not in message
+    with pytest.raises(NotFound, match=r"concepts with circuits: .*`circuits ingest toy --concept nope"):
+        concept_circuits(s, model, ["nope"])
+    names = [f"c{i}" for i in range(1000)]  # the list of concepts that have circuits is cut the same way
+    assert _first_few(names, "; hint") == "c0, c1, c2, c3, c4 … and 995 more; hint"
