@@ -199,6 +199,7 @@ def token_mlp_scores(
             grads = None if one[0] is None else torch.stack(one)
         if grads is None:
             continue
-        ga = channels_first(grads.flatten(0, 1)).unflatten(0, (len(idx), leaf.shape[0])).abs()  # (n, B, C_i, P)
-        scores[:, idx] = (ga * absa).sum(dim=(1, 3)).T  # not einsum: it copies per channel here
+        ga = channels_first(grads.flatten(0, 1)).unflatten(0, (len(idx), leaf.shape[0]))  # (n, B, C_i, P)
+        # in place (the gradients are this call's own); not einsum: it copies per channel here
+        scores[:, idx] = ga.abs_().mul_(absa).sum(dim=(1, 3)).T
     return scores
