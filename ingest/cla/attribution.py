@@ -110,7 +110,8 @@ def attribute(
         batched_vjp: generic path with batched VJPs (default: per pair, whichever of batched VJPs
             and one call per neuron was faster on the probe image; see `describe_paths`).
         tokens: which tokens of token layers count, "all", "patches" or "cls"
-            (`ingest.cla.tokens`); other than "all", every pair takes the generic path.
+            (`ingest.cla.tokens`); other than "all", pairs into a transformer MLP activation
+            take the token-MLP path and every other pair the generic path.
 
     Returns:
         S_i per adjacent pair, float32 numpy arrays of shape (C_i, C_{i+1}), in layer order.
