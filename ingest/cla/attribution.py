@@ -15,6 +15,9 @@ pair then takes the fastest exact path that applies —
   confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
   and only when it was clearly faster than the per-neuron loop on a batch of the run's size
   (`ingest.cla.path_choice`);
+- the *token-MLP path* (`ingest.cla.token_mlp`) for a pair into a transformer block's MLP
+  activation, act(fc1(u)) on (B, T, D) tokens: fc1's row is shared, the rest of the block's
+  backward runs from fc1's input in chunks of units (batched VJPs) on the engine's forward graph;
 - the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron or
   batched VJPs (`is_grads_batched`), whichever was faster on the probe image.
 
@@ -44,6 +47,7 @@ from ingest.cla.plan import matches
 from ingest.cla.plan_cache import cached_plan, model_fingerprint
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
+from ingest.cla.token_mlp import MlpCalls, mlp_layers, record_mlp_calls, token_mlp, token_mlp_scores
 from ingest.cla.tokens import check_tokens, position_masks
 from ingest.hooks import resolve_device
 
@@ -108,7 +112,8 @@ def attribute(
         batched_vjp: generic path with batched VJPs (default: per pair, whichever of batched VJPs
             and one call per neuron was faster on the probe image; see `describe_paths`).
         tokens: which tokens of token layers count, "all", "patches" or "cls"
-            (`ingest.cla.tokens`); other than "all", every pair takes the generic path.
+            (`ingest.cla.tokens`); other than "all", pairs into a transformer MLP activation
+            take the token-MLP path and every other pair the generic path.
 
     Returns:
         S_i per adjacent pair, float32 numpy arrays of shape (C_i, C_{i+1}), in layer order.
@@ -120,6 +125,7 @@ def attribute(
         TokenSelectionError: an unknown token selection, or one that leaves no tokens.
     """
     _check_images(images)
+    token_fast = fast  # the token-MLP path (`ingest.cla.token_mlp`) also serves token selections
     fast = fast and check_tokens(tokens) == "all"
     if len(layers) < 2:
         raise CLAError("CLA needs at least two layers: pass the layers in forward order")
@@ -150,7 +156,7 @@ def attribute(
             if not todo:
                 continue
             grad = any(plans[i] is None for i in todo)
-            leaves, outs = _forward(model, layers, x, grad)
+            leaves, outs, calls = _forward(model, layers, x, grad, token_fast)
             masks = position_masks(layers, leaves, tokens)
             redo = []
             for i, plan in enumerate(plans):
@@ -168,22 +174,34 @@ def attribute(
                 if progress is not None:
                     progress(done, total)
             if redo and not grad:
-                leaves, outs = _forward(model, layers, x, True)
+                leaves, outs, calls = _forward(model, layers, x, True, token_fast)
             for i, plan in enumerate(plans):
                 if plan is None and i not in done_now and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
-                    sums[i] += generic_pair_scores(
-                        outs[i + 1],
-                        leaves[i],
-                        batched=batched,
-                        budget_bytes=chunk_budget,
-                        graph_bytes=info.graph_bytes * x.shape[0],
-                        masks=(masks[i], masks[i + 1]),
-                    )
+                    mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
+                    if mlp is not None:  # an MLP activation downstream: fc1's row shared
+                        sums[i] += token_mlp_scores(
+                            outs[i + 1],
+                            leaves[i],
+                            mlp,
+                            batched=batched_vjp is not False,
+                            budget_bytes=chunk_budget,
+                            masks=(masks[i], masks[i + 1]),
+                        )
+                    else:
+                        sums[i] += generic_pair_scores(
+                            outs[i + 1],
+                            leaves[i],
+                            batched=batched,
+                            budget_bytes=chunk_budget,
+                            graph_bytes=info.graph_bytes * x.shape[0],
+                            masks=(masks[i], masks[i + 1]),
+                        )
+                    del mlp
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            del leaves, outs
+            del leaves, outs, calls
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
 
 
@@ -245,12 +263,14 @@ def _tile(dev: torch.device) -> int | None:
 
 
 def _forward(
-    model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """One forward pass: leaves and graph-attached outputs of every layer."""
-    with capture(model, layers) as cap, torch.set_grad_enabled(grad):
+    model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool, token_fast: bool = False
+) -> tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls]:
+    """One forward pass: leaves and graph-attached outputs of every layer, and (with grad and
+    `token_fast`) the fc1 calls feeding MLP activation layers (`ingest.cla.token_mlp`)."""
+    names = layers if grad and token_fast else []
+    with capture(model, layers) as cap, record_mlp_calls(model, names) as calls, torch.set_grad_enabled(grad):
         model(x)
-        return cap.leaf_list(), cap.output_list()
+        return cap.leaf_list(), cap.output_list(), calls
 
 
 def _memory_plan(
@@ -316,4 +336,14 @@ def describe_paths(
     _check_images(images)
     dev = resolve_device(device)
     with prepared(model, dev):
-        return _planned(model, layers, images, dev, True, batch_size, max_memory, None)[0].notes
+        notes = list(_planned(model, layers, images, dev, True, batch_size, max_memory, None)[0].notes)
+        if not mlp_layers(model, layers):
+            return notes
+        x = images[:1].to(dev, torch.float32)
+        _, outs, calls = _forward(model, layers, x, True, True)
+        return [
+            "token MLP: fc1's row shared, chunks of units through batched VJPs from fc1's input"
+            if note.startswith("generic") and token_mlp(model, layers[i + 1], outs[i + 1], calls) is not None
+            else note
+            for i, note in enumerate(notes)
+        ]
