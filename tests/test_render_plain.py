@@ -8,7 +8,8 @@ import random
 import pytest
 
 from circuits.cli import render
-from circuits.cli.render import RICH_MAX_CELLS, _is_number, _rich_table, format_value, render_table, text_table
+from circuits.cli.render import _is_number, format_value, render_table
+from circuits.cli.tables import RICH_MAX_CELLS, rich_table, text_table
 
 CASES = [
     [
@@ -32,7 +33,7 @@ def _parts(rows: list[dict]) -> tuple[list[str], list[list[str]], list[bool]]:
 @pytest.mark.parametrize("rows", CASES)
 def test_text_table_is_richs_layout(rows: list[dict]) -> None:
     cols, cells, right = _parts(rows)
-    assert text_table(cols, cells, right) == _rich_table(cols, cells, right)
+    assert text_table(cols, cells, right) == rich_table(cols, cells, right)
 
 
 def test_text_table_matches_rich_on_a_random_matrix() -> None:
@@ -53,7 +54,7 @@ def test_wide_characters_count_two_cells() -> None:
 
 def test_large_matrix_skips_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(render, "_rich_table", lambda *a: calls.append(a) or "")
+    monkeypatch.setattr(render, "rich_table", lambda *a: calls.append(a) or "")
     n = 500
     rng = random.Random(0)
     names = [f"concept_{i:03d}" for i in range(n)]
@@ -70,7 +71,7 @@ def test_large_matrix_skips_rich(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_small_tables_still_go_through_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = render._rich_table
-    monkeypatch.setattr(render, "_rich_table", lambda *a: calls.append(a) or real(*a))
+    real = render.rich_table
+    monkeypatch.setattr(render, "rich_table", lambda *a: calls.append(a) or real(*a))
     render_table(CASES[0])
     assert len(calls) == 1

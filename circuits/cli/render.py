@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from catalog.errors import CircuitsError
+from circuits.cli.tables import RICH_MAX_CELLS, rich_table, text_table
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -42,7 +43,6 @@ __all__ = [
     "render_json",
     "render_table",
     "safe_text",
-    "text_table",
     "to_json",
 ]
 
@@ -140,13 +140,6 @@ def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -
     return list(rows[0].keys()) if rows else []
 
 
-# Above this many cells a table is laid out here as fixed-width text instead of by `rich`, whose
-# layout grows faster than the cell count (a 500 × 500 overlap matrix: 52–88 s and 300 MB, against
-# well under a second here; docs/results.md, "Catalog at 10,000 runs: second pass"). Below it rich
-# draws the table; both give the same text (tests/test_render_plain.py compares them).
-RICH_MAX_CELLS = 2_000
-
-
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """An aligned text table (numbers right-aligned, no wrapping), or "(no rows)".
 
@@ -167,57 +160,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     right = [all(_is_number(r.get(c)) for r in rows) for c in cols]
     if len(rows) * len(cols) > RICH_MAX_CELLS:
         return text_table([safe_text(c) for c in cols], cells, right)
-    return _rich_table(cols, cells, right)
-
-
-def _rich_table(cols: Sequence[str], cells: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="", highlight=False)
-    for c, r in zip(cols, right):
-        table.add_column(c, justify="right" if r else "left", no_wrap=True)
-    for row in cells:
-        table.add_row(*row)  # the console has markup and emoji off: cell text prints as it is
-    # Wide enough that nothing wraps, whatever the terminal: matrices stay aligned when piped.
-    width = sum(max(len(c), *(len(row[i]) for row in cells)) + 3 for i, c in enumerate(cols)) + 4
-    buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False, markup=False, emoji=False).print(table)
-    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
-
-
-def text_table(header: Sequence[str], cells: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    """The layout `rich` draws for `render_table`, written directly: columns as wide as their
-    widest cell (terminal cells: wide characters count 2), three spaces apart, a rule of "─" under
-    the header, trailing spaces stripped.
-
-    Args:
-        header: the column names, as printed.
-        cells: one list of printed cell texts per row, one text per column.
-        right: per column, whether it is right-aligned (numbers) rather than left-aligned.
-
-    Returns:
-        The table, lines joined by newlines, no trailing newline.
-    """
-    from rich.cells import cell_len
-
-    def width(text: str) -> int:
-        return len(text) if text.isascii() else cell_len(text)
-
-    widths = [width(h) for h in header]
-    for row in cells:
-        widths = [max(w, width(t)) for w, t in zip(widths, row)]
-
-    def line(texts: Sequence[str]) -> str:
-        parts = []
-        for text, w, r in zip(texts, widths, right):
-            pad = " " * (w - width(text))
-            parts.append(pad + text if r else text + pad)
-        return "   ".join(parts).rstrip()
-
-    rule = "─" * (sum(widths) + 3 * (len(widths) - 1))
-    return "\n".join([line(header), rule, *(line(row) for row in cells)])
+    return rich_table(cols, cells, right)
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
