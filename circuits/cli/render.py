@@ -3,8 +3,9 @@ table|csv|json`), a circuit's details (`circuits show`), and the progress bar of
 
 Shared by every command that prints rows. Rows are mappings (column → value); every row has the
 same columns. Tables are plain text with no wrapping (drawn by `rich`, or above `RICH_MAX_CELLS`
-in the same layout by `text_table`), so wide matrices stay aligned however narrow the terminal; CSV and JSON are for programs (dates as ISO text, missing values empty /
-null, NaN as null).
+cells in the same layout by `circuits.cli.tables.text_table`), so wide matrices stay aligned
+however narrow the terminal; CSV and JSON are for programs (dates as ISO text, missing values
+empty / null, NaN as null).
 """
 
 from __future__ import annotations
