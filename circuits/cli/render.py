@@ -131,6 +131,8 @@ def format_value(value: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
+    if type(value) is float or type(value) is int or value is None:  # most cells: no conversion
+        return True
     value = plain(value)
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
