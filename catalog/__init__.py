@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from catalog import bulk, errors, store, vocab
     from catalog.engine import Catalog, open_catalog
     from catalog.errors import (
+        PARAMETER_MENTION,
         CatalogError,
         CatalogLocked,
         CircuitsError,
@@ -48,6 +49,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "CatalogError": _ERRORS,
         "CatalogLocked": _ERRORS,
         "CircuitsError": _ERRORS,
+        "PARAMETER_MENTION": _ERRORS,
         "NotFound": _ERRORS,
         "QueryError": _ERRORS,
         "ReadOnlyViolation": _ERRORS,

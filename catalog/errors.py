@@ -3,13 +3,26 @@
 Every error a user can cause (a wrong path, an outdated database, a bad query) is a subclass of
 `CircuitsError`. The root CLI turns these into one line on stderr and exit code 1; anything else
 is a bug and keeps its traceback. Messages name the problem and the next step.
+
+Messages name the parameter to change as `` `images=` `` (never a command-line flag): a script
+reads `error.parameters`; the command line prints each as its flag (`--images`).
 """
 
 from __future__ import annotations
 
+import re
+
+# How library text (errors, warnings, notes) names a parameter: `images=`, `batch_size=`.
+PARAMETER_MENTION = re.compile(r"`([a-z][a-z0-9_]*)=`")
+
 
 class CircuitsError(Exception):
     """An error caused by input or environment, reported to the user without a traceback."""
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The parameters the message names (`` `images=` `` → "images"), in order, each once."""
+        return tuple(dict.fromkeys(PARAMETER_MENTION.findall(str(self))))
 
 
 class CatalogError(CircuitsError):

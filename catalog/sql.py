@@ -159,7 +159,7 @@ def _duckdb_error(exc: Exception) -> CatalogError:
         return QueryError(
             f"out of memory: the query needs more than the memory cap and spilling to disk is off "
             f"({text.split(' Possible solutions')[0].split(' Database is launched')[0]}): narrow it, "
-            "or raise --memory-limit"
+            "or raise `memory_limit=`"
         )
     return QueryError(text)
 
@@ -197,8 +197,8 @@ def _check_url_options(options: Mapping[str, Any]) -> dict[str, Any]:
     other = sorted(set(options) - set(_URL_OPTIONS_KEPT))
     if other:
         raise QueryError(
-            f"the --db URL sets {', '.join(other)}: user SQL runs with fixed DuckDB settings (read-only, "
-            "memory cap, no spill, locked); drop them from the URL (use --memory-limit for the cap)"
+            f"the `db=` URL sets {', '.join(other)}: user SQL runs with fixed DuckDB settings (read-only, "
+            "memory cap, no spill, locked); drop them from the URL (use `memory_limit=` for the cap)"
         )
     return {k: v for k, v in options.items() if k in _URL_OPTIONS_KEPT}
 

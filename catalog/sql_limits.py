@@ -73,7 +73,7 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "K
 _UNITS |= {"GIB": 1 << 30, "TIB": 1 << 40}
 
 
-def parse_size(text: str | int, what: str = "--max-bytes") -> int:
+def parse_size(text: str | int, what: str = "`max_bytes=`") -> int:
     """A byte count from `123`, `100MB`, `2GiB` (decimal or binary units).
 
     Raises:
@@ -102,7 +102,7 @@ def address_space_cap(memory_limit: str | None, max_bytes: int | None) -> int:
     allocation fail as DuckDB's out-of-memory error instead. Room is left for the interpreter, the
     result kept (twice `max_bytes`) and each thread's stack and malloc arena.
     """
-    cap = parse_size(memory_limit or default_memory_limit(), "--memory-limit")
+    cap = parse_size(memory_limit or default_memory_limit(), "`memory_limit=`")
     keep = 2 * (max_bytes or DEFAULT_MAX_BYTES)
     return cap + keep + (1 << 30) + (96 << 20) * (os.cpu_count() or 4)
 
@@ -159,7 +159,7 @@ def interrupt_after(timeout_s: float | None, interrupt: Callable[[], None]) -> I
 def timeout_error(timeout_s: float | None) -> SqlTimeout:
     return SqlTimeout(
         f"the query ran longer than {timeout_s:g} s and was stopped: narrow it (a WHERE, a LIMIT, "
-        "fewer joins) or give more time with --timeout SECONDS"
+        "fewer joins) or give more time with `timeout_s=` SECONDS"
     )
 
 
@@ -200,8 +200,8 @@ def check_postgres_role(cursor: Any, *, allow: bool = False) -> None:
             "query could run programs or read server files (COPY … PROGRAM, pg_read_file). Connect as a "
             "read-only role instead, e.g. as an administrator: CREATE ROLE circuits_reader LOGIN PASSWORD '…'; "
             "GRANT USAGE ON SCHEMA public TO circuits_reader; GRANT SELECT ON ALL TABLES IN SCHEMA public "
-            "TO circuits_reader; then --db postgresql://circuits_reader@HOST/DB (or, trusting every query you run, "
-            f"--allow-superuser / {ALLOW_SUPERUSER_ENV}=1)"
+            "TO circuits_reader; then `db=` postgresql://circuits_reader@HOST/DB (or, trusting every query you run, "
+            f"`allow_superuser=` / {ALLOW_SUPERUSER_ENV}=1)"
         )
 
 

@@ -46,8 +46,8 @@ def read_capped(
             size += _row_bytes(row)
             if max_bytes is not None and size > max_bytes:
                 raise ResultTooLarge(
-                    f"the result is larger than {_mb(max_bytes)} (--max-bytes): stopped reading after "
-                    f"{len(rows)} rows; select fewer rows or columns (LIMIT, WHERE), or raise --max-bytes"
+                    f"the result is larger than {_mb(max_bytes)} (`max_bytes=`): stopped reading after "
+                    f"{len(rows)} rows; select fewer rows or columns (LIMIT, WHERE), or raise `max_bytes=`"
                 )
             rows.append(tuple(row))
         if len(chunk) < want:

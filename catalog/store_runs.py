@@ -46,8 +46,8 @@ class RunExists(CatalogError):
 
     def __init__(self, run_id: int, provenance_key: str):
         super().__init__(
-            f"run {run_id} already has provenance key {provenance_key[:12]}…: reuse it, or pass "
-            "replace=True (`--force`) to store another"
+            f"run {run_id} already has provenance key {provenance_key[:12]}…: reuse it, or store "
+            "another with `replace=`"
         )
         self.run_id = run_id
         self.provenance_key = provenance_key

@@ -61,7 +61,7 @@ def pruned_neurons(circ, prune_anchor: bool = False) -> tuple[list[str], list[li
     for layer, chans in zip(circ.layer_names, circ.channels):
         channels.append([int(c) for c in chans if int(c) not in fixed.get(layer, set())])
     if not any(channels):
-        raise IngestError(f"circuit {circ.id} has only anchored neurons: pass --prune-anchor to prune them")
+        raise IngestError(f"circuit {circ.id} has only anchored neurons: pass `prune_anchor=` to prune them")
     return layers, channels
 
 

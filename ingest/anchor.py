@@ -69,12 +69,12 @@ def _resolve_class(anchor: str, names: Sequence[str] | None, width: int) -> tupl
     if text.lstrip("-").isdigit():
         index = int(text)
         if not 0 <= index < width:
-            raise AnchorError(f"--anchor {text}: the class layer has {width} logits, use 0…{width - 1}")
+            raise AnchorError(f"`anchor=` {text}: the class layer has {width} logits, use 0…{width - 1}")
         return index, (names[index] if names else None)
     if not names:
         raise AnchorError(
-            f"--anchor {text!r}: this model has no class names; give a logit index, or --classes FILE "
-            "(one name per line, by logit index)"
+            f"`anchor=` {text!r}: this model has no class names; give a logit index, or `class_names=` "
+            "(the names by logit index)"
         )
     if text in names:
         return list(names).index(text), text
@@ -83,7 +83,7 @@ def _resolve_class(anchor: str, names: Sequence[str] | None, width: int) -> tupl
         return list(names).index(folded[0]), folded[0]
     close = difflib.get_close_matches(text, list(names), n=3) or [n for n in names if text.lower() in n.lower()][:3]
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise AnchorError(f"--anchor {text!r} is not one of the model's {len(names)} class names{hint}")
+    raise AnchorError(f"`anchor=` {text!r} is not one of the model's {len(names)} class names{hint}")
 
 
 def plan_anchor(
@@ -106,14 +106,16 @@ def plan_anchor(
     path, out = output_module(model, example)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise AnchorError(f"--anchor needs a model whose output is class logits (B, classes); this one returns {shape}")
+        raise AnchorError(
+            f"`anchor=` needs a model whose output is class logits (B, classes); this one returns {shape}"
+        )
     width = int(out.shape[1])
     if path is None:
-        raise AnchorError("--anchor needs a class layer: no single module of this model computes its logits")
+        raise AnchorError("`anchor=` needs a class layer: no single module of this model computes its logits")
     if not layers or layers[-1] != path:
         raise AnchorError(
-            f"--anchor fixes the class layer, which must be the last of --layers: add {path} "
-            f"(this model's logits) at the end, e.g. --layers {','.join([*list(layers)[-2:], path])}"
+            f"`anchor=` fixes the class layer, which must be the last of `layers=`: add {path} "
+            f"(this model's logits) at the end, e.g. `layers=` {','.join([*list(layers)[-2:], path])}"
         )
     if class_names is not None and len(class_names) != width:
         raise AnchorError(f"{len(class_names)} class names for {width} logits: give one name per logit")

@@ -78,7 +78,7 @@ def reference_set(model: str, folder: str | Path | None = None, *, per_class: in
             for p in PHOTOS
         ]
         return _concat(f"skimage:reference#views={per_class},seed={seed}", sets)
-    raise ReferenceError(f"model {model} has no built-in reference set: pass a folder of images with --reference DIR")
+    raise ReferenceError(f"model {model} has no built-in reference set: pass a folder of images as `folder=`")
 
 
 def store_reference_patches(

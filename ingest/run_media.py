@@ -77,7 +77,7 @@ def load_run_model(run, model: str, weights: str | None):
     if loaded.weights_sha256 != run.weights_sha256:
         raise ThumbnailError(
             f"run {run.id} was computed with weights {run.weights_sha256[:12]}, but {model} loaded "
-            f"{loaded.weights_sha256[:12]} ({loaded.weights_source}): pass the run's weights with --weights"
+            f"{loaded.weights_sha256[:12]} ({loaded.weights_source}): pass the run's weights with `weights=`"
         )
     stored = run.params.get("preprocessing") if isinstance(run.params, dict) else None
     pp = Preprocessing.from_params(stored) if stored is not None else loaded.spec.pp

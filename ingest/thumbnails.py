@@ -32,6 +32,7 @@ from torch import nn
 
 from catalog import media
 from catalog.errors import CircuitsError
+from ingest.token_maps import attention_from_cls, is_token_output, unit_grid
 
 __all__ = [
     "NeuronPatches",
@@ -260,8 +261,6 @@ def neuron_patches(
             argmax[name].append(batch_at.cpu())
         if progress is not None:
             progress("thumbnails", min(start + config.batch_size, n), n)
-    from ingest.cla.tokens import token_box
-
     rfs = receptive_fields(model, names, x[:1].to(device))
     pixels = _display_pixels(x, mean, std)  # (N, H, W, 3)
     image_hw = (int(x.shape[2]), int(x.shape[3]))
@@ -269,63 +268,90 @@ def neuron_patches(
     for _, name, ch in wanted:
         values = torch.cat(maxima[name]).numpy()  # (N, k)
         orders[name] = [np.lexsort((np.arange(n), -values[:, j]))[: config.top] for j in range(len(ch))]
-    maps = _activation_maps(model, names, x, wanted, orders, config.batch_size, device)
+    maps, attention, rows = _activation_maps(model, names, x, wanted, orders, config.batch_size, device)
     result = []
     encoded: dict[tuple[int, tuple[int, int, int, int]], bytes] = {}  # neurons often share a crop
+    whole = (0, 0, image_hw[1], image_hw[0])
     for _, name, ch in wanted:
         values = torch.cat(maxima[name]).numpy()  # (N, k)
         where = torch.cat(argmax[name]).numpy()
+        token = is_token_output(name, shapes[name])  # ViT unit: patch-grid heat-maps, no crops
         for j, channel in enumerate(ch.tolist()):
-            order = orders[name][j]  # strongest, then lower index
+            order = orders[name][j].tolist()  # strongest, then lower index
+            unit_maps = [maps.get((name, int(channel), img)) for img in order]
+            top = float(values[order[0], j]) if order else 0.0
             patches = []
-            for img in order.tolist():
+            for img, amap in zip(order, unit_maps):
                 grid, rf = grids[name], rfs[name]
-                token = token_box(name, shapes[name], int(where[img, j]), image_hw)  # ViT: the patch
-                if token is not None:
-                    box = token
-                elif grid is None or rf is None:
-                    box = (0, 0, image_hw[1], image_hw[0])
-                else:
-                    box = _box(int(where[img, j]), grid, image_hw, rf)
+                if token:  # the whole image, the unit's activation on each patch over it
+                    live = [m for m in unit_maps if m is not None]  # one scale per unit, from its floor
+                    lo = max(0.0, min((float(m.min()) for m in live), default=0.0))  # head norms: all > 0
+                    hi = max((float(m.max()) for m in live), default=0.0) - lo
+                    png = heatmap_overlay(pixels[img], amap - lo, hi, config.size) if amap is not None else None
+                    patches.append(
+                        (img, float(values[img, j]), whole, png or encode_thumbnail(pixels[img], config.size))
+                    )
+                    continue
+                box = whole if grid is None or rf is None else _box(int(where[img, j]), grid, image_hw, rf)
                 if (img, box) not in encoded:
                     crop = pixels[img, box[1] : box[3], box[0] : box[2]]
                     encoded[(img, box)] = encode_thumbnail(np.ascontiguousarray(crop), config.size)
                 patches.append((img, float(values[img, j]), box, encoded[(img, box)]))
-            top = float(values[order[0], j]) if len(order) else 0.0
-            heat = tuple(
-                None
-                if maps.get((name, int(channel), img)) is None
-                else heatmap_overlay(pixels[img], maps[(name, int(channel), img)], top, max(config.size, 96))
-                for img in order.tolist()
-            )
+            if token:  # heads: their attention from the class token; MLP neurons: the tile is the map
+                att = attention.get(name)
+                att_maps = [None if att is None else att[rows[img], int(channel)] for img in order]
+                att_top = max((float(m.max()) for m in att_maps if m is not None), default=0.0)
+                heat = tuple(
+                    None if m is None else heatmap_overlay(pixels[img], m, att_top, max(config.size, 96))
+                    for img, m in zip(order, att_maps)
+                )
+            else:
+                heat = tuple(
+                    None if m is None else heatmap_overlay(pixels[img], m, top, max(config.size, 96))
+                    for img, m in zip(order, unit_maps)
+                )
             result.append(NeuronPatches(name, int(channel), tuple(patches), heat))
     return result
 
 
-def _activation_maps(model, names, x, wanted, orders, batch_size, device) -> dict[tuple[str, int, int], np.ndarray]:
-    """{(layer, channel, image index): (h, w) activation map} for each neuron's top images
-    (4-D layers only): one more forward pass over just those images."""
+def _activation_maps(model, names, x, wanted, orders, batch_size, device):
+    """For each neuron's top images (one more forward pass over just those images):
+    {(layer, channel, image index): (h, w) map} (conv layers: the activation map; token units: the
+    patch-grid map, `ingest.token_maps.unit_grid`) and, per head layer, the attention from the class
+    token of those images, (len(rows), H, g, g) (`attention_from_cls`), and rows: image index → row."""
     needed = sorted({int(i) for name in names for o in orders[name] for i in o.tolist()})
     if not needed:
-        return {}
+        return {}, {}, {}
     row = {img: r for r, img in enumerate(needed)}
     kept: dict[str, list[torch.Tensor]] = {}
+    att_parts: dict[str, list] = {}
     for start in range(0, len(needed), batch_size):
         batch = x[needed[start : start + batch_size]].to(device)
         with torch.no_grad():
             outs = _outputs(model, names, batch)
         for name in names:
-            if outs[name].ndim == 4:
+            if outs[name].ndim in (3, 4):
                 kept.setdefault(name, []).append(outs[name].float().cpu())
+        for name, att in attention_from_cls(model, names, batch).items():
+            att_parts.setdefault(name, []).append(att)
     out = {}
     for _, name, ch in wanted:
         if name not in kept:
             continue
-        act = torch.cat(kept[name])  # (len(needed), C, h, w)
+        act = torch.cat(kept[name])  # (len(needed), C, h, w), (len(needed), T, D) or (len(needed), H, T, hd)
+        token = is_token_output(name, tuple(act.shape))
+        if not token and act.ndim != 4:
+            continue
         for j, channel in enumerate(ch.tolist()):
             for img in orders[name][j].tolist():
-                out[(name, int(channel), int(img))] = act[row[int(img)], int(channel)].numpy()
-    return out
+                a = act[row[int(img)]]
+                out[(name, int(channel), int(img))] = (
+                    unit_grid(name, a, int(channel)) if token else a[int(channel)].numpy()
+                )
+    attention = {
+        name: None if any(p is None for p in parts) else np.concatenate(parts) for name, parts in att_parts.items()
+    }
+    return out, attention, row
 
 
 def example_thumbnails(images: Sequence[np.ndarray], size: int = 64) -> list[tuple[int, int, bytes]]:

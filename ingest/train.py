@@ -91,17 +91,16 @@ class TrainConfig:
         """
         for name in ("epochs", "train_per_class", "eval_per_class", "batch_size", "threads"):
             if getattr(self, name) < 1:
-                flag = name.replace("_", "-")
-                raise TrainingError(f"--{flag} must be 1 or more, got {getattr(self, name)}")
+                raise TrainingError(f"`{name}=` must be 1 or more, got {getattr(self, name)}")
         if self.seed < 0:
-            raise TrainingError(f"--seed must be 0 or more, got {self.seed}")
+            raise TrainingError(f"`seed=` must be 0 or more, got {self.seed}")
         if self.model not in MODELS:
             raise TrainingError(f"unknown model {self.model!r}: use {' or '.join(MODELS)}")
         if self.dataset not in DATASETS:
             raise TrainingError(f"unknown training dataset {self.dataset!r}: use {' or '.join(DATASETS)}")
         shares = (self.text_share, self.text_only_share)
         if min(shares) < 0 or sum(shares) > 1:
-            raise TrainingError(f"--text-share + --text-only-share must lie in [0, 1], got {shares}")
+            raise TrainingError(f"`text_share=` + `text_only_share=` must lie in [0, 1], got {shares}")
 
 
 DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
@@ -153,7 +152,7 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError as exc:
         raise TrainingError(f"unknown device {device!r} ({exc}): use auto, cpu or cuda") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {device!r} asked for but CUDA is not available: use --device cpu")
+        raise TrainingError(f"device {device!r} asked for but CUDA is not available: use `device=` cpu")
     return dev
 
 
@@ -442,7 +441,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
-        raise TrainingError(f"cannot write {path} ({exc.strerror}): choose another --out") from exc
+        raise TrainingError(f"cannot write {path} ({exc.strerror}): choose another `out=`") from exc
 
 
 def _write(state: dict[str, torch.Tensor], out: Path, model_name: str = "catfish-mini") -> tuple[str, str]:

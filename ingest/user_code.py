@@ -129,7 +129,9 @@ def forward_time_limit(what: str) -> Iterator[None]:
         return
 
     def expired(_sig, _frame):
-        raise UserModelError(f"{what} ran longer than --timeout {seconds:g} s: the model hangs or is far too slow")
+        raise UserModelError(
+            f"{what} ran longer than {seconds:g} s (`set_forward_timeout`): the model hangs or is far too slow"
+        )
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -90,7 +90,7 @@ def compose_circuit(session: Session, circuit_id: int, concepts: Sequence[str]) 
         CircuitsError: no concepts given.
     """
     if not concepts:
-        raise CircuitsError("give the concepts to compose from, e.g. --from star,wave")
+        raise CircuitsError("give the concepts to compose from, e.g. `concepts=` star,wave")
     head = query_arrow(
         session,
         "SELECT c.id, r.layer_names, co.name AS concept, m.id AS model_id, m.name AS model, "

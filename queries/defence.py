@@ -109,5 +109,5 @@ def plot_tradeoff(
     try:
         fig.savefig(out, dpi=dpi)
     except OSError as exc:
-        raise CircuitsError(f"cannot write the plot {out} ({exc.strerror}): choose another --plot path") from exc
+        raise CircuitsError(f"cannot write the plot {out} ({exc.strerror}): choose another `path=`") from exc
     return out

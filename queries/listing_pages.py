@@ -57,7 +57,7 @@ class Page:
     start: int
     next_after: int | str | None
 
-    def summary(self, option: str = "--after") -> str:
+    def summary(self, option: str = "`after=`") -> str:
         """One line: which rows these are of how many, and how to get the next page."""
         if not self.rows:
             return f"no {self.what} here ({self.total:,} in all)"

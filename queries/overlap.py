@@ -279,7 +279,7 @@ def overlap_matrix(
     if metric not in METRICS:
         raise CircuitsError(f"unknown overlap metric {metric!r}: use one of {', '.join(METRICS)}")
     if top is not None and top < 1:
-        raise CircuitsError(f"--top must be at least 1, got {top}")
+        raise CircuitsError(f"`top=` must be at least 1, got {top}")
     names = None if concepts is None else list(dict.fromkeys(concepts))
     chosen = concept_circuits(session, resolve_model(session, model), names)
     if not chosen:
@@ -289,13 +289,13 @@ def overlap_matrix(
         newest = sorted(chosen, key=lambda c: c.circuit_id, reverse=True)[:top]
         notes.append(
             f"the {top} concepts with the newest circuits of {len(chosen):,} on {model}: "
-            "--concepts names others, --top N shows more"
+            "`concepts=` names others, `top=` N shows more"
         )
         chosen = sorted(newest, key=lambda c: c.concept)
     if len(chosen) > MAX_OVERLAP_CIRCUITS and not force:
         raise CircuitsError(
             f"an overlap matrix of {len(chosen):,} concepts ({len(chosen) ** 2:,} cells) is above the "
-            f"{MAX_OVERLAP_CIRCUITS:,} computed without --force: name fewer --concepts, lower --top, or pass --force"
+            f"{MAX_OVERLAP_CIRCUITS:,} computed without `force=`: name fewer `concepts=`, lower `top=`, or pass `force=`"
         )
     if progress is not None and len(chosen) >= PROGRESS_FROM:
         progress(f"computing the {metric} overlap of {len(chosen):,} concepts' circuits ({len(chosen) ** 2:,} cells)…")
@@ -363,7 +363,7 @@ def shared_neurons(session: Session, model: str, concepts: Sequence[str]) -> Sha
         CircuitsError: fewer than two concepts.
     """
     if len(concepts) < 2 or len(set(concepts)) != len(concepts):
-        raise CircuitsError("give two or more different concepts, e.g. --concepts star,wave")
+        raise CircuitsError("give two or more different concepts, e.g. `concepts=` star,wave")
     chosen: list[CircuitChoice] = concept_circuits(session, resolve_model(session, model), concepts)
     ids = [c.circuit_id for c in chosen]
     members = circuit_members(session, ids)

@@ -222,7 +222,7 @@ def plan_pruning(
     if keep_budget is not None and not keep_budget >= 0:
         raise CircuitsError(f"the keep budget must be 0 or more (got {keep_budget})")
     if against in keep:
-        raise CircuitsError(f"{against} is both --against and --keep: a circuit cannot hurt and spare it")
+        raise CircuitsError(f"{against} is both `against=` and `keep=`: a circuit cannot hurt and spare it")
     chosen_model = resolve_model(session, model)
     per_concept = {c.concept: c for c in concept_circuits(session, chosen_model)}
     if not per_concept:
@@ -253,7 +253,7 @@ def plan_pruning(
     blind = [k for k in keep if k not in per_concept and k not in evaluated]
     if blind:  # neither a circuit nor an evaluation: nothing could say whether a plan spares it
         raise NotFound(
-            f"--keep {', '.join(blind)}: no stored circuit of {chosen_model.name} for that concept and no evaluation "
+            f"`keep=` {', '.join(blind)}: no stored circuit of {chosen_model.name} for that concept and no evaluation "
             f"on its images; ingest one first (`circuits ingest {chosen_model.name} --concept {blind[0]} …`)"
         )
 

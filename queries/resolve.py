@@ -227,7 +227,7 @@ def resolve_circuit(
         )
     if len(rows) > 1:
         options = ", ".join(f"{r['model']}@{r['sha'][:12]}" for r in rows)
-        raise CircuitsError(f"concept {text_ref} has circuits on several models ({options}): add --model")
+        raise CircuitsError(f"concept {text_ref} has circuits on several models ({options}): add `model=`")
     return concept_circuits(session, ModelChoice(*_model_id(session, rows[0]["model"], rows[0]["sha"])), [text_ref])[0]
 
 
@@ -273,7 +273,7 @@ def resolve_run(session: Session, ref: str | int, model: str | None = None) -> i
         )
     models = sorted({f"{r['model']}@{r['sha'][:12]}" for r in rows})
     if len(models) > 1:
-        raise CircuitsError(f"concept {text_ref} has runs on several models ({', '.join(models)}): add --model")
+        raise CircuitsError(f"concept {text_ref} has runs on several models ({', '.join(models)}): add `model=`")
     return int(rows[-1]["run_id"])
 
 

@@ -172,7 +172,7 @@ def test_token_selection_bad_input(vit, images):
 
 
 def test_image_size_names_the_size_the_vit_takes():
-    with pytest.raises(CircuitsError, match="takes 32×32 images.*--input-size 32"):
+    with pytest.raises(CircuitsError, match="takes 32×32 images.*`input_size=` 32"):
         check_image_size(_tv_vit(), torch.zeros(1, 3, 64, 64))
     check_image_size(_tv_vit(), torch.zeros(1, 3, 32, 32))
 

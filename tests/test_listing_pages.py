@@ -92,7 +92,7 @@ def test_pages_walk_the_whole_listing_in_order_with_counts(db, what):
     assert [r for p in pages for r in p.rows] == full  # same rows, same order, same per-row counts
     assert all(p.total == len(full) for p in pages) and [p.start for p in pages] == list(range(0, len(full), n))
     assert all(len(p.rows) == n for p in pages[:-1]) and 1 <= len(pages[-1].rows) <= n and len(pages) > 1
-    assert pages[0].summary() == f"{what} 1–{n} of {len(full)}; next page: --after {pages[0].rows[-1].id}"
+    assert pages[0].summary() == f"{what} 1–{n} of {len(full)}; next page: `after=` {pages[0].rows[-1].id}"
     assert pages[-1].summary().endswith(f"of {len(full)}")
 
 

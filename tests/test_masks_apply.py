@@ -274,7 +274,7 @@ def test_mismatches_are_refused_with_what_differs(catfish):
         bake_mask(other, mask)
     msg = str(err.value)
     assert f"mask was made for weights {mask.model.weights_sha256[:12]}…" in msg
-    assert f"the model's weights are {other_sha[:12]}…" in msg and "--weights" in msg
+    assert f"the model's weights are {other_sha[:12]}…" in msg and "`weights=`" in msg
     with pytest.raises(MaskError, match="mask was made for weights"):
         with apply_mask(other, mask):
             pass

@@ -169,7 +169,7 @@ def test_edge_export_and_what_apply_refuses(catalog):
             f"mask was made for weights ffffffffffff… but the model's weights are {catalog['loaded'].weights_sha256[:12]}…"
             in r.output
         )
-        assert "pass --weights" in r.output
+        assert "pass the weights the circuit was found on (--weights)" in r.output
 
         # other weights given with --weights: refused, naming both hashes
         other = zoo.get_spec("catfish-mini").build()

@@ -49,20 +49,20 @@ def test_default_is_the_top_concepts_with_the_newest_circuits(toy):
         two = overlap_matrix(s, "toy", top=2)
         assert two.labels == tuple(sorted(newest)) and everything.labels == tuple(NAMES)
         assert two.notes[0] == (
-            "the 2 concepts with the newest circuits of 5 on toy: --concepts names others, --top N shows more"
+            "the 2 concepts with the newest circuits of 5 on toy: `concepts=` names others, `top=` N shows more"
         )
         at = {c: i for i, c in enumerate(NAMES)}
         sub = everything.values[np.ix_([at[c] for c in two.labels], [at[c] for c in two.labels])]
         assert np.array_equal(two.values, sub)
         assert overlap_matrix(s, "toy", ["wave", "cat"], top=1).labels == ("wave", "cat")  # named: all of them
-        with pytest.raises(CircuitsError, match="at least 1"):
+        with pytest.raises(CircuitsError, match="`top=` must be at least 1"):
             overlap_matrix(s, "toy", top=0)
 
 
 def test_a_matrix_above_the_limit_is_refused_unless_forced(toy, monkeypatch):
     monkeypatch.setattr(overlap, "MAX_OVERLAP_CIRCUITS", 3)
     with open_catalog(toy.path, read_only=True).session() as s:
-        with pytest.raises(CircuitsError, match="5 concepts \\(25 cells\\) is above the 3 computed without --force"):
+        with pytest.raises(CircuitsError, match="5 concepts \\(25 cells\\) is above the 3 computed without `force=`"):
             overlap_matrix(s, "toy", metric="weighted")
         assert overlap_matrix(s, "toy", metric="weighted", force=True).values.shape == (5, 5)
         assert overlap_matrix(s, "toy", top=3).values.shape == (3, 3)

@@ -63,7 +63,7 @@ def test_one_channel_is_luma_and_normalised_per_channel():
 
 
 def test_mixed_sizes_with_keep_are_refused_naming_the_options():
-    with pytest.raises(PreprocessingError, match=r"2 different sizes.*--input-size N.*--resize"):
+    with pytest.raises(PreprocessingError, match=r"2 different sizes.*`input_size=` N.*`resize=`"):
         preprocess(Preprocessing(), [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
     assert preprocess(Preprocessing(size=8), [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)]).shape == (
         2,
@@ -90,13 +90,13 @@ def test_parse_normalize(text, expected):
 def test_parse_normalize_errors_are_one_line(bad):
     with pytest.raises(PreprocessingError) as e:
         parse_normalize(bad)
-    assert "\n" not in str(e.value) and "--normalize" in str(e.value)
+    assert "\n" not in str(e.value) and "`normalize=`" in str(e.value)
 
 
 def test_parse_input_size_and_validation():
     assert parse_input_size("keep") is None and parse_input_size("64") == 64 and parse_input_size(32) == 32
     for bad in ("big", "0", "-3"):
-        with pytest.raises(PreprocessingError, match="--input-size"):
+        with pytest.raises(PreprocessingError, match="`input_size=`"):
             parse_input_size(bad)
     with pytest.raises(PreprocessingError, match="resize"):
         Preprocessing(resize="pad")

@@ -85,7 +85,7 @@ def test_reproduce_command_and_bad_settings(tmp_path):
     cfg = TrainConfig(**{**TYPO_DEFAULTS, "text_share": 0.3})
     cmd = reproduce_command(cfg, tmp_path / "x.pt", torch.device("cpu"))
     assert "circuits train typo --epochs 12" in cmd and "--text-share 0.3" in cmd and "--text-only-share" not in cmd
-    with pytest.raises(TrainingError, match="text-share"):
+    with pytest.raises(TrainingError, match="`text_share=`"):
         TrainConfig(dataset="typo", text_share=0.9, text_only_share=0.2).validate()
     with pytest.raises(TrainingError, match="dataset"):
         TrainConfig(dataset="imagenet").validate()

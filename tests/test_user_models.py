@@ -124,7 +124,7 @@ def test_a_model_that_hangs_past_timeout(folder):
     r = runner.invoke(app, [*argv, "--k", "2", "--db", "c.duckdb", "--timeout", "1"])
     assert r.exit_code == 1, r.output
     assert r.stderr.strip().splitlines() == [
-        "error: the model's forward pass on one image ran longer than --timeout 1 s: the model hangs or is far too slow"
+        "error: the model's forward pass on one image ran longer than 1 s (--timeout): the model hangs or is far too slow"
     ]
     assert not (folder / "c.duckdb").exists()
 
@@ -160,7 +160,7 @@ def test_ablate_and_apply_refuse_a_model_that_hangs_past_timeout(folder):
     assert r.exit_code == 0, r.output
     (folder / "hang").write_text("")
     before = sorted(p.name for p in folder.iterdir())
-    expected = "ran longer than --timeout 1 s: the model hangs or is far too slow"
+    expected = "ran longer than 1 s (--timeout): the model hangs or is far too slow"
     r = runner.invoke(app, ["ablate", "1", "--model", model, "--images", "imgs", "--timeout", "1", "--db", "c.duckdb"])
     assert r.exit_code == 1 and expected in r.stderr and r.stderr.count("error:") == 1, r.output
     r = runner.invoke(app, ["apply", model, "--mask", "m.json", "-o", "p.pt", "--timeout", "1"])

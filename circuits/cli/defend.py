@@ -146,8 +146,11 @@ def defend(
     """Find the text circuit, prune it at several sizes and ways, measure the typographic attack
     beside random circuits of the same shape, store everything, and recommend a defence.
 
-    Without --classes the model must be typo-mini (Typographic-synth images are rendered). With
-    --classes the model is an image tower used as a zero-shot classifier, attacked on --images.
+    Without --classes the model must be typo-mini or typo-vit (Typographic-synth images are
+    rendered). On a model with attention heads (typo-vit) it prints one table instead: CLA's text
+    circuit (k heads per head layer, per --k) beside head ablation in the manner of Dyslexify and
+    random heads, the same number of heads removed, zero- and mean-ablated, on the held-out seeds.
+    With --classes the model is an image tower used as a zero-shot classifier, attacked on --images.
 
     Like ingest, it creates a missing catalog file and holds the catalog only to read and write,
     so `circuits sql` works during a run; when stderr is not a terminal it prints a progress line
@@ -157,7 +160,7 @@ def defend(
     from circuits.cli.progress_log import command_progress
     from circuits.cli.render import render
     from circuits.cli.validate import catalog_files, check_output_path, model_file, new_catalog_guard
-    from ingest.defence.defend import DEFAULT_KS, DefendConfig, typo_target
+    from ingest.defence.defend import DEFAULT_KS, DefendConfig, DefendError, typo_target
     from ingest.defence.defend import defend as run_defend
 
     if plot is not None:  # before any work: nothing is stored when the plot cannot be written
@@ -220,6 +223,15 @@ def defend(
     from ingest.threads import configure
 
     configure(threads)  # the command's process: threads for the free CPUs (ingest.threads)
+    heads = [] if classes is not None or target.plain_set is None else _head_layers(model, config.layers)
+    if heads:  # a transformer: CLA's text circuit beside head ablation, one table
+        if plot is not None or search:
+            raise DefendError(
+                f"{'--plot' if plot is not None else '--search'} belongs to the pruning sweep; a model with attention "
+                "heads prints CLA's head circuit beside head ablation instead (--k sets the heads per head layer)"
+            )
+        _defend_heads(config, target, heads, fmt, db)
+        return
     with new_catalog_guard(db):  # a catalog created here is removed again if nothing was stored
         cat = open_catalog(db, create=True, wait=None)  # a reader holding a DuckDB file: wait for it
         # A bar draws on stdout: only with the table, so CSV and JSON stay parseable.
@@ -278,3 +290,33 @@ def defend(
         f"  apply it: circuits export {best.circuit_id}{edge} -o text.json{db_flag(db)} && "
         f"circuits apply {model} --mask text.json -o {out}"
     )
+
+
+def _head_layers(model: str, layers: tuple[str, ...] | None) -> list[str]:
+    from ingest.defence.head_compare import head_layers_of
+
+    return head_layers_of(model, layers)
+
+
+def _defend_heads(config, target, heads: list[str], fmt: OutputFormat, db) -> None:
+    """`circuits defend` on a model with attention heads (`ingest.defence.head_compare`)."""
+    from catalog.engine import open_catalog
+    from circuits.cli.progress_log import command_progress
+    from circuits.cli.render import render
+    from circuits.cli.validate import new_catalog_guard
+    from ingest.defence.head_compare import compare_heads
+
+    with new_catalog_guard(db):
+        cat = open_catalog(db, create=True, wait=None)
+        with command_progress(fmt is OutputFormat.table) as update:
+            result = compare_heads(cat, config, target, heads, progress=update)
+    typer.echo(render([r.as_dict() for r in result.rows], fmt.value))
+    if fmt is not OutputFormat.table:
+        return
+    seeds = ", ".join("reported" if s is None else str(s) for s in result.seeds)
+    typer.echo(
+        f"measured on held-out seeds {seeds} ({result.n_attack} attack + {result.n_clean} clean images each); "
+        f"heads are block.head over the {len(result.layers)} head layers; CLA run {result.run_id}"
+    )
+    for line in result.verdicts:
+        typer.echo(f"  {line}")

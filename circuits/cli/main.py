@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 
@@ -62,6 +64,23 @@ if TYPE_CHECKING:  # typer vendors click: its Command.invoke takes this Context 
     from typer._click import Command, Context
 
 
+@contextmanager
+def _warnings_as_flags(command: str) -> Iterator[None]:
+    """Inside the block, library warnings (which name parameters) print with this command's flags."""
+    import warnings
+
+    library_format = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        return library_format(cli_message(str(message), command), category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = library_format
+
+
 class _RootGroup(TyperGroup):
     """Converts user errors raised by any sub-command into a one-line message and exit code 1."""
 
@@ -69,13 +88,14 @@ class _RootGroup(TyperGroup):
         name = self._command_name(ctx)
         _STATE["in_command"] = True
         try:
-            return super().invoke(ctx)
+            with _warnings_as_flags(name):
+                return super().invoke(ctx)
         except CircuitsError as exc:
             if _DEBUG["on"] and exc.__cause__ is not None:  # e.g. the traceback of a user model's error
                 import traceback
 
                 traceback.print_exception(exc.__cause__)
-            typer.echo(f"error: {safe_text(cli_message(str(exc)))}", err=True)  # messages may quote catalog text
+            typer.echo(f"error: {safe_text(cli_message(str(exc), name))}", err=True)  # messages may quote catalog text
             ctx.exit(1)
         except ModuleNotFoundError as exc:
             message = missing_extra_message(name, exc)

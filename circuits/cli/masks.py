@@ -43,6 +43,7 @@ def apply(
     OUT.pt2 (torch.export, loads with torch alone) and OUT.onnx (with the [export] extra, checked
     with onnxruntime) are written instead. Name -o *.pt2 or *.onnx to ask for those directly.
     """
+    from circuits.cli.render import cli_message  # library text names parameters; here, flags
     from circuits.cli.validate import check_output_path, model_file
     from ingest.edit.deploy import PROGRAM_SUFFIXES, WEIGHT_SUFFIXES, apply_to_file
 
@@ -62,7 +63,7 @@ def apply(
     if done.baked is not None:
         b = done.baked
         typer.echo(f"wrote {b.path}: {done.model} state dict ({done.weights_source}) with {what}")
-        typer.echo(f"  kind: baked weights, because {done.reason}")
+        typer.echo(f"  kind: baked weights, because {cli_message(done.reason, 'apply')}")
         for path, route in b.plan.routes.items():
             how = {
                 "producer": "zeroed the weights that make them",
@@ -79,7 +80,7 @@ def apply(
         return
     names = " and ".join(f"{c.path} ({c.kind})" for c in done.programs)
     typer.echo(f"wrote {names}: {done.model} ({done.weights_source}) with {what}, the mask inside the graph")
-    typer.echo(f"  kind: masked program, because {done.reason}")
+    typer.echo(f"  kind: masked program, because {cli_message(done.reason, 'apply')}")
     for c in done.programs:
         typer.echo(f"  {c.path.name} vs hook-pruned on {checked['what']}: max |diff| = {c.max_abs_diff:.3g}")
     if done.onnx_skipped:

@@ -68,11 +68,11 @@ def _emit(
     rows: list[dict], fmt: OutputFormat, notes: tuple[str, ...] | list[str] = (), columns: list[str] | None = None
 ) -> None:
     """Print rows; notes go after a table, or to stderr for CSV/JSON so stdout stays parseable."""
-    from circuits.cli.render import render
+    from circuits.cli.render import cli_message, render
 
     typer.echo(render(rows, fmt.value, columns))
-    for note in notes:
-        typer.echo(f"note: {note}", err=fmt is not OutputFormat.table)
+    for note in notes:  # library notes name parameters; here, flags
+        typer.echo(f"note: {cli_message(note)}", err=fmt is not OutputFormat.table)
 
 
 @app.command("overlap")
@@ -243,7 +243,7 @@ def list_(
     state = None if status is None else status.value
     with _session(db) as s:
         page = list_page(s, what.value, model, concept, state, search=search, after=after, limit=limit)
-    _emit([asdict(r) for r in page.rows], fmt, [page.summary()])
+    _emit([asdict(r) for r in page.rows], fmt, [page.summary("--after")])
 
 
 @app.command("prune-plan")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from catalog.errors import CircuitsError
+from catalog.errors import PARAMETER_MENTION, CircuitsError
 from circuits.cli.tables import RICH_MAX_CELLS, rich_table, text_table
 
 if TYPE_CHECKING:
@@ -358,14 +358,38 @@ def progress_bar(quiet: bool = False, *, eta: bool = False) -> Iterator[Callable
             bar.stop()
 
 
-_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)=`")
-_FLAGS = {"class_names": "--classes FILE"}  # parameters whose flag is not their name with dashes
+# Parameters whose flag is not their name with dashes, in every command.
+_FLAGS = {
+    "class_names": "--classes FILE",
+    "timeout_s": "--timeout",
+    "ks": "--k",
+    "n_baselines": "--baselines",
+    "mask_path": "--mask",
+    "replace": "--force",
+}
+# Where one command's flag for a parameter differs from the others'.
+_COMMAND_FLAGS: dict[str, dict[str, str]] = {
+    "apply": {"out": "-o"},
+    "compose": {"concepts": "--from"},
+    "defend": {"embeddings": "--class-embeddings", "path": "--plot"},
+    "thumbnails": {"folder": "--reference DIR"},
+}
+# Library settings (a call, an object) that a command sets with a flag.
+_SETTINGS = {"`set_forward_timeout`": "--timeout", "`InlineExecutor()`": "--workers 0"}
 
 
-def cli_message(text: str) -> str:
+def cli_message(text: str, command: str | None = None) -> str:
     """A library error's message as the command line says it: parameters become flags.
 
     Library errors name parameters as `` `images=` ``; a command's flag for a parameter is its
-    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` says otherwise.
+    name with dashes (`--images`, `--batch-size`) unless `_FLAGS` (or, for `command`,
+    `_COMMAND_FLAGS`) says otherwise. Library settings in `_SETTINGS` become their flags too.
+
+    Args:
+        text: the library's message.
+        command: the command as typed after `circuits` ("defend", "list circuits"), if known.
     """
-    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), text)
+    flags = _FLAGS | _COMMAND_FLAGS.get((command or "").split(" ")[0], {})
+    for setting, flag in _SETTINGS.items():
+        text = text.replace(setting, flag)
+    return PARAMETER_MENTION.sub(lambda m: flags.get(m[1], "--" + m[1].replace("_", "-")), text)

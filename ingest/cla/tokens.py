@@ -102,7 +102,7 @@ def position_masks(layers: Sequence[str], outputs: Sequence[torch.Tensor], token
             what = "no class token (T is a square patch grid)" if tokens == "cls" else "no patch tokens"
             raise TokenSelectionError(
                 f"token selection {tokens!r} leaves no tokens of layer {name!r} ({n_tok} tokens: {what}); "
-                "use --tokens all"
+                "use `tokens=` all"
             )
         masks.append(keep.repeat_interleave(per))
     return masks
@@ -148,7 +148,7 @@ def check_image_size(model: nn.Module, x: torch.Tensor) -> None:
     if want is not None and got != want:
         raise ImageSizeError(
             f"{type(model).__name__} takes {want[0]}×{want[1]} images ({why}), got {got[0]}×{got[1]}: "
-            f"use --input-size {want[0]}"
+            f"use `input_size=` {want[0]}"
         )
 
 

@@ -81,7 +81,7 @@ def require_written(image_set: ImageSet) -> np.ndarray:
     if written is None or len(written) != len(image_set):
         raise AttackLabelsMissing(
             f"attack set {image_set.name} does not record which class is written on each image: "
-            f"use --dataset typo:attack, generate attacks from a folder with `circuits defend … --images DIR`, "
+            f"use `dataset=` typo:attack, generate attacks from a folder with `circuits defend … --images DIR`, "
             f"or put a {WRITTEN_FILE} (file,written) beside the images"
         )
     return np.asarray(written, dtype=np.int64)
@@ -95,7 +95,7 @@ def check_classes(classes: Sequence[str], known: Sequence[str] | None = None) ->
     """
     names = tuple(c.strip() for c in classes)
     if len(names) < 2 or any(not c for c in names):
-        raise UnknownClass(f"give at least two non-empty class names (got {list(classes)}): --classes a,b,c")
+        raise UnknownClass(f"give at least two non-empty class names (got {list(classes)}): `classes=` a,b,c")
     if len(set(names)) != len(names):
         raise UnknownClass(f"a class is named twice in {list(names)}: list each class once")
     if known is not None:
@@ -144,7 +144,7 @@ def attack_from_dir(
     """
     classes = check_classes(classes)
     if label is not None and label not in classes:
-        raise UnknownClass(f"unknown class {label!r} for --label: the classes are {', '.join(classes)}")
+        raise UnknownClass(f"unknown class {label!r} for `label=`: the classes are {', '.join(classes)}")
     plain = read_image_dir(folder)
     true = None if label is None else classes.index(label)
     images, written = [], []
@@ -209,7 +209,7 @@ def read_attack_dir(folder: str | Path, classes: Sequence[str], *, label: str | 
     true = None
     if label is not None:
         if label not in classes:
-            raise UnknownClass(f"unknown class {label!r} for --label: the classes are {', '.join(classes)}")
+            raise UnknownClass(f"unknown class {label!r} for `label=`: the classes are {', '.join(classes)}")
         true = classes.index(label)
     return AttackImageSet(
         plain.name,

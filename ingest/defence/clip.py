@@ -99,7 +99,7 @@ def _read_embeddings(path: Path, classes: Sequence[str]) -> torch.Tensor:
     if isinstance(obj, dict):
         missing = [c for c in classes if c not in obj]
         if missing:
-            raise NoZeroShotHead(f"{path} has no embedding for class {missing[0]!r}: add one per --classes entry")
+            raise NoZeroShotHead(f"{path} has no embedding for class {missing[0]!r}: add one per `classes=` entry")
         obj = torch.stack([torch.as_tensor(np.asarray(obj[c])) for c in classes])
     t = torch.as_tensor(np.asarray(obj)).float()
     if t.dim() != 2 or t.shape[0] != len(classes):
@@ -123,8 +123,8 @@ def open_clip_text_embeddings(
         import open_clip
     except ModuleNotFoundError:
         raise NoZeroShotHead(
-            "zero-shot needs class text embeddings: pass --class-embeddings FILE (C, D), or install "
-            "open-clip-torch (pip install 'visual-circuit-catalog[clip]') and pass --weights"
+            "zero-shot needs class text embeddings: pass `embeddings=` FILE (C, D), or install "
+            "open-clip-torch (pip install 'visual-circuit-catalog[clip]') and pass `weights=`"
         ) from None
     clip_model, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained)
     tokenizer = open_clip.get_tokenizer(model)
@@ -165,13 +165,13 @@ def _class_folders(images: Path, classes: Sequence[str], label: str | None) -> d
 
     if label is not None:
         if label not in classes:
-            raise UnknownClass(f"unknown class {label!r} for --label: the classes are {', '.join(classes)}")
+            raise UnknownClass(f"unknown class {label!r} for `label=`: the classes are {', '.join(classes)}")
         return {label: images}
     folders = {c: images / c for c in classes if (images / c).is_dir()}
     if not folders:
         raise UnknownClass(
             f"{images} has no subfolder named after a class ({', '.join(classes)}): "
-            "give one subfolder per class, or --label CLASS for a folder of one class"
+            "give one subfolder per class, or `label=` CLASS for a folder of one class"
         )
     return folders
 
@@ -228,7 +228,7 @@ def clip_target(
     if zoo.get_spec(model).labels is not None:
         raise NoZeroShotHead(
             f"{model} is a classifier with its own classes, not an image tower: run "
-            f"`circuits defend {model}` without --classes"
+            f"`circuits defend {model}` without `classes=`"
         )
     folders = _class_folders(Path(images).expanduser(), classes, label)
     given_attack = None if attack_images is None else read_attack_dir(attack_images, classes, label=label)

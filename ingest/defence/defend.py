@@ -94,20 +94,20 @@ class DefendConfig:
         """Raises DefendError on an empty or non-positive k list, unknown kinds or a bad budget."""
         flat = [x for k in self.ks for x in ((k,) if isinstance(k, int) else k)]
         if not self.ks or not flat or min(flat) < 1:
-            raise DefendError(f"--k must list positive integers, got {list(self.ks)}")
+            raise DefendError(f"`ks=` must list positive integers, got {list(self.ks)}")
         bad = [k for k in self.kinds if k not in ("circuit", "edge")]
         if not self.kinds or bad:
             raise DefendError(f"unknown pruning kind {bad[0] if bad else ''!r}: use circuit and/or edge")
         if not 0 <= self.budget <= 1:
-            raise DefendError(f"--budget is a share of accuracy in [0, 1] (0.02 = 2 points), got {self.budget}")
+            raise DefendError(f"`budget=` is a share of accuracy in [0, 1] (0.02 = 2 points), got {self.budget}")
         if not 0 < self.max_edges <= 1:
-            raise DefendError(f"--max-edges is a fraction of edges in (0, 1], got {self.max_edges}")
+            raise DefendError(f"`max_edges=` is a fraction of edges in (0, 1], got {self.max_edges}")
         if self.target_cut < 1:
-            raise DefendError(f"--target-cut must be at least 1, got {self.target_cut}")
+            raise DefendError(f"`target_cut=` must be at least 1, got {self.target_cut}")
         if self.n_baselines < 1:
-            raise DefendError(f"--baselines must be at least 1, got {self.n_baselines}")
+            raise DefendError(f"`n_baselines=` must be at least 1, got {self.n_baselines}")
         if self.threads is not None and self.threads < 1:
-            raise DefendError(f"--threads must be at least 1, got {self.threads}")
+            raise DefendError(f"`threads=` must be at least 1, got {self.threads}")
 
     @property
     def baseline_seeds(self) -> tuple[int, ...]:

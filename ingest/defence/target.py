@@ -145,9 +145,9 @@ def check_typo_model(model: str) -> None:
 
     spec = zoo.get_spec(model)
     if spec.labels is None:
-        raise DefendError(f"{model} has no classifier head: use it zero-shot with --classes a,b,c and --images DIR")
+        raise DefendError(f"{model} has no classifier head: use it zero-shot with `classes=` a,b,c and `images=` DIR")
     if tuple(spec.labels) != tuple(CLASS_NAMES):
         raise DefendError(
-            f"{model} does not classify Typographic-synth classes: use typo-mini, or --classes "
-            "and --images for a zero-shot image tower"
+            f"{model} does not classify Typographic-synth classes: use typo-mini, or `classes=` "
+            "and `images=` for a zero-shot image tower"
         )

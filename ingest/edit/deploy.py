@@ -109,7 +109,7 @@ def apply_to_file(
             return AppliedMask(loaded.spec.name, loaded.weights_source, mask, baked, (), reason)
         reason = f"weights alone cannot carry this mask ({why_not})"
     else:
-        reason = f"-o {out.name} asks for a program that carries the mask"
+        reason = f"`out=` {out.name} asks for a program that carries the mask"
     with torch.no_grad(), apply_mask(model, mask, verify=False):
         expected = model(example)
     program = export_program(model, mask, example, keep_size=loaded.spec.pp.size is None)

@@ -86,7 +86,7 @@ def check(
     if weights_sha256 != mask.model.weights_sha256:
         raise MaskError(
             f"mask was made for weights {_short(mask.model.weights_sha256)} but the model's weights are "
-            f"{_short(weights_sha256)}; pass --weights with the file the circuit was found on"
+            f"{_short(weights_sha256)}; pass the weights the circuit was found on (`weights=`)"
         )
     names = {n for n, _ in model.named_modules() if n}
     missing = [p for p in mask.modules if module_path(p) not in names]
@@ -287,13 +287,13 @@ def bake_loaded(loaded, mask: Mask, example: torch.Tensor, out: Path) -> BakedFi
 
 
 def _check_out(out: Path, suffixes: tuple[str, ...], *, mask_path, weights) -> None:
-    for src, what in ((weights, "--weights"), (mask_path, "--mask")):
+    for src, what in ((weights, "`weights=`"), (mask_path, "`mask_path=`")):
         if src is not None and _same_path(out, Path(src)):
-            raise MaskError(f"-o {out} is the {what} file of this command: write the pruned model to another file")
+            raise MaskError(f"`out=` {out} is also the {what} file: write the pruned model to another file")
     if out.suffix.lower() not in suffixes:
-        raise MaskError(f"-o {out}: name the file {', '.join('*' + s for s in suffixes)}")
+        raise MaskError(f"`out=` {out}: name the file {', '.join('*' + s for s in suffixes)}")
     if not out.parent.is_dir():
-        raise MaskError(f"-o {out}: folder {out.parent} does not exist (create it first)")
+        raise MaskError(f"`out=` {out}: folder {out.parent} does not exist (create it first)")
 
 
 def load_for_mask(

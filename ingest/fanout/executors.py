@@ -79,7 +79,7 @@ class RayExecutor:
         except ImportError:
             raise FanoutError(
                 "Ray is not installed: `pip install 'visual-circuit-catalog[ray]'`, or run the jobs in this "
-                "process with --workers 0"
+                "process (`InlineExecutor()`)"
             ) from None
         if workers is not None and workers < 1:
             raise FanoutError(f"a Ray executor needs at least 1 worker, got {workers}")

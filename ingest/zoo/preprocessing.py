@@ -40,7 +40,7 @@ RESIZE_POLICIES = ("crop", "stretch")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # ITU-R 601-2 luma, as PIL's convert("L"): how 3-channel images become 1-channel inputs.
 LUMA = (0.299, 0.587, 0.114)
-OPTIONS_HINT = "--input-size N (with --resize crop|stretch), --normalize none|imagenet|M,M,M:S,S,S, --channels 1|3"
+OPTIONS_HINT = "`input_size=` N (with `resize=` crop|stretch), `normalize=` none|imagenet|M,M,M:S,S,S, `channels=` 1|3"
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Preprocessing:
         if self.channels not in (1, 3):
             raise PreprocessingError(f"channels must be 1 or 3 (got {self.channels!r})")
         if (self.mean is None) != (self.std is None):
-            raise PreprocessingError("give mean and std together (or neither: --normalize none)")
+            raise PreprocessingError("give mean and std together (or neither: `normalize=` none)")
         if self.mean is not None and self.std is not None:
             mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
             if len(mean) != len(std) or len(mean) not in (1, self.channels):
@@ -161,9 +161,9 @@ def parse_input_size(text: int | str) -> int | None:
         try:
             value = int(str(text).strip())
         except ValueError:
-            raise PreprocessingError(f"--input-size takes a number of pixels or keep (got {text!r})") from None
+            raise PreprocessingError(f"`input_size=` takes a number of pixels or keep (got {text!r})") from None
     if value < 1:
-        raise PreprocessingError(f"--input-size must be at least 1 (got {value})")
+        raise PreprocessingError(f"`input_size=` must be at least 1 (got {value})")
     return value
 
 
@@ -190,10 +190,10 @@ def parse_normalize(
         std = tuple(float(v) for v in std_text.split(",") if v.strip())
     except ValueError:
         raise PreprocessingError(
-            f"--normalize takes none, imagenet or MEAN:STD as comma lists, e.g. 0.5,0.5,0.5:0.25,0.25,0.25 (got {spec!r})"
+            f"`normalize=` takes none, imagenet or MEAN:STD as comma lists, e.g. 0.5,0.5,0.5:0.25,0.25,0.25 (got {spec!r})"
         ) from None
     if not mean or not std:
-        raise PreprocessingError(f"--normalize {spec!r} has an empty mean or std")
+        raise PreprocessingError(f"`normalize=` {spec!r} has an empty mean or std")
     return mean, std
 
 
@@ -283,7 +283,7 @@ def preprocess(spec: ModelSpec | Preprocessing, images: Any) -> torch.Tensor:
             shown = ", ".join(f"{h}×{w}" for h, w in sizes[:4]) + (", …" if len(sizes) > 4 else "")
             raise PreprocessingError(
                 f"the images have {len(sizes)} different sizes ({shown}) and this model's preprocessing keeps "
-                f"each image's size: give {OPTIONS_HINT.split(', --normalize')[0]}, declare the model's "
+                f"each image's size: give {OPTIONS_HINT.split(', `normalize=`')[0]}, declare the model's "
                 "preprocessing, or make the images one size"
             )
     x = torch.stack(chw)  # (N, 3, H, W)

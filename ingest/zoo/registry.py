@@ -190,7 +190,7 @@ def _load_weights(spec: ModelSpec, module: nn.Module, weights: str | Path | None
         load_into(module, read_state_dict(cached), cached, name=spec.name, convert=spec.convert_state_dict)
         return f"cache:{cached}"
     missing = f" (its bundled file {spec.default_weights} is missing)" if spec.default_weights else ""
-    hint = spec.weights_hint or "pass --weights FILE"
+    hint = spec.weights_hint or "pass `weights=` FILE"
     warnings.warn(
         f"{spec.name}: no weights given or found{missing}, using random init (weights source "
         f"'random-init'): circuits of an untrained network mean little; {hint}",

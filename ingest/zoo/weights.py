@@ -204,10 +204,10 @@ def imagenet_weights_file(enum_ref: str) -> Path:
         reason = (str(getattr(exc, "reason", exc)).splitlines() or [type(exc).__name__])[0]
         raise WeightsError(
             f"{enum_ref} is not in torchvision's cache and cannot be downloaded ({reason}): "
-            f"put {filename} (from {entry.url}) at {path}, or pass --weights FILE"
+            f"put {filename} (from {entry.url}) at {path}, or pass `weights=` FILE"
         ) from None
     if not path.is_file():
         raise WeightsError(
-            f"torch hub did not leave {filename} at {path}: put it there by hand, or pass --weights FILE"
+            f"torch hub did not leave {filename} at {path}: put it there by hand, or pass `weights=` FILE"
         )
     return path
