@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from catalog.connect import connect_errors, display, duckdb_path
+from catalog.connect import DUCKDB_BLOCK_SIZE, connect_errors, display, duckdb_path
 from catalog.engine import build_engine, close_catalogs_of, resolve_url
 from catalog.errors import CatalogError, CatalogLocked, NotFound
 
@@ -93,7 +93,7 @@ def _compact_duckdb(path: Path) -> VacuumResult:
         con.execute("CHECKPOINT")
         name = con.sql("SELECT current_database()").fetchall()[0][0]
         tables = [t for (t,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall()]
-        con.execute(f"ATTACH '{_quote(str(tmp))}' AS vacuum_copy")
+        con.execute(f"ATTACH '{_quote(str(tmp))}' AS vacuum_copy (BLOCK_SIZE {DUCKDB_BLOCK_SIZE})")
         try:
             con.execute(f'COPY FROM DATABASE "{name}" TO vacuum_copy')
             for table in tables:
