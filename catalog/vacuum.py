@@ -5,7 +5,8 @@ free blocks inside the file and reuses them for new rows, but never shrinks the 
 `vacuum_catalog` rewrites it compactly: `COPY FROM DATABASE` into a new file beside it (tables,
 indexes, constraints, sequences and views), a row count check of every table, then an atomic
 rename. It holds the catalog's write lock throughout, so it needs the file to itself (no `serve`
-or ingest running) and free disk for the copy.
+or ingest running) and free disk for the copy. The copy has `catalog.connect.DUCKDB_BLOCK_SIZE`
+blocks, so a file made with DuckDB's default 256 kB blocks also shrinks by its score words' slack.
 
 PostgreSQL: `VACUUM (ANALYZE)` makes dead rows' space reusable and refreshes the planner's
 statistics; the server keeps the space (`VACUUM FULL` returns it to the OS under exclusive locks:
