@@ -179,7 +179,7 @@ def _duckdb_creator(url: URL, read_only: bool) -> Callable[[], Any]:
         if not read_only and database != ":memory:" and not os.path.exists(database):
             # Made by a connection of its own, closed at once: DuckDB refuses a second connection
             # to an open file whose config differs, and the block size only matters at creation.
-            config = {**DUCKDB_CONFIG, "default_block_size": str(DUCKDB_BLOCK_SIZE)}
+            config: dict[str, Any] = {**DUCKDB_CONFIG, "default_block_size": str(DUCKDB_BLOCK_SIZE)}
             duckdb.connect(database, config=config).close()
         return ConnectionWrapper(duckdb.connect(database, config=dict(DUCKDB_CONFIG), **kwargs))
 
