@@ -1,5 +1,5 @@
 # One entry point for set-up and running. Every target creates .venv when missing and installs
-# the pinned dependencies (constraints.txt) with every extra (ingest, postgres, plots, serve, dev), so a
+# the pinned dependencies (constraints.txt) with every extra (ingest, postgres, plots, serve, pretrained, ray, export, clip, dev), so a
 # fresh clone needs nothing else.
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt --config-settings editable_mode=compat -e '.[ingest,postgres,plots,serve,pretrained,ray,export,dev]'
+	$(BIN)/pip install -q -c constraints.txt --config-settings editable_mode=compat -e '.[ingest,postgres,plots,serve,pretrained,ray,export,clip,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

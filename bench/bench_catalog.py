@@ -16,7 +16,6 @@ targets: refine's read ≤ 50 ms per googlenet run).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import tempfile
@@ -25,28 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from googlenet_shape import GOOGLENET as GOOGLENET_BLOCKS
+from synthetic_runs import write_run
 
 from catalog import store
 from catalog.engine import open_catalog
 from catalog.models import Edge
-
-
-def _run(s, model, concept_id, names, matrices, key):
-    return store.write_run(
-        s,
-        model=model,
-        concept_id=concept_id,
-        layer_names=names,
-        params={"bench": True},
-        image_set_sha256="0" * 64,
-        n_images=1,
-        provenance_key=key,
-        library_versions={},
-        device="cpu",
-        started_at=dt.datetime(2025, 1, 1),
-        seconds=0.0,
-        matrices=matrices,
-    )
 
 
 def _matrices(widths, rng):
@@ -64,7 +46,7 @@ def bench_write(cat, rows: int, rng) -> tuple[int, float]:
     matrices = _matrices([w for _, w in layers], rng)
     start = time.perf_counter()
     with cat.session() as s, s.begin():
-        _run(s, model, concept_id, [n for n, _ in layers], matrices, "w" * 64)
+        write_run(s, model, concept_id, "w" * 64, matrices)
     return pairs * width**2, time.perf_counter() - start
 
 
@@ -97,7 +79,7 @@ def bench_read(cat, repeats: int, rng) -> tuple[int, list[float], list[float]]:
         )
         concept_id = store.ensure_concept(s, "bench")
         matrices = _matrices([w for _, w in GOOGLENET_BLOCKS], rng)
-        run_id = _run(s, model, concept_id, [n for n, _ in GOOGLENET_BLOCKS], matrices, "r" * 64)
+        run_id = write_run(s, model, concept_id, "r" * 64, matrices)
     to_matrices, to_arrow = [], []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -25,7 +25,6 @@ time, its output's size and its peak memory (max RSS of that process), and the s
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import re
 import subprocess
@@ -41,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from googlenet_shape import GOOGLENET, NAMES, WIDTHS  # noqa: E402 (bench/ is on sys.path when a bench runs)
+from googlenet_shape import GOOGLENET, WIDTHS  # noqa: E402 (bench/ is on sys.path when a bench runs)
+from synthetic_runs import write_circuits, write_run  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
 from catalog import store  # noqa: E402 (after the set-up above)
 from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
@@ -78,33 +78,9 @@ def build(db: str, n_runs: int, matrix_runs: int, per_run: int, n_concepts: int,
         mats = real_like_run(rng)
         zeros.append(float(sum((m == 0).sum() for m in mats) / sum(m.size for m in mats)))
         with cat.session() as s, s.begin():
-            run_id = store.write_run(
-                s,
-                model=model,
-                concept_id=concepts[r % n_concepts],
-                layer_names=NAMES,
-                params={},
-                image_set_sha256=f"{r:064d}",
-                n_images=8,
-                provenance_key=f"{r:064x}",
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2026, 1, 1),
-                seconds=0.0,
-                matrices=mats,
-            )
-            for _ in range(per_run):
-                channels = [sorted(rng.choice(p, K, replace=False).tolist()) for p in pools]
-                store.write_circuit(
-                    s,
-                    run_id=run_id,
-                    channels=channels,
-                    k=[K] * len(NAMES),
-                    fixed=None,
-                    sweeps=1,
-                    converged=True,
-                    objective_history=[0.0],
-                )
+            run_id = write_run(s, model, concepts[r % n_concepts], f"{r:064x}", mats, image_set_sha256=f"{r:064d}")
+            channel_sets = [[sorted(rng.choice(p, K, replace=False).tolist()) for p in pools] for _ in range(per_run)]
+            write_circuits(s, run_id, channel_sets, K)
     written = time.perf_counter() - t
     t = time.perf_counter()
     with cat.session() as s, s.begin():

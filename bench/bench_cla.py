@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from googlenet_shape import NAMES as GOOGLENET_LAYERS  # bench/ is on sys.path when a bench runs
 
 import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
 from ingest.cla.attribution import attribute, describe_paths
@@ -46,17 +47,6 @@ from ingest.cla.plan_cache import clear_plan_cache
 from ingest.cla.reference import attribute_reference
 from ingest.hooks import resolve_device
 
-GOOGLENET_LAYERS = [
-    "inception3a",
-    "inception3b",
-    "inception4a",
-    "inception4b",
-    "inception4c",
-    "inception4d",
-    "inception4e",
-    "inception5a",
-    "inception5b",
-]
 # every bottleneck's output: stage outputs (layer1 … layer4) would put 3–6 blocks between two cuts,
 # a dense Jacobian that only autograd handles; block cuts take the residual fast path
 RESNET50_BLOCKS = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n)]
@@ -177,10 +167,11 @@ def max_rel_err(fast: list[np.ndarray], ref: list[np.ndarray], cols: list[list[i
 def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) -> dict:
     print(f"\n== {name}: images {tuple(x.shape)}, batch {batch}, {len(layers) - 1} pairs, device {device}")
     clear_plan_cache()
-    # the first call plans (probe, gradient check, path timings); the plan is then cached for
-    # this model, layers and input shape, so the timed `attribute` below is a second call
+    # the first call plans (probe and gradient check on one image, path timings on the first
+    # batch); the plan is then cached for this model, layers, input shape and batch size, so the
+    # timed `attribute` below is a second call
     t0 = time.perf_counter()
-    notes = describe_paths(model, layers, x, device=device)
+    notes = describe_paths(model, layers, x, device=device, batch_size=batch, max_memory=max_memory)
     t_plan = time.perf_counter() - t0
     for layer_pair, note in zip(zip(layers, layers[1:]), notes):
         print(f"   {layer_pair[0]} -> {layer_pair[1]}: {note}")

@@ -18,7 +18,6 @@ the median. Usage: `python bench/bench_queries.py [--db PATH] [--runs 20] [--cir
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import statistics
 import sys
@@ -31,6 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from synthetic_runs import write_circuits, write_run  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
 from catalog import store  # noqa: E402 (after the set-up above)
 from catalog.engine import close_all, open_catalog  # noqa: E402 (after the set-up above)
@@ -54,7 +55,6 @@ SHARED_POOL = 60  # channels per layer every run's pool draws from: circuits of 
 def build(path: Path, n_runs: int, n_circuits: int, seed: int = 0) -> None:
     """Write the synthetic catalog to `path` (a new file)."""
     rng = np.random.default_rng(seed)
-    names = [n for n, _ in LAYERS]
     widths = [w for _, w in LAYERS]
     cat = open_catalog(path, create=True)
     t0 = time.perf_counter()
@@ -80,33 +80,11 @@ def build(path: Path, n_runs: int, n_circuits: int, seed: int = 0) -> None:
         with cat.session() as s, s.begin():
             concept_id = store.ensure_concept(s, f"concept{r:03d}")
             key = hashlib.sha256(f"run{r}".encode()).hexdigest()
-            run_id = store.write_run(
-                s,
-                model=model,
-                concept_id=concept_id,
-                layer_names=names,
-                params={"synthetic": True},
-                image_set_sha256=key,
-                n_images=16,
-                provenance_key=key,
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2025, 1, 1),
-                seconds=0.0,
-                matrices=matrices,
-            )
-            for _ in range(per_run):
-                channels = [np.sort(rng.choice(pool, size=K, replace=False)).tolist() for pool in pools]
-                store.write_circuit(
-                    s,
-                    run_id=run_id,
-                    channels=channels,
-                    k=[K] * len(names),
-                    fixed=None,
-                    sweeps=3,
-                    converged=True,
-                    objective_history=[1.0, 2.0],
-                )
+            run_id = write_run(s, model, concept_id, key, matrices, image_set_sha256=key, n_images=16)
+            channel_sets = [
+                [np.sort(rng.choice(pool, size=K, replace=False)).tolist() for pool in pools] for _ in range(per_run)
+            ]
+            write_circuits(s, run_id, channel_sets, K, sweeps=3, history=(1.0, 2.0))
         n_edges += sum(m.size for m in matrices)
         print(
             f"  run {r + 1}/{n_runs} written ({n_edges / 1e6:.1f} M edges, {time.perf_counter() - t0:.0f} s)",
@@ -165,7 +143,7 @@ def main() -> None:
         ids = query_arrow(s, "SELECT id FROM circuit ORDER BY id").column("id").to_pylist()
         n_edges = query_arrow(s, "SELECT sum(n_src * n_dst) AS n FROM run_matrix").column("n")[0].as_py()
         first_run = query_arrow(s, "SELECT min(id) AS r FROM run").column("r")[0].as_py()
-    print(f"catalog: {len(ids)} circuits, {n_edges / 1e6:.1f} M scores")
+    print(f"catalog: {len(ids)} circuits, {float(n_edges) / 1e6:.1f} M scores")  # sum() is a DECIMAL
 
     rows = []
 

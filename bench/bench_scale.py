@@ -25,7 +25,6 @@ Targets: ≤ 9 MB per run lossless, refine's read ≤ 50 ms, weighted overlap ov
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ import duckdb  # noqa: E402 (after the set-up above)
 import sqlalchemy as sa  # noqa: E402 (after the set-up above)
 from googlenet_shape import GOOGLENET, NAMES, WIDTHS  # noqa: E402 (bench/ is on sys.path when a bench runs)
 from sqlalchemy.orm import Session  # noqa: E402 (after the set-up above)
+from synthetic_runs import run_fields, write_circuits, write_run  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
 from catalog import bulk, migrate, store  # noqa: E402 (after the set-up above)
 from catalog.connect import build_engine, resolve_url  # noqa: E402 (after the set-up above)
@@ -191,37 +191,11 @@ def write_new(url: str, runs, channels) -> tuple[list[int], list[int], float, fl
     for r, (mats, circuits) in enumerate(zip(runs, channels)):
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            run_id = store.write_run(
-                s,
-                model=model,
-                concept_id=concept,
-                layer_names=NAMES,
-                params={},
-                image_set_sha256="1" * 64,
-                n_images=8,
-                provenance_key=f"{r:064d}",
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2025, 1, 1),
-                seconds=0.0,
-                matrices=mats,
-            )
+            run_id = write_run(s, model, concept, f"{r:064d}", mats)
         run_s += time.perf_counter() - t
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            circuit_ids += [
-                store.write_circuit(
-                    s,
-                    run_id=run_id,
-                    channels=ch,
-                    k=[K] * len(NAMES),
-                    fixed=None,
-                    sweeps=1,
-                    converged=True,
-                    objective_history=[0.0],
-                )
-                for ch in circuits
-            ]
+            circuit_ids += write_circuits(s, run_id, circuits, K)
         circ_s += time.perf_counter() - t
         run_ids.append(run_id)
     return run_ids, circuit_ids, run_s / len(runs), circ_s / max(1, len(circuit_ids))
@@ -243,20 +217,7 @@ def write_old(url: str, runs, channels) -> tuple[list[int], list[int], float]:
     dst = np.concatenate([np.tile(b, len(a)) for a, b in zip(ids, ids[1:])]).astype(np.int32)
     for r, (mats, circuits) in enumerate(zip(runs, channels)):
         with Session(engine) as s, s.begin():
-            run = Run(
-                model_id=model.id,
-                concept_id=concept,
-                layer_names=NAMES,
-                params={},
-                image_set_sha256="1" * 64,
-                n_images=8,
-                provenance_key=f"{r:064d}",
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2025, 1, 1),
-                seconds=0.0,
-                status="complete",
-            )
+            run = Run(model_id=model.id, concept_id=concept, status="complete", **run_fields(f"{r:064d}", NAMES))
             s.add(run)
             s.flush()
             t = time.perf_counter()

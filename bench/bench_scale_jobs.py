@@ -16,7 +16,6 @@ Prints:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import secrets
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from googlenet_shape import GOOGLENET as GOOGLENET_BLOCKS
+from synthetic_runs import write_run
 
 from catalog import store
 from catalog.engine import close_all, open_catalog
@@ -67,7 +67,7 @@ def bench_jobs(workers: int, n_jobs: int, images: int, folder: Path) -> tuple[fl
 def bench_edges(url: str, runs: int) -> tuple[int, float]:
     """Write `runs` googlenet-sized runs, each in its own transaction; returns (edges, seconds)."""
     rng = np.random.default_rng(0)
-    names, widths = [n for n, _ in GOOGLENET_BLOCKS], [w for _, w in GOOGLENET_BLOCKS]
+    widths = [w for _, w in GOOGLENET_BLOCKS]
     matrices = [rng.random((m, n), dtype=np.float32) for m, n in zip(widths, widths[1:])]
     cat = open_catalog(url, create=True)
     with cat.writing() as s:
@@ -79,21 +79,7 @@ def bench_edges(url: str, runs: int) -> tuple[int, float]:
     for r in range(runs):
         t0 = time.perf_counter()
         with cat.writing() as s:
-            store.write_run(
-                s,
-                model=model,
-                concept_id=concept,
-                layer_names=names,
-                params={},
-                image_set_sha256="0" * 64,
-                n_images=1,
-                provenance_key=f"bench-{r}",
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2025, 1, 1),
-                seconds=0.0,
-                matrices=matrices,
-            )
+            write_run(s, model, concept, f"bench-{r}", matrices)
         seconds += time.perf_counter() - t0
     cat.close()
     return runs * sum(m * n for m, n in zip(widths, widths[1:])), seconds

@@ -339,18 +339,14 @@ class Evaluation(Base):
 # and writes them; migration 0002 creates them)
 
 
-class NeuronPatch(Base):
-    """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
-
-    __tablename__ = "neuron_patch"
-    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
-    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
-    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
-    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+class _PatchColumns:
+    """The columns of `neuron_patch` and `neuron_reference_patch` (migrations 0002 and 0005 create
+    both with these columns, in this order)."""
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # of the run's concept; for a reference patch, of concept `reference:MODEL`
     example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))
     activation: Mapped[float] = mapped_column(Double)  # the neuron's max over positions, this image
     # crop box in the model-input pixels of the image: x0, y0, x1, y1 (x1/y1 exclusive)
@@ -365,25 +361,22 @@ class NeuronPatch(Base):
     heatmap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
-class NeuronReferencePatch(Base):
+class NeuronPatch(_PatchColumns, Base):
+    """One top-activating example patch of a circuit neuron within a run (rank 0 = strongest)."""
+
+    __tablename__ = "neuron_patch"
+    # PostgreSQL only, as for circuits (see catalog.models._pg_only_fk); cascading, so that
+    # `catalog.store.delete_run` needs no change there. On DuckDB a deleted run's patches stay
+    # behind, unread (readers join complete runs), until `delete_run_patches` removes them.
+    __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
+
+
+class NeuronReferencePatch(_PatchColumns, Base):
     """A circuit neuron's top patch from its model's reference image set (not the concept's), so
     the neurons of one circuit are told apart; the same columns as `neuron_patch`, migration 0005."""
 
     __tablename__ = "neuron_reference_patch"
     __table_args__ = (ForeignKeyConstraint(["run_id"], ["run.id"], ondelete="CASCADE").ddl_if(dialect="postgresql"),)
-
-    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id"), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    example_image_id: Mapped[int] = mapped_column(ForeignKey("example_image.id"))  # of concept `reference:MODEL`
-    activation: Mapped[float] = mapped_column(Double)
-    x0: Mapped[int] = mapped_column(Integer)
-    y0: Mapped[int] = mapped_column(Integer)
-    x1: Mapped[int] = mapped_column(Integer)
-    y1: Mapped[int] = mapped_column(Integer)
-    mime: Mapped[str] = mapped_column(String(40))
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    heatmap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class NeuronFeatureVis(Base):

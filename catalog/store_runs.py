@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
 import pyarrow as pa
@@ -53,23 +53,29 @@ class RunExists(CatalogError):
         self.provenance_key = provenance_key
 
 
+class _RunFields(TypedDict):
+    """What `write_run` and `record_failed_run` both store about a run (their keyword arguments)."""
+
+    model: ModelRef
+    concept_id: int
+    layer_names: Sequence[str]
+    params: dict[str, Any]
+    image_set_sha256: str
+    n_images: int
+    provenance_key: str
+    library_versions: dict[str, str]
+    device: str
+    started_at: dt.datetime
+    seconds: float | None
+
+
 def write_run(
     session: Session,
     *,
-    model: ModelRef,
-    concept_id: int,
-    layer_names: Sequence[str],
-    params: dict[str, Any],
-    image_set_sha256: str,
-    n_images: int,
-    provenance_key: str,
-    library_versions: dict[str, str],
-    device: str,
-    started_at: dt.datetime,
-    seconds: float,
     matrices: Sequence[np.ndarray],
     replace: bool = False,
     edge_top_k: int = bulk.DEFAULT_TOP_K,
+    **fields: Unpack[_RunFields],
 ) -> int:
     """Write a complete run and all its edges (in bulk) in the caller's transaction.
 
@@ -103,29 +109,15 @@ def write_run(
         CatalogError: bad layers, matrix shapes, non-finite scores or non-JSON params.
         NotFound: unknown concept or layer.
     """
-    neuron_ids = [layer.neuron_ids for layer in _run_layers(model, layer_names)]
+    _check_fields(fields)
+    neuron_ids = [layer.neuron_ids for layer in _run_layers(fields["model"], fields["layer_names"])]
     bulk.check_matrix_shapes(neuron_ids, matrices)
-    run = _add_run(
-        session,
-        model=model,
-        concept_id=concept_id,
-        layer_names=layer_names,
-        params=params,
-        image_set_sha256=image_set_sha256,
-        n_images=n_images,
-        provenance_key=provenance_key,
-        library_versions=library_versions,
-        device=device,
-        started_at=started_at,
-        seconds=seconds,
-        status=RunStatus.complete,
-        error=None,
-    )
-    holder = _claim_key(session, provenance_key, run.id, replace=replace)
+    run = _add_run(session, fields, status=RunStatus.complete, error=None)
+    holder = _claim_key(session, fields["provenance_key"], run.id, replace=replace)
     if holder != run.id:
         session.execute(delete(Run).where(Run.id == run.id))
         session.expunge(run)
-        raise RunExists(holder, provenance_key)
+        raise RunExists(holder, fields["provenance_key"])
     bulk.write_edge_matrices(session, run.id, neuron_ids, matrices, top_k=edge_top_k)
     return run.id
 
@@ -146,45 +138,23 @@ def _claim_key(session: Session, provenance_key: str, run_id: int, *, replace: b
     return session.scalars(select(RunKey.run_id).where(RunKey.provenance_key == provenance_key)).one()
 
 
-def record_failed_run(
-    session: Session,
-    *,
-    model: ModelRef,
-    concept_id: int,
-    layer_names: Sequence[str],
-    params: dict[str, Any],
-    image_set_sha256: str,
-    n_images: int,
-    provenance_key: str,
-    library_versions: dict[str, str],
-    device: str,
-    started_at: dt.datetime,
-    seconds: float | None,
-    error: str,
-) -> int:
+def record_failed_run(session: Session, *, error: str, **fields: Unpack[_RunFields]) -> int:
     """Record a run that failed (no edges), with its error message. Arguments as `write_run`.
 
     Returns:
         The run id.
     """
-    _run_layers(model, layer_names)
-    run = _add_run(
-        session,
-        model=model,
-        concept_id=concept_id,
-        layer_names=layer_names,
-        params=params,
-        image_set_sha256=image_set_sha256,
-        n_images=n_images,
-        provenance_key=provenance_key,
-        library_versions=library_versions,
-        device=device,
-        started_at=started_at,
-        seconds=seconds,
-        status=RunStatus.failed,
-        error=error,
-    )
-    return run.id
+    _check_fields(fields)
+    _run_layers(fields["model"], fields["layer_names"])
+    return _add_run(session, fields, status=RunStatus.failed, error=error).id
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    """A missing or unknown keyword is a TypeError, as it was when each was a named parameter."""
+    missing = sorted(_RunFields.__required_keys__ - fields.keys())
+    unknown = sorted(fields.keys() - _RunFields.__required_keys__)
+    if missing or unknown:
+        raise TypeError(f"run fields: missing {missing}, unknown {unknown}")
 
 
 def _run_layers(model: ModelRef, layer_names: Sequence[str]) -> list[LayerRef]:
@@ -193,37 +163,32 @@ def _run_layers(model: ModelRef, layer_names: Sequence[str]) -> list[LayerRef]:
     return [model.layer(n) for n in layer_names]
 
 
-def _add_run(
-    session: Session,
-    *,
-    model: ModelRef,
-    concept_id: int,
-    layer_names: Sequence[str],
-    params: dict[str, Any],
-    library_versions: dict[str, str],
-    started_at: dt.datetime,
-    seconds: float | None,
-    **fields: Any,
-) -> Run:
-    if session.get(Concept, concept_id) is None:
-        raise NotFound(f"no concept {concept_id} in the catalog")
-    for what, value in (("params", params), ("library_versions", library_versions)):
+def _add_run(session: Session, fields: _RunFields, *, status: RunStatus, error: str | None) -> Run:
+    if session.get(Concept, fields["concept_id"]) is None:
+        raise NotFound(f"no concept {fields['concept_id']} in the catalog")
+    for what in ("params", "library_versions"):
         try:
-            json.dumps(value)
+            json.dumps(fields[what])
         except (TypeError, ValueError) as exc:
             raise CatalogError(f"run {what} must be JSON-serialisable: {exc}") from exc
+    started_at, seconds = fields["started_at"], fields["seconds"]
     if started_at.tzinfo is not None:
         started_at = started_at.astimezone(dt.UTC).replace(tzinfo=None)
     run = Run(
-        model_id=model.id,
-        concept_id=concept_id,
-        layer_names=list(layer_names),
-        params=params,
-        library_versions=library_versions,
+        model_id=fields["model"].id,
+        concept_id=fields["concept_id"],
+        layer_names=list(fields["layer_names"]),
+        params=fields["params"],
+        image_set_sha256=fields["image_set_sha256"],
+        n_images=fields["n_images"],
+        provenance_key=fields["provenance_key"],
+        library_versions=fields["library_versions"],
+        device=fields["device"],
         started_at=started_at,
         finished_at=utcnow(),
         seconds=None if seconds is None else float(seconds),
-        **fields,
+        status=status,
+        error=error,
     )
     session.add(run)
     session.flush()

@@ -230,43 +230,8 @@ def ablate(
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 
-    if written is not None:
-        from ingest.defence.attack_eval import evaluate_attack
-
-        attack = evaluate_attack(
-            loaded.module,
-            prune_channels,
-            x,
-            written,
-            labels,
-            layers=prune_layers,
-            kind=kind,
-            pair=pair,
-            baseline_seed=baseline_seed,
-            batch_size=batch_size,
-            device=device,
-        )
-        return _write(
-            cat,
-            circuit_id,
-            kind,
-            params,
-            image_set,
-            attack.clean,
-            attack.intervened,
-            attack.baseline,
-            attack.edge_fraction,
-            attack.baseline_edge_fraction,
-            warning,
-        )
-    if labels is None:
-        labels = _clean_top1(loaded.module, x, batch_size, device)
-
-    result = evaluate(
-        loaded.module,
-        prune_channels,
-        x,
-        torch.as_tensor(labels),
+    # what both evaluations take: which neurons, how they are cut, the baseline and the batching
+    how: dict[str, Any] = dict(
         layers=prune_layers,
         kind=kind,
         pair=pair,
@@ -274,22 +239,21 @@ def ablate(
         batch_size=batch_size,
         device=device,
     )
-    clean = {names[m]: float(getattr(result.clean, m)) for m in METRICS}
-    inter = {names[m]: float(getattr(result.intervened, m)) for m in METRICS}
-    base = {names[m]: float(getattr(result.baseline, m)) for m in METRICS}
-    return _write(
-        cat,
-        circuit_id,
-        kind,
-        params,
-        image_set,
-        clean,
-        inter,
-        base,
-        float(result.edge_fraction),
-        float(result.baseline_edge_fraction),
-        warning,
-    )
+    if written is not None:
+        from ingest.defence.attack_eval import evaluate_attack
+
+        attack = evaluate_attack(loaded.module, prune_channels, x, written, labels, **how)
+        clean, inter, base = attack.clean, attack.intervened, attack.baseline
+        fractions = (attack.edge_fraction, attack.baseline_edge_fraction)
+    else:
+        if labels is None:
+            labels = _clean_top1(loaded.module, x, batch_size, device)
+        result = evaluate(loaded.module, prune_channels, x, torch.as_tensor(labels), **how)
+        clean = {names[m]: float(getattr(result.clean, m)) for m in METRICS}
+        inter = {names[m]: float(getattr(result.intervened, m)) for m in METRICS}
+        base = {names[m]: float(getattr(result.baseline, m)) for m in METRICS}
+        fractions = (float(result.edge_fraction), float(result.baseline_edge_fraction))
+    return _write(cat, circuit_id, kind, params, image_set, clean, inter, base, *fractions, warning)
 
 
 def _check_attack_classes(image_set: ImageSet, model_labels: Sequence[str] | None) -> None:

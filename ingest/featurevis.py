@@ -313,18 +313,13 @@ def recompute_run_featurevis(
         NotFound: no such run. ThumbnailError: the run is not complete, or the weights are
         missing or other than the run's (sha256 differs).
     """
-    from catalog import store
-    from ingest.run_media import load_run_model
+    from ingest.run_media import load_run_circuits
 
-    with cat.session() as s:
-        run = store.read_run(s, run_id)
-        circuits = store.find_circuits(s, run_id=run_id)
-    loaded, pp = load_run_model(run, model, weights)
+    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
     if config.size is None:
         config = dataclasses.replace(config, size=int(pp.size or 128))
-    loaded.module.to(device)
     layers = list(run.layer_names)
-    units = [(layer, c) for i, layer in enumerate(layers) for c in sorted({c for k in circuits for c in k.channels[i]})]
+    units = [(layer, c) for layer, chans in zip(layers, channels) for c in chans]
     pictures = feature_visualisations(
         loaded.module,
         units,

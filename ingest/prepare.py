@@ -81,15 +81,33 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     import torch
-    import torchvision
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _torchvision_version(),
         "numpy": np.__version__,
         "visual-circuit-catalog": version("visual-circuit-catalog"),
     }
+
+
+def _torchvision_version() -> str:
+    """`torchvision.__version__` (with its local tag, e.g. "+cu130", which the package metadata
+    lacks), read from its `version.py`: importing torchvision imports torch._dynamo, ~2 s of every
+    ingest process that needs no torchvision model."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torchvision")  # a top-level name: finds it without importing it
+    if spec is not None and spec.submodule_search_locations:
+        file = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+        found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", file.read_text(), re.M) if file.is_file() else None
+        if found:
+            return found.group(1)
+    import torchvision  # a layout without version.py: ask the package itself
+
+    return torchvision.__version__
 
 
 def _loaded(config: IngestConfig) -> LoadedModel:

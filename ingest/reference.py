@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from catalog import media, store
+from catalog import store
 from catalog.errors import CircuitsError
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
-from ingest.thumbnails import ThumbnailConfig, example_thumbnails, neuron_patches
+from ingest.thumbnails import ThumbnailConfig, example_thumbnails, neuron_patches, store_thumbnails
 
 __all__ = ["PHOTOS", "ReferenceError", "reference_set", "store_reference_patches"]
 
@@ -101,17 +101,12 @@ def store_reference_patches(
         NotFound: no such run. ThumbnailError: other or missing weights (sha256).
     """
     from ingest import zoo
-    from ingest.run_media import load_run_model
+    from ingest.run_media import load_run_circuits
 
     config = config or ThumbnailConfig()
-    with cat.session() as s:
-        run = store.read_run(s, run_id)
-        circuits = store.find_circuits(s, run_id=run_id)
-    loaded, pp = load_run_model(run, model, weights)
+    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
     x = zoo.preprocess(pp, list(images.images))
-    loaded.module.to(device)
     layers = list(run.layer_names)
-    channels = [sorted({c for k in circuits for c in k.channels[i]}) for i in range(len(layers))]
     patches = neuron_patches(
         loaded.module, layers, x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
     )
@@ -119,21 +114,14 @@ def store_reference_patches(
     with cat.session() as s, s.begin():
         concept_id = store.ensure_concept(s, f"reference:{run.model}", f"reference image set of {run.model}")
         store.write_example_images(s, concept_id, images.sha256, list(zip(images.sha256s, images.sources)))
-        image_ids = media.example_image_ids(s, concept_id, images.sha256)
-        ids = media.neuron_id_map(s, run.model_id, layers)
-        rows = [
-            media.PatchRow(
-                run_id,
-                ids[(p.layer, p.channel)],
-                rank,
-                image_ids[img],
-                act,
-                box,
-                png,
-                p.heatmaps[rank] if rank < len(p.heatmaps) else None,
-            )
-            for p in patches
-            for rank, (img, act, box, png) in enumerate(p.patches)
-        ]
-        media.write_image_thumbnails(s, [(image_ids[i], w, h, png) for i, (w, h, png) in enumerate(thumbs)])
-        return media.write_patches(s, run_id, rows, reference=True)
+        written, _ = store_thumbnails(
+            s,
+            run_id=run_id,
+            model_id=run.model_id,
+            concept_id=concept_id,
+            image_set_sha256=images.sha256,
+            patches=patches,
+            thumbnails=thumbs,
+            reference=True,
+        )
+    return written

@@ -25,7 +25,7 @@ from ingest.thumbnails import (
     store_thumbnails,
 )
 
-__all__ = ["load_run_model", "recompute_run_thumbnails"]
+__all__ = ["load_run_circuits", "load_run_model", "recompute_run_thumbnails"]
 
 
 def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.ndarray]:
@@ -84,6 +84,27 @@ def load_run_model(run, model: str, weights: str | None):
     return loaded, pp
 
 
+def load_run_circuits(cat, run_id: int, model: str, weights: str | None, device: str):
+    """A stored run, its circuits' channels per layer and its model, for computing neuron media.
+
+    Returns:
+        (RunRef, channels: per run layer the sorted channels of any of its circuits, LoadedModel
+        on `device`, the Preprocessing the run used).
+
+    Raises:
+        NotFound: no such run. ThumbnailError: as `load_run_model`.
+    """
+    from catalog import store
+
+    with cat.session() as s:
+        run = store.read_run(s, run_id)
+        circuits = store.find_circuits(s, run_id=run_id)
+    loaded, pp = load_run_model(run, model, weights)
+    loaded.module.to(device)
+    channels = [sorted({c for k in circuits for c in k.channels[i]}) for i in range(len(run.layer_names))]
+    return run, channels, loaded, pp
+
+
 def recompute_run_thumbnails(
     cat,
     run_id: int,
@@ -111,19 +132,14 @@ def recompute_run_thumbnails(
     Raises:
         NotFound: no such run. ThumbnailError: other weights, or the images cannot be read again.
     """
-    from catalog import store
     from ingest import zoo
 
     config = config or ThumbnailConfig()
+    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
     with cat.session() as s:
-        run = store.read_run(s, run_id)
-        circuits = store.find_circuits(s, run_id=run_id)
         sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
-    loaded, pp = load_run_model(run, model, weights)
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
     x = zoo.preprocess(pp, images)  # the inputs the run itself used
-    loaded.module.to(device)
-    channels = [sorted({c for circuit in circuits for c in circuit.channels[i]}) for i in range(len(run.layer_names))]
     patches = neuron_patches(
         loaded.module, list(run.layer_names), x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
     )

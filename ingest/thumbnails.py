@@ -368,10 +368,13 @@ def store_thumbnails(
     image_set_sha256: str,
     patches: Sequence[NeuronPatches],
     thumbnails: Sequence[tuple[int, int, bytes]],
+    reference: bool = False,
 ) -> tuple[int, int]:
     """Write a run's neuron patches (replacing old ones) and its image set's thumbnails.
 
     Call inside the run's own transaction (after the run and its example images are written).
+    With `reference`, the patches are the run's reference-set patches (`concept_id` and
+    `image_set_sha256` name the reference set) and replace its old reference patches only.
 
     Returns:
         (patches written, thumbnails written now).
@@ -392,7 +395,7 @@ def store_thumbnails(
         for p in patches
         for rank, (img, act, box, png) in enumerate(p.patches)
     ]
-    written = media.write_patches(session, run_id, rows)
+    written = media.write_patches(session, run_id, rows, reference=reference)
     thumbs = media.write_image_thumbnails(
         session, [(image_ids[i], w, h, png) for i, (w, h, png) in enumerate(thumbnails)]
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -53,15 +51,17 @@ def rel_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 def verified_fast_paths():
     """A verified fast plan is always used (import this fixture into a test module to apply it).
 
-    The probe otherwise keeps a fast plan only when it is not estimated slower than the loop; on
-    the tests' tiny models both take milliseconds, and on a loaded CPU the timings pick either.
+    `attribute` otherwise keeps a fast plan only when it is timed clearly faster than the loop (or
+    takes under 20 ms a batch); on a loaded CPU the timings of a small model can pick either.
     Tests of the fast paths' numbers need them taken; the choice itself is tested in
     test_cla_guard.py.
     """
     from ingest.cla.plan_cache import clear_plan_cache
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(sys.modules["ingest.cla.probe"], "_LOOP_SLACK_S", float("inf"))
+    import ingest.cla.path_choice
+
+    mp.setattr(ingest.cla.path_choice, "NOISE_S", float("inf"))
     clear_plan_cache()
     yield
     mp.undo()

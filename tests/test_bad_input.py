@@ -13,9 +13,8 @@ import shutil
 from pathlib import Path
 
 import bad_input_cases as bic
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images, tiny_ingest_args
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -31,11 +30,7 @@ def world(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("world")
     (root / "tiny.py").write_text(bic.TINY_MODEL)
-    imgs = root / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    noise_images(root / "imgs")
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -43,25 +38,7 @@ def world(tmp_path_factory) -> dict:
 
         with pytest.warns(Warning):
             torch.save(load_model("tiny.py:build", layers=["1", "3"]).module.state_dict(), root / "w.pt")
-        r = runner.invoke(
-            app,
-            [
-                "ingest",
-                "tiny.py:build",
-                "--concept",
-                "noise",
-                "--images",
-                "imgs",
-                "--layers",
-                "1,3,5",
-                "--k",
-                "2",
-                "--weights",
-                "w.pt",
-                "--db",
-                "c.duckdb",
-            ],
-        )
+        r = runner.invoke(app, tiny_ingest_args("tiny.py:build", "noise", "imgs", "c.duckdb", "--weights", "w.pt"))
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, ["export", "noise", "-o", "m.json", "--db", "c.duckdb"])
         assert r.exit_code == 0, r.output

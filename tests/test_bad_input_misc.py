@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from _helpers_cli import catfish_ingest_args
 from typer.testing import CliRunner
 
 from catalog.atomic import atomic_path
@@ -36,21 +37,7 @@ def test_ctrl_c_during_ingest_says_the_run_was_not_stored(tmp_path, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ingest.pipeline, "ingest_concept", interrupted)
-    r = runner.invoke(
-        app,
-        [
-            "ingest",
-            "catfish-mini",
-            "--concept",
-            "stripes",
-            "--dataset",
-            "catfish:stripes",
-            "--n",
-            "2",
-            "--db",
-            str(tmp_path / "c.duckdb"),
-        ],
-    )
+    r = runner.invoke(app, catfish_ingest_args("stripes", str(tmp_path / "c.duckdb"), "--n", "2"))
     assert r.exit_code == 130 and "not stored" in r.stderr, r.output
     assert not (tmp_path / "c.duckdb").exists()  # the catalog this command created, empty, is gone
 

@@ -3,12 +3,9 @@ CIRCUIT/RUN arguments take ids or concept names."""
 
 from __future__ import annotations
 
-import json
-
 import bad_input_cases as bic
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images, sql_rows, tiny_ingest_args
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -19,40 +16,17 @@ runner = CliRunner()
 @pytest.fixture()
 def tiny(tmp_path, monkeypatch):
     (tmp_path / "tiny.py").write_text(bic.TINY_MODEL)
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    noise_images(tmp_path / "imgs")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def _ingest(concept, *extra):
-    return runner.invoke(
-        app,
-        [
-            "ingest",
-            "tiny.py:build",
-            "--concept",
-            concept,
-            "--images",
-            "imgs",
-            "--layers",
-            "1,3,5",
-            "--k",
-            "2",
-            "--db",
-            "c.duckdb",
-            *extra,
-        ],
-    )
+    return runner.invoke(app, tiny_ingest_args("tiny.py:build", concept, "imgs", "c.duckdb", *extra))
 
 
 def _sql(query):
-    r = runner.invoke(app, ["sql", query, "--db", "c.duckdb", "-f", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    return sql_rows("c.duckdb", query)
 
 
 def test_same_images_under_a_new_name_record_the_new_concept(tiny):

@@ -8,10 +8,9 @@ import re
 import shlex
 
 import bad_input_cases as bic
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from _helpers_cli import catfish_ingest_args, noise_images, tiny_ingest_args
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -48,29 +47,9 @@ def test_suggestions_run_in_a_user_model_catalog(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.py").write_text(bic.TINY_MODEL)
     torch.save(_tiny_state(tmp_path), tmp_path / "w.pt")
-    rng = np.random.default_rng(0)
-    for concept in ("noise", "static"):
-        (tmp_path / concept).mkdir()
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / concept / f"{i}.png")
-        _run(
-            [
-                "ingest",
-                "tiny.py:build",
-                "--concept",
-                concept,
-                "--images",
-                concept,
-                "--layers",
-                "1,3,5",
-                "--k",
-                "2",
-                "--weights",
-                "w.pt",
-                "--db",
-                "c.duckdb",
-            ]
-        )
+    for seed, concept in enumerate(("noise", "static")):
+        noise_images(tmp_path / concept, seed=seed)
+        _run(tiny_ingest_args("tiny.py:build", concept, concept, "c.duckdb", "--weights", "w.pt"))
     assert _run_every_suggestion("c.duckdb", "tiny.py:build", ("noise", "static")) >= 3
 
 
@@ -88,22 +67,7 @@ def _tiny_state(root):
 def test_suggestions_run_in_a_catfish_catalog(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for concept in ("stripes", "dots"):
-        _run(
-            [
-                "ingest",
-                "catfish-mini",
-                "--concept",
-                concept,
-                "--dataset",
-                f"catfish:{concept}",
-                "--n",
-                "8",
-                "--k",
-                "2",
-                "--db",
-                "c.duckdb",
-            ]
-        )
+        _run(catfish_ingest_args(concept, "c.duckdb", "--n", "8", "--k", "2"))
     assert _run_every_suggestion("c.duckdb", "catfish-mini", ("stripes", "dots")) >= 3
 
 
@@ -111,28 +75,8 @@ def test_user_model_suggestions_name_the_model_and_weights(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.py").write_text(bic.TINY_MODEL)
     torch.save(_tiny_state(tmp_path), tmp_path / "w.pt")
-    (tmp_path / "imgs").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    _run(
-        [
-            "ingest",
-            "tiny.py:build",
-            "--concept",
-            "noise",
-            "--images",
-            "imgs",
-            "--layers",
-            "1,3,5",
-            "--k",
-            "2",
-            "--weights",
-            "w.pt",
-            "--db",
-            "c.duckdb",
-        ]
-    )
+    noise_images(tmp_path / "imgs")
+    _run(tiny_ingest_args("tiny.py:build", "noise", "imgs", "c.duckdb", "--weights", "w.pt"))
     shown = _suggestions(_run(["show", "noise", "--db", "c.duckdb"]))
     baked = _suggestions(_run(["export", "noise", "-o", "m.json", "--db", "c.duckdb"]))
     weights = str((tmp_path / "w.pt").resolve())

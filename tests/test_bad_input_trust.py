@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import bad_input_cases as bic
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images, tiny_ingest_args
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -26,29 +25,9 @@ def shared(tmp_path, monkeypatch):
     (user / "wider.py").write_text(
         bic.TINY_MODEL.replace("nn.Conv2d(3, 6", "nn.Conv2d(3, 7").replace("nn.Conv2d(6, 8", "nn.Conv2d(7, 8")
     )
-    imgs = author / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    imgs = noise_images(author / "imgs")
     monkeypatch.chdir(author)
-    r = runner.invoke(
-        app,
-        [
-            "ingest",
-            "evil.py:build",
-            "--concept",
-            "noise",
-            "--images",
-            "imgs",
-            "--layers",
-            "1,3,5",
-            "--k",
-            "2",
-            "--db",
-            "c.duckdb",
-        ],
-    )
+    r = runner.invoke(app, tiny_ingest_args("evil.py:build"))
     assert r.exit_code == 0, r.output
     monkeypatch.chdir(user)
     return {"db": str(author / "c.duckdb"), "imgs": str(imgs), "user": user}

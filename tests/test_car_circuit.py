@@ -4,6 +4,7 @@ reported; the same network without the plant is not reported as containing it.""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -26,15 +27,10 @@ def harness():
 def test_planted_car_circuit_is_found_and_an_unplanted_one_is_not(harness, tmp_path):
     planted = tmp_path / "planted.pt"
     harness.planted_inputs(tmp_path / "cars", n=2, weights=planted)
-    report = harness.run(
-        str(planted),
-        str(tmp_path / "cars"),
-        layers=("mixed4b", "mixed4c"),
-        k=4,
-        db=str(tmp_path / "c.duckdb"),
-        input_size=64,
-        threads=1,
+    run = functools.partial(
+        harness.run, images=str(tmp_path / "cars"), layers=("mixed4b", "mixed4c"), k=4, input_size=64, threads=1
     )
+    report = run(str(planted), db=str(tmp_path / "c.duckdb"))
     assert report.known_in_circuit == {"mixed4c:447": True, "mixed4b:237": True, "mixed4b:373": True}
     assert report.car_rank == 1 and report.car_width == 512
     assert sorted(report.part_ranks.values()) == [1, 2]
@@ -47,13 +43,5 @@ def test_planted_car_circuit_is_found_and_an_unplanted_one_is_not(harness, tmp_p
     torch.manual_seed(0)
     plain = tmp_path / "plain.pt"
     torch.save(build_inceptionv1().state_dict(), plain)
-    control = harness.run(
-        str(plain),
-        str(tmp_path / "cars"),
-        layers=("mixed4b", "mixed4c"),
-        k=4,
-        db=str(tmp_path / "c2.duckdb"),
-        input_size=64,
-        threads=1,
-    )
+    control = run(str(plain), db=str(tmp_path / "c2.duckdb"))
     assert sum(control.known_in_circuit.values()) < 3 and control.car_rank > 1

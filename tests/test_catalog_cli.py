@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import io
 import json
@@ -12,6 +11,7 @@ import shutil
 import duckdb
 import numpy as np
 import pytest
+from _helpers_catalog import write_run
 from typer.testing import CliRunner
 
 from catalog import revision, store
@@ -49,21 +49,8 @@ def _write_one_run(path) -> None:
             s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=[("l0", 2), ("l1", 3)]
         )
         concept = store.ensure_concept(s, "star")
-        store.write_run(
-            s,
-            model=model,
-            concept_id=concept,
-            layer_names=["l0", "l1"],
-            params={},
-            image_set_sha256="1" * 64,
-            n_images=1,
-            provenance_key="p" * 64,
-            library_versions={},
-            device="cpu",
-            started_at=dt.datetime(2025, 1, 1),
-            seconds=1.0,
-            matrices=[np.arange(1, 7, dtype=np.float32).reshape(2, 3)],  # all non-zero: all top edges
-        )
+        matrices = [np.arange(1, 7, dtype=np.float32).reshape(2, 3)]  # all non-zero: all top edges
+        write_run(s, model, concept, matrices, n_images=1)
     cat.close()
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from _helpers_catalog import write_run
 
 from catalog import revision, store
 from catalog.engine import close_catalogs_of, open_catalog
@@ -35,21 +35,7 @@ def _filled_template(tmp_path_factory, _catalog_template):
             s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=[("l0", 2), ("l1", 3)]
         )
         concept = store.ensure_concept(s, "star")
-        store.write_run(
-            s,
-            model=model,
-            concept_id=concept,
-            layer_names=["l0", "l1"],
-            params={"a": 1},
-            image_set_sha256="1" * 64,
-            n_images=1,
-            provenance_key="p" * 64,
-            library_versions={},
-            device="cpu",
-            started_at=dt.datetime(2025, 1, 1),
-            seconds=1.0,
-            matrices=[np.arange(6, dtype=np.float32).reshape(2, 3)],
-        )
+        write_run(s, model, concept, [np.arange(6, dtype=np.float32).reshape(2, 3)], params={"a": 1}, n_images=1)
     close_catalogs_of(path)
     return path
 

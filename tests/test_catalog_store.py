@@ -153,6 +153,17 @@ def test_runs_write_read_find_list_and_failures(cat):
     for bad, message in (({"params": {"x": object()}}, "JSON"), ({"layer_names": ["l0", "l0"]}, "distinct")):
         with cat.session() as s, s.begin(), pytest.raises(CatalogError, match=message):
             store.write_run(s, model=model, concept_id=cid, matrices=_matrices(), **_run_fields(**bad))
+    fields = _run_fields()
+    del fields["n_images"]
+    for call in (
+        lambda s: store.write_run(s, model=model, concept_id=cid, matrices=_matrices(), **fields),
+        lambda s: store.record_failed_run(s, model=model, concept_id=cid, error="x", **fields),
+        lambda s: store.write_run(s, model=model, concept_id=cid, matrices=_matrices(), **_run_fields(k=2)),
+    ):  # a missing or unknown keyword stays a TypeError, and nothing is written
+        with cat.session() as s, s.begin(), pytest.raises(TypeError, match="run fields"):
+            call(s)
+    with cat.session() as s:
+        assert s.execute(sa.text("SELECT count(*) FROM run")).scalar() == 2
 
 
 def test_circuits_interventions_and_views(cat):

@@ -181,18 +181,43 @@ def test_a_gradient_hook_inside_a_residual_block_is_caught():
     assert rel_err(attribute(model, layers, x), attribute_reference(model, layers, x)) <= 1e-4
 
 
-def test_a_fast_plan_slower_than_the_loop_on_the_probe_is_not_used(monkeypatch):
-    import ingest.cla.probe as cla_probe
+def test_a_fast_plan_slower_than_the_loop_on_the_batch_is_not_used(monkeypatch):
+    import ingest.cla.path_choice as path_choice
 
     model, x = seeded(lambda: stack(F.relu, F.relu)), images()
-    monkeypatch.setattr(cla_probe, "_LOOP_SLACK_S", 0.02)  # the module's fixture keeps fast plans
-    monkeypatch.setattr(cla_probe, "pair_seconds", lambda *a, **k: (1.0, 0.9))  # fast estimated slower
+    monkeypatch.setattr(path_choice, "NOISE_S", 0.0)  # the module's fixture keeps fast plans
+    monkeypatch.setattr(path_choice, "time_pair", lambda *a, **k: (1.0, 1.05, None))  # fast not clearly faster
     notes = describe_paths(model, LAYERS, x)
     assert all(n.startswith("generic: the per-neuron loop beat the fast plan") for n in notes), notes
     assert rel_err(attribute(model, LAYERS, x), attribute_reference(model, LAYERS, x)) <= 1e-4
     clear_plan_cache()
-    monkeypatch.setattr(cla_probe, "pair_seconds", lambda *a, **k: (0.9, 1.0))  # and faster: used
+    monkeypatch.setattr(path_choice, "time_pair", lambda *a, **k: (0.85, 1.0, None))  # and clearly faster: used
     assert all(n.startswith("fast: ") for n in describe_paths(model, LAYERS, x))
+
+
+def test_the_paths_are_timed_on_the_runs_batch_not_one_image(monkeypatch):
+    """EfficientNet-Lite0's case (docs/results.md): a fast plan 2x faster than the loop on one
+    image and slower on the run's batch, where the loop shares its per-call overhead."""
+    import ingest.cla.path_choice as path_choice
+
+    seen: list[int] = []
+
+    def timed(plan, out, leaf, **kw):  # seconds per batch: loop 2 s a call + 0.15 s per image
+        b = leaf.shape[0]
+        seen.append(b)
+        return 1.0 * b, 2.0 + 0.15 * b, None  # fast 1.0 vs loop 2.15 on one image; 4.0 vs 2.6 on four
+
+    model = seeded(lambda: stack(F.relu, F.relu))
+    monkeypatch.setattr(path_choice, "NOISE_S", 0.0)
+    monkeypatch.setattr(path_choice, "time_pair", timed)
+    one = describe_paths(model, LAYERS, images(1), batch_size=4)
+    assert all(n.startswith("fast: ") and "batch of 1: fast 1000.0 ms vs loop 2150.0 ms" in n for n in one), one
+    x = images(6)
+    notes = describe_paths(model, LAYERS, x, batch_size=4)
+    assert all(n.startswith("generic: the per-neuron loop beat the fast plan (batch of 4") for n in notes), notes
+    assert seen == [1, 1, 4, 4]  # two pairs, each timed once per batch size
+    assert rel_err(attribute(model, LAYERS, x, batch_size=4), attribute_reference(model, LAYERS, x)) <= 1e-4
+    assert seen == [1, 1, 4, 4]  # the run reused the choice
 
 
 def test_pair_estimate_charges_the_fixed_cost_once_and_the_rest_per_live_neuron(monkeypatch):

@@ -4,7 +4,6 @@ same run store it once (`run_key`), on both backends."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers_catalog import write_run
+from _helpers_cli import sql_rows as _sql_json
 from typer.testing import CliRunner
 
 from catalog import store
@@ -74,12 +75,6 @@ class _Lines:
             assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
             assert self.proc.poll() is None or self._thread.is_alive(), f"exited without {text!r}: {self.lines}"
             time.sleep(0.05)
-
-
-def _sql_json(db: str, query: str):
-    result = runner.invoke(app, ["sql", query, "--db", db, "-f", "json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
@@ -206,26 +201,10 @@ def test_serve_leaves_the_file_free_for_writers_between_requests(catalog_path):
 LAYERS = [("l0", 3), ("l1", 4)]
 
 
-def _fields(key: str):
-    return dict(
-        layer_names=["l0", "l1"],
-        params={},
-        image_set_sha256="1" * 64,
-        n_images=1,
-        provenance_key=key,
-        library_versions={},
-        device="cpu",
-        started_at=dt.datetime(2025, 1, 1),
-        seconds=1.0,
-    )
-
-
 def _write(s, key="k" * 64, value=1.0, **over):
     model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
     concept = store.ensure_concept(s, "star")
-    return store.write_run(
-        s, model=model, concept_id=concept, matrices=[np.full((3, 4), value, np.float32)], **_fields(key), **over
-    )
+    return write_run(s, model, concept, [np.full((3, 4), value, np.float32)], key, n_images=1, **over)
 
 
 def test_a_second_complete_run_with_the_key_is_refused_replaced_or_re_keyed_on_delete(db_url):
@@ -324,19 +303,21 @@ BROKEN_JOB = {
     "layers": "net.0,net.2",
     "k": 2,
 }
-N_PROCESSES = 4
 
 
 @pytest.mark.pg
-def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, empty_pg_url):
-    """Four `ingest-many` processes, overlapping job lists, one uninitialised PostgreSQL database:
+# Two racing processes by default (every job list overlaps the other; one injects the failure);
+# four in the slow suite (each process imports torch: ~2x the time on two cores).
+@pytest.mark.parametrize("n_processes", [pytest.param(4, marks=pytest.mark.slow), 2])
+def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, empty_pg_url, n_processes):
+    """`ingest-many` processes, overlapping job lists, one uninitialised PostgreSQL database:
     every job present exactly once, exact edge counts, failed rows only for the injected failure."""
     import yaml
 
     (tmp_path / "broken.py").write_text(BROKEN_MODEL)
     files = []
-    for p in range(N_PROCESSES):
-        jobs = [{**JOBS[(p + i) % len(JOBS)], "n": 3} for i in range(4)]  # each job in 3 or 4 lists
+    for p in range(n_processes):
+        jobs = [{**JOBS[(p + i) % len(JOBS)], "n": 3} for i in range(4)]  # four of the five jobs: lists overlap
         if p % 2:
             jobs.insert(1, {**BROKEN_JOB, "n": 3})  # injected in two of the lists
         files.append(tmp_path / f"jobs{p}.yaml")
@@ -366,7 +347,7 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
         for f in files
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(range(N_PROCESSES), outs):
+    for p, (out, err) in zip(range(n_processes), outs):
         assert procs[p].returncode == (1 if p % 2 else 0), (out, err)
         if p % 2:
             assert "injected failure" in err and err.count("\nerror:") + err.startswith("error:") == 1
@@ -381,7 +362,7 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
         "join concept co on co.id = r.concept_id group by 1, 2 order by 1, 2"
     )
     assert runs == [
-        {"concept": "broken", "status": "failed", "n": 2},
+        {"concept": "broken", "status": "failed", "n": n_processes // 2},  # the lists that inject it
         {"concept": "dots", "status": "complete", "n": 1},
         {"concept": "star", "status": "complete", "n": 1},
         {"concept": "stripes", "status": "complete", "n": 1},

@@ -16,7 +16,7 @@ import bad_input_cases as bic
 import duckdb
 import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images
 
 pytestmark = pytest.mark.slow
 KILLS = 22
@@ -36,8 +36,12 @@ def _check(db: Path) -> int:
         runs = con.execute("select id, status from run").fetchall()
         assert {s for _, s in runs} <= {"complete", "failed"}, runs
         for run_id, status in runs:
-            n = con.execute("select count(*) from edge where run_id = ?", [run_id]).fetchone()[0]
+            # Every score is in `run_matrix` (dense, per pair); `edge` holds each pair's top edges only.
+            n = con.execute("select coalesce(sum(n_src * n_dst), 0) from run_matrix where run_id = ?", [run_id])
+            n = n.fetchone()[0]
             assert n == (EDGES if status == "complete" else 0), (run_id, status, n)
+            top = con.execute("select count(*) from edge where run_id = ?", [run_id]).fetchone()[0]
+            assert (0 < top <= EDGES) if status == "complete" else top == 0, (run_id, status, top)
             circuits = con.execute("select id from circuit where run_id = ?", [run_id]).fetchall()
             assert (len(circuits) >= 1) == (status == "complete"), (run_id, status, circuits)
             for (cid,) in circuits:
@@ -50,11 +54,7 @@ def _check(db: Path) -> int:
 
 def test_sigkill_at_random_moments_leaves_whole_runs_only(tmp_path):
     (tmp_path / "tiny.py").write_text(bic.TINY_MODEL)
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    imgs = noise_images(tmp_path / "imgs", 24, 32)
     db = tmp_path / "c.duckdb"
     exe = Path(sys.executable).parent / "circuits"
     argv = [

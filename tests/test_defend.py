@@ -27,6 +27,10 @@ from queries.graphs import query_arrow
 
 runner = CliRunner()
 KEEP = list(CLASS_NAMES[:3])
+# The fixture's sweep, shared by the module (and repeated by the CLI test, which reuses it): the
+# smallest sizes whose assertions still mean the same thing (random circuits: two seeds give a mean
+# and a spread; eight text images per side of the contrast; nine attack images per held-out seed).
+N_TEXT, N_ATTACK, N_CLEAN, N_BASELINES = 8, 18, 2, 2
 
 
 def _counts(cat) -> dict[str, int]:
@@ -43,9 +47,13 @@ def swept(_catalog_template, tmp_path_factory):
     path = tmp_path_factory.mktemp("defend") / "c.duckdb"
     shutil.copyfile(_catalog_template, path)
     cat = open_catalog(path)
-    target = typo_target(n_text=16, n_attack=36, n_clean_per_class=4, seed=1, classes=KEEP, holdout_seeds=(21,))
+    target = typo_target(
+        n_text=N_TEXT, n_attack=N_ATTACK, n_clean_per_class=N_CLEAN, seed=1, classes=KEEP, holdout_seeds=(21,)
+    )
     report = defend(
-        cat, DefendConfig(model="typo-mini", ks=(2,), kinds=("circuit", "edge"), n_baselines=3, device="cpu"), target
+        cat,
+        DefendConfig(model="typo-mini", ks=(2,), kinds=("circuit", "edge"), n_baselines=N_BASELINES, device="cpu"),
+        target,
     )
     yield {"path": path, "cat": cat, "report": report, "target": target}
     close_catalogs_of(path)
@@ -64,8 +72,8 @@ def test_sweep_stores_rows_beside_random_circuits(swept):
     with swept["cat"].session() as s:
         ivs = store.list_interventions(s, circuit.circuit_id)
         by_id = {iv.id: iv for iv in ivs}
-        att = [by_id[i] for i in circuit.intervention_ids[:3]]  # one per random circuit (seeds 0, 1, 2)
-        assert [iv.params["baseline_seed"] for iv in att] == [0, 1, 2]
+        att = [by_id[i] for i in circuit.intervention_ids[:N_BASELINES]]  # one per random circuit (seeds 0, 1)
+        assert [iv.params["baseline_seed"] for iv in att] == list(range(N_BASELINES))
         rows = [{e.metric: e for e in iv.evaluations} for iv in att]
         assert set(rows[0]) == {"attack_success", "attack_accuracy", "kl"}
         assert all(r["attack_success"].value == pytest.approx(circuit.attack_success) for r in rows)
@@ -73,7 +81,7 @@ def test_sweep_stores_rows_beside_random_circuits(swept):
         assert circuit.attack_success_random == pytest.approx(np.mean(randoms))
         assert circuit.attack_success_random_sd == pytest.approx(np.std(randoms))
         assert rows[0]["attack_success"].image_set == target.attack_set.name
-        clean = [by_id[i] for i in circuit.intervention_ids[3:]]
+        clean = [by_id[i] for i in circuit.intervention_ids[N_BASELINES:]]
         assert len(clean) == len(KEEP) and all({e.metric for e in iv.evaluations} >= {"accuracy"} for iv in clean)
         mean = np.mean([next(e.value for e in iv.evaluations if e.metric == "accuracy") for iv in clean])
         assert mean == pytest.approx(circuit.clean_accuracy)
@@ -205,15 +213,15 @@ def test_defend_cli_prints_table_json_and_plot(swept, tmp_path):
         "--kinds",
         "circuit",
         "--n-text",
-        "16",
+        str(N_TEXT),
         "--n-attack",
-        "36",
+        str(N_ATTACK),
         "--n-clean",
-        "4",
+        str(N_CLEAN),
         "--keep",
         ",".join(KEEP),
         "--baselines",  # the fixture's baselines and held-out seed: the command reuses its sweep
-        "3",
+        str(N_BASELINES),
         "--holdout-seeds",
         "21",
         "--device",
@@ -304,7 +312,7 @@ def test_greedy_k_search_stays_within_its_budgets(swept):
 
 def test_defend_with_search_measures_the_searched_k(swept):
     cat, target = swept["cat"], swept["target"]
-    # an edge budget of 2.5 % leaves room for a few search steps; 3 baselines keep the rows cheap
+    # an edge budget of 2.5 % leaves room for a few search steps; two baselines keep the rows cheap
     cfg = DefendConfig(
         model="typo-mini",
         ks=(1,),
@@ -312,7 +320,7 @@ def test_defend_with_search_measures_the_searched_k(swept):
         search=True,
         max_edges=0.025,
         budget=0.05,
-        n_baselines=3,
+        n_baselines=N_BASELINES,
         device="cpu",
     )
     report = defend(cat, cfg, target)

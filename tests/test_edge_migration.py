@@ -3,11 +3,10 @@ readable views give the same answers after the upgrade, and a downgrade restores
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from _helpers_catalog import run_fields
 from sqlalchemy.orm import Session
 
 from catalog import bulk, migrate, store
@@ -50,20 +49,7 @@ def _scores(rng, widths):
 
 def _old_run(s, model, concept_id, matrices, *, drop=0.0, shuffle=False, seed=0, status="complete"):
     """A run as schema 0001 stored it: a `run` row and one `edge` row per neuron pair."""
-    run = Run(
-        model_id=model.id,
-        concept_id=concept_id,
-        layer_names=NAMES,
-        params={},
-        image_set_sha256="1" * 64,
-        n_images=2,
-        provenance_key=f"{seed}" * 64,
-        library_versions={},
-        device="cpu",
-        started_at=dt.datetime(2025, 1, 1),
-        seconds=1.0,
-        status=status,
-    )
+    run = Run(model_id=model.id, concept_id=concept_id, status=status, **run_fields(f"{seed}" * 64, NAMES))
     s.add(run)
     s.flush()
     if status != "complete":

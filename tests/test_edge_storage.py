@@ -3,11 +3,10 @@ loops, circuit edges stored with circuits, and run_top_edges against a sort-ever
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from _helpers_catalog import write_circuit, write_run
 
 from catalog import store
 from catalog.edge_select import circuit_pairs, top_edge_mask
@@ -99,34 +98,8 @@ def test_circuit_pairs_match_plain_loops():
 
 def _write(s, matrices, channel_sets):
     model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=LAYERS)
-    run_id = store.write_run(
-        s,
-        model=model,
-        concept_id=store.ensure_concept(s, "star"),
-        layer_names=[n for n, _ in LAYERS],
-        params={},
-        image_set_sha256="1" * 64,
-        n_images=2,
-        provenance_key="2" * 64,
-        library_versions={},
-        device="cpu",
-        started_at=dt.datetime(2025, 1, 1),
-        seconds=0.1,
-        matrices=matrices,
-    )
-    circuits = [
-        store.write_circuit(
-            s,
-            run_id=run_id,
-            channels=ch,
-            k=[len(c) for c in ch],
-            fixed=None,
-            sweeps=1,
-            converged=True,
-            objective_history=[0.0],
-        )
-        for ch in channel_sets
-    ]
+    run_id = write_run(s, model, store.ensure_concept(s, "star"), matrices, "2" * 64, seconds=0.1)
+    circuits = [write_circuit(s, run_id, ch, history=[0.0]) for ch in channel_sets]
     return model, run_id, circuits
 
 
@@ -261,22 +234,7 @@ def test_write_run_takes_the_top_k_of_its_edge_rows(cat):
     with cat.session() as s, s.begin():
         model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="0" * 64, layers=LAYERS)
         runs = {
-            k: store.write_run(
-                s,
-                model=model,
-                concept_id=store.ensure_concept(s, "star"),
-                layer_names=[n for n, _ in LAYERS],
-                params={},
-                image_set_sha256="1" * 64,
-                n_images=2,
-                provenance_key=f"{k}" * 64,
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2025, 1, 1),
-                seconds=0.1,
-                matrices=matrices,
-                edge_top_k=k,
-            )
+            k: write_run(s, model, store.ensure_concept(s, "star"), matrices, f"{k}" * 64, seconds=0.1, edge_top_k=k)
             for k in (0, 2)
         }
     with cat.session() as s:

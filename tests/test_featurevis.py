@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from _helpers_cli import sql_rows as _rows
+from _helpers_cli import tiny_catalog
 from PIL import Image
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
@@ -96,24 +98,7 @@ def test_feature_visualisations_are_seeded_leave_the_model_alone_and_raise_their
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    model = tmp_path / "tiny.py"
-    model.write_text(TINY_MODEL)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    db = tmp_path / "c.duckdb"
-    args = ["ingest", f"{model}:build", "--concept", "noise", "--images", str(images), "--layers", "1,3,5"]
-    r = runner.invoke(app, [*args, "--k", "2", "--db", str(db)])
-    assert r.exit_code == 0, r.output
-    return {"db": db, "model": f"{model}:build", "dir": tmp_path}
-
-
-def _rows(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", str(db), "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    return tiny_catalog(tmp_path)
 
 
 def test_thumbnails_featurevis_stores_a_picture_per_circuit_neuron(tiny_run):

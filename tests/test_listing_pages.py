@@ -4,10 +4,9 @@ Both backends; one catalog per module."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pytest
+from _helpers_catalog import write_circuit, write_run
 from typer.testing import CliRunner
 
 import queries.listing as listing
@@ -41,32 +40,9 @@ def db(module_db_url):
                 store.write_example_images(
                     s, concept_id, key, [(f"{key[:2]}{n}".ljust(64, "f"), f"{n}.png") for n in range(2)]
                 )
-                run = store.write_run(
-                    s,
-                    model=model,
-                    concept_id=concept_id,
-                    layer_names=["l0", "l1"],
-                    params={},
-                    image_set_sha256=key,
-                    n_images=2,
-                    provenance_key=key,
-                    library_versions={},
-                    device="cpu",
-                    started_at=dt.datetime(2025, 1, 1),
-                    seconds=1.0,
-                    matrices=[rng.random((4, 6), dtype=np.float32)],
-                )
+                run = write_run(s, model, concept_id, [rng.random((4, 6), dtype=np.float32)], key, image_set_sha256=key)
                 for j in range(2):
-                    store.write_circuit(
-                        s,
-                        run_id=run,
-                        channels=[[j], [j, j + 1]],
-                        k=[1, 2],
-                        sweeps=1,
-                        converged=True,
-                        objective_history=[1.0],
-                        fixed=None,
-                    )
+                    write_circuit(s, run, [[j], [j, j + 1]])
     cat.close()
     yield module_db_url
     close_catalogs_of(module_db_url)

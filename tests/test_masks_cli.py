@@ -9,12 +9,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers_catalog import write_circuit, write_run
 from typer.testing import CliRunner
 
 from catalog import store
 from catalog.engine import close_catalogs_of, open_catalog
 from catalog.mask_io import read_mask
-from catalog.models import utcnow
 from circuits.cli.main import app
 from ingest import zoo
 from ingest.datasets.catfish import CLASS_NAMES, render_concept
@@ -58,31 +58,9 @@ def catalog(tmp_path_factory):
             layers=list(zip(layers, widths)),
         )
         concept_id = store.ensure_concept(s, "star")
-        run_id = store.write_run(
-            s,
-            model=model,
-            concept_id=concept_id,
-            layer_names=layers,
-            params={"method": "test"},
-            image_set_sha256="0" * 64,
-            n_images=4,
-            provenance_key="1" * 64,
-            library_versions={},
-            device="cpu",
-            started_at=utcnow(),
-            seconds=0.1,
-            matrices=[rng.random((a, b), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])],
-        )
-        circuit_id = store.write_circuit(
-            s,
-            run_id=run_id,
-            channels=CHANNELS,
-            k=[len(c) for c in CHANNELS],
-            fixed=None,
-            sweeps=1,
-            converged=True,
-            objective_history=[1.0, 2.0],
-        )
+        matrices = [rng.random((a, b), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])]
+        run_id = write_run(s, model, concept_id, matrices, "1" * 64, params={"method": "test"}, n_images=4)
+        circuit_id = write_circuit(s, run_id, CHANNELS, history=[1.0, 2.0])
     cat.close()
     yield {"db": str(db), "tmp": tmp, "circuit": circuit_id, "run": run_id, "loaded": loaded}
     close_catalogs_of(db)  # the commands opened it (read-only) in this process

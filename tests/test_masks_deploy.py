@@ -1,7 +1,7 @@
 """`circuits apply` on masks that weights cannot carry: a torch.export program and an ONNX file that
 a fresh Python process (torch and onnxruntime only; this project blocked from import) loads and
-runs, equal to the hook-pruned model. One model per zoo architecture (slow), catfish-mini and a
-user model with a skip connection by default."""
+runs, equal to the hook-pruned model. One model per zoo architecture and catfish-mini (slow); a
+user model with a skip connection, with a circuit and an edge mask, by default."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from catalog.mask_file import EdgeCut, Mask, ModelIdentity, ModuleMask
@@ -135,14 +136,42 @@ def apply_and_check_fresh(name, layers, tmp: Path, *, out="pruned.pt", kind="cir
     )
     assert done.returncode == 0, done.stderr[-3000:]
     found = dict(line.split() for line in done.stdout.splitlines() if line.startswith(("PT2", "ONNX")))
+    print(f"{name}: max |logit| {float(expected.abs().max()):.3g}, max |diff| {found}")  # for docs/results.md
     assert float(found["PT2"]) <= 1e-5, found  # the same kernels as the hooked model
     if have_onnx:
-        assert float(found["ONNX"]) <= 1e-5 * max(1.0, float(expected.abs().max())), found  # relative to large logits
+        if name in FLOAT32_LIMITED:  # onnxruntime's rounding on large outputs: said, and bounded
+            assert "above 1e-05: float32 rounding on outputs up to" in r.output, r.output
+            assert float(found["ONNX"]) <= 1e-5 + 2 * _float32_error(model, tmp / "m.json", x, expected), found
+        else:
+            assert float(found["ONNX"]) <= 1e-5, found  # absolute, as the issue asks
     return r.output
 
 
-def test_catfish_mini_edge_mask_falls_back_to_a_program(tmp_path):
-    out = apply_and_check_fresh("catfish-mini", ["mixed3a", "mixed3b"], tmp_path, kind="edge")
+# random-init resnet50's logits reach ~110: one float32 step is 7.6e-6 there and torch's own output
+# is 3.4e-5 from float64, so onnxruntime (adding in another order) cannot come within 1e-5
+FLOAT32_LIMITED = {"resnet50"}
+
+
+def _float32_error(model, mask_path, x, expected) -> float:
+    """max |hook-pruned float32 - the same in float64| on x: the model's own rounding."""
+    import copy
+
+    twin = copy.deepcopy(model).double()
+    with torch.no_grad(), apply_mask(twin, read_mask(mask_path), verify=False):
+        return float((expected.double() - twin(x.double())).abs().max())
+
+
+# The edge cut's export (two full passes, ingest.edit.masked_export) on the small skip-connection
+# model by default; on catfish-mini (an inception net: ~2x the time) in the slow suite.
+@pytest.mark.parametrize(
+    "model", [pytest.param("catfish-mini", marks=pytest.mark.slow, id="catfish-mini"), pytest.param("skipnet")]
+)
+def test_edge_mask_falls_back_to_a_program(model, tmp_path):
+    if model == "skipnet":
+        (tmp_path / "skipnet.py").write_text(RESIDUAL_USER_MODEL)
+        out = apply_and_check_fresh(f"{tmp_path / 'skipnet.py'}:build", ["1", "2"], tmp_path, kind="edge", size=40)
+    else:
+        out = apply_and_check_fresh("catfish-mini", ["mixed3a", "mixed3b"], tmp_path, kind="edge")
     assert "kind: masked program, because weights alone cannot carry this mask (an edge mask cannot be baked" in out
     assert "(torch.export)" in out and ("(onnx)" in out) == (onnx_available() is None) and "max |diff| = " in out
     assert "torch.export.load(" in out
@@ -191,3 +220,30 @@ def test_efficientnet_lite0_real_weights_residual_mask_falls_back_to_a_program(t
     out = apply_and_check_fresh("efficientnet-lite0", ["_blocks.14", "_fc"], tmp_path)
     assert "(bundled:" in out
     assert "cannot bake _blocks.14 exactly" in out and "identity/skip path" in out
+
+
+def test_onnx_above_1e5_is_kept_only_within_float32_rounding_and_says_so(tmp_path):
+    """The ONNX check is absolute 1e-5; above it (large outputs) the file is kept only when the
+    difference is within twice the hooked model's own float32 rounding, and the check says so."""
+    from ingest.edit.deploy import _onnx_within_rounding
+    from ingest.edit.masked_export import ExportRefused, ProgramCheck, float32_error
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10)).eval()
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        model(x)  # materialise the lazy layer
+        model[3].weight.mul_(3000.0)  # logits in the thousands: float32 steps of ~1e-4
+    mask = Mask("circuit", ModelIdentity("m", "0" * 64, "Sequential"), {"1": ModuleMask((1, 3), 64)}, None)
+    with torch.no_grad(), apply_mask(model, mask, verify=False):
+        expected = model(x)
+    own = float32_error(model, mask, x, expected)
+    assert own is not None and own > 1e-5, own  # torch itself is not within 1e-5 of float64 here
+    near = ProgramCheck(tmp_path / "m.onnx", "onnx", 1e-5 + 1.5 * own)
+    kept = _onnx_within_rounding(near, model, mask, x, expected)
+    assert kept.note is not None and kept.note.startswith("above 1e-05: float32 rounding on outputs up to")
+    exact = ProgramCheck(tmp_path / "m.onnx", "onnx", 5e-6)
+    assert _onnx_within_rounding(exact, model, mask, x, expected).note is None
+    far = ProgramCheck(tmp_path / "m.onnx", "onnx", 1e-5 + 3 * own)
+    with pytest.raises(ExportRefused, match="more than float32 rounding"):
+        _onnx_within_rounding(far, model, mask, x, expected)

@@ -11,6 +11,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from _helpers_cli import catfish_ingest_args
 
 ROOT = Path(__file__).parent.parent
 
@@ -146,16 +147,7 @@ def test_clean_venv_base_install_reads_exports_and_names_the_ingest_extra(tmp_pa
     for suffix in ("json", "safetensors"):
         r = circuits("export", "star", "--model", "toy", "-o", str(tmp_path / f"star.{suffix}"), "--db", toy.path)
         assert r.returncode == 0 and (tmp_path / f"star.{suffix}").stat().st_size > 0, r.stderr
-    r = circuits(
-        "ingest",
-        "catfish-mini",
-        "--concept",
-        "stripes",
-        "--dataset",
-        "catfish:stripes",
-        "--db",
-        str(tmp_path / "new.duckdb"),
-    )
+    r = circuits(*catfish_ingest_args("stripes", str(tmp_path / "new.duckdb")))
     assert r.returncode == 1
     assert r.stderr.strip() == (
         "error: circuits ingest needs the [ingest] extra: pip install 'visual-circuit-catalog[ingest]'"

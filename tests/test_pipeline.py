@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import catfish_ingest_args, noise_images, tiny_ingest_args
+from _helpers_cli import sql_rows as _sql
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
 
@@ -26,39 +26,12 @@ runner = CliRunner()
 def setup(tmp_path):
     model = tmp_path / "tiny.py"
     model.write_text(TINY_MODEL)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    images = noise_images(tmp_path / "imgs")
     return {"model": f"{model}:build", "images": str(images), "db": str(tmp_path / "c.duckdb"), "tmp": tmp_path}
 
 
 def _ingest(setup, *extra):
-    return runner.invoke(
-        app,
-        [
-            "ingest",
-            setup["model"],
-            "--concept",
-            "noise",
-            "--images",
-            setup["images"],
-            "--layers",
-            LAYERS,
-            "--k",
-            "2",
-            "--db",
-            setup["db"],
-            *extra,
-        ],
-    )
-
-
-def _sql(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", db, "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    return runner.invoke(app, tiny_ingest_args(setup["model"], "noise", setup["images"], setup["db"], *extra))
 
 
 def test_ingest_stores_run_edges_and_circuit(setup):
@@ -179,21 +152,7 @@ def _consistent(db):
 def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
     """A real `circuits ingest` process killed midway: whole run or nothing; the next command works."""
     exe = Path(sys.executable).parent / "circuits"
-    argv = [
-        str(exe),
-        "ingest",
-        setup["model"],
-        "--concept",
-        "noise",
-        "--images",
-        setup["images"],
-        "--layers",
-        LAYERS,
-        "--k",
-        "2",
-        "--db",
-        setup["db"],
-    ]
+    argv = [str(exe), *tiny_ingest_args(setup["model"], "noise", setup["images"], setup["db"])]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     time.sleep(delay)
     proc.send_signal(sig)
@@ -208,23 +167,7 @@ def test_killed_ingest_leaves_a_consistent_catalog(setup, sig, delay):
 def test_ablate_on_catfish_stores_evaluations_once(tmp_path):
     """Circuit pruning on the bundled model: stored with its baseline; the same call is reused."""
     db = str(tmp_path / "c.duckdb")
-    r = runner.invoke(
-        app,
-        [
-            "ingest",
-            "catfish-mini",
-            "--concept",
-            "stripes",
-            "--dataset",
-            "catfish:stripes",
-            "--n",
-            "8",
-            "--k",
-            "3",
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, catfish_ingest_args("stripes", db, "--n", "8", "--k", "3"))
     assert r.exit_code == 0, r.output
     circuit = _sql(db, "select id from circuit")[0]["id"]
     argv = ["ablate", str(circuit), "--dataset", "catfish:stripes_star", "--n", "16", "--db", db]

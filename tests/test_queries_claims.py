@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pytest
+from _helpers_catalog import write_circuit, write_run
 
 from catalog import store
 from catalog.errors import NotFound
@@ -49,31 +48,10 @@ def _store_demo(cat):
     with cat.session() as s, s.begin():
         model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
         for i, (name, channels) in enumerate(CHANNELS.items()):
-            run = store.write_run(
-                s,
-                model=model,
-                concept_id=store.ensure_concept(s, name),
-                layer_names=["l0", "l1"],
-                params={},
-                image_set_sha256=f"{i:x}" * 64,
-                n_images=1,
-                provenance_key=f"{i:x}" * 64,
-                library_versions={},
-                device="cpu",
-                started_at=dt.datetime(2025, 1, 1),
-                seconds=1.0,
-                matrices=[rng.random((8, 8), dtype=np.float32)],
-            )
-            circuits[name] = store.write_circuit(
-                s,
-                run_id=run,
-                channels=channels,
-                k=[2, 2],
-                fixed=None,
-                sweeps=1,
-                converged=True,
-                objective_history=[1.0],
-            )
+            key = f"{i:x}" * 64
+            matrices = [rng.random((8, 8), dtype=np.float32)]
+            run = write_run(s, model, store.ensure_concept(s, name), matrices, key, image_set_sha256=key, n_images=1)
+            circuits[name] = write_circuit(s, run, channels)
         for p in "abcd":
             for c, pair in PARTS.items():
                 drop = 0.6 if p in pair else 0.05

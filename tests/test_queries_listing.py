@@ -3,11 +3,11 @@ and `fixed` / `objective` / `objective_history` read back with their documented 
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 
 import numpy as np
 import pytest
+from _helpers_catalog import write_circuit, write_run
 from sqlalchemy import event
 
 import queries.listing as listing
@@ -35,35 +35,13 @@ def _fill(cat, n_circuits: int) -> None:
         model = store.ensure_model(s, name="toy", architecture="cnn", weights_sha256="a" * 64, layers=LAYERS)
         runs = []
         for i, concept in enumerate(CONCEPTS):
-            runs.append(
-                store.write_run(
-                    s,
-                    model=model,
-                    concept_id=store.ensure_concept(s, concept),
-                    layer_names=NAMES,
-                    params={},
-                    image_set_sha256=f"{i}" * 64,
-                    n_images=2,
-                    provenance_key=f"{i}" * 64,
-                    library_versions={},
-                    device="cpu",
-                    started_at=dt.datetime(2025, 1, 1),
-                    seconds=1.0,
-                    matrices=[rng.random((4, 6), dtype=np.float32), rng.random((6, 5), dtype=np.float32)],
-                )
-            )
+            matrices = [rng.random((4, 6), dtype=np.float32), rng.random((6, 5), dtype=np.float32)]
+            key = f"{i}" * 64
+            runs.append(write_run(s, model, store.ensure_concept(s, concept), matrices, key, image_set_sha256=key))
         for j in range(n_circuits):
             channels = [[j % 4], [j % 6, (j + 1) % 6], [j % 5]]
-            cid = store.write_circuit(
-                s,
-                run_id=runs[j % len(runs)],
-                channels=channels,
-                k=[1, 2, 1],
-                fixed={"l0": [j % 4]} if j % 2 else None,
-                sweeps=1,
-                converged=True,
-                objective_history=[1.0, 2.0 + j],
-            )
+            fixed = {"l0": [j % 4]} if j % 2 else None
+            cid = write_circuit(s, runs[j % len(runs)], channels, fixed=fixed, history=[1.0, 2.0 + j])
             store.write_intervention(
                 s,
                 circuit_id=cid,

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+from _helpers_catalog import write_circuit, write_run
 
 from catalog import store
 from catalog.engine import open_catalog
@@ -54,34 +55,22 @@ def _matrices(seed: int) -> list[np.ndarray]:
 
 
 def _run(s, model, concept_id: int, matrices: list[np.ndarray], key: str) -> int:
-    return store.write_run(
+    sha = hashlib.sha256(key.encode()).hexdigest()
+    return write_run(
         s,
-        model=model,
-        concept_id=concept_id,
-        layer_names=[n for n, _ in LAYERS],
-        params={"method": "test"},
-        image_set_sha256=hashlib.sha256(key.encode()).hexdigest(),
+        model,
+        concept_id,
+        matrices,
+        key,
+        image_set_sha256=sha,
         n_images=4,
-        provenance_key=key,
+        params={"method": "test"},
         library_versions={"numpy": "x"},
-        device="cpu",
-        started_at=dt.datetime(2025, 1, 1),
-        seconds=1.0,
-        matrices=matrices,
     )
 
 
 def _circuit(s, run_id: int, channels: list[list[int]]) -> int:
-    return store.write_circuit(
-        s,
-        run_id=run_id,
-        channels=channels,
-        k=[len(c) for c in channels],
-        fixed=None,
-        sweeps=2,
-        converged=True,
-        objective_history=[1.0, 2.0],
-    )
+    return write_circuit(s, run_id, channels, sweeps=2, history=[1.0, 2.0])
 
 
 def _evaluation(image_set: str, metric: str, clean: float, value: float, baseline: float, sha: str = "f" * 64):

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from _helpers_cli import noise_images
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -69,10 +68,7 @@ def test_onnx_refused_keeps_the_checked_program_and_says_which_op(tmp_path, monk
 def test_a_model_that_returns_no_tensor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nt.py").write_text(DICT_MODEL)
-    (tmp_path / "imgs").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    noise_images(tmp_path / "imgs", 2, 12)
     r = invoke("ingest", "nt.py:build", "--concept", "x", "--images", "imgs", "--layers", "c1,c2", "--k", 2)
     assert r.exit_code == 0, r.output  # CLA reads layers, not the output
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers_cli import noise_images
 from PIL import Image
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
@@ -83,11 +84,7 @@ def run_all(commands: list[str], cwd: Path) -> None:
 def world(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.py").write_text(TINY_MODEL)
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    noise_images(tmp_path / "imgs", 3)
     yield tmp_path
     close_all()
 

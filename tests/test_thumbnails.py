@@ -4,12 +4,13 @@ reference, the run's transaction, and `circuits thumbnails RUN` recomputing them
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+from _helpers_cli import sql_rows as _sql
+from _helpers_cli import tiny_catalog
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -21,8 +22,6 @@ from circuits.cli.main import app
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:.*random init:UserWarning")
-
-from tiny_model import TINY_MODEL  # noqa: E402 (after the set-up above)
 
 
 def _png(side: int = 8, seed: int = 0) -> bytes:
@@ -64,37 +63,7 @@ def test_migration_adds_and_removes_the_tables(tmp_path):
 @pytest.fixture
 def stored_run(tmp_path):
     """A tiny model's run ingested through the CLI from a folder of images."""
-    model = tmp_path / "tiny.py"
-    model.write_text(TINY_MODEL)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    db = tmp_path / "c.duckdb"
-    args = [
-        "ingest",
-        f"{model}:build",
-        "--concept",
-        "noise",
-        "--images",
-        str(images),
-        "--layers",
-        "1,3,5",
-        "--k",
-        "2",
-        "--db",
-        str(db),
-    ]
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
-    return {"db": db, "model": f"{model}:build", "images": images, "args": args}
-
-
-def _sql(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", str(db), "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    return tiny_catalog(tmp_path, 5)
 
 
 def test_ingest_stores_patches_and_thumbnails_in_the_run(stored_run):

@@ -4,9 +4,8 @@ whose forward raises (one `error:` line naming the model code, the command and t
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers_cli import noise_images
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -44,11 +43,7 @@ def folder(tmp_path, monkeypatch):
     models.mkdir()
     (models / "mynet.py").write_text(MYNET)
     (models / "model.py").write_text(MODEL)
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    noise_images(tmp_path / "imgs", 3)
     monkeypatch.chdir(tmp_path)  # the model's folder is not the working directory
     monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # sys.path restored after the test
     return tmp_path

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _helpers_cli import sql_rows as _sql
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -103,12 +104,6 @@ def trained(tmp_path_factory):
     return tmp
 
 
-def _sql(db, query):
-    r = runner.invoke(app, ["sql", query, "--db", db, "--format", "json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
 def _ablate_rows(output: str) -> dict[str, tuple[float, float, float]]:
     rows = {}
     for line in output.splitlines():
@@ -149,25 +144,7 @@ def test_user_model_ingests_and_ablates_at_its_own_preprocessing(trained, tmp_pa
     assert params["preprocessing"] == {"size": None, "resize": "crop", "mean": None, "std": None, "channels": 3}
     (circuit,) = _sql(db, "select id from circuit")
 
-    r = runner.invoke(
-        app,
-        [
-            "ablate",
-            str(circuit["id"]),
-            "--images",
-            str(trained / "square"),
-            "--label",
-            "square",
-            "--classes",
-            str(trained / "classes.txt"),
-            "--weights",
-            weights,
-            "--model",
-            model,
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, _ablate_square(circuit["id"], trained, db, "--classes", str(trained / "classes.txt")))
     assert r.exit_code == 0, r.output
     rows = _ablate_rows(r.output)
     clean_acc = rows["accuracy"][0]
@@ -270,24 +247,23 @@ def test_mixed_sizes_are_refused_naming_the_options(trained, tmp_path):
     assert "2 different sizes" in line and "--input-size" in line and "--resize" in line
 
 
+def _ingest_square(trained, db: str) -> list[str]:
+    """`circuits ingest` of the trained user net on its "square" images, layers c1,c2, k = 2."""
+    images, weights = str(trained / "square"), str(trained / "net.pt")
+    options = {"--concept": "square", "--images": images, "--layers": "c1,c2", "--k": "2", "--weights": weights}
+    return ["ingest", f"{trained / 'net.py'}:build", *(x for pair in options.items() for x in pair), "--db", db]
+
+
+def _ablate_square(circuit_id: int, trained, db: str, *extra: str) -> list[str]:
+    """`circuits ablate` of a circuit of the trained user net on its "square" images, labelled square."""
+    images, weights, model = str(trained / "square"), str(trained / "net.pt"), f"{trained / 'net.py'}:build"
+    options = {"--images": images, "--label": "square", "--weights": weights, "--model": model, "--db": db}
+    return ["ablate", str(circuit_id), *(x for pair in options.items() for x in pair), *extra]
+
+
 def test_overrides_change_the_provenance_key(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
-    base = [
-        "ingest",
-        f"{trained / 'net.py'}:build",
-        "--concept",
-        "square",
-        "--images",
-        str(trained / "square"),
-        "--layers",
-        "c1,c2",
-        "--k",
-        "2",
-        "--weights",
-        str(trained / "net.pt"),
-        "--db",
-        db,
-    ]
+    base = _ingest_square(trained, db)
     assert runner.invoke(app, base).exit_code == 0
     r = runner.invoke(app, [*base, "--normalize", "0.5,0.5,0.5:0.25,0.25,0.25"])
     assert r.exit_code == 0 and "stored run" in r.output, r.output  # not reused: other inputs
@@ -300,43 +276,8 @@ def test_overrides_change_the_provenance_key(trained, tmp_path):
 
 def test_ablate_label_without_class_names_names_the_option(trained, tmp_path):
     db = str(tmp_path / "c.duckdb")
-    weights = str(trained / "net.pt")
-    r = runner.invoke(
-        app,
-        [
-            "ingest",
-            f"{trained / 'net.py'}:build",
-            "--concept",
-            "square",
-            "--images",
-            str(trained / "square"),
-            "--layers",
-            "c1,c2",
-            "--k",
-            "2",
-            "--weights",
-            weights,
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, _ingest_square(trained, db))
     assert r.exit_code == 0, r.output
     (circuit,) = _sql(db, "select id from circuit")
-    r = runner.invoke(
-        app,
-        [
-            "ablate",
-            str(circuit["id"]),
-            "--images",
-            str(trained / "square"),
-            "--label",
-            "square",
-            "--weights",
-            weights,
-            "--model",
-            f"{trained / 'net.py'}:build",
-            "--db",
-            db,
-        ],
-    )
+    r = runner.invoke(app, _ablate_square(circuit["id"], trained, db))
     assert r.exit_code == 1 and "--classes FILE" in r.output, r.output

@@ -4,7 +4,6 @@ reads only those labels, so drawing a circuit never imports torch."""
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _helpers_catalog import write_circuit, write_run
 
 from catalog import store
 from catalog.engine import close_catalogs_of, open_catalog
@@ -37,31 +37,8 @@ def _catalog(path: Path) -> int:
             s, name="catfish-mini", architecture="cnn", weights_sha256="0" * 64, layers=[("mixed4b", 4), ("fc", 3)]
         )
         concept_id = store.ensure_concept(s, "stripes")
-        run = store.write_run(
-            s,
-            model=model,
-            concept_id=concept_id,
-            layer_names=["mixed4b", "fc"],
-            params={},
-            image_set_sha256="1" * 64,
-            n_images=2,
-            provenance_key="2" * 64,
-            library_versions={},
-            device="cpu",
-            started_at=dt.datetime(2025, 1, 1),
-            seconds=1.0,
-            matrices=[np.random.default_rng(0).random((4, 3), dtype=np.float32)],
-        )
-        circuit = store.write_circuit(
-            s,
-            run_id=run,
-            channels=[[0, 1], [1, 2]],
-            k=[2, 2],
-            sweeps=1,
-            converged=True,
-            objective_history=[1.0],
-            fixed=None,
-        )
+        run = write_run(s, model, concept_id, [np.random.default_rng(0).random((4, 3), dtype=np.float32)], "2" * 64)
+        circuit = write_circuit(s, run, [[0, 1], [1, 2]])
         store.label_neurons(s, model.id, "fc", list(NAMES))
     close_catalogs_of(path)
     return circuit

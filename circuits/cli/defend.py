@@ -7,7 +7,7 @@ from typing import Annotated, overload
 
 import typer
 
-from circuits.cli.db import DbOption, FormatOption, OutputFormat
+from circuits.cli.options import DbOption, DeviceOption, FormatOption, OutputFormat
 
 app = typer.Typer()
 
@@ -132,7 +132,7 @@ def defend(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOption = "auto",
     threads: Annotated[
         int | None,
         typer.Option(

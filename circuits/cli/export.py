@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from circuits.cli.options import DbOption, InterventionKind
+from circuits.cli.options import CircuitModelOption, DbOption, InterventionKind
 
 app = typer.Typer()
 
@@ -22,9 +22,7 @@ def export(
     pair: Annotated[
         int, typer.Option("--pair", help="Edge masks: cut circuit layer I → I+1 (default the first two).")
     ] = 0,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
-    ] = None,
+    model: CircuitModelOption = None,
     prune_anchor: Annotated[
         bool, typer.Option("--prune-anchor", help="Keep an anchored circuit's anchor (class logit) in the mask.")
     ] = False,

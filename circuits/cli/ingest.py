@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from circuits.cli.options import DbOption, FormatOption, InterventionKind, OutputFormat
+from circuits.cli.options import DbOption, DeviceOption, FormatOption, InterventionKind, OutputFormat, TimeoutOption
 from circuits.cli.render import progress_bar
 
 app = typer.Typer()
@@ -20,7 +20,6 @@ DatasetOpt = Annotated[
 ]
 NOpt = Annotated[int, typer.Option("--n", help="Number of images rendered for --dataset.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the images rendered for --dataset.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 ImagesOpt = Annotated[str | None, typer.Option("--images", help="Folder of images (PNG, JPEG, WebP, BMP, GIF, TIFF).")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", help="Read the --images folder's sub-folders too.")]
 InputSizeOpt = Annotated[
@@ -78,7 +77,7 @@ def ingest(
     ] = None,
     k: Annotated[str, typer.Option("--k", help="Circuit neurons per layer: one integer or one per layer.")] = "5",
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
     n: NOpt = 32,
     seed: SeedOpt = 0,
@@ -104,14 +103,7 @@ def ingest(
         str | None,
         typer.Option("--classes", help="File of class names by logit index (one per line, or a JSON list)."),
     ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0,
-            help="Refuse a model whose first forward pass (one image) takes longer (s; 0: no limit).",
-        ),
-    ] = 0,
+    timeout: TimeoutOption = 0,
     db: DbOption = None,
 ) -> None:
     """Run Cross-Layer Attribution for a model and a concept, and store the run and its circuit.
@@ -289,7 +281,7 @@ def ablate(
     baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
     n: NOpt = 64,
     seed: SeedOpt = 1,
-    device: DeviceOpt = "auto",
+    device: DeviceOption = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")
     ] = False,
@@ -309,14 +301,7 @@ def ablate(
         bool,
         typer.Option("--prune-anchor", help="Prune an anchored circuit's anchor (its class logit) too."),
     ] = False,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0,
-            help="Refuse a model whose first forward pass (one image) takes longer (s; 0: no limit).",
-        ),
-    ] = 0,
+    timeout: TimeoutOption = 0,
     db: DbOption = None,
 ) -> None:
     """Prune a circuit, evaluate it beside a random circuit of the same shape, and store the result.

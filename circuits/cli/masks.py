@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from circuits.cli.options import timeout_option
+
 app = typer.Typer()
 
 
@@ -27,14 +29,7 @@ def apply(
     weights: Annotated[
         str | None, typer.Option("--weights", help="Weights file the circuit was found on (default: bundled/cached).")
     ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0,
-            help="Refuse a model whose forward pass on the check images takes longer (s; 0: no limit).",
-        ),
-    ] = 0,
+    timeout: Annotated[float, timeout_option("forward pass on the check images")] = 0,
 ) -> None:
     """Write the model pruned by a mask: baked weights where that is exact, else a program carrying the mask.
 
@@ -82,7 +77,8 @@ def apply(
     typer.echo(f"wrote {names}: {done.model} ({done.weights_source}) with {what}, the mask inside the graph")
     typer.echo(f"  kind: masked program, because {cli_message(done.reason, 'apply')}")
     for c in done.programs:
-        typer.echo(f"  {c.path.name} vs hook-pruned on {checked['what']}: max |diff| = {c.max_abs_diff:.3g}")
+        note = f" ({c.note})" if c.note else ""
+        typer.echo(f"  {c.path.name} vs hook-pruned on {checked['what']}: max |diff| = {c.max_abs_diff:.3g}{note}")
     if done.onnx_skipped:
         typer.echo(f"  no ONNX file: {done.onnx_skipped}")
     pt2 = done.programs[0].path

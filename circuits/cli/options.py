@@ -1,20 +1,32 @@
 """Options shared by every command, so they look and validate the same everywhere.
 
-`DbOption` (the `--db` option), `FormatOption`/`OutputFormat` (`--format table|csv|json`) and the
-Typer choice enums derived from the project's vocabulary (`catalog.vocab`). Rendering of the
+`DbOption` (the `--db` option), `FormatOption`/`OutputFormat` (`--format table|csv|json`), the
+options several commands share with one meaning (`DeviceOption`, `CircuitModelOption`,
+`TimeoutOption`, `timeout_option`) and the Typer choice enums derived from the project's
+vocabulary (`catalog.vocab`). Rendering of the
 results is `circuits.cli.render`; the missing-extra message is `circuits.cli.extras`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from catalog.vocab import InterventionKind, RunStatus
 
-__all__ = ["DbOption", "FormatOption", "InterventionKind", "OutputFormat", "RunStatus"]
+__all__ = [
+    "CircuitModelOption",
+    "DbOption",
+    "DeviceOption",
+    "FormatOption",
+    "InterventionKind",
+    "OutputFormat",
+    "RunStatus",
+    "TimeoutOption",
+    "timeout_option",
+]
 
 DbOption = Annotated[
     str | None,
@@ -35,3 +47,17 @@ class OutputFormat(str, enum.Enum):
 
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format: table, csv or json.")]
+
+
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+CircuitModelOption = Annotated[
+    str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
+]
+
+
+def timeout_option(timed: str) -> Any:
+    """The `--timeout` option of a command that runs a user's model; `timed` names the pass it times."""
+    return typer.Option("--timeout", min=0, help=f"Refuse a model whose {timed} takes longer (s; 0: no limit).")
+
+
+TimeoutOption = Annotated[float, timeout_option("first forward pass (one image)")]

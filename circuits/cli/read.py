@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from circuits.cli.options import DbOption, FormatOption, InterventionKind, OutputFormat, RunStatus
+from circuits.cli.options import CircuitModelOption, DbOption, FormatOption, InterventionKind, OutputFormat, RunStatus
 
 app = typer.Typer()
 
@@ -157,9 +157,7 @@ def shared(
 def compose(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     sources: Annotated[str, typer.Option("--from", help="Comma-separated concepts whose circuits compose it.")],
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
-    ] = None,
+    model: CircuitModelOption = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -187,9 +185,7 @@ def compose(
 @_flowing
 def show(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
-    ] = None,
+    model: CircuitModelOption = None,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="table: readable text; json: everything; csv: the neurons.")
     ] = OutputFormat.table,

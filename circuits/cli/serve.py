@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from circuits.cli.options import DbOption
+from circuits.cli.options import CircuitModelOption, DbOption, DeviceOption
 from circuits.cli.render import progress_bar
 
 app = typer.Typer()
@@ -66,9 +66,7 @@ def serve(
 def report(
     circuit: Annotated[str, typer.Argument(help="Circuit id, or a concept name (its newest circuit).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="HTML file to write.")],
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
-    ] = None,
+    model: CircuitModelOption = None,
     db: DbOption = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -95,7 +93,7 @@ def thumbnails(
     ],
     model: Annotated[str, typer.Argument(help="The run's model: a zoo name or path/to/file.py:factory.")],
     weights: Annotated[str | None, typer.Option("--weights", help="Weights the run was computed with.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOption = "auto",
     top: Annotated[int, typer.Option("--top", min=1, max=16, help="Patches per neuron.")] = 4,
     size: Annotated[int, typer.Option("--size", min=16, max=128, help="Patch side in pixels.")] = 64,
     featurevis: Annotated[
@@ -146,15 +144,10 @@ def thumbnails(
         from ingest.reference import reference_set as read_reference
 
         refs = read_reference(model, reference)
+    device, config = str(resolve_device(device)), ThumbnailConfig(top=top, size=size)
     with progress_bar(quiet, eta=True) as update:
         patches, thumbs = recompute_run_thumbnails(
-            cat,
-            run_id,
-            model,
-            weights=weights,
-            device=str(resolve_device(device)),
-            config=ThumbnailConfig(top=top, size=size),
-            progress=update,
+            cat, run_id, model, weights=weights, device=device, config=config, progress=update
         )
     typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run_id} in {cat.display}")
     if refs is not None:
@@ -162,27 +155,15 @@ def thumbnails(
 
         with progress_bar(quiet, eta=True) as update:
             n_ref = store_reference_patches(
-                cat,
-                run_id,
-                model,
-                refs,
-                weights=weights,
-                device=str(resolve_device(device)),
-                config=ThumbnailConfig(top=top, size=size),
-                progress=update,
+                cat, run_id, model, refs, weights=weights, device=device, config=config, progress=update
             )
         typer.echo(f"stored {n_ref} reference patches ({len(refs)} images of {refs.name}) for run {run_id}")
     if featurevis:
         from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
 
         with progress_bar(quiet, eta=True) as update:
+            fv_config = FeatureVisConfig(size=fv_size, steps=fv_steps, seed=seed)
             n = recompute_run_featurevis(
-                cat,
-                run_id,
-                model,
-                weights=weights,
-                device=str(resolve_device(device)),
-                config=FeatureVisConfig(size=fv_size, steps=fv_steps, seed=seed),
-                progress=update,
+                cat, run_id, model, weights=weights, device=device, config=fv_config, progress=update
             )
         typer.echo(f"stored {n} feature visualisations ({fv_steps} steps, seed {seed}) for run {run_id}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,19 +25,19 @@ BatchSize = Annotated[int, typer.Option(help="Images per optimisation step.")]
 Threads = Annotated[int, typer.Option(help="torch CPU threads (same count: same bits).")]
 TextShare = Annotated[float, typer.Option(help="Share of training images with the true class name written on them.")]
 TextOnlyShare = Annotated[float, typer.Option(help="Share showing the class name alone on a background.")]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        help="State dict to write (a .json sidecar goes beside it) (default: the model's shipped file in ingest/weights)."
+    ),
+]
 
 
 @train_app.command("catfish")
 def train_catfish_command(
     epochs: Epochs = 8,
     seed: Seed = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="State dict to write (a .json sidecar goes beside it) "
-            "[default: the shipped ingest/weights/catfish_mini.pt]."
-        ),
-    ] = None,
+    out: Out = None,
     device: Device = "auto",
     train_per_class: TrainPerClass = 400,
     eval_per_class: EvalPerClass = 100,
@@ -48,109 +49,66 @@ def train_catfish_command(
     Held-out accuracy is measured on images of a seed no epoch uses. The defaults with
     --device cpu reproduce the shipped weights.
     """
-    _run(
-        dict(
-            epochs=epochs,
-            seed=seed,
-            train_per_class=train_per_class,
-            eval_per_class=eval_per_class,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
-        ),
-        out,
-        "catfish",
-    )
+    _run(_shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads), out, "catfish")
 
 
-@train_app.command("typo")
-def train_typo_command(
-    epochs: Epochs = 12,
-    seed: Seed = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="State dict to write (a .json sidecar goes beside it) "
-            "[default: the shipped ingest/weights/typo_mini.pt]."
-        ),
-    ] = None,
-    device: Device = "auto",
-    train_per_class: TrainPerClass = 400,
-    eval_per_class: EvalPerClass = 100,
-    batch_size: BatchSize = 64,
-    threads: Threads = 2,
-    text_share: TextShare = 0.5,
-    text_only_share: TextOnlyShare = 0.1,
-) -> None:
-    """Train typo-mini (catfish-mini's network) on Typographic-synth, so it learns to read.
+def _typo_command(model: str, batch_size_default: int, recipe: dict[str, Any], doc: str) -> Callable[..., None]:
+    """A `circuits train typo…` command: typo-mini and typo-vit take the same options and differ in
+    the model, the default batch size and the optimiser settings (`recipe`)."""
 
-    Prints held-out clean accuracy and attack success (share of held-out attack images classified
-    as the class written on them). The defaults with --device cpu reproduce the shipped weights.
-    """
-    _run(
-        dict(
-            epochs=epochs,
-            seed=seed,
-            train_per_class=train_per_class,
-            eval_per_class=eval_per_class,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
-            dataset="typo",
-            text_share=text_share,
-            text_only_share=text_only_share,
-        ),
-        out,
-        "typo",
-    )
+    def command(
+        epochs: Epochs = 12,
+        seed: Seed = 0,
+        out: Out = None,
+        device: Device = "auto",
+        train_per_class: TrainPerClass = 400,
+        eval_per_class: EvalPerClass = 100,
+        batch_size: BatchSize = batch_size_default,
+        threads: Threads = 2,
+        text_share: TextShare = 0.5,
+        text_only_share: TextOnlyShare = 0.1,
+    ) -> None:
+        shared = _shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads)
+        typo = dict(dataset="typo", text_share=text_share, text_only_share=text_only_share)
+        _run(shared | typo | recipe, out, model)
+
+    command.__doc__ = doc  # the command's help
+    return command
 
 
-@train_app.command("typo-vit")
-def train_typo_vit_command(
-    epochs: Epochs = 12,
-    seed: Seed = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="State dict to write (a .json sidecar goes beside it) [default: the shipped ingest/weights/typo_vit.pt]."
-        ),
-    ] = None,
-    device: Device = "auto",
-    train_per_class: TrainPerClass = 400,
-    eval_per_class: EvalPerClass = 100,
-    batch_size: BatchSize = 32,
-    threads: Threads = 2,
-    text_share: TextShare = 0.5,
-    text_only_share: TextOnlyShare = 0.1,
-) -> None:
-    """Train typo-vit (a 6-block ViT, patch 8, 64 px) on Typographic-synth with typo-mini's recipe.
+_TYPO_HELP = """Train typo-mini (catfish-mini's network) on Typographic-synth, so it learns to read.
 
-    Prints held-out clean accuracy, attack success and the time taken. The defaults with --device
-    cpu reproduce the shipped weights on the same machine and thread count.
-    """
-    _run(
-        dict(
-            epochs=epochs,
-            seed=seed,
-            train_per_class=train_per_class,
-            eval_per_class=eval_per_class,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
-            dataset="typo",
-            text_share=text_share,
-            text_only_share=text_only_share,
-            model="typo-vit",
-            lr=3e-4,
-            weight_decay=0.05,
-        ),
-        out,
-        "typo-vit",
+Prints held-out clean accuracy and attack success (share of held-out attack images classified
+as the class written on them). The defaults with --device cpu reproduce the shipped weights.
+"""
+_TYPO_VIT_HELP = """Train typo-vit (a 6-block ViT, patch 8, 64 px) on Typographic-synth with typo-mini's recipe.
+
+Prints held-out clean accuracy, attack success and the time taken. The defaults with --device
+cpu reproduce the shipped weights on the same machine and thread count.
+"""
+train_typo_command = train_app.command("typo")(_typo_command("typo", 64, {}, _TYPO_HELP))
+train_typo_vit_command = train_app.command("typo-vit")(
+    _typo_command("typo-vit", 32, dict(model="typo-vit", lr=3e-4, weight_decay=0.05), _TYPO_VIT_HELP)
+)
+
+
+def _shared(
+    epochs: int, seed: int, train_per_class: int, eval_per_class: int, batch_size: int, device: str, threads: int
+) -> dict:
+    """The settings every train command takes, as `TrainConfig` keywords."""
+    return dict(
+        epochs=epochs,
+        seed=seed,
+        train_per_class=train_per_class,
+        eval_per_class=eval_per_class,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
     )
 
 
 def _run(settings: dict, out: Path | None, dataset: str) -> None:
-    """Validate, train with a progress bar, print the outcome (shared by both commands)."""
+    """Validate, train with a progress bar, print the outcome (shared by the three commands)."""
     if "torch" not in sys.modules:
         # Idle OpenMP threads that spin instead of sleeping made training 5x slower on a CPU shared
         # with other processes (measured on a loaded 2-core machine); this must precede import.

@@ -13,13 +13,14 @@ pair then takes the fastest exact path that applies —
   and MobileNetV2 residual blocks): the last conv is handled for all downstream neurons at once
   and the rest runs as large matmuls, no autograd. A plan is used only after the probe image
   confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
-  and only when it was not estimated slower than the per-neuron loop on the pair's neurons
-  (`ingest.cla.probe`);
+  and only when it was clearly faster than the per-neuron loop on a batch of the run's size
+  (`ingest.cla.path_choice`);
 - the *generic path* (`ingest.cla.generic`) for anything else: autograd, one call per neuron or
   batched VJPs (`is_grads_batched`), whichever was faster on the probe image.
 
-The plan is made once per process for a model, its weights, the layers and the input shape
-(`ingest.cla.plan_cache`): a second call with the same ones does not probe again.
+The plan is made once per process for a model, its weights, the layers, the input shape and
+the batch size (`ingest.cla.plan_cache`): a second call with the same ones does not probe or time
+the paths again.
 
 `ingest.cla.reference.attribute_reference` is the plain loop of the definition, one autograd call
 per downstream neuron; tests check that both agree.
@@ -38,8 +39,9 @@ from catalog.errors import CircuitsError
 from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
+from ingest.cla.path_choice import choose_paths
 from ingest.cla.plan import matches
-from ingest.cla.plan_cache import cached_plan
+from ingest.cla.plan_cache import cached_plan, model_fingerprint
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 from ingest.cla.tokens import check_tokens, position_masks
@@ -125,21 +127,34 @@ def attribute(
     dev = resolve_device(device)
     n_images = images.shape[0]
     with prepared(model, dev):
-        info = _planned(model, layers, images, dev, fast)
-        bsz, chunk_budget = _memory_plan(info, batch_size, n_images, max_memory, batched_vjp)
+        first: dict[int, torch.Tensor] = {}  # scores the path choice computed, when it ran in this call
+        info, bsz, chunk_budget, n_first = _planned(
+            model, layers, images, dev, fast, batch_size, max_memory, batched_vjp, first
+        )
         plans = list(info.plans)
-        tile = CPU_TILE_BYTES if dev.type == "cpu" else None  # GPUs prefer the largest chunks
+        tile = _tile(dev)
         n_pairs = len(plans)
         sums = [torch.zeros(a, b, dtype=torch.float64, device=dev) for a, b in zip(info.widths, info.widths[1:])]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
+        if n_first != min(bsz, n_images):
+            first = {}  # the choice was timed on another number of images than this first batch
         for b0 in range(0, n_images, bsz):
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
-            grad = any(p is None for p in plans)
+            done_now = set(first) if b0 == 0 else set()  # exact scores of these images, from the choice
+            for i in sorted(done_now):
+                sums[i] += first[i]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            todo = [i for i in range(n_pairs) if i not in done_now]
+            if not todo:
+                continue
+            grad = any(plans[i] is None for i in todo)
             leaves, outs = _forward(model, layers, x, grad)
             masks = position_masks(layers, leaves, tokens)
             redo = []
             for i, plan in enumerate(plans):
-                if plan is None:
+                if plan is None or i in done_now:
                     continue
                 with torch.no_grad():
                     run = run_fast(plan, leaves[i].detach())
@@ -155,7 +170,7 @@ def attribute(
             if redo and not grad:
                 leaves, outs = _forward(model, layers, x, True)
             for i, plan in enumerate(plans):
-                if plan is None and (i in redo or grad):
+                if plan is None and i not in done_now and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
                     sums[i] += generic_pair_scores(
                         outs[i + 1],
@@ -172,11 +187,61 @@ def attribute(
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
 
 
-def _planned(model: nn.Module, layers: Sequence[str], images: torch.Tensor, dev: torch.device, fast: bool) -> Probe:
-    """The probe's plan for these layers and input shape: made on the first image once per process,
-    then reused while the model's weights stay the same (`ingest.cla.plan_cache`)."""
+def _planned(
+    model: nn.Module,
+    layers: Sequence[str],
+    images: torch.Tensor,
+    dev: torch.device,
+    fast: bool,
+    batch_size: int,
+    max_memory: int,
+    batched_vjp: bool | None,
+    first: dict[int, torch.Tensor] | None = None,
+) -> tuple[Probe, int, int, int]:
+    """(the plan, images per batch, chunk bytes, images in `first`) for these layers, input shape and batch size.
+
+    Two steps, each made once per process and reused while the model's weights stay the same
+    (`ingest.cla.plan_cache`): the probe on the first image (fast plans and their gradient
+    checks, memory per image), keyed by the image shape; then the choice between each verified
+    fast plan and the per-neuron loop, timed on the first images of the run as many as one batch
+    holds (`ingest.cla.path_choice`), keyed by that batch size as well. When the choice is made
+    in this call, `first` receives the exact scores it computed for those images (per pair index)
+    and their number is returned; else 0.
+    """
     key = (tuple(layers), tuple(images.shape[1:]), str(dev), fast)
-    return cached_plan(model, key, lambda: probe(model, layers, images[:1].to(dev, torch.float32), fast=fast))
+    fingerprint = model_fingerprint(model)
+    info = cached_plan(
+        model,
+        key,
+        lambda: probe(model, layers, images[:1].to(dev, torch.float32), fast=fast),
+        fingerprint=fingerprint,
+    )
+    bsz, chunk_budget = _memory_plan(info, batch_size, images.shape[0], max_memory, batched_vjp)
+    n_first = 0
+    if any(p is not None for p in info.plans):
+        n = _timing_batch(info, bsz, max_memory)
+        probed, budget = info, chunk_budget
+
+        def choose() -> Probe:
+            nonlocal n_first
+            n_first = n
+            x = images[:n].to(dev, torch.float32)
+            return choose_paths(model, layers, x, probed, budget_bytes=budget, tile_bytes=_tile(dev), first_sums=first)
+
+        info = cached_plan(model, (*key, "paths at batch", n), choose, fingerprint=fingerprint)
+        bsz, chunk_budget = _memory_plan(info, batch_size, images.shape[0], max_memory, batched_vjp)
+    return info, bsz, chunk_budget, n_first
+
+
+def _timing_batch(info: Probe, bsz: int, max_memory: int) -> int:
+    """Images for timing the paths: the run's batch, or fewer where a forward pass that keeps
+    autograd's graph (the loop's timing needs it) would not fit in half the budget."""
+    per_image = info.leaf_bytes + info.forward_bytes + info.plan_bytes + info.graph_bytes
+    return max(1, min(bsz, int(max_memory * _HEADROOM) // 2 // max(per_image, 1)))
+
+
+def _tile(dev: torch.device) -> int | None:
+    return CPU_TILE_BYTES if dev.type == "cpu" else None  # GPUs prefer the largest chunks
 
 
 def _forward(
@@ -226,15 +291,24 @@ def _fmt_bytes(n: float) -> str:
 
 
 def describe_paths(
-    model: nn.Module, layers: Sequence[str], images: torch.Tensor, *, device: str | torch.device = "cpu"
+    model: nn.Module,
+    layers: Sequence[str],
+    images: torch.Tensor,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> list[str]:
     """Which path `attribute` takes for each layer pair, and why ("fast: …" or "generic: …").
 
     Args:
         model: the network.
         layers: dotted module paths, in forward order.
-        images: at least one preprocessed image, (N, C, H, W); the first one is used.
+        images: the images `attribute` would get, (N, C, H, W): the first is probed, the first
+            batch times the paths.
         device: where to run the probe.
+        batch_size, max_memory: as `attribute` would get them (they set the batch the paths
+            are timed on).
 
     Returns:
         One line per adjacent pair.
@@ -242,4 +316,4 @@ def describe_paths(
     _check_images(images)
     dev = resolve_device(device)
     with prepared(model, dev):
-        return _planned(model, layers, images, dev, True).notes
+        return _planned(model, layers, images, dev, True, batch_size, max_memory, None)[0].notes

@@ -6,8 +6,9 @@ custom `autograd.Function` (a straight-through estimator, a gradient-scaling ReL
 module backward hook. Such a block reproduces the forward exactly and would still get wrong
 scores. So `check_plan` computes a few downstream columns both ways on the probe image — the fast
 plan, and the plain loop of docs/method.md, "Cross-Layer Attribution" (`reference_pair_scores`, autograd through the model's own
-graph) — and accepts the plan only when they agree. It also times both on those columns, so the
-caller can prefer the loop where the fast path would be slower.
+graph) — and accepts the plan only when they agree. `pair_seconds` turns timings on a few columns
+into an estimate for all of them, which `ingest.cla.path_choice` uses on a batch of the run's size
+to prefer the loop where the fast path would be slower.
 """
 
 from __future__ import annotations
@@ -116,9 +117,14 @@ def check_plan(
 
 
 def pair_seconds(
-    fast_columns: Callable[[list[int]], torch.Tensor], guard: GuardResult, out: torch.Tensor, *, scale: int = 4
+    fast_columns: Callable[[list[int]], torch.Tensor],
+    guard: GuardResult,
+    out: torch.Tensor,
+    *,
+    scale: int = 4,
+    repeats: int = 1,
 ) -> tuple[float, float]:
-    """(fast, loop) seconds estimated for every downstream neuron of the probe image.
+    """(fast, loop) seconds estimated for every downstream neuron of a batch (`out`'s).
 
     The loop computes every neuron, each at the same cost: its time on the guard's columns,
     scaled to all of them. The fast plan has a fixed part (the plan's own setup, per batch) and a
@@ -134,6 +140,7 @@ def pair_seconds(
         guard: `check_plan`'s result for the same plan (its columns and timings).
         out: layer i+1's output for the probe image, e.g. (1, C, H, W).
         scale: how many times the guard's columns the second timing uses.
+        repeats: runs of the second timing; the fastest counts.
     """
     k = len(guard.columns)
     if k == 0:
@@ -147,11 +154,13 @@ def pair_seconds(
     more = live if len(live) <= scale * k else sample_columns(out, scale * k)
     if len(more) <= k:
         return guard.fast_seconds / k * len(live), t_loop
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        fast_columns(more)
-    _sync(out)
-    t_more = time.perf_counter() - t0
+    t_more = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fast_columns(more)
+        _sync(out)
+        t_more = min(t_more, time.perf_counter() - t0)
     if len(more) == len(live):
         return t_more, t_loop
     slope = max(t_more - guard.fast_seconds, 0.0) / (len(more) - k)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ingest.cla.capture import CaptureError, capture, channels_first, check_layer_chain
 from ingest.cla.fast import CPU_TILE_BYTES, pair_scores, plan_supported
-from ingest.cla.guard import check_plan, pair_seconds, time_generic
+from ingest.cla.guard import check_plan, time_generic
 from ingest.cla.plan import (
     AvgPool,
     PairPlan,
@@ -48,13 +48,8 @@ __all__ = ["FastPlan", "Probe", "fast_scores", "prepared", "probe", "run_fast"]
 
 _FLOAT = 4
 _log = logging.getLogger(__name__)
-# The loop replaces a verified fast plan when it is estimated faster on all the pair's neurons
-# (`pair_seconds`). A margin of 2 on the guard's six columns let EfficientNet's large-map pairs
-# run the fast path up to 2x slower than the loop. Below the slack (per probe image)
-# timing noise and the plan's per-batch setup, which a run shares over a whole batch but the
-# probe charges to one image, decide more than the work: the fast path stays.
-_LOOP_MARGIN = 1.0
-_LOOP_SLACK_S = 0.02
+# Whether a verified fast plan or the per-neuron loop runs a pair is decided on a batch of the
+# run's size (`ingest.cla.path_choice`): one probe image flatters the fast path.
 # batched VJPs replace the plain loop (the reference's own method) only when twice as fast on the
 # probe: one image flatters them (resnet50 stage cuts: 0.8x the loop's time on the probe, while
 # `attribute` took 173 s when the probe could pick them and 142 s with the loop; shared CPU)
@@ -223,8 +218,8 @@ def _choose(
     """(plan or None, note, the plan's run on the probe image) for one layer pair.
 
     Candidates are tried in order (concatenated branches, then residual readings); one that
-    reproduces A_{i+1} is checked against autograd on sampled neurons (`check_plan`) and timed
-    against the per-neuron loop. A failed check moves on to the next reading that reproduces the
+    reproduces A_{i+1} is checked against autograd on sampled neurons (`check_plan`); whether it
+    beats the per-neuron loop is decided later, on a batch (`ingest.cla.path_choice`). A failed check moves on to the next reading that reproduces the
     output (two readings can agree on values, e.g. with or without a ReLU on a layer that happens
     to be non-negative); when none passes, the pair takes the generic path.
     """
@@ -254,6 +249,7 @@ def _choose(
             lambda cols: fast_scores(cand, run, a, 1 << 28, CPU_TILE_BYTES, cols),  # noqa: B023 (called here)
             out,
             leaf,
+            repeats=1,  # its timings are not used: the path is timed on a batch (`ingest.cla.path_choice`)
         )
         pair = f"{names[0]} -> {names[1]}"
         if not guard.ok:
@@ -266,16 +262,7 @@ def _choose(
             _log.info("CLA %s: a fast reading failed the gradient check (%s)", pair, why)
             rejected = rejected or why
             continue
-        t_fast, t_loop = pair_seconds(
-            lambda cols: fast_scores(cand, run, a, 1 << 28, CPU_TILE_BYTES, cols),  # noqa: B023 (called here)
-            guard,
-            out,
-        )
-        timing = f"probe, all neurons: fast {t_fast * 1e3:.1f} ms vs loop {t_loop * 1e3:.1f} ms"
-        if t_fast > _LOOP_MARGIN * t_loop + _LOOP_SLACK_S:
-            _log.info("CLA %s: the per-neuron loop is faster than the fast plan (%s)", pair, timing)
-            return None, f"generic: the per-neuron loop beat the fast plan on the probe ({timing})", None
-        checked = f"gradients checked on {len(guard.columns)} neurons (rel. error {guard.error:.1g}); {timing}"
+        checked = f"gradients checked on {len(guard.columns)} neurons (rel. error {guard.error:.1g})"
         return cand, f"{_describe(cand)}; {checked}", run
     if rejected is not None:
         _log.warning("CLA %s -> %s: fast plan rejected by the gradient check (%s); using autograd", *names, rejected)

@@ -9,6 +9,7 @@ is loaded back and compared with the hook-pruned model on a check batch before i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ingest.edit.masked_export import (
     ProgramCheck,
     check_program,
     export_program,
+    float32_error,
     onnx_available,
     write_onnx,
 )
@@ -81,8 +83,9 @@ def apply_to_file(
         out: the file to write (see above).
         weights: the weights file the mask was made for (default: bundled/cached).
         check_batch: random images of the model's input shape on which every written file is
-            compared with the hook-pruned model (max |diff| ≤ 1e-5, for ONNX relative to the
-            largest output when that exceeds 1; else the file is not kept).
+            compared with the hook-pruned model (max |diff| ≤ 1e-5; an ONNX file above that only
+            when within float32 rounding of outputs that large, said in its check's `note`;
+            else the file is not kept).
         images: `(mask, preprocessing) -> batch or None`: the check batch to use instead (the
             CLI gives the images of the run the mask came from); see `load_for_mask`.
 
@@ -124,12 +127,8 @@ def apply_to_file(
             onnx_check = write_onnx(program, onnx_path, example, expected)
         except ExportRefused as exc:
             raise ExportRefused(f"{exc}; {pt2} was written (torch.export), no ONNX file") from exc
-        # onnxruntime's kernels round differently from torch's: float32 rounding grows with the
-        # outputs' size (random-init resnet50 logits reach ~110, where torch itself is 4e-5 from
-        # float64), so the ONNX check is 1e-5 relative to the largest output, at least 1e-5 absolute.
-        scale = max(1.0, float(expected.abs().max()))
         try:
-            _require_equal(onnx_check.max_abs_diff, "the ONNX model", scale)
+            onnx_check = _onnx_within_rounding(onnx_check, model, mask, example, expected)
         except ExportRefused as exc:
             onnx_path.unlink(missing_ok=True)
             raise ExportRefused(f"{exc}; {pt2} was written (torch.export), no ONNX file") from None
@@ -137,7 +136,38 @@ def apply_to_file(
     return AppliedMask(loaded.spec.name, loaded.weights_source, mask, None, tuple(checks), reason, skipped)
 
 
-def _require_equal(diff: float, what: str, scale: float = 1.0) -> None:
-    if not diff <= EXACT_TOLERANCE * scale:
-        limit = f"{EXACT_TOLERANCE:g}" + (f" × the largest output, {scale:.3g}" if scale > 1 else "")
-        raise ExportRefused(f"{what} differs from the hook-pruned model by {diff:.3g} (> {limit})")
+def _require_equal(diff: float, what: str) -> None:
+    if not diff <= EXACT_TOLERANCE:
+        raise ExportRefused(f"{what} differs from the hook-pruned model by {diff:.3g} (> {EXACT_TOLERANCE:g})")
+
+
+def _onnx_within_rounding(
+    check: ProgramCheck, model: torch.nn.Module, mask: Mask, example: torch.Tensor, expected: torch.Tensor
+) -> ProgramCheck:
+    """The ONNX check, held to max |diff| ≤ 1e-5 absolute, as the program is.
+
+    onnxruntime's kernels add in another order than torch's, so on large outputs the two float32
+    results differ by float32 rounding alone: random-init resnet50's logits reach ~110, where one
+    float32 step is 7.6e-6 and torch's own output is 3.4e-5 from the same model in float64
+    (docs/results.md, "From a circuit to a deployed model"). Above 1e-5 the file is kept only when
+    the difference is within twice that rounding of the hook-pruned model itself (each runtime
+    at most that far from the exact result), and the check says so; otherwise it is refused.
+    """
+    if check.max_abs_diff <= EXACT_TOLERANCE:
+        return check
+    own = float32_error(model, mask, example, expected)
+    peak = float(expected.abs().max())
+    if own is None or check.max_abs_diff > EXACT_TOLERANCE + 2 * own:
+        why = (
+            "the model cannot run in float64 to tell rounding from error"
+            if own is None
+            else f"more than float32 rounding: the hook-pruned model itself is {own:.2g} from float64"
+        )
+        raise ExportRefused(
+            f"the ONNX model differs from the hook-pruned model by {check.max_abs_diff:.3g} (> {EXACT_TOLERANCE:g}; {why})"
+        )
+    note = (
+        f"above {EXACT_TOLERANCE:g}: float32 rounding on outputs up to {peak:.3g} (the hook-pruned model itself is "
+        f"{own:.2g} from float64; onnxruntime adds in another order); the .pt2 is the exact one"
+    )
+    return dataclasses.replace(check, note=note)
