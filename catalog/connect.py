@@ -49,9 +49,9 @@ DUCKDB_CONFIG = {"enable_external_access": False}
 DUCKDB_BLOCK_SIZE = 65_536
 """Block size of a DuckDB catalog file created here (DuckDB's default is 256 kB). A run's score
 words are an uncompressed BIGINT column whose every row group ends in a partly filled block: 5.6 %
-of the words' size in 256 kB blocks, 1 % in 64 kB ones (~0.4 MB a googlenet run; docs/results.md,
-"Catalog at 10,000 runs: large tables and storage per run"). Files keep the size they were made
-with; `circuits db vacuum` rewrites a file with this one."""
+of the words' size in 256 kB blocks, 1 % in 64 kB ones (~0.4 MB a googlenet run; see
+docs/results.md, "Catalog at 10,000 runs: large tables and storage per run"). Files keep the size
+they were made with; `circuits db vacuum` rewrites a file with this one."""
 
 CONNECT_TIMEOUT_ENV = "CIRCUITS_PG_CONNECT_TIMEOUT"
 """Seconds a PostgreSQL connection attempt may take (default 10; libpq's minimum is 2). A

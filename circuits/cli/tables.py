@@ -12,9 +12,9 @@ from collections.abc import Sequence
 __all__ = ["RICH_MAX_CELLS", "rich_table", "text_table"]
 
 # Above this many cells a table is laid out here as fixed-width text instead of by `rich`, whose
-# layout grows faster than the cell count (a 500 × 500 overlap matrix: 52–88 s and 300 MB, against
-# well under a second here; docs/results.md, "Catalog at 10,000 runs: second pass"). Below it rich
-# draws the table; both give the same text (tests/test_render_plain.py compares them).
+# layout grows faster than the cell count (a 500 × 500 overlap matrix: 52–88 s and 300 MB as a
+# command, ~1 s here; docs/results.md, "Catalog at 10,000 runs: large tables and storage per run").
+# Below it rich draws the table; both give the same text (tests/test_render_plain.py compares them).
 RICH_MAX_CELLS = 2_000
 
 

@@ -7,9 +7,10 @@ Create Date: 2026-12-06
 Written by hand (docs/architecture.md, "Conventions"). A run's top edges are written together
 (one COPY), so its rows fill consecutive heap pages and a block-range index finds them as well as
 the B-tree did (`DELETE FROM edge WHERE run_id = …`, `edges_v` filtered by run), at a few 8 kB pages
-for the whole table instead of ~7 bytes a row (docs/results.md, "Catalog storage per run: top
-edges and images"). `autosummarize` summarises each range as it fills, so new runs need no VACUUM
-to be found quickly. DuckDB has no index on `edge` (0001): nothing changes there.
+for the whole table instead of ~7 bytes a row (see
+docs/results.md, "Catalog at 10,000 runs: large tables and storage per run"). `autosummarize`
+summarises each range as it fills, so new runs need no VACUUM to be found quickly. DuckDB has no
+index on `edge` (0001): nothing changes there.
 """
 
 from __future__ import annotations
