@@ -60,8 +60,8 @@ def duckdb_sizes(path: Path) -> dict[str, float]:
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        total, used, free = con.sql(
-            "SELECT total_blocks, used_blocks, free_blocks FROM pragma_database_size()"
+        total, used, free, block = con.sql(
+            "SELECT total_blocks, used_blocks, free_blocks, block_size FROM pragma_database_size()"
         ).fetchall()[0]
 
         def one(q: str) -> float:
@@ -69,8 +69,8 @@ def duckdb_sizes(path: Path) -> dict[str, float]:
 
         return {
             "file": path.stat().st_size / MB,
-            "used blocks": used * 256 / 1024,
-            "free blocks": free * 256 / 1024,
+            "used blocks": used * block / MB,  # 64 kB blocks since #22 (256 kB before)
+            "free blocks": free * block / MB,
             "scores (blobs)": one("SELECT sum(n_bytes) FROM run_matrix") / MB,
             "patches (bytes)": one("SELECT sum(octet_length(data)) FROM neuron_patch") / MB,
             "heat-maps (bytes)": one("SELECT sum(octet_length(heatmap)) FROM neuron_patch") / MB,

@@ -25,6 +25,7 @@ from catalog.errors import CatalogError, CatalogLocked
 __all__ = [
     "CONNECT_TIMEOUT_ENV",
     "DEFAULT_PATH",
+    "DUCKDB_BLOCK_SIZE",
     "DUCKDB_CONFIG",
     "ENV_VAR",
     "LOCK_WAIT_ENV",
@@ -45,6 +46,12 @@ DEFAULT_PATH = "circuits.duckdb"
 
 DUCKDB_CONFIG = {"enable_external_access": False}
 """Config of every DuckDB connection; one-way (a connection cannot re-enable external access)."""
+DUCKDB_BLOCK_SIZE = 65_536
+"""Block size of a DuckDB catalog file created here (DuckDB's default is 256 kB). A run's score
+words are an uncompressed BIGINT column whose every row group ends in a partly filled block: 5.6 %
+of the words' size in 256 kB blocks, 1 % in 64 kB ones (~0.4 MB a googlenet run; see
+docs/results.md, "Catalog at 10,000 runs: large tables and storage per run"). Files keep the size
+they were made with; `circuits db vacuum` rewrites a file with this one."""
 
 CONNECT_TIMEOUT_ENV = "CIRCUITS_PG_CONNECT_TIMEOUT"
 """Seconds a PostgreSQL connection attempt may take (default 10; libpq's minimum is 2). A
@@ -169,6 +176,11 @@ def _duckdb_creator(url: URL, read_only: bool) -> Callable[[], Any]:
         from duckdb_engine import ConnectionWrapper
 
         kwargs: dict[str, Any] = {"read_only": True} if read_only else {}
+        if not read_only and database != ":memory:" and not os.path.exists(database):
+            # Made by a connection of its own, closed at once: DuckDB refuses a second connection
+            # to an open file whose config differs, and the block size only matters at creation.
+            config: dict[str, Any] = {**DUCKDB_CONFIG, "default_block_size": str(DUCKDB_BLOCK_SIZE)}
+            duckdb.connect(database, config=config).close()
         return ConnectionWrapper(duckdb.connect(database, config=dict(DUCKDB_CONFIG), **kwargs))
 
     return connect

@@ -236,7 +236,13 @@ class Edge(Base):
     __tablename__ = "edge"
     # PostgreSQL needs the index to find one run's rows; DuckDB finds them through its per-row-group
     # min/max statistics (runs are written contiguously) and an ART index would slow bulk loads.
-    __table_args__ = (Index(None, "run_id").ddl_if(dialect="postgresql"),)
+    # On PostgreSQL a block-range (BRIN) index, for the same reason: a run's rows fill consecutive
+    # pages, and a B-tree took ~0.23 MB a run (migration 0006).
+    __table_args__ = (
+        Index(None, "run_id", postgresql_using="brin", postgresql_with={"autosummarize": "on"}).ddl_if(
+            dialect="postgresql"
+        ),
+    )
 
     run_id: Mapped[int] = mapped_column(Integer)
     src_neuron_id: Mapped[int] = mapped_column(Integer)

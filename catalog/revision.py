@@ -11,7 +11,7 @@ from catalog.errors import NotFound, SchemaOutdated
 
 __all__ = ["SCHEMA_HEAD", "VERSION_TABLE", "check_revision", "revision_number"]
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 """The revision this version of the code expects; a test checks it is the scripts' only head."""
 VERSION_TABLE = "alembic_version"
 

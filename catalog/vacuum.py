@@ -5,7 +5,8 @@ free blocks inside the file and reuses them for new rows, but never shrinks the 
 `vacuum_catalog` rewrites it compactly: `COPY FROM DATABASE` into a new file beside it (tables,
 indexes, constraints, sequences and views), a row count check of every table, then an atomic
 rename. It holds the catalog's write lock throughout, so it needs the file to itself (no `serve`
-or ingest running) and free disk for the copy.
+or ingest running) and free disk for the copy. The copy has `catalog.connect.DUCKDB_BLOCK_SIZE`
+blocks, so a file made with DuckDB's default 256 kB blocks also shrinks by its score words' slack.
 
 PostgreSQL: `VACUUM (ANALYZE)` makes dead rows' space reusable and refreshes the planner's
 statistics; the server keeps the space (`VACUUM FULL` returns it to the OS under exclusive locks:
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from catalog.connect import connect_errors, display, duckdb_path
+from catalog.connect import DUCKDB_BLOCK_SIZE, connect_errors, display, duckdb_path
 from catalog.engine import build_engine, close_catalogs_of, resolve_url
 from catalog.errors import CatalogError, CatalogLocked, NotFound
 
@@ -93,7 +94,7 @@ def _compact_duckdb(path: Path) -> VacuumResult:
         con.execute("CHECKPOINT")
         name = con.sql("SELECT current_database()").fetchall()[0][0]
         tables = [t for (t,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall()]
-        con.execute(f"ATTACH '{_quote(str(tmp))}' AS vacuum_copy")
+        con.execute(f"ATTACH '{_quote(str(tmp))}' AS vacuum_copy (BLOCK_SIZE {DUCKDB_BLOCK_SIZE})")
         try:
             con.execute(f'COPY FROM DATABASE "{name}" TO vacuum_copy')
             for table in tables:

@@ -242,3 +242,30 @@ def test_write_run_takes_the_top_k_of_its_edge_rows(cat):
             n = s.execute(sa.text("SELECT count(*) FROM edge WHERE run_id = :r"), {"r": run_id}).scalar()
             assert n == sum(int(top_edge_mask(m, k).sum()) for m in matrices)
             assert all(np.array_equal(a, b) for a, b in zip(store.read_run_matrices(s, run_id), matrices))
+
+
+@pytest.mark.pg
+def test_postgresql_finds_and_deletes_a_runs_top_edges_through_its_block_range_index(pg_url):
+    from catalog.engine import open_catalog
+
+    cat = open_catalog(pg_url)
+    with cat.writing() as s:  # six runs' rows (~108 pages each), each written together as ingest's COPY does
+        for run in range(1, 7):
+            s.execute(sa.text("INSERT INTO edge SELECT :r, g, g + 1, 0.5 FROM generate_series(1, 20000) g"), {"r": run})
+    with cat.writing() as s:
+        s.execute(sa.text("SELECT brin_summarize_new_values('ix_edge_run_id')"))  # autosummarize does it later
+        method = s.execute(
+            sa.text(
+                "SELECT a.amname FROM pg_class c JOIN pg_am a ON a.oid = c.relam WHERE c.relname = 'ix_edge_run_id'"
+            )
+        ).scalar()
+        s.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in s.execute(sa.text("EXPLAIN ANALYZE SELECT count(*) FROM edge WHERE run_id = 2")))
+        s.execute(sa.text("DELETE FROM edge WHERE run_id = 2"))
+    with cat.session() as s:
+        counts = dict(s.execute(sa.text("SELECT run_id, count(*) FROM edge GROUP BY run_id")).all())
+    assert method == "brin" and "Bitmap Index Scan on ix_edge_run_id" in plan
+    # only the block ranges (128 pages) that hold run 2 are read: less than half the other runs' rows
+    removed = int(plan.split("Rows Removed by Index Recheck: ")[1].split()[0]) if "Index Recheck: " in plan else 0
+    assert removed < 2 * 20000
+    assert counts == {1: 20000, 3: 20000, 4: 20000, 5: 20000, 6: 20000}

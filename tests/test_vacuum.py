@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from catalog.admin import catalog_status
+from catalog.connect import DUCKDB_BLOCK_SIZE
 from catalog.engine import close_catalogs_of, open_catalog
 from catalog.sql import run_query
 from catalog.vacuum import vacuum_catalog
@@ -76,3 +77,24 @@ def test_vacuum_runs_on_both_backends_and_keeps_rows(db_url, backend):
 def test_a_missing_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["db", "vacuum", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 1 and result.stderr.startswith("error: no catalog at") and result.stderr.count("\n") == 1
+
+
+def test_new_duckdb_catalogs_and_vacuumed_ones_use_the_small_block_size(tmp_path):
+    def block_size(path) -> int:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return con.sql("SELECT block_size FROM pragma_database_size()").fetchall()[0][0]
+        finally:
+            con.close()
+
+    new = tmp_path / "new.duckdb"
+    open_catalog(new, create=True)
+    close_catalogs_of(str(new))
+    old = tmp_path / "old.duckdb"  # as catalogs were made before: DuckDB's default 256 kB blocks
+    duckdb.connect(str(old)).close()
+    open_catalog(old, create=True)
+    close_catalogs_of(str(old))
+    assert (block_size(new), block_size(old)) == (DUCKDB_BLOCK_SIZE, 262_144)
+    vacuum_catalog(str(old))
+    assert block_size(old) == DUCKDB_BLOCK_SIZE
+    assert catalog_status(str(old)).current == catalog_status(str(new)).current  # still a catalog

@@ -2,9 +2,10 @@
 table|csv|json`), a circuit's details (`circuits show`), and the progress bar of long commands.
 
 Shared by every command that prints rows. Rows are mappings (column → value); every row has the
-same columns. Tables are drawn by `rich` as plain text with no wrapping, so wide matrices stay aligned however
-narrow the terminal; CSV and JSON are for programs (dates as ISO text, missing values empty /
-null, NaN as null).
+same columns. Tables are plain text with no wrapping (drawn by `rich`, or above `RICH_MAX_CELLS`
+cells in the same layout by `circuits.cli.tables.text_table`), so wide matrices stay aligned
+however narrow the terminal; CSV and JSON are for programs (dates as ISO text, missing values
+empty / null, NaN as null).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from catalog.errors import PARAMETER_MENTION, CircuitsError
+from circuits.cli.tables import RICH_MAX_CELLS, rich_table, text_table
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -88,6 +90,11 @@ def check_format(fmt: str) -> str:
 
 def plain(value: Any) -> Any:
     """A JSON-ready version of a value (NaN → None, dates → ISO text, tuples → lists)."""
+    kind = type(value)  # the common exact types first: a large matrix has 250,000 of them
+    if kind is float:
+        return None if math.isnan(value) else value
+    if kind is int or kind is str or value is None:
+        return value
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dt.datetime | dt.date):
@@ -124,6 +131,8 @@ def format_value(value: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
+    if type(value) is float or type(value) is int or value is None:  # most cells: no conversion
+        return True
     value = plain(value)
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
@@ -135,7 +144,10 @@ def _columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An aligned text table drawn by `rich` (numbers right-aligned, no wrapping), or "(no rows)".
+    """An aligned text table (numbers right-aligned, no wrapping), or "(no rows)".
+
+    Small tables are drawn by `rich`; one of more than `RICH_MAX_CELLS` cells by `text_table`,
+    which writes the same layout in time linear in the cells.
 
     Args:
         rows: the rows.
@@ -144,25 +156,14 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     Returns:
         The table, lines joined by newlines, no trailing newline and no colour codes.
     """
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     cols = _columns(rows, columns)
     if not rows:
         return "  ".join(cols) + "\n(no rows)" if cols else "(no rows)"
     cells = [[format_value(r.get(c)) for c in cols] for r in rows]
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="", highlight=False)
-    for c in cols:
-        numeric = all(_is_number(r.get(c)) for r in rows)
-        table.add_column(c, justify="right" if numeric else "left", no_wrap=True)
-    for row in cells:
-        table.add_row(*row)  # the console has markup and emoji off: cell text prints as it is
-    # Wide enough that nothing wraps, whatever the terminal: matrices stay aligned when piped.
-    width = sum(max(len(c), *(len(row[i]) for row in cells)) + 3 for i, c in enumerate(cols)) + 4
-    buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False, markup=False, emoji=False).print(table)
-    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
+    right = [all(_is_number(r.get(c)) for r in rows) for c in cols]
+    if len(rows) * len(cols) > RICH_MAX_CELLS:
+        return text_table([safe_text(c) for c in cols], cells, right)
+    return rich_table(cols, cells, right)
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
