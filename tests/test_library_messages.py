@@ -1,4 +1,4 @@
-"""Library text speaks of parameters, never of command-line flags (issue 17, item 3).
+"""Library text speaks of parameters, never of command-line flags .
 
 A notebook user who calls `overlap_matrix(..., top=0)` must read "`top=` must be at least 1", not
 "--top"; the command line turns `` `top=` `` into `--top` (`circuits.cli.render.cli_message`).

@@ -1,5 +1,5 @@
 """`render_table`'s own layout for large tables (`text_table`) against rich's, and that a large
-matrix never goes through rich (issue 22: a 500 × 500 overlap matrix took 52–88 s in rich)."""
+matrix never goes through rich (a 500 × 500 overlap matrix took 52–88 s in rich)."""
 
 from __future__ import annotations
 

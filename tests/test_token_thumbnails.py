@@ -1,4 +1,4 @@
-"""Looking at token units (issue 19, item 7): a ViT MLP neuron's or head's examples are whole images
+"""Looking at token units: a ViT MLP neuron's or head's examples are whole images
 with a patch-grid heat-map (where it fires), and a head's attention from the class token is its
 heat-map (ingest.token_maps, ingest.thumbnails); the web view serves both."""
 

@@ -1,5 +1,5 @@
 """The typographic defence on a model with attention heads: CLA's text circuit beside head ablation
-(docs/method.md, "Token models"; issue 19, item 6).
+(docs/method.md, "Token models").
 
 `circuits defend typo-vit` runs both methods on the same heads and prints one table:
 
