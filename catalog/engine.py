@@ -361,9 +361,11 @@ def _check_or_create(cat: Catalog, *, create: bool) -> None:
         if revision == _revision.SCHEMA_HEAD:  # the usual case: one query, no table listing
             return
         tables = migrate.user_tables(conn)
-    if revision is None and not tables and create:
+    if revision is None and create:
+        # Read both again under the lock: another process may be creating the schema right now,
+        # and may have committed between the two reads above (tables seen, its revision not).
         with cat.engine.begin() as conn:
-            migrate.lock_schema(conn)  # another process may be creating it right now
+            migrate.lock_schema(conn)
             revision, tables = migrate.current_revision(conn), migrate.user_tables(conn)
             if revision is None and not tables:
                 migrate.upgrade(conn)

@@ -126,7 +126,16 @@ def current_revision(connection: Connection) -> str | None:
     # duckdb-engine): every command that opens a catalog pays this check in a fresh process
     # (docs/results.md, "Catalog scale and storage").
     if connection.dialect.name == "postgresql":
-        exists = connection.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": VERSION_TABLE}).scalar()
+        # pg_class read with the statement's snapshot, not `to_regclass`: that goes through the
+        # session's catalog cache, which can still miss a table another process created and
+        # committed while this transaction waited on the schema lock (simultaneous first opens).
+        exists = connection.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE c.relname = :t AND n.nspname = current_schema())"
+            ),
+            {"t": VERSION_TABLE},
+        ).scalar()
     elif connection.dialect.name == "duckdb":
         exists = connection.execute(
             text("SELECT count(*) FROM duckdb_tables() WHERE table_name = :t AND schema_name = current_schema()"),
