@@ -15,10 +15,10 @@ prints by it for the largest speed-up any implementation of this method can show
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import best_seconds
 
 import ingest  # noqa: F401  (thread wait policy before torch starts its pools)
 
@@ -26,14 +26,7 @@ BLOCKS = [f"layer{s}.{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in r
 
 
 def _best(fn, repeats: int = 8) -> float:
-    for _ in range(2):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_seconds(fn, repeats, warmup=2)
 
 
 def peak_gflops() -> dict[str, float]:

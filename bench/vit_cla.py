@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+from timing import best_seconds
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count
 
 import ingest  # noqa: F401  (thread wait policy before torch starts its pools)
@@ -45,13 +46,7 @@ def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape,
 
 
 def _best(fn, repeats: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_seconds(fn, repeats, warmup=1)
 
 
 def peak_gflops(tokens: int, width: int) -> float:

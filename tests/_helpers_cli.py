@@ -77,3 +77,15 @@ def sql_rows(db: str | Path, query: str) -> list[dict[str, Any]]:
     r = CliRunner().invoke(app, ["sql", query, "--db", str(db), "--format", "json"])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
+
+
+# The start of a script run in a fresh interpreter that must not see this project (a deployed
+# model is loaded with torch alone): importing any of its packages there raises.
+BLOCK_PROJECT = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("catalog", "ingest", "queries", "circuits"):
+            raise ImportError("the project is not installed here: " + name)
+sys.meta_path.insert(0, Block())
+"""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers_cli import BLOCK_PROJECT
 from torch import nn
 from typer.testing import CliRunner
 
@@ -47,14 +48,8 @@ def build():
 """
 
 # The check run in a fresh interpreter: this project's packages cannot be imported there.
-FRESH = textwrap.dedent(
+FRESH = BLOCK_PROJECT + textwrap.dedent(
     """
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("catalog", "ingest", "queries", "circuits"):
-                raise ImportError("the project is not installed here: " + name)
-    sys.meta_path.insert(0, Block())
     import torch
     x, expected = torch.load(sys.argv[1])
     program = torch.export.load(sys.argv[2]).module()

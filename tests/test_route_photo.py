@@ -13,6 +13,7 @@ import textwrap
 import duckdb
 import pytest
 import torch
+from _helpers_cli import BLOCK_PROJECT
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -21,14 +22,8 @@ pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 # The held-out views' mean probability of the anchor class, through the program alone.
-PLAIN = textwrap.dedent(
+PLAIN = BLOCK_PROJECT + textwrap.dedent(
     """
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("catalog", "ingest", "queries", "circuits"):
-                raise ImportError("the project is not installed here: " + name)
-    sys.meta_path.insert(0, Block())
     import torch
     x, label = torch.load(sys.argv[1])
     program = torch.export.load(sys.argv[2]).module()
