@@ -15,36 +15,35 @@ the configuration, the command that reproduces the file, the time taken and the 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import platform
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from catalog.errors import CircuitsError
+from ingest import hooks
 from ingest.datasets.catfish import CLASS_NAMES, make_split
 from ingest.datasets.typo import make_typo_split, render_typo
-from ingest.zoo.catfish_mini import (
-    CATFISH_MINI_LAYERS,
-    CATFISH_MINI_LOGITS,
-    INPUT_SIZE,
-    MEAN,
-    STD,
-    WEIGHTS_PATH,
-    build_catfish_mini,
-    preprocess,
+from ingest.hooks import DeviceError
+from ingest.train_config import (
+    DATASETS,
+    MODELS,
+    TYPO_DEFAULTS,
+    TYPO_VIT_DEFAULTS,
+    TrainConfig,
+    TrainingError,
+    reproduce_command,
 )
+from ingest.zoo.catfish_mini import INPUT_SIZE, MEAN, STD, WEIGHTS_PATH, preprocess
 from ingest.zoo.registry import weights_sha256
+from ingest.zoo.weights import file_sha256
 
 __all__ = [
     "TrainConfig",
@@ -59,68 +58,6 @@ __all__ = [
 ]
 
 STATE_DICT_SHA256_METHOD = "ingest.zoo.registry.weights_sha256"  # the model identity the catalog stores
-
-
-class TrainingError(CircuitsError):
-    """Training cannot start or finish as asked (bad device, bad settings, unwritable output)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run; the defaults produce the shipped weights."""
-
-    epochs: int = 8  # held-out accuracy passes 99% after 6 epochs; about 2-5 min on 2 CPU cores
-    seed: int = 0  # torch init, dropout, batch order and every epoch's images derive from it
-    train_per_class: int = 400  # fresh images per class per epoch (4800 an epoch)
-    eval_per_class: int = 100  # held-out images per class (1200), from a seed no epoch uses
-    batch_size: int = 64  # small batches help BatchNorm nets on CPU converge in few epochs
-    lr: float = 3e-3  # peak of the one-cycle schedule; AdamW
-    weight_decay: float = 5e-4  # light regularisation; fresh data does most of the work
-    device: str = "auto"  # cuda when available, else cpu
-    threads: int = 2  # torch CPU threads; the same count keeps a rerun bit-identical
-    dataset: str = "catfish"  # catfish: CatFish-synth; typo: Typographic-synth (class names written)
-    text_share: float = 0.0  # typo: share of training images with the true class name written on them
-    text_only_share: float = 0.0  # typo: share showing the class name alone on a background
-    model: str = "catfish-mini"  # the network: catfish-mini's (catfish-mini, typo-mini) or typo-vit's
-
-    def validate(self) -> None:
-        """Check the settings before any work starts.
-
-        Raises:
-            TrainingError: a count below 1 or a negative seed.
-        """
-        for name in ("epochs", "train_per_class", "eval_per_class", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"`{name}=` must be 1 or more, got {getattr(self, name)}")
-        if self.seed < 0:
-            raise TrainingError(f"`seed=` must be 0 or more, got {self.seed}")
-        if self.model not in MODELS:
-            raise TrainingError(f"unknown model {self.model!r}: use {' or '.join(MODELS)}")
-        if self.dataset not in DATASETS:
-            raise TrainingError(f"unknown training dataset {self.dataset!r}: use {' or '.join(DATASETS)}")
-        shares = (self.text_share, self.text_only_share)
-        if min(shares) < 0 or sum(shares) > 1:
-            raise TrainingError(f"`text_share=` + `text_only_share=` must lie in [0, 1], got {shares}")
-
-
-DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> the model it makes
-TYPO_DEFAULTS: dict[str, Any] = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
-# typo-vit: typo-mini's recipe switches (text shares, epochs, images per class); a transformer's
-# weight decay, and batches of 32 (twice the updates for the same compute: ViTs start slowly).
-TYPO_VIT_DEFAULTS: dict[str, Any] = dict(TYPO_DEFAULTS, model="typo-vit", lr=3e-4, weight_decay=0.05, batch_size=32)
-
-
-def _catfish_net():
-    return build_catfish_mini(), CATFISH_MINI_LAYERS, CATFISH_MINI_LOGITS
-
-
-def _typo_vit_net():
-    from ingest.zoo.typo_vit import TYPO_VIT_LAYERS, TYPO_VIT_LOGITS, build_typo_vit
-
-    return build_typo_vit(), TYPO_VIT_LAYERS, TYPO_VIT_LOGITS
-
-
-MODELS = {"catfish-mini": _catfish_net, "typo-vit": _typo_vit_net}  # network -> (module, layers, logits)
 
 
 @dataclass(frozen=True)
@@ -140,28 +77,15 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; other names are checked.
+    """`ingest.hooks.resolve_device` for training ("auto": cuda when available, else cpu).
 
     Raises:
         TrainingError: the name is not a torch device, or names cuda on a machine without it.
     """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise TrainingError(f"unknown device {device!r} ({exc}): use auto, cpu or cuda") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {device!r} asked for but CUDA is not available: use `device=` cpu")
-    return dev
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hooks.resolve_device(device)
+    except DeviceError as exc:
+        raise TrainingError(str(exc)) from exc
 
 
 def _derived_seed(seed: int, *key: int) -> int:
@@ -190,26 +114,6 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, batch_
         pred = model(x).argmax(dim=1).cpu().numpy()
         correct += int((pred == labels[i : i + batch_size]).sum())
     return correct / max(len(labels), 1)
-
-
-def reproduce_command(config: TrainConfig, out: Path, device: torch.device) -> str:
-    """The `circuits train catfish|typo` command line that runs `config` on `device` and writes `out`.
-
-    The device is the resolved one (never `auto`): CPU and GPU kernels give different bits.
-    """
-    try:
-        shown = out.resolve().relative_to(Path.cwd())
-    except ValueError:
-        shown = out
-    vit = config.model == "typo-vit"
-    defaults = TrainConfig(**(TYPO_VIT_DEFAULTS if vit else TYPO_DEFAULTS if config.dataset == "typo" else {}))
-    command = "typo-vit" if vit else config.dataset
-    args = ["circuits", "train", command, "--epochs", str(config.epochs), "--seed", str(config.seed)]
-    for name in ("train_per_class", "eval_per_class", "batch_size", "threads", "text_share", "text_only_share"):
-        if getattr(config, name) != getattr(defaults, name):
-            args += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
-    args += ["--out", str(shown), "--device", str(device)]
-    return shlex.join(args)
 
 
 def _machine(device: torch.device, threads: int) -> dict:
@@ -451,4 +355,4 @@ def _write(state: dict[str, torch.Tensor], out: Path, model_name: str = "catfish
     _atomic_write_bytes(out, buf.getvalue())
     model = MODELS[model_name]()[0]
     model.load_state_dict(state)  # hashed as the zoo will hash the loaded model
-    return _file_sha256(out), weights_sha256(model)
+    return file_sha256(out), weights_sha256(model)

@@ -28,7 +28,7 @@ ALLOWED = {
     ("queries/suggest.py", "*"): "builds the suggested `circuits …` commands (data shown to copy)",
     ("queries/prune_evidence.py", "ablate_command"): "a suggested `circuits ablate` command line",
     ("queries/prune_evidence.py", "images_option"): "the image flags of a suggested `circuits ablate` command",
-    ("ingest/train.py", "reproduce_command"): "the `circuits train` command recorded beside the weights",
+    ("ingest/train_config.py", "reproduce_command"): "the `circuits train` command recorded beside the weights",
     ("ingest/walkthrough.py", "main"): "the walkthrough script's own argparse options",
 }
 
