@@ -22,8 +22,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from catalog.connect import DUCKDB_BLOCK_SIZE, connect_errors, display, duckdb_path
+from catalog.db_path import check_duckdb_target, open_error
 from catalog.engine import build_engine, close_catalogs_of, resolve_url
-from catalog.errors import CatalogError, CatalogLocked, NotFound
+from catalog.errors import CatalogError, NotFound
 
 __all__ = ["VacuumResult", "vacuum_catalog"]
 
@@ -67,6 +68,7 @@ def vacuum_catalog(url_or_path: str | os.PathLike[str] | None = None) -> VacuumR
         return _vacuum_postgres(url)
     if not path.is_file():
         raise NotFound(f"no catalog at {path}: create it with `circuits db init --db {path}`")
+    check_duckdb_target(path, create=False, read_only=False)  # a folder, not DuckDB, not writable
     close_catalogs_of(str(path))  # this process's own connections: DuckDB allows one configuration
     return _compact_duckdb(path)
 
@@ -85,11 +87,9 @@ def _compact_duckdb(path: Path) -> VacuumResult:
         stale.unlink(missing_ok=True)
     try:
         con = duckdb.connect(str(path))  # read-write: DuckDB's file lock keeps other processes out
-    except duckdb.IOException as exc:
-        raise CatalogLocked(
-            f"catalog {path} is open in another process ({str(exc).splitlines()[0]}): stop it (serve, ingest) "
-            "and run `circuits db vacuum` again"
-        ) from None
+    except duckdb.Error as exc:
+        detail = str(exc).splitlines()[0]
+        raise open_error(detail, str(path)) or CatalogError(f"cannot open catalog {path}: {detail}") from None
     try:
         con.execute("CHECKPOINT")
         name = con.sql("SELECT current_database()").fetchall()[0][0]

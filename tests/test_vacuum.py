@@ -3,6 +3,9 @@ sequence and view; PostgreSQL is vacuumed and analysed (both backends)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import duckdb
 import pytest
 from typer.testing import CliRunner
@@ -77,6 +80,28 @@ def test_vacuum_runs_on_both_backends_and_keeps_rows(db_url, backend):
 def test_a_missing_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["db", "vacuum", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 1 and result.stderr.startswith("error: no catalog at") and result.stderr.count("\n") == 1
+
+
+def test_a_corrupt_file_or_one_in_use_is_named_as_such_and_left_as_it_was(tmp_path, catalog_path):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"not a database" * 400)
+    r = runner.invoke(app, ["db", "vacuum", "--db", str(bad)])
+    assert r.exit_code == 1 and "is not a DuckDB catalog" in r.output and "another process" not in r.output
+    assert bad.read_bytes() == b"not a database" * 400
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("bad")) == ["bad.duckdb"]
+
+    close_catalogs_of(str(catalog_path))
+    before = catalog_path.read_bytes()
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(catalog_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        r = runner.invoke(app, ["db", "vacuum", "--db", str(catalog_path)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.exit_code == 1 and "is in use by another process" in r.output, r.output
+    assert catalog_path.read_bytes() == before
 
 
 def test_new_duckdb_catalogs_and_vacuumed_ones_use_the_small_block_size(tmp_path):
