@@ -220,38 +220,6 @@ def test_the_paths_are_timed_on_the_runs_batch_not_one_image(monkeypatch):
     assert seen == [1, 1, 4, 4]  # the run reused the choice
 
 
-def test_pair_estimate_charges_the_fixed_cost_once_and_the_rest_per_live_neuron(monkeypatch):
-    """Two timings (the guard's 6 columns, then 24) fix the line read at the live neuron count."""
-    import types
-
-    import ingest.cla.guard as cla_guard
-    from ingest.cla.guard import GuardResult, pair_seconds
-
-    now = [0.0]
-    monkeypatch.setattr(cla_guard, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
-
-    calls: list[int] = []
-
-    def fast_columns(cols):  # 40 ms setup + 2 ms per neuron, on a fake clock
-        calls.append(len(cols))
-        now[0] += 0.04 + 0.002 * len(cols)
-        return torch.zeros(3, len(cols))
-
-    out = torch.zeros(1, 100, 4, 4)
-    out[:, :80] = 1.0  # 80 live downstream neurons, 20 dead
-    guard = GuardResult(True, 0.0, sample_columns(out), fast_seconds=0.04 + 0.012, loop_seconds=0.02)
-    t_fast, t_loop = pair_seconds(fast_columns, guard, out)
-    assert t_loop == pytest.approx(0.02 / 6 * 100)  # the loop computes every neuron, dead ones too
-    assert t_fast == pytest.approx(0.04 + 0.002 * 80)  # not 0.052 / 6 * 80 = 0.69 s
-    assert calls == [24]
-    # a slower loop: the upper bound (0.69 s) already beats it, so nothing more is timed
-    t_fast, t_loop = pair_seconds(fast_columns, GuardResult(True, 0.0, guard.columns, 0.052, 0.06), out)
-    assert (t_fast, t_loop) == (pytest.approx(0.052 / 6 * 80), pytest.approx(1.0)) and calls == [24]
-    out[:, 20:] = 0.0  # 20 live: the second timing covers them all and is taken as it is
-    t_fast, _ = pair_seconds(fast_columns, GuardResult(True, 0.0, sample_columns(out), 0.052, 0.005), out)
-    assert t_fast == pytest.approx(0.04 + 0.002 * 20) and calls == [24, 20]
-
-
 def test_generic_pairs_take_the_faster_autograd_form_on_the_probe(monkeypatch):
     from test_cla_models import RESNET_LAYERS, TinyResNet
 

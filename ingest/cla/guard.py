@@ -6,9 +6,8 @@ custom `autograd.Function` (a straight-through estimator, a gradient-scaling ReL
 module backward hook. Such a block reproduces the forward exactly and would still get wrong
 scores. So `check_plan` computes a few downstream columns both ways on the probe image — the fast
 plan, and the plain loop of docs/method.md, "Cross-Layer Attribution" (`reference_pair_scores`, autograd through the model's own
-graph) — and accepts the plan only when they agree. `pair_seconds` turns timings on a few columns
-into an estimate for all of them, which `ingest.cla.path_choice` uses on a batch of the run's size
-to prefer the loop where the fast path would be slower.
+graph) — and accepts the plan only when they agree. Whether an accepted plan is also faster than
+the loop is timed on the run's batch by `ingest.cla.path_choice`.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ __all__ = [
     "GUARD_TOLERANCE",
     "GuardResult",
     "check_plan",
-    "pair_seconds",
     "sample_columns",
     "time_generic",
 ]
@@ -114,57 +112,6 @@ def check_plan(
     diff = float((fast - ref).abs().max())
     error = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
     return GuardResult(bool(error <= tolerance), error, cols, t_fast, t_loop)
-
-
-def pair_seconds(
-    fast_columns: Callable[[list[int]], torch.Tensor],
-    guard: GuardResult,
-    out: torch.Tensor,
-    *,
-    scale: int = 4,
-    repeats: int = 1,
-) -> tuple[float, float]:
-    """(fast, loop) seconds estimated for every downstream neuron of a batch (`out`'s).
-
-    The loop computes every neuron, each at the same cost: its time on the guard's columns,
-    scaled to all of them. The fast plan has a fixed part (the plan's own setup, per batch) and a
-    part per live neuron (dead ones cost nothing): it is timed again on `scale` times as many
-    live columns (all of them when there are no more), and the line through both timings is
-    read at the number of live neurons. Timing only the guard's few columns would charge the
-    fixed part to them (understating the fast path on wide layers) and miss what many columns
-    cost (overstating it on large maps). When the fast path wins even with its whole time on the
-    guard's columns scaled to all live ones (an upper bound), that bound is returned untimed.
-
-    Args:
-        fast_columns: computes the fast scores of the given ascending columns, (C_i, K).
-        guard: `check_plan`'s result for the same plan (its columns and timings).
-        out: layer i+1's output for the probe image, e.g. (1, C, H, W).
-        scale: how many times the guard's columns the second timing uses.
-        repeats: runs of the second timing; the fastest counts.
-    """
-    k = len(guard.columns)
-    if k == 0:
-        return guard.fast_seconds, guard.loop_seconds
-    n_all = int(channels_first(out).shape[1])
-    live = sample_columns(out, n_all)  # every live channel, ascending
-    t_loop = guard.loop_seconds / k * n_all
-    upper = guard.fast_seconds / k * len(live)  # the fixed part charged to every column: an upper bound
-    if upper <= t_loop:
-        return upper, t_loop  # the fast path wins even so: no second timing (most wide layers)
-    more = live if len(live) <= scale * k else sample_columns(out, scale * k)
-    if len(more) <= k:
-        return guard.fast_seconds / k * len(live), t_loop
-    t_more = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            fast_columns(more)
-        _sync(out)
-        t_more = min(t_more, time.perf_counter() - t0)
-    if len(more) == len(live):
-        return t_more, t_loop
-    slope = max(t_more - guard.fast_seconds, 0.0) / (len(more) - k)
-    return t_more + slope * (len(live) - len(more)), t_loop
 
 
 def time_generic(
