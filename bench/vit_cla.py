@@ -34,6 +34,7 @@ import ingest.cla.attribution as attribution
 from ingest.cla import attribute, attribute_reference, clear_plan_cache
 from ingest.cla.capture import capture, channels_first
 from ingest.cla.token_mlp import record_mlp_calls, token_mlp
+from ingest.cla.vit_block import block_reproduced, block_span, record_norm_inputs, span_scores
 
 VIT_B_16_PAIR = ["encoder.layers.encoder_layer_5.mlp.1", "encoder.layers.encoder_layer_6.mlp.1"]
 _CPU_SDPA_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
@@ -59,12 +60,18 @@ def peak_gflops(tokens: int, width: int) -> float:
 
 
 def pair_bound_flop(model, layers, x) -> list[tuple[float, int, str]]:
-    """Per pair: (FLOP of one live unit's dense VJP on the batch, live units, path)."""
+    """Per pair: (FLOP of one live unit's dense VJP on the batch, live units, path the engine takes)."""
     out: list[tuple[float, int, str]] = []
-    with capture(model, layers) as cap, record_mlp_calls(model, layers) as calls, torch.enable_grad():
+    with (
+        capture(model, layers) as cap,
+        record_mlp_calls(model, layers) as calls,
+        record_norm_inputs(model) as ln_in,
+        torch.enable_grad(),
+    ):
         model(x)
         leaves, outs = cap.leaf_list(), cap.output_list()
         for i in range(len(layers) - 1):
+            span = block_span(model, layers[i], layers[i + 1])
             y = channels_first(outs[i + 1].detach())
             norms = torch.linalg.vector_norm(y, dim=-1)  # (B, C)
             live = int((norms.sum(0) > 0).sum())
@@ -79,6 +86,8 @@ def pair_bound_flop(model, layers, x) -> list[tuple[float, int, str]]:
                 channels_first(cot)[:, n] = y[:, n]
             with FlopCounterMode(display=False) as fc:
                 torch.autograd.grad(target, leaves[i], cot, retain_graph=True)
+            if span is not None and block_reproduced(span, outs[i + 1], leaves[i], mlp, ln_in):
+                path = f"block:{span.kind}"
             out.append((float(fc.get_total_flops()), live, path))
     return out
 
@@ -103,18 +112,38 @@ def sampled(model, layers, x, k: int, bounds, peak: float, args) -> None:
     with capture(model, layers) as cap, torch.enable_grad():
         model(x)  # the reference's forward: the model as it is
         ref_leaves, ref_outs = cap.leaf_list(), cap.output_list()
-    with capture(model, layers) as cap, record_mlp_calls(model, layers) as calls, torch.enable_grad():
+    with (
+        capture(model, layers) as cap,
+        record_mlp_calls(model, layers) as calls,
+        record_norm_inputs(model) as ln_in,
+        torch.enable_grad(),
+    ):
         model(x)  # the engine's forward
         leaves, outs = cap.leaf_list(), cap.output_list()
         for i, (flop, live, path) in enumerate(bounds):
             width = channels_first(outs[i + 1]).shape[1]
             cols = list(range(0, width, max(1, width // k)))[:k]
             mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls)
+            span = block_span(model, layers[i], layers[i + 1])
             t0 = time.perf_counter()
             ref = reference_pair_scores(ref_outs[i + 1], ref_leaves[i], cols)[:, cols]
             t_ref = (time.perf_counter() - t0) * width / len(cols)
             t0 = time.perf_counter()
-            if mlp is not None:
+            got = None
+            if span is not None:
+                got = span_scores(
+                    span,
+                    outs[i + 1],
+                    leaves[i],
+                    mlp,
+                    ln_in,
+                    budget_bytes=DEFAULT_MAX_MEMORY // 2,
+                    check_grad=False,
+                    neurons=cols,
+                )
+            if got is not None:
+                pass
+            elif mlp is not None:
                 got = token_mlp_scores(
                     outs[i + 1], leaves[i], mlp, batched=True, budget_bytes=DEFAULT_MAX_MEMORY // 2, neurons=cols
                 )
@@ -136,7 +165,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--size", type=int, default=224, help="vit_b_16's image size")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-generic", action="store_true", help="skip the run with the token-MLP path off")
+    ap.add_argument("--no-generic", action="store_true", help="skip the run with the block and token-MLP paths off")
     ap.add_argument("--units", type=int, default=0, help="time K evenly spaced units per pair and extrapolate")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,17 +202,18 @@ def main() -> None:
     got, t_fast = _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))
     t_gen: list[float] = []
     if not args.no_generic:
-        real = attribution.token_mlp
+        real, real_span = attribution.token_mlp, attribution.block_span
         attribution.token_mlp = lambda *a, **k: None
+        attribution.block_span = lambda *a, **k: None
         try:
             clear_plan_cache()
             _, t_gen = _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))
         finally:
-            attribution.token_mlp = real
+            attribution.token_mlp, attribution.block_span = real, real_span
     err = max(float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-30)) for g, r in zip(got, ref))
     print(f"{args.case}, {len(layers) - 1} pair(s), {n} images, {args.threads} thread(s), best GEMM {peak:.0f} GFLOP/s")
     print(
-        f"{'pair':58s} {'path':9s} {'units':>5s} {'loop s':>8s} {'fast s':>8s} {'x loop':>7s} {'bound s':>8s} {'bound %':>7s}"
+        f"{'pair':58s} {'path':14s} {'units':>5s} {'loop s':>8s} {'fast s':>8s} {'x loop':>7s} {'bound s':>8s} {'bound %':>7s}"
     )
     tot_bound = 0.0
     for i, (flop, live, path) in enumerate(bounds):
@@ -191,14 +221,14 @@ def main() -> None:
         tot_bound += least
         name = f"{layers[i].split('.')[-2]}.{layers[i].split('.')[-1]} -> {'.'.join(layers[i + 1].split('.')[-2:])}"
         print(
-            f"{name[:58]:58s} {path:9s} {live:5d} {t_ref[i]:8.2f} {t_fast[i]:8.2f} {t_ref[i] / t_fast[i]:7.2f} "
-            f"{least:8.2f} {100 * least / t_fast[i]:6.0f}%"
+            f"{name[:58]:58s} {path:14s} {live:5d} {t_ref[i]:8.4f} {t_fast[i]:8.4f} {t_ref[i] / t_fast[i]:7.2f} "
+            f"{least:8.4f} {100 * least / t_fast[i]:6.0f}%"
         )
     total_ref, total_fast = sum(t_ref), sum(t_fast)
-    gen = f", engine with the token-MLP path off {sum(t_gen):.1f} s" if t_gen else ""
+    gen = f", engine with the block and token-MLP paths off {sum(t_gen):.1f} s" if t_gen else ""
     print(
-        f"total: loop {total_ref:.1f} s, engine {total_fast:.1f} s ({total_ref / total_fast:.2f}x the loop's speed; "
-        f"first pair includes the forward, the engine's includes its probe){gen}; bound {tot_bound:.1f} s "
+        f"total: loop {total_ref:.3f} s, engine {total_fast:.3f} s ({total_ref / total_fast:.2f}x the loop's speed; "
+        f"first pair includes the forward, the engine's includes its probe){gen}; bound {tot_bound:.3f} s "
         f"({100 * tot_bound / total_fast:.0f}% of it); max rel. difference {err:.1e}"
     )
 

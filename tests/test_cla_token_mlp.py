@@ -40,6 +40,16 @@ def tv_vit() -> VisionTransformer:
     ).eval()
 
 
+@pytest.fixture(autouse=True)
+def no_block_path(monkeypatch) -> None:
+    """These tests are about the token-MLP path: the transformer-block path, which would take
+    these pairs first, is switched off (it is tested in test_cla_vit_block.py)."""
+    import ingest.cla.probe as probe_mod
+
+    monkeypatch.setattr(attribution, "block_span", lambda *a, **k: None)
+    monkeypatch.setattr(probe_mod, "block_span", lambda *a, **k: None)
+
+
 @pytest.fixture
 def spy(monkeypatch) -> list[int]:
     """Counts the pairs the engine sent through the token-MLP path."""

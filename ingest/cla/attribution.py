@@ -49,6 +49,7 @@ from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 from ingest.cla.token_mlp import MlpCalls, mlp_layers, record_mlp_calls, token_mlp, token_mlp_scores
 from ingest.cla.tokens import check_tokens, position_masks
+from ingest.cla.vit_block import NormInputs, block_span, record_norm_inputs, span_scores
 from ingest.hooks import resolve_device
 
 __all__ = [
@@ -135,12 +136,16 @@ def attribute(
     with prepared(model, dev):
         first: dict[int, torch.Tensor] = {}  # scores the path choice computed, when it ran in this call
         info, bsz, chunk_budget, n_first = _planned(
-            model, layers, images, dev, fast, batch_size, max_memory, batched_vjp, first
+            model, layers, images, dev, fast, batch_size, max_memory, batched_vjp, first, token_fast
         )
         plans = list(info.plans)
         tile = _tile(dev)
         n_pairs = len(plans)
         sums = [torch.zeros(a, b, dtype=torch.float64, device=dev) for a, b in zip(info.widths, info.widths[1:])]
+        spans = [  # transformer-block spans the probe verified (`ingest.cla.vit_block`)
+            block_span(model, a, b) if token_fast and ok else None
+            for a, b, ok in zip(layers, layers[1:], info.blocks or [False] * n_pairs)
+        ]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
         if n_first != min(bsz, n_images):
             first = {}  # the choice was timed on another number of images than this first batch
@@ -156,7 +161,7 @@ def attribute(
             if not todo:
                 continue
             grad = any(plans[i] is None for i in todo)
-            leaves, outs, calls = _forward(model, layers, x, grad, token_fast)
+            leaves, outs, calls, norms = _forward(model, layers, x, grad, token_fast)
             masks = position_masks(layers, leaves, tokens)
             redo = []
             for i, plan in enumerate(plans):
@@ -174,12 +179,28 @@ def attribute(
                 if progress is not None:
                     progress(done, total)
             if redo and not grad:
-                leaves, outs, calls = _forward(model, layers, x, True, token_fast)
+                leaves, outs, calls, norms = _forward(model, layers, x, True, token_fast)
             for i, plan in enumerate(plans):
                 if plan is None and i not in done_now and (i in redo or grad):
                     batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
                     mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
-                    if mlp is not None:  # an MLP activation downstream: fc1's row shared
+                    block, span = None, spans[i]
+                    if span is not None:  # a transformer block span: the hand-written batched VJP
+                        block = span_scores(
+                            span,
+                            outs[i + 1],
+                            leaves[i],
+                            mlp,
+                            norms,
+                            budget_bytes=chunk_budget,
+                            check_grad=False,
+                            masks=(masks[i], masks[i + 1]),
+                        )
+                        if block is None:
+                            spans[i] = None  # not reproduced: autograd from here on
+                    if block is not None:
+                        sums[i] += block
+                    elif mlp is not None:  # an MLP activation downstream: fc1's row shared
                         sums[i] += token_mlp_scores(
                             outs[i + 1],
                             leaves[i],
@@ -201,7 +222,7 @@ def attribute(
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            del leaves, outs, calls
+            del leaves, outs, calls, norms
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
 
 
@@ -215,6 +236,7 @@ def _planned(
     max_memory: int,
     batched_vjp: bool | None,
     first: dict[int, torch.Tensor] | None = None,
+    blocks: bool = False,
 ) -> tuple[Probe, int, int, int]:
     """(the plan, images per batch, chunk bytes, images in `first`) for these layers, input shape and batch size.
 
@@ -226,12 +248,12 @@ def _planned(
     in this call, `first` receives the exact scores it computed for those images (per pair index)
     and their number is returned; else 0.
     """
-    key = (tuple(layers), tuple(images.shape[1:]), str(dev), fast)
+    key = (tuple(layers), tuple(images.shape[1:]), str(dev), fast, blocks)
     fingerprint = model_fingerprint(model)
     info = cached_plan(
         model,
         key,
-        lambda: probe(model, layers, images[:1].to(dev, torch.float32), fast=fast),
+        lambda: probe(model, layers, images[:1].to(dev, torch.float32), fast=fast, blocks=blocks),
         fingerprint=fingerprint,
     )
     bsz, chunk_budget = _memory_plan(info, batch_size, images.shape[0], max_memory, batched_vjp)
@@ -264,13 +286,19 @@ def _tile(dev: torch.device) -> int | None:
 
 def _forward(
     model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool, token_fast: bool = False
-) -> tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls, NormInputs]:
     """One forward pass: leaves and graph-attached outputs of every layer, and (with grad and
-    `token_fast`) the fc1 calls feeding MLP activation layers (`ingest.cla.token_mlp`)."""
+    `token_fast`) the fc1 calls feeding MLP activation layers (`ingest.cla.token_mlp`) and the
+    LayerNorms' inputs (`ingest.cla.vit_block`)."""
     names = layers if grad and token_fast else []
-    with capture(model, layers) as cap, record_mlp_calls(model, names) as calls, torch.set_grad_enabled(grad):
+    with (
+        capture(model, layers) as cap,
+        record_mlp_calls(model, names) as calls,
+        record_norm_inputs(model, active=bool(names)) as norms,
+        torch.set_grad_enabled(grad),
+    ):
         model(x)
-        return cap.leaf_list(), cap.output_list(), calls
+        return cap.leaf_list(), cap.output_list(), calls, norms
 
 
 def _memory_plan(
@@ -336,14 +364,14 @@ def describe_paths(
     _check_images(images)
     dev = resolve_device(device)
     with prepared(model, dev):
-        notes = list(_planned(model, layers, images, dev, True, batch_size, max_memory, None)[0].notes)
+        notes = list(_planned(model, layers, images, dev, True, batch_size, max_memory, None, None, True)[0].notes)
         if not mlp_layers(model, layers):
             return notes
         x = images[:1].to(dev, torch.float32)
-        _, outs, calls = _forward(model, layers, x, True, True)
-        return [
-            "token MLP: fc1's row shared, chunks of units through batched VJPs from fc1's input"
-            if note.startswith("generic") and token_mlp(model, layers[i + 1], outs[i + 1], calls) is not None
-            else note
-            for i, note in enumerate(notes)
-        ]
+        _, outs, calls, _ = _forward(model, layers, x, True, True)
+        described = []
+        for i, note in enumerate(notes):
+            if note.startswith("generic") and token_mlp(model, layers[i + 1], outs[i + 1], calls) is not None:
+                note = "token MLP: fc1's row shared, chunks of units through batched VJPs from fc1's input"
+            described.append(note)
+        return described

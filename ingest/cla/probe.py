@@ -43,6 +43,8 @@ from ingest.cla.residual import (
     residual_unsupported,
     run_residual,
 )
+from ingest.cla.token_mlp import record_mlp_calls, token_mlp
+from ingest.cla.vit_block import block_reproduced, block_span, record_norm_inputs
 
 __all__ = ["FastPlan", "Probe", "fast_scores", "prepared", "probe", "run_fast"]
 
@@ -130,9 +132,12 @@ class Probe:
     generic_bytes: int
     forward_bytes: int
     vjp_batched: list[bool] = field(default_factory=list)
+    blocks: list[bool] = field(default_factory=list)
 
 
-def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast: bool = True) -> Probe:
+def probe(
+    model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast: bool = True, blocks: bool = False
+) -> Probe:
     """Run one image through the prepared model and plan the attribution.
 
     Args:
@@ -140,6 +145,9 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         layers: dotted module paths, in forward order.
         image: one preprocessed input, (1, C, H, W), on the model's device.
         fast: look for fast plans (False: every pair takes the generic path).
+        blocks: look for transformer-block spans (`ingest.cla.vit_block`); one whose recomputed
+            forward and hand-written VJP match autograd on the probe image is marked in
+            `Probe.blocks` and its generic forms are not timed.
 
     Returns:
         The probe's findings.
@@ -157,6 +165,8 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     with (
         capture(model, layers) as cap,
         trace_leaf_calls(model, layers) as events,
+        record_mlp_calls(model, layers if blocks else []) as calls,
+        record_norm_inputs(model, active=blocks) as norms,
         torch.enable_grad(),
         torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
     ):
@@ -178,11 +188,22 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
     plans: list[FastPlan | None] = []
     notes: list[str] = []
     vjp_batched: list[bool] = []
+    block_ok: list[bool] = []
     plan_bytes = generic_bytes = 0
     for i, tree in enumerate(trees):
         chosen, note, run = _choose(tree, leaves[i], leaves[i + 1], outs[i + 1], layers[i : i + 2], fast)
         batched = False
-        if chosen is None:
+        span = block_span(model, layers[i], layers[i + 1]) if blocks and chosen is None else None
+        mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if span is not None else None
+        block_ok.append(span is not None and block_reproduced(span, outs[i + 1], leaves[i], mlp, norms))
+        if block_ok[-1]:
+            assert span is not None
+            generic_bytes = max(generic_bytes, 4 * (leaves[i].numel() + leaves[i + 1].numel()) * _FLOAT)
+            note = (
+                f"transformer block ({span.kind}): hand-written VJP batched over units "
+                "(values and a random cotangent's gradient checked against autograd on the probe image)"
+            )
+        elif chosen is None:
             generic_bytes = max(generic_bytes, 4 * (leaves[i].numel() + leaves[i + 1].numel()) * _FLOAT)
             t_loop, t_batched = time_generic(outs[i + 1], leaves[i], 1 << 28, graph_bytes=sum(saved.values()))
             batched = t_batched < _BATCHED_MARGIN * t_loop
@@ -204,6 +225,7 @@ def probe(model: nn.Module, layers: Sequence[str], image: torch.Tensor, *, fast:
         generic_bytes=generic_bytes,
         forward_bytes=2 * largest * _FLOAT,
         vjp_batched=vjp_batched,
+        blocks=block_ok,
     )
 
 
