@@ -15,6 +15,9 @@ pair then takes the fastest exact path that applies —
   confirmed its forward values and, on sampled neurons, autograd's gradients (`ingest.cla.guard`),
   and only when it was clearly faster than the per-neuron loop on a batch of the run's size
   (`ingest.cla.path_choice`);
+- the *transformer-block path* (`ingest.cla.vit_block`) for a pair across a standard pre-LN
+  block (MLP → next MLP, heads → MLP, MLP → next heads): hand-written VJPs batched over units
+  with the unit axis in the GEMMs, used where the probe verified them against autograd;
 - the *token-MLP path* (`ingest.cla.token_mlp`) for a pair into a transformer block's MLP
   activation, act(fc1(u)) on (B, T, D) tokens: fc1's row is shared, the rest of the block's
   backward runs from fc1's input in chunks of units (batched VJPs) on the engine's forward graph;

@@ -16,11 +16,13 @@ x̂ W_outᵀ shared); the rest runs through `ingest.cla.block_vjp` with the unit
 The blocks are read from their modules (torchvision's `EncoderBlock`, open_clip's
 `ResidualAttentionBlock` with batch-first `nn.MultiheadAttention`, and the qkv/proj blocks of most
 ViT code: `norm1`, `attn` with `qkv`/`proj`/`num_heads`, `norm2`, `mlp` with two Linears). A pair
-uses the path only when (1) the recomputed forward reproduces the engine's captured values on
-every batch and (2) on the first batch of a call the hand-written VJP of one random cotangent
-equals autograd's on the engine's graph; otherwise it takes the token-MLP or generic path
-(`ingest.cla.attribution`). Masks, extra ops, a norm that is not LayerNorm or dropout in the
-forward change the values or the gradient and send the pair back to autograd.
+uses the path only when (1) on the probe image (`ingest.cla.probe`, `block_reproduced`) the
+recomputed forward reproduces the captured values and the hand-written VJP of one random
+cotangent equals autograd's on the model's own graph (a different linear map differs on a random
+left vector with probability 1), and (2) on every batch the recomputed forward again reproduces
+the batch's values; otherwise it takes the token-MLP or generic path (`ingest.cla.attribution`).
+Masks, extra ops, a norm that is not LayerNorm, dropout in the forward or a custom backward change
+the values or the gradient and send the pair back to autograd.
 """
 
 from __future__ import annotations
