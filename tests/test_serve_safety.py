@@ -128,6 +128,7 @@ def test_a_slow_query_does_not_hold_the_pages(served, monkeypatch):  # no lock a
     assert home_s < 5, home_s  # before: the home page waited for the query (24 s)
     status, body = out["sql"]
     assert status == 200 and "ran longer than" in body
+    assert "timeout_s" not in body and "circuits sql --timeout" in body  # no library parameter on the page
 
 
 def test_sql_box_is_sandboxed(served):
@@ -146,6 +147,7 @@ def test_sql_box_is_sandboxed(served):
     assert not Path(str(path) + ".tmp").exists() and not (path.parent / ".tmp").exists()  # no spill
     status, body = _sql(port, "select repeat('x', 1000000) as s from range(100)")
     assert status == 200 and "larger than 20 MB" in body
+    assert "max_bytes" not in body and "circuits sql --max-bytes" in body, body
 
 
 @pytest.mark.slow
