@@ -182,11 +182,11 @@ def write_new(url: str, runs, channels) -> tuple[list[int], list[int], float, fl
     for r, (mats, circuits) in enumerate(zip(runs, channels)):
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            run_id = write_run(s, model, concept, f"{r:064d}", mats)
+            run_id = write_run(s, model, concept, mats, f"{r:064d}")
         run_s += time.perf_counter() - t
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            circuit_ids += write_circuits(s, run_id, circuits, K)
+            circuit_ids += write_circuits(s, run_id, circuits)
         circ_s += time.perf_counter() - t
         run_ids.append(run_id)
     return run_ids, circuit_ids, run_s / len(runs), circ_s / max(1, len(circuit_ids))
