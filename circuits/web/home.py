@@ -38,6 +38,11 @@ class ImageSetRow:
         return f"{self.concept}/{self.image_set_sha256}"
 
 
+def _section_rows(section: str) -> property:
+    """A `HomeView` property: the rows of `section`'s page."""
+    return property(lambda view: view.pages[section].rows, doc=f"The rows of this page's {section} section.")
+
+
 @dataclass(frozen=True)
 class HomeView:
     """The home page: a page per section, the search text and each section's links."""
@@ -48,25 +53,12 @@ class HomeView:
     anchored: frozenset[int] = frozenset()  # ids of this page's circuits with fixed (anchored) layers
     base: str = "/"  # the page these links stay on: "/", "/model/NAME" or "/concept/NAME"
 
-    @property
-    def models(self) -> list:
-        return self.pages["models"].rows
-
-    @property
-    def concepts(self) -> list:
-        return self.pages["concepts"].rows
-
-    @property
-    def runs(self) -> list:
-        return self.pages["runs"].rows
-
-    @property
-    def circuits(self) -> list:
-        return self.pages["circuits"].rows
-
-    @property
-    def image_sets(self) -> list[ImageSetRow]:
-        return self.pages["image_sets"].rows
+    # The rows of each section's page, for the template (`view.circuits`, …).
+    models = _section_rows("models")
+    concepts = _section_rows("concepts")
+    runs = _section_rows("runs")
+    circuits = _section_rows("circuits")
+    image_sets = _section_rows("image_sets")
 
     def summary(self, section: str) -> str:
         """ "circuits 51–100 of 50,000" (or "none")."""
