@@ -189,26 +189,23 @@ def _image_sets(session: Session, q: str, after: str | None, limit: int, concept
         escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params["search"] = f"%{escaped}%"
         clauses.append("(lower(c.name) LIKE :search ESCAPE '\\' OR lower(e.image_set_sha256) LIKE :search ESCAPE '\\')")
+
+    def count(where: str) -> int:
+        sql = (
+            "SELECT count(*) AS n FROM (SELECT DISTINCT c.name, e.image_set_sha256 FROM example_image e "
+            f"JOIN concept c ON c.id = e.concept_id{where}) s"
+        )
+        return int(query_arrow(session, sql, params).to_pylist()[0]["n"])
+
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    total = query_arrow(
-        session,
-        f"SELECT count(*) AS n FROM (SELECT DISTINCT c.name, e.image_set_sha256 FROM example_image e "
-        f"JOIN concept c ON c.id = e.concept_id{where}) s",
-        params,
-    ).to_pylist()[0]["n"]
+    total = count(where)
     before = 0
     if after is not None:
         concept, _, sha = after.rpartition("/")
         params |= {"after_concept": concept, "after_sha": sha}
         clauses.append("(c.name > :after_concept OR (c.name = :after_concept AND e.image_set_sha256 > :after_sha))")
         where = " WHERE " + " AND ".join(clauses)
-        remaining = query_arrow(
-            session,
-            f"SELECT count(*) AS n FROM (SELECT DISTINCT c.name, e.image_set_sha256 FROM example_image e "
-            f"JOIN concept c ON c.id = e.concept_id{where}) s",
-            params,
-        ).to_pylist()[0]["n"]
-        before = int(total) - int(remaining)
+        before = total - count(where)
     rows = query_arrow(
         session,
         "WITH page AS (SELECT DISTINCT c.name AS concept, e.concept_id, e.image_set_sha256 AS sha "
@@ -223,4 +220,4 @@ def _image_sets(session: Session, q: str, after: str | None, limit: int, concept
     sets = [ImageSetRow(r["concept"], r["sha"], int(r["images"]), int(r["thumbs"])) for r in rows]
     more = len(sets) > limit
     sets = sets[:limit]
-    return Page("image sets", sets, int(total), before, sets[-1].id if more else None)
+    return Page("image sets", sets, total, before, sets[-1].id if more else None)
