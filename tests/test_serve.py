@@ -130,16 +130,16 @@ def test_sql_box_refuses_a_write_and_runs_the_examples(web, browser):
         assert status == 200 and b'id="sql-error"' not in body, (title, body[-800:])
 
 
-def test_readme_examples_are_the_sql_box_examples():
-    from circuits.web.examples import EXAMPLES
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Questions you can ask") :]
-    section = section[: section.index("\n## ", 5)]
+def test_documented_questions_are_the_sql_box_examples():
     import re
 
-    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    from circuits.web.examples import EXAMPLES
+
+    questions = (Path(__file__).resolve().parent.parent / "docs" / "questions.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", questions, re.S)
+    titles = re.findall(r"\n([^\n`]+):\n\n```sql", questions)
     assert [q for _, q in EXAMPLES] == blocks
+    assert [t for t, _ in EXAMPLES] == titles
 
 
 def test_errors_are_pages_not_tracebacks(web):
