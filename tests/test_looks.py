@@ -48,16 +48,14 @@ def looks(tmp_path_factory):
 
     store_reference_patches(cat, result.run_id, "catfish-mini", reference_set("catfish-mini", per_class=2))
     close_catalogs_of(path)
-    server = ServerThread(path)
-    yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}
-    server.close()
+    with ServerThread(path) as server:
+        yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    b = Browser()
-    yield b
-    b.close()
+    with Browser() as b:
+        yield b
 
 
 def _shot(browser: Browser, name: str) -> None:

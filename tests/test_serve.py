@@ -25,16 +25,14 @@ def web(tmp_path_factory):
 
     info = demo_catalog(tmp_path_factory)
     close_catalogs_of(info["path"])  # another module's reader of the shared catalog: the server opens it sandboxed
-    server = ServerThread(info["path"])
-    yield {**info, "url": server.url}
-    server.close()
+    with ServerThread(info["path"]) as server:
+        yield {**info, "url": server.url}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    b = Browser()
-    yield b
-    b.close()
+    with Browser() as b:
+        yield b
 
 
 def _get(url: str) -> tuple[int, bytes, str]:

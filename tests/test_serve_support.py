@@ -80,7 +80,8 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 class ServerThread:
-    """`circuits.web` served on 127.0.0.1 from a thread of this process, for one test module."""
+    """`circuits.web` served on 127.0.0.1 from a thread of this process, for one test module (a
+    context manager: `close` on exit)."""
 
     def __init__(self, db: Path):
         from circuits.web.server import make_server
@@ -94,6 +95,12 @@ class ServerThread:
         self.server.shutdown()
         self.server.server_close()
         self.server.cat.close()
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------- Chromium
@@ -192,7 +199,8 @@ class _WebSocket:
 
 
 class Browser:
-    """Headless Chromium with one page, driven over the DevTools protocol.
+    """Headless Chromium with one page, driven over the DevTools protocol (a context manager:
+    `close` on exit).
 
     Records console messages, uncaught exceptions, log entries and every network response of
     the page, so tests can assert there were no errors and that images loaded.
@@ -325,6 +333,12 @@ class Browser:
         result = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(result["data"]))
         return path
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         try:
