@@ -74,11 +74,11 @@ def test_home_then_circuit_page_in_chromium(web, browser):
     assert all(done and width > 0 for _, done, width in images)
     heat = browser.evaluate("[...document.querySelectorAll('img.heatmap')].map(i => [i.complete, i.naturalWidth])")
     assert len(heat) == len(images) and all(done and width > 0 for done, width in heat)  # where each fires
-    pngs = [r for r in browser.responses() if "/patch/" in r["url"]]
-    assert {r["url"] for r in pngs} == {src for src, _, _ in images}
+    pngs = [r for r in browser.responses() if "/patch/" in r.url]
+    assert {r.url for r in pngs} == {src for src, _, _ in images}
     for r in pngs:
-        assert r["status"] == 200 and r["mimeType"] == "image/webp"  # what ingest stores (catalog.media)
-        body = browser.body(r["requestId"])
+        assert r.status == 200 and r.headers["content-type"] == "image/webp"  # what ingest stores (catalog.media)
+        body = r.body()
         assert body[:4] == b"RIFF" and body[8:12] == b"WEBP" and len(body) > 50
     assert browser.errors() == []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
