@@ -19,8 +19,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/circuits demo
 
+# Two or more test processes (pytest-xdist; up to 4 where there are cores), each test module on
+# one of them so module-scoped fixtures are built once. `pytest -n0` runs in one process.
+PYTEST_WORKERS := -n auto --maxprocesses=4 --dist loadscope
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -m '' $(PYTEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_catalog.py

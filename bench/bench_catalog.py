@@ -46,7 +46,7 @@ def bench_write(cat, rows: int, rng) -> tuple[int, float]:
     matrices = _matrices([w for _, w in layers], rng)
     start = time.perf_counter()
     with cat.session() as s, s.begin():
-        write_run(s, model, concept_id, "w" * 64, matrices)
+        write_run(s, model, concept_id, matrices, "w" * 64)
     return pairs * width**2, time.perf_counter() - start
 
 
@@ -79,7 +79,7 @@ def bench_read(cat, repeats: int, rng) -> tuple[int, list[float], list[float]]:
         )
         concept_id = store.ensure_concept(s, "bench")
         matrices = _matrices([w for _, w in GOOGLENET_BLOCKS], rng)
-        run_id = write_run(s, model, concept_id, "r" * 64, matrices)
+        run_id = write_run(s, model, concept_id, matrices, "r" * 64)
     to_matrices, to_arrow = [], []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -78,9 +78,9 @@ def build(db: str, n_runs: int, matrix_runs: int, per_run: int, n_concepts: int,
         mats = real_like_run(rng)
         zeros.append(float(sum((m == 0).sum() for m in mats) / sum(m.size for m in mats)))
         with cat.session() as s, s.begin():
-            run_id = write_run(s, model, concepts[r % n_concepts], f"{r:064x}", mats, image_set_sha256=f"{r:064d}")
+            run_id = write_run(s, model, concepts[r % n_concepts], mats, f"{r:064x}", image_set_sha256=f"{r:064d}")
             channel_sets = [[sorted(rng.choice(p, K, replace=False).tolist()) for p in pools] for _ in range(per_run)]
-            write_circuits(s, run_id, channel_sets, K)
+            write_circuits(s, run_id, channel_sets)
     written = time.perf_counter() - t
     t = time.perf_counter()
     with cat.session() as s, s.begin():

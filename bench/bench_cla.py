@@ -35,6 +35,7 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -184,21 +185,8 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
     # a sampled reference is short next to `attribute`: time it before and after, and average,
     # so that a change of load on a shared machine during the long call biases neither side
     before = _reference(model, layers, x, batch, device, cols) if cols is not None else None
-    stamps: list[float] = []
-    fast, t_fast, m_fast = measured(
-        lambda: (
-            stamps.append(time.perf_counter()),
-            attribute(
-                model,
-                layers,
-                x,
-                batch_size=batch,
-                device=device,
-                max_memory=max_memory,
-                progress=lambda d, t: stamps.append(time.perf_counter()),
-            ),
-        )[1]
-    )
+    stamps, call = _stamped(attribute, model, layers, x, batch_size=batch, device=device, max_memory=max_memory)
+    fast, t_fast, m_fast = measured(call)
     ref, t_ref, m_ref, t_full, ref_pairs, t_fwd = _reference(model, layers, x, batch, device, cols)
     full_times = [t_full] if before is None else [before[3], t_full]
     t_ref_full = float(np.mean(full_times))
@@ -225,6 +213,18 @@ def run_case(name, model, layers, x, *, batch, ref_neurons, max_memory, device) 
         max_memory=max_memory,
         ref_runs=full_times,
     )
+
+
+def _stamped(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[list[float], Callable[[], Any]]:
+    """A call of `fn(*args, **kwargs)` that notes the time when it starts and at each progress
+    report (one per batch and pair): (the list the stamps go to, the call)."""
+    stamps: list[float] = []
+
+    def call() -> Any:
+        stamps.append(time.perf_counter())
+        return fn(*args, **kwargs, progress=lambda done, total: stamps.append(time.perf_counter()))
+
+    return stamps, call
 
 
 def _attribute_pairs(stamps: list[float], notes: list[str], *, n_batches: int, t_fwd: float) -> np.ndarray | None:
@@ -263,21 +263,8 @@ def _print_pairs(layers, notes, fast_pairs: np.ndarray, ref_pairs: np.ndarray, s
 def _reference(model, layers, x, batch, device, cols) -> tuple:
     """(scores, seconds, peak MiB, full-run seconds: measured, or extrapolated from `cols`,
     seconds per pair likewise (forward passes excluded), the forward passes' seconds)."""
-    stamps: list[float] = []  # start, then one stamp per (batch, pair) from the progress calls
-
-    def reference():
-        stamps.append(time.perf_counter())
-        return attribute_reference(
-            model,
-            layers,
-            x,
-            batch_size=batch,
-            device=device,
-            neurons=cols,
-            progress=lambda d, t: stamps.append(time.perf_counter()),
-        )
-
-    ref, t_ref, m_ref = measured(reference)
+    stamps, call = _stamped(attribute_reference, model, layers, x, batch_size=batch, device=device, neurons=cols)
+    ref, t_ref, m_ref = measured(call)
     n_pairs = len(layers) - 1
     n_batches = -(-x.shape[0] // batch)
     _, t_fwd, _ = measured(

@@ -13,19 +13,9 @@ Markdown table; exits 1 when a target is missed, so a CI job can run it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
-
-def _median_seconds(work: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def main() -> int:
@@ -39,8 +29,8 @@ def main() -> int:
     render_concept("stripes_star", 20, seed=0)  # warm up (font and drawing caches)
     render_typo("typo:attack", 10, seed=0)
 
-    catfish_s = _median_seconds(lambda: render_concept("dots_hatch", 500, seed=0), args.repeat)
-    typo_s = _median_seconds(
+    catfish_s = median_seconds(lambda: render_concept("dots_hatch", 500, seed=0), args.repeat)
+    typo_s = median_seconds(
         lambda: (
             make_typo_split(50, seed=0, text_share=0.5, text_only_share=0.1),
             render_typo("typo:attack", 240, seed=0),

@@ -80,11 +80,11 @@ def build(path: Path, n_runs: int, n_circuits: int, seed: int = 0) -> None:
         with cat.session() as s, s.begin():
             concept_id = store.ensure_concept(s, f"concept{r:03d}")
             key = hashlib.sha256(f"run{r}".encode()).hexdigest()
-            run_id = write_run(s, model, concept_id, key, matrices, image_set_sha256=key, n_images=16)
+            run_id = write_run(s, model, concept_id, matrices, key, image_set_sha256=key, n_images=16)
             channel_sets = [
                 [np.sort(rng.choice(pool, size=K, replace=False)).tolist() for pool in pools] for _ in range(per_run)
             ]
-            write_circuits(s, run_id, channel_sets, K, sweeps=3, history=(1.0, 2.0))
+            write_circuits(s, run_id, channel_sets, sweeps=3, history=(1.0, 2.0))
         n_edges += sum(m.size for m in matrices)
         print(
             f"  run {r + 1}/{n_runs} written ({n_edges / 1e6:.1f} M edges, {time.perf_counter() - t0:.0f} s)",

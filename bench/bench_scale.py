@@ -46,6 +46,7 @@ import sqlalchemy as sa  # noqa: E402 (after the set-up above)
 from googlenet_shape import GOOGLENET, NAMES, WIDTHS  # noqa: E402 (bench/ is on sys.path when a bench runs)
 from sqlalchemy.orm import Session  # noqa: E402 (after the set-up above)
 from synthetic_runs import run_fields, write_circuits, write_run  # noqa: E402 (bench/ is on sys.path when a bench runs)
+from timing import median_seconds  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
 from catalog import bulk, migrate, store  # noqa: E402 (after the set-up above)
 from catalog.connect import build_engine, resolve_url  # noqa: E402 (after the set-up above)
@@ -95,16 +96,6 @@ def circuit_channels(rng, n_runs: int, n_circuits: int) -> list[list[list[list[i
         per_run = n_circuits // n_runs + (1 if r < n_circuits % n_runs else 0)
         out.append([[sorted(rng.choice(p, K, replace=False).tolist()) for p in pools] for _ in range(per_run)])
     return out
-
-
-def timed(fn: Callable[[], object], repeat: int = 3) -> float:
-    """Median wall-clock seconds of `repeat` calls."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def storage_sizes(runs: list[list[np.ndarray]], tmp: Path) -> list[tuple[str, float, str]]:
@@ -191,11 +182,11 @@ def write_new(url: str, runs, channels) -> tuple[list[int], list[int], float, fl
     for r, (mats, circuits) in enumerate(zip(runs, channels)):
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            run_id = write_run(s, model, concept, f"{r:064d}", mats)
+            run_id = write_run(s, model, concept, mats, f"{r:064d}")
         run_s += time.perf_counter() - t
         t = time.perf_counter()
         with cat.session() as s, s.begin():
-            circuit_ids += write_circuits(s, run_id, circuits, K)
+            circuit_ids += write_circuits(s, run_id, circuits)
         circ_s += time.perf_counter() - t
         run_ids.append(run_id)
     return run_ids, circuit_ids, run_s / len(runs), circ_s / max(1, len(circuit_ids))
@@ -291,12 +282,12 @@ def measure(
     out = {}
     with session_factory() as s:
         if old:
-            out["read"] = timed(lambda: old_refine_read(s, run_ids[0]), 2)
-            out["overlap"] = timed(lambda: old_weighted(s, circuit_ids), 1)
+            out["read"] = median_seconds(lambda: old_refine_read(s, run_ids[0]), 2)
+            out["overlap"] = median_seconds(lambda: old_weighted(s, circuit_ids), 1)
         else:
-            out["read"] = timed(lambda: store.read_run_matrices(s, run_ids[0]), 5)
-            out["overlap"] = timed(lambda: overlap_of_circuits(s, circuit_ids, "weighted"), 3)
-        out["pair"] = timed(lambda: s.execute(sa.text(PAIR_QUERY)).all(), 3)
+            out["read"] = median_seconds(lambda: store.read_run_matrices(s, run_ids[0]), 5)
+            out["overlap"] = median_seconds(lambda: overlap_of_circuits(s, circuit_ids, "weighted"), 3)
+        out["pair"] = median_seconds(lambda: s.execute(sa.text(PAIR_QUERY)).all(), 3)
     return out
 
 

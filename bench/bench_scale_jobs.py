@@ -79,7 +79,7 @@ def bench_edges(url: str, runs: int) -> tuple[int, float]:
     for r in range(runs):
         t0 = time.perf_counter()
         with cat.writing() as s:
-            write_run(s, model, concept, f"bench-{r}", matrices)
+            write_run(s, model, concept, matrices, f"bench-{r}")
         seconds += time.perf_counter() - t0
     cat.close()
     return runs * sum(m * n for m, n in zip(widths, widths[1:])), seconds

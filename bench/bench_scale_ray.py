@@ -4,7 +4,8 @@ Ray cluster of 2 workers, with `--busy` CPU-bound processes running at the same 
     python bench/bench_scale_ray.py [--busy 3] [--jobs 4] [--ray-default-niceness]
 
 Jobs: tiny two-conv user models on 6 CatFish images each (catfish:<primitive> sets), so the
-figures are about scheduling, not CLA. Prints the in-process time (first call and again), the
+figures are about scheduling, not CLA: the jobs and busy processes of tests/test_many_ray.py
+(`tests/_helpers_fanout.py`). Prints the in-process time (first call and again), the
 Ray cluster's start, a first batch (workers start and import torch) and a second batch on the
 same workers. `--ray-default-niceness` starts Ray as before the fix (workers reniced by +15).
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,18 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _helpers_fanout import CONCEPTS, busy_processes, tiny_job_file  # noqa: E402 (after the set-up above)
 
 from ingest.fanout.executors import InlineExecutor, RayExecutor  # noqa: E402 (after the set-up above)
 from ingest.fanout.jobs import load_jobs  # noqa: E402 (after the set-up above)
 from ingest.fanout.many import ingest_many  # noqa: E402 (after the set-up above)
-
-TINY = """
-import torch.nn as nn
-
-def build():
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-"""
-CONCEPTS = ["stripes", "star", "checker", "dots", "rings", "hatch"]
 
 
 def main() -> None:
@@ -41,19 +36,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=4, choices=range(1, len(CONCEPTS) + 1))
     ap.add_argument("--ray-default-niceness", action="store_true")
     args = ap.parse_args()
-    import yaml
-
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "tiny.py").write_text(TINY)
-    jobs_yaml = [
-        {"model": "tiny.py:build", "concept": c, "dataset": f"catfish:{c}", "n": 6, "layers": "0,2", "k": 2}
-        for c in CONCEPTS[: args.jobs]
-    ]
-    (tmp / "jobs.yaml").write_text(yaml.safe_dump(jobs_yaml))
-    jobs = load_jobs(tmp / "jobs.yaml")
+    jobs = load_jobs(tiny_job_file(tmp, args.jobs))
     print(f"{args.jobs} jobs beside {args.busy} busy processes; this process at niceness {os.nice(0)}")
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
-    try:
+    with busy_processes(args.busy):
         for label, db in (("in process, first", "i1"), ("in process, again", "i2")):
             print(
                 f"{label:<34} {ingest_many(str(tmp / f'{db}.duckdb'), jobs, InlineExecutor()).seconds:7.1f} s",
@@ -74,10 +60,6 @@ def main() -> None:
                 )
         finally:
             executor.shutdown()
-    finally:
-        for p in busy:
-            p.kill()
-            p.wait()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 catfish-mini: the stripes_star circuit (k = 3 over its 5 default layers, CLA on 8 CatFish images).
 efficientnet-lite0: 11 channels of `_blocks.4/8/12/15` (the forward pass runs to the last block,
-as for a circuit that reaches it). Prints the seconds, the seconds per neuron and the share of
+as for a circuit that reaches it). Both go through `featurevis_per_layer`, as
+`recompute_run_featurevis` (`circuits thumbnails --featurevis`) does. Prints the seconds, the seconds per neuron and the share of
 pictures whose own neuron ranks first among the units (activation over each unit's largest
 over all the pictures), as the slow test in tests/test_featurevis.py checks.
 """
@@ -19,10 +20,11 @@ import time
 import torch
 
 from ingest import zoo
-from ingest.featurevis import FeatureVisConfig, feature_visualisations, unit_activations
+from ingest.featurevis import FeatureVisConfig, featurevis_per_layer, unit_activations
 
 
-def _catfish_units() -> list[tuple[str, int]]:
+def _catfish_circuit() -> tuple[list[str], list[list[int]]]:
+    """The stripes_star circuit's layers and channels, from a run ingested into a scratch catalog."""
     from catalog import store
     from catalog.engine import open_catalog
     from ingest.image_sets import resolve_images
@@ -33,7 +35,7 @@ def _catfish_units() -> list[tuple[str, int]]:
     result = ingest_concept(cat, IngestConfig("catfish-mini", "stripes_star", k=3, device="cpu"), images)
     with cat.session() as s:
         c = store.read_circuit(s, result.circuit_id)
-    return [(layer, ch) for layer, chans in zip(c.layer_names, c.channels) for ch in chans]
+    return list(c.layer_names), [list(chans) for chans in c.channels]
 
 
 def main() -> None:
@@ -46,31 +48,21 @@ def main() -> None:
     loaded = zoo.load_model(args.model)
     pp = loaded.spec.pp
     if args.model == "catfish-mini":
-        units = _catfish_units()
+        layers, channels = _catfish_circuit()
     else:
-        units = [(layer, c) for layer in ("_blocks.4", "_blocks.8", "_blocks.12", "_blocks.15") for c in (5, 17, 29)][
-            :11
-        ]
-    order = list(loaded.spec.layers)
-    size = args.size or pp.size or 128
+        layers, channels = ["_blocks.4", "_blocks.8", "_blocks.12", "_blocks.15"], [[5, 17, 29]] * 3 + [[5, 17]]
+    config = FeatureVisConfig(size=args.size, steps=args.steps).sized_for(pp)
     t0 = time.perf_counter()
-    pics = feature_visualisations(
-        loaded.module,
-        units,
-        mean=pp.mean,
-        std=pp.std,
-        channels=pp.channels,
-        order=order,
-        config=FeatureVisConfig(size=size, steps=args.steps),
-    )
+    pics = featurevis_per_layer(loaded.module, pp, layers, channels, config=config)
     seconds = time.perf_counter() - t0
+    units = [(p.layer, p.channel) for p in pics]
     acts = unit_activations(
-        loaded.module, units, torch.stack([p.pixels for p in pics]), mean=pp.mean, std=pp.std, order=order
+        loaded.module, units, torch.stack([p.pixels for p in pics]), mean=pp.mean, std=pp.std, order=layers
     )
     relative = acts / acts.max(dim=0, keepdim=True).values.clamp_min(1e-6)
     own = (relative.argmax(dim=1) == torch.arange(len(units))).float().mean().item()
     print(
-        f"{args.model}: {len(units)} neurons, {size} px, {args.steps} steps, 1 thread: {seconds:.1f} s "
+        f"{args.model}: {len(units)} neurons, {config.size} px, {args.steps} steps, 1 thread: {seconds:.1f} s "
         f"({seconds / len(units):.1f} s per neuron); own neuron first on {own:.0%} of pictures"
     )
 

@@ -23,6 +23,7 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,10 +34,14 @@ from torch import nn
 from catalog import media, media_featurevis
 from ingest.thumbnails import ThumbnailError
 
+if TYPE_CHECKING:
+    from ingest.zoo.preprocessing import Preprocessing
+
 __all__ = [
     "FeatureVis",
     "FeatureVisConfig",
     "feature_visualisations",
+    "featurevis_per_layer",
     "recompute_run_featurevis",
     "unit_activations",
 ]
@@ -61,6 +66,10 @@ class FeatureVisConfig:
     decay_power: float = 1.0  # spectrum scale 1/f^decay: Lucent's default
     init_sd: float = 0.5  # initial spectrum noise; Lucent: 0.01, where units silent on flat grey never start (measured)
     batch: int = 16  # units optimised together (memory only: each picture is independent)
+
+    def sized_for(self, pp: Preprocessing) -> FeatureVisConfig:
+        """This config, its unset `size` filled in from the model's input size (else 128)."""
+        return self if self.size is not None else dataclasses.replace(self, size=int(pp.size or 128))
 
     def to_params(self) -> dict:
         """The parameters as stored with the pictures (plus the recipe's name)."""
@@ -285,6 +294,42 @@ def feature_visualisations(
     return results
 
 
+def featurevis_per_layer(
+    model: nn.Module,
+    pp: Preprocessing,
+    layers: Sequence[str],
+    channels: Sequence[Sequence[int]],
+    *,
+    config: FeatureVisConfig = FeatureVisConfig(),
+    progress: Progress | None = None,
+) -> list[FeatureVis]:
+    """`feature_visualisations` of the given channels of each layer (a circuit's neurons), the
+    model preprocessing its input as `pp`.
+
+    Args:
+        model: the model (eval mode).
+        pp: its preprocessing (`ingest.zoo.preprocessing.Preprocessing`: mean, std, channels).
+        layers: layer names in forward order.
+        channels: per layer, the channels to picture.
+        config: as for `feature_visualisations` (`config.sized_for(pp)` fills in the size).
+        progress: optional callback (stage, done, total).
+
+    Returns:
+        One picture per channel, layer by layer.
+    """
+    units = [(layer, c) for layer, chans in zip(layers, channels) for c in chans]
+    return feature_visualisations(
+        model,
+        units,
+        mean=pp.mean,
+        std=pp.std,
+        channels=pp.channels,
+        order=list(layers),
+        config=config,
+        progress=progress,
+    )
+
+
 def recompute_run_featurevis(
     cat,
     run_id: int,
@@ -316,20 +361,9 @@ def recompute_run_featurevis(
     from ingest.run_media import load_run_circuits
 
     run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
-    if config.size is None:
-        config = dataclasses.replace(config, size=int(pp.size or 128))
+    config = config.sized_for(pp)
     layers = list(run.layer_names)
-    units = [(layer, c) for layer, chans in zip(layers, channels) for c in chans]
-    pictures = feature_visualisations(
-        loaded.module,
-        units,
-        mean=pp.mean,
-        std=pp.std,
-        channels=pp.channels,
-        order=layers,
-        config=config,
-        progress=progress,
-    )
+    pictures = featurevis_per_layer(loaded.module, pp, layers, channels, config=config, progress=progress)
     params = {**config.to_params(), "weights_sha256": run.weights_sha256}
     size = int(config.size or 128)
     with cat.session() as s, s.begin():

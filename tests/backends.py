@@ -64,3 +64,25 @@ def drop_database(server: URL, name: str) -> None:
 def url_text(url: URL) -> str:
     """The URL as a string with its password (what `open_catalog` and `--db` take)."""
     return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def read_only_role(database: str) -> Iterator[str]:
+    """A login role that may only read the tables of this catalog database (how `circuits sql`
+    and `serve` are meant to run on PostgreSQL); yields its URL and drops the role afterwards.
+
+    Args:
+        database: the URL of a database at the head schema, as a superuser.
+    """
+    url = make_url(database)
+    role = f"reader_{url.database}"
+    with _admin(url) as conn:
+        conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        conn.execute(sa.text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'))
+    try:
+        yield url_text(url.set(username=role))
+    finally:
+        with _admin(url) as conn:
+            conn.execute(sa.text(f'DROP OWNED BY "{role}"'))  # its grants in this database
+            conn.execute(sa.text(f'DROP ROLE "{role}"'))

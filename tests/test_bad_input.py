@@ -47,7 +47,7 @@ def world(tmp_path_factory) -> dict:
     from catalog.engine import close_all
 
     close_all()
-    return {"root": root}
+    return {"root": root, "ids": _ids(root)}
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -90,7 +90,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, world, tmp_path, m
         "imgs": "imgs",
         "weights": "w.pt",
         "mask": "m.json",
-        **_ids(root),
+        **world["ids"],  # the copy's ids are the world's (read once: each read costs a sandboxed open)
     }
     from catalog.engine import close_all
 

@@ -56,6 +56,14 @@ main()
 """
 
 
+def _python(code: str, *argv: str, env: dict[str, str] | None = None, stderr: int | None = subprocess.STDOUT):
+    """`python -c CODE ARGV…` started in the background, its output read as text (stderr joins
+    stdout by default)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+    )
+
+
 class _Lines:
     """Collects a subprocess's output lines on a thread so the test can wait for one."""
 
@@ -84,29 +92,10 @@ def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
     close_catalogs_of(db)
     release = tmp_path / "release"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RELEASE_FILE": str(release), "CIRCUITS_LOCK_WAIT": "60"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            PAUSING_INGEST,
-            "ingest",
-            f"{tmp_path / 'tiny.py'}:build",
-            "--concept",
-            "noise",
-            "--dataset",
-            "catfish:stripes",
-            "--n",
-            "4",
-            "--layers",
-            "1,3",
-            "--k",
-            "2",
-            "--db",
-            db,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = _python(
+        PAUSING_INGEST,
+        *("ingest", f"{tmp_path / 'tiny.py'}:build", "--concept", "noise", "--dataset", "catfish:stripes"),
+        *("--n", "4", "--layers", "1,3", "--k", "2", "--db", db),
         env=env,
     )
     out = _Lines(proc)
@@ -134,16 +123,11 @@ def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
 
 
 def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch, capsys):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-            "print('ready', flush=True); time.sleep(60)",
-            str(catalog_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    holder = _python(
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+        "print('ready', flush=True); time.sleep(60)",
+        str(catalog_path),
+        stderr=None,
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
@@ -324,28 +308,8 @@ def test_processes_ingesting_overlapping_jobs_store_every_job_once(tmp_path, emp
         files[-1].write_text(yaml.safe_dump(jobs))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cli = "from circuits.cli.main import main; main()"
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                cli,
-                "ingest-many",
-                str(f),
-                "--workers",
-                "0",
-                "--retries",
-                "0",
-                "--db",
-                empty_pg_url,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for f in files
-    ]
+    options = ("--workers", "0", "--retries", "0", "--db", empty_pg_url)
+    procs = [_python(cli, "ingest-many", str(f), *options, env=env, stderr=subprocess.PIPE) for f in files]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(range(n_processes), outs):
         assert procs[p].returncode == (1 if p % 2 else 0), (out, err)

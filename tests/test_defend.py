@@ -3,6 +3,7 @@ export + apply to a defended weights file, and bad input."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import warnings
@@ -275,7 +276,8 @@ def test_greedy_k_search_stays_within_its_budgets(swept):
         matrices = store.read_run_matrices(s, report.run_id)
     xa = zoo.preprocess(loaded.spec, list(target.search_attack.images))
     xc = zoo.preprocess(loaded.spec, list(target.search_clean.images))
-    steps = search_k(
+    search = functools.partial(
+        search_k,
         loaded.module,
         list(loaded.layers),
         matrices,
@@ -283,9 +285,8 @@ def test_greedy_k_search_stays_within_its_budgets(swept):
         np.asarray(target.search_attack.written),
         xc,
         np.asarray(target.search_clean.labels),
-        max_edges=0.03,
-        budget=0.05,
     )
+    steps = search(max_edges=0.03, budget=0.05)
     assert steps and steps[0].k == (1,) * len(loaded.layers)
     for a, b in zip(steps, steps[1:]):
         assert sum(b.k) == sum(a.k) + 1  # one neuron per size
@@ -295,19 +296,7 @@ def test_greedy_k_search_stays_within_its_budgets(swept):
         steps[-1].edge_fraction
     )
     assert target.search_attack.sha256 != target.attack_set.sha256  # searched on other images
-    assert (
-        search_k(
-            loaded.module,
-            list(loaded.layers),
-            matrices,
-            xa,
-            np.asarray(target.search_attack.written),
-            xc,
-            np.asarray(target.search_clean.labels),
-            max_edges=0.001,
-        )
-        == []
-    )
+    assert search(max_edges=0.001) == []
 
 
 def test_defend_with_search_measures_the_searched_k(swept):

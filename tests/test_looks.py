@@ -48,16 +48,14 @@ def looks(tmp_path_factory):
 
     store_reference_patches(cat, result.run_id, "catfish-mini", reference_set("catfish-mini", per_class=2))
     close_catalogs_of(path)
-    server = ServerThread(path)
-    yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}
-    server.close()
+    with ServerThread(path) as server:
+        yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    b = Browser()
-    yield b
-    b.close()
+    with Browser() as b:
+        yield b
 
 
 def _shot(browser: Browser, name: str) -> None:
@@ -159,18 +157,15 @@ def test_edge_filter_by_query_slider_and_bad_threshold(looks, browser):
     assert browser.errors() == []
     _shot(browser, "looks-circuit-slider.png")
     # query parameter (JavaScript off): the server leaves the weak edges out
-    browser.call("Emulation.setScriptExecutionDisabled", value=True)
-    try:
-        browser.goto(url + "?min_score=" + urllib.parse.quote(repr(threshold)))
-        assert browser.evaluate(EDGES) == expect
-        assert len(browser.evaluate(SCORES)) == expect
-        assert browser.evaluate("document.querySelector('form.edge-filter input[type=range]').hidden") is True
-        _shot(browser, "looks-circuit-filtered-nojs.png")
-        browser.goto(url + "?min_score=lots")
-        assert browser.evaluate(EDGES) == len(scores)  # unfiltered, with a note
-        assert "not a number" in browser.evaluate("document.getElementById('score-note').textContent")
-    finally:
-        browser.call("Emulation.setScriptExecutionDisabled", value=False)
+    with Browser(javascript=False) as nojs:
+        nojs.goto(url + "?min_score=" + urllib.parse.quote(repr(threshold)))
+        assert nojs.evaluate(EDGES) == expect
+        assert len(nojs.evaluate(SCORES)) == expect
+        assert nojs.evaluate("document.querySelector('form.edge-filter input[type=range]').hidden") is True
+        _shot(nojs, "looks-circuit-filtered-nojs.png")
+        nojs.goto(url + "?min_score=lots")
+        assert nojs.evaluate(EDGES) == len(scores)  # unfiltered, with a note
+        assert "not a number" in nojs.evaluate("document.getElementById('score-note').textContent")
 
 
 def test_interventions_as_one_chart_and_one_table(looks, browser):

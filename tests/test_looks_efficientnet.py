@@ -41,9 +41,8 @@ def photo_circuit(tmp_path_factory):
     store_reference_patches(cat, result.run_id, "efficientnet-lite0", reference_set("efficientnet-lite0", per_class=2))
     recompute_run_featurevis(cat, result.run_id, "efficientnet-lite0", config=FeatureVisConfig(size=64, steps=4))
     close_catalogs_of(path)
-    server = ServerThread(path)
-    yield {"url": server.url, "circuit": circuit}
-    server.close()
+    with ServerThread(path) as server:
+        yield {"url": server.url, "circuit": circuit}
 
 
 def test_photo_circuit_page_names_the_class_and_tells_neurons_apart(photo_circuit):

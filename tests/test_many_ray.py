@@ -3,11 +3,11 @@ Ray cluster of 2 workers beside busy processes (slow: starting Ray takes ~10 s h
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import types
 
 import pytest
+from _helpers_fanout import busy_processes, tiny_job_file
 
 from ingest.fanout.executors import FanoutError, InlineExecutor, RayExecutor, wants_gpu
 from ingest.fanout.jobs import load_jobs
@@ -96,25 +96,6 @@ def test_which_devices_ask_for_a_gpu():
     assert not wants_gpu("auto") and not wants_gpu("cpu")
 
 
-TINY = """
-import torch.nn as nn
-
-def build():
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-"""
-
-
-def _tiny_job_file(tmp_path, n_jobs: int):
-    import yaml
-
-    (tmp_path / "tiny.py").write_text(TINY)
-    concepts = ["stripes", "star", "checker", "dots", "rings", "hatch"]
-    base = {"model": "tiny.py:build", "n": 6, "layers": "0,2", "k": 2}
-    path = tmp_path / "jobs.yaml"
-    path.write_text(yaml.safe_dump([{**base, "concept": c, "dataset": f"catfish:{c}"} for c in concepts[:n_jobs]]))
-    return path
-
-
 @pytest.mark.slow
 def test_ray_two_workers_beside_busy_processes_keep_up_with_no_ray(tmp_path):
     """Ray's default worker niceness (15) starved the workers beside busy processes; at our own
@@ -122,9 +103,8 @@ def test_ray_two_workers_beside_busy_processes_keep_up_with_no_ray(tmp_path):
     a warm-up batch that starts the workers and imports torch (a one-off cost, ~10-60 s on a loaded
     2-core machine)."""
     pytest.importorskip("ray")
-    jobs = load_jobs(_tiny_job_file(tmp_path, 4))
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
-    try:
+    jobs = load_jobs(tiny_job_file(tmp_path, 4))
+    with busy_processes(3):
         ingest_many(str(tmp_path / "inline-warm.duckdb"), jobs[:1], InlineExecutor())  # imports, first-call costs
         inline = ingest_many(str(tmp_path / "inline.duckdb"), jobs, InlineExecutor())
         executor = RayExecutor(2)
@@ -133,9 +113,5 @@ def test_ray_two_workers_beside_busy_processes_keep_up_with_no_ray(tmp_path):
             fanned = ingest_many(str(tmp_path / "ray.duckdb"), jobs, executor)
         finally:
             executor.shutdown()
-    finally:
-        for p in busy:
-            p.kill()
-            p.wait()
     assert [o.status for o in inline.outcomes] == [o.status for o in fanned.outcomes] == ["stored"] * 4
     assert fanned.seconds <= 2 * inline.seconds, (fanned.seconds, inline.seconds)

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 from _helpers_cli import noise_images
+from _helpers_models import two_conv_model
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -16,21 +17,7 @@ from tests.test_masks_deploy import RESIDUAL_USER_MODEL, make_mask
 
 runner = CliRunner()
 
-DICT_MODEL = """
-from torch import nn
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 4, 3)
-        self.c2 = nn.Conv2d(4, 4, 3)
-
-    def forward(self, x):
-        return {"out": self.c2(self.c1(x))}
-
-def build():
-    return Net()
-"""
+DICT_MODEL = two_conv_model('return {"out": self.c2(self.c1(x))}')
 
 
 def invoke(*args):

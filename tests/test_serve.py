@@ -25,16 +25,14 @@ def web(tmp_path_factory):
 
     info = demo_catalog(tmp_path_factory)
     close_catalogs_of(info["path"])  # another module's reader of the shared catalog: the server opens it sandboxed
-    server = ServerThread(info["path"])
-    yield {**info, "url": server.url}
-    server.close()
+    with ServerThread(info["path"]) as server:
+        yield {**info, "url": server.url}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    b = Browser()
-    yield b
-    b.close()
+    with Browser() as b:
+        yield b
 
 
 def _get(url: str) -> tuple[int, bytes, str]:
@@ -76,11 +74,11 @@ def test_home_then_circuit_page_in_chromium(web, browser):
     assert all(done and width > 0 for _, done, width in images)
     heat = browser.evaluate("[...document.querySelectorAll('img.heatmap')].map(i => [i.complete, i.naturalWidth])")
     assert len(heat) == len(images) and all(done and width > 0 for done, width in heat)  # where each fires
-    pngs = [r for r in browser.responses() if "/patch/" in r["url"]]
-    assert {r["url"] for r in pngs} == {src for src, _, _ in images}
+    pngs = [r for r in browser.responses() if "/patch/" in r.url]
+    assert {r.url for r in pngs} == {src for src, _, _ in images}
     for r in pngs:
-        assert r["status"] == 200 and r["mimeType"] == "image/webp"  # what ingest stores (catalog.media)
-        body = browser.body(r["requestId"])
+        assert r.status == 200 and r.headers["content-type"] == "image/webp"  # what ingest stores (catalog.media)
+        body = r.body()
         assert body[:4] == b"RIFF" and body[8:12] == b"WEBP" and len(body) > 50
     assert browser.errors() == []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -132,16 +130,16 @@ def test_sql_box_refuses_a_write_and_runs_the_examples(web, browser):
         assert status == 200 and b'id="sql-error"' not in body, (title, body[-800:])
 
 
-def test_readme_examples_are_the_sql_box_examples():
-    from circuits.web.examples import EXAMPLES
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Questions you can ask") :]
-    section = section[: section.index("\n## ", 5)]
+def test_documented_questions_are_the_sql_box_examples():
     import re
 
-    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    from circuits.web.examples import EXAMPLES
+
+    questions = (Path(__file__).resolve().parent.parent / "docs" / "questions.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", questions, re.S)
+    titles = re.findall(r"\n([^\n`]+):\n\n```sql", questions)
     assert [q for _, q in EXAMPLES] == blocks
+    assert [t for t, _ in EXAMPLES] == titles
 
 
 def test_errors_are_pages_not_tracebacks(web):

@@ -1,46 +1,68 @@
-"""Support for the browser tests: a small catfish-mini catalog, and headless Chromium over the
-DevTools protocol (a stdlib WebSocket client, so the tests need no extra Python package).
+"""Support for the browser tests: a small catfish-mini catalog, the web view served from a thread,
+and headless Chromium driven through Playwright (the `dev` extra).
 
-`chromium()` finds the browser (Debian's `chromium`; `$CHROMIUM` overrides); tests skip with a
-clear reason only when it is missing (CI installs it). The catalog is built once per test process.
+The browser is Debian's `chromium` (`$CHROMIUM` overrides), found by `chromium()`: Playwright drives
+it by its path, so nothing is downloaded (never run `playwright install`). Tests skip with a clear
+reason only when the browser or Playwright is missing (CI installs both). The catalog is built once
+per test process.
 """
 
 from __future__ import annotations
 
-import base64
-import itertools
-import json
+import functools
+import http.server
 import os
-import re
 import shutil
-import socket
-import struct
-import subprocess
-import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser as PlaywrightBrowser
+    from playwright.sync_api import ConsoleMessage, Playwright, Request, Response
 
 _CACHE: dict[str, Any] = {}
 
 
-def test_websocket_frames_round_trip():
-    """The client's frame encoder and decoder agree (masked and unmasked, all length forms)."""
-    for size in (0, 5, 125, 126, 65535, 65536, 70000):
-        payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-        a, b = socket.socketpair()
-        try:
-            threading.Thread(target=lambda: b.sendall(_frame(0x1, payload, mask=False)), daemon=True).start()  # noqa: B023 (joined in this iteration)
-            ws = _WebSocket.__new__(_WebSocket)
-            ws.sock, ws.buffer = a, b""
-            assert ws._read_frame() == (0x1, True, payload)
-        finally:
-            a.close()
-            b.close()
+def test_browser_records_what_the_page_tests_assert_is_absent(tmp_path):
+    """The page tests assert `errors() == []`: console errors, uncaught exceptions and failed
+    loads must be recorded; offline must cut loopback too, while `file:` pages still load."""
+    page = tmp_path / "p.html"
+    page.write_text(
+        '<!doctype html><img src="missing.png"><script>console.error("said")</script>'
+        '<script>throw new Error("thrown")</script>'
+    )
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/p.html"
+    try:
+        with Browser() as online, Browser(offline=True) as offline:
+            online.goto(url)
+            errors = online.errors()
+            assert any("said" in e for e in errors) and any("thrown" in e for e in errors), errors
+            assert any("404" in e and "missing.png" in e for e in errors), errors
+            got = {(r.url, r.status) for r in online.responses()}
+            assert {(url, 200), (url.replace("p.html", "missing.png"), 404)} <= got
+            online.goto(url.replace("p.html", "missing.png"))
+            assert online.responses()[0].status == 404  # the record starts again at each navigation
+
+            offline.goto(page.as_uri())
+            assert offline.requested_urls()[0] == page.as_uri()
+            from playwright.sync_api import Error
+
+            with pytest.raises(Error, match="ERR_INTERNET_DISCONNECTED"):
+                offline.goto(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 # ---------------------------------------------------------------- the catalog
@@ -80,7 +102,8 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 class ServerThread:
-    """`circuits.web` served on 127.0.0.1 from a thread of this process, for one test module."""
+    """`circuits.web` served on 127.0.0.1 from a thread of this process, for one test module (a
+    context manager: `close` on exit)."""
 
     def __init__(self, db: Path):
         from circuits.web.server import make_server
@@ -94,6 +117,12 @@ class ServerThread:
         self.server.shutdown()
         self.server.server_close()
         self.server.cat.close()
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------- Chromium
@@ -109,231 +138,144 @@ def chromium() -> str:
     return found
 
 
-def _frame(opcode: int, payload: bytes, *, mask: bool = True) -> bytes:
-    head = bytes([0x80 | opcode])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 1 << 16:
-        head += bytes([bit | 126]) + struct.pack(">H", n)
-    else:
-        head += bytes([bit | 127]) + struct.pack(">Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+class _Shared:
+    """Playwright's driver (a Node process) and one headless Chromium, shared by the `Browser`s
+    open at the same time in this process. The last `Browser` to close stops both, so a test
+    module whose fixture holds a `Browser` starts them once, and no process outlives the tests."""
 
+    def __init__(self) -> None:
+        self.users = 0
+        self.playwright: Playwright | None = None
+        self.browser: PlaywrightBrowser | None = None
 
-class _WebSocket:
-    """The smallest WebSocket client the DevTools protocol needs (RFC 6455, text frames)."""
+    def acquire(self) -> PlaywrightBrowser:
+        if self.browser is None:
+            executable = chromium()
+            sync_api = pytest.importorskip(
+                "playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')"
+            )
+            self.playwright = sync_api.sync_playwright().start()
+            try:
+                # no sandbox: the tests run as root in containers, where Chromium's sandbox cannot start
+                self.browser = self.playwright.chromium.launch(executable_path=executable, chromium_sandbox=False)
+            except BaseException:
+                self._stop()
+                raise
+        self.users += 1
+        return self.browser
 
-    def __init__(self, url: str, timeout: float = 30.0):
-        m = re.match(r"ws://([^/:]+):(\d+)(/.*)", url)
-        assert m, url
-        self.sock = socket.create_connection((m[1], int(m[2])), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {m[3]} HTTP/1.1\r\nHost: {m[1]}:{m[2]}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(4096)
-            assert chunk, "DevTools closed the connection during the handshake"
-            self.buffer += chunk
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self._stop()
 
-    def _read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("DevTools closed the connection")
-            self.buffer += chunk
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
-
-    def _read_frame(self) -> tuple[int, bool, bytes]:
-        b0, b1 = self._read(2)
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack(">H", self._read(2))
-        elif n == 127:
-            (n,) = struct.unpack(">Q", self._read(8))
-        key = self._read(4) if b1 & 0x80 else None
-        payload = self._read(n)
-        if key:
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        return b0 & 0x0F, bool(b0 & 0x80), payload
-
-    def send(self, text: str) -> None:
-        self.sock.sendall(_frame(0x1, text.encode()))
-
-    def recv(self) -> str:
-        parts: list[bytes] = []
-        while True:
-            opcode, fin, payload = self._read_frame()
-            if opcode == 0x9:  # ping
-                self.sock.sendall(_frame(0xA, payload))
-                continue
-            if opcode == 0x8:
-                raise ConnectionError("DevTools closed the WebSocket")
-            parts.append(payload)
-            if fin:
-                return b"".join(parts).decode()
-
-    def close(self) -> None:
+    def _stop(self) -> None:
         try:
-            self.sock.sendall(_frame(0x8, b""))
-        except OSError:
-            pass
-        self.sock.close()
+            if self.browser is not None:
+                self.browser.close()
+        finally:
+            if self.playwright is not None:
+                self.playwright.stop()
+            self.browser = self.playwright = None
+
+
+_SHARED = _Shared()
 
 
 class Browser:
-    """Headless Chromium with one page, driven over the DevTools protocol.
+    """One page of headless Chromium in its own browser context, 1300 × 1100 px (a context
+    manager: `close` on exit).
 
-    Records console messages, uncaught exceptions, log entries and every network response of
-    the page, so tests can assert there were no errors and that images loaded.
+    Records console errors (including the browser's own, such as a resource that failed to
+    load), uncaught exceptions, failed requests and every request and response of the page since
+    the last navigation, so tests can assert there were no errors and that images loaded.
+
+    Args:
+        offline: the page has no network at all (loopback included); `file:` and `data:` URLs
+            still load, so a self-contained report must open.
+        javascript: False runs the page with scripts disabled.
     """
 
-    def __init__(self, *, offline: bool = False):
-        self.profile = tempfile.mkdtemp(prefix="h6-chromium-")
-        args = [
-            chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-extensions",
-            "--disable-background-networking",
-            "--disable-dev-shm-usage",
-            "--remote-debugging-port=0",
-            f"--user-data-dir={self.profile}",
-            "--window-size=1300,1100",
-        ]
-        if offline:  # every non-file request would go to a dead proxy (and the page is set offline)
-            args += ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
-        self.proc = subprocess.Popen(
-            [*args, "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        port = self._devtools_port()
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        page = next(t for t in targets if t["type"] == "page")
-        self.ws = _WebSocket(page["webSocketDebuggerUrl"])
-        self.ids = itertools.count(1)
-        self.events: list[dict] = []
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        if offline:
-            self.call(
-                "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
+    def __init__(self, *, offline: bool = False, javascript: bool = True):
+        self._errors: list[str] = []
+        self._requests: list[Request] = []
+        self._responses: list[Response] = []
+        browser = _SHARED.acquire()
+        try:
+            self.context = browser.new_context(
+                viewport={"width": 1300, "height": 1100}, offline=offline, java_script_enabled=javascript
             )
+        except BaseException:
+            _SHARED.release()
+            raise
+        self._closed = False
+        try:
+            self.page = self.context.new_page()
+            self.page.on("console", self._on_console)
+            self.page.on("pageerror", lambda err: self._errors.append(f"exception: {err}"))
+            self.page.on("requestfailed", lambda r: self._errors.append(f"network: {r.failure} {r.url}"))
+            self.page.on("request", lambda r: self._requests.append(r))
+            self.page.on("response", lambda r: self._responses.append(r))
+        except BaseException:
+            self.close()
+            raise
 
-    def _devtools_port(self) -> int:
-        deadline = time.monotonic() + 30
-        assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            m = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
-            if m:
-                threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep draining
-                return int(m[1])
-            if not line and self.proc.poll() is not None:
-                break
-        raise RuntimeError("chromium did not start its DevTools server")
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type in ("error", "assert"):
+            self._errors.append(f"console: {message.text} {message.location.get('url', '')}")
 
-    def call(self, method: str, **params: Any) -> dict:
-        """Send one command and return its result (events that arrive meanwhile are recorded)."""
-        msg_id = next(self.ids)
-        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
+    def _clear(self) -> None:
+        self._errors.clear()
+        self._requests.clear()
+        self._responses.clear()
 
     def goto(self, url: str, timeout: float = 30.0) -> None:
         """Navigate and wait for the load event (all images loaded)."""
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_load(timeout)
+        self._clear()
+        self.page.goto(url, wait_until="load", timeout=timeout * 1000)
 
     def click(self, selector: str, timeout: float = 30.0) -> None:
         """Click an element (a link, or a button that submits) and wait for the next page's load."""
-        self.events.clear()
-        assert self.evaluate(f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"), (
-            selector
-        )
-        self.wait_load(timeout)
+        self._clear()
+        with self.page.expect_navigation(wait_until="load", timeout=timeout * 1000):
+            self.page.locator(selector).click(timeout=timeout * 1000)
 
     def wait_load(self, timeout: float = 30.0) -> None:
-        """Wait for the page's load event (recorded since the last `events.clear()`)."""
-        url = "the page"
-        deadline = time.monotonic() + timeout
-        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
-            assert time.monotonic() < deadline, f"{url} did not finish loading"
-            self.events.append(json.loads(self.ws.recv()))
+        """Wait for the page's load event."""
+        self.page.wait_for_load_state("load", timeout=timeout * 1000)
 
     def evaluate(self, expression: str) -> Any:
-        """A JavaScript expression's value (JSON-serialisable)."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
+        """A JavaScript expression's value (JSON-serialisable); a thrown exception fails the test."""
+        return self.page.evaluate(expression)
 
     def errors(self) -> list[str]:
-        """Console errors, uncaught exceptions and error log entries since the last navigation."""
-        out = []
-        for e in self.events:
-            method, p = e.get("method"), e.get("params", {})
-            if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(f"console: {p.get('args')}")
-            elif method == "Runtime.exceptionThrown":
-                out.append(f"exception: {p.get('exceptionDetails', {}).get('text')}")
-            elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
-            elif method == "Network.loadingFailed":
-                out.append(f"network: {p.get('errorText')}")
-        return out
+        """Console errors, uncaught exceptions and failed requests since the last navigation."""
+        return list(self._errors)
 
-    def responses(self) -> list[dict]:
-        """(requestId, url, status, mimeType) of every response since the last navigation."""
-        return [
-            {
-                "requestId": e["params"]["requestId"],
-                "url": e["params"]["response"]["url"],
-                "status": e["params"]["response"]["status"],
-                "mimeType": e["params"]["response"]["mimeType"],
-            }
-            for e in self.events
-            if e.get("method") == "Network.responseReceived"
-        ]
+    def responses(self) -> list[Response]:
+        """Every response since the last navigation (`.url`, `.status`, `.headers`, `.body()`)."""
+        return list(self._responses)
 
     def requested_urls(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
-
-    def body(self, request_id: str) -> bytes:
-        """A response's body bytes."""
-        result = self.call("Network.getResponseBody", requestId=request_id)
-        return base64.b64decode(result["body"]) if result.get("base64Encoded") else result["body"].encode()
+        """The URL of every request since the last navigation (Playwright does not report `data:` URLs)."""
+        return [r.url for r in self._requests]
 
     def screenshot(self, path: Path) -> Path:
         """Save a full-page PNG screenshot."""
-        result = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.write_bytes(base64.b64decode(result["data"]))
+        self.page.screenshot(path=path, full_page=True)
         return path
 
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self.ws.close()
+            self.context.close()
         finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            shutil.rmtree(self.profile, ignore_errors=True)
+            _SHARED.release()

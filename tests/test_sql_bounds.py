@@ -4,10 +4,8 @@ with one line, on DuckDB and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 from typer.testing import CliRunner
@@ -80,47 +78,27 @@ def test_huge_strings_are_bounded_in_a_fresh_process(cat_file):
     assert rss_kb < 6_000_000
 
 
-URL = os.environ.get("CIRCUITS_TEST_PG_URL")
-
-
 @pytest.mark.pg
-def test_pg_result_past_max_bytes_stops_reading(tmp_path):
-    if not URL:
-        pytest.skip("no PostgreSQL server: eval $(bash .ci/postgres.sh) sets CIRCUITS_TEST_PG_URL")
+def test_pg_result_past_max_bytes_stops_reading(pg_url):
     import psycopg
     from sqlalchemy.engine import make_url
 
-    admin = make_url(URL)
-    name = f"b21_{uuid.uuid4().hex[:8]}"
-    plain = admin.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        db = admin.set(database=name).render_as_string(hide_password=False)
-        assert runner.invoke(app, ["db", "init", "--db", db]).exit_code == 0
-        # 2 GB if it were all fetched (the old client read the whole result before the row cap)
-        query = "select repeat('x', 100000) as s from generate_series(1, 20000)"
-        args = ["sql", query, "--db", db, "--allow-superuser", "--max-bytes", "2MB"]
-        line = _one_error(runner.invoke(app, args))
-        assert "larger than 2 MB" in line
-        r = runner.invoke(app, ["sql", "select 1 as lonely where false", "--db", db, "--allow-superuser"])
-        assert r.exit_code == 0 and "lonely" in r.stdout and "(no rows)" in r.stdout, r.output  # columns kept
-        r = runner.invoke(app, ["sql", "set work_mem = '8MB'", "--db", db, "--allow-superuser"])
-        assert r.exit_code == 0, r.output  # a statement without rows
-        r = runner.invoke(app, ["sql", "select 1 as a; select 2 as b", "--db", db, "--allow-superuser"])
-        assert r.exit_code == 1  # one statement per query on PostgreSQL (no way out of the read-only transaction)
-        r = runner.invoke(app, ["sql", "select count(pg_advisory_lock(7)) as n", "--db", db, "--allow-superuser"])
-        assert r.exit_code == 0, r.output
-        with psycopg.connect(
-            admin.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
-        ) as c:
-            assert c.execute("select count(*) from pg_locks where locktype = 'advisory'").fetchone()[0] == 0
-    finally:
-        from catalog.engine import close_all
-
-        close_all()
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    db = pg_url
+    # 2 GB if it were all fetched (the old client read the whole result before the row cap)
+    query = "select repeat('x', 100000) as s from generate_series(1, 20000)"
+    args = ["sql", query, "--db", db, "--allow-superuser", "--max-bytes", "2MB"]
+    line = _one_error(runner.invoke(app, args))
+    assert "larger than 2 MB" in line
+    r = runner.invoke(app, ["sql", "select 1 as lonely where false", "--db", db, "--allow-superuser"])
+    assert r.exit_code == 0 and "lonely" in r.stdout and "(no rows)" in r.stdout, r.output  # columns kept
+    r = runner.invoke(app, ["sql", "set work_mem = '8MB'", "--db", db, "--allow-superuser"])
+    assert r.exit_code == 0, r.output  # a statement without rows
+    r = runner.invoke(app, ["sql", "select 1 as a; select 2 as b", "--db", db, "--allow-superuser"])
+    assert r.exit_code == 1  # one statement per query on PostgreSQL (no way out of the read-only transaction)
+    r = runner.invoke(app, ["sql", "select count(pg_advisory_lock(7)) as n", "--db", db, "--allow-superuser"])
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(make_url(db).set(drivername="postgresql").render_as_string(hide_password=False)) as c:
+        assert c.execute("select count(*) from pg_locks where locktype = 'advisory'").fetchone()[0] == 0
 
 
 def test_sizes_and_caps():

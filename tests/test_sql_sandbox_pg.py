@@ -6,49 +6,31 @@ Needs a server: `eval $(bash .ci/postgres.sh)` sets CIRCUITS_TEST_PG_URL (a supe
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
+import backends
 import pytest
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
 
 pytestmark = pytest.mark.pg
 runner = CliRunner()
-URL = os.environ.get("CIRCUITS_TEST_PG_URL")
 
 
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory):
-    if not URL:
-        pytest.skip("no PostgreSQL server: eval $(bash .ci/postgres.sh) sets CIRCUITS_TEST_PG_URL")
-    import psycopg
-
-    admin = make_url(URL)
-    name = f"h10_{uuid.uuid4().hex[:8]}"
-    plain = admin.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    db_url = admin.set(database=name).render_as_string(hide_password=False)
-    r = runner.invoke(app, ["db", "init", "--db", db_url])
-    assert r.exit_code == 0, r.output
-    reader = f"reader_{name}"
-    with psycopg.connect(
-        admin.set(drivername="postgresql", database=name).render_as_string(hide_password=False), autocommit=True
-    ) as conn:
-        conn.execute(f"CREATE ROLE {reader} LOGIN")
-        conn.execute(f"GRANT USAGE ON SCHEMA public TO {reader}")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}")
-    yield {"admin": db_url, "reader": admin.set(database=name, username=reader).render_as_string(hide_password=False)}
+def pg(pg_server):
+    """A catalog database made by `circuits db init`, with a read-only role beside the superuser."""
     from catalog.engine import close_all
 
-    close_all()
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        conn.execute(f"DROP ROLE {reader}")
+    url = backends.create_database(pg_server, prefix="h10_")
+    db_url = backends.url_text(url)
+    r = runner.invoke(app, ["db", "init", "--db", db_url])
+    assert r.exit_code == 0, r.output
+    with backends.read_only_role(db_url) as reader:
+        yield {"admin": db_url, "reader": reader}
+        close_all()
+    backends.drop_database(pg_server, url.database)
 
 
 def test_superuser_is_refused_before_any_statement(pg, tmp_path, monkeypatch):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
+from _helpers_zoo import checked_sidecar
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -16,20 +16,11 @@ from ingest.datasets.catfish import CLASS_NAMES
 from ingest.datasets.typo import render_typo
 from ingest.defence.attack_eval import predict
 from ingest.train import TYPO_DEFAULTS, TrainConfig, TrainingError, reproduce_command
-from ingest.zoo.registry import weights_sha256
 from ingest.zoo.typo_mini import WEIGHTS_PATH
-
-SIDECAR = WEIGHTS_PATH.with_suffix(".json")
 
 
 def test_shipped_weights_match_their_sidecar():
-    meta = json.loads(SIDECAR.read_text())
-    assert meta["model"] == "typo-mini" and meta["class_names"] == list(CLASS_NAMES)
-    assert hashlib.sha256(WEIGHTS_PATH.read_bytes()).hexdigest() == meta["file_sha256"]
-    loaded = zoo.load_model("typo-mini")
-    assert loaded.weights_source == "bundled:typo_mini.pt"
-    assert weights_sha256(loaded.module) == loaded.weights_sha256 == meta["state_dict_sha256"]
-    assert meta["command"].startswith("circuits train typo ")
+    meta, _ = checked_sidecar("typo-mini", WEIGHTS_PATH, "circuits train typo ")
     # the targets typo-mini was trained to (docs/results.md, "Typographic defence")
     assert meta["heldout_accuracy"] >= 0.97 and meta["attack_success"] >= 0.80
     assert "typo-mini" in zoo.available_models()

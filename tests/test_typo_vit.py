@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 import torch
+from _helpers_zoo import checked_sidecar
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -14,10 +14,8 @@ from ingest import zoo
 from ingest.cla.heads import is_head_layer, read_heads
 from ingest.datasets.catfish import CLASS_NAMES
 from ingest.train import TYPO_VIT_DEFAULTS, TrainConfig, reproduce_command
-from ingest.zoo.registry import weights_sha256
 from ingest.zoo.typo_vit import WEIGHTS_PATH, build_typo_vit
 
-SIDECAR = WEIGHTS_PATH.with_suffix(".json")
 MAX_BYTES = 15 * 1024**2
 
 
@@ -37,13 +35,7 @@ def test_shipped_weights_match_their_sidecar():
     if not WEIGHTS_PATH.exists():
         pytest.skip("typo-vit's weights are not in this checkout")
     assert WEIGHTS_PATH.stat().st_size <= MAX_BYTES
-    meta = json.loads(SIDECAR.read_text())
-    assert meta["model"] == "typo-vit" and meta["class_names"] == list(CLASS_NAMES)
-    assert hashlib.sha256(WEIGHTS_PATH.read_bytes()).hexdigest() == meta["file_sha256"]
-    loaded = zoo.load_model("typo-vit")
-    assert loaded.weights_source == "bundled:typo_vit.pt"
-    assert weights_sha256(loaded.module) == loaded.weights_sha256 == meta["state_dict_sha256"]
-    assert meta["command"].startswith("circuits train typo-vit ")
+    meta, loaded = checked_sidecar("typo-vit", WEIGHTS_PATH, "circuits train typo-vit ")
     assert meta["layers"] == list(loaded.spec.layers)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from _helpers_cli import noise_images
+from _helpers_models import two_conv_model
 from typer.testing import CliRunner
 
 from circuits.cli.main import app
@@ -95,22 +96,7 @@ def test_an_exception_in_the_users_forward_is_one_line_and_writes_nothing(folder
     assert "ValueError: TinyNet takes images in [0, 1]" in r.stderr
 
 
-HANGS = """
-from torch import nn
-
-class Hang(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 4, 3)
-        self.c2 = nn.Conv2d(4, 4, 3)
-
-    def forward(self, x):
-        while True:
-            pass
-
-def build():
-    return Hang()
-"""
+HANGS = two_conv_model("while True:\n    pass")
 
 
 def test_a_model_that_hangs_past_timeout(folder):
@@ -124,25 +110,15 @@ def test_a_model_that_hangs_past_timeout(folder):
     assert not (folder / "c.duckdb").exists()
 
 
-SOMETIMES_HANGS = """
-import os
-from torch import nn
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 4, 3)
-        self.c2 = nn.Conv2d(4, 4, 3)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-
-    def forward(self, x):
-        while os.path.exists("hang"):
-            pass
-        return self.head(self.c2(self.c1(x)))
-
-def build():
-    return Net()
-"""
+SOMETIMES_HANGS = two_conv_model(
+    """
+    while os.path.exists("hang"):
+        pass
+    return self.head(self.c2(self.c1(x)))
+    """,
+    head=True,
+    imports="import os\n",
+)
 
 
 def test_ablate_and_apply_refuse_a_model_that_hangs_past_timeout(folder):

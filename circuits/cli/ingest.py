@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +48,13 @@ ThreadsOpt = Annotated[
         "--threads", help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1."
     ),
 ]
+
+
+def classes_option(named: str) -> Any:
+    """The `--classes` option of a command whose `named` option may name a class."""
+    return typer.Option(
+        "--classes", help=f"File of class names by logit index (one per line, or a JSON list), for {named} by name."
+    )
 
 
 def _echo_image_report(image_set) -> None:
@@ -99,10 +106,7 @@ def ingest(
             "class layer, and its circuit is that one logit.",
         ),
     ] = None,
-    classes: Annotated[
-        str | None,
-        typer.Option("--classes", help="File of class names by logit index (one per line, or a JSON list)."),
-    ] = None,
+    classes: Annotated[str | None, classes_option("--anchor")] = None,
     timeout: TimeoutOption = 0,
     db: DbOption = None,
 ) -> None:
@@ -285,12 +289,7 @@ def ablate(
     force: Annotated[
         bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")
     ] = False,
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            "--classes", help="File of class names by logit index (one per line, or a JSON list) for --label."
-        ),
-    ] = None,
+    classes: Annotated[str | None, classes_option("--label")] = None,
     recursive: RecursiveOpt = False,
     input_size: InputSizeOpt = None,
     resize: ResizeOpt = None,

@@ -1,6 +1,6 @@
-"""The README's example queries ("Questions you can ask"), offered in the SQL box.
+"""The example queries of docs/questions.md ("Questions you can ask"), offered in the SQL box.
 
-A test checks they equal the README's `sql` blocks and run on a catalog.
+A test checks they equal that page's `sql` blocks and titles, and run on a catalog.
 """
 
 from __future__ import annotations

@@ -38,6 +38,11 @@ class ImageSetRow:
         return f"{self.concept}/{self.image_set_sha256}"
 
 
+def _section_rows(section: str) -> property:
+    """A `HomeView` property: the rows of `section`'s page."""
+    return property(lambda view: view.pages[section].rows, doc=f"The rows of this page's {section} section.")
+
+
 @dataclass(frozen=True)
 class HomeView:
     """The home page: a page per section, the search text and each section's links."""
@@ -48,25 +53,12 @@ class HomeView:
     anchored: frozenset[int] = frozenset()  # ids of this page's circuits with fixed (anchored) layers
     base: str = "/"  # the page these links stay on: "/", "/model/NAME" or "/concept/NAME"
 
-    @property
-    def models(self) -> list:
-        return self.pages["models"].rows
-
-    @property
-    def concepts(self) -> list:
-        return self.pages["concepts"].rows
-
-    @property
-    def runs(self) -> list:
-        return self.pages["runs"].rows
-
-    @property
-    def circuits(self) -> list:
-        return self.pages["circuits"].rows
-
-    @property
-    def image_sets(self) -> list[ImageSetRow]:
-        return self.pages["image_sets"].rows
+    # The rows of each section's page, for the template (`view.circuits`, …).
+    models = _section_rows("models")
+    concepts = _section_rows("concepts")
+    runs = _section_rows("runs")
+    circuits = _section_rows("circuits")
+    image_sets = _section_rows("image_sets")
 
     def summary(self, section: str) -> str:
         """ "circuits 51–100 of 50,000" (or "none")."""
@@ -197,26 +189,23 @@ def _image_sets(session: Session, q: str, after: str | None, limit: int, concept
         escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params["search"] = f"%{escaped}%"
         clauses.append("(lower(c.name) LIKE :search ESCAPE '\\' OR lower(e.image_set_sha256) LIKE :search ESCAPE '\\')")
+
+    def count(where: str) -> int:
+        sql = (
+            "SELECT count(*) AS n FROM (SELECT DISTINCT c.name, e.image_set_sha256 FROM example_image e "
+            f"JOIN concept c ON c.id = e.concept_id{where}) s"
+        )
+        return int(query_arrow(session, sql, params).to_pylist()[0]["n"])
+
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    total = query_arrow(
-        session,
-        f"SELECT count(*) AS n FROM (SELECT DISTINCT c.name, e.image_set_sha256 FROM example_image e "
-        f"JOIN concept c ON c.id = e.concept_id{where}) s",
-        params,
-    ).to_pylist()[0]["n"]
+    total = count(where)
     before = 0
     if after is not None:
         concept, _, sha = after.rpartition("/")
         params |= {"after_concept": concept, "after_sha": sha}
         clauses.append("(c.name > :after_concept OR (c.name = :after_concept AND e.image_set_sha256 > :after_sha))")
         where = " WHERE " + " AND ".join(clauses)
-        remaining = query_arrow(
-            session,
-            f"SELECT count(*) AS n FROM (SELECT DISTINCT c.name, e.image_set_sha256 FROM example_image e "
-            f"JOIN concept c ON c.id = e.concept_id{where}) s",
-            params,
-        ).to_pylist()[0]["n"]
-        before = int(total) - int(remaining)
+        before = total - count(where)
     rows = query_arrow(
         session,
         "WITH page AS (SELECT DISTINCT c.name AS concept, e.concept_id, e.image_set_sha256 AS sha "
@@ -231,4 +220,4 @@ def _image_sets(session: Session, q: str, after: str | None, limit: int, concept
     sets = [ImageSetRow(r["concept"], r["sha"], int(r["images"]), int(r["thumbs"])) for r in rows]
     more = len(sets) > limit
     sets = sets[:limit]
-    return Page("image sets", sets, int(total), before, sets[-1].id if more else None)
+    return Page("image sets", sets, total, before, sets[-1].id if more else None)

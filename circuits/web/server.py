@@ -16,6 +16,10 @@ a child process, in the same sandbox as `circuits sql` (`circuits.web.sql_box`: 
 configuration, memory and address-space caps, no spill, time limit, row and byte caps; PostgreSQL:
 a fresh read-only connection per query).
 
+A DuckDB file is let go (free for writers in other processes) `RELEASE_AFTER_S` after the last page
+request rather than after each one: a page pulls dozens of thumbnails, and opening the file costs
+~15 ms a request.
+
     server = make_server("circuits.duckdb", port=8000)
     server.serve_forever()
 """
@@ -23,6 +27,7 @@ a fresh read-only connection per query).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import sys
 import threading
@@ -33,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from catalog import media
-from catalog.errors import CircuitsError, NotFound
+from catalog.errors import PARAMETER_MENTION, CircuitsError, NotFound
 from circuits.web import data
 from circuits.web.guard import RequestGuard
 from circuits.web.home import home_cursors, home_view
@@ -69,6 +74,10 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+RELEASE_AFTER_S = 0.25
+"""Seconds without a page request after which the server lets the catalog file go."""
+
+
 class CatalogServer(ThreadingHTTPServer):
     """The HTTP server: one read-only catalog, one `Pages` renderer, one lock around the database."""
 
@@ -80,6 +89,7 @@ class CatalogServer(ThreadingHTTPServer):
         self.pages = Pages(cat.display, schema=self._schema)
         self.quiet = quiet
         self.db_lock = threading.Lock()  # one page at a time (never held across a user's SQL)
+        self._release_timer: threading.Timer | None = None
         super().__init__(address, _Handler)
         host, port = self.server_address[:2]
         self.guard = RequestGuard(str(host), int(port), loopback=is_loopback(str(host)), allow_hosts=allow_hosts)
@@ -90,6 +100,27 @@ class CatalogServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
+    def page_done(self) -> None:
+        """Called at the end of each page request (under `db_lock`): let the file go once no request
+        has come for `RELEASE_AFTER_S` seconds."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        self._release_timer = threading.Timer(RELEASE_AFTER_S, self._release_when_idle)
+        self._release_timer.daemon = True
+        self._release_timer.start()
+
+    def _release_when_idle(self) -> None:
+        with self.db_lock:
+            self.cat.release()
+
+    def server_close(self) -> None:
+        """Stop listening and let the catalog file go now."""
+        super().server_close()
+        with self.db_lock:
+            if self._release_timer is not None:
+                self._release_timer.cancel()
+            self.cat.release()
+
     def _schema(self) -> list[data.SchemaTable]:
         """The catalog's tables and views for the SQL page (read under the page lock, as pages are)."""
         with self.db_lock:
@@ -97,7 +128,7 @@ class CatalogServer(ThreadingHTTPServer):
                 with self.cat.session() as s:
                     return data.schema_view(s)
             finally:
-                self.cat.release()
+                self.page_done()
 
     @property
     def url(self) -> str:
@@ -226,8 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.db_lock:
                 try:
                     self._route(parts, params)
-                finally:  # between requests a DuckDB file is free for writers (catalog.engine)
-                    self.server.cat.release()
+                finally:  # soon after the last request the file is free for writers (catalog.engine)
+                    self.server.page_done()
         except NotFound as exc:
             self._error(HTTPStatus.NOT_FOUND, str(exc))
         except CircuitsError as exc:
@@ -317,9 +348,17 @@ class _Handler(BaseHTTPRequestHandler):
             # in a child process, in `circuits sql`'s sandbox, never as a superuser (circuits.web.sql_box)
             result = run_in_child(db, query, max_rows=SQL_MAX_ROWS, max_bytes=SQL_MAX_BYTES, timeout_s=SQL_TIMEOUT_S)
         except CircuitsError as exc:
-            self._html(pages.sql(query, error=str(exc)))
+            self._html(pages.sql(query, error=sql_box_message(str(exc))))
             return
         self._html(pages.sql(query, result=result))
+
+
+def sql_box_message(text: str) -> str:
+    """A query error as the SQL box says it: the library names its parameters (`max_bytes=`),
+    which a browser cannot set; the page names the box's limit and the command that can lift it."""
+    text = re.sub(r"(give more time|raise) with `timeout_s=` SECONDS", r"\1 with `circuits sql --timeout`", text)
+    text = re.sub(r"raise `max_bytes=`", "run it with `circuits sql --max-bytes`", text)
+    return PARAMETER_MENTION.sub("the SQL box's limit", text)
 
 
 def _int(text: str, what: str) -> int:
