@@ -21,7 +21,7 @@ VJP_RTOL = 1e-5  # hand-written VJPs against autograd's, of the largest entry
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
     scale = float(want.abs().max())
     assert scale > 0
-    return float((got - want).abs().max()) / scale
+    return float((got.detach() - want.detach()).abs().max()) / scale
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,26 @@ def test_blocks_it_cannot_reproduce_fall_back_to_autograd(images, spans, change)
         assert spans == []
     notes = describe_paths(model, layers, images)
     assert not notes[0].startswith("transformer block")
+
+
+def test_open_clip_blocks_take_the_path(spans):
+    """open_clip's ResidualAttentionBlock (batch-first nn.MultiheadAttention, identity layer scale)."""
+    transformer = pytest.importorskip("open_clip.transformer")
+    torch.manual_seed(0)
+    model = transformer.VisionTransformer(
+        image_size=32, patch_size=8, width=32, layers=3, heads=4, mlp_ratio=2.0, output_dim=8
+    ).eval()
+    blocks = "transformer.resblocks"
+    layers = [
+        f"{blocks}.0.attn:heads",
+        f"{blocks}.0.mlp.gelu",
+        f"{blocks}.1.attn:heads",
+        f"{blocks}.1.mlp.gelu",
+        f"{blocks}.2.mlp.gelu",
+    ]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    got = attribute(model, layers, x, device="cpu")
+    ref = attribute_reference(model, layers, x)
+    for g, r in zip(got, ref):
+        assert abs(g - r).max() <= RTOL * abs(r).max()
+    assert spans == ["heads", "to_heads", "heads", "mlp"]
