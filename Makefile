@@ -19,9 +19,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/circuits demo
 
-# Two or more test processes (pytest-xdist; up to 4 where there are cores), each test module on
-# one of them so module-scoped fixtures are built once. `pytest -n0` runs in one process.
-PYTEST_WORKERS := -n auto --maxprocesses=4 --dist loadscope
+# Two or more test processes (pytest-xdist; up to 4 where there are cores); an idle process takes
+# tests from a busy one (worksteal: 121-124 s against 134 s with whole modules per process, on
+# 2 cores; docs/results.md, "Test suite"). `pytest -n0` runs in one process.
+PYTEST_WORKERS := -n auto --maxprocesses=4 --dist worksteal
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)

@@ -186,3 +186,4 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     close_all()
     for dialect in list(_DIALECTS):
         dialect._type_memos.clear()
+

@@ -63,6 +63,7 @@ def _tiny_state(root):
     return module.build().state_dict()
 
 
+@pytest.mark.slow  # by default, catfish-mini's suggestions run in tests/test_suggested_commands.py
 @pytest.mark.filterwarnings("ignore")
 def test_suggestions_run_in_a_catfish_catalog(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,6 @@
 """Inputs read safely: image files hashed in bounded chunks with a
 size cap before decoding, only regular files read, control characters escaped in terminal output,
-SIGINT during start-up is one line and exit 130."""
+SIGINT during start-up and during a query is one line and exit 130."""
 
 from __future__ import annotations
 
@@ -128,3 +128,31 @@ def test_sigint_during_start_up_is_one_line_and_130(tmp_path):  # unchecked: a t
         assert len(lines) == 1 and lines[0].startswith("interrupted"), text
         seen.add(delay)
     assert seen, "no delay interrupted the command"
+
+
+def test_sigint_during_a_query_is_one_line_and_130(tmp_path):
+    """Ctrl-C inside a DuckDB query: DuckDB raises its own RuntimeError("Query interrupted"),
+    which must read as the interrupt it is (it was a traceback)."""
+    from catalog.admin import init_catalog
+    from catalog.engine import close_catalogs_of
+
+    db = str(tmp_path / "c.duckdb")
+    init_catalog(db)
+    close_catalogs_of(db)
+    circuits = Path(sys.executable).with_name("circuits")
+    for delay in (2.0, 4.0, 8.0):  # past the start-up: the query runs until stopped
+        p = subprocess.Popen(
+            [circuits, "sql", "select sum(hash(range)) from range(100000000000)", "--timeout", "30", "--db", db],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
+        )
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        lines = [line for line in err.decode().splitlines() if line.strip()]
+        assert p.returncode == 130 and len(lines) == 1, (delay, p.returncode, err.decode()[-2000:])
+        if lines[0].startswith("interrupted: sql stopped"):
+            return
+        assert lines[0].startswith("interrupted while starting"), lines  # a slow start-up: wait longer
+    raise AssertionError("the query was never reached")

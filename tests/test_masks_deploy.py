@@ -178,6 +178,7 @@ def test_catfish_mini_program_on_request(tmp_path):
     assert "kind: masked program, because -o pruned.pt2 asks for a program" in out
 
 
+@pytest.mark.slow  # the same model's program export runs by default in the edge-mask test above
 def test_user_model_with_a_skip_connection_gets_a_program(tmp_path):
     (tmp_path / "skipnet.py").write_text(RESIDUAL_USER_MODEL)
     name = f"{tmp_path / 'skipnet.py'}:build"

@@ -32,10 +32,11 @@ def _on_sigint(signum: int, frame: object) -> None:
     if in_import or not _STATE["in_command"]:
         os.write(2, b"\ninterrupted while starting: nothing was done\n")
         os._exit(130)
+    _STATE["interrupted"] = True
     raise KeyboardInterrupt
 
 
-_STATE = {"in_command": False}
+_STATE = {"in_command": False, "interrupted": False}
 
 
 def install_sigint_handler() -> None:
@@ -88,8 +89,13 @@ class _RootGroup(TyperGroup):
         name = self._command_name(ctx)
         _STATE["in_command"] = True
         try:
-            with _warnings_as_flags(name):
-                return super().invoke(ctx)
+            try:
+                with _warnings_as_flags(name):
+                    return super().invoke(ctx)
+            except Exception:
+                if _STATE["interrupted"]:  # Ctrl-C inside a native call comes back as that library's
+                    raise KeyboardInterrupt from None  # error (DuckDB: RuntimeError "Query interrupted")
+                raise
         except CircuitsError as exc:
             if _DEBUG["on"] and exc.__cause__ is not None:  # e.g. the traceback of a user model's error
                 import traceback

@@ -102,6 +102,9 @@ def _import_target(target: str) -> Any:
         if folder not in sys.path:
             sys.path.insert(0, folder)
         register_user_code(path)
+        # No __pycache__ beside the user's files (as `python file.py` leaves none for the script):
+        # reading a model writes nothing in the user's folders.
+        writes_bytecode, sys.dont_write_bytecode = not sys.dont_write_bytecode, True
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # the user's file failed to import: one line, its own message
@@ -109,6 +112,8 @@ def _import_target(target: str) -> Any:
             raise ModelLoadError(
                 f"importing {path} raised {type(exc).__name__}: {exc} (the error is in that file)"
             ) from exc
+        finally:
+            sys.dont_write_bytecode = not writes_bytecode
         return module
     try:
         module = importlib.import_module(target)
