@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ingest.images import MAX_FILE_BYTES, read_image_dir
@@ -130,6 +131,39 @@ def test_sigint_during_start_up_is_one_line_and_130(tmp_path):  # unchecked: a t
     assert seen, "no delay interrupted the command"
 
 
+def test_an_interrupt_that_a_native_call_turns_into_its_own_error_is_130(tmp_path, monkeypatch):
+    """What DuckDB does on Ctrl-C inside a query: the handler's KeyboardInterrupt is caught in the
+    native call, which raises RuntimeError("Query interrupted") instead (it was a traceback)."""
+    from typer.testing import CliRunner
+
+    import catalog.sql
+    from catalog.admin import init_catalog
+    from catalog.engine import close_catalogs_of
+    from circuits.cli import main
+
+    db = str(tmp_path / "c.duckdb")
+    init_catalog(db)
+    close_catalogs_of(db)
+
+    def run_sql(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C, handled by the command line's handler
+        except KeyboardInterrupt:
+            raise RuntimeError("Query interrupted") from None
+
+    monkeypatch.setattr(catalog.sql, "run_sql", run_sql)  # `circuits sql` imports it when run
+    monkeypatch.setitem(main._STATE, "interrupted", False)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        main.install_sigint_handler()
+        r = CliRunner().invoke(main.app, ["sql", "select 1", "--db", db])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip().startswith("interrupted: sql stopped") and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.slow  # a real process and a real query (timing: the first delay may land in start-up)
 def test_sigint_during_a_query_is_one_line_and_130(tmp_path):
     """Ctrl-C inside a DuckDB query: DuckDB raises its own RuntimeError("Query interrupted"),
     which must read as the interrupt it is (it was a traceback)."""
