@@ -186,4 +186,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     close_all()
     for dialect in list(_DIALECTS):
         dialect._type_memos.clear()
-
