@@ -186,3 +186,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     close_all()
     for dialect in list(_DIALECTS):
         dialect._type_memos.clear()
+
+
+# ------------------------------------------------ the transformer CLA tests' models (random init)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    """The small qkv/proj ViT of `tiny_vit.py`, 3 blocks."""
+    import torch
+    from tiny_vit import TinyViT
+
+    torch.manual_seed(0)
+    return TinyViT(depth=3).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Three 16-pixel images for `vit`."""
+    import torch
+
+    return torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def tv_vit():
+    """torchvision's ViT (nn.MultiheadAttention, scaled-dot-product attention) at `vit`'s scale."""
+    import torch
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(
+        image_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5
+    ).eval()

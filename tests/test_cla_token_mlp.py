@@ -7,7 +7,6 @@ import pytest
 import torch
 from tiny_vit import TinyViT
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
 
 import ingest.cla.attribution as attribution
 import ingest.cla.token_mlp as token_mlp_mod
@@ -18,26 +17,6 @@ from ingest.cla.token_mlp import record_mlp_calls, token_mlp, token_mlp_scores
 from ingest.cla.tokens import position_masks
 
 RTOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def vit() -> TinyViT:
-    torch.manual_seed(0)
-    return TinyViT(depth=3).eval()
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(scope="module")
-def tv_vit() -> VisionTransformer:
-    """torchvision's ViT (nn.MultiheadAttention, scaled-dot-product attention), random init."""
-    torch.manual_seed(0)
-    return VisionTransformer(
-        image_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5
-    ).eval()
 
 
 @pytest.fixture(autouse=True)

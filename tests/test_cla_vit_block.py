@@ -8,7 +8,6 @@ import pytest
 import torch
 from tiny_vit import TinyViT
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
 
 import ingest.cla.attribution as attribution
 from ingest.cla import attribute, attribute_reference, describe_paths
@@ -22,25 +21,6 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
     scale = float(want.abs().max())
     assert scale > 0
     return float((got.detach() - want.detach()).abs().max()) / scale
-
-
-@pytest.fixture(scope="module")
-def vit() -> TinyViT:
-    torch.manual_seed(0)
-    return TinyViT(depth=3).eval()
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(scope="module")
-def tv_vit() -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(
-        image_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5
-    ).eval()
 
 
 @pytest.fixture

@@ -100,24 +100,28 @@ def test_list_and_show_escape_a_stored_model_path(tmp_path):  # through the CLI
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\\x1b[31m" in r.stdout
 
 
+def _sql_interrupted_after(query: str, db: str, delay: float, *extra: str) -> tuple[subprocess.Popen, bytes]:
+    """A `circuits sql` process sent SIGINT `delay` seconds after it started; (process, stderr)."""
+    p = subprocess.Popen(
+        [Path(sys.executable).with_name("circuits"), "sql", query, *extra, "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
+    )
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    return p, p.communicate(timeout=60)[1]
+
+
 def test_sigint_during_start_up_is_one_line_and_130(tmp_path):  # unchecked: a traceback or rc -6
     from catalog.admin import init_catalog
     from catalog.engine import close_catalogs_of
 
     init_catalog(str(tmp_path / "c.duckdb"))
     close_catalogs_of(str(tmp_path / "c.duckdb"))
-    circuits = Path(sys.executable).with_name("circuits")
     seen = set()
     for delay in (0.2, 0.3, 0.45, 0.6, 0.8, 1.2):
-        p = subprocess.Popen(
-            [circuits, "sql", "select 1", "--db", str(tmp_path / "c.duckdb")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
-        )
-        time.sleep(delay)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=60)
+        p, err = _sql_interrupted_after("select 1", str(tmp_path / "c.duckdb"), delay)
         text = err.decode()
         if p.returncode == -signal.SIGINT and "circuits" not in text:
             continue  # still in the interpreter's own start-up, before any of this project's code
@@ -173,17 +177,10 @@ def test_sigint_during_a_query_is_one_line_and_130(tmp_path):
     db = str(tmp_path / "c.duckdb")
     init_catalog(db)
     close_catalogs_of(db)
-    circuits = Path(sys.executable).with_name("circuits")
     for delay in (2.0, 4.0, 8.0):  # past the start-up: the query runs until stopped
-        p = subprocess.Popen(
-            [circuits, "sql", "select sum(hash(range)) from range(100000000000)", "--timeout", "30", "--db", db],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
+        p, err = _sql_interrupted_after(
+            "select sum(hash(range)) from range(100000000000)", db, delay, "--timeout", "30"
         )
-        time.sleep(delay)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=60)
         lines = [line for line in err.decode().splitlines() if line.strip()]
         assert p.returncode == 130 and len(lines) == 1, (delay, p.returncode, err.decode()[-2000:])
         if lines[0].startswith("interrupted: sql stopped"):
