@@ -70,7 +70,9 @@ DATASETS = {"catfish": "catfish-mini", "typo": "typo-mini"}  # training set -> t
 TYPO_DEFAULTS: dict[str, Any] = dict(dataset="typo", epochs=12, text_share=0.5, text_only_share=0.1)  # see `train_typo`
 # typo-vit: typo-mini's recipe switches (text shares, epochs, images per class); a transformer's
 # weight decay, and batches of 32 (twice the updates for the same compute: ViTs start slowly).
-TYPO_VIT_DEFAULTS: dict[str, Any] = dict(TYPO_DEFAULTS, model="typo-vit", lr=3e-4, weight_decay=0.05, batch_size=32)
+TYPO_VIT_DEFAULTS: dict[str, Any] = dict(
+    TYPO_DEFAULTS, model="typo-vit", epochs=40, lr=3e-4, weight_decay=0.05, batch_size=32
+)
 
 
 def _catfish_net():

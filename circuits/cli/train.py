@@ -52,12 +52,14 @@ def train_catfish_command(
     _run(_shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads), out, "catfish")
 
 
-def _typo_command(model: str, batch_size_default: int, recipe: dict[str, Any], doc: str) -> Callable[..., None]:
+def _typo_command(
+    model: str, epochs_default: int, batch_size_default: int, recipe: dict[str, Any], doc: str
+) -> Callable[..., None]:
     """A `circuits train typo…` command: typo-mini and typo-vit take the same options and differ in
-    the model, the default batch size and the optimiser settings (`recipe`)."""
+    the model, the default epochs and batch size, and the optimiser settings (`recipe`)."""
 
     def command(
-        epochs: Epochs = 12,
+        epochs: Epochs = epochs_default,
         seed: Seed = 0,
         out: Out = None,
         device: Device = "auto",
@@ -86,9 +88,9 @@ _TYPO_VIT_HELP = """Train typo-vit (a 6-block ViT, patch 8, 64 px) on Typographi
 Prints held-out clean accuracy, attack success and the time taken. The defaults with --device
 cpu reproduce the shipped weights on the same machine and thread count.
 """
-train_typo_command = train_app.command("typo")(_typo_command("typo", 64, {}, _TYPO_HELP))
+train_typo_command = train_app.command("typo")(_typo_command("typo", 12, 64, {}, _TYPO_HELP))
 train_typo_vit_command = train_app.command("typo-vit")(
-    _typo_command("typo-vit", 32, dict(model="typo-vit", lr=3e-4, weight_decay=0.05), _TYPO_VIT_HELP)
+    _typo_command("typo-vit", 40, 32, dict(model="typo-vit", lr=3e-4, weight_decay=0.05), _TYPO_VIT_HELP)
 )
 
 
