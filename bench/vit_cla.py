@@ -8,10 +8,12 @@
   (3,072 → 3,072 units), on seeded noise images (default 2) at `--size` px (default 224; a
   smaller size keeps the widths and cuts the tokens).
 
-Three timings of the whole call, one process: the per-neuron loop (`attribute_reference`), the
-engine (`attribute`, plan cache cleared, so its probe is included) and the engine with the
-token-MLP path switched off (the generic path every pair took before, `--no-generic` skips it).
-Per pair, from the progress stamps of one batch: loop and engine seconds, their ratio, and the
+Timings of the whole call, one process: the per-neuron loop (`attribute_reference`), the engine
+(`attribute`) on its first call (plan cache cleared, so its probe is included) and with its plan
+cached (best of three: what every later batch and call pays), and the engine with the block and
+token-MLP paths switched off (the generic path every pair took before, `--no-generic` skips it).
+Per pair, from the progress stamps of one batch (the cached-plan engine's; the first pair's time
+includes the forward pass): loop and engine seconds, their ratio, and the
 FLOP bound of exact CLA: per live downstream unit, one dense VJP through the block's ops between
 the layers (for a pair into an MLP activation, from fc1's input back to the leaf: fc1's row is
 shared; for a pair into heads, from the heads back), counted with torch's FLOP counter on the
@@ -201,7 +203,14 @@ def main() -> None:
         return
     ref, t_ref = _stamped(lambda cb: attribute_reference(model, layers, x, batch_size=batch, progress=cb))
     clear_plan_cache()
-    got, t_fast = _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))
+    got, t_cold = _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))
+    t_fast = min(  # the plan cached, as every later batch and call pays: best of three
+        (
+            _stamped(lambda cb: attribute(model, layers, x, device="cpu", batch_size=batch, progress=cb))[1]
+            for _ in range(3)
+        ),
+        key=sum,
+    )
     t_gen: list[float] = []
     if not args.no_generic:
         real, real_span = attribution.token_mlp, attribution.block_span
@@ -233,12 +242,16 @@ def main() -> None:
             f"{name[:58]:58s} {path:14s} {live:5d} {t_ref[i]:8.4f} {t_fast[i]:8.4f} {t_ref[i] / t_fast[i]:7.2f} "
             f"{least:8.4f} {100 * least / t_fast[i]:6.0f}%"
         )
-    total_ref, total_fast = sum(t_ref), sum(t_fast)
+    total_ref, total_fast, total_cold = sum(t_ref), sum(t_fast), sum(t_cold)
     gen = f", engine with the block and token-MLP paths off {sum(t_gen):.1f} s" if t_gen else ""
     print(
         f"total: loop {total_ref:.3f} s, engine {total_fast:.3f} s ({total_ref / total_fast:.2f}x the loop's speed; "
-        f"first pair includes the forward, the engine's includes its probe){gen}; bound {tot_bound:.3f} s "
-        f"({100 * tot_bound / total_fast:.0f}% of it); max rel. difference {err:.1e}"
+        f"the first pair includes the forward){gen}; bound {tot_bound:.3f} s ({100 * tot_bound / total_fast:.0f}% of "
+        f"the engine's time); max rel. difference {err:.1e}"
+    )
+    print(
+        f"first call (plan cache cleared: the probe included): engine {total_cold:.3f} s "
+        f"({total_ref / total_cold:.2f}x the loop's speed, bound {100 * tot_bound / total_cold:.0f}% of it)"
     )
 
 

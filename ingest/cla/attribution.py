@@ -163,7 +163,8 @@ def attribute(
             todo = [i for i in range(n_pairs) if i not in done_now]
             if not todo:
                 continue
-            grad = any(plans[i] is None for i in todo)
+            # autograd's graph only for pairs without a fast plan or a verified block span
+            grad = any(plans[i] is None and spans[i] is None for i in todo)
             leaves, outs, calls, norms = _forward(model, layers, x, grad, token_fast)
             masks = position_masks(layers, leaves, tokens)
             redo = []
@@ -181,52 +182,106 @@ def attribute(
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            if redo and not grad:
-                leaves, outs, calls, norms = _forward(model, layers, x, True, token_fast)
-            for i, plan in enumerate(plans):
-                if plan is None and i not in done_now and (i in redo or grad):
-                    batched = info.vjp_batched[i] if batched_vjp is None else batched_vjp
-                    mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
-                    block, span = None, spans[i]
-                    if span is not None:  # a transformer block span: the hand-written batched VJP
-                        block = span_scores(
-                            span,
-                            outs[i + 1],
-                            leaves[i],
-                            mlp,
-                            norms,
-                            budget_bytes=chunk_budget,
-                            check_grad=False,
-                            masks=(masks[i], masks[i + 1]),
-                        )
-                        if block is None:
-                            spans[i] = None  # not reproduced: autograd from here on
-                    if block is not None:
-                        sums[i] += block
-                    elif mlp is not None:  # an MLP activation downstream: fc1's row shared
-                        sums[i] += token_mlp_scores(
-                            outs[i + 1],
-                            leaves[i],
-                            mlp,
-                            batched=batched_vjp is not False,
-                            budget_bytes=chunk_budget,
-                            masks=(masks[i], masks[i + 1]),
-                        )
-                    else:
-                        sums[i] += generic_pair_scores(
-                            outs[i + 1],
-                            leaves[i],
-                            batched=batched,
-                            budget_bytes=chunk_budget,
-                            graph_bytes=info.graph_bytes * x.shape[0],
-                            masks=(masks[i], masks[i + 1]),
-                        )
-                    del mlp
+            for i in todo:
+                if plans[i] is not None:
+                    continue
+                if spans[i] is not None:  # a transformer block span: the hand-written batched VJP
+                    mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls, graph=False)
+                    block = span_scores(
+                        spans[i],  # type: ignore[arg-type]
+                        outs[i + 1],
+                        leaves[i],
+                        mlp,
+                        norms,
+                        budget_bytes=chunk_budget,
+                        check_grad=False,
+                        masks=(masks[i], masks[i + 1]),
+                    )
+                    if block is None:
+                        spans[i] = None  # not reproduced: autograd from here on
+                        redo.append(i)
+                        continue
+                    sums[i] += block
+                elif i in redo or not grad:
+                    continue
+                else:
+                    sums[i] += _autograd_scores(
+                        model,
+                        layers,
+                        i,
+                        outs,
+                        leaves,
+                        calls,
+                        masks,
+                        info,
+                        chunk_budget,
+                        batched_vjp,
+                        token_fast,
+                        x.shape[0],
+                    )
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            if redo:
+                if not grad:
+                    leaves, outs, calls, norms = _forward(model, layers, x, True, token_fast)
+                for i in redo:
+                    sums[i] += _autograd_scores(
+                        model,
+                        layers,
+                        i,
+                        outs,
+                        leaves,
+                        calls,
+                        masks,
+                        info,
+                        chunk_budget,
+                        batched_vjp,
+                        token_fast,
+                        x.shape[0],
+                    )
                     done += 1
                     if progress is not None:
                         progress(done, total)
             del leaves, outs, calls, norms
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
+
+
+def _autograd_scores(
+    model: nn.Module,
+    layers: Sequence[str],
+    i: int,
+    outs: list[torch.Tensor],
+    leaves: list[torch.Tensor],
+    calls: MlpCalls,
+    masks: list,
+    info: Probe,
+    chunk_budget: int,
+    batched_vjp: bool | None,
+    token_fast: bool,
+    n_images: int,
+) -> torch.Tensor:
+    """Pair i's summed scores by autograd on the forward's graph: the token-MLP path into an MLP
+    activation, else the generic path (batched VJPs or one call per neuron, as the probe chose)."""
+    pair_masks = (masks[i], masks[i + 1])
+    mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
+    if mlp is not None:  # an MLP activation downstream: fc1's row shared
+        return token_mlp_scores(
+            outs[i + 1],
+            leaves[i],
+            mlp,
+            batched=batched_vjp is not False,
+            budget_bytes=chunk_budget,
+            masks=pair_masks,
+        )
+    return generic_pair_scores(
+        outs[i + 1],
+        leaves[i],
+        batched=info.vjp_batched[i] if batched_vjp is None else batched_vjp,
+        budget_bytes=chunk_budget,
+        graph_bytes=info.graph_bytes * n_images,
+        masks=pair_masks,
+    )
 
 
 def _planned(
@@ -290,10 +345,10 @@ def _tile(dev: torch.device) -> int | None:
 def _forward(
     model: nn.Module, layers: Sequence[str], x: torch.Tensor, grad: bool, token_fast: bool = False
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls, NormInputs]:
-    """One forward pass: leaves and graph-attached outputs of every layer, and (with grad and
+    """One forward pass: leaves and outputs of every layer (graph-attached with `grad`), and (with
     `token_fast`) the fc1 calls feeding MLP activation layers (`ingest.cla.token_mlp`) and the
     LayerNorms' inputs (`ingest.cla.vit_block`)."""
-    names = layers if grad and token_fast else []
+    names = layers if token_fast else []
     with (
         capture(model, layers) as cap,
         record_mlp_calls(model, names) as calls,

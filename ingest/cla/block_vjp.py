@@ -198,14 +198,19 @@ def head_attention_vjp(dzh: torch.Tensor, at: Attn, heads: list[int]) -> torch.T
     and a (B·T, 3·hd) × (3·hd, D) product. Returns (U, B·T, D).
     """
     u, b, t, hd = dzh.shape
-    idx = torch.tensor(heads, device=dzh.device)
-    p, q, k, v = (x.index_select(1, idx).transpose(0, 1) for x in (at.p, at.q, at.k, at.v))  # (U, B, T, ·)
+    d = at.w_qkv.shape[1]
+    w = at.w_qkv.view(3, -1, hd, d)  # (3, H, hd, D)
+    if heads == list(range(at.q.shape[1])):  # every head in order: views, no gathers
+        p, q, k, v = (x.transpose(0, 1) for x in (at.p, at.q, at.k, at.v))  # (U, B, T, ·)
+        w = w.transpose(0, 1)
+    else:
+        idx = torch.tensor(heads, device=dzh.device)
+        p, q, k, v = (x.index_select(1, idx).transpose(0, 1) for x in (at.p, at.q, at.k, at.v))
+        w = w.index_select(1, idx).transpose(0, 1)
     dv = p.transpose(-2, -1) @ dzh  # (U, B, T, hd)
     dp = dzh @ v.transpose(-2, -1)  # (U, B, T, T)
     ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)
     dq = (ds @ k).mul_(at.scale)
     dk = (ds.transpose(-2, -1) @ q).mul_(at.scale)
-    d = at.w_qkv.shape[1]
-    w = at.w_qkv.view(3, -1, hd, d).index_select(1, idx).transpose(0, 1).reshape(u, 3 * hd, d)  # (U, 3hd, D)
     packed = torch.cat([dq, dk, dv], dim=-1).view(u, b * t, 3 * hd)
-    return torch.bmm(packed, w)  # (U, B·T, D)
+    return torch.bmm(packed, w.reshape(u, 3 * hd, d))  # (U, B·T, D)

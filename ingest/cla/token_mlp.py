@@ -126,27 +126,36 @@ def _sequence_major(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple
     return (nq, nk, nv), kwargs
 
 
-def token_mlp(model: nn.Module, name: str, out: torch.Tensor, calls: MlpCalls) -> TokenMlp | None:
+def token_mlp(
+    model: nn.Module, name: str, out: torch.Tensor, calls: MlpCalls, *, graph: bool = True
+) -> TokenMlp | None:
     """The pair's fc1 pieces when layer `name` is act(fc1(u)) on tokens in this forward, else None.
 
     Args:
         model: the network.
         name: the downstream layer's name.
-        out: its captured output (graph-attached), (B, T, C).
+        out: its captured output, (B, T, C).
         calls: the forward's recorded fc1 calls (`record_mlp_calls`).
+        graph: u must be attached to autograd's graph (False: a caller that only reads the
+            values, `ingest.cla.vit_block`, on a forward without a graph).
     """
     if name not in calls or out.ndim != 3:
         return None
     fc1, u, z = calls[name]
-    if z.shape != out.shape or u.ndim != 3 or not u.requires_grad or fc1.weight.shape[0] != out.shape[-1]:
+    if z.shape != out.shape or u.ndim != 3 or (graph and not u.requires_grad) or fc1.weight.shape[0] != out.shape[-1]:
         return None
     act = model.get_submodule(name)
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        y = act.forward(zz)  # `forward`, not `__call__`: the capture hook must not fire again
-        if not isinstance(y, torch.Tensor) or y.shape != out.shape:
-            return None
-        (slope,) = torch.autograd.grad(y, zz, torch.ones_like(y))
+    if type(act) is nn.GELU:  # the derivative autograd takes, without building a graph for it
+        zd = z.detach()
+        y = act.forward(zd)  # `forward`, not `__call__`: the capture hook must not fire again
+        slope = torch.ops.aten.gelu_backward(torch.ones_like(zd), zd, approximate=act.approximate)
+    else:
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_(True)
+            y = act.forward(zz)
+            if not isinstance(y, torch.Tensor) or y.shape != out.shape:
+                return None
+            (slope,) = torch.autograd.grad(y, zz, torch.ones_like(y))
     if not torch.equal(y.detach(), out.detach()):
         return None  # not the activation the forward ran: the generic path
     return TokenMlp(u=u, weight=fc1.weight.detach(), slope=slope.detach())

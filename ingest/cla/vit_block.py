@@ -275,6 +275,41 @@ def _mlp_vjp(span: Span, f: _Fwd, c: torch.Tensor, rows: torch.Tensor, shape: tu
     return (dr.view(-1, d) @ span.up.fc2.weight.detach()).view(u, b * t, -1)
 
 
+def _heads_scores(
+    span: Span,
+    f: _Fwd,
+    coef: torch.Tensor,
+    weight: torch.Tensor,
+    am: torch.Tensor,
+    cols: list[int],
+    chunk: int,
+    heads: int,
+) -> torch.Tensor:
+    """(H, U) scores of a "heads" pair for downstream units `cols` (`_mlp_vjp`'s cotangent, in closed form).
+
+    Per unit n and token t the cotangent at the heads is α[n,t] · (pw[n] − s[n,t] · x̂₂[t] W_out)
+    (`_mlp_vjp`: β = α s), so |A · ∂| = |α| · |A ∘ (pw − s x̂₂ W_out)|: the per-unit GEMMs (s, pw)
+    run once for all units, and each chunk makes three elementwise passes over (U, N, D) and one
+    batched GEMV that sums the tokens weighted by |α|.
+    """
+    assert f.n2 is not None and f.xo is not None
+    whole = len(cols) == coef.shape[1] and cols == list(range(len(cols)))
+    rows = weight if whole else weight[cols]  # (U, D)
+    c = coef.T if whole else coef[:, cols].T  # (U, N)
+    w = rows * f.n2.gamma if f.n2.gamma is not None else rows
+    s = (w @ f.n2.xhat.T).div_(w.shape[-1])  # (U, N)
+    pw = (w - w.mean(-1, keepdim=True)) @ span.down.w_out  # (U, D)
+    alpha = (c * f.n2.rstd.view(1, -1)).abs_().contiguous().unsqueeze(1)  # (U, 1, N)
+    xo = f.xo.unsqueeze(0)
+    out = am.new_empty(len(cols), am.shape[1])  # (U, D)
+    buf = am.new_empty(min(chunk, len(cols)), *am.shape)  # one chunk's (u, N, D), reused: it stays in cache
+    for k0 in range(0, len(cols), chunk):
+        k1 = min(k0 + chunk, len(cols))
+        t = torch.addcmul(pw[k0:k1].unsqueeze(1), s[k0:k1].unsqueeze(-1), xo, value=-1.0, out=buf[: k1 - k0])
+        out[k0:k1] = torch.bmm(alpha[k0:k1], t.mul_(am).abs_()).squeeze(1)
+    return out.view(len(cols), heads, -1).sum(-1).T
+
+
 def _heads_vjp(span: Span, f: _Fwd, dzh: torch.Tensor, heads: list[int]) -> torch.Tensor:
     """The leaf's (block k's MLP activation) cotangent for cotangents dzh[j] (B, T, hd) on head heads[j]."""
     assert f.at is not None and f.n1 is not None
@@ -373,6 +408,9 @@ def span_scores(
     if span.kind != "to_heads":
         assert mlp is not None
         coef = (g.transpose(1, 2) * mlp.slope).flatten(0, 1)  # (N, C): ∂‖out_n‖/∂z_n per token
+    if span.kind == "heads":
+        scores[:, cols] = _heads_scores(span, f, coef, mlp.weight, am, cols, chunk, c_up)  # type: ignore[union-attr]
+        return scores
     ones = am.new_ones(1, am.shape[0])
     for k0 in range(0, len(cols), chunk):
         idx = cols[k0 : k0 + chunk]
@@ -382,7 +420,5 @@ def span_scores(
         else:
             grads = _mlp_vjp(span, f, coef[:, idx].T, mlp.weight[idx], (b, t, d))  # type: ignore[union-attr]
         prod = (ones @ grads.mul_(am).abs_()).squeeze(1)  # (U, D_leaf): the sum over tokens as a GEMV
-        if span.kind == "heads":
-            prod = prod.view(len(idx), c_up, -1).sum(-1)
         scores[:, idx] = prod.T
     return scores
