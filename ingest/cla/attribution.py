@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -150,6 +151,7 @@ def attribute(
             for a, b, ok in zip(layers, layers[1:], info.blocks or [False] * n_pairs)
         ]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
+        setup = _Setup(model, layers, info, chunk_budget, batched_vjp, token_fast)
         if n_first != min(bsz, n_images):
             first = {}  # the choice was timed on another number of images than this first batch
         for b0 in range(0, n_images, bsz):
@@ -182,10 +184,13 @@ def attribute(
                 done += 1
                 if progress is not None:
                     progress(done, total)
+
             for i in todo:
-                if plans[i] is not None:
+                if plans[i] is not None or i in redo:
                     continue
-                if spans[i] is not None:  # a transformer block span: the hand-written batched VJP
+                if spans[i] is None and grad:
+                    sums[i] += _autograd_scores(setup, i, (leaves, outs, calls), masks)
+                elif spans[i] is not None:  # a transformer block span: the hand-written batched VJP
                     mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls, graph=False)
                     block = span_scores(
                         spans[i],  # type: ignore[arg-type]
@@ -202,84 +207,52 @@ def attribute(
                         redo.append(i)
                         continue
                     sums[i] += block
-                elif i in redo or not grad:
-                    continue
-                else:
-                    sums[i] += _autograd_scores(
-                        model,
-                        layers,
-                        i,
-                        outs,
-                        leaves,
-                        calls,
-                        masks,
-                        info,
-                        chunk_budget,
-                        batched_vjp,
-                        token_fast,
-                        x.shape[0],
-                    )
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            if redo:
-                if not grad:
-                    leaves, outs, calls, norms = _forward(model, layers, x, True, token_fast)
-                for i in redo:
-                    sums[i] += _autograd_scores(
-                        model,
-                        layers,
-                        i,
-                        outs,
-                        leaves,
-                        calls,
-                        masks,
-                        info,
-                        chunk_budget,
-                        batched_vjp,
-                        token_fast,
-                        x.shape[0],
-                    )
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
+            if redo and not grad:  # pairs that need autograd's graph, which this forward did not keep
+                leaves, outs, calls, norms = _forward(model, layers, x, True, token_fast)
+            for i in redo:
+                sums[i] += _autograd_scores(setup, i, (leaves, outs, calls), masks)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
             del leaves, outs, calls, norms
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every autograd pair of one `attribute` call shares."""
+
+    model: nn.Module
+    layers: Sequence[str]
+    info: Probe
+    chunk_budget: int
+    batched_vjp: bool | None
+    token_fast: bool
+
+
 def _autograd_scores(
-    model: nn.Module,
-    layers: Sequence[str],
-    i: int,
-    outs: list[torch.Tensor],
-    leaves: list[torch.Tensor],
-    calls: MlpCalls,
-    masks: list,
-    info: Probe,
-    chunk_budget: int,
-    batched_vjp: bool | None,
-    token_fast: bool,
-    n_images: int,
+    setup: _Setup, i: int, forward: tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls], masks: list
 ) -> torch.Tensor:
-    """Pair i's summed scores by autograd on the forward's graph: the token-MLP path into an MLP
-    activation, else the generic path (batched VJPs or one call per neuron, as the probe chose)."""
+    """Pair i's summed scores by autograd on the forward's graph (leaves, outputs, fc1 calls): the
+    token-MLP path into an MLP activation, else the generic path (batched VJPs or one call per
+    neuron, as the probe chose)."""
+    leaves, outs, calls = forward
     pair_masks = (masks[i], masks[i + 1])
-    mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
+    mlp = token_mlp(setup.model, setup.layers[i + 1], outs[i + 1], calls) if setup.token_fast else None
     if mlp is not None:  # an MLP activation downstream: fc1's row shared
+        batched = setup.batched_vjp is not False
         return token_mlp_scores(
-            outs[i + 1],
-            leaves[i],
-            mlp,
-            batched=batched_vjp is not False,
-            budget_bytes=chunk_budget,
-            masks=pair_masks,
+            outs[i + 1], leaves[i], mlp, batched=batched, budget_bytes=setup.chunk_budget, masks=pair_masks
         )
     return generic_pair_scores(
         outs[i + 1],
         leaves[i],
-        batched=info.vjp_batched[i] if batched_vjp is None else batched_vjp,
-        budget_bytes=chunk_budget,
-        graph_bytes=info.graph_bytes * n_images,
+        batched=setup.info.vjp_batched[i] if setup.batched_vjp is None else setup.batched_vjp,
+        budget_bytes=setup.chunk_budget,
+        graph_bytes=setup.info.graph_bytes * leaves[i].shape[0],
         masks=pair_masks,
     )
 
