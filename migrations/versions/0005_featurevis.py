@@ -44,15 +44,21 @@ def _neuron_table(name: str, *columns: sa.Column, key: tuple[str, ...] = (), ref
     run exists on PostgreSQL only and cascades, as for `neuron_patch` (0002). Constraint names
     follow the catalog's naming convention.
     """
-    fks = [("neuron_id", "neuron", {}), *((f"{t}_id", t, {}) for t in references)]
+    fks: list[tuple[str, str, str | None]] = [
+        ("neuron_id", "neuron", None),
+        *((f"{t}_id", t, None) for t in references),
+    ]
     if op.get_context().dialect.name == "postgresql":
-        fks.append(("run_id", "run", {"ondelete": "CASCADE"}))
+        fks.append(("run_id", "run", "CASCADE"))
     op.create_table(
         name,
         *_not_null(("run_id", sa.Integer), ("neuron_id", sa.Integer)),
         *columns,
         sa.PrimaryKeyConstraint("run_id", "neuron_id", *key, name=f"pk_{name}"),
-        *(sa.ForeignKeyConstraint([c], [f"{t}.id"], name=f"fk_{name}_{c}_{t}", **kw) for c, t, kw in fks),
+        *(
+            sa.ForeignKeyConstraint([c], [f"{t}.id"], name=f"fk_{name}_{c}_{t}", ondelete=on_delete)
+            for c, t, on_delete in fks
+        ),
     )
 
 
