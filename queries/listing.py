@@ -121,7 +121,7 @@ def list_models(
     where, params = filters("models", search, after)
     table = query_arrow(
         session,
-        "WITH page AS (SELECT m.id, m.name, m.architecture, m.weights_sha256 FROM model m"
+        f"WITH page AS (SELECT m.id, m.name, m.architecture, m.weights_sha256 {SOURCES['models'].tables}"
         f"{where} ORDER BY m.name, m.id{limit_clause(limit)}) "
         "SELECT p.id, p.name, p.architecture, p.weights_sha256, coalesce(l.n, 0) AS layers, "
         "coalesce(r.n, 0) AS runs, coalesce(c.n, 0) AS circuits FROM page p "
@@ -163,7 +163,7 @@ def list_concepts(
     on_model = "" if model is None else " AND m.name = :model"  # the counts too are of runs on it
     table = query_arrow(
         session,
-        "WITH page AS (SELECT co.id, co.name, co.description FROM concept co"
+        f"WITH page AS (SELECT co.id, co.name, co.description {SOURCES['concepts'].tables}"
         f"{where} ORDER BY co.name{limit_clause(limit)}) "
         "SELECT p.id, p.name, p.description, coalesce(e.n, 0) AS image_sets, coalesce(r.n, 0) AS runs, "
         "coalesce(c.n, 0) AS circuits FROM page p "
