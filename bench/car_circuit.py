@@ -182,11 +182,15 @@ def run(
     return car_report(cat, result.run_id, result.circuit_id, top=top)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", help="Lucid InceptionV1 state dict (Lucent's inception5h conversion)")
     ap.add_argument("--images", help="folder of car photos")
-    ap.add_argument("--layers", default=",".join(DEFAULT_LAYERS))
+    ap.add_argument("--layers", type=_names, default=DEFAULT_LAYERS)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--db", default=None, help="catalog file (default: a temporary one)")
     ap.add_argument("--input-size", type=int, default=None, help="default: the zoo's 224")
@@ -194,26 +198,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--planted-demo", action="store_true", help="run on the planted stand-in (no real weights)")
     args = ap.parse_args(argv)
-    layers = tuple(x.strip() for x in args.layers.split(",") if x.strip())
     if args.planted_demo:
         tmp = Path(tempfile.mkdtemp(prefix="car-planted-"))
         planted_inputs(tmp / "cars", weights=tmp / "planted.pt")
         args.weights, args.images = str(tmp / "planted.pt"), str(tmp / "cars")
-        layers, args.input_size = ("mixed4b", "mixed4c"), args.input_size or 96
+        args.layers, args.input_size = ("mixed4b", "mixed4c"), args.input_size or 96
         print("PLANTED STAND-IN: random-init InceptionV1 with the car path written into its weights")
     if not args.weights or not args.images:
         ap.error("give --weights FILE and --images DIR (or --planted-demo)")
-    report = run(
-        args.weights,
-        args.images,
-        layers=layers,
-        k=args.k,
-        db=args.db,
-        input_size=args.input_size,
-        top=args.top,
-        threads=args.threads,
-    )
-    print(report.to_text())
+    options = vars(args)  # every option but --planted-demo is a parameter of `run`, by the same name
+    del options["planted_demo"]
+    print(run(**options).to_text())
 
 
 if __name__ == "__main__":

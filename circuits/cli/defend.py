@@ -7,9 +7,30 @@ from typing import Annotated, overload
 
 import typer
 
-from circuits.cli.options import DbOption, DeviceOption, FormatOption, OutputFormat
+from circuits.cli.options import DbOption, DeviceOption, FormatOption, OutputFormat, ThreadsOption
 
 app = typer.Typer()
+
+# The zero-shot target (--classes: an image tower as a classifier, `ingest.defence.clip.clip_target`).
+ClassesOpt = Annotated[
+    str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")
+]
+ImagesOpt = Annotated[
+    str | None,
+    typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label)."),
+]
+AttackImagesOpt = Annotated[
+    str | None,
+    typer.Option("--attack-images", help="Zero-shot: attack images made elsewhere, with written.csv (file,written)."),
+]
+LabelOpt = Annotated[str | None, typer.Option("--label", help="Zero-shot: the class of a flat --images folder.")]
+ClassEmbeddingsOpt = Annotated[
+    str | None,
+    typer.Option("--class-embeddings", help="Zero-shot: (C, D) text embeddings file (.pt/.npy), one row per class."),
+]
+RandomEmbeddingsOpt = Annotated[
+    bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")
+]
 
 
 def _parse_ks(values: list[str]) -> tuple[int | tuple[int, ...], ...]:
@@ -70,31 +91,12 @@ def defend(
     keep: Annotated[
         str | None, typer.Option("--keep", help="typo-mini: classes whose clean accuracy counts (default all).")
     ] = None,
-    classes: Annotated[
-        str | None, typer.Option("--classes", help="Zero-shot: class names a,b,c (prompts 'a photo of a …').")
-    ] = None,
-    images: Annotated[
-        str | None,
-        typer.Option("--images", help="Zero-shot: folder with one subfolder per class (or one class with --label)."),
-    ] = None,
-    attack_images: Annotated[
-        str | None,
-        typer.Option(
-            "--attack-images", help="Zero-shot: attack images made elsewhere, with written.csv (file,written)."
-        ),
-    ] = None,
-    label: Annotated[
-        str | None, typer.Option("--label", help="Zero-shot: the class of a flat --images folder.")
-    ] = None,
-    class_embeddings: Annotated[
-        str | None,
-        typer.Option(
-            "--class-embeddings", help="Zero-shot: (C, D) text embeddings file (.pt/.npy), one row per class."
-        ),
-    ] = None,
-    random_embeddings: Annotated[
-        bool, typer.Option("--random-embeddings", help="Zero-shot plumbing test: seeded random class embeddings.")
-    ] = False,
+    classes: ClassesOpt = None,
+    images: ImagesOpt = None,
+    attack_images: AttackImagesOpt = None,
+    label: LabelOpt = None,
+    class_embeddings: ClassEmbeddingsOpt = None,
+    random_embeddings: RandomEmbeddingsOpt = False,
     weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (default: bundled).")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="CLA layers A,B,… (default: the model's).")] = None,
     text_set: Annotated[
@@ -133,13 +135,7 @@ def defend(
         Path | None, typer.Option("--plot", help="Write the attack-success vs clean-accuracy plot (PNG).")
     ] = None,
     device: DeviceOption = "auto",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1.",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from circuits.cli.options import DbOption, DeviceOption, FormatOption, InterventionKind, OutputFormat, TimeoutOption
+from circuits.cli.options import (
+    DbOption,
+    DeviceOption,
+    FormatOption,
+    InterventionKind,
+    OutputFormat,
+    ThreadsOption,
+    TimeoutOption,
+)
 from circuits.cli.render import progress_bar
 
 app = typer.Typer()
@@ -42,12 +50,6 @@ NormalizeOpt = Annotated[
     ),
 ]
 ChannelsOpt = Annotated[int | None, typer.Option("--channels", help="1 (grey) or 3 (RGB). Default: the model's.")]
-ThreadsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--threads", help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1."
-    ),
-]
 
 
 def classes_option(named: str) -> Any:
@@ -94,7 +96,7 @@ def ingest(
     resize: ResizeOpt = None,
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
-    threads: ThreadsOpt = None,
+    threads: ThreadsOption = None,
     tokens: Annotated[
         str, typer.Option("--tokens", help="Token models: which tokens count, all, patches or cls.")
     ] = "all",
@@ -295,7 +297,7 @@ def ablate(
     resize: ResizeOpt = None,
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
-    threads: ThreadsOpt = None,
+    threads: ThreadsOption = None,
     prune_anchor: Annotated[
         bool,
         typer.Option("--prune-anchor", help="Prune an anchored circuit's anchor (its class logit) too."),

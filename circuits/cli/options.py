@@ -2,7 +2,7 @@
 
 `DbOption` (the `--db` option), `FormatOption`/`OutputFormat` (`--format table|csv|json`), the
 options several commands share with one meaning (`DeviceOption`, `CircuitModelOption`,
-`TimeoutOption`, `timeout_option`) and the Typer choice enums derived from the project's
+`ThreadsOption`, `TimeoutOption`, `timeout_option`) and the Typer choice enums derived from the project's
 vocabulary (`catalog.vocab`). Rendering of the
 results is `circuits.cli.render`; the missing-extra message is `circuits.cli.extras`.
 """
@@ -24,6 +24,7 @@ __all__ = [
     "InterventionKind",
     "OutputFormat",
     "RunStatus",
+    "ThreadsOption",
     "TimeoutOption",
     "timeout_option",
 ]
@@ -52,6 +53,12 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Outp
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 CircuitModelOption = Annotated[
     str | None, typer.Option("--model", help="Model, when CIRCUIT is a concept with circuits on several models.")
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", help="CPU threads for torch. Default: free CPUs (usable CPUs minus the load average), at least 1."
+    ),
 ]
 
 
