@@ -90,6 +90,10 @@ class PatchRow:
     has_heatmap: bool = False
 
 
+# A patch's columns as PatchRow holds them, its box (x0, y0, x1, y1) last; then come the images.
+_PATCH_COLUMNS = ("run_id", "neuron_id", "rank", "example_image_id", "activation", "x0", "y0", "x1", "y1")
+
+
 @dataclass(frozen=True)
 class ThumbRow:
     """One example image of a set with its thumbnail's presence."""
@@ -141,23 +145,9 @@ def write_patches(
         mime = _check_image(p.png, f"patch of neuron {p.neuron_id} rank {p.rank}")
         if p.heatmap is not None:
             _check_image(p.heatmap, f"heat-map of neuron {p.neuron_id} rank {p.rank}")
-        x0, y0, x1, y1 = (int(v) for v in p.box)
-        rows.append(
-            dict(
-                run_id=int(run_id),
-                neuron_id=int(p.neuron_id),
-                rank=int(p.rank),
-                example_image_id=int(p.example_image_id),
-                activation=float(p.activation),
-                x0=x0,
-                y0=y0,
-                x1=x1,
-                y1=y1,
-                mime=mime,
-                data=p.png,
-                heatmap=p.heatmap,
-            )
-        )
+        values = (int(run_id), int(p.neuron_id), int(p.rank), int(p.example_image_id), float(p.activation))
+        box = (int(v) for v in p.box)
+        rows.append(dict(zip(_PATCH_COLUMNS, (*values, *box)), mime=mime, data=p.png, heatmap=p.heatmap))
     if replace:
         delete_run_patches(session, run_id, reference=reference)
     if rows:
@@ -269,18 +259,7 @@ def read_patches(
         {(run_id, neuron_id): [PatchRow, …]} ordered by rank.
     """
     T = _table(reference)
-    cols: list[Any] = [  # columns and one expression (has a heat-map)
-        T.run_id,
-        T.neuron_id,
-        T.rank,
-        T.example_image_id,
-        T.activation,
-        T.x0,
-        T.y0,
-        T.x1,
-        T.y1,
-        T.heatmap.is_not(None),
-    ]
+    cols: list[Any] = [*(getattr(T, c) for c in _PATCH_COLUMNS), T.heatmap.is_not(None)]  # and has a heat-map
     if with_png:
         cols += [T.data, T.heatmap]
     q = select(*cols).join(Run, Run.id == T.run_id).where(Run.status == "complete")

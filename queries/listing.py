@@ -9,15 +9,14 @@ a circuit by id or concept) lives in `queries.resolve`; its names are re-exporte
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from catalog import store
-from catalog.errors import CircuitsError
 from catalog.sql import decode_json, query_arrow
 from catalog.vocab import RunStatus
+from queries._listing_sql import SOURCES, check_page, filters, limit_clause
 from queries.resolve import COMPLETE_RUN as _COMPLETE
 from queries.resolve import (
     CircuitChoice,
@@ -107,60 +106,6 @@ class CircuitRow:
     created: dt.datetime
 
 
-def _check_status(status: str | None) -> None:
-    if status is not None and status not in set(RunStatus):
-        raise CircuitsError(f"unknown run status {status!r}: use one of {', '.join(RunStatus)}")
-
-
-def _check_page(after: int | None, limit: int | None) -> None:
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise CircuitsError(f"a page holds at least 1 row: limit must be a positive integer, got {limit!r}")
-    if after is not None and not isinstance(after, int):
-        raise CircuitsError(f"after must be a row id (an integer), got {after!r}")
-
-
-def _filters(
-    model: str | None, concept: str | None, status: str | None, search: str | None = None, fields: Sequence[str] = ()
-) -> tuple[list[str], dict[str, object]]:
-    """WHERE clauses (joined by AND) and their parameters. `search` matches any of `fields`
-    (SQL expressions) as a case-insensitive substring, as the web page's search box does."""
-    clauses: list[str] = []
-    params: dict[str, object] = {}
-    if model is not None:
-        clauses.append("m.name = :model")
-        params["model"] = model.partition("@")[0]
-    if concept is not None:
-        clauses.append("co.name = :concept")
-        params["concept"] = concept
-    if status is not None:
-        clauses.append("r.status = :status")
-        params["status"] = status
-    if search and search.strip():
-        escaped = search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params["search"] = f"%{escaped}%"
-        likes = [f"lower(CAST({f} AS VARCHAR)) LIKE :search ESCAPE '\\'" for f in fields]
-        clauses.append("(" + " OR ".join(likes) + ")")
-    return clauses, params
-
-
-# Keyset cursors: each listing's order and "after the row with id :after" in that order.
-_AFTER = {
-    "models": "(m.name > (SELECT name FROM model WHERE id = :after) OR "
-    "(m.name = (SELECT name FROM model WHERE id = :after) AND m.id > :after))",
-    "concepts": "co.name > (SELECT name FROM concept WHERE id = :after)",  # names are unique
-    "runs": "r.id > :after",
-    "circuits": "c.id > :after",
-}
-
-
-def _where(clauses: Sequence[str]) -> str:
-    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
-
-
-def _limit(limit: int | None) -> str:
-    return "" if limit is None else f" LIMIT {int(limit)}"
-
-
 def list_models(
     session: Session, *, search: str | None = None, after: int | None = None, limit: int | None = None
 ) -> list[ModelRow]:
@@ -172,15 +117,12 @@ def list_models(
         after: keyset cursor: start after the model with this id (in the listing's order).
         limit: at most this many rows (None: all); counts are computed for these rows only.
     """
-    _check_page(after, limit)
-    clauses, params = _filters(None, None, None, search, ("m.name", "m.architecture", "m.id"))
-    if after is not None:
-        clauses.append(_AFTER["models"])
-        params["after"] = after
+    check_page(after, limit)
+    where, params = filters("models", search, after)
     table = query_arrow(
         session,
-        "WITH page AS (SELECT m.id, m.name, m.architecture, m.weights_sha256 FROM model m"
-        f"{_where(clauses)} ORDER BY m.name, m.id{_limit(limit)}) "
+        f"WITH page AS (SELECT m.id, m.name, m.architecture, m.weights_sha256 {SOURCES['models'].tables}"
+        f"{where} ORDER BY m.name, m.id{limit_clause(limit)}) "
         "SELECT p.id, p.name, p.architecture, p.weights_sha256, coalesce(l.n, 0) AS layers, "
         "coalesce(r.n, 0) AS runs, coalesce(c.n, 0) AS circuits FROM page p "
         "LEFT JOIN (SELECT model_id, count(*) AS n FROM layer WHERE model_id IN (SELECT id FROM page) "
@@ -216,23 +158,13 @@ def list_concepts(
         after: keyset cursor: start after the concept with this id (in the listing's order).
         limit: at most this many rows (None: all); counts are computed for these rows only.
     """
-    _check_page(after, limit)
-    clauses, params = _filters(None, None, None, search, ("co.name", "coalesce(co.description, '')", "co.id"))
-    on_model = ""
-    if model is not None:
-        on_model = " AND m.name = :model"
-        params["model"] = model.partition("@")[0]
-        clauses.append(
-            "EXISTS (SELECT 1 FROM run r JOIN model m ON m.id = r.model_id "
-            f"WHERE r.concept_id = co.id AND {_COMPLETE}{on_model})"
-        )
-    if after is not None:
-        clauses.append(_AFTER["concepts"])
-        params["after"] = after
+    check_page(after, limit)
+    where, params = filters("concepts", search, after, model=model)
+    on_model = "" if model is None else " AND m.name = :model"  # the counts too are of runs on it
     table = query_arrow(
         session,
-        "WITH page AS (SELECT co.id, co.name, co.description FROM concept co"
-        f"{_where(clauses)} ORDER BY co.name{_limit(limit)}) "
+        f"WITH page AS (SELECT co.id, co.name, co.description {SOURCES['concepts'].tables}"
+        f"{where} ORDER BY co.name{limit_clause(limit)}) "
         "SELECT p.id, p.name, p.description, coalesce(e.n, 0) AS image_sets, coalesce(r.n, 0) AS runs, "
         "coalesce(c.n, 0) AS circuits FROM page p "
         "LEFT JOIN (SELECT concept_id, count(DISTINCT image_set_sha256) AS n FROM example_image "
@@ -246,10 +178,6 @@ def list_concepts(
         params,
     )
     return [ConceptRow(**r) for r in table.to_pylist()]
-
-
-_RUN_FROM = "FROM run r JOIN model m ON m.id = r.model_id JOIN concept co ON co.id = r.concept_id"
-_RUN_SEARCH = ("m.name", "co.name", "r.id", "r.status")
 
 
 def _weights_kind(lib) -> str:
@@ -281,17 +209,13 @@ def list_runs(
     Raises:
         CircuitsError: unknown status, or a limit below 1.
     """
-    _check_status(status)
-    _check_page(after, limit)
-    clauses, params = _filters(model, concept, status, search, _RUN_SEARCH)
-    if after is not None:
-        clauses.append(_AFTER["runs"])
-        params["after"] = after
+    where, params = filters("runs", search, after, model=model, concept=concept, status=status)
+    check_page(after, limit)
     table = query_arrow(
         session,
         "WITH page AS (SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, "
         "r.n_images AS images, r.device, r.started_at AS started, r.seconds, r.library_versions AS lib "
-        f"{_RUN_FROM}{_where(clauses)} ORDER BY r.id{_limit(limit)}) "
+        f"{SOURCES['runs'].tables}{where} ORDER BY r.id{limit_clause(limit)}) "
         "SELECT p.*, coalesce(c.n, 0) AS circuits FROM page p "
         "LEFT JOIN (SELECT run_id, count(*) AS n FROM circuit WHERE run_id IN (SELECT id FROM page) "
         "GROUP BY run_id) c ON c.run_id = p.id ORDER BY p.id",
@@ -302,13 +226,6 @@ def list_runs(
         layers = decode_json(r.pop("layer_names"))
         out.append(RunRow(layers=len(layers), weights=_weights_kind(r.pop("lib")), **r))
     return out
-
-
-_CIRCUIT_FROM = (
-    "FROM circuit c JOIN run r ON r.id = c.run_id JOIN model m ON m.id = r.model_id "
-    "JOIN concept co ON co.id = r.concept_id"
-)
-_CIRCUIT_SEARCH = ("m.name", "co.name", "c.id")
 
 
 def list_circuits(
@@ -333,17 +250,13 @@ def list_circuits(
     Raises:
         CircuitsError: unknown status, or a limit below 1.
     """
-    _check_status(status)
-    _check_page(after, limit)
-    clauses, params = _filters(model, concept, status, search, _CIRCUIT_SEARCH)
-    if after is not None:
-        clauses.append(_AFTER["circuits"])
-        params["after"] = after
+    where, params = filters("circuits", search, after, model=model, concept=concept, status=status)
+    check_page(after, limit)
     table = query_arrow(
         session,
         "WITH page AS (SELECT c.id, c.run_id AS run, m.name AS model, co.name AS concept, r.layer_names, "
-        f"c.sweeps, c.converged, c.objective, c.created_at AS created {_CIRCUIT_FROM}{_where(clauses)} "
-        f"ORDER BY c.id{_limit(limit)}) "
+        f"c.sweeps, c.converged, c.objective, c.created_at AS created {SOURCES['circuits'].tables}{where} "
+        f"ORDER BY c.id{limit_clause(limit)}) "
         "SELECT p.*, coalesce(cn.n, 0) AS neurons, coalesce(i.n, 0) AS interventions FROM page p "
         "LEFT JOIN (SELECT circuit_id, count(*) AS n FROM circuit_neuron WHERE circuit_id IN (SELECT id FROM page) "
         "GROUP BY circuit_id) cn ON cn.circuit_id = p.id "

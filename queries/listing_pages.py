@@ -15,22 +15,8 @@ from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError
 from catalog.sql import query_arrow
-from queries.listing import (
-    _AFTER,
-    _CIRCUIT_FROM,
-    _CIRCUIT_SEARCH,
-    _COMPLETE,
-    _RUN_FROM,
-    _RUN_SEARCH,
-    _check_page,
-    _check_status,
-    _filters,
-    _where,
-    list_circuits,
-    list_concepts,
-    list_models,
-    list_runs,
-)
+from queries._listing_sql import SOURCES, check_page, filters
+from queries.listing import list_circuits, list_concepts, list_models, list_runs
 
 __all__ = ["LISTABLE", "PAGE_ROWS", "Page", "count_rows", "list_page"]
 
@@ -89,7 +75,7 @@ def list_page(
     Raises:
         CircuitsError: an unknown `what` or status, or a limit below 1.
     """
-    _check_page(after, limit)
+    check_page(after, limit)
     if what == "models":
         rows: list[Any] = list_models(session, search=search, after=after, limit=limit + 1)
     elif what == "concepts":
@@ -127,29 +113,8 @@ def count_rows(
     Raises:
         CircuitsError: an unknown `what` or status.
     """
-    _check_status(status)
-    _check_page(after, None)
-    if what == "runs":
-        clauses, params = _filters(model, concept, status, search, _RUN_SEARCH)
-        sql = f"SELECT count(*) AS n {_RUN_FROM}{_where(clauses)}"
-    elif what == "circuits":
-        clauses, params = _filters(model, concept, status, search, _CIRCUIT_SEARCH)
-        sql = f"SELECT count(*) AS n {_CIRCUIT_FROM}{_where(clauses)}"
-    elif what == "concepts":
-        clauses, params = _filters(None, None, None, search, ("co.name", "coalesce(co.description, '')", "co.id"))
-        if model is not None:
-            params["model"] = model.partition("@")[0]
-            clauses.append(
-                "EXISTS (SELECT 1 FROM run r JOIN model m ON m.id = r.model_id "
-                f"WHERE r.concept_id = co.id AND {_COMPLETE} AND m.name = :model)"
-            )
-        sql = f"SELECT count(*) AS n FROM concept co{_where(clauses)}"
-    elif what == "models":
-        clauses, params = _filters(None, None, None, search, ("m.name", "m.architecture", "m.id"))
-        sql = f"SELECT count(*) AS n FROM model m{_where(clauses)}"
-    else:
+    if what not in SOURCES:
         raise CircuitsError(f"cannot count {what!r}: use models, concepts, runs or circuits")
-    if after is not None:
-        sql += (" AND " if clauses else " WHERE ") + _AFTER[what]
-        params["after"] = after
-    return int(query_arrow(session, sql, params).to_pylist()[0]["n"])
+    where, params = filters(what, search, after, model=model, concept=concept, status=status)
+    check_page(after, None)
+    return int(query_arrow(session, f"SELECT count(*) AS n {SOURCES[what].tables}{where}", params).to_pylist()[0]["n"])

@@ -151,11 +151,6 @@ def export_mask(
     path = Path(path)
     if path.suffix not in (".json", ".safetensors"):
         raise MaskError(f"cannot tell the mask format from {path.name!r}: name the file *.json or *.safetensors")
-    with cat.session() as s:
-        circuit = store.read_circuit(s, circuit_id)
-        architecture = store.read_run(s, circuit.run_id).architecture
-    mask = circuit_mask(
-        circuit, kind=kind, pair=pair, architecture=architecture, catalog=cat.display, prune_anchor=prune_anchor
-    )
+    mask = mask_from_circuit(cat, circuit_id, kind=kind, pair=pair, prune_anchor=prune_anchor)
     written = write_mask(mask, path)
     return ExportResult(written, written.suffix.lstrip("."), mask)

@@ -70,6 +70,11 @@ def _apply(*extra: str, mask: str = "{mask}", out: str = "pruned.pt") -> tuple[s
     return ("apply", "{model}", "--mask", mask, "-o", out, "--weights", "{weights}", *extra)
 
 
+def _sql(name: str, query: str, expect: str, *options: str, what: str = "", db: str = "{db}") -> Case:
+    """A `circuits sql` case, `sql QUERY OPTIONS --db DB`, shown as `sql "QUERY"` unless `what` says more."""
+    return Case(f"sql-{name}", "sql", what or f'`sql "{query}"`', ("sql", query, *options, "--db", db), expect)
+
+
 CASES: list[Case] = [
     # --- catalogs and paths
     Case("db-folder", "catalog", "`--db` is a folder", ("list", "runs", "--db", "sub"), "is a folder", "make_folder"),
@@ -545,56 +550,44 @@ CASES: list[Case] = [
         "neither a circuit id",
     ),
     # --- SQL
-    Case("sql-delete", "sql", '`sql "delete from run"`', ("sql", "delete from run", "--db", "{db}"), "read-only"),
-    Case("sql-copy", "sql", "`sql \"copy run to 'x.csv'\"`", ("sql", "copy run to 'x.csv'", "--db", "{db}"), "error"),
-    Case(
-        "sql-read-file",
-        "sql",
-        "`sql` reading a file (`read_csv('/etc/passwd')`)",
-        ("sql", "select * from read_csv('/etc/passwd')", "--db", "{db}"),
+    _sql("delete", "delete from run", "read-only"),
+    _sql("copy", "copy run to 'x.csv'", "error"),
+    _sql(
+        "read-file",
+        "select * from read_csv('/etc/passwd')",
         "disabled",
+        what="`sql` reading a file (`read_csv('/etc/passwd')`)",
     ),
-    Case(
-        "sql-attach", "sql", "`sql \"attach 'x.duckdb'\"`", ("sql", "attach 'x.duckdb' as x", "--db", "{db}"), "error"
-    ),
-    Case("sql-begin", "sql", '`sql "begin"`', ("sql", "begin", "--db", "{db}"), "transaction control"),
-    Case("sql-utf8", "sql", "`sql` with invalid UTF-8", ("sql", "select '\udcff'", "--db", "{db}"), "not valid UTF-8"),
-    Case("sql-syntax", "sql", '`sql "selec 1"`', ("sql", "selec 1", "--db", "{db}"), "syntax error"),
-    Case("sql-empty", "sql", '`sql ""`', ("sql", "", "--db", "{db}"), "empty"),
-    Case(
-        "sql-timeout",
-        "sql",
-        "`sql` three-way cross join with `--timeout 0.5`",
-        (
-            "sql",
-            "select count(*) from range(100000) a, range(100000) b, range(100000) c",
-            "--timeout",
-            "0.5",
-            "--db",
-            "{db}",
-        ),
+    _sql("attach", "attach 'x.duckdb' as x", "error", what="`sql \"attach 'x.duckdb'\"`"),
+    _sql("begin", "begin", "transaction control"),
+    _sql("utf8", "select '\udcff'", "not valid UTF-8", what="`sql` with invalid UTF-8"),
+    _sql("syntax", "selec 1", "syntax error"),
+    _sql("empty", "", "empty"),
+    _sql(
+        "timeout",
+        "select count(*) from range(100000) a, range(100000) b, range(100000) c",
         "ran longer than",
+        "--timeout",
+        "0.5",
+        what="`sql` three-way cross join with `--timeout 0.5`",
     ),
-    Case(
-        "sql-max-bytes",
-        "sql",
-        "`sql` with a result past `--max-bytes 1MB` (default 100 MB)",
-        ("sql", "select repeat('x', 100000) as s from range(100)", "--max-bytes", "1MB", "--db", "{db}"),
+    _sql(
+        "max-bytes",
+        "select repeat('x', 100000) as s from range(100)",
         "larger than 1 MB",
+        "--max-bytes",
+        "1MB",
+        what="`sql` with a result past `--max-bytes 1MB` (default 100 MB)",
     ),
-    Case(
-        "sql-set-limit",
-        "sql",
-        "`sql \"set memory_limit='50GB'\"` (settings are locked)",
-        ("sql", "set memory_limit='50GB'", "--db", "{db}"),
-        "locked",
+    _sql(
+        "set-limit", "set memory_limit='50GB'", "locked", what="`sql \"set memory_limit='50GB'\"` (settings are locked)"
     ),
-    Case(
-        "sql-url-options",
-        "sql",
-        "`sql --db 'duckdb:///c.duckdb?memory_limit=50GB'`",
-        ("sql", "select 1", "--db", "duckdb:///c.duckdb?memory_limit=50GB"),
+    _sql(
+        "url-options",
+        "select 1",
         "memory_limit",
+        what="`sql --db 'duckdb:///c.duckdb?memory_limit=50GB'`",
+        db="duckdb:///c.duckdb?memory_limit=50GB",
     ),
     # --- from a circuit to a deployed model
     Case(

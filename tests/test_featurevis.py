@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from _helpers_cli import noise_images, tiny_catalog
 from _helpers_cli import sql_rows as _rows
-from _helpers_cli import tiny_catalog
 from PIL import Image
 from tiny_model import TINY_MODEL
 from typer.testing import CliRunner
@@ -196,11 +196,7 @@ def test_reference_folder_without_readable_images_and_models_without_a_set_write
 
 def test_reference_folder_gives_each_circuit_neuron_its_top_examples(tiny_run):
     db = tiny_run["db"]
-    folder = tiny_run["dir"] / "ref"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"r{i}.png")
+    folder = noise_images(tiny_run["dir"] / "ref", n=6, seed=1)
     r = runner.invoke(
         app, ["thumbnails", "1", tiny_run["model"], "--reference", str(folder), "--db", str(db), "--quiet"]
     )

@@ -101,13 +101,18 @@ def test_a_failure_writing_thumbnails_leaves_no_run(stored_run, monkeypatch):
     assert _sql(stored_run["db"], "select count(distinct run_id) as n from neuron_patch") == [{"n": 1}]
 
 
-def test_thumbnails_command_recomputes_the_same_patches(stored_run):
-    db = stored_run["db"]
-    before = _sql(
+def _patches(db) -> list[dict]:
+    """Every stored patch of the catalog, its image as a hash, in (neuron, rank) order."""
+    return _sql(
         db,
         "select neuron_id, rank, example_image_id, activation, x0, y0, x1, y1, md5(data) as h "
         "from neuron_patch order by 1, 2",
     )
+
+
+def test_thumbnails_command_recomputes_the_same_patches(stored_run):
+    db = stored_run["db"]
+    before = _patches(db)
     engine = build_engine(resolve_url(db), read_only=False, poolclass=sa.pool.NullPool)
     from catalog.engine import close_catalogs_of
 
@@ -118,11 +123,7 @@ def test_thumbnails_command_recomputes_the_same_patches(stored_run):
     r = runner.invoke(app, ["thumbnails", "1", stored_run["model"], "--db", str(db), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "stored 24 patches and 0 new image thumbnails for run 1" in r.output
-    after = _sql(
-        db,
-        "select neuron_id, rank, example_image_id, activation, x0, y0, x1, y1, md5(data) as h "
-        "from neuron_patch order by 1, 2",
-    )
+    after = _patches(db)
     assert after == before
 
 

@@ -73,6 +73,20 @@ JOIN layer ld ON ld.id = nd.layer_id
 """
 
 EDGE_ROW = ("src_neuron_id", "dst_neuron_id", "score")
+# run_matrix's columns in order: pair i joins layer_names[i] (src) and [i + 1] (dst); `scores` is
+# the blob on PostgreSQL and NULL on DuckDB, whose blobs are words in run_matrix_word.
+RUN_MATRIX_ROW = (
+    "run_id",
+    "pair",
+    "src_layer_id",
+    "dst_layer_id",
+    "n_src",
+    "n_dst",
+    "codec",
+    "top_k",
+    "n_bytes",
+    "scores",
+)
 
 
 def _postgres() -> bool:
@@ -164,48 +178,18 @@ def downgrade() -> None:
 
 def _convert_rows(bind: sa.Connection) -> None:
     """Per complete run: old rows → matrices → blobs, top edges, circuit edges."""
-    matrix_rows = sa.table(
-        "run_matrix",
-        *(
-            sa.column(c)
-            for c in (
-                "run_id",
-                "pair",
-                "src_layer_id",
-                "dst_layer_id",
-                "n_src",
-                "n_dst",
-                "codec",
-                "top_k",
-                "n_bytes",
-                "scores",
-            )
-        ),
-    )
+    run_matrix = sa.table("run_matrix", *(sa.column(c) for c in RUN_MATRIX_ROW))
     for run_id, neuron_ids in _runs(bind):
         if len(neuron_ids) < 2:  # no layer pair, no scores (not a run the store would write)
             continue
         matrices = _old_matrices(bind, run_id, neuron_ids)
         layer_ids = _layer_ids(bind, neuron_ids)
         blobs = [encode_matrix(m) for m in matrices]
-        bind.execute(
-            sa.insert(matrix_rows),
-            [
-                {
-                    "run_id": run_id,
-                    "pair": i,
-                    "src_layer_id": layer_ids[i],
-                    "dst_layer_id": layer_ids[i + 1],
-                    "n_src": m.shape[0],
-                    "n_dst": m.shape[1],
-                    "codec": CODEC,
-                    "top_k": TOP_K,
-                    "n_bytes": len(blob),
-                    "scores": blob if _postgres() else None,
-                }
-                for i, (m, blob) in enumerate(zip(matrices, blobs))
-            ],
-        )
+        rows = [
+            (run_id, i, src, dst, *m.shape, CODEC, TOP_K, len(blob), blob if _postgres() else None)
+            for i, (m, src, dst, blob) in enumerate(zip(matrices, layer_ids, layer_ids[1:], blobs))
+        ]
+        bind.execute(sa.insert(run_matrix), [dict(zip(RUN_MATRIX_ROW, row)) for row in rows])
         if not _postgres():  # DuckDB: the run's blobs as little-endian 8-byte words, in pair order
             words = np.concatenate([np.frombuffer(b + b"\0" * (-len(b) % 8), dtype="<i8") for b in blobs])
             _bulk(

@@ -16,6 +16,8 @@ Written by hand (docs/architecture.md, "Conventions"):
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -25,58 +27,60 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    pg = op.get_context().dialect.name == "postgresql"
-    run_fk = (
-        [sa.ForeignKeyConstraint(["run_id"], ["run.id"], name="fk_neuron_featurevis_run_id_run", ondelete="CASCADE")]
-        if pg
-        else []
-    )
+def _not_null(*columns: tuple[str, Any]) -> list[sa.Column]:
+    """NOT NULL columns from (name, SQLAlchemy type) pairs."""
+    return [sa.Column(name, type_, nullable=False) for name, type_ in columns]
+
+
+_IMAGE = (("mime", sa.String(40)), ("data", sa.LargeBinary))  # image bytes and their type (catalog.media)
+_BOX = tuple((corner, sa.Integer) for corner in ("x0", "y0", "x1", "y1"))  # a patch's box in its image
+
+
+def _neuron_table(name: str, *columns: sa.Column, key: tuple[str, ...] = (), references: tuple[str, ...] = ()) -> None:
+    """A table of rows per run and circuit neuron: `run_id`, `neuron_id`, then `columns`.
+
+    Its primary key (run_id, neuron_id, *key) and foreign keys (to neuron, to the tables named by
+    `references` through their `<table>_id` columns) are declared inside CREATE TABLE; the one to
+    run exists on PostgreSQL only and cascades, as for `neuron_patch` (0002). Constraint names
+    follow the catalog's naming convention.
+    """
+    fks: list[tuple[str, str, str | None]] = [
+        ("neuron_id", "neuron", None),
+        *((f"{t}_id", t, None) for t in references),
+    ]
+    if op.get_context().dialect.name == "postgresql":
+        fks.append(("run_id", "run", "CASCADE"))
     op.create_table(
+        name,
+        *_not_null(("run_id", sa.Integer), ("neuron_id", sa.Integer)),
+        *columns,
+        sa.PrimaryKeyConstraint("run_id", "neuron_id", *key, name=f"pk_{name}"),
+        *(
+            sa.ForeignKeyConstraint([c], [f"{t}.id"], name=f"fk_{name}_{c}_{t}", ondelete=on_delete)
+            for c, t, on_delete in fks
+        ),
+    )
+
+
+def upgrade() -> None:
+    _neuron_table(
         "neuron_featurevis",
-        sa.Column("run_id", sa.Integer, nullable=False),
-        sa.Column("neuron_id", sa.Integer, nullable=False),
-        sa.Column("width", sa.Integer, nullable=False),
-        sa.Column("height", sa.Integer, nullable=False),
-        sa.Column("activation", sa.Double, nullable=False),
-        sa.Column("params", sa.JSON, nullable=False),
-        sa.Column("mime", sa.String(40), nullable=False),
-        sa.Column("data", sa.LargeBinary, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.PrimaryKeyConstraint("run_id", "neuron_id", name="pk_neuron_featurevis"),
-        sa.ForeignKeyConstraint(["neuron_id"], ["neuron.id"], name="fk_neuron_featurevis_neuron_id_neuron"),
-        *run_fk,
+        *_not_null(
+            ("width", sa.Integer),
+            ("height", sa.Integer),
+            ("activation", sa.Double),
+            ("params", sa.JSON),
+            *_IMAGE,
+            ("created_at", sa.DateTime),
+        ),
     )
     op.add_column("neuron_patch", sa.Column("heatmap", sa.LargeBinary, nullable=True))
-    ref_fk = (
-        [
-            sa.ForeignKeyConstraint(
-                ["run_id"], ["run.id"], name="fk_neuron_reference_patch_run_id_run", ondelete="CASCADE"
-            )
-        ]
-        if pg
-        else []
-    )
-    op.create_table(
+    _neuron_table(  # the columns of neuron_patch (0002, with the heat-map above)
         "neuron_reference_patch",
-        sa.Column("run_id", sa.Integer, nullable=False),
-        sa.Column("neuron_id", sa.Integer, nullable=False),
-        sa.Column("rank", sa.Integer, nullable=False),
-        sa.Column("example_image_id", sa.Integer, nullable=False),
-        sa.Column("activation", sa.Double, nullable=False),
-        sa.Column("x0", sa.Integer, nullable=False),
-        sa.Column("y0", sa.Integer, nullable=False),
-        sa.Column("x1", sa.Integer, nullable=False),
-        sa.Column("y1", sa.Integer, nullable=False),
-        sa.Column("mime", sa.String(40), nullable=False),
-        sa.Column("data", sa.LargeBinary, nullable=False),
+        *_not_null(("rank", sa.Integer), ("example_image_id", sa.Integer), ("activation", sa.Double), *_BOX, *_IMAGE),
         sa.Column("heatmap", sa.LargeBinary, nullable=True),
-        sa.PrimaryKeyConstraint("run_id", "neuron_id", "rank", name="pk_neuron_reference_patch"),
-        sa.ForeignKeyConstraint(["neuron_id"], ["neuron.id"], name="fk_neuron_reference_patch_neuron_id_neuron"),
-        sa.ForeignKeyConstraint(
-            ["example_image_id"], ["example_image.id"], name="fk_neuron_reference_patch_example_image_id_example_image"
-        ),
-        *ref_fk,
+        key=("rank",),
+        references=("example_image",),
     )
 
 
