@@ -66,3 +66,25 @@ def verified_fast_paths():
     yield
     mp.undo()
     clear_plan_cache()
+
+
+class CustomBackward(nn.Module):
+    """Identity in the forward (a copy) with the hand-written backward `backward(g)`: a model's
+    values stay the same, its gradient becomes whatever `backward` makes of it."""
+
+    def __init__(self, backward):
+        super().__init__()
+
+        class _Identity(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.clone()
+
+            @staticmethod
+            def backward(ctx, g):
+                return backward(g)
+
+        self.fn = _Identity
+
+    def forward(self, x):
+        return self.fn.apply(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cla_helpers import CustomBackward
 from tiny_vit import TinyViT
 from torch import nn
 
@@ -164,33 +165,17 @@ def test_sequence_major_attention_inputs_keep_values_and_gradients():
     assert g1.abs().max() > 0
 
 
-class _Opaque(torch.autograd.Function):
-    """Identity with a hand-written backward and no vmap support: batched VJPs cannot pass it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        assert g.abs().sum().item() >= 0  # `.item()`: vmap refuses it (a RuntimeError under batched VJPs)
-        return g.clone()
+def _opaque(g):
+    """A backward vmap cannot batch: batched VJPs cannot pass it."""
+    assert g.abs().sum().item() >= 0  # `.item()`: vmap refuses it (a RuntimeError under batched VJPs)
+    return g.clone()
 
 
 def test_an_op_vmap_cannot_batch_falls_back_to_one_call_per_unit(vit, images, spy):
     torch.manual_seed(0)
     model = TinyViT(depth=2).eval()
     norm = model.blocks[0].norm2
-    model.blocks[0].norm2 = nn.Sequential(norm, _Lambda(_Opaque.apply))
+    model.blocks[0].norm2 = nn.Sequential(norm, CustomBackward(_opaque))
     layers = ["blocks.0.attn:heads", "blocks.0.mlp.act"]
     _close(attribute(model, layers, images, device="cpu"), attribute_reference(model, layers, images))
     assert len(spy) == 1
-
-
-class _Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)

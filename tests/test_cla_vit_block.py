@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cla_helpers import CustomBackward
 from tiny_vit import TinyViT
 from torch import nn
 
@@ -143,23 +144,6 @@ def test_describe_paths_names_the_block_path(vit, images):
     ]
 
 
-class _Twice(torch.autograd.Function):
-    """Identity forward, doubled backward: the values match the block, the gradient does not."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return 2 * g
-
-
-class _TwiceModule(nn.Module):
-    def forward(self, x):
-        return _Twice.apply(x)
-
-
 class _PostNorm(nn.Module):
     """A post-LN block with the pre-LN block's module names: other values."""
 
@@ -179,7 +163,7 @@ def test_blocks_it_cannot_reproduce_fall_back_to_autograd(images, spans, change)
     torch.manual_seed(0)
     model = TinyViT(depth=2).eval()
     if change == "custom backward":
-        model.blocks[1].attn.heads_out = _TwiceModule()  # inside block 1's attention: values unchanged
+        model.blocks[1].attn.heads_out = CustomBackward(lambda g: 2 * g)  # values unchanged, gradient doubled
     else:
         model.blocks[1] = _PostNorm(model.blocks[1])
     layers = ["blocks.0.mlp.act", "blocks.1.attn:heads", "blocks.1.mlp.act"]

@@ -286,14 +286,18 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, rec: OpRecord) -> torch.Tensor
 def _avgpool_input_grad(g: torch.Tensor, op: AvgPool, rec: OpRecord) -> torch.Tensor:
     """Route a chunk's gradient (n, C, b, P_out) back through an average pool → (n, C, b, P_in)."""
     n, ch, b, _ = g.shape
-    p = op.pool
     ho, wo = rec.y.shape[2], rec.y.shape[3]
     h, w = rec.x.shape[2], rec.x.shape[3]
-    gi = g.reshape(n * ch * b, 1, ho, wo)  # every (neuron, channel, image) map on its own
-    shape = g.new_empty(n * ch * b, 1, h, w)  # only its size is read
+    return avgpool_maps_grad(g.reshape(n * ch * b, ho, wo), op, h, w).view(n, ch, b, h * w)
+
+
+def avgpool_maps_grad(g: torch.Tensor, op: AvgPool, h: int, w: int) -> torch.Tensor:
+    """An average pool's input gradient for a stack of output-gradient maps (M, h_out, w_out),
+    every map on its own (one channel each): (M, h, w) for an input of h × w."""
+    p = op.pool
     xi = torch.ops.aten.avg_pool2d_backward(
-        gi,
-        shape,
+        g.unsqueeze(1),
+        g.new_empty(g.shape[0], 1, h, w),  # only its size is read
         _pair(p.kernel_size),
         _pair(p.stride if p.stride is not None else p.kernel_size),
         _pair(p.padding),
@@ -301,7 +305,7 @@ def _avgpool_input_grad(g: torch.Tensor, op: AvgPool, rec: OpRecord) -> torch.Te
         p.count_include_pad,
         p.divisor_override,
     )
-    return xi.view(n, ch, b, h * w)
+    return xi.squeeze(1)
 
 
 def _pair(v) -> list[int]:

@@ -38,6 +38,14 @@ def _unit_cotangents(out: torch.Tensor, mask: torch.Tensor | None = None) -> tor
     return torch.where(norm > 0, y / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(y))
 
 
+def _pair_inputs(out: torch.Tensor, leaf: torch.Tensor, masks: Masks | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pair's downstream cotangents (B, C_next, P_next) (`_unit_cotangents`) and upstream
+    magnitudes |A| (B, C_i, P_i), each under its position mask when `masks` are given."""
+    m_in, m_out = masks if masks is not None else (None, None)
+    absa = channels_first(leaf.detach()).abs()
+    return _unit_cotangents(out, m_out), absa if m_in is None else absa * m_in
+
+
 def generic_pair_scores(
     out: torch.Tensor,
     leaf: torch.Tensor,
@@ -64,11 +72,7 @@ def generic_pair_scores(
     Returns:
         float32 tensor (C_i, C_{i+1}) on `leaf`'s device.
     """
-    m_in, m_out = masks if masks is not None else (None, None)
-    g = _unit_cotangents(out, m_out)  # (B, C_next, P_next)
-    absa = channels_first(leaf.detach()).abs()  # (B, C_i, P_i)
-    if m_in is not None:
-        absa = absa * m_in
+    g, absa = _pair_inputs(out, leaf, masks)
     c_next = g.shape[1]
     cols = list(range(c_next)) if neurons is None else list(neurons)
     scores = torch.zeros(absa.shape[1], c_next, device=leaf.device, dtype=torch.float32)

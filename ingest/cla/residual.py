@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ingest.cla.fast import Step, elements_per_neuron_image, last_conv_input_grad
+from ingest.cla.fast import Step, avgpool_maps_grad, elements_per_neuron_image, last_conv_input_grad
 from ingest.cla.plan import Op, OpRecord, PairPlan, Pool, Unit, run_ops
 
 __all__ = [
@@ -260,19 +260,7 @@ class _Branch:
                 idx = aux[b].expand(u, -1, -1)
                 g = dst.scatter_add_(2, idx, g.flatten(2)).view(u, *x.shape[1:])
             else:
-                p = op.pool
-                gi = g.reshape(u * g.shape[1], 1, *g.shape[2:])  # every map on its own
-                xi = torch.ops.aten.avg_pool2d_backward(
-                    gi,
-                    g.new_empty(gi.shape[0], 1, x.shape[2], x.shape[3]),
-                    _pair(p.kernel_size),
-                    _pair(p.stride if p.stride is not None else p.kernel_size),
-                    _pair(p.padding),
-                    p.ceil_mode,
-                    p.count_include_pad,
-                    p.divisor_override,
-                )
-                g = xi.view(u, *x.shape[1:])
+                g = avgpool_maps_grad(g.reshape(-1, *g.shape[2:]), op, x.shape[2], x.shape[3]).view(u, *x.shape[1:])
         return g
 
     def _last(self, cu: torch.Tensor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -309,7 +297,3 @@ def _conv_input_grad(g: torch.Tensor, unit: Unit, x: torch.Tensor) -> torch.Tens
 
 def _open(unit: Unit, y: torch.Tensor) -> torch.Tensor:
     return ((y > 0) & (y < unit.cap) if unit.cap is not None else y > 0).to(y.dtype)
-
-
-def _pair(v) -> list[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(t) for t in v]

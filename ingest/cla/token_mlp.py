@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ingest.cla.capture import channels_first
-from ingest.cla.generic import Masks, _unit_cotangents
+from ingest.cla.generic import Masks, _pair_inputs
 from ingest.cla.heads import is_head_layer
 
 __all__ = ["ELEMENTWISE", "MlpCalls", "TokenMlp", "mlp_layers", "record_mlp_calls", "token_mlp", "token_mlp_scores"]
@@ -176,11 +176,7 @@ def token_mlp_scores(
     Same arguments and result as `ingest.cla.generic.generic_pair_scores`, plus the pair's `mlp`
     pieces (`token_mlp`). Units whose map is zero on every image are skipped (their column is 0).
     """
-    m_in, m_out = masks if masks is not None else (None, None)
-    g = _unit_cotangents(out, m_out)  # (B, C, T)
-    absa = channels_first(leaf.detach()).abs()  # (B, C_i, P)
-    if m_in is not None:
-        absa = absa * m_in
+    g, absa = _pair_inputs(out, leaf, masks)  # (B, C, T), (B, C_i, P)
     c_next = g.shape[1]
     scores = torch.zeros(absa.shape[1], c_next, device=leaf.device, dtype=torch.float32)
     wanted = range(c_next) if neurons is None else neurons
