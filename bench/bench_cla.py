@@ -14,7 +14,11 @@ Cases (random init, nothing downloaded), one row each; `CASES` below holds them,
 - resnet50-stages: resnet50 at 112×112, 4 images, cut at the stage outputs layer1 … layer4 (3
   pairs, several blocks between cuts: the generic path, which must not be slower than the loop);
 - efficientnet-lite0: EfficientNet-Lite0 at 224×224, 8 images, the zoo's layers (all 16 MBConv
-  block outputs, 15 pairs: residual path for inverted residuals, conv-chain path for the rest).
+  block outputs, 15 pairs: residual path for inverted residuals, conv-chain path for the rest);
+- typo-vit, vit_b_16: the transformer cases of `bench/vit_cla.py` (the bundled typo-vit, all 11
+  block pairs, 4 images; torchvision vit_b_16 at 224 px, `encoder_layer_5.mlp.1 →
+  encoder_layer_6.mlp.1`, 2 images), printed as that script prints them: per pair the loop, the
+  engine and the FLOP bound of exact CLA, in full (no reference subset).
 Each case runs once per `--threads` count (default 1 and the machine's default), rows side by side.
 
 Every case but `small` times the reference on `--ref-neurons K` evenly spaced downstream neurons
@@ -40,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 from googlenet_shape import NAMES as GOOGLENET_LAYERS  # bench/ is on sys.path when a bench runs
+from vit_cla import VIT_CASES
+from vit_cla import run as run_vit
 
 import ingest  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its thread pools)
 from ingest.cla.attribution import attribute, describe_paths
@@ -326,7 +332,7 @@ def report(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--case", choices=[*CASES, "all"], default="all", nargs="+")
+    ap.add_argument("--case", choices=[*CASES, *VIT_CASES, "all"], default="all", nargs="+")
     ap.add_argument("--ref-neurons", type=int, default=24, help="reference subset per pair (0 = all neurons)")
     ap.add_argument("--images", type=int, default=0, help="images per case on a CPU (0: the case's own)")
     ap.add_argument("--max-memory-mib", type=int, default=2048)
@@ -346,10 +352,14 @@ def main() -> None:
     device = resolve_device(args.device)
     max_memory = args.max_memory_mib * 2**20
     print(f"torch {torch.__version__}, thread counts {counts}, device {device}")
-    names = list(CASES) if "all" in args.case else args.case
+    names = [*CASES, *VIT_CASES] if "all" in args.case else args.case
     rows = []
     for name, threads in ((n, t) for n in names for t in counts):
         configure(threads)
+        if name in VIT_CASES:  # its own table, printed now
+            print(f"\n{name}, {threads} thread(s):")
+            run_vit(name, threads=threads, generic=False)
+            continue
         case = CASES[name]
         torch.manual_seed(0)
         model = case.build().eval()
@@ -371,7 +381,8 @@ def main() -> None:
             )
         )
         del model
-    report(rows)
+    if rows:
+        report(rows)
 
 
 if __name__ == "__main__":

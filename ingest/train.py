@@ -46,15 +46,17 @@ from ingest.zoo.registry import weights_sha256
 from ingest.zoo.weights import file_sha256
 
 __all__ = [
+    "TYPO_DEFAULTS",
+    "TYPO_VIT_DEFAULTS",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
+    "default_weights",
     "evaluate",
     "reproduce_command",
     "resolve_device",
     "train_catfish",
     "train_typo",
-    "train_typo_vit",
 ]
 
 STATE_DICT_SHA256_METHOD = "ingest.zoo.registry.weights_sha256"  # the model identity the catalog stores
@@ -169,26 +171,6 @@ def train_catfish(
         torch.set_num_threads(old_threads)
 
 
-def train_typo_vit(
-    config: TrainConfig = TrainConfig(**TYPO_VIT_DEFAULTS),
-    out: Path | str | None = None,
-    *,
-    progress: ProgressHook | None = None,
-    on_epoch: EpochHook | None = None,
-) -> TrainResult:
-    """Train typo-vit (`ingest.zoo.typo_vit`) on Typographic-synth with typo-mini's recipe
-    switches; write weights and sidecar (held-out accuracy and attack success).
-
-    Raises:
-        TrainingError: invalid settings or device, or the output cannot be written.
-    """
-    from ingest.zoo.typo_vit import WEIGHTS_PATH as VIT_WEIGHTS
-
-    if config.dataset != "typo" or config.model != "typo-vit":
-        raise TrainingError("train_typo_vit needs dataset='typo' and model='typo-vit'")
-    return train_catfish(config, VIT_WEIGHTS if out is None else out, progress=progress, on_epoch=on_epoch)
-
-
 def train_typo(
     config: TrainConfig = TrainConfig(**TYPO_DEFAULTS),
     out: Path | str | None = None,
@@ -196,20 +178,33 @@ def train_typo(
     progress: ProgressHook | None = None,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Train typo-mini (catfish-mini's network) on Typographic-synth; write weights and sidecar.
+    """Train a network that reads on Typographic-synth; write weights and sidecar.
 
-    A `text_share` of the training images carries the true class name and a `text_only_share`
-    shows it alone, so the network learns to read; the sidecar adds held-out attack success.
-    Defaults reproduce the shipped `ingest/weights/typo_mini.pt`.
+    typo-mini (catfish-mini's network; the default settings) or, with `model="typo-vit"`
+    (`TrainConfig(**TYPO_VIT_DEFAULTS)`), typo-vit (`ingest.zoo.typo_vit`). A `text_share` of the
+    training images carries the true class name and a `text_only_share` shows it alone, so the
+    network learns to read; the sidecar adds held-out attack success. The defaults of each
+    reproduce its shipped weights, where `out` (None) writes them.
 
     Raises:
         TrainingError: invalid settings or device, or the output cannot be written.
     """
-    from ingest.zoo.typo_mini import WEIGHTS_PATH as TYPO_WEIGHTS
-
     if config.dataset != "typo":
         raise TrainingError(f"train_typo needs dataset='typo', got {config.dataset!r}")
-    return train_catfish(config, TYPO_WEIGHTS if out is None else out, progress=progress, on_epoch=on_epoch)
+    return train_catfish(config, default_weights(config) if out is None else out, progress=progress, on_epoch=on_epoch)
+
+
+def default_weights(config: TrainConfig) -> Path:
+    """The bundled weights file of the network `config` trains (where `circuits train` writes by default)."""
+    if config.model == "typo-vit":
+        from ingest.zoo.typo_vit import WEIGHTS_PATH as VIT_WEIGHTS
+
+        return Path(VIT_WEIGHTS)
+    if config.dataset == "typo":
+        from ingest.zoo.typo_mini import WEIGHTS_PATH as TYPO_WEIGHTS
+
+        return Path(TYPO_WEIGHTS)
+    return Path(WEIGHTS_PATH)
 
 
 @torch.no_grad()

@@ -49,14 +49,14 @@ def train_catfish_command(
     Held-out accuracy is measured on images of a seed no epoch uses. The defaults with
     --device cpu reproduce the shipped weights.
     """
-    _run(_shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads), out, "catfish")
+    _run(_shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads), out)
 
 
 def _typo_command(
-    model: str, epochs_default: int, batch_size_default: int, recipe: dict[str, Any], doc: str
+    epochs_default: int, batch_size_default: int, recipe: dict[str, Any], doc: str
 ) -> Callable[..., None]:
     """A `circuits train typo…` command: typo-mini and typo-vit take the same options and differ in
-    the model, the default epochs and batch size, and the optimiser settings (`recipe`)."""
+    the default epochs and batch size, and in `recipe` (the model and the optimiser settings)."""
 
     def command(
         epochs: Epochs = epochs_default,
@@ -72,7 +72,7 @@ def _typo_command(
     ) -> None:
         shared = _shared(epochs, seed, train_per_class, eval_per_class, batch_size, device, threads)
         typo = dict(dataset="typo", text_share=text_share, text_only_share=text_only_share)
-        _run(shared | typo | recipe, out, model)
+        _run(shared | typo | recipe, out)
 
     command.__doc__ = doc  # the command's help
     return command
@@ -88,9 +88,9 @@ _TYPO_VIT_HELP = """Train typo-vit (a 6-block ViT, patch 8, 64 px) on Typographi
 Prints held-out clean accuracy, attack success and the time taken. The defaults with --device
 cpu reproduce the shipped weights on the same machine and thread count.
 """
-train_typo_command = train_app.command("typo")(_typo_command("typo", 12, 64, {}, _TYPO_HELP))
+train_typo_command = train_app.command("typo")(_typo_command(12, 64, {}, _TYPO_HELP))
 train_typo_vit_command = train_app.command("typo-vit")(
-    _typo_command("typo-vit", 40, 32, dict(model="typo-vit", lr=3e-4, weight_decay=0.05), _TYPO_VIT_HELP)
+    _typo_command(40, 32, dict(model="typo-vit", lr=3e-4, weight_decay=0.05), _TYPO_VIT_HELP)
 )
 
 
@@ -109,7 +109,7 @@ def _shared(
     )
 
 
-def _run(settings: dict, out: Path | None, dataset: str) -> None:
+def _run(settings: dict, out: Path | None) -> None:
     """Validate, train with a progress bar, print the outcome (shared by the three commands)."""
     if "torch" not in sys.modules:
         # Idle OpenMP threads that spin instead of sleeping made training 5x slower on a CPU shared
@@ -125,15 +125,12 @@ def _run(settings: dict, out: Path | None, dataset: str) -> None:
         TimeRemainingColumn,
     )
 
-    from ingest.train import TrainConfig, resolve_device, train_catfish
-    from ingest.zoo.catfish_mini import WEIGHTS_PATH
-    from ingest.zoo.typo_mini import WEIGHTS_PATH as TYPO_WEIGHTS
-    from ingest.zoo.typo_vit import WEIGHTS_PATH as VIT_WEIGHTS
+    from ingest.train import TrainConfig, default_weights, resolve_device, train_catfish
 
     config = TrainConfig(**settings)
     config.validate()  # bad settings fail before the progress bar starts
     resolve_device(config.device)
-    default_out = {"typo": TYPO_WEIGHTS, "typo-vit": VIT_WEIGHTS}.get(dataset, WEIGHTS_PATH)
+    default_out = default_weights(config)
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),

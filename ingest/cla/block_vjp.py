@@ -51,16 +51,10 @@ def layer_norm(x: torch.Tensor, ln: nn.LayerNorm) -> tuple[torch.Tensor, Norm]:
     """LayerNorm over the last axis of x (..., D) as `ln` computes it, and its pieces (rows flattened)."""
     d = x.shape[-1]
     rows = x.reshape(-1, d)  # (N, D)
-    mu = rows.mean(-1, keepdim=True)
-    var = (rows - mu).square().mean(-1, keepdim=True)
-    rstd = (var + ln.eps).rsqrt()  # (N, 1)
-    xhat = (rows - mu) * rstd
-    y = xhat
-    if ln.weight is not None:
-        y = y * ln.weight
-    if ln.bias is not None:
-        y = y + ln.bias
     gamma = None if ln.weight is None else ln.weight.detach()
+    beta = None if ln.bias is None else ln.bias.detach()
+    y, mu, rstd = torch.native_layer_norm(rows, [d], gamma, beta, ln.eps)  # LayerNorm's own kernel; (N, 1) stats
+    xhat = (rows - mu).mul_(rstd)
     return y.view(x.shape), Norm(xhat=xhat, rstd=rstd, gamma=gamma)
 
 
