@@ -17,7 +17,9 @@ pair then takes the fastest exact path that applies —
   (`ingest.cla.path_choice`);
 - the *transformer-block path* (`ingest.cla.vit_block`) for a pair across a standard pre-LN
   block (MLP → next MLP, heads → MLP, MLP → next heads): hand-written VJPs batched over units
-  with the unit axis in the GEMMs, used where the probe verified them against autograd;
+  with the unit axis in the GEMMs, used where the probe verified them against autograd (when
+  every pair of a batch has a fast plan or a verified span, its forward keeps no autograd graph;
+  a span that does not reproduce the batch sends its pair to autograd on a second forward);
 - the *token-MLP path* (`ingest.cla.token_mlp`) for a pair into a transformer block's MLP
   activation, act(fc1(u)) on (B, T, D) tokens: fc1's row is shared, the rest of the block's
   backward runs from fc1's input in chunks of units (batched VJPs) on the engine's forward graph;

@@ -20,7 +20,8 @@ uses the path only when (1) on the probe image (`ingest.cla.probe`, `block_repro
 recomputed forward reproduces the captured values and the hand-written VJP of one random
 cotangent equals autograd's on the model's own graph (a different linear map differs on a random
 left vector with probability 1), and (2) on every batch the recomputed forward again reproduces
-the batch's values; otherwise it takes the token-MLP or generic path (`ingest.cla.attribution`).
+the batch's values; otherwise it takes the token-MLP or generic path (`ingest.cla.attribution`,
+on a second forward that keeps autograd's graph when the batch's first did not need one).
 Masks, extra ops, a norm that is not LayerNorm, dropout in the forward or a custom backward change
 the values or the gradient and send the pair back to autograd.
 """
