@@ -56,3 +56,17 @@ def test_train_typo_vit_cli_writes_weights_and_sidecar(tmp_path):
     assert meta["model"] == "typo-vit" and meta["config"]["model"] == "typo-vit"
     loaded = zoo.load_model("typo-vit", weights=out)
     assert loaded.weights_sha256 == meta["state_dict_sha256"]
+
+
+def test_train_typo_writes_each_model_to_its_own_bundled_file_by_default():
+    """`train_typo` trains typo-mini or typo-vit by `config.model`; with no `out` each goes to its
+    shipped file, as `circuits train typo|typo-vit` does; anything else is refused."""
+    from ingest.train import TYPO_DEFAULTS, TrainingError, default_weights, train_typo
+    from ingest.zoo.catfish_mini import WEIGHTS_PATH as CATFISH_WEIGHTS
+    from ingest.zoo.typo_mini import WEIGHTS_PATH as TYPO_WEIGHTS
+
+    assert default_weights(TrainConfig(**TYPO_VIT_DEFAULTS)) == WEIGHTS_PATH
+    assert default_weights(TrainConfig(**TYPO_DEFAULTS)) == TYPO_WEIGHTS
+    assert default_weights(TrainConfig()) == CATFISH_WEIGHTS
+    with pytest.raises(TrainingError, match="dataset='typo'"):
+        train_typo(TrainConfig())
