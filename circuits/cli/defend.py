@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, overload
+from typing import Annotated
 
 import typer
 
-from circuits.cli.options import DbOption, DeviceOption, FormatOption, OutputFormat, ThreadsOption
+from circuits.cli.options import DbOption, DeviceOption, FormatOption, OutputFormat, ThreadsOption, comma_list
 
 app = typer.Typer()
 
@@ -50,16 +50,6 @@ def _seeds(text: str | None) -> tuple[int, ...]:
         return tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
         raise DefendError(f"--holdout-seeds takes seeds a,b,c or none, e.g. 21,31,41 (got {text!r})") from None
-
-
-@overload
-def _names(text: str) -> list[str]: ...
-@overload
-def _names(text: None) -> None: ...
-@overload
-def _names(text: str | None) -> list[str] | None: ...
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [c.strip() for c in text.split(",")]
 
 
 @app.command()
@@ -171,9 +161,9 @@ def defend(
     config = DefendConfig(
         model=model,
         weights=weights,
-        layers=tuple(_names(layers)) if layers else None,
+        layers=tuple(comma_list(layers)) if layers else None,
         ks=_parse_ks(k) if k else DEFAULT_KS,
-        kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
+        kinds=tuple(comma_list(kinds)),
         baseline_seed=baseline_seed,
         n_baselines=baselines,
         budget=budget,
@@ -191,7 +181,7 @@ def defend(
             raise typer.BadParameter("--classes needs --images DIR (images to attack)")
         target = clip_target(
             model,
-            _names(classes) or [],
+            comma_list(classes) or [],
             images,
             weights=weights,
             layers=config.layers,
@@ -211,7 +201,7 @@ def defend(
             n_attack=n_attack,
             n_clean_per_class=n_clean,
             seed=seed,
-            classes=_names(keep),
+            classes=comma_list(keep),
             text=text_set,
             search_scale=search_scale,
             holdout_seeds=_seeds(holdout_seeds),

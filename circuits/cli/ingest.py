@@ -14,6 +14,7 @@ from circuits.cli.options import (
     OutputFormat,
     ThreadsOption,
     TimeoutOption,
+    comma_list,
 )
 from circuits.cli.render import progress_bar
 
@@ -141,7 +142,7 @@ def ingest(
     check_batch_size(batch_size)
     check_device(device)
     k_value = parse_k(k)
-    layer_list = None if layers is None else tuple(x.strip() for x in layers.split(",") if x.strip())
+    layer_list = None if layers is None else tuple(comma_list(layers))
     if layer_list is not None and isinstance(k_value, tuple) and len(k_value) != len(layer_list):
         raise BadK(f"--k has {len(k_value)} values but --layers names {len(layer_list)}: give one k or one per layer")
     from ingest.zoo.user import read_class_names

@@ -2,15 +2,15 @@
 
 `DbOption` (the `--db` option), `FormatOption`/`OutputFormat` (`--format table|csv|json`), the
 options several commands share with one meaning (`DeviceOption`, `CircuitModelOption`,
-`ThreadsOption`, `TimeoutOption`, `timeout_option`) and the Typer choice enums derived from the project's
-vocabulary (`catalog.vocab`). Rendering of the
+`ThreadsOption`, `TimeoutOption`, `timeout_option`), the reading of a comma-separated option
+(`comma_list`) and the Typer choice enums derived from the project's vocabulary (`catalog.vocab`). Rendering of the
 results is `circuits.cli.render`; the missing-extra message is `circuits.cli.extras`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import typer
 
@@ -26,6 +26,7 @@ __all__ = [
     "RunStatus",
     "ThreadsOption",
     "TimeoutOption",
+    "comma_list",
     "timeout_option",
 ]
 
@@ -68,3 +69,15 @@ def timeout_option(timed: str) -> Any:
 
 
 TimeoutOption = Annotated[float, timeout_option("first forward pass (one image)")]
+
+
+@overload
+def comma_list(text: str) -> list[str]: ...
+@overload
+def comma_list(text: None) -> None: ...
+@overload
+def comma_list(text: str | None) -> list[str] | None: ...
+def comma_list(text: str | None) -> list[str] | None:
+    """The items of a comma-separated option (`--layers a,b`, `--classes`, `--concepts`, …),
+    stripped, empty ones dropped; None when the option was not given."""
+    return None if text is None else [item.strip() for item in text.split(",") if item.strip()]

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from circuits.cli.options import CircuitModelOption, DbOption, FormatOption, InterventionKind, OutputFormat, RunStatus
+from circuits.cli.options import (
+    CircuitModelOption,
+    DbOption,
+    FormatOption,
+    InterventionKind,
+    OutputFormat,
+    RunStatus,
+    comma_list,
+)
 
 app = typer.Typer()
 
@@ -49,13 +57,6 @@ def _flowing(func: Callable[..., None]) -> Callable[..., None]:
     paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
     func.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
     return func
-
-
-def _names(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    return names or None
 
 
 def _session(db: str | None) -> Session:
@@ -120,7 +121,13 @@ def overlap(
         check_output_path(plot, suffixes=(".png", ".svg", ".pdf"), inputs=catalog_files(db), what="--plot")
     with _session(db) as s:
         matrix = overlap_matrix(
-            s, model, _names(concepts), metric.value, top=top, force=force, progress=lambda m: typer.echo(m, err=True)
+            s,
+            model,
+            comma_list(concepts) or None,
+            metric.value,
+            top=top,
+            force=force,
+            progress=lambda m: typer.echo(m, err=True),
         )
     _emit(matrix.rows(), fmt, matrix.notes)
     if plot is not None:
@@ -146,7 +153,7 @@ def shared(
     from queries.overlap import shared_neurons
 
     with _session(db) as s:
-        result = shared_neurons(s, model, _names(concepts) or [])
+        result = shared_neurons(s, model, comma_list(concepts) or [])
     sizes = ", ".join(f"{c} #{i}: {n}" for c, i, n in zip(result.concepts, result.circuit_ids, result.sizes))
     notes = [*result.notes, f"{len(result.neurons)} shared neurons; circuit sizes {sizes}"]
     _emit(result.rows(), fmt, notes, ["layer", "channel", *result.concepts])
@@ -172,7 +179,7 @@ def compose(
 
     with _session(db) as s:
         target = resolve_circuit(s, circuit, model)
-        result = compose_circuit(s, target.circuit_id, _names(sources) or [])
+        result = compose_circuit(s, target.circuit_id, comma_list(sources) or [])
     notes = [n for n in (target.note, *result.notes) if n]
     notes.append(
         f"circuit {result.circuit_id} ({result.concept}, {result.model}): {result.total.covered} of "
@@ -281,7 +288,7 @@ def prune_plan(
     from queries.prune_plan import plan_pruning
 
     with _session(db) as s:
-        plan = plan_pruning(s, model, against, _names(keep) or [], kind=kind.value, keep_budget=keep_budget / 100)
+        plan = plan_pruning(s, model, against, comma_list(keep) or [], kind=kind.value, keep_budget=keep_budget / 100)
     if plan.verdict:
         typer.echo(plan.verdict, err=fmt is not OutputFormat.table)
     shown = plan.candidates[:top]
