@@ -37,9 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdp
 import ingest  # noqa: F401  (thread wait policy before torch starts its pools)
 import ingest.cla.attribution as attribution
 from ingest.cla import attribute, attribute_reference, clear_plan_cache
+from ingest.cla.block_span import block_span, record_norm_inputs
 from ingest.cla.capture import capture, channels_first
 from ingest.cla.token_mlp import record_mlp_calls, token_mlp
-from ingest.cla.vit_block import block_reproduced, block_span, record_norm_inputs, span_scores
+from ingest.cla.vit_block import block_reproduced, span_scores
 
 VIT_CASES = ("typo-vit", "vit_b_16")
 VIT_B_16_PAIR = ["encoder.layers.encoder_layer_5.mlp.1", "encoder.layers.encoder_layer_6.mlp.1"]

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
+from ingest.cla.block_span import NormInputs, block_span, record_norm_inputs
 from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
@@ -55,7 +55,7 @@ from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 from ingest.cla.token_mlp import MlpCalls, mlp_layers, record_mlp_calls, token_mlp, token_mlp_scores
 from ingest.cla.tokens import check_tokens, position_masks
-from ingest.cla.vit_block import NormInputs, block_span, record_norm_inputs, span_scores
+from ingest.cla.vit_block import span_scores
 from ingest.hooks import resolve_device
 
 __all__ = [
@@ -153,17 +153,40 @@ def attribute(
             for a, b, ok in zip(layers, layers[1:], info.blocks or [False] * n_pairs)
         ]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
-        setup = _Setup(model, layers, info, chunk_budget, batched_vjp, token_fast)
+
+        def add(i: int, scores: torch.Tensor) -> None:
+            nonlocal done
+            sums[i] += scores
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        def by_autograd(i: int, leaves: list, outs: list, calls: MlpCalls, masks: list) -> torch.Tensor:
+            """Pair i on the forward's graph: the token-MLP path into an MLP activation, else the
+            generic path (batched VJPs or one call per neuron, as the probe chose)."""
+            pair_masks = (masks[i], masks[i + 1])
+            mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls) if token_fast else None
+            if mlp is not None:  # an MLP activation downstream: fc1's row shared
+                batched = batched_vjp is not False
+                return token_mlp_scores(
+                    outs[i + 1], leaves[i], mlp, batched=batched, budget_bytes=chunk_budget, masks=pair_masks
+                )
+            return generic_pair_scores(
+                outs[i + 1],
+                leaves[i],
+                batched=info.vjp_batched[i] if batched_vjp is None else batched_vjp,
+                budget_bytes=chunk_budget,
+                graph_bytes=info.graph_bytes * leaves[i].shape[0],
+                masks=pair_masks,
+            )
+
         if n_first != min(bsz, n_images):
             first = {}  # the choice was timed on another number of images than this first batch
         for b0 in range(0, n_images, bsz):
             x = images[b0 : b0 + bsz].to(dev, torch.float32)
             done_now = set(first) if b0 == 0 else set()  # exact scores of these images, from the choice
             for i in sorted(done_now):
-                sums[i] += first[i]
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                add(i, first[i])
             todo = [i for i in range(n_pairs) if i not in done_now]
             if not todo:
                 continue
@@ -171,31 +194,24 @@ def attribute(
             grad = any(plans[i] is None and spans[i] is None for i in todo)
             leaves, outs, calls, norms = _forward(model, layers, x, grad, token_fast)
             masks = position_masks(layers, leaves, tokens)
-            redo = []
-            for i, plan in enumerate(plans):
-                if plan is None or i in done_now:
-                    continue
-                with torch.no_grad():
-                    run = run_fast(plan, leaves[i].detach())
-                    if not matches(run, leaves[i + 1]):  # data-dependent forward: use autograd
-                        plans[i] = None
-                        redo.append(i)
-                        continue
-                    sums[i] += fast_scores(plan, run, leaves[i].detach(), chunk_budget, tile)
-                del run
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-
+            redo = []  # pairs whose fast plan or block span did not reproduce this batch
             for i in todo:
-                if plans[i] is not None or i in redo:
-                    continue
-                if spans[i] is None and grad:
-                    sums[i] += _autograd_scores(setup, i, (leaves, outs, calls), masks)
-                elif spans[i] is not None:  # a transformer block span: the hand-written batched VJP
+                plan, span = plans[i], spans[i]
+                if plan is not None:
+                    with torch.no_grad():
+                        run = run_fast(plan, leaves[i].detach())
+                        if matches(run, leaves[i + 1]):
+                            add(i, fast_scores(plan, run, leaves[i].detach(), chunk_budget, tile))
+                        else:  # data-dependent forward: autograd from here on
+                            plans[i] = None
+                            redo.append(i)
+                    del run
+                elif span is None:
+                    add(i, by_autograd(i, leaves, outs, calls, masks))
+                else:  # a transformer block span: the hand-written batched VJP
                     mlp = token_mlp(model, layers[i + 1], outs[i + 1], calls, graph=False)
                     block = span_scores(
-                        spans[i],  # type: ignore[arg-type]
+                        span,
                         outs[i + 1],
                         leaves[i],
                         mlp,
@@ -207,56 +223,14 @@ def attribute(
                     if block is None:
                         spans[i] = None  # not reproduced: autograd from here on
                         redo.append(i)
-                        continue
-                    sums[i] += block
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                    else:
+                        add(i, block)
             if redo and not grad:  # pairs that need autograd's graph, which this forward did not keep
                 leaves, outs, calls, norms = _forward(model, layers, x, True, token_fast)
             for i in redo:
-                sums[i] += _autograd_scores(setup, i, (leaves, outs, calls), masks)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                add(i, by_autograd(i, leaves, outs, calls, masks))
             del leaves, outs, calls, norms
     return [(s / n_images).to(torch.float32).cpu().numpy() for s in sums]
-
-
-@dataclass(frozen=True)
-class _Setup:
-    """What every autograd pair of one `attribute` call shares."""
-
-    model: nn.Module
-    layers: Sequence[str]
-    info: Probe
-    chunk_budget: int
-    batched_vjp: bool | None
-    token_fast: bool
-
-
-def _autograd_scores(
-    setup: _Setup, i: int, forward: tuple[list[torch.Tensor], list[torch.Tensor], MlpCalls], masks: list
-) -> torch.Tensor:
-    """Pair i's summed scores by autograd on the forward's graph (leaves, outputs, fc1 calls): the
-    token-MLP path into an MLP activation, else the generic path (batched VJPs or one call per
-    neuron, as the probe chose)."""
-    leaves, outs, calls = forward
-    pair_masks = (masks[i], masks[i + 1])
-    mlp = token_mlp(setup.model, setup.layers[i + 1], outs[i + 1], calls) if setup.token_fast else None
-    if mlp is not None:  # an MLP activation downstream: fc1's row shared
-        batched = setup.batched_vjp is not False
-        return token_mlp_scores(
-            outs[i + 1], leaves[i], mlp, batched=batched, budget_bytes=setup.chunk_budget, masks=pair_masks
-        )
-    return generic_pair_scores(
-        outs[i + 1],
-        leaves[i],
-        batched=setup.info.vjp_batched[i] if setup.batched_vjp is None else setup.batched_vjp,
-        budget_bytes=setup.chunk_budget,
-        graph_bytes=setup.info.graph_bytes * leaves[i].shape[0],
-        masks=pair_masks,
-    )
 
 
 def _planned(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ingest.cla.block_span import block_span, record_norm_inputs
 from ingest.cla.capture import CaptureError, capture, channels_first, check_layer_chain
 from ingest.cla.fast import CPU_TILE_BYTES, pair_scores, plan_supported
 from ingest.cla.guard import check_plan, time_generic
@@ -44,7 +45,7 @@ from ingest.cla.residual import (
     run_residual,
 )
 from ingest.cla.token_mlp import record_mlp_calls, token_mlp
-from ingest.cla.vit_block import block_reproduced, block_span, record_norm_inputs
+from ingest.cla.vit_block import block_reproduced
 
 __all__ = ["FastPlan", "Probe", "fast_scores", "prepared", "probe", "run_fast"]
 
