@@ -1,6 +1,6 @@
-"""Which layer pairs span one standard pre-LN transformer block, read from the modules
-(`ingest.cla.vit_block` computes their scores; docs/results.md, "Fast exact path for transformer
-blocks").
+"""Which layer pairs span one standard pre-LN transformer block, read from the modules.
+
+`ingest.cla.vit_block` computes their scores (docs/results.md, "Fast exact path for transformer blocks").
 
 A block is x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), as torchvision's `EncoderBlock`, open_clip's
 `ResidualAttentionBlock` with batch-first `nn.MultiheadAttention`, and the qkv/proj blocks of most
