@@ -219,3 +219,19 @@ def tv_vit():
     return VisionTransformer(
         image_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5
     ).eval()
+
+
+@pytest.fixture
+def forward_grads(monkeypatch) -> list[bool]:
+    """Whether each of `attribute`'s batch forwards kept autograd's graph, in call order."""
+    import ingest.cla.attribution as attribution
+
+    grads: list[bool] = []
+    real = attribution._forward
+
+    def recorded(model, layers, x, grad, *args):
+        grads.append(grad)
+        return real(model, layers, x, grad, *args)
+
+    monkeypatch.setattr(attribution, "_forward", recorded)
+    return grads

@@ -274,26 +274,17 @@ def test_loop_only_runs_give_the_images_the_whole_budget():
     assert _memory_plan(info, 8, 8, 2 * 1024**3, batched_vjp=True)[0] == 4  # batched VJPs need chunks
 
 
-def test_a_plan_that_stops_reproducing_on_the_runs_batches_falls_back_to_autograd(monkeypatch):
+def test_a_plan_that_stops_reproducing_on_the_runs_batches_falls_back_to_autograd(monkeypatch, forward_grads):
     """A ReLU that is louder on batches of more than one image: the probe (one image) accepts the
     fast plan, the run's batches do not reproduce it, and those pairs are redone by autograd on a
     second forward that keeps the graph; the scores equal the reference."""
-    import ingest.cla.attribution as cla_attribute
     import ingest.cla.path_choice as path_choice
 
     monkeypatch.setattr(path_choice, "NOISE_S", float("inf"))  # keep the fast plans whatever the timing
-    grads: list[bool] = []
-    real = cla_attribute._forward
-
-    def recorded(model, layers, x, grad, *args):
-        grads.append(grad)
-        return real(model, layers, x, grad, *args)
-
-    monkeypatch.setattr(cla_attribute, "_forward", recorded)
 
     def louder(x):
         return F.relu(x) * (1.0 if x.shape[0] == 1 else 1.5)
 
     model, x = seeded(lambda: stack(louder, F.relu)), images(4)
     assert rel_err(attribute(model, LAYERS, x, batch_size=2), attribute_reference(model, LAYERS, x)) <= 1e-4
-    assert True in grads and False in grads  # a forward without a graph, then one with it
+    assert True in forward_grads and False in forward_grads  # a forward without a graph, then one with it

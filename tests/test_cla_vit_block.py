@@ -214,17 +214,10 @@ class _LouderInBatches(nn.Module):
         return self.fc2(x) * (1.0 if x.shape[0] == 1 else 1.5)
 
 
-def test_a_block_that_changes_after_the_probe_falls_back_on_its_batch(images, spans, monkeypatch):
+def test_a_block_that_changes_after_the_probe_falls_back_on_its_batch(images, spans, forward_grads):
     """Every pair verified: the forward keeps no autograd graph; when a batch does not reproduce
     a block, that pair is redone by autograd on a second forward, and the scores equal the reference."""
-    grads: list[bool] = []
-    real = attribution._forward
-
-    def recorded(model, layers, x, grad, *args):
-        grads.append(grad)
-        return real(model, layers, x, grad, *args)
-
-    monkeypatch.setattr(attribution, "_forward", recorded)
+    grads = forward_grads
     torch.manual_seed(0)
     model = TinyViT(depth=2).eval()
     layers = ["blocks.0.mlp.act", "blocks.1.attn:heads", "blocks.1.mlp.act"]
