@@ -26,8 +26,7 @@ def no_block_path(monkeypatch) -> None:
     these pairs first, is switched off (it is tested in test_cla_vit_block.py)."""
     import ingest.cla.probe as probe_mod
 
-    monkeypatch.setattr(attribution, "block_span", lambda *a, **k: None)
-    monkeypatch.setattr(probe_mod, "block_span", lambda *a, **k: None)
+    monkeypatch.setattr(probe_mod, "block_span", lambda *a, **k: None)  # no pair verified as a block span
 
 
 @pytest.fixture

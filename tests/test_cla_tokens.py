@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tiny_vit import TinyViT
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
@@ -130,6 +131,43 @@ def test_multihead_attention_heads_are_the_out_proj_input():
     assert torch.allclose(same, plain, atol=1e-5)
     assert not torch.allclose(hooked, plain, atol=1e-3)
     assert torch.allclose(hooked, baked, atol=1e-5)
+
+
+def test_multihead_attention_reader_chains_hooks_keeps_masks_and_restores_the_projection():
+    """The reader runs the module's own forward with an identity projection: two head hooks on
+    one module chain (the second sees the first's replacement), a causal mask and averaged
+    weights come through as the module computes them, another forward hook of the module sees
+    the projected output, and the projection is the same Parameter after a forward that raised."""
+    torch.manual_seed(3)
+    attn = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    model = nn.Sequential(attn)  # the module is called as model[0](x, x, x, ...)
+    x = torch.randn(2, 5, 16)
+    mask = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    weight = attn.out_proj.weight
+    with torch.no_grad():
+        plain, plain_w = attn(x, x, x, attn_mask=mask)
+        seen: list[torch.Tensor] = []
+        others: list[torch.Tensor] = []
+        attn.register_forward_hook(lambda m, a, out: others.append(out[0]))
+
+        def double(module, args, z):
+            return z * 2
+
+        with scoped_hooks(model, {"0:heads": double}), scoped_hooks(model, {"0:heads": lambda m, a, z: seen.append(z)}):
+            doubled, doubled_w = attn(x, x, x, attn_mask=mask)
+        with scoped_hooks(model, {"0:heads": lambda m, a, z: None}), pytest.raises((AssertionError, RuntimeError)):
+            attn(x, x, x[:, :, :3])  # a value of the wrong width: the forward raises after the swap
+        again, _ = attn(x, x, x, attn_mask=mask)
+    attn._forward_hooks.clear()
+    heads = plain_heads = seen[0] / 2
+    assert heads.shape == (2, 4, 5, 4)
+    assert torch.allclose(doubled, 2 * plain - attn.out_proj.bias, atol=1e-6)  # P(2z) + b
+    assert torch.equal(doubled_w, plain_w)  # the attention weights are the module's own
+    assert torch.allclose(others[0], doubled) and torch.allclose(others[-1], again)
+    assert attn.out_proj.weight is weight and torch.equal(again, plain)
+    causal = plain_heads[:, :, 0]  # the first query attends to the first value only
+    v = F.linear(x, attn.in_proj_weight[32:], attn.in_proj_bias[32:]).view(2, 5, 4, 4).transpose(1, 2)
+    assert torch.allclose(causal, v[:, :, 0], atol=1e-6)
 
 
 def test_torchvision_vit_heads_and_mlp_match_the_reference():

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from catalog.errors import CircuitsError
-from ingest.cla.block_span import NormInputs, block_span, record_norm_inputs
+from ingest.cla.block_span import NormInputs, Span, block_spans, record_norm_inputs
 from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
@@ -148,10 +148,9 @@ def attribute(
         tile = _tile(dev)
         n_pairs = len(plans)
         sums = [torch.zeros(a, b, dtype=torch.float64, device=dev) for a, b in zip(info.widths, info.widths[1:])]
-        spans = [  # transformer-block spans the probe verified (`ingest.cla.vit_block`)
-            block_span(model, a, b) if token_fast and ok else None
-            for a, b, ok in zip(layers, layers[1:], info.blocks or [False] * n_pairs)
-        ]
+        spans: list[Span | None] = [None] * n_pairs  # transformer-block spans the probe verified
+        if token_fast and info.blocks and any(info.blocks):  # (`ingest.cla.vit_block`)
+            spans = [span if ok else None for span, ok in zip(block_spans(model, layers), info.blocks)]
         total, done = math.ceil(n_images / bsz) * n_pairs, 0
 
         def add(i: int, scores: torch.Tensor) -> None:

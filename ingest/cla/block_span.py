@@ -11,7 +11,7 @@ what the structure says is checked on values and gradients by `ingest.cla.vit_bl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,7 +21,7 @@ from torch import nn
 from ingest.cla.heads import is_head_layer, module_path
 from ingest.cla.token_mlp import ELEMENTWISE
 
-__all__ = ["BlockParts", "NormInputs", "Span", "block_parts", "block_span", "record_norm_inputs"]
+__all__ = ["BlockParts", "NormInputs", "Span", "block_parts", "block_span", "block_spans", "record_norm_inputs"]
 
 NormInputs = dict[int, torch.Tensor]  # id(LayerNorm) -> its input in this forward
 
@@ -110,7 +110,18 @@ class Span:
 
 def block_span(model: nn.Module, up_name: str, down_name: str) -> Span | None:
     """The span between two layers when it is one of the covered kinds (values not yet checked)."""
-    up, down = _owner(model, up_name), _owner(model, down_name)
+    return _span(up_name, down_name, _owner(model, up_name), _owner(model, down_name))
+
+
+def block_spans(model: nn.Module, layers: Sequence[str]) -> list[Span | None]:
+    """`block_span` of each adjacent pair, each layer's block read once."""
+    owners = [_owner(model, name) for name in layers]
+    return [_span(*pair) for pair in zip(layers, layers[1:], owners, owners[1:])]
+
+
+def _span(
+    up_name: str, down_name: str, up: tuple[str, BlockParts] | None, down: tuple[str, BlockParts] | None
+) -> Span | None:
     if up is None or down is None:
         return None
     same = up[0] == down[0]

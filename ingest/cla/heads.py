@@ -9,9 +9,9 @@ need no head-specific code: `ingest.hooks.scoped_hooks` calls `head_hooks` for s
 Two readers, chosen by the module:
 
 - `torch.nn.MultiheadAttention` (torchvision's ViT, open_clip's default block): its output
-  projection is applied inside `F.multi_head_attention_forward`, not as a module call, so a
-  forward hook recomputes the heads from the module's inputs, checks the recomputation against
-  the module's own output, and returns `out_proj(heads)`;
+  projection is applied inside `F.multi_head_attention_forward`, not as a module call, so hooks
+  run the module's own forward with an identity projection (its output is then the heads) and
+  apply `out_proj` to the heads after;
 - an attention module that *calls* its output projection as a submodule (`proj`, `out_proj`,
   `o_proj` or `c_proj`, an `nn.Linear`) and declares its head count (`num_heads`, `n_heads` or
   `heads`): open_clip's `Attention` and the qkv/proj attention of most ViT code. A forward-pre
@@ -20,8 +20,7 @@ Two readers, chosen by the module:
 
 from __future__ import annotations
 
-import inspect
-import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +48,6 @@ _DECLARE = (
     "declare the head count as an int attribute `num_heads` and call the output projection as an "
     "nn.Linear submodule named `proj` or `out_proj` (or use torch.nn.MultiheadAttention)"
 )
-_RECOMPUTE_RTOL = 1e-3  # the MHA reader's recomputed output must match the module's own to this
 
 Hook = Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]
 
@@ -73,7 +71,7 @@ class HeadReader:
     """How to read one attention module's heads.
 
     Attributes:
-        kind: "mha" (torch.nn.MultiheadAttention, recomputed) or "proj" (input of the projection).
+        kind: "mha" (torch.nn.MultiheadAttention, identity projection) or "proj" (input of the projection).
         num_heads: H.
         head_dim: features per head (the output projection's input width / H).
         proj: the output projection; head h is its input columns [h·head_dim, (h+1)·head_dim).
@@ -150,7 +148,8 @@ def head_hooks(model: nn.Module, name: str, fn: Hook) -> list[Any]:
     reader = read_heads(model, name)
     attn = model.get_submodule(module_path(name))
     if reader.kind == "mha":
-        return [attn.register_forward_hook(_mha_hook(reader, fn, name), with_kwargs=True)]
+        assert isinstance(attn, nn.MultiheadAttention)
+        return _mha_hooks(reader, attn, fn)
     return [reader.proj.register_forward_pre_hook(_proj_hook(reader, attn, fn, name))]
 
 
@@ -180,61 +179,83 @@ def _proj_hook(reader: HeadReader, attn: nn.Module, fn: Hook, name: str):
     return hook
 
 
-_MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+def _mha_hooks(reader: HeadReader, attn: nn.MultiheadAttention, fn: Hook) -> list[Any]:
+    """Read nn.MultiheadAttention's heads from its own forward, run with an identity output projection.
+
+    One pair of hooks per module, whatever the number of head hooks on it: a forward-pre hook puts
+    I and 0 in place of `out_proj`'s weight and bias, so the module's own forward (its fused
+    kernel, masks and options included) returns the heads themselves, bit for bit (x·I + 0 = x);
+    the forward hook, run before any other forward hook of the module, puts the projection back,
+    passes the heads through each head hook in turn (a replacement feeds the next, as the
+    projection reader's pre-hooks chain) and applies the projection. The returned handle removes
+    this head hook, and with the last one the pair, restoring the projection also when a forward
+    raised between the two hooks.
+    """
+    hooks = _MHA_HOOKS.get(attn)
+    if hooks is None:
+        hooks = _MHA_HOOKS[attn] = _MhaHooks(attn, reader)
+    hooks.fns.append(fn)
+    return [_FnHandle(hooks, fn)]
 
 
-def _mha_hook(reader: HeadReader, fn: Hook, name: str):
-    def hook(module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: Any) -> Any:
-        bound = _MHA_SIGNATURE.bind(module, *args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        z = _mha_heads(module, a["query"], a["key"], a["value"], a["attn_mask"], a["key_padding_mask"])
-        proj = module.out_proj
-        out = F.linear(_merge(z, reader), proj.weight, proj.bias)
-        ref = (output[0] if isinstance(output, tuple) else output).detach()
-        err = (out.detach() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)
-        if err > _RECOMPUTE_RTOL:
-            raise HeadSpecError(
-                f"{name}: recomputing the heads of {type(module).__name__} does not reproduce its output "
-                f"(rel. error {float(err):.2g}; masks or options this reader does not know); {_DECLARE}"
-            )
-        new = fn(module, args, z)
-        if new is None:
-            return None
-        # The module's own output plus the projection of the change: unchanged heads keep its bits
-        # (a capture's leaf equals z, so the output is the module's), and the gradient reaches
-        # `new` through the projection only, as it would through out_proj(new).
-        delta = _merge(new, reader) - _merge(z, reader).detach()
-        out = ref + F.linear(delta, proj.weight)
+class _MhaHooks:
+    """The identity-projection hooks of one nn.MultiheadAttention and the head hooks they serve."""
+
+    def __init__(self, attn: nn.MultiheadAttention, reader: HeadReader) -> None:
+        self.attn, self.reader = attn, reader
+        self.fns: list[Hook] = []
+        self.saved: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.handles = [
+            attn.register_forward_pre_hook(self.swap, prepend=True),
+            attn.register_forward_hook(self.project, prepend=True),
+        ]
+
+    def swap(self, module: nn.Module, args: tuple) -> None:
+        if self.saved is not None:  # swapped already: a forward raised, and the hooks are still on
+            return
+        proj = self.attn.out_proj
+        w = proj.weight
+        self.saved = (w, proj.bias)
+        proj._parameters["weight"] = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)  # type: ignore[assignment]
+        proj._parameters["bias"] = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)  # type: ignore[assignment]
+
+    def restore(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        assert self.saved is not None
+        w, b = self.saved
+        proj = self.attn.out_proj
+        proj._parameters["weight"], proj._parameters["bias"] = w, b  # type: ignore[assignment]
+        self.saved = None
+        return w, b
+
+    def project(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        w, b = self.restore()
+        heads = _split(output[0] if isinstance(output, tuple) else output, self.reader)
+        for fn in list(self.fns):
+            new = fn(module, args, heads)
+            heads = heads if new is None else new
+        out = F.linear(_merge(heads, self.reader), w, b)
         return (out, *output[1:]) if isinstance(output, tuple) else out
 
-    return hook
+    def remove(self, fn: Hook) -> None:
+        self.fns.remove(fn)
+        if self.fns:
+            return
+        if self.saved is not None:
+            self.restore()
+        for handle in self.handles:
+            handle.remove()
+        _MHA_HOOKS.pop(self.attn, None)
 
 
-def _mha_heads(
-    m: nn.MultiheadAttention,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    key_padding_mask: torch.Tensor | None,
-) -> torch.Tensor:
-    """The heads of nn.MultiheadAttention before its output projection, (B, H, T, head_dim)."""
-    if not m.batch_first:
-        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-    w_q, w_k, w_v = m.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = m.in_proj_bias.chunk(3) if m.in_proj_bias is not None else (None, None, None)
-    h, hd = m.num_heads, m.head_dim
+_MHA_HOOKS: weakref.WeakKeyDictionary[nn.Module, _MhaHooks] = weakref.WeakKeyDictionary()
 
-    def heads(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return F.linear(x, w, b).unflatten(-1, (h, hd)).transpose(1, 2)  # (B, H, T, hd)
 
-    q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
-    logits = q @ k.transpose(-2, -1) / math.sqrt(hd)  # (B, H, T, S)
-    if attn_mask is not None:
-        mask = attn_mask if attn_mask.ndim == 2 else attn_mask.view(q.shape[0], h, *attn_mask.shape[-2:])
-        logits = logits.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    if key_padding_mask is not None:
-        pad = key_padding_mask[:, None, None, :]
-        logits = logits.masked_fill(pad, float("-inf")) if pad.dtype == torch.bool else logits + pad
-    return logits.softmax(dim=-1) @ v  # (B, H, T, hd)
+@dataclass(frozen=True)
+class _FnHandle:
+    """A hook handle: `remove` takes one head hook off an nn.MultiheadAttention (`_mha_hooks`)."""
+
+    hooks: _MhaHooks
+    fn: Hook
+
+    def remove(self) -> None:
+        self.hooks.remove(self.fn)
