@@ -41,7 +41,6 @@ __all__ = [
     "apply_mask",
     "bake_loaded",
     "bake_mask",
-    "bake_to_file",
     "check",
     "load_for_mask",
     "plan_bake",
@@ -163,7 +162,7 @@ def bake_mask(
 
     Only entries are zeroed (see `ingest.edit.bake_plan` for which and why that is exact); the plan is
     read from the model's graph, so `verify_bake` on a sample batch is a cheap second opinion
-    (`bake_to_file` always runs it).
+    (`ingest.edit.deploy.apply_to_file` always runs it).
 
     Args:
         model: the network (not modified).
@@ -217,7 +216,7 @@ def verify_bake(model: nn.Module, mask: Mask, state: dict[str, torch.Tensor], ex
 
 @dataclass(frozen=True)
 class BakedFile:
-    """What `bake_to_file` wrote and how it was checked."""
+    """A state dict `bake_loaded` wrote and how it was checked."""
 
     path: Path
     model: str
@@ -227,43 +226,10 @@ class BakedFile:
     max_abs_diff: float  # baked vs hook-pruned model on a random batch
 
 
-def bake_to_file(
-    model_name: str,
-    mask_path: str | Path,
-    out: str | Path,
-    *,
-    weights: str | Path | None = None,
-    check_batch: int = 2,
-) -> BakedFile:
-    """Load a zoo model, bake a mask file into its weights, check the result, save the state dict.
-
-    The state dict is saved with `torch.save` (or as safetensors for a `.safetensors` name) and
-    loads with `load_state_dict` into a plain model from the zoo's builder. Before saving, the baked
-    model and the hook-pruned model are run on a random batch and must agree.
-
-    Args:
-        model_name: a zoo name or user factory string (see `ingest.zoo.load_model`).
-        mask_path: a mask file (JSON or safetensors) made for this model's weights.
-        out: where to write the state dict.
-        weights: the weights file the mask was made for (default: the zoo's bundled/cached ones).
-        check_batch: random images in the check.
-
-    Returns:
-        The file, the mask, the plan and the measured difference.
-
-    Raises:
-        MaskError: unreadable mask, or one made for another model, weights or layout.
-        NotBakeable: an edge mask or a module that cannot be baked exactly.
-        ZooError: the model or weights cannot be loaded.
-    """
-    out = Path(out)
-    _check_out(out, (".pt", ".pth", ".bin", ".safetensors"), mask_path=mask_path, weights=weights)
-    loaded, mask, example = load_for_mask(model_name, mask_path, weights=weights, check_batch=check_batch)
-    return bake_loaded(loaded, mask, example, out)
-
-
 def bake_loaded(loaded, mask: Mask, example: torch.Tensor, out: Path) -> BakedFile:
-    """`bake_to_file` for a model and mask already loaded and checked (`load_for_mask`).
+    """Bake a circuit mask into the weights of a model loaded and checked by `load_for_mask`, check the
+    result against the hook-pruned model on `example`, and save the state dict to `out` (safetensors
+    for a `.safetensors` name, else `torch.save`); `ingest.edit.deploy.apply_to_file` is the entry point.
 
     Raises:
         NotBakeable: an edge mask or a module that cannot be baked exactly (nothing is written).
