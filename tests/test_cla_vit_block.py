@@ -89,14 +89,14 @@ def test_one_head_vjp_matches_autograd():
     w_qkv, b_qkv = torch.randn(3 * d, d) / 4, torch.randn(3 * d)
     ref = _attention_ref(h, w_qkv, b_qkv, nh).view(b, t, nh, d // nh)  # (B, T, H, hd)
     _, at = attention(h.detach(), w_qkv, b_qkv, torch.eye(d), nh)
-    heads = [2, 0, 3]
-    dzh = torch.randn(len(heads), b, t, d // nh)
-    want = []
-    for j, hh in enumerate(heads):
-        cot = torch.zeros_like(ref)
-        cot[:, :, hh] = dzh[j]
-        want.append(torch.autograd.grad(ref, h, cot, retain_graph=True)[0].view(b * t, d))
-    assert _rel(head_attention_vjp(dzh, at, heads), torch.stack(want)) <= VJP_RTOL
+    for heads in ([2, 0, 3], [0, 1, 2, 3]):  # some heads (gathered), every head in order (views)
+        dzh = torch.randn(b, len(heads), t, d // nh).transpose(0, 1)  # as the engine passes it
+        want = []
+        for j, hh in enumerate(heads):
+            cot = torch.zeros_like(ref)
+            cot[:, :, hh] = dzh[j]
+            want.append(torch.autograd.grad(ref, h, cot, retain_graph=True)[0].view(b * t, d))
+        assert _rel(head_attention_vjp(dzh, at, heads), torch.stack(want)) <= VJP_RTOL
 
 
 TINY_LAYERS = ["blocks.0.attn:heads", "blocks.0.mlp.act", "blocks.1.attn:heads", "blocks.1.mlp.act", "blocks.2.mlp.act"]

@@ -104,7 +104,8 @@ def attention(
     """
     b, t, d = h.shape
     hd = d // heads
-    q, k, v = F.linear(h, w_qkv, b_qkv).view(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+    qkv = F.linear(h, w_qkv, b_qkv).view(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)
+    q, k, v = (x.contiguous() for x in qkv)  # each (B, H, T, hd), contiguous for every GEMM after
     scale = 1.0 / math.sqrt(hd)
     p = (q @ k.transpose(-2, -1) * scale).softmax(-1)  # (B, H, T, T)
     o = p @ v  # (B, H, T, hd)
@@ -185,26 +186,38 @@ def backward_weight(at: Attn) -> torch.Tensor:
     return (at.w_qkv.view(3, d, d) * scale.view(3, 1, 1)).view(3 * d, d)
 
 
-def head_attention_vjp(dzh: torch.Tensor, at: Attn, heads: list[int]) -> torch.Tensor:
+def head_attention_vjp(
+    dzh: torch.Tensor, at: Attn, heads: list[int], *, w_back: torch.Tensor | None = None
+) -> torch.Tensor:
     """The attention input's cotangent when unit j's cotangent dzh[j] (B, T, hd) sits on head heads[j] only.
 
     Only that head's slice of the attention and of w_qkv enters: per unit one head's backward
-    and a (B·T, 3·hd) × (3·hd, D) product. Returns (U, B·T, D).
+    (batched over images and units in the attention's own (B, H, T, ·) layout, so a `dzh` that is
+    a transposed view of (B, U, T, hd) costs no copy) and a (B·T, 3·hd) × (3·hd, D) product.
+    rowsum(dP ∘ P) is dO · O per token, as in `attention_vjp`.
+
+    Args:
+        dzh: (U, B, T, hd) cotangents.
+        at: the forward's pieces.
+        heads: the head of each unit.
+        w_back: the matrix of the last GEMM when the caller folded more into it (default
+            `backward_weight(at)`).
+
+    Returns:
+        (U, B·T, D).
     """
     u, b, t, hd = dzh.shape
     d = at.w_qkv.shape[1]
-    w = at.w_qkv.view(3, -1, hd, d)  # (3, H, hd, D)
-    if heads == list(range(at.q.shape[1])):  # every head in order: views, no gathers
-        p, q, k, v = (x.transpose(0, 1) for x in (at.p, at.q, at.k, at.v))  # (U, B, T, ·)
-        w = w.transpose(0, 1)
+    w = (backward_weight(at) if w_back is None else w_back).view(3, -1, hd, d)  # (3, H, hd, D)
+    dz = dzh.transpose(0, 1)  # (B, U, T, hd)
+    if heads == list(range(at.q.shape[1])):  # every head in order: no gathers
+        p, q, k, v, o = at.p, at.q, at.k, at.v, at.o
     else:
         idx = torch.tensor(heads, device=dzh.device)
-        p, q, k, v = (x.index_select(1, idx).transpose(0, 1) for x in (at.p, at.q, at.k, at.v))
-        w = w.index_select(1, idx).transpose(0, 1)
-    dv = p.transpose(-2, -1) @ dzh  # (U, B, T, hd)
-    dp = dzh @ v.transpose(-2, -1)  # (U, B, T, T)
-    ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)
-    dq = (ds @ k).mul_(at.scale)
-    dk = (ds.transpose(-2, -1) @ q).mul_(at.scale)
-    packed = torch.cat([dq, dk, dv], dim=-1).view(u, b * t, 3 * hd)
-    return torch.bmm(packed, w.reshape(u, 3 * hd, d))  # (U, B·T, D)
+        p, q, k, v, o = (x.index_select(1, idx) for x in (at.p, at.q, at.k, at.v, at.o))
+        w = w.index_select(1, idx)
+    rowsum = (dz * o).sum(-1, keepdim=True)  # (B, U, T, 1)
+    ds = (dz @ v.transpose(-2, -1)).sub_(rowsum).mul_(p)  # dS = P ∘ (dP − rowsum), (B, U, T, S)
+    packed = torch.cat([ds @ k, ds.transpose(-2, -1) @ q, p.transpose(-2, -1) @ dz], dim=-1)  # [dQ dK dV]/s
+    rows = packed.transpose(0, 1).reshape(u, b * t, 3 * hd)
+    return torch.bmm(rows, w.transpose(0, 1).reshape(u, 3 * hd, d))  # (U, B·T, D)

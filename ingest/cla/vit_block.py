@@ -68,7 +68,7 @@ class _Fwd:
     n2: Norm | None = None
     xo: torch.Tensor | None = None  # x̂₂ W_out, (N, D)
     pm: torch.Tensor | None = None  # per head P ∘ (x̂₂ W_outᵀ Vᵀ), (B, H, T, T) (kind "mlp")
-    w_back: torch.Tensor | None = None  # the attention backward's last matrix with ln_1's γ folded in (kind "mlp")
+    w_back: torch.Tensor | None = None  # the attention backward's last matrix with ln_1's γ folded in (not "heads")
 
 
 def _close(got: torch.Tensor, want: torch.Tensor | None) -> bool:
@@ -101,8 +101,8 @@ def _forward(
             h1, f.n1 = layer_norm(r, blk.ln1)
             z, f.at = attention(h1, blk.w_qkv, blk.b_qkv, blk.w_out, blk.heads)
             if span.kind == "to_heads":
-                b, t, d = z.shape
-                return f if _close(z.view(b, t, blk.heads, -1).transpose(1, 2), out.detach()) else None
+                f.w_back = _folded_weight(f)
+                return f if _close(f.at.o, out.detach()) else None
             x2 = r + F.linear(z, blk.w_out, blk.b_out)
         u_new, f.n2 = layer_norm(x2, blk.ln2)
         if u is None or not _close(u_new, u.detach()):
@@ -112,10 +112,15 @@ def _forward(
             b, nh, t, hd = f.at.v.shape
             xo_h = f.xo.view(b, t, nh, hd).transpose(1, 2)  # (B, H, T, hd)
             f.pm = (xo_h @ f.at.v.transpose(-2, -1)).mul_(f.at.p)  # (B, H, T, T)
-            f.w_back = backward_weight(f.at)
-            if f.n1 is not None and f.n1.gamma is not None:
-                f.w_back = f.w_back * f.n1.gamma
+            f.w_back = _folded_weight(f)
     return f
+
+
+def _folded_weight(f: _Fwd) -> torch.Tensor:
+    """The attention backward's last matrix (`backward_weight`) with ln_1's γ folded in."""
+    assert f.at is not None and f.n1 is not None
+    w = backward_weight(f.at)
+    return w if f.n1.gamma is None else w * f.n1.gamma
 
 
 def _mlp_vjp(span: Span, f: _Fwd, c: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -172,20 +177,20 @@ def _heads_scores(
     s = (w @ f.n2.xhat.T).div_(w.shape[-1])  # (U, N)
     pw = (w - w.mean(-1, keepdim=True)) @ span.down.w_out  # (U, D)
     alpha = (c * f.n2.rstd.view(1, -1)).abs_().contiguous().unsqueeze(1)  # (U, 1, N)
-    xo = f.xo.unsqueeze(0)
-    out = am.new_empty(len(cols), am.shape[1])  # (U, D)
+    pw, s, xo = pw.unsqueeze(1), s.unsqueeze(-1), f.xo.unsqueeze(0)  # (U, 1, D), (U, N, 1), (1, N, D)
+    out = am.new_empty(len(cols), 1, am.shape[1])  # (U, 1, D)
     buf = am.new_empty(min(chunk, len(cols)), *am.shape)  # one chunk's (u, N, D), reused: it stays in cache
     for k0 in range(0, len(cols), chunk):
         k1 = min(k0 + chunk, len(cols))
-        t = torch.addcmul(pw[k0:k1].unsqueeze(1), s[k0:k1].unsqueeze(-1), xo, value=-1.0, out=buf[: k1 - k0])
-        out[k0:k1] = torch.bmm(alpha[k0:k1], t.mul_(am).abs_()).squeeze(1)
+        t = torch.addcmul(pw[k0:k1], s[k0:k1], xo, value=-1.0, out=buf[: k1 - k0])
+        torch.bmm(alpha[k0:k1], t.mul_(am).abs_(), out=out[k0:k1])
     return out.view(len(cols), heads, -1).sum(-1).T
 
 
 def _heads_vjp(span: Span, f: _Fwd, dzh: torch.Tensor, heads: list[int]) -> torch.Tensor:
     """The leaf's (block k's MLP activation) cotangent for cotangents dzh[j] (B, T, hd) on head heads[j]."""
-    assert f.at is not None and f.n1 is not None
-    dr = norm_vjp(head_attention_vjp(dzh, f.at, heads), f.n1, inplace=True)  # (U, N, D)
+    assert f.at is not None and f.n1 is not None and f.w_back is not None
+    dr = norm_vjp(head_attention_vjp(dzh, f.at, heads, w_back=f.w_back), f.n1, scaled=True, inplace=True)  # (U, N, D)
     d = dr.shape[-1]
     return (dr.view(-1, d) @ span.up.fc2.weight.detach()).view(dr.shape[0], dr.shape[1], -1)
 
@@ -287,7 +292,8 @@ def span_scores(
     for k0 in range(0, len(cols), chunk):
         idx = cols[k0 : k0 + chunk]
         if span.kind == "to_heads":
-            dzh = g[:, idx].unflatten(-1, (t, -1)).transpose(0, 1)  # (U, B, T, hd)
+            sel = g if idx == list(range(c_next)) else g[:, idx]  # (B, U, T·hd)
+            dzh = sel.unflatten(-1, (t, -1)).transpose(0, 1)  # (U, B, T, hd), a view of (B, U, T, hd)
             grads = _heads_vjp(span, f, dzh, idx)
         else:
             grads = _mlp_vjp(span, f, coef[:, idx].T, mlp.weight[idx], (b, t, d))  # type: ignore[union-attr]
