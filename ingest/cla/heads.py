@@ -184,7 +184,9 @@ def _mha_hooks(reader: HeadReader, attn: nn.MultiheadAttention, fn: Hook) -> lis
 
     One pair of hooks per module, whatever the number of head hooks on it: a forward-pre hook puts
     I and 0 in place of `out_proj`'s weight and bias, so the module's own forward (its fused
-    kernel, masks and options included) returns the heads themselves, bit for bit (x·I + 0 = x);
+    kernel, masks and options included) returns the heads themselves, bit for bit (x·I + 0 = x in
+    any float GEMM that keeps the input's precision; TF32 matmuls, off by default and during
+    attribution, would round the heads to TF32 once);
     the forward hook, run before any other forward hook of the module, puts the projection back,
     passes the heads through each head hook in turn (a replacement feeds the next, as the
     projection reader's pre-hooks chain) and applies the projection. The returned handle removes
