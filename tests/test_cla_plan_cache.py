@@ -2,7 +2,7 @@
 a second `attribute` call does not probe again, and any change of weights, layers, input shape or
 hooks makes a new plan (whose scores still equal the reference loop's). The choice between each
 verified fast plan and the per-neuron loop is timed on a batch of the run's size and cached with
-the batch size in the key."""
+the batch size in the key, and reused by another object of the same model and weights."""
 
 from __future__ import annotations
 
@@ -88,6 +88,22 @@ def test_the_path_choice_is_cached_per_batch_size(probes, choices):
     assert len(probes) == 1
     assert choices == [(3, 3, 12, 12), (5, 3, 12, 12)]
     describe_paths(model, LAYERS, images(9, 12, 0), batch_size=5)  # reports the same choice
+    assert len(choices) == 2
+
+
+def test_another_object_of_the_same_model_reuses_the_path_choice(probes, choices):
+    """A model loaded again (same structure and weights, another object) is probed, since its plans
+    refer to its own modules, but the paths are not timed again; other weights time them again."""
+    x = images(3, 12, 0)
+    first = attribute(seeded(_net), LAYERS, x, device="cpu")
+    again = seeded(_net)
+    second = attribute(again, LAYERS, x, device="cpu")
+    assert len(probes) == 2 and choices == [(3, 3, 12, 12)]
+    assert rel_err(second, first) <= 1e-6 and rel_err(second, attribute_reference(again, LAYERS, x)) <= 1e-4
+    assert describe_paths(again, LAYERS, x) == describe_paths(seeded(_net), LAYERS, x)
+    with torch.no_grad():
+        again[2].weight.mul_(1.5)
+    attribute(again, LAYERS, x, device="cpu")
     assert len(choices) == 2
 
 

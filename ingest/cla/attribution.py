@@ -48,9 +48,9 @@ from ingest.cla.block_span import NormInputs, Span, block_spans, record_norm_inp
 from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
-from ingest.cla.path_choice import choose_paths
+from ingest.cla.path_choice import PathChoice, apply_choice, choice_of, choose_paths
 from ingest.cla.plan import matches
-from ingest.cla.plan_cache import cached_plan, model_fingerprint
+from ingest.cla.plan_cache import cached_plan, model_fingerprint, shared_plan
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
 from ingest.cla.search import Circuit, find_circuit
 from ingest.cla.token_mlp import MlpCalls, mlp_layers, record_mlp_calls, token_mlp, token_mlp_scores
@@ -250,7 +250,8 @@ def _planned(
     (`ingest.cla.plan_cache`): the probe on the first image (fast plans and their gradient
     checks, memory per image), keyed by the image shape; then the choice between each verified
     fast plan and the per-neuron loop, timed on the first images of the run as many as one batch
-    holds (`ingest.cla.path_choice`), keyed by that batch size as well. When the choice is made
+    holds (`ingest.cla.path_choice`), keyed by that batch size as well, and also reused by
+    another object of the same model and weights (after its own probe). When the choice is made
     in this call, `first` receives the exact scores it computed for those images (per pair index)
     and their number is returned; else 0.
     """
@@ -268,13 +269,20 @@ def _planned(
         n = _timing_batch(info, bsz, max_memory)
         probed, budget = info, chunk_budget
 
-        def choose() -> Probe:
+        def choose() -> PathChoice:
             nonlocal n_first
             n_first = n
             x = images[:n].to(dev, torch.float32)
-            return choose_paths(model, layers, x, probed, budget_bytes=budget, tile_bytes=_tile(dev), first_sums=first)
+            chosen = choose_paths(
+                model, layers, x, probed, budget_bytes=budget, tile_bytes=_tile(dev), first_sums=first
+            )
+            return choice_of(probed, chosen)
 
-        info = cached_plan(model, (*key, "paths at batch", n), choose, fingerprint=fingerprint)
+        def chosen() -> Probe:  # a choice made on another object of this model and weights is reused
+            verified = tuple(p is not None for p in probed.plans)
+            return apply_choice(probed, shared_plan((*key, "paths at batch", n, verified, fingerprint), choose))
+
+        info = cached_plan(model, (*key, "paths at batch", n), chosen, fingerprint=fingerprint)
         bsz, chunk_budget = _memory_plan(info, batch_size, images.shape[0], max_memory, batched_vjp)
     return info, bsz, chunk_budget, n_first
 

@@ -17,7 +17,9 @@ late pairs 1.2-1.9x too fast), and its scores are exact, so the run uses them as
 instead of computing it again. The loop is timed on six sampled neurons, the faster of two runs,
 and scaled to all of them (it costs the same per neuron). So choosing costs the loop's six
 neurons and one forward pass per pair set. The choice is cached with the plan, keyed by the
-batch size (`ingest.cla.attribution`).
+batch size (`ingest.cla.attribution`), and as a `PathChoice` (no module in it) by the model's
+fingerprint: another object of the same model and weights (a zoo model loaded again, as each
+ingest of `circuits demo` does) reuses it after its own probe.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,7 +39,7 @@ from ingest.cla.guard import sample_columns
 from ingest.cla.plan import matches
 from ingest.cla.probe import FastPlan, Probe, fast_scores, run_fast
 
-__all__ = ["FAST_SHARE", "NOISE_S", "choose_paths", "time_pair"]
+__all__ = ["FAST_SHARE", "NOISE_S", "PathChoice", "apply_choice", "choice_of", "choose_paths", "time_pair"]
 
 _log = logging.getLogger(__name__)
 # A fast plan is kept when its time on the batch is at most this share of the loop's:
@@ -100,6 +103,32 @@ def choose_paths(
         generic_bytes = max(generic_bytes, per_image)
     vjp = [b and p is None for b, p in zip(info.vjp_batched, plans)]  # a replaced plan runs the plain loop
     return dataclasses.replace(info, plans=plans, notes=notes, vjp_batched=vjp, generic_bytes=generic_bytes)
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    """What `choose_paths` decided, without the plans: the pairs whose verified plan the loop
+    replaced, every pair's note, and the generic path's scratch per image. It refers to no
+    module, so another object of the same model can take it (`apply_choice`)."""
+
+    replaced: frozenset[int]
+    notes: tuple[str, ...]
+    generic_bytes: int
+
+
+def choice_of(probed: Probe, chosen: Probe) -> PathChoice:
+    """The decision `choose_paths` made: `chosen` is its result for the probe's findings `probed`."""
+    replaced = frozenset(i for i, (a, b) in enumerate(zip(probed.plans, chosen.plans)) if a is not None and b is None)
+    return PathChoice(replaced, tuple(chosen.notes), chosen.generic_bytes)
+
+
+def apply_choice(probed: Probe, choice: PathChoice) -> Probe:
+    """`choose_paths`' result for these probe findings, from a decision made on another object of the same model."""
+    plans = [None if i in choice.replaced else p for i, p in enumerate(probed.plans)]
+    vjp = [b and p is None for b, p in zip(probed.vjp_batched, plans)]
+    return dataclasses.replace(
+        probed, plans=plans, notes=list(choice.notes), vjp_batched=vjp, generic_bytes=choice.generic_bytes
+    )
 
 
 def time_pair(

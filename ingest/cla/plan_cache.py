@@ -24,7 +24,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-__all__ = ["cached_plan", "clear_plan_cache", "model_fingerprint", "plan_cache_info"]
+__all__ = ["cached_plan", "clear_plan_cache", "model_fingerprint", "plan_cache_info", "shared_plan"]
 
 T = TypeVar("T")
 
@@ -32,6 +32,8 @@ _LOCK = threading.Lock()
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Hashable, object]] = weakref.WeakKeyDictionary()
 _STATS = {"hits": 0, "misses": 0}
 _MAX_PER_MODEL = 16  # layer lists × input shapes kept per model (oldest dropped first)
+_SHARED: dict[Hashable, object] = {}  # results that refer to no model, by key alone (`shared_plan`)
+_MAX_SHARED = 64
 
 
 def model_fingerprint(model: nn.Module) -> tuple:
@@ -103,10 +105,30 @@ def cached_plan(
     return value
 
 
+def shared_plan(key: Sequence[Hashable], make: Callable[[], T]) -> T:
+    """`make()`'s result, kept by `key` alone, not by a model object: for results that refer to no
+    module and depend only on what `key` names (which includes a `model_fingerprint`), so that
+    another object of the same model and weights reuses them. At most 64 are kept (oldest first).
+    """
+    full_key = tuple(key)
+    with _LOCK:
+        if full_key in _SHARED:
+            _STATS["hits"] += 1
+            return _SHARED[full_key]  # type: ignore[return-value]
+        _STATS["misses"] += 1
+    value = make()
+    with _LOCK:
+        _SHARED[full_key] = value
+        while len(_SHARED) > _MAX_SHARED:
+            del _SHARED[next(iter(_SHARED))]
+    return value
+
+
 def clear_plan_cache() -> None:
     """Forget every cached plan (benchmarks timing the first call use it)."""
     with _LOCK:
         _CACHE.clear()
+        _SHARED.clear()
         _STATS.update(hits=0, misses=0)
 
 
