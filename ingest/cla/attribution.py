@@ -48,7 +48,7 @@ from ingest.cla.block_span import NormInputs, Span, block_spans, record_norm_inp
 from ingest.cla.capture import capture, resolve_layers
 from ingest.cla.fast import CPU_TILE_BYTES
 from ingest.cla.generic import generic_pair_scores
-from ingest.cla.path_choice import PathChoice, apply_choice, choice_of, choose_paths
+from ingest.cla.path_choice import PathChoice, apply_choice, choose_paths
 from ingest.cla.plan import matches
 from ingest.cla.plan_cache import cached_plan, model_fingerprint, shared_plan
 from ingest.cla.probe import Probe, fast_scores, prepared, probe, run_fast
@@ -273,10 +273,7 @@ def _planned(
             nonlocal n_first
             n_first = n
             x = images[:n].to(dev, torch.float32)
-            chosen = choose_paths(
-                model, layers, x, probed, budget_bytes=budget, tile_bytes=_tile(dev), first_sums=first
-            )
-            return choice_of(probed, chosen)
+            return choose_paths(model, layers, x, probed, budget_bytes=budget, tile_bytes=_tile(dev), first_sums=first)
 
         def chosen() -> Probe:  # a choice made on another object of this model and weights is reused
             verified = tuple(p is not None for p in probed.plans)

@@ -39,7 +39,7 @@ from ingest.cla.guard import sample_columns
 from ingest.cla.plan import matches
 from ingest.cla.probe import FastPlan, Probe, fast_scores, run_fast
 
-__all__ = ["FAST_SHARE", "NOISE_S", "PathChoice", "apply_choice", "choice_of", "choose_paths", "time_pair"]
+__all__ = ["FAST_SHARE", "NOISE_S", "PathChoice", "apply_choice", "choose_paths", "time_pair"]
 
 _log = logging.getLogger(__name__)
 # A fast plan is kept when its time on the batch is at most this share of the loop's:
@@ -51,6 +51,17 @@ FAST_SHARE = 0.9
 NOISE_S = 0.02
 
 
+@dataclass(frozen=True)
+class PathChoice:
+    """What `choose_paths` decided: the pairs whose verified plan the loop replaced, every pair's
+    note, and the generic path's scratch per image. It refers to no module, so any object of the
+    same model can take it (`apply_choice`)."""
+
+    replaced: frozenset[int]
+    notes: tuple[str, ...]
+    generic_bytes: int
+
+
 def choose_paths(
     model: nn.Module,
     layers: Sequence[str],
@@ -60,8 +71,8 @@ def choose_paths(
     budget_bytes: int,
     tile_bytes: int | None,
     first_sums: dict[int, torch.Tensor] | None = None,
-) -> Probe:
-    """The probe's findings with each verified fast plan kept or replaced by the loop, as timed on `batch`.
+) -> PathChoice:
+    """Which verified fast plans the loop replaces, as timed on `batch` (`apply_choice` applies it).
 
     Args:
         model: the network, inside `ingest.cla.probe.prepared`.
@@ -73,15 +84,13 @@ def choose_paths(
         first_sums: when given, filled with each timed pair's scores summed over `batch`
             (C_i, C_{i+1}): exact whichever path is chosen, so a run whose first batch is
             `batch` uses them instead of computing that batch again.
-
-    Returns:
-        A copy of `info` whose plans, notes and generic-path sizes reflect the choice.
     """
     with capture(model, layers) as cap, torch.enable_grad():
         model(batch)
         leaves, outs = cap.leaf_list(), cap.output_list()
     n = batch.shape[0]
-    plans, notes = list(info.plans), list(info.notes)
+    replaced: set[int] = set()
+    notes = list(info.notes)
     generic_bytes = info.generic_bytes
     for i, plan in enumerate(info.plans):
         if plan is None:
@@ -97,35 +106,18 @@ def choose_paths(
             continue
         pair = f"{layers[i]} -> {layers[i + 1]}"
         _log.info("CLA %s: the per-neuron loop is faster than the fast plan (%s)", pair, timing)
-        plans[i] = None
+        replaced.add(i)
         notes[i] = f"generic: the per-neuron loop beat the fast plan ({timing}); one autograd call per neuron"
         per_image = 4 * (leaves[i].numel() + leaves[i + 1].numel()) * 4 // n  # as the probe sizes generic pairs
         generic_bytes = max(generic_bytes, per_image)
-    vjp = [b and p is None for b, p in zip(info.vjp_batched, plans)]  # a replaced plan runs the plain loop
-    return dataclasses.replace(info, plans=plans, notes=notes, vjp_batched=vjp, generic_bytes=generic_bytes)
-
-
-@dataclass(frozen=True)
-class PathChoice:
-    """What `choose_paths` decided, without the plans: the pairs whose verified plan the loop
-    replaced, every pair's note, and the generic path's scratch per image. It refers to no
-    module, so another object of the same model can take it (`apply_choice`)."""
-
-    replaced: frozenset[int]
-    notes: tuple[str, ...]
-    generic_bytes: int
-
-
-def choice_of(probed: Probe, chosen: Probe) -> PathChoice:
-    """The decision `choose_paths` made: `chosen` is its result for the probe's findings `probed`."""
-    replaced = frozenset(i for i, (a, b) in enumerate(zip(probed.plans, chosen.plans)) if a is not None and b is None)
-    return PathChoice(replaced, tuple(chosen.notes), chosen.generic_bytes)
+    return PathChoice(frozenset(replaced), tuple(notes), generic_bytes)
 
 
 def apply_choice(probed: Probe, choice: PathChoice) -> Probe:
-    """`choose_paths`' result for these probe findings, from a decision made on another object of the same model."""
+    """A copy of the probe's findings whose plans, notes and generic-path sizes reflect the choice
+    (made on this object of the model or on another of the same model and weights)."""
     plans = [None if i in choice.replaced else p for i, p in enumerate(probed.plans)]
-    vjp = [b and p is None for b, p in zip(probed.vjp_batched, plans)]
+    vjp = [b and p is None for b, p in zip(probed.vjp_batched, plans)]  # a replaced plan runs the plain loop
     return dataclasses.replace(
         probed, plans=plans, notes=list(choice.notes), vjp_batched=vjp, generic_bytes=choice.generic_bytes
     )
