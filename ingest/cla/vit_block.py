@@ -13,12 +13,13 @@ Into an MLP activation the cotangent at fc1's input is c_n ⊗ W1[n] (`ingest.cl
 ln_2's backward and the output projection's have a closed form per unit (rank two per token with
 x̂ W_outᵀ shared); the rest runs through `ingest.cla.block_vjp` with the unit axis in the GEMM rows.
 
-The blocks are read from their modules (`ingest.cla.block_span`). A pair uses the path only when (1) on the probe image (`ingest.cla.probe`, `block_reproduced`) the
-recomputed forward reproduces the captured values and the hand-written VJP of one random
-cotangent equals autograd's on the model's own graph (a different linear map differs on a random
-left vector with probability 1), and (2) on every batch the recomputed forward again reproduces
-the batch's values; otherwise it takes the token-MLP or generic path (`ingest.cla.attribution`,
-on a second forward that keeps autograd's graph when the batch's first did not need one).
+The blocks are read from their modules (`ingest.cla.block_span`). A pair uses the path only when
+(1) on the probe image (`ingest.cla.probe`, `block_reproduced`) the recomputed forward reproduces
+the captured values and the hand-written VJP of one random cotangent equals autograd's on the
+model's own graph (a different linear map differs on a random left vector with probability 1),
+and (2) on every batch the recomputed forward again reproduces the batch's values; otherwise it
+takes the token-MLP or generic path (`ingest.cla.attribution`, on a second forward that keeps
+autograd's graph when the batch's first did not need one).
 Masks, extra ops, a norm that is not LayerNorm, dropout in the forward or a custom backward change
 the values or the gradient and send the pair back to autograd.
 """
