@@ -26,17 +26,15 @@ Scores = Callable[["Prepared", "Callable[[int, int], None] | None"], list[np.nda
 """Computes a run's score matrices as `scores(prepared, on_batch)` (e.g. a contrast of two image sets)."""
 
 
-def compute(
-    prepared: Prepared, *, progress: Progress | None = None, t0: float | None = None, scores: Scores | None = None
-):
+def compute(prepared: Prepared, *, progress: Progress | None = None):
     """Run CLA, find the circuit and its neurons' thumbnails, without the catalog.
 
     Args:
         prepared: from `prepare`.
         progress: optional callback (stage, done, total).
-        t0: when the request started (`time.perf_counter()`), for the run's duration.
-        scores: computes the run's score matrices as `scores(prepared, on_batch)` (None: CLA of
-            `prepared.x`, `ingest.cla.attribute`); e.g. a contrast of two image sets.
+
+    The run's duration counts from `prepared.started`; its scores are `prepared.scores`'s, or CLA
+    of `prepared.x` (`ingest.cla.attribute`) when that is None.
 
     Returns:
         An `ingest.writer.ComputedRun` to give to `ingest.writer.store_computed`.
@@ -49,13 +47,13 @@ def compute(
     from ingest.cla.search import find_circuit
     from ingest.writer import ComputedRun, RunFailure, class_labels, describe
 
-    t0 = time.perf_counter() if t0 is None else t0
+    t0 = prepared.started
     run_fields = {**prepared.run_fields, "started_at": utcnow()}
     config, loaded, layers, x = prepared.config, prepared.loaded, prepared.layers, prepared.x
     on_batch = None if progress is None else (lambda done, total: progress("attribution", done, total))
     try:
-        if scores is not None:
-            matrices = scores(prepared, on_batch)
+        if prepared.scores is not None:
+            matrices = prepared.scores(prepared, on_batch)
         else:
             matrices = attribute(
                 loaded.module,

@@ -26,7 +26,7 @@ from typing import Any
 from catalog import store
 from catalog.engine import Catalog
 from catalog.sizes import BadK
-from ingest.compute import ComputeFailed, Progress, Scores, compute
+from ingest.compute import ComputeFailed, Progress, compute
 from ingest.image_sets import resolve_images
 from ingest.images import ImageSet
 from ingest.prepare import IngestConfig, IngestError, Prepared, prepare, provenance_key
@@ -137,32 +137,24 @@ def stored_circuit(cat: Catalog, prepared: Prepared | Request) -> tuple[int, int
     return existing.id, (same[0].id if same else None)
 
 
-def find_or_compute(
-    reader: Catalog,
-    prepared: Prepared,
-    *,
-    progress: Progress | None = None,
-    t0: float | None = None,
-    scores: Scores | None = None,
-) -> Outcome:
+def find_or_compute(reader: Catalog, prepared: Prepared, *, progress: Progress | None = None) -> Outcome:
     """The model half of an ingest: is the run stored (read `reader` once, then let it go)? If
     not, compute it (`ingest.compute.compute`, with `scores`). Writes nothing.
 
     Args:
         reader: the catalog, open read-write or read-only (only read here).
         prepared: from `prepare`.
-        progress, t0, scores: as for `ingest_prepared`.
+        progress: as for `ingest_prepared`.
 
     Raises:
         ComputeFailed: the computation failed (it carries the failed run row to record).
     """
-    t0 = time.perf_counter() if t0 is None else t0
     request = Request.of(prepared)
     found = stored_circuit(reader, request)
     reader.release()  # hold nothing while computing
     if found is not None:
-        return Outcome(request, found=found, seconds=time.perf_counter() - t0)
-    computed = compute(prepared, progress=progress, t0=t0, scores=scores)
+        return Outcome(request, found=found, seconds=time.perf_counter() - prepared.started)
+    computed = compute(prepared, progress=progress)
     return Outcome(request, computed=computed, seconds=computed.seconds)
 
 
@@ -253,22 +245,14 @@ def ingest_concept(
         IngestError, UnknownModel, UnknownLayer, ImageSetError: bad input, before anything is written.
         CatalogLocked: a DuckDB file stayed held by another process at write time.
     """
-    t0 = time.perf_counter()
-    return ingest_prepared(cat, prepare(config, image_set), progress=progress, t0=t0)
+    return ingest_prepared(cat, prepare(config, image_set), progress=progress)
 
 
 ingest = ingest_concept
 """The old name of `ingest_concept` (it shadowed the package's own name), kept for one release."""
 
 
-def ingest_prepared(
-    cat: Catalog,
-    prepared: Prepared,
-    *,
-    progress: Progress | None = None,
-    t0: float | None = None,
-    scores: Scores | None = None,
-) -> IngestResult:
+def ingest_prepared(cat: Catalog, prepared: Prepared, *, progress: Progress | None = None) -> IngestResult:
     """`ingest_concept` from a `prepare`d request: the one path every ingest takes (the CLI, `ingest_concept`,
     `ingest-many`'s workers and driver, the defence's contrast runs): `find_or_compute`, then
     `record`; a failed computation leaves a `failed` run row and raises its error.
@@ -277,13 +261,14 @@ def ingest_prepared(
         cat: an open, writable catalog.
         prepared: from `prepare`.
         progress: optional callback (stage, done, total).
-        t0: when the request started (`time.perf_counter()`), for the run's duration.
-        scores: computes the score matrices instead of plain CLA (`ingest.compute.Scores`).
+
+    The run's duration counts from `prepared.started`; its scores are `prepared.scores`'s (plain
+    CLA when None).
     """
     from ingest.writer import record_failure
 
     try:
-        outcome = find_or_compute(cat, prepared, progress=progress, t0=t0, scores=scores)
+        outcome = find_or_compute(cat, prepared, progress=progress)
     except ComputeFailed as failed:
         record_failure(cat, failed.failure)
         cause = failed.__cause__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from ingest.preflight import check_ingest_inputs
 if TYPE_CHECKING:  # torch stays unimported until a run needs it
     from torch import nn
 
+    from ingest.compute import Scores
     from ingest.zoo import LoadedModel
     from ingest.zoo.preprocessing import Preprocessing
 
@@ -156,6 +158,11 @@ class Prepared:
         provenance_key: the run's identity (`provenance_key`).
         model_fields: `catalog.store.ensure_model` keyword arguments.
         run_fields: `catalog.store.write_run` provenance keyword arguments (no timing yet).
+        started: when `prepare` began (`time.perf_counter()` of this process): the run's duration
+            counts from here.
+        scores: computes the run's score matrices as `scores(prepared, on_batch)` in place of plain
+            CLA of `x` (`ingest.compute.Scores`, e.g. a contrast of two image sets, whose
+            `provenance_key` says so); None for plain CLA.
     """
 
     config: IngestConfig
@@ -168,6 +175,8 @@ class Prepared:
     provenance_key: str
     model_fields: dict[str, Any]
     run_fields: dict[str, Any]
+    started: float
+    scores: Scores | None = None
 
 
 def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
@@ -182,6 +191,7 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
     from ingest.hooks import resolve_device
     from ingest.module_model import is_module, loaded_module
 
+    started = time.perf_counter()
     check_concept_name(config.concept)  # before anything: a refused name writes nothing
     if config.threads is not None:
         from ingest.threads import configure
@@ -234,4 +244,4 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         weights_sha256=loaded.weights_sha256,
         layers=list(all_widths.items()),
     )
-    return Prepared(config, image_set, loaded, x, pp, layers, ks, key, model_fields, run_fields)
+    return Prepared(config, image_set, loaded, x, pp, layers, ks, key, model_fields, run_fields, started)

@@ -18,7 +18,6 @@ key differs from a plain run on the same images and a second request reuses it.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -74,13 +73,7 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
             f"a contrast run pairs each text image with its plain image: got {len(text_set)} "
             f"text and {len(plain_set)} plain images"
         )
-    t0 = time.perf_counter()
     prepared = prepare(config, text_set)
-    params = {**prepared.run_fields["params"], "contrast": {"plain_sha256": plain_set.sha256, "rule": CONTRAST_RULE}}
-    key = provenance_key(prepared.model_fields["weights_sha256"], prepared.layers, text_set.sha256, params)
-    prepared = dataclasses.replace(
-        prepared, provenance_key=key, run_fields={**prepared.run_fields, "params": params, "provenance_key": key}
-    )
     x_plain = zoo.preprocess(prepared.preprocessing, list(plain_set.images))
 
     def scores(p, on_batch) -> list[np.ndarray]:
@@ -96,4 +89,10 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
 
         return contrast_matrices(run(p.x), run(x_plain))
 
-    return ingest_prepared(cat, prepared, progress=progress, t0=t0, scores=scores)
+    # The contrast is part of the run's identity: its params and so its provenance key say so.
+    params = {**prepared.run_fields["params"], "contrast": {"plain_sha256": plain_set.sha256, "rule": CONTRAST_RULE}}
+    key = provenance_key(prepared.model_fields["weights_sha256"], prepared.layers, text_set.sha256, params)
+    run_fields = {**prepared.run_fields, "params": params, "provenance_key": key}
+    return ingest_prepared(
+        cat, dataclasses.replace(prepared, provenance_key=key, run_fields=run_fields, scores=scores), progress=progress
+    )

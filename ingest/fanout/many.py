@@ -109,13 +109,12 @@ def run_job(job: Job, db: str, writer: str) -> WorkResult:
             device=job.device,
             batch_size=job.batch_size,
         )
-        t0 = time.perf_counter()
         prepared = prepare(config, image_set)
         # The two halves of `ingest.pipeline.ingest_prepared`; a failure is not recorded here but
         # by the driver, once per job after its last try (retries do not add `failed` rows).
         reader = open_catalog(db) if writer == WRITE_IN_WORKERS else open_catalog(db, read_only=True, wait=None)
         try:
-            outcome = find_or_compute(reader, prepared, t0=t0)
+            outcome = find_or_compute(reader, prepared)
         except ComputeFailed as failed:
             # a CircuitsError (bad layer, bad k) fails the same way every time: not retried
             cause = failed.__cause__
