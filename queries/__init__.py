@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from queries.graphs import EdgeSelection, circuit_graph, run_top_edges, top_edge_graph
     from queries.listing import (
         CircuitDetails,
+        Window,
         circuit_details,
         concept_circuits,
         list_circuits,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
         resolve_circuit,
         resolve_model,
     )
-    from queries.listing_pages import Page, count_rows, list_page
+    from queries.listing_pages import Filters, Page, list_page
     from queries.mask_export import ExportResult, export_mask, mask_from_circuit
     from queries.overlap import (
         OverlapMatrix,
@@ -70,8 +71,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "list_runs": ("queries.listing",),
         "resolve_circuit": ("queries.listing",),
         "resolve_model": ("queries.listing",),
+        "Window": ("queries.listing",),
+        "Filters": ("queries.listing_pages",),
         "Page": ("queries.listing_pages",),
-        "count_rows": ("queries.listing_pages",),
         "list_page": ("queries.listing_pages",),
         "PrunePlan": ("queries.prune_plan",),
         "plan_pruning": ("queries.prune_plan",),

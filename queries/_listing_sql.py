@@ -5,6 +5,7 @@ of those arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from catalog.errors import CircuitsError
 from catalog.vocab import RunStatus
@@ -23,6 +24,38 @@ def check_page(after: int | None, limit: int | None) -> None:
         raise CircuitsError(f"a page holds at least 1 row: limit must be a positive integer, got {limit!r}")
     if after is not None and not isinstance(after, int):
         raise CircuitsError(f"after must be a row id (an integer), got {after!r}")
+
+
+class Window(TypedDict, total=False):
+    """Which rows of a listing: the keyword arguments every listing takes after its filters.
+
+    Keys:
+        search: keep rows where any of the listing's search fields (its name, id, ...) contains
+            this text, in any case.
+        after: keyset cursor: start after the row with this id, in the listing's order.
+        limit: at most this many rows (None: all); per-row counts are computed for these rows only.
+    """
+
+    search: str | None
+    after: int | None
+    limit: int | None
+
+
+def window_of(function: str, window: Window) -> tuple[str | None, int | None, int | None]:
+    """`window`'s (search, after, limit), checked.
+
+    Raises:
+        TypeError: a keyword `function` does not take (as Python says of any other function).
+        CircuitsError: as `check_page`.
+    """
+    unknown = sorted(set(window) - set(Window.__annotations__))
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    search, after, limit = window.get("search"), window.get("after"), window.get("limit")
+    if search is not None and not isinstance(search, str):
+        raise CircuitsError(f"search must be text, got {search!r}")
+    check_page(after, limit)
+    return search, after, limit
 
 
 @dataclass(frozen=True)

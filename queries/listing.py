@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from sqlalchemy.orm import Session
 
 from catalog import store
 from catalog.sql import decode_json, query_arrow
 from catalog.vocab import RunStatus
-from queries._listing_sql import SOURCES, check_page, filters, limit_clause
+from queries._listing_sql import SOURCES, Window, filters, limit_clause, window_of
 from queries.resolve import COMPLETE_RUN as _COMPLETE
 from queries.resolve import (
     CircuitChoice,
@@ -35,6 +36,7 @@ __all__ = [
     "ModelChoice",
     "ModelRow",
     "RunRow",
+    "Window",
     "choice_notes",
     "circuit_details",
     "concept_circuits",
@@ -106,18 +108,14 @@ class CircuitRow:
     created: dt.datetime
 
 
-def list_models(
-    session: Session, *, search: str | None = None, after: int | None = None, limit: int | None = None
-) -> list[ModelRow]:
+def list_models(session: Session, **window: Unpack[Window]) -> list[ModelRow]:
     """Catalogued models by name (then id) with their counts of layers, complete runs and circuits.
 
     Args:
         session: the caller's session.
-        search: keep models whose name, architecture or id contains this text (any case).
-        after: keyset cursor: start after the model with this id (in the listing's order).
-        limit: at most this many rows (None: all); counts are computed for these rows only.
+        window: `search` (name, architecture or id), `after`, `limit` (`Window`).
     """
-    check_page(after, limit)
+    search, after, limit = window_of("list_models", window)
     where, params = filters("models", search, after)
     table = query_arrow(
         session,
@@ -140,25 +138,16 @@ def list_models(
     ]
 
 
-def list_concepts(
-    session: Session,
-    model: str | None = None,
-    *,
-    search: str | None = None,
-    after: int | None = None,
-    limit: int | None = None,
-) -> list[ConceptRow]:
+def list_concepts(session: Session, model: str | None = None, **window: Unpack[Window]) -> list[ConceptRow]:
     """Concepts by name (those with a complete run on `model`, if given) with counts of image sets,
     runs and circuits. Counts are of complete runs (on `model`, if given).
 
     Args:
         session: the caller's session.
         model: only concepts with a complete run on this model.
-        search: keep concepts whose name, description or id contains this text (any case).
-        after: keyset cursor: start after the concept with this id (in the listing's order).
-        limit: at most this many rows (None: all); counts are computed for these rows only.
+        window: `search` (name, description or id), `after`, `limit` (`Window`).
     """
-    check_page(after, limit)
+    search, after, limit = window_of("list_concepts", window)
     where, params = filters("concepts", search, after, model=model)
     on_model = "" if model is None else " AND m.name = :model"  # the counts too are of runs on it
     table = query_arrow(
@@ -192,25 +181,20 @@ def list_runs(
     model: str | None = None,
     concept: str | None = None,
     status: str | None = None,
-    *,
-    search: str | None = None,
-    after: int | None = None,
-    limit: int | None = None,
+    **window: Unpack[Window],
 ) -> list[RunRow]:
     """Runs, oldest (lowest id) first, filtered by model name, concept name and status.
 
     Args:
         session: the caller's session.
         model, concept, status: filters (exact).
-        search: keep runs whose model, concept, id or status contains this text (any case).
-        after: keyset cursor: start after the run with this id.
-        limit: at most this many rows (None: all); counts are computed for these rows only.
+        window: `search` (model, concept, id or status), `after`, `limit` (`Window`).
 
     Raises:
         CircuitsError: unknown status, or a limit below 1.
     """
+    search, after, limit = window_of("list_runs", window)
     where, params = filters("runs", search, after, model=model, concept=concept, status=status)
-    check_page(after, limit)
     table = query_arrow(
         session,
         "WITH page AS (SELECT r.id, m.name AS model, co.name AS concept, r.status, r.layer_names, "
@@ -233,25 +217,20 @@ def list_circuits(
     model: str | None = None,
     concept: str | None = None,
     status: str | None = RunStatus.complete,
-    *,
-    search: str | None = None,
-    after: int | None = None,
-    limit: int | None = None,
+    **window: Unpack[Window],
 ) -> list[CircuitRow]:
     """Circuits, oldest (lowest id) first, filtered by model, concept and their run's status.
 
     Args:
         session: the caller's session.
         model, concept, status: filters (exact; status is the run's).
-        search: keep circuits whose model, concept or id contains this text (any case).
-        after: keyset cursor: start after the circuit with this id.
-        limit: at most this many rows (None: all); counts are computed for these rows only.
+        window: `search` (model, concept or id), `after`, `limit` (`Window`).
 
     Raises:
         CircuitsError: unknown status, or a limit below 1.
     """
+    search, after, limit = window_of("list_circuits", window)
     where, params = filters("circuits", search, after, model=model, concept=concept, status=status)
-    check_page(after, limit)
     table = query_arrow(
         session,
         "WITH page AS (SELECT c.id, c.run_id AS run, m.name AS model, co.name AS concept, r.layer_names, "

@@ -9,16 +9,16 @@ rows only (`queries.listing`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy.orm import Session
 
 from catalog.errors import CircuitsError
 from catalog.sql import query_arrow
-from queries._listing_sql import SOURCES, check_page, filters
+from queries._listing_sql import SOURCES, Window, filters, window_of
 from queries.listing import list_circuits, list_concepts, list_models, list_runs
 
-__all__ = ["LISTABLE", "PAGE_ROWS", "Page", "count_rows", "list_page"]
+__all__ = ["LISTABLE", "PAGE_ROWS", "Filters", "Page", "list_page"]
 
 LISTABLE = ("models", "concepts", "runs", "circuits")
 PAGE_ROWS = 100
@@ -51,70 +51,55 @@ class Page:
         return shown + (f"; next page: {option} {self.next_after}" if self.next_after is not None else "")
 
 
-def list_page(
-    session: Session,
-    what: str,
-    model: str | None = None,
-    concept: str | None = None,
-    status: str | None = None,
-    *,
-    search: str | None = None,
-    after: int | None = None,
-    limit: int = PAGE_ROWS,
-) -> Page:
+class Filters(Window, total=False):
+    """What `list_page` takes: a listing's filters (exact; a listing ignores those it does not
+    take: models take none, concepts `model`, runs and circuits all three) and its `Window`."""
+
+    model: str | None
+    concept: str | None
+    status: str | None
+
+
+def list_page(session: Session, what: str, **filters: Unpack[Filters]) -> Page:
     """One page of `queries.listing.list_<what>` in its order, after the row with id `after`.
 
     Args:
         session: the caller's session.
         what: "models", "concepts", "runs" or "circuits".
-        model, concept, status, search: the listing's filters (models take search only; concepts
-            model and search; circuits default to complete runs).
-        after: the cursor (`Page.next_after` of the previous page); None for the first page.
-        limit: rows per page (at least 1).
+        filters: `model`, `concept`, `status` (circuits default to complete runs) and the page:
+            `search`, `after` (`Page.next_after` of the previous page; None for the first page) and
+            `limit` (rows per page, `PAGE_ROWS` by default), as `Filters` says.
 
     Raises:
         CircuitsError: an unknown `what` or status, or a limit below 1.
+        TypeError: a keyword `Filters` does not have.
     """
-    check_page(after, limit)
+    exact = {"model": filters.pop("model", None), "concept": filters.pop("concept", None)}
+    exact["status"] = filters.pop("status", None) or ("complete" if what == "circuits" else None)
+    search, after, limit = window_of("list_page", filters)
+    limit = PAGE_ROWS if limit is None else limit
+    window = Window(search=search, after=after, limit=limit + 1)
+    model, concept, status = exact["model"], exact["concept"], exact["status"]
     if what == "models":
-        rows: list[Any] = list_models(session, search=search, after=after, limit=limit + 1)
+        rows: list[Any] = list_models(session, **window)
     elif what == "concepts":
-        rows = list_concepts(session, model, search=search, after=after, limit=limit + 1)
+        rows = list_concepts(session, model, **window)
     elif what == "runs":
-        rows = list_runs(session, model, concept, status, search=search, after=after, limit=limit + 1)
+        rows = list_runs(session, model, concept, status, **window)
     elif what == "circuits":
-        rows = list_circuits(session, model, concept, status or "complete", search=search, after=after, limit=limit + 1)
+        rows = list_circuits(session, model, concept, status, **window)
     else:
         raise CircuitsError(f"cannot list {what!r}: use {', '.join(LISTABLE)}")
     more = len(rows) > limit
     rows = rows[:limit]
-    if what == "circuits":
-        status = status or "complete"
-    total = count_rows(session, what, model, concept, status, search=search)
-    remaining = (
-        total if after is None else count_rows(session, what, model, concept, status, search=search, after=after)
-    )
+    total = _count(session, what, exact, search)
+    remaining = total if after is None else _count(session, what, exact, search, after)
     return Page(what, rows, total, total - remaining, rows[-1].id if more else None)
 
 
-def count_rows(
-    session: Session,
-    what: str,
-    model: str | None = None,
-    concept: str | None = None,
-    status: str | None = None,
-    *,
-    search: str | None = None,
-    after: int | None = None,
+def _count(
+    session: Session, what: str, exact: dict[str, str | None], search: str | None, after: int | None = None
 ) -> int:
-    """How many rows `list_<what>` returns with these filters over all pages, or after the row
-    `after` (`what`: "models", "concepts", "runs" or "circuits"; the filters each listing takes).
-
-    Raises:
-        CircuitsError: an unknown `what` or status.
-    """
-    if what not in SOURCES:
-        raise CircuitsError(f"cannot count {what!r}: use models, concepts, runs or circuits")
-    where, params = filters(what, search, after, model=model, concept=concept, status=status)
-    check_page(after, None)
+    """How many rows `list_<what>` returns with these filters over all pages, or after the row `after`."""
+    where, params = filters(what, search, after, **exact)
     return int(query_arrow(session, f"SELECT count(*) AS n {SOURCES[what].tables}{where}", params).to_pylist()[0]["n"])

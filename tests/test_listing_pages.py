@@ -16,7 +16,7 @@ from catalog.errors import CircuitsError
 from circuits.cli.main import app
 from circuits.web.home import home_cursors, home_view
 from circuits.web.pages import Pages
-from queries.listing_pages import count_rows, list_page
+from queries.listing_pages import list_page
 
 runner = CliRunner()
 LAYERS = [("l0", 4), ("l1", 6)]
@@ -76,20 +76,27 @@ def test_filters_search_and_cursor_errors(db):
     cat = open_catalog(db, read_only=True)
     with cat.session() as s:
         assert [c.name for c in list_page(s, "concepts").rows] == sorted(CONCEPTS)
-        on_other = list_page(s, "concepts", "other")
+        on_other = list_page(s, "concepts", model="other")
         assert [c.name for c in on_other.rows] == sorted(set(CONCEPTS) - {"dot"}) and on_other.total == 4
         assert all(c.runs == 1 and c.circuits == 2 for c in on_other.rows)  # counts on that model only
-        star = list_page(s, "circuits", "toy", "star")
+        star = list_page(s, "circuits", model="toy", concept="star")
         assert star.total == 2 and {c.concept for c in star.rows} == {"star"}
         # search is a case-insensitive substring; LIKE wildcards are matched literally
         assert [c.name for c in list_page(s, "concepts", search="A_B").rows] == ["a_b"]
         assert [c.name for c in list_page(s, "concepts", search="%").rows] == ["a%b"]
-        assert list_page(s, "runs", search="OTHER").total == 4 == count_rows(s, "runs", "other")
-        assert count_rows(s, "runs", status="failed") == 0
+        assert list_page(s, "runs", search="OTHER").total == 4 == list_page(s, "runs", model="other").total
+        assert list_page(s, "runs", status="failed").total == 0
         with pytest.raises(CircuitsError, match="positive integer"):
             list_page(s, "runs", limit=0)
         with pytest.raises(CircuitsError, match="cannot list"):
             list_page(s, "edges")
+        # the window's keywords are checked as a signature's are: a misspelt one is not ignored
+        with pytest.raises(TypeError, match="list_runs.. got an unexpected keyword argument 'limt'"):
+            listing.list_runs(s, limt=2)
+        with pytest.raises(TypeError, match="'modle'"):
+            list_page(s, "runs", modle="toy")
+        with pytest.raises(CircuitsError, match="search must be text"):
+            listing.list_models(s, search=3)
 
 
 def test_cli_list_prints_a_page_and_the_next_cursor(db):

@@ -245,7 +245,9 @@ def list_(
 
     state = None if status is None else status.value
     with _session(db) as s:
-        page = list_page(s, what.value, model, concept, state, search=search, after=after, limit=limit)
+        page = list_page(
+            s, what.value, model=model, concept=concept, status=state, search=search, after=after, limit=limit
+        )
     _emit([asdict(r) for r in page.rows], fmt, [page.summary("--after")])
 
 

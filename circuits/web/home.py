@@ -131,8 +131,8 @@ def home_view(
         what: list_page(
             session,
             what,
-            model if what != "models" else None,
-            concept if what in ("runs", "circuits") else None,
+            model=model if what != "models" else None,
+            concept=concept if what in ("runs", "circuits") else None,
             search=q or None,
             after=_id_cursor(cursors, what),
             limit=limit,
