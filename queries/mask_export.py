@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,23 @@ from catalog.mask_io import write_mask
 from catalog.refs import CircuitRef
 from catalog.vocab import MaskKind
 
-__all__ = ["ExportResult", "circuit_mask", "export_mask", "mask_from_circuit"]
+__all__ = ["ExportResult", "MaskOptions", "circuit_mask", "export_mask", "mask_from_circuit"]
+
+
+class MaskOptions(TypedDict, total=False):
+    """Which mask of a circuit: the keyword arguments of `mask_from_circuit`, `export_mask` and
+    `circuit_mask`.
+
+    Keys:
+        kind: "circuit" (zero every circuit neuron; the default) or "edge" (cut one adjacent layer pair).
+        pair: for edge masks, the index i of the cut `layer_names[i]` → `layer_names[i + 1]` (default 0).
+        prune_anchor: keep an anchored circuit's fixed neurons in a circuit mask (default False: left
+            out, as `circuits ablate` leaves them; a layer left empty is not listed).
+    """
+
+    kind: str
+    pair: int
+    prune_anchor: bool
 
 
 @dataclass(frozen=True)
@@ -40,22 +57,13 @@ class ExportResult:
     mask: Mask
 
 
-def mask_from_circuit(
-    cat: Catalog | Session,
-    circuit: int | CircuitRef,
-    *,
-    kind: str = MaskKind.circuit,
-    pair: int = 0,
-    prune_anchor: bool = False,
-) -> Mask:
+def mask_from_circuit(cat: Catalog | Session, circuit: int | CircuitRef, **options: Unpack[MaskOptions]) -> Mask:
     """The pruning mask of a catalogued circuit, in memory (`export_mask` writes it to a file).
 
     Args:
         cat: the catalog (`Catalog`, read-only is enough) or a `Session` of it.
         circuit: the circuit's id, or the circuit as `catalog.store.read_circuit` returns it.
-        kind: "circuit" (zero every circuit neuron) or "edge" (cut one adjacent layer pair).
-        pair: for edge masks, the index i of the cut `layer_names[i]` → `layer_names[i + 1]`.
-        prune_anchor: see `circuit_mask`.
+        options: `kind`, `pair`, `prune_anchor` (`MaskOptions`).
 
     Returns:
         The Mask, tied to the circuit's model name and weights sha256 (apply it with
@@ -64,39 +72,42 @@ def mask_from_circuit(
     Raises:
         NotFound: no such circuit.
         MaskError: an unknown kind, or a pair outside the circuit's layers.
+        TypeError: a keyword `MaskOptions` does not have.
     """
     if isinstance(cat, Catalog):
         with cat.session() as s:
-            return mask_from_circuit(s, circuit, kind=kind, pair=pair, prune_anchor=prune_anchor)
+            return mask_from_circuit(s, circuit, **options)
     ref = circuit if isinstance(circuit, CircuitRef) else store.read_circuit(cat, int(circuit))
     architecture = store.read_run(cat, ref.run_id).architecture
     bind = cat.get_bind()
     where = display(bind.url) if hasattr(bind, "url") else None
-    return circuit_mask(ref, kind=kind, pair=pair, architecture=architecture, catalog=where, prune_anchor=prune_anchor)
+    return circuit_mask(ref, architecture=architecture, catalog=where, **options)
 
 
 def circuit_mask(
     circuit: CircuitRef,
     *,
-    kind: str = MaskKind.circuit,
-    pair: int = 0,
     architecture: str | None = None,
     catalog: str | None = None,
-    prune_anchor: bool = False,
+    **options: Unpack[MaskOptions],
 ) -> Mask:
     """The mask of a circuit already read (`catalog.store.read_circuit`); no catalog access.
 
     Args:
         circuit: the circuit.
-        kind, pair: as for `mask_from_circuit`.
         architecture: the model's architecture, recorded for readers of the file.
         catalog: where the circuit came from (catalog path, or URL without password).
-        prune_anchor: keep an anchored circuit's fixed neurons in a circuit mask (default: left
-            out, as `circuits ablate` leaves them; a layer left empty is not listed).
+        options: `kind`, `pair`, `prune_anchor` (`MaskOptions`).
 
     Raises:
         MaskError: an unknown kind, or a pair outside the circuit's layers.
+        TypeError: a keyword `MaskOptions` does not have.
     """
+    unknown = sorted(set(options) - set(MaskOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"circuit_mask() got an unexpected keyword argument {unknown[0]!r}")
+    kind, pair = options.get("kind", MaskKind.circuit), options.get("pair", 0)
+    prune_anchor = options.get("prune_anchor", False)
     if kind not in KINDS:
         raise MaskError(f"unknown mask kind {kind!r}: use `kind=` {' or '.join(KINDS)}")
     layers = list(zip(circuit.layer_names, circuit.channels, circuit.widths))
@@ -122,24 +133,14 @@ def circuit_mask(
     )
 
 
-def export_mask(
-    cat: Catalog,
-    circuit_id: int,
-    path: str | Path,
-    *,
-    kind: str = MaskKind.circuit,
-    pair: int = 0,
-    prune_anchor: bool = False,
-) -> ExportResult:
+def export_mask(cat: Catalog, circuit_id: int, path: str | Path, **options: Unpack[MaskOptions]) -> ExportResult:
     """Read a circuit from the catalog and write its mask, as JSON or safetensors by `path`'s suffix.
 
     Args:
         cat: an open catalog (read-only is enough).
         circuit_id: the circuit.
         path: `*.json` or `*.safetensors`.
-        kind: "circuit" or "edge".
-        pair: for edge masks, which adjacent layer pair to cut.
-        prune_anchor: see `mask_from_circuit`.
+        options: `kind`, `pair`, `prune_anchor` (`MaskOptions`).
 
     Returns:
         The file written, its format and the mask.
@@ -147,10 +148,11 @@ def export_mask(
     Raises:
         NotFound: no such circuit.
         MaskError: a bad kind, pair or file suffix.
+        TypeError: a keyword `MaskOptions` does not have.
     """
     path = Path(path)
     if path.suffix not in (".json", ".safetensors"):
         raise MaskError(f"cannot tell the mask format from {path.name!r}: name the file *.json or *.safetensors")
-    mask = mask_from_circuit(cat, circuit_id, kind=kind, pair=pair, prune_anchor=prune_anchor)
+    mask = mask_from_circuit(cat, circuit_id, **options)
     written = write_mask(mask, path)
     return ExportResult(written, written.suffix.lstrip("."), mask)

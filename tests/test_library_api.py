@@ -85,6 +85,9 @@ def test_mask_from_circuit_takes_the_catalog_or_a_session(stored, tmp_path):
     assert from_cat == mask_from_circuit(cat, ref)
     assert from_cat == export_mask(cat, result.circuit_id, tmp_path / "m.json").mask
     assert from_cat.model.name == "TinyNet" and from_session.edge is not None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'kinds'"):
+        export_mask(cat, result.circuit_id, tmp_path / "e.json", kinds="edge")  # a misspelling is not ignored
+    assert not (tmp_path / "e.json").exists()
     assert {name: m.channels for name, m in from_cat.modules.items()} == dict(
         zip(ref.layer_names, map(tuple, ref.channels))
     )
