@@ -149,14 +149,16 @@ def test_edge_export_and_what_apply_refuses(catalog):
         )
         assert "pass the weights the circuit was found on (--weights)" in r.output
 
-        # other weights given with --weights: refused, naming both hashes
+        # other weights given with --weights: refused, naming both hashes (this test's own mask:
+        # test processes take tests in any order)
+        assert invoke("export", cid, "-o", tmp / "c.json", "--db", db).exit_code == 0
         other = zoo.get_spec("catfish-mini").build()
         torch.save(other.state_dict(), tmp / "other_weights.pt")
         r = invoke(
             "apply",
             "catfish-mini",
             "--mask",
-            tmp / "same.json" if (tmp / "same.json").exists() else tmp / "m.json",
+            tmp / "c.json",
             "-o",
             tmp / "x.pt",
             "--weights",
