@@ -35,6 +35,7 @@ from catalog import media, media_featurevis
 from ingest.thumbnails import ThumbnailError
 
 if TYPE_CHECKING:
+    from ingest.run_media import RunModel
     from ingest.zoo.preprocessing import Preprocessing
 
 __all__ = [
@@ -331,45 +332,30 @@ def featurevis_per_layer(
 
 
 def recompute_run_featurevis(
-    cat,
-    run_id: int,
-    model: str,
-    *,
-    weights: str | None = None,
-    device: str = "cpu",
-    config: FeatureVisConfig = FeatureVisConfig(),
-    progress: Progress | None = None,
+    cat, run_model: RunModel, *, config: FeatureVisConfig = FeatureVisConfig(), progress: Progress | None = None
 ) -> int:
     """Make and store the feature visualisation of every circuit neuron of a stored run.
 
     Args:
         cat: an open, writable catalog.
-        run_id: a complete run.
-        model: the model name (as for ingest); its weights must hash to the run's model.
-        weights: local weights file, as for ingest.
-        device: where to run the model.
+        run_model: the run and its model (`ingest.run_media.load_run_model`).
         config: picture size, steps, learning rate, seed (stored with each picture).
         progress: optional callback (stage, done, total).
 
     Returns:
         The number of pictures written (the run's old ones are replaced).
 
-    Raises:
-        NotFound: no such run. ThumbnailError: the run is not complete, or the weights are
-        missing or other than the run's (sha256 differs).
     """
-    from ingest.run_media import load_run_circuits
-
-    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
+    run, pp = run_model.run, run_model.preprocessing
     config = config.sized_for(pp)
     layers = list(run.layer_names)
-    pictures = featurevis_per_layer(loaded.module, pp, layers, channels, config=config, progress=progress)
+    pictures = featurevis_per_layer(run_model.module, pp, layers, run_model.channels, config=config, progress=progress)
     params = {**config.to_params(), "weights_sha256": run.weights_sha256}
     size = int(config.size or 128)
     with cat.session() as s, s.begin():
         ids = media.neuron_id_map(s, run.model_id, layers)
         rows = [
-            media_featurevis.FeatureVisRow(run_id, ids[(p.layer, p.channel)], size, size, p.activation, params, p.png)
+            media_featurevis.FeatureVisRow(run.id, ids[(p.layer, p.channel)], size, size, p.activation, params, p.png)
             for p in pictures
         ]
-        return media_featurevis.write_featurevis(s, run_id, rows)
+        return media_featurevis.write_featurevis(s, run.id, rows)

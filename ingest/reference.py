@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from catalog import store
 from catalog.errors import CircuitsError
 from ingest.images import ImageSet, read_image_dir, rendered_image_set
-from ingest.thumbnails import ThumbnailConfig, example_thumbnails, neuron_patches, store_thumbnails
+from ingest.thumbnails import ThumbnailConfig
+
+if TYPE_CHECKING:
+    from ingest.run_media import RunModel
 
 __all__ = ["PHOTOS", "ReferenceError", "reference_set", "store_reference_patches"]
 
@@ -83,45 +86,25 @@ def reference_set(model: str, folder: str | Path | None = None, *, per_class: in
 
 def store_reference_patches(
     cat,
-    run_id: int,
-    model: str,
+    run_model: RunModel,
     images: ImageSet,
     *,
-    weights: str | None = None,
-    device: str = "cpu",
     config: ThumbnailConfig | None = None,
     progress: Progress | None = None,
 ) -> int:
-    """Top patches of every circuit neuron of a stored run over a reference set, stored with the run.
+    """Top patches of every circuit neuron of a stored run over a reference set, stored with the run
+    (the set as the concept `reference:MODEL`).
+
+    Args:
+        cat: an open, writable catalog.
+        run_model: the run and its model (`ingest.run_media.load_run_model`).
+        images: the reference set (`reference_set`).
+        config, progress: as for `ingest.run_media.recompute_run_thumbnails`.
 
     Returns:
         The number of patches written (the run's old reference patches are replaced).
-
-    Raises:
-        NotFound: no such run. ThumbnailError: other or missing weights (sha256).
     """
-    from ingest import zoo
-    from ingest.run_media import load_run_circuits
+    from ingest.run_media import store_patches
 
-    config = config or ThumbnailConfig()
-    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
-    x = zoo.preprocess(pp, list(images.images))
-    layers = list(run.layer_names)
-    patches = neuron_patches(
-        loaded.module, layers, x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
-    )
-    thumbs = example_thumbnails(list(images.images), config.image_size)
-    with cat.session() as s, s.begin():
-        concept_id = store.ensure_concept(s, f"reference:{run.model}", f"reference image set of {run.model}")
-        store.write_example_images(s, concept_id, images.sha256, list(zip(images.sha256s, images.sources)))
-        written, _ = store_thumbnails(
-            s,
-            run_id=run_id,
-            model_id=run.model_id,
-            concept_id=concept_id,
-            image_set_sha256=images.sha256,
-            patches=patches,
-            thumbnails=thumbs,
-            reference=True,
-        )
+    written, _ = store_patches(cat, run_model, images.images, reference_set=images, config=config, progress=progress)
     return written

@@ -1,15 +1,24 @@
 """Neuron media of a stored run, recomputed later: `circuits thumbnails RUN MODEL`.
 
 `load_run_model` loads the model a run was computed with (refusing other or missing weights by
-their sha256) with the preprocessing the run recorded; `recompute_run_thumbnails` reads the run's
-images again (re-rendered for CatFish sets, else from their recorded sources, each checked
-against its sha256) and stores fresh patches, heat-maps and thumbnails (`ingest.thumbnails`).
+their sha256) with the preprocessing the run recorded, once for every kind of media:
+
+    run = load_run_model(cat, run_id, "catfish-mini")
+    recompute_run_thumbnails(cat, run)                                 # the run's own images
+    store_reference_patches(cat, run, reference_set("catfish-mini"))  # ingest.reference
+    recompute_run_featurevis(cat, run)                                 # ingest.featurevis
+
+`recompute_run_thumbnails` reads the run's images again (re-rendered for CatFish sets, else from
+their recorded sources, each checked against its sha256) and stores fresh patches, heat-maps and
+thumbnails (`ingest.thumbnails`).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -25,7 +34,37 @@ from ingest.thumbnails import (
     store_thumbnails,
 )
 
-__all__ = ["load_run_circuits", "load_run_model", "recompute_run_thumbnails"]
+if TYPE_CHECKING:
+    from catalog.refs import RunRef
+    from ingest.images import ImageSet
+    from ingest.zoo import LoadedModel
+    from ingest.zoo.preprocessing import Preprocessing
+
+__all__ = ["RunModel", "load_run_model", "recompute_run_thumbnails", "store_patches"]
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A stored run with its model loaded as the run used it: what its neuron media are made from.
+
+    Attributes:
+        run: the run.
+        channels: per run layer, the sorted channels of any of its circuits.
+        loaded: the model, with the run's weights (their sha256 checked), on the device asked for.
+        preprocessing: the preprocessing the run recorded (the model's own for older runs).
+        device: where the model is.
+    """
+
+    run: RunRef
+    channels: list[list[int]]
+    loaded: LoadedModel
+    preprocessing: Preprocessing
+    device: str
+
+    @property
+    def module(self) -> Any:
+        """The `nn.Module`."""
+        return self.loaded.module
 
 
 def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.ndarray]:
@@ -61,7 +100,7 @@ def _images_of_run(sources: Sequence[str], sha256s: Sequence[str]) -> list[np.nd
     return images
 
 
-def load_run_model(run, model: str, weights: str | None):
+def _model_of(run, model: str, weights: str | None):
     """The model of a stored run with the preprocessing the run used: (LoadedModel, Preprocessing).
 
     Raises:
@@ -84,45 +123,39 @@ def load_run_model(run, model: str, weights: str | None):
     return loaded, pp
 
 
-def load_run_circuits(cat, run_id: int, model: str, weights: str | None, device: str):
-    """A stored run, its circuits' channels per layer and its model, for computing neuron media.
+def load_run_model(cat, run_id: int, model: str, *, weights: str | None = None, device: str = "cpu") -> RunModel:
+    """A stored run, its circuits' channels and its model, for computing neuron media.
 
-    Returns:
-        (RunRef, channels: per run layer the sorted channels of any of its circuits, LoadedModel
-        on `device`, the Preprocessing the run used).
+    Args:
+        cat: an open catalog.
+        run_id: a complete run.
+        model: the model name (as for ingest); its weights must hash to the run's model.
+        weights: local weights file, as for ingest.
+        device: where to run the model.
 
     Raises:
-        NotFound: no such run. ThumbnailError: as `load_run_model`.
+        NotFound: no such run. ThumbnailError: the run is not complete, or the weights are
+        missing or other than the run's (their sha256 differs).
     """
     from catalog import store
 
     with cat.session() as s:
         run = store.read_run(s, run_id)
         circuits = store.find_circuits(s, run_id=run_id)
-    loaded, pp = load_run_model(run, model, weights)
+    loaded, pp = _model_of(run, model, weights)
     loaded.module.to(device)
     channels = [sorted({c for k in circuits for c in k.channels[i]}) for i in range(len(run.layer_names))]
-    return run, channels, loaded, pp
+    return RunModel(run, channels, loaded, pp, device)
 
 
 def recompute_run_thumbnails(
-    cat,
-    run_id: int,
-    model: str,
-    *,
-    weights: str | None = None,
-    device: str = "cpu",
-    config: ThumbnailConfig | None = None,
-    progress: Progress | None = None,
+    cat, run_model: RunModel, *, config: ThumbnailConfig | None = None, progress: Progress | None = None
 ) -> tuple[int, int]:
     """Compute and store the thumbnails of a stored run (all neurons of all its circuits).
 
     Args:
         cat: an open, writable catalog.
-        run_id: a complete run.
-        model: the model name (as for ingest); its weights must hash to the run's model.
-        weights: local weights file, as for ingest.
-        device: where to run the model.
+        run_model: the run and its model (`load_run_model`).
         config: how many patches and how large (None: `ThumbnailConfig()`).
         progress: optional callback (stage, done, total).
 
@@ -130,27 +163,66 @@ def recompute_run_thumbnails(
         (patches written, thumbnails written now).
 
     Raises:
-        NotFound: no such run. ThumbnailError: other weights, or the images cannot be read again.
+        ThumbnailError: the images cannot be read again.
     """
-    from ingest import zoo
-
-    config = config or ThumbnailConfig()
-    run, channels, loaded, pp = load_run_circuits(cat, run_id, model, weights, device)
+    run = run_model.run
     with cat.session() as s:
         sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
-    x = zoo.preprocess(pp, images)  # the inputs the run itself used
+    return store_patches(cat, run_model, images, config=config, progress=progress)
+
+
+def store_patches(
+    cat,
+    run_model: RunModel,
+    images: Sequence[np.ndarray],
+    *,
+    reference_set: ImageSet | None = None,
+    config: ThumbnailConfig | None = None,
+    progress: Progress | None = None,
+) -> tuple[int, int]:
+    """Compute the top patches of every circuit neuron of a run over `images` (RGB uint8) and store
+    them, replacing the old ones, with the images' thumbnails, in one transaction.
+
+    Args:
+        images: the run's own example images, or the images of `reference_set`.
+        reference_set: a reference set (`ingest.reference`): its patches are the run's reference
+            patches and the set is stored as the concept `reference:MODEL`. None: the run's own.
+
+    Returns:
+        (patches written, thumbnails written now).
+    """
+    from catalog import store
+    from ingest import zoo
+
+    config = config or ThumbnailConfig()
+    run, pp = run_model.run, run_model.preprocessing
+    x = zoo.preprocess(pp, list(images))  # the model's inputs, as the run made them
     patches = neuron_patches(
-        loaded.module, list(run.layer_names), x, channels, mean=pp.mean, std=pp.std, config=config, progress=progress
+        run_model.module,
+        list(run.layer_names),
+        x,
+        run_model.channels,
+        mean=pp.mean,
+        std=pp.std,
+        config=config,
+        progress=progress,
     )
-    thumbs = example_thumbnails(images, config.image_size)
+    thumbs = example_thumbnails(list(images), config.image_size)
     with cat.session() as s, s.begin():
+        concept_id, image_set_sha256 = run.concept_id, run.image_set_sha256
+        if reference_set is not None:
+            concept_id = store.ensure_concept(s, f"reference:{run.model}", f"reference image set of {run.model}")
+            pairs = list(zip(reference_set.sha256s, reference_set.sources))
+            store.write_example_images(s, concept_id, reference_set.sha256, pairs)
+            image_set_sha256 = reference_set.sha256
         return store_thumbnails(
             s,
-            run_id=run_id,
+            run_id=run.id,
             model_id=run.model_id,
-            concept_id=run.concept_id,
-            image_set_sha256=run.image_set_sha256,
+            concept_id=concept_id,
+            image_set_sha256=image_set_sha256,
             patches=patches,
             thumbnails=thumbs,
+            reference=reference_set is not None,
         )

@@ -42,11 +42,13 @@ def looks(tmp_path_factory):
     with cat.session() as s, s.begin():
         store.describe_concept(s, CLASS, "stripes and a star, drawn on clutter")
     from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
+    from ingest.run_media import load_run_model
 
-    recompute_run_featurevis(cat, result.run_id, "catfish-mini", config=FeatureVisConfig(steps=3))  # looks only
+    run_model = load_run_model(cat, result.run_id, "catfish-mini")  # after `refine`: its circuit too
+    recompute_run_featurevis(cat, run_model, config=FeatureVisConfig(steps=3))  # looks only
     from ingest.reference import reference_set, store_reference_patches
 
-    store_reference_patches(cat, result.run_id, "catfish-mini", reference_set("catfish-mini", per_class=2))
+    store_reference_patches(cat, run_model, reference_set("catfish-mini", per_class=2))
     close_catalogs_of(path)
     with ServerThread(path) as server:
         yield {"path": path, "url": server.url, "anchored": anchored, "plain": result.circuit_id}

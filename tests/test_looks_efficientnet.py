@@ -28,6 +28,7 @@ def photo_circuit(tmp_path_factory):
     from ingest.pipeline import IngestConfig, ingest_concept
     from ingest.reference import reference_set, store_reference_patches
     from ingest.refinement import refine
+    from ingest.run_media import load_run_model
     from ingest.walkthrough import photo, views
 
     path = tmp_path_factory.mktemp("effnet") / "photo.duckdb"
@@ -38,8 +39,9 @@ def photo_circuit(tmp_path_factory):
         cat, IngestConfig("efficientnet-lite0", "cat", layers=layers, k=(4, 6, 1), device="cpu"), images
     )
     circuit, _ = refine(cat, result.run_id, (4, 6, 1), fixed={"_fc": [285]})  # ImageNet 285: Egyptian cat
-    store_reference_patches(cat, result.run_id, "efficientnet-lite0", reference_set("efficientnet-lite0", per_class=2))
-    recompute_run_featurevis(cat, result.run_id, "efficientnet-lite0", config=FeatureVisConfig(size=64, steps=4))
+    run_model = load_run_model(cat, result.run_id, "efficientnet-lite0")  # after `refine`: its circuit too
+    store_reference_patches(cat, run_model, reference_set("efficientnet-lite0", per_class=2))
+    recompute_run_featurevis(cat, run_model, config=FeatureVisConfig(size=64, steps=4))
     close_catalogs_of(path)
     with ServerThread(path) as server:
         yield {"url": server.url, "circuit": circuit}

@@ -132,7 +132,7 @@ def thumbnails(
     --featurevis each circuit neuron's feature visualisation (needs the model and the run's weights)."""
     from catalog.engine import open_catalog
     from ingest.hooks import resolve_device
-    from ingest.run_media import recompute_run_thumbnails
+    from ingest.run_media import load_run_model, recompute_run_thumbnails
     from ingest.thumbnails import ThumbnailConfig
     from queries.resolve import resolve_run
 
@@ -144,26 +144,21 @@ def thumbnails(
         from ingest.reference import reference_set as read_reference
 
         refs = read_reference(model, reference)
-    device, config = str(resolve_device(device)), ThumbnailConfig(top=top, size=size)
+    config = ThumbnailConfig(top=top, size=size)
+    run_model = load_run_model(cat, run_id, model, weights=weights, device=str(resolve_device(device)))
     with progress_bar(quiet, eta=True) as update:
-        patches, thumbs = recompute_run_thumbnails(
-            cat, run_id, model, weights=weights, device=device, config=config, progress=update
-        )
+        patches, thumbs = recompute_run_thumbnails(cat, run_model, config=config, progress=update)
     typer.echo(f"stored {patches} patches and {thumbs} new image thumbnails for run {run_id} in {cat.display}")
     if refs is not None:
         from ingest.reference import store_reference_patches
 
         with progress_bar(quiet, eta=True) as update:
-            n_ref = store_reference_patches(
-                cat, run_id, model, refs, weights=weights, device=device, config=config, progress=update
-            )
+            n_ref = store_reference_patches(cat, run_model, refs, config=config, progress=update)
         typer.echo(f"stored {n_ref} reference patches ({len(refs)} images of {refs.name}) for run {run_id}")
     if featurevis:
         from ingest.featurevis import FeatureVisConfig, recompute_run_featurevis
 
         with progress_bar(quiet, eta=True) as update:
             fv_config = FeatureVisConfig(size=fv_size, steps=fv_steps, seed=seed)
-            n = recompute_run_featurevis(
-                cat, run_id, model, weights=weights, device=device, config=fv_config, progress=update
-            )
+            n = recompute_run_featurevis(cat, run_model, config=fv_config, progress=update)
         typer.echo(f"stored {n} feature visualisations ({fv_steps} steps, seed {seed}) for run {run_id}")
