@@ -31,6 +31,14 @@ class DemoConfig:
     eval_seed: int = 1  # different seed: evaluation images are not the circuit's examples
     baseline_seed: int = 0
 
+    def describe(self) -> str:
+        """The settings as the report states them."""
+        return (
+            f"k = {self.k} neurons per layer, {self.n_concept_images} example images per concept "
+            f"(seed {self.concept_seed}), {self.n_eval_images} held-out images per class for each "
+            f"intervention (seed {self.eval_seed})."
+        )
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -102,16 +110,5 @@ def run_demo(
     )
     report_path = out / "report.md"
     seconds = time.perf_counter() - t0
-    report_path.write_text(
-        report_markdown(
-            report,
-            catalog=cat.display,
-            seconds=seconds,
-            k=config.k,
-            n_concept_images=config.n_concept_images,
-            concept_seed=config.concept_seed,
-            n_eval_images=config.n_eval_images,
-            eval_seed=config.eval_seed,
-        )
-    )
+    report_path.write_text(report_markdown(report, catalog=cat.display, seconds=seconds, settings=config.describe()))
     return DemoResult(cat.display, report_path, heatmap_path, report.claims, seconds, circuits)

@@ -6,7 +6,7 @@ them on any catalog that holds such circuits and interventions:
 
     with cat.session() as s:
         report = catfish_claims(s, CLASS_PARTS, circuit_ids, intervention_ids)
-    print(report_markdown(report, catalog=cat.display))
+    print(report_markdown(report, catalog=cat.display, seconds=seconds))
 
 Neurons are compared as (layer index in the run, channel) pairs; accuracy drops are
 `clean − pruned` top-1 accuracy (and `clean − random baseline`), from the stored evaluations.
@@ -216,31 +216,20 @@ def catfish_claims(
     return ClaimsReport(claims, dict(parts), neurons, drops)
 
 
-def report_markdown(
-    report: ClaimsReport,
-    *,
-    catalog: str,
-    seconds: float,
-    k: int,
-    n_concept_images: int,
-    concept_seed: int,
-    n_eval_images: int,
-    eval_seed: int,
-) -> str:
+def report_markdown(report: ClaimsReport, *, catalog: str, seconds: float, settings: str = "") -> str:
     """The demo's Markdown report: the claims table and the accuracy drops per primitive and class.
 
     Args:
         report: from `catfish_claims`.
         catalog: where the circuits are (path or URL without password).
         seconds: how long the demo took.
-        k, n_concept_images, concept_seed, n_eval_images, eval_seed: the demo's settings, stated.
+        settings: what the circuits and interventions were made with, one sentence or more
+            (k, images, seeds), stated after the catalog.
     """
     lines = [
         "# circuits demo: catfish-mini on CatFish-synth",
         "",
-        f"Catalog: `{catalog}`. k = {k} neurons per layer, {n_concept_images} example images per "
-        f"concept (seed {concept_seed}), {n_eval_images} held-out images per class for each "
-        f"intervention (seed {eval_seed}). Finished in {seconds:.0f} s.",
+        " ".join(filter(None, (f"Catalog: `{catalog}`.", settings, f"Finished in {seconds:.0f} s."))),
         "",
         "| claim | holds | measured |",
         "|---|---|---|",

@@ -90,9 +90,8 @@ def test_claims_from_the_catalog_equal_the_claims_on_the_same_figures(cat):
     assert report.claims[2].figures == pytest.approx(expected[2].figures)
     overlap = report.overlap(["a", "c_ab"])
     assert overlap.shape == (2, 2) and overlap[0, 1] == pytest.approx(jaccard(neurons["a"], neurons["c_ab"]))
-    text = report_markdown(
-        report, catalog="x.duckdb", seconds=3.0, k=2, n_concept_images=8, concept_seed=0, n_eval_images=4, eval_seed=1
-    )
+    text = report_markdown(report, catalog="x.duckdb", seconds=3.0, settings="k = 2.")
+    assert "Catalog: `x.duckdb`. k = 2. Finished in 3 s." in text
     for claim in ("composition", "reuse", "causality"):
         assert f"| {claim} | yes |" in text
     assert "| a | **60** (10) | 5 (10) | **60** (10) | **60** (10) |" in text
