@@ -26,11 +26,11 @@ def attribute_reference(
     layers: Sequence[str],
     images: torch.Tensor,
     *,
+    neurons: Sequence[Sequence[int] | None] | None = None,
+    tokens: str = "all",
     batch_size: int = 8,
     device: str | torch.device = "cpu",
-    neurons: Sequence[Sequence[int] | None] | None = None,
     progress: Progress | None = None,
-    tokens: str = "all",
 ) -> list[np.ndarray]:
     """The plain loop of docs/method.md, "Cross-Layer Attribution": per batch and pair, one autograd call per downstream neuron.
 
@@ -40,12 +40,12 @@ def attribute_reference(
         model: the network (restored afterwards, as in `attribute`).
         layers: dotted module paths, in forward order.
         images: preprocessed float images, (N, C, H, W).
-        batch_size: images per forward pass.
-        device: where to compute.
         neurons: per pair, the downstream channels to compute (None: all); the other columns of
             that matrix are NaN. For timing the reference on a subset.
-        progress: called as progress(done, total) after each pair of each batch.
         tokens: which tokens of token layers count ("all", "patches", "cls"; `ingest.cla.tokens`).
+        batch_size: images per forward pass.
+        device: where to compute.
+        progress: called as progress(done, total) after each pair of each batch.
 
     Returns:
         S_i per adjacent pair, float32 arrays (C_i, C_{i+1}).
