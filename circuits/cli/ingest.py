@@ -77,6 +77,9 @@ def ingest(
     concept: Annotated[str | None, typer.Option("--concept", help="Name of the concept the images show.")] = None,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
+    recursive: RecursiveOpt = False,
+    n: NOpt = 32,
+    seed: SeedOpt = 0,
     layers: Annotated[
         str | None,
         typer.Option(
@@ -86,18 +89,6 @@ def ingest(
         ),
     ] = None,
     k: Annotated[str, typer.Option("--k", help="Circuit neurons per layer: one integer or one per layer.")] = "5",
-    weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
-    device: DeviceOption = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
-    n: NOpt = 32,
-    seed: SeedOpt = 0,
-    force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run exists.")] = False,
-    recursive: RecursiveOpt = False,
-    input_size: InputSizeOpt = None,
-    resize: ResizeOpt = None,
-    normalize: NormalizeOpt = None,
-    channels: ChannelsOpt = None,
-    threads: ThreadsOption = None,
     tokens: Annotated[
         str, typer.Option("--tokens", help="Token models: which tokens count, all, patches or cls.")
     ] = "all",
@@ -110,6 +101,15 @@ def ingest(
         ),
     ] = None,
     classes: Annotated[str | None, classes_option("--anchor")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Local weights file (state dict).")] = None,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    normalize: NormalizeOpt = None,
+    channels: ChannelsOpt = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run exists.")] = False,
+    threads: ThreadsOption = None,
     timeout: TimeoutOption = 0,
     db: DbOption = None,
 ) -> None:
@@ -273,10 +273,19 @@ def ablate(
         InterventionKind,
         typer.Option("--kind", help="circuit: zero every circuit neuron; edge: cut one circuit layer pair (--pair)."),
     ] = InterventionKind.circuit,
+    pair: Annotated[int, typer.Option("--pair", help="Edge pruning: index of the circuit layer pair to cut.")] = 0,
+    prune_anchor: Annotated[
+        bool,
+        typer.Option("--prune-anchor", help="Prune an anchored circuit's anchor (its class logit) too."),
+    ] = False,
+    baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
     images: ImagesOpt = None,
     dataset: DatasetOpt = None,
+    recursive: RecursiveOpt = False,
     label: Annotated[str | None, typer.Option("--label", help="True class of the --images folder.")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
+    classes: Annotated[str | None, classes_option("--label")] = None,
+    n: NOpt = 64,
+    seed: SeedOpt = 1,
     model: Annotated[
         str | None,
         typer.Option(
@@ -284,25 +293,16 @@ def ablate(
             help="A user model's code, path/to/file.py:factory (a catalog's stored model code is never run); zoo models need none.",
         ),
     ] = None,
-    pair: Annotated[int, typer.Option("--pair", help="Edge pruning: index of the circuit layer pair to cut.")] = 0,
-    baseline_seed: Annotated[int, typer.Option("--baseline-seed", help="Seed of the random baseline circuit.")] = 0,
-    n: NOpt = 64,
-    seed: SeedOpt = 1,
-    device: DeviceOption = "auto",
-    force: Annotated[
-        bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")
-    ] = False,
-    classes: Annotated[str | None, classes_option("--label")] = None,
-    recursive: RecursiveOpt = False,
+    weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
     input_size: InputSizeOpt = None,
     resize: ResizeOpt = None,
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
-    threads: ThreadsOption = None,
-    prune_anchor: Annotated[
-        bool,
-        typer.Option("--prune-anchor", help="Prune an anchored circuit's anchor (its class logit) too."),
+    device: DeviceOption = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")
     ] = False,
+    threads: ThreadsOption = None,
     timeout: TimeoutOption = 0,
     db: DbOption = None,
 ) -> None:
