@@ -293,11 +293,11 @@ def ablate(
             help="A user model's code, path/to/file.py:factory (a catalog's stored model code is never run); zoo models need none.",
         ),
     ] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
     input_size: InputSizeOpt = None,
     resize: ResizeOpt = None,
     normalize: NormalizeOpt = None,
     channels: ChannelsOpt = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Weights the circuit was found with.")] = None,
     device: DeviceOption = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Evaluate again even if the same evaluation is stored.")
