@@ -54,17 +54,18 @@ class RunExists(CatalogError):
 
 
 class _RunFields(TypedDict):
-    """What `write_run` and `record_failed_run` both store about a run (their keyword arguments)."""
+    """What `write_run` and `record_failed_run` both store about a run (their keyword arguments):
+    what was computed, from what (the provenance key's inputs and the key), then where and when."""
 
     model: ModelRef
     concept_id: int
-    layer_names: Sequence[str]
-    params: dict[str, Any]
     image_set_sha256: str
     n_images: int
+    layer_names: Sequence[str]
+    params: dict[str, Any]
     provenance_key: str
-    library_versions: dict[str, str]
     device: str
+    library_versions: dict[str, str]
     started_at: dt.datetime
     seconds: float | None
 
@@ -87,13 +88,13 @@ def write_run(
         session: the caller's session.
         model: from `ensure_model`.
         concept_id: from `ensure_concept`.
-        layer_names: the run's layers in forward order (S_i pairs layer i with layer i + 1).
-        params: CLA parameters (JSON-serialisable).
         image_set_sha256: sha256 of the concept image set used.
         n_images: number of images.
+        layer_names: the run's layers in forward order (S_i pairs layer i with layer i + 1).
+        params: CLA parameters (JSON-serialisable).
         provenance_key: sha256 of weights + layers + images + params (`find_complete_run`).
-        library_versions: e.g. {"torch": "2.14.1"}.
         device: e.g. "cpu", "cuda:0".
+        library_versions: e.g. {"torch": "2.14.1"}.
         started_at: when the computation started (naive UTC, or aware).
         seconds: how long it took.
         matrices: per adjacent pair i, S_i of shape (C_i, C_{i+1}), float32 scores (all kept).

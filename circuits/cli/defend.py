@@ -184,12 +184,12 @@ def defend(
             comma_list(classes) or [],
             images,
             weights=weights,
+            n_text=n_text,
+            seed=seed,
             layers=config.layers,
             label=label,
             embeddings=class_embeddings,
             random_embeddings=random_embeddings,
-            n_text=n_text,
-            seed=seed,
             attack_images=attack_images,
         )
     else:

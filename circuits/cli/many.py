@@ -26,13 +26,13 @@ def ingest_many(
             min=0,
         ),
     ] = None,
+    retries: Annotated[
+        int, typer.Option("--retries", help="Tries more for a failed job (bad input is not retried).", min=0)
+    ] = 2,
     address: Annotated[
         str | None,
         typer.Option("--address", help="A running Ray cluster, e.g. ray://head:10001 (default: start a local one)."),
     ] = None,
-    retries: Annotated[
-        int, typer.Option("--retries", help="Tries more for a failed job (bad input is not retried).", min=0)
-    ] = 2,
     db: DbOption = None,
 ) -> None:
     """Ingest many model × concept × k jobs in parallel; skip what is stored, retry and report failures."""
