@@ -19,8 +19,9 @@ extension loading): the catalog never needs it and `circuits sql` must not write
 
 A DuckDB file admits one writing process, or several reading ones. Writers hold it only to write:
 `Catalog.writing()` opens a short transaction (waiting, with a message on stderr, while another
-process holds the file) and lets the file go afterwards, and `Catalog.release()` lets it go before
-a long computation, so readers in other processes are not locked out meanwhile.
+process holds the file) and lets the file go afterwards, `Catalog.reading()` does the same for a
+few reads between computations, and `Catalog.release()` lets the file go before a long
+computation, so readers in other processes are not locked out meanwhile.
 
 DuckDB allows one configuration per file per process, so when a file is already open read-write
 in this process, a read-only catalog of it shares the read-write database and makes each of its
@@ -132,18 +133,7 @@ class Catalog:
         """
         if self.read_only:
             raise CatalogError(f"catalog {self.display} is open read-only: open it without read_only to write")
-
-        def attempt() -> Session:
-            session = self.session()
-            try:
-                with connect_errors(self.url):
-                    session.connection()  # connects (the lock is taken here) and begins
-            except BaseException:
-                session.close()
-                raise
-            return session
-
-        session = retry_while_locked(attempt, self.url, wait)
+        session = retry_while_locked(self._connected_session, self.url, wait)
         try:
             yield session
             session.commit()
@@ -153,6 +143,37 @@ class Catalog:
         finally:
             session.close()
             self.release()
+
+    @contextmanager
+    def reading(self, *, wait: float | None = None) -> Iterator[Session]:
+        """A session for a few reads between long computations: a DuckDB file held by another
+        process is waited for, as `writing` waits, and let go afterwards (`release`). Its
+        transaction is rolled back at the end (it only reads).
+
+        Args:
+            wait: seconds to wait for the file (None: `$CIRCUITS_LOCK_WAIT`, default 60).
+
+        Raises:
+            CatalogLocked: the file was still held after `wait` seconds.
+            CatalogError: the catalog is closed.
+        """
+        session = retry_while_locked(self._connected_session, self.url, wait)
+        try:
+            yield session
+        finally:
+            session.close()
+            self.release()
+
+    def _connected_session(self) -> Session:
+        """A session already connected, so a DuckDB lock conflict is a CatalogLocked here."""
+        session = self.session()
+        try:
+            with connect_errors(self.url):
+                session.connection()  # connects (the lock is taken here) and begins
+        except BaseException:
+            session.close()
+            raise
+        return session
 
     def release(self) -> None:
         """Let go of a DuckDB file this catalog holds but is not using (idle pooled connections),

@@ -129,7 +129,7 @@ def stored_circuit(cat: Catalog, prepared: Prepared | Request) -> tuple[int, int
     request = prepared if isinstance(prepared, Request) else Request.of(prepared)
     if request.force:
         return None
-    with cat.session() as s:
+    with cat.reading() as s:  # waits while another process writes; lets the file go after
         existing = store.find_complete_run(s, request.provenance_key)
         if existing is None:
             return None
@@ -139,7 +139,7 @@ def stored_circuit(cat: Catalog, prepared: Prepared | Request) -> tuple[int, int
 
 def find_or_compute(reader: Catalog, prepared: Prepared, *, progress: Progress | None = None) -> Outcome:
     """The model half of an ingest: is the run stored (read `reader` once, then let it go)? If
-    not, compute it (`ingest.compute.compute`, with `scores`). Writes nothing.
+    not, compute it (`ingest.compute.compute`, with `prepared.scores`). Writes nothing.
 
     Args:
         reader: the catalog, open read-write or read-only (only read here).
@@ -206,15 +206,13 @@ def _circuit_of_k(
     from ingest.writer import add_circuit_once
 
     if circuit_id is None:
-        with cat.session() as s:
+        with cat.reading() as s:
             matrices = store.read_run_matrices(s, run_id)
-        cat.release()
         circuit = find_circuit(matrices, list(request.ks), max_sweeps=request.max_sweeps)
         with cat.writing() as s:  # another process may have added this k meanwhile: then reuse it
             circuit_id, _ = add_circuit_once(s, run_id, request.ks, circuit)
-    with cat.session() as s:
+    with cat.reading() as s:
         channels = tuple(tuple(c) for c in store.read_circuit(s, circuit_id).channels)
-    cat.release()
     return circuit_id, channels
 
 

@@ -43,7 +43,7 @@ def run_of_concept(cat: Catalog, request: Any, run_id: int, circuit_id: int | No
         else the concept's copy of the run, stored now (one transaction) if it did not exist.
     """
     concept = request.concept
-    with cat.session() as s:
+    with cat.reading() as s:
         existing = store.read_run(s, run_id)
         if existing.concept == concept:
             return run_id, circuit_id
@@ -52,14 +52,12 @@ def run_of_concept(cat: Catalog, request: Any, run_id: int, circuit_id: int | No
         if copy is None:
             matrices = store.read_run_matrices(s, run_id)
             media_rows = _read_media(s, existing)
-    cat.release()
     if copy is None:
         copy_id = _store_copy(cat, existing, concept, key, request, matrices, media_rows)
     else:
         copy_id = copy.id
-    with cat.session() as s:
+    with cat.reading() as s:
         same = [c for c in store.find_circuits(s, run_id=copy_id) if tuple(c.k) == tuple(request.ks) and not c.fixed]
-    cat.release()
     return copy_id, (same[0].id if same else None)
 
 

@@ -143,6 +143,31 @@ def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch,
         assert store.ensure_concept(s, "x") > 0
 
 
+def test_reads_between_computations_wait_for_the_file(catalog_path, capsys):
+    """`Catalog.reading` (the ingest pipeline's reads: is this run stored? its circuit of this k?)
+    waits for a file another process holds, as `writing` does, instead of failing at once."""
+    cat = open_catalog(catalog_path)
+    cat.release()
+    holder = _python(
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+        "print('ready', flush=True); time.sleep(1.5)",
+        str(catalog_path),
+        stderr=None,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(CatalogLocked, match="in use by another process"), cat.reading(wait=0):
+            pass
+        with cat.reading(wait=60) as s:  # the holder exits after 1.5 s
+            assert store.find_complete_run(s, "0" * 64) is None
+        assert holder.poll() is not None
+        assert "is locked by another process; waiting" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    cat.close()
+
+
 _WRITE_CONCEPT = (
     "import sys; from catalog import store; from catalog.engine import open_catalog; "
     "cat = open_catalog(sys.argv[1]); s = cat.session(); s.begin(); store.ensure_concept(s, 'from-writer'); "
