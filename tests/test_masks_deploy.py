@@ -51,13 +51,14 @@ def build():
 FRESH = BLOCK_PROJECT + textwrap.dedent(
     """
     import torch
+    torch.set_num_threads(int(sys.argv[3]))  # the test's own: other threads, other float32 sums
     x, expected = torch.load(sys.argv[1])
     program = torch.export.load(sys.argv[2]).module()
     with torch.no_grad():
         d = (program(x) - expected).abs().max().item()
-    if len(sys.argv) > 3:
+    if len(sys.argv) > 4:
         import onnxruntime as ort
-        s = ort.InferenceSession(sys.argv[3], providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(sys.argv[4], providers=["CPUExecutionProvider"])
         got = s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
         print("ONNX", float(abs(got - expected.numpy()).max()))
     print("PT2", d)
@@ -122,7 +123,10 @@ def apply_and_check_fresh(name, layers, tmp: Path, *, out="pruned.pt", kind="cir
     torch.save((x, expected), tmp / "check.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [sys.executable, "-c", FRESH, str(tmp / "check.pt"), str(pt2), *([str(onnx)] if have_onnx else [])],
+        [
+            *(sys.executable, "-c", FRESH, str(tmp / "check.pt"), str(pt2), str(torch.get_num_threads())),
+            *([str(onnx)] if have_onnx else []),
+        ],
         cwd=tmp,
         env=env,
         capture_output=True,
