@@ -179,10 +179,9 @@ def ablate(
     if kind not in ("circuit", "edge"):
         raise IngestError(f"unknown intervention kind {kind!r}: use `kind=` circuit or edge")
     written = require_written(image_set) if is_attack_set(image_set) else None
-    with cat.session() as s:
+    with cat.reading() as s:  # loading the model can take a while: hold nothing meanwhile
         circ = store.read_circuit(s, circuit_id)
         run_params = store.read_run(s, circ.run_id).params
-    cat.release()  # loading the model can take a while: hold nothing meanwhile
     if is_module(model):
         loaded = loaded_module(
             model, layers=circ.layer_names, preprocessing=stored_preprocessing(run_params, Preprocessing)
@@ -220,13 +219,12 @@ def ablate(
         params["anchor"] = "pruned" if prune_anchor else "kept"
     warning = logit_warning(loaded.module, prune_layers, prune_channels, pp.example(1, size=64), loaded.spec.name)
     if not force:
-        with cat.session() as s:
+        with cat.reading() as s:  # and let go: other processes may read the file while this evaluates
             stored = _stored(store.list_interventions(s, circuit_id), kind, params, image_set.sha256, names)
         if stored is not None:
             import dataclasses
 
             return dataclasses.replace(stored, warnings=(warning,) if warning else ())
-    cat.release()  # hold nothing while evaluating: other processes may read the file meanwhile
     x = zoo.preprocess(pp, list(image_set.images))
     import torch
 

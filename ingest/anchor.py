@@ -138,7 +138,7 @@ def label_class_layer(cat: Catalog, run_id: int, class_names: Sequence[str]) -> 
     """
     from ingest.writer import label_class_layer as label_layer
 
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:
         run = store.read_run(s, run_id)
         layer, width = run.layer_names[-1], run.widths[-1]
         if width != len(class_names):

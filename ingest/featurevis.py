@@ -352,7 +352,7 @@ def recompute_run_featurevis(
     pictures = featurevis_per_layer(run_model.module, pp, layers, run_model.channels, config=config, progress=progress)
     params = {**config.to_params(), "weights_sha256": run.weights_sha256}
     size = int(config.size or 128)
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:
         ids = media.neuron_id_map(s, run.model_id, layers)
         rows = [
             media_featurevis.FeatureVisRow(run.id, ids[(p.layer, p.channel)], size, size, p.activation, params, p.png)

@@ -49,10 +49,9 @@ def refine(
     """
     from ingest.cla.search import find_circuit
 
-    with cat.session() as s:
+    with cat.reading() as s:
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
-    cat.release()
     ks = k_per_layer(k, run.layer_names, run.widths)
     by_index = None if fixed is None else _fixed_by_index(fixed, list(run.layer_names))
     circuit = find_circuit(matrices, ks, fixed=by_index, max_sweeps=max_sweeps)
@@ -105,7 +104,7 @@ def run_preprocessing(
         return None
     from ingest import zoo
 
-    with cat.session() as s:
+    with cat.reading() as s:
         circ = store.read_circuit(s, circuit_id)
         stored = store.read_run(s, circ.run_id).params.get("preprocessing")
     if stored is None and not is_zoo_model(circ.model):  # never import a catalog's model code

@@ -139,7 +139,7 @@ def load_run_model(cat, run_id: int, model: str, *, weights: str | None = None, 
     """
     from catalog import store
 
-    with cat.session() as s:
+    with cat.reading() as s:  # loading the model can take a while: hold nothing meanwhile
         run = store.read_run(s, run_id)
         circuits = store.find_circuits(s, run_id=run_id)
     loaded, pp = _model_of(run, model, weights)
@@ -166,7 +166,7 @@ def recompute_run_thumbnails(
         ThumbnailError: the images cannot be read again.
     """
     run = run_model.run
-    with cat.session() as s:
+    with cat.reading() as s:
         sources = media.image_set_sources(s, run.concept_id, run.image_set_sha256)
     images = _images_of_run([src for src, _ in sources], [sha for _, sha in sources])
     return store_patches(cat, run_model, images, config=config, progress=progress)
@@ -209,7 +209,7 @@ def store_patches(
         progress=progress,
     )
     thumbs = example_thumbnails(list(images), config.image_size)
-    with cat.session() as s, s.begin():
+    with cat.writing() as s:
         concept_id, image_set_sha256 = run.concept_id, run.image_set_sha256
         if reference_set is not None:
             concept_id = store.ensure_concept(s, f"reference:{run.model}", f"reference image set of {run.model}")

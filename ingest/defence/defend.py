@@ -282,10 +282,9 @@ def _search(cat: Catalog, config: DefendConfig, target: DefenceTarget, run_id: i
     from ingest.datasets.typo_sets import require_written
     from ingest.defence.search import search_k
 
-    with cat.session() as s:
+    with cat.reading() as s:  # the search evaluates many circuits: hold nothing meanwhile
         run = store.read_run(s, run_id)
         matrices = store.read_run_matrices(s, run_id)
-    cat.release()  # the search evaluates many circuits: hold nothing meanwhile
     key = (config.model, config.weights, tuple(run.layer_names))
     loaded = target.model_cache.get(key)
     if loaded is None:
