@@ -150,7 +150,7 @@ def test_reads_between_computations_wait_for_the_file(catalog_path, capsys):
     cat.release()
     holder = _python(
         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-        "print('ready', flush=True); time.sleep(1.5)",
+        "print('ready', flush=True); time.sleep(0.8)",
         str(catalog_path),
         stderr=None,
     )
@@ -158,7 +158,7 @@ def test_reads_between_computations_wait_for_the_file(catalog_path, capsys):
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(CatalogLocked, match="in use by another process"), cat.reading(wait=0):
             pass
-        with cat.reading(wait=60) as s:  # the holder exits after 1.5 s
+        with cat.reading(wait=60) as s:  # the holder exits after 0.8 s
             assert store.find_complete_run(s, "0" * 64) is None
         assert holder.poll() is not None
         assert "is locked by another process; waiting" in capsys.readouterr().err
