@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -122,23 +123,31 @@ def test_readers_are_not_locked_out_while_an_ingest_computes(tmp_path):
     assert _sql_json(db, "select sum(n_src * n_dst) as n from run_matrix") == [{"n": 4 * 5}]  # every score
 
 
-def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch, capsys):
+@contextmanager
+def _held(path, seconds: float):
+    """Another process holding the DuckDB file `path` (read-only) for `seconds`; killed at the end."""
     holder = _python(
         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-        "print('ready', flush=True); time.sleep(60)",
-        str(catalog_path),
+        "print('ready', flush=True); time.sleep(float(sys.argv[2]))",
+        str(path),
+        str(seconds),
         stderr=None,
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_writer_gives_up_after_the_wait_with_one_line(catalog_path, monkeypatch, capsys):
+    with _held(catalog_path, 60):
         monkeypatch.setenv("CIRCUITS_LOCK_WAIT", "0.5")
         with pytest.raises(CatalogLocked, match="still locked by another process after 0 s") as err:
             open_catalog(catalog_path, wait=None)
         assert "\n" not in str(err.value)
         assert "is locked by another process; waiting" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
     with open_catalog(catalog_path, wait=None).writing() as s:  # free again
         assert store.ensure_concept(s, "x") > 0
 
@@ -148,23 +157,13 @@ def test_reads_between_computations_wait_for_the_file(catalog_path, capsys):
     waits for a file another process holds, as `writing` does, instead of failing at once."""
     cat = open_catalog(catalog_path)
     cat.release()
-    holder = _python(
-        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-        "print('ready', flush=True); time.sleep(0.8)",
-        str(catalog_path),
-        stderr=None,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with _held(catalog_path, 0.8) as holder:
         with pytest.raises(CatalogLocked, match="in use by another process"), cat.reading(wait=0):
             pass
         with cat.reading(wait=60) as s:  # the holder exits after 0.8 s
             assert store.find_complete_run(s, "0" * 64) is None
         assert holder.poll() is not None
         assert "is locked by another process; waiting" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
     cat.close()
 
 
