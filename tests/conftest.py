@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("CIRCUITS_SQL_ALLOW_SUPERUSER", "1")
 
 import shutil
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,6 +180,13 @@ _DIALECTS: weakref.WeakSet = weakref.WeakSet()
 @event.listens_for(Engine, "engine_connect")
 def _remember_dialect(connection) -> None:
     _DIALECTS.add(connection.dialect)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the browser the browser tests share (`test_serve_support.Browser`), if one started."""
+    support = sys.modules.get("test_serve_support")
+    if support is not None:
+        support._SHARED.stop()
 
 
 @pytest.hookimpl(trylast=True)

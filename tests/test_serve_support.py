@@ -139,9 +139,10 @@ def chromium() -> str:
 
 
 class _Shared:
-    """Playwright's driver (a Node process) and one headless Chromium, shared by the `Browser`s
-    open at the same time in this process. The last `Browser` to close stops both, so a test
-    module whose fixture holds a `Browser` starts them once, and no process outlives the tests."""
+    """Playwright's driver (a Node process) and one headless Chromium, shared by every `Browser`
+    of this test process (each in its own browser context): started by the first, stopped when
+    the test session ends (`conftest.pytest_sessionfinish`), so no process outlives the tests and
+    the browser modules do not each start their own (~1 s apiece)."""
 
     def __init__(self) -> None:
         self.users = 0
@@ -166,8 +167,10 @@ class _Shared:
 
     def release(self) -> None:
         self.users -= 1
-        if self.users == 0:
-            self._stop()
+
+    def stop(self) -> None:
+        """Stop Chromium and the driver (the end of the test session)."""
+        self._stop()
 
     def _stop(self) -> None:
         try:
