@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.orm import Session
 
 from catalog import bulk
+from catalog._keywords import check_keywords
 from catalog.errors import CatalogError, NotFound
 from catalog.models import (
     Circuit,
@@ -110,7 +111,7 @@ def write_run(
         CatalogError: bad layers, matrix shapes, non-finite scores or non-JSON params.
         NotFound: unknown concept or layer.
     """
-    _check_fields(fields)
+    check_keywords("the run fields of write_run()", fields, _RunFields)
     neuron_ids = [layer.neuron_ids for layer in _run_layers(fields["model"], fields["layer_names"])]
     bulk.check_matrix_shapes(neuron_ids, matrices)
     run = _add_run(session, fields, status=RunStatus.complete, error=None)
@@ -145,17 +146,9 @@ def record_failed_run(session: Session, *, error: str, **fields: Unpack[_RunFiel
     Returns:
         The run id.
     """
-    _check_fields(fields)
+    check_keywords("the run fields of record_failed_run()", fields, _RunFields)
     _run_layers(fields["model"], fields["layer_names"])
     return _add_run(session, fields, status=RunStatus.failed, error=error).id
-
-
-def _check_fields(fields: Mapping[str, Any]) -> None:
-    """A missing or unknown keyword is a TypeError, as it was when each was a named parameter."""
-    missing = sorted(_RunFields.__required_keys__ - fields.keys())
-    unknown = sorted(fields.keys() - _RunFields.__required_keys__)
-    if missing or unknown:
-        raise TypeError(f"run fields: missing {missing}, unknown {unknown}")
 
 
 def _run_layers(model: ModelRef, layer_names: Sequence[str]) -> list[LayerRef]:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ingest.pipeline import IngestConfig, IngestResult, ingest, ingest_concept
     from ingest.reference import reference_set, store_reference_patches
     from ingest.refinement import refine
-    from ingest.run_media import RunModel, load_run_model, recompute_run_thumbnails
+    from ingest.run_media import RunModel, load_run_model, recompute_run_thumbnails, store_patches
     from ingest.train import TrainConfig, train_catfish
     from ingest.zoo import LoadedModel, ModelSpec, available_models, load_model, preprocess, register
 
@@ -101,6 +101,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "RunModel": ("ingest.run_media",),
         "load_run_model": ("ingest.run_media",),
         "recompute_run_thumbnails": ("ingest.run_media",),
+        "store_patches": ("ingest.run_media",),
         "TrainConfig": ("ingest.train",),
         "train_catfish": ("ingest.train",),
     },

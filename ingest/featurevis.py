@@ -344,7 +344,6 @@ def recompute_run_featurevis(
 
     Returns:
         The number of pictures written (the run's old ones are replaced).
-
     """
     run, pp = run_model.run, run_model.preprocessing
     config = config.sized_for(pp)

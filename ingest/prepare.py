@@ -155,7 +155,6 @@ class Prepared:
         preprocessing: the preprocessing that made `x` (stored in the run's params).
         layers: the run's layers in forward order.
         ks: circuit neurons per layer.
-        provenance_key: the run's identity (`provenance_key`).
         model_fields: `catalog.store.ensure_model` keyword arguments.
         run_fields: `catalog.store.write_run` provenance keyword arguments (no timing yet).
         started: when `prepare` began (`time.perf_counter()` of this process): the run's duration
@@ -172,11 +171,15 @@ class Prepared:
     preprocessing: Any  # ingest.zoo.preprocessing.Preprocessing: what made `x`
     layers: list[str]
     ks: list[int]
-    provenance_key: str
     model_fields: dict[str, Any]
     run_fields: dict[str, Any]
     started: float
     scores: Scores | None = None
+
+    @property
+    def provenance_key(self) -> str:
+        """The run's identity (`provenance_key`), as its run row records it."""
+        return self.run_fields["provenance_key"]
 
 
 def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
@@ -244,4 +247,4 @@ def prepare(config: IngestConfig, image_set: ImageSet) -> Prepared:
         weights_sha256=loaded.weights_sha256,
         layers=list(all_widths.items()),
     )
-    return Prepared(config, image_set, loaded, x, pp, layers, ks, key, model_fields, run_fields, started)
+    return Prepared(config, image_set, loaded, x, pp, layers, ks, model_fields, run_fields, started)

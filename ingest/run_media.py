@@ -52,14 +52,12 @@ class RunModel:
         channels: per run layer, the sorted channels of any of its circuits.
         loaded: the model, with the run's weights (their sha256 checked), on the device asked for.
         preprocessing: the preprocessing the run recorded (the model's own for older runs).
-        device: where the model is.
     """
 
     run: RunRef
     channels: list[list[int]]
     loaded: LoadedModel
     preprocessing: Preprocessing
-    device: str
 
     @property
     def module(self) -> Any:
@@ -145,7 +143,7 @@ def load_run_model(cat, run_id: int, model: str, *, weights: str | None = None, 
     loaded, pp = _model_of(run, model, weights)
     loaded.module.to(device)
     channels = [sorted({c for k in circuits for c in k.channels[i]}) for i in range(len(run.layer_names))]
-    return RunModel(run, channels, loaded, pp, device)
+    return RunModel(run, channels, loaded, pp)
 
 
 def recompute_run_thumbnails(

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         resolve_model,
     )
     from queries.listing_pages import Filters, Page, list_page
-    from queries.mask_export import ExportResult, export_mask, mask_from_circuit
+    from queries.mask_export import ExportResult, MaskOptions, export_mask, mask_from_circuit
     from queries.overlap import (
         OverlapMatrix,
         SharedNeurons,
@@ -79,6 +79,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "plan_pruning": ("queries.prune_plan",),
         "overlap_heatmap": ("queries.plots",),
         "ExportResult": ("queries.mask_export",),
+        "MaskOptions": ("queries.mask_export",),
         "export_mask": ("queries.mask_export",),
         "mask_from_circuit": ("queries.mask_export",),
     },

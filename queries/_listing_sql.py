@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
+from catalog._keywords import check_keywords
 from catalog.errors import CircuitsError
 from catalog.vocab import RunStatus
 from queries.resolve import COMPLETE_RUN
@@ -48,9 +49,7 @@ def window_of(function: str, window: Window) -> tuple[str | None, int | None, in
         TypeError: a keyword `function` does not take (as Python says of any other function).
         CircuitsError: as `check_page`.
     """
-    unknown = sorted(set(window) - set(Window.__annotations__))
-    if unknown:
-        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    check_keywords(f"{function}()", window, Window)
     search, after, limit = window.get("search"), window.get("after"), window.get("limit")
     if search is not None and not isinstance(search, str):
         raise CircuitsError(f"search must be text, got {search!r}")

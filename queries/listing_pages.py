@@ -74,12 +74,12 @@ def list_page(session: Session, what: str, **filters: Unpack[Filters]) -> Page:
         CircuitsError: an unknown `what` or status, or a limit below 1.
         TypeError: a keyword `Filters` does not have.
     """
-    exact = {"model": filters.pop("model", None), "concept": filters.pop("concept", None)}
-    exact["status"] = filters.pop("status", None) or ("complete" if what == "circuits" else None)
+    model, concept = filters.pop("model", None), filters.pop("concept", None)
+    status = filters.pop("status", None) or ("complete" if what == "circuits" else None)
+    exact = {"model": model, "concept": concept, "status": status}
     search, after, limit = window_of("list_page", filters)
     limit = PAGE_ROWS if limit is None else limit
     window = Window(search=search, after=after, limit=limit + 1)
-    model, concept, status = exact["model"], exact["concept"], exact["status"]
     if what == "models":
         rows: list[Any] = list_models(session, **window)
     elif what == "concepts":

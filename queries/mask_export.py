@@ -22,6 +22,7 @@ from typing import TypedDict, Unpack
 from sqlalchemy.orm import Session
 
 from catalog import store
+from catalog._keywords import check_keywords
 from catalog.connect import display
 from catalog.engine import Catalog
 from catalog.mask_file import KINDS, CatalogSource, EdgeCut, Mask, MaskError, ModelIdentity, ModuleMask
@@ -103,9 +104,7 @@ def circuit_mask(
         MaskError: an unknown kind, or a pair outside the circuit's layers.
         TypeError: a keyword `MaskOptions` does not have.
     """
-    unknown = sorted(set(options) - set(MaskOptions.__annotations__))
-    if unknown:
-        raise TypeError(f"circuit_mask() got an unexpected keyword argument {unknown[0]!r}")
+    check_keywords("circuit_mask()", options, MaskOptions)
     kind, pair = options.get("kind", MaskKind.circuit), options.get("pair", 0)
     prune_anchor = options.get("prune_anchor", False)
     if kind not in KINDS:

@@ -93,6 +93,4 @@ def contrast_ingest(cat: Catalog, config, text_set: ImageSet, plain_set: ImageSe
     params = {**prepared.run_fields["params"], "contrast": {"plain_sha256": plain_set.sha256, "rule": CONTRAST_RULE}}
     key = provenance_key(prepared.model_fields["weights_sha256"], prepared.layers, text_set.sha256, params)
     run_fields = {**prepared.run_fields, "params": params, "provenance_key": key}
-    return ingest_prepared(
-        cat, dataclasses.replace(prepared, provenance_key=key, run_fields=run_fields, scores=scores), progress=progress
-    )
+    return ingest_prepared(cat, dataclasses.replace(prepared, run_fields=run_fields, scores=scores), progress=progress)
